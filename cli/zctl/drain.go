@@ -1,0 +1,63 @@
+package zctl
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/ctl"
+	"github.com/zfs-serve/zfs-serve/internal/human"
+)
+
+func (e *env) drain(args []string) error {
+	fs := e.subFlags("drain", "drain [--wait] [--timeout DUR]")
+	wait := fs.Bool("wait", false, "show the remaining transfers until every one has finished and the daemon has exited")
+	timeout := fs.Duration("timeout", 0, "cut off what is left after `DUR` (default: the daemon's drain_timeout)")
+	if err := parseSub(fs, args); err != nil {
+		return err
+	}
+	req := ctl.Request{Cmd: ctl.CmdDrain, Wait: *wait}
+	if *timeout > 0 {
+		req.Timeout = timeout.String()
+	}
+	var last string
+	r, err := e.do(req, func(p *ctl.Response) {
+		if line := remaining(p.Status); line != last {
+			fmt.Fprintln(e.stdout, line)
+			last = line
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if *wait {
+		fmt.Fprintln(e.stdout, "drained: every transfer finished; zfs-serve has exited")
+		return nil
+	}
+	fmt.Fprintln(e.stdout, r.Message)
+	return nil
+}
+
+// remaining summarises the transfers a drain is waiting for.
+func remaining(st *ctl.Status) string {
+	if st == nil {
+		return "waiting..."
+	}
+	n := len(st.Transfers) + st.TransfersOmitted
+	if n == 0 {
+		return fmt.Sprintf("waiting for %d workers to exit", st.Totals.Workers)
+	}
+	parts := make([]string, 0, 4)
+	for i, t := range st.Transfers {
+		if i == 3 {
+			parts = append(parts, fmt.Sprintf("+%d more", n-3))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", t.Path, percent(t.Sent, t.Total), t.Client))
+	}
+	line := fmt.Sprintf("waiting for %d transfers: %s", n, strings.Join(parts, ", "))
+	if st.DrainDeadline != nil {
+		line += fmt.Sprintf("; cut off in %s", human.Duration(time.Until(*st.DrainDeadline)))
+	}
+	return line
+}

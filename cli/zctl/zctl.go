@@ -1,0 +1,121 @@
+// Package zctl is the zctl command: it talks to a running zfs-serve over
+// its control socket. Each subcommand lives in its own file with its own
+// flag set.
+package zctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/zfs-serve/zfs-serve/cli"
+	"github.com/zfs-serve/zfs-serve/ctl"
+)
+
+const usage = `Usage: zctl [-s PATH] COMMAND [flags]
+
+Control a running zfs-serve.
+
+Commands:
+  status [--json]                 what the server is doing now: state, listeners,
+                                  workers, transfers in flight
+  drain [--wait] [--timeout DUR]  graceful exit: stop accepting, finish every
+                                  transfer in flight, then exit (like SIGUSR1)
+  kill                            immediate exit: workers killed, connections dropped
+  reload [--wait]                 re-read the config and start a new generation of
+                                  workers; returns once it serves (--wait: once the
+                                  old generation has drained too)
+
+Flags:
+  -s PATH   control socket (default: $ZFS_SERVE_CONTROL, else the first of
+            /run/zfs-serve/control.sock (root), $XDG_RUNTIME_DIR/zfs-serve/control.sock,
+            /tmp/zfs-serve-$UID/control.sock that exists)
+
+Exit status: 0 success, 1 the daemon refused or the operation failed,
+2 usage error, 3 cannot reach the daemon.
+`
+
+// ExitUnreachable is the exit status when the control socket cannot be reached.
+const ExitUnreachable = 3
+
+type unreachable struct{ error }
+
+func (unreachable) ExitCode() int   { return ExitUnreachable }
+func (u unreachable) Unwrap() error { return u.error }
+
+// env is what a subcommand needs.
+type env struct {
+	socket string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// do runs one request on a fresh connection.
+func (e *env) do(req ctl.Request, onProgress func(*ctl.Response)) (*ctl.Response, error) {
+	c, err := ctl.Dial(e.socket)
+	if err != nil {
+		return nil, unreachable{err}
+	}
+	defer c.Close()
+	return c.Do(req, onProgress)
+}
+
+// Run runs zctl with args (without the program name).
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("zctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	socket := fs.String("s", "", "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &cli.UsageError{Err: err}
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return cli.Usagef("no command given")
+	}
+	e := &env{socket: ctl.SocketPath(*socket), stdout: stdout, stderr: stderr}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "status":
+		return e.status(rest)
+	case "drain":
+		return e.drain(rest)
+	case "kill":
+		return e.kill(rest)
+	case "reload":
+		return e.reload(rest)
+	case "help":
+		fs.Usage()
+		return nil
+	}
+	return cli.Usagef("unknown command %q (want status, drain, kill or reload)", cmd)
+}
+
+// subFlags is a subcommand's flag set with zctl's conventions.
+func (e *env) subFlags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet("zctl "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: zctl %s\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseSub(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &cli.UsageError{Err: err}
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}

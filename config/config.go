@@ -1,0 +1,452 @@
+// Package config is zfs-serve's configuration: the TOML schema, its
+// defaults, strict decoding (an unknown key is an error naming the file,
+// line and key) and validation. The supervisor resolves it once and hands
+// the result to its workers over their channel, so workers never read files.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where zfs-serve looks for its config when --config is not given.
+const DefaultPath = "/etc/zfs-serve/zfs-serve.toml"
+
+// DefaultListen is the address served when neither config nor flags say.
+// Loopback only: exposing files to a network must be a decision.
+const DefaultListen = "127.0.0.1:7070"
+
+// Zero-copy modes.
+const (
+	ModeSendfile = "sendfile"
+	ModeSplice   = "splice"
+	ModeMmap     = "mmap"
+	ModeCopy     = "copy"
+)
+
+// Modes lists the accepted zero_copy values.
+var Modes = []string{ModeSendfile, ModeSplice, ModeMmap, ModeCopy}
+
+// Config is the whole configuration. The TOML keys are the contract with
+// operators and packages; see etc/zfs-serve.toml for every key, commented.
+type Config struct {
+	Root           string   `toml:"root" json:"root"`
+	Listen         []string `toml:"listen" json:"listen"`
+	Control        string   `toml:"control" json:"control"`
+	ControlGroup   string   `toml:"control_group" json:"control_group"`
+	Workers        int      `toml:"workers" json:"workers"`
+	MaxConnections int      `toml:"max_connections" json:"max_connections"`
+	ZeroCopy       string   `toml:"zero_copy" json:"zero_copy"`
+	SendChunk      Size     `toml:"send_chunk" json:"send_chunk"`
+	HeaderTimeout  Duration `toml:"header_timeout" json:"header_timeout"`
+	IdleTimeout    Duration `toml:"idle_timeout" json:"idle_timeout"`
+	SendTimeout    Duration `toml:"send_timeout" json:"send_timeout"`
+	DrainTimeout   Duration `toml:"drain_timeout" json:"drain_timeout"`
+	User           string   `toml:"user" json:"user"`
+	Group          string   `toml:"group" json:"group"`
+	LogLevel       string   `toml:"log_level" json:"log_level"`
+	LogFormat      string   `toml:"log_format" json:"log_format"`
+}
+
+// Default returns the built-in configuration: serve the current directory on
+// loopback with one worker per CPU.
+func Default() *Config {
+	return &Config{
+		Root:           ".",
+		Listen:         []string{DefaultListen},
+		Workers:        0,
+		MaxConnections: 10000,
+		ZeroCopy:       ModeSendfile,
+		SendChunk:      2 << 20,
+		HeaderTimeout:  Duration(10 * time.Second),
+		IdleTimeout:    Duration(60 * time.Second),
+		SendTimeout:    Duration(60 * time.Second),
+		DrainTimeout:   Duration(60 * time.Second),
+		LogLevel:       "info",
+		LogFormat:      "text",
+	}
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "2m").
+type Duration time.Duration
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration like \"30s\" or \"2m\": %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Size is a byte count written as an integer or with a binary unit ("2MiB").
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
+
+func (s *Size) UnmarshalText(b []byte) error {
+	str := strings.TrimSpace(string(b))
+	for _, u := range sizeUnits {
+		if num, ok := strings.CutSuffix(str, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n < 0 || n > (1<<62)/u.mult {
+				break
+			}
+			*s = Size(n * u.mult)
+			return nil
+		}
+	}
+	return fmt.Errorf("not a size like 2097152 or \"2MiB\": %q", b)
+}
+
+// UnmarshalTOML accepts both a TOML integer and a string with a unit.
+func (s *Size) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		if v < 0 {
+			return fmt.Errorf("negative size %d", v)
+		}
+		*s = Size(v)
+		return nil
+	case string:
+		return s.UnmarshalText([]byte(v))
+	}
+	return fmt.Errorf("not a size: %v", v)
+}
+
+func (s Size) MarshalText() ([]byte, error) {
+	for _, u := range sizeUnits[:3] {
+		if s >= Size(u.mult) && int64(s)%u.mult == 0 {
+			return []byte(strconv.FormatInt(int64(s)/u.mult, 10) + u.suffix), nil
+		}
+	}
+	return []byte(strconv.FormatInt(int64(s), 10)), nil
+}
+
+// Overrides are the command-line flags; a set field replaces the file's value.
+type Overrides struct {
+	Root    string
+	Listen  []string
+	Control string
+	Workers *int
+}
+
+// Source says where a configuration came from, so the supervisor can read
+// it again on reload with the same flags on top.
+type Source struct {
+	Path      string // "" = built-in defaults
+	Explicit  bool   // Path was given with --config (so it must exist)
+	Overrides Overrides
+}
+
+func (s Source) String() string {
+	p := s.Path
+	if p == "" {
+		p = "built-in defaults"
+	} else if _, err := os.Stat(p); err != nil && !s.Explicit {
+		p = "built-in defaults (no " + p + ")"
+	}
+	var fl []string
+	if s.Overrides.Root != "" {
+		fl = append(fl, "--root")
+	}
+	if len(s.Overrides.Listen) > 0 {
+		fl = append(fl, "--listen")
+	}
+	if s.Overrides.Control != "" {
+		fl = append(fl, "--control")
+	}
+	if s.Overrides.Workers != nil {
+		fl = append(fl, "--workers")
+	}
+	if len(fl) > 0 {
+		p += " + " + strings.Join(fl, " ")
+	}
+	return p
+}
+
+// Load reads, decodes, overrides and validates the configuration described
+// by src. Relative paths in the result are made absolute.
+func (src Source) Load() (*Config, error) {
+	c := Default()
+	if src.Path != "" {
+		data, err := os.ReadFile(src.Path)
+		switch {
+		case err == nil:
+			if err := decode(src.Path, data, c); err != nil {
+				return nil, err
+			}
+		case errors.Is(err, os.ErrNotExist) && !src.Explicit:
+			// The default path is optional; built-in defaults apply.
+		default:
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	o := src.Overrides
+	if o.Root != "" {
+		c.Root = o.Root
+	}
+	if len(o.Listen) > 0 {
+		c.Listen = append([]string(nil), o.Listen...)
+	}
+	if o.Control != "" {
+		c.Control = o.Control
+	}
+	if o.Workers != nil {
+		c.Workers = *o.Workers
+	}
+	if err := c.Resolve(); err != nil {
+		if src.Path != "" {
+			return nil, fmt.Errorf("%s: %w", src.Path, err)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// decode parses data strictly into c.
+func decode(path string, data []byte, c *Config) error {
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			msg := pe.Message
+			if pe.LastKey != "" {
+				msg = fmt.Sprintf("key %q: %s", pe.LastKey, msg)
+			}
+			return fmt.Errorf("%s:%d: %s", path, pe.Position.Line, msg)
+		}
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		var msgs []string
+		for _, k := range und {
+			msgs = append(msgs, fmt.Sprintf("%s:%d: unknown key %q", path, keyLine(data, k), k.String()))
+		}
+		return errors.New(strings.Join(msgs, "\n"))
+	}
+	// Validation errors name the key; give them its line too.
+	if err := c.validate(); err != nil {
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			if line := keyLine(data, toml.Key{ke.Key}); line > 0 {
+				return fmt.Errorf("%s:%d: %w", path, line, err)
+			}
+		}
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// keyLine finds the line on which key is assigned, tracking [table] headers.
+// It returns 0 if it cannot tell (the error then names only file and key).
+func keyLine(data []byte, key toml.Key) int {
+	table, name := "", key[len(key)-1]
+	want := strings.Join(key[:len(key)-1], ".")
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		l := strings.TrimSpace(string(line))
+		if strings.HasPrefix(l, "[") {
+			table = strings.Trim(l, "[] \t")
+			continue
+		}
+		k, _, ok := strings.Cut(l, "=")
+		if !ok {
+			continue
+		}
+		k = strings.Trim(strings.TrimSpace(k), `"'`)
+		if k == name && table == want {
+			return i + 1
+		}
+		if table == "" && want != "" && k == want+"."+name {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// KeyError is a validation error about one key.
+type KeyError struct {
+	Key string
+	Msg string
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("key %q: %s", e.Key, e.Msg) }
+
+func keyErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// validate checks values that need no access to the machine.
+func (c *Config) validate() error {
+	if c.Root == "" {
+		return keyErr("root", "must not be empty")
+	}
+	if len(c.Listen) == 0 {
+		return keyErr("listen", "needs at least one address (socket activation overrides it)")
+	}
+	for _, a := range c.Listen {
+		if err := CheckAddr(a); err != nil {
+			return keyErr("listen", "%v", err)
+		}
+	}
+	if c.Workers < 0 || c.Workers > 1024 {
+		return keyErr("workers", "must be between 0 (one per CPU) and 1024, not %d", c.Workers)
+	}
+	if c.MaxConnections < 1 {
+		return keyErr("max_connections", "must be at least 1, not %d", c.MaxConnections)
+	}
+	if !contains(Modes, c.ZeroCopy) {
+		return keyErr("zero_copy", "must be one of %s, not %q", strings.Join(Modes, ", "), c.ZeroCopy)
+	}
+	if c.SendChunk < 64<<10 || c.SendChunk > 1<<30 {
+		return keyErr("send_chunk", "must be between 64KiB and 1GiB, not %d", c.SendChunk)
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"header_timeout", c.HeaderTimeout}, {"idle_timeout", c.IdleTimeout}, {"send_timeout", c.SendTimeout}, {"drain_timeout", c.DrainTimeout}} {
+		if d.v <= 0 {
+			return keyErr(d.key, "must be a positive duration, not %v", d.v.D())
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return keyErr("log_level", "must be debug, info, warn or error, not %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return keyErr("log_format", "must be text or json, not %q", c.LogFormat)
+	}
+	return nil
+}
+
+// CheckAddr validates a listen address ("host:port", "[::1]:port", ":port").
+func CheckAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("bad address %q: %v", a, err)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("bad address %q: host must be an IP address", a)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("bad address %q: bad port", a)
+	}
+	return nil
+}
+
+// Resolve validates c and fills the values that depend on the machine:
+// absolute paths, the worker count, the control socket path, user and
+// group existence.
+func (c *Config) Resolve() error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	root, err := filepath.Abs(c.Root)
+	if err != nil {
+		return keyErr("root", "%v", err)
+	}
+	st, err := os.Stat(root)
+	if err != nil {
+		return keyErr("root", "%v", err)
+	}
+	if !st.IsDir() {
+		return keyErr("root", "%s is not a directory", root)
+	}
+	c.Root = root
+	if c.Workers == 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.Control == "" {
+		c.Control = DefaultControlPath()
+	}
+	if c.Control, err = filepath.Abs(c.Control); err != nil {
+		return keyErr("control", "%v", err)
+	}
+	if c.User != "" {
+		if _, err := LookupUser(c.User); err != nil {
+			return keyErr("user", "%v", err)
+		}
+	}
+	for key, g := range map[string]string{"group": c.Group, "control_group": c.ControlGroup} {
+		if g != "" {
+			if _, err := LookupGroup(g); err != nil {
+				return keyErr(key, "%v", err)
+			}
+		}
+	}
+	return nil
+}
+
+// LookupUser resolves a user name or numeric uid to (uid, primary gid).
+func LookupUser(name string) (*user.User, error) {
+	if _, err := strconv.Atoi(name); err == nil {
+		return user.LookupId(name)
+	}
+	return user.Lookup(name)
+}
+
+// LookupGroup resolves a group name or numeric gid to its gid.
+func LookupGroup(name string) (int, error) {
+	if id, err := strconv.Atoi(name); err == nil {
+		return id, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// UnderSystemd reports whether this process was started by systemd.
+func UnderSystemd() bool {
+	return os.Getenv("NOTIFY_SOCKET") != "" || os.Getenv("INVOCATION_ID") != "" || os.Getenv("LISTEN_FDS") != ""
+}
+
+// DefaultControlPath is the control socket path shared by zfs-serve and zctl:
+// /run/zfs-serve/control.sock for root or under systemd, else in the user's
+// runtime directory, else in /tmp.
+func DefaultControlPath() string {
+	if os.Geteuid() == 0 || UnderSystemd() {
+		return "/run/zfs-serve/control.sock"
+	}
+	return UserControlPath()
+}
+
+// UserControlPath is the default for an unprivileged user.
+func UserControlPath() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "zfs-serve", "control.sock")
+	}
+	return fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", os.Getuid())
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,349 @@
+package ctl
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Peer is who is on the other end of a control connection, from the kernel
+// (SO_PEERCRED, SO_PEERGROUPS), not from anything the peer says.
+type Peer struct {
+	PID, UID, GID int
+	Groups        []int
+}
+
+// PeerOf returns the credentials of c's peer.
+func PeerOf(c *net.UnixConn) (Peer, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return Peer{}, err
+	}
+	var p Peer
+	var cerr error
+	err = rc.Control(func(fd uintptr) {
+		var cred *unix.Ucred
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if cerr != nil {
+			return
+		}
+		p.PID, p.UID, p.GID = int(cred.Pid), int(cred.Uid), int(cred.Gid)
+		p.Groups = peerGroups(int(fd))
+	})
+	if err == nil {
+		err = cerr
+	}
+	return p, err
+}
+
+// peerGroups reads SO_PEERGROUPS (the peer's supplementary groups).
+func peerGroups(fd int) []int {
+	buf := make([]uint32, 64)
+	for range 4 {
+		n := uint32(len(buf) * 4)
+		_, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		if e == unix.ERANGE {
+			buf = make([]uint32, n/4+1)
+			continue
+		}
+		if e != 0 {
+			return nil
+		}
+		out := make([]int, n/4)
+		for i := range out {
+			out[i] = int(buf[i])
+		}
+		return out
+	}
+	return nil
+}
+
+// Authorizer decides whether a peer may use the control socket.
+type Authorizer func(Peer) error
+
+// Allow returns the standard policy: root, the daemon's own uid, or a
+// member (primary or supplementary) of group gid (-1 = no group).
+func Allow(selfUID, gid int) Authorizer {
+	return func(p Peer) error {
+		if p.UID == 0 || p.UID == selfUID {
+			return nil
+		}
+		if gid >= 0 && (p.GID == gid || slices.Contains(p.Groups, gid)) {
+			return nil
+		}
+		if gid >= 0 {
+			return fmt.Errorf("permission denied: uid %d is not root, the daemon's uid %d, or in group %d", p.UID, selfUID, gid)
+		}
+		return fmt.Errorf("permission denied: uid %d is not root or the daemon's uid %d", p.UID, selfUID)
+	}
+}
+
+// Server answers control requests on a unix listener.
+type Server struct {
+	Handler   Handler
+	Authorize Authorizer
+	Log       *slog.Logger
+	// ReadTimeout bounds how long a client may take to send a request line.
+	ReadTimeout time.Duration
+
+	mu     sync.Mutex
+	ln     *net.UnixListener
+	conns  map[*net.UnixConn]struct{}
+	wg     sync.WaitGroup
+	closed bool
+}
+
+// Serve accepts connections until Shutdown. It returns nil after Shutdown.
+func (s *Server) Serve(ln *net.UnixListener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.ln = ln
+	if s.conns == nil {
+		s.conns = make(map[*net.UnixConn]struct{})
+	}
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// EMFILE and friends: back off instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.Log.Warn("control accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c)
+	}
+}
+
+// Shutdown stops accepting and waits (until ctx ends) for the connections
+// being answered, then closes the rest.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+}
+
+func (s *Server) serveConn(c *net.UnixConn) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+		s.wg.Done()
+	}()
+	enc := json.NewEncoder(c)
+	reply := func(r *Response) error {
+		r.V = Version
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		return enc.Encode(r)
+	}
+	peer, err := PeerOf(c)
+	if err == nil && s.Authorize != nil {
+		err = s.Authorize(peer)
+	}
+	if err != nil {
+		s.Log.Warn("control connection refused", "uid", peer.UID, "pid", peer.PID, "err", err)
+		reply(&Response{Error: err.Error()})
+		return
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	timeout := s.ReadTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	for {
+		c.SetReadDeadline(time.Now().Add(timeout))
+		line, err := readLine(br)
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			reply(&Response{Error: err.Error()})
+			return
+		}
+		c.SetReadDeadline(time.Time{})
+		var req Request
+		if err := json.Unmarshal(line, &req); err != nil {
+			reply(&Response{Error: "malformed request: " + err.Error()})
+			return
+		}
+		if req.V != Version {
+			reply(&Response{Error: fmt.Sprintf("unsupported control protocol version %d (this daemon speaks %d)", req.V, Version)})
+			return
+		}
+		s.Log.Debug("control request", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID)
+		if req.Cmd != CmdStatus {
+			s.Log.Info("control request", "cmd", req.Cmd, "wait", req.Wait, "uid", peer.UID, "pid", peer.PID)
+		}
+		if err := reply(s.handle(c, &req, reply)); err != nil {
+			return
+		}
+	}
+}
+
+// readLine reads one "\n"-terminated line of at most MaxLine bytes.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > MaxLine {
+			return nil, fmt.Errorf("request longer than %d bytes", MaxLine)
+		}
+		switch {
+		case err == nil:
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(line) > 0:
+			return nil, errors.New("truncated request: no newline before end of stream")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, errors.New("timed out waiting for a complete request line")
+		}
+		return nil, err
+	}
+}
+
+func (s *Server) handle(c *net.UnixConn, req *Request, reply func(*Response) error) *Response {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := func(st *Status) {
+		if reply(&Response{OK: true, Event: EventProgress, Status: st}) != nil {
+			cancel() // the client went away; stop waiting for it
+		}
+	}
+	switch req.Cmd {
+	case CmdStatus:
+		st, err := s.Handler.Status(ctx)
+		if err != nil {
+			return &Response{Error: err.Error()}
+		}
+		return &Response{OK: true, Status: st}
+	case CmdDrain:
+		var d time.Duration
+		if req.Timeout != "" {
+			var err error
+			if d, err = time.ParseDuration(req.Timeout); err != nil || d <= 0 {
+				return &Response{Error: fmt.Sprintf("bad timeout %q: want a positive duration like 30s", req.Timeout)}
+			}
+		}
+		var p func(*Status)
+		if req.Wait {
+			p = progress
+		}
+		if err := s.Handler.Drain(ctx, d, p); err != nil {
+			return &Response{Error: err.Error()}
+		}
+		if req.Wait {
+			return &Response{OK: true, Message: "drained"}
+		}
+		return &Response{OK: true, Message: "draining"}
+	case CmdKill:
+		if err := s.Handler.Kill(ctx); err != nil {
+			return &Response{Error: err.Error()}
+		}
+		return &Response{OK: true, Message: "killed"}
+	case CmdReload:
+		var p func(*Status)
+		if req.Wait {
+			p = progress
+		}
+		msg, err := s.Handler.Reload(ctx, req.Wait, p)
+		if err != nil {
+			return &Response{Error: err.Error()}
+		}
+		return &Response{OK: true, Message: msg}
+	}
+	return &Response{Error: fmt.Sprintf("unknown command %q (want status, drain, kill or reload)", req.Cmd)}
+}
+
+// Listen creates the control socket at path: the directory if missing, a
+// stale socket file replaced (only after a dial proves nobody answers),
+// mode 0660 and, if gid >= 0, group gid.
+func Listen(path string, gid int) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		c, derr := net.DialTimeout("unix", path, time.Second)
+		if derr == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another zfs-serve is answering on it", path)
+		}
+		if !errors.Is(derr, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("control socket %s exists and is not a stale socket: %w", path, derr)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale control socket: %w", err)
+		}
+	}
+	// Create it with 0660 from the start: no window where others could connect.
+	old := syscall.Umask(0o117)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("control socket: chown to group %d: %w", gid, err)
+		}
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ln, nil
+}

@@ -1,0 +1,195 @@
+package daemon
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// acceptLoop accepts connections on l and hands them to workers until l is
+// closed. It uses accept4 directly: the supervisor never needs a Go
+// net.Conn for a connection it only passes on, and the fd arrives
+// non-blocking and close-on-exec.
+func (s *Supervisor) acceptLoop(l *listener) {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		s.log.Error("listener", "addr", l.addr, "err", err)
+		return
+	}
+	d := &dispatcher{s: s}
+	var delay time.Duration
+	for {
+		d.fds, d.peers = d.fds[:0], d.peers[:0]
+		var aerr error
+		err := rc.Read(func(fd uintptr) bool {
+			for len(d.fds) < maxBatch {
+				nfd, sa, e := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				switch e {
+				case nil:
+					d.fds = append(d.fds, nfd)
+					d.peers = append(d.peers, sockaddrString(sa))
+					continue
+				case unix.EINTR, unix.ECONNABORTED:
+					continue
+				case unix.EAGAIN:
+					return len(d.fds) > 0 // wait in the poller if nothing was accepted
+				}
+				aerr = e
+				return true
+			}
+			return true
+		})
+		if len(d.fds) > 0 {
+			d.dispatch()
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				s.log.Error("accept loop ended", "addr", l.addr, "err", err)
+			}
+			return
+		}
+		if aerr != nil {
+			// EMFILE, ENFILE, ENOBUFS: back off rather than spin on a
+			// listener that stays readable.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed", "addr", l.addr, "err", aerr, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+	}
+}
+
+// dispatcher holds one accept loop's scratch space.
+type dispatcher struct {
+	s     *Supervisor
+	fds   []int
+	peers []string
+	metas []connMeta
+	msg   []byte
+	load  []int64
+	rr    int
+}
+
+// dispatch hands the accepted fds to workers, least loaded first, one
+// message per worker, and closes the supervisor's copies: after this, only
+// a worker holds each connection.
+func (d *dispatcher) dispatch() {
+	s := d.s
+	ws := *s.dispatch.Load()
+	defer func() {
+		for _, fd := range d.fds {
+			unix.Close(fd)
+		}
+	}()
+	if len(ws) == 0 {
+		st := wire.StatusBusy
+		msg := "busy: no worker is ready, retry shortly"
+		if state, _ := s.stateA.Load().(string); state == "draining" || state == "stopping" {
+			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
+		}
+		for _, fd := range d.fds {
+			reject(fd, st, msg)
+		}
+		return
+	}
+	if s.inflight.Load()+int64(len(d.fds)) > s.maxConns.Load() {
+		for _, fd := range d.fds {
+			reject(fd, wire.StatusBusy, "busy: max_connections reached, retry shortly")
+		}
+		return
+	}
+	d.load = d.load[:0]
+	for _, w := range ws {
+		d.load = append(d.load, w.active.Load())
+	}
+	// Assign each connection to the least-loaded worker, counting the ones
+	// assigned in this batch, then send one message per worker.
+	// Ties go round-robin, so idle workers share short connections evenly.
+	assign := make([]int, len(d.fds))
+	for i := range d.fds {
+		d.rr++
+		best := d.rr % len(d.load)
+		for k := range d.load {
+			j := (d.rr + k) % len(d.load)
+			if d.load[j] < d.load[best] {
+				best = j
+			}
+		}
+		assign[i] = best
+		d.load[best]++
+	}
+	for j, w := range ws {
+		var fds []int
+		d.metas = d.metas[:0]
+		for i, a := range assign {
+			if a == j {
+				fds = append(fds, d.fds[i])
+				d.metas = append(d.metas, connMeta{id: s.connSeq.Add(1), client: d.peers[i]})
+			}
+		}
+		if len(fds) == 0 {
+			continue
+		}
+		if !d.sendTo(ws, j, w, fds) {
+			for _, fd := range fds {
+				reject(fd, wire.StatusBusy, "busy: no worker could take the connection, retry shortly")
+			}
+		}
+	}
+}
+
+// sendTo sends fds to w, or, if its channel is full or broken, to the
+// other workers in turn. It never blocks.
+func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []int) bool {
+	s := d.s
+	d.msg = appendConns(d.msg[:0], d.metas)
+	n := int64(len(fds))
+	for k := range ws {
+		t := ws[(first+k)%len(ws)]
+		t.active.Add(n)
+		s.inflight.Add(n)
+		err := fdpass.TrySend(t.ch, d.msg, fds...)
+		if err == nil {
+			return true
+		}
+		t.active.Add(-n)
+		s.inflight.Add(-n)
+		if !errors.Is(err, unix.EAGAIN) {
+			s.log.Debug("handoff failed; trying another worker", "pid", t.pid, "err", err)
+		}
+	}
+	return false
+}
+
+// reject answers a connection nobody can take, without blocking, and
+// leaves the close to the caller.
+func reject(fd int, st wire.Status, msg string) {
+	b := wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg})
+	unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *unix.SockaddrInet6:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *unix.SockaddrUnix:
+		if a.Name == "" {
+			return "unix"
+		}
+		return "unix:" + a.Name
+	}
+	return "unknown"
+}
+
+// fdpassSend sends a control message (no fds) to a worker without waiting.
+func fdpassSend(w *workerProc, msg []byte) error { return fdpass.TrySend(w.ch, msg) }

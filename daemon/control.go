@@ -1,0 +1,292 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/ctl"
+)
+
+// maxDrainingGenerations bounds old generations still finishing transfers
+// after reloads; a reload beyond it is refused rather than pile them up.
+const maxDrainingGenerations = 3
+
+// reload re-reads the configuration and starts a new generation with it.
+// reply (may be nil) gets the outcome once known.
+func (s *Supervisor) reload(wait bool, reply func(string, error)) {
+	if reply == nil {
+		reply = func(string, error) {}
+	}
+	switch s.state {
+	case ctl.StateServing:
+	case ctl.StateReloading:
+		// One reload at a time; this request shares the one in progress.
+		s.reloadWait = append(s.reloadWait, reloadWaiter{wait: wait, reply: reply})
+		return
+	default:
+		reply("", fmt.Errorf("cannot reload while %s", s.state))
+		return
+	}
+	s.setState(ctl.StateReloading)
+	s.env.notify("RELOADING=1")
+	fail := func(err error) {
+		s.lastReload = "failed: " + err.Error()
+		s.log.Error("reload failed; still serving the previous configuration", "err", err)
+		s.setState(ctl.StateServing)
+		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
+		reply("", err)
+	}
+	cfg, err := s.opts.Source.Load()
+	if err != nil {
+		fail(fmt.Errorf("invalid configuration, nothing changed: %w", err))
+		return
+	}
+	draining := 0
+	for _, g := range s.gens {
+		if g.draining {
+			draining++
+		}
+	}
+	if draining >= maxDrainingGenerations {
+		fail(fmt.Errorf("%d older generations are still draining; wait for them (zctl status) before reloading again", draining))
+		return
+	}
+	if s.ctlOwned && cfg.Control != s.ctlPath {
+		s.log.Warn("the control socket path changes only at restart", "configured", cfg.Control, "in_use", s.ctlPath)
+	}
+	if err := s.prepareListeners(cfg); err != nil {
+		fail(err)
+		return
+	}
+	g := s.newGeneration(cfg)
+	s.pending = g
+	s.reloadWait = append(s.reloadWait, reloadWaiter{wait: wait, reply: reply})
+	s.log.Info("reloading: starting a new generation", "gen", g.id, "config", s.opts.Source.String(), "root", cfg.Root, "workers", cfg.Workers)
+	s.pendingTimer = time.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
+	for _, sl := range g.slots {
+		if err := s.spawn(g, sl); err != nil {
+			s.abortPending(err)
+			return
+		}
+	}
+}
+
+// controlHandler is the Supervisor seen as a ctl.Handler.
+type controlHandler Supervisor
+
+func (h *controlHandler) sup() *Supervisor { return (*Supervisor)(h) }
+
+func (h *controlHandler) Status(ctx context.Context) (*ctl.Status, error) {
+	return h.sup().status(ctx)
+}
+
+func (h *controlHandler) Drain(ctx context.Context, timeout time.Duration, progress func(*ctl.Status)) error {
+	s := h.sup()
+	var err error
+	if cerr := s.call(ctx, func() { err = s.drain(timeout, "zctl drain") }); cerr != nil {
+		return cerr
+	}
+	if err != nil || progress == nil {
+		return err
+	}
+	return s.follow(ctx, progress, s.finished, func() error {
+		if s.exitCode != 0 {
+			return errors.New(s.exitReason)
+		}
+		return nil
+	})
+}
+
+// follow sends status snapshots to progress until done is closed.
+func (s *Supervisor) follow(ctx context.Context, progress func(*ctl.Status), done <-chan struct{}, result func() error) error {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if st, err := s.status(ctx); err == nil {
+			progress(st)
+		}
+		select {
+		case <-done:
+			return result()
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (h *controlHandler) Kill(ctx context.Context) error {
+	s := h.sup()
+	return s.call(ctx, func() { s.kill("zctl kill") })
+}
+
+func (h *controlHandler) Reload(ctx context.Context, wait bool, progress func(*ctl.Status)) (string, error) {
+	s := h.sup()
+	type result struct {
+		msg string
+		err error
+	}
+	res := make(chan result, 1)
+	if err := s.call(ctx, func() {
+		s.reload(wait, func(msg string, err error) { res <- result{msg, err} })
+	}); err != nil {
+		return "", err
+	}
+	done := make(chan struct{})
+	var r result
+	go func() { r = <-res; close(done) }()
+	if progress == nil {
+		select {
+		case <-done:
+			return r.msg, r.err
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	err := s.follow(ctx, progress, done, func() error { return nil })
+	if err != nil {
+		return "", err
+	}
+	return r.msg, r.err
+}
+
+// status builds the answer to "status": the structure from the loop, the
+// live figures and transfers from each worker.
+func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
+	var st *ctl.Status
+	var procs []*workerProc
+	if err := s.call(ctx, func() { st, procs = s.snapshot() }); err != nil {
+		return nil, err
+	}
+	type answer struct {
+		i  int
+		ws *workerStatus
+	}
+	answers := make(chan answer, len(procs))
+	for i, w := range procs {
+		go func() {
+			ws, err := w.query(s.querySeq.Add(1), time.Second)
+			if err != nil {
+				ws = nil
+			}
+			answers <- answer{i, ws}
+		}()
+	}
+	now := time.Now()
+	for range procs {
+		a := <-answers
+		if a.ws == nil {
+			continue
+		}
+		row := &st.Workers[a.i]
+		row.Active, row.Connections, row.BytesSent = a.ws.Active, a.ws.Connections, a.ws.BytesSent
+		for _, t := range a.ws.Transfers {
+			st.Transfers = append(st.Transfers, ctl.Transfer{WorkerPID: row.PID, Client: t.Client, Path: t.Path,
+				Offset: t.Offset, Sent: t.Sent, Total: t.Total, Age: now.Sub(t.Start).Seconds()})
+		}
+		st.TransfersOmitted += a.ws.Omitted
+	}
+	sort.Slice(st.Transfers, func(i, j int) bool { return st.Transfers[i].Age > st.Transfers[j].Age })
+	st.Totals = ctl.Totals{}
+	for _, w := range st.Workers {
+		if w.PID != 0 {
+			st.Totals.Workers++
+		}
+		st.Totals.Active += w.Active
+		st.Totals.Connections += w.Connections
+		st.Totals.BytesSent += w.BytesSent
+		st.Totals.Restarts += w.Restarts
+	}
+	return st, nil
+}
+
+// snapshot runs on the loop: the pool's structure and the counters the
+// supervisor keeps itself (used when a worker does not answer).
+func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
+	st := &ctl.Status{
+		Version:    s.opts.Version,
+		State:      s.state,
+		PID:        os.Getpid(),
+		Started:    s.started,
+		Uptime:     time.Since(s.started).Seconds(),
+		Config:     s.opts.Source.String(),
+		Root:       s.cfg.Root,
+		ZeroCopy:   s.cfg.ZeroCopy,
+		Control:    s.ctlPath,
+		LastReload: s.lastReload,
+		Transfers:  []ctl.Transfer{},
+	}
+	if s.current != nil {
+		st.Generation = s.current.id
+	}
+	if s.state == ctl.StateDraining {
+		t := s.drainAt
+		st.DrainDeadline = &t
+	}
+	for _, l := range s.listeners {
+		if !l.added {
+			st.Listeners = append(st.Listeners, ctl.Listener{Name: l.name, Addr: l.addr, Activated: l.activated})
+		}
+	}
+	var procs []*workerProc
+	for _, g := range s.gens {
+		for _, sl := range g.slots {
+			row := ctl.Worker{Generation: g.id, Slot: sl.index, Restarts: sl.restarts, LastExit: sl.lastExit}
+			w := sl.w
+			switch {
+			case w == nil && !sl.nextStart.IsZero():
+				row.State = "restarting"
+				t := sl.nextStart
+				row.NextStart = &t
+			case w == nil:
+				continue
+			case w.killed:
+				row.State = "killed"
+			case w.draining || g.draining:
+				row.State = "draining"
+			case w.ready:
+				row.State = "ready"
+			default:
+				row.State = "starting"
+			}
+			if w != nil {
+				row.PID, row.Started = w.pid, w.started
+				row.Active = int(w.active.Load())
+				row.Connections, row.BytesSent = w.conns.Load(), w.bytes.Load()
+				procs = append(procs, w)
+			}
+			st.Workers = append(st.Workers, row)
+		}
+	}
+	// procs and st.Workers rows with a pid are in the same order.
+	rows := st.Workers[:0:0]
+	var restarting []ctl.Worker
+	for _, r := range st.Workers {
+		if r.PID != 0 {
+			rows = append(rows, r)
+		} else {
+			restarting = append(restarting, r)
+		}
+	}
+	st.Workers = append(rows, restarting...)
+	return st, procs
+}
+
+// statusLine is the one-line summary for systemd's STATUS=.
+func (s *Supervisor) statusLine() string {
+	gen := 0
+	if s.current != nil {
+		gen = s.current.id
+	}
+	return fmt.Sprintf("%s: generation %d, %d workers, %d connections in flight", s.state, gen, s.liveWorkers(), s.inflight.Load())
+}
+
+func (s *Supervisor) notifyStatus() {
+	if s.env.notify != nil && s.log != nil {
+		s.env.notify("STATUS=" + s.statusLine())
+	}
+}

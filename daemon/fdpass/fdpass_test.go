@@ -1,0 +1,114 @@
+package fdpass
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestSendRecv(t *testing.T) {
+	a, remote, err := Socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := FileConn(remote, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := Send(a, []byte("hello"), int(r.Fd()), int(w.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 64), make([]byte, OOBSpace)
+	n, fds, err := Recv(b, buf, oob)
+	if err != nil || string(buf[:n]) != "hello" || len(fds) != 2 {
+		t.Fatalf("Recv = %q, %v, %v", buf[:n], fds, err)
+	}
+	for _, fd := range fds {
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil || flags&unix.FD_CLOEXEC == 0 {
+			t.Errorf("received fd %d is not close-on-exec (flags %#x, %v)", fd, flags, err)
+		}
+	}
+	// The received write end works: data written to it comes out of r.
+	if _, err := unix.Write(fds[1], []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	one := make([]byte, 1)
+	if _, err := r.Read(one); err != nil || one[0] != 'x' {
+		t.Fatalf("read through passed fd: %q %v", one, err)
+	}
+	closeAll(fds)
+
+	// Peer close reads as a zero-length message.
+	a.Close()
+	n, fds, err = Recv(b, buf, oob)
+	if n != 0 || fds != nil || err != nil {
+		t.Fatalf("after close: %d %v %v", n, fds, err)
+	}
+}
+
+func TestRecvTruncatedClosesFDs(t *testing.T) {
+	a, remote, err := Socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := FileConn(remote, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	f, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fds := make([]int, 8)
+	for i := range fds {
+		fds[i] = int(f.Fd())
+	}
+	before := openFDs(t)
+	if err := Send(a, []byte("m"), fds...); err != nil {
+		t.Fatal(err)
+	}
+	// Room for only two fds: the kernel delivers those and sets MSG_CTRUNC.
+	_, got, err := Recv(b, make([]byte, 8), make([]byte, unix.CmsgSpace(2*4)))
+	if !errors.Is(err, ErrTruncated) || got != nil {
+		t.Fatalf("Recv = %v, %v; want ErrTruncated", got, err)
+	}
+	if after := openFDs(t); after != before {
+		t.Fatalf("fd count %d -> %d: truncated fds leaked", before, after)
+	}
+}
+
+func TestSendTooMany(t *testing.T) {
+	a, remote, err := Socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer unix.Close(remote)
+	if err := Send(a, []byte("m"), make([]int, MaxFDs+1)...); err == nil {
+		t.Fatal("sent more than MaxFDs")
+	}
+}

@@ -1,0 +1,280 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/ctl"
+)
+
+// Socket names under systemd (FileDescriptorName= in the .socket units).
+const (
+	FDNameFiles   = "zfs"
+	FDNameControl = "control"
+)
+
+// listener is one listening socket for file connections.
+type listener struct {
+	name       string
+	configured string   // the address as configured; "" when socket-activated
+	f          *os.File // non-blocking, in the runtime poller: accept4 via SyscallConn().Read
+	addr       string
+	activated  bool
+	accepting  bool // its accept loop runs
+	added      bool // bound by a reload not yet promoted
+	removed    bool // to be closed when a reload is promoted
+}
+
+type activatedSockets struct {
+	files   []*os.File
+	control *os.File
+	unknown []*os.File
+}
+
+// inheritedSockets takes the sockets systemd passed (LISTEN_FDS), by name,
+// never by position: systemd's fd order is not stable across boots.
+// activation.Files also unsets LISTEN_* and marks the fds close-on-exec,
+// so workers inherit neither.
+func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
+	var a activatedSockets
+	if os.Getenv("LISTEN_FDS") == "" {
+		return a, nil
+	}
+	for _, f := range activation.Files(true) {
+		switch f.Name() {
+		case FDNameFiles:
+			a.files = append(a.files, f)
+		case FDNameControl:
+			if a.control != nil {
+				a.unknown = append(a.unknown, f)
+				continue
+			}
+			a.control = f
+		default:
+			a.unknown = append(a.unknown, f)
+		}
+	}
+	return a, nil
+}
+
+func (s *Supervisor) openListeners(a activatedSockets) error {
+	if len(a.files) > 0 {
+		for _, f := range a.files {
+			ln, err := net.FileListener(f)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("socket-activated fd %q is not a listening stream socket: %w", FDNameFiles, err)
+			}
+			setNoDelay(ln)
+			pf, err := pollable(ln)
+			if err != nil {
+				return err
+			}
+			l := &listener{name: FDNameFiles, f: pf, addr: ln.Addr().String(), activated: true}
+			s.listeners = append(s.listeners, l)
+			s.log.Info("listening (socket-activated)", "name", l.name, "addr", l.addr)
+		}
+		if len(s.cfg.Listen) > 0 && !slices.Equal(s.cfg.Listen, []string{config.DefaultListen}) {
+			s.log.Info("socket-activated: the configured listen addresses are not used", "listen", s.cfg.Listen)
+		}
+		return nil
+	}
+	for _, addr := range s.cfg.Listen {
+		l, err := bind(addr)
+		if err != nil {
+			s.closeListeners()
+			return err
+		}
+		s.listeners = append(s.listeners, l)
+		s.log.Info("listening", "name", l.name, "addr", l.addr)
+	}
+	return nil
+}
+
+// bind listens on a configured address.
+func bind(addr string) (*listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) {
+			// Accepted sockets inherit TCP_NODELAY: headers are sent with
+			// MSG_MORE and bodies end with a push, so Nagle only adds delay.
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		})
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	f, err := pollable(ln)
+	if err != nil {
+		return nil, err
+	}
+	return &listener{name: FDNameFiles, configured: addr, f: f, addr: ln.Addr().String()}, nil
+}
+
+// pollable turns a net.Listener into a non-blocking *os.File registered
+// with the runtime poller, and closes ln. A net.Listener's RawConn cannot
+// wait for readability (Read returns EINVAL); an *os.File's can, which
+// lets the accept loop call accept4 itself.
+func pollable(ln net.Listener) (*os.File, error) {
+	defer ln.Close()
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("listener %s has no file descriptor", ln.Addr())
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup listener: %w", derr)
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), "listener "+ln.Addr().String()), nil
+}
+
+func setNoDelay(ln net.Listener) {
+	if tl, ok := ln.(*net.TCPListener); ok {
+		if rc, err := tl.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) })
+		}
+	}
+}
+
+func (s *Supervisor) startAccepting() {
+	for _, l := range s.listeners {
+		if !l.accepting {
+			l.accepting = true
+			go s.acceptLoop(l)
+		}
+	}
+}
+
+func (s *Supervisor) closeListeners() {
+	for _, l := range s.listeners {
+		l.f.Close()
+	}
+	s.listeners = nil
+}
+
+// prepareListeners binds the addresses a new configuration adds and marks
+// those it drops; nothing changes for clients until applyListenerChanges.
+// A listener whose configured address is unchanged is kept as it is, so an
+// ephemeral ":0" listener keeps its port.
+func (s *Supervisor) prepareListeners(cfg *config.Config) error {
+	for _, l := range s.listeners {
+		if l.activated {
+			return nil // systemd owns the listeners; the config's listen is not used
+		}
+	}
+	for _, l := range s.listeners {
+		l.removed = !slices.Contains(cfg.Listen, l.configured)
+	}
+	for _, addr := range cfg.Listen {
+		if slices.ContainsFunc(s.listeners, func(l *listener) bool { return l.configured == addr }) {
+			continue
+		}
+		l, err := bind(addr)
+		if err != nil {
+			s.closeNewListeners()
+			return err
+		}
+		l.added = true
+		s.listeners = append(s.listeners, l)
+	}
+	return nil
+}
+
+func (s *Supervisor) applyListenerChanges() {
+	kept := s.listeners[:0]
+	for _, l := range s.listeners {
+		if l.removed {
+			s.log.Info("listener closed by reload", "addr", l.addr)
+			l.f.Close()
+			continue
+		}
+		if l.added {
+			s.log.Info("listening", "name", l.name, "addr", l.addr)
+		}
+		l.added = false
+		kept = append(kept, l)
+	}
+	s.listeners = kept
+	s.startAccepting()
+}
+
+// closeNewListeners undoes prepareListeners.
+func (s *Supervisor) closeNewListeners() {
+	kept := s.listeners[:0]
+	for _, l := range s.listeners {
+		l.removed = false
+		if l.added {
+			l.f.Close()
+			continue
+		}
+		kept = append(kept, l)
+	}
+	s.listeners = kept
+}
+
+func (s *Supervisor) listenerAddrs() []string {
+	var out []string
+	for _, l := range s.listeners {
+		out = append(out, l.addr)
+	}
+	return out
+}
+
+// openControl opens the control socket: systemd's "control" fd if given,
+// else a socket file at the configured path.
+func (s *Supervisor) openControl(a activatedSockets) error {
+	gid := -1
+	if s.cfg.ControlGroup != "" {
+		g, err := config.LookupGroup(s.cfg.ControlGroup)
+		if err != nil {
+			return fmt.Errorf("control_group %q: %w", s.cfg.ControlGroup, err)
+		}
+		gid = g
+	}
+	var ul *net.UnixListener
+	if a.control != nil {
+		ln, err := net.FileListener(a.control)
+		a.control.Close()
+		if err != nil {
+			return fmt.Errorf("socket-activated control fd: %w", err)
+		}
+		var ok bool
+		if ul, ok = ln.(*net.UnixListener); !ok {
+			ln.Close()
+			return fmt.Errorf("socket-activated control fd is %T, want a unix stream socket", ln)
+		}
+		s.ctlPath = ul.Addr().String()
+		s.log.Info("control socket (socket-activated)", "path", s.ctlPath)
+	} else {
+		var err error
+		if ul, err = ctl.Listen(s.cfg.Control, gid); err != nil {
+			return err
+		}
+		s.ctlPath, s.ctlOwned = s.cfg.Control, true
+	}
+	s.ctlSrv = &ctl.Server{Handler: (*controlHandler)(s), Authorize: ctl.Allow(os.Getuid(), gid), Log: s.log}
+	go s.ctlSrv.Serve(ul)
+	return nil
+}

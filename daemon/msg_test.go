@@ -1,0 +1,52 @@
+package daemon
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestConnsRoundTrip(t *testing.T) {
+	in := []connMeta{{1, "127.0.0.1:5000"}, {2, "[::1]:6000"}, {1 << 60, ""}}
+	got, err := parseConns(appendConns(nil, in)[1:])
+	if err != nil || !reflect.DeepEqual(got, in) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+}
+
+func TestDoneRoundTrip(t *testing.T) {
+	in := []doneMeta{{1, 100, 3, "closed"}, {9, 0, 0, ""}}
+	got, err := parseDone(appendDone(nil, in)[1:])
+	if err != nil || !reflect.DeepEqual(got, in) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+}
+
+func FuzzParseConns(f *testing.F) {
+	f.Add(appendConns(nil, []connMeta{{1, "127.0.0.1:1"}})[1:])
+	f.Add([]byte{0xff, 0xff})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		cs, err := parseConns(p)
+		if err != nil {
+			return
+		}
+		if len(cs) > maxBatch {
+			t.Fatalf("%d entries accepted", len(cs))
+		}
+		if again, err := parseConns(appendConns(nil, cs)[1:]); err != nil || !reflect.DeepEqual(again, cs) {
+			t.Fatalf("re-encode: %v %v", again, err)
+		}
+	})
+}
+
+func FuzzParseDone(f *testing.F) {
+	f.Add(appendDone(nil, []doneMeta{{1, 2, 3, "ok"}})[1:])
+	f.Fuzz(func(t *testing.T, p []byte) {
+		ds, err := parseDone(p)
+		if err != nil {
+			return
+		}
+		if again, err := parseDone(appendDone(nil, ds)[1:]); err != nil || !reflect.DeepEqual(again, ds) {
+			t.Fatalf("re-encode: %v %v", again, err)
+		}
+	})
+}

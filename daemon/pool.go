@@ -1,0 +1,289 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+)
+
+// A generation is a set of workers started with one configuration. A
+// reload starts a new generation and drains the old one.
+type generation struct {
+	id       int
+	cfg      *config.Config
+	slots    []*slot
+	draining bool
+	killTime time.Time   // when a draining generation's remaining workers get killed
+	killer   *time.Timer // fires at killTime
+	waiters  []func()    // run when the generation's last worker has exited
+}
+
+// A slot is a position in a generation's pool; its worker is replaced
+// when it dies, and the slot keeps the history.
+type slot struct {
+	index     int
+	w         *workerProc // nil while waiting to respawn
+	restarts  int
+	lastExit  string
+	backoff   time.Duration
+	nextStart time.Time
+	timer     *time.Timer
+}
+
+func (g *generation) live() int {
+	n := 0
+	for _, sl := range g.slots {
+		if sl.w != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func (g *generation) allReady() bool {
+	for _, sl := range g.slots {
+		if sl.w == nil || !sl.w.ready {
+			return false
+		}
+	}
+	return true
+}
+
+// workerProc is the supervisor's handle on one worker process. Fields
+// marked (loop) are owned by the supervisor's loop goroutine; the atomics
+// are touched by accept and channel-reader goroutines.
+type workerProc struct {
+	gen     *generation
+	slot    *slot
+	pid     int
+	cmd     *exec.Cmd
+	ch      *net.UnixConn
+	started time.Time
+
+	ready    bool // (loop) reported ready
+	draining bool // (loop) sent msgDrain
+	killed   bool // (loop) we sent SIGKILL
+	fatal    string
+
+	active atomic.Int64  // connections handed over and not reported done
+	conns  atomic.Uint64 // connections reported done
+	bytes  atomic.Uint64 // body bytes of connections reported done
+
+	mu      sync.Mutex
+	pending map[uint64]chan []byte // status requests waiting for an answer
+}
+
+// workerEnv is the supervisor's environment without what only the
+// supervisor may hold (systemd's variables), plus the cookie.
+func workerEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		denied := false
+		for _, d := range envDenied {
+			if k == d {
+				denied = true
+			}
+		}
+		if !denied {
+			env = append(env, kv)
+		}
+	}
+	return append(env, CookieKey+"="+CookieValue)
+}
+
+// credential returns the identity workers run as: the configured user and
+// group when the supervisor is root, else nil (workers run as we do).
+func credential(c *config.Config) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 || (c.User == "" && c.Group == "") {
+		return nil, nil
+	}
+	cred := &syscall.Credential{Groups: []uint32{}}
+	if c.User != "" {
+		u, err := config.LookupUser(c.User)
+		if err != nil {
+			return nil, fmt.Errorf("user %q: %w", c.User, err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
+	}
+	if c.Group != "" {
+		gid, err := config.LookupGroup(c.Group)
+		if err != nil {
+			return nil, fmt.Errorf("group %q: %w", c.Group, err)
+		}
+		cred.Gid = uint32(gid)
+	}
+	return cred, nil
+}
+
+// spawn starts a worker for sl from the binary on disk now (so a reload
+// after a package upgrade runs the new binary) and sends its configuration.
+func (s *Supervisor) spawn(g *generation, sl *slot) error {
+	exe, err := s.env.executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	cred, err := credential(g.cfg)
+	if err != nil {
+		return err
+	}
+	local, remote, err := fdpass.Socketpair()
+	if err != nil {
+		return err
+	}
+	remoteF := os.NewFile(uintptr(remote), "channel")
+	defer remoteF.Close()
+	cmd := exec.Command(exe, WorkerCommand)
+	cmd.Env = workerEnv()
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// ExtraFiles[i] becomes fd 3+i: channelFD, deathFD.
+	cmd.ExtraFiles = []*os.File{remoteF, s.deathR}
+	// Own process group: a Ctrl-C on the terminal reaches the supervisor,
+	// which then drains the workers, rather than killing them all at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	if err := cmd.Start(); err != nil {
+		local.Close()
+		return fmt.Errorf("start worker: %w", err)
+	}
+	w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, cmd: cmd, ch: local, started: time.Now(), pending: map[uint64]chan []byte{}}
+	sl.w = w
+	sl.nextStart = time.Time{}
+	b, _ := json.Marshal(workerConfig{Version: channelVersion, Generation: g.id, Slot: sl.index, Config: g.cfg})
+	if err := fdpass.Send(local, append([]byte{msgConfig}, b...)); err != nil {
+		// The reader sees EOF and reports the exit; nothing else to do here.
+		s.log.Error("send configuration to worker", "pid", w.pid, "err", err)
+	}
+	s.log.Info("worker started", "pid", w.pid, "gen", g.id, "slot", sl.index, "exe", exe)
+	go s.readWorker(w)
+	return nil
+}
+
+// readWorker reads a worker's channel until it closes, then reaps the
+// process and reports the exit to the loop. When the worker dies the read
+// returns EOF once; this goroutine then ends, so a dead worker's channel
+// can never make the supervisor spin.
+func (s *Supervisor) readWorker(w *workerProc) {
+	buf := make([]byte, maxMsg)
+	oob := make([]byte, 64)
+	for {
+		n, fds, err := fdpass.Recv(w.ch, buf, oob)
+		closeFDs(fds) // workers never send fds
+		if err != nil {
+			if errors.Is(err, fdpass.ErrTruncated) {
+				continue
+			}
+			s.log.Error("worker channel failed; killing the worker", "pid", w.pid, "err", err)
+			w.cmd.Process.Kill()
+			break
+		}
+		if n == 0 {
+			break
+		}
+		p := buf[1:n]
+		switch buf[0] {
+		case msgReady:
+			s.post(func() { s.onReady(w) })
+		case msgFatal:
+			msg := string(p)
+			s.post(func() { w.fatal = msg })
+		case msgDone:
+			ds, err := parseDone(p)
+			if err != nil {
+				s.log.Error("bad message from worker", "pid", w.pid, "err", err)
+				continue
+			}
+			var bytes uint64
+			for _, d := range ds {
+				bytes += d.bytes
+			}
+			w.active.Add(-int64(len(ds)))
+			s.inflight.Add(-int64(len(ds)))
+			w.conns.Add(uint64(len(ds)))
+			w.bytes.Add(bytes)
+		case msgStatus:
+			id, rest, err := parseID(p)
+			if err != nil {
+				continue
+			}
+			w.mu.Lock()
+			c := w.pending[id]
+			delete(w.pending, id)
+			w.mu.Unlock()
+			if c != nil {
+				c <- append([]byte(nil), rest...)
+			}
+		default:
+			s.log.Error("unknown message from worker", "pid", w.pid, "type", buf[0])
+		}
+	}
+	w.ch.Close()
+	err := w.cmd.Wait()
+	var ps *os.ProcessState
+	if w.cmd.ProcessState != nil {
+		ps = w.cmd.ProcessState
+	}
+	s.post(func() { s.onExit(w, ps, err) })
+}
+
+// query asks a worker for its status, waiting at most d.
+func (w *workerProc) query(id uint64, d time.Duration) (*workerStatus, error) {
+	c := make(chan []byte, 1)
+	w.mu.Lock()
+	w.pending[id] = c
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.pending, id)
+		w.mu.Unlock()
+	}()
+	if err := fdpass.TrySend(w.ch, appendID(nil, msgStatusReq, id)); err != nil {
+		return nil, err
+	}
+	select {
+	case b := <-c:
+		var st workerStatus
+		if err := json.Unmarshal(b, &st); err != nil {
+			return nil, err
+		}
+		return &st, nil
+	case <-time.After(d):
+		return nil, fmt.Errorf("worker %d did not answer within %v", w.pid, d)
+	}
+}
+
+// exitString describes how a process ended, for logs and status.
+func exitString(ps *os.ProcessState, err error) string {
+	if ps == nil {
+		if err != nil {
+			return err.Error()
+		}
+		return "unknown"
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by signal " + unixSignalName(ws.Signal())
+	}
+	return fmt.Sprintf("exit status %d", ps.ExitCode())
+}
+
+func unixSignalName(sig syscall.Signal) string {
+	names := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM", syscall.SIGSEGV: "SIGSEGV",
+		syscall.SIGABRT: "SIGABRT", syscall.SIGBUS: "SIGBUS", syscall.SIGPIPE: "SIGPIPE", syscall.SIGINT: "SIGINT"}
+	if n, ok := names[sig]; ok {
+		return n
+	}
+	return sig.String()
+}

@@ -1,0 +1,625 @@
+// Package daemon is zfs-serve's process model: the supervisor (listeners,
+// accept, handoff of each connection's fd to a worker process with
+// SCM_RIGHTS, the pool's lifecycle, signals, sd_notify, the control
+// socket) and the worker entry point (receive fds, serve them with package
+// serve).
+//
+// One accepted connection's path: accept.go accepts it (accept4, no Go
+// net.Conn), dispatch picks the least-loaded worker of the current
+// generation and sends the fd down that worker's channel (fdpass), then
+// closes its own copy; worker.go receives it and calls serve.ServeConn,
+// which answers requests with sendfile; the worker reports the finished
+// connection back up the channel (pool.go's readWorker).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/ctl"
+)
+
+// Options are what the command line decided.
+type Options struct {
+	Source  config.Source
+	Config  *config.Config // already loaded from Source
+	Version string
+}
+
+// ExitError carries the process exit status the supervisor wants.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// ExitCode is the process exit status.
+func (e *ExitError) ExitCode() int { return e.Code }
+
+// ExitDrainTimeout is the exit status when drain_timeout expired and
+// transfers were cut off.
+const ExitDrainTimeout = 3
+
+// env holds the operating-system functions the supervisor calls, so tests
+// can observe them (tableflip's env.go).
+type env struct {
+	executable func() (string, error)
+	notify     func(state string)
+}
+
+var osEnv = env{
+	executable: os.Executable,
+	notify: func(state string) {
+		// Never unset NOTIFY_SOCKET: later notifications would be lost.
+		daemon.SdNotify(false, state)
+	},
+}
+
+// Supervisor is the main process.
+type Supervisor struct {
+	opts    Options
+	env     env
+	log     *slog.Logger
+	cfg     *config.Config
+	started time.Time
+
+	events   chan func()
+	finished chan struct{} // closed when the loop has ended
+
+	deathR, deathW *os.File
+
+	listeners []*listener
+	ctlSrv    *ctl.Server
+	ctlPath   string
+	ctlOwned  bool // we created the socket file (not socket-activated)
+
+	gens    []*generation // every generation with live workers, oldest first
+	current *generation
+	pending *generation // a reload's new generation, not yet ready
+	genSeq  int
+
+	dispatch atomic.Pointer[[]*workerProc]
+	inflight atomic.Int64
+	maxConns atomic.Int64
+	connSeq  atomic.Uint64
+	querySeq atomic.Uint64
+
+	state        string
+	stateA       atomic.Value // copy of state for goroutines off the loop
+	exitCode     int
+	exitReason   string
+	startupErr   error
+	drainKill    *time.Timer
+	drainAt      time.Time
+	drainWaiters []func()
+	reloadWait   []reloadWaiter
+	pendingTimer *time.Timer
+	lastReload   string
+	ready        bool // READY=1 sent once
+}
+
+type reloadWaiter struct {
+	wait  bool
+	reply func(string, error)
+}
+
+// post runs f on the loop goroutine. After the loop has ended it does
+// nothing and reports false.
+func (s *Supervisor) post(f func()) bool {
+	select {
+	case s.events <- f:
+		return true
+	case <-s.finished:
+		return false
+	}
+}
+
+// call runs f on the loop and waits for it.
+func (s *Supervisor) call(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	if !s.post(func() { f(); close(done) }) {
+		return errors.New("zfs-serve is exiting")
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.finished:
+		return errors.New("zfs-serve is exiting")
+	}
+}
+
+func (s *Supervisor) setState(st string) {
+	s.state = st
+	s.stateA.Store(st)
+	s.notifyStatus()
+}
+
+// Run is the supervisor's main: it returns when the daemon has exited.
+func Run(ctx context.Context, opts Options) error {
+	s := &Supervisor{
+		opts:     opts,
+		env:      osEnv,
+		cfg:      opts.Config,
+		started:  time.Now(),
+		events:   make(chan func(), 64),
+		finished: make(chan struct{}),
+	}
+	s.log = NewLogger(os.Stderr, s.cfg).With("proc", "supervisor")
+	s.maxConns.Store(int64(s.cfg.MaxConnections))
+	s.dispatch.Store(&[]*workerProc{})
+	s.setState(ctl.StateStarting)
+	return s.run(ctx)
+}
+
+func (s *Supervisor) run(ctx context.Context) error {
+	signal.Ignore(syscall.SIGPIPE)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	var err error
+	if s.deathR, s.deathW, err = os.Pipe(); err != nil {
+		return fmt.Errorf("death pipe: %w", err)
+	}
+	defer s.deathW.Close()
+	defer s.deathR.Close()
+
+	activated, err := inheritedSockets(s.log)
+	if err != nil {
+		return err
+	}
+	if err := s.openListeners(activated); err != nil {
+		return err
+	}
+	defer s.closeListeners()
+	if err := s.openControl(activated); err != nil {
+		return err
+	}
+	for _, f := range activated.unknown {
+		s.log.Error("ignoring a socket-activated fd with an unknown name (want zfs or control)", "name", f.Name())
+		f.Close()
+	}
+	s.log.Info("zfs-serve starting", "version", s.opts.Version, "pid", os.Getpid(), "config", s.opts.Source.String(),
+		"root", s.cfg.Root, "workers", s.cfg.Workers, "zero_copy", s.cfg.ZeroCopy, "control", s.ctlPath)
+	if os.Geteuid() == 0 && s.cfg.User == "" {
+		s.log.Warn("running as root and workers too: set user= in the config to drop their privileges")
+	}
+
+	g := s.newGeneration(s.cfg)
+	s.pending = g
+	s.pendingTimer = time.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
+	for _, sl := range g.slots {
+		if err := s.spawn(g, sl); err != nil {
+			s.killAll()
+			return err
+		}
+	}
+	s.reloadWait = append(s.reloadWait, reloadWaiter{reply: func(msg string, err error) {
+		if err != nil && s.state == ctl.StateStarting {
+			s.log.Error("startup failed", "err", err)
+			s.exitCode = 1
+			s.startupErr = err
+		}
+	}})
+
+	var watchdog <-chan time.Time
+	if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
+		t := time.NewTicker(d / 3)
+		defer t.Stop()
+		watchdog = t.C
+		s.log.Info("systemd watchdog enabled", "interval", d)
+	}
+	statusTick := time.NewTicker(5 * time.Second)
+	defer statusTick.Stop()
+
+	termSignals := 0
+	for !s.done() {
+		select {
+		case f := <-s.events:
+			f()
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				s.log.Info("SIGHUP: reloading")
+				s.reload(false, nil)
+			case syscall.SIGUSR1:
+				s.log.Info("SIGUSR1: draining")
+				s.drain(0, "SIGUSR1")
+			default:
+				termSignals++
+				if termSignals > 1 && s.state == ctl.StateDraining {
+					s.log.Warn("second " + sig.String() + ": killing instead of draining")
+					s.kill("second " + sig.String())
+				} else {
+					s.log.Info(sig.String() + ": draining")
+					s.drain(0, sig.String())
+				}
+			}
+		case <-watchdog:
+			s.env.notify("WATCHDOG=1")
+		case <-statusTick.C:
+			s.notifyStatus()
+		case <-ctx.Done():
+			s.kill("context cancelled")
+		}
+	}
+	close(s.finished)
+	for _, f := range s.drainWaiters {
+		f()
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	s.ctlSrv.Shutdown(shut)
+	cancel()
+	if s.startupErr != nil {
+		return s.startupErr
+	}
+	if s.exitCode != 0 {
+		return &ExitError{Code: s.exitCode, Err: errors.New(s.exitReason)}
+	}
+	s.log.Info("zfs-serve exited cleanly")
+	return nil
+}
+
+// startTimeout bounds how long a generation may take to report ready.
+const startTimeout = 30 * time.Second
+
+// done reports whether the loop should end: stopping or draining, with no
+// worker left.
+func (s *Supervisor) done() bool {
+	if s.startupErr != nil {
+		return s.liveWorkers() == 0
+	}
+	return (s.state == ctl.StateDraining || s.state == ctl.StateStopping) && s.liveWorkers() == 0
+}
+
+func (s *Supervisor) liveWorkers() int {
+	n := 0
+	for _, g := range s.gens {
+		n += g.live()
+	}
+	return n
+}
+
+func (s *Supervisor) newGeneration(cfg *config.Config) *generation {
+	s.genSeq++
+	g := &generation{id: s.genSeq, cfg: cfg}
+	for i := range cfg.Workers {
+		g.slots = append(g.slots, &slot{index: i})
+	}
+	s.gens = append(s.gens, g)
+	return g
+}
+
+// refreshDispatch publishes the workers new connections may go to: the
+// ready, non-draining workers of the current generation.
+func (s *Supervisor) refreshDispatch() {
+	var ws []*workerProc
+	if s.current != nil && !s.current.draining && (s.state == ctl.StateServing || s.state == ctl.StateReloading) {
+		for _, sl := range s.current.slots {
+			if sl.w != nil && sl.w.ready && !sl.w.draining {
+				ws = append(ws, sl.w)
+			}
+		}
+	}
+	s.dispatch.Store(&ws)
+}
+
+func (s *Supervisor) onReady(w *workerProc) {
+	w.ready = true
+	g := w.gen
+	if g == s.current {
+		// A replacement in the serving generation: put it to work.
+		s.log.Info("worker ready", "pid", w.pid, "gen", g.id, "slot", w.slot.index)
+		s.refreshDispatch()
+		s.notifyStatus()
+		return
+	}
+	if g == s.pending && g.allReady() {
+		s.promote(g)
+	}
+}
+
+// promote makes the pending generation the serving one and drains the old.
+func (s *Supervisor) promote(g *generation) {
+	s.pendingTimer.Stop()
+	old := s.current
+	s.pending, s.current = nil, g
+	s.cfg = g.cfg
+	s.maxConns.Store(int64(g.cfg.MaxConnections))
+	s.log = NewLogger(os.Stderr, g.cfg).With("proc", "supervisor")
+	first := old == nil
+	s.setState(ctl.StateServing)
+	s.refreshDispatch()
+	if first {
+		s.startAccepting()
+	} else {
+		s.applyListenerChanges()
+		s.drainGeneration(old, g.cfg.DrainTimeout.D())
+	}
+	pids := make([]int, 0, len(g.slots))
+	for _, sl := range g.slots {
+		pids = append(pids, sl.w.pid)
+	}
+	msg := fmt.Sprintf("generation %d serving with %d workers", g.id, len(g.slots))
+	s.log.Info(msg, "pids", pids, "listeners", s.listenerAddrs())
+	if !first {
+		s.lastReload = "ok: " + msg
+	}
+	s.ready = true
+	s.env.notify("READY=1\nSTATUS=" + s.statusLine())
+	waiters := s.reloadWait
+	s.reloadWait = nil
+	for _, rw := range waiters {
+		if rw.wait && old != nil && old.live() > 0 {
+			reply := rw.reply
+			old.waiters = append(old.waiters, func() { reply(msg+"; previous generation drained", nil) })
+			continue
+		}
+		rw.reply(msg, nil)
+	}
+}
+
+// pendingTimeout gives up on a generation that did not become ready.
+func (s *Supervisor) pendingTimeout(g *generation) {
+	if s.pending != g {
+		return
+	}
+	s.abortPending(fmt.Errorf("generation %d: workers not ready within %v", g.id, startTimeout))
+}
+
+// abortPending kills the pending generation and fails whoever waits on it.
+func (s *Supervisor) abortPending(err error) {
+	g := s.pending
+	if g == nil {
+		return
+	}
+	s.pending = nil
+	s.pendingTimer.Stop()
+	for _, sl := range g.slots {
+		if sl.timer != nil {
+			sl.timer.Stop()
+		}
+		if sl.w != nil {
+			sl.w.killed = true
+			sl.w.cmd.Process.Kill()
+		}
+	}
+	g.draining = true
+	if s.current != nil && s.state == ctl.StateReloading {
+		s.lastReload = "failed: " + err.Error()
+		s.log.Error("reload failed; still serving the previous configuration", "err", err)
+		s.setState(ctl.StateServing)
+		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
+	}
+	s.closeNewListeners()
+	waiters := s.reloadWait
+	s.reloadWait = nil
+	for _, rw := range waiters {
+		rw.reply("", err)
+	}
+}
+
+func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error) {
+	g, sl := w.gen, w.slot
+	how := exitString(ps, werr)
+	if w.fatal != "" {
+		how += ": " + w.fatal
+	}
+	// What it had in flight is gone with it.
+	if n := w.active.Swap(0); n != 0 {
+		s.inflight.Add(-n)
+	}
+	if sl.w == w {
+		sl.w = nil
+	}
+	s.refreshDispatch()
+	expected := w.killed || w.draining || g.draining || s.state == ctl.StateDraining || s.state == ctl.StateStopping
+	lvl := slog.LevelInfo
+	if !expected {
+		lvl = slog.LevelError
+	}
+	s.log.Log(context.Background(), lvl, "worker exited", "pid", w.pid, "gen", g.id, "slot", sl.index,
+		"status", how, "uptime", time.Since(w.started).Round(time.Millisecond), "expected", expected)
+
+	switch {
+	case g == s.pending && !expected:
+		s.abortPending(fmt.Errorf("worker %d of generation %d failed to start: %s", w.pid, g.id, how))
+	case g == s.current && !expected:
+		sl.restarts++
+		sl.lastExit = how
+		s.scheduleRespawn(g, sl, time.Since(w.started))
+	}
+	if g.live() == 0 && g != s.current && g != s.pending {
+		s.retire(g)
+	}
+	s.notifyStatus()
+}
+
+// retire forgets a generation whose workers are all gone.
+func (s *Supervisor) retire(g *generation) {
+	for i, x := range s.gens {
+		if x == g {
+			s.gens = append(s.gens[:i], s.gens[i+1:]...)
+			break
+		}
+	}
+	if g.killer != nil {
+		g.killer.Stop()
+	}
+	if g.id > 0 && g.cfg != nil && len(g.slots) > 0 && g != s.current {
+		s.log.Info("generation retired", "gen", g.id)
+	}
+	for _, f := range g.waiters {
+		f()
+	}
+	g.waiters = nil
+}
+
+// Respawn backoff: a worker that lived at least healthyAfter is replaced at
+// once; one that keeps dying young waits twice as long each time, up to
+// maxBackoff, so a crash loop costs little CPU and is visible in status.
+const (
+	healthyAfter = 10 * time.Second
+	minBackoff   = 100 * time.Millisecond
+	maxBackoff   = 10 * time.Second
+)
+
+func (s *Supervisor) scheduleRespawn(g *generation, sl *slot, lived time.Duration) {
+	if lived >= healthyAfter {
+		sl.backoff = 0
+	} else {
+		sl.backoff = min(max(2*sl.backoff, minBackoff), maxBackoff)
+	}
+	sl.nextStart = time.Now().Add(sl.backoff)
+	s.log.Info("replacing worker", "gen", g.id, "slot", sl.index, "in", sl.backoff, "restarts", sl.restarts)
+	sl.timer = time.AfterFunc(sl.backoff, func() {
+		s.post(func() {
+			sl.timer = nil
+			if g != s.current || g.draining || sl.w != nil || s.state == ctl.StateDraining || s.state == ctl.StateStopping {
+				return
+			}
+			if err := s.spawn(g, sl); err != nil {
+				sl.lastExit = "respawn failed: " + err.Error()
+				s.log.Error("respawn failed", "gen", g.id, "slot", sl.index, "err", err)
+				s.scheduleRespawn(g, sl, 0)
+			}
+		})
+	})
+}
+
+// drainGeneration sends msgDrain to every worker of g and, if timeout > 0,
+// arms a timer that kills what is left of g after it.
+func (s *Supervisor) drainGeneration(g *generation, timeout time.Duration) {
+	g.draining = true
+	if timeout > 0 {
+		g.killTime = time.Now().Add(timeout)
+	}
+	for _, sl := range g.slots {
+		if sl.timer != nil {
+			sl.timer.Stop()
+			sl.timer = nil
+		}
+		if sl.w != nil && !sl.w.draining {
+			sl.w.draining = true
+			if err := fdpassSend(sl.w, []byte{msgDrain}); err != nil {
+				s.log.Error("send drain to worker; killing it", "pid", sl.w.pid, "err", err)
+				sl.w.killed = true
+				sl.w.cmd.Process.Kill()
+			}
+		}
+	}
+	if g.live() == 0 {
+		s.retire(g)
+		return
+	}
+	if timeout <= 0 {
+		return
+	}
+	s.log.Info("draining generation", "gen", g.id, "workers", g.live(), "deadline", g.killTime.Format(time.RFC3339))
+	g.killer = time.AfterFunc(timeout, func() {
+		s.post(func() {
+			if g.live() == 0 {
+				return
+			}
+			n := 0
+			for _, sl := range g.slots {
+				if sl.w != nil {
+					n += int(sl.w.active.Load())
+				}
+			}
+			s.log.Error("drain timeout: killing the generation's remaining workers", "gen", g.id, "timeout", timeout, "workers", g.live(), "connections_cut", n)
+			for _, sl := range g.slots {
+				if sl.w != nil {
+					sl.w.killed = true
+					sl.w.cmd.Process.Kill()
+				}
+			}
+		})
+	})
+}
+
+// drain is the graceful exit: stop accepting, drain every generation,
+// exit when the last worker is gone (or kill the rest at the deadline).
+func (s *Supervisor) drain(timeout time.Duration, why string) error {
+	switch s.state {
+	case ctl.StateDraining:
+		return nil
+	case ctl.StateStopping:
+		return errors.New("already stopping")
+	}
+	if timeout <= 0 {
+		timeout = s.cfg.DrainTimeout.D()
+	}
+	s.setState(ctl.StateDraining)
+	s.abortPending(errors.New("a drain started"))
+	s.env.notify("STOPPING=1\nSTATUS=" + s.statusLine())
+	s.closeListeners()
+	s.refreshDispatch()
+	s.drainAt = time.Now().Add(timeout)
+	s.log.Info("draining: no new connections; waiting for transfers in flight", "why", why,
+		"in_flight", s.inflight.Load(), "timeout", timeout)
+	// One deadline for everyone: the drain's own timer replaces those of
+	// generations that were already draining after a reload.
+	for _, g := range append([]*generation(nil), s.gens...) {
+		if g.killer != nil {
+			g.killer.Stop()
+		}
+		s.drainGeneration(g, 0)
+		g.killTime = s.drainAt
+	}
+	s.drainKill = time.AfterFunc(timeout, func() {
+		s.post(func() {
+			if s.liveWorkers() == 0 || s.state != ctl.StateDraining {
+				return
+			}
+			s.exitCode = ExitDrainTimeout
+			s.exitReason = fmt.Sprintf("drain timeout (%v) expired: killed %d workers with %d connections in flight", timeout, s.liveWorkers(), s.inflight.Load())
+			s.log.Error(s.exitReason)
+			s.killAll()
+		})
+	})
+	return nil
+}
+
+// kill is the immediate exit.
+func (s *Supervisor) kill(why string) {
+	if s.state == ctl.StateStopping {
+		return
+	}
+	s.setState(ctl.StateStopping)
+	s.abortPending(errors.New("killed"))
+	s.env.notify("STOPPING=1\nSTATUS=" + s.statusLine())
+	s.closeListeners()
+	s.refreshDispatch()
+	s.log.Warn("killing all workers", "why", why, "workers", s.liveWorkers(), "connections_cut", s.inflight.Load())
+	s.killAll()
+}
+
+func (s *Supervisor) killAll() {
+	for _, g := range s.gens {
+		for _, sl := range g.slots {
+			if sl.timer != nil {
+				sl.timer.Stop()
+				sl.timer = nil
+			}
+			if sl.w != nil {
+				sl.w.killed = true
+				sl.w.cmd.Process.Kill()
+			}
+		}
+	}
+}

@@ -1,0 +1,10 @@
+module github.com/zfs-serve/zfs-serve
+
+go 1.26.8
+
+require (
+	github.com/BurntSushi/toml v1.6.0
+	github.com/coreos/go-systemd/v22 v22.7.0
+	golang.org/x/sys v0.50.0
+	golang.org/x/term v0.48.0
+)

@@ -1,0 +1,61 @@
+package serve
+
+import (
+	"os"
+	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// list answers LIST with one directory's entries, sorted by name. Kinds
+// come from lstat: symlinks are reported as such, and a client that wants
+// what one points to asks with STAT or GET, which resolve it beneath the root.
+func (c *conn) list(q *wire.Request) error {
+	fd, st, err := openAt(c.s.root, q.Path, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		if re, ok := err.(*reqError); ok && re.status == wire.StatusNotFound {
+			// openat2 says ENOTDIR for a file opened with O_DIRECTORY.
+			if st, serr := statPath(c.s.root, q.Path); serr == nil && kindOf(st) != wire.KindDir {
+				return refuse(wire.StatusNotDirectory, "not a directory: %s", q.Path)
+			}
+		}
+		return err
+	}
+	dir := os.NewFile(uintptr(fd), q.Path)
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return refuse(wire.StatusInternal, "internal error: list %s: %v", q.Path, err)
+	}
+	slices.Sort(names)
+	body := make([]byte, 0, 64*len(names))
+	count := 0
+	for _, name := range names {
+		if !wire.ValidName(name) {
+			continue
+		}
+		var est unix.Stat_t
+		if err := unix.Fstatat(fd, name, &est, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			continue // vanished since readdir
+		}
+		e := wire.Entry{Kind: kindOf(&est), Name: name, MTime: mtimeNanos(&est)}
+		if e.Kind == wire.KindFile {
+			e.Size = est.Size
+		}
+		if len(body)+wire.EntryHeaderLen+len(name) > wire.MaxListBody {
+			return refuse(wire.StatusInternal, "internal error: %s has too many entries to list (limit %d bytes)", q.Path, wire.MaxListBody)
+		}
+		body = wire.AppendEntry(body, &e)
+		count++
+	}
+	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindDir, Size: int64(count), MTime: mtimeNanos(st), BodyLen: int64(len(body))}
+	c.out = wire.AppendResponse(c.out[:0], &resp)
+	c.out = append(c.out, body...)
+	err = c.write(c.out, false)
+	if cap(c.out) > 4096 {
+		c.out = nil // don't keep a big listing's buffer for the life of the conn
+	}
+	return err
+}

@@ -1,0 +1,150 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// reqError is a request the server refuses: the status and message go to
+// the client and the connection stays usable.
+type reqError struct {
+	status wire.Status
+	kind   wire.Kind
+	msg    string
+}
+
+func (e *reqError) Error() string { return e.msg }
+
+func refuse(s wire.Status, format string, args ...any) *reqError {
+	return &reqError{status: s, msg: fmt.Sprintf(format, args...)}
+}
+
+// relPath turns a request path ("/a/b", "a/b", "/") into a path relative to
+// the root. ".." components are refused outright, even where openat2 would
+// also refuse them, so the client gets a message that says why.
+func relPath(p string) (string, error) {
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return "", refuse(wire.StatusForbidden, "forbidden: %s: \"..\" would leave the served root", p)
+		}
+	}
+	rel := strings.TrimLeft(path.Clean("/"+p), "/")
+	if rel == "" {
+		rel = "."
+	}
+	return rel, nil
+}
+
+// resolveBeneath confines every lookup to the root: no "..", absolute path
+// or symlink may lead out of it, and no /proc-style magic link is followed.
+const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
+
+// openAt opens p beneath root. flags are added to O_CLOEXEC|O_NOCTTY.
+// O_NONBLOCK is always set so that opening a FIFO never blocks the worker.
+func openAt(root int, p string, flags int) (int, *unix.Stat_t, error) {
+	rel, err := relPath(p)
+	if err != nil {
+		return -1, nil, err
+	}
+	flags |= unix.O_CLOEXEC
+	if flags&unix.O_PATH == 0 { // openat2 refuses other flags with O_PATH
+		flags |= unix.O_NOCTTY | unix.O_NONBLOCK
+	}
+	how := unix.OpenHow{Flags: uint64(flags), Resolve: resolveBeneath}
+	var fd int
+	for tries := 0; ; tries++ {
+		fd, err = unix.Openat2(root, rel, &how)
+		// EAGAIN: a concurrent rename raced the lookup; the kernel asks to retry.
+		if (err == unix.EINTR || err == unix.EAGAIN) && tries < 8 {
+			continue
+		}
+		break
+	}
+	if err != nil {
+		return -1, nil, openError(p, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, nil, refuse(wire.StatusInternal, "internal error: stat %s: %v", p, err)
+	}
+	return fd, &st, nil
+}
+
+func openError(p string, err error) error {
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+		return refuse(wire.StatusNotFound, "not found: %s", p)
+	case errors.Is(err, unix.EXDEV):
+		return refuse(wire.StatusForbidden, "forbidden: %s leads outside the served root", p)
+	case errors.Is(err, unix.ELOOP):
+		return refuse(wire.StatusForbidden, "forbidden: %s: too many symlinks, or a magic link", p)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return refuse(wire.StatusForbidden, "forbidden: %s: permission denied", p)
+	case errors.Is(err, unix.ENAMETOOLONG):
+		return refuse(wire.StatusBadRequest, "bad request: %s: name too long", p)
+	case errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV), errors.Is(err, unix.EOPNOTSUPP):
+		return refuse(wire.StatusNotRegular, "not a regular file: %s", p)
+	case errors.Is(err, unix.EISDIR):
+		return refuse(wire.StatusNotRegular, "not a regular file: %s is a directory", p)
+	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE), errors.Is(err, unix.ENOMEM):
+		return refuse(wire.StatusBusy, "busy: out of file descriptors, retry later")
+	}
+	return refuse(wire.StatusInternal, "internal error: open %s: %v", p, err)
+}
+
+func kindOf(st *unix.Stat_t) wire.Kind {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return wire.KindFile
+	case unix.S_IFDIR:
+		return wire.KindDir
+	case unix.S_IFLNK:
+		return wire.KindSymlink
+	}
+	return wire.KindOther
+}
+
+func describe(k wire.Kind) string {
+	switch k {
+	case wire.KindDir:
+		return "a directory"
+	case wire.KindOther:
+		return "a FIFO, device or socket"
+	}
+	return k.String()
+}
+
+// openFile opens p for GET: a regular file or a refusal.
+func openFile(root int, p string) (int, *unix.Stat_t, error) {
+	fd, st, err := openAt(root, p, unix.O_RDONLY)
+	if err != nil {
+		return -1, nil, err
+	}
+	if k := kindOf(st); k != wire.KindFile {
+		unix.Close(fd)
+		e := refuse(wire.StatusNotRegular, "not a regular file: %s is %s", p, describe(k))
+		e.kind = k
+		return -1, nil, e
+	}
+	return fd, st, nil
+}
+
+// statPath describes p without opening what it names for reading: an
+// O_PATH descriptor cannot trigger a device's open side effects.
+func statPath(root int, p string) (*unix.Stat_t, error) {
+	fd, st, err := openAt(root, p, unix.O_PATH)
+	if err != nil {
+		return nil, err
+	}
+	unix.Close(fd)
+	return st, nil
+}
+
+func mtimeNanos(st *unix.Stat_t) int64 { return st.Mtim.Sec*1e9 + st.Mtim.Nsec }

@@ -1,0 +1,231 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/config"
+)
+
+// A sender moves n bytes of the file fd, from off, to the connection. Each
+// one works in chunks of at most Options.Chunk bytes, re-arming the write
+// deadline per chunk (send_timeout means "no progress for that long"), and
+// returns errShort if the file ends early.
+type sender interface {
+	send(c *conn, fd int, off, n int64, t *transfer) error
+}
+
+var errShort = errors.New("file ended before the promised length")
+
+func newSender(mode string) (sender, error) {
+	switch mode {
+	case config.ModeSendfile, "":
+		return sendfileSender{}, nil
+	case config.ModeSplice:
+		return spliceSender{}, nil
+	case config.ModeMmap:
+		return mmapSender{}, nil
+	case config.ModeCopy:
+		return copySender{}, nil
+	}
+	return nil, fmt.Errorf("unknown zero-copy mode %q", mode)
+}
+
+// rearm pushes the write deadline forward before a chunk.
+func (c *conn) rearm() { c.f.SetWriteDeadline(time.Now().Add(c.s.opts.SendTimeout)) }
+
+// sendfileSender: file -> socket inside the kernel. Go's own sendfile path
+// is not used because it hides the chunking and the short-file case.
+type sendfileSender struct{}
+
+func (sendfileSender) send(c *conn, fd int, off, n int64, t *transfer) error {
+	for n > 0 {
+		chunk := min(n, c.s.opts.Chunk)
+		c.rearm()
+		var w int
+		var serr error
+		err := c.rc.Write(func(sock uintptr) bool {
+			for {
+				w, serr = unix.Sendfile(int(sock), fd, &off, int(chunk))
+				if serr == unix.EINTR {
+					continue
+				}
+				return serr != unix.EAGAIN
+			}
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return err
+		}
+		if w == 0 {
+			return errShort
+		}
+		n -= int64(w)
+		t.progress(c.s, w)
+	}
+	return nil
+}
+
+// spliceSender: file -> pipe -> socket, the pipe owned by the connection.
+type spliceSender struct{}
+
+const pipeSize = 1 << 20
+
+func (c *conn) ensurePipe() error {
+	if c.pipe[0] >= 0 {
+		return nil
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	// A bigger pipe means fewer splice calls; the kernel may refuse, which is fine.
+	unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, pipeSize)
+	c.pipe = p
+	return nil
+}
+
+func (spliceSender) send(c *conn, fd int, off, n int64, t *transfer) error {
+	if err := c.ensurePipe(); err != nil {
+		return err
+	}
+	capacity, err := unix.FcntlInt(uintptr(c.pipe[1]), unix.F_GETPIPE_SZ, 0)
+	if err != nil || capacity <= 0 {
+		capacity = 64 << 10
+	}
+	for n > 0 {
+		chunk := min(n, int64(capacity), c.s.opts.Chunk)
+		// The pipe is empty here, so filling it from a regular file never blocks.
+		in, err := unix.Splice(fd, &off, c.pipe[1], nil, int(chunk), unix.SPLICE_F_MOVE)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("splice from file: %w", err)
+		}
+		if in == 0 {
+			return errShort
+		}
+		n -= in
+		for in > 0 {
+			c.rearm()
+			flags := unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+			if n > 0 {
+				flags |= unix.SPLICE_F_MORE
+			}
+			var out int64
+			var serr error
+			err := c.rc.Write(func(sock uintptr) bool {
+				for {
+					out, serr = unix.Splice(c.pipe[0], nil, int(sock), nil, int(in), flags)
+					if serr == unix.EINTR {
+						continue
+					}
+					return serr != unix.EAGAIN
+				}
+			})
+			if err == nil {
+				err = serr
+			}
+			if err != nil {
+				return err
+			}
+			in -= out
+			t.progress(c.s, int(out))
+		}
+	}
+	return nil
+}
+
+// mmapSender: map a window of the file and write(2) from it. The kernel
+// reads the mapping, so a file truncated under us gives EFAULT (not SIGBUS).
+type mmapSender struct{}
+
+var pageSize = int64(os.Getpagesize())
+
+func (mmapSender) send(c *conn, fd int, off, n int64, t *transfer) error {
+	for n > 0 {
+		chunk := min(n, c.s.opts.Chunk)
+		base := off &^ (pageSize - 1)
+		delta := off - base
+		m, err := unix.Mmap(fd, base, int(delta+chunk), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			return fmt.Errorf("mmap: %w", err)
+		}
+		unix.Madvise(m, unix.MADV_SEQUENTIAL)
+		b := m[delta:]
+		for len(b) > 0 {
+			c.rearm()
+			var w int
+			var werr error
+			err = c.rc.Write(func(sock uintptr) bool {
+				for {
+					w, werr = unix.SendmsgN(int(sock), b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+					if werr == unix.EINTR {
+						continue
+					}
+					return werr != unix.EAGAIN
+				}
+			})
+			if err == nil {
+				err = werr
+			}
+			if errors.Is(err, unix.EFAULT) {
+				err = errShort
+			}
+			if err != nil {
+				break
+			}
+			b = b[w:]
+			t.progress(c.s, w)
+		}
+		unix.Munmap(m)
+		if err != nil {
+			return err
+		}
+		off += chunk
+		n -= chunk
+	}
+	return nil
+}
+
+// copySender: pread into a buffer and write it, the baseline the zero-copy
+// modes are measured against.
+type copySender struct{}
+
+const copyBuf = 256 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b }}
+
+func (copySender) send(c *conn, fd int, off, n int64, t *transfer) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for n > 0 {
+		r, err := unix.Pread(fd, buf[:min(n, int64(len(buf)))], off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read file: %w", err)
+		}
+		if r == 0 {
+			return errShort
+		}
+		c.rearm()
+		if err := c.write(buf[:r], n > int64(r)); err != nil {
+			return err
+		}
+		off += int64(r)
+		n -= int64(r)
+		t.progress(c.s, r)
+	}
+	return nil
+}

@@ -1,0 +1,467 @@
+// Package serve is what a worker does with one accepted connection: read
+// native-protocol requests, confine each path to the served root, and send
+// file bytes with the configured zero-copy mode. It knows nothing of
+// processes or the supervisor; the worker hands it connections and asks it
+// for transfers in flight.
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// Options are the parts of the configuration a connection needs.
+type Options struct {
+	Root          string
+	Mode          string // config.ModeSendfile, ...
+	Chunk         int64  // bytes per send call, so one fast client cannot hog a worker
+	HeaderTimeout time.Duration
+	IdleTimeout   time.Duration
+	SendTimeout   time.Duration
+}
+
+// OptionsFrom extracts Options from a resolved configuration.
+func OptionsFrom(c *config.Config) Options {
+	return Options{
+		Root:          c.Root,
+		Mode:          c.ZeroCopy,
+		Chunk:         int64(c.SendChunk),
+		HeaderTimeout: c.HeaderTimeout.D(),
+		IdleTimeout:   c.IdleTimeout.D(),
+		SendTimeout:   c.SendTimeout.D(),
+	}
+}
+
+// Server serves connections from one root.
+type Server struct {
+	opts   Options
+	root   int // O_PATH descriptor of the root; every open is relative to it
+	log    *slog.Logger
+	sender sender
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	wg       sync.WaitGroup
+
+	totalConns atomic.Uint64
+	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
+}
+
+// New opens the root and returns a Server for it.
+func New(opts Options, log *slog.Logger) (*Server, error) {
+	fd, err := unix.Open(opts.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
+	}
+	snd, err := newSender(opts.Mode)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if opts.Chunk <= 0 {
+		opts.Chunk = 2 << 20
+	}
+	return &Server{opts: opts, root: fd, log: log, sender: snd, conns: make(map[*conn]struct{})}, nil
+}
+
+// Close releases the root. Call it after Wait.
+func (s *Server) Close() error { return unix.Close(s.root) }
+
+// Outcome says how a connection ended.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomeClosed     Outcome = "closed"      // the client closed between requests
+	OutcomeIdle       Outcome = "idle"        // idle or header timeout
+	OutcomeDrained    Outcome = "drained"     // closed by a drain between requests
+	OutcomeBadRequest Outcome = "bad-request" // protocol violation; told the client why
+	OutcomeClientGone Outcome = "client-gone" // reset, EPIPE, or send timeout mid-response
+	OutcomeShrank     Outcome = "file-shrank" // the file got shorter while being sent
+	OutcomeError      Outcome = "error"       // a local error
+)
+
+// Result describes a finished connection.
+type Result struct {
+	Requests int
+	Bytes    int64 // body bytes sent
+	Outcome  Outcome
+}
+
+// Transfer is one response body being sent right now.
+type Transfer struct {
+	Client string
+	Path   string
+	Offset int64
+	Total  int64 // body bytes this response will send
+	Sent   int64
+	Start  time.Time
+}
+
+type transfer struct {
+	path   string
+	offset int64
+	total  int64
+	start  time.Time
+	sent   atomic.Int64
+}
+
+type conn struct {
+	s      *Server
+	f      *os.File
+	rc     syscall.RawConn
+	fd     int
+	client string
+	hdr    [wire.RequestHeaderLen]byte
+	out    []byte
+	idle   atomic.Bool
+	cur    atomic.Pointer[transfer]
+	pipe   [2]int // splice mode: created on first use, closed with the conn
+	res    Result
+}
+
+// ServeConn serves the socket f (non-blocking, already registered with the
+// runtime poller, e.g. by os.NewFile) until the client closes, a timeout,
+// an error, or a drain. It closes f.
+func (s *Server) ServeConn(f *os.File, client string) Result {
+	c := &conn{s: s, f: f, client: client, pipe: [2]int{-1, -1}}
+	s.wg.Add(1)
+	s.totalConns.Add(1)
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		if c.pipe[0] >= 0 {
+			unix.Close(c.pipe[0])
+			unix.Close(c.pipe[1])
+		}
+		f.Close()
+		s.wg.Done()
+	}()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		c.res.Outcome = OutcomeError
+		return c.res
+	}
+	c.rc = rc
+	rc.Control(func(fd uintptr) { c.fd = int(fd) })
+	c.serve()
+	return c.res
+}
+
+func (c *conn) serve() {
+	s := c.s
+	for first := true; ; first = false {
+		q, err := c.readRequest(first)
+		if err != nil {
+			c.res.Outcome = c.readFailed(err)
+			return
+		}
+		c.res.Requests++
+		if err := c.handle(&q); err != nil {
+			c.res.Outcome = c.sendFailed(&q, err)
+			return
+		}
+		if s.draining.Load() {
+			c.res.Outcome = OutcomeDrained
+			return
+		}
+	}
+}
+
+var errDrained = errors.New("drained")
+
+// readRequest waits for the next request. While it waits the connection is
+// "idle": a drain may interrupt it, and then it is closed unless a request
+// had already arrived.
+func (c *conn) readRequest(first bool) (wire.Request, error) {
+	s := c.s
+	timeout := s.opts.IdleTimeout
+	if first {
+		timeout = s.opts.HeaderTimeout
+	}
+	// Order matters against Drain: deadline, then idle, then the check.
+	// Drain sets draining, then kicks idle conns by moving their deadline.
+	c.f.SetReadDeadline(time.Now().Add(timeout))
+	c.idle.Store(true)
+	n, err := 0, error(nil)
+	if s.draining.Load() && !c.pending() {
+		err = errDrained
+	} else {
+		n, err = c.f.Read(c.hdr[:])
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && s.draining.Load() && c.pending() {
+			// The drain kick raced a request that had already arrived: serve it.
+			c.f.SetReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+			n, err = c.f.Read(c.hdr[:])
+		}
+	}
+	c.idle.Store(false)
+	if err != nil {
+		if s.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errDrained
+		}
+		return wire.Request{}, err
+	}
+	if n < len(c.hdr) {
+		// The rest of the header gets header_timeout, not another idle period.
+		c.f.SetReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+		if _, err := io.ReadFull(c.f, c.hdr[n:]); err != nil {
+			return wire.Request{}, truncated(err)
+		}
+	}
+	q, plen, err := wire.DecodeRequestHeader(&c.hdr)
+	if err != nil {
+		return q, err
+	}
+	var p []byte
+	if plen > 0 {
+		p = make([]byte, plen)
+		if _, err := io.ReadFull(c.f, p); err != nil {
+			return q, truncated(err)
+		}
+	}
+	return q, q.SetPath(p)
+}
+
+func truncated(err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("connection closed inside a request: %w", wire.ErrTruncated)
+	}
+	return err
+}
+
+// pending reports whether request bytes are waiting in the socket.
+func (c *conn) pending() bool {
+	var b [1]byte
+	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err == nil && n > 0
+}
+
+func (c *conn) readFailed(err error) Outcome {
+	var we *wire.Error
+	switch {
+	case err == io.EOF:
+		return OutcomeClosed
+	case errors.Is(err, errDrained):
+		return OutcomeDrained
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.s.log.Debug("closing idle connection", "client", c.client, "requests", c.res.Requests)
+		return OutcomeIdle
+	case errors.As(err, &we):
+		// A framing error cannot be resynchronised: answer, then close.
+		c.s.log.Info("bad request", "client", c.client, "err", we.Msg)
+		c.f.SetWriteDeadline(time.Now().Add(c.s.opts.SendTimeout))
+		c.writeHeader(&wire.Response{Status: we.Status, Message: "bad request: " + we.Msg}, false)
+		return OutcomeBadRequest
+	case errors.Is(err, wire.ErrTruncated):
+		c.s.log.Info("truncated request", "client", c.client, "err", err)
+		return OutcomeBadRequest
+	}
+	c.s.log.Debug("read failed", "client", c.client, "err", err)
+	return OutcomeClientGone
+}
+
+// shrankError means the file got shorter than its size at open.
+type shrankError struct {
+	path        string
+	sent, total int64
+}
+
+func (e *shrankError) Error() string {
+	return fmt.Sprintf("file shrank while being sent: %s: sent %d of %d bytes", e.path, e.sent, e.total)
+}
+
+func (c *conn) sendFailed(q *wire.Request, err error) Outcome {
+	var se *shrankError
+	if errors.As(err, &se) {
+		c.s.log.Warn("file shrank while being sent; closing the connection", "client", c.client,
+			"path", se.path, "sent", se.sent, "expected", se.total)
+		return OutcomeShrank
+	}
+	if isClientGone(err) {
+		c.s.log.Debug("client gone mid-response", "client", c.client, "path", q.Path, "err", err)
+		return OutcomeClientGone
+	}
+	c.s.log.Error("response failed", "client", c.client, "op", q.Op, "path", q.Path, "err", err)
+	return OutcomeError
+}
+
+func isClientGone(err error) bool {
+	return errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, unix.ETIMEDOUT) ||
+		errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH)
+}
+
+// handle answers one request. A refusal is a response, not an error: the
+// returned error means the connection must close.
+func (c *conn) handle(q *wire.Request) error {
+	c.f.SetWriteDeadline(time.Now().Add(c.s.opts.SendTimeout))
+	var err error
+	switch q.Op {
+	case wire.OpGet:
+		err = c.get(q)
+	case wire.OpStat:
+		err = c.stat(q)
+	case wire.OpList:
+		err = c.list(q)
+	}
+	var re *reqError
+	if errors.As(err, &re) {
+		if re.status == wire.StatusInternal {
+			c.s.log.Error("request failed", "client", c.client, "op", q.Op, "path", q.Path, "err", re.msg)
+		}
+		return c.writeHeader(&wire.Response{Status: re.status, Kind: re.kind, Message: re.msg}, false)
+	}
+	return err
+}
+
+func (c *conn) get(q *wire.Request) error {
+	fd, st, err := openFile(c.s.root, q.Path)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	size := st.Size
+	if q.Offset > size {
+		return refuse(wire.StatusRangeNotSatisfiable, "range not satisfiable: offset %d is past the end of %s (%d bytes)", q.Offset, q.Path, size)
+	}
+	n := size - q.Offset
+	if q.Length > 0 && q.Length < n {
+		n = q.Length
+	}
+	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindFile, Size: size, MTime: mtimeNanos(st), BodyLen: n}
+	if err := c.writeHeader(&resp, n > 0); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	t := &transfer{path: q.Path, offset: q.Offset, total: n, start: time.Now()}
+	c.cur.Store(t)
+	defer c.cur.Store(nil)
+	err = c.s.sender.send(c, fd, q.Offset, n, t)
+	sent := t.sent.Load()
+	c.res.Bytes += sent
+	if err == errShort {
+		return &shrankError{path: q.Path, sent: sent, total: n}
+	}
+	return err
+}
+
+func (c *conn) stat(q *wire.Request) error {
+	st, err := statPath(c.s.root, q.Path)
+	if err != nil {
+		return err
+	}
+	k := kindOf(st)
+	resp := wire.Response{Status: wire.StatusOK, Kind: k, Size: st.Size, MTime: mtimeNanos(st)}
+	if k != wire.KindFile && k != wire.KindDir {
+		resp = wire.Response{Status: wire.StatusNotRegular, Kind: k, Message: fmt.Sprintf("not a regular file: %s is %s", q.Path, describe(k))}
+	}
+	return c.writeHeader(&resp, false)
+}
+
+// progress records n more body bytes sent.
+func (t *transfer) progress(s *Server, n int) {
+	t.sent.Add(int64(n))
+	s.bytesSent.Add(uint64(n))
+}
+
+// writeHeader sends a response header. more=true tells the kernel a body
+// follows (MSG_MORE), so header and first body bytes leave in one segment.
+func (c *conn) writeHeader(r *wire.Response, more bool) error {
+	c.out = wire.AppendResponse(c.out[:0], r)
+	return c.write(c.out, more)
+}
+
+// write sends b completely, waiting in the poller when the socket is full.
+func (c *conn) write(b []byte, more bool) error {
+	flags := unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT
+	if more {
+		flags |= unix.MSG_MORE
+	}
+	for len(b) > 0 {
+		var n int
+		var werr error
+		err := c.rc.Write(func(fd uintptr) bool {
+			n, werr = unix.SendmsgN(int(fd), b, nil, nil, flags)
+			return werr != unix.EAGAIN
+		})
+		if err == nil {
+			err = werr
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// Drain stops the server taking more requests: connections between
+// requests close now, the others after their current response.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.idle.Load() {
+			c.f.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+}
+
+// Wait blocks until every connection passed to ServeConn has ended.
+func (s *Server) Wait() { s.wg.Wait() }
+
+// Stats are a worker's running totals.
+type Stats struct {
+	Active      int
+	Connections uint64
+	BytesSent   uint64
+}
+
+// Stats returns the running totals.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	return Stats{Active: n, Connections: s.totalConns.Load(), BytesSent: s.bytesSent.Load()}
+}
+
+// Transfers lists the response bodies being sent right now, at most max.
+func (s *Server) Transfers(max int) (ts []Transfer, more int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		t := c.cur.Load()
+		if t == nil {
+			continue
+		}
+		if len(ts) >= max {
+			more++
+			continue
+		}
+		ts = append(ts, Transfer{Client: c.client, Path: t.path, Offset: t.offset, Total: t.total, Sent: t.sent.Load(), Start: t.start})
+	}
+	return ts, more
+}

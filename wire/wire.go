@@ -1,0 +1,418 @@
+// Package wire is zfs-serve's native protocol: the frames a client and a
+// worker exchange over one TCP connection. It is shared by the daemon and by
+// zfetch and imports neither.
+//
+// Message flow (many requests per connection, strictly one response per
+// request, in order):
+//
+//	client                                   server
+//	  | -- Request{GET path offset length} --> |
+//	  | <-- Response{status, size, mtime, ...} |
+//	  | <-- body: BodyLen raw bytes ---------- |   (sendfile/splice/mmap/copy)
+//	  | -- Request{STAT path} ---------------> |
+//	  | <-- Response{...}, no body ----------- |
+//	  | -- Request{LIST dir} ----------------> |
+//	  | <-- Response{...} + list entries ----- |
+//
+// Every integer is big-endian. Every length is checked against a hard limit
+// before anything is allocated, so a hostile peer cannot make either side
+// allocate more than MaxPath/MaxMessage/MaxListBody bytes. A framing error
+// cannot be resynchronised: after one, the connection is closed. The full
+// specification is docs/PROTOCOL.md.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"unicode/utf8"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// Limits. They are part of the protocol: a peer that exceeds one is in error.
+const (
+	MaxPath     = 4096     // bytes in a request path
+	MaxMessage  = 1024     // bytes in a response message
+	MaxName     = 1024     // bytes in one LIST entry name
+	MaxListBody = 64 << 20 // bytes in a LIST body
+
+	RequestHeaderLen  = 24
+	ResponseHeaderLen = 32
+	EntryHeaderLen    = 19
+)
+
+var (
+	requestMagic  = [2]byte{'Z', 'Q'}
+	responseMagic = [2]byte{'Z', 'R'}
+)
+
+// Op is a request's operation.
+type Op uint8
+
+// Operations.
+const (
+	OpGet  Op = 1 // send [offset, offset+length) of a regular file
+	OpStat Op = 2 // describe a path, no body
+	OpList Op = 3 // list a directory's entries
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpGet:
+		return "GET"
+	case OpStat:
+		return "STAT"
+	case OpList:
+		return "LIST"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Status is a response's outcome.
+type Status uint8
+
+// Statuses. Their numbers are part of the protocol.
+const (
+	StatusOK                  Status = 0
+	StatusBadRequest          Status = 1
+	StatusUnsupportedVersion  Status = 2
+	StatusNotFound            Status = 3
+	StatusForbidden           Status = 4
+	StatusNotRegular          Status = 5
+	StatusNotDirectory        Status = 6
+	StatusRangeNotSatisfiable Status = 7
+	StatusBusy                Status = 8
+	StatusDraining            Status = 9
+	StatusInternal            Status = 10
+)
+
+var statusNames = [...]string{
+	StatusOK:                  "ok",
+	StatusBadRequest:          "bad request",
+	StatusUnsupportedVersion:  "unsupported version",
+	StatusNotFound:            "not found",
+	StatusForbidden:           "forbidden",
+	StatusNotRegular:          "not a regular file",
+	StatusNotDirectory:        "not a directory",
+	StatusRangeNotSatisfiable: "range not satisfiable",
+	StatusBusy:                "busy",
+	StatusDraining:            "draining",
+	StatusInternal:            "internal error",
+}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// Retryable reports whether a client should try the same request again later.
+func (s Status) Retryable() bool { return s == StatusBusy || s == StatusDraining }
+
+// Kind is what a path names.
+type Kind uint8
+
+// Kinds.
+const (
+	KindNone    Kind = 0 // unknown or not applicable (errors)
+	KindFile    Kind = 1
+	KindDir     Kind = 2
+	KindSymlink Kind = 3 // only in LIST entries; STAT and GET follow symlinks
+	KindOther   Kind = 4 // FIFO, device, socket: listed, never served
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindNone:
+		return "none"
+	case KindFile:
+		return "file"
+	case KindDir:
+		return "dir"
+	case KindSymlink:
+		return "symlink"
+	case KindOther:
+		return "other"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Request is one client request.
+type Request struct {
+	Op     Op
+	Path   string
+	Offset int64 // GET only: first byte to send
+	Length int64 // GET only: bytes to send; 0 means to the end of the file
+}
+
+// Response is the header of one server response. BodyLen bytes follow it.
+type Response struct {
+	Status  Status
+	Kind    Kind
+	Size    int64 // the file's size (GET, STAT); entries (LIST)
+	MTime   int64 // modification time, Unix nanoseconds
+	BodyLen int64
+	Message string // human-readable, empty on success
+}
+
+// Error is a protocol violation by the peer. Status is what a server
+// answers with before it closes the connection.
+type Error struct {
+	Status Status
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func errorf(s Status, format string, args ...any) error {
+	return &Error{Status: s, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ErrTruncated is wrapped by decoding errors when the stream ended inside a
+// frame (io.ErrUnexpectedEOF from the reader).
+var ErrTruncated = errors.New("truncated frame")
+
+func readFull(r io.Reader, b []byte, what string) error {
+	if _, err := io.ReadFull(r, b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%s: %w", what, ErrTruncated)
+		}
+		return err // io.EOF at a frame boundary is a clean end
+	}
+	return nil
+}
+
+// AppendRequest appends the encoding of q to b. It does not validate q;
+// WriteRequest does.
+func AppendRequest(b []byte, q *Request) []byte {
+	b = append(b, requestMagic[0], requestMagic[1], Version, byte(q.Op))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(q.Path)))
+	b = binary.BigEndian.AppendUint16(b, 0)
+	b = binary.BigEndian.AppendUint64(b, uint64(q.Offset))
+	b = binary.BigEndian.AppendUint64(b, uint64(q.Length))
+	return append(b, q.Path...)
+}
+
+// WriteRequest validates q and writes it in one Write call.
+func WriteRequest(w io.Writer, q *Request) error {
+	if err := q.validate(); err != nil {
+		return err
+	}
+	_, err := w.Write(AppendRequest(make([]byte, 0, RequestHeaderLen+len(q.Path)), q))
+	return err
+}
+
+func (q *Request) validate() error {
+	switch q.Op {
+	case OpGet, OpStat, OpList:
+	default:
+		return errorf(StatusBadRequest, "unknown operation %d", uint8(q.Op))
+	}
+	if len(q.Path) > MaxPath {
+		return errorf(StatusBadRequest, "path is %d bytes, the limit is %d", len(q.Path), MaxPath)
+	}
+	if !utf8.ValidString(q.Path) || strings.IndexByte(q.Path, 0) >= 0 {
+		return errorf(StatusBadRequest, "path is not valid UTF-8 or contains NUL")
+	}
+	if q.Offset < 0 || q.Length < 0 {
+		return errorf(StatusBadRequest, "negative offset or length")
+	}
+	if q.Op != OpGet && (q.Offset != 0 || q.Length != 0) {
+		return errorf(StatusBadRequest, "%v takes no offset or length", q.Op)
+	}
+	return nil
+}
+
+// ReadRequest reads one request. hdr is scratch space for the fixed header
+// so that a server can keep it inside its per-connection state. It returns
+// io.EOF if the stream ended cleanly before a request, and *Error for a
+// request the server must refuse (after which it closes the connection).
+func ReadRequest(r io.Reader, hdr *[RequestHeaderLen]byte) (Request, error) {
+	if err := readFull(r, hdr[:], "request header"); err != nil {
+		return Request{}, err
+	}
+	q, n, err := DecodeRequestHeader(hdr)
+	if err != nil {
+		return q, err
+	}
+	p := make([]byte, n)
+	if err := readFull(r, p, "request path"); err != nil {
+		if err == io.EOF {
+			err = fmt.Errorf("request path: %w", ErrTruncated)
+		}
+		return q, err
+	}
+	return q, q.SetPath(p)
+}
+
+// AppendResponse appends the encoding of the response header (with its
+// message, truncated to MaxMessage) to b.
+func AppendResponse(b []byte, s *Response) []byte {
+	msg := s.Message
+	if len(msg) > MaxMessage {
+		msg = msg[:MaxMessage]
+	}
+	b = append(b, responseMagic[0], responseMagic[1], Version, byte(s.Status), byte(s.Kind), 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.Size))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.MTime))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.BodyLen))
+	return append(b, msg...)
+}
+
+// ReadResponse reads one response header (not its body).
+func ReadResponse(r io.Reader) (Response, error) {
+	var hdr [ResponseHeaderLen]byte
+	if err := readFull(r, hdr[:], "response header"); err != nil {
+		return Response{}, err
+	}
+	if hdr[0] != responseMagic[0] || hdr[1] != responseMagic[1] {
+		return Response{}, errorf(StatusBadRequest, "not a zfs-serve response (bad magic %q)", hdr[:2])
+	}
+	if hdr[2] != Version {
+		return Response{}, errorf(StatusUnsupportedVersion, "server speaks protocol version %d, this client %d", hdr[2], Version)
+	}
+	s := Response{Status: Status(hdr[3]), Kind: Kind(hdr[4])}
+	n := int(binary.BigEndian.Uint16(hdr[6:]))
+	size := binary.BigEndian.Uint64(hdr[8:])
+	s.MTime = int64(binary.BigEndian.Uint64(hdr[16:]))
+	body := binary.BigEndian.Uint64(hdr[24:])
+	if hdr[5] != 0 {
+		return s, errorf(StatusBadRequest, "reserved response byte is %d", hdr[5])
+	}
+	if n > MaxMessage {
+		return s, errorf(StatusBadRequest, "response message is %d bytes, the limit is %d", n, MaxMessage)
+	}
+	if size > math.MaxInt64 || body > math.MaxInt64 {
+		return s, errorf(StatusBadRequest, "response size or body length out of range")
+	}
+	s.Size, s.BodyLen = int64(size), int64(body)
+	if s.Status != StatusOK && s.BodyLen != 0 {
+		return s, errorf(StatusBadRequest, "error response %q carries a %d-byte body", s.Status, s.BodyLen)
+	}
+	if n > 0 {
+		m := make([]byte, n)
+		if err := readFull(r, m, "response message"); err != nil {
+			if err == io.EOF {
+				err = fmt.Errorf("response message: %w", ErrTruncated)
+			}
+			return s, err
+		}
+		s.Message = strings.ToValidUTF8(string(m), "\uFFFD")
+	}
+	return s, nil
+}
+
+// Entry is one directory entry in a LIST body.
+type Entry struct {
+	Kind  Kind
+	Name  string
+	Size  int64
+	MTime int64 // Unix nanoseconds
+}
+
+// AppendEntry appends the encoding of e to b.
+func AppendEntry(b []byte, e *Entry) []byte {
+	b = append(b, byte(e.Kind))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(e.Name)))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.Size))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.MTime))
+	return append(b, e.Name...)
+}
+
+// ValidName reports whether name may appear in a LIST body: one path
+// component, so a client can join it to a local directory safely.
+func ValidName(name string) bool {
+	return name != "" && name != "." && name != ".." && len(name) <= MaxName &&
+		strings.IndexByte(name, '/') < 0 && strings.IndexByte(name, 0) < 0
+}
+
+// ReadList reads a LIST body of exactly n bytes.
+func ReadList(r io.Reader, n int64) ([]Entry, error) {
+	if n < 0 || n > MaxListBody {
+		return nil, errorf(StatusBadRequest, "list body is %d bytes, the limit is %d", n, MaxListBody)
+	}
+	var out []Entry
+	var hdr [EntryHeaderLen]byte
+	for n > 0 {
+		if n < EntryHeaderLen {
+			return out, errorf(StatusBadRequest, "list body ends inside an entry header")
+		}
+		if err := readFull(r, hdr[:], "list entry"); err != nil {
+			if err == io.EOF {
+				err = fmt.Errorf("list entry: %w", ErrTruncated)
+			}
+			return out, err
+		}
+		e := Entry{Kind: Kind(hdr[0])}
+		l := int64(binary.BigEndian.Uint16(hdr[1:]))
+		size := binary.BigEndian.Uint64(hdr[3:])
+		e.MTime = int64(binary.BigEndian.Uint64(hdr[11:]))
+		n -= EntryHeaderLen
+		if l == 0 || l > MaxName || l > n {
+			return out, errorf(StatusBadRequest, "list entry name length %d is invalid", l)
+		}
+		if size > math.MaxInt64 {
+			return out, errorf(StatusBadRequest, "list entry size out of range")
+		}
+		e.Size = int64(size)
+		name := make([]byte, l)
+		if err := readFull(r, name, "list entry name"); err != nil {
+			if err == io.EOF {
+				err = fmt.Errorf("list entry name: %w", ErrTruncated)
+			}
+			return out, err
+		}
+		n -= l
+		e.Name = string(name)
+		if !ValidName(e.Name) {
+			return out, errorf(StatusBadRequest, "list entry name %q is not a single path component", e.Name)
+		}
+		if e.Kind < KindFile || e.Kind > KindOther {
+			return out, errorf(StatusBadRequest, "list entry %q has unknown kind %d", e.Name, uint8(e.Kind))
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// DecodeRequestHeader decodes a fixed request header. The path (pathLen
+// bytes) follows it on the stream; pass it to SetPath. Servers that read the
+// header and the path separately (to time them separately) use this pair;
+// ReadRequest does both.
+func DecodeRequestHeader(hdr *[RequestHeaderLen]byte) (q Request, pathLen int, err error) {
+	if hdr[0] != requestMagic[0] || hdr[1] != requestMagic[1] {
+		return q, 0, errorf(StatusBadRequest, "not a zfs-serve request (bad magic %q)", hdr[:2])
+	}
+	if hdr[2] != Version {
+		return q, 0, errorf(StatusUnsupportedVersion, "protocol version %d not supported, this server speaks %d", hdr[2], Version)
+	}
+	q.Op = Op(hdr[3])
+	n := int(binary.BigEndian.Uint16(hdr[4:]))
+	flags := binary.BigEndian.Uint16(hdr[6:])
+	off := binary.BigEndian.Uint64(hdr[8:])
+	length := binary.BigEndian.Uint64(hdr[16:])
+	if n > MaxPath {
+		return q, 0, errorf(StatusBadRequest, "path is %d bytes, the limit is %d", n, MaxPath)
+	}
+	if flags != 0 {
+		return q, 0, errorf(StatusBadRequest, "unknown request flags %#x", flags)
+	}
+	if off > math.MaxInt64 || length > math.MaxInt64 {
+		return q, 0, errorf(StatusBadRequest, "offset or length out of range")
+	}
+	q.Offset, q.Length = int64(off), int64(length)
+	return q, n, nil
+}
+
+// SetPath sets the path read after the header and validates the request.
+func (q *Request) SetPath(p []byte) error {
+	q.Path = string(p)
+	return q.validate()
+}
