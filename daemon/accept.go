@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -50,7 +49,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 			d.dispatch()
 		}
 		if err != nil {
-			if !errors.Is(err, os.ErrClosed) {
+			if !l.closed.Load() {
 				s.log.Error("accept loop ended", "addr", l.addr, "err", err)
 			}
 			return

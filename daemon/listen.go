@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -29,9 +30,15 @@ type listener struct {
 	f          *os.File // non-blocking, in the runtime poller: accept4 via SyscallConn().Read
 	addr       string
 	activated  bool
-	accepting  bool // its accept loop runs
-	added      bool // bound by a reload not yet promoted
-	removed    bool // to be closed when a reload is promoted
+	accepting  bool        // its accept loop runs
+	closed     atomic.Bool // set before f is closed, so the accept loop knows why it ended
+	added      bool        // bound by a reload not yet promoted
+	removed    bool        // to be closed when a reload is promoted
+}
+
+func (l *listener) close() {
+	l.closed.Store(true)
+	l.f.Close()
 }
 
 type activatedSockets struct {
@@ -169,7 +176,7 @@ func (s *Supervisor) startAccepting() {
 
 func (s *Supervisor) closeListeners() {
 	for _, l := range s.listeners {
-		l.f.Close()
+		l.close()
 	}
 	s.listeners = nil
 }
@@ -207,7 +214,7 @@ func (s *Supervisor) applyListenerChanges() {
 	for _, l := range s.listeners {
 		if l.removed {
 			s.log.Info("listener closed by reload", "addr", l.addr)
-			l.f.Close()
+			l.close()
 			continue
 		}
 		if l.added {
@@ -226,7 +233,7 @@ func (s *Supervisor) closeNewListeners() {
 	for _, l := range s.listeners {
 		l.removed = false
 		if l.added {
-			l.f.Close()
+			l.close()
 			continue
 		}
 		kept = append(kept, l)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
@@ -83,6 +85,7 @@ type workerProc struct {
 
 	mu      sync.Mutex
 	pending map[uint64]chan []byte // status requests waiting for an answer
+	gone    chan struct{}          // closed when the channel has closed
 }
 
 // workerEnv is the supervisor's environment without what only the
@@ -159,7 +162,7 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 		local.Close()
 		return fmt.Errorf("start worker: %w", err)
 	}
-	w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, cmd: cmd, ch: local, started: time.Now(), pending: map[uint64]chan []byte{}}
+	w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, cmd: cmd, ch: local, started: time.Now(), pending: map[uint64]chan []byte{}, gone: make(chan struct{})}
 	sl.w = w
 	sl.nextStart = time.Time{}
 	b, _ := json.Marshal(workerConfig{Version: channelVersion, Generation: g.id, Slot: sl.index, Config: g.cfg})
@@ -185,6 +188,9 @@ func (s *Supervisor) readWorker(w *workerProc) {
 		if err != nil {
 			if errors.Is(err, fdpass.ErrTruncated) {
 				continue
+			}
+			if errors.Is(err, unix.ECONNRESET) {
+				break // it exited with messages unread: an ordinary end
 			}
 			s.log.Error("worker channel failed; killing the worker", "pid", w.pid, "err", err)
 			w.cmd.Process.Kill()
@@ -230,6 +236,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			s.log.Error("unknown message from worker", "pid", w.pid, "type", buf[0])
 		}
 	}
+	close(w.gone)
 	w.ch.Close()
 	err := w.cmd.Wait()
 	var ps *os.ProcessState
@@ -260,6 +267,8 @@ func (w *workerProc) query(id uint64, d time.Duration) (*workerStatus, error) {
 			return nil, err
 		}
 		return &st, nil
+	case <-w.gone:
+		return nil, fmt.Errorf("worker %d exited", w.pid)
 	case <-time.After(d):
 		return nil, fmt.Errorf("worker %d did not answer within %v", w.pid, d)
 	}
