@@ -71,11 +71,17 @@ func (c *Client) Do(req Request, onProgress func(*Response)) (*Response, error) 
 		return nil, err
 	}
 	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.c.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("send request: %w", err)
-	}
+	_, werr := c.c.Write(append(b, '\n'))
 	for {
+		// Even if the write failed, the daemon may have answered before
+		// closing (a refused peer): its reason beats "broken pipe".
+		if werr != nil {
+			c.c.SetReadDeadline(time.Now().Add(time.Second))
+		}
 		line, err := readLine(c.br)
+		if err != nil && werr != nil {
+			return nil, fmt.Errorf("send request: %w", werr)
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil, ErrClosed

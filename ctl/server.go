@@ -193,6 +193,10 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 	if err != nil {
 		s.Log.Warn("control connection refused", "uid", peer.UID, "pid", peer.PID, "err", err)
+		// Take the request line first (briefly), so the client is not
+		// writing into a closed socket when the refusal arrives.
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		readLine(bufio.NewReaderSize(c, 512))
 		reply(&Response{Error: err.Error()})
 		return
 	}

@@ -423,7 +423,7 @@ func TestNoFDLeak(t *testing.T) {
 			procs := append(WorkerPIDs(st), st.PID)
 			before := map[int]int{}
 			for _, p := range procs {
-				before[p] = openFDs(t, p)
+				before[p] = stableFDs(t, p)
 			}
 			var wg sync.WaitGroup
 			sem := make(chan struct{}, 32)
@@ -622,4 +622,21 @@ func listeningSockets(t testing.TB, pid int) int {
 
 func sha(s string) string {
 	return FileSHA256Bytes([]byte(s))
+}
+
+// stableFDs counts a process's descriptors once the count has settled (the
+// control connection of the status call just made closes asynchronously).
+func stableFDs(t *testing.T, pid int) int {
+	t.Helper()
+	n, same := openFDs(t, pid), 0
+	waitFor(5*time.Second, func() bool {
+		m := openFDs(t, pid)
+		if m == n {
+			same++
+		} else {
+			n, same = m, 0
+		}
+		return same >= 5
+	})
+	return n
 }
