@@ -2,126 +2,607 @@ package fetch
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-// Event reports a download's progress to a renderer.
-type Event struct {
-	Kind  string // "start", "progress", "done", "error"
-	Name  string // what is being fetched (the output name or the URL path)
-	Done  int64  // bytes received so far
-	Total int64  // bytes expected; -1 if unknown
-	Err   error
-	Time  time.Time
+// segment is a byte range of the file one connection fetches: [start,
+// end), of which [start, pos) is in place.
+type segment struct {
+	start, end int64
+	pos        atomic.Int64
 }
 
-// Options tune a download.
-type Options struct {
-	// Progress, if set, receives events: start, then progress every
-	// ProgressEvery while bytes flow, then done or error.
-	Progress      func(Event)
-	ProgressEvery time.Duration
+func newSegments(ranges [][2]int64) []*segment {
+	segs := make([]*segment, len(ranges))
+	for i, r := range ranges {
+		segs[i] = &segment{start: r[0], end: r[1]}
+		segs[i].pos.Store(r[0])
+	}
+	return segs
 }
 
-// Download fetches t. With out set, the body goes there (zfetch -o -);
-// otherwise it goes to dst+".part", renamed to dst once complete, with the
-// server's mtime.
-func Download(ctx context.Context, t Target, dst string, out io.Writer, opts Options) (int64, error) {
-	c, err := Dial(ctx, t.Addr)
+// download is one Fetch in progress.
+type download struct {
+	c    *Client
+	j    Job
+	mode RecvMode
+
+	size  atomic.Int64 // -1 until known
+	mtime int64
+
+	part, statePath string
+	f               *os.File
+	sink            *sink
+	prealloc        bool
+	resumed         atomic.Int64 // bytes the .part had when this run started
+
+	mu      sync.Mutex // guards segs against the checkpointer while a restart replaces them
+	segs    []*segment
+	workers []atomic.Pointer[segment] // what each connection is on, for ConnProgress
+
+	done     atomic.Int64 // bytes in place
+	received atomic.Int64 // bytes received by this run
+}
+
+func (d *download) emit(e Event) {
+	e.Time = d.c.opts.Now()
+	e.File, e.Name, e.Source = d.j.ID, d.j.Name, d.j.Src.String()
+	e.Total = d.size.Load()
+	e.Resumed = d.resumed.Load()
+	d.c.emit(e)
+}
+
+// report emits a retry event (Client.retry fills Kind, Attempt, Delay, Err).
+func (d *download) report(e Event) {
+	e.Done = d.done.Load()
+	d.emit(e)
+}
+
+func (d *download) result() Result {
+	return Result{Size: d.size.Load(), Done: d.done.Load(), Resumed: d.resumed.Load(), Received: d.received.Load()}
+}
+
+func (d *download) fetch(ctx context.Context) (Result, error) {
+	d.size.Store(-1)
+	if d.j.Dst == "" {
+		if d.j.Out == nil {
+			return d.result(), errors.New("fetch: a Job needs Dst or Out")
+		}
+		return d.fetchStream(ctx)
+	}
+	return d.fetchFile(ctx)
+}
+
+// learn records the file's identity.
+func (d *download) learn(ctx context.Context) error {
+	size, mtime, err := d.c.identity(ctx, d.j.Src, d.report)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	resp, body, err := c.Get(t.Path, 0, 0)
+	d.size.Store(size)
+	d.mtime = mtime
+	return nil
+}
+
+// fetchStream writes the file to j.Out in order: no .part, no resume across
+// runs, but retries resume at the next byte.
+func (d *download) fetchStream(ctx context.Context) (Result, error) {
+	if err := d.learn(ctx); err != nil {
+		return d.result(), err
+	}
+	d.sink = newSink(d.j.Out, true)
+	if d.j.SHA256 != "" {
+		// The digest needs the bytes in user memory: copy mode, hashing in order.
+		d.mode, d.sink.hash = RecvCopy, sha256.New()
+	}
+	d.setSegments(wholeFile(d.size.Load()))
+	d.workers = make([]atomic.Pointer[segment], 1)
+	d.emit(Event{Kind: EventStart})
+	stop := d.background(false)
+	err := d.run(ctx)
+	stop()
 	if err != nil {
-		return 0, err
+		return d.result(), err
 	}
-	name := dst
-	if out != nil {
-		name = t.Path
+	if err := d.verifyCount(); err != nil {
+		return d.result(), err
 	}
-	var done atomic.Int64
-	emit := func(kind string, err error) {
-		if opts.Progress != nil {
-			opts.Progress(Event{Kind: kind, Name: name, Done: done.Load(), Total: resp.BodyLen, Err: err, Time: time.Now()})
+	if d.sink.hash != nil {
+		if got := hex.EncodeToString(d.sink.hash.Sum(nil)); got != d.j.SHA256 {
+			return d.result(), &VerifyError{Msg: fmt.Sprintf("sha256 of %s is %s, expected %s", d.j.Src.Path, got, d.j.SHA256)}
 		}
 	}
-	emit("start", nil)
-	every := opts.ProgressEvery
-	if every <= 0 {
-		every = 100 * time.Millisecond
+	d.emit(Event{Kind: EventDone, Done: d.done.Load(), SHA256: d.j.SHA256})
+	return d.result(), nil
+}
+
+func wholeFile(size int64) [][2]int64 {
+	if size <= 0 {
+		return nil
 	}
-	tick := time.NewTicker(every)
+	return [][2]int64{{0, size}}
+}
+
+func (d *download) setSegments(pending [][2]int64) {
+	if d.c.opts.Conns > 1 && d.sink != nil && !d.sink.stream && d.prealloc {
+		pending = split(pending, d.c.opts.Conns, MinSplit)
+	}
+	segs := newSegments(pending)
+	d.mu.Lock()
+	d.segs = segs
+	d.mu.Unlock()
+	var have int64
+	for _, r := range pending {
+		have += r[1] - r[0]
+	}
+	d.done.Store(d.size.Load() - have)
+}
+
+func (d *download) wantPrealloc() bool {
+	return d.mode == RecvMmap || (d.c.opts.Conns > 1 && d.size.Load() >= 2*MinSplit)
+}
+
+// fetchFile downloads into Dst+".part" and renames it to Dst once complete
+// and verified.
+func (d *download) fetchFile(ctx context.Context) (Result, error) {
+	j := d.j
+	d.part = j.Dst + ".part"
+	d.statePath = d.part + StateSuffix
+	if err := d.learn(ctx); err != nil {
+		return d.result(), err
+	}
+	size := d.size.Load()
+	var pending [][2]int64
+	resume, why := false, ""
+	if j.Resume {
+		complete, err := d.complete()
+		if err != nil {
+			return d.result(), err
+		}
+		if complete {
+			d.resumed.Store(size)
+			d.done.Store(size)
+			d.emit(Event{Kind: EventStart, Done: size})
+			d.emit(Event{Kind: EventDone, Done: size, Skipped: true, SHA256: j.SHA256})
+			return Result{Size: size, Done: size, Resumed: size, Skipped: true}, nil
+		}
+		pending, d.prealloc, resume, why = d.resumeState()
+	}
+	if !resume {
+		pending, d.prealloc = wholeFile(size), false
+	}
+	f, err := os.OpenFile(d.part, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return d.result(), &LocalError{Op: "create", Path: d.part, Err: unwrapPathErr(err)}
+	}
+	d.f = f
+	d.sink = newSink(f, false)
+	if !resume {
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			return d.result(), &LocalError{Op: "truncate", Path: d.part, Err: unwrapPathErr(err)}
+		}
+	}
+	d.setSegments(pending)
+	d.resumed.Store(d.done.Load())
+	if err := d.prepare(); err != nil {
+		f.Close()
+		return d.result(), err
+	}
+	d.setSegments(pending) // again: prepare may have switched to preallocation, which splits
+	d.workers = make([]atomic.Pointer[segment], d.c.opts.Conns)
+	d.emit(Event{Kind: EventStart, Done: d.resumed.Load()})
+	if why != "" {
+		d.emit(Event{Kind: EventRestart, Err: errors.New(why)})
+	}
+	stop := d.background(d.prealloc)
+	err = d.run(ctx)
+	stop()
+	if err == nil {
+		err = d.finish()
+	}
+	if err != nil {
+		var ve *VerifyError
+		res := d.result()
+		if d.f != nil {
+			if !errors.As(err, &ve) {
+				d.checkpoint()
+				res.Part = d.part
+			}
+			d.f.Close()
+		}
+		return res, err
+	}
+	d.emit(Event{Kind: EventDone, Done: d.done.Load(), SHA256: j.SHA256})
+	return d.result(), nil
+}
+
+// complete reports whether Dst is already this version of the file (same
+// size and mtime, and digest if one was given) with no .part beside it.
+func (d *download) complete() (bool, error) {
+	fi, err := os.Stat(d.j.Dst)
+	if err != nil || !fi.Mode().IsRegular() {
+		return false, nil
+	}
+	if _, err := os.Lstat(d.part); err == nil {
+		return false, nil // a .part is there: resume it
+	}
+	if fi.Size() != d.size.Load() || fi.ModTime().UnixNano() != d.mtime {
+		return false, nil
+	}
+	if d.j.SHA256 != "" {
+		sum, err := fileSHA256(d.j.Dst)
+		if err != nil {
+			return false, err
+		}
+		return sum == d.j.SHA256, nil
+	}
+	return true, nil
+}
+
+// resumeState decides what of an existing .part can be kept. why, if set,
+// says why it cannot.
+func (d *download) resumeState() (pending [][2]int64, prealloc, ok bool, why string) {
+	fi, err := os.Stat(d.part)
+	if err != nil {
+		return nil, false, false, ""
+	}
+	size := d.size.Load()
+	st, err := readState(d.statePath)
+	switch {
+	case err != nil:
+		why = fmt.Sprintf("%s: unusable resume state (%v); starting over", d.part, err)
+	case st == nil:
+		why = fmt.Sprintf("%s has no resume state (%s); starting over", d.part, d.statePath)
+	case st.Size != size || st.MTime != d.mtime:
+		why = fmt.Sprintf("the file changed on the server since %s was started (%s); starting over",
+			d.part, describeChange(st.Size, st.MTime, size, d.mtime))
+	case st.Prealloc && fi.Size() != size:
+		why = fmt.Sprintf("%s is %d bytes, its resume state expects %d; starting over", d.part, fi.Size(), size)
+	case st.Prealloc:
+		return st.Pending, true, true, ""
+	case fi.Size() > size:
+		why = fmt.Sprintf("%s is longer than the file; starting over", d.part)
+	default:
+		// Written front to back: its length is what arrived.
+		if fi.Size() == size {
+			return [][2]int64{}, false, true, ""
+		}
+		return [][2]int64{{fi.Size(), size}}, false, true, ""
+	}
+	return nil, false, false, why
+}
+
+// describeChange says what differs between two versions of a file.
+func describeChange(size0, mtime0, size1, mtime1 int64) string {
+	var parts []string
+	if size0 != size1 {
+		parts = append(parts, fmt.Sprintf("size %d -> %d bytes", size0, size1))
+	}
+	if mtime0 != mtime1 {
+		parts = append(parts, fmt.Sprintf("mtime %s -> %s", fmtTime(mtime0), fmtTime(mtime1)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func fmtTime(ns int64) string { return time.Unix(0, ns).UTC().Format("2006-01-02T15:04:05.999999999Z") }
+
+// prepare saves the resume state and, for preallocated downloads, sizes the
+// file: state first, so that a crash in between never leaves a
+// full-length .part that looks complete.
+func (d *download) prepare() error {
+	if !d.prealloc && d.wantPrealloc() {
+		d.prealloc = true
+	}
+	if err := writeState(d.statePath, d.state()); err != nil {
+		return err
+	}
+	if !d.prealloc {
+		return nil
+	}
+	size := d.size.Load()
+	fi, err := d.f.Stat()
+	if err != nil {
+		return &LocalError{Op: "stat", Path: d.part, Err: unwrapPathErr(err)}
+	}
+	if fi.Size() == size {
+		return nil
+	}
+	// Reserve the blocks now (so a full disk fails here, not inside a
+	// mapping); not every filesystem can, which is fine.
+	if size > fi.Size() {
+		if err := unix.Fallocate(d.sink.fd, 0, fi.Size(), size-fi.Size()); err != nil && err != unix.EOPNOTSUPP && err != unix.ENOSYS {
+			return &LocalError{Op: "allocate", Path: d.part, Err: err}
+		}
+	}
+	if err := d.f.Truncate(size); err != nil {
+		return &LocalError{Op: "size", Path: d.part, Err: unwrapPathErr(err)}
+	}
+	return nil
+}
+
+// state is the resume state as of now.
+func (d *download) state() *State {
+	st := &State{Source: d.j.Src.String(), Size: d.size.Load(), MTime: d.mtime, Prealloc: d.prealloc, Pending: [][2]int64{}}
+	d.mu.Lock()
+	for _, s := range d.segs {
+		if p := s.pos.Load(); p < s.end {
+			st.Pending = append(st.Pending, [2]int64{p, s.end})
+		}
+	}
+	d.mu.Unlock()
+	return st
+}
+
+// checkpoint saves the resume state; a failure only costs progress.
+func (d *download) checkpoint() {
+	if d.statePath != "" {
+		writeState(d.statePath, d.state())
+	}
+}
+
+// background starts the Progress ticker and, for preallocated files, the
+// checkpointer. The returned func stops both.
+func (d *download) background(checkpoints bool) (stop func()) {
 	quit := make(chan struct{})
-	go func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(d.c.opts.ProgressEvery)
+		defer t.Stop()
 		for {
 			select {
-			case <-tick.C:
-				emit("progress", nil)
 			case <-quit:
 				return
+			case <-t.C:
+				d.emit(Event{Kind: EventProgress, Done: d.done.Load(), Conns: d.connProgress()})
 			}
 		}
-	}()
-	n, err := receive(dst, out, body, resp.BodyLen, resp.MTime, &done)
-	tick.Stop()
-	close(quit)
-	if err == nil && n != resp.BodyLen {
-		err = fmt.Errorf("received %d of %d bytes: %w", n, resp.BodyLen, errShortBody)
+	})
+	if checkpoints {
+		wg.Go(func() {
+			t := time.NewTicker(d.c.opts.CheckpointEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-quit:
+					return
+				case <-t.C:
+					d.checkpoint()
+				}
+			}
+		})
 	}
-	if err != nil {
-		emit("error", err)
-		return n, err
+	return func() {
+		close(quit)
+		wg.Wait()
 	}
-	emit("done", nil)
-	return n, nil
 }
 
-func receive(dst string, out io.Writer, body io.Reader, n, mtime int64, done *atomic.Int64) (int64, error) {
-	w := out
-	var f *os.File
-	if w == nil {
-		var err error
-		f, err = os.OpenFile(dst+".part", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-		if err != nil {
-			return 0, err
-		}
-		defer f.Close()
-		w = f
+func (d *download) connProgress() []ConnProgress {
+	if len(d.workers) < 2 {
+		return nil
 	}
-	buf := make([]byte, 1<<20)
-	var got int64
-	for got < n {
-		r, err := body.Read(buf[:min(int64(len(buf)), n-got)])
-		if r > 0 {
-			if _, werr := w.Write(buf[:r]); werr != nil {
-				return got, werr
+	cs := make([]ConnProgress, len(d.workers))
+	for i := range d.workers {
+		if s := d.workers[i].Load(); s != nil {
+			cs[i] = ConnProgress{Start: s.start, Pos: s.pos.Load(), End: s.end}
+		}
+	}
+	return cs
+}
+
+// run fetches the pending segments, starting over (within limits) when the
+// file changes on the server.
+func (d *download) run(ctx context.Context) error {
+	for restarts := 0; ; restarts++ {
+		err := d.runOnce(ctx)
+		ce, changed := errorsAsChanged(err)
+		if !changed {
+			return err
+		}
+		had := d.done.Load()
+		if d.sink.stream && had > 0 {
+			return &VerifyError{Msg: fmt.Sprintf("%s; %d bytes of the old version were already written to the output", ce.msg, had)}
+		}
+		if restarts >= maxRestarts {
+			return &VerifyError{Msg: fmt.Sprintf("the file changed on the server %d times during the download", restarts+1)}
+		}
+		if err := d.learn(ctx); err != nil {
+			return err
+		}
+		if err := d.restart(); err != nil {
+			return err
+		}
+		if had > 0 || d.resumed.Load() > 0 {
+			d.resumed.Store(0)
+			d.emit(Event{Kind: EventRestart, Err: fmt.Errorf("%s; starting over", ce.msg)})
+		}
+	}
+}
+
+// restart throws away what was written and plans the whole (new) file.
+func (d *download) restart() error {
+	d.resumed.Store(0)
+	if d.f != nil {
+		if err := d.f.Truncate(0); err != nil {
+			return &LocalError{Op: "truncate", Path: d.part, Err: unwrapPathErr(err)}
+		}
+		d.prealloc = false
+		d.setSegments(wholeFile(d.size.Load())) // what prepare saves: all of it is pending
+		if err := d.prepare(); err != nil {
+			return err
+		}
+	}
+	d.setSegments(wholeFile(d.size.Load()))
+	if d.f != nil {
+		d.checkpoint()
+	}
+	return nil
+}
+
+func isCanceled(err error) bool { return errors.Is(err, context.Canceled) }
+
+// runOnce fetches the segments over up to Conns connections, each taking
+// the next segment when done with one. The first failure stops the rest.
+func (d *download) runOnce(ctx context.Context) error {
+	d.mu.Lock()
+	segs := d.segs
+	d.mu.Unlock()
+	if len(segs) == 0 {
+		return nil
+	}
+	n := 1
+	if !d.sink.stream {
+		n = min(d.c.opts.Conns, len(segs))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next  atomic.Int64
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil || (isCanceled(first) && !isCanceled(err)) {
+			first = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	for i := range n {
+		wg.Go(func() {
+			r := &receiver{ctx: ctx, sink: d.sink, lim: d.c.lim, stall: d.c.opts.StallTimeout}
+			defer d.workers[i].Store(nil)
+			for {
+				k := next.Add(1) - 1
+				if k >= int64(len(segs)) {
+					return
+				}
+				seg := segs[k]
+				d.workers[i].Store(seg)
+				err := d.c.retry(ctx, d.report, func() (bool, error) { return d.attempt(ctx, seg, r) })
+				if err != nil {
+					fail(err)
+					return
+				}
 			}
-			got += int64(r)
-			done.Store(got)
-		}
-		if err == io.EOF {
-			break
-		}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// attempt fetches what is left of seg over one connection.
+func (d *download) attempt(ctx context.Context, seg *segment, r *receiver) (bool, error) {
+	start := seg.pos.Load()
+	if start >= seg.end {
+		return false, nil
+	}
+	r.add = func(n int64) {
+		seg.pos.Add(n)
+		d.done.Add(n)
+		d.received.Add(n)
+	}
+	err := d.c.withConn(ctx, d.j.Src.Addr, func(conn *Conn) error {
+		pos := seg.pos.Load()
+		resp, err := conn.Get(d.j.Src.Path, pos, seg.end-pos)
 		if err != nil {
-			return got, err
+			var se *StatusError
+			if errors.As(err, &se) && se.Status == wire.StatusRangeNotSatisfiable {
+				return &changedError{msg: "the file on the server is now shorter than the bytes already received"}
+			}
+			return err
+		}
+		if resp.Size != d.size.Load() || resp.MTime != d.mtime {
+			return &changedError{msg: fmt.Sprintf("the file changed on the server (%s)",
+				describeChange(d.size.Load(), d.mtime, resp.Size, resp.MTime))}
+		}
+		r.conn = conn
+		return r.receive(d.mode, pos, resp.BodyLen)
+	})
+	return seg.pos.Load() > start, err
+}
+
+func (d *download) verifyCount() error {
+	size := d.size.Load()
+	if got := d.done.Load(); got != size {
+		return &VerifyError{Msg: fmt.Sprintf("received %d bytes of %s, the server says it has %d", got, d.j.Src.Path, size)}
+	}
+	return nil
+}
+
+// finish verifies the .part, gives it the server's mtime and renames it.
+func (d *download) finish() error {
+	if err := d.verifyCount(); err != nil {
+		return err
+	}
+	size := d.size.Load()
+	fi, err := d.f.Stat()
+	if err != nil {
+		return &LocalError{Op: "stat", Path: d.part, Err: unwrapPathErr(err)}
+	}
+	if fi.Size() != size {
+		return &VerifyError{Msg: fmt.Sprintf("%s is %d bytes, the server says %d", d.part, fi.Size(), size)}
+	}
+	if d.j.SHA256 != "" {
+		sum, err := readerSHA256(io.NewSectionReader(d.f, 0, size), d.part)
+		if err != nil {
+			return err
+		}
+		if sum != d.j.SHA256 {
+			d.f.Close()
+			d.f = nil
+			os.Remove(d.part)
+			os.Remove(d.statePath)
+			return &VerifyError{Msg: fmt.Sprintf("sha256 of %s is %s, expected %s (removed %s)", d.j.Src.Path, sum, d.j.SHA256, d.part)}
 		}
 	}
-	if f == nil || got != n {
-		return got, nil
+	err = d.f.Close()
+	d.f = nil
+	if err != nil {
+		return &LocalError{Op: "close", Path: d.part, Err: unwrapPathErr(err)}
 	}
-	if err := f.Close(); err != nil {
-		return got, err
+	mt := time.Unix(0, d.mtime)
+	if err := os.Chtimes(d.part, mt, mt); err != nil {
+		return &LocalError{Op: "set mtime of", Path: d.part, Err: unwrapPathErr(err)}
 	}
-	mt := time.Unix(0, mtime)
-	if err := os.Chtimes(dst+".part", mt, mt); err != nil {
-		return got, err
+	if err := os.Rename(d.part, d.j.Dst); err != nil {
+		return &LocalError{Op: "rename", Path: d.part, Err: unwrapPathErr(err)}
 	}
-	return got, os.Rename(dst+".part", dst)
+	if err := os.Remove(d.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return &LocalError{Op: "remove", Path: d.statePath, Err: unwrapPathErr(err)}
+	}
+	return nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", &LocalError{Op: "open", Path: path, Err: unwrapPathErr(err)}
+	}
+	defer f.Close()
+	return readerSHA256(f, path)
+}
+
+func readerSHA256(r io.Reader, name string) (string, error) {
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
+		return "", &LocalError{Op: "read back", Path: name, Err: unwrapPathErr(err)}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -1,5 +1,27 @@
-// Package fetch is the zfs-serve download client: it speaks the wire
-// protocol and knows nothing of the daemon. zfetch is its command line.
+// Package fetch is the zfs-serve download client. It speaks the native wire
+// protocol (package wire) and knows nothing of the daemon; zfetch is its
+// command line.
+//
+// A Client downloads files (Client.Fetch) and directory trees (Walk, then
+// Fetch per file) with:
+//
+//   - resume: a file is written to NAME.part, with its resume state (the
+//     server's size and mtime, and which byte ranges are done) beside it in
+//     NAME.part.state; it is renamed to NAME only once complete and
+//     verified, with the server's mtime;
+//   - retry: connection errors, connection refused and busy/draining
+//     answers are retried with exponential backoff and jitter, each attempt
+//     resuming from the bytes already written; a file whose size or mtime
+//     changed on the server is fetched again from the start, never joined;
+//   - ranges: one file over several connections, each writing its ranges in
+//     place with pwrite (or splice, or through mmap);
+//   - receive modes: copy (read then pwrite), splice (socket -> pipe ->
+//     file) and mmap (receive straight into a mapping of the output);
+//   - progress: Events (start, progress, retry, restart, done, error) for a
+//     renderer such as package fetch/progress.
+//
+// Errors are returned, never logged; their types (StatusError, LocalError,
+// VerifyError, GiveUpError) say what went wrong for exit codes.
 package fetch
 
 import (
@@ -26,10 +48,22 @@ type Target struct {
 	Path string // absolute, unescaped
 }
 
-func (t Target) String() string { return "zfs://" + t.Addr + t.Path }
+// String returns the URL of t, percent-encoded where needed.
+func (t Target) String() string {
+	return "zfs://" + t.Addr + (&url.URL{Path: t.Path}).EscapedPath()
+}
+
+// Join returns the target of name inside the directory t.
+func (t Target) Join(name string) Target {
+	p := t.Path
+	if !strings.HasSuffix(p, "/") {
+		p += "/"
+	}
+	return Target{Addr: t.Addr, Path: p + name}
+}
 
 // ParseURL accepts zfs://HOST[:PORT]/PATH and HOST[:PORT]/PATH, with
-// percent-encoding in PATH.
+// percent-encoding in PATH. IPv6 hosts go in brackets.
 func ParseURL(s string) (Target, error) {
 	raw := s
 	if rest, ok := strings.CutPrefix(s, "zfs://"); ok {
@@ -43,12 +77,21 @@ func ParseURL(s string) (Target, error) {
 	}
 	p, err := url.PathUnescape("/" + p)
 	if err != nil {
-		return Target{}, fmt.Errorf("%q: bad percent-encoding: %v", raw, err)
+		return Target{}, fmt.Errorf("%q: bad percent-encoding: %w", raw, err)
 	}
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		// No port: the whole thing is the host (IPv6 in brackets allowed).
-		host, port = strings.Trim(hostport, "[]"), strconv.Itoa(DefaultPort)
+		host, port = hostport, strconv.Itoa(DefaultPort)
+		if strings.HasPrefix(host, "[") {
+			if !strings.HasSuffix(host, "]") {
+				return Target{}, fmt.Errorf("%q: bad host %q", raw, hostport)
+			}
+			host = host[1 : len(host)-1]
+		}
+	}
+	if host == "" || strings.ContainsAny(host, "[]@ ") {
+		return Target{}, fmt.Errorf("%q: bad host %q", raw, hostport)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
 		return Target{}, fmt.Errorf("%q: bad port %q", raw, port)
@@ -56,12 +99,17 @@ func ParseURL(s string) (Target, error) {
 	if len(p) > wire.MaxPath {
 		return Target{}, fmt.Errorf("%q: path longer than %d bytes", raw, wire.MaxPath)
 	}
+	if strings.IndexByte(p, 0) >= 0 {
+		return Target{}, fmt.Errorf("%q: path contains NUL", raw)
+	}
 	return Target{Addr: net.JoinHostPort(host, port), Path: p}, nil
 }
 
-// StatusError is a refusal from the server.
+// StatusError is a refusal from the server. Busy and draining are
+// retryable (see Status.Retryable); the others are final.
 type StatusError struct {
 	Status  wire.Status
+	Path    string
 	Message string
 }
 
@@ -69,44 +117,65 @@ func (e *StatusError) Error() string {
 	if e.Message != "" {
 		return e.Message
 	}
-	return e.Status.String()
+	return e.Status.String() + ": " + e.Path
 }
 
-// Conn is one connection to a server; requests on it are sequential.
+// Conn is one connection to a server; requests on it are sequential and a
+// response's body must be read completely before the next request. It reads
+// the socket without buffering, so the receive modes can take a body
+// straight from the socket (splice, or read into a mapping).
 type Conn struct {
-	c  net.Conn
-	br *bufio.Reader
+	c      net.Conn
+	addr   string
+	reused bool // taken from the pool: a failure before any header may be a stale connection
+
+	responses int // response headers read
 }
 
 // Dial connects to addr.
 func Dial(ctx context.Context, addr string) (*Conn, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{c: c, br: bufio.NewReaderSize(c, 64<<10)}, nil
+	return &Conn{c: c, addr: addr}, nil
 }
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.c.Close() }
 
-// NetConn is the underlying connection (for receive modes that need its fd).
+// NetConn is the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.c }
+
+// Addr is the address the connection was dialled to.
+func (c *Conn) Addr() string { return c.addr }
+
+// SetDeadline bounds the next request (and its body reads).
+func (c *Conn) SetDeadline(t time.Time) error { return c.c.SetDeadline(t) }
 
 func (c *Conn) roundTrip(q *wire.Request) (wire.Response, error) {
 	if err := wire.WriteRequest(c.c, q); err != nil {
-		return wire.Response{}, err
+		var we *wire.Error
+		if errors.As(err, &we) {
+			return wire.Response{}, fmt.Errorf("%v %s: %w", q.Op, q.Path, err)
+		}
+		return wire.Response{}, &connError{fmt.Errorf("%v %s: sending the request: %w", q.Op, q.Path, err)}
 	}
-	r, err := wire.ReadResponse(c.br)
+	r, err := wire.ReadResponse(c.c)
 	if err != nil {
+		var we *wire.Error
+		if errors.As(err, &we) {
+			return r, fmt.Errorf("%v %s: protocol error (is this a zfs-serve server?): %w", q.Op, q.Path, err)
+		}
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return r, err
+		return r, &connError{fmt.Errorf("%v %s: reading the response: %w", q.Op, q.Path, err)}
 	}
+	c.responses++
 	if r.Status != wire.StatusOK {
-		return r, &StatusError{Status: r.Status, Message: r.Message}
+		return r, &StatusError{Status: r.Status, Path: q.Path, Message: r.Message}
 	}
 	return r, nil
 }
@@ -122,54 +191,59 @@ func (c *Conn) List(path string) ([]wire.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wire.ReadList(c.br, r.BodyLen)
+	if r.BodyLen > wire.MaxListBody {
+		return nil, fmt.Errorf("LIST %s: %d-byte list exceeds the protocol limit", path, r.BodyLen)
+	}
+	es, err := wire.ReadList(bufio.NewReaderSize(&exactReader{r: c.c, n: r.BodyLen}, 64<<10), r.BodyLen)
+	if err != nil {
+		var we *wire.Error
+		if !errors.As(err, &we) {
+			err = &connError{err}
+		}
+		return nil, fmt.Errorf("LIST %s: %w", path, err)
+	}
+	return es, nil
 }
 
 // Get asks for [off, off+length) of path (length 0 = to the end) and
-// returns the response header and a reader for exactly BodyLen bytes. The
-// body must be read completely before the next request.
-func (c *Conn) Get(path string, off, length int64) (wire.Response, io.Reader, error) {
+// returns the response header. BodyLen bytes follow on NetConn; read them
+// all (ReadBody, or a receive mode) before the next request.
+func (c *Conn) Get(path string, off, length int64) (wire.Response, error) {
 	r, err := c.roundTrip(&wire.Request{Op: wire.OpGet, Path: path, Offset: off, Length: length})
 	if err != nil {
-		return r, nil, err
+		return r, err
 	}
-	return r, &body{c: c, n: r.BodyLen}, nil
+	want := r.Size - off
+	if length > 0 && length < want {
+		want = length
+	}
+	if r.Kind != wire.KindFile || want < 0 || r.BodyLen != want {
+		return r, fmt.Errorf("GET %s: inconsistent response (kind %v, size %d, body %d for offset %d)", path, r.Kind, r.Size, r.BodyLen, off)
+	}
+	return r, nil
 }
 
-// body reads a response body: first what the header read buffered, then
-// straight from the socket (so large bodies skip the buffer).
-type body struct {
-	c *Conn
+// ReadBody returns a reader for a body of n bytes that reports a connection
+// closed early as io.ErrUnexpectedEOF.
+func (c *Conn) ReadBody(n int64) io.Reader { return &exactReader{r: c.c, n: n} }
+
+// exactReader reads exactly n bytes from r, in reads as large as asked.
+type exactReader struct {
+	r io.Reader
 	n int64
 }
 
-func (b *body) Read(p []byte) (int, error) {
+func (b *exactReader) Read(p []byte) (int, error) {
 	if b.n <= 0 {
 		return 0, io.EOF
 	}
 	if int64(len(p)) > b.n {
 		p = p[:b.n]
 	}
-	var n int
-	var err error
-	if b.c.br.Buffered() > 0 {
-		n, err = b.c.br.Read(p)
-	} else {
-		n, err = b.c.c.Read(p)
-	}
+	n, err := b.r.Read(p)
 	b.n -= int64(n)
 	if err == io.EOF && b.n > 0 {
 		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }
-
-// Buffered returns the body bytes already read into the connection's
-// buffer, which a zero-copy receiver must write before using the socket.
-func (b *body) Buffered() []byte {
-	n := min(int64(b.c.br.Buffered()), b.n)
-	p, _ := b.c.br.Peek(int(n))
-	return p
-}
-
-var errShortBody = errors.New("connection closed before the whole body arrived")

@@ -1,5 +1,6 @@
-// Package zfetch is the zfetch command: download files from zfs-serve with
-// a progress line.
+// Package zfetch is the zfetch command: download files and trees from
+// zfs-serve with progress, resume, retries and verification. The work is
+// done by package fetch; the output by package fetch/progress.
 package zfetch
 
 import (
@@ -12,184 +13,516 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/term"
 
 	"github.com/zfs-serve/zfs-serve/cli"
 	"github.com/zfs-serve/zfs-serve/fetch"
+	"github.com/zfs-serve/zfs-serve/fetch/progress"
 	"github.com/zfs-serve/zfs-serve/internal/human"
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-const usage = `Usage: zfetch [-o FILE | -O DIR | -o -] [-q] URL
+const usage = `Usage: zfetch [-o FILE | -O DIR | -o -] [-c] [-q] [--json] [--retries N]
+              [--retry-for DUR] [-x N] [-r] [-j N] [--recv MODE] [--sha256 HEX]
+              [--limit-rate RATE] URL...
 
-Download a file from zfs-serve. URL is zfs://HOST[:PORT]/PATH or
+Download files from zfs-serve. URL is zfs://HOST[:PORT]/PATH or
 HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
 
-  -o FILE   write to FILE (- for stdout); default: the URL's file name
-  -O DIR    write into DIR
-  -q        quiet: no progress, errors only
+  -o FILE        write to FILE; -o - writes to stdout (one URL); with -r,
+                 FILE is the directory that receives the tree
+  -O DIR         write into DIR (created if missing); default: .
+  -c             continue: resume FILE.part; a complete FILE is left alone
+  -q             quiet: print nothing but errors
+  --json         print one JSON object per event on stdout (on stderr with
+                 -o -); see docs/ZFETCH.md
+  --retries N    give up after N failed attempts in a row (an attempt that
+                 receives data resets the count); default 10, or no limit
+                 when --retry-for is given
+  --retry-for D  give up once no data has arrived for D (e.g. 5m)
+  -x N           fetch each file over N connections by ranges
+  -r             fetch the directory tree under each URL
+  -j N           fetch up to N files at once (default 4)
+  --recv MODE    copy, splice or mmap: how bytes get from the socket into the
+                 file (default splice, the fastest measured)
+  --sha256 HEX   check the file's SHA-256 (one file)
+  --limit-rate R cap the transfer rate, e.g. 500K, 20M, 1.5G (bytes/s)
 
-The file is written to FILE.part and renamed when complete.
+Each file is written to FILE.part (with its resume state in
+FILE.part.state) and renamed to FILE only when complete and verified, with
+the server's mtime. Connection errors, connection refused and busy or
+draining servers are retried with backoff, resuming where the bytes stop.
+If the file changes on the server meanwhile, it is fetched from the start.
+Ctrl-C keeps FILE.part and prints the command that resumes it.
 
-Exit status: 0 complete, 1 other error, 2 usage, 3 not found or refused by
-the server, 4 connection failed, 5 incomplete or failed verification,
-6 local I/O error.
+Exit status:
+  0    every file complete and verified
+  1    other error
+  2    bad command line
+  3    refused by the server: not found, forbidden, not a regular file...
+  4    connection failed (after the retries)
+  5    verification failed: wrong size or SHA-256, or the file changed
+       while being written to stdout
+  6    local I/O error: cannot create, write or rename the output
+  130  interrupted (Ctrl-C or SIGTERM); FILE.part is kept for -c
+With several files, the status is that of the first file that failed.
 `
 
-// Exit statuses.
+// Exit statuses beyond cli's.
 const (
-	ExitNotFound   = 3
-	ExitConnection = 4
-	ExitIncomplete = 5
-	ExitLocalIO    = 6
+	ExitRefused     = 3
+	ExitConnection  = 4
+	ExitVerify      = 5
+	ExitLocalIO     = 6
+	ExitInterrupted = 130
 )
 
+// exitErr carries an exit status. reported means the message was already
+// printed (by the progress renderer), so main must not print it again.
 type exitErr struct {
-	code int
-	err  error
+	code     int
+	err      error
+	reported bool
 }
 
 func (e *exitErr) Error() string { return e.err.Error() }
 func (e *exitErr) Unwrap() error { return e.err }
 func (e *exitErr) ExitCode() int { return e.code }
 
-// Run runs zfetch with args (without the program name).
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Reported reports whether err's message has already been shown to the
+// user; main then exits with cli.Code(err) without printing it.
+func Reported(err error) bool {
+	var ee *exitErr
+	return errors.As(err, &ee) && ee.reported
+}
+
+// ExitCode maps an error to zfetch's exit status.
+func ExitCode(err error) int {
+	var (
+		ue *cli.UsageError
+		le *fetch.LocalError
+		ve *fetch.VerifyError
+		ge *fetch.GiveUpError
+		se *fetch.StatusError
+		we *wire.Error
+		pe *os.PathError
+	)
+	switch {
+	case err == nil:
+		return cli.ExitOK
+	case errors.Is(err, context.Canceled):
+		return ExitInterrupted
+	case errors.As(err, &ue):
+		return cli.ExitUsage
+	case errors.As(err, &le), errors.As(err, &pe):
+		return ExitLocalIO
+	case errors.As(err, &ve):
+		return ExitVerify
+	case errors.As(err, &ge):
+		return ExitConnection
+	case errors.As(err, &se):
+		if se.Status.Retryable() {
+			return ExitConnection
+		}
+		return ExitRefused
+	case errors.As(err, &we), fetch.Retryable(err):
+		return ExitConnection
+	}
+	return cli.ExitError
+}
+
+type options struct {
+	output, dir    string
+	resume, quiet  bool
+	jsonOut        bool
+	retries        int
+	retryFor       time.Duration
+	conns, jobs    int
+	recursive      bool
+	recv           string
+	sha256         string
+	limit          int64
+	stdoutIsOutput bool
+}
+
+// Run runs zfetch with args (without the program name). Progress and
+// errors go to stderr; stdout gets the file with -o -, and JSON events
+// with --json otherwise.
+func Run(ctx context.Context, args []string, stdout, stderr *os.File) error {
+	o, urls, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	return run(ctx, o, urls, args, stdout, stderr)
+}
+
+func parse(args []string, stderr io.Writer) (*options, []string, error) {
+	o := &options{}
 	fs := flag.NewFlagSet("zfetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	output := fs.String("o", "", "")
-	dir := fs.String("O", "", "")
-	quiet := fs.Bool("q", false, "")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	fs.StringVar(&o.output, "o", "", "")
+	fs.StringVar(&o.dir, "O", "", "")
+	fs.BoolVar(&o.resume, "c", false, "")
+	fs.BoolVar(&o.quiet, "q", false, "")
+	fs.BoolVar(&o.jsonOut, "json", false, "")
+	fs.IntVar(&o.retries, "retries", -2, "")
+	fs.DurationVar(&o.retryFor, "retry-for", 0, "")
+	fs.IntVar(&o.conns, "x", 1, "")
+	fs.IntVar(&o.jobs, "j", 4, "")
+	fs.BoolVar(&o.recursive, "r", false, "")
+	fs.StringVar(&o.recv, "recv", string(fetch.DefaultRecv), "")
+	fs.StringVar(&o.sha256, "sha256", "", "")
+	limit := fs.String("limit-rate", "", "")
+	// Flags may come after URLs: parse, take the positional, go on.
+	var urls []string
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, nil, err
+			}
+			return nil, nil, &cli.UsageError{Err: err}
 		}
-		return &cli.UsageError{Err: err}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args)-len(rest) > 0 && args[len(args)-len(rest)-1] == "--" {
+			urls = append(urls, rest...)
+			break
+		}
+		urls = append(urls, rest[0])
+		rest = rest[1:]
 	}
-	if fs.NArg() != 1 {
-		return cli.Usagef("want exactly one URL (see --help)")
-	}
-	if *output != "" && *dir != "" {
-		return cli.Usagef("-o and -O are exclusive")
-	}
-	t, err := fetch.ParseURL(fs.Arg(0))
-	if err != nil {
-		return &cli.UsageError{Err: err}
-	}
-	var out io.Writer
-	dst := *output
 	switch {
-	case dst == "-":
-		out, dst = stdout, ""
-	case dst == "":
-		name := path.Base(t.Path)
-		if name == "/" || name == "." || name == "" {
-			return cli.Usagef("%s names no file; use -o FILE", t)
+	case len(urls) == 0:
+		return nil, nil, cli.Usagef("no URL (see --help)")
+	case o.output != "" && o.dir != "":
+		return nil, nil, cli.Usagef("-o and -O are exclusive")
+	case o.output != "" && len(urls) > 1:
+		return nil, nil, cli.Usagef("-o takes one URL; use -O DIR for several")
+	case o.conns < 1 || o.conns > 64:
+		return nil, nil, cli.Usagef("-x wants 1 to 64 connections, not %d", o.conns)
+	case o.jobs < 1 || o.jobs > 64:
+		return nil, nil, cli.Usagef("-j wants 1 to 64 files at once, not %d", o.jobs)
+	case o.retries < -2:
+		return nil, nil, cli.Usagef("--retries wants 0 or more, not %d", o.retries)
+	case o.retryFor < 0:
+		return nil, nil, cli.Usagef("--retry-for wants a positive duration")
+	case o.quiet && o.jsonOut:
+		return nil, nil, cli.Usagef("-q and --json are exclusive")
+	}
+	if o.output == "-" {
+		o.stdoutIsOutput = true
+		switch {
+		case o.recursive:
+			return nil, nil, cli.Usagef("-o - cannot take a tree (-r)")
+		case o.resume:
+			return nil, nil, cli.Usagef("-c needs a file to resume; stdout is not one")
+		case o.conns > 1:
+			return nil, nil, cli.Usagef("-x needs a file to write ranges into; stdout is not one")
 		}
-		dst = filepath.Join(*dir, name)
 	}
-	opts := fetch.Options{}
-	if !*quiet {
-		opts.Progress = newRenderer(stderr).event
+	if o.retries == -2 { // not given
+		o.retries = 10
+		if o.retryFor > 0 {
+			o.retries = -1
+		}
 	}
-	_, err = fetch.Download(ctx, t, dst, out, opts)
-	return classify(err)
+	if _, err := fetch.ParseRecvMode(o.recv); err != nil {
+		return nil, nil, &cli.UsageError{Err: err}
+	}
+	if o.sha256 != "" {
+		o.sha256 = strings.ToLower(o.sha256)
+		if len(o.sha256) != 64 || strings.Trim(o.sha256, "0123456789abcdef") != "" {
+			return nil, nil, cli.Usagef("--sha256 wants 64 hex digits")
+		}
+		if len(urls) > 1 || o.recursive {
+			return nil, nil, cli.Usagef("--sha256 checks one file: give one URL, without -r")
+		}
+	}
+	if *limit != "" {
+		n, err := human.ParseBytes(*limit)
+		if err != nil || n <= 0 {
+			return nil, nil, cli.Usagef("--limit-rate %q: want a rate such as 500K, 20M or 1.5G", *limit)
+		}
+		o.limit = n
+	}
+	return o, urls, nil
 }
 
-func classify(err error) error {
-	if err == nil {
+// plan is the batch of files to fetch.
+type plan struct {
+	jobs  []fetch.Job
+	files []progress.File
+	dirs  []dirMTime // -r: directories to give their server mtime at the end
+}
+
+type dirMTime struct {
+	path  string
+	mtime int64
+}
+
+func (p *plan) add(j fetch.Job, size int64) {
+	j.ID = len(p.jobs)
+	p.jobs = append(p.jobs, j)
+	p.files = append(p.files, progress.File{Name: j.Name, Size: size})
+}
+
+func run(ctx context.Context, o *options, urls []string, args []string, stdout, stderr *os.File) error {
+	targets := make([]fetch.Target, len(urls))
+	for i, u := range urls {
+		t, err := fetch.ParseURL(u)
+		if err != nil {
+			return &cli.UsageError{Err: err}
+		}
+		targets[i] = t
+	}
+	rend := newRenderer(o, stdout, stderr)
+	client := fetch.New(fetch.Options{
+		Recv:      fetch.RecvMode(o.recv),
+		Conns:     o.conns,
+		Retries:   o.retries,
+		RetryFor:  o.retryFor,
+		RateLimit: o.limit,
+		Events:    rend.Event,
+	})
+	defer client.Close()
+
+	p, err := makePlan(ctx, o, targets, client, rend, stdout)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return &exitErr{code: ExitCode(err), err: err}
+	}
+	rend.SetFiles(p.files)
+
+	results := make([]error, len(p.jobs))
+	parts := make([]string, len(p.jobs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, o.jobs)
+	for i, j := range p.jobs {
+		if ctx.Err() != nil {
+			results[i] = ctx.Err()
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			res, err := client.Fetch(ctx, j)
+			results[i], parts[i] = err, res.Part
+		})
+	}
+	wg.Wait()
+	for _, d := range p.dirs {
+		mt := time.Unix(0, d.mtime)
+		os.Chtimes(d.path, mt, mt) // cosmetic: a failure here loses nothing
+	}
+
+	var first error
+	failed := 0
+	for _, err := range results {
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	code := ExitCode(first)
+	if ctx.Err() != nil {
+		first, code = ctx.Err(), ExitInterrupted
+	}
+	rend.Finish(time.Now(), code)
+	if first == nil {
 		return nil
 	}
-	var se *fetch.StatusError
-	var pe *os.PathError
+	if code == ExitInterrupted {
+		resumeHint(stderr, args, parts)
+	}
+	if len(p.jobs) > 1 {
+		first = fmt.Errorf("%d of %d files failed; first: %w", failed, len(p.jobs), first)
+	}
+	return &exitErr{code: code, err: first, reported: true}
+}
+
+// resumeHint says where the partial downloads are and how to go on.
+func resumeHint(w io.Writer, args []string, parts []string) {
+	var kept []string
+	for _, p := range parts {
+		if p != "" {
+			kept = append(kept, p)
+		}
+	}
+	if len(kept) == 0 {
+		return
+	}
+	what := kept[0]
+	if len(kept) > 1 {
+		what = fmt.Sprintf("%s and %d more", kept[0], len(kept)-1)
+	}
+	cmd := []string{"zfetch"}
+	hasC := false
+	for _, a := range args {
+		if a == "-c" || a == "--c" {
+			hasC = true
+		}
+	}
+	if !hasC {
+		cmd = append(cmd, "-c")
+	}
+	for _, a := range args {
+		cmd = append(cmd, shellQuote(a))
+	}
+	fmt.Fprintf(w, "zfetch: interrupted; partial download kept in %s\n", what)
+	fmt.Fprintf(w, "zfetch: resume with: %s\n", strings.Join(cmd, " "))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=%@,+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func newRenderer(o *options, stdout, stderr *os.File) *progress.Renderer {
+	ro := progress.Options{Out: stderr, Err: stderr, ExitCode: ExitCode}
 	switch {
-	case errors.As(err, &se):
-		return &exitErr{ExitNotFound, err}
-	case errors.As(err, &pe):
-		return &exitErr{ExitLocalIO, err}
-	case errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "received"):
-		return &exitErr{ExitIncomplete, err}
-	}
-	return &exitErr{ExitConnection, err}
-}
-
-// renderer draws one progress line: redrawn in place on a terminal, a
-// plain line at start and end otherwise.
-type renderer struct {
-	w     io.Writer
-	tty   bool
-	width int
-	start time.Time
-	last  time.Time
-	prevT time.Time
-	prevN int64
-	rate  float64
-}
-
-func newRenderer(w io.Writer) *renderer {
-	r := &renderer{w: w}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		r.tty = true
-		if wd, _, err := term.GetSize(int(f.Fd())); err == nil {
-			r.width = wd
+	case o.quiet:
+		ro.Mode = progress.ModeQuiet
+	case o.jsonOut:
+		ro.Mode = progress.ModeJSON
+		if !o.stdoutIsOutput {
+			ro.Out = stdout
 		}
-	}
-	if r.width <= 0 {
-		r.width = 80
-	}
-	return r
-}
-
-func (r *renderer) event(e fetch.Event) {
-	switch e.Kind {
-	case "start":
-		r.start, r.prevT = e.Time, e.Time
-		if !r.tty {
-			fmt.Fprintf(r.w, "zfetch: %s: %s\n", e.Name, human.Bytes(e.Total))
-		}
-	case "progress":
-		if dt := e.Time.Sub(r.prevT).Seconds(); dt > 0 {
-			inst := float64(e.Done-r.prevN) / dt
-			if r.rate == 0 {
-				r.rate = inst
-			} else {
-				r.rate = 0.7*r.rate + 0.3*inst
+	case term.IsTerminal(int(stderr.Fd())):
+		ro.Mode = progress.ModeTTY
+		fd := int(stderr.Fd())
+		ro.Width = func() int {
+			w, _, err := term.GetSize(fd)
+			if err != nil {
+				return 0
 			}
-			r.prevT, r.prevN = e.Time, e.Done
+			return w
 		}
-		if r.tty {
-			r.draw(e)
-		}
-	case "done":
-		el := e.Time.Sub(r.start)
-		avg := float64(e.Done) / max(el.Seconds(), 1e-9)
-		if r.tty {
-			r.draw(e)
-			fmt.Fprintln(r.w)
-		} else {
-			fmt.Fprintf(r.w, "zfetch: %s: done, %s in %s (%s)\n", e.Name, human.Bytes(e.Done), human.Duration(el), human.Rate(avg))
-		}
-	case "error":
-		if r.tty {
-			fmt.Fprintln(r.w)
-		}
+	default:
+		ro.Mode = progress.ModePlain
 	}
+	return progress.New(ro)
 }
 
-func (r *renderer) draw(e fetch.Event) {
-	pct := 100.0
-	if e.Total > 0 {
-		pct = 100 * float64(e.Done) / float64(e.Total)
+// makePlan turns the URLs into jobs: one per URL, or, with -r, one per file
+// of each tree (creating its directories).
+func makePlan(ctx context.Context, o *options, targets []fetch.Target, c *fetch.Client, rend *progress.Renderer, stdout *os.File) (*plan, error) {
+	p := &plan{}
+	dir := o.dir
+	if dir == "" {
+		dir = "."
 	}
-	eta := "--"
-	if r.rate > 0 && e.Total > 0 {
-		eta = human.Duration(time.Duration(float64(e.Total-e.Done) / r.rate * float64(time.Second)))
+	if o.dir != "" {
+		if err := os.MkdirAll(o.dir, 0o755); err != nil {
+			return nil, &fetch.LocalError{Op: "create directory", Path: o.dir, Err: err}
+		}
 	}
-	line := fmt.Sprintf("%s %6.2f%% %s/%s %s ETA %s", e.Name, pct, human.Bytes(e.Done), human.Bytes(e.Total), human.Rate(r.rate), eta)
-	if len(line) > r.width-1 {
-		line = line[:r.width-1]
+	seen := map[string]string{}
+	claim := func(dst string, t fetch.Target) error {
+		key := filepath.Clean(dst)
+		if prev, ok := seen[key]; ok {
+			return cli.Usagef("%s and %s would both be written to %s; use -O or -o", prev, t, dst)
+		}
+		seen[key] = t.String()
+		return nil
 	}
-	fmt.Fprintf(r.w, "\r%-*s", r.width-1, line)
+	for _, t := range targets {
+		if o.recursive {
+			if err := planTree(ctx, o, t, dir, c, rend, p, claim); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		j := fetch.Job{Src: t, Resume: o.resume, SHA256: o.sha256}
+		switch {
+		case o.stdoutIsOutput:
+			j.Out, j.Name = stdout, "-"
+		case o.output != "":
+			j.Dst = o.output
+		default:
+			name := path.Base(t.Path)
+			if strings.HasSuffix(t.Path, "/") || name == "/" || name == "." {
+				return nil, cli.Usagef("%s names no file; use -o FILE, or -r for a directory", t)
+			}
+			j.Dst = filepath.Join(dir, name)
+		}
+		if j.Name == "" {
+			j.Name = j.Dst
+			if err := claim(j.Dst, t); err != nil {
+				return nil, err
+			}
+		}
+		p.add(j, -1)
+	}
+	return p, nil
+}
+
+func planTree(ctx context.Context, o *options, t fetch.Target, dir string, c *fetch.Client, rend *progress.Renderer, p *plan, claim func(string, fetch.Target) error) error {
+	root := o.output
+	if root == "" {
+		base := path.Base(t.Path)
+		if base == "/" || base == "." {
+			root = dir
+		} else {
+			root = filepath.Join(dir, base)
+		}
+	}
+	st, err := c.Stat(ctx, t)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t, err)
+	}
+	if st.Kind != wire.KindDir {
+		return &fetch.StatusError{Status: wire.StatusNotDirectory, Path: t.Path,
+			Message: fmt.Sprintf("not a directory: %s (drop -r to fetch a file)", t.Path)}
+	}
+	entries, err := c.Walk(ctx, t, rend.Event)
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", t, err)
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return &fetch.LocalError{Op: "create directory", Path: root, Err: err}
+	}
+	var dirs []dirMTime
+	for _, e := range entries {
+		local := filepath.Join(root, filepath.FromSlash(e.Rel))
+		switch e.Kind {
+		case wire.KindDir:
+			if err := os.MkdirAll(local, 0o755); err != nil {
+				return &fetch.LocalError{Op: "create directory", Path: local, Err: err}
+			}
+			dirs = append(dirs, dirMTime{local, e.MTime})
+		case wire.KindFile:
+			src := t.Join(e.Rel)
+			if err := claim(local, src); err != nil {
+				return err
+			}
+			p.add(fetch.Job{Src: src, Dst: local, Name: local, Resume: o.resume}, e.Size)
+		case wire.KindSymlink:
+			rend.Note(time.Now(), fmt.Sprintf("skipping %s: a symlink to a directory", t.Join(e.Rel)))
+		default:
+			rend.Note(time.Now(), fmt.Sprintf("skipping %s: not a regular file", t.Join(e.Rel)))
+		}
+	}
+	// Deepest first, so setting a child's mtime does not change its
+	// parent's after. The root too, unless it is the -O directory itself.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		p.dirs = append(p.dirs, dirs[i])
+	}
+	if root != dir {
+		p.dirs = append(p.dirs, dirMTime{root, st.MTime})
+	}
+	return nil
 }

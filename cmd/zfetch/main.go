@@ -5,14 +5,19 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"syscall"
 
 	"github.com/zfs-serve/zfs-serve/cli"
 	"github.com/zfs-serve/zfs-serve/cli/zfetch"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// Ctrl-C and SIGTERM stop the downloads, keeping their .part files.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := zfetch.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	if zfetch.Reported(err) {
+		os.Exit(cli.Code(err))
+	}
 	cli.Exit("zfetch", err)
 }

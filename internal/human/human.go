@@ -3,6 +3,9 @@ package human
 
 import (
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -50,4 +53,57 @@ func Duration(d time.Duration) string {
 		return fmt.Sprintf("%dh%02dm", s/3600, (s%3600)/60)
 	}
 	return fmt.Sprintf("%dd%dh", s/86400, (s%86400)/3600)
+}
+
+// Delay formats a short wait precisely enough to be meaningful below a
+// second: "250ms", "1.5s", "8s", "1m05s" (Duration rounds to whole seconds).
+func Delay(d time.Duration) string {
+	switch {
+	case d < 0:
+		d = 0
+	case d >= 10*time.Second:
+		return Duration(d)
+	}
+	if d < time.Second {
+		return fmt.Sprintf("%dms", d.Round(time.Millisecond)/time.Millisecond)
+	}
+	s := d.Round(100 * time.Millisecond).Seconds()
+	if s == float64(int64(s)) {
+		return fmt.Sprintf("%ds", int64(s))
+	}
+	return fmt.Sprintf("%.1fs", s)
+}
+
+// ParseBytes reads a size such as "512", "500K", "20M", "1.5G", "2MiB" or
+// "64KB". K, M, G and T are binary multiples (1024), with or without "iB"
+// or "B" after them, as in Bytes' output.
+func ParseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := t, ""
+	if i >= 0 {
+		num, unit = t[:i], strings.TrimSpace(t[i:])
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || num == "" || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	mult, ok := units[strings.ToUpper(unit)]
+	if !ok {
+		return 0, fmt.Errorf("bad size %q: unknown unit %q", s, unit)
+	}
+	n := v * mult
+	if n >= math.MaxInt64 {
+		return 0, fmt.Errorf("bad size %q: too large", s)
+	}
+	return int64(n), nil
+}
+
+var units = map[string]float64{"": 1, "B": 1}
+
+func init() {
+	for i, u := range []string{"K", "M", "G", "T"} {
+		m := float64(int64(1) << (10 * (i + 1)))
+		units[u], units[u+"B"], units[u+"IB"] = m, m, m
+	}
 }

@@ -1,0 +1,246 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// Options configure a Client. The zero value is usable: DefaultRecv, one
+// connection per file, no retries, no rate limit.
+type Options struct {
+	// Recv is the receive mode; "" means DefaultRecv.
+	Recv RecvMode
+	// Conns is how many connections fetch one file by ranges (zfetch -x);
+	// files under 2*MinSplit use one. Streams (Job.Out) always use one.
+	Conns int
+	// Retries is how many failed attempts in a row (with no byte received
+	// in between) are retried before giving up; negative means no limit.
+	Retries int
+	// RetryFor, if set, gives up once no byte has arrived for that long.
+	RetryFor time.Duration
+	// RateLimit caps the bytes per second of all transfers together.
+	RateLimit int64
+	// StallTimeout ends an attempt (to retry it) when no byte arrives for
+	// that long. Default 30s.
+	StallTimeout time.Duration
+	// ProgressEvery is the period of Progress events. Default 100ms.
+	ProgressEvery time.Duration
+	// CheckpointEvery is how often a preallocated .part's resume state is
+	// saved. Default 500ms.
+	CheckpointEvery time.Duration
+	// Events, if set, receives every Event, one call at a time.
+	Events func(Event)
+	// Now is the clock for events and retry limits. Default time.Now.
+	Now func() time.Time
+	// Dial connects to a server. Default Dial.
+	Dial func(ctx context.Context, addr string) (*Conn, error)
+}
+
+// MinSplit is the smallest range a connection is given when a file is
+// split over several (Options.Conns).
+const MinSplit = 4 << 20
+
+// maxRestarts bounds how often one download starts over because the file
+// keeps changing on the server.
+const maxRestarts = 3
+
+// Client downloads files. Its methods may be called concurrently; it keeps
+// idle connections for reuse until Close.
+type Client struct {
+	opts Options
+	pool *pool
+	lim  *limiter
+	rnd  func() float64
+
+	emitMu sync.Mutex
+}
+
+// New returns a Client.
+func New(o Options) *Client {
+	if o.Recv == "" {
+		o.Recv = DefaultRecv
+	}
+	if o.Conns < 1 {
+		o.Conns = 1
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 30 * time.Second
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = 100 * time.Millisecond
+	}
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = 500 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Dial == nil {
+		o.Dial = Dial
+	}
+	return &Client{opts: o, pool: newPool(16, o.Dial), lim: newLimiter(o.RateLimit, o.Now), rnd: defaultRand}
+}
+
+// Close closes the idle connections.
+func (c *Client) Close() error {
+	c.pool.close()
+	return nil
+}
+
+func (c *Client) emit(e Event) {
+	if c.opts.Events == nil {
+		return
+	}
+	c.emitMu.Lock()
+	defer c.emitMu.Unlock()
+	c.opts.Events(e)
+}
+
+// Job is one file to fetch.
+type Job struct {
+	ID     int    // copied into its Events
+	Name   string // for Events: the local path, or "-"
+	Src    Target
+	Dst    string   // local path; the download goes to Dst+".part"
+	Out    *os.File // when Dst is "": write the file here in order (stdout)
+	Resume bool     // continue Dst+".part", or accept a complete Dst (zfetch -c)
+	SHA256 string   // lower-case hex digest to check the content against; "" for none
+}
+
+// Result describes a finished (or failed) Fetch.
+type Result struct {
+	Size     int64  // the file's size on the server (-1 if never learnt)
+	Done     int64  // bytes of it in place
+	Resumed  int64  // bytes a .part already had when this run started
+	Received int64  // bytes received over the network by this run
+	Skipped  bool   // Dst was complete already: nothing was transferred
+	Part     string // on failure, the .part kept for a later -c ("" if none)
+}
+
+// withConn runs fn on a pooled connection, bounded by ctx and the stall
+// timeout, and returns the connection to the pool if fn succeeded. A reused
+// idle connection that fails before any response header was probably closed
+// by the server meanwhile; fn then runs once more on a new one.
+func (c *Client) withConn(ctx context.Context, addr string, fn func(*Conn) error) error {
+	for try := 0; ; try++ {
+		conn, err := c.pool.get(ctx, addr)
+		if err != nil {
+			return err
+		}
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(c.opts.StallTimeout))
+		before := conn.responses
+		err = fn(conn)
+		if !stop() || ctx.Err() != nil {
+			conn.Close()
+			return ctx.Err()
+		}
+		if err == nil {
+			c.pool.put(conn)
+			return nil
+		}
+		conn.Close()
+		if conn.reused && conn.responses == before && try == 0 && Retryable(err) {
+			continue
+		}
+		return err
+	}
+}
+
+// retry runs op until it succeeds, fails for good, or the retry budget is
+// spent, waiting with backoff in between and reporting each retry. op says
+// whether it received data, which resets the budget.
+func (c *Client) retry(ctx context.Context, report func(Event), op func() (progressed bool, err error)) error {
+	fails := 0
+	last := c.opts.Now()
+	for {
+		progressed, err := op()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if progressed {
+			fails, last = 0, c.opts.Now()
+		}
+		if !Retryable(err) {
+			return err
+		}
+		fails++
+		delay := backoff(fails, c.rnd)
+		if c.opts.RetryFor > 0 {
+			left := c.opts.RetryFor - c.opts.Now().Sub(last)
+			if left <= 0 {
+				return &GiveUpError{Attempts: fails, Err: err}
+			}
+			delay = min(delay, left)
+		}
+		if c.opts.Retries >= 0 && fails > c.opts.Retries {
+			return &GiveUpError{Attempts: fails, Err: err}
+		}
+		report(Event{Kind: EventRetry, Attempt: fails, Delay: delay, Err: err})
+		if err := sleep(ctx, delay); err != nil {
+			return err
+		}
+	}
+}
+
+// Stat describes t on its server, with retries.
+func (c *Client) Stat(ctx context.Context, t Target) (wire.Response, error) {
+	return c.stat(ctx, t, func(Event) {})
+}
+
+// Fetch downloads one file. Its Events carry j.ID and j.Name; on failure
+// Result.Part names the .part kept for a later Resume.
+func (c *Client) Fetch(ctx context.Context, j Job) (Result, error) {
+	d := &download{c: c, j: j, mode: c.opts.Recv}
+	res, err := d.fetch(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err() // whatever broke, it broke because we were told to stop
+		}
+		d.emit(Event{Kind: EventError, Done: res.Done, Err: err})
+	}
+	return res, err
+}
+
+// errNotFile phrases a STAT of something that is not a regular file.
+func errNotFile(path string, k wire.Kind) error {
+	msg := fmt.Sprintf("not a regular file: %s is a %v", path, k)
+	if k == wire.KindDir {
+		msg = fmt.Sprintf("%s is a directory (use -r to fetch a tree)", path)
+	}
+	return &StatusError{Status: wire.StatusNotRegular, Path: path, Message: msg}
+}
+
+// identity asks the server for the file's size and mtime.
+func (c *Client) identity(ctx context.Context, t Target, report func(Event)) (size, mtime int64, err error) {
+	err = c.retry(ctx, report, func() (bool, error) {
+		return false, c.withConn(ctx, t.Addr, func(conn *Conn) error {
+			r, err := conn.Stat(t.Path)
+			if err != nil {
+				return err
+			}
+			if r.Kind != wire.KindFile {
+				return errNotFile(t.Path, r.Kind)
+			}
+			size, mtime = r.Size, r.MTime
+			return nil
+		})
+	})
+	return size, mtime, err
+}
+
+// errorsAsChanged unwraps a changedError.
+func errorsAsChanged(err error) (*changedError, bool) {
+	var ce *changedError
+	ok := errors.As(err, &ce)
+	return ce, ok
+}

@@ -1,0 +1,501 @@
+// Package progress renders fetch.Events for people and scripts: a line per
+// file redrawn in place on a terminal, plain lines now and then otherwise,
+// JSON lines for scripts, or only errors when quiet.
+//
+// The renderer is driven entirely by its input: the time of each event is
+// its clock (fetch.Event.Time, and the t passed to Note and Finish), so
+// tests feed it events with a fake clock and compare the output.
+//
+// Terminal output is bounded: the live area (one line per file, a total,
+// or a total alone when there are many files) is redrawn at most once per
+// MinRedraw, each line at most width-1 columns so it never wraps, with
+// names stripped of control characters.
+package progress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/mattn/go-runewidth"
+
+	"github.com/zfs-serve/zfs-serve/fetch"
+	"github.com/zfs-serve/zfs-serve/internal/human"
+)
+
+// Mode is how progress is shown.
+type Mode int
+
+// Modes.
+const (
+	ModeTTY   Mode = iota // redraw lines in place
+	ModePlain             // a line per file at start and end, and every PlainEvery
+	ModeJSON              // one JSON object per line per event
+	ModeQuiet             // errors only
+)
+
+// Defaults.
+const (
+	MinRedraw  = 100 * time.Millisecond // TTY: at most 10 redraws a second
+	PlainEvery = 5 * time.Second        // plain: a progress line per file this often
+	JSONEvery  = time.Second            // JSON: a progress event per file this often
+	ManyFiles  = 8                      // TTY: above this many files, the total line alone
+	maxConns   = 8                      // TTY: connection lines shown under a ranged file
+)
+
+// File is what the renderer knows of a file before it starts.
+type File struct {
+	Name string
+	Size int64 // -1 if unknown until its Start event
+}
+
+// Options configure a Renderer.
+type Options struct {
+	Mode Mode
+	// Out receives the progress (TTY, plain, JSON); Err receives error
+	// lines in JSON and quiet modes (in the others they go to Out).
+	Out, Err io.Writer
+	// Width is the terminal's width in columns, asked at each redraw
+	// (so a resized terminal is followed). Nil or <= 0 means 80.
+	Width func() int
+	// Files are the batch's files, indexed by fetch.Event.File.
+	Files []File
+	// Prog prefixes plain and error lines ("zfetch").
+	Prog string
+	// ExitCode, if set, adds an exit code to JSON error events.
+	ExitCode func(error) int
+}
+
+// Renderer turns events into output. It is not safe for concurrent use;
+// fetch.Client delivers events one at a time.
+type Renderer struct {
+	o     Options
+	files []*file
+	cond  *runewidth.Condition
+
+	// TTY
+	lastDraw time.Time
+	drawn    int // lines of the live area on screen
+	dirty    bool
+
+	started  time.Time
+	finished bool
+}
+
+type file struct {
+	File
+	state   fetch.EventKind // 0 (waiting), Start..Error
+	done    int64
+	resumed int64
+	conns   []fetch.ConnProgress
+	start   time.Time // its Start event
+	end     time.Time
+	err     error
+	skipped bool
+
+	// rate: an exponentially weighted average with a 2s time constant
+	sampleT time.Time
+	sampleN int64
+	rate    float64
+
+	lastLine time.Time // plain and JSON: last progress line
+}
+
+// New returns a Renderer.
+func New(o Options) *Renderer {
+	if o.Err == nil {
+		o.Err = o.Out
+	}
+	if o.Prog == "" {
+		o.Prog = "zfetch"
+	}
+	r := &Renderer{o: o, cond: &runewidth.Condition{EastAsianWidth: false}}
+	for _, f := range o.Files {
+		r.files = append(r.files, &file{File: f})
+	}
+	return r
+}
+
+// SetFiles sets the batch's files once they are known (after listing a
+// tree), keeping what earlier events said of them.
+func (r *Renderer) SetFiles(fs []File) {
+	for i, f := range fs {
+		if i < len(r.files) {
+			if r.files[i].state == 0 {
+				r.files[i].File = f
+			}
+			continue
+		}
+		r.files = append(r.files, &file{File: f})
+	}
+}
+
+func (r *Renderer) file(e *fetch.Event) *file {
+	for e.File >= len(r.files) {
+		r.files = append(r.files, &file{File: File{Size: -1}})
+	}
+	f := r.files[e.File]
+	if e.Name != "" {
+		f.Name = e.Name
+	}
+	return f
+}
+
+const rateTau = 2 * time.Second
+
+func (f *file) sample(t time.Time, done int64) {
+	if done < f.sampleN { // restarted
+		f.sampleT, f.sampleN, f.rate = t, done, 0
+		return
+	}
+	dt := t.Sub(f.sampleT)
+	if dt < 50*time.Millisecond {
+		return
+	}
+	inst := float64(done-f.sampleN) / dt.Seconds()
+	if f.rate == 0 && t.Sub(f.start) <= dt {
+		f.rate = inst
+	} else {
+		a := 1 - math.Exp(-dt.Seconds()/rateTau.Seconds())
+		f.rate += a * (inst - f.rate)
+	}
+	f.sampleT, f.sampleN = t, done
+}
+
+// Event takes one event.
+func (r *Renderer) Event(e fetch.Event) {
+	if r.started.IsZero() {
+		r.started = e.Time
+	}
+	if e.File < 0 {
+		// About no file in particular (listing a tree): only retries.
+		if e.Kind == fetch.EventRetry {
+			r.message(e.Time, fmt.Sprintf("%s: %s", sanitize(e.Name), fetch.RetryMessage(e)), false)
+		}
+		return
+	}
+	f := r.file(&e)
+	if e.Total >= 0 {
+		f.Size = e.Total
+	}
+	if e.Kind != fetch.EventRetry {
+		f.done = e.Done
+	}
+	f.conns = e.Conns
+	switch e.Kind {
+	case fetch.EventStart:
+		f.state, f.start, f.resumed = e.Kind, e.Time, e.Resumed
+		f.sampleT, f.sampleN, f.rate = e.Time, e.Done, 0
+		r.onStart(f, &e)
+	case fetch.EventProgress:
+		f.sample(e.Time, e.Done)
+		r.onProgress(f, &e)
+	case fetch.EventRetry:
+		r.message(e.Time, fmt.Sprintf("%s: %s", sanitize(f.Name), fetch.RetryMessage(e)), false)
+		r.json(e.Time, f, &e, kv{"attempt", e.Attempt}, kv{"retry_in_seconds", round(e.Delay.Seconds(), 3)},
+			kv{"reason", fetch.Reason(e.Err)}, kv{"error", e.Err.Error()})
+	case fetch.EventRestart:
+		f.sampleT, f.sampleN, f.rate, f.resumed = e.Time, e.Done, 0, 0
+		r.message(e.Time, fmt.Sprintf("%s: %v", sanitize(f.Name), e.Err), false)
+		r.json(e.Time, f, &e, kv{"reason", e.Err.Error()})
+	case fetch.EventDone:
+		f.state, f.end, f.skipped = e.Kind, e.Time, e.Skipped
+		r.onDone(f, &e)
+	case fetch.EventError:
+		f.state, f.end, f.err = e.Kind, e.Time, e.Err
+		r.onError(f, &e)
+	}
+	r.maybeDraw(e.Time)
+}
+
+func (r *Renderer) onStart(f *file, e *fetch.Event) {
+	switch r.o.Mode {
+	case ModePlain:
+		if e.Resumed > 0 && e.Resumed < f.Size {
+			r.plain("%s: %s, resuming at %s (%s already here)", sanitize(f.Name), human.Bytes(f.Size), percent(e.Resumed, f.Size), human.Bytes(e.Resumed))
+		} else if e.Resumed == 0 || f.Size > 0 {
+			r.plain("%s: %s, starting", sanitize(f.Name), human.Bytes(f.Size))
+		}
+		f.lastLine = e.Time
+	case ModeJSON:
+		r.json(e.Time, f, e, kv{"resumed", e.Resumed})
+		f.lastLine = e.Time
+	}
+	r.dirty = true
+}
+
+func (r *Renderer) onProgress(f *file, e *fetch.Event) {
+	switch r.o.Mode {
+	case ModePlain:
+		if e.Time.Sub(f.lastLine) >= PlainEvery {
+			r.plain("%s: %s", sanitize(f.Name), r.stats(f, e.Time))
+			f.lastLine = e.Time
+		}
+	case ModeJSON:
+		if e.Time.Sub(f.lastLine) >= JSONEvery {
+			extra := []kv{{"rate", math.Round(f.rate)}}
+			if eta, ok := f.eta(); ok {
+				extra = append(extra, kv{"eta_seconds", round(eta.Seconds(), 1)})
+			}
+			r.json(e.Time, f, e, extra...)
+			f.lastLine = e.Time
+		}
+	}
+	r.dirty = true
+}
+
+func (r *Renderer) onDone(f *file, e *fetch.Event) {
+	el := f.end.Sub(f.start)
+	avg := f.avgRate()
+	switch r.o.Mode {
+	case ModePlain:
+		if f.skipped {
+			r.plain("%s: already complete (%s)", sanitize(f.Name), human.Bytes(f.Size))
+		} else {
+			r.plain("%s: done, %s in %s (%s)", sanitize(f.Name), human.Bytes(f.done-f.resumed), human.Delay(el), human.Rate(avg))
+		}
+	case ModeJSON:
+		extra := []kv{{"seconds", round(el.Seconds(), 3)}, {"rate", math.Round(avg)}, {"skipped", f.skipped}}
+		if e.SHA256 != "" {
+			extra = append(extra, kv{"sha256", e.SHA256})
+		}
+		r.json(e.Time, f, e, extra...)
+	}
+	r.dirty = true
+}
+
+func (r *Renderer) onError(f *file, e *fetch.Event) {
+	msg := fmt.Sprintf("%s: %v", sanitize(f.Name), e.Err)
+	if isCanceled(e.Err) {
+		msg = fmt.Sprintf("%s: interrupted at %s", sanitize(f.Name), percent(f.done, f.Size))
+	}
+	switch r.o.Mode {
+	case ModeJSON:
+		extra := []kv{{"error", e.Err.Error()}}
+		if r.o.ExitCode != nil {
+			extra = append(extra, kv{"code", r.o.ExitCode(e.Err)})
+		}
+		r.json(e.Time, f, e, extra...)
+		r.errLine(msg)
+	case ModeQuiet:
+		if !isCanceled(e.Err) {
+			r.errLine(msg)
+		}
+	default:
+		r.message(e.Time, msg, true)
+	}
+	r.dirty = true
+}
+
+func isCanceled(err error) bool { return errors.Is(err, context.Canceled) }
+
+// Note shows a line that is not about a file's progress ("skipping a
+// symlink"), except when quiet.
+func (r *Renderer) Note(t time.Time, msg string) {
+	switch r.o.Mode {
+	case ModeJSON:
+		r.writeJSON(obj{{"v", 1}, {"event", "note"}, {"time", stamp(t)}, {"message", msg}})
+	case ModeQuiet:
+	default:
+		r.message(t, msg, false)
+	}
+}
+
+// Finish draws the final state. For several files it adds a summary; in
+// JSON mode an "exit" event with the exit code.
+func (r *Renderer) Finish(t time.Time, code int) {
+	if r.finished {
+		return
+	}
+	r.finished = true
+	tot := r.totals()
+	switch r.o.Mode {
+	case ModeTTY:
+		if r.dirty || len(r.files) > 1 {
+			r.draw(t)
+		}
+		if r.drawn > 0 {
+			io.WriteString(r.o.Out, "\n")
+		}
+		r.drawn = 0
+	case ModePlain:
+		if len(r.files) > 1 {
+			r.plain("%d of %d files complete, %s in %s (%s)", tot.complete, len(r.files), human.Bytes(tot.received), human.Delay(t.Sub(r.started)), human.Rate(float64(tot.received)/max(t.Sub(r.started).Seconds(), 1e-3)))
+		}
+	case ModeJSON:
+		r.writeJSON(obj{{"v", 1}, {"event", "exit"}, {"time", stamp(t)}, {"code", code},
+			{"files", len(r.files)}, {"complete", tot.complete}, {"failed", tot.failed}, {"bytes", tot.received}})
+	}
+}
+
+// message prints a line that stays: above the live area on a terminal.
+func (r *Renderer) message(t time.Time, msg string, isErr bool) {
+	switch r.o.Mode {
+	case ModeTTY:
+		var b strings.Builder
+		r.clear(&b)
+		b.WriteString(r.fit(r.o.Prog+": "+msg, r.width()))
+		b.WriteString("\n")
+		io.WriteString(r.o.Out, b.String())
+		r.drawn = 0
+		r.dirty = true
+	case ModePlain:
+		r.plain("%s", msg)
+	case ModeJSON, ModeQuiet:
+		if isErr {
+			r.errLine(msg)
+		}
+	}
+}
+
+func (r *Renderer) plain(format string, args ...any) {
+	fmt.Fprintf(r.o.Out, "%s: %s\n", r.o.Prog, fmt.Sprintf(format, args...))
+}
+
+func (r *Renderer) errLine(msg string) {
+	fmt.Fprintf(r.o.Err, "%s: %s\n", r.o.Prog, msg)
+}
+
+// JSON events: one object per line, keys in a fixed order; see
+// docs/ZFETCH.md for the schema.
+func (r *Renderer) json(t time.Time, f *file, e *fetch.Event, extra ...kv) {
+	if r.o.Mode != ModeJSON {
+		return
+	}
+	o := obj{{"v", 1}, {"event", e.Kind.String()}, {"time", stamp(t)},
+		{"file", e.File}, {"name", f.Name}, {"url", e.Source}, {"total", f.Size}, {"done", f.done}}
+	r.writeJSON(append(o, extra...))
+}
+
+func (r *Renderer) writeJSON(o obj) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		b, _ = json.Marshal(obj{{"v", 1}, {"event", "note"}, {"message", err.Error()}})
+	}
+	r.o.Out.Write(append(b, '\n'))
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func round(x float64, digits int) float64 {
+	p := math.Pow10(digits)
+	return math.Round(x*p) / p
+}
+
+// kv is one member of a JSON object.
+type kv struct {
+	k string
+	v any
+}
+
+// obj is a JSON object that keeps its members' order.
+type obj []kv
+
+func (o obj) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, m := range o {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		k, _ := json.Marshal(m.k)
+		v, err := json.Marshal(m.v)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(append(b, k...), ':'), v...)
+	}
+	return append(b, '}'), nil
+}
+
+func (f *file) eta() (time.Duration, bool) {
+	if f.rate < 1 || f.Size < 0 {
+		return 0, false
+	}
+	left := float64(f.Size - f.done)
+	return time.Duration(left / f.rate * float64(time.Second)), true
+}
+
+func (f *file) avgRate() float64 {
+	el := f.end.Sub(f.start).Seconds()
+	if el <= 0 {
+		return 0
+	}
+	return float64(f.done-f.resumed) / el
+}
+
+func percent(done, total int64) string {
+	if total <= 0 {
+		return "100.00%"
+	}
+	return fmt.Sprintf("%.2f%%", 100*float64(done)/float64(total))
+}
+
+func (r *Renderer) stats(f *file, t time.Time) string {
+	eta := "--"
+	if d, ok := f.eta(); ok {
+		eta = human.Duration(d)
+	}
+	return fmt.Sprintf("%s %s/%s %s ETA %s", percent(f.done, f.Size), human.Bytes(f.done), human.Bytes(f.Size), human.Rate(f.rate), eta)
+}
+
+type totals struct {
+	files, started, complete, failed int
+	size, done, received             int64
+	sizeKnown                        bool
+	rate                             float64
+}
+
+func (r *Renderer) totals() totals {
+	t := totals{files: len(r.files), sizeKnown: true}
+	for _, f := range r.files {
+		if f.Size < 0 {
+			t.sizeKnown = false
+		} else {
+			t.size += f.Size
+		}
+		t.done += f.done
+		if f.state != 0 {
+			t.started++
+			t.received += max(f.done-f.resumed, 0)
+		}
+		switch f.state {
+		case fetch.EventDone:
+			t.complete++
+		case fetch.EventError:
+			t.failed++
+		case fetch.EventStart:
+			t.rate += f.rate
+		}
+	}
+	return t
+}
+
+// sanitize makes a name safe to print: control characters (which could
+// move the cursor or recolour the terminal) and invalid UTF-8 become '?'.
+func sanitize(s string) string {
+	ok := true
+	for _, c := range s {
+		if c == utf8.RuneError || unicode.IsControl(c) || c == 0x7f {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return s
+	}
+	var b strings.Builder
+	for _, c := range s {
+		if c == utf8.RuneError || unicode.IsControl(c) || c == 0x7f {
+			c = '?'
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,112 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// TreeEntry is one thing under a directory listed by Walk.
+type TreeEntry struct {
+	// Rel is the slash-separated path below the walked directory. Every
+	// component is a name the server listed and wire.ValidName accepted:
+	// no "", ".", ".." or "/", so it is safe to join to a local directory.
+	Rel string
+	// Kind is KindDir or KindFile (a symlink to a file is listed as the
+	// file it names); KindSymlink for a symlink to a directory, which Walk
+	// does not follow (it could loop); KindOther for what cannot be
+	// fetched (FIFOs, devices, broken links).
+	Kind  wire.Kind
+	Size  int64
+	MTime int64
+}
+
+// maxDepth bounds how deep Walk descends.
+const maxDepth = 256
+
+// Walk lists the tree under the directory t with LIST, depth first, each
+// directory's entries in name order, directories before their contents.
+// Requests are retried like downloads; report receives the Retry events
+// (File -1, Name t's URL).
+func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]TreeEntry, error) {
+	if report == nil {
+		report = func(Event) {}
+	}
+	rep := func(e Event) {
+		e.Time, e.File, e.Name, e.Source, e.Total = c.opts.Now(), -1, t.String(), t.String(), -1
+		report(e)
+	}
+	var out []TreeEntry
+	var walk func(rel string, depth int) error
+	walk = func(rel string, depth int) error {
+		if depth > maxDepth {
+			return fmt.Errorf("%s: deeper than %d directories", t.Join(rel), maxDepth)
+		}
+		dir := t
+		if rel != "" {
+			dir = t.Join(rel)
+		}
+		var es []wire.Entry
+		err := c.retry(ctx, rep, func() (bool, error) {
+			return false, c.withConn(ctx, t.Addr, func(conn *Conn) error {
+				var err error
+				es, err = conn.List(dir.Path)
+				return err
+			})
+		})
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(es, func(a, b wire.Entry) int { return strings.Compare(a.Name, b.Name) })
+		for _, e := range es {
+			if !wire.ValidName(e.Name) {
+				return fmt.Errorf("LIST %s: invalid entry name %q", dir.Path, e.Name)
+			}
+			te := TreeEntry{Rel: path.Join(rel, e.Name), Kind: e.Kind, Size: e.Size, MTime: e.MTime}
+			if e.Kind == wire.KindSymlink {
+				// STAT follows the link: a file is fetched as that file.
+				st, err := c.stat(ctx, t.Join(te.Rel), rep)
+				switch {
+				case err != nil && Retryable(err):
+					return err
+				case err != nil:
+					te.Kind = wire.KindOther
+				case st.Kind == wire.KindFile:
+					te.Kind, te.Size, te.MTime = wire.KindFile, st.Size, st.MTime
+				case st.Kind == wire.KindDir:
+					te.Kind = wire.KindSymlink
+				default:
+					te.Kind = wire.KindOther
+				}
+			}
+			out = append(out, te)
+			if te.Kind == wire.KindDir {
+				if err := walk(te.Rel, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk("", 0); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// stat is one STAT with retries.
+func (c *Client) stat(ctx context.Context, t Target, report func(Event)) (wire.Response, error) {
+	var resp wire.Response
+	err := c.retry(ctx, report, func() (bool, error) {
+		return false, c.withConn(ctx, t.Addr, func(conn *Conn) error {
+			var err error
+			resp, err = conn.Stat(t.Path)
+			return err
+		})
+	})
+	return resp, err
+}
