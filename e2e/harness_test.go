@@ -105,6 +105,7 @@ type DaemonOpts struct {
 	Env     []string // extra environment
 	Listen  string   // default 127.0.0.1:0
 	NoWait  bool     // do not wait for readiness
+	Binary  string   // zfs-serve binary to run; default the one TestMain built
 }
 
 // StartDaemon starts zfs-serve and waits until status says it is serving.
@@ -151,7 +152,11 @@ func StartDaemon(t testing.TB, o DaemonOpts) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Cmd = exec.Command(zfsServe, args...)
+	bin := zfsServe
+	if o.Binary != "" {
+		bin = o.Binary
+	}
+	d.Cmd = exec.Command(bin, args...)
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
 	d.Cmd.Env = append(os.Environ(), o.Env...)
 	if err := d.Cmd.Start(); err != nil {

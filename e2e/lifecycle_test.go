@@ -51,11 +51,12 @@ func startSlowGet(t *testing.T, addr, path string, gate <-chan struct{}) *slowGe
 	}
 	go func() {
 		<-gate
-		n, err := io.Copy(h, br)
+		// Exactly the body: the connection stays open (keep-alive) after it.
+		n, err := io.CopyN(h, br, r.BodyLen-1<<20)
 		g.n = 1<<20 + n
 		g.sum = hex.EncodeToString(h.Sum(nil))
-		if err == nil && g.n != r.BodyLen {
-			err = fmt.Errorf("got %d of %d bytes", g.n, r.BodyLen)
+		if err != nil {
+			err = fmt.Errorf("got %d of %d bytes: %w", g.n, r.BodyLen, err)
 		}
 		g.done <- err
 	}()
