@@ -1,0 +1,343 @@
+package serve
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+func TestRelPath(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		err      bool
+	}{
+		{"/a/b", "a/b", false},
+		{"a/b", "a/b", false},
+		{"/", ".", false},
+		{"", ".", false},
+		{"//a//b/", "a/b", false},
+		{"/a/./b", "a/b", false},
+		{"/../etc", "", true},
+		{"a/../../b", "", true},
+		{"a/..", "", true},
+		{"/a/..b", "a/..b", false},
+	} {
+		got, err := relPath(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("relPath(%q) = %q, %v; want %q, err=%v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// testServer serves a temp root and returns a client connected to one
+// ServeConn, plus the root and the result channel.
+type testServer struct {
+	srv    *Server
+	root   string
+	client net.Conn
+	br     *bufio.Reader
+	result chan Result
+}
+
+func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServer {
+	t.Helper()
+	root := t.TempDir()
+	o := Options{Root: root, Mode: mode, Chunk: 64 << 10, HeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second, SendTimeout: 5 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	srv, err := New(o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ts := &testServer{srv: srv, root: root, result: make(chan Result, 1)}
+	ts.connect(t)
+	return ts
+}
+
+// connect makes a loopback TCP pair and serves the server side.
+func (ts *testServer) connect(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.(*net.TCPConn).File()
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Our own non-blocking descriptor, as the worker gets from the supervisor:
+	// os.NewFile then registers it with the runtime poller.
+	fd, err := syscall.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.SetNonblock(fd, true)
+	pf := os.NewFile(uintptr(fd), "conn")
+	t.Cleanup(func() { c.Close() })
+	ts.client, ts.br = c, bufio.NewReader(c)
+	res := ts.result
+	go func() { res <- ts.srv.ServeConn(pf, c.LocalAddr().String()) }()
+}
+
+func (ts *testServer) write(t *testing.T, name string, data []byte) {
+	t.Helper()
+	p := filepath.Join(ts.root, name)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (ts *testServer) do(t *testing.T, q wire.Request) (wire.Response, []byte) {
+	t.Helper()
+	ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := wire.WriteRequest(ts.client, &q); err != nil {
+		t.Fatal(err)
+	}
+	r, err := wire.ReadResponse(ts.br)
+	if err != nil {
+		t.Fatalf("%v %s: %v", q.Op, q.Path, err)
+	}
+	body := make([]byte, r.BodyLen)
+	if _, err := io.ReadFull(ts.br, body); err != nil {
+		t.Fatalf("body: %v", err)
+	}
+	return r, body
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func TestSendersByteExact(t *testing.T) {
+	for _, mode := range config.Modes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newTestServer(t, mode)
+			data := random(3<<20 + 12345) // several chunks, not page aligned
+			ts.write(t, "f", data)
+			for _, rg := range []struct{ off, n int64 }{
+				{0, 0}, {1, 0}, {4095, 4097}, {int64(len(data)) - 1, 0}, {int64(len(data)), 0}, {100, 1},
+			} {
+				r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f", Offset: rg.off, Length: rg.n})
+				want := data[rg.off:]
+				if rg.n > 0 {
+					want = want[:rg.n]
+				}
+				if r.Status != wire.StatusOK || r.Size != int64(len(data)) || !bytes.Equal(body, want) {
+					t.Fatalf("range %+v: status %v size %d, %d bytes, equal=%v", rg, r.Status, r.Size, len(body), bytes.Equal(body, want))
+				}
+			}
+			st := ts.srv.Stats()
+			if st.Active != 1 || st.BytesSent == 0 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	outside := t.TempDir()
+	os.WriteFile(filepath.Join(outside, "secret"), []byte("s"), 0o644)
+	ts.write(t, "dir/file", []byte("hello"))
+	os.Symlink(filepath.Join(outside, "secret"), filepath.Join(ts.root, "out"))
+	os.Symlink("dir/file", filepath.Join(ts.root, "in"))
+	syscall.Mkfifo(filepath.Join(ts.root, "fifo"), 0o644)
+	for _, tc := range []struct {
+		q      wire.Request
+		status wire.Status
+		kind   wire.Kind
+	}{
+		{wire.Request{Op: wire.OpGet, Path: "/dir/file"}, wire.StatusOK, wire.KindFile},
+		{wire.Request{Op: wire.OpGet, Path: "/in"}, wire.StatusOK, wire.KindFile},
+		{wire.Request{Op: wire.OpGet, Path: "/out"}, wire.StatusForbidden, wire.KindNone},
+		{wire.Request{Op: wire.OpGet, Path: "/../x"}, wire.StatusForbidden, wire.KindNone},
+		{wire.Request{Op: wire.OpGet, Path: "/dir"}, wire.StatusNotRegular, wire.KindDir},
+		{wire.Request{Op: wire.OpGet, Path: "/fifo"}, wire.StatusNotRegular, wire.KindOther},
+		{wire.Request{Op: wire.OpGet, Path: "/nope"}, wire.StatusNotFound, wire.KindNone},
+		{wire.Request{Op: wire.OpGet, Path: "/dir/file/x"}, wire.StatusNotFound, wire.KindNone},
+		{wire.Request{Op: wire.OpGet, Path: "/dir/file", Offset: 6}, wire.StatusRangeNotSatisfiable, wire.KindNone},
+		{wire.Request{Op: wire.OpStat, Path: "/dir"}, wire.StatusOK, wire.KindDir},
+		{wire.Request{Op: wire.OpStat, Path: "/in"}, wire.StatusOK, wire.KindFile},
+		{wire.Request{Op: wire.OpStat, Path: "/fifo"}, wire.StatusNotRegular, wire.KindOther},
+		{wire.Request{Op: wire.OpStat, Path: "/out"}, wire.StatusForbidden, wire.KindNone},
+		{wire.Request{Op: wire.OpList, Path: "/dir/file"}, wire.StatusNotDirectory, wire.KindNone},
+		{wire.Request{Op: wire.OpList, Path: "/nope"}, wire.StatusNotFound, wire.KindNone},
+	} {
+		r, _ := ts.do(t, tc.q)
+		if r.Status != tc.status || r.Kind != tc.kind {
+			t.Errorf("%v %s: %v/%v %q, want %v/%v", tc.q.Op, tc.q.Path, r.Status, r.Kind, r.Message, tc.status, tc.kind)
+		}
+		if r.Status != wire.StatusOK && r.Message == "" {
+			t.Errorf("%v %s: refusal without a message", tc.q.Op, tc.q.Path)
+		}
+	}
+}
+
+func TestList(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	ts.write(t, "d/b file", []byte("12345"))
+	ts.write(t, "d/a", nil)
+	os.Mkdir(filepath.Join(ts.root, "d", "sub"), 0o755)
+	os.Symlink("a", filepath.Join(ts.root, "d", "ln"))
+	syscall.Mkfifo(filepath.Join(ts.root, "d", "pipe"), 0o644)
+	r, body := ts.do(t, wire.Request{Op: wire.OpList, Path: "/d"})
+	if r.Status != wire.StatusOK || r.Kind != wire.KindDir || r.Size != 5 {
+		t.Fatalf("LIST: %+v", r)
+	}
+	es, err := wire.ReadList(bytes.NewReader(body), r.BodyLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		name string
+		kind wire.Kind
+		size int64
+	}{{"a", wire.KindFile, 0}, {"b file", wire.KindFile, 5}, {"ln", wire.KindSymlink, 0}, {"pipe", wire.KindOther, 0}, {"sub", wire.KindDir, 0}}
+	if len(es) != len(want) {
+		t.Fatalf("entries %+v", es)
+	}
+	for i, w := range want {
+		if es[i].Name != w.name || es[i].Kind != w.kind || es[i].Size != w.size {
+			t.Errorf("entry %d: %+v, want %+v", i, es[i], w)
+		}
+	}
+}
+
+// TestShortFile: a file that ends before the promised length closes the
+// connection with OutcomeShrank in every mode, never a hang.
+func TestShortFile(t *testing.T) {
+	for _, mode := range config.Modes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newTestServer(t, mode)
+			ts.write(t, "f", random(8<<20))
+			ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+			wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/f"})
+			r, err := wire.ReadResponse(ts.br)
+			if err != nil || r.BodyLen != 8<<20 {
+				t.Fatal(r, err)
+			}
+			io.CopyN(io.Discard, ts.br, 64<<10)
+			os.Truncate(filepath.Join(ts.root, "f"), 1<<20)
+			n, err := io.Copy(io.Discard, ts.br)
+			if err != nil || 64<<10+n >= 8<<20 {
+				t.Fatalf("read %d more, %v: want a short body then EOF", n, err)
+			}
+			select {
+			case res := <-ts.result:
+				if res.Outcome != OutcomeShrank {
+					t.Fatalf("outcome %q", res.Outcome)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("ServeConn did not return")
+			}
+		})
+	}
+}
+
+// TestDrain: an idle connection closes at once; one mid-response finishes
+// its body first, then closes.
+func TestDrain(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	data := random(4 << 20)
+	ts.write(t, "f", data)
+	ts.do(t, wire.Request{Op: wire.OpStat, Path: "/f"}) // now idle, kept alive
+	idle := ts.client
+	idleRes := ts.result
+	ts.result = make(chan Result, 1)
+	ts.connect(t)
+	wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/f"})
+	r, err := wire.ReadResponse(ts.br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the transfer to show, then drain.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if tr, _ := ts.srv.Transfers(10); len(tr) == 1 {
+			if tr[0].Path != "/f" || tr[0].Total != int64(len(data)) {
+				t.Fatalf("transfer %+v", tr[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("transfer never showed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ts.srv.Drain()
+	select {
+	case res := <-idleRes:
+		if res.Outcome != OutcomeDrained {
+			t.Fatalf("idle conn outcome %q", res.Outcome)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle connection not closed by the drain")
+	}
+	if n, err := idle.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("idle connection still open (%d)", n)
+	}
+	body := make([]byte, r.BodyLen)
+	if _, err := io.ReadFull(ts.br, body); err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("in-flight body after drain: %v", err)
+	}
+	if res := <-ts.result; res.Outcome != OutcomeDrained || res.Bytes != int64(len(data)) {
+		t.Fatalf("busy conn: %+v", res)
+	}
+	ts.srv.Wait()
+}
+
+func TestBadFrameAnsweredThenClosed(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	ts.client.Write([]byte("not a frame at all......"))
+	r, err := wire.ReadResponse(ts.br)
+	if err != nil || r.Status != wire.StatusBadRequest {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if _, err := ts.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection not closed: %v", err)
+	}
+	if res := <-ts.result; res.Outcome != OutcomeBadRequest {
+		t.Fatalf("outcome %q", res.Outcome)
+	}
+}
+
+func TestHeaderTimeout(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.HeaderTimeout = 100 * time.Millisecond })
+	ts.client.Write([]byte("ZQ")) // a partial header, then silence
+	select {
+	case res := <-ts.result:
+		if res.Outcome != OutcomeBadRequest && res.Outcome != OutcomeIdle {
+			t.Fatalf("outcome %q", res.Outcome)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stalled header was not timed out")
+	}
+}
