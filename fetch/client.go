@@ -58,6 +58,8 @@ type Client struct {
 	lim  *limiter
 	rnd  func() float64
 
+	backoffBase, backoffCap time.Duration // tests shorten them
+
 	emitMu sync.Mutex
 }
 
@@ -84,7 +86,8 @@ func New(o Options) *Client {
 	if o.Dial == nil {
 		o.Dial = Dial
 	}
-	return &Client{opts: o, pool: newPool(16, o.Dial), lim: newLimiter(o.RateLimit, o.Now), rnd: defaultRand}
+	return &Client{opts: o, pool: newPool(16, o.Dial), lim: newLimiter(o.RateLimit, o.Now), rnd: defaultRand,
+		backoffBase: backoffBase, backoffCap: backoffCap}
 }
 
 // Close closes the idle connections.
@@ -174,7 +177,7 @@ func (c *Client) retry(ctx context.Context, report func(Event), op func() (progr
 			return err
 		}
 		fails++
-		delay := backoff(fails, c.rnd)
+		delay := backoff(fails, c.backoffBase, c.backoffCap, c.rnd)
 		if c.opts.RetryFor > 0 {
 			left := c.opts.RetryFor - c.opts.Now().Sub(last)
 			if left <= 0 {

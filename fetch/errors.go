@@ -124,10 +124,10 @@ const (
 	backoffCap  = 8 * time.Second
 )
 
-func backoff(n int, rnd func() float64) time.Duration {
-	d := backoffCap
+func backoff(n int, base, ceil time.Duration, rnd func() float64) time.Duration {
+	d := ceil
 	if n < 16 {
-		d = min(backoffBase<<(max(n, 1)-1), backoffCap)
+		d = min(base<<(max(n, 1)-1), ceil)
 	}
 	return d/2 + time.Duration(rnd()*float64(d/2))
 }

@@ -127,11 +127,17 @@ func split(ranges [][2]int64, n int, minPiece int64) [][2]int64 {
 	piece := max((total+int64(n)-1)/int64(n), minPiece, 1)
 	var out [][2]int64
 	for _, r := range ranges {
-		k := max((r[1]-r[0]+piece/2)/piece, 1) // pieces for this range, rounded
+		n := r[1] - r[0]
+		k := max(min((n+piece-1)/piece, n/max(minPiece, 1)), 1) // pieces for this range
+		q, rem := n/k, n%k // the first rem pieces get one byte more
+		a := r[0]
 		for i := int64(0); i < k; i++ {
-			a := r[0] + (r[1]-r[0])*i/k
-			b := r[0] + (r[1]-r[0])*(i+1)/k
+			b := a + q
+			if i < rem {
+				b++
+			}
 			out = append(out, [2]int64{a, b})
+			a = b
 		}
 	}
 	return out

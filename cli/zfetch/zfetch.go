@@ -47,7 +47,8 @@ HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
   -r             fetch the directory tree under each URL
   -j N           fetch up to N files at once (default 4)
   --recv MODE    copy, splice or mmap: how bytes get from the socket into the
-                 file (default splice, the fastest measured)
+                 file (default mmap, the fastest measured; stdout cannot be
+                 mapped and uses splice)
   --sha256 HEX   check the file's SHA-256 (one file)
   --limit-rate R cap the transfer rate, e.g. 500K, 20M, 1.5G (bytes/s)
 

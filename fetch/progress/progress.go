@@ -234,7 +234,7 @@ func (r *Renderer) onStart(f *file, e *fetch.Event) {
 func (r *Renderer) onProgress(f *file, e *fetch.Event) {
 	switch r.o.Mode {
 	case ModePlain:
-		if e.Time.Sub(f.lastLine) >= PlainEvery {
+		if e.Time.Sub(f.lastLine) >= PlainEvery && f.done < f.Size {
 			r.plain("%s: %s", sanitize(f.Name), r.stats(f, e.Time))
 			f.lastLine = e.Time
 		}
