@@ -286,4 +286,3 @@ func (s *fakeServer) list(dir string) []byte {
 	}
 	return b
 }
-

@@ -129,7 +129,7 @@ func split(ranges [][2]int64, n int, minPiece int64) [][2]int64 {
 	for _, r := range ranges {
 		n := r[1] - r[0]
 		k := max(min((n+piece-1)/piece, n/max(minPiece, 1)), 1) // pieces for this range
-		q, rem := n/k, n%k // the first rem pieces get one byte more
+		q, rem := n/k, n%k                                      // the first rem pieces get one byte more
 		a := r[0]
 		for i := int64(0); i < k; i++ {
 			b := a + q
