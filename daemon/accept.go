@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -91,7 +92,7 @@ func (d *dispatcher) dispatch() {
 	if len(ws) == 0 {
 		st := wire.StatusBusy
 		msg := "busy: no worker is ready, retry shortly"
-		if state, _ := s.stateA.Load().(string); state == "draining" || state == "stopping" {
+		if state, _ := s.stateA.Load().(string); state == ctl.StateDraining || state == ctl.StateStopping {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
 		for _, fd := range d.fds {

@@ -71,7 +71,8 @@ var osEnv = env{
 type Supervisor struct {
 	opts    Options
 	env     env
-	log     *slog.Logger
+	log     *slog.Logger // set once: goroutines use it; a reload changes only level
+	level   slog.LevelVar
 	cfg     *config.Config
 	started time.Time
 
@@ -103,7 +104,6 @@ type Supervisor struct {
 	startupErr   error
 	drainKill    *time.Timer
 	drainAt      time.Time
-	drainWaiters []func()
 	reloadWait   []reloadWaiter
 	pendingTimer *time.Timer
 	lastReload   string
@@ -158,7 +158,7 @@ func Run(ctx context.Context, opts Options) error {
 		events:   make(chan func(), 64),
 		finished: make(chan struct{}),
 	}
-	s.log = NewLogger(os.Stderr, s.cfg).With("proc", "supervisor")
+	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
 	s.maxConns.Store(int64(s.cfg.MaxConnections))
 	s.dispatch.Store(&[]*workerProc{})
 	s.setState(ctl.StateStarting)
@@ -258,9 +258,6 @@ func (s *Supervisor) run(ctx context.Context) error {
 		}
 	}
 	close(s.finished)
-	for _, f := range s.drainWaiters {
-		f()
-	}
 	shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	s.ctlSrv.Shutdown(shut)
 	cancel()
@@ -340,7 +337,10 @@ func (s *Supervisor) promote(g *generation) {
 	s.pending, s.current = nil, g
 	s.cfg = g.cfg
 	s.maxConns.Store(int64(g.cfg.MaxConnections))
-	s.log = NewLogger(os.Stderr, g.cfg).With("proc", "supervisor")
+	setLevel(&s.level, g.cfg)
+	if old != nil && old.cfg.LogFormat != g.cfg.LogFormat {
+		s.log.Warn("log_format changes only at restart", "configured", g.cfg.LogFormat, "in_use", old.cfg.LogFormat)
+	}
 	first := old == nil
 	s.setState(ctl.StateServing)
 	s.refreshDispatch()

@@ -87,7 +87,7 @@ func RunWorker() error {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
 		return err
 	}
-	log := NewLogger(os.Stderr, wc.Config).With("proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot)
+	log := NewLogger(os.Stderr, wc.Config, new(slog.LevelVar)).With("proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot)
 	srv, err := serve.New(serve.OptionsFrom(wc.Config), log)
 	if err != nil {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
