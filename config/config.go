@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -188,8 +190,10 @@ func (s Source) String() string {
 // by src. Relative paths in the result are made absolute.
 func (src Source) Load() (*Config, error) {
 	c := Default()
+	var data []byte // the file, if one was read
 	if src.Path != "" {
-		data, err := os.ReadFile(src.Path)
+		var err error
+		data, err = os.ReadFile(src.Path)
 		switch {
 		case err == nil:
 			if err := decode(src.Path, data, c); err != nil {
@@ -215,12 +219,40 @@ func (src Source) Load() (*Config, error) {
 		c.Workers = *o.Workers
 	}
 	if err := c.Resolve(); err != nil {
-		if src.Path != "" {
+		// Blame what set the value: a flag, the file (with the key's
+		// line), or, when neither did, the built-in defaults.
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			if flag := o.flagFor(ke.Key); flag != "" {
+				return nil, fmt.Errorf("%s: %w", flag, err)
+			}
+			if data != nil {
+				if line := keyLine(data, toml.Key{ke.Key}); line > 0 {
+					return nil, fmt.Errorf("%s:%d: %w", src.Path, line, err)
+				}
+			}
+		}
+		if data != nil {
 			return nil, fmt.Errorf("%s: %w", src.Path, err)
 		}
 		return nil, err
 	}
 	return c, nil
+}
+
+// flagFor names the flag that set key, or "" if none did.
+func (o Overrides) flagFor(key string) string {
+	switch {
+	case key == "root" && o.Root != "":
+		return "--root"
+	case key == "listen" && len(o.Listen) > 0:
+		return "--listen"
+	case key == "control" && o.Control != "":
+		return "--control"
+	case key == "workers" && o.Workers != nil:
+		return "--workers"
+	}
+	return ""
 }
 
 // decode parses data strictly into c.
@@ -234,6 +266,10 @@ func decode(path string, data []byte, c *Config) error {
 				msg = fmt.Sprintf("key %q: %s", pe.LastKey, msg)
 			}
 			return fmt.Errorf("%s:%d: %s", path, pe.Position.Line, msg)
+		}
+		// Type mismatches come as "toml: line N (last key "k"): ...".
+		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+			return fmt.Errorf("%s:%s: key %q: %s", path, m[1], m[2], m[3])
 		}
 		return fmt.Errorf("%s: %w", path, err)
 	}
@@ -257,30 +293,88 @@ func decode(path string, data []byte, c *Config) error {
 	return nil
 }
 
-// keyLine finds the line on which key is assigned, tracking [table] headers.
-// It returns 0 if it cannot tell (the error then names only file and key).
+var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "(.*?)"\): (.*)$`)
+
+// keyLine finds the line that defines key: the assignment "a = ..." in
+// the right [table], a dotted assignment "t.a = ...", or the [table] or
+// [[array]] header of a table key. When a key has no line of its own (a key
+// inside an inline table, or a table created implicitly by [a.b]), it
+// falls back to the first line that defines its parent or one of its
+// children. It returns 0 if it cannot tell (the error then names only file
+// and key).
 func keyLine(data []byte, key toml.Key) int {
-	table, name := "", key[len(key)-1]
-	want := strings.Join(key[:len(key)-1], ".")
+	var table []string
+	fallback := 0
 	for i, line := range bytes.Split(data, []byte("\n")) {
 		l := strings.TrimSpace(string(line))
+		var full []string
 		if strings.HasPrefix(l, "[") {
-			table = strings.Trim(l, "[] \t")
-			continue
+			h, _ := cutUnquoted(strings.TrimLeft(l, "["), ']')
+			table = splitKey(h)
+			full = table
+		} else {
+			k, ok := cutUnquoted(l, '=')
+			if !ok || strings.HasPrefix(l, "#") {
+				continue
+			}
+			full = append(append([]string(nil), table...), splitKey(k)...)
 		}
-		k, _, ok := strings.Cut(l, "=")
-		if !ok {
-			continue
-		}
-		k = strings.Trim(strings.TrimSpace(k), `"'`)
-		if k == name && table == want {
+		if slices.Equal(full, key) {
 			return i + 1
 		}
-		if table == "" && want != "" && k == want+"."+name {
-			return i + 1
+		if fallback == 0 && (hasPrefix(full, key) || hasPrefix(key, full)) {
+			fallback = i + 1
 		}
 	}
-	return 0
+	return fallback
+}
+
+// splitKey splits a TOML key ("a.b", "a . \"b.c\"") into its parts.
+func splitKey(s string) []string {
+	var parts []string
+	var cur strings.Builder
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		switch ch := s[i]; {
+		case quote != 0:
+			if ch == quote {
+				quote = 0
+			} else {
+				cur.WriteByte(ch)
+			}
+		case ch == '"' || ch == '\'':
+			quote = ch
+		case ch == '.':
+			parts = append(parts, strings.TrimSpace(cur.String()))
+			cur.Reset()
+		default:
+			cur.WriteByte(ch)
+		}
+	}
+	return append(parts, strings.TrimSpace(cur.String()))
+}
+
+// cutUnquoted returns s up to the first sep outside quotes.
+func cutUnquoted(s string, sep byte) (string, bool) {
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		switch ch := s[i]; {
+		case quote != 0:
+			if ch == quote {
+				quote = 0
+			}
+		case ch == '"' || ch == '\'':
+			quote = ch
+		case ch == sep:
+			return s[:i], true
+		}
+	}
+	return s, false
+}
+
+// hasPrefix reports whether key starts with the parts of prefix and is longer.
+func hasPrefix(key, prefix []string) bool {
+	return len(key) > len(prefix) && slices.Equal(key[:len(prefix)], prefix)
 }
 
 // KeyError is a validation error about one key.
@@ -428,18 +522,28 @@ func UnderSystemd() bool {
 // /run/zfs-serve/control.sock for root or under systemd, else in the user's
 // runtime directory, else in /tmp.
 func DefaultControlPath() string {
-	if os.Geteuid() == 0 || UnderSystemd() {
-		return "/run/zfs-serve/control.sock"
-	}
-	return UserControlPath()
+	return controlPath(os.Geteuid(), os.Getuid(), UnderSystemd(), os.Getenv("XDG_RUNTIME_DIR"))
 }
 
 // UserControlPath is the default for an unprivileged user.
 func UserControlPath() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "zfs-serve", "control.sock")
+	return controlPath(-1, os.Getuid(), false, os.Getenv("XDG_RUNTIME_DIR"))
+}
+
+// SystemControlPath is the control socket of a zfs-serve run by root or
+// systemd.
+const SystemControlPath = "/run/zfs-serve/control.sock"
+
+// controlPath is the rule behind DefaultControlPath, with the process's
+// identity and environment as arguments (euid -1: not root).
+func controlPath(euid, uid int, systemd bool, xdgRuntimeDir string) string {
+	if euid == 0 || systemd {
+		return SystemControlPath
 	}
-	return fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", os.Getuid())
+	if xdgRuntimeDir != "" {
+		return filepath.Join(xdgRuntimeDir, "zfs-serve", "control.sock")
+	}
+	return fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", uid)
 }
 
 func contains(list []string, s string) bool {

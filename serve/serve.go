@@ -62,9 +62,19 @@ type Server struct {
 
 // New opens the root and returns a Server for it.
 func New(opts Options, log *slog.Logger) (*Server, error) {
-	fd, err := unix.Open(opts.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// O_RDONLY, not O_PATH: opening must prove this process (a worker,
+	// perhaps with dropped privileges) can read the root, and a lookup of
+	// "." that it can search it, so a root it cannot serve fails the start
+	// instead of every request.
+	fd, err := unix.Open(opts.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
+	}
+	if dot, err := unix.Openat2(fd, ".", &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("search root %s: %w", opts.Root, err)
+	} else {
+		unix.Close(dot)
 	}
 	snd, err := newSender(opts.Mode)
 	if err != nil {
