@@ -12,11 +12,14 @@ func (e *env) reload(args []string) error {
 	if err := parseSub(fs, args); err != nil {
 		return err
 	}
-	var last string
+	last := -1
 	r, err := e.do(ctl.Request{Cmd: ctl.CmdReload, Wait: *wait}, func(p *ctl.Response) {
-		if line := remaining(p.Status); *wait && line != last && p.Status != nil && p.Status.State == ctl.StateServing {
-			fmt.Fprintln(e.stdout, "previous generation: "+line)
-			last = line
+		if p.Status == nil || p.Status.State != ctl.StateServing {
+			return // the new generation is not serving yet
+		}
+		if n := oldTransfers(p.Status); n != last {
+			fmt.Fprintf(e.stdout, "new generation %d serving; waiting for %d transfers of older generations\n", p.Status.Generation, n)
+			last = n
 		}
 	})
 	if err != nil {
@@ -24,4 +27,21 @@ func (e *env) reload(args []string) error {
 	}
 	fmt.Fprintln(e.stdout, "reloaded: "+r.Message)
 	return nil
+}
+
+// oldTransfers counts transfers served by workers of older generations.
+func oldTransfers(st *ctl.Status) int {
+	old := map[int]bool{}
+	for _, w := range st.Workers {
+		if w.Generation < st.Generation {
+			old[w.PID] = true
+		}
+	}
+	n := 0
+	for _, t := range st.Transfers {
+		if old[t.WorkerPID] {
+			n++
+		}
+	}
+	return n
 }
