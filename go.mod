@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/creack/pty v1.1.24
 	github.com/mattn/go-runewidth v0.0.31
 	golang.org/x/sys v0.50.0
 	golang.org/x/term v0.48.0

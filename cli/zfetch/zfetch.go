@@ -283,14 +283,15 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		}
 		targets[i] = t
 	}
-	rend := newRenderer(o, stdout, stderr)
+	rend, every := newRenderer(o, stdout, stderr)
 	client := fetch.New(fetch.Options{
-		Recv:      fetch.RecvMode(o.recv),
-		Conns:     o.conns,
-		Retries:   o.retries,
-		RetryFor:  o.retryFor,
-		RateLimit: o.limit,
-		Events:    rend.Event,
+		ProgressEvery: every,
+		Recv:          fetch.RecvMode(o.recv),
+		Conns:         o.conns,
+		Retries:       o.retries,
+		RetryFor:      o.retryFor,
+		RateLimit:     o.limit,
+		Events:        rend.Event,
 	})
 	defer client.Close()
 
@@ -392,8 +393,12 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func newRenderer(o *options, stdout, stderr *os.File) *progress.Renderer {
+// newRenderer picks the output for the situation, and how often the client
+// should report progress to it: on a terminal twice per redraw period, so
+// that redraws keep to their ~10/s pace; otherwise less often.
+func newRenderer(o *options, stdout, stderr *os.File) (*progress.Renderer, time.Duration) {
 	ro := progress.Options{Out: stderr, Err: stderr, ExitCode: ExitCode}
+	every := 250 * time.Millisecond
 	switch {
 	case o.quiet:
 		ro.Mode = progress.ModeQuiet
@@ -404,6 +409,7 @@ func newRenderer(o *options, stdout, stderr *os.File) *progress.Renderer {
 		}
 	case term.IsTerminal(int(stderr.Fd())):
 		ro.Mode = progress.ModeTTY
+		every = progress.MinRedraw / 2
 		fd := int(stderr.Fd())
 		ro.Width = func() int {
 			w, _, err := term.GetSize(fd)
@@ -415,7 +421,7 @@ func newRenderer(o *options, stdout, stderr *os.File) *progress.Renderer {
 	default:
 		ro.Mode = progress.ModePlain
 	}
-	return progress.New(ro)
+	return progress.New(ro), every
 }
 
 // makePlan turns the URLs into jobs: one per URL, or, with -r, one per file

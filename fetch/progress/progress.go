@@ -85,8 +85,9 @@ type Renderer struct {
 	drawn    int // lines of the live area on screen
 	dirty    bool
 
-	started  time.Time
-	finished bool
+	started    time.Time
+	finished   bool
+	finishedAt time.Time
 }
 
 type file struct {
@@ -314,7 +315,7 @@ func (r *Renderer) Finish(t time.Time, code int) {
 	if r.finished {
 		return
 	}
-	r.finished = true
+	r.finished, r.finishedAt = true, t
 	tot := r.totals()
 	switch r.o.Mode {
 	case ModeTTY:
@@ -456,7 +457,8 @@ func (r *Renderer) totals() totals {
 	t := totals{files: len(r.files), sizeKnown: true}
 	for _, f := range r.files {
 		if f.Size < 0 {
-			t.sizeKnown = false
+			// A file that failed before its size was known adds nothing.
+			t.sizeKnown = t.sizeKnown && f.state == fetch.EventError
 		} else {
 			t.size += f.Size
 		}

@@ -122,26 +122,30 @@ func (r *Renderer) liveLines(width int) []string {
 		if t.rate >= 1 && size >= 0 {
 			eta = human.Duration(time.Duration(float64(size-t.done) / t.rate * float64(time.Second)))
 		}
-		tail := "ETA " + eta
+		rate, tail := t.rate, "ETA "+eta
 		if r.finished {
-			tail = "done"
+			el := r.finishedAt.Sub(r.started)
+			rate, tail = float64(t.received)/max(el.Seconds(), 1e-3), "in "+human.Delay(el)
 		}
 		name := fmt.Sprintf("total %d/%d files", t.complete, t.files)
 		if t.failed > 0 {
 			name += fmt.Sprintf(", %d failed", t.failed)
 		}
-		rows = append(rows, row{name, frac(t.done, size), statsLine(t.done, size, t.rate, tail)})
+		rows = append(rows, row{name, frac(t.done, size), statsLine(t.done, size, rate, tail)})
 	}
 	if len(rows) == 0 {
 		return nil
 	}
-	nameW := 0
-	for _, rw := range rows {
-		nameW = max(nameW, r.cond.StringWidth(rw.name))
+	// Columns line up: names padded to the longest, stats to the widest.
+	nameW, statsW := 0, 0
+	for i := range rows {
+		rows[i].stats = strings.TrimRight(rows[i].stats, " ")
+		nameW = max(nameW, r.cond.StringWidth(rows[i].name))
+		statsW = max(statsW, r.cond.StringWidth(rows[i].stats))
 	}
 	lines := make([]string, len(rows))
 	for i, rw := range rows {
-		lines[i] = r.layout(rw.name, nameW, rw.frac, rw.stats, width)
+		lines[i] = strings.TrimRight(r.layout(rw.name, nameW, rw.frac, r.pad(rw.stats, statsW), width), " ")
 	}
 	return lines
 }
@@ -205,8 +209,11 @@ const (
 // is shortened in the middle, then dropped, then the stats are cut.
 func (r *Renderer) layout(name string, nameW int, fr float64, stats string, width int) string {
 	avail := width - 1
-	stats = strings.TrimRight(stats, " ")
 	sw := r.cond.StringWidth(stats)
+	if sw >= avail {
+		stats = strings.TrimRight(stats, " ")
+		sw = r.cond.StringWidth(stats)
+	}
 	if sw >= avail {
 		return r.fit(stats, avail)
 	}
