@@ -467,7 +467,7 @@ func TestZfetchTree(t *testing.T) {
 		"tree/sub dir/b.bin":                    5<<20 + 1,
 		"tree/sub dir/deeper/still deeper/c":    1,
 		"tree/sub dir/deeper/empty too":         0,
-		"tree/ünïcödé ✓/文件.bin":                  4096,
+		"tree/ünïcödé ✓/文件.bin":                 4096,
 		"outside/not-fetched":                   10,
 		"tree/sub dir/deeper/still deeper/page": 4096,
 	}
