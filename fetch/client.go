@@ -207,7 +207,8 @@ func (c *Client) Fetch(ctx context.Context, j Job) (Result, error) {
 	res, err := d.fetch(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			err = ctx.Err() // whatever broke, it broke because we were told to stop
+			// Whatever broke, it broke because we were told to stop.
+			err = fmt.Errorf("interrupted: %w", ctx.Err())
 		}
 		d.emit(Event{Kind: EventError, Done: res.Done, Err: err})
 	}

@@ -387,7 +387,12 @@ func TestChangedBetweenAttempts(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkFile(t, dst, v2, mtime1+1)
-			if r := rec.kinds(EventRestart); len(r) != 1 || !strings.Contains(r[0].Err.Error(), "changed on the server") {
+			// One connection surely read the old bytes before it saw the
+			// change, so it reports a restart. With several, another one
+			// may see the change first and stop the rest before any old
+			// byte is in place: then there is nothing to start over.
+			r := rec.kinds(EventRestart)
+			if (conns == 1 && len(r) != 1) || len(r) > 1 || (len(r) == 1 && !strings.Contains(r[0].Err.Error(), "changed on the server")) {
 				t.Fatalf("restart events: %+v", r)
 			}
 		})

@@ -1,0 +1,113 @@
+package zfetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/cli"
+	"github.com/zfs-serve/zfs-serve/fetch"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+func TestParse(t *testing.T) {
+	o, urls, err := parse([]string{"h/a", "-c", "-x", "4", "--recv", "splice", "h/b", "--retry-for", "5m", "--limit-rate", "20M", "--", "-weird"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(urls, " ") != "h/a h/b -weird" || !o.resume || o.conns != 4 || o.recv != "splice" ||
+		o.retryFor != 5*time.Minute || o.retries != -1 || o.limit != 20<<20 {
+		t.Fatalf("parsed %+v %v", o, urls)
+	}
+	o, _, err = parse([]string{"h/a"}, io.Discard)
+	if err != nil || o.retries != 10 || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 {
+		t.Fatalf("defaults: %+v %v", o, err)
+	}
+	if _, _, err := parse([]string{"--help"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	bad := [][]string{
+		{},
+		{"-o", "x", "-O", "d", "h/a"},
+		{"-o", "x", "h/a", "h/b"},
+		{"-x", "0", "h/a"},
+		{"-x", "65", "h/a"},
+		{"-j", "0", "h/a"},
+		{"--retries", "-3", "h/a"},
+		{"-q", "--json", "h/a"},
+		{"-o", "-", "-r", "h/a"},
+		{"-o", "-", "-c", "h/a"},
+		{"-o", "-", "-x", "2", "h/a"},
+		{"--recv", "sendfile", "h/a"},
+		{"--sha256", "xyz", "h/a"},
+		{"--sha256", strings.Repeat("a", 64), "h/a", "h/b"},
+		{"--limit-rate", "fast", "h/a"},
+		{"--nope", "h/a"},
+	}
+	for _, args := range bad {
+		_, _, err := parse(args, io.Discard)
+		var ue *cli.UsageError
+		if !errors.As(err, &ue) {
+			t.Errorf("parse(%q) = %v, want a usage error", args, err)
+		}
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	cases := []struct {
+		err  error
+		code int
+	}{
+		{nil, 0},
+		{fmt.Errorf("interrupted: %w", context.Canceled), ExitInterrupted},
+		{cli.Usagef("x"), cli.ExitUsage},
+		{&fetch.StatusError{Status: wire.StatusNotFound}, ExitRefused},
+		{&fetch.StatusError{Status: wire.StatusForbidden}, ExitRefused},
+		{&fetch.StatusError{Status: wire.StatusDraining}, ExitConnection},
+		{&fetch.GiveUpError{Attempts: 3, Err: &fetch.StatusError{Status: wire.StatusBusy}}, ExitConnection},
+		{&fetch.GiveUpError{Attempts: 3, Err: syscall.ECONNREFUSED}, ExitConnection},
+		{fmt.Errorf("GET: %w", &wire.Error{Msg: "bad magic"}), ExitConnection},
+		{&fetch.VerifyError{Msg: "x"}, ExitVerify},
+		{&fetch.LocalError{Op: "write", Path: "p", Err: syscall.ENOSPC}, ExitLocalIO},
+		{errors.New("something else"), cli.ExitError},
+	}
+	for _, c := range cases {
+		if got := ExitCode(c.err); got != c.code {
+			t.Errorf("ExitCode(%v) = %d, want %d", c.err, got, c.code)
+		}
+	}
+	e := &exitErr{code: 3, err: errors.New("x"), reported: true}
+	if !Reported(fmt.Errorf("wrapped: %w", e)) || cli.Code(e) != 3 || Reported(errors.New("x")) {
+		t.Error("exitErr does not carry its code or reported flag")
+	}
+}
+
+func TestResumeHint(t *testing.T) {
+	var b bytes.Buffer
+	resumeHint(&b, []string{"-o", "my file.bin", "--limit-rate", "1M", "h:1/a b"}, []string{"", "my file.bin.part"})
+	want := "zfetch: interrupted; partial download kept in my file.bin.part\n" +
+		"zfetch: resume with: zfetch -c -o 'my file.bin' --limit-rate 1M 'h:1/a b'\n"
+	if b.String() != want {
+		t.Fatalf("hint:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	resumeHint(&b, []string{"-c", "h/a"}, []string{"a.part", "b.part"})
+	if !strings.Contains(b.String(), "a.part and 1 more") || !strings.Contains(b.String(), "resume with: zfetch -c h/a\n") {
+		t.Fatalf("hint with -c: %s", b.String())
+	}
+	b.Reset()
+	resumeHint(&b, []string{"h/a"}, []string{""})
+	if b.Len() != 0 {
+		t.Fatalf("hint without a .part: %q", b.String())
+	}
+	if got := shellQuote("it's"); got != `'it'\''s'` {
+		t.Fatalf("shellQuote: %s", got)
+	}
+}
