@@ -298,9 +298,11 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 	p, err := makePlan(ctx, o, targets, client, rend, stdout)
 	if err != nil {
 		if ctx.Err() != nil {
-			err = ctx.Err()
+			err = fmt.Errorf("interrupted: %w", ctx.Err())
 		}
-		return &exitErr{code: ExitCode(err), err: err}
+		code := ExitCode(err)
+		rend.Finish(time.Now(), code) // --json: the exit event
+		return &exitErr{code: code, err: err}
 	}
 	rend.SetFiles(p.files)
 

@@ -75,7 +75,7 @@ func Delay(d time.Duration) string {
 }
 
 // ParseBytes reads a size such as "512", "500K", "20M", "1.5G", "2MiB" or
-// "64KB". K, M, G and T are binary multiples (1024), with or without "iB"
+// "64KB". K, M, G, T and P are binary multiples (1024), with or without "iB"
 // or "B" after them, as in Bytes' output.
 func ParseBytes(s string) (int64, error) {
 	t := strings.TrimSpace(s)
@@ -102,7 +102,7 @@ func ParseBytes(s string) (int64, error) {
 var units = map[string]float64{"": 1, "B": 1}
 
 func init() {
-	for i, u := range []string{"K", "M", "G", "T"} {
+	for i, u := range []string{"K", "M", "G", "T", "P"} {
 		m := float64(int64(1) << (10 * (i + 1)))
 		units[u], units[u+"B"], units[u+"IB"] = m, m, m
 	}
