@@ -312,13 +312,21 @@ func (s *Server) handle(c *net.UnixConn, req *Request, reply func(*Response) err
 }
 
 // Listen creates the control socket at path: the directory if missing, a
-// stale socket file replaced (only after a dial proves nobody answers),
-// mode 0660 and, if gid >= 0, group gid.
+// stale socket file replaced (only after a dial proves nobody answers; a
+// file that is not a socket is never removed), mode 0660 and, if gid >= 0,
+// group gid.
 func Listen(path string, gid int) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if _, err := os.Lstat(path); err == nil {
+	if st, err := os.Lstat(path); err == nil {
+		// connect(2) to a file that is not a socket fails with
+		// ECONNREFUSED too: without this check a regular file (or a
+		// directory, a symlink...) at the configured path would be
+		// taken for a stale socket and removed.
+		if st.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("control socket %s exists and is not a socket (%s); refusing to replace it", path, fileKind(st.Mode()))
+		}
 		c, derr := net.DialTimeout("unix", path, time.Second)
 		if derr == nil {
 			c.Close()
@@ -350,4 +358,21 @@ func Listen(path string, gid int) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	return ln, nil
+}
+
+// fileKind names the type of a file mode for error messages.
+func fileKind(m os.FileMode) string {
+	switch t := m.Type(); {
+	case t == 0:
+		return "a regular file"
+	case t&os.ModeDir != 0:
+		return "a directory"
+	case t&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case t&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case t&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.String()
 }
