@@ -103,9 +103,23 @@ type Server struct {
 
 	mu     sync.Mutex
 	ln     *net.UnixListener
-	conns  map[*net.UnixConn]struct{}
+	conns  map[*net.UnixConn]bool // true while a request is being answered
 	wg     sync.WaitGroup
 	closed bool
+	// ctx is the parent of the handlers' contexts; Shutdown cancels it
+	// when its own context ends.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// init sets up what the zero Server lacks. Call with s.mu held.
+func (s *Server) init() {
+	if s.conns == nil {
+		s.conns = make(map[*net.UnixConn]bool)
+	}
+	if s.ctx == nil {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+	}
 }
 
 // Serve accepts connections until Shutdown. It returns nil after Shutdown.
@@ -113,12 +127,11 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		ln.Close()
 		return nil
 	}
 	s.ln = ln
-	if s.conns == nil {
-		s.conns = make(map[*net.UnixConn]struct{})
-	}
+	s.init()
 	s.mu.Unlock()
 	var delay time.Duration
 	for {
@@ -143,20 +156,27 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 			c.Close()
 			return nil
 		}
-		s.conns[c] = struct{}{}
+		s.conns[c] = false
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serveConn(c)
 	}
 }
 
-// Shutdown stops accepting and waits (until ctx ends) for the connections
-// being answered, then closes the rest.
+// Shutdown stops accepting, closes the idle connections, and waits (until
+// ctx ends) for the requests being answered; then it cancels the handlers
+// still running and closes their connections.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
+	s.init()
 	if s.ln != nil {
 		s.ln.Close()
+	}
+	for c, busy := range s.conns {
+		if !busy {
+			c.Close()
+		}
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -164,6 +184,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		s.cancel()
 		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()
@@ -171,6 +192,21 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.mu.Unlock()
 		<-done
 	}
+}
+
+// setBusy records whether c is answering a request. It returns false once
+// Shutdown has begun: an idle connection then ends instead of reading
+// another request.
+func (s *Server) setBusy(c *net.UnixConn, busy bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns != nil {
+		s.conns[c] = busy
+	}
+	return true
 }
 
 func (s *Server) serveConn(c *net.UnixConn) {
@@ -206,6 +242,9 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		timeout = 30 * time.Second
 	}
 	for {
+		if !s.setBusy(c, false) {
+			return
+		}
 		c.SetReadDeadline(time.Now().Add(timeout))
 		line, err := readLine(br)
 		if err == io.EOF {
@@ -213,6 +252,10 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		}
 		if err != nil {
 			reply(&Response{Error: err.Error()})
+			return
+		}
+		if !s.setBusy(c, true) {
+			reply(&Response{Error: "zfs-serve is shutting down"})
 			return
 		}
 		c.SetReadDeadline(time.Time{})
@@ -259,7 +302,13 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 }
 
 func (s *Server) handle(c *net.UnixConn, req *Request, reply func(*Response) error) *Response {
-	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	parent := s.ctx
+	s.mu.Unlock()
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	progress := func(st *Status) {
 		if reply(&Response{OK: true, Event: EventProgress, Status: st}) != nil {
