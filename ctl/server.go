@@ -236,7 +236,10 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		reply(&Response{Error: err.Error()})
 		return
 	}
-	br := bufio.NewReaderSize(c, 4096)
+	// A buffer one byte larger than the longest line: ReadSlice then
+	// reports an over-long line as soon as that many bytes have arrived,
+	// rather than when the next (maybe never sent) buffer's worth does.
+	br := bufio.NewReaderSize(c, MaxLine+1)
 	timeout := s.ReadTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Second
@@ -266,6 +269,11 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		}
 		if req.V != Version {
 			reply(&Response{Error: fmt.Sprintf("unsupported control protocol version %d (this daemon speaks %d)", req.V, Version)})
+			return
+		}
+		if !knownCommand(req.Cmd) {
+			// Like any other malformed request: one error, then hang up.
+			reply(unknownCommand(req.Cmd))
 			return
 		}
 		s.Log.Debug("control request", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID)
@@ -357,7 +365,19 @@ func (s *Server) handle(c *net.UnixConn, req *Request, reply func(*Response) err
 		}
 		return &Response{OK: true, Message: msg}
 	}
-	return &Response{Error: fmt.Sprintf("unknown command %q (want status, drain, kill or reload)", req.Cmd)}
+	return unknownCommand(req.Cmd)
+}
+
+func knownCommand(cmd string) bool {
+	switch cmd {
+	case CmdStatus, CmdDrain, CmdKill, CmdReload:
+		return true
+	}
+	return false
+}
+
+func unknownCommand(cmd string) *Response {
+	return &Response{Error: fmt.Sprintf("unknown command %q (want status, drain, kill or reload)", cmd)}
 }
 
 // Listen creates the control socket at path: the directory if missing, a
