@@ -78,7 +78,7 @@ func (c *Client) Do(req Request, onProgress func(*Response)) (*Response, error) 
 		if werr != nil {
 			c.c.SetReadDeadline(time.Now().Add(time.Second))
 		}
-		line, err := readLine(c.br)
+		line, err := readLine(c.br, MaxResponse, "response")
 		if err != nil && werr != nil {
 			return nil, fmt.Errorf("send request: %w", werr)
 		}

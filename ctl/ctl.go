@@ -3,11 +3,11 @@
 // authorises peers and calls a Handler the daemon implements) and the
 // client zctl uses. It does not import the daemon.
 //
-// Framing: one JSON object per line ("\n"-terminated, at most MaxLine
-// bytes) in each direction. A client sends a Request; the server answers
-// with one Response, or, for a request with "wait", any number of
-// Responses with "event":"progress" followed by one final Response (no
-// event). Every message carries "v":Version. See docs/CONTROL.md.
+// Framing: one JSON object per line ("\n"-terminated) in each direction,
+// a request at most MaxLine bytes, a response at most MaxResponse. A
+// client sends a Request; the server answers with one Response, or, for a
+// request with "wait", any number of Responses with "event":"progress"
+// followed by one final Response (no event). Every message carries "v":Version. See docs/CONTROL.md.
 package ctl
 
 import (
@@ -18,8 +18,13 @@ import (
 // Version is the control protocol version.
 const Version = 1
 
-// MaxLine is the longest line either side accepts.
+// MaxLine is the longest request line the server accepts.
 const MaxLine = 64 << 10
+
+// MaxResponse is the longest response line the client accepts. A status
+// lists every worker and up to 400 transfers per worker, so it easily
+// outgrows MaxLine; the client trusts its daemon that far, not further.
+const MaxResponse = 64 << 20
 
 // Commands.
 const (

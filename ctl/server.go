@@ -232,7 +232,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		// Take the request line first (briefly), so the client is not
 		// writing into a closed socket when the refusal arrives.
 		c.SetReadDeadline(time.Now().Add(time.Second))
-		readLine(bufio.NewReaderSize(c, 512))
+		readLine(bufio.NewReaderSize(c, 512), MaxLine, "request")
 		reply(&Response{Error: err.Error()})
 		return
 	}
@@ -249,7 +249,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			return
 		}
 		c.SetReadDeadline(time.Now().Add(timeout))
-		line, err := readLine(br)
+		line, err := readLine(br, MaxLine, "request")
 		if err == io.EOF {
 			return
 		}
@@ -286,24 +286,25 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 }
 
-// readLine reads one "\n"-terminated line of at most MaxLine bytes.
-func readLine(br *bufio.Reader) ([]byte, error) {
+// readLine reads one "\n"-terminated line of at most max bytes; what
+// ("request", "response") names the line in errors.
+func readLine(br *bufio.Reader, max int, what string) ([]byte, error) {
 	var line []byte
 	for {
 		chunk, err := br.ReadSlice('\n')
-		line = append(line, chunk...)
-		if len(line) > MaxLine {
-			return nil, fmt.Errorf("request longer than %d bytes", MaxLine)
+		if len(line)+len(chunk) > max {
+			return nil, fmt.Errorf("%s longer than %d bytes", what, max)
 		}
+		line = append(line, chunk...)
 		switch {
 		case err == nil:
 			return line, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		case err == io.EOF && len(line) > 0:
-			return nil, errors.New("truncated request: no newline before end of stream")
+			return nil, fmt.Errorf("truncated %s: no newline before end of stream", what)
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return nil, errors.New("timed out waiting for a complete request line")
+			return nil, fmt.Errorf("timed out waiting for a complete %s line", what)
 		}
 		return nil, err
 	}
