@@ -33,11 +33,8 @@ func (r *Renderer) maybeDraw(t time.Time) {
 	if r.o.Mode != ModeTTY || !r.dirty {
 		return
 	}
-	if r.drawn > 0 && t.Sub(r.lastDraw) < MinRedraw {
-		return
-	}
 	if !r.lastDraw.IsZero() && t.Sub(r.lastDraw) < MinRedraw {
-		return
+		return // the next event (at most ProgressEvery later) draws
 	}
 	r.draw(t)
 }
