@@ -22,7 +22,7 @@ func (e *env) drain(args []string) error {
 	}
 	var last string
 	r, err := e.do(req, func(p *ctl.Response) {
-		if line := remaining(p.Status); line != last {
+		if line := remaining(p.Status, time.Now()); line != last {
 			fmt.Fprintln(e.stdout, line)
 			last = line
 		}
@@ -38,8 +38,8 @@ func (e *env) drain(args []string) error {
 	return nil
 }
 
-// remaining summarises the transfers a drain is waiting for.
-func remaining(st *ctl.Status) string {
+// remaining summarises the transfers a drain is waiting for, as of now.
+func remaining(st *ctl.Status, now time.Time) string {
 	if st == nil {
 		return "waiting..."
 	}
@@ -47,17 +47,17 @@ func remaining(st *ctl.Status) string {
 	if n == 0 {
 		return fmt.Sprintf("waiting for %d workers to exit", st.Totals.Workers)
 	}
-	parts := make([]string, 0, 4)
-	for i, t := range st.Transfers {
-		if i == 3 {
-			parts = append(parts, fmt.Sprintf("+%d more", n-3))
-			break
-		}
-		parts = append(parts, fmt.Sprintf("%s %s (%s)", t.Path, percent(t.Sent, t.Total), t.Client))
+	shown := min(len(st.Transfers), 3)
+	parts := make([]string, 0, shown+1)
+	for _, t := range st.Transfers[:shown] {
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", printable(t.Path), percent(t.Sent, t.Total), t.Client))
+	}
+	if n > shown {
+		parts = append(parts, fmt.Sprintf("+%d more", n-shown))
 	}
 	line := fmt.Sprintf("waiting for %d transfers: %s", n, strings.Join(parts, ", "))
 	if st.DrainDeadline != nil {
-		line += fmt.Sprintf("; cut off in %s", human.Duration(time.Until(*st.DrainDeadline)))
+		line += fmt.Sprintf("; cut off in %s", human.Duration(st.DrainDeadline.Sub(now)))
 	}
 	return line
 }

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/internal/human"
@@ -58,7 +60,7 @@ func writeStatus(w io.Writer, st *ctl.Status, now time.Time) {
 		fmt.Fprintf(tw, "drain\tremaining transfers are cut off in %s\n", human.Duration(st.DrainDeadline.Sub(now)))
 	}
 	if st.LastReload != "" {
-		fmt.Fprintf(tw, "reload\t%s\n", st.LastReload)
+		fmt.Fprintf(tw, "reload\t%s\n", printable(st.LastReload))
 	}
 	tw.Flush()
 
@@ -79,17 +81,19 @@ func writeStatus(w io.Writer, st *ctl.Status, now time.Time) {
 	tw.Flush()
 
 	fmt.Fprintf(w, "\nTRANSFERS (%d)\n", len(st.Transfers)+st.TransfersOmitted)
-	if len(st.Transfers) == 0 {
+	if len(st.Transfers)+st.TransfersOmitted == 0 {
 		fmt.Fprintln(w, "none")
 		return
 	}
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT\tWORKER\tPATH\tSENT\tTOTAL\tDONE\tAGE")
-	for _, x := range st.Transfers {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", x.Client, x.WorkerPID, x.Path, human.Bytes(x.Sent),
-			human.Bytes(x.Total), percent(x.Sent, x.Total), human.Duration(time.Duration(x.Age*float64(time.Second))))
+	if len(st.Transfers) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CLIENT\tWORKER\tPATH\tSENT\tTOTAL\tDONE\tAGE")
+		for _, x := range st.Transfers {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", x.Client, x.WorkerPID, printable(x.Path), human.Bytes(x.Sent),
+				human.Bytes(x.Total), percent(x.Sent, x.Total), human.Duration(time.Duration(x.Age*float64(time.Second))))
+		}
+		tw.Flush()
 	}
-	tw.Flush()
 	if st.TransfersOmitted > 0 {
 		fmt.Fprintf(w, "... and %d more (see --json)\n", st.TransfersOmitted)
 	}
@@ -100,6 +104,17 @@ func percent(a, b int64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f%%", 100*float64(a)/float64(b))
+}
+
+// printable returns s as it is if every character in it is printable,
+// else quoted with Go escapes. Paths come from clients and file names:
+// a tab or newline would break the table, and an escape sequence would
+// reach the operator's terminal.
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 func dash(s string) string {
