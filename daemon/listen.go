@@ -41,28 +41,51 @@ func (l *listener) close() {
 	l.f.Close()
 }
 
+// activatedSockets are the sockets systemd passed, sorted by name.
 type activatedSockets struct {
-	files   []*os.File
-	control *os.File
-	unknown []*os.File
+	files   []*os.File // FDNameFiles: listeners for file connections
+	control *os.File   // FDNameControl: the control socket, or nil
+	unknown []*os.File // any other name: logged as errors and closed by the caller
 }
 
 // inheritedSockets takes the sockets systemd passed (LISTEN_FDS), by name,
-// never by position: systemd's fd order is not stable across boots.
-// activation.Files also unsets LISTEN_* and marks the fds close-on-exec,
-// so workers inherit neither.
+// never by position: systemd's fd order is not stable across boots. It
+// calls activation.Files once, which unsets LISTEN_PID, LISTEN_FDS and
+// LISTEN_FDNAMES and marks the fds close-on-exec, so workers inherit
+// neither. Without LISTEN_FDS it returns nothing and the configured
+// addresses are bound instead.
 func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
-	var a activatedSockets
 	if os.Getenv("LISTEN_FDS") == "" {
-		return a, nil
+		return activatedSockets{}, nil
 	}
-	for _, f := range activation.Files(true) {
+	pid, n, names := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES")
+	files := activation.Files(true)
+	if len(files) == 0 {
+		// sd_listen_fds(3): the variables are for another process (a
+		// parent that did not unset them) or malformed; they are ignored.
+		log.Warn("LISTEN_FDS is set but passes no socket to this process; ignoring it and binding the configured addresses",
+			"LISTEN_PID", pid, "pid", os.Getpid(), "LISTEN_FDS", n)
+		return activatedSockets{}, nil
+	}
+	if names == "" {
+		log.Error("systemd passed sockets without names (no LISTEN_FDNAMES): zfs-serve picks them by name, so give each .socket unit FileDescriptorName=" +
+			FDNameFiles + " or FileDescriptorName=" + FDNameControl)
+	}
+	return sortSockets(files, log), nil
+}
+
+// sortSockets sorts activated sockets by name. A second socket named
+// FDNameControl is an error: it is logged and closed here.
+func sortSockets(files []*os.File, log *slog.Logger) activatedSockets {
+	var a activatedSockets
+	for _, f := range files {
 		switch f.Name() {
 		case FDNameFiles:
 			a.files = append(a.files, f)
 		case FDNameControl:
 			if a.control != nil {
-				a.unknown = append(a.unknown, f)
+				log.Error("systemd passed more than one socket named " + FDNameControl + "; using the first, closing the others")
+				f.Close()
 				continue
 			}
 			a.control = f
@@ -70,7 +93,7 @@ func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
 			a.unknown = append(a.unknown, f)
 		}
 	}
-	return a, nil
+	return a
 }
 
 func (s *Supervisor) openListeners(a activatedSockets) error {

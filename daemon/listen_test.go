@@ -1,0 +1,97 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// socketFile returns a listening socket as an *os.File named name, as
+// activation.Files names the fds systemd passes.
+func socketFile(t *testing.T, network, addr, name string) *os.File {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(interface{ File() (*os.File, error) }).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := os.NewFile(uintptr(fd), name)
+	t.Cleanup(func() { named.Close() })
+	return named
+}
+
+func TestSortSocketsByName(t *testing.T) {
+	dir := t.TempDir()
+	ctl1 := socketFile(t, "unix", filepath.Join(dir, "c1"), FDNameControl)
+	zfs1 := socketFile(t, "tcp", "127.0.0.1:0", FDNameFiles)
+	bogus := socketFile(t, "tcp", "127.0.0.1:0", "bogus")
+	zfs2 := socketFile(t, "tcp", "127.0.0.1:0", FDNameFiles)
+	ctl2 := socketFile(t, "unix", filepath.Join(dir, "c2"), FDNameControl)
+	var logb bytes.Buffer
+	a := sortSockets([]*os.File{ctl1, zfs1, bogus, zfs2, ctl2}, slog.New(slog.NewTextHandler(&logb, nil)))
+
+	if len(a.files) != 2 || a.files[0] != zfs1 || a.files[1] != zfs2 {
+		t.Errorf("files = %v, want the two named %q in order", a.files, FDNameFiles)
+	}
+	if a.control != ctl1 {
+		t.Errorf("control = %v, want the first socket named %q", a.control, FDNameControl)
+	}
+	if len(a.unknown) != 1 || a.unknown[0] != bogus {
+		t.Errorf("unknown = %v, want the one named bogus", a.unknown)
+	}
+	if err := ctl2.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("the second control socket was not closed (Close: %v)", err)
+	}
+	if !strings.Contains(logb.String(), "level=ERROR") || !strings.Contains(logb.String(), "more than one socket named control") {
+		t.Errorf("no error logged for the second control socket; log:\n%s", logb.String())
+	}
+}
+
+func TestInheritedSocketsWithoutActivation(t *testing.T) {
+	var logb bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logb, nil))
+
+	t.Setenv("LISTEN_FDS", "")
+	os.Unsetenv("LISTEN_FDS")
+	a, err := inheritedSockets(log)
+	if err != nil || len(a.files) != 0 || a.control != nil || len(a.unknown) != 0 {
+		t.Fatalf("without LISTEN_FDS: got %+v, %v; want nothing", a, err)
+	}
+	if logb.Len() != 0 {
+		t.Errorf("without LISTEN_FDS nothing should be logged; got:\n%s", logb.String())
+	}
+
+	// Variables meant for another process (sd_listen_fds checks
+	// LISTEN_PID): ignored with a warning, and unset so that no worker
+	// inherits them.
+	t.Setenv("LISTEN_FDS", "2")
+	t.Setenv("LISTEN_PID", "1")
+	t.Setenv("LISTEN_FDNAMES", "zfs:control")
+	a, err = inheritedSockets(log)
+	if err != nil || len(a.files) != 0 || a.control != nil || len(a.unknown) != 0 {
+		t.Fatalf("with LISTEN_PID=1: got %+v, %v; want nothing", a, err)
+	}
+	if !strings.Contains(logb.String(), "level=WARN") || !strings.Contains(logb.String(), "LISTEN_FDS is set but passes no socket") {
+		t.Errorf("no warning about LISTEN_FDS for another process; log:\n%s", logb.String())
+	}
+	for _, k := range []string{"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"} {
+		if v, ok := os.LookupEnv(k); ok {
+			t.Errorf("%s=%q still set after inheritedSockets", k, v)
+		}
+	}
+}
