@@ -77,7 +77,9 @@ type bench struct {
 	session int
 	goTool  string
 	zfsExe  string   // overrides bin/zfs-serve (the profiling wrapper)
-	zfsEnv  []string // extra environment for zfs-serve
+	zfsEnv  []string // extra environment for zfs-serve (the profiler's)
+
+	baseZfsEnv []string // ZBENCH_ZFS_ENV: environment for every zfs-serve
 
 	haveStrace, havePerfStat bool
 	res                      *Results
@@ -135,6 +137,12 @@ func main() {
 		fatal(err)
 	}
 	b.res = &Results{Quick: b.quick, Date: time.Now().UTC(), Commit: *commit, Params: b.p, Machine: machineInfo(b.nginx)}
+	// ZBENCH_ZFS_ENV="GOMAXPROCS=1 GODEBUG=..." runs every zfs-serve with
+	// that environment: a way to try a runtime setting without a rebuild.
+	if e := strings.Fields(os.Getenv("ZBENCH_ZFS_ENV")); len(e) > 0 {
+		b.baseZfsEnv = e
+		b.res.ZfsEnv = strings.Join(e, " ")
+	}
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)

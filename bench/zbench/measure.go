@@ -121,12 +121,10 @@ func (b *bench) measure(sec *Section, s *server, opt measureOpt, fn func() (samp
 	}
 }
 
-// finish marks a section busy if the box was busy before it.
+// finish records a section. Its verdict comes from its runs (each one's
+// own foreign load); the sample before it only decided how long to wait
+// and is shown with the section.
 func (b *bench) finish(sec *Section) {
-	if sec.Pre.Foreign > b.p.BusyCPU && !sec.Busy {
-		sec.Busy = true
-		sec.BusyWhy = fmt.Sprintf("%.2f CPUs used outside the benchmark before the section, loadavg %.2f", sec.Pre.Foreign, sec.Pre.Load1)
-	}
 	b.res.Sections = append(b.res.Sections, sec)
 }
 

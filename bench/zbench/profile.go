@@ -531,10 +531,17 @@ func (b *bench) pprofAll() {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		for _, role := range []struct {
+		roles := []struct {
 			name  string
 			files []string
-		}{{"workers", workers}, {"supervisor", sup}} {
+		}{{"workers", workers}}
+		if w.l.newConn { // with keep-alive the supervisor has nothing to do
+			roles = append(roles, struct {
+				name  string
+				files []string
+			}{"supervisor", sup})
+		}
+		for _, role := range roles {
 			var profs []string
 			for _, f := range role.files {
 				profs = append(profs, strings.TrimSuffix(f, ".done")+".pprof")

@@ -34,6 +34,9 @@ func render(w *strings.Builder, r *Results, findings string) {
 	p("| machine | %s CPUs: %s; %s RAM; kernel %s; Debian %s |\n", m["nproc"], m["model"], m["memory"], m["kernel"], m["debian"])
 	p("| tools | %s; nginx %s; %s; %s |\n", m["go"], m["nginx"], m["wrk"], strings.Join(strings.Fields(m["curl"])[:min(2, len(strings.Fields(m["curl"])))], " "))
 	p("| data | %s |\n", r.Data)
+	if r.ZfsEnv != "" {
+		p("| zfs-serve environment | `%s` (ZBENCH_ZFS_ENV) |\n", r.ZfsEnv)
+	}
 	p("| run time | %.0f s |\n", r.Seconds)
 	if len(r.Failures) > 0 {
 		p("| failures | %d (see the end) |\n", len(r.Failures))

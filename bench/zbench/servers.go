@@ -125,7 +125,7 @@ func (b *bench) start(key string) (*server, error) {
 			exe = b.zfsExe
 		}
 		s.cmd = exec.Command(exe, "--config", conf)
-		s.cmd.Env = append(os.Environ(), b.zfsEnv...)
+		s.cmd.Env = append(append(os.Environ(), b.baseZfsEnv...), b.zfsEnv...)
 		s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	default:
 		return nil, fmt.Errorf("unknown server %q", key)
