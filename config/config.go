@@ -290,6 +290,16 @@ func decode(path string, data []byte, c *Config) error {
 		}
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	// Relative paths in a file mean relative to the file, not to wherever
+	// the daemon happens to start (/ under systemd).
+	for _, p := range []struct {
+		key string
+		v   *string
+	}{{"root", &c.Root}, {"control", &c.Control}} {
+		if md.IsDefined(p.key) && *p.v != "" && !filepath.IsAbs(*p.v) {
+			*p.v = filepath.Join(filepath.Dir(path), *p.v)
+		}
+	}
 	return nil
 }
 
@@ -513,9 +523,11 @@ func LookupGroup(name string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
-// UnderSystemd reports whether this process was started by systemd.
+// UnderSystemd reports whether this process is a systemd service that
+// talks to systemd (notify or socket activation). INVOCATION_ID alone is
+// not enough: user services and desktop terminals can carry it.
 func UnderSystemd() bool {
-	return os.Getenv("NOTIFY_SOCKET") != "" || os.Getenv("INVOCATION_ID") != "" || os.Getenv("LISTEN_FDS") != ""
+	return os.Getenv("NOTIFY_SOCKET") != "" || os.Getenv("LISTEN_FDS") != ""
 }
 
 // DefaultControlPath is the control socket path shared by zfs-serve and zctl:

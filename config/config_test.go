@@ -789,7 +789,14 @@ func TestDefaultControlPath(t *testing.T) {
 	if got := DefaultControlPath(); got != want {
 		t.Errorf("DefaultControlPath() = %q, want %q", got, want)
 	}
-	for _, k := range []string{"NOTIFY_SOCKET", "INVOCATION_ID", "LISTEN_FDS"} {
+	t.Run("INVOCATION_ID alone", func(t *testing.T) {
+		clearSystemdEnv(t)
+		t.Setenv("INVOCATION_ID", "x")
+		if UnderSystemd() {
+			t.Error("INVOCATION_ID alone (a user service, a desktop terminal) counts as systemd")
+		}
+	})
+	for _, k := range []string{"NOTIFY_SOCKET", "LISTEN_FDS"} {
 		t.Run(k, func(t *testing.T) {
 			clearSystemdEnv(t)
 			t.Setenv(k, "x")
@@ -871,4 +878,26 @@ func commentedAbove(data []byte, line int) bool {
 		}
 	}
 	return false
+}
+
+func TestRelativePathsInFileAreRelativeToIt(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "files"), 0o755)
+	p := filepath.Join(dir, "z.toml")
+	os.WriteFile(p, []byte("root = \"files\"\ncontrol = \"run/c.sock\"\n"), 0o644)
+	t.Chdir(t.TempDir()) // somewhere else entirely
+	c, err := Source{Path: p, Explicit: true}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Root != filepath.Join(dir, "files") || c.Control != filepath.Join(dir, "run/c.sock") {
+		t.Fatalf("root %s, control %s: not relative to the config file", c.Root, c.Control)
+	}
+	// A --root flag stays relative to the working directory.
+	wd, _ := os.Getwd()
+	os.Mkdir(filepath.Join(wd, "here"), 0o755)
+	c, err = Source{Path: p, Explicit: true, Overrides: Overrides{Root: "here"}}.Load()
+	if err != nil || c.Root != filepath.Join(wd, "here") {
+		t.Fatalf("--root here: %v %v", c, err)
+	}
 }

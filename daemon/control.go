@@ -282,7 +282,15 @@ func (s *Supervisor) statusLine() string {
 	if s.current != nil {
 		gen = s.current.id
 	}
-	return fmt.Sprintf("%s: generation %d, %d workers, %d connections in flight", s.state, gen, s.liveWorkers(), s.inflight.Load())
+	return fmt.Sprintf("%s: generation %d, %s, %s in flight", s.state, gen,
+		plural(s.liveWorkers(), "worker"), plural(int(s.inflight.Load()), "connection"))
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func (s *Supervisor) notifyStatus() {

@@ -61,10 +61,17 @@ type env struct {
 
 var osEnv = env{
 	executable: os.Executable,
-	notify: func(state string) {
-		// Never unset NOTIFY_SOCKET: later notifications would be lost.
-		daemon.SdNotify(false, state)
-	},
+	notify:     sdNotify,
+}
+
+// notifyFailed makes a broken NOTIFY_SOCKET visible once, not per message.
+var notifyFailed atomic.Bool
+
+func sdNotify(state string) {
+	// Never unset NOTIFY_SOCKET: later notifications would be lost.
+	if _, err := daemon.SdNotify(false, state); err != nil && !notifyFailed.Swap(true) {
+		slog.Error("sd_notify failed; systemd will not see readiness or status", "notify_socket", os.Getenv("NOTIFY_SOCKET"), "err", err)
+	}
 }
 
 // Supervisor is the main process.
@@ -587,7 +594,7 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 				return
 			}
 			s.exitCode = ExitDrainTimeout
-			s.exitReason = fmt.Sprintf("drain timeout (%v) expired: killed %d workers with %d connections in flight", timeout, s.liveWorkers(), s.inflight.Load())
+			s.exitReason = fmt.Sprintf("drain timeout (%v) expired: killed %s with %s in flight", timeout, plural(s.liveWorkers(), "worker"), plural(int(s.inflight.Load()), "connection"))
 			s.log.Error(s.exitReason)
 			s.killAll()
 		})

@@ -220,7 +220,7 @@ func (z *zfsContainer) socketActivation(t *testing.T) {
 	z.Must("rm", "/tmp/big.bin")
 }
 
-var statusTextRE = regexp.MustCompile(`^serving: generation (\d+), (\d+) workers, \d+ connections in flight$`)
+var statusTextRE = regexp.MustCompile(`^serving: generation (\d+), (\d+) workers?, \d+ connections? in flight$`)
 
 func (z *zfsContainer) statusAndPermissions(t *testing.T) {
 	st := z.status(t)

@@ -577,7 +577,7 @@ func TestNotifyProtocol(t *testing.T) {
 	victim := WorkerPIDs(st)[0]
 	mark := len(rec.all())
 	syscall.Kill(victim, syscall.SIGKILL)
-	one := rec.next(mark, "STATUS=serving: generation 1, 1 workers, 0 connections in flight", 5*time.Second)
+	one := rec.next(mark, "STATUS=serving: generation 1, 1 worker, 0 connections in flight", 5*time.Second)
 	rec.next(one+1, "STATUS=serving: generation 1, 2 workers, 0 connections in flight", 10*time.Second)
 	st = p.waitStatus(10*time.Second, "two ready workers", func(st *ctl.Status) bool { return allReady(st, 1, 2) })
 
@@ -590,7 +590,7 @@ func TestNotifyProtocol(t *testing.T) {
 	defer conn.Close()
 	sendReq(t, conn, &wire.Request{Op: wire.OpGet, Path: "/big.bin"})
 	p.waitStatus(5*time.Second, "a transfer in flight", func(st *ctl.Status) bool { return len(st.Transfers) == 1 })
-	rec.next(mark, "STATUS=serving: generation 1, 2 workers, 1 connections in flight", 10*time.Second)
+	rec.next(mark, "STATUS=serving: generation 1, 2 workers, 1 connection in flight", 10*time.Second)
 	conn.Close()
 
 	// zctl reload: RELOADING=1, then READY=1 once generation 2 is ready.

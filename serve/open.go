@@ -3,8 +3,11 @@ package serve
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"strings"
+	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -45,9 +48,21 @@ func relPath(p string) (string, error) {
 // or symlink may lead out of it, and no /proc-style magic link is followed.
 const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 
+// rootDir is the served root, opened once per worker.
+type rootDir struct {
+	fd int
+	// r is the fallback when openat2 is unavailable (kernels before 5.6,
+	// seccomp profiles that do not know it, systemd's RestrictSUIDSGID=):
+	// os.Root resolves each component itself and refuses escapes too.
+	r *os.Root
+}
+
+// noOpenat2 is set the first time openat2 reports ENOSYS.
+var noOpenat2 atomic.Bool
+
 // openAt opens p beneath root. flags are added to O_CLOEXEC|O_NOCTTY.
 // O_NONBLOCK is always set so that opening a FIFO never blocks the worker.
-func openAt(root int, p string, flags int) (int, *unix.Stat_t, error) {
+func openAt(root *rootDir, p string, flags int) (int, *unix.Stat_t, error) {
 	rel, err := relPath(p)
 	if err != nil {
 		return -1, nil, err
@@ -56,15 +71,23 @@ func openAt(root int, p string, flags int) (int, *unix.Stat_t, error) {
 	if flags&unix.O_PATH == 0 { // openat2 refuses other flags with O_PATH
 		flags |= unix.O_NOCTTY | unix.O_NONBLOCK
 	}
-	how := unix.OpenHow{Flags: uint64(flags), Resolve: resolveBeneath}
 	var fd int
-	for tries := 0; ; tries++ {
-		fd, err = unix.Openat2(root, rel, &how)
-		// EAGAIN: a concurrent rename raced the lookup; the kernel asks to retry.
-		if (err == unix.EINTR || err == unix.EAGAIN) && tries < 8 {
-			continue
+	if noOpenat2.Load() {
+		fd, err = openInRoot(root.r, rel, flags)
+	} else {
+		how := unix.OpenHow{Flags: uint64(flags), Resolve: resolveBeneath}
+		for tries := 0; ; tries++ {
+			fd, err = unix.Openat2(root.fd, rel, &how)
+			// EAGAIN: a concurrent rename raced the lookup; the kernel asks to retry.
+			if (err == unix.EINTR || err == unix.EAGAIN) && tries < 8 {
+				continue
+			}
+			break
 		}
-		break
+		if err == unix.ENOSYS {
+			noOpenat2.Store(true)
+			fd, err = openInRoot(root.r, rel, flags)
+		}
 	}
 	if err != nil {
 		return -1, nil, openError(p, err)
@@ -75,6 +98,31 @@ func openAt(root int, p string, flags int) (int, *unix.Stat_t, error) {
 		return -1, nil, refuse(wire.StatusInternal, "internal error: stat %s: %v", p, err)
 	}
 	return fd, &st, nil
+}
+
+// openInRoot is openAt's fallback through os.Root. O_PATH is replaced by
+// O_RDONLY: os.Root opens the last component with O_NOFOLLOW, and an O_PATH
+// open would then return the symlink itself instead of what it names.
+func openInRoot(r *os.Root, rel string, flags int) (int, error) {
+	if flags&unix.O_PATH != 0 {
+		flags = flags&^unix.O_PATH | unix.O_RDONLY | unix.O_NOCTTY | unix.O_NONBLOCK
+	}
+	f, err := r.OpenFile(rel, flags, 0)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			if errno, ok := pe.Err.(syscall.Errno); ok {
+				return -1, errno
+			}
+			if strings.Contains(pe.Err.Error(), "escapes") {
+				return -1, unix.EXDEV
+			}
+		}
+		return -1, err
+	}
+	defer f.Close()
+	// Our own descriptor, so the caller can close it like openat2's.
+	return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 }
 
 func openError(p string, err error) error {
@@ -122,7 +170,7 @@ func describe(k wire.Kind) string {
 }
 
 // openFile opens p for GET: a regular file or a refusal.
-func openFile(root int, p string) (int, *unix.Stat_t, error) {
+func openFile(root *rootDir, p string) (int, *unix.Stat_t, error) {
 	fd, st, err := openAt(root, p, unix.O_RDONLY)
 	if err != nil {
 		return -1, nil, err
@@ -138,7 +186,7 @@ func openFile(root int, p string) (int, *unix.Stat_t, error) {
 
 // statPath describes p without opening what it names for reading: an
 // O_PATH descriptor cannot trigger a device's open side effects.
-func statPath(root int, p string) (*unix.Stat_t, error) {
+func statPath(root *rootDir, p string) (*unix.Stat_t, error) {
 	fd, st, err := openAt(root, p, unix.O_PATH)
 	if err != nil {
 		return nil, err

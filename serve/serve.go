@@ -47,7 +47,7 @@ func OptionsFrom(c *config.Config) Options {
 // Server serves connections from one root.
 type Server struct {
 	opts   Options
-	root   int // O_PATH descriptor of the root; every open is relative to it
+	root   *rootDir // every open is relative to it
 	log    *slog.Logger
 	sender sender
 
@@ -70,25 +70,36 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
 	}
-	if dot, err := unix.Openat2(fd, ".", &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath}); err != nil {
+	r, err := os.OpenRoot(opts.Root)
+	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("search root %s: %w", opts.Root, err)
+		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
+	}
+	root := &rootDir{fd: fd, r: r}
+	if dot, _, err := openAt(root, ".", unix.O_PATH); err != nil {
+		root.close()
+		return nil, fmt.Errorf("search root %s: %v", opts.Root, err)
 	} else {
 		unix.Close(dot)
 	}
 	snd, err := newSender(opts.Mode)
 	if err != nil {
-		unix.Close(fd)
+		root.close()
 		return nil, err
 	}
 	if opts.Chunk <= 0 {
 		opts.Chunk = 2 << 20
 	}
-	return &Server{opts: opts, root: fd, log: log, sender: snd, conns: make(map[*conn]struct{})}, nil
+	return &Server{opts: opts, root: root, log: log, sender: snd, conns: make(map[*conn]struct{})}, nil
 }
 
 // Close releases the root. Call it after Wait.
-func (s *Server) Close() error { return unix.Close(s.root) }
+func (s *Server) Close() error { return s.root.close() }
+
+func (r *rootDir) close() error {
+	r.r.Close()
+	return unix.Close(r.fd)
+}
 
 // Outcome says how a connection ended.
 type Outcome string

@@ -341,3 +341,18 @@ func TestHeaderTimeout(t *testing.T) {
 		t.Fatal("a stalled header was not timed out")
 	}
 }
+
+// TestOpenInRootFallback runs the confinement tests again through os.Root,
+// as on a machine where openat2 is refused (ENOSYS).
+func TestOpenInRootFallback(t *testing.T) {
+	noOpenat2.Store(true)
+	defer noOpenat2.Store(false)
+	t.Run("refusals", TestRefusals)
+	t.Run("list", TestList)
+	t.Run("senders", TestSendersByteExact)
+	ts := newTestServer(t, config.ModeSendfile)
+	os.Symlink("/proc/self/root/etc/passwd", filepath.Join(ts.root, "magic"))
+	if r, _ := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/magic"}); r.Status != wire.StatusForbidden {
+		t.Fatalf("magic link through os.Root: %v %q", r.Status, r.Message)
+	}
+}

@@ -20,11 +20,15 @@ func (e *env) drain(args []string) error {
 	if *timeout > 0 {
 		req.Timeout = timeout.String()
 	}
-	var last string
+	// A line when the set of transfers changes, else one every 5 s: the
+	// percentages and the countdown alone are not worth a line each.
+	var lastKey string
+	var lastAt time.Time
 	r, err := e.do(req, func(p *ctl.Response) {
-		if line := remaining(p.Status, time.Now()); line != last {
-			fmt.Fprintln(e.stdout, line)
-			last = line
+		now := time.Now()
+		if k := transferKey(p.Status); k != lastKey || now.Sub(lastAt) >= 5*time.Second {
+			fmt.Fprintln(e.stdout, remaining(p.Status, now))
+			lastKey, lastAt = k, now
 		}
 	})
 	if err != nil {
@@ -60,4 +64,17 @@ func remaining(st *ctl.Status, now time.Time) string {
 		line += fmt.Sprintf("; cut off in %s", human.Duration(st.DrainDeadline.Sub(now)))
 	}
 	return line
+}
+
+// transferKey identifies the set of transfers in st.
+func transferKey(st *ctl.Status) string {
+	if st == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d/%d|", st.Totals.Workers, st.TransfersOmitted)
+	for _, t := range st.Transfers {
+		fmt.Fprintf(&b, "%d %s %s|", t.WorkerPID, t.Client, t.Path)
+	}
+	return b.String()
 }
