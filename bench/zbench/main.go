@@ -80,6 +80,7 @@ type bench struct {
 	zfsEnv  []string // extra environment for zfs-serve (the profiler's)
 
 	baseZfsEnv []string // ZBENCH_ZFS_ENV: environment for every zfs-serve
+	extraConf  string   // ZBENCH_ZFS_CONF: TOML lines added to every zfs-serve config
 
 	haveStrace, havePerfStat bool
 	res                      *Results
@@ -142,6 +143,12 @@ func main() {
 	if e := strings.Fields(os.Getenv("ZBENCH_ZFS_ENV")); len(e) > 0 {
 		b.baseZfsEnv = e
 		b.res.ZfsEnv = strings.Join(e, " ")
+	}
+	// ZBENCH_ZFS_CONF='send_chunk = "512KiB"' appends TOML lines to every
+	// zfs-serve config: a way to try a setting (one per line).
+	if c := strings.TrimSpace(os.Getenv("ZBENCH_ZFS_CONF")); c != "" {
+		b.extraConf = c
+		b.res.ZfsConf = c
 	}
 
 	sig := make(chan os.Signal, 1)

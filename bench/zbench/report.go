@@ -32,10 +32,14 @@ func render(w *strings.Builder, r *Results, findings string) {
 	p("| date | %s |\n", r.Date.Format("2006-01-02 15:04 MST"))
 	p("| commit | `%s` |\n", r.Commit)
 	p("| machine | %s CPUs: %s; %s RAM; kernel %s; Debian %s |\n", m["nproc"], m["model"], m["memory"], m["kernel"], m["debian"])
-	p("| tools | %s; nginx %s; %s; %s |\n", m["go"], m["nginx"], m["wrk"], strings.Join(strings.Fields(m["curl"])[:min(2, len(strings.Fields(m["curl"])))], " "))
+	first2 := func(s string) string { f := strings.Fields(s); return strings.Join(f[:min(2, len(f))], " ") }
+	p("| tools | %s; %s; %s; %s |\n", m["go"], m["nginx"], first2(m["wrk"]), first2(m["curl"]))
 	p("| data | %s |\n", r.Data)
 	if r.ZfsEnv != "" {
 		p("| zfs-serve environment | `%s` (ZBENCH_ZFS_ENV) |\n", r.ZfsEnv)
+	}
+	if r.ZfsConf != "" {
+		p("| zfs-serve config added | `%s` (ZBENCH_ZFS_CONF) |\n", strings.ReplaceAll(r.ZfsConf, "\n", "; "))
 	}
 	p("| run time | %.0f s |\n", r.Seconds)
 	if len(r.Failures) > 0 {
@@ -165,7 +169,7 @@ func renderSection(w *strings.Builder, s *Section, quick bool) {
 			p("\n")
 		}
 		if m.Lower {
-			p("\n_(%s: lower is better, so a ratio below 1 favours zfs-serve)_\n", m.Label)
+			p("\n_(%s: lower is better, so a ratio below 1 favours the row)_\n", m.Label)
 		}
 		p("\n")
 	}

@@ -21,8 +21,9 @@ type Results struct {
 	Commit   string            `json:"commit"`
 	Machine  map[string]string `json:"machine"`
 	Params   params            `json:"params"`
-	ZfsEnv   string            `json:"zfs_env,omitempty"` // ZBENCH_ZFS_ENV
-	Data     string            `json:"data"`              // how the data was made and whether it is cached
+	ZfsEnv   string            `json:"zfs_env,omitempty"`  // ZBENCH_ZFS_ENV
+	ZfsConf  string            `json:"zfs_conf,omitempty"` // ZBENCH_ZFS_CONF
+	Data     string            `json:"data"`               // how the data was made and whether it is cached
 	Sections []*Section        `json:"sections"`
 	Profiles []*Profile        `json:"profiles"`
 	Seconds  float64           `json:"seconds"`

@@ -117,7 +117,11 @@ func (b *bench) start(key string) (*server, error) {
 		s.proto = "native"
 		s.ctl = filepath.Join(dir, "ctl.sock")
 		conf := filepath.Join(dir, "zfs-serve.toml")
-		if err := os.WriteFile(conf, []byte(zfsConf(b.data, s.ctl, s.mode)), 0o644); err != nil {
+		text := zfsConf(b.data, s.ctl, s.mode)
+		if b.extraConf != "" {
+			text += "# ZBENCH_ZFS_CONF\n" + b.extraConf + "\n"
+		}
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 			return nil, err
 		}
 		exe := filepath.Join(b.bin, "zfs-serve")
