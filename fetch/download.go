@@ -49,7 +49,7 @@ type download struct {
 	prealloc        bool
 	resumed         atomic.Int64 // bytes the .part had when this run started
 
-	mu      sync.Mutex // guards segs against the checkpointer while a restart replaces them
+	mu      sync.Mutex // guards segs, mtime and prealloc against the checkpointer (writes happen during restarts)
 	segs    []*segment
 	workers []atomic.Pointer[segment] // what each connection is on, for ConnProgress
 
@@ -93,7 +93,9 @@ func (d *download) learn(ctx context.Context) error {
 		return err
 	}
 	d.size.Store(size)
+	d.mu.Lock()
 	d.mtime = mtime
+	d.mu.Unlock()
 	return nil
 }
 
@@ -182,7 +184,8 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 		pending, d.prealloc, resume, why = d.resumeState()
 	}
 	if !resume {
-		pending, d.prealloc = wholeFile(size), false
+		pending = wholeFile(size)
+		d.setPrealloc(false)
 	}
 	f, err := os.OpenFile(d.part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -305,7 +308,7 @@ func fmtTime(ns int64) string { return time.Unix(0, ns).UTC().Format("2006-01-02
 // full-length .part that looks complete.
 func (d *download) prepare() error {
 	if !d.prealloc && d.wantPrealloc() {
-		d.prealloc = true
+		d.setPrealloc(true)
 	}
 	if err := writeState(d.statePath, d.state()); err != nil {
 		return err
@@ -336,8 +339,8 @@ func (d *download) prepare() error {
 
 // state is the resume state as of now.
 func (d *download) state() *State {
-	st := &State{Source: d.j.Src.String(), Size: d.size.Load(), MTime: d.mtime, Prealloc: d.prealloc, Pending: [][2]int64{}}
 	d.mu.Lock()
+	st := &State{Source: d.j.Src.String(), Size: d.size.Load(), MTime: d.mtime, Prealloc: d.prealloc, Pending: [][2]int64{}}
 	for _, s := range d.segs {
 		if p := s.pos.Load(); p < s.end {
 			st.Pending = append(st.Pending, [2]int64{p, s.end})
@@ -345,6 +348,13 @@ func (d *download) state() *State {
 	}
 	d.mu.Unlock()
 	return st
+}
+
+// setPrealloc changes prealloc under mu (the checkpointer reads it).
+func (d *download) setPrealloc(v bool) {
+	d.mu.Lock()
+	d.prealloc = v
+	d.mu.Unlock()
 }
 
 // checkpoint saves the resume state; a failure only costs progress.
@@ -440,7 +450,7 @@ func (d *download) restart() error {
 		if err := d.f.Truncate(0); err != nil {
 			return &LocalError{Op: "truncate", Path: d.part, Err: unwrapPathErr(err)}
 		}
-		d.prealloc = false
+		d.setPrealloc(false)
 		d.setSegments(wholeFile(d.size.Load())) // what prepare saves: all of it is pending
 		if err := d.prepare(); err != nil {
 			return err
