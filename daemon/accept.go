@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,15 +31,19 @@ func (s *Supervisor) acceptLoop(l *listener) {
 		var aerr error
 		err := rc.Read(func(fd uintptr) bool {
 			for len(d.fds) < maxBatch {
-				nfd, sa, e := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				// syscall's Accept4, not x/sys/unix's: the latter asks every
+				// accepted socket for SO_PROTOCOL to decode its address, one
+				// more system call per connection on the thread that accepts
+				// for everyone.
+				nfd, sa, e := syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 				switch e {
 				case nil:
 					d.fds = append(d.fds, nfd)
 					d.peers = append(d.peers, sockaddrString(sa))
 					continue
-				case unix.EINTR, unix.ECONNABORTED:
+				case syscall.EINTR, syscall.ECONNABORTED:
 					continue
-				case unix.EAGAIN:
+				case syscall.EAGAIN:
 					return len(d.fds) > 0 // wait in the poller if nothing was accepted
 				}
 				aerr = e
@@ -176,13 +181,13 @@ func reject(fd int, st wire.Status, msg string) {
 	unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 }
 
-func sockaddrString(sa unix.Sockaddr) string {
+func sockaddrString(sa syscall.Sockaddr) string {
 	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-	case *unix.SockaddrUnix:
+	case *syscall.SockaddrUnix:
 		if a.Name == "" {
 			return "unix"
 		}

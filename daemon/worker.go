@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -88,6 +90,7 @@ func RunWorker() error {
 		return err
 	}
 	log := NewLogger(os.Stderr, wc.Config, new(slog.LevelVar)).With("proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot)
+	setProcs(wc.Config.Workers)
 	srv, err := serve.New(serve.OptionsFrom(wc.Config), log)
 	if err != nil {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
@@ -171,13 +174,33 @@ func (w *worker) startConns(p []byte, fds []int) {
 	}
 }
 
-// outbox reports finished connections, batching whatever has piled up so
-// a busy worker sends one message for many connections.
+// setProcs gives each worker its share of the CPUs: with one worker per
+// CPU (the default) that is one P each, as nginx runs one process per core.
+// More Ps than CPUs per process only make idle Ps spin and steal, and on
+// this path context switches are what costs (docs/BENCHMARKS.md). An
+// explicit GOMAXPROCS in the environment wins.
+func setProcs(workers int) {
+	if os.Getenv("GOMAXPROCS") != "" || workers <= 0 {
+		return
+	}
+	runtime.GOMAXPROCS(max(1, runtime.NumCPU()/workers))
+}
+
+// doneDelay is how long a finished connection may wait to be reported, so
+// that under load one message (and one wake-up of the supervisor) covers
+// many connections. The supervisor's counts lag by at most this much.
+const doneDelay = 2 * time.Millisecond
+
+// outbox reports finished connections in batches: at most 4*maxBatch
+// entries, sent when full or doneDelay after the first one arrived.
 func (w *worker) outbox() {
 	batch := make([]doneMeta, 0, 4*maxBatch)
 	var msg []byte
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for d := range w.done {
 		batch = append(batch[:0], d)
+		timer.Reset(doneDelay)
 	more:
 		for len(batch) < cap(batch) {
 			select {
@@ -186,10 +209,11 @@ func (w *worker) outbox() {
 					break more
 				}
 				batch = append(batch, d)
-			default:
+			case <-timer.C:
 				break more
 			}
 		}
+		timer.Stop()
 		msg = appendDone(msg[:0], batch)
 		if err := fdpass.Send(w.ch, msg); err != nil {
 			w.log.Error("report finished connections", "err", err)

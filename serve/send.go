@@ -12,10 +12,10 @@ import (
 	"github.com/zfs-serve/zfs-serve/config"
 )
 
-// A sender moves n bytes of the file fd, from off, to the connection. Each
-// one works in chunks of at most Options.Chunk bytes, re-arming the write
-// deadline per chunk (send_timeout means "no progress for that long"), and
-// returns errShort if the file ends early.
+// A sender moves n bytes of the file fd, from off, to the connection, in
+// chunks of at most Options.Chunk bytes so that one fast client cannot
+// keep the worker from its other connections, and returns errShort if the
+// file ends early.
 type sender interface {
 	send(c *conn, fd int, off, n int64, t *transfer) error
 }
@@ -36,8 +36,52 @@ func newSender(mode string) (sender, error) {
 	return nil, fmt.Errorf("unknown zero-copy mode %q", mode)
 }
 
-// rearm pushes the write deadline forward before a chunk.
-func (c *conn) rearm() { c.f.SetWriteDeadline(time.Now().Add(c.s.opts.SendTimeout)) }
+// send runs op, one non-blocking system call that writes to the socket,
+// until it makes progress, waiting in the runtime poller while the socket
+// is full. send_timeout means "no progress for that long": the write
+// deadline is armed only once a call has to wait (a client that keeps up
+// costs no timer update), kept fresh while the response keeps waiting,
+// and cleared by disarmWrite after the response.
+func (c *conn) send(op func(sock int) (int, error)) (int, error) {
+	for {
+		armed := !c.wdl.IsZero()
+		if armed {
+			c.armWrite()
+		}
+		var n int
+		var err error
+		werr := c.rc.Write(func(sock uintptr) bool {
+			for {
+				n, err = op(int(sock))
+				if err == unix.EINTR {
+					continue
+				}
+				// Not armed: come back out to arm the deadline before waiting.
+				return err != unix.EAGAIN || !armed
+			}
+		})
+		if werr != nil {
+			return 0, werr
+		}
+		if err == unix.EAGAIN {
+			c.armWrite()
+			continue
+		}
+		return n, err
+	}
+}
+
+func (c *conn) armWrite() {
+	c.wdl = time.Now().Add(c.s.opts.SendTimeout)
+	c.f.SetWriteDeadline(c.wdl)
+}
+
+func (c *conn) disarmWrite() {
+	if !c.wdl.IsZero() {
+		c.wdl = time.Time{}
+		c.f.SetWriteDeadline(time.Time{})
+	}
+}
 
 // sendfileSender: file -> socket inside the kernel. Go's own sendfile path
 // is not used because it hides the chunking and the short-file case.
@@ -45,22 +89,8 @@ type sendfileSender struct{}
 
 func (sendfileSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 	for n > 0 {
-		chunk := min(n, c.s.opts.Chunk)
-		c.rearm()
-		var w int
-		var serr error
-		err := c.rc.Write(func(sock uintptr) bool {
-			for {
-				w, serr = unix.Sendfile(int(sock), fd, &off, int(chunk))
-				if serr == unix.EINTR {
-					continue
-				}
-				return serr != unix.EAGAIN
-			}
-		})
-		if err == nil {
-			err = serr
-		}
+		chunk := int(min(n, c.s.opts.Chunk))
+		w, err := c.send(func(sock int) (int, error) { return unix.Sendfile(sock, fd, &off, chunk) })
 		if err != nil {
 			return err
 		}
@@ -114,31 +144,20 @@ func (spliceSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 			return errShort
 		}
 		n -= in
+		flags := unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+		if n > 0 {
+			flags |= unix.SPLICE_F_MORE
+		}
 		for in > 0 {
-			c.rearm()
-			flags := unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
-			if n > 0 {
-				flags |= unix.SPLICE_F_MORE
-			}
-			var out int64
-			var serr error
-			err := c.rc.Write(func(sock uintptr) bool {
-				for {
-					out, serr = unix.Splice(c.pipe[0], nil, int(sock), nil, int(in), flags)
-					if serr == unix.EINTR {
-						continue
-					}
-					return serr != unix.EAGAIN
-				}
+			out, err := c.send(func(sock int) (int, error) {
+				m, err := unix.Splice(c.pipe[0], nil, sock, nil, int(in), flags)
+				return int(m), err
 			})
-			if err == nil {
-				err = serr
-			}
 			if err != nil {
 				return err
 			}
-			in -= out
-			t.progress(c.s, int(out))
+			in -= int64(out)
+			t.progress(c.s, out)
 		}
 	}
 	return nil
@@ -160,38 +179,17 @@ func (mmapSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 			return fmt.Errorf("mmap: %w", err)
 		}
 		unix.Madvise(m, unix.MADV_SEQUENTIAL)
-		b := m[delta:]
-		for len(b) > 0 {
-			c.rearm()
-			var w int
-			var werr error
-			err = c.rc.Write(func(sock uintptr) bool {
-				for {
-					w, werr = unix.SendmsgN(int(sock), b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
-					if werr == unix.EINTR {
-						continue
-					}
-					return werr != unix.EAGAIN
-				}
-			})
-			if err == nil {
-				err = werr
-			}
-			if errors.Is(err, unix.EFAULT) {
-				err = errShort
-			}
-			if err != nil {
-				break
-			}
-			b = b[w:]
-			t.progress(c.s, w)
-		}
+		err = c.write(m[delta:], n > chunk)
 		unix.Munmap(m)
+		if errors.Is(err, unix.EFAULT) {
+			return errShort
+		}
 		if err != nil {
 			return err
 		}
 		off += chunk
 		n -= chunk
+		t.progress(c.s, int(chunk))
 	}
 	return nil
 }
@@ -207,7 +205,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b 
 func (copySender) send(c *conn, fd int, off, n int64, t *transfer) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	buf := *bp
+	buf := (*bp)[:min(int64(len(*bp)), c.s.opts.Chunk)]
 	for n > 0 {
 		r, err := unix.Pread(fd, buf[:min(n, int64(len(buf)))], off)
 		if err == unix.EINTR {
@@ -219,7 +217,6 @@ func (copySender) send(c *conn, fd int, off, n int64, t *transfer) error {
 		if r == 0 {
 			return errShort
 		}
-		c.rearm()
 		if err := c.write(buf[:r], n > int64(r)); err != nil {
 			return err
 		}

@@ -88,7 +88,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if opts.Chunk <= 0 {
-		opts.Chunk = 2 << 20
+		opts.Chunk = 512 << 10
 	}
 	return &Server{opts: opts, root: root, log: log, sender: snd, conns: make(map[*conn]struct{})}, nil
 }
@@ -146,12 +146,16 @@ type conn struct {
 	rc     syscall.RawConn
 	fd     int
 	client string
-	hdr    [wire.RequestHeaderLen]byte
-	out    []byte
-	idle   atomic.Bool
-	cur    atomic.Pointer[transfer]
-	pipe   [2]int // splice mode: created on first use, closed with the conn
-	res    Result
+	// rbuf[rpos:rend] holds request bytes read but not yet parsed.
+	rbuf       [256]byte
+	rpos, rend int
+	rdl        time.Time // the read deadline last set
+	wdl        time.Time // the write deadline while armed (zero: none)
+	out        []byte
+	idle       atomic.Bool
+	cur        atomic.Pointer[transfer]
+	pipe       [2]int // splice mode: created on first use, closed with the conn
+	res        Result
 }
 
 // ServeConn serves the socket f (non-blocking, already registered with the
@@ -210,8 +214,50 @@ var errDrained = errors.New("drained")
 
 // readRequest waits for the next request. While it waits the connection is
 // "idle": a drain may interrupt it, and then it is closed unless a request
-// had already arrived.
+// had already arrived. Requests are read into a small per-connection
+// buffer, so header and path (sent together by every client) cost one
+// read, and pipelined requests none.
 func (c *conn) readRequest(first bool) (wire.Request, error) {
+	s := c.s
+	if c.rpos == c.rend {
+		c.rpos, c.rend = 0, 0
+	}
+	if c.rend == c.rpos {
+		if err := c.readIdle(first); err != nil {
+			return wire.Request{}, err
+		}
+	}
+	for c.rend-c.rpos < wire.RequestHeaderLen {
+		// The rest of the header gets header_timeout, not another idle period.
+		c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+		if err := c.fill(); err != nil {
+			return wire.Request{}, truncated(err)
+		}
+	}
+	q, plen, err := wire.DecodeRequestHeader((*[wire.RequestHeaderLen]byte)(c.rbuf[c.rpos:]))
+	if err != nil {
+		return q, err
+	}
+	c.rpos += wire.RequestHeaderLen
+	if plen <= c.rend-c.rpos {
+		err = q.SetPath(c.rbuf[c.rpos : c.rpos+plen])
+		c.rpos += plen
+		return q, err
+	}
+	// A path longer than what arrived with the header (rare: long paths).
+	p := make([]byte, plen)
+	n := copy(p, c.rbuf[c.rpos:c.rend])
+	c.rpos = c.rend
+	c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+	if _, err := io.ReadFull(c.f, p[n:]); err != nil {
+		return q, truncated(err)
+	}
+	return q, q.SetPath(p)
+}
+
+// readIdle waits for the first bytes of a request, with the idle (or, on
+// a new connection, the header) timeout.
+func (c *conn) readIdle(first bool) error {
 	s := c.s
 	timeout := s.opts.IdleTimeout
 	if first {
@@ -219,45 +265,43 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 	}
 	// Order matters against Drain: deadline, then idle, then the check.
 	// Drain sets draining, then kicks idle conns by moving their deadline.
-	c.f.SetReadDeadline(time.Now().Add(timeout))
+	now := time.Now()
+	if first || c.rdl.Sub(now) < timeout-min(time.Second, timeout/10) {
+		// Coarse: a kept-alive connection moves its deadline at most about
+		// once a second (or per tenth of the timeout), not per request.
+		c.setReadDeadline(now.Add(timeout))
+	}
 	c.idle.Store(true)
-	n, err := 0, error(nil)
+	var err error
 	if s.draining.Load() && !c.pending() {
 		err = errDrained
 	} else {
-		n, err = c.f.Read(c.hdr[:])
+		err = c.fill()
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && s.draining.Load() && c.pending() {
 			// The drain kick raced a request that had already arrived: serve it.
-			c.f.SetReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
-			n, err = c.f.Read(c.hdr[:])
+			c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+			err = c.fill()
 		}
 	}
 	c.idle.Store(false)
-	if err != nil {
-		if s.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-			err = errDrained
-		}
-		return wire.Request{}, err
+	if err != nil && s.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = errDrained
 	}
-	if n < len(c.hdr) {
-		// The rest of the header gets header_timeout, not another idle period.
-		c.f.SetReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
-		if _, err := io.ReadFull(c.f, c.hdr[n:]); err != nil {
-			return wire.Request{}, truncated(err)
-		}
+	return err
+}
+
+// fill reads more bytes into the request buffer.
+func (c *conn) fill() error {
+	if c.rpos > 0 {
+		c.rend = copy(c.rbuf[:], c.rbuf[c.rpos:c.rend])
+		c.rpos = 0
 	}
-	q, plen, err := wire.DecodeRequestHeader(&c.hdr)
-	if err != nil {
-		return q, err
+	n, err := c.f.Read(c.rbuf[c.rend:])
+	c.rend += n
+	if n > 0 {
+		return nil
 	}
-	var p []byte
-	if plen > 0 {
-		p = make([]byte, plen)
-		if _, err := io.ReadFull(c.f, p); err != nil {
-			return q, truncated(err)
-		}
-	}
-	return q, q.SetPath(p)
+	return err
 }
 
 func truncated(err error) error {
@@ -267,8 +311,16 @@ func truncated(err error) error {
 	return err
 }
 
-// pending reports whether request bytes are waiting in the socket.
+func (c *conn) setReadDeadline(t time.Time) {
+	c.rdl = t
+	c.f.SetReadDeadline(t)
+}
+
+// pending reports whether request bytes are buffered or waiting in the socket.
 func (c *conn) pending() bool {
+	if c.rend > c.rpos {
+		return true
+	}
 	var b [1]byte
 	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	return err == nil && n > 0
@@ -287,7 +339,6 @@ func (c *conn) readFailed(err error) Outcome {
 	case errors.As(err, &we):
 		// A framing error cannot be resynchronised: answer, then close.
 		c.s.log.Info("bad request", "client", c.client, "err", we.Msg)
-		c.f.SetWriteDeadline(time.Now().Add(c.s.opts.SendTimeout))
 		c.writeHeader(&wire.Response{Status: we.Status, Message: "bad request: " + we.Msg}, false)
 		return OutcomeBadRequest
 	case errors.Is(err, wire.ErrTruncated):
@@ -332,7 +383,7 @@ func isClientGone(err error) bool {
 // handle answers one request. A refusal is a response, not an error: the
 // returned error means the connection must close.
 func (c *conn) handle(q *wire.Request) error {
-	c.f.SetWriteDeadline(time.Now().Add(c.s.opts.SendTimeout))
+	defer c.disarmWrite()
 	var err error
 	switch q.Op {
 	case wire.OpGet:
@@ -411,25 +462,14 @@ func (c *conn) writeHeader(r *wire.Response, more bool) error {
 	return c.write(c.out, more)
 }
 
-// write sends b completely, waiting in the poller when the socket is full.
+// write sends b completely (more: MSG_MORE on every part).
 func (c *conn) write(b []byte, more bool) error {
 	flags := unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT
 	if more {
 		flags |= unix.MSG_MORE
 	}
 	for len(b) > 0 {
-		var n int
-		var werr error
-		err := c.rc.Write(func(fd uintptr) bool {
-			n, werr = unix.SendmsgN(int(fd), b, nil, nil, flags)
-			return werr != unix.EAGAIN
-		})
-		if err == nil {
-			err = werr
-		}
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := c.send(func(sock int) (int, error) { return unix.SendmsgN(sock, b, nil, nil, flags) })
 		if err != nil {
 			return err
 		}

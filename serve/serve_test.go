@@ -356,3 +356,52 @@ func TestOpenInRootFallback(t *testing.T) {
 		t.Fatalf("magic link through os.Root: %v %q", r.Status, r.Message)
 	}
 }
+
+// TestSendTimeout: a client that stops reading is dropped once no byte has
+// moved for send_timeout, in every mode, and one that reads slowly but
+// steadily is not.
+func TestSendTimeout(t *testing.T) {
+	for _, mode := range config.Modes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newTestServer(t, mode, func(o *Options) { o.SendTimeout = 300 * time.Millisecond })
+			ts.write(t, "f", random(32<<20))
+			wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/f"})
+			start := time.Now()
+			select {
+			case res := <-ts.result:
+				if res.Outcome != OutcomeClientGone {
+					t.Fatalf("outcome %q", res.Outcome)
+				}
+				if el := time.Since(start); el < 250*time.Millisecond {
+					t.Fatalf("dropped after %v, before send_timeout", el)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a client that never reads was not dropped")
+			}
+		})
+	}
+	t.Run("steady reader", func(t *testing.T) {
+		ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.SendTimeout = 300 * time.Millisecond })
+		data := random(4 << 20)
+		ts.write(t, "f", data)
+		wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/f"})
+		r, err := wire.ReadResponse(ts.br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Pauses of 100ms between reads: slow, but never 300ms without progress.
+		got := make([]byte, 0, r.BodyLen)
+		buf := make([]byte, 1<<20)
+		for int64(len(got)) < r.BodyLen {
+			n, err := ts.br.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				t.Fatalf("after %d bytes: %v", len(got), err)
+			}
+			time.Sleep(100 * time.Millisecond) // the client's pace, not synchronisation
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatal("body differs")
+		}
+	})
+}
