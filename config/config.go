@@ -70,7 +70,7 @@ func Default() *Config {
 		Workers:        0,
 		MaxConnections: 10000,
 		ZeroCopy:       ModeSendfile,
-		SendChunk:      2 << 20,
+		SendChunk:      512 << 10,
 		HeaderTimeout:  Duration(10 * time.Second),
 		IdleTimeout:    Duration(60 * time.Second),
 		SendTimeout:    Duration(60 * time.Second),

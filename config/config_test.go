@@ -67,7 +67,7 @@ func TestDefault(t *testing.T) {
 		Listen:         []string{"127.0.0.1:7070"},
 		MaxConnections: 10000,
 		ZeroCopy:       "sendfile",
-		SendChunk:      2 << 20,
+		SendChunk:      512 << 10,
 		HeaderTimeout:  Duration(10 * time.Second),
 		IdleTimeout:    Duration(time.Minute),
 		SendTimeout:    Duration(time.Minute),
