@@ -55,6 +55,7 @@ type Config struct {
 	IdleTimeout    Duration `toml:"idle_timeout" json:"idle_timeout"`
 	SendTimeout    Duration `toml:"send_timeout" json:"send_timeout"`
 	DrainTimeout   Duration `toml:"drain_timeout" json:"drain_timeout"`
+	OpenFileCache  Duration `toml:"open_file_cache" json:"open_file_cache"`
 	User           string   `toml:"user" json:"user"`
 	Group          string   `toml:"group" json:"group"`
 	LogLevel       string   `toml:"log_level" json:"log_level"`
@@ -75,6 +76,7 @@ func Default() *Config {
 		IdleTimeout:    Duration(60 * time.Second),
 		SendTimeout:    Duration(60 * time.Second),
 		DrainTimeout:   Duration(60 * time.Second),
+		OpenFileCache:  Duration(time.Second),
 		LogLevel:       "info",
 		LogFormat:      "text",
 	}
@@ -431,6 +433,9 @@ func (c *Config) validate() error {
 		if d.v <= 0 {
 			return keyErr(d.key, "must be a positive duration, not %v", d.v.D())
 		}
+	}
+	if c.OpenFileCache < 0 || c.OpenFileCache.D() > time.Hour {
+		return keyErr("open_file_cache", "must be between 0 (off) and 1h, not %v", c.OpenFileCache.D())
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -72,6 +72,7 @@ func TestDefault(t *testing.T) {
 		IdleTimeout:    Duration(time.Minute),
 		SendTimeout:    Duration(time.Minute),
 		DrainTimeout:   Duration(time.Minute),
+		OpenFileCache:  Duration(time.Second),
 		LogLevel:       "info",
 		LogFormat:      "text",
 	}
@@ -211,6 +212,8 @@ func TestValidationErrors(t *testing.T) {
 		{`log_level = "verbose"`, "log_level", `must be debug, info, warn or error, not "verbose"`},
 		{`log_format = "xml"`, "log_format", `must be text or json, not "xml"`},
 		{`root = ""`, "root", "must not be empty"},
+		{`open_file_cache = "-1s"`, "open_file_cache", "between 0 (off) and 1h, not -1s"},
+		{`open_file_cache = "2h"`, "open_file_cache", "not 2h0m0s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {

@@ -30,6 +30,7 @@ type Options struct {
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
 	SendTimeout   time.Duration
+	FileCache     time.Duration // how long an opened file may be reused; 0: never
 }
 
 // OptionsFrom extracts Options from a resolved configuration.
@@ -41,6 +42,7 @@ func OptionsFrom(c *config.Config) Options {
 		HeaderTimeout: c.HeaderTimeout.D(),
 		IdleTimeout:   c.IdleTimeout.D(),
 		SendTimeout:   c.SendTimeout.D(),
+		FileCache:     c.OpenFileCache.D(),
 	}
 }
 
@@ -48,6 +50,7 @@ func OptionsFrom(c *config.Config) Options {
 type Server struct {
 	opts   Options
 	root   *rootDir // every open is relative to it
+	files  *fileCache
 	log    *slog.Logger
 	sender sender
 
@@ -90,11 +93,14 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if opts.Chunk <= 0 {
 		opts.Chunk = 512 << 10
 	}
-	return &Server{opts: opts, root: root, log: log, sender: snd, conns: make(map[*conn]struct{})}, nil
+	return &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache), conns: make(map[*conn]struct{})}, nil
 }
 
 // Close releases the root. Call it after Wait.
-func (s *Server) Close() error { return s.root.close() }
+func (s *Server) Close() error {
+	s.files.close()
+	return s.root.close()
+}
 
 func (r *rootDir) close() error {
 	r.r.Close()
@@ -404,11 +410,11 @@ func (c *conn) handle(q *wire.Request) error {
 }
 
 func (c *conn) get(q *wire.Request) error {
-	fd, st, err := openFile(c.s.root, q.Path)
+	fd, st, release, err := c.s.files.open(c.s.root, q.Path)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	defer release()
 	size := st.Size
 	if q.Offset > size {
 		return refuse(wire.StatusRangeNotSatisfiable, "range not satisfiable: offset %d is past the end of %s (%d bytes)", q.Offset, q.Path, size)

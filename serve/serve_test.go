@@ -381,27 +381,80 @@ func TestSendTimeout(t *testing.T) {
 		})
 	}
 	t.Run("steady reader", func(t *testing.T) {
-		ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.SendTimeout = 300 * time.Millisecond })
-		data := random(4 << 20)
+		// Writability is signalled only once about a third of the socket
+		// buffer (up to 4 MiB on loopback) has drained, so "no progress for
+		// send_timeout" is judged at that grain, as nginx's send_timeout is.
+		ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.SendTimeout = time.Second })
+		data := random(16 << 20)
 		ts.write(t, "f", data)
 		wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/f"})
 		r, err := wire.ReadResponse(ts.br)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Pauses of 100ms between reads: slow, but never 300ms without progress.
+		// 1 MiB every 50ms: slow, but never a second without progress.
 		got := make([]byte, 0, r.BodyLen)
 		buf := make([]byte, 1<<20)
 		for int64(len(got)) < r.BodyLen {
-			n, err := ts.br.Read(buf)
+			n, err := io.ReadFull(ts.br, buf[:min(int64(len(buf)), r.BodyLen-int64(len(got)))])
 			got = append(got, buf[:n]...)
 			if err != nil {
 				t.Fatalf("after %d bytes: %v", len(got), err)
 			}
-			time.Sleep(100 * time.Millisecond) // the client's pace, not synchronisation
+			time.Sleep(50 * time.Millisecond) // the client's pace, not synchronisation
 		}
 		if !bytes.Equal(got, data) {
 			t.Fatal("body differs")
 		}
 	})
+}
+
+// TestFileCache: a hot file is opened once per validity window, changes in
+// place are seen at once, a replaced file is served whole from the old one
+// until the entry expires, and expired descriptors are closed.
+func TestFileCache(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.FileCache = 300 * time.Millisecond })
+	ts.write(t, "f", []byte("version one"))
+	for range 3 {
+		if _, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "version one" {
+			t.Fatalf("got %q", body)
+		}
+	}
+	if n := ts.srv.files.len(); n != 1 {
+		t.Fatalf("%d cached files, want 1", n)
+	}
+	// In place: the cached descriptor sees the new bytes and the new size.
+	f, _ := os.OpenFile(filepath.Join(ts.root, "f"), os.O_WRONLY|os.O_TRUNC, 0)
+	f.WriteString("v2")
+	f.Close()
+	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "v2" || r.Size != 2 {
+		t.Fatalf("after an in-place change: %q, size %d", body, r.Size)
+	}
+	// Replaced by rename: the old file, whole, until the entry expires.
+	ts.write(t, "g", []byte("version three"))
+	if err := os.Rename(filepath.Join(ts.root, "g"), filepath.Join(ts.root, "f")); err != nil {
+		t.Fatal(err)
+	}
+	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "v2" || r.Size != 2 {
+		t.Fatalf("replaced file within the window: %q, size %d (want the old file, whole)", body, r.Size)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.srv.files.len() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("expired entry not swept")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "version three" {
+		t.Fatalf("after expiry: %q", body)
+	}
+	// Refusals are never cached.
+	os.Remove(filepath.Join(ts.root, "f"))
+	time.Sleep(350 * time.Millisecond) // let the entry expire: the window under test
+	if r, _ := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Status != wire.StatusNotFound {
+		t.Fatalf("deleted file: %v", r.Status)
+	}
+	if r, _ := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Status != wire.StatusNotFound {
+		t.Fatalf("deleted file, again: %v", r.Status)
+	}
 }
