@@ -41,12 +41,15 @@ func newFileCache(valid time.Duration) *fileCache {
 	return fc
 }
 
-// open returns a descriptor of the regular file p and its current stat;
-// release must be called when the request is done with it.
-func (fc *fileCache) open(root *rootDir, p string) (fd int, st *unix.Stat_t, release func(), err error) {
+// open returns a descriptor of the regular file p and its current stat.
+// The caller passes fd and e to release when the request is done with it.
+func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *cachedFile, err error) {
 	if fc.valid <= 0 {
-		fd, st, err = openFile(root, p)
-		return fd, st, func() { unix.Close(fd) }, err
+		fd, stp, err := openFile(root, p)
+		if err != nil {
+			return -1, st, nil, err
+		}
+		return fd, *stp, nil, nil
 	}
 	now := time.Now()
 	fc.mu.Lock()
@@ -54,11 +57,10 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st *unix.Stat_t, rel
 		if now.Before(e.expires) {
 			e.refs++
 			fc.mu.Unlock()
-			var s unix.Stat_t
-			if err := unix.Fstat(e.fd, &s); err == nil {
-				return e.fd, &s, func() { fc.release(e) }, nil
+			if err := unix.Fstat(e.fd, &st); err == nil {
+				return e.fd, st, e, nil
 			}
-			fc.release(e)
+			fc.release(e.fd, e)
 			fc.mu.Lock()
 		}
 		if fc.m[p] == e {
@@ -67,21 +69,26 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st *unix.Stat_t, rel
 	}
 	fc.mu.Unlock()
 
-	fd, st, err = openFile(root, p)
+	fd, stp, err := openFile(root, p)
 	if err != nil {
-		return -1, nil, nil, err
+		return -1, st, nil, err
 	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.m[p] != nil || len(fc.m) >= fileCacheMax {
-		return fd, st, func() { unix.Close(fd) }, nil
+		return fd, *stp, nil, nil
 	}
-	e := &cachedFile{fd: fd, expires: now.Add(fc.valid), refs: 1}
+	e = &cachedFile{fd: fd, expires: now.Add(fc.valid), refs: 1}
 	fc.m[p] = e
-	return fd, st, func() { fc.release(e) }, nil
+	return fd, *stp, e, nil
 }
 
-func (fc *fileCache) release(e *cachedFile) {
+// release ends a request's use of fd (e nil: fd is its own, close it).
+func (fc *fileCache) release(fd int, e *cachedFile) {
+	if e == nil {
+		unix.Close(fd)
+		return
+	}
 	fc.mu.Lock()
 	e.refs--
 	if e.evicted && e.refs == 0 {

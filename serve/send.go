@@ -36,38 +36,71 @@ func newSender(mode string) (sender, error) {
 	return nil, fmt.Errorf("unknown zero-copy mode %q", mode)
 }
 
-// send runs op, one non-blocking system call that writes to the socket,
+// opKind is the socket operation in conn.op.
+type opKind uint8
+
+const (
+	opSendmsg  opKind = iota // op.buf with op.flags
+	opSendfile               // op.len bytes of file op.fd from op.off
+	opSplice                 // op.len bytes from pipe op.fd with op.flags
+)
+
+// sockOp is the one socket write a connection has in progress. It lives in
+// the conn and is run by a method value bound once per connection, so
+// sending costs no allocation per call.
+type sockOp struct {
+	kind  opKind
+	buf   []byte
+	flags int
+	fd    int
+	off   int64
+	len   int
+	armed bool
+	n     int
+	err   error
+}
+
+// send runs c.op, a non-blocking system call that writes to the socket,
 // until it makes progress, waiting in the runtime poller while the socket
 // is full. send_timeout means "no progress for that long": the write
 // deadline is armed only once a call has to wait (a client that keeps up
 // costs no timer update), kept fresh while the response keeps waiting,
 // and cleared by disarmWrite after the response.
-func (c *conn) send(op func(sock int) (int, error)) (int, error) {
+func (c *conn) send() (int, error) {
 	for {
-		armed := !c.wdl.IsZero()
-		if armed {
+		c.op.armed = !c.wdl.IsZero()
+		if c.op.armed {
 			c.armWrite()
 		}
-		var n int
-		var err error
-		werr := c.rc.Write(func(sock uintptr) bool {
-			for {
-				n, err = op(int(sock))
-				if err == unix.EINTR {
-					continue
-				}
-				// Not armed: come back out to arm the deadline before waiting.
-				return err != unix.EAGAIN || !armed
-			}
-		})
-		if werr != nil {
-			return 0, werr
+		if err := c.rc.Write(c.runOp); err != nil {
+			return 0, err
 		}
-		if err == unix.EAGAIN {
+		if c.op.err == unix.EAGAIN {
 			c.armWrite()
 			continue
 		}
-		return n, err
+		return c.op.n, c.op.err
+	}
+}
+
+// doOp is c.runOp: one attempt of c.op. It returns false to wait for the
+// socket to become writable, which it does only once the deadline is armed.
+func (c *conn) doOp(sock uintptr) bool {
+	for {
+		switch c.op.kind {
+		case opSendmsg:
+			c.op.n, c.op.err = unix.SendmsgN(int(sock), c.op.buf, nil, nil, c.op.flags)
+		case opSendfile:
+			c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+		case opSplice:
+			m, err := unix.Splice(c.op.fd, nil, int(sock), nil, c.op.len, c.op.flags)
+			c.op.n, c.op.err = int(m), err
+		}
+		if c.op.err == unix.EINTR {
+			continue
+		}
+		// Not armed: come back out to arm the deadline before waiting.
+		return c.op.err != unix.EAGAIN || !c.op.armed
 	}
 }
 
@@ -89,8 +122,9 @@ type sendfileSender struct{}
 
 func (sendfileSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 	for n > 0 {
-		chunk := int(min(n, c.s.opts.Chunk))
-		w, err := c.send(func(sock int) (int, error) { return unix.Sendfile(sock, fd, &off, chunk) })
+		c.op = sockOp{kind: opSendfile, fd: fd, off: off, len: int(min(n, c.s.opts.Chunk))}
+		w, err := c.send()
+		off = c.op.off
 		if err != nil {
 			return err
 		}
@@ -149,10 +183,8 @@ func (spliceSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 			flags |= unix.SPLICE_F_MORE
 		}
 		for in > 0 {
-			out, err := c.send(func(sock int) (int, error) {
-				m, err := unix.Splice(c.pipe[0], nil, sock, nil, int(in), flags)
-				return int(m), err
-			})
+			c.op = sockOp{kind: opSplice, fd: c.pipe[0], len: int(in), flags: flags}
+			out, err := c.send()
 			if err != nil {
 				return err
 			}

@@ -157,6 +157,10 @@ type conn struct {
 	rpos, rend int
 	rdl        time.Time // the read deadline last set
 	wdl        time.Time // the write deadline while armed (zero: none)
+	op         sockOp
+	runOp      func(uintptr) bool // c.doOp, bound once
+	rd         readOp
+	runRead    func(uintptr) bool // c.doRead, bound once
 	out        []byte
 	idle       atomic.Bool
 	cur        atomic.Pointer[transfer]
@@ -191,6 +195,7 @@ func (s *Server) ServeConn(f *os.File, client string) Result {
 		return c.res
 	}
 	c.rc = rc
+	c.runOp, c.runRead = c.doOp, c.doRead
 	rc.Control(func(fd uintptr) { c.fd = int(fd) })
 	c.serve()
 	return c.res
@@ -296,18 +301,48 @@ func (c *conn) readIdle(first bool) error {
 	return err
 }
 
-// fill reads more bytes into the request buffer.
+// readOp is fill's read, run by c.runRead (bound once per connection, so
+// reading allocates nothing).
+type readOp struct {
+	n   int
+	err error
+}
+
+// fill reads more bytes into the request buffer. (It cannot skip the read
+// that finds the socket empty and wait for readability first: RawConn.Read
+// resets the poller's readiness before its first call, so an event that
+// arrived just before would be lost.)
 func (c *conn) fill() error {
 	if c.rpos > 0 {
 		c.rend = copy(c.rbuf[:], c.rbuf[c.rpos:c.rend])
 		c.rpos = 0
 	}
-	n, err := c.f.Read(c.rbuf[c.rend:])
+	c.rd = readOp{}
+	if err := c.rc.Read(c.runRead); err != nil {
+		return err
+	}
+	n, err := c.rd.n, c.rd.err
 	c.rend += n
-	if n > 0 {
+	switch {
+	case n > 0:
 		return nil
+	case err == nil:
+		return io.EOF
 	}
 	return err
+}
+
+func (c *conn) doRead(fd uintptr) bool {
+	for {
+		c.rd.n, c.rd.err = unix.Read(int(fd), c.rbuf[c.rend:])
+		if c.rd.err == unix.EINTR {
+			continue
+		}
+		if c.rd.n < 0 {
+			c.rd.n = 0
+		}
+		return c.rd.err != unix.EAGAIN
+	}
 }
 
 func truncated(err error) error {
@@ -410,11 +445,11 @@ func (c *conn) handle(q *wire.Request) error {
 }
 
 func (c *conn) get(q *wire.Request) error {
-	fd, st, release, err := c.s.files.open(c.s.root, q.Path)
+	fd, st, cached, err := c.s.files.open(c.s.root, q.Path)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer c.s.files.release(fd, cached)
 	size := st.Size
 	if q.Offset > size {
 		return refuse(wire.StatusRangeNotSatisfiable, "range not satisfiable: offset %d is past the end of %s (%d bytes)", q.Offset, q.Path, size)
@@ -423,7 +458,7 @@ func (c *conn) get(q *wire.Request) error {
 	if q.Length > 0 && q.Length < n {
 		n = q.Length
 	}
-	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindFile, Size: size, MTime: mtimeNanos(st), BodyLen: n}
+	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindFile, Size: size, MTime: mtimeNanos(&st), BodyLen: n}
 	if err := c.writeHeader(&resp, n > 0); err != nil {
 		return err
 	}
@@ -475,7 +510,9 @@ func (c *conn) write(b []byte, more bool) error {
 		flags |= unix.MSG_MORE
 	}
 	for len(b) > 0 {
-		n, err := c.send(func(sock int) (int, error) { return unix.SendmsgN(sock, b, nil, nil, flags) })
+		c.op = sockOp{kind: opSendmsg, buf: b, flags: flags}
+		n, err := c.send()
+		c.op.buf = nil
 		if err != nil {
 			return err
 		}
