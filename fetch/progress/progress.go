@@ -186,9 +186,7 @@ func (r *Renderer) Event(e fetch.Event) {
 	if e.Total >= 0 {
 		f.Size = e.Total
 	}
-	if e.Kind != fetch.EventRetry {
-		f.done = e.Done
-	}
+	f.done = e.Done // retries too: their done is the bytes in place when the attempt failed
 	f.conns = e.Conns
 	switch e.Kind {
 	case fetch.EventStart:

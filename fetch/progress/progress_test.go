@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"syscall"
@@ -331,5 +332,32 @@ func TestSanitize(t *testing.T) {
 		if got := sanitize(in); got != want {
 			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A retry event's done is the bytes in place when the attempt failed, not
+// those of the last progress event before it (up to a progress period
+// older): scripts resume-check against it.
+func TestJSONRetryCarriesItsDone(t *testing.T) {
+	c := newClock()
+	var out bytes.Buffer
+	r := New(Options{Mode: ModeJSON, Out: &out, Files: []File{{Name: "a", Size: -1}}})
+	e := ev(c, fetch.EventStart)
+	e.Name, e.Total = "a", 100
+	r.Event(e)
+	e = ev(c, fetch.EventProgress)
+	e.Name, e.Total, e.Done = "a", 100, 40
+	r.Event(e)
+	c.advance(100 * time.Millisecond)
+	e = ev(c, fetch.EventRetry)
+	e.Name, e.Total, e.Done, e.Attempt, e.Delay, e.Err = "a", 100, 57, 1, time.Second, io.ErrUnexpectedEOF
+	r.Event(e)
+	var m map[string]any
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil || m["event"] != "retry" {
+		t.Fatalf("last line %q (%v)", lines[len(lines)-1], err)
+	}
+	if m["done"] != 57.0 {
+		t.Fatalf("retry event done %v, want 57: %s", m["done"], lines[len(lines)-1])
 	}
 }
