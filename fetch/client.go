@@ -59,6 +59,7 @@ type Client struct {
 	rnd  func() float64
 
 	backoffBase, backoffCap time.Duration // tests shorten them
+	blockMin                int64         // bodies received on a blocking socket (block.go); tests change it
 
 	emitMu sync.Mutex
 }
@@ -87,7 +88,7 @@ func New(o Options) *Client {
 		o.Dial = Dial
 	}
 	return &Client{opts: o, pool: newPool(16, o.Dial), lim: newLimiter(o.RateLimit, o.Now), rnd: defaultRand,
-		backoffBase: backoffBase, backoffCap: backoffCap}
+		backoffBase: backoffBase, backoffCap: backoffCap, blockMin: blockMin}
 }
 
 // Close closes the idle connections.

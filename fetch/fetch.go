@@ -34,7 +34,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -130,6 +133,14 @@ type Conn struct {
 	reused bool // taken from the pool: a failure before any header may be a stale connection
 
 	responses int // response headers read
+
+	// A blocking receive (block.go) replaces c (under mu, which Close
+	// takes), and Close shuts blockFD down while inBlock.
+	mu      sync.Mutex
+	closed  bool
+	inBlock bool
+	blockFD int
+	broken  bool // lost its socket in a blocking receive: not to be kept alive
 }
 
 // Dial connects to addr.
@@ -142,8 +153,21 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	return &Conn{c: c, addr: addr}, nil
 }
 
-// Close closes the connection.
-func (c *Conn) Close() error { return c.c.Close() }
+// Close closes the connection. It may be called during a receive (to
+// cancel it), which then ends promptly.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	if c.inBlock {
+		// A blocking receive is waiting in the kernel: closing the
+		// descriptor would not wake it, shutting the socket down does.
+		// (blocking closes the descriptor only after unregistering it.)
+		unix.Shutdown(c.blockFD, unix.SHUT_RDWR)
+	}
+	nc := c.c
+	c.mu.Unlock()
+	return nc.Close()
+}
 
 // NetConn is the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.c }

@@ -43,7 +43,7 @@ func (p *pool) put(c *Conn) {
 	c.SetDeadline(time.Time{})
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle[c.addr]) >= p.max {
+	if p.closed || c.broken || len(p.idle[c.addr]) >= p.max {
 		c.Close()
 		return
 	}

@@ -26,13 +26,13 @@ const (
 	RecvSplice RecvMode = "splice"
 	// RecvMmap sizes the output with ftruncate (after fallocate), maps it
 	// and reads the socket straight into the mapping. Only for files:
-	// streams (stdout) use splice instead.
+	// streams (stdout), which cannot be mapped, use splice, or copy into
+	// a character device (streamRecv).
 	RecvMmap RecvMode = "mmap"
 )
 
 // DefaultRecv is the receive mode measured fastest into a file on
-// loopback (docs/ZFETCH.md has the figures). Streams, which cannot be
-// mapped, use splice, the fastest there.
+// loopback (docs/ZFETCH.md has the figures); for streams see streamRecv.
 const DefaultRecv = RecvMmap
 
 // ParseRecvMode checks a receive mode's name.
@@ -92,13 +92,15 @@ func unwrapPathErr(err error) error {
 // sink at off, calling add after every piece that is in place. Errors from
 // the connection are connErrors; errors from the sink LocalErrors.
 type receiver struct {
-	ctx   context.Context
-	conn  *Conn
-	sink  *sink
-	lim   *limiter
-	stall time.Duration
-	add   func(n int64)
-	buf   []byte // copy mode's buffer, kept across attempts
+	ctx      context.Context
+	conn     *Conn
+	sink     *sink
+	lim      *limiter
+	stall    time.Duration
+	add      func(n int64)
+	buf      []byte   // copy mode's buffer, kept across attempts
+	blockMin int64    // bodies this long or longer are received on a blocking socket (0: never)
+	blk      *blockIO // set while the socket is in blocking mode
 }
 
 func (r *receiver) deadline() {
@@ -106,15 +108,46 @@ func (r *receiver) deadline() {
 }
 
 func (r *receiver) receive(mode RecvMode, off, n int64) error {
-	switch {
-	case n == 0:
+	if n == 0 {
 		return nil
+	}
+	if r.lim == nil && r.blockMin > 0 && n >= r.blockMin {
+		// No rate limit to pace the reads: receive on a blocking socket
+		// (block.go), falling back to the poller if it cannot be had.
+		err := r.conn.blocking(r.stall, func(b *blockIO) error {
+			r.blk = b
+			defer func() { r.blk = nil }()
+			return r.body(mode, off, n)
+		})
+		if err != errNoBlocking {
+			return err
+		}
+	}
+	return r.body(mode, off, n)
+}
+
+func (r *receiver) body(mode RecvMode, off, n int64) error {
+	switch {
 	case mode == RecvSplice, mode == RecvMmap && r.sink.stream:
 		return r.splice(off, n)
 	case mode == RecvMmap:
 		return r.mmap(off, n)
 	}
 	return r.copy(off, n)
+}
+
+// read receives into p from the socket: through Go (with a deadline) or,
+// in blocking mode, with read(2).
+func (r *receiver) read(p []byte) (int, error) {
+	if r.blk == nil {
+		r.deadline()
+		return r.conn.c.Read(p)
+	}
+	n, err := r.blk.read(p)
+	if err == nil && n == 0 {
+		err = io.EOF
+	}
+	return n, err
 }
 
 func netErr(err error) error {
@@ -130,8 +163,7 @@ func (r *receiver) copy(off, n int64) error {
 	}
 	for n > 0 {
 		k := r.lim.chunk(min(int64(len(r.buf)), n))
-		r.deadline()
-		got, err := r.conn.c.Read(r.buf[:k])
+		got, err := r.read(r.buf[:k])
 		if got > 0 {
 			if werr := r.sink.writeAt(r.buf[:got], off); werr != nil {
 				return werr
@@ -150,13 +182,17 @@ func (r *receiver) copy(off, n int64) error {
 	return nil
 }
 
-// splice: socket -> pipe with the socket's readiness from Go's poller, then
-// pipe -> output at the offset. The pipe is empty whenever bytes are moved
-// into it, so a would-block answer always means the socket has nothing.
+// splice: socket -> pipe, then pipe -> output at the offset. The socket's
+// readiness comes from Go's poller or, in blocking mode, the socket waits
+// itself. The pipe is empty whenever bytes are moved into it, so a
+// would-block answer always means the socket has nothing.
 func (r *receiver) splice(off, n int64) error {
-	raw, err := r.conn.rawConn()
-	if err != nil {
-		return r.copy(off, n)
+	var raw syscall.RawConn
+	if r.blk == nil {
+		var err error
+		if raw, err = r.conn.rawConn(); err != nil {
+			return r.copy(off, n)
+		}
 	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -172,19 +208,24 @@ func (r *receiver) splice(off, n int64) error {
 	}
 	for n > 0 {
 		k := r.lim.chunk(min(int64(capacity), n))
-		r.deadline()
 		var in int64
-		var serr error
-		err := raw.Read(func(fd uintptr) bool {
-			for {
-				in, serr = unix.Splice(int(fd), nil, p[1], nil, int(k), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				if serr != unix.EINTR {
-					return serr != unix.EAGAIN
+		var err error
+		if r.blk != nil {
+			in, err = r.blk.splice(p[1], int(k))
+		} else {
+			r.deadline()
+			var serr error
+			err = raw.Read(func(fd uintptr) bool {
+				for {
+					in, serr = unix.Splice(int(fd), nil, p[1], nil, int(k), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+					if serr != unix.EINTR {
+						return serr != unix.EAGAIN
+					}
 				}
+			})
+			if err == nil {
+				err = serr
 			}
-		})
-		if err == nil {
-			err = serr
 		}
 		if err != nil {
 			return netErr(err)
@@ -286,8 +327,7 @@ func (r *receiver) mmap(off, n int64) error {
 func (r *receiver) fill(p []byte, off, n *int64) error {
 	for len(p) > 0 {
 		k := r.lim.chunk(int64(len(p)))
-		r.deadline()
-		got, err := r.conn.c.Read(p[:k])
+		got, err := r.read(p[:k])
 		if got > 0 {
 			p = p[got:]
 			*off += int64(got)

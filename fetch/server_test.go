@@ -30,9 +30,10 @@ type fakeServer struct {
 	hook func(n int, q wire.Request) fault
 	reqs int
 
-	sent  atomic.Int64 // body bytes written
-	conns sync.WaitGroup
-	open  map[net.Conn]struct{}
+	sent     atomic.Int64 // body bytes written
+	accepted atomic.Int64 // connections accepted
+	conns    sync.WaitGroup
+	open     map[net.Conn]struct{}
 }
 
 type fakeFile struct {
@@ -45,6 +46,8 @@ type fault struct {
 	status   wire.Status // non-zero: refuse with this status
 	cutAfter int64       // > 0: close the connection after this many body bytes
 	hang     bool        // send the header, then nothing
+	stallAt  int64       // > 0: send this many body bytes, then nothing
+	stalled  func()      // with stallAt: called once those bytes are written
 	before   func()      // run before answering (e.g. change the file)
 	after    func()      // run after answering (or cutting)
 }
@@ -124,6 +127,7 @@ func (s *fakeServer) accept() {
 		if err != nil {
 			return
 		}
+		s.accepted.Add(1)
 		s.mu.Lock()
 		s.open[c] = struct{}{}
 		s.mu.Unlock()
@@ -242,6 +246,15 @@ func (s *fakeServer) answer(c net.Conn, q wire.Request, f fault) bool {
 		return false
 	}
 	body := data[q.Offset : q.Offset+n]
+	if f.stallAt > 0 && f.stallAt < n {
+		w, _ := c.Write(body[:f.stallAt])
+		s.sent.Add(int64(w))
+		if f.stalled != nil {
+			f.stalled()
+		}
+		io.Copy(io.Discard, c) // until the client gives up
+		return false
+	}
 	if f.cutAfter > 0 && f.cutAfter < n {
 		w, _ := c.Write(body[:f.cutAfter])
 		s.sent.Add(int64(w))
