@@ -40,7 +40,7 @@ func BenchmarkZfetchRecv(b *testing.B) {
 	for _, dst := range []string{"file", "stdout"} {
 		for _, mode := range []string{"copy", "splice", "mmap"} {
 			if dst == "stdout" && mode == "mmap" {
-				continue // stdout cannot be mapped: mmap falls back to copy
+				continue // stdout cannot be mapped: mmap means zfetch's choice (copy into /dev/null)
 			}
 			b.Run(dst+"/"+mode, func(b *testing.B) {
 				b.SetBytes(size)

@@ -31,8 +31,8 @@ const (
 	RecvMmap RecvMode = "mmap"
 )
 
-// DefaultRecv is the receive mode measured fastest into a file on
-// loopback (docs/ZFETCH.md has the figures); for streams see streamRecv.
+// DefaultRecv was measured fastest into a file on loopback; later runs
+// put splice ahead (docs/ZFETCH.md has both). For streams see streamRecv.
 const DefaultRecv = RecvMmap
 
 // ParseRecvMode checks a receive mode's name.
