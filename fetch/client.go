@@ -205,6 +205,9 @@ func (c *Client) Stat(ctx context.Context, t Target) (wire.Response, error) {
 // Result.Part names the .part kept for a later Resume.
 func (c *Client) Fetch(ctx context.Context, j Job) (Result, error) {
 	d := &download{c: c, j: j, mode: c.opts.Recv}
+	if d.mode == RecvAuto && j.Dst != "" {
+		d.mode = RecvSplice
+	}
 	res, err := d.fetch(ctx)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -106,7 +106,7 @@ func (d *download) fetchStream(ctx context.Context) (Result, error) {
 		return d.result(), err
 	}
 	d.sink = newSink(d.j.Out, true)
-	if d.mode == RecvMmap {
+	if d.mode == RecvMmap || d.mode == RecvAuto {
 		d.mode = streamRecv(d.sink.fd)
 	}
 	if d.j.SHA256 != "" {
@@ -135,7 +135,7 @@ func (d *download) fetchStream(ctx context.Context) (Result, error) {
 }
 
 // streamRecv is the receive mode for a stream when the choice is zfetch's
-// (RecvMmap, which a stream cannot use): splice into a pipe, a file or a
+// (RecvAuto, or RecvMmap, which a stream cannot use): splice into a pipe, a file or a
 // socket, where the pages move (or are copied once, in the kernel), read
 // and write into a character device (a terminal, /dev/null), where splice
 // has nothing to move them to. Measured on loopback (docs/ZFETCH.md):

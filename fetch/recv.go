@@ -29,19 +29,21 @@ const (
 	// streams (stdout), which cannot be mapped, use splice, or copy into
 	// a character device (streamRecv).
 	RecvMmap RecvMode = "mmap"
+	// RecvAuto is zfetch's choice: splice into files (the fastest measured
+	// into a file, docs/ZFETCH.md), and for streams what streamRecv picks.
+	RecvAuto RecvMode = "auto"
 )
 
-// DefaultRecv was measured fastest into a file on loopback; later runs
-// put splice ahead (docs/ZFETCH.md has both). For streams see streamRecv.
-const DefaultRecv = RecvMmap
+// DefaultRecv is the mode used when none is asked for.
+const DefaultRecv = RecvAuto
 
 // ParseRecvMode checks a receive mode's name.
 func ParseRecvMode(s string) (RecvMode, error) {
 	switch m := RecvMode(s); m {
-	case RecvCopy, RecvSplice, RecvMmap:
+	case RecvCopy, RecvSplice, RecvMmap, RecvAuto:
 		return m, nil
 	}
-	return "", fmt.Errorf("unknown receive mode %q (want copy, splice or mmap)", s)
+	return "", fmt.Errorf("unknown receive mode %q (want auto, copy, splice or mmap)", s)
 }
 
 const (

@@ -46,9 +46,10 @@ HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
   -x N           fetch each file over N connections by ranges
   -r             fetch the directory tree under each URL
   -j N           fetch up to N files at once (default 4)
-  --recv MODE    copy, splice or mmap: how bytes get from the socket into the
-                 file (default mmap, the fastest measured; stdout cannot be
-                 mapped and uses splice)
+  --recv MODE    auto, copy, splice or mmap: how bytes get from the socket
+                 into the output (default auto: splice into files, the
+                 fastest measured; to stdout splice, or copy into /dev/null
+                 and terminals)
   --sha256 HEX   check the file's SHA-256 (one file)
   --limit-rate R cap the transfer rate, e.g. 500K, 20M, 1.5G (bytes/s)
 
