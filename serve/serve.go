@@ -223,24 +223,38 @@ func (c *conn) serve() {
 
 var errDrained = errors.New("drained")
 
-// readRequest waits for the next request. While it waits the connection is
-// "idle": a drain may interrupt it, and then it is closed unless a request
-// had already arrived. Requests are read into a small per-connection
-// buffer, so header and path (sent together by every client) cost one
-// read, and pipelined requests none.
+// readRequest waits for the next request. While a kept-alive connection
+// waits it is "idle": a drain may interrupt it, and then it is closed
+// unless a request had already arrived. A new connection is never idle: it
+// was accepted for a request, so a drain that starts meanwhile still
+// answers that one (the client would otherwise see a close with no
+// response, e.g. across a reload). Requests are read into a small
+// per-connection buffer, so header and path (sent together by every
+// client) cost one read, and pipelined requests none.
+//
+// One header_timeout covers the whole request (from the connection's start
+// for the first request, from its first byte for the others), not each
+// read: a client that trickles a byte at a time cannot hold the connection
+// longer than that.
 func (c *conn) readRequest(first bool) (wire.Request, error) {
 	s := c.s
 	if c.rpos == c.rend {
 		c.rpos, c.rend = 0, 0
 	}
+	armed := first // readIdle set header_timeout from the connection's start
 	if c.rend == c.rpos {
 		if err := c.readIdle(first); err != nil {
 			return wire.Request{}, err
 		}
 	}
+	arm := func() {
+		if !armed {
+			c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+			armed = true
+		}
+	}
 	for c.rend-c.rpos < wire.RequestHeaderLen {
-		// The rest of the header gets header_timeout, not another idle period.
-		c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+		arm()
 		if err := c.fill(); err != nil {
 			return wire.Request{}, truncated(err)
 		}
@@ -259,25 +273,27 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 	p := make([]byte, plen)
 	n := copy(p, c.rbuf[c.rpos:c.rend])
 	c.rpos = c.rend
-	c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+	arm()
 	if _, err := io.ReadFull(c.f, p[n:]); err != nil {
 		return q, truncated(err)
 	}
 	return q, q.SetPath(p)
 }
 
-// readIdle waits for the first bytes of a request, with the idle (or, on
-// a new connection, the header) timeout.
+// readIdle waits for the first bytes of a request: on a new connection
+// with header_timeout, on a kept-alive one with idle_timeout, and only the
+// latter may be cut short by a drain.
 func (c *conn) readIdle(first bool) error {
 	s := c.s
-	timeout := s.opts.IdleTimeout
 	if first {
-		timeout = s.opts.HeaderTimeout
+		c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+		return c.fill()
 	}
+	timeout := s.opts.IdleTimeout
 	// Order matters against Drain: deadline, then idle, then the check.
 	// Drain sets draining, then kicks idle conns by moving their deadline.
 	now := time.Now()
-	if first || c.rdl.Sub(now) < timeout-min(time.Second, timeout/10) {
+	if c.rdl.Sub(now) < timeout-min(time.Second, timeout/10) {
 		// Coarse: a kept-alive connection moves its deadline at most about
 		// once a second (or per tenth of the timeout), not per request.
 		c.setReadDeadline(now.Add(timeout))
@@ -290,6 +306,7 @@ func (c *conn) readIdle(first bool) error {
 		err = c.fill()
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && s.draining.Load() && c.pending() {
 			// The drain kick raced a request that had already arrived: serve it.
+			c.idle.Store(false)
 			c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
 			err = c.fill()
 		}

@@ -458,3 +458,67 @@ func TestFileCache(t *testing.T) {
 		t.Fatalf("deleted file, again: %v", r.Status)
 	}
 }
+
+// TestDrainAnswersNewConnection: a connection handed over just before a
+// drain (the supervisor accepted it for a request) gets its response, then
+// is closed; it is not dropped as if it were idle.
+func TestDrainAnswersNewConnection(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	ts.write(t, "f", []byte("hello"))
+	// The connection is being served but its request has not arrived yet.
+	for deadline := time.Now().Add(5 * time.Second); ts.srv.Stats().Active != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("connection never registered")
+		}
+	}
+	ts.srv.Drain()
+	r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+	if r.Status != wire.StatusOK || string(body) != "hello" {
+		t.Fatalf("first request on a new connection during a drain: %+v %q", r, body)
+	}
+	if _, err := ts.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection not closed after its response: %v", err)
+	}
+	if res := <-ts.result; res.Outcome != OutcomeDrained || res.Requests != 1 {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// TestHeaderTimeoutTrickle: header_timeout bounds the whole request, not
+// each read, so a client sending one byte at a time cannot hold a
+// connection open (slowloris).
+func TestHeaderTimeoutTrickle(t *testing.T) {
+	for _, first := range []bool{true, false} {
+		name := map[bool]string{true: "new connection", false: "kept alive"}[first]
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.HeaderTimeout = 300 * time.Millisecond })
+			ts.write(t, "f", []byte("x"))
+			if !first {
+				ts.do(t, wire.Request{Op: wire.OpStat, Path: "/f"})
+			}
+			req := wire.AppendRequest(nil, &wire.Request{Op: wire.OpStat, Path: "/f"})
+			sent := make(chan int, 1)
+			go func() {
+				tick := time.NewTicker(100 * time.Millisecond)
+				defer tick.Stop()
+				for i := range req {
+					if _, err := ts.client.Write(req[i : i+1]); err != nil {
+						sent <- i
+						return
+					}
+					<-tick.C
+					select {
+					case <-ts.result:
+						sent <- i + 1
+						return
+					default:
+					}
+				}
+				sent <- len(req)
+			}()
+			if n := <-sent; n >= len(req) {
+				t.Fatalf("the whole %d-byte request trickled in at 10 B/s with header_timeout 300ms", len(req))
+			}
+		})
+	}
+}
