@@ -24,7 +24,7 @@ func SocketPath(explicit string) string {
 	if p := os.Getenv("ZFS_SERVE_CONTROL"); p != "" {
 		return p
 	}
-	candidates := []string{config.DefaultControlPath(), config.UserControlPath(), "/run/zfs-serve/control.sock"}
+	candidates := []string{config.DefaultControlPath(), config.UserControlPath(), config.SystemControlPath}
 	for _, p := range candidates {
 		if _, err := os.Stat(p); err == nil {
 			return p

@@ -573,25 +573,6 @@ func TestListen(t *testing.T) {
 		}
 	})
 
-	t.Run("group", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			t.Skip("chown to another group needs root")
-		}
-		path := filepath.Join(dir, "g.sock")
-		ln, err := Listen(path, 4242)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		st, err := os.Lstat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if gid := st.Sys().(*syscall.Stat_t).Gid; gid != 4242 {
-			t.Errorf("socket group %d, want 4242", gid)
-		}
-	})
-
 	t.Run("another server answers", func(t *testing.T) {
 		path := filepath.Join(dir, "busy.sock")
 		ln, err := Listen(path, -1)
@@ -667,6 +648,175 @@ func TestListen(t *testing.T) {
 			after, err := os.Lstat(path)
 			if err != nil || !os.SameFile(before, after) {
 				t.Errorf("the %s was removed or replaced: %v", tt.name, err)
+			}
+		})
+	}
+}
+
+// TestListenDirectory checks the socket's directory: created when missing,
+// refused when someone else could replace or remove the socket in it.
+func TestListenDirectory(t *testing.T) {
+	root := os.Geteuid() == 0
+	mkdir := func(mode os.FileMode) func(t *testing.T, d string) string {
+		return func(t *testing.T, d string) string {
+			sub := filepath.Join(d, "sub")
+			if err := os.Mkdir(sub, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			// Chmod, not Mkdir's mode: the umask would clear bits.
+			if err := os.Chmod(sub, mode); err != nil {
+				t.Fatal(err)
+			}
+			return sub
+		}
+	}
+	chown := func(mode os.FileMode, uid int) func(t *testing.T, d string) string {
+		return func(t *testing.T, d string) string {
+			sub := mkdir(mode)(t, d)
+			if err := os.Chown(sub, uid, uid); err != nil {
+				t.Fatal(err)
+			}
+			return sub
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		// dir makes the socket's directory under d and returns it.
+		dir func(t *testing.T, d string) string
+		// needRoot: the case chowns to another uid.
+		needRoot bool
+		// wantErr are substrings of the error; none: Listen succeeds.
+		wantErr []string
+	}{
+		{
+			name: "missing is created",
+			dir:  func(t *testing.T, d string) string { return filepath.Join(d, "a", "b") },
+		},
+		{name: "private", dir: mkdir(0o700)},
+		{name: "traversable", dir: mkdir(0o755)},
+		{
+			name:    "other-writable without sticky",
+			dir:     mkdir(0o777),
+			wantErr: []string{"mode drwxrwxrwx) is writable by group or others and not sticky", "--control"},
+		},
+		{
+			name:    "group-writable without sticky",
+			dir:     mkdir(0o770),
+			wantErr: []string{"mode drwxrwx---) is writable by group or others and not sticky"},
+		},
+		{name: "other-writable sticky", dir: mkdir(0o777 | os.ModeSticky)},
+		{
+			name: "symlink to a directory",
+			dir: func(t *testing.T, d string) string {
+				target := mkdir(0o700)(t, d)
+				link := filepath.Join(d, "link")
+				if err := os.Symlink(target, link); err != nil {
+					t.Fatal(err)
+				}
+				return link
+			},
+			wantErr: []string{"mode Lrwxrwxrwx) is a symbolic link, not a directory", "--control"},
+		},
+		{
+			name:     "owned by another uid",
+			dir:      chown(0o755, 65534),
+			needRoot: true,
+			wantErr:  []string{"(owner uid 65534, mode drwxr-xr-x) is owned by uid 65534", "--control"},
+		},
+		{
+			name:     "owned by another uid, sticky",
+			dir:      chown(0o777|os.ModeSticky, 65534),
+			needRoot: true,
+			wantErr:  []string{"owned by uid 65534", "--control"},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.needRoot && !root {
+				t.Skip("chown of the directory to uid 65534 needs root")
+			}
+			dir := tt.dir(t, shortDir(t))
+			path := filepath.Join(dir, "c.sock")
+			ln, err := Listen(path, -1)
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("Listen: %v", err)
+				}
+				defer ln.Close()
+				st, err := os.Lstat(dir)
+				if err != nil || !st.IsDir() {
+					t.Fatalf("socket directory %s: %v, %v", dir, st, err)
+				}
+				if st, err := os.Lstat(path); err != nil || st.Mode().Type() != os.ModeSocket {
+					t.Errorf("no socket at %s: %v", path, err)
+				}
+				return
+			}
+			if err == nil {
+				ln.Close()
+				t.Fatalf("Listen accepted the directory %s", dir)
+			}
+			t.Logf("refused: %v", err)
+			for _, want := range append([]string{dir}, tt.wantErr...) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+			// Nothing was created, here or through the link.
+			if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("socket created despite the error: %v", err)
+			}
+		})
+	}
+}
+
+// TestListenSocketMode checks the socket's mode and group.
+func TestListenSocketMode(t *testing.T) {
+	// A group to give the socket: as root any; else one of ours that is
+	// not the default (or the chown would prove nothing).
+	otherGID := -1
+	if os.Geteuid() == 0 {
+		otherGID = 65534
+	} else if groups, err := os.Getgroups(); err == nil {
+		for _, g := range groups {
+			if g != os.Getegid() {
+				otherGID = g
+				break
+			}
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		gid  int // -2: otherGID
+	}{
+		{"no group", -1},
+		{"group", -2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			gid := tt.gid
+			if gid == -2 {
+				if otherGID < 0 {
+					t.Skip("not root and no supplementary group: cannot give the socket another group")
+				}
+				gid = otherGID
+			}
+			path := filepath.Join(shortDir(t), "c.sock")
+			ln, err := Listen(path, gid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			st, err := os.Lstat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := st.Mode()
+			if m.Type() != os.ModeSocket || m&^os.ModeType != 0o660 {
+				t.Errorf("socket mode %v, want srw-rw----", m)
+			}
+			if gid >= 0 {
+				if got := st.Sys().(*syscall.Stat_t).Gid; int(got) != gid {
+					t.Errorf("socket group %d, want %d", got, gid)
+				}
 			}
 		})
 	}
