@@ -4,8 +4,10 @@
 // The rules it keeps, because fd passing fails in quiet ways:
 //   - received fds are close-on-exec from the start (MSG_CMSG_CLOEXEC), so a
 //     concurrent fork+exec never inherits them;
-//   - a truncated control message (MSG_CTRUNC) is an error, and every fd
-//     that did arrive is closed before returning it;
+//   - a truncated control message (MSG_CTRUNC: the receiver ran out of fds,
+//     or its buffer was too small) is an error, and every fd that did
+//     arrive is closed before returning it; the payload is still returned,
+//     so the receiver can tell the sender what it lost;
 //   - on any error after fds arrived, they are all closed: the caller owns
 //     fds only when the error is nil.
 package fdpass
@@ -23,8 +25,13 @@ import (
 // MaxFDs is the most fds one message may carry (the kernel's SCM_MAX_FD).
 const MaxFDs = 253
 
-// ErrTruncated means the kernel dropped part of the control message.
+// ErrTruncated means the kernel dropped part of the control message: the
+// fds are gone, the payload is intact.
 var ErrTruncated = errors.New("fdpass: control message truncated (MSG_CTRUNC)")
+
+// ErrTooLong means a message was larger than the receive buffer; the rest
+// of it was discarded (a SOCK_SEQPACKET stream stays in step).
+var ErrTooLong = errors.New("fdpass: message larger than the receive buffer (MSG_TRUNC)")
 
 // Send writes msg with fds attached in one sendmsg. It does not close fds:
 // after a successful Send the receiver holds its own copies and the caller
@@ -62,7 +69,8 @@ func Send(c *net.UnixConn, msg []byte, fds ...int) error {
 
 // Recv reads one message into buf and returns its length and the fds that
 // came with it (oob must have room for CmsgSpace(MaxFDs*4) to receive a full
-// batch). A zero length with no error means the peer closed its end.
+// batch). A zero length with no error means the peer closed its end. With
+// ErrTruncated, n and buf still hold the payload (and no fds are returned).
 func Recv(c *net.UnixConn, buf, oob []byte) (n int, fds []int, err error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -90,10 +98,11 @@ func Recv(c *net.UnixConn, buf, oob []byte) (n int, fds []int, err error) {
 	}
 	switch {
 	case err != nil:
-	case flags&unix.MSG_CTRUNC != 0:
-		err = ErrTruncated
 	case flags&unix.MSG_TRUNC != 0:
-		err = fmt.Errorf("fdpass: message larger than the %d-byte buffer (MSG_TRUNC)", len(buf))
+		err = fmt.Errorf("%w: %d-byte buffer", ErrTooLong, len(buf))
+	case flags&unix.MSG_CTRUNC != 0:
+		closeAll(fds)
+		return n, nil, ErrTruncated
 	}
 	if err != nil {
 		closeAll(fds)

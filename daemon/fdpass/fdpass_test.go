@@ -88,16 +88,49 @@ func TestRecvTruncatedClosesFDs(t *testing.T) {
 		fds[i] = int(f.Fd())
 	}
 	before := openFDs(t)
-	if err := Send(a, []byte("m"), fds...); err != nil {
+	if err := Send(a, []byte("msg"), fds...); err != nil {
 		t.Fatal(err)
 	}
 	// Room for only two fds: the kernel delivers those and sets MSG_CTRUNC.
-	_, got, err := Recv(b, make([]byte, 8), make([]byte, unix.CmsgSpace(2*4)))
+	buf := make([]byte, 8)
+	n, got, err := Recv(b, buf, make([]byte, unix.CmsgSpace(2*4)))
 	if !errors.Is(err, ErrTruncated) || got != nil {
 		t.Fatalf("Recv = %v, %v; want ErrTruncated", got, err)
 	}
+	// The payload survives, so the receiver can report what it lost.
+	if string(buf[:n]) != "msg" {
+		t.Fatalf("payload %q with ErrTruncated, want %q", buf[:n], "msg")
+	}
 	if after := openFDs(t); after != before {
 		t.Fatalf("fd count %d -> %d: truncated fds leaked", before, after)
+	}
+}
+
+func TestRecvTooLong(t *testing.T) {
+	a, remote, err := Socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := FileConn(remote, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	if err := Send(a, []byte("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Send(a, []byte("next")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, _, err := Recv(b, buf, make([]byte, OOBSpace)); !errors.Is(err, ErrTooLong) {
+		t.Fatalf("Recv of a 10-byte message into 4 bytes: %v, want ErrTooLong", err)
+	}
+	// The stream stays in step: the next message is whole.
+	n, _, err := Recv(b, buf, make([]byte, OOBSpace))
+	if err != nil || string(buf[:n]) != "next" {
+		t.Fatalf("after a too-long message: %q, %v", buf[:n], err)
 	}
 }
 
