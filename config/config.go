@@ -282,16 +282,8 @@ func decode(path string, data []byte, c *Config) error {
 		}
 		return errors.New(strings.Join(msgs, "\n"))
 	}
-	// Validation errors name the key; give them its line too.
-	if err := c.validate(); err != nil {
-		var ke *KeyError
-		if errors.As(err, &ke) {
-			if line := keyLine(data, toml.Key{ke.Key}); line > 0 {
-				return fmt.Errorf("%s:%d: %w", path, line, err)
-			}
-		}
-		return fmt.Errorf("%s: %w", path, err)
-	}
+	// Values are validated by Load once flags have overridden them: a flag
+	// may replace a value the file got wrong.
 	// Relative paths in a file mean relative to the file, not to wherever
 	// the daemon happens to start (/ under systemd).
 	for _, p := range []struct {
@@ -420,7 +412,7 @@ func (c *Config) validate() error {
 	if c.MaxConnections < 1 {
 		return keyErr("max_connections", "must be at least 1, not %d", c.MaxConnections)
 	}
-	if !contains(Modes, c.ZeroCopy) {
+	if !slices.Contains(Modes, c.ZeroCopy) {
 		return keyErr("zero_copy", "must be one of %s, not %q", strings.Join(Modes, ", "), c.ZeroCopy)
 	}
 	if c.SendChunk < 64<<10 || c.SendChunk > 1<<30 {
@@ -561,13 +553,4 @@ func controlPath(euid, uid int, systemd bool, xdgRuntimeDir string) string {
 		return filepath.Join(xdgRuntimeDir, "zfs-serve", "control.sock")
 	}
 	return fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", uid)
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -904,3 +904,23 @@ func TestRelativePathsInFileAreRelativeToIt(t *testing.T) {
 		t.Fatalf("--root here: %v %v", c, err)
 	}
 }
+
+// TestFlagsFixInvalidFileValues: values are validated after flags override
+// them, so a flag can stand in for a value the file got wrong, and the
+// error still names the file's line when no flag does.
+func TestFlagsFixInvalidFileValues(t *testing.T) {
+	root := t.TempDir()
+	p := writeConfig(t, "root = "+strconv.Quote(root)+"\nworkers = -1\nlisten = []\n")
+	two := 2
+	c, err := Source{Path: p, Explicit: true, Overrides: Overrides{Workers: &two, Listen: []string{"127.0.0.1:0"}}}.Load()
+	if err != nil {
+		t.Fatalf("flags did not replace the invalid values: %v", err)
+	}
+	if c.Workers != 2 || !slices.Equal(c.Listen, []string{"127.0.0.1:0"}) {
+		t.Fatalf("workers %d listen %v", c.Workers, c.Listen)
+	}
+	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Workers: &two}}.Load()
+	if err == nil || !strings.HasPrefix(err.Error(), p+":3: key \"listen\"") {
+		t.Fatalf("without --listen: %v", err)
+	}
+}
