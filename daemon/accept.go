@@ -159,14 +159,25 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []in
 	n := int64(len(fds))
 	for k := range ws {
 		t := ws[(first+k)%len(ws)]
+		// Count before sending (the worker may report them done before
+		// TrySend returns), under sendMu so that the write-off of a dead
+		// worker's count cannot interleave.
+		t.sendMu.Lock()
+		if t.isDead {
+			t.sendMu.Unlock()
+			continue
+		}
 		t.active.Add(n)
 		s.inflight.Add(n)
 		err := fdpass.TrySend(t.ch, d.msg, fds...)
+		if err != nil {
+			t.active.Add(-n)
+			s.inflight.Add(-n)
+		}
+		t.sendMu.Unlock()
 		if err == nil {
 			return true
 		}
-		t.active.Add(-n)
-		s.inflight.Add(-n)
 		if !errors.Is(err, unix.EAGAIN) {
 			s.log.Debug("handoff failed; trying another worker", "pid", t.pid, "err", err)
 		}
@@ -195,6 +206,3 @@ func sockaddrString(sa syscall.Sockaddr) string {
 	}
 	return "unknown"
 }
-
-// fdpassSend sends a control message (no fds) to a worker without waiting.
-func fdpassSend(w *workerProc, msg []byte) error { return fdpass.TrySend(w.ch, msg) }

@@ -16,21 +16,27 @@ import (
 const maxDrainingGenerations = 3
 
 // reload re-reads the configuration and starts a new generation with it.
-// reply (may be nil) gets the outcome once known.
+// reply (may be nil) gets the outcome once known. A request made while a
+// reload is in progress is answered by a second reload started right after
+// it (that one read the configuration before this request came, so it may
+// miss the change being asked for); requests made meanwhile share it.
 func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 	if reply == nil {
 		reply = func(string, error) {}
 	}
+	rw := reloadWaiter{wait: wait, reply: reply}
 	switch s.state {
 	case ctl.StateServing:
+		s.startReload([]reloadWaiter{rw})
 	case ctl.StateReloading:
-		// One reload at a time; this request shares the one in progress.
-		s.reloadWait = append(s.reloadWait, reloadWaiter{wait: wait, reply: reply})
-		return
+		s.followUp = append(s.followUp, rw)
 	default:
 		reply("", fmt.Errorf("cannot reload while %s", s.state))
-		return
 	}
+}
+
+// startReload runs a reload for waiters (state serving).
+func (s *Supervisor) startReload(waiters []reloadWaiter) {
 	s.setState(ctl.StateReloading)
 	s.env.notify("RELOADING=1")
 	fail := func(err error) {
@@ -38,7 +44,10 @@ func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 		s.log.Error("reload failed; still serving the previous configuration", "err", err)
 		s.setState(ctl.StateServing)
 		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
-		reply("", err)
+		for _, rw := range waiters {
+			rw.reply("", err)
+		}
+		s.startFollowUp()
 	}
 	cfg, err := s.opts.Source.Load()
 	if err != nil {
@@ -64,7 +73,7 @@ func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 	}
 	g := s.newGeneration(cfg)
 	s.pending = g
-	s.reloadWait = append(s.reloadWait, reloadWaiter{wait: wait, reply: reply})
+	s.reloadWait = append(s.reloadWait, waiters...)
 	s.log.Info("reloading: starting a new generation", "gen", g.id, "config", s.opts.Source.String(), "root", cfg.Root, "workers", cfg.Workers)
 	s.pendingTimer = time.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
 	for _, sl := range g.slots {
@@ -94,7 +103,8 @@ func (h *controlHandler) Drain(ctx context.Context, timeout time.Duration, progr
 		return err
 	}
 	return s.follow(ctx, progress, s.finished, func() error {
-		if s.exitCode != 0 {
+		// s.finished is closed: the loop is over, its fields are final.
+		if s.exitReason != "" {
 			return errors.New(s.exitReason)
 		}
 		return nil
@@ -121,7 +131,7 @@ func (s *Supervisor) follow(ctx context.Context, progress func(*ctl.Status), don
 
 func (h *controlHandler) Kill(ctx context.Context) error {
 	s := h.sup()
-	return s.call(ctx, func() { s.kill("zctl kill") })
+	return s.call(ctx, func() { s.kill("zctl kill", false) })
 }
 
 func (h *controlHandler) Reload(ctx context.Context, wait bool, progress func(*ctl.Status)) (string, error) {
@@ -168,6 +178,10 @@ func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
 	}
 	answers := make(chan answer, len(procs))
 	for i, w := range procs {
+		if w == nil {
+			answers <- answer{i, nil}
+			continue
+		}
 		go func() {
 			ws, err := w.query(s.querySeq.Add(1), time.Second)
 			if err != nil {
@@ -235,31 +249,21 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 	var procs []*workerProc
 	for _, g := range s.gens {
 		for _, sl := range g.slots {
-			row := ctl.Worker{Generation: g.id, Slot: sl.index, Restarts: sl.restarts, LastExit: sl.lastExit}
 			w := sl.w
-			switch {
-			case w == nil && !sl.nextStart.IsZero():
-				row.State = "restarting"
-				t := sl.nextStart
-				row.NextStart = &t
-			case w == nil:
+			if w == nil {
+				if !sl.nextStart.IsZero() {
+					t := sl.nextStart
+					st.Workers = append(st.Workers, ctl.Worker{Generation: g.id, Slot: sl.index, Restarts: sl.restarts,
+						LastExit: sl.lastExit, State: "restarting", NextStart: &t})
+				}
 				continue
-			case w.killed:
-				row.State = "killed"
-			case w.draining || g.draining:
-				row.State = "draining"
-			case w.ready:
-				row.State = "ready"
-			default:
-				row.State = "starting"
 			}
-			if w != nil {
-				row.PID, row.Started = w.pid, w.started
-				row.Active = int(w.active.Load())
-				row.Connections, row.BytesSent = w.conns.Load(), w.bytes.Load()
-				procs = append(procs, w)
-			}
-			st.Workers = append(st.Workers, row)
+			st.Workers = append(st.Workers, workerRow(g, sl, w))
+			procs = append(procs, askable(w))
+		}
+		for _, w := range g.retired {
+			st.Workers = append(st.Workers, workerRow(g, w.slot, w))
+			procs = append(procs, askable(w))
 		}
 	}
 	// procs and st.Workers rows with a pid are in the same order.
@@ -274,6 +278,36 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 	}
 	st.Workers = append(rows, restarting...)
 	return st, procs
+}
+
+// askable is w if it can answer a status query, else nil: a worker that
+// has not reported ready does not read its channel yet, and asking it
+// would hold the whole status up for the query's timeout.
+func askable(w *workerProc) *workerProc {
+	if !w.ready || w.killed {
+		return nil
+	}
+	return w
+}
+
+// workerRow is a live worker's status row, from the supervisor's counters.
+func workerRow(g *generation, sl *slot, w *workerProc) ctl.Worker {
+	row := ctl.Worker{Generation: g.id, Slot: sl.index, PID: w.pid, Started: w.started,
+		Active: int(w.active.Load()), Connections: w.conns.Load(), BytesSent: w.bytes.Load()}
+	if sl.w == w { // a retired worker's slot history belongs to its replacement
+		row.Restarts, row.LastExit = sl.restarts, sl.lastExit
+	}
+	switch {
+	case w.killed:
+		row.State = "killed"
+	case w.draining || g.draining:
+		row.State = "draining"
+	case w.ready:
+		row.State = "ready"
+	default:
+		row.State = "starting"
+	}
+	return row
 }
 
 // statusLine is the one-line summary for systemd's STATUS=.

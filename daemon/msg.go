@@ -16,7 +16,8 @@ import (
 //	           u8 len, client addr)   msgDone    u16 n, n*(u64 id, u64 bytes,
 //	           + n fds                           u32 requests, u8 len, outcome)
 //	msgDrain   (no payload)           msgStatus  u64 req id, JSON workerStatus
-//	msgStatusReq u64 req id
+//	msgStatusReq u64 req id           msgRetire  (no payload): SIGTERM'd, asks
+//	                                             to be replaced and drained
 const (
 	msgConfig    byte = 1
 	msgConns     byte = 2
@@ -27,6 +28,7 @@ const (
 	msgFatal  byte = 11
 	msgDone   byte = 12
 	msgStatus byte = 13
+	msgRetire byte = 14
 )
 
 // maxMsg is the receive buffer for one channel message, comfortably below

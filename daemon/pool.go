@@ -26,10 +26,11 @@ type generation struct {
 	id       int
 	cfg      *config.Config
 	slots    []*slot
+	retired  []*workerProc // replaced after a SIGTERM, draining, out of their slots
 	draining bool
-	killTime time.Time   // when a draining generation's remaining workers get killed
-	killer   *time.Timer // fires at killTime
-	waiters  []func()    // run when the generation's last worker has exited
+	killer   *time.Timer        // kills what is left of a draining generation at drain_timeout
+	cut      string             // set when workers were killed with connections in flight
+	waiters  []func(cut string) // run when the generation's last worker has exited
 }
 
 // A slot is a position in a generation's pool; its worker is replaced
@@ -44,14 +45,26 @@ type slot struct {
 	timer     *time.Timer
 }
 
-func (g *generation) live() int {
-	n := 0
+// workers returns g's live workers: those in slots and the retired ones.
+func (g *generation) workers() []*workerProc {
+	ws := append([]*workerProc(nil), g.retired...)
 	for _, sl := range g.slots {
 		if sl.w != nil {
-			n++
+			ws = append(ws, sl.w)
 		}
 	}
-	return n
+	return ws
+}
+
+func (g *generation) live() int { return len(g.workers()) }
+
+// stopRespawn cancels a pending replacement of sl's worker.
+func (sl *slot) stopRespawn() {
+	if sl.timer != nil {
+		sl.timer.Stop()
+		sl.timer = nil
+	}
+	sl.nextStart = time.Time{}
 }
 
 func (g *generation) allReady() bool {
@@ -74,10 +87,17 @@ type workerProc struct {
 	ch      *net.UnixConn
 	started time.Time
 
-	ready    bool // (loop) reported ready
-	draining bool // (loop) sent msgDrain
-	killed   bool // (loop) we sent SIGKILL
-	fatal    string
+	ready      bool // (loop) reported ready
+	draining   bool // (loop) sent msgDrain
+	killed     bool // (loop) we sent SIGKILL
+	fatal      string
+	startTimer *time.Timer // (loop) kills a worker that never reports ready
+
+	// sendMu orders handoffs against the worker's death: once dead is set
+	// (its channel read EOF and its count was written off), no handoff
+	// adds to active, so the counts cannot drift.
+	sendMu sync.Mutex
+	isDead bool
 
 	active atomic.Int64  // connections handed over and not reported done
 	conns  atomic.Uint64 // connections reported done
@@ -165,6 +185,16 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 	w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, cmd: cmd, ch: local, started: time.Now(), pending: map[uint64]chan []byte{}, gone: make(chan struct{})}
 	sl.w = w
 	sl.nextStart = time.Time{}
+	limit := startTimeout
+	w.startTimer = time.AfterFunc(limit, func() {
+		s.post(func() {
+			if !w.ready && !w.killed && !w.dead() {
+				w.fatal = fmt.Sprintf("not ready within %v", limit)
+				s.log.Error("worker did not report ready; killing it", "pid", w.pid, "gen", g.id, "slot", sl.index, "timeout", limit)
+				w.cmd.Process.Kill()
+			}
+		})
+	})
 	b, _ := json.Marshal(workerConfig{Version: channelVersion, Generation: g.id, Slot: sl.index, Config: g.cfg})
 	if err := fdpass.Send(local, append([]byte{msgConfig}, b...)); err != nil {
 		// The reader sees EOF and reports the exit; nothing else to do here.
@@ -186,7 +216,10 @@ func (s *Supervisor) readWorker(w *workerProc) {
 		n, fds, err := fdpass.Recv(w.ch, buf, oob)
 		closeFDs(fds) // workers never send fds
 		if err != nil {
-			if errors.Is(err, fdpass.ErrTruncated) {
+			if errors.Is(err, fdpass.ErrTruncated) || errors.Is(err, fdpass.ErrTooLong) {
+				// The channel stays in step (one message per read): drop
+				// this one, keep the worker.
+				s.log.Error("bad message from worker; ignored", "pid", w.pid, "err", err)
 				continue
 			}
 			if errors.Is(err, unix.ECONNRESET) {
@@ -206,6 +239,8 @@ func (s *Supervisor) readWorker(w *workerProc) {
 		case msgFatal:
 			msg := string(p)
 			s.post(func() { w.fatal = msg })
+		case msgRetire:
+			s.post(func() { s.onRetire(w) })
 		case msgDone:
 			ds, err := parseDone(p)
 			if err != nil {
@@ -236,14 +271,23 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			s.log.Error("unknown message from worker", "pid", w.pid, "type", buf[0])
 		}
 	}
+	// What it still had is gone with it; after this no handoff counts
+	// against it (sendTo checks dead under the same lock).
+	w.sendMu.Lock()
+	w.isDead = true
+	n := w.active.Swap(0)
+	w.sendMu.Unlock()
+	s.inflight.Add(-n)
 	close(w.gone)
 	w.ch.Close()
 	err := w.cmd.Wait()
-	var ps *os.ProcessState
-	if w.cmd.ProcessState != nil {
-		ps = w.cmd.ProcessState
-	}
-	s.post(func() { s.onExit(w, ps, err) })
+	s.post(func() { s.onExit(w, w.cmd.ProcessState, err) })
+}
+
+func (w *workerProc) dead() bool {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	return w.isDead
 }
 
 // query asks a worker for its status, waiting at most d.

@@ -24,9 +24,11 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl"
+	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
 
 // Options are what the command line decided.
@@ -48,8 +50,9 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // ExitCode is the process exit status.
 func (e *ExitError) ExitCode() int { return e.Code }
 
-// ExitDrainTimeout is the exit status when drain_timeout expired and
-// transfers were cut off.
+// ExitDrainTimeout is the exit status when a drain ended with transfers
+// cut off: drain_timeout expired, or a second SIGTERM/SIGINT escalated it
+// to a kill.
 const ExitDrainTimeout = 3
 
 // env holds the operating-system functions the supervisor calls, so tests
@@ -104,17 +107,20 @@ type Supervisor struct {
 	connSeq  atomic.Uint64
 	querySeq atomic.Uint64
 
-	state        string
-	stateA       atomic.Value // copy of state for goroutines off the loop
+	state  string
+	stateA atomic.Value // copy of state for goroutines off the loop
+	// exitReason says why the daemon stopped with connections cut (a
+	// kill, an escalated or timed-out drain); exitCode is the status to
+	// exit with (0 for a kill on request).
 	exitCode     int
 	exitReason   string
 	startupErr   error
 	drainKill    *time.Timer
 	drainAt      time.Time
-	reloadWait   []reloadWaiter
+	reloadWait   []reloadWaiter // waiting for the reload in progress
+	followUp     []reloadWaiter // asked while one was in progress: reload again after it
 	pendingTimer *time.Timer
 	lastReload   string
-	ready        bool // READY=1 sent once
 }
 
 type reloadWaiter struct {
@@ -196,6 +202,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	if err := s.openControl(activated); err != nil {
 		return err
 	}
+	defer s.stopControl()
 	for _, f := range activated.unknown {
 		s.log.Error("ignoring a socket-activated fd with an unknown name (want zfs or control)", "name", f.Name())
 		f.Close()
@@ -211,14 +218,13 @@ func (s *Supervisor) run(ctx context.Context) error {
 	s.pendingTimer = time.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
 	for _, sl := range g.slots {
 		if err := s.spawn(g, sl); err != nil {
-			s.killAll()
+			s.killAll("startup failed")
 			return err
 		}
 	}
 	s.reloadWait = append(s.reloadWait, reloadWaiter{reply: func(msg string, err error) {
 		if err != nil && s.state == ctl.StateStarting {
 			s.log.Error("startup failed", "err", err)
-			s.exitCode = 1
 			s.startupErr = err
 		}
 	}})
@@ -242,18 +248,23 @@ func (s *Supervisor) run(ctx context.Context) error {
 			switch sig {
 			case syscall.SIGHUP:
 				s.log.Info("SIGHUP: reloading")
-				s.reload(false, nil)
+				s.reload(false, func(_ string, err error) {
+					if err != nil {
+						s.log.Error("SIGHUP: not reloaded", "err", err)
+					}
+				})
 			case syscall.SIGUSR1:
 				s.log.Info("SIGUSR1: draining")
 				s.drain(0, "SIGUSR1")
 			default:
 				termSignals++
+				name := unixSignalName(sig.(syscall.Signal))
 				if termSignals > 1 && s.state == ctl.StateDraining {
-					s.log.Warn("second " + sig.String() + ": killing instead of draining")
-					s.kill("second " + sig.String())
+					s.log.Warn("second " + name + ": killing instead of draining")
+					s.kill("second "+name, true)
 				} else {
-					s.log.Info(sig.String() + ": draining")
-					s.drain(0, sig.String())
+					s.log.Info(name + ": draining")
+					s.drain(0, name)
 				}
 			}
 		case <-watchdog:
@@ -261,25 +272,45 @@ func (s *Supervisor) run(ctx context.Context) error {
 		case <-statusTick.C:
 			s.notifyStatus()
 		case <-ctx.Done():
-			s.kill("context cancelled")
+			s.kill("context cancelled", false)
 		}
 	}
-	close(s.finished)
-	shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	s.ctlSrv.Shutdown(shut)
-	cancel()
-	if s.startupErr != nil {
+	s.stopControl()
+	switch {
+	case s.startupErr != nil:
 		return s.startupErr
-	}
-	if s.exitCode != 0 {
+	case s.exitCode != 0:
 		return &ExitError{Code: s.exitCode, Err: errors.New(s.exitReason)}
+	case s.exitReason != "":
+		// A kill on request: the operator asked for it, so not a failure
+		// (systemd's Restart=on-failure must not undo it), but not clean.
+		s.log.Warn("zfs-serve exited: " + s.exitReason)
+		return nil
 	}
-	s.log.Info("zfs-serve exited cleanly")
+	s.log.Info("zfs-serve exited cleanly: every transfer finished")
 	return nil
 }
 
-// startTimeout bounds how long a generation may take to report ready.
-const startTimeout = 30 * time.Second
+// stopControl ends the loop for good and closes the control socket; it
+// runs once, on every way out of run. Handlers waiting on the loop see
+// finished and return "exiting".
+func (s *Supervisor) stopControl() {
+	select {
+	case <-s.finished:
+		return
+	default:
+	}
+	close(s.finished)
+	if s.ctlSrv != nil {
+		shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s.ctlSrv.Shutdown(shut)
+		cancel()
+	}
+}
+
+// startTimeout bounds how long a worker (and so a generation) may take to
+// report ready. A variable only so tests can shorten it.
+var startTimeout = 30 * time.Second
 
 // done reports whether the loop should end: stopping or draining, with no
 // worker left.
@@ -324,7 +355,11 @@ func (s *Supervisor) refreshDispatch() {
 
 func (s *Supervisor) onReady(w *workerProc) {
 	w.ready = true
+	w.startTimer.Stop()
 	g := w.gen
+	if w.draining {
+		return // retired before it was ready; it has the drain message
+	}
 	if g == s.current {
 		// A replacement in the serving generation: put it to work.
 		s.log.Info("worker ready", "pid", w.pid, "gen", g.id, "slot", w.slot.index)
@@ -366,18 +401,44 @@ func (s *Supervisor) promote(g *generation) {
 	if !first {
 		s.lastReload = "ok: " + msg
 	}
-	s.ready = true
 	s.env.notify("READY=1\nSTATUS=" + s.statusLine())
 	waiters := s.reloadWait
 	s.reloadWait = nil
 	for _, rw := range waiters {
 		if rw.wait && old != nil && old.live() > 0 {
 			reply := rw.reply
-			old.waiters = append(old.waiters, func() { reply(msg+"; previous generation drained", nil) })
+			old.waiters = append(old.waiters, func(cut string) {
+				if cut != "" {
+					reply(msg+"; previous generation "+cut, nil)
+					return
+				}
+				reply(msg+"; previous generation drained", nil)
+			})
 			continue
 		}
 		rw.reply(msg, nil)
 	}
+	s.startFollowUp()
+}
+
+// startFollowUp starts the reload asked for while another was in
+// progress: that one read the configuration before the request came, so
+// it may not have the change the requester made.
+func (s *Supervisor) startFollowUp() {
+	ws := s.followUp
+	s.followUp = nil
+	if len(ws) == 0 {
+		return
+	}
+	if s.state != ctl.StateServing {
+		// A drain or kill started meanwhile: nothing to reload into.
+		for _, rw := range ws {
+			rw.reply("", fmt.Errorf("cannot reload while %s", s.state))
+		}
+		return
+	}
+	s.log.Info("reloading again: asked while the previous reload was in progress", "requests", len(ws))
+	s.startReload(ws)
 }
 
 // pendingTimeout gives up on a generation that did not become ready.
@@ -397,13 +458,11 @@ func (s *Supervisor) abortPending(err error) {
 	s.pending = nil
 	s.pendingTimer.Stop()
 	for _, sl := range g.slots {
-		if sl.timer != nil {
-			sl.timer.Stop()
-		}
-		if sl.w != nil {
-			sl.w.killed = true
-			sl.w.cmd.Process.Kill()
-		}
+		sl.stopRespawn()
+	}
+	for _, w := range g.workers() {
+		w.killed = true
+		w.cmd.Process.Kill()
 	}
 	g.draining = true
 	if s.current != nil && s.state == ctl.StateReloading {
@@ -418,6 +477,7 @@ func (s *Supervisor) abortPending(err error) {
 	for _, rw := range waiters {
 		rw.reply("", err)
 	}
+	s.startFollowUp()
 }
 
 func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error) {
@@ -426,12 +486,15 @@ func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error) {
 	if w.fatal != "" {
 		how += ": " + w.fatal
 	}
-	// What it had in flight is gone with it.
-	if n := w.active.Swap(0); n != 0 {
-		s.inflight.Add(-n)
-	}
+	w.startTimer.Stop()
 	if sl.w == w {
 		sl.w = nil
+	}
+	for i, r := range g.retired {
+		if r == w {
+			g.retired = append(g.retired[:i], g.retired[i+1:]...)
+			break
+		}
 	}
 	s.refreshDispatch()
 	expected := w.killed || w.draining || g.draining || s.state == ctl.StateDraining || s.state == ctl.StateStopping
@@ -445,7 +508,7 @@ func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error) {
 	switch {
 	case g == s.pending && !expected:
 		s.abortPending(fmt.Errorf("worker %d of generation %d failed to start: %s", w.pid, g.id, how))
-	case g == s.current && !expected:
+	case g == s.current && !expected && sl.w == nil:
 		sl.restarts++
 		sl.lastExit = how
 		s.scheduleRespawn(g, sl, time.Since(w.started))
@@ -471,9 +534,54 @@ func (s *Supervisor) retire(g *generation) {
 		s.log.Info("generation retired", "gen", g.id)
 	}
 	for _, f := range g.waiters {
-		f()
+		f(g.cut)
 	}
 	g.waiters = nil
+}
+
+// onRetire handles a worker's request to be replaced (it got SIGTERM):
+// it leaves its slot for a new worker and drains, so its connections
+// finish and no new ones reach it.
+func (s *Supervisor) onRetire(w *workerProc) {
+	g, sl := w.gen, w.slot
+	if w.draining || w.killed || sl.w != w {
+		return
+	}
+	s.log.Info("worker got SIGTERM: draining it and starting a replacement", "pid", w.pid, "gen", g.id, "slot", sl.index,
+		"connections", w.active.Load())
+	sl.w = nil
+	g.retired = append(g.retired, w)
+	s.refreshDispatch()
+	s.sendDrain(w)
+	if g.draining || s.state == ctl.StateDraining || s.state == ctl.StateStopping {
+		return
+	}
+	if err := s.spawn(g, sl); err != nil {
+		sl.lastExit = "respawn failed: " + err.Error()
+		s.log.Error("respawn failed", "gen", g.id, "slot", sl.index, "err", err)
+		s.scheduleRespawn(g, sl, 0)
+	}
+}
+
+// sendDrain sends msgDrain to w. The channel is never blocked for long,
+// but if it is full right now the message goes from a goroutine that
+// waits for room: a drain must not be lost, nor the worker killed for it.
+func (s *Supervisor) sendDrain(w *workerProc) {
+	w.draining = true
+	err := fdpass.TrySend(w.ch, []byte{msgDrain})
+	if errors.Is(err, unix.EAGAIN) {
+		go func() {
+			if err := fdpass.Send(w.ch, []byte{msgDrain}); err != nil && !w.dead() {
+				s.log.Error("send drain to worker", "pid", w.pid, "err", err)
+			}
+		}()
+		return
+	}
+	if err != nil && !w.dead() {
+		s.log.Error("send drain to worker; killing it", "pid", w.pid, "err", err)
+		w.killed = true
+		w.cmd.Process.Kill()
+	}
 }
 
 // Respawn backoff: a worker that lived at least healthyAfter is replaced at
@@ -512,21 +620,12 @@ func (s *Supervisor) scheduleRespawn(g *generation, sl *slot, lived time.Duratio
 // arms a timer that kills what is left of g after it.
 func (s *Supervisor) drainGeneration(g *generation, timeout time.Duration) {
 	g.draining = true
-	if timeout > 0 {
-		g.killTime = time.Now().Add(timeout)
-	}
 	for _, sl := range g.slots {
-		if sl.timer != nil {
-			sl.timer.Stop()
-			sl.timer = nil
-		}
-		if sl.w != nil && !sl.w.draining {
-			sl.w.draining = true
-			if err := fdpassSend(sl.w, []byte{msgDrain}); err != nil {
-				s.log.Error("send drain to worker; killing it", "pid", sl.w.pid, "err", err)
-				sl.w.killed = true
-				sl.w.cmd.Process.Kill()
-			}
+		sl.stopRespawn()
+	}
+	for _, w := range g.workers() {
+		if !w.draining {
+			s.sendDrain(w)
 		}
 	}
 	if g.live() == 0 {
@@ -536,27 +635,42 @@ func (s *Supervisor) drainGeneration(g *generation, timeout time.Duration) {
 	if timeout <= 0 {
 		return
 	}
-	s.log.Info("draining generation", "gen", g.id, "workers", g.live(), "deadline", g.killTime.Format(time.RFC3339))
+	s.log.Info("draining generation", "gen", g.id, "workers", g.live(), "deadline", time.Now().Add(timeout).Format(time.RFC3339))
 	g.killer = time.AfterFunc(timeout, func() {
 		s.post(func() {
 			if g.live() == 0 {
 				return
 			}
-			n := 0
-			for _, sl := range g.slots {
-				if sl.w != nil {
-					n += int(sl.w.active.Load())
-				}
-			}
-			s.log.Error("drain timeout: killing the generation's remaining workers", "gen", g.id, "timeout", timeout, "workers", g.live(), "connections_cut", n)
-			for _, sl := range g.slots {
-				if sl.w != nil {
-					sl.w.killed = true
-					sl.w.cmd.Process.Kill()
-				}
-			}
+			why := fmt.Sprintf("killed at drain_timeout (%v)", timeout)
+			s.log.Error("drain timeout: killing the generation's remaining workers", "gen", g.id, "timeout", timeout,
+				"workers", g.live(), "connections_cut", g.inflight())
+			s.killGeneration(g, why)
 		})
 	})
+}
+
+// inflight is the connections g's workers hold.
+func (g *generation) inflight() int {
+	n := 0
+	for _, w := range g.workers() {
+		n += int(w.active.Load())
+	}
+	return n
+}
+
+// killGeneration kills g's workers and records, for whoever waits on g,
+// what that cut.
+func (s *Supervisor) killGeneration(g *generation, why string) {
+	for _, sl := range g.slots {
+		sl.stopRespawn()
+	}
+	if n := g.inflight(); n > 0 && g.cut == "" {
+		g.cut = fmt.Sprintf("%s with %s in flight", why, plural(n, "connection"))
+	}
+	for _, w := range g.workers() {
+		w.killed = true
+		w.cmd.Process.Kill()
+	}
 }
 
 // drain is the graceful exit: stop accepting, drain every generation,
@@ -586,7 +700,6 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 			g.killer.Stop()
 		}
 		s.drainGeneration(g, 0)
-		g.killTime = s.drainAt
 	}
 	s.drainKill = time.AfterFunc(timeout, func() {
 		s.post(func() {
@@ -596,14 +709,16 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 			s.exitCode = ExitDrainTimeout
 			s.exitReason = fmt.Sprintf("drain timeout (%v) expired: killed %s with %s in flight", timeout, plural(s.liveWorkers(), "worker"), plural(int(s.inflight.Load()), "connection"))
 			s.log.Error(s.exitReason)
-			s.killAll()
+			s.killAll(fmt.Sprintf("killed at drain_timeout (%v)", timeout))
 		})
 	})
 	return nil
 }
 
-// kill is the immediate exit.
-func (s *Supervisor) kill(why string) {
+// kill is the immediate exit. escalated is true for a second SIGTERM or
+// SIGINT during a drain: transfers it cuts make the exit status say so,
+// as a drain timeout does. A kill on request (zctl kill) exits 0.
+func (s *Supervisor) kill(why string, escalated bool) {
 	if s.state == ctl.StateStopping {
 		return
 	}
@@ -612,21 +727,21 @@ func (s *Supervisor) kill(why string) {
 	s.env.notify("STOPPING=1\nSTATUS=" + s.statusLine())
 	s.closeListeners()
 	s.refreshDispatch()
-	s.log.Warn("killing all workers", "why", why, "workers", s.liveWorkers(), "connections_cut", s.inflight.Load())
-	s.killAll()
+	n := s.inflight.Load()
+	s.log.Warn("killing all workers", "why", why, "workers", s.liveWorkers(), "connections_cut", n)
+	if n > 0 {
+		s.exitReason = fmt.Sprintf("killed (%s) with %s in flight", why, plural(int(n), "connection"))
+		if escalated {
+			s.exitCode = ExitDrainTimeout
+		}
+	} else {
+		s.exitReason = fmt.Sprintf("killed (%s) with no connection in flight", why)
+	}
+	s.killAll("killed (" + why + ")")
 }
 
-func (s *Supervisor) killAll() {
+func (s *Supervisor) killAll(why string) {
 	for _, g := range s.gens {
-		for _, sl := range g.slots {
-			if sl.timer != nil {
-				sl.timer.Stop()
-				sl.timer = nil
-			}
-			if sl.w != nil {
-				sl.w.killed = true
-				sl.w.cmd.Process.Kill()
-			}
-		}
+		s.killGeneration(g, why)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/serve"
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // workerConfig is the first message down a worker's channel: everything it
@@ -38,8 +39,14 @@ type workerStatus struct {
 	Omitted     int              `json:"omitted"`
 }
 
-// maxStatusTransfers keeps a status answer inside one channel message.
-const maxStatusTransfers = 400
+// maxStatusBytes bounds a status answer so it always fits one channel
+// message (maxMsg, with room for the type and id). Paths may be up to 4 KiB
+// each and JSON may escape them further, so the bound is on the encoded
+// size, not on the count: transfers beyond it are counted in Omitted.
+const maxStatusBytes = maxMsg - 1024
+
+// maxStatusTransfers is the most transfers one worker lists in a status.
+const maxStatusTransfers = 1000
 
 // ErrNotSupervised is returned when the worker entry is run by hand.
 var ErrNotSupervised = errors.New("zfs-serve: " + WorkerCommand + " is run by the zfs-serve supervisor, not by hand")
@@ -48,8 +55,17 @@ type worker struct {
 	ch   *net.UnixConn
 	srv  *serve.Server
 	log  *slog.Logger
-	wg   sync.WaitGroup
-	done chan doneMeta
+	done chan doneMeta // finished connections, for outbox
+
+	// A drained worker exits when its last connection ends. Connections
+	// handed over after the drain started (the supervisor's dispatch may
+	// race its drain message) are still served while any is active; once
+	// the count has reached zero the worker is exiting and refuses more.
+	mu       sync.Mutex
+	active   int
+	draining bool
+	exiting  bool
+	exit     chan struct{} // closed when exiting is set
 }
 
 // RunWorker is a worker process's main. It returns only on errors before
@@ -60,8 +76,10 @@ func RunWorker() error {
 	}
 	os.Unsetenv(CookieKey)
 	// The supervisor decides when workers stop. Terminal signals go to the
-	// supervisor's process group, not ours; a stray SIGTERM drains this
-	// worker alone (it is then replaced). EPIPE is handled where it occurs.
+	// supervisor's process group, not ours. A SIGTERM sent to a worker asks
+	// the supervisor to retire it: it replaces the worker and sends it the
+	// drain message, so no connection is dropped. EPIPE is handled where
+	// it occurs.
 	signal.Ignore(syscall.SIGPIPE, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
@@ -96,50 +114,61 @@ func RunWorker() error {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
 		return fmt.Errorf("worker: %w", err)
 	}
-	w := &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, 1024)}
+	w := newWorker(ch, srv, log)
 	if err := fdpass.Send(ch, []byte{msgReady}); err != nil {
 		return fmt.Errorf("worker: report ready: %w", err)
 	}
 	log.Debug("worker ready", "root", wc.Config.Root, "zero_copy", wc.Config.ZeroCopy, "uid", os.Getuid())
 	outboxDone := make(chan struct{})
 	go func() { w.outbox(); close(outboxDone) }()
-
-	var drainOnce sync.Once
-	drain := func(why string) {
-		drainOnce.Do(func() {
-			log.Debug("draining", "why", why, "active", srv.Stats().Active)
-			srv.Drain()
-			go func() {
-				w.wg.Wait()
-				close(w.done)
-				<-outboxDone
-				log.Debug("drained; exiting")
-				os.Exit(0)
-			}()
-		})
-	}
-	go func() { <-term; drain("SIGTERM") }()
+	go func() {
+		<-term
+		log.Info("SIGTERM: asking the supervisor to replace this worker and drain it")
+		if err := fdpass.Send(ch, []byte{msgRetire}); err != nil {
+			log.Error("ask to retire", "err", err)
+		}
+	}()
+	go func() {
+		// The last connection has ended: report everything, then stop
+		// reading the channel. Messages already queued are still read
+		// (and refused) by the loop below; the supervisor's sends after
+		// this fail with EPIPE and go to another worker.
+		<-w.exit
+		close(w.done)
+		<-outboxDone
+		ch.CloseRead()
+	}()
 
 	for {
 		n, fds, err := fdpass.Recv(ch, buf, oob)
-		if err != nil {
-			if errors.Is(err, fdpass.ErrTruncated) {
-				log.Error("channel message lost its fds; those connections are dropped", "err", err)
-				continue
+		switch {
+		case errors.Is(err, fdpass.ErrTruncated):
+			// The kernel dropped the fds (most likely this process is out
+			// of descriptors); the payload says which connections they were.
+			log.Error("channel message lost its fds; those connections are dropped", "err", err)
+			if n > 0 && buf[0] == msgConns {
+				w.startConns(buf[1:n], nil, true)
 			}
+			continue
+		case errors.Is(err, fdpass.ErrTooLong):
+			log.Error("channel message too long; ignored", "err", err)
+			continue
+		case err != nil:
 			log.Error("channel read failed; exiting", "err", err)
 			os.Exit(1)
-		}
-		if n == 0 {
+		case n == 0 && w.isExiting():
+			log.Debug("drained; exiting")
+			os.Exit(0)
+		case n == 0:
 			log.Error("supervisor closed the channel; exiting")
 			os.Exit(1)
 		}
 		switch buf[0] {
 		case msgConns:
-			w.startConns(buf[1:n], fds)
+			w.startConns(buf[1:n], fds, false)
 			continue
 		case msgDrain:
-			drain("supervisor")
+			w.drain()
 		case msgStatusReq:
 			w.answerStatus(buf[1:n])
 		default:
@@ -149,28 +178,97 @@ func RunWorker() error {
 	}
 }
 
-func (w *worker) startConns(p []byte, fds []int) {
-	metas, err := parseConns(p)
-	if err == nil && len(metas) != len(fds) {
-		err = fmt.Errorf("%d connections described, %d fds attached", len(metas), len(fds))
-	}
-	if err != nil {
-		w.log.Error("bad connections message; dropping its fds", "err", err)
-		closeFDs(fds)
+func newWorker(ch *net.UnixConn, srv *serve.Server, log *slog.Logger) *worker {
+	return &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, 1024), exit: make(chan struct{})}
+}
+
+// drain starts the graceful exit: the server closes idle connections and
+// ends the others after their current response; the worker exits when the
+// last one has ended.
+func (w *worker) drain() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.draining {
 		return
 	}
+	w.draining = true
+	w.log.Debug("draining", "active", w.active)
+	w.srv.Drain()
+	w.checkExit()
+}
+
+// checkExit (under mu) starts the exit once a draining worker is idle.
+func (w *worker) checkExit() {
+	if w.draining && w.active == 0 && !w.exiting {
+		w.exiting = true
+		close(w.exit)
+	}
+}
+
+func (w *worker) isExiting() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.exiting
+}
+
+// startConns serves the connections of one msgConns message. Connections
+// it cannot serve (their fds lost, the message malformed, or the worker
+// already exiting) are answered if possible, closed, and reported done
+// at once so the supervisor's counts stay exact.
+func (w *worker) startConns(p []byte, fds []int, lost bool) {
+	metas, err := parseConns(p)
+	if err == nil && !lost && len(metas) != len(fds) {
+		err = fmt.Errorf("%d connections described, %d fds attached", len(metas), len(fds))
+	}
+	if err != nil || lost {
+		if err != nil {
+			w.log.Error("bad connections message; dropping its fds", "err", err)
+		}
+		closeFDs(fds)
+		w.reportNow(metas, "dropped")
+		return
+	}
+	w.mu.Lock()
+	if w.exiting {
+		w.mu.Unlock()
+		for _, fd := range fds {
+			reject(fd, wire.StatusDraining, "draining: this worker is exiting, retry shortly")
+		}
+		closeFDs(fds)
+		w.reportNow(metas, "refused")
+		return
+	}
+	w.active += len(fds)
+	w.mu.Unlock()
 	for i, fd := range fds {
 		m := metas[i]
 		// The fd is non-blocking (accept4 SOCK_NONBLOCK in the supervisor),
 		// so os.NewFile registers it with the runtime poller: deadlines and
 		// parking work without the dup that net.FileConn would make.
 		f := os.NewFile(uintptr(fd), m.client)
-		w.wg.Add(1)
 		go func() {
-			defer w.wg.Done()
 			r := w.srv.ServeConn(f, m.client)
 			w.done <- doneMeta{id: m.id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
+			w.mu.Lock()
+			w.active--
+			w.checkExit()
+			w.mu.Unlock()
 		}()
+	}
+}
+
+// reportNow reports connections done without going through the outbox
+// (which may have finished when the worker is exiting).
+func (w *worker) reportNow(metas []connMeta, outcome string) {
+	if len(metas) == 0 {
+		return
+	}
+	ds := make([]doneMeta, len(metas))
+	for i, m := range metas {
+		ds[i] = doneMeta{id: m.id, outcome: outcome}
+	}
+	if err := fdpass.Send(w.ch, appendDone(nil, ds)); err != nil {
+		w.log.Error("report dropped connections", "err", err)
 	}
 }
 
@@ -227,12 +325,28 @@ func (w *worker) answerStatus(p []byte) {
 		w.log.Error("bad status request", "err", err)
 		return
 	}
-	st := w.srv.Stats()
-	ts, omitted := w.srv.Transfers(maxStatusTransfers)
-	b, _ := json.Marshal(workerStatus{Active: st.Active, Connections: st.Connections, BytesSent: st.BytesSent, Transfers: ts, Omitted: omitted})
-	msg := append(appendID(nil, msgStatus, id), b...)
+	msg := appendID(nil, msgStatus, id)
+	msg = append(msg, w.statusJSON(maxStatusBytes)...)
 	if err := fdpass.Send(w.ch, msg); err != nil {
 		w.log.Error("answer status", "err", err)
+	}
+}
+
+// statusJSON encodes this worker's status in at most limit bytes, listing
+// as many transfers as fit and counting the rest in Omitted.
+func (w *worker) statusJSON(limit int) []byte {
+	st := w.srv.Stats()
+	ts, omitted := w.srv.Transfers(maxStatusTransfers)
+	for {
+		b, _ := json.Marshal(workerStatus{Active: st.Active, Connections: st.Connections, BytesSent: st.BytesSent, Transfers: ts, Omitted: omitted})
+		if len(b) <= limit || len(ts) == 0 {
+			return b
+		}
+		// Drop a share proportional to the excess (at least one) and retry.
+		drop := max(1, len(ts)*(len(b)-limit)/len(b)+1)
+		drop = min(drop, len(ts))
+		ts = ts[:len(ts)-drop]
+		omitted += drop
 	}
 }
 

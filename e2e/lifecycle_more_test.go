@@ -47,13 +47,15 @@ func TestSecondSignalKills(t *testing.T) {
 	d.Cmd.Process.Signal(syscall.SIGTERM)
 	d.WaitState(ctl.StateDraining, 5*time.Second)
 	d.Cmd.Process.Signal(syscall.SIGTERM)
-	d.WaitExit(2 * time.Second)
+	if code := d.WaitExit(2 * time.Second); code != 3 {
+		t.Fatalf("exit status %d after a second SIGTERM cut a transfer, want 3", code)
+	}
 	for _, pid := range WorkerPIDs(st) {
 		if !waitFor(time.Second, func() bool { return !alive(pid) }) {
 			t.Fatalf("worker %d alive after the second SIGTERM", pid)
 		}
 	}
-	if !strings.Contains(d.Log(), "second terminated: killing instead of draining") {
+	if log := d.Log(); !strings.Contains(log, "second SIGTERM: killing instead of draining") || !strings.Contains(log, "killed (second SIGTERM) with 1 connection in flight") {
 		t.Fatalf("log:\n%s", tail(d.Log(), 10))
 	}
 }

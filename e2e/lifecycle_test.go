@@ -190,7 +190,13 @@ func TestKill(t *testing.T) {
 	if r := d.Zctl("kill"); r.Code != 0 {
 		t.Fatalf("zctl kill: %d %s", r.Code, r.Stderr)
 	}
-	d.WaitExit(time.Second)
+	if code := d.WaitExit(time.Second); code != 0 {
+		t.Fatalf("exit status %d after zctl kill, want 0 (on request)", code)
+	}
+	// On request, but not clean: the log says what was cut.
+	if log := d.Log(); !strings.Contains(log, "killed (zctl kill) with 4 connections in flight") || strings.Contains(log, "exited cleanly") {
+		t.Fatalf("log:\n%s", tail(log, 10))
+	}
 	for _, pid := range pids {
 		if !waitFor(time.Second-time.Since(start), func() bool { return !alive(pid) }) {
 			t.Fatalf("process %d still alive %v after zctl kill", pid, time.Since(start))

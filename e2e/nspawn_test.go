@@ -486,7 +486,7 @@ func (z *zfsContainer) journal(t *testing.T) {
 		`msg="worker started" proc=supervisor`,
 		`msg="generation 1 serving with`,
 		`msg="reloading: starting a new generation"`,
-		`msg="draining: no new connections; waiting for transfers in flight" proc=supervisor why=terminated in_flight=1`,
+		`msg="draining: no new connections; waiting for transfers in flight" proc=supervisor why=SIGTERM in_flight=1`,
 		`msg="zfs-serve exited cleanly"`,
 	} {
 		if !strings.Contains(j, w) {

@@ -39,8 +39,9 @@ Flags:
 Signals: SIGTERM, SIGINT, SIGUSR1 drain (a second SIGTERM/SIGINT kills);
 SIGHUP reloads. See zctl for the control socket.
 
-Exit status: 0 clean exit (drained or killed on request), 1 runtime error,
-2 bad flags or configuration, 3 drain_timeout expired and transfers were cut.
+Exit status: 0 drained, or killed on request (zctl kill; the log says what
+it cut), 1 runtime error, 2 bad flags or configuration, 3 a drain cut
+transfers (drain_timeout expired, or a second SIGTERM/SIGINT).
 `
 
 type listFlag []string

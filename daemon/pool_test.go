@@ -1,0 +1,262 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/ctl"
+	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/serve"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// channel returns both ends of a supervisor-worker channel.
+func channel(t *testing.T) (local, remote *net.UnixConn) {
+	t.Helper()
+	l, r, err := fdpass.Socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := fdpass.FileConn(r, "remote")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); rc.Close() })
+	return l, rc
+}
+
+func recvMsg(t *testing.T, c *net.UnixConn) []byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, maxMsg)
+	n, fds, err := fdpass.Recv(c, buf, make([]byte, fdpass.OOBSpace))
+	closeFDs(fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestSendDrainWaitsForRoom: a drain message that meets a full channel is
+// sent once there is room, and the worker is neither killed nor skipped.
+func TestSendDrainWaitsForRoom(t *testing.T) {
+	local, remote := channel(t)
+	s := &Supervisor{log: quietLog()}
+	w := &workerProc{ch: local, pid: 1}
+	filler := bytes.Repeat([]byte{msgStatusReq}, 4096)
+	sent := 0
+	for {
+		err := fdpass.TrySend(local, filler)
+		if errors.Is(err, unix.EAGAIN) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent++
+	}
+	s.sendDrain(w) // w.cmd is nil: killing it would panic the test
+	if !w.draining || w.killed {
+		t.Fatalf("draining %v killed %v", w.draining, w.killed)
+	}
+	for range sent {
+		if m := recvMsg(t, remote); len(m) != len(filler) {
+			t.Fatalf("filler message of %d bytes", len(m))
+		}
+	}
+	if m := recvMsg(t, remote); len(m) != 1 || m[0] != msgDrain {
+		t.Fatalf("after the filler: %v, want the drain message", m)
+	}
+}
+
+// TestSendToSkipsDeadWorker: once a worker's count has been written off,
+// no handoff counts against it (the counts would drift otherwise).
+func TestSendToSkipsDeadWorker(t *testing.T) {
+	s := &Supervisor{log: quietLog()}
+	deadCh, deadRemote := channel(t)
+	liveCh, liveRemote := channel(t)
+	dead := &workerProc{ch: deadCh, pid: 1, isDead: true}
+	live := &workerProc{ch: liveCh, pid: 2}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFDs(fds[:])
+	d := &dispatcher{s: s, metas: []connMeta{{id: 7, client: "c"}}}
+	if !d.sendTo([]*workerProc{dead, live}, 0, dead, fds[:1]) {
+		t.Fatal("not sent to the live worker")
+	}
+	if dead.active.Load() != 0 || live.active.Load() != 1 || s.inflight.Load() != 1 {
+		t.Fatalf("active dead %d live %d, inflight %d; want 0 1 1", dead.active.Load(), live.active.Load(), s.inflight.Load())
+	}
+	if m := recvMsg(t, liveRemote); m[0] != msgConns {
+		t.Fatalf("live worker got message type %d", m[0])
+	}
+	deadRemote.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if n, _, err := fdpass.Recv(deadRemote, make([]byte, 64), make([]byte, fdpass.OOBSpace)); err == nil {
+		t.Fatalf("the dead worker got a %d-byte message", n)
+	}
+	// With only the dead one, nothing is sent and nothing counted.
+	if d.sendTo([]*workerProc{dead}, 0, dead, fds[:1]) || s.inflight.Load() != 1 {
+		t.Fatalf("sent to a dead worker, inflight %d", s.inflight.Load())
+	}
+}
+
+func testWorker(t *testing.T) (*worker, *net.UnixConn) {
+	t.Helper()
+	local, remote := channel(t)
+	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: config.ModeSendfile, Chunk: 64 << 10,
+		HeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second, SendTimeout: 5 * time.Second}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return newWorker(remote, srv, quietLog()), local
+}
+
+// TestWorkerReportsLostConnections: connections whose fds the kernel
+// dropped (MSG_CTRUNC) are reported done, so the supervisor's counts for
+// this worker do not leak.
+func TestWorkerReportsLostConnections(t *testing.T) {
+	w, sup := testWorker(t)
+	msg := appendConns(nil, []connMeta{{id: 11, client: "a"}, {id: 12, client: "b"}})
+	w.startConns(msg[1:], nil, true)
+	m := recvMsg(t, sup)
+	if m[0] != msgDone {
+		t.Fatalf("message type %d, want msgDone", m[0])
+	}
+	ds, err := parseDone(m[1:])
+	if err != nil || len(ds) != 2 || ds[0].id != 11 || ds[1].id != 12 || ds[0].outcome != "dropped" {
+		t.Fatalf("done %+v %v", ds, err)
+	}
+}
+
+// TestExitingWorkerRefusesConnections: a connection that reaches a worker
+// after its last one ended (it is exiting) is told "draining", closed and
+// reported, never silently dropped.
+func TestExitingWorkerRefusesConnections(t *testing.T) {
+	w, sup := testWorker(t)
+	w.drain()
+	select {
+	case <-w.exit:
+	default:
+		t.Fatal("an idle worker did not start exiting on drain")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := sc.(*net.TCPConn).File()
+	sc.Close()
+	fd, _ := unix.Dup(int(f.Fd()))
+	f.Close()
+	w.startConns(appendConns(nil, []connMeta{{id: 5, client: "c"}})[1:], []int{fd}, false)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r, err := wire.ReadResponse(client)
+	if err != nil || r.Status != wire.StatusDraining {
+		t.Fatalf("response %+v %v, want draining", r, err)
+	}
+	ds, err := parseDone(recvMsg(t, sup)[1:])
+	if err != nil || len(ds) != 1 || ds[0].id != 5 || ds[0].outcome != "refused" {
+		t.Fatalf("done %+v %v", ds, err)
+	}
+}
+
+// TestRespawnedWorkerStartTimeout: a replacement worker that never reports
+// ready is killed at the start timeout, and the slot's history says why.
+func TestRespawnedWorkerStartTimeout(t *testing.T) {
+	old := startTimeout
+	startTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { startTimeout = old })
+	dir := t.TempDir()
+	hang := filepath.Join(dir, "hang")
+	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &Supervisor{
+		env:      env{executable: func() (string, error) { return hang, nil }, notify: func(string) {}},
+		log:      quietLog(),
+		cfg:      &config.Config{Workers: 1},
+		events:   make(chan func(), 64),
+		finished: make(chan struct{}),
+	}
+	s.dispatch.Store(&[]*workerProc{})
+	var err error
+	if s.deathR, s.deathW, err = os.Pipe(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		for {
+			select {
+			case f := <-s.events:
+				f()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		s.call(t.Context(), func() { s.setState(ctl.StateStopping); s.killAll("test over") })
+		close(stop)
+		<-loopDone
+		close(s.finished) // late posts from reader goroutines return
+		s.deathW.Close()
+		s.deathR.Close()
+	})
+	var g *generation
+	s.call(t.Context(), func() {
+		s.setState(ctl.StateServing)
+		g = s.newGeneration(s.cfg)
+		s.current = g
+		if err = s.spawn(g, g.slots[0]); err != nil {
+			return
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The worker never answers: the timer kills it, the slot records it
+	// and schedules a replacement.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var last string
+		var restarts int
+		s.call(t.Context(), func() { last, restarts = g.slots[0].lastExit, g.slots[0].restarts })
+		if restarts >= 1 {
+			if !strings.Contains(last, "not ready within 300ms") {
+				t.Fatalf("last exit %q", last)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a worker that never reported ready was not replaced")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
