@@ -487,7 +487,7 @@ func (z *zfsContainer) journal(t *testing.T) {
 		`msg="generation 1 serving with`,
 		`msg="reloading: starting a new generation"`,
 		`msg="draining: no new connections; waiting for transfers in flight" proc=supervisor why=SIGTERM in_flight=1`,
-		`msg="zfs-serve exited cleanly"`,
+		`msg="zfs-serve exited cleanly: every transfer finished"`,
 	} {
 		if !strings.Contains(j, w) {
 			t.Errorf("journalctl -u %s lacks %s", unitService, w)
