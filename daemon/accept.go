@@ -143,7 +143,7 @@ func (d *dispatcher) dispatch() {
 		if len(fds) == 0 {
 			continue
 		}
-		if !d.sendTo(ws, j, w, fds) {
+		if !d.sendTo(ws, j, w, fds) && !d.sendToFresh(ws, fds) {
 			for _, fd := range fds {
 				reject(fd, wire.StatusBusy, "busy: no worker could take the connection, retry shortly")
 			}
@@ -183,6 +183,17 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []in
 		}
 	}
 	return false
+}
+
+// sendToFresh retries a handoff that every worker of ws refused, once,
+// with the current dispatch list if it changed meanwhile: ws may be the
+// previous generation's workers, which refuse after a reload's drain.
+func (d *dispatcher) sendToFresh(ws []*workerProc, fds []int) bool {
+	fresh := *d.s.dispatch.Load()
+	if len(fresh) == 0 || (len(ws) > 0 && &fresh[0] == &ws[0]) {
+		return false
+	}
+	return d.sendTo(fresh, 0, fresh[0], fds)
 }
 
 // reject answers a connection nobody can take, without blocking, and

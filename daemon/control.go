@@ -302,6 +302,8 @@ func workerRow(g *generation, sl *slot, w *workerProc) ctl.Worker {
 		row.State = "killed"
 	case w.draining || g.draining:
 		row.State = "draining"
+	case sl.w != w && w.ready:
+		row.State = "retiring" // serves until its replacement is ready
 	case w.ready:
 		row.State = "ready"
 	default:

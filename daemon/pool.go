@@ -92,6 +92,7 @@ type workerProc struct {
 	killed     bool // (loop) we sent SIGKILL
 	fatal      string
 	startTimer *time.Timer // (loop) kills a worker that never reports ready
+	killer     *time.Timer // (loop) a retired worker's drain deadline
 
 	// sendMu orders handoffs against the worker's death: once dead is set
 	// (its channel read EOF and its count was written off), no handoff

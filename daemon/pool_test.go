@@ -115,23 +115,24 @@ func TestSendToSkipsDeadWorker(t *testing.T) {
 	}
 }
 
-func testWorker(t *testing.T) (*worker, *net.UnixConn) {
+func testWorker(t *testing.T) (*worker, *net.UnixConn, string) {
 	t.Helper()
 	local, remote := channel(t)
-	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: config.ModeSendfile, Chunk: 64 << 10,
+	root := t.TempDir()
+	srv, err := serve.New(serve.Options{Root: root, Mode: config.ModeSendfile, Chunk: 64 << 10,
 		HeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second, SendTimeout: 5 * time.Second}, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return newWorker(remote, srv, quietLog()), local
+	return newWorker(remote, srv, quietLog()), local, root
 }
 
 // TestWorkerReportsLostConnections: connections whose fds the kernel
 // dropped (MSG_CTRUNC) are reported done, so the supervisor's counts for
 // this worker do not leak.
 func TestWorkerReportsLostConnections(t *testing.T) {
-	w, sup := testWorker(t)
+	w, sup, _ := testWorker(t)
 	msg := appendConns(nil, []connMeta{{id: 11, client: "a"}, {id: 12, client: "b"}})
 	w.startConns(msg[1:], nil, true)
 	m := recvMsg(t, sup)
@@ -144,16 +145,14 @@ func TestWorkerReportsLostConnections(t *testing.T) {
 	}
 }
 
-// TestExitingWorkerRefusesConnections: a connection that reaches a worker
-// after its last one ended (it is exiting) is told "draining", closed and
-// reported, never silently dropped.
-func TestExitingWorkerRefusesConnections(t *testing.T) {
-	w, sup := testWorker(t)
-	w.drain()
-	select {
-	case <-w.exit:
-	default:
-		t.Fatal("an idle worker did not start exiting on drain")
+// TestDrainedWorkerServesQueuedConnections: a connection the supervisor
+// queued right after the drain message (its dispatch raced the drain) is
+// served, not refused; then the worker shuts its channel's read side (the
+// supervisor's next handoff fails over with EPIPE) and exits 0.
+func TestDrainedWorkerServesQueuedConnections(t *testing.T) {
+	w, sup, root := testWorker(t)
+	if err := os.WriteFile(filepath.Join(root, "f"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -171,17 +170,41 @@ func TestExitingWorkerRefusesConnections(t *testing.T) {
 	}
 	f, _ := sc.(*net.TCPConn).File()
 	sc.Close()
-	fd, _ := unix.Dup(int(f.Fd()))
+	defer f.Close()
+	if err := fdpass.Send(sup, []byte{msgDrain}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fdpass.Send(sup, appendConns(nil, []connMeta{{id: 5, client: "c"}}), int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
 	f.Close()
-	w.startConns(appendConns(nil, []connMeta{{id: 5, client: "c"}})[1:], []int{fd}, false)
-	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	exit := make(chan int, 1)
+	go func() { exit <- w.run() }()
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := wire.WriteRequest(client, &wire.Request{Op: wire.OpGet, Path: "/f"}); err != nil {
+		t.Fatal(err)
+	}
 	r, err := wire.ReadResponse(client)
-	if err != nil || r.Status != wire.StatusDraining {
-		t.Fatalf("response %+v %v, want draining", r, err)
+	if err != nil || r.Status != wire.StatusOK || r.BodyLen != 5 {
+		t.Fatalf("response %+v %v, want the file", r, err)
+	}
+	if b, err := io.ReadAll(client); err != nil || string(b) != "hello" {
+		t.Fatalf("body %q %v, then close", b, err)
+	}
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit status %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the drained worker did not exit")
 	}
 	ds, err := parseDone(recvMsg(t, sup)[1:])
-	if err != nil || len(ds) != 1 || ds[0].id != 5 || ds[0].outcome != "refused" {
+	if err != nil || len(ds) != 1 || ds[0].id != 5 || ds[0].outcome != string(serve.OutcomeDrained) || ds[0].bytes != 5 {
 		t.Fatalf("done %+v %v", ds, err)
+	}
+	if err := fdpass.TrySend(sup, []byte{msgStatusReq}); !errors.Is(err, unix.EPIPE) {
+		t.Fatalf("handoff to a drained worker: %v, want EPIPE", err)
 	}
 }
 

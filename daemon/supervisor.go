@@ -349,6 +349,12 @@ func (s *Supervisor) refreshDispatch() {
 				ws = append(ws, sl.w)
 			}
 		}
+		// A retiring worker serves until its replacement is ready.
+		for _, w := range s.current.retired {
+			if w.ready && !w.draining && !w.killed {
+				ws = append(ws, w)
+			}
+		}
 	}
 	s.dispatch.Store(&ws)
 }
@@ -361,8 +367,14 @@ func (s *Supervisor) onReady(w *workerProc) {
 		return // retired before it was ready; it has the drain message
 	}
 	if g == s.current {
-		// A replacement in the serving generation: put it to work.
+		// A replacement in the serving generation: put it to work, and
+		// drain the worker it replaces if that one retired.
 		s.log.Info("worker ready", "pid", w.pid, "gen", g.id, "slot", w.slot.index)
+		for _, r := range g.retired {
+			if r.slot == w.slot && !r.draining && !r.killed {
+				s.drainRetired(r)
+			}
+		}
 		s.refreshDispatch()
 		s.notifyStatus()
 		return
@@ -465,6 +477,9 @@ func (s *Supervisor) abortPending(err error) {
 		w.cmd.Process.Kill()
 	}
 	g.draining = true
+	if g.live() == 0 {
+		s.retire(g) // e.g. the first spawn failed: no exit will retire it
+	}
 	if s.current != nil && s.state == ctl.StateReloading {
 		s.lastReload = "failed: " + err.Error()
 		s.log.Error("reload failed; still serving the previous configuration", "err", err)
@@ -487,6 +502,9 @@ func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error) {
 		how += ": " + w.fatal
 	}
 	w.startTimer.Stop()
+	if w.killer != nil {
+		w.killer.Stop()
+	}
 	if sl.w == w {
 		sl.w = nil
 	}
@@ -539,28 +557,55 @@ func (s *Supervisor) retire(g *generation) {
 	g.waiters = nil
 }
 
-// onRetire handles a worker's request to be replaced (it got SIGTERM):
-// it leaves its slot for a new worker and drains, so its connections
-// finish and no new ones reach it.
+// onRetire handles a worker's request to be replaced (it got SIGTERM): a
+// replacement starts in its slot, and the worker keeps serving until that
+// one is ready, then drains (its connections finish, no new ones come).
+// If the replacement cannot start, the old worker goes on serving.
 func (s *Supervisor) onRetire(w *workerProc) {
 	g, sl := w.gen, w.slot
 	if w.draining || w.killed || sl.w != w {
 		return
 	}
-	s.log.Info("worker got SIGTERM: draining it and starting a replacement", "pid", w.pid, "gen", g.id, "slot", sl.index,
+	s.log.Info("worker got SIGTERM: starting a replacement, then draining it", "pid", w.pid, "gen", g.id, "slot", sl.index,
 		"connections", w.active.Load())
 	sl.w = nil
 	g.retired = append(g.retired, w)
-	s.refreshDispatch()
-	s.sendDrain(w)
-	if g.draining || s.state == ctl.StateDraining || s.state == ctl.StateStopping {
-		return
+	serving := g == s.current && !g.draining && s.state != ctl.StateDraining && s.state != ctl.StateStopping
+	if !serving || !w.ready {
+		// It takes no connections anyway: nothing to hand over.
+		s.drainRetired(w)
+		s.refreshDispatch()
+	}
+	if !serving && g != s.pending {
+		return // an old or stopping generation: no replacement
 	}
 	if err := s.spawn(g, sl); err != nil {
 		sl.lastExit = "respawn failed: " + err.Error()
 		s.log.Error("respawn failed", "gen", g.id, "slot", sl.index, "err", err)
 		s.scheduleRespawn(g, sl, 0)
 	}
+}
+
+// drainRetired drains a retired worker, bounded by its generation's
+// drain_timeout: past it, the worker is killed and the log says what that
+// cut.
+func (s *Supervisor) drainRetired(w *workerProc) {
+	s.sendDrain(w)
+	timeout := w.gen.cfg.DrainTimeout.D()
+	if timeout <= 0 {
+		return
+	}
+	w.killer = time.AfterFunc(timeout, func() {
+		s.post(func() {
+			if w.killed || w.dead() {
+				return
+			}
+			s.log.Error("drain timeout: killing a retired worker", "pid", w.pid, "gen", w.gen.id, "timeout", timeout,
+				"connections_cut", w.active.Load())
+			w.killed = true
+			w.cmd.Process.Kill()
+		})
+	})
 }
 
 // sendDrain sends msgDrain to w. The channel is never blocked for long,
@@ -624,7 +669,7 @@ func (s *Supervisor) drainGeneration(g *generation, timeout time.Duration) {
 		sl.stopRespawn()
 	}
 	for _, w := range g.workers() {
-		if !w.draining {
+		if !w.draining && !w.killed {
 			s.sendDrain(w)
 		}
 	}
@@ -699,6 +744,11 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 		if g.killer != nil {
 			g.killer.Stop()
 		}
+		for _, w := range g.retired {
+			if w.killer != nil {
+				w.killer.Stop()
+			}
+		}
 		s.drainGeneration(g, 0)
 	}
 	s.drainKill = time.AfterFunc(timeout, func() {
@@ -706,9 +756,13 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 			if s.liveWorkers() == 0 || s.state != ctl.StateDraining {
 				return
 			}
-			s.exitCode = ExitDrainTimeout
-			s.exitReason = fmt.Sprintf("drain timeout (%v) expired: killed %s with %s in flight", timeout, plural(s.liveWorkers(), "worker"), plural(int(s.inflight.Load()), "connection"))
-			s.log.Error(s.exitReason)
+			n := int(s.inflight.Load())
+			msg := fmt.Sprintf("drain timeout (%v) expired: killed %s with %s in flight", timeout, plural(s.liveWorkers(), "worker"), plural(n, "connection"))
+			if n > 0 && s.exitReason == "" {
+				s.exitCode = ExitDrainTimeout
+				s.exitReason = msg
+			}
+			s.log.Error(msg)
 			s.killAll(fmt.Sprintf("killed at drain_timeout (%v)", timeout))
 		})
 	})
@@ -729,12 +783,15 @@ func (s *Supervisor) kill(why string, escalated bool) {
 	s.refreshDispatch()
 	n := s.inflight.Load()
 	s.log.Warn("killing all workers", "why", why, "workers", s.liveWorkers(), "connections_cut", n)
-	if n > 0 {
+	switch {
+	case s.exitReason != "":
+		// A drain timeout got there first; its reason stands.
+	case n > 0:
 		s.exitReason = fmt.Sprintf("killed (%s) with %s in flight", why, plural(int(n), "connection"))
 		if escalated {
 			s.exitCode = ExitDrainTimeout
 		}
-	} else {
+	default:
 		s.exitReason = fmt.Sprintf("killed (%s) with no connection in flight", why)
 	}
 	s.killAll("killed (" + why + ")")

@@ -18,7 +18,6 @@ import (
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/serve"
-	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // workerConfig is the first message down a worker's channel: everything it
@@ -52,20 +51,21 @@ const maxStatusTransfers = 1000
 var ErrNotSupervised = errors.New("zfs-serve: " + WorkerCommand + " is run by the zfs-serve supervisor, not by hand")
 
 type worker struct {
-	ch   *net.UnixConn
-	srv  *serve.Server
-	log  *slog.Logger
-	done chan doneMeta // finished connections, for outbox
+	ch    *net.UnixConn
+	srv   *serve.Server
+	log   *slog.Logger
+	done  chan doneMeta  // finished connections, for outbox
+	conns sync.WaitGroup // Add only from the channel's reader, so never after Wait
 
-	// A drained worker exits when its last connection ends. Connections
-	// handed over after the drain started (the supervisor's dispatch may
-	// race its drain message) are still served while any is active; once
-	// the count has reached zero the worker is exiting and refuses more.
+	// A draining worker exits once its channel has read EOF and no
+	// connection is active. It shuts the channel's read side when it
+	// falls idle: connections the supervisor had queued before that (its
+	// dispatch may race the drain message) are still read and served, and
+	// its sends after that fail with EPIPE and go to another worker.
 	mu       sync.Mutex
 	active   int
 	draining bool
-	exiting  bool
-	exit     chan struct{} // closed when exiting is set
+	shut     bool // we shut its read side
 }
 
 // RunWorker is a worker process's main. It returns only on errors before
@@ -119,49 +119,62 @@ func RunWorker() error {
 		return fmt.Errorf("worker: report ready: %w", err)
 	}
 	log.Debug("worker ready", "root", wc.Config.Root, "zero_copy", wc.Config.ZeroCopy, "uid", os.Getuid())
-	outboxDone := make(chan struct{})
-	go func() { w.outbox(); close(outboxDone) }()
 	go func() {
-		<-term
-		log.Info("SIGTERM: asking the supervisor to replace this worker and drain it")
-		if err := fdpass.Send(ch, []byte{msgRetire}); err != nil {
-			log.Error("ask to retire", "err", err)
+		for range term { // every SIGTERM: the supervisor ignores repeats
+			log.Info("SIGTERM: asking the supervisor to replace this worker and drain it")
+			if err := fdpass.Send(ch, []byte{msgRetire}); err != nil {
+				log.Error("ask to retire", "err", err)
+			}
 		}
 	}()
-	go func() {
-		// The last connection has ended: report everything, then stop
-		// reading the channel. Messages already queued are still read
-		// (and refused) by the loop below; the supervisor's sends after
-		// this fail with EPIPE and go to another worker.
-		<-w.exit
-		close(w.done)
-		<-outboxDone
-		ch.CloseRead()
-	}()
+	os.Exit(w.run())
+	return nil
+}
 
+func newWorker(ch *net.UnixConn, srv *serve.Server, log *slog.Logger) *worker {
+	return &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, 1024)}
+}
+
+// run reads the channel until the worker should exit and returns the
+// exit status: 0 once drained, 1 if the channel failed or the supervisor
+// closed it without a drain.
+func (w *worker) run() int {
+	outboxDone := make(chan struct{})
+	go func() { w.outbox(); close(outboxDone) }()
+	buf := make([]byte, maxMsg)
+	oob := make([]byte, fdpass.OOBSpace)
 	for {
-		n, fds, err := fdpass.Recv(ch, buf, oob)
+		n, fds, err := fdpass.Recv(w.ch, buf, oob)
 		switch {
 		case errors.Is(err, fdpass.ErrTruncated):
 			// The kernel dropped the fds (most likely this process is out
 			// of descriptors); the payload says which connections they were.
-			log.Error("channel message lost its fds; those connections are dropped", "err", err)
+			w.log.Error("channel message lost its fds; those connections are dropped", "err", err)
 			if n > 0 && buf[0] == msgConns {
 				w.startConns(buf[1:n], nil, true)
 			}
 			continue
 		case errors.Is(err, fdpass.ErrTooLong):
-			log.Error("channel message too long; ignored", "err", err)
+			w.log.Error("channel message too long; ignored", "err", err)
 			continue
 		case err != nil:
-			log.Error("channel read failed; exiting", "err", err)
-			os.Exit(1)
-		case n == 0 && w.isExiting():
-			log.Debug("drained; exiting")
-			os.Exit(0)
+			w.log.Error("channel read failed; exiting", "err", err)
+			return 1
 		case n == 0:
-			log.Error("supervisor closed the channel; exiting")
-			os.Exit(1)
+			w.mu.Lock()
+			draining, active := w.draining, w.active
+			w.mu.Unlock()
+			if !draining {
+				w.log.Error("supervisor closed the channel; exiting")
+				return 1
+			}
+			// Wait for the connections read before EOF, then report them.
+			w.log.Debug("channel closed; finishing connections", "active", active)
+			w.conns.Wait()
+			close(w.done)
+			<-outboxDone
+			w.log.Debug("drained; exiting")
+			return 0
 		}
 		switch buf[0] {
 		case msgConns:
@@ -172,19 +185,15 @@ func RunWorker() error {
 		case msgStatusReq:
 			w.answerStatus(buf[1:n])
 		default:
-			log.Error("unknown channel message", "type", buf[0])
+			w.log.Error("unknown channel message", "type", buf[0])
 		}
 		closeFDs(fds)
 	}
 }
 
-func newWorker(ch *net.UnixConn, srv *serve.Server, log *slog.Logger) *worker {
-	return &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, 1024), exit: make(chan struct{})}
-}
-
 // drain starts the graceful exit: the server closes idle connections and
-// ends the others after their current response; the worker exits when the
-// last one has ended.
+// ends the others after their current response; once none is left the
+// channel's read side is shut, and the worker exits at its EOF.
 func (w *worker) drain() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -194,27 +203,23 @@ func (w *worker) drain() {
 	w.draining = true
 	w.log.Debug("draining", "active", w.active)
 	w.srv.Drain()
-	w.checkExit()
+	w.shutIfIdle()
 }
 
-// checkExit (under mu) starts the exit once a draining worker is idle.
-func (w *worker) checkExit() {
-	if w.draining && w.active == 0 && !w.exiting {
-		w.exiting = true
-		close(w.exit)
+// shutIfIdle (under mu) shuts the channel's read side once a draining
+// worker has no connection: the loop then reads what is queued and EOF.
+func (w *worker) shutIfIdle() {
+	if w.draining && w.active == 0 && !w.shut {
+		w.shut = true
+		if err := w.ch.CloseRead(); err != nil {
+			w.log.Error("shut the channel's read side", "err", err)
+		}
 	}
 }
 
-func (w *worker) isExiting() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.exiting
-}
-
 // startConns serves the connections of one msgConns message. Connections
-// it cannot serve (their fds lost, the message malformed, or the worker
-// already exiting) are answered if possible, closed, and reported done
-// at once so the supervisor's counts stay exact.
+// it cannot serve (their fds lost, or the message malformed) are closed
+// and reported done at once, so the supervisor's counts stay exact.
 func (w *worker) startConns(p []byte, fds []int, lost bool) {
 	metas, err := parseConns(p)
 	if err == nil && !lost && len(metas) != len(fds) {
@@ -229,17 +234,9 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 		return
 	}
 	w.mu.Lock()
-	if w.exiting {
-		w.mu.Unlock()
-		for _, fd := range fds {
-			reject(fd, wire.StatusDraining, "draining: this worker is exiting, retry shortly")
-		}
-		closeFDs(fds)
-		w.reportNow(metas, "refused")
-		return
-	}
 	w.active += len(fds)
 	w.mu.Unlock()
+	w.conns.Add(len(fds))
 	for i, fd := range fds {
 		m := metas[i]
 		// The fd is non-blocking (accept4 SOCK_NONBLOCK in the supervisor),
@@ -247,18 +244,18 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 		// parking work without the dup that net.FileConn would make.
 		f := os.NewFile(uintptr(fd), m.client)
 		go func() {
+			defer w.conns.Done()
 			r := w.srv.ServeConn(f, m.client)
 			w.done <- doneMeta{id: m.id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
 			w.mu.Lock()
 			w.active--
-			w.checkExit()
+			w.shutIfIdle()
 			w.mu.Unlock()
 		}()
 	}
 }
 
-// reportNow reports connections done without going through the outbox
-// (which may have finished when the worker is exiting).
+// reportNow reports connections done at once, from the channel's reader.
 func (w *worker) reportNow(metas []connMeta, outcome string) {
 	if len(metas) == 0 {
 		return

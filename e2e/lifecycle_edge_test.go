@@ -186,3 +186,102 @@ func TestReloadDuringReload(t *testing.T) {
 		t.Fatalf("after both reloads: generation %d root %s, want 3 and %s", st.Generation, st.Root, rootC)
 	}
 }
+
+// replaceBinary puts body (a script) at exe the way an upgrade does: a new
+// inode renamed over the old one.
+func replaceBinary(t *testing.T, exe, body string) {
+	t.Helper()
+	if err := os.WriteFile(exe+".new", []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(exe+".new", exe); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWorkerSIGTERMReplacementFails: a worker asked to retire keeps
+// serving while its replacement cannot start (here a broken binary on
+// disk), and drains only once a replacement is ready.
+func TestWorkerSIGTERMReplacementFails(t *testing.T) {
+	dir := shortTempDir(t)
+	exe := filepath.Join(dir, "zfs-serve")
+	copyFile(t, zfsServe, exe)
+	root := shortTempDir(t)
+	small := WriteRandom(t, filepath.Join(root, "small.bin"), 4096)
+	d := StartDaemon(t, DaemonOpts{Binary: exe, Root: root, Workers: 1})
+	old := WorkerPIDs(d.MustStatus())[0]
+	replaceBinary(t, exe, "#!/bin/sh\necho broken >&2\nexit 1\n")
+	syscall.Kill(old, syscall.SIGTERM)
+	d.WaitStatus(5*time.Second, "a failed replacement and the old worker retiring", func(st *ctlStatus) bool {
+		retiring := false
+		for _, w := range st.Workers {
+			retiring = retiring || (w.PID == old && w.State == "retiring")
+		}
+		return retiring && st.Totals.Restarts >= 1
+	})
+	for i := range 5 {
+		out := filepath.Join(t.TempDir(), "small.bin")
+		if r := Zfetch(t, "-q", "--retries", "0", "-o", out, d.URL("/small.bin")); r.Code != 0 || FileSHA256(t, out) != small {
+			t.Fatalf("download %d while the replacement fails: %d %s", i, r.Code, r.Stderr)
+		}
+	}
+	copyFile(t, zfsServe, exe+".new")
+	os.Rename(exe+".new", exe)
+	if !waitFor(20*time.Second, func() bool { return !alive(old) }) {
+		t.Fatalf("the retired worker still runs after a replacement could start\n%s", tail(d.Log(), 20))
+	}
+	st := d.WaitStatus(5*time.Second, "the replacement serving", func(st *ctlStatus) bool {
+		return len(st.Workers) == 1 && st.Workers[0].State == "ready"
+	})
+	if st.Workers[0].PID == old {
+		t.Fatal("no replacement")
+	}
+}
+
+// TestRetiredWorkerDrainTimeout: a retired worker whose client never
+// reads is killed at drain_timeout, and the log says what that cut.
+func TestRetiredWorkerDrainTimeout(t *testing.T) {
+	root := shortTempDir(t)
+	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "workers = 1\ndrain_timeout = \"1s\"\n"})
+	never := make(chan struct{})
+	defer close(never)
+	startSlowGet(t, d.Addr, "/big.bin", never)
+	st := d.WaitStatus(5*time.Second, "the transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })
+	old := WorkerPIDs(st)[0]
+	syscall.Kill(old, syscall.SIGTERM)
+	if !waitFor(10*time.Second, func() bool { return !alive(old) }) {
+		t.Fatal("a retired worker outlived drain_timeout")
+	}
+	if log := d.Log(); !strings.Contains(log, "drain timeout: killing a retired worker") || !strings.Contains(log, "connections_cut=1") {
+		t.Fatalf("log:\n%s", tail(log, 20))
+	}
+	d.WaitStatus(5*time.Second, "one ready worker", func(st *ctlStatus) bool {
+		return len(st.Workers) == 1 && st.Workers[0].State == "ready" && st.Totals.Restarts == 0
+	})
+}
+
+// TestFailedSpawnsDoNotBlockReloads: reloads whose workers cannot even be
+// started (the binary is gone) fail with the reason and leave nothing
+// behind, so a later reload is not refused for old generations.
+func TestFailedSpawnsDoNotBlockReloads(t *testing.T) {
+	dir := shortTempDir(t)
+	exe := filepath.Join(dir, "zfs-serve")
+	copyFile(t, zfsServe, exe)
+	d := StartDaemon(t, DaemonOpts{Binary: exe, Workers: 1})
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if r := d.Zctl("reload"); r.Code == 0 || !strings.Contains(r.Stderr, "start worker") {
+			t.Fatalf("reload %d without a binary: %d %s", i, r.Code, r.Stderr)
+		}
+	}
+	copyFile(t, zfsServe, exe)
+	if r := d.Zctl("reload"); r.Code != 0 {
+		t.Fatalf("reload after the binary is back: %s", r.Stderr)
+	}
+	if st := d.MustStatus(); len(st.Workers) != 1 || st.State != ctl.StateServing {
+		t.Fatalf("state %s, workers %+v", st.State, st.Workers)
+	}
+}

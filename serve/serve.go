@@ -162,7 +162,7 @@ type conn struct {
 	rd         readOp
 	runRead    func(uintptr) bool // c.doRead, bound once
 	out        []byte
-	idle       atomic.Bool
+	state      atomic.Int32 // connBusy, connIdle or connKicked
 	cur        atomic.Pointer[transfer]
 	pipe       [2]int // splice mode: created on first use, closed with the conn
 	res        Result
@@ -223,6 +223,14 @@ func (c *conn) serve() {
 
 var errDrained = errors.New("drained")
 
+// A connection's state as a drain sees it: only an idle one (waiting
+// between requests) is woken and closed.
+const (
+	connBusy int32 = iota
+	connIdle
+	connKicked
+)
+
 // readRequest waits for the next request. While a kept-alive connection
 // waits it is "idle": a drain may interrupt it, and then it is closed
 // unless a request had already arrived. A new connection is never idle: it
@@ -241,9 +249,10 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 	if c.rpos == c.rend {
 		c.rpos, c.rend = 0, 0
 	}
-	armed := first // readIdle set header_timeout from the connection's start
+	armed := false // header_timeout set for this request
 	if c.rend == c.rpos {
-		if err := c.readIdle(first); err != nil {
+		var err error
+		if armed, err = c.readIdle(first); err != nil {
 			return wire.Request{}, err
 		}
 	}
@@ -282,40 +291,54 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 
 // readIdle waits for the first bytes of a request: on a new connection
 // with header_timeout, on a kept-alive one with idle_timeout, and only the
-// latter may be cut short by a drain.
-func (c *conn) readIdle(first bool) error {
+// latter may be cut short by a drain. armed reports that header_timeout
+// now runs for this request.
+func (c *conn) readIdle(first bool) (armed bool, err error) {
 	s := c.s
 	if first {
 		c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
-		return c.fill()
+		return true, c.fill()
 	}
 	timeout := s.opts.IdleTimeout
-	// Order matters against Drain: deadline, then idle, then the check.
-	// Drain sets draining, then kicks idle conns by moving their deadline.
 	now := time.Now()
 	if c.rdl.Sub(now) < timeout-min(time.Second, timeout/10) {
 		// Coarse: a kept-alive connection moves its deadline at most about
 		// once a second (or per tenth of the timeout), not per request.
 		c.setReadDeadline(now.Add(timeout))
 	}
-	c.idle.Store(true)
-	var err error
+	// Order matters against Drain, which sets draining and then, under
+	// s.mu, moves each idle connection to kicked and its deadline to the
+	// past: idle first, then the check.
+	c.state.Store(connIdle)
 	if s.draining.Load() && !c.pending() {
-		err = errDrained
-	} else {
-		err = c.fill()
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && s.draining.Load() && c.pending() {
-			// The drain kick raced a request that had already arrived: serve it.
-			c.idle.Store(false)
-			c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+		c.state.Store(connBusy)
+		return false, errDrained
+	}
+	err = c.fill()
+	if c.state.CompareAndSwap(connIdle, connBusy) {
+		if err != nil && s.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errDrained
+		}
+		return false, err
+	}
+	// Kicked by a drain, which may still be setting the past deadline:
+	// wait for it (it holds s.mu), then decide what the wake-up meant.
+	s.mu.Lock()
+	s.mu.Unlock()
+	c.state.Store(connBusy)
+	if err == nil || (errors.Is(err, os.ErrDeadlineExceeded) && c.pending()) {
+		// A request had arrived: serve it, under header_timeout, which
+		// also replaces the drain's past deadline.
+		c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+		if err != nil {
 			err = c.fill()
 		}
+		return true, err
 	}
-	c.idle.Store(false)
-	if err != nil && s.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
 		err = errDrained
 	}
-	return err
+	return false, err
 }
 
 // readOp is fill's read, run by c.runRead (bound once per connection, so
@@ -545,7 +568,7 @@ func (s *Server) Drain() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.idle.Load() {
+		if c.state.CompareAndSwap(connIdle, connKicked) {
 			c.f.SetReadDeadline(time.Unix(1, 0))
 		}
 	}
