@@ -281,7 +281,7 @@ func TestFailedSpawnsDoNotBlockReloads(t *testing.T) {
 	if r := d.Zctl("reload"); r.Code != 0 {
 		t.Fatalf("reload after the binary is back: %s", r.Stderr)
 	}
-	if st := d.MustStatus(); len(st.Workers) != 1 || st.State != ctl.StateServing {
-		t.Fatalf("state %s, workers %+v", st.State, st.Workers)
-	}
+	d.WaitStatus(5*time.Second, "the new generation alone", func(st *ctlStatus) bool {
+		return len(st.Workers) == 1 && st.State == ctl.StateServing && st.Generation == 6
+	})
 }
