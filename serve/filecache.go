@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,11 +15,18 @@ import (
 //
 // What it may serve stale, and for how long: every hit is fstat'ed afresh,
 // so a file changed in place (written, truncated, appended) is seen at once,
-// with its current size and mtime. Only a file replaced under the same name
-// (rename over it, or delete and create) keeps being served from the old
-// inode, whole and consistent, until its entry expires.
+// with its current size and mtime, and a deleted file (no links left) is a
+// miss. Only a file replaced under the same name (renamed over, or a
+// symlink on its path repointed) keeps being served from the old inode,
+// whole and consistent, until its entry expires.
+//
+// Entries are keyed by the cleaned path, so "/a", "a" and "//a/./" share
+// one descriptor; when the cache is full the new file replaces an
+// arbitrary entry, so a client cannot pin descriptors with spellings of
+// one path nor keep hot files out.
 type fileCache struct {
 	valid time.Duration // 0: no caching
+	max   int           // entries (descriptors) at most
 	mu    sync.Mutex
 	m     map[string]*cachedFile
 	stop  chan struct{}
@@ -30,11 +39,18 @@ type cachedFile struct {
 	evicted bool // out of the map; closed when refs drops to 0
 }
 
-// fileCacheMax bounds the descriptors a worker keeps open for the cache.
+// fileCacheMax bounds the descriptors a worker keeps open for the cache;
+// it also keeps to a quarter of the open-file limit, leaving the rest to
+// connections.
 const fileCacheMax = 4096
 
 func newFileCache(valid time.Duration) *fileCache {
-	fc := &fileCache{valid: valid, m: map[string]*cachedFile{}, stop: make(chan struct{})}
+	n := fileCacheMax
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur/4 < uint64(n) {
+		n = max(int(lim.Cur/4), 1)
+	}
+	fc := &fileCache{valid: valid, max: n, m: map[string]*cachedFile{}, stop: make(chan struct{})}
 	if valid > 0 {
 		go fc.sweep()
 	}
@@ -44,7 +60,8 @@ func newFileCache(valid time.Duration) *fileCache {
 // open returns a descriptor of the regular file p and its current stat.
 // The caller passes fd and e to release when the request is done with it.
 func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *cachedFile, err error) {
-	if fc.valid <= 0 {
+	key, ok := cacheKey(p)
+	if fc.valid <= 0 || !ok {
 		fd, stp, err := openFile(root, p)
 		if err != nil {
 			return -1, st, nil, err
@@ -53,18 +70,18 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 	}
 	now := time.Now()
 	fc.mu.Lock()
-	if e := fc.m[p]; e != nil {
+	if e := fc.m[key]; e != nil {
 		if now.Before(e.expires) {
 			e.refs++
 			fc.mu.Unlock()
-			if err := unix.Fstat(e.fd, &st); err == nil {
+			if err := unix.Fstat(e.fd, &st); err == nil && st.Nlink > 0 {
 				return e.fd, st, e, nil
 			}
 			fc.release(e.fd, e)
 			fc.mu.Lock()
 		}
-		if fc.m[p] == e {
-			fc.evictLocked(p, e)
+		if fc.m[key] == e {
+			fc.evictLocked(key, e)
 		}
 	}
 	fc.mu.Unlock()
@@ -75,12 +92,31 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	if fc.m[p] != nil || len(fc.m) >= fileCacheMax {
+	if fc.m[key] != nil {
 		return fd, *stp, nil, nil
 	}
+	if len(fc.m) >= fc.max {
+		for k, old := range fc.m { // map order: an arbitrary entry
+			fc.evictLocked(k, old)
+			break
+		}
+	}
 	e = &cachedFile{fd: fd, expires: now.Add(fc.valid), refs: 1}
-	fc.m[p] = e
+	fc.m[key] = e
 	return fd, *stp, e, nil
+}
+
+// cacheKey is the cleaned form of a request path, without allocating for
+// the usual already-clean "/a/b". ok is false for paths with ".." (they
+// are refused, or legal names like "a..b" that are simply not cached).
+func cacheKey(p string) (key string, ok bool) {
+	if strings.Contains(p, "..") {
+		return "", false
+	}
+	if strings.HasPrefix(p, "/") {
+		return path.Clean(p), true
+	}
+	return path.Clean("/" + p), true
 }
 
 // release ends a request's use of fd (e nil: fd is its own, close it).

@@ -30,7 +30,7 @@ func (c *conn) list(q *wire.Request) error {
 		return refuse(wire.StatusInternal, "internal error: list %s: %v", q.Path, err)
 	}
 	slices.Sort(names)
-	body := make([]byte, 0, 64*len(names))
+	body := make([]byte, 0, min(64*len(names), 1<<20))
 	count := 0
 	for _, name := range names {
 		if !wire.ValidName(name) {
@@ -50,12 +50,15 @@ func (c *conn) list(q *wire.Request) error {
 		body = wire.AppendEntry(body, &e)
 		count++
 	}
-	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindDir, Size: int64(count), MTime: mtimeNanos(st), BodyLen: int64(len(body))}
-	c.out = wire.AppendResponse(c.out[:0], &resp)
-	c.out = append(c.out, body...)
-	err = c.write(c.out, false)
-	if cap(c.out) > 4096 {
-		c.out = nil // don't keep a big listing's buffer for the life of the conn
+	names = nil
+	if n := int64(len(body)); c.s.listBytes.Add(n) > maxListBytes {
+		c.s.listBytes.Add(-n)
+		return refuse(wire.StatusBusy, "busy: too many large listings being sent, retry shortly")
 	}
-	return err
+	defer c.s.listBytes.Add(-int64(len(body)))
+	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindDir, Size: int64(count), MTime: mtimeNanos(st), BodyLen: int64(len(body))}
+	if err := c.writeHeader(&resp, len(body) > 0); err != nil {
+		return err
+	}
+	return c.write(body, false)
 }

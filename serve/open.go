@@ -136,7 +136,8 @@ func openError(p string, err error) error {
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
 		return refuse(wire.StatusForbidden, "forbidden: %s: permission denied", p)
 	case errors.Is(err, unix.ENAMETOOLONG):
-		return refuse(wire.StatusBadRequest, "bad request: %s: name too long", p)
+		// Not bad framing (status 1 closes the connection): no such name can exist.
+		return refuse(wire.StatusNotFound, "not found: %s: a name in it is too long", p)
 	case errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV), errors.Is(err, unix.EOPNOTSUPP):
 		return refuse(wire.StatusNotRegular, "not a regular file: %s", p)
 	case errors.Is(err, unix.EISDIR):

@@ -137,37 +137,66 @@ func (sendfileSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 	return nil
 }
 
-// spliceSender: file -> pipe -> socket, the pipe owned by the connection.
+// spliceSender: file -> pipe -> socket. The pipe is taken from the
+// worker's pool for one response and given back empty: kept-alive
+// connections hold none between requests (pipe memory is limited per user,
+// and past the limit the kernel hands out small pipes).
 type spliceSender struct{}
 
 const pipeSize = 1 << 20
 
-func (c *conn) ensurePipe() error {
-	if c.pipe[0] >= 0 {
-		return nil
-	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return fmt.Errorf("pipe: %w", err)
-	}
-	// A bigger pipe means fewer splice calls; the kernel may refuse, which is fine.
-	unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, pipeSize)
-	c.pipe = p
-	return nil
+// pipePoolSize bounds the idle pipes a worker keeps.
+const pipePoolSize = 16
+
+type pipe struct {
+	r, w     int
+	capacity int
 }
 
-func (spliceSender) send(c *conn, fd int, off, n int64, t *transfer) error {
-	if err := c.ensurePipe(); err != nil {
-		return err
+func (s *Server) getPipe() (*pipe, error) {
+	select {
+	case p := <-s.pipes:
+		return p, nil
+	default:
 	}
-	capacity, err := unix.FcntlInt(uintptr(c.pipe[1]), unix.F_GETPIPE_SZ, 0)
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("pipe: %w", err)
+	}
+	// A bigger pipe means fewer splice calls; the kernel may refuse, which is fine.
+	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
+	capacity, err := unix.FcntlInt(uintptr(fds[1]), unix.F_GETPIPE_SZ, 0)
 	if err != nil || capacity <= 0 {
 		capacity = 64 << 10
 	}
+	return &pipe{r: fds[0], w: fds[1], capacity: capacity}, nil
+}
+
+// putPipe returns p to the pool if it is empty (the response completed),
+// else closes it: bytes left in it belong to a response that failed.
+func (s *Server) putPipe(p *pipe, empty bool) {
+	if empty {
+		select {
+		case s.pipes <- p:
+			return
+		default:
+		}
+	}
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+func (spliceSender) send(c *conn, fd int, off, n int64, t *transfer) (err error) {
+	p, err := c.s.getPipe()
+	if err != nil {
+		return err
+	}
+	defer func() { c.s.putPipe(p, err == nil) }()
+	capacity := p.capacity
 	for n > 0 {
 		chunk := min(n, int64(capacity), c.s.opts.Chunk)
 		// The pipe is empty here, so filling it from a regular file never blocks.
-		in, err := unix.Splice(fd, &off, c.pipe[1], nil, int(chunk), unix.SPLICE_F_MOVE)
+		in, err := unix.Splice(fd, &off, p.w, nil, int(chunk), unix.SPLICE_F_MOVE)
 		if err == unix.EINTR {
 			continue
 		}
@@ -183,7 +212,7 @@ func (spliceSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 			flags |= unix.SPLICE_F_MORE
 		}
 		for in > 0 {
-			c.op = sockOp{kind: opSplice, fd: c.pipe[0], len: int(in), flags: flags}
+			c.op = sockOp{kind: opSplice, fd: p.r, len: int(in), flags: flags}
 			out, err := c.send()
 			if err != nil {
 				return err
@@ -211,8 +240,9 @@ func (mmapSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 			return fmt.Errorf("mmap: %w", err)
 		}
 		unix.Madvise(m, unix.MADV_SEQUENTIAL)
-		err = c.write(m[delta:], n > chunk)
+		w, err := c.writeCounted(m[delta:], n > chunk)
 		unix.Munmap(m)
+		t.progress(c.s, w)
 		if errors.Is(err, unix.EFAULT) {
 			return errShort
 		}
@@ -221,7 +251,6 @@ func (mmapSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 		}
 		off += chunk
 		n -= chunk
-		t.progress(c.s, int(chunk))
 	}
 	return nil
 }

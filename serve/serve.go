@@ -61,7 +61,15 @@ type Server struct {
 
 	totalConns atomic.Uint64
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
+
+	pipes     chan *pipe   // splice mode: idle pipes, see getPipe
+	listBytes atomic.Int64 // LIST bodies being sent, bounded by maxListBytes
 }
+
+// maxListBytes bounds the memory a worker spends on LIST bodies being sent
+// at once: two of the largest listings. A slow reader of a huge directory
+// must not let many such bodies pile up.
+const maxListBytes = 2 * wire.MaxListBody
 
 // New opens the root and returns a Server for it.
 func New(opts Options, log *slog.Logger) (*Server, error) {
@@ -93,12 +101,23 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if opts.Chunk <= 0 {
 		opts.Chunk = 512 << 10
 	}
-	return &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache), conns: make(map[*conn]struct{})}, nil
+	return &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
+		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize)}, nil
 }
 
-// Close releases the root. Call it after Wait.
+// Close releases the root and the idle pipes. Call it after Wait.
 func (s *Server) Close() error {
 	s.files.close()
+	for {
+		select {
+		case p := <-s.pipes:
+			unix.Close(p.r)
+			unix.Close(p.w)
+			continue
+		default:
+		}
+		break
+	}
 	return s.root.close()
 }
 
@@ -164,7 +183,6 @@ type conn struct {
 	out        []byte
 	state      atomic.Int32 // connBusy, connIdle or connKicked
 	cur        atomic.Pointer[transfer]
-	pipe       [2]int // splice mode: created on first use, closed with the conn
 	res        Result
 }
 
@@ -172,7 +190,7 @@ type conn struct {
 // runtime poller, e.g. by os.NewFile) until the client closes, a timeout,
 // an error, or a drain. It closes f.
 func (s *Server) ServeConn(f *os.File, client string) Result {
-	c := &conn{s: s, f: f, client: client, pipe: [2]int{-1, -1}}
+	c := &conn{s: s, f: f, client: client}
 	s.wg.Add(1)
 	s.totalConns.Add(1)
 	s.mu.Lock()
@@ -182,10 +200,6 @@ func (s *Server) ServeConn(f *os.File, client string) Result {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
-		if c.pipe[0] >= 0 {
-			unix.Close(c.pipe[0])
-			unix.Close(c.pipe[1])
-		}
 		f.Close()
 		s.wg.Done()
 	}()
@@ -545,20 +559,28 @@ func (c *conn) writeHeader(r *wire.Response, more bool) error {
 
 // write sends b completely (more: MSG_MORE on every part).
 func (c *conn) write(b []byte, more bool) error {
+	_, err := c.writeCounted(b, more)
+	return err
+}
+
+// writeCounted is write that also says how much was sent before an error.
+func (c *conn) writeCounted(b []byte, more bool) (int, error) {
 	flags := unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT
 	if more {
 		flags |= unix.MSG_MORE
 	}
+	sent := 0
 	for len(b) > 0 {
 		c.op = sockOp{kind: opSendmsg, buf: b, flags: flags}
 		n, err := c.send()
 		c.op.buf = nil
 		if err != nil {
-			return err
+			return sent, err
 		}
 		b = b[n:]
+		sent += n
 	}
-	return nil
+	return sent, nil
 }
 
 // Drain stops the server taking more requests: connections between

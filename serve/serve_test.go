@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -430,13 +432,26 @@ func TestFileCache(t *testing.T) {
 	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "v2" || r.Size != 2 {
 		t.Fatalf("after an in-place change: %q, size %d", body, r.Size)
 	}
-	// Replaced by rename: the old file, whole, until the entry expires.
+	// Replaced by rename: the cached file has no links left, so the new
+	// one is served at once.
 	ts.write(t, "g", []byte("version three"))
 	if err := os.Rename(filepath.Join(ts.root, "g"), filepath.Join(ts.root, "f")); err != nil {
 		t.Fatal(err)
 	}
-	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "v2" || r.Size != 2 {
-		t.Fatalf("replaced file within the window: %q, size %d (want the old file, whole)", body, r.Size)
+	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "version three" || r.Size != 13 {
+		t.Fatalf("renamed over within the window: %q, size %d (want the new file)", body, r.Size)
+	}
+	// Replaced while another link keeps the old file: the old file, whole,
+	// until the entry expires.
+	if err := os.Link(filepath.Join(ts.root, "f"), filepath.Join(ts.root, "keep")); err != nil {
+		t.Fatal(err)
+	}
+	ts.write(t, "g", []byte("version four"))
+	if err := os.Rename(filepath.Join(ts.root, "g"), filepath.Join(ts.root, "f")); err != nil {
+		t.Fatal(err)
+	}
+	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "version three" || r.Size != 13 {
+		t.Fatalf("replaced (old file still linked) within the window: %q, size %d (want the old file, whole)", body, r.Size)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for ts.srv.files.len() != 0 {
@@ -445,12 +460,12 @@ func TestFileCache(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "version three" {
+	if _, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); string(body) != "version four" {
 		t.Fatalf("after expiry: %q", body)
 	}
-	// Refusals are never cached.
+	// Deleted within the window: not found at once, and refusals are
+	// never cached.
 	os.Remove(filepath.Join(ts.root, "f"))
-	time.Sleep(350 * time.Millisecond) // let the entry expire: the window under test
 	if r, _ := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Status != wire.StatusNotFound {
 		t.Fatalf("deleted file: %v", r.Status)
 	}
@@ -520,5 +535,93 @@ func TestHeaderTimeoutTrickle(t *testing.T) {
 				t.Fatalf("the whole %d-byte request trickled in at 10 B/s with header_timeout 300ms", len(req))
 			}
 		})
+	}
+}
+
+// TestFileCacheKeysAndBound: spellings of one path share one descriptor,
+// and a full cache makes room rather than refuse new files (a client must
+// not be able to pin descriptors, nor keep hot files out).
+func TestFileCacheKeysAndBound(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.FileCache = time.Hour })
+	ts.write(t, "f", []byte("x"))
+	for _, p := range []string{"/f", "f", "//f", "/./f", "/f/", "./f"} {
+		if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: p}); r.Status != wire.StatusOK || string(body) != "x" {
+			t.Fatalf("GET %q: %v %q", p, r.Status, body)
+		}
+	}
+	if n := ts.srv.files.len(); n != 1 {
+		t.Fatalf("%d cache entries for spellings of one path, want 1", n)
+	}
+	ts.srv.files.mu.Lock()
+	ts.srv.files.max = 3
+	ts.srv.files.mu.Unlock()
+	for i := range 10 {
+		name := fmt.Sprintf("g%d", i)
+		ts.write(t, name, []byte(name))
+		if _, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/" + name}); string(body) != name {
+			t.Fatalf("GET %s: %q", name, body)
+		}
+		if n := ts.srv.files.len(); n > 3 {
+			t.Fatalf("%d cache entries, the bound is 3", n)
+		}
+	}
+	// The last file in was cached (room was made for it).
+	ts.srv.files.mu.Lock()
+	_, ok := ts.srv.files.m["/g9"]
+	ts.srv.files.mu.Unlock()
+	if !ok {
+		t.Fatal("a full cache refused a new file")
+	}
+}
+
+// TestListBudget: a worker bounds the listing bytes it is sending at
+// once, and gives them back after each response.
+func TestListBudget(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	ts.write(t, "d/a", []byte("1"))
+	ts.srv.listBytes.Store(maxListBytes) // as if others were being sent
+	if r, _ := ts.do(t, wire.Request{Op: wire.OpList, Path: "/d"}); r.Status != wire.StatusBusy {
+		t.Fatalf("LIST over the budget: %v", r.Status)
+	}
+	ts.srv.listBytes.Store(0)
+	r, body := ts.do(t, wire.Request{Op: wire.OpList, Path: "/d"})
+	if r.Status != wire.StatusOK {
+		t.Fatalf("LIST: %v", r.Status)
+	}
+	es, err := wire.ReadList(bytes.NewReader(body), int64(len(body)))
+	if err != nil || len(es) != 1 || es[0].Name != "a" {
+		t.Fatalf("entries %+v %v", es, err)
+	}
+	if n := ts.srv.listBytes.Load(); n != 0 {
+		t.Fatalf("%d listing bytes still counted after the response", n)
+	}
+}
+
+// TestNameTooLong: a path component longer than the file system allows is
+// "not found" and the connection stays usable (status 1 would close it).
+func TestNameTooLong(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	ts.write(t, "f", []byte("x"))
+	if r, _ := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/" + strings.Repeat("a", 300)}); r.Status != wire.StatusNotFound {
+		t.Fatalf("GET of a 300-byte name: %v %q", r.Status, r.Message)
+	}
+	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Status != wire.StatusOK || string(body) != "x" {
+		t.Fatalf("next request on the same connection: %v %q", r.Status, body)
+	}
+}
+
+// TestSplicePipesPooled: in splice mode a connection borrows a pipe for
+// one response and gives it back, so kept-alive connections hold none.
+func TestSplicePipesPooled(t *testing.T) {
+	ts := newTestServer(t, config.ModeSplice)
+	data := random(3 << 20)
+	ts.write(t, "f", data)
+	for range 3 {
+		if _, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); !bytes.Equal(body, data) {
+			t.Fatal("splice body differs")
+		}
+		if n := len(ts.srv.pipes); n != 1 {
+			t.Fatalf("%d pipes in the pool after a response, want 1 (borrowed and given back)", n)
+		}
 	}
 }
