@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -152,5 +153,25 @@ func TestListRoundTrip(t *testing.T) {
 	}
 	if _, err := ReadList(bytes.NewReader(b[:len(b)-1]), int64(len(b))); err == nil {
 		t.Error("truncated list accepted")
+	}
+}
+
+// TestReadListAllocationBound: a body of the shortest entries costs about
+// four times its size to decode, not many times more.
+func TestReadListAllocationBound(t *testing.T) {
+	var b []byte
+	for i := 0; len(b) < 4<<20; i++ {
+		b = AppendEntry(b, &Entry{Kind: KindFile, Name: string(rune('a' + i%26))})
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	es, err := ReadList(bytes.NewReader(b), int64(len(b)))
+	runtime.ReadMemStats(&after)
+	if err != nil || len(es) != len(b)/(EntryHeaderLen+1) {
+		t.Fatalf("%d entries, %v", len(es), err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 9*uint64(len(b))/2 {
+		t.Fatalf("decoding a %d-byte body allocated %d bytes (%.1fx)", len(b), got, float64(got)/float64(len(b)))
 	}
 }
