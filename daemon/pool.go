@@ -56,7 +56,17 @@ func (g *generation) workers() []*workerProc {
 	return ws
 }
 
-func (g *generation) live() int { return len(g.workers()) }
+// live counts g's workers without building the list: the loop asks after
+// every event whether any is left.
+func (g *generation) live() int {
+	n := len(g.retired)
+	for _, sl := range g.slots {
+		if sl.w != nil {
+			n++
+		}
+	}
+	return n
+}
 
 // stopRespawn cancels a pending replacement of sl's worker.
 func (sl *slot) stopRespawn() {

@@ -469,13 +469,7 @@ func (s *Supervisor) abortPending(err error) {
 	}
 	s.pending = nil
 	s.pendingTimer.Stop()
-	for _, sl := range g.slots {
-		sl.stopRespawn()
-	}
-	for _, w := range g.workers() {
-		w.killed = true
-		w.cmd.Process.Kill()
-	}
+	s.killGeneration(g, "aborted")
 	g.draining = true
 	if g.live() == 0 {
 		s.retire(g) // e.g. the first spawn failed: no exit will retire it

@@ -230,7 +230,7 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 			w.log.Error("bad connections message; dropping its fds", "err", err)
 		}
 		closeFDs(fds)
-		w.reportNow(metas, "dropped")
+		w.reportDropped(metas)
 		return
 	}
 	w.mu.Lock()
@@ -255,14 +255,15 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 	}
 }
 
-// reportNow reports connections done at once, from the channel's reader.
-func (w *worker) reportNow(metas []connMeta, outcome string) {
+// reportDropped reports connections that never reached the server done
+// ("dropped") at once, from the channel's reader.
+func (w *worker) reportDropped(metas []connMeta) {
 	if len(metas) == 0 {
 		return
 	}
 	ds := make([]doneMeta, len(metas))
 	for i, m := range metas {
-		ds[i] = doneMeta{id: m.id, outcome: outcome}
+		ds[i] = doneMeta{id: m.id, outcome: "dropped"}
 	}
 	if err := fdpass.Send(w.ch, appendDone(nil, ds)); err != nil {
 		w.log.Error("report dropped connections", "err", err)

@@ -60,8 +60,11 @@ func newFileCache(valid time.Duration) *fileCache {
 // open returns a descriptor of the regular file p and its current stat.
 // The caller passes fd and e to release when the request is done with it.
 func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *cachedFile, err error) {
-	key, ok := cacheKey(p)
-	if fc.valid <= 0 || !ok {
+	key, ok := "", fc.valid > 0
+	if ok {
+		key, ok = cacheKey(p)
+	}
+	if !ok {
 		fd, stp, err := openFile(root, p)
 		if err != nil {
 			return -1, st, nil, err

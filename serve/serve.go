@@ -108,15 +108,10 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 // Close releases the root and the idle pipes. Call it after Wait.
 func (s *Server) Close() error {
 	s.files.close()
-	for {
-		select {
-		case p := <-s.pipes:
-			unix.Close(p.r)
-			unix.Close(p.w)
-			continue
-		default:
-		}
-		break
+	for len(s.pipes) > 0 { // nothing else uses them after Wait
+		p := <-s.pipes
+		unix.Close(p.r)
+		unix.Close(p.w)
 	}
 	return s.root.close()
 }

@@ -2,6 +2,7 @@ package fdpass
 
 import (
 	"errors"
+	"net"
 	"os"
 	"testing"
 
@@ -17,17 +18,24 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
-func TestSendRecv(t *testing.T) {
+// connPair is a connected channel, both ends wrapped, closed at cleanup.
+func connPair(t *testing.T) (a, b *net.UnixConn) {
+	t.Helper()
 	a, remote, err := Socketpair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := FileConn(remote, "b")
+	b, err = FileConn(remote, "b")
 	if err != nil {
+		a.Close()
 		t.Fatal(err)
 	}
-	defer a.Close()
-	defer b.Close()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestSendRecv(t *testing.T) {
+	a, b := connPair(t)
 
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -68,16 +76,7 @@ func TestSendRecv(t *testing.T) {
 }
 
 func TestRecvTruncatedClosesFDs(t *testing.T) {
-	a, remote, err := Socketpair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := FileConn(remote, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	defer b.Close()
+	a, b := connPair(t)
 	f, err := os.Open("/dev/null")
 	if err != nil {
 		t.Fatal(err)
@@ -107,16 +106,7 @@ func TestRecvTruncatedClosesFDs(t *testing.T) {
 }
 
 func TestRecvTooLong(t *testing.T) {
-	a, remote, err := Socketpair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := FileConn(remote, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	defer b.Close()
+	a, b := connPair(t)
 	if err := Send(a, []byte("0123456789")); err != nil {
 		t.Fatal(err)
 	}
