@@ -55,6 +55,23 @@ func TestStatusManyLongPaths(t *testing.T) {
 	}
 }
 
+// stalledTransfer starts a daemon with o serving a 32 MiB file and one
+// download of it whose client stops reading after the first MiB; it
+// returns once status shows that transfer.
+func stalledTransfer(t *testing.T, o DaemonOpts) (*Daemon, *ctlStatus) {
+	t.Helper()
+	if o.Root == "" {
+		o.Root = shortTempDir(t)
+	}
+	WriteRandom(t, filepath.Join(o.Root, "big.bin"), 32<<20)
+	d := StartDaemon(t, o)
+	never := make(chan struct{})
+	t.Cleanup(func() { close(never) })
+	startSlowGet(t, d.Addr, "/big.bin", never)
+	st := d.WaitStatus(5*time.Second, "the transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })
+	return d, st
+}
+
 // TestWorkerSIGTERM: a SIGTERM sent to one worker retires it gracefully:
 // a replacement takes new connections at once, the worker finishes its
 // transfer byte-exact, then exits; nothing counts as a crash.
@@ -107,13 +124,7 @@ func TestWorkerSIGTERM(t *testing.T) {
 // TestReloadWaitReportsCutGeneration: reload --wait says so when the
 // previous generation was killed at drain_timeout rather than drained.
 func TestReloadWaitReportsCutGeneration(t *testing.T) {
-	root := shortTempDir(t)
-	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "workers = 1\ndrain_timeout = \"1s\"\n"})
-	never := make(chan struct{})
-	defer close(never)
-	startSlowGet(t, d.Addr, "/big.bin", never)
-	d.WaitStatus(5*time.Second, "the transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })
+	d, _ := stalledTransfer(t, DaemonOpts{Workers: 1, Config: "workers = 1\ndrain_timeout = \"1s\"\n"})
 	r := d.Zctl("reload", "--wait")
 	if r.Code != 0 || !strings.Contains(r.Stdout, "previous generation killed at drain_timeout (1s) with 1 connection in flight") {
 		t.Fatalf("zctl reload --wait: %d\n%s%s", r.Code, r.Stdout, r.Stderr)
@@ -123,13 +134,7 @@ func TestReloadWaitReportsCutGeneration(t *testing.T) {
 // TestKillDuringDrainWait: a zctl drain --wait that a kill overtakes
 // fails with what the kill cut, rather than report a clean drain.
 func TestKillDuringDrainWait(t *testing.T) {
-	root := shortTempDir(t)
-	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
-	never := make(chan struct{})
-	defer close(never)
-	startSlowGet(t, d.Addr, "/big.bin", never)
-	d.WaitStatus(5*time.Second, "the transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })
+	d, _ := stalledTransfer(t, DaemonOpts{Workers: 1})
 	res := make(chan Result, 1)
 	go func() { res <- d.Zctl("drain", "--wait") }()
 	d.WaitState(ctl.StateDraining, 5*time.Second)
@@ -241,13 +246,7 @@ func TestWorkerSIGTERMReplacementFails(t *testing.T) {
 // TestRetiredWorkerDrainTimeout: a retired worker whose client never
 // reads is killed at drain_timeout, and the log says what that cut.
 func TestRetiredWorkerDrainTimeout(t *testing.T) {
-	root := shortTempDir(t)
-	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "workers = 1\ndrain_timeout = \"1s\"\n"})
-	never := make(chan struct{})
-	defer close(never)
-	startSlowGet(t, d.Addr, "/big.bin", never)
-	st := d.WaitStatus(5*time.Second, "the transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })
+	d, st := stalledTransfer(t, DaemonOpts{Workers: 1, Config: "workers = 1\ndrain_timeout = \"1s\"\n"})
 	old := WorkerPIDs(st)[0]
 	syscall.Kill(old, syscall.SIGTERM)
 	if !waitFor(10*time.Second, func() bool { return !alive(old) }) {

@@ -29,19 +29,26 @@ func countBlocking(t *testing.T) *atomic.Int64 {
 // stallFirstGet is a hook that makes the first GET send at bytes of its
 // body and then nothing, and records when those bytes were out.
 func stallFirstGet(at int64, when *atomic.Int64) func(int, wire.Request) fault {
-	var mu sync.Mutex
-	gets := 0
-	return func(n int, q wire.Request) fault {
-		if q.Op != wire.OpGet {
-			return fault{}
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if gets++; gets == 1 {
-			return fault{stallAt: at, stalled: func() { when.Store(time.Now().UnixNano()) }}
-		}
-		return fault{}
+	return onFirstGet(fault{stallAt: at, stalled: func() { when.Store(time.Now().UnixNano()) }})
+}
+
+// fileOrStreamJob fetches /f of s into a new file: as a download (Dst) or,
+// if stream, as a stream written to it (Out). It returns the file's path.
+func fileOrStreamJob(t *testing.T, s *fakeServer, stream bool) (Job, string) {
+	t.Helper()
+	job := Job{Src: s.target("/f")}
+	dst := filepath.Join(t.TempDir(), "f")
+	if !stream {
+		job.Dst = dst
+		return job, dst
 	}
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	job.Out, job.Name = out, "-"
+	return job, dst
 }
 
 // A server that stops sending in the middle of a body received on a
@@ -59,18 +66,7 @@ func TestBlockingReceiveStall(t *testing.T) {
 				var stalledAt atomic.Int64
 				s.hook = stallFirstGet(1<<20, &stalledAt)
 				c, rec := testClient(t, Options{Recv: mode, StallTimeout: stall})
-				job := Job{Src: s.target("/f")}
-				dst := filepath.Join(t.TempDir(), "f")
-				if stream {
-					out, err := os.Create(dst)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer out.Close()
-					job.Out, job.Name = out, "-"
-				} else {
-					job.Dst = dst
-				}
+				job, dst := fileOrStreamJob(t, s, stream)
 				if _, err := c.Fetch(context.Background(), job); err != nil {
 					t.Fatal(err)
 				}
@@ -130,18 +126,7 @@ func TestBlockingReceiveCancel(t *testing.T) {
 						})
 					}
 				}
-				job := Job{Src: s.target("/f")}
-				dst := filepath.Join(t.TempDir(), "f")
-				if stream {
-					out, err := os.Create(dst)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer out.Close()
-					job.Out, job.Name = out, "-"
-				} else {
-					job.Dst = dst
-				}
+				job, dst := fileOrStreamJob(t, s, stream)
 				res, err := c.Fetch(ctx, job)
 				took := time.Since(time.Unix(0, canceled.Load()))
 				if !errors.Is(err, context.Canceled) {

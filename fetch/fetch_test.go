@@ -402,19 +402,19 @@ func TestChangedBetweenAttempts(t *testing.T) {
 // changeAfterCut is a hook that cuts the first GET after cut bytes, then
 // replaces /f with data: the next GET sees the new version.
 func changeAfterCut(s *fakeServer, data []byte, mtime int64, cut int64) func(int, wire.Request) fault {
-	var mu sync.Mutex
-	gets := 0
+	return onFirstGet(fault{cutAfter: cut, after: func() { s.put("/f", data, mtime) }})
+}
+
+// onFirstGet is a hook that applies f to the first GET and no other request.
+func onFirstGet(f fault) func(int, wire.Request) fault {
+	var first sync.Once
 	return func(n int, q wire.Request) fault {
 		if q.Op != wire.OpGet {
 			return fault{}
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		gets++
-		if gets == 1 {
-			return fault{cutAfter: cut, after: func() { s.put("/f", data, mtime) }}
-		}
-		return fault{}
+		got := fault{}
+		first.Do(func() { got = f })
+		return got
 	}
 }
 
