@@ -37,6 +37,14 @@ func startSlowGet(t *testing.T, addr, path string, gate <-chan struct{}) *slowGe
 	t.Helper()
 	c := dial(t, addr)
 	t.Cleanup(func() { c.Close() })
+	// A pinned receive buffer (no autotuning) keeps a stalled transfer in
+	// flight: otherwise a file of tens of MiB could all fit in the kernel's
+	// buffers and the transfer end before the test looks at it.
+	if tc, ok := c.(*net.TCPConn); ok {
+		if err := tc.SetReadBuffer(128 << 10); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sendReq(t, c, &wire.Request{Op: wire.OpGet, Path: path})
 	br := bufio.NewReaderSize(c, 64<<10)
 	r, err := wire.ReadResponse(br)

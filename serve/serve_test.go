@@ -268,13 +268,19 @@ func TestShortFile(t *testing.T) {
 // its body first, then closes.
 func TestDrain(t *testing.T) {
 	ts := newTestServer(t, config.ModeSendfile)
-	data := random(4 << 20)
+	// Larger than the server's largest send buffer (tcp_wmem max, 4 MiB by
+	// default) plus the client's pinned receive buffer, so the transfer
+	// cannot complete into kernel buffers before we look for it.
+	data := random(16 << 20)
 	ts.write(t, "f", data)
 	ts.do(t, wire.Request{Op: wire.OpStat, Path: "/f"}) // now idle, kept alive
 	idle := ts.client
 	idleRes := ts.result
 	ts.result = make(chan Result, 1)
 	ts.connect(t)
+	if err := ts.client.(*net.TCPConn).SetReadBuffer(64 << 10); err != nil {
+		t.Fatal(err)
+	}
 	wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/f"})
 	r, err := wire.ReadResponse(ts.br)
 	if err != nil {
