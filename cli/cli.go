@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+
+	"github.com/zfs-serve/zfs-serve/internal/human"
 )
 
 // Exit statuses shared by every command. Each command documents its own
@@ -52,10 +55,15 @@ func Exit(prog string, err error) {
 	os.Exit(Report(os.Stderr, prog, err))
 }
 
-// Report prints err and returns the exit status, for tests.
+// Report prints err and returns the exit status, for tests. Each line of
+// the message (several for a config file with several mistakes) is
+// printed made Printable, as it may carry text from a server, and starts
+// with prog, so none can pass for another program's.
 func Report(w io.Writer, prog string, err error) int {
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintf(w, "%s: %v\n", prog, err)
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(w, "%s: %s\n", prog, human.Printable(line))
+		}
 	}
 	return Code(err)
 }

@@ -9,7 +9,10 @@
 // Terminal output is bounded: the live area (one line per file, a total,
 // or a total alone when there are many files) is redrawn at most once per
 // MinRedraw, each line at most width-1 columns so it never wraps, with
-// names stripped of control characters.
+// names stripped of control characters. Every other line for people
+// (messages, errors, plain output) goes through one place, line, which
+// replaces control characters too: text from the server (error messages,
+// names) cannot move the cursor, recolour the terminal or add a line.
 package progress
 
 import (
@@ -21,8 +24,6 @@ import (
 	"math"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/mattn/go-runewidth"
 
@@ -60,7 +61,10 @@ type File struct {
 type Options struct {
 	Mode Mode
 	// Out receives the progress (TTY, plain, JSON); Err receives error
-	// lines in JSON and quiet modes (in the others they go to Out).
+	// lines in JSON and quiet modes (in the others they go to Out). In
+	// JSON mode, when Err is Out (nil, or the same writer), no error line
+	// is written: it would break the JSON stream, and the error event
+	// carries the message.
 	Out, Err io.Writer
 	// Width is the terminal's width in columns, asked at each redraw
 	// (so a resized terminal is followed). Nil or <= 0 means 80.
@@ -79,6 +83,8 @@ type Renderer struct {
 	o     Options
 	files []*file
 	cond  *runewidth.Condition
+	// errInJSON: Err is the JSON stream, so no human error lines.
+	errInJSON bool
 
 	// TTY
 	lastDraw time.Time
@@ -118,6 +124,7 @@ func New(o Options) *Renderer {
 		o.Prog = "zfetch"
 	}
 	r := &Renderer{o: o, cond: &runewidth.Condition{EastAsianWidth: false}}
+	r.errInJSON = o.Mode == ModeJSON && sameWriter(o.Out, o.Err)
 	for _, f := range o.Files {
 		r.files = append(r.files, &file{File: f})
 	}
@@ -176,9 +183,10 @@ func (r *Renderer) Event(e fetch.Event) {
 		r.started = e.Time
 	}
 	if e.File < 0 {
-		// About no file in particular (listing a tree): only retries.
+		// About no file in particular (listing a tree, Name its URL):
+		// only retries, in JSON with "file": -1.
 		if e.Kind == fetch.EventRetry {
-			r.message(e.Time, fmt.Sprintf("%s: %s", sanitize(e.Name), fetch.RetryMessage(e)), false)
+			r.onRetry(&file{File: File{Name: e.Name, Size: e.Total}, done: e.Done}, &e)
 		}
 		return
 	}
@@ -197,12 +205,10 @@ func (r *Renderer) Event(e fetch.Event) {
 		f.sample(e.Time, e.Done)
 		r.onProgress(f, &e)
 	case fetch.EventRetry:
-		r.message(e.Time, fmt.Sprintf("%s: %s", sanitize(f.Name), fetch.RetryMessage(e)), false)
-		r.json(e.Time, f, &e, kv{"attempt", e.Attempt}, kv{"retry_in_seconds", round(e.Delay.Seconds(), 3)},
-			kv{"reason", fetch.Reason(e.Err)}, kv{"error", e.Err.Error()})
+		r.onRetry(f, &e)
 	case fetch.EventRestart:
 		f.sampleT, f.sampleN, f.rate, f.resumed = e.Time, e.Done, 0, 0
-		r.message(e.Time, fmt.Sprintf("%s: %v", sanitize(f.Name), e.Err), false)
+		r.message(e.Time, fmt.Sprintf("%s: %v", f.Name, e.Err), false)
 		r.json(e.Time, f, &e, kv{"reason", e.Err.Error()})
 	case fetch.EventDone:
 		f.state, f.end, f.skipped = e.Kind, e.Time, e.Skipped
@@ -214,13 +220,19 @@ func (r *Renderer) Event(e fetch.Event) {
 	r.maybeDraw(e.Time)
 }
 
+func (r *Renderer) onRetry(f *file, e *fetch.Event) {
+	r.message(e.Time, fmt.Sprintf("%s: %s", f.Name, fetch.RetryMessage(*e)), false)
+	r.json(e.Time, f, e, kv{"attempt", e.Attempt}, kv{"retry_in_seconds", round(e.Delay.Seconds(), 3)},
+		kv{"reason", fetch.Reason(e.Err)}, kv{"error", e.Err.Error()})
+}
+
 func (r *Renderer) onStart(f *file, e *fetch.Event) {
 	switch r.o.Mode {
 	case ModePlain:
 		if e.Resumed > 0 && e.Resumed < f.Size {
-			r.plain("%s: %s, resuming at %s (%s already here)", sanitize(f.Name), human.Bytes(f.Size), percent(e.Resumed, f.Size), human.Bytes(e.Resumed))
+			r.plain("%s: %s, resuming at %s (%s already here)", f.Name, human.Bytes(f.Size), percent(e.Resumed, f.Size), human.Bytes(e.Resumed))
 		} else if e.Resumed == 0 || f.Size > 0 {
-			r.plain("%s: %s, starting", sanitize(f.Name), human.Bytes(f.Size))
+			r.plain("%s: %s, starting", f.Name, human.Bytes(f.Size))
 		}
 		f.lastLine = e.Time
 	case ModeJSON:
@@ -234,7 +246,7 @@ func (r *Renderer) onProgress(f *file, e *fetch.Event) {
 	switch r.o.Mode {
 	case ModePlain:
 		if e.Time.Sub(f.lastLine) >= PlainEvery && f.done < f.Size {
-			r.plain("%s: %s", sanitize(f.Name), r.stats(f, e.Time))
+			r.plain("%s: %s", f.Name, r.stats(f, e.Time))
 			f.lastLine = e.Time
 		}
 	case ModeJSON:
@@ -256,9 +268,9 @@ func (r *Renderer) onDone(f *file, e *fetch.Event) {
 	switch r.o.Mode {
 	case ModePlain:
 		if f.skipped {
-			r.plain("%s: already complete (%s)", sanitize(f.Name), human.Bytes(f.Size))
+			r.plain("%s: already complete (%s)", f.Name, human.Bytes(f.Size))
 		} else {
-			r.plain("%s: done, %s in %s (%s)", sanitize(f.Name), human.Bytes(f.done-f.resumed), human.Delay(el), human.Rate(avg))
+			r.plain("%s: done, %s in %s (%s)", f.Name, human.Bytes(f.done-f.resumed), human.Delay(el), human.Rate(avg))
 		}
 	case ModeJSON:
 		extra := []kv{{"seconds", round(el.Seconds(), 3)}, {"rate", math.Round(avg)}, {"skipped", f.skipped}}
@@ -271,9 +283,9 @@ func (r *Renderer) onDone(f *file, e *fetch.Event) {
 }
 
 func (r *Renderer) onError(f *file, e *fetch.Event) {
-	msg := fmt.Sprintf("%s: %v", sanitize(f.Name), e.Err)
+	msg := fmt.Sprintf("%s: %v", f.Name, e.Err)
 	if isCanceled(e.Err) {
-		msg = fmt.Sprintf("%s: interrupted at %s", sanitize(f.Name), percent(f.done, f.Size))
+		msg = fmt.Sprintf("%s: interrupted at %s", f.Name, percent(f.done, f.Size))
 	}
 	switch r.o.Mode {
 	case ModeJSON:
@@ -307,9 +319,23 @@ func (r *Renderer) Note(t time.Time, msg string) {
 	}
 }
 
+// Abort ends a run that failed before any file started (a tree that
+// could not be listed, a name that says no file): err is shown like a
+// file's error, as one line for people, and in JSON mode the "exit" event
+// carries it as "error".
+func (r *Renderer) Abort(t time.Time, code int, err error) {
+	if r.finished {
+		return
+	}
+	r.message(t, err.Error(), true)
+	r.finish(t, code, err)
+}
+
 // Finish draws the final state. For several files it adds a summary; in
 // JSON mode an "exit" event with the exit code.
-func (r *Renderer) Finish(t time.Time, code int) {
+func (r *Renderer) Finish(t time.Time, code int) { r.finish(t, code, nil) }
+
+func (r *Renderer) finish(t time.Time, code int, err error) {
 	if r.finished {
 		return
 	}
@@ -329,19 +355,24 @@ func (r *Renderer) Finish(t time.Time, code int) {
 			r.plain("%d of %d files complete, %s in %s (%s)", tot.complete, len(r.files), human.Bytes(tot.received), human.Delay(t.Sub(r.started)), human.Rate(float64(tot.received)/max(t.Sub(r.started).Seconds(), 1e-3)))
 		}
 	case ModeJSON:
-		r.writeJSON(obj{{"v", 1}, {"event", "exit"}, {"time", stamp(t)}, {"code", code},
-			{"files", len(r.files)}, {"complete", tot.complete}, {"failed", tot.failed}, {"bytes", tot.received}})
+		o := obj{{"v", 1}, {"event", "exit"}, {"time", stamp(t)}, {"code", code},
+			{"files", len(r.files)}, {"complete", tot.complete}, {"failed", tot.failed}, {"bytes", tot.received}}
+		if err != nil {
+			o = append(o, kv{"error", err.Error()})
+		}
+		r.writeJSON(o)
 	}
 }
 
 // message prints a line that stays: above the live area on a terminal.
+// It is not cut to the width: it scrolls up with the rest of the output
+// (the terminal may wrap it), and an error must be read whole.
 func (r *Renderer) message(t time.Time, msg string, isErr bool) {
 	switch r.o.Mode {
 	case ModeTTY:
 		var b strings.Builder
 		r.clear(&b)
-		b.WriteString(r.fit(r.o.Prog+": "+msg, r.width()))
-		b.WriteString("\n")
+		b.WriteString(r.line(msg))
 		io.WriteString(r.o.Out, b.String())
 		r.drawn = 0
 		r.dirty = true
@@ -355,11 +386,31 @@ func (r *Renderer) message(t time.Time, msg string, isErr bool) {
 }
 
 func (r *Renderer) plain(format string, args ...any) {
-	fmt.Fprintf(r.o.Out, "%s: %s\n", r.o.Prog, fmt.Sprintf(format, args...))
+	io.WriteString(r.o.Out, r.line(fmt.Sprintf(format, args...)))
 }
 
+// errLine prints an error line in JSON and quiet modes; in JSON mode
+// nothing when the JSON goes to the same writer (-o -): its error event
+// carries the message.
 func (r *Renderer) errLine(msg string) {
-	fmt.Fprintf(r.o.Err, "%s: %s\n", r.o.Prog, msg)
+	if r.errInJSON {
+		return
+	}
+	io.WriteString(r.o.Err, r.line(msg))
+}
+
+// line is every line printed for people, but the live area's: "prog:
+// msg" and a newline, with control characters in msg (from the server:
+// error messages, names) replaced, so that it is one harmless line.
+func (r *Renderer) line(msg string) string {
+	return r.o.Prog + ": " + sanitize(msg) + "\n"
+}
+
+// sameWriter reports whether a and b are the same writer (false for
+// writers that cannot be compared).
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() { recover() }()
+	return a == b
 }
 
 // JSON events: one object per line, keys in a fixed order; see
@@ -477,25 +528,5 @@ func (r *Renderer) totals() totals {
 	return t
 }
 
-// sanitize makes a name safe to print: control characters (which could
-// move the cursor or recolour the terminal) and invalid UTF-8 become '?'.
-func sanitize(s string) string {
-	ok := true
-	for _, c := range s {
-		if c == utf8.RuneError || unicode.IsControl(c) || c == 0x7f {
-			ok = false
-			break
-		}
-	}
-	if ok {
-		return s
-	}
-	var b strings.Builder
-	for _, c := range s {
-		if c == utf8.RuneError || unicode.IsControl(c) || c == 0x7f {
-			c = '?'
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
+// sanitize makes server text (names, messages) one harmless line.
+func sanitize(s string) string { return human.Printable(s) }

@@ -16,6 +16,7 @@ import (
 	"github.com/mattn/go-runewidth"
 
 	"github.com/zfs-serve/zfs-serve/fetch"
+	"github.com/zfs-serve/zfs-serve/internal/human"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -328,7 +329,8 @@ func TestQuiet(t *testing.T) {
 }
 
 func TestSanitize(t *testing.T) {
-	for in, want := range map[string]string{"plain ü✓": "plain ü✓", "a\nb": "a?b", "\x1b[2Jx": "?[2Jx", "bad\xffutf8": "bad?utf8", "\u009bC1": "?C1"} {
+	for in, want := range map[string]string{"plain ü✓": "plain ü✓", "a\nb": "a?b", "\x1b[2Jx": "?[2Jx", "bad\xffutf8": "bad?utf8", "\u009bC1": "?C1",
+		"tab\tdel\x7f": "tab?del?", "cr\r": "cr?", "bidi\u202eevil": "bidi?evil", "ls\u2028ps\u2029": "ls?ps?", "nbsp\u00a0ok 文件": "nbsp\u00a0ok 文件"} {
 		if got := sanitize(in); got != want {
 			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
 		}
@@ -359,5 +361,231 @@ func TestJSONRetryCarriesItsDone(t *testing.T) {
 	}
 	if m["done"] != 57.0 {
 		t.Fatalf("retry event done %v, want 57: %s", m["done"], lines[len(lines)-1])
+	}
+}
+
+// hostile is a server's error message that would clear the screen, turn
+// the text red and forge a line of its own if printed raw.
+const hostile = "\x1b[2J\x1b[31mYOUR DISK IS FULL\x1b[0m\nzfetch: fake second line\r"
+
+// ours are the escapes the TTY renderer writes itself.
+var ours = regexp.MustCompile(`\r(\x1b\[\d+A)?|\x1b\[[KJ]`)
+
+// Every line for people, in every mode, is one line without control
+// characters, whatever the server put in its messages and names.
+func TestServerTextIsSanitized(t *testing.T) {
+	for _, mode := range []Mode{ModeTTY, ModePlain, ModeQuiet, ModeJSON} {
+		c := newClock()
+		var out, errw bytes.Buffer
+		r := New(Options{Mode: mode, Out: &out, Err: &errw, Files: []File{{Name: "a\x1b[31m\u202e", Size: -1}}})
+		e := ev(c, fetch.EventStart)
+		e.Total = 10
+		r.Event(e)
+		r.Event(fetch.Event{Kind: fetch.EventRetry, Time: c.now(), File: -1, Name: "zfs://h/d\x07", Total: -1, Attempt: 1,
+			Delay: time.Second, Err: &fetch.StatusError{Status: wire.StatusNotFound, Path: "/d/\x1b]0;title\x07"}})
+		r.Event(fetch.Event{Kind: fetch.EventRestart, Time: c.now(), Total: 10, Err: errors.New(hostile)})
+		r.Note(c.now(), "skipping zfs://h/d/\x1b[1Ax: not a regular file")
+		r.Event(fetch.Event{Kind: fetch.EventError, Time: c.now(), Total: 10,
+			Err: &fetch.StatusError{Status: wire.StatusNotFound, Message: hostile}})
+		r.Finish(c.now(), 3)
+		human := errw.String()
+		if mode != ModeJSON {
+			human = out.String() + errw.String()
+		}
+		if mode == ModeTTY {
+			human = ours.ReplaceAllString(human, "")
+		}
+		if strings.IndexFunc(human, func(c rune) bool { return c != '\n' && unprintable(c) }) >= 0 {
+			t.Errorf("mode %d: control characters reached the output:\n%q", mode, human)
+		}
+		want := "zfetch: a?[31m?: ?[2J?[31mYOUR DISK IS FULL?[0m?zfetch: fake second line?\n"
+		if !strings.Contains(human, want) {
+			t.Errorf("mode %d: no error line %q in:\n%q", mode, want, human)
+		}
+		for _, l := range strings.Split(human, "\n") {
+			if strings.HasPrefix(l, "zfetch: fake") {
+				t.Errorf("mode %d: the server forged a line:\n%q", mode, human)
+			}
+		}
+	}
+}
+
+// JSON carries the server's text as it came, escaped by encoding/json.
+func TestJSONKeepsServerTextEscaped(t *testing.T) {
+	c := newClock()
+	var out, errw bytes.Buffer
+	r := New(Options{Mode: ModeJSON, Out: &out, Err: &errw, Files: []File{{Name: "a\x1b[31m\u2028", Size: -1}}})
+	e := ev(c, fetch.EventStart)
+	e.Total = 10
+	r.Event(e)
+	note := "skipping \"x\"\x1b[1A\u2028\\y: not a regular file"
+	r.Note(c.now(), note)
+	r.Event(fetch.Event{Kind: fetch.EventError, Time: c.now(), Total: 10,
+		Err: &fetch.StatusError{Status: wire.StatusNotFound, Message: hostile}})
+	r.Finish(c.now(), 3)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d lines, want start, note, error, exit:\n%s", len(lines), out.String())
+	}
+	for _, l := range lines {
+		if strings.IndexFunc(l, unprintable) >= 0 {
+			t.Fatalf("raw control character in a JSON line: %q", l)
+		}
+	}
+	var m struct{ Name, Message, Error string }
+	if err := json.Unmarshal([]byte(lines[1]), &m); err != nil || m.Message != note {
+		t.Fatalf("note %q (%v): message %q, want %q", lines[1], err, m.Message, note)
+	}
+	if err := json.Unmarshal([]byte(lines[2]), &m); err != nil || m.Error != hostile || m.Name != "a\x1b[31m\u2028" {
+		t.Fatalf("error event %q (%v): name %q, error %q", lines[2], err, m.Name, m.Error)
+	}
+}
+
+// A message line stays on screen: it is printed whole however narrow the
+// terminal (it may wrap); only the live lines are fitted to the width.
+func TestTTYMessagesAreNotCut(t *testing.T) {
+	c := newClock()
+	var out bytes.Buffer
+	r := New(Options{Mode: ModeTTY, Out: &out, Width: func() int { return 40 }, Files: []File{{Name: "file.bin", Size: -1}}})
+	e := ev(c, fetch.EventStart)
+	e.Total = 100
+	r.Event(e)
+	long := "refused: not found: /some/rather/long/path/to/file.bin (and more words after it)"
+	r.Event(fetch.Event{Kind: fetch.EventRetry, Time: c.now(), Total: 100, Attempt: 1, Delay: time.Second, Err: syscall.ECONNREFUSED})
+	r.Event(fetch.Event{Kind: fetch.EventError, Time: c.now(), Total: 100, Err: errors.New(long)})
+	r.Finish(c.now(), 3)
+	s := out.String()
+	for _, want := range []string{"zfetch: file.bin: connection refused, retrying in 1s\n", "zfetch: file.bin: " + long + "\n"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("message %q not printed whole:\n%q", want, s)
+		}
+	}
+	for _, f := range frames(s) {
+		if !strings.HasPrefix(f, "zfetch: ") && runewidth.StringWidth(f) > 39 {
+			t.Errorf("live line of %d columns on a 40-column terminal: %q", runewidth.StringWidth(f), f)
+		}
+	}
+}
+
+// Retries while listing a tree (File -1) are shown in every mode but
+// quiet: in JSON as retry events with "file": -1.
+func TestListRetries(t *testing.T) {
+	retry := func(c *clock) fetch.Event {
+		return fetch.Event{Kind: fetch.EventRetry, Time: c.now(), File: -1, Name: "zfs://h:7070/d", Source: "zfs://h:7070/d",
+			Total: -1, Attempt: 2, Delay: 1500 * time.Millisecond, Err: &fetch.StatusError{Status: wire.StatusBusy, Message: "busy"}}
+	}
+	human := "zfetch: zfs://h:7070/d: server busy, retrying in 1.5s\n"
+	for _, mode := range []Mode{ModeTTY, ModePlain, ModeQuiet} {
+		c := newClock()
+		var out bytes.Buffer
+		r := New(Options{Mode: mode, Out: &out})
+		r.Event(retry(c))
+		if got, want := out.String(), map[bool]string{true: "", false: human}[mode == ModeQuiet]; got != want {
+			t.Errorf("mode %d: %q, want %q", mode, got, want)
+		}
+	}
+
+	c := newClock()
+	var out, errw bytes.Buffer
+	r := New(Options{Mode: ModeJSON, Out: &out, Err: &errw})
+	r.Event(retry(c))
+	r.SetFiles([]File{{Name: "d/a", Size: 3}})
+	feed(r, c, 0, "d/a", 3, 3, time.Second)
+	r.Finish(c.now(), 0)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	want := `{"v":1,"event":"retry","time":"2026-01-02T03:04:05Z","file":-1,"name":"zfs://h:7070/d","url":"zfs://h:7070/d","total":-1,"done":0,"attempt":2,"retry_in_seconds":1.5,"reason":"server busy","error":"busy"}`
+	if lines[0] != want {
+		t.Fatalf("first event\n%s\nwant\n%s", lines[0], want)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil || m["files"] != 1.0 || m["complete"] != 1.0 {
+		t.Fatalf("the list retry counted as a file: %s", lines[len(lines)-1])
+	}
+	if errw.Len() != 0 {
+		t.Fatalf("stderr %q", errw.String())
+	}
+}
+
+// With -o -, the JSON goes to stderr, where error lines go: only JSON
+// then, the error event carrying the message.
+func TestJSONSameWriterHasOnlyJSON(t *testing.T) {
+	for _, same := range []func(w io.Writer) Options{
+		func(w io.Writer) Options { return Options{Out: w, Err: w} },
+		func(w io.Writer) Options { return Options{Out: w} },
+	} {
+		c := newClock()
+		var out bytes.Buffer
+		o := same(&out)
+		o.Mode, o.Files = ModeJSON, []File{{Name: "-", Size: -1}}
+		r := New(o)
+		e := ev(c, fetch.EventStart)
+		e.Total = 10
+		r.Event(e)
+		r.Event(fetch.Event{Kind: fetch.EventError, Time: c.now(), Total: 10,
+			Err: &fetch.StatusError{Status: wire.StatusNotFound, Message: "not found: /x"}})
+		r.Finish(c.now(), 3)
+		var kinds []string
+		for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("not JSON: %q in\n%s", l, out.String())
+			}
+			kinds = append(kinds, m["event"].(string))
+			if m["event"] == "error" && m["error"] != "not found: /x" {
+				t.Errorf("error event %s", l)
+			}
+		}
+		if got := strings.Join(kinds, " "); got != "start error exit" {
+			t.Fatalf("events %q", got)
+		}
+	}
+}
+
+// funcWriter is a writer that cannot be compared.
+type funcWriter func([]byte) (int, error)
+
+func (f funcWriter) Write(b []byte) (int, error) { return f(b) }
+
+func TestSameWriter(t *testing.T) {
+	var a, b bytes.Buffer
+	fw := funcWriter(a.Write)
+	for _, tc := range []struct {
+		x, y io.Writer
+		want bool
+	}{{&a, &a, true}, {&a, &b, false}, {fw, fw, false}, {fw, &a, false}, {nil, nil, true}} {
+		if got := sameWriter(tc.x, tc.y); got != tc.want {
+			t.Errorf("sameWriter(%T, %T) = %v", tc.x, tc.y, got)
+		}
+	}
+}
+
+// unprintable is what human.Printable replaces.
+func unprintable(c rune) bool { return human.Printable(string(c)) != string(c) }
+
+// A run that fails before any file (a tree that cannot be listed) says why
+// in every mode: one harmless line for people, the error in the JSON exit.
+func TestAbort(t *testing.T) {
+	err := errors.New("listing zfs://h/d: not found: /d\x1b[2J\nzfetch: forged")
+	for _, mode := range []Mode{ModePlain, ModeQuiet, ModeTTY, ModeJSON} {
+		var out, errw bytes.Buffer
+		r := New(Options{Mode: mode, Out: &out, Err: &errw, Width: func() int { return 20 }})
+		r.Abort(time.Now(), 3, err)
+		people := errw.String()
+		if mode == ModePlain || mode == ModeTTY {
+			people = out.String()
+		}
+		if want := "zfetch: listing zfs://h/d: not found: /d?[2J?zfetch: forged\n"; people != want {
+			t.Errorf("mode %v: printed %q, want %q", mode, people, want)
+		}
+		if mode != ModeJSON {
+			continue
+		}
+		var exit struct {
+			Event, Error string
+			Code         int
+		}
+		if e := json.Unmarshal(out.Bytes(), &exit); e != nil || exit.Event != "exit" || exit.Code != 3 || exit.Error != err.Error() {
+			t.Errorf("JSON %q: %+v %v", out.String(), exit, e)
+		}
 	}
 }
