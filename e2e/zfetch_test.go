@@ -582,6 +582,7 @@ func TestZfetchOutputAndExitCodes(t *testing.T) {
 		{"refused", []string{"--retries", "1", "-O", dir, "zfs://" + closed + "/f"}, 4, "connection refused (gave up after 2 attempts)"},
 		{"bad digest", []string{"--sha256", strings.Repeat("ab", 32), "-o", filepath.Join(dir, "v"), d.URL("/f.bin")}, 5, "verification failed: sha256"},
 		{"local", []string{"-o", filepath.Join(dir, "no", "such", "dir", "f"), d.URL("/f.bin")}, 6, "no such file or directory"},
+		{"output is a directory", []string{"-o", t.TempDir(), d.URL("/f.bin")}, 6, "is a directory"},
 		{"usage", []string{"-x", "0", d.URL("/f.bin")}, 2, "-x wants 1 to 64"},
 		{"scheme", []string{"http://h/f"}, 2, "unsupported scheme"},
 	}

@@ -19,10 +19,13 @@ type Options struct {
 	// Conns is how many connections fetch one file by ranges (zfetch -x);
 	// files under 2*MinSplit use one. Streams (Job.Out) always use one.
 	Conns int
-	// Retries is how many failed attempts in a row (with no byte received
-	// in between) are retried before giving up; negative means no limit.
+	// Retries is how many times in a row a failed attempt is retried (with
+	// no byte received in between) before giving up: Retries+1 attempts;
+	// negative means no limit.
 	Retries int
-	// RetryFor, if set, gives up once no byte has arrived for that long.
+	// RetryFor, if set, gives up once no byte has arrived for that long. It
+	// also bounds StallTimeout and the time to connect, so that a server
+	// that accepts and then says nothing cannot hold an attempt longer.
 	RetryFor time.Duration
 	// RateLimit caps the bytes per second of all transfers together.
 	RateLimit int64
@@ -75,6 +78,9 @@ func New(o Options) *Client {
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = 30 * time.Second
 	}
+	if o.RetryFor > 0 {
+		o.StallTimeout = min(o.StallTimeout, max(o.RetryFor, time.Second))
+	}
 	if o.ProgressEvery <= 0 {
 		o.ProgressEvery = 100 * time.Millisecond
 	}
@@ -86,6 +92,13 @@ func New(o Options) *Client {
 	}
 	if o.Dial == nil {
 		o.Dial = Dial
+	}
+	// Connecting is part of an attempt that may hear nothing: the same bound.
+	dial, stall := o.Dial, o.StallTimeout
+	o.Dial = func(ctx context.Context, addr string) (*Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, stall)
+		defer cancel()
+		return dial(ctx, addr)
 	}
 	return &Client{opts: o, pool: newPool(16, o.Dial), lim: newLimiter(o.RateLimit, o.Now), rnd: defaultRand,
 		backoffBase: backoffBase, backoffCap: backoffCap, blockMin: blockMin}
@@ -196,9 +209,13 @@ func (c *Client) retry(ctx context.Context, report func(Event), op func() (progr
 	}
 }
 
-// Stat describes t on its server, with retries.
+// Stat describes t on its server, with retries, each reported to
+// Options.Events as an EventRetry with File -1 (no file of the batch yet).
 func (c *Client) Stat(ctx context.Context, t Target) (wire.Response, error) {
-	return c.stat(ctx, t, func(Event) {})
+	return c.stat(ctx, t, func(e Event) {
+		e.Time, e.File, e.Name, e.Source, e.Total = c.opts.Now(), -1, t.String(), t.String(), -1
+		c.emit(e)
+	})
 }
 
 // Fetch downloads one file. Its Events carry j.ID and j.Name; on failure

@@ -181,6 +181,10 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 	j := d.j
 	d.part = j.Dst + ".part"
 	d.statePath = d.part + StateSuffix
+	if fi, err := os.Stat(j.Dst); err == nil && fi.IsDir() {
+		// Found now, not by the rename after the whole download.
+		return d.result(), &LocalError{Op: "write", Path: j.Dst, Err: errors.New("is a directory")}
+	}
 	if err := d.learn(ctx); err != nil {
 		return d.result(), err
 	}
@@ -199,15 +203,22 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 			d.emit(Event{Kind: EventDone, Done: size, Skipped: true, SHA256: j.SHA256})
 			return Result{Size: size, Done: size, Resumed: size, Skipped: true}, nil
 		}
+	}
+	f, lock, err := openPart(d.part)
+	if err != nil {
+		return d.result(), err
+	}
+	// The lock outlives f (closed before the rename in finish): it goes
+	// when the download is over, renamed or not.
+	defer lock.Close()
+	if j.Resume {
+		// Only now, under the lock: another zfetch may have been writing
+		// (or renaming) this .part a moment ago.
 		pending, d.prealloc, resume, why = d.resumeState()
 	}
 	if !resume {
 		pending = wholeFile(size)
 		d.setPrealloc(false)
-	}
-	f, err := os.OpenFile(d.part, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return d.result(), &LocalError{Op: "create", Path: d.part, Err: unwrapPathErr(err)}
 	}
 	d.f = f
 	d.sink = newSink(f, false)
@@ -251,17 +262,58 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 	return d.result(), nil
 }
 
+// openPart opens (creating it if need be) the .part file and takes an
+// exclusive lock on it, so that two zfetch runs never write one .part at
+// once: the second would truncate or overwrite what the first is writing,
+// and the first would then rename a corrupt file into place. The lock is
+// held through a duplicate descriptor (flock locks belong to the open file
+// description, so closing f alone keeps it); close lock to release it.
+func openPart(part string) (f, lock *os.File, err error) {
+	for tries := 0; ; tries++ {
+		f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, nil, &LocalError{Op: "create", Path: part, Err: unwrapPathErr(err)}
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			if err == unix.EWOULDBLOCK {
+				err = errors.New("another zfetch is writing it")
+			}
+			return nil, nil, &LocalError{Op: "lock", Path: part, Err: err}
+		}
+		// The lock is ours, but the file may no longer be the .part: a
+		// run that held it may have renamed it into place meanwhile.
+		var fst, pst unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &fst); err != nil {
+			f.Close()
+			return nil, nil, &LocalError{Op: "stat", Path: part, Err: err}
+		}
+		if unix.Stat(part, &pst) != nil || pst.Dev != fst.Dev || pst.Ino != fst.Ino {
+			f.Close()
+			if tries < 3 {
+				continue
+			}
+			return nil, nil, &LocalError{Op: "lock", Path: part, Err: errors.New("it keeps being replaced; is another zfetch writing it?")}
+		}
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			f.Close()
+			return nil, nil, &LocalError{Op: "lock", Path: part, Err: err}
+		}
+		return f, os.NewFile(uintptr(fd), part), nil
+	}
+}
+
 // complete reports whether Dst is already this version of the file (same
-// size and mtime, and digest if one was given) with no .part beside it.
+// size and mtime, and digest if one was given). A .part beside it does not
+// matter: it is either an older attempt at this same version or, in a
+// tree that holds both "x" and "x.part", another file.
 func (d *download) complete() (bool, error) {
 	fi, err := os.Stat(d.j.Dst)
 	if err != nil || !fi.Mode().IsRegular() {
 		return false, nil
 	}
-	if _, err := os.Lstat(d.part); err == nil {
-		return false, nil // a .part is there: resume it
-	}
-	if fi.Size() != d.size.Load() || fi.ModTime().UnixNano() != d.mtime {
+	if fi.Size() != d.size.Load() || !sameMTime(fi.ModTime(), d.mtime) {
 		return false, nil
 	}
 	if d.j.SHA256 != "" {
@@ -272,6 +324,27 @@ func (d *download) complete() (bool, error) {
 		return sum == d.j.SHA256, nil
 	}
 	return true, nil
+}
+
+// sameMTime reports whether a local file's mtime is the server's mtime
+// (ns since the epoch) as the local file system stores it. zfetch sets the
+// server's mtime on every file it completes, but not every file system
+// keeps nanoseconds: ext4 with small inodes, FAT, some NFS servers store
+// seconds (FAT: two), others microseconds. A local mtime with no
+// sub-second part, or none below the microsecond, is compared at that
+// precision; on file systems that keep nanoseconds, exactly.
+func sameMTime(local time.Time, server int64) bool {
+	l := local.UnixNano()
+	switch {
+	case l == server:
+		return true
+	case l%1e9 == 0: // seconds, or FAT's two seconds, truncated or rounded
+		d := l - server
+		return d > -2e9 && d < 2e9
+	case l%1e3 == 0:
+		return l == server-server%1e3
+	}
+	return false
 }
 
 // resumeState decides what of an existing .part can be kept. why, if set,

@@ -40,6 +40,9 @@ type GiveUpError struct {
 }
 
 func (e *GiveUpError) Error() string {
+	if e.Attempts == 1 {
+		return fmt.Sprintf("%s (gave up after 1 attempt)", Reason(e.Err))
+	}
 	return fmt.Sprintf("%s (gave up after %d attempts)", Reason(e.Err), e.Attempts)
 }
 func (e *GiveUpError) Unwrap() error { return e.Err }

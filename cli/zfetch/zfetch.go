@@ -9,9 +9,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -39,10 +41,12 @@ HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
   -q             quiet: print nothing but errors
   --json         print one JSON object per event on stdout (on stderr with
                  -o -); see docs/ZFETCH.md
-  --retries N    give up after N failed attempts in a row (an attempt that
-                 receives data resets the count); default 10, or no limit
-                 when --retry-for is given
-  --retry-for D  give up once no data has arrived for D (e.g. 5m)
+  --retries N    retry a failed attempt up to N times in a row (N+1
+                 attempts; one that receives data resets the count);
+                 default 10, or no limit when --retry-for is given
+  --retry-for D  give up once no data has arrived for D (e.g. 5m); an
+                 attempt that hears nothing ends after D (at least 1s) or
+                 30s, whichever is shorter
   -x N           fetch each file over N connections by ranges
   -r             fetch the directory tree under each URL
   -j N           fetch up to N files at once (default 4)
@@ -111,6 +115,8 @@ func ExitCode(err error) int {
 		se *fetch.StatusError
 		we *wire.Error
 		pe *os.PathError
+		de *net.DNSError // a host that does not resolve
+		oe *net.OpError
 	)
 	switch {
 	case err == nil:
@@ -130,7 +136,7 @@ func ExitCode(err error) int {
 			return ExitConnection
 		}
 		return ExitRefused
-	case errors.As(err, &we), fetch.Retryable(err):
+	case errors.As(err, &we), errors.As(err, &de), errors.As(err, &oe), fetch.Retryable(err):
 		return ExitConnection
 	}
 	return cli.ExitError
@@ -275,6 +281,53 @@ func (p *plan) add(j fetch.Job, size int64) {
 	p.files = append(p.files, progress.File{Name: j.Name, Size: size})
 }
 
+// tempNames are the files a download of dst writes besides dst itself.
+func tempNames(dst string) []string {
+	part := dst + ".part"
+	state := part + fetch.StateSuffix
+	return []string{part, state, state + ".tmp"}
+}
+
+// waves orders the jobs into batches run one after the other (the jobs of
+// a batch at once, -j at a time). A job whose destination is one of
+// another job's temporary files ("x.part" in a tree that also has "x")
+// runs after that job is over: run together, one would overwrite the
+// other's file, and the last rename would put the wrong content in place.
+// Its own temporary files are longer names, so the order has no cycles.
+func (p *plan) waves() [][]int {
+	idx := map[string]int{}
+	for i, j := range p.jobs {
+		if j.Dst != "" {
+			idx[filepath.Clean(j.Dst)] = i
+		}
+	}
+	wave := make([]int, len(p.jobs))
+	order := make([]int, len(p.jobs))
+	for i := range order {
+		order[i] = i
+	}
+	// Shorter destinations first: a job's wave depends only on the waves
+	// of jobs with shorter names.
+	sort.SliceStable(order, func(a, b int) bool { return len(p.jobs[order[a]].Dst) < len(p.jobs[order[b]].Dst) })
+	n := 1
+	for _, i := range order {
+		if p.jobs[i].Dst == "" {
+			continue
+		}
+		for _, t := range tempNames(filepath.Clean(p.jobs[i].Dst)) {
+			if k, ok := idx[t]; ok && wave[k] <= wave[i] {
+				wave[k] = wave[i] + 1
+				n = max(n, wave[k]+1)
+			}
+		}
+	}
+	waves := make([][]int, n)
+	for i, w := range wave {
+		waves[w] = append(waves[w], i)
+	}
+	return waves
+}
+
 func run(ctx context.Context, o *options, urls []string, args []string, stdout, stderr *os.File) error {
 	targets := make([]fetch.Target, len(urls))
 	for i, u := range urls {
@@ -301,29 +354,34 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		if ctx.Err() != nil {
 			err = fmt.Errorf("interrupted: %w", ctx.Err())
 		}
+		// Said by the renderer, like a file's error: one line for people
+		// (the message may be a server's), and the exit event in JSON.
 		code := ExitCode(err)
-		rend.Finish(time.Now(), code) // --json: the exit event
-		return &exitErr{code: code, err: err}
+		rend.Abort(time.Now(), code, err)
+		return &exitErr{code: code, err: err, reported: true}
 	}
 	rend.SetFiles(p.files)
 
 	results := make([]error, len(p.jobs))
 	parts := make([]string, len(p.jobs))
-	var wg sync.WaitGroup
 	sem := make(chan struct{}, o.jobs)
-	for i, j := range p.jobs {
-		if ctx.Err() != nil {
-			results[i] = ctx.Err()
-			continue
+	for _, wave := range p.waves() {
+		var wg sync.WaitGroup
+		for _, i := range wave {
+			j := p.jobs[i]
+			if ctx.Err() != nil {
+				results[i] = ctx.Err()
+				continue
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				res, err := client.Fetch(ctx, j)
+				results[i], parts[i] = err, res.Part
+			})
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			res, err := client.Fetch(ctx, j)
-			results[i], parts[i] = err, res.Part
-		})
+		wg.Wait()
 	}
-	wg.Wait()
 	for _, d := range p.dirs {
 		mt := time.Unix(0, d.mtime)
 		os.Chtimes(d.path, mt, mt) // cosmetic: a failure here loses nothing
@@ -384,8 +442,9 @@ func resumeHint(w io.Writer, args []string, parts []string) {
 	for _, a := range args {
 		cmd = append(cmd, shellQuote(a))
 	}
-	fmt.Fprintf(w, "zfetch: interrupted; partial download kept in %s\n", what)
-	fmt.Fprintf(w, "zfetch: resume with: %s\n", strings.Join(cmd, " "))
+	// The names may come from a server's listing (-r): made printable.
+	fmt.Fprintf(w, "zfetch: interrupted; partial download kept in %s\n", human.Printable(what))
+	fmt.Fprintf(w, "zfetch: resume with: %s\n", human.Printable(strings.Join(cmd, " ")))
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

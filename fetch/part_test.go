@@ -1,0 +1,172 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Two downloads of one destination: the second cannot take the .part
+// while the first holds it, and can once it is released.
+func TestOpenPartOneWriter(t *testing.T) {
+	part := filepath.Join(t.TempDir(), "f.part")
+	f1, lock1, err := openPart(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f1.Close() // the lock outlives the file, as in finish
+	_, _, err = openPart(part)
+	var le *LocalError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "another zfetch is writing it") {
+		t.Fatalf("second writer: %v", err)
+	}
+	// The first renames its file into place, then lets go: the next
+	// writer gets a new .part, not the renamed file.
+	dst := filepath.Join(filepath.Dir(part), "f")
+	if err := os.Rename(part, dst); err != nil {
+		t.Fatal(err)
+	}
+	lock1.Close()
+	f2, lock2, err := openPart(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock2.Close()
+	defer f2.Close()
+	var a, b os.FileInfo
+	if a, err = f2.Stat(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = os.Stat(dst); err != nil {
+		t.Fatal(err)
+	}
+	if os.SameFile(a, b) {
+		t.Fatal("the new .part is the renamed file")
+	}
+}
+
+func TestSameMTime(t *testing.T) {
+	const server = int64(1_700_000_000_123_456_789)
+	for _, c := range []struct {
+		name  string
+		local int64
+		want  bool
+	}{
+		{"nanoseconds, equal", server, true},
+		{"nanoseconds, another version", server + 1, false},
+		{"microseconds (truncated)", server - server%1e3, true},
+		{"microseconds, another version", server - server%1e3 + 1e3, false},
+		{"seconds (truncated)", server - server%1e9, true},
+		{"seconds (rounded up)", server - server%1e9 + 1e9, true},
+		{"FAT's two seconds", server - server%2e9, true},
+		{"seconds, another version", server - server%1e9 + 3e9, false},
+	} {
+		if got := sameMTime(time.Unix(0, c.local), server); got != c.want {
+			t.Errorf("%s: sameMTime(%d, %d) = %v", c.name, c.local, server, got)
+		}
+	}
+}
+
+// -c leaves a complete file alone even with a .part beside it (in a tree
+// with both "f" and "f.part", the latter is another file), and does not
+// touch that .part.
+func TestResumeCompleteFileIgnoresPart(t *testing.T) {
+	s := newFakeServer(t)
+	data := randBytes(5000, 7)
+	s.put("/f", data, mtime1)
+	c, _ := testClient(t, Options{})
+	dst := filepath.Join(t.TempDir(), "f")
+	if _, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst}); err != nil {
+		t.Fatal(err)
+	}
+	other := []byte("another file that happens to be called f.part")
+	if err := os.WriteFile(dst+".part", other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst, Resume: true})
+	if err != nil || !res.Skipped {
+		t.Fatalf("-c: %+v, %v", res, err)
+	}
+	if b, _ := os.ReadFile(dst + ".part"); string(b) != string(other) {
+		t.Fatalf("f.part changed: %q", b)
+	}
+	if g := s.getLog(); len(g) != 1 {
+		t.Fatalf("%d GETs, want 1", len(g))
+	}
+}
+
+// A destination that is a directory fails before any byte is fetched.
+func TestDestinationIsADirectory(t *testing.T) {
+	s := newFakeServer(t)
+	s.put("/f", randBytes(5000, 8), mtime1)
+	c, _ := testClient(t, Options{})
+	dst := t.TempDir()
+	_, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst})
+	var le *LocalError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("err %v", err)
+	}
+	if g := s.getLog(); len(g) != 0 {
+		t.Fatalf("%d GETs, want none", len(g))
+	}
+	if _, err := os.Stat(dst + ".part"); err == nil {
+		t.Fatal("a .part was left")
+	}
+}
+
+// --retry-for bounds an attempt that hears nothing: a server that accepts
+// and never answers is given up on after about that long, not after the
+// stall timeout.
+func TestRetryForBoundsASilentServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 16)
+	t.Cleanup(func() {
+		ln.Close()
+		close(held)
+		for c := range held {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case held <- c: // keep it open, say nothing
+			default:
+				c.Close()
+			}
+		}
+	}()
+	c, _ := testClient(t, Options{Retries: -1, RetryFor: time.Second, StallTimeout: time.Minute})
+	start := time.Now()
+	_, err = c.Fetch(context.Background(), Job{Src: Target{Addr: ln.Addr().String(), Path: "/f"}, Dst: filepath.Join(t.TempDir(), "f")})
+	var ge *GiveUpError
+	if !errors.As(err, &ge) {
+		t.Fatalf("err %v, want a GiveUpError", err)
+	}
+	// Well under the one-minute stall timeout: what is checked is which
+	// bound applied, not how fast.
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("gave up after %v", d)
+	}
+}
+
+func TestGiveUpErrorGrammar(t *testing.T) {
+	if got := (&GiveUpError{Attempts: 1, Err: errors.New("x")}).Error(); !strings.HasSuffix(got, "(gave up after 1 attempt)") {
+		t.Errorf("%q", got)
+	}
+	if got := (&GiveUpError{Attempts: 3, Err: errors.New("x")}).Error(); !strings.HasSuffix(got, "(gave up after 3 attempts)") {
+		t.Errorf("%q", got)
+	}
+}
