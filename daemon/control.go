@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
@@ -63,6 +64,18 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 	if draining >= maxDrainingGenerations {
 		fail(fmt.Errorf("%d older generations are still draining; wait for them (zctl status) before reloading again", draining))
 		return
+	}
+	if cfg.ControlGroup != "" {
+		// Checked now, so that a group that does not exist fails the
+		// reload instead of being skipped once the generation is up.
+		if _, err := config.LookupGroup(cfg.ControlGroup); err != nil {
+			fail(fmt.Errorf("invalid configuration, nothing changed: control_group %q: %w", cfg.ControlGroup, err))
+			return
+		}
+	}
+	if cfg.LogFormat != s.logFormat {
+		s.log.Warn("log_format changes only at restart; keeping the format in use", "configured", cfg.LogFormat, "in_use", s.logFormat)
+		cfg.LogFormat = s.logFormat
 	}
 	if s.ctlOwned && cfg.Control != s.ctlPath {
 		s.log.Warn("the control socket path changes only at restart", "configured", cfg.Control, "in_use", s.ctlPath)
@@ -232,7 +245,11 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 		ZeroCopy:   s.cfg.ZeroCopy,
 		Control:    s.ctlPath,
 		LastReload: s.lastReload,
-		Transfers:  []ctl.Transfer{},
+		// Empty lists, never null, whatever the state (a drain closes the
+		// listeners): scripts iterate them with jq.
+		Listeners: []ctl.Listener{},
+		Workers:   []ctl.Worker{},
+		Transfers: []ctl.Transfer{},
 	}
 	if s.current != nil {
 		st.Generation = s.current.id

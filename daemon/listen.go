@@ -304,7 +304,46 @@ func (s *Supervisor) openControl(a activatedSockets) error {
 		}
 		s.ctlPath, s.ctlOwned = s.cfg.Control, true
 	}
-	s.ctlSrv = &ctl.Server{Handler: (*controlHandler)(s), Authorize: ctl.Allow(os.Getuid(), gid), Log: s.log}
+	s.ctlGroup = s.cfg.ControlGroup
+	s.ctlGID.Store(int64(gid))
+	uid := os.Getuid()
+	authorize := func(p ctl.Peer) error { return ctl.Allow(uid, int(s.ctlGID.Load()))(p) }
+	s.ctlSrv = &ctl.Server{Handler: (*controlHandler)(s), Authorize: authorize, Log: s.log}
 	go s.ctlSrv.Serve(ul)
 	return nil
+}
+
+// applyControlGroup puts a reloaded control_group in force: the peers the
+// control server lets in, and the group of the socket file when it is
+// ours (a socket-activated one's is systemd's SocketGroup=). Removing a
+// group must take its members' access away without a restart.
+func (s *Supervisor) applyControlGroup(cfg *config.Config) {
+	if cfg.ControlGroup == s.ctlGroup || s.ctlSrv == nil {
+		return
+	}
+	gid := -1
+	if cfg.ControlGroup != "" {
+		g, err := config.LookupGroup(cfg.ControlGroup)
+		if err != nil { // checked when the reload started; gone since
+			s.log.Error("control_group not changed", "control_group", cfg.ControlGroup, "err", err)
+			return
+		}
+		gid = g
+	}
+	if s.ctlOwned {
+		fileGID := gid
+		if fileGID < 0 {
+			fileGID = os.Getegid()
+		}
+		// Lchown: never follow a symlink put in the socket's place. The
+		// authoriser changes even if this fails: it is what decides.
+		if err := os.Lchown(s.ctlPath, -1, fileGID); err != nil {
+			s.log.Error("control socket: cannot change its group", "path", s.ctlPath, "gid", fileGID, "err", err)
+		}
+	} else {
+		s.log.Info("control_group changed: the socket-activated control socket's file group is set by systemd (SocketGroup=)")
+	}
+	s.ctlGID.Store(int64(gid))
+	s.log.Info("control_group changed", "from", s.ctlGroup, "to", cfg.ControlGroup)
+	s.ctlGroup = cfg.ControlGroup
 }

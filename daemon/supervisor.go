@@ -17,8 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -95,6 +97,16 @@ type Supervisor struct {
 	ctlSrv    *ctl.Server
 	ctlPath   string
 	ctlOwned  bool // we created the socket file (not socket-activated)
+	// ctlGroup is the control_group in force and ctlGID its gid (-1:
+	// none), read by the control server's authoriser on every connection
+	// and changed by a reload.
+	ctlGroup string
+	ctlGID   atomic.Int64
+
+	// logFormat is the format of every process's log, fixed at start: a
+	// reload that asks for another is told so, and its workers keep this
+	// one, so the journal never mixes two.
+	logFormat string
 
 	gens    []*generation // every generation with live workers, oldest first
 	current *generation
@@ -172,6 +184,7 @@ func Run(ctx context.Context, opts Options) error {
 		finished: make(chan struct{}),
 	}
 	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
+	s.logFormat = s.cfg.LogFormat
 	s.maxConns.Store(int64(s.cfg.MaxConnections))
 	s.dispatch.Store(&[]*workerProc{})
 	s.setState(ctl.StateStarting)
@@ -179,6 +192,7 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 func (s *Supervisor) run(ctx context.Context) error {
+	cloexecInherited()
 	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
@@ -392,9 +406,7 @@ func (s *Supervisor) promote(g *generation) {
 	s.cfg = g.cfg
 	s.maxConns.Store(int64(g.cfg.MaxConnections))
 	setLevel(&s.level, g.cfg)
-	if old != nil && old.cfg.LogFormat != g.cfg.LogFormat {
-		s.log.Warn("log_format changes only at restart", "configured", g.cfg.LogFormat, "in_use", old.cfg.LogFormat)
-	}
+	s.applyControlGroup(g.cfg)
 	first := old == nil
 	s.setState(ctl.StateServing)
 	s.refreshDispatch()
@@ -717,6 +729,19 @@ func (s *Supervisor) killGeneration(g *generation, why string) {
 func (s *Supervisor) drain(timeout time.Duration, why string) error {
 	switch s.state {
 	case ctl.StateDraining:
+		if timeout <= 0 {
+			return nil // a second SIGUSR1, or zctl drain without --timeout
+		}
+		at := time.Now().Add(timeout)
+		if !at.Before(s.drainAt) {
+			return fmt.Errorf("already draining, until %s at the latest (in %v): a later deadline does not replace it",
+				s.drainAt.Format(time.RFC3339), time.Until(s.drainAt).Round(time.Second))
+		}
+		// An operator may shorten a drain that takes too long (e.g. a
+		// systemctl stop), never lengthen it past what was promised.
+		s.log.Info("drain deadline moved earlier", "why", why, "timeout", timeout)
+		s.drainKill.Stop()
+		s.armDrainKill(at, timeout)
 		return nil
 	case ctl.StateStopping:
 		return errors.New("already stopping")
@@ -745,7 +770,16 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 		}
 		s.drainGeneration(g, 0)
 	}
-	s.drainKill = time.AfterFunc(timeout, func() {
+	s.armDrainKill(s.drainAt, timeout)
+	return nil
+}
+
+// armDrainKill sets the drain's deadline: at it, the workers still
+// draining are killed and the exit status says what that cut. timeout is
+// how it was asked for, for the log.
+func (s *Supervisor) armDrainKill(at time.Time, timeout time.Duration) {
+	s.drainAt = at
+	s.drainKill = time.AfterFunc(time.Until(at), func() {
 		s.post(func() {
 			if s.liveWorkers() == 0 || s.state != ctl.StateDraining {
 				return
@@ -760,7 +794,6 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 			s.killAll(fmt.Sprintf("killed at drain_timeout (%v)", timeout))
 		})
 	})
-	return nil
 }
 
 // kill is the immediate exit. escalated is true for a second SIGTERM or
@@ -794,5 +827,27 @@ func (s *Supervisor) kill(why string, escalated bool) {
 func (s *Supervisor) killAll(why string) {
 	for _, g := range s.gens {
 		s.killGeneration(g, why)
+	}
+}
+
+// cloexecInherited marks every descriptor from 3 up close-on-exec. The
+// supervisor's own are already; what it inherited may not be (a lock file
+// or a pipe of the shell that started it), and without this every worker
+// would hold them too, past the supervisor's life. Workers get exactly the
+// descriptors they are given. Sockets systemd passed are taken by then or
+// are close-on-exec already (activation.Files).
+func cloexecInherited() {
+	if unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	// Before Linux 5.11: one by one.
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
 	}
 }

@@ -106,6 +106,9 @@ type DaemonOpts struct {
 	Listen  string   // default 127.0.0.1:0
 	NoWait  bool     // do not wait for readiness
 	Binary  string   // zfs-serve binary to run; default the one TestMain built
+	// ExtraFiles are inherited by the daemon as fds 3 and up, without
+	// close-on-exec, as a careless parent's would be.
+	ExtraFiles []*os.File
 }
 
 // StartDaemon starts zfs-serve and waits until status says it is serving.
@@ -159,6 +162,7 @@ func StartDaemon(t testing.TB, o DaemonOpts) *Daemon {
 	d.Cmd = exec.Command(bin, args...)
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
 	d.Cmd.Env = append(os.Environ(), o.Env...)
+	d.Cmd.ExtraFiles = o.ExtraFiles
 	if err := d.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

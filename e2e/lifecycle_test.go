@@ -469,6 +469,57 @@ func TestControlSocketSecurity(t *testing.T) {
 		if !strings.Contains(d.Log(), "control connection refused") {
 			t.Error("refusal not logged")
 		}
+		// A reload that takes the group out takes its members' access
+		// away, and gives the socket file back the daemon's group; one
+		// that puts it back lets them in again.
+		setGroup := func(group string) {
+			t.Helper()
+			cfg, err := os.ReadFile(d.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var lines []string
+			for _, l := range strings.Split(string(cfg), "\n") {
+				if !strings.HasPrefix(l, "control_group") {
+					lines = append(lines, l)
+				}
+			}
+			lines = append(lines, fmt.Sprintf("control_group = %q", group))
+			os.WriteFile(d.Config, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+			if r := d.Zctl("reload", "--wait"); r.Code != 0 {
+				t.Fatalf("reload with control_group %q: exit %d: %s", group, r.Code, r.Stderr)
+			}
+		}
+		fileGID := func() uint32 {
+			var st syscall.Stat_t
+			if err := syscall.Lstat(d.Control, &st); err != nil {
+				t.Fatal(err)
+			}
+			return st.Gid
+		}
+		setGroup("")
+		if r := as(nogroup.Gid); r.Code != 1 || !strings.Contains(r.Stderr, "permission denied: uid 65534") {
+			t.Fatalf("member of a group taken out by a reload: exit %d %q", r.Code, r.Stderr)
+		}
+		if g := fileGID(); g != uint32(os.Getegid()) {
+			t.Errorf("socket group %d after control_group was taken out, want %d", g, os.Getegid())
+		}
+		setGroup("nogroup")
+		if r := as(nogroup.Gid); r.Code != 0 {
+			t.Fatalf("member of a group put back by a reload: exit %d %q", r.Code, r.Stderr)
+		}
+		if g := fileGID(); strconv.Itoa(int(g)) != nogroup.Gid {
+			t.Errorf("socket group %d, want nogroup's %s", g, nogroup.Gid)
+		}
+		// A group that does not exist fails the reload and changes nothing.
+		cfg, _ := os.ReadFile(d.Config)
+		os.WriteFile(d.Config, []byte(strings.Replace(string(cfg), `control_group = "nogroup"`, `control_group = "no-such-group-zfs"`, 1)), 0o644)
+		if r := d.Zctl("reload"); r.Code == 0 || !strings.Contains(r.Stderr, "no-such-group-zfs") {
+			t.Errorf("reload with an unknown group: exit %d %q", r.Code, r.Stderr)
+		}
+		if r := as(nogroup.Gid); r.Code != 0 {
+			t.Errorf("member after a failed reload: exit %d %q", r.Code, r.Stderr)
+		}
 		_ = strconv.Itoa
 	})
 }
