@@ -329,20 +329,26 @@ func (d *download) complete() (bool, error) {
 // sameMTime reports whether a local file's mtime is the server's mtime
 // (ns since the epoch) as the local file system stores it. zfetch sets the
 // server's mtime on every file it completes, but not every file system
-// keeps nanoseconds: ext4 with small inodes, FAT, some NFS servers store
-// seconds (FAT: two), others microseconds. A local mtime with no
-// sub-second part, or none below the microsecond, is compared at that
-// precision; on file systems that keep nanoseconds, exactly.
+// keeps nanoseconds: ext4 with small inodes and some NFS servers store
+// seconds, FAT two seconds, others microseconds. So besides an exact match,
+// only what such a file system makes of the server's mtime matches: it
+// truncated (or rounded up) to the microsecond, the second or two seconds,
+// and only where the server's mtime has digits the local one lacks. A
+// local mtime that is merely close (another version a second later) does
+// not.
 func sameMTime(local time.Time, server int64) bool {
 	l := local.UnixNano()
-	switch {
-	case l == server:
+	if l == server {
 		return true
-	case l%1e9 == 0: // seconds, or FAT's two seconds, truncated or rounded
-		d := l - server
-		return d > -2e9 && d < 2e9
-	case l%1e3 == 0:
-		return l == server-server%1e3
+	}
+	for _, unit := range []int64{1e3, 1e9, 2e9} {
+		if l%unit != 0 || server%unit == 0 {
+			continue
+		}
+		down := server - server%unit // server > 0: mtimes before 1970 are not worth the care
+		if l == down || l == down+unit {
+			return true
+		}
 	}
 	return false
 }
@@ -359,6 +365,10 @@ func (d *download) resumeState() (pending [][2]int64, prealloc, ok bool, why str
 	switch {
 	case err != nil:
 		why = fmt.Sprintf("%s: unusable resume state (%v); starting over", d.part, err)
+	case st == nil && fi.Size() == 0:
+		// Nothing to resume, nothing lost: openPart has just created it,
+		// or an earlier run stopped before its first byte.
+		return nil, false, false, ""
 	case st == nil:
 		why = fmt.Sprintf("%s has no resume state (%s); starting over", d.part, d.statePath)
 	case st.Size != size || st.MTime != d.mtime:

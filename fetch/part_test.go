@@ -60,15 +60,29 @@ func TestSameMTime(t *testing.T) {
 		{"nanoseconds, equal", server, true},
 		{"nanoseconds, another version", server + 1, false},
 		{"microseconds (truncated)", server - server%1e3, true},
-		{"microseconds, another version", server - server%1e3 + 1e3, false},
+		{"microseconds, another version", server - server%1e3 + 2e3, false},
 		{"seconds (truncated)", server - server%1e9, true},
 		{"seconds (rounded up)", server - server%1e9 + 1e9, true},
 		{"FAT's two seconds", server - server%2e9, true},
+		{"FAT's two seconds, rounded up", server - server%2e9 + 2e9, true},
 		{"seconds, another version", server - server%1e9 + 3e9, false},
+		{"seconds, a version before", server - server%1e9 - 2e9, false},
 	} {
 		if got := sameMTime(time.Unix(0, c.local), server); got != c.want {
 			t.Errorf("%s: sameMTime(%d, %d) = %v", c.name, c.local, server, got)
 		}
+	}
+	// A server mtime of whole seconds (files from a tar archive) is kept
+	// exactly by every file system but FAT: a local copy a second off is
+	// another version.
+	whole := server - server%2e9 // even: FAT keeps it too
+	for _, local := range []int64{whole - 1e9, whole + 1e9, whole + 2e9} {
+		if sameMTime(time.Unix(0, local), whole) {
+			t.Errorf("whole-second server mtime %d matched local %d", whole, local)
+		}
+	}
+	if !sameMTime(time.Unix(0, whole), whole) {
+		t.Error("whole-second mtime does not match itself")
 	}
 }
 
@@ -168,5 +182,22 @@ func TestGiveUpErrorGrammar(t *testing.T) {
 	}
 	if got := (&GiveUpError{Attempts: 3, Err: errors.New("x")}).Error(); !strings.HasSuffix(got, "(gave up after 3 attempts)") {
 		t.Errorf("%q", got)
+	}
+}
+
+// -c on a file never fetched before is a plain start: no "starting over"
+// for the empty .part that the lock has just created.
+func TestResumeFreshIsNoRestart(t *testing.T) {
+	s := newFakeServer(t)
+	data := randBytes(5000, 9)
+	s.put("/f", data, mtime1)
+	c, rec := testClient(t, Options{})
+	dst := filepath.Join(t.TempDir(), "f")
+	if _, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst, Resume: true}); err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, dst, data, mtime1)
+	if r := rec.kinds(EventRestart); len(r) != 0 {
+		t.Fatalf("restart events %+v", r)
 	}
 }
