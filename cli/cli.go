@@ -50,6 +50,35 @@ func Code(err error) int {
 	return ExitError
 }
 
+// ParseFlags parses args into fs with the commands' conventions. -h and
+// --help print the usage (written by usage) on stdout and return
+// flag.ErrHelp, which exits 0. A bad flag returns a one-line UsageError
+// and prints nothing: Report prints it, once, on stderr.
+func ParseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage func(io.Writer)) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		usage(stdout)
+		return err
+	}
+	return &UsageError{Err: fmt.Errorf("%w (see --help)", err)}
+}
+
+// Given reports whether the flag called name was set on the command line.
+func Given(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			given = true
+		}
+	})
+	return given
+}
+
 // Exit prints err (if any) as "prog: err" and exits with its status.
 func Exit(prog string, err error) {
 	os.Exit(Report(os.Stderr, prog, err))

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"strings"
 	"testing"
 )
 
@@ -35,5 +37,50 @@ func TestReport(t *testing.T) {
 		if code := Report(&b, "prog", tc.err); code != tc.code || b.String() != tc.out {
 			t.Errorf("Report(%q) printed %q, returned %d; want %q, %d", tc.err, b.String(), code, tc.out, tc.code)
 		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	newFS := func() (*flag.FlagSet, *int) {
+		fs := flag.NewFlagSet("prog", flag.ContinueOnError)
+		return fs, fs.Int("n", 7, "")
+	}
+	usage := func(w io.Writer) { fmt.Fprint(w, "Usage: prog\n") }
+	for _, help := range []string{"-h", "--help", "-help"} {
+		fs, _ := newFS()
+		var stdout bytes.Buffer
+		err := ParseFlags(fs, []string{help}, &stdout, usage)
+		if !errors.Is(err, flag.ErrHelp) || stdout.String() != "Usage: prog\n" || Code(err) != ExitOK {
+			t.Errorf("%s: err %v (exit %d), stdout %q; want flag.ErrHelp, exit 0 and the usage", help, err, Code(err), stdout.String())
+		}
+	}
+	// A bad flag: nothing printed by the flag package (its output and
+	// Usage are silenced), one line printed by Report, exit 2.
+	for _, args := range [][]string{{"--bogus"}, {"-n", "many"}, {"-n"}} {
+		fs, _ := newFS()
+		var stdout bytes.Buffer
+		err := ParseFlags(fs, args, &stdout, usage)
+		var ue *UsageError
+		if !errors.As(err, &ue) || stdout.Len() != 0 {
+			t.Errorf("%q: err %v, stdout %q; want a UsageError and no output", args, err, stdout.String())
+			continue
+		}
+		var stderr bytes.Buffer
+		if code := Report(&stderr, "prog", err); code != ExitUsage || strings.Count(stderr.String(), "\n") != 1 ||
+			!strings.HasSuffix(stderr.String(), "(see --help)\n") {
+			t.Errorf("%q: Report printed %q, exit %d; want one line and exit 2", args, stderr.String(), code)
+		}
+	}
+	fs, n := newFS()
+	if err := ParseFlags(fs, []string{"-n", "-1", "rest"}, io.Discard, usage); err != nil || *n != -1 || fs.Arg(0) != "rest" {
+		t.Fatalf("good flags: %v, n %d, args %q", err, *n, fs.Args())
+	}
+	if !Given(fs, "n") {
+		t.Error("Given(n) = false after -n -1")
+	}
+	fs, _ = newFS()
+	ParseFlags(fs, nil, io.Discard, usage)
+	if Given(fs, "n") {
+		t.Error("Given(n) = true without -n")
 	}
 }

@@ -485,6 +485,10 @@ func (c *Config) Resolve() error {
 	if c.Control, err = filepath.Abs(c.Control); err != nil {
 		return keyErr("control", "%v", err)
 	}
+	if len(c.Control) > MaxSocketPath {
+		return keyErr("control", "socket path %s is %d bytes long; a unix socket path can have at most %d",
+			c.Control, len(c.Control), MaxSocketPath)
+	}
 	if c.User != "" {
 		if _, err := LookupUser(c.User); err != nil {
 			return keyErr("user", "%v", err)
@@ -538,6 +542,26 @@ func DefaultControlPath() string {
 func UserControlPath() string {
 	return controlPath(-1, os.Getuid(), false, os.Getenv("XDG_RUNTIME_DIR"))
 }
+
+// ControlPaths are the places zctl looks for the control socket, in
+// order: the system one, the user's runtime directory (if
+// $XDG_RUNTIME_DIR is set), /tmp. A daemon run as root, as this user with
+// or without XDG_RUNTIME_DIR, or under systemd is at one of them.
+func ControlPaths() []string {
+	return controlPaths(os.Getuid(), os.Getenv("XDG_RUNTIME_DIR"))
+}
+
+func controlPaths(uid int, xdgRuntimeDir string) []string {
+	paths := []string{SystemControlPath}
+	if xdgRuntimeDir != "" {
+		paths = append(paths, controlPath(-1, uid, false, xdgRuntimeDir))
+	}
+	return append(paths, controlPath(-1, uid, false, ""))
+}
+
+// MaxSocketPath is the longest path a unix socket can have on Linux:
+// sun_path holds 108 bytes, the terminating NUL included.
+const MaxSocketPath = 107
 
 // SystemControlPath is the control socket of a zfs-serve run by root or
 // systemd.

@@ -924,3 +924,51 @@ func TestFlagsFixInvalidFileValues(t *testing.T) {
 		t.Fatalf("without --listen: %v", err)
 	}
 }
+
+// TestControlPathLength: a control socket path longer than a unix socket
+// can have is a configuration error naming its source, not a bare
+// "bind: invalid argument" at start.
+func TestControlPathLength(t *testing.T) {
+	root := t.TempDir()
+	long := "/" + strings.Repeat("d", MaxSocketPath-len("/x.sock")) + "/x.sock" // 108 bytes
+	fits := long[:1] + long[2:]                                                 // 107 bytes
+	if len(long) != MaxSocketPath+1 || len(fits) != MaxSocketPath {
+		t.Fatalf("bad test paths: %d %d", len(long), len(fits))
+	}
+	want := `key "control": socket path ` + long + " is 108 bytes long; a unix socket path can have at most 107"
+
+	p := writeConfig(t, "root = "+strconv.Quote(root)+"\n\ncontrol = "+strconv.Quote(long)+"\n")
+	_, err := Source{Path: p, Explicit: true}.Load()
+	if err == nil || err.Error() != p+":3: "+want {
+		t.Errorf("from the file: got %v, want %q", err, p+":3: "+want)
+	}
+	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Control: fits}}.Load()
+	if err != nil {
+		t.Errorf("a --control of %d bytes replaces the file's: %v", len(fits), err)
+	}
+	_, err = Source{Overrides: Overrides{Root: root, Control: long}}.Load()
+	if err == nil || err.Error() != "--control: "+want {
+		t.Errorf("from --control: got %v, want %q", err, "--control: "+want)
+	}
+	// A relative path counts once made absolute.
+	rel := strings.Repeat("r", MaxSocketPath)
+	_, err = Source{Overrides: Overrides{Root: root, Control: rel}}.Load()
+	if err == nil || !strings.HasPrefix(err.Error(), "--control: key \"control\": socket path /") {
+		t.Errorf("relative --control: got %v", err)
+	}
+}
+
+func TestControlPaths(t *testing.T) {
+	if got, want := controlPaths(1000, "/run/user/1000"), []string{SystemControlPath,
+		"/run/user/1000/zfs-serve/control.sock", "/tmp/zfs-serve-1000/control.sock"}; !slices.Equal(got, want) {
+		t.Errorf("with XDG_RUNTIME_DIR: %q, want %q", got, want)
+	}
+	if got, want := controlPaths(1000, ""), []string{SystemControlPath, "/tmp/zfs-serve-1000/control.sock"}; !slices.Equal(got, want) {
+		t.Errorf("without XDG_RUNTIME_DIR: %q, want %q", got, want)
+	}
+	clearSystemdEnv(t)
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/4242")
+	if got := ControlPaths(); len(got) != 3 || got[1] != "/run/user/4242/zfs-serve/control.sock" {
+		t.Errorf("ControlPaths() = %q", got)
+	}
+}

@@ -14,9 +14,9 @@ import (
 )
 
 // SocketPath returns the control socket zctl talks to: explicit if set,
-// else $ZFS_SERVE_CONTROL, else the first default location that exists
-// (the daemon's rule: /run for root or systemd, the user's runtime dir,
-// /tmp), else the rule's answer for this user.
+// else $ZFS_SERVE_CONTROL, else the first of the default locations that
+// exists (config.ControlPaths: /run, the user's runtime dir, /tmp), else
+// the daemon's rule's answer for this user (for the error message).
 func SocketPath(explicit string) string {
 	if explicit != "" {
 		return explicit
@@ -24,23 +24,70 @@ func SocketPath(explicit string) string {
 	if p := os.Getenv("ZFS_SERVE_CONTROL"); p != "" {
 		return p
 	}
-	candidates := []string{config.DefaultControlPath(), config.UserControlPath(), config.SystemControlPath}
-	for _, p := range candidates {
+	return firstExisting(config.ControlPaths(), config.DefaultControlPath())
+}
+
+// firstExisting returns the first of paths that exists, else fallback.
+func firstExisting(paths []string, fallback string) string {
+	for _, p := range paths {
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
 	}
-	return candidates[0]
+	return fallback
+}
+
+// Timeouts bound how long Client.Do waits for the daemon, so that zctl
+// does not hang on one that accepts but never answers (stopped with
+// SIGSTOP, or wedged). A zero field means its DefaultTimeouts value.
+type Timeouts struct {
+	// Answer is the wait for the answer to status, kill and drain, and,
+	// with Wait, for each line (progress comes about every 0.5 s).
+	Answer time.Duration
+	// Reload is the wait for the answer (or first line) of a reload,
+	// which comes once the new workers are ready (they have 30 s).
+	Reload time.Duration
+}
+
+// DefaultTimeouts are what Dial sets.
+var DefaultTimeouts = Timeouts{Answer: 10 * time.Second, Reload: 45 * time.Second}
+
+// NoAnswerError means the daemon said nothing for After.
+type NoAnswerError struct{ After time.Duration }
+
+func (e *NoAnswerError) Error() string {
+	return fmt.Sprintf("no answer from the daemon in %s: is it stopped?", e.After)
 }
 
 // Client is one control connection.
 type Client struct {
+	Timeouts Timeouts
+
 	c  net.Conn
+	dr *deadlineReader
 	br *bufio.Reader
+}
+
+// deadlineReader remembers whether a read ended at the read deadline
+// (readLine does not wrap that error).
+type deadlineReader struct {
+	c        net.Conn
+	timedOut bool
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	n, err := r.c.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		r.timedOut = true
+	}
+	return n, err
 }
 
 // Dial connects to the control socket at path.
 func Dial(path string) (*Client, error) {
+	if len(path) > config.MaxSocketPath {
+		return nil, fmt.Errorf("control socket %s: path is %d bytes long; a unix socket path can have at most %d", path, len(path), config.MaxSocketPath)
+	}
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
 		var hint string
@@ -52,7 +99,8 @@ func Dial(path string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("control socket %s: %w%s", path, err, hint)
 	}
-	return &Client{c: c, br: bufio.NewReaderSize(c, 64<<10)}, nil
+	dr := &deadlineReader{c: c}
+	return &Client{Timeouts: DefaultTimeouts, c: c, dr: dr, br: bufio.NewReaderSize(dr, 64<<10)}, nil
 }
 
 // Close closes the connection.
@@ -63,7 +111,8 @@ var ErrClosed = errors.New("the daemon closed the control connection before answ
 
 // Do sends req and returns the final response. onProgress (may be nil)
 // sees every intermediate "progress" response. A response with ok=false
-// is returned as an error carrying the daemon's message.
+// is returned as an error carrying the daemon's message. A daemon that
+// says nothing for c.Timeouts gets a *NoAnswerError.
 func (c *Client) Do(req Request, onProgress func(*Response)) (*Response, error) {
 	req.V = Version
 	b, err := json.Marshal(req)
@@ -72,15 +121,30 @@ func (c *Client) Do(req Request, onProgress func(*Response)) (*Response, error) 
 	}
 	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, werr := c.c.Write(append(b, '\n'))
+	to := c.Timeouts
+	if to.Answer <= 0 {
+		to.Answer = DefaultTimeouts.Answer
+	}
+	if to.Reload <= 0 {
+		to.Reload = DefaultTimeouts.Reload
+	}
+	wait := to.Answer // for the answer, or between lines
+	if req.Cmd == CmdReload {
+		wait = to.Reload
+	}
 	for {
 		// Even if the write failed, the daemon may have answered before
 		// closing (a refused peer): its reason beats "broken pipe".
 		if werr != nil {
-			c.c.SetReadDeadline(time.Now().Add(time.Second))
+			wait = time.Second
 		}
+		c.c.SetReadDeadline(time.Now().Add(wait))
 		line, err := readLine(c.br, MaxResponse, "response")
 		if err != nil && werr != nil {
 			return nil, fmt.Errorf("send request: %w", werr)
+		}
+		if err != nil && c.dr.timedOut {
+			return nil, &NoAnswerError{After: wait}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
@@ -99,6 +163,9 @@ func (c *Client) Do(req Request, onProgress func(*Response)) (*Response, error) 
 			if onProgress != nil {
 				onProgress(&r)
 			}
+			// The progress of a reload comes every 0.5 s like the
+			// others', once the new generation has been started.
+			wait = to.Answer
 			continue
 		}
 		if !r.OK {

@@ -3,12 +3,15 @@ package ctl
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/zfs-serve/zfs-serve/config"
 )
@@ -33,12 +36,15 @@ func TestSocketPath(t *testing.T) {
 	}
 
 	t.Setenv("ZFS_SERVE_CONTROL", "")
-	_, sysErr := os.Stat(config.SystemControlPath)
-	systemExists := sysErr == nil
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	system, tmp := config.SystemControlPath, fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", os.Getuid())
 	// Nothing exists: the rule's answer for this user.
 	want := config.DefaultControlPath()
-	if systemExists {
-		want = config.SystemControlPath
+	switch {
+	case exists(system):
+		want = system
+	case exists(tmp):
+		want = tmp
 	}
 	if got := SocketPath(""); got != want {
 		t.Errorf("no socket exists: got %q, want %q", got, want)
@@ -51,11 +57,58 @@ func TestSocketPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = user
-	if config.DefaultControlPath() == config.SystemControlPath && systemExists {
-		want = config.SystemControlPath // it comes first for root
+	if exists(system) {
+		want = system // it comes first
 	}
 	if got := SocketPath(""); got != want {
 		t.Errorf("user socket exists: got %q, want %q", got, want)
+	}
+}
+
+// TestSocketPathTmp: with $XDG_RUNTIME_DIR set but no socket there, zctl
+// finds a daemon started without it (/tmp/zfs-serve-$UID/control.sock).
+func TestSocketPathTmp(t *testing.T) {
+	for _, k := range []string{"NOTIFY_SOCKET", "INVOCATION_ID", "LISTEN_FDS", "ZFS_SERVE_CONTROL"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("XDG_RUNTIME_DIR", shortDir(t))
+	if _, err := os.Stat(config.SystemControlPath); err == nil {
+		t.Skip(config.SystemControlPath + " exists and comes first")
+	}
+	tmp := fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", os.Getuid())
+	if _, err := os.Stat(tmp); err != nil {
+		// Create it for the test, and remove only what was created.
+		dir := filepath.Dir(tmp)
+		if _, err := os.Stat(dir); err != nil {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Skip(err)
+			}
+			t.Cleanup(func() { os.Remove(dir) })
+		}
+		if err := os.WriteFile(tmp, nil, 0o600); err != nil {
+			t.Skip(err)
+		}
+		t.Cleanup(func() { os.Remove(tmp) })
+	}
+	if got := SocketPath(""); got != tmp {
+		t.Errorf("SocketPath(\"\") = %q, want %q", got, tmp)
+	}
+}
+
+func TestFirstExisting(t *testing.T) {
+	dir := shortDir(t)
+	a, b, c := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c")
+	paths := []string{a, b, c}
+	if got := firstExisting(paths, "fallback"); got != "fallback" {
+		t.Errorf("none exists: %q", got)
+	}
+	os.WriteFile(c, nil, 0o600)
+	if got := firstExisting(paths, "fallback"); got != c {
+		t.Errorf("only the last exists: %q", got)
+	}
+	os.WriteFile(b, nil, 0o600)
+	if got := firstExisting(paths, "fallback"); got != b {
+		t.Errorf("the last two exist: %q", got)
 	}
 }
 
@@ -64,6 +117,10 @@ func TestDialErrors(t *testing.T) {
 	_, err := Dial(filepath.Join(dir, "none.sock"))
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "is zfs-serve running?") || !strings.Contains(err.Error(), "none.sock") {
 		t.Errorf("missing socket: %v", err)
+	}
+	long := "/" + strings.Repeat("d", 120) + "/c.sock"
+	if _, err := Dial(long); err == nil || !strings.Contains(err.Error(), "a unix socket path can have at most 107") {
+		t.Errorf("path too long: %v", err)
 	}
 	if os.Geteuid() != 0 { // root ignores file modes
 		p := filepath.Join(dir, "locked.sock")
@@ -77,6 +134,81 @@ func TestDialErrors(t *testing.T) {
 		if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "control_group") {
 			t.Errorf("socket without permission: %v", err)
 		}
+	}
+}
+
+// silentDaemon reads each connection's request, writes out, and then says
+// nothing more (a SIGSTOPped daemon: the kernel accepts, nobody answers).
+func silentDaemon(t *testing.T, out string) string {
+	t.Helper()
+	path := filepath.Join(shortDir(t), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); close(done); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				bufio.NewReader(c).ReadString('\n')
+				io.WriteString(c, out)
+				<-done
+			}()
+		}
+	}()
+	return path
+}
+
+func TestClientNoAnswer(t *testing.T) {
+	progress := `{"v":1,"ok":true,"event":"progress"}` + "\n"
+	to := Timeouts{Answer: 30 * time.Millisecond, Reload: 90 * time.Millisecond}
+	for _, tt := range []struct {
+		name     string
+		req      Request
+		out      string
+		progress int
+		after    time.Duration
+	}{
+		{"status", Request{Cmd: CmdStatus}, "", 0, to.Answer},
+		{"kill", Request{Cmd: CmdKill}, "", 0, to.Answer},
+		{"drain", Request{Cmd: CmdDrain}, "", 0, to.Answer},
+		{"drain --wait, between progress lines", Request{Cmd: CmdDrain, Wait: true}, progress + progress, 2, to.Answer},
+		{"half a line", Request{Cmd: CmdStatus}, `{"v":1,`, 0, to.Answer},
+		{"reload", Request{Cmd: CmdReload}, "", 0, to.Reload},
+		{"reload --wait, first line", Request{Cmd: CmdReload, Wait: true}, "", 0, to.Reload},
+		{"reload --wait, between progress lines", Request{Cmd: CmdReload, Wait: true}, progress, 1, to.Answer},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial(t, silentDaemon(t, tt.out))
+			c.Timeouts = to
+			n := 0
+			start := time.Now()
+			_, err := c.Do(tt.req, func(*Response) { n++ })
+			var na *NoAnswerError
+			if !errors.As(err, &na) || na.After != tt.after || n != tt.progress {
+				t.Fatalf("got %v after %d progress lines; want no answer in %v after %d", err, n, tt.after, tt.progress)
+			}
+			if want := fmt.Sprintf("no answer from the daemon in %v: is it stopped?", tt.after); err.Error() != want {
+				t.Errorf("message %q, want %q", err, want)
+			}
+			if d := time.Since(start); d < tt.after {
+				t.Errorf("gave up after %v, before %v", d, tt.after)
+			}
+		})
+	}
+	if c := dial(t, silentDaemon(t, "")); c.Timeouts != DefaultTimeouts || DefaultTimeouts.Answer != 10*time.Second || DefaultTimeouts.Reload != 45*time.Second {
+		t.Errorf("Dial sets timeouts %+v (defaults %+v); want 10s and 45s for reload", c.Timeouts, DefaultTimeouts)
 	}
 }
 

@@ -48,7 +48,7 @@ const maxStatusBytes = maxMsg - 1024
 const maxStatusTransfers = 1000
 
 // ErrNotSupervised is returned when the worker entry is run by hand.
-var ErrNotSupervised = errors.New("zfs-serve: " + WorkerCommand + " is run by the zfs-serve supervisor, not by hand")
+var ErrNotSupervised = errors.New(WorkerCommand + " is run by the zfs-serve supervisor, not by hand")
 
 type worker struct {
 	ch    *net.UnixConn

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,5 +160,142 @@ func TestWorkersDropPrivileges(t *testing.T) {
 	}
 	if !strings.Contains(d2.Log(), "permission denied") || !strings.Contains(d2.Log(), "startup failed") {
 		t.Fatalf("log does not say why:\n%s", d2.Log())
+	}
+}
+
+// TestCLIHelp: --help prints the usage on stdout and exits 0; a bad flag
+// prints one line on stderr and exits 2.
+func TestCLIHelp(t *testing.T) {
+	for _, tc := range []struct {
+		bin  string
+		args []string
+		want string
+	}{
+		{zfsServe, []string{"--help"}, "Usage: zfs-serve "},
+		{zfsServe, []string{"-h"}, "Usage: zfs-serve "},
+		{zctlBin, []string{"--help"}, "Usage: zctl "},
+		{zctlBin, []string{"help"}, "Usage: zctl "},
+		{zctlBin, []string{"drain", "--help"}, "Usage: zctl drain "},
+		{zfetch, []string{"--help"}, "Usage: zfetch "},
+	} {
+		name := filepath.Base(tc.bin) + " " + strings.Join(tc.args, " ")
+		r := run(t, 10*time.Second, tc.bin, tc.args...)
+		if r.Code != 0 || !strings.HasPrefix(r.Stdout, tc.want) || r.Stderr != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 0 and %q... on stdout", name, r.Code, r.Stdout, r.Stderr, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		bin  string
+		args []string
+	}{
+		{zfsServe, []string{"--bogus"}},
+		{zctlBin, []string{"--bogus", "status"}},
+		{zctlBin, []string{"status", "--bogus"}},
+		{zfetch, []string{"--bogus", "h/f"}},
+	} {
+		prog := filepath.Base(tc.bin)
+		r := run(t, 10*time.Second, tc.bin, tc.args...)
+		if want := prog + ": flag provided but not defined: -bogus (see --help)\n"; r.Code != 2 || r.Stderr != want || r.Stdout != "" {
+			t.Errorf("%s %s: exit %d, stdout %q, stderr %q; want exit 2 and %q", prog, strings.Join(tc.args, " "), r.Code, r.Stdout, r.Stderr, want)
+		}
+	}
+}
+
+// TestCLIBadNumbers: out-of-range numbers and durations are refused with
+// exit 2 and one line, not taken as "flag not given".
+func TestCLIBadNumbers(t *testing.T) {
+	dir := shortTempDir(t)
+	check := []string{"--check", "--config", "/dev/null", "--root", dir, "--control", filepath.Join(dir, "c.sock")}
+	sock := filepath.Join(dir, "none.sock") // never dialled: the command line is refused first
+	for _, tc := range []struct {
+		bin  string
+		args []string
+		want string
+	}{
+		{zfsServe, append(check, "--workers", "-1"), `zfs-serve: --workers: key "workers": must be between 0 (one per CPU) and 1024, not -1`},
+		{zfsServe, append(check, "--workers", "-5"), `zfs-serve: --workers: key "workers": must be between 0 (one per CPU) and 1024, not -5`},
+		{zctlBin, []string{"-s", sock, "drain", "--timeout", "-5s"}, "zctl: --timeout wants a positive duration such as 30s or 5m, not -5s"},
+		{zctlBin, []string{"-s", sock, "drain", "--timeout", "0s"}, "zctl: --timeout wants a positive duration such as 30s or 5m, not 0s"},
+		{zfetch, []string{"--retries", "-1", "h/f"}, "zfetch: --retries wants 0 or more, not -1"},
+		{zfetch, []string{"--retries", "-2", "h/f"}, "zfetch: --retries wants 0 or more, not -2"},
+		{zfetch, []string{"--retry-for", "0s", "h/f"}, "zfetch: --retry-for wants a positive duration such as 30s or 5m, not 0s"},
+	} {
+		r := run(t, 10*time.Second, tc.bin, tc.args...)
+		if r.Code != 2 || r.Stderr != tc.want+"\n" {
+			t.Errorf("%s %s: exit %d, stderr %q; want exit 2 and %q", filepath.Base(tc.bin), strings.Join(tc.args, " "), r.Code, r.Stderr, tc.want)
+		}
+	}
+}
+
+// TestCLIWorkerByHand: the hidden worker entry says once whose message it is.
+func TestCLIWorkerByHand(t *testing.T) {
+	r := run(t, 10*time.Second, zfsServe, "__worker")
+	if want := "zfs-serve: __worker is run by the zfs-serve supervisor, not by hand\n"; r.Code != 1 || r.Stderr != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", r.Code, r.Stderr, want)
+	}
+}
+
+// TestCLIControlPathTooLong: a control socket path beyond the 107 bytes a
+// unix socket allows is a configuration error (--check too), naming the
+// flag or the file's line, and nothing is created.
+func TestCLIControlPathTooLong(t *testing.T) {
+	dir := shortTempDir(t)
+	sub := filepath.Join(dir, strings.Repeat("d", 120))
+	long := filepath.Join(sub, "control.sock")
+	want := fmt.Sprintf(`key "control": socket path %s is %d bytes long; a unix socket path can have at most 107`, long, len(long))
+	for _, args := range [][]string{
+		{"--check", "--config", "/dev/null", "--root", dir, "--control", long},
+		{"--config", "/dev/null", "--root", dir, "--listen", "127.0.0.1:0", "--control", long},
+	} {
+		r := run(t, 20*time.Second, zfsServe, args...)
+		if r.Code != 2 || r.Stderr != "zfs-serve: --control: "+want+"\n" {
+			t.Errorf("zfs-serve %s: exit %d, stderr %q; want 2 and %q", strings.Join(args, " "), r.Code, r.Stderr, "--control: "+want)
+		}
+	}
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("root = %q\ncontrol = %q\n", dir, long)), 0o644)
+	r := run(t, 10*time.Second, zfsServe, "--check", "--config", cfg)
+	if r.Code != 2 || r.Stderr != "zfs-serve: "+cfg+":2: "+want+"\n" {
+		t.Errorf("in the file: exit %d, stderr %q; want 2 and %q", r.Code, r.Stderr, cfg+":2: "+want)
+	}
+	if _, err := os.Stat(sub); err == nil {
+		t.Errorf("%s was created", sub)
+	}
+}
+
+// TestCLIZctlNoAnswer: a daemon that accepts but never answers (SIGSTOPped)
+// does not hang zctl: it gives up after 10 s with exit 3.
+func TestCLIZctlNoAnswer(t *testing.T) {
+	sock := filepath.Join(shortTempDir(t), "c.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-accepted
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	start := time.Now()
+	r := run(t, 30*time.Second, zctlBin, "-s", sock, "status")
+	if want := "zctl: no answer from the daemon in 10s: is it stopped?\n"; r.Code != 3 || r.Stderr != want {
+		t.Errorf("exit %d, stderr %q; want 3 and %q", r.Code, r.Stderr, want)
+	}
+	if d := time.Since(start); d < 10*time.Second || d > 25*time.Second {
+		t.Errorf("zctl gave up after %v; want about 10s", d)
 	}
 }

@@ -592,8 +592,8 @@ func TestZfetchOutputAndExitCodes(t *testing.T) {
 			t.Errorf("%s: exit %d (want %d), stderr %q (want one line with %q)", c.name, r.Code, c.code, r.Stderr, c.msg)
 		}
 	}
-	if r := Zfetch(t, "--help"); r.Code != 0 || !strings.Contains(r.Stderr, "Exit status:") || !strings.Contains(r.Stderr, "130  interrupted") {
-		t.Errorf("--help: exit %d: %s", r.Code, r.Stderr)
+	if r := Zfetch(t, "--help"); r.Code != 0 || !strings.Contains(r.Stdout, "Exit status:") || !strings.Contains(r.Stdout, "130  interrupted") || r.Stderr != "" {
+		t.Errorf("--help: exit %d: stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 }
 

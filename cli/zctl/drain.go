@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zfs-serve/zfs-serve/cli"
 	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/internal/human"
 )
@@ -17,7 +18,10 @@ func (e *env) drain(args []string) error {
 		return err
 	}
 	req := ctl.Request{Cmd: ctl.CmdDrain, Wait: *wait}
-	if *timeout > 0 {
+	if cli.Given(fs, "timeout") {
+		if *timeout <= 0 {
+			return cli.Usagef("--timeout wants a positive duration such as 30s or 5m, not %s", timeout)
+		}
 		req.Timeout = timeout.String()
 	}
 	// A line when the set of transfers changes, else one every 5 s: the

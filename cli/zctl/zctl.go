@@ -33,12 +33,20 @@ Flags:
             /run/zfs-serve/control.sock (root), $XDG_RUNTIME_DIR/zfs-serve/control.sock,
             /tmp/zfs-serve-$UID/control.sock that exists)
 
+A daemon that says nothing for 10s (45s for reload's answer; with --wait,
+10s between progress lines) is given up on: "no answer from the daemon in
+10s: is it stopped?" (a SIGSTOPped or wedged zfs-serve).
+
 Exit status: 0 success, 1 the daemon refused or the operation failed,
-2 usage error, 3 cannot reach the daemon.
+2 usage error, 3 cannot reach the daemon, or it did not answer in time.
 `
 
-// ExitUnreachable is the exit status when the control socket cannot be reached.
+// ExitUnreachable is the exit status when the control socket cannot be
+// reached, or the daemon does not answer in time.
 const ExitUnreachable = 3
+
+// timeouts bound the waits for the daemon (shortened by tests).
+var timeouts = ctl.DefaultTimeouts
 
 type unreachable struct{ error }
 
@@ -47,9 +55,10 @@ func (u unreachable) Unwrap() error { return u.error }
 
 // env is what a subcommand needs.
 type env struct {
-	socket string
-	stdout io.Writer
-	stderr io.Writer
+	socket   string
+	timeouts ctl.Timeouts
+	stdout   io.Writer
+	stderr   io.Writer
 }
 
 // do runs one request on a fresh connection.
@@ -59,26 +68,31 @@ func (e *env) do(req ctl.Request, onProgress func(*ctl.Response)) (*ctl.Response
 		return nil, unreachable{err}
 	}
 	defer c.Close()
-	return c.Do(req, onProgress)
+	c.Timeouts = e.timeouts
+	r, err := c.Do(req, onProgress)
+	var na *ctl.NoAnswerError
+	if errors.As(err, &na) {
+		return nil, unreachable{err}
+	}
+	return r, err
 }
 
 // Run runs zctl with args (without the program name).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("zctl", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	socket := fs.String("s", "", "")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &cli.UsageError{Err: err}
+	printUsage := func(w io.Writer) { fmt.Fprint(w, usage) }
+	if err := cli.ParseFlags(fs, args, stdout, printUsage); err != nil {
+		return err
+	}
+	if cli.Given(fs, "s") && *socket == "" {
+		return cli.Usagef("-s wants a socket path, not an empty string")
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
+		printUsage(stderr)
 		return cli.Usagef("no command given")
 	}
-	e := &env{socket: ctl.SocketPath(*socket), stdout: stdout, stderr: stderr}
+	e := &env{socket: ctl.SocketPath(*socket), timeouts: timeouts, stdout: stdout, stderr: stderr}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
 	case "status":
@@ -90,7 +104,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "reload":
 		return e.reload(rest)
 	case "help":
-		fs.Usage()
+		printUsage(stdout)
 		return nil
 	}
 	return cli.Usagef("unknown command %q (want status, drain, kill or reload)", cmd)
@@ -99,20 +113,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // subFlags is a subcommand's flag set with zctl's conventions.
 func (e *env) subFlags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("zctl "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: zctl %s\n", synopsis)
+	fs.Usage = func() { // called by parseSub for -h and --help, on stdout
+		fmt.Fprintf(e.stdout, "Usage: zctl %s\n", synopsis)
+		fs.SetOutput(e.stdout)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
 
 func parseSub(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &cli.UsageError{Err: err}
+	usage := fs.Usage
+	if err := cli.ParseFlags(fs, args, nil, func(io.Writer) { usage() }); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return cli.Usagef("unexpected argument %q", fs.Arg(0))

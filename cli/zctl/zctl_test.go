@@ -1,10 +1,13 @@
 package zctl
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -167,12 +170,119 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"-s", sock, "restart"}, cli.ExitUsage, `unknown command "restart"`},
 		{[]string{"-s", sock, "status", "extra"}, cli.ExitUsage, `unexpected argument "extra"`},
 		{[]string{"-s", sock, "drain", "--timeout", "soon"}, cli.ExitUsage, "invalid value"},
+		{[]string{"-s", sock, "drain", "--timeout", "-5s"}, cli.ExitUsage, "--timeout wants a positive duration such as 30s or 5m, not -5s"},
+		{[]string{"-s", sock, "drain", "--timeout", "0s"}, cli.ExitUsage, "--timeout wants a positive duration such as 30s or 5m, not 0s"},
+		{[]string{"-s", sock, "drain", "--wait", "--timeout", "0"}, cli.ExitUsage, "--timeout wants a positive duration"},
+		{[]string{"-s", "", "status"}, cli.ExitUsage, "-s wants a socket path"},
 		{[]string{"-x"}, cli.ExitUsage, "flag provided but not defined"},
+		{[]string{"-s", sock, "kill", "--now"}, cli.ExitUsage, "flag provided but not defined: -now (see --help)"},
+	}
+	calls := func() int {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.calls)
 	}
 	for _, tt := range tests {
-		_, _, err := run(tt.args...)
+		before := calls()
+		out, errOut, err := run(tt.args...)
+		if tt.code == cli.ExitUsage && calls() != before {
+			t.Errorf("zctl %s: a bad command line reached the daemon", tt.args)
+		}
 		if code := cli.Code(err); code != tt.code || err == nil || !strings.Contains(err.Error(), tt.err) {
 			t.Errorf("zctl %s: exit %d, %v; want exit %d with %q", tt.args, code, err, tt.code, tt.err)
+		}
+		// Printed once, by cli.Report; only "no command given" shows the usage first.
+		if out != "" || (errOut != "" && tt.err != "no command given") {
+			t.Errorf("zctl %s: stdout %q, stderr %q; want nothing before cli.Report", tt.args, out, errOut)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	sock := serve(t, &fakeDaemon{status: &ctl.Status{}})
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--help"}, "Usage: zctl [-s PATH] COMMAND"},
+		{[]string{"-h"}, "Usage: zctl [-s PATH] COMMAND"},
+		{[]string{"help"}, "Usage: zctl [-s PATH] COMMAND"},
+		{[]string{"-s", sock, "drain", "--help"}, "Usage: zctl drain [--wait] [--timeout DUR]\n"},
+		{[]string{"status", "-h"}, "Usage: zctl status [--json]\n"},
+	} {
+		out, errOut, err := run(tt.args...)
+		if cli.Code(err) != 0 || !strings.HasPrefix(out, tt.want) || errOut != "" {
+			t.Errorf("zctl %s: %v (exit %d), stdout %q, stderr %q; want %q on stdout, exit 0", tt.args, err, cli.Code(err), out, errOut, tt.want)
+		}
+	}
+	if out, _, _ := run("drain", "--help"); !strings.Contains(out, "-timeout DUR") {
+		t.Errorf("drain --help lists no flags: %q", out)
+	}
+	if out, _, _ := run("--help"); !strings.Contains(out, "3 cannot reach the daemon, or it did not answer in time") {
+		t.Errorf("--help does not document the exit status of a daemon that does not answer: %q", out)
+	}
+}
+
+// silentDaemon accepts control connections, reads the request, sends
+// progress lines, and then says nothing more until the test ends.
+func silentDaemon(t *testing.T, progress int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); close(done); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				bufio.NewReader(c).ReadString('\n')
+				for range progress {
+					io.WriteString(c, `{"v":1,"ok":true,"event":"progress","status":{"state":"draining"}}`+"\n")
+				}
+				<-done
+			}()
+		}
+	}()
+	return path
+}
+
+func TestNoAnswer(t *testing.T) {
+	old := timeouts
+	timeouts = ctl.Timeouts{Answer: 50 * time.Millisecond, Reload: 100 * time.Millisecond}
+	t.Cleanup(func() { timeouts = old })
+	for _, tt := range []struct {
+		args     []string
+		progress int
+		want     string
+	}{
+		{[]string{"status"}, 0, "no answer from the daemon in 50ms: is it stopped?"},
+		{[]string{"kill"}, 0, "no answer from the daemon in 50ms: is it stopped?"},
+		{[]string{"drain"}, 0, "no answer from the daemon in 50ms: is it stopped?"},
+		{[]string{"drain", "--wait"}, 2, "no answer from the daemon in 50ms: is it stopped?"},
+		{[]string{"reload"}, 0, "reload failed: no answer from the daemon in 100ms: is it stopped?"},
+		{[]string{"reload", "--wait"}, 1, "reload failed: no answer from the daemon in 50ms: is it stopped?"},
+	} {
+		sock := silentDaemon(t, tt.progress)
+		_, _, err := run(append([]string{"-s", sock}, tt.args...)...)
+		if code := cli.Code(err); code != ExitUnreachable || err == nil || err.Error() != tt.want {
+			t.Errorf("zctl %s: exit %d, %v; want exit %d and %q", tt.args, code, err, ExitUnreachable, tt.want)
 		}
 	}
 }

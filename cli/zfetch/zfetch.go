@@ -160,24 +160,23 @@ type options struct {
 // errors go to stderr; stdout gets the file with -o -, and JSON events
 // with --json otherwise.
 func Run(ctx context.Context, args []string, stdout, stderr *os.File) error {
-	o, urls, err := parse(args, stderr)
+	o, urls, err := parse(args, stdout)
 	if err != nil {
 		return err
 	}
 	return run(ctx, o, urls, args, stdout, stderr)
 }
 
-func parse(args []string, stderr io.Writer) (*options, []string, error) {
+// parse reads the command line; --help prints the usage on stdout.
+func parse(args []string, stdout io.Writer) (*options, []string, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("zfetch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	fs.StringVar(&o.output, "o", "", "")
 	fs.StringVar(&o.dir, "O", "", "")
 	fs.BoolVar(&o.resume, "c", false, "")
 	fs.BoolVar(&o.quiet, "q", false, "")
 	fs.BoolVar(&o.jsonOut, "json", false, "")
-	fs.IntVar(&o.retries, "retries", -2, "")
+	fs.IntVar(&o.retries, "retries", 10, "")
 	fs.DurationVar(&o.retryFor, "retry-for", 0, "")
 	fs.IntVar(&o.conns, "x", 1, "")
 	fs.IntVar(&o.jobs, "j", 4, "")
@@ -189,11 +188,8 @@ func parse(args []string, stderr io.Writer) (*options, []string, error) {
 	var urls []string
 	rest := args
 	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, nil, err
-			}
-			return nil, nil, &cli.UsageError{Err: err}
+		if err := cli.ParseFlags(fs, rest, stdout, func(w io.Writer) { fmt.Fprint(w, usage) }); err != nil {
+			return nil, nil, err
 		}
 		rest = fs.Args()
 		if len(rest) == 0 {
@@ -217,10 +213,10 @@ func parse(args []string, stderr io.Writer) (*options, []string, error) {
 		return nil, nil, cli.Usagef("-x wants 1 to 64 connections, not %d", o.conns)
 	case o.jobs < 1 || o.jobs > 64:
 		return nil, nil, cli.Usagef("-j wants 1 to 64 files at once, not %d", o.jobs)
-	case o.retries < -2:
+	case o.retries < 0:
 		return nil, nil, cli.Usagef("--retries wants 0 or more, not %d", o.retries)
-	case o.retryFor < 0:
-		return nil, nil, cli.Usagef("--retry-for wants a positive duration")
+	case cli.Given(fs, "retry-for") && o.retryFor <= 0:
+		return nil, nil, cli.Usagef("--retry-for wants a positive duration such as 30s or 5m, not %s", o.retryFor)
 	case o.quiet && o.jsonOut:
 		return nil, nil, cli.Usagef("-q and --json are exclusive")
 	}
@@ -235,11 +231,8 @@ func parse(args []string, stderr io.Writer) (*options, []string, error) {
 			return nil, nil, cli.Usagef("-x needs a file to write ranges into; stdout is not one")
 		}
 	}
-	if o.retries == -2 { // not given
-		o.retries = 10
-		if o.retryFor > 0 {
-			o.retries = -1
-		}
+	if o.retryFor > 0 && !cli.Given(fs, "retries") {
+		o.retries = -1 // no limit but --retry-for's
 	}
 	if _, err := fetch.ParseRecvMode(o.recv); err != nil {
 		return nil, nil, &cli.UsageError{Err: err}

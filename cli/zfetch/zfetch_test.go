@@ -31,8 +31,20 @@ func TestParse(t *testing.T) {
 	if err != nil || o.retries != 10 || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
-	if _, _, err := parse([]string{"--help"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("--help: %v", err)
+	for _, arg := range []string{"--help", "-h"} {
+		var stdout bytes.Buffer
+		if _, _, err := parse([]string{"h/a", arg}, &stdout); !errors.Is(err, flag.ErrHelp) || !strings.HasPrefix(stdout.String(), "Usage: zfetch ") {
+			t.Fatalf("%s: %v, stdout %q; want flag.ErrHelp and the usage on stdout", arg, err, stdout.String())
+		}
+	}
+	// --retries: 0 is no retry; given with --retry-for, it still counts.
+	o, _, err = parse([]string{"--retries", "0", "h/a"}, io.Discard)
+	if err != nil || o.retries != 0 {
+		t.Fatalf("--retries 0: %+v %v", o, err)
+	}
+	o, _, err = parse([]string{"--retries", "3", "--retry-for", "1m", "h/a"}, io.Discard)
+	if err != nil || o.retries != 3 || o.retryFor != time.Minute {
+		t.Fatalf("--retries 3 --retry-for 1m: %+v %v", o, err)
 	}
 	bad := [][]string{
 		{},
@@ -42,6 +54,16 @@ func TestParse(t *testing.T) {
 		{"-x", "65", "h/a"},
 		{"-j", "0", "h/a"},
 		{"--retries", "-3", "h/a"},
+		{"--retries", "-2", "h/a"},
+		{"--retries", "-1", "h/a"},
+		{"--retries", "-1", "--retry-for", "1m", "h/a"},
+		{"--retry-for", "0", "h/a"},
+		{"--retry-for", "-1s", "h/a"},
+		{"--limit-rate", "0", "h/a"},
+		{"--limit-rate", "-5M", "h/a"},
+		{"-j", "-1", "h/a"},
+		{"-j", "65", "h/a"},
+		{"-x", "-1", "h/a"},
 		{"-q", "--json", "h/a"},
 		{"-o", "-", "-r", "h/a"},
 		{"-o", "-", "-c", "h/a"},
@@ -53,10 +75,11 @@ func TestParse(t *testing.T) {
 		{"--nope", "h/a"},
 	}
 	for _, args := range bad {
-		_, _, err := parse(args, io.Discard)
+		var stdout bytes.Buffer
+		_, _, err := parse(args, &stdout)
 		var ue *cli.UsageError
-		if !errors.As(err, &ue) {
-			t.Errorf("parse(%q) = %v, want a usage error", args, err)
+		if !errors.As(err, &ue) || strings.Contains(err.Error(), "\n") || stdout.Len() != 0 {
+			t.Errorf("parse(%q) = %v, stdout %q; want a one-line usage error and no output", args, err, stdout.String())
 		}
 	}
 }

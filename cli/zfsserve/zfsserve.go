@@ -55,39 +55,39 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return daemon.RunWorker()
 	}
 	fs := flag.NewFlagSet("zfs-serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	var (
 		cfgPath  = fs.String("config", "", "")
 		root     = fs.String("root", "", "")
 		control  = fs.String("control", "", "")
-		workers  = fs.Int("workers", -1, "")
+		workers  = fs.Int("workers", 0, "")
 		check    = fs.Bool("check", false, "")
 		showVers = fs.Bool("version", false, "")
 		listen   listFlag
 	)
 	fs.Var(&listen, "listen", "")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return &cli.UsageError{Err: err}
+	if err := cli.ParseFlags(fs, args, stdout, func(w io.Writer) { fmt.Fprint(w, usage) }); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return cli.Usagef("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	for _, name := range []string{"config", "root", "control"} {
+		if cli.Given(fs, name) && fs.Lookup(name).Value.String() == "" {
+			return cli.Usagef("--%s wants a path, not an empty string", name)
+		}
 	}
 	if *showVers {
 		fmt.Fprintln(stdout, "zfs-serve", version.String())
 		return nil
 	}
 	src := config.Source{Path: config.DefaultPath}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "config" {
-			src.Path, src.Explicit = *cfgPath, true
-		}
-	})
+	if cli.Given(fs, "config") {
+		src.Path, src.Explicit = *cfgPath, true
+	}
 	src.Overrides = config.Overrides{Root: *root, Listen: listen, Control: *control}
-	if *workers >= 0 {
+	if cli.Given(fs, "workers") {
+		// Any value given, negative too: the config's validation
+		// rejects what is out of range, naming the flag.
 		src.Overrides.Workers = workers
 	}
 	cfg, err := src.Load()
