@@ -82,3 +82,26 @@ func TestZfetchTreeWithPartNames(t *testing.T) {
 		t.Errorf("-c on a complete tree sent %d bytes", after-before)
 	}
 }
+
+// TestZfetchTreePartNameAfterFailure: when "x" fails, its partial
+// download stays for -c, so the file named "x.part" is not fetched over
+// it; the run says why and fails.
+func TestZfetchTreePartNameAfterFailure(t *testing.T) {
+	root := shortTempDir(t)
+	WriteRandom(t, filepath.Join(root, "tree", "x"), 64<<10)
+	WriteRandom(t, filepath.Join(root, "tree", "x.part"), 4096)
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2})
+	out := t.TempDir()
+	// x cannot be written: a directory is in its place.
+	if err := os.MkdirAll(filepath.Join(out, "tree", "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := Zfetch(t, "-r", "-O", out, d.URL("/tree"))
+	if r.Code == 0 || !strings.Contains(r.Stderr, "is a directory") ||
+		!strings.Contains(r.Stderr, "not fetched: it would replace the partial download of "+filepath.Join(out, "tree", "x")) {
+		t.Fatalf("exit %d, stderr:\n%s", r.Code, r.Stderr)
+	}
+	if _, err := os.Stat(filepath.Join(out, "tree", "x.part")); err == nil {
+		t.Fatal("x.part was fetched over x's partial download")
+	}
+}

@@ -22,7 +22,9 @@ Commands:
   status [--json]                 what the server is doing now: state, listeners,
                                   workers, transfers in flight
   drain [--wait] [--timeout DUR]  graceful exit: stop accepting, finish every
-                                  transfer in flight, then exit (like SIGUSR1)
+                                  transfer in flight, then exit (like SIGUSR1);
+                                  during a drain, --timeout can only bring its
+                                  deadline closer
   kill                            immediate exit: workers killed, connections dropped
   reload [--wait]                 re-read the config and start a new generation of
                                   workers; returns once it serves (--wait: once the

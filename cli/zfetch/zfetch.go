@@ -274,6 +274,16 @@ func (p *plan) add(j fetch.Job, size int64) {
 	p.files = append(p.files, progress.File{Name: j.Name, Size: size})
 }
 
+// failedBefore returns the first of jobs that failed, or -1.
+func failedBefore(jobs []int, results []error) int {
+	for _, k := range jobs {
+		if results[k] != nil {
+			return k
+		}
+	}
+	return -1
+}
+
 // tempNames are the files a download of dst writes besides dst itself.
 func tempNames(dst string) []string {
 	part := dst + ".part"
@@ -288,6 +298,15 @@ func tempNames(dst string) []string {
 // other's file, and the last rename would put the wrong content in place.
 // Its own temporary files are longer names, so the order has no cycles.
 func (p *plan) waves() [][]int {
+	waves, _ := p.order()
+	return waves
+}
+
+// order is waves, and for each job the jobs whose temporary files its
+// destination is (after[i]): if one of those fails, its .part stays
+// for a later -c, and job i must not replace it.
+func (p *plan) order() (waves [][]int, after [][]int) {
+	after = make([][]int, len(p.jobs))
 	idx := map[string]int{}
 	for i, j := range p.jobs {
 		if j.Dst != "" {
@@ -308,17 +327,22 @@ func (p *plan) waves() [][]int {
 			continue
 		}
 		for _, t := range tempNames(filepath.Clean(p.jobs[i].Dst)) {
-			if k, ok := idx[t]; ok && wave[k] <= wave[i] {
+			k, ok := idx[t]
+			if !ok {
+				continue
+			}
+			after[k] = append(after[k], i)
+			if wave[k] <= wave[i] {
 				wave[k] = wave[i] + 1
 				n = max(n, wave[k]+1)
 			}
 		}
 	}
-	waves := make([][]int, n)
+	waves = make([][]int, n)
 	for i, w := range wave {
 		waves[w] = append(waves[w], i)
 	}
-	return waves
+	return waves, after
 }
 
 func run(ctx context.Context, o *options, urls []string, args []string, stdout, stderr *os.File) error {
@@ -358,12 +382,19 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 	results := make([]error, len(p.jobs))
 	parts := make([]string, len(p.jobs))
 	sem := make(chan struct{}, o.jobs)
-	for _, wave := range p.waves() {
+	waves, after := p.order()
+	for _, wave := range waves {
 		var wg sync.WaitGroup
 		for _, i := range wave {
 			j := p.jobs[i]
 			if ctx.Err() != nil {
 				results[i] = ctx.Err()
+				continue
+			}
+			if k := failedBefore(after[i], results); k >= 0 {
+				err := fmt.Errorf("not fetched: it would replace the partial download of %s; fetch that one first (zfetch -c)", p.jobs[k].Dst)
+				results[i] = err
+				rend.Event(fetch.Event{Kind: fetch.EventError, Time: time.Now(), File: j.ID, Name: j.Name, Source: j.Src.String(), Total: -1, Err: err})
 				continue
 			}
 			sem <- struct{}{}
