@@ -330,9 +330,9 @@ func (d *download) complete() (bool, error) {
 // (ns since the epoch) as the local file system stores it. zfetch sets the
 // server's mtime on every file it completes, but not every file system
 // keeps nanoseconds: ext4 with small inodes and some NFS servers store
-// seconds, FAT two seconds, others microseconds. So besides an exact match,
-// only what such a file system makes of the server's mtime matches: it
-// truncated (or rounded up) to the microsecond, the second or two seconds,
+// seconds, FAT two seconds, exFAT 10 ms, NTFS 100 ns, others microseconds.
+// So besides an exact match, only what such a file system makes of the
+// server's mtime matches: it truncated (or rounded up) to that unit,
 // and only where the server's mtime has digits the local one lacks. A
 // local mtime that is merely close (another version a second later) does
 // not.
@@ -341,7 +341,8 @@ func sameMTime(local time.Time, server int64) bool {
 	if l == server {
 		return true
 	}
-	for _, unit := range []int64{1e3, 1e9, 2e9} {
+	// NTFS and SMB keep 100 ns, exFAT 10 ms, others µs, s, or FAT's 2 s.
+	for _, unit := range []int64{100, 1e3, 1e7, 1e9, 2e9} {
 		if l%unit != 0 || server%unit == 0 {
 			continue
 		}

@@ -59,6 +59,9 @@ func TestSameMTime(t *testing.T) {
 	}{
 		{"nanoseconds, equal", server, true},
 		{"nanoseconds, another version", server + 1, false},
+		{"100 ns (NTFS, SMB)", server - server%100, true},
+		{"10 ms (exFAT)", server - server%1e7, true},
+		{"10 ms, another version", server - server%1e7 + 2e7, false},
 		{"microseconds (truncated)", server - server%1e3, true},
 		{"microseconds, another version", server - server%1e3 + 2e3, false},
 		{"seconds (truncated)", server - server%1e9, true},
