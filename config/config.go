@@ -544,19 +544,27 @@ func UserControlPath() string {
 }
 
 // ControlPaths are the places zctl looks for the control socket, in
-// order: the system one, the user's runtime directory (if
-// $XDG_RUNTIME_DIR is set), /tmp. A daemon run as root, as this user with
-// or without XDG_RUNTIME_DIR, or under systemd is at one of them.
+// order. For root: the system one, then the user's runtime directory (if
+// $XDG_RUNTIME_DIR is set), then /tmp. For any other user their own
+// places come first and the system one last, so that a user running a
+// daemon of their own talks to it, never by accident to the system's
+// (which a member of its control_group could drain). A daemon run as
+// root, under systemd, or as this user with or without XDG_RUNTIME_DIR
+// is at one of them.
 func ControlPaths() []string {
-	return controlPaths(os.Getuid(), os.Getenv("XDG_RUNTIME_DIR"))
+	return controlPaths(os.Geteuid(), os.Getuid(), os.Getenv("XDG_RUNTIME_DIR"))
 }
 
-func controlPaths(uid int, xdgRuntimeDir string) []string {
-	paths := []string{SystemControlPath}
+func controlPaths(euid, uid int, xdgRuntimeDir string) []string {
+	var own []string
 	if xdgRuntimeDir != "" {
-		paths = append(paths, controlPath(-1, uid, false, xdgRuntimeDir))
+		own = append(own, controlPath(-1, uid, false, xdgRuntimeDir))
 	}
-	return append(paths, controlPath(-1, uid, false, ""))
+	own = append(own, controlPath(-1, uid, false, ""))
+	if euid == 0 {
+		return append([]string{SystemControlPath}, own...)
+	}
+	return append(own, SystemControlPath)
 }
 
 // MaxSocketPath is the longest path a unix socket can have on Linux:

@@ -959,16 +959,25 @@ func TestControlPathLength(t *testing.T) {
 }
 
 func TestControlPaths(t *testing.T) {
-	if got, want := controlPaths(1000, "/run/user/1000"), []string{SystemControlPath,
-		"/run/user/1000/zfs-serve/control.sock", "/tmp/zfs-serve-1000/control.sock"}; !slices.Equal(got, want) {
-		t.Errorf("with XDG_RUNTIME_DIR: %q, want %q", got, want)
-	}
-	if got, want := controlPaths(1000, ""), []string{SystemControlPath, "/tmp/zfs-serve-1000/control.sock"}; !slices.Equal(got, want) {
-		t.Errorf("without XDG_RUNTIME_DIR: %q, want %q", got, want)
+	xdg, tmp := "/run/user/1000/zfs-serve/control.sock", "/tmp/zfs-serve-1000/control.sock"
+	for _, c := range []struct {
+		name      string
+		euid, uid int
+		xdg       string
+		want      []string
+	}{
+		{"user with XDG_RUNTIME_DIR", 1000, 1000, "/run/user/1000", []string{xdg, tmp, SystemControlPath}},
+		{"user without", 1000, 1000, "", []string{tmp, SystemControlPath}},
+		{"root", 0, 0, "", []string{SystemControlPath, "/tmp/zfs-serve-0/control.sock"}},
+		{"root with XDG_RUNTIME_DIR", 0, 1000, "/run/user/1000", []string{SystemControlPath, xdg, tmp}},
+	} {
+		if got := controlPaths(c.euid, c.uid, c.xdg); !slices.Equal(got, c.want) {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
 	}
 	clearSystemdEnv(t)
 	t.Setenv("XDG_RUNTIME_DIR", "/run/user/4242")
-	if got := ControlPaths(); len(got) != 3 || got[1] != "/run/user/4242/zfs-serve/control.sock" {
+	if got := ControlPaths(); len(got) != 3 || !slices.Contains(got, "/run/user/4242/zfs-serve/control.sock") {
 		t.Errorf("ControlPaths() = %q", got)
 	}
 }

@@ -45,12 +45,14 @@ type Timeouts struct {
 	// with Wait, for each line (progress comes about every 0.5 s).
 	Answer time.Duration
 	// Reload is the wait for the answer (or first line) of a reload,
-	// which comes once the new workers are ready (they have 30 s).
+	// which comes once the new workers are ready (they have 30 s), and for
+	// a reload asked for during another, once both are: twice that, and a
+	// margin.
 	Reload time.Duration
 }
 
 // DefaultTimeouts are what Dial sets.
-var DefaultTimeouts = Timeouts{Answer: 10 * time.Second, Reload: 45 * time.Second}
+var DefaultTimeouts = Timeouts{Answer: 10 * time.Second, Reload: 75 * time.Second}
 
 // NoAnswerError means the daemon said nothing for After.
 type NoAnswerError struct{ After time.Duration }

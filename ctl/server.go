@@ -276,6 +276,16 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			reply(unknownCommand(req.Cmd))
 			return
 		}
+		// Asked again for every request, not only at connect: a reload
+		// that takes a peer's group out of control_group must end its
+		// rights on a connection it keeps open too.
+		if s.Authorize != nil {
+			if err := s.Authorize(peer); err != nil {
+				s.Log.Warn("control request refused", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID, "err", err)
+				reply(&Response{Error: err.Error()})
+				return
+			}
+		}
 		s.Log.Debug("control request", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID)
 		if req.Cmd != CmdStatus {
 			s.Log.Info("control request", "cmd", req.Cmd, "wait", req.Wait, "uid", peer.UID, "pid", peer.PID)

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1041,4 +1042,30 @@ func FuzzServerRequest(f *testing.F) {
 			t.Fatalf("%d final answers to %d lines: %q", final, n, out)
 		}
 	})
+}
+
+// A peer's rights are checked for every request: taken away (a reload
+// changed control_group), they end on a connection it keeps open too.
+func TestAuthorizeEveryRequest(t *testing.T) {
+	h := &fakeHandler{status: &Status{PID: 1}}
+	var denied atomic.Bool
+	path, _ := startServer(t, h, func(Peer) error {
+		if denied.Load() {
+			return errors.New("permission denied: not any more")
+		}
+		return nil
+	})
+	c := dial(t, path)
+	if _, err := c.Do(Request{Cmd: CmdStatus}, nil); err != nil {
+		t.Fatal(err)
+	}
+	denied.Store(true)
+	if _, err := c.Do(Request{Cmd: CmdKill}, nil); err == nil || !strings.Contains(err.Error(), "not any more") {
+		t.Fatalf("kill after the rights were taken away: %v", err)
+	}
+	for _, call := range h.Calls() {
+		if strings.HasPrefix(call, "kill") {
+			t.Fatalf("the handler was called: %q", h.Calls())
+		}
+	}
 }

@@ -95,3 +95,21 @@ func TestInheritedSocketsWithoutActivation(t *testing.T) {
 		}
 	}
 }
+
+func TestCanChownTo(t *testing.T) {
+	for _, c := range []struct {
+		name            string
+		euid, egid, gid int
+		groups          []int
+		want            bool
+	}{
+		{"root", 0, 0, 100, nil, true},
+		{"own group", 1000, 1000, 1000, nil, true},
+		{"supplementary group", 1000, 1000, 100, []int{27, 100}, true},
+		{"a group it is not in", 1000, 1000, 100, []int{27}, false},
+	} {
+		if got := canChownTo(c.euid, c.egid, c.groups, c.gid); got != c.want {
+			t.Errorf("%s: %v", c.name, got)
+		}
+	}
+}

@@ -734,8 +734,12 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 		}
 		at := time.Now().Add(timeout)
 		if !at.Before(s.drainAt) {
-			return fmt.Errorf("already draining, until %s at the latest (in %v): a later deadline does not replace it",
-				s.drainAt.Format(time.RFC3339), time.Until(s.drainAt).Round(time.Second))
+			// Not an error: a stop script that runs twice, or a
+			// drain --wait that only wants to watch, gets the drain in
+			// force (and --wait its progress).
+			s.log.Info("already draining: keeping the earlier deadline", "why", why, "timeout", timeout,
+				"deadline_in", time.Until(s.drainAt).Round(time.Second))
+			return nil
 		}
 		// An operator may shorten a drain that takes too long (e.g. a
 		// systemctl stop), never lengthen it past what was promised.

@@ -31,11 +31,12 @@ Commands:
                                   old generation has drained too)
 
 Flags:
-  -s PATH   control socket (default: $ZFS_SERVE_CONTROL, else the first of
-            /run/zfs-serve/control.sock (root), $XDG_RUNTIME_DIR/zfs-serve/control.sock,
-            /tmp/zfs-serve-$UID/control.sock that exists)
+  -s PATH   control socket (default: $ZFS_SERVE_CONTROL, else the first that
+            exists of $XDG_RUNTIME_DIR/zfs-serve/control.sock,
+            /tmp/zfs-serve-$UID/control.sock, /run/zfs-serve/control.sock;
+            as root /run/zfs-serve/control.sock comes first)
 
-A daemon that says nothing for 10s (45s for reload's answer; with --wait,
+A daemon that says nothing for 10s (75s for reload's answer; with --wait,
 10s between progress lines) is given up on: "no answer from the daemon in
 10s: is it stopped?" (a SIGSTOPped or wedged zfs-serve).
 
