@@ -49,7 +49,12 @@ type download struct {
 	prealloc        bool
 	resumed         atomic.Int64 // bytes the .part had when this run started
 
-	mu      sync.Mutex // guards segs, mtime and prealloc against the checkpointer (writes happen during restarts)
+	mu sync.Mutex // guards segs, mtime, prealloc and stale against the checkpointer (writes happen during restarts)
+	// stale is set from the moment the file is found changed on the
+	// server until restart has emptied the .part: in between, the identity
+	// (learnt anew) and the bytes (of the old version) disagree, and a
+	// checkpoint would tell a later -c to join the two.
+	stale   bool
 	segs    []*segment
 	workers []atomic.Pointer[segment] // what each connection is on, for ConnProgress
 
@@ -460,10 +465,21 @@ func (d *download) setPrealloc(v bool) {
 }
 
 // checkpoint saves the resume state; a failure only costs progress.
+// While the state is stale it saves nothing: the last saved state (the old
+// version's) stays true of the bytes, and -c will start over.
 func (d *download) checkpoint() {
-	if d.statePath != "" {
+	d.mu.Lock()
+	stale := d.stale
+	d.mu.Unlock()
+	if d.statePath != "" && !stale {
 		writeState(d.statePath, d.state())
 	}
+}
+
+func (d *download) setStale(v bool) {
+	d.mu.Lock()
+	d.stale = v
+	d.mu.Unlock()
 }
 
 // background starts the Progress ticker and, for preallocated files, the
@@ -532,8 +548,12 @@ func (d *download) run(ctx context.Context) error {
 		if restarts >= maxRestarts {
 			return &VerifyError{Msg: fmt.Sprintf("the file changed on the server %d times during the download", restarts+1)}
 		}
+		d.setStale(true) // until restart has emptied the .part
 		if err := d.learn(ctx); err != nil {
 			return err
+		}
+		if testHookRestart != nil {
+			testHookRestart(d)
 		}
 		if err := d.restart(); err != nil {
 			return err
@@ -545,6 +565,11 @@ func (d *download) run(ctx context.Context) error {
 	}
 }
 
+// testHookRestart, if set, runs between learning a changed file's new
+// identity and restart (tests put a checkpoint there, as the checkpointer
+// might).
+var testHookRestart func(d *download)
+
 // restart throws away what was written and plans the whole (new) file.
 func (d *download) restart() error {
 	d.resumed.Store(0)
@@ -554,11 +579,13 @@ func (d *download) restart() error {
 		}
 		d.setPrealloc(false)
 		d.setSegments(wholeFile(d.size.Load())) // what prepare saves: all of it is pending
+		d.setStale(false)                       // empty, all pending: true of the new version
 		if err := d.prepare(); err != nil {
 			return err
 		}
 	}
 	d.setSegments(wholeFile(d.size.Load()))
+	d.setStale(false) // a stream: nothing was kept to disagree
 	if d.f != nil {
 		d.checkpoint()
 	}

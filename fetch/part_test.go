@@ -204,3 +204,44 @@ func TestResumeFreshIsNoRestart(t *testing.T) {
 		t.Fatalf("restart events %+v", r)
 	}
 }
+
+// A checkpoint between learning a changed file's new identity and
+// emptying the .part (the checkpointer may fire there) must not save the
+// new identity with the old version's progress: a crash then, and -c would
+// join two versions.
+func TestNoCheckpointOfAChangedFileBeforeRestart(t *testing.T) {
+	v1, v2 := randBytes(2*MinSplit, 1), randBytes(2*MinSplit, 2)
+	s := newFakeServer(t)
+	s.put("/f", v1, mtime1)
+	s.hook = changeAfterCut(s, v2, mtime1+1, 1<<20)
+	c, _ := testClient(t, Options{Conns: 2}) // preallocated: the state's pending list is what -c trusts
+	dst := filepath.Join(t.TempDir(), "f")
+	var saved []*State
+	testHookRestart = func(d *download) {
+		d.checkpoint()
+		b, err := os.ReadFile(d.statePath)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		st, err := DecodeState(b)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		saved = append(saved, st)
+	}
+	t.Cleanup(func() { testHookRestart = nil })
+	if _, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst}); err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, dst, v2, mtime1+1)
+	if len(saved) == 0 {
+		t.Fatal("the hook never ran: the test proves nothing")
+	}
+	for _, st := range saved {
+		if st.MTime == mtime1+1 && st.Remaining() < st.Size {
+			t.Fatalf("saved the new version's identity with the old version's progress: %+v", st)
+		}
+	}
+}
