@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -171,8 +172,40 @@ func describe(k wire.Kind) string {
 }
 
 // openFile opens p for GET: a regular file or a refusal.
+//
+// What p names is looked at before it is opened for reading: an O_PATH
+// descriptor first, and only a regular file is then opened, through that
+// descriptor (/proc/self/fd/N names the same inode, whatever happens to p
+// meanwhile). Opening a device can have side effects (a tape rewinds, a
+// watchdog arms), and opening a FIFO for reading releases a writer blocked
+// in open; a refused name must not do either. Without /proc (or without
+// openat2, through os.Root) it falls back to opening and then looking.
 func openFile(root *rootDir, p string) (int, *unix.Stat_t, error) {
-	fd, st, err := openAt(root, p, unix.O_RDONLY)
+	if noOpenat2.Load() || noProcReopen.Load() {
+		return openRegular(root, p, unix.O_RDONLY)
+	}
+	fd, st, err := openRegular(root, p, unix.O_PATH)
+	if err != nil {
+		return -1, nil, err
+	}
+	rfd, err := reopen(fd)
+	unix.Close(fd)
+	if err == nil {
+		return rfd, st, nil
+	}
+	// EACCES (a file this worker may not read: O_PATH does not check),
+	// EMFILE... or no /proc at all (ENOENT): opening the name again gives
+	// the answer, the old way, which is the way from now on without /proc.
+	if err == unix.ENOENT {
+		noProcReopen.Store(true)
+	}
+	return openRegular(root, p, unix.O_RDONLY)
+}
+
+// openRegular opens p beneath root with flags and refuses what is not a
+// regular file.
+func openRegular(root *rootDir, p string, flags int) (int, *unix.Stat_t, error) {
+	fd, st, err := openAt(root, p, flags)
 	if err != nil {
 		return -1, nil, err
 	}
@@ -183,6 +216,22 @@ func openFile(root *rootDir, p string) (int, *unix.Stat_t, error) {
 		return -1, nil, e
 	}
 	return fd, st, nil
+}
+
+// noProcReopen is set when /proc/self/fd cannot be opened (not mounted).
+var noProcReopen atomic.Bool
+
+// reopen opens the file behind the O_PATH descriptor fd for reading.
+func reopen(fd int) (int, error) {
+	var buf [32]byte
+	path := strconv.AppendInt(append(buf[:0], "/proc/self/fd/"...), int64(fd), 10)
+	for {
+		rfd, err := unix.Open(string(path), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return rfd, err
+	}
 }
 
 // statPath describes p without opening what it names for reading: an

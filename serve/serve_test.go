@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -629,5 +631,56 @@ func TestSplicePipesPooled(t *testing.T) {
 		if n := len(ts.srv.pipes); n != 1 {
 			t.Fatalf("%d pipes in the pool after a response, want 1 (borrowed and given back)", n)
 		}
+	}
+}
+
+// TestRefusedNamesAreNotOpened: a FIFO or device is refused without being
+// opened for reading (which would release a writer blocked in open(2), or
+// trigger a device's open side effects): inotify sees no open of it. Only
+// what is served is opened.
+func TestRefusedNamesAreNotOpened(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	ts.write(t, "file", []byte("hello"))
+	names := []string{"fifo"}
+	if err := syscall.Mkfifo(filepath.Join(ts.root, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 && syscall.Mknod(filepath.Join(ts.root, "null"), syscall.S_IFCHR|0o666, 1<<8|3) == nil {
+		names = append(names, "null")
+	} else {
+		t.Log("not root: only the FIFO (mknod of a device needs root)")
+	}
+	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(in)
+	for _, n := range append(names, "file") {
+		if _, err := unix.InotifyAddWatch(in, filepath.Join(ts.root, n), unix.IN_OPEN); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opens := func() int {
+		buf := make([]byte, 4096)
+		n, _ := unix.Read(in, buf)
+		return max(n, 0) / unix.SizeofInotifyEvent
+	}
+	for _, n := range names {
+		if r, _ := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/" + n}); r.Status != wire.StatusNotRegular {
+			t.Fatalf("GET /%s: %+v", n, r)
+		}
+		if r, _ := ts.do(t, wire.Request{Op: wire.OpStat, Path: "/" + n}); r.Status != wire.StatusNotRegular {
+			t.Fatalf("STAT /%s: %+v", n, r)
+		}
+	}
+	if n := opens(); n != 0 {
+		t.Fatalf("%d opens of refused names", n)
+	}
+	// The check itself: serving the regular file is an open inotify sees.
+	if r, _ := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/file"}); r.Status != wire.StatusOK {
+		t.Fatalf("GET /file: %+v", r)
+	}
+	if n := opens(); n == 0 {
+		t.Fatal("inotify saw no open of the served file: the test proves nothing")
 	}
 }
