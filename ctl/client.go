@@ -66,23 +66,7 @@ type Client struct {
 	Timeouts Timeouts
 
 	c  net.Conn
-	dr *deadlineReader
 	br *bufio.Reader
-}
-
-// deadlineReader remembers whether a read ended at the read deadline
-// (readLine does not wrap that error).
-type deadlineReader struct {
-	c        net.Conn
-	timedOut bool
-}
-
-func (r *deadlineReader) Read(p []byte) (int, error) {
-	n, err := r.c.Read(p)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		r.timedOut = true
-	}
-	return n, err
 }
 
 // Dial connects to the control socket at path.
@@ -101,8 +85,7 @@ func Dial(path string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("control socket %s: %w%s", path, err, hint)
 	}
-	dr := &deadlineReader{c: c}
-	return &Client{Timeouts: DefaultTimeouts, c: c, dr: dr, br: bufio.NewReaderSize(dr, 64<<10)}, nil
+	return &Client{Timeouts: DefaultTimeouts, c: c, br: bufio.NewReaderSize(c, 64<<10)}, nil
 }
 
 // Close closes the connection.
@@ -145,7 +128,7 @@ func (c *Client) Do(req Request, onProgress func(*Response)) (*Response, error) 
 		if err != nil && werr != nil {
 			return nil, fmt.Errorf("send request: %w", werr)
 		}
-		if err != nil && c.dr.timedOut {
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, &NoAnswerError{After: wait}
 		}
 		if err != nil {

@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/ctl/ctltest"
 )
 
 func TestSocketPath(t *testing.T) {
@@ -137,39 +137,6 @@ func TestDialErrors(t *testing.T) {
 	}
 }
 
-// silentDaemon reads each connection's request, writes out, and then says
-// nothing more (a SIGSTOPped daemon: the kernel accepts, nobody answers).
-func silentDaemon(t *testing.T, out string) string {
-	t.Helper()
-	path := filepath.Join(shortDir(t), "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); close(done); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				bufio.NewReader(c).ReadString('\n')
-				io.WriteString(c, out)
-				<-done
-			}()
-		}
-	}()
-	return path
-}
-
 func TestClientNoAnswer(t *testing.T) {
 	progress := `{"v":1,"ok":true,"event":"progress"}` + "\n"
 	to := Timeouts{Answer: 30 * time.Millisecond, Reload: 90 * time.Millisecond}
@@ -190,7 +157,7 @@ func TestClientNoAnswer(t *testing.T) {
 		{"reload --wait, between progress lines", Request{Cmd: CmdReload, Wait: true}, progress, 1, to.Answer},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := dial(t, silentDaemon(t, tt.out))
+			c := dial(t, ctltest.SilentDaemon(t, tt.out))
 			c.Timeouts = to
 			n := 0
 			start := time.Now()
@@ -207,7 +174,7 @@ func TestClientNoAnswer(t *testing.T) {
 			}
 		})
 	}
-	if c := dial(t, silentDaemon(t, "")); c.Timeouts != DefaultTimeouts || DefaultTimeouts.Answer != 10*time.Second || DefaultTimeouts.Reload != 75*time.Second {
+	if c := dial(t, ctltest.SilentDaemon(t, "")); c.Timeouts != DefaultTimeouts || DefaultTimeouts.Answer != 10*time.Second || DefaultTimeouts.Reload != 75*time.Second {
 		t.Errorf("Dial sets timeouts %+v (defaults %+v); want 10s and 75s for reload", c.Timeouts, DefaultTimeouts)
 	}
 }

@@ -314,11 +314,18 @@ func readLine(br *bufio.Reader, max int, what string) ([]byte, error) {
 		case err == io.EOF && len(line) > 0:
 			return nil, fmt.Errorf("truncated %s: no newline before end of stream", what)
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return nil, fmt.Errorf("timed out waiting for a complete %s line", what)
+			return nil, lineTimeout("timed out waiting for a complete " + what + " line")
 		}
 		return nil, err
 	}
 }
+
+// lineTimeout is readLine's error at the read deadline: a message for
+// people that still is os.ErrDeadlineExceeded to errors.Is.
+type lineTimeout string
+
+func (e lineTimeout) Error() string { return string(e) }
+func (e lineTimeout) Unwrap() error { return os.ErrDeadlineExceeded }
 
 func (s *Server) handle(c *net.UnixConn, req *Request, reply func(*Response) error) *Response {
 	s.mu.Lock()

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"time"
 
-	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
@@ -66,22 +64,9 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 		fail(fmt.Errorf("%d older generations are still draining; wait for them (zctl status) before reloading again", draining))
 		return
 	}
-	if cfg.ControlGroup != "" {
-		// Checked now, so that a group that does not exist fails the
-		// reload instead of being skipped once the generation is up.
-		gid, err := config.LookupGroup(cfg.ControlGroup)
-		if err != nil {
-			fail(fmt.Errorf("invalid configuration, nothing changed: control_group %q: %w", cfg.ControlGroup, err))
-			return
-		}
-		// The socket file must get that group too (at start a failure to
-		// chown is fatal): a daemon not run by root can only give it a
-		// group it is in. Checked now, not found out after the swap.
-		groups, _ := os.Getgroups()
-		if s.ctlOwned && cfg.ControlGroup != s.ctlGroup && !canChownTo(os.Geteuid(), os.Getegid(), groups, gid) {
-			fail(fmt.Errorf("invalid configuration, nothing changed: control_group %q: this daemon (uid %d) is not in group %d, so it cannot give the control socket that group", cfg.ControlGroup, os.Geteuid(), gid))
-			return
-		}
+	if err := s.checkControlGroup(cfg); err != nil {
+		fail(fmt.Errorf("invalid configuration, nothing changed: %w", err))
+		return
 	}
 	if cfg.LogFormat != s.logFormat {
 		s.log.Warn("log_format changes only at restart; keeping the format in use", "configured", cfg.LogFormat, "in_use", s.logFormat)
@@ -360,10 +345,4 @@ func (s *Supervisor) notifyStatus() {
 	if s.env.notify != nil && s.log != nil {
 		s.env.notify("STATUS=" + s.statusLine())
 	}
-}
-
-// canChownTo reports whether a process with these credentials may change
-// a file it owns to group gid: root may, others only to a group they are in.
-func canChownTo(euid, egid int, groups []int, gid int) bool {
-	return euid == 0 || gid == egid || slices.Contains(groups, gid)
 }

@@ -313,6 +313,36 @@ func (s *Supervisor) openControl(a activatedSockets) error {
 	return nil
 }
 
+// checkControlGroup is applyControlGroup's part that can fail, run when a
+// reload starts so that the reload fails with nothing changed instead of
+// the group being skipped once the generation is up: the group must
+// exist, and the socket file must be able to get it (at start a failure
+// to chown is fatal), which a daemon not run by root can only do for a
+// group it is in.
+func (s *Supervisor) checkControlGroup(cfg *config.Config) error {
+	if cfg.ControlGroup == "" || cfg.ControlGroup == s.ctlGroup {
+		return nil
+	}
+	gid, err := config.LookupGroup(cfg.ControlGroup)
+	if err != nil {
+		return fmt.Errorf("control_group %q: %w", cfg.ControlGroup, err)
+	}
+	if !s.ctlOwned {
+		return nil
+	}
+	groups, _ := os.Getgroups()
+	if !canChownTo(os.Geteuid(), os.Getegid(), groups, gid) {
+		return fmt.Errorf("control_group %q: this daemon (uid %d) is not in group %d, so it cannot give the control socket that group", cfg.ControlGroup, os.Geteuid(), gid)
+	}
+	return nil
+}
+
+// canChownTo reports whether a process with these credentials may change
+// a file it owns to group gid: root may, others only to a group they are in.
+func canChownTo(euid, egid int, groups []int, gid int) bool {
+	return euid == 0 || gid == egid || slices.Contains(groups, gid)
+}
+
 // applyControlGroup puts a reloaded control_group in force: the peers the
 // control server lets in, and the group of the socket file when it is
 // ours (a socket-activated one's is systemd's SocketGroup=). Removing a

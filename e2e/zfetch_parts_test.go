@@ -68,19 +68,7 @@ func TestZfetchTreeWithPartNames(t *testing.T) {
 		}
 		t.Errorf("tree holds %q, want the %d files", names, len(files))
 	}
-	before := noTransfers(t, d)
-	r = Zfetch(t, "-r", "-c", "--json", "-O", out, d.URL("/tree"))
-	if r.Code != 0 {
-		t.Fatalf("zfetch -r -c: exit %d: %s", r.Code, r.Stderr)
-	}
-	for _, e := range eventsOf(jsonEvents(t, r.Stdout), "done") {
-		if e["skipped"] != true {
-			t.Errorf("-c fetched a complete file again: %v", e)
-		}
-	}
-	if after := noTransfers(t, d); after != before {
-		t.Errorf("-c on a complete tree sent %d bytes", after-before)
-	}
+	resumeFindsTreeComplete(t, d, out, "/tree")
 }
 
 // TestZfetchTreePartNameAfterFailure: when "x" fails, its partial

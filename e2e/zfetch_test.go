@@ -514,8 +514,15 @@ func TestZfetchTree(t *testing.T) {
 	if !strings.Contains(r.Stderr, "8 of 8 files complete") || strings.ContainsAny(r.Stderr, "\r\x1b") {
 		t.Errorf("stderr:\n%s", r.Stderr)
 	}
+	resumeFindsTreeComplete(t, d, out, "/tree")
+}
+
+// resumeFindsTreeComplete runs zfetch -r -c of path into out, where the
+// tree is complete: every file is skipped and the server sends nothing.
+func resumeFindsTreeComplete(t *testing.T, d *Daemon, out, path string) {
+	t.Helper()
 	before := noTransfers(t, d)
-	r = Zfetch(t, "-r", "-c", "--json", "-O", out, d.URL("/tree"))
+	r := Zfetch(t, "-r", "-c", "--json", "-O", out, d.URL(path))
 	if r.Code != 0 {
 		t.Fatalf("zfetch -r -c: exit %d: %s", r.Code, r.Stderr)
 	}

@@ -212,10 +212,7 @@ func (c *Client) retry(ctx context.Context, report func(Event), op func() (progr
 // Stat describes t on its server, with retries, each reported to
 // Options.Events as an EventRetry with File -1 (no file of the batch yet).
 func (c *Client) Stat(ctx context.Context, t Target) (wire.Response, error) {
-	return c.stat(ctx, t, func(e Event) {
-		e.Time, e.File, e.Name, e.Source, e.Total = c.opts.Now(), -1, t.String(), t.String(), -1
-		c.emit(e)
-	})
+	return c.stat(ctx, t, c.treeReport(t, c.emit))
 }
 
 // Fetch downloads one file. Its Events carry j.ID and j.Name; on failure

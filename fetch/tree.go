@@ -33,13 +33,7 @@ const maxDepth = 256
 // Requests are retried like downloads; report receives the Retry events
 // (File -1, Name t's URL).
 func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]TreeEntry, error) {
-	if report == nil {
-		report = func(Event) {}
-	}
-	rep := func(e Event) {
-		e.Time, e.File, e.Name, e.Source, e.Total = c.opts.Now(), -1, t.String(), t.String(), -1
-		report(e)
-	}
+	rep := c.treeReport(t, report)
 	var out []TreeEntry
 	var walk func(rel string, depth int) error
 	walk = func(rel string, depth int) error {
@@ -109,4 +103,16 @@ func (c *Client) stat(ctx context.Context, t Target, report func(Event)) (wire.R
 		})
 	})
 	return resp, err
+}
+
+// treeReport adapts report (nil: none) for events about t as a whole,
+// before any file of it: File -1, named by t's URL.
+func (c *Client) treeReport(t Target, report func(Event)) func(Event) {
+	return func(e Event) {
+		if report == nil {
+			return
+		}
+		e.Time, e.File, e.Name, e.Source, e.Total = c.opts.Now(), -1, t.String(), t.String(), -1
+		report(e)
+	}
 }

@@ -1,13 +1,10 @@
 package zctl
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/zfs-serve/zfs-serve/cli"
 	"github.com/zfs-serve/zfs-serve/ctl"
+	"github.com/zfs-serve/zfs-serve/ctl/ctltest"
 )
 
 // fakeDaemon is a ctl.Handler with canned answers.
@@ -223,46 +221,6 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// silentDaemon accepts control connections, reads the request, sends
-// progress lines, and then says nothing more until the test ends.
-func silentDaemon(t *testing.T, progress int) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "z")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); close(done); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				bufio.NewReader(c).ReadString('\n')
-				for range progress {
-					io.WriteString(c, `{"v":1,"ok":true,"event":"progress","status":{"state":"draining"}}`+"\n")
-				}
-				<-done
-			}()
-		}
-	}()
-	return path
-}
-
 func TestNoAnswer(t *testing.T) {
 	old := timeouts
 	timeouts = ctl.Timeouts{Answer: 50 * time.Millisecond, Reload: 100 * time.Millisecond}
@@ -279,7 +237,7 @@ func TestNoAnswer(t *testing.T) {
 		{[]string{"reload"}, 0, "reload failed: no answer from the daemon in 100ms: is it stopped?"},
 		{[]string{"reload", "--wait"}, 1, "reload failed: no answer from the daemon in 50ms: is it stopped?"},
 	} {
-		sock := silentDaemon(t, tt.progress)
+		sock := ctltest.SilentDaemon(t, strings.Repeat(`{"v":1,"ok":true,"event":"progress","status":{"state":"draining"}}`+"\n", tt.progress))
 		_, _, err := run(append([]string{"-s", sock}, tt.args...)...)
 		if code := cli.Code(err); code != ExitUnreachable || err == nil || err.Error() != tt.want {
 			t.Errorf("zctl %s: exit %d, %v; want exit %d and %q", tt.args, code, err, ExitUnreachable, tt.want)

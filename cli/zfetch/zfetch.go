@@ -291,20 +291,15 @@ func tempNames(dst string) []string {
 	return []string{part, state, state + ".tmp"}
 }
 
-// waves orders the jobs into batches run one after the other (the jobs of
-// a batch at once, -j at a time). A job whose destination is one of
-// another job's temporary files ("x.part" in a tree that also has "x")
+// order puts the jobs into waves, batches run one after the other (the
+// jobs of a batch at once, -j at a time). A job whose destination is one
+// of another job's temporary files ("x.part" in a tree that also has "x")
 // runs after that job is over: run together, one would overwrite the
 // other's file, and the last rename would put the wrong content in place.
 // Its own temporary files are longer names, so the order has no cycles.
-func (p *plan) waves() [][]int {
-	waves, _ := p.order()
-	return waves
-}
-
-// order is waves, and for each job the jobs whose temporary files its
-// destination is (after[i]): if one of those fails, its .part stays
-// for a later -c, and job i must not replace it.
+// after[i] lists the jobs whose temporary files job i's destination is:
+// if one of those fails, its .part stays for a later -c, and job i must
+// not replace it.
 func (p *plan) order() (waves [][]int, after [][]int) {
 	after = make([][]int, len(p.jobs))
 	idx := map[string]int{}

@@ -155,7 +155,8 @@ func TestWaves(t *testing.T) {
 		for _, d := range c.dsts {
 			p.add(job(d), 0)
 		}
-		if got := fmt.Sprint(p.waves()); got != c.want {
+		waves, _ := p.order()
+		if got := fmt.Sprint(waves); got != c.want {
 			t.Errorf("%q: waves %s, want %s", c.dsts, got, c.want)
 		}
 	}

@@ -403,7 +403,7 @@ func (r *Renderer) errLine(msg string) {
 // msg" and a newline, with control characters in msg (from the server:
 // error messages, names) replaced, so that it is one harmless line.
 func (r *Renderer) line(msg string) string {
-	return r.o.Prog + ": " + sanitize(msg) + "\n"
+	return r.o.Prog + ": " + human.Printable(msg) + "\n"
 }
 
 // sameWriter reports whether a and b are the same writer (false for
@@ -527,6 +527,3 @@ func (r *Renderer) totals() totals {
 	}
 	return t
 }
-
-// sanitize makes server text (names, messages) one harmless line.
-func sanitize(s string) string { return human.Printable(s) }

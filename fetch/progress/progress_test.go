@@ -331,8 +331,8 @@ func TestQuiet(t *testing.T) {
 func TestSanitize(t *testing.T) {
 	for in, want := range map[string]string{"plain ü✓": "plain ü✓", "a\nb": "a?b", "\x1b[2Jx": "?[2Jx", "bad\xffutf8": "bad?utf8", "\u009bC1": "?C1",
 		"tab\tdel\x7f": "tab?del?", "cr\r": "cr?", "bidi\u202eevil": "bidi?evil", "ls\u2028ps\u2029": "ls?ps?", "nbsp\u00a0ok 文件": "nbsp\u00a0ok 文件"} {
-		if got := sanitize(in); got != want {
-			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
+		if got := human.Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -98,7 +98,7 @@ func (r *Renderer) liveLines(width int) []string {
 			if f.state == 0 {
 				continue
 			}
-			rows = append(rows, row{sanitize(f.Name), frac(f.done, f.Size), r.fileStats(f)})
+			rows = append(rows, row{human.Printable(f.Name), frac(f.done, f.Size), r.fileStats(f)})
 			if len(r.files) == 1 && len(f.conns) > 1 && f.state == fetch.EventStart {
 				for i, c := range f.conns {
 					if i == maxConns {
