@@ -56,6 +56,11 @@ type Config struct {
 	SendTimeout    Duration `toml:"send_timeout" json:"send_timeout"`
 	DrainTimeout   Duration `toml:"drain_timeout" json:"drain_timeout"`
 	OpenFileCache  Duration `toml:"open_file_cache" json:"open_file_cache"`
+	HTTP           bool     `toml:"http" json:"http"`
+	Index          []string `toml:"index" json:"index"`
+	Listing        bool     `toml:"listing" json:"listing"`
+	MaxRanges      int      `toml:"max_ranges" json:"max_ranges"`
+	AccessLog      bool     `toml:"access_log" json:"access_log"`
 	User           string   `toml:"user" json:"user"`
 	Group          string   `toml:"group" json:"group"`
 	LogLevel       string   `toml:"log_level" json:"log_level"`
@@ -77,6 +82,10 @@ func Default() *Config {
 		SendTimeout:    Duration(60 * time.Second),
 		DrainTimeout:   Duration(60 * time.Second),
 		OpenFileCache:  Duration(time.Second),
+		HTTP:           true,
+		Index:          []string{"index.html"},
+		Listing:        true,
+		MaxRanges:      16,
 		LogLevel:       "info",
 		LogFormat:      "text",
 	}
@@ -428,6 +437,14 @@ func (c *Config) validate() error {
 	}
 	if c.OpenFileCache < 0 || c.OpenFileCache.D() > time.Hour {
 		return keyErr("open_file_cache", "must be between 0 (off) and 1h, not %v", c.OpenFileCache.D())
+	}
+	for _, name := range c.Index {
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+			return keyErr("index", "must list file names (no \"/\"), not %q", name)
+		}
+	}
+	if c.MaxRanges < 0 || c.MaxRanges > 1000 {
+		return keyErr("max_ranges", "must be between 0 (ranges ignored) and 1000, not %d", c.MaxRanges)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -73,6 +73,10 @@ func TestDefault(t *testing.T) {
 		SendTimeout:    Duration(time.Minute),
 		DrainTimeout:   Duration(time.Minute),
 		OpenFileCache:  Duration(time.Second),
+		HTTP:           true,
+		Index:          []string{"index.html"},
+		Listing:        true,
+		MaxRanges:      16,
 		LogLevel:       "info",
 		LogFormat:      "text",
 	}
@@ -979,5 +983,39 @@ func TestControlPaths(t *testing.T) {
 	t.Setenv("XDG_RUNTIME_DIR", "/run/user/4242")
 	if got := ControlPaths(); len(got) != 3 || !slices.Contains(got, "/run/user/4242/zfs-serve/control.sock") {
 		t.Errorf("ControlPaths() = %q", got)
+	}
+}
+
+func TestHTTPKeys(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		toml    string
+		index   []string
+		wantErr string
+	}{
+		{"index = []\n", []string{}, ""},
+		{"index = [\"a.html\", \"index.htm\"]\n", []string{"a.html", "index.htm"}, ""},
+		{"index = [\"a/b.html\"]\n", nil, `key "index"`},
+		{"index = [\"..\"]\n", nil, `key "index"`},
+		{"max_ranges = -1\n", nil, `key "max_ranges"`},
+		{"http = false\nlisting = false\naccess_log = true\nmax_ranges = 0\n", []string{"index.html"}, ""},
+	} {
+		p := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(p, []byte("root = "+strconv.Quote(dir)+"\n"+tt.toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Source{Path: p, Explicit: true}.Load()
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: err %v, want %s", tt.toml, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		if !slices.Equal(c.Index, tt.index) {
+			t.Errorf("%q: index %q, want %q", tt.toml, c.Index, tt.index)
+		}
 	}
 }

@@ -80,6 +80,7 @@ type dispatcher struct {
 	metas []connMeta
 	msg   []byte
 	load  []int64
+	idx   []int // indices in fds of the batch sent to one worker
 	rr    int
 }
 
@@ -91,23 +92,28 @@ func (d *dispatcher) dispatch() {
 	ws := *s.dispatch.Load()
 	defer func() {
 		for _, fd := range d.fds {
-			unix.Close(fd)
+			if fd >= 0 { // refused ones were closed by refuse
+				unix.Close(fd)
+			}
 		}
 	}()
+	httpOn := s.httpOn.Load()
 	if len(ws) == 0 {
 		st := wire.StatusBusy
 		msg := "busy: no worker is ready, retry shortly"
 		if state, _ := s.stateA.Load().(string); state == ctl.StateDraining || state == ctl.StateStopping {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
-		for _, fd := range d.fds {
-			reject(fd, st, msg)
+		for i, fd := range d.fds {
+			refuse(fd, st, msg, httpOn)
+			d.fds[i] = -1
 		}
 		return
 	}
 	if s.inflight.Load()+int64(len(d.fds)) > s.maxConns.Load() {
-		for _, fd := range d.fds {
-			reject(fd, wire.StatusBusy, "busy: max_connections reached, retry shortly")
+		for i, fd := range d.fds {
+			refuse(fd, wire.StatusBusy, "busy: max_connections reached, retry shortly", httpOn)
+			d.fds[i] = -1
 		}
 		return
 	}
@@ -134,9 +140,11 @@ func (d *dispatcher) dispatch() {
 	for j, w := range ws {
 		var fds []int
 		d.metas = d.metas[:0]
+		d.idx = d.idx[:0]
 		for i, a := range assign {
 			if a == j {
 				fds = append(fds, d.fds[i])
+				d.idx = append(d.idx, i)
 				d.metas = append(d.metas, connMeta{id: s.connSeq.Add(1), client: d.peers[i]})
 			}
 		}
@@ -144,8 +152,9 @@ func (d *dispatcher) dispatch() {
 			continue
 		}
 		if !d.sendTo(ws, j, w, fds) && !d.sendToFresh(ws, fds) {
-			for _, fd := range fds {
-				reject(fd, wire.StatusBusy, "busy: no worker could take the connection, retry shortly")
+			for k, fd := range fds {
+				refuse(fd, wire.StatusBusy, "busy: no worker could take the connection, retry shortly", httpOn)
+				d.fds[d.idx[k]] = -1
 			}
 		}
 	}
@@ -194,13 +203,6 @@ func (d *dispatcher) sendToFresh(ws []*workerProc, fds []int) bool {
 		return false
 	}
 	return d.sendTo(fresh, 0, fresh[0], fds)
-}
-
-// reject answers a connection nobody can take, without blocking, and
-// leaves the close to the caller.
-func reject(fd int, st wire.Status, msg string) {
-	b := wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg})
-	unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 }
 
 func sockaddrString(sa syscall.Sockaddr) string {

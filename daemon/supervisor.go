@@ -116,6 +116,7 @@ type Supervisor struct {
 	dispatch atomic.Pointer[[]*workerProc]
 	inflight atomic.Int64
 	maxConns atomic.Int64
+	httpOn   atomic.Bool // config http: whether refusals may speak HTTP
 	connSeq  atomic.Uint64
 	querySeq atomic.Uint64
 
@@ -186,6 +187,7 @@ func Run(ctx context.Context, opts Options) error {
 	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
 	s.logFormat = s.cfg.LogFormat
 	s.maxConns.Store(int64(s.cfg.MaxConnections))
+	s.httpOn.Store(s.cfg.HTTP)
 	s.dispatch.Store(&[]*workerProc{})
 	s.setState(ctl.StateStarting)
 	return s.run(ctx)
@@ -405,6 +407,7 @@ func (s *Supervisor) promote(g *generation) {
 	s.pending, s.current = nil, g
 	s.cfg = g.cfg
 	s.maxConns.Store(int64(g.cfg.MaxConnections))
+	s.httpOn.Store(g.cfg.HTTP)
 	setLevel(&s.level, g.cfg)
 	s.applyControlGroup(g.cfg)
 	first := old == nil

@@ -31,6 +31,11 @@ type Options struct {
 	IdleTimeout   time.Duration
 	SendTimeout   time.Duration
 	FileCache     time.Duration // how long an opened file may be reused; 0: never
+	HTTP          bool          // serve HTTP/1.1 to connections that do not start with wire.RequestMagic
+	Index         []string      // HTTP: files served for a directory, first found
+	Listing       bool          // directory listings (HTTP) and LIST (native)
+	MaxRanges     int           // HTTP: most ranges in one request; 0: Range is ignored
+	AccessLog     bool          // one log line per response
 }
 
 // OptionsFrom extracts Options from a resolved configuration.
@@ -43,6 +48,11 @@ func OptionsFrom(c *config.Config) Options {
 		IdleTimeout:   c.IdleTimeout.D(),
 		SendTimeout:   c.SendTimeout.D(),
 		FileCache:     c.OpenFileCache.D(),
+		HTTP:          c.HTTP,
+		Index:         c.Index,
+		Listing:       c.Listing,
+		MaxRanges:     c.MaxRanges,
+		AccessLog:     c.AccessLog,
 	}
 }
 

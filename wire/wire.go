@@ -47,8 +47,12 @@ const (
 	EntryHeaderLen    = 19
 )
 
+// RequestMagic is how every native request starts. On a port that also
+// serves HTTP, a connection whose first bytes are anything else is HTTP.
+const RequestMagic = "ZQ"
+
 var (
-	requestMagic  = [2]byte{'Z', 'Q'}
+	requestMagic  = [2]byte{RequestMagic[0], RequestMagic[1]}
 	responseMagic = [2]byte{'Z', 'R'}
 )
 

@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// A connection the supervisor cannot hand to a worker (no worker ready,
+// max_connections, draining) is answered by the supervisor in the
+// client's protocol: the native refusal for a native client, "503 Service
+// Unavailable" with Retry-After and Connection: close for HTTP. Deferring
+// the refusal to a worker would need a worker, and the case that matters
+// most (none is ready) has none. So the supervisor looks at the first two
+// bytes with MSG_PEEK: it never consumes or interprets a request, only
+// tells "ZQ" from anything else. A client that has sent nothing yet is
+// given up to refuseWait to send its first bytes, on a bounded number of
+// goroutines; past the bound, or with nothing sent in time, the
+// connection is closed without an answer (both zfetch and a retrying HTTP
+// client treat that as a failed attempt).
+
+const (
+	refuseWait    = time.Second
+	maxRefuseWait = 256 // connections waiting for first bytes to be refused
+)
+
+// refuseWaiting counts the goroutines waiting in refuseLater.
+var refuseWaiting atomic.Int32
+
+// refuse answers fd's client with st and msg in its protocol and closes
+// fd, now or after refuseLater. http says whether HTTP is served at all
+// (config http): when it is not, a non-native client is just closed.
+func refuse(fd int, st wire.Status, msg string, http bool) {
+	switch peekProto(fd) {
+	case protoNative:
+		refuseNow(fd, wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg}))
+	case protoHTTP:
+		if http {
+			refuseNow(fd, http503(msg))
+		} else {
+			refuseNow(fd, nil)
+		}
+	default:
+		if refuseWaiting.Add(1) > maxRefuseWait {
+			refuseWaiting.Add(-1)
+			unix.Close(fd)
+			return
+		}
+		go func() {
+			defer refuseWaiting.Add(-1)
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			deadline := time.Now().Add(refuseWait)
+			for {
+				left := time.Until(deadline)
+				if left <= 0 {
+					break
+				}
+				if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != unix.EINTR {
+					break
+				}
+			}
+			if peekProto(fd) == protoUnknown {
+				unix.Close(fd)
+				return
+			}
+			refuse(fd, st, msg, http)
+		}()
+	}
+}
+
+type proto int
+
+const (
+	protoUnknown proto = iota // nothing sent yet (or the peer is gone)
+	protoNative
+	protoHTTP
+)
+
+// peekProto tells a native client (its requests start with the magic
+// "ZQ") from an HTTP one by peeking at what it sent, without consuming it.
+func peekProto(fd int) proto {
+	var b [2]byte
+	for {
+		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		switch {
+		case err != nil || n <= 0:
+			return protoUnknown
+		case b[0] != wire.RequestMagic[0] || (n == 2 && b[1] != wire.RequestMagic[1]):
+			return protoHTTP
+		case n == 2:
+			return protoNative
+		}
+		// One byte, "Z": no HTTP method starts so, and native is likelier.
+		return protoNative
+	}
+}
+
+// http503 is the HTTP refusal.
+func http503(msg string) []byte {
+	body := msg + "\n"
+	b := make([]byte, 0, 160+len(body))
+	b = append(b, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	return append(b, body...)
+}
+
+// refuseNow sends b without blocking, then closes fd. The request it
+// refused is discarded first (MSG_TRUNC, not copied): closing a socket
+// with unread bytes would reset the connection, and a reset can reach
+// the client before it has read the answer.
+func refuseNow(fd int, b []byte) {
+	if len(b) > 0 {
+		unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+	}
+	unix.Shutdown(fd, unix.SHUT_WR)
+	for range 4 {
+		if n, _, err := unix.Recvfrom(fd, nil, unix.MSG_TRUNC|unix.MSG_DONTWAIT); err != nil || n <= 0 {
+			break
+		}
+	}
+	unix.Close(fd)
+}

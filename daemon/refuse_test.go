@@ -1,0 +1,112 @@
+package daemon
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// acceptedPair returns a client conn and the server side's raw fd, as
+// the accept loop has it (non-blocking).
+func acceptedPair(t *testing.T) (net.Conn, int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.(*net.TCPConn).File() // a dup, blocking: make it like accept4's
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fd, true)
+	return c, fd
+}
+
+func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
+	tests := []struct {
+		name  string
+		send  string
+		delay time.Duration // before sending
+		http  bool
+		want  string // "http", "native" or "closed"
+	}{
+		{"http", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, "http"},
+		{"native", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Path: "/a"})), 0, true, "native"},
+		{"http sent late", "HEAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, "http"},
+		{"native sent late", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStat, Path: "/"})), 200 * time.Millisecond, true, "native"},
+		{"http off", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, false, "closed"},
+		{"nothing sent", "", 0, true, "closed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, fd := acceptedPair(t)
+			if tt.delay == 0 && tt.send != "" {
+				io.WriteString(c, tt.send)
+				waitReadable(t, fd)
+			}
+			refuse(fd, wire.StatusBusy, "busy: test", tt.http)
+			if tt.delay > 0 {
+				time.Sleep(tt.delay) // the client is slow on purpose
+				io.WriteString(c, tt.send)
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("read: %v (got %q)", err, got)
+			}
+			switch tt.want {
+			case "closed":
+				if len(got) != 0 {
+					t.Fatalf("got %q, want a close", got)
+				}
+			case "http":
+				resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(got))), nil)
+				if err != nil {
+					t.Fatalf("not HTTP: %q: %v", got, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !resp.Close || string(body) != "busy: test\n" {
+					t.Fatalf("got %d %v %q", resp.StatusCode, resp.Header, body)
+				}
+			case "native":
+				r, err := wire.ReadResponse(strings.NewReader(string(got)))
+				if err != nil || r.Status != wire.StatusBusy || r.Message != "busy: test" {
+					t.Fatalf("got %+v, %v from %q", r, err, got)
+				}
+			}
+		})
+	}
+}
+
+func waitReadable(t *testing.T, fd int) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
+		t.Fatalf("poll: %d %v", n, err)
+	}
+}
