@@ -95,6 +95,9 @@ func Parse(b []byte, r *Request) (n int, err error) {
 // head): a head that arrives a few bytes at a time is not validated again
 // at every call.
 func settled(b []byte) bool {
+	if bytes.HasSuffix(b, []byte("\n\r\n")) { // a whole head in one read
+		return true
+	}
 	for i := 1; ; i++ {
 		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {

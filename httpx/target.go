@@ -8,7 +8,7 @@ import (
 
 // setTarget parses the request-target (RFC 9112 section 3.2) into
 // r.Target, r.Path, r.Query and, for the absolute-form, r.Host. r.Method
-// is set.
+// must be set already: it decides whether "*" and host:port are accepted.
 func (r *Request) setTarget(t []byte) error {
 	if len(t) == 0 {
 		return errorf(400, "empty request-target")
