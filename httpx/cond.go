@@ -61,13 +61,13 @@ func Preconditions(ifMatch, ifUnmodifiedSince, ifNoneMatch, ifModifiedSince, eta
 // Range header is to be honoured, or the whole representation sent. It is
 // true when ifRange is empty, when it is a strong entity tag equal to etag
 // (a weak one never matches), or when it is an HTTP-date equal to mod at
-// one-second resolution. Anything else, unparsable values included, is
-// false.
+// one-second resolution (never when mod is zero). Anything else,
+// unparsable values included, is false.
 //
 // Like net/http and nginx, it does not check that mod is a strong
-// validator (RFC 9110 section 8.8.2.2): a file written twice within one
-// second, with its size unchanged, can pass a date If-Range. Clients send
-// the entity tag when they have one.
+// validator (RFC 9110 section 8.8.2.2): after a file is written twice
+// within one second, a date If-Range from between the writes still
+// passes. Clients send the entity tag when they have one.
 func RangeApplies(ifRange, etag string, mod time.Time) bool {
 	v := stripOWS(ifRange)
 	if v == "" {
