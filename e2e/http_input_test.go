@@ -131,6 +131,25 @@ func TestHTTPBadInput(t *testing.T) {
 		})
 	}
 
+	t.Run("large body refused, the answer still arrives", func(t *testing.T) {
+		// The server closes after 413 without reading the body: unless it
+		// lingers, the unread bytes reset the connection and the client
+		// may never see the answer.
+		c := dial(t, d.Addr)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		body := strings.Repeat("x", 4<<20)
+		go func() {
+			io.WriteString(c, "GET /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: "+fmt.Sprint(len(body))+"\r\n\r\n")
+			io.WriteString(c, body)
+		}()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 413 {
+			t.Fatalf("got %v, %v; want 413", resp, err)
+		}
+		stillServing(t)
+	})
+
 	t.Run("conditionals and If-Range", func(t *testing.T) {
 		resp, _, _ := rawHTTP(t, d.Addr, "HEAD /small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
 		etag, lm := resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")

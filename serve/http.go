@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zfs-serve/zfs-serve/httpx"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -40,6 +42,9 @@ func (c *conn) serveHTTP() {
 	for first := true; ; first = false {
 		if err := c.readHead(first); err != nil {
 			c.res.Outcome = c.httpReadFailed(err)
+			if c.res.Outcome == OutcomeBadRequest {
+				c.lingerClose()
+			}
 			return
 		}
 		c.res.Requests++
@@ -57,6 +62,9 @@ func (c *conn) serveHTTP() {
 			c.res.Outcome = OutcomeClosed
 			if s.draining.Load() {
 				c.res.Outcome = OutcomeDrained
+			}
+			if h.status >= 400 {
+				c.lingerClose()
 			}
 			return
 		}
@@ -114,6 +122,28 @@ func (c *conn) httpReadFailed(err error) Outcome {
 	c.disarmWrite()
 	c.accessLog()
 	return OutcomeBadRequest
+}
+
+// lingerClose is how a connection ends after an error response: the
+// client may still be sending (a body we refused, more pipelined
+// requests), and closing a socket with unread bytes resets the
+// connection, which can destroy the response before the client has read
+// it. So the write side is shut first and what arrives is discarded, for
+// at most lingerTime and lingerBytes, as nginx's lingering_close does.
+func (c *conn) lingerClose() {
+	const (
+		lingerTime  = time.Second
+		lingerBytes = 64 << 10
+	)
+	unix.Shutdown(c.fd, unix.SHUT_WR)
+	c.setReadDeadline(time.Now().Add(lingerTime))
+	for n := 0; n < lingerBytes; {
+		c.rpos, c.rend = 0, 0
+		if err := c.fill(); err != nil {
+			return
+		}
+		n += c.rend
+	}
 }
 
 // accessLog writes the response's access-log line, when configured.
