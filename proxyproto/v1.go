@@ -186,8 +186,9 @@ func parseIPv6(s []byte) (netip.Addr, bool) {
 			return netip.Addr{}, false
 		}
 		if off < len(s) && s[off] == '.' {
-			// The dotted IPv4 part ends the address.
-			if (ellipsis < 0 && i != 12) || i+4 > 16 {
+			// The dotted IPv4 part ends the address (if it ends it
+			// early without a "::", the check after the loop refuses it).
+			if i+4 > 16 {
 				return netip.Addr{}, false
 			}
 			v4, ok := parseIPv4(s)
