@@ -1,6 +1,7 @@
 package proxyproto
 
 import (
+	"bytes"
 	"net/netip"
 	"strconv"
 )
@@ -15,15 +16,14 @@ import (
 // as the specification asks; a lone CR or LF ends the header in error.
 func parseV1(b []byte) (Header, int, error) {
 	// The CR is at most at index maxV1-2 so that the LF is within maxV1.
-	end := -1
-	for i := len(sigV1); i < min(len(b), maxV1-1); i++ {
-		if b[i] == '\n' {
-			return Header{}, 0, errorf("v1: LF without CR at byte %d", i)
-		}
-		if b[i] == '\r' {
-			end = i
-			break
-		}
+	scan := b[len(sigV1):min(len(b), maxV1-1)]
+	end := bytes.IndexByte(scan, '\r')
+	lf := scan
+	if end >= 0 {
+		lf = scan[:end]
+	}
+	if i := bytes.IndexByte(lf, '\n'); i >= 0 {
+		return Header{}, 0, errorf("v1: LF without CR at byte %d", len(sigV1)+i)
 	}
 	if end < 0 {
 		if len(b) >= maxV1-1 {
@@ -31,6 +31,7 @@ func parseV1(b []byte) (Header, int, error) {
 		}
 		return Header{}, 0, ErrIncomplete
 	}
+	end += len(sigV1)
 	if end+1 == len(b) {
 		return Header{}, 0, ErrIncomplete
 	}
