@@ -53,6 +53,7 @@ type testServer struct {
 	client net.Conn
 	br     *bufio.Reader
 	result chan Result
+	logs   *logBuf // the server's log (info and above)
 }
 
 func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServer {
@@ -62,12 +63,13 @@ func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServe
 	for _, f := range opts {
 		f(&o)
 	}
-	srv, err := New(o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	logs := &logBuf{}
+	srv, err := New(o, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	ts := &testServer{srv: srv, root: root, result: make(chan Result, 1)}
+	ts := &testServer{srv: srv, root: root, result: make(chan Result, 1), logs: logs}
 	ts.connect(t)
 	return ts
 }
