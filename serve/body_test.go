@@ -158,6 +158,23 @@ func writeAt(t *testing.T, p string, b []byte, off int64) {
 	}
 }
 
+// TestTrailingSlashNotCached: "f/" and "f/." name a directory, so they are
+// refused even while "f" is in the open-file cache (whose keys are cleaned
+// paths).
+func TestTrailingSlashNotCached(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.FileCache = time.Minute })
+	ts.write(t, "f", []byte("hello"))
+	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Status != wire.StatusOK || string(body) != "hello" {
+		t.Fatalf("GET /f: %v %q", r.Status, body)
+	}
+	for _, p := range []string{"/f/", "/f/.", "f//", "//f/./"} {
+		r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: p})
+		if r.Status != wire.StatusNotFound || len(body) != 0 || !strings.Contains(r.Message, "not a directory") {
+			t.Errorf("GET %s: %v %q, %d bytes; want not found: not a directory", p, r.Status, r.Message, len(body))
+		}
+	}
+}
+
 // TestSendTimeoutLogged: a client dropped by send_timeout is logged at
 // info, with its address and the path.
 func TestSendTimeoutLogged(t *testing.T) {

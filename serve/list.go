@@ -2,6 +2,7 @@ package serve
 
 import (
 	"os"
+	"path"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -16,8 +17,9 @@ func (c *conn) list(q *wire.Request) error {
 	fd, st, err := openAt(c.s.root, q.Path, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		if re, ok := err.(*reqError); ok && re.status == wire.StatusNotFound {
-			// openat2 says ENOTDIR for a file opened with O_DIRECTORY.
-			if st, serr := statPath(c.s.root, q.Path); serr == nil && kindOf(st) != wire.KindDir {
+			// openat2 says ENOTDIR for a file opened with O_DIRECTORY
+			// (and for "file/", which is looked at without its slash).
+			if st, serr := statPath(c.s.root, path.Clean("/"+q.Path)); serr == nil && kindOf(st) != wire.KindDir {
 				return refuse(wire.StatusNotDirectory, "not a directory: %s", q.Path)
 			}
 		}
