@@ -29,6 +29,11 @@ type Options struct {
 	RetryFor time.Duration
 	// RateLimit caps the bytes per second of all transfers together.
 	RateLimit int64
+	// SpeedLimit and SpeedTime set a speed floor: an attempt whose body
+	// arrives slower than SpeedLimit bytes per second over SpeedTime ends,
+	// and is retried, without counting as progress. Zero: no floor.
+	SpeedLimit int64
+	SpeedTime  time.Duration
 	// StallTimeout ends an attempt (to retry it) when no byte arrives for
 	// that long. Default 30s.
 	StallTimeout time.Duration

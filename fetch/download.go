@@ -651,7 +651,8 @@ func (d *download) runOnce(ctx context.Context) error {
 	}
 	for i := range n {
 		wg.Go(func() {
-			r := &receiver{ctx: ctx, sink: d.sink, lim: d.c.lim, stall: d.c.opts.StallTimeout, blockMin: d.c.blockMin}
+			r := &receiver{ctx: ctx, sink: d.sink, lim: d.c.lim, stall: d.c.opts.StallTimeout, blockMin: d.c.blockMin,
+				speed: newSpeedMeter(d.c.opts.SpeedLimit, d.c.opts.SpeedTime)}
 			defer d.workers[i].Store(nil)
 			for {
 				k := next.Add(1) - 1
@@ -700,7 +701,9 @@ func (d *download) attempt(ctx context.Context, seg *segment, r *receiver) (bool
 		r.conn = conn
 		return r.receive(d.mode, pos, resp.BodyLen)
 	})
-	return seg.pos.Load() > start, err
+	// An attempt ended for being too slow is no progress, whatever it
+	// received: a server that trickles must use up the retries.
+	return seg.pos.Load() > start && !isSlow(err), err
 }
 
 func (d *download) verifyCount() error {
