@@ -231,11 +231,23 @@ func (c *Client) Fetch(ctx context.Context, j Job) (Result, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			// Whatever broke, it broke because we were told to stop.
-			err = fmt.Errorf("interrupted: %w", ctx.Err())
+			err = Stopped(ctx)
 		}
 		d.emit(Event{Kind: EventError, Done: res.Done, Err: err})
 	}
 	return res, err
+}
+
+// Stopped says why ctx is done: "interrupted" when it was canceled (Ctrl-C),
+// or the cause its deadline was given (context.WithTimeoutCause), such as
+// zfetch's --max-time.
+func Stopped(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if cause := context.Cause(ctx); cause != ctx.Err() {
+			return fmt.Errorf("stopped: %w", cause)
+		}
+	}
+	return fmt.Errorf("interrupted: %w", ctx.Err())
 }
 
 // errNotFile phrases a STAT of something that is not a regular file.
