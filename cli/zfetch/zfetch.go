@@ -71,7 +71,8 @@ the server's mtime. Connection errors, connection refused and busy or
 draining servers are retried with backoff, resuming where the bytes stop.
 If the file changes on the server meanwhile (its size or mtime; looked at
 again before the rename), it is fetched from the start.
-Ctrl-C keeps FILE.part and prints the command that resumes it.
+Ctrl-C (and --max-time) keeps FILE.part and prints the command that
+resumes it.
 
 Exit status:
   0    every file complete and verified
