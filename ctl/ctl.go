@@ -104,7 +104,7 @@ type Worker struct {
 	State       string `json:"state"` // starting, ready, retiring, draining, killed, restarting
 	Active      int    `json:"active"`
 	Connections uint64 `json:"connections"`
-	BytesSent   uint64 `json:"bytes_sent"`
+	BytesSent   uint64 `json:"bytes_sent"` // body bytes the kernel accepted, not bytes clients received
 	// By protocol: requests served, and HTTP's share of bytes_sent.
 	NativeRequests uint64     `json:"native_requests"`
 	HTTPRequests   uint64     `json:"http_requests"`
@@ -122,7 +122,7 @@ type Transfer struct {
 	Client    string  `json:"client"`
 	Path      string  `json:"path"`
 	Offset    int64   `json:"offset"`
-	Sent      int64   `json:"sent"`
+	Sent      int64   `json:"sent"` // accepted by the kernel so far
 	Total     int64   `json:"total"`
 	Age       float64 `json:"age_seconds"`
 }

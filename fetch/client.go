@@ -29,6 +29,11 @@ type Options struct {
 	RetryFor time.Duration
 	// RateLimit caps the bytes per second of all transfers together.
 	RateLimit int64
+	// SpeedLimit and SpeedTime set a speed floor: an attempt whose body
+	// arrives slower than SpeedLimit bytes per second over SpeedTime ends,
+	// and is retried, without counting as progress. Zero: no floor.
+	SpeedLimit int64
+	SpeedTime  time.Duration
 	// StallTimeout ends an attempt (to retry it) when no byte arrives for
 	// that long. Default 30s.
 	StallTimeout time.Duration
@@ -226,11 +231,23 @@ func (c *Client) Fetch(ctx context.Context, j Job) (Result, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			// Whatever broke, it broke because we were told to stop.
-			err = fmt.Errorf("interrupted: %w", ctx.Err())
+			err = Stopped(ctx)
 		}
 		d.emit(Event{Kind: EventError, Done: res.Done, Err: err})
 	}
 	return res, err
+}
+
+// Stopped says why ctx is done: "interrupted" when it was canceled (Ctrl-C),
+// or the cause its deadline was given (context.WithTimeoutCause), such as
+// zfetch's --max-time.
+func Stopped(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if cause := context.Cause(ctx); cause != ctx.Err() {
+			return fmt.Errorf("stopped: %w", cause)
+		}
+	}
+	return fmt.Errorf("interrupted: %w", ctx.Err())
 }
 
 // errNotFile phrases a STAT of something that is not a regular file.

@@ -533,10 +533,14 @@ func (d *download) connProgress() []ConnProgress {
 }
 
 // run fetches the pending segments, starting over (within limits) when the
-// file changes on the server.
+// file changes on the server: seen in a response header, or by recheck once
+// every byte is in.
 func (d *download) run(ctx context.Context) error {
 	for restarts := 0; ; restarts++ {
 		err := d.runOnce(ctx)
+		if err == nil {
+			err = d.recheck(ctx)
+		}
 		ce, changed := errorsAsChanged(err)
 		if !changed {
 			return err
@@ -563,6 +567,28 @@ func (d *download) run(ctx context.Context) error {
 			d.emit(Event{Kind: EventRestart, Err: fmt.Errorf("%s; starting over", ce.msg)})
 		}
 	}
+}
+
+// recheck asks the server for the file's identity again once every byte is
+// in, and returns a changedError if it is not the one the download was
+// planned with. The server cuts a body short when the file changes while
+// it is being sent, but not during its last chunk; and with ranges (-x),
+// resumes and retries, the bytes come from several responses. A file
+// changed in place keeps its name and, often, its size: only this look
+// after the last byte tells that the bytes may be of two versions.
+func (d *download) recheck(ctx context.Context) error {
+	size, mtime, err := d.c.identity(ctx, d.j.Src, d.report)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	want := d.mtime
+	d.mu.Unlock()
+	if size != d.size.Load() || mtime != want {
+		return &changedError{msg: fmt.Sprintf("the file changed on the server during the download (%s)",
+			describeChange(d.size.Load(), want, size, mtime))}
+	}
+	return nil
 }
 
 // testHookRestart, if set, runs between learning a changed file's new
@@ -625,7 +651,8 @@ func (d *download) runOnce(ctx context.Context) error {
 	}
 	for i := range n {
 		wg.Go(func() {
-			r := &receiver{ctx: ctx, sink: d.sink, lim: d.c.lim, stall: d.c.opts.StallTimeout, blockMin: d.c.blockMin}
+			r := &receiver{ctx: ctx, sink: d.sink, lim: d.c.lim, stall: d.c.opts.StallTimeout, blockMin: d.c.blockMin,
+				speed: newSpeedMeter(d.c.opts.SpeedLimit, d.c.opts.SpeedTime)}
 			defer d.workers[i].Store(nil)
 			for {
 				k := next.Add(1) - 1
@@ -674,7 +701,9 @@ func (d *download) attempt(ctx context.Context, seg *segment, r *receiver) (bool
 		r.conn = conn
 		return r.receive(d.mode, pos, resp.BodyLen)
 	})
-	return seg.pos.Load() > start, err
+	// An attempt ended for being too slow is no progress, whatever it
+	// received: a server that trickles must use up the retries.
+	return seg.pos.Load() > start && !isSlow(err), err
 }
 
 func (d *download) verifyCount() error {

@@ -12,7 +12,10 @@
 //   - retry: connection errors, connection refused and busy/draining
 //     answers are retried with exponential backoff and jitter, each attempt
 //     resuming from the bytes already written; a file whose size or mtime
-//     changed on the server is fetched again from the start, never joined;
+//     changed on the server (seen in a response, or asked once more with
+//     STAT before the rename) is fetched again from the start, never
+//     joined; an attempt slower than a speed floor (Options.SpeedLimit)
+//     ends and is retried;
 //   - ranges: one file over several connections, each writing its ranges in
 //     place with pwrite (or splice, or through mmap);
 //   - receive modes: copy (read then pwrite), splice (socket -> pipe ->

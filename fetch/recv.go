@@ -100,9 +100,10 @@ type receiver struct {
 	lim      *limiter
 	stall    time.Duration
 	add      func(n int64)
-	buf      []byte   // copy mode's buffer, kept across attempts
-	blockMin int64    // bodies this long or longer are received on a blocking socket (0: never)
-	blk      *blockIO // set while the socket is in blocking mode
+	buf      []byte      // copy mode's buffer, kept across attempts
+	blockMin int64       // bodies this long or longer are received on a blocking socket (0: never)
+	blk      *blockIO    // set while the socket is in blocking mode
+	speed    *speedMeter // the speed floor, if any (speed.go)
 }
 
 func (r *receiver) deadline() {
@@ -113,9 +114,13 @@ func (r *receiver) receive(mode RecvMode, off, n int64) error {
 	if n == 0 {
 		return nil
 	}
-	if r.lim == nil && r.blockMin > 0 && n >= r.blockMin {
-		// No rate limit to pace the reads: receive on a blocking socket
-		// (block.go), falling back to the poller if it cannot be had.
+	if r.speed != nil {
+		r.speed.start(time.Now())
+	}
+	if r.lim == nil && r.speed == nil && r.blockMin > 0 && n >= r.blockMin {
+		// No rate limit to pace the reads, no speed floor to check
+		// between them: receive on a blocking socket (block.go), falling
+		// back to the poller if it cannot be had.
 		err := r.conn.blocking(r.stall, func(b *blockIO) error {
 			r.blk = b
 			defer func() { r.blk = nil }()
@@ -142,8 +147,11 @@ func (r *receiver) body(mode RecvMode, off, n int64) error {
 // in blocking mode, with read(2).
 func (r *receiver) read(p []byte) (int, error) {
 	if r.blk == nil {
-		r.deadline()
-		return r.conn.c.Read(p)
+		n, err := r.recv(func() (int64, error) {
+			n, err := r.conn.c.Read(p)
+			return int64(n), err
+		})
+		return int(n), err
 	}
 	n, err := r.blk.read(p)
 	if err == nil && n == 0 {
@@ -215,19 +223,22 @@ func (r *receiver) splice(off, n int64) error {
 		if r.blk != nil {
 			in, err = r.blk.splice(p[1], int(k))
 		} else {
-			r.deadline()
-			var serr error
-			err = raw.Read(func(fd uintptr) bool {
-				for {
-					in, serr = unix.Splice(int(fd), nil, p[1], nil, int(k), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-					if serr != unix.EINTR {
-						return serr != unix.EAGAIN
+			in, err = r.recv(func() (int64, error) {
+				var in int64
+				var serr error
+				err := raw.Read(func(fd uintptr) bool {
+					for {
+						in, serr = unix.Splice(int(fd), nil, p[1], nil, int(k), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+						if serr != unix.EINTR {
+							return serr != unix.EAGAIN
+						}
 					}
+				})
+				if err == nil {
+					err = serr
 				}
+				return in, err
 			})
-			if err == nil {
-				err = serr
-			}
 		}
 		if err != nil {
 			return netErr(err)

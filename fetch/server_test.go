@@ -50,6 +50,11 @@ type fault struct {
 	stalled  func()      // with stallAt: called once those bytes are written
 	before   func()      // run before answering (e.g. change the file)
 	after    func()      // run after answering (or cutting)
+	// tamper, if set, gives the body bytes to send instead of the file's
+	// (same length): a file changed while it was being sent.
+	tamper func(off int64, body []byte) []byte
+	// trickle > 0: send the body a byte at a time, one per trickle.
+	trickle time.Duration
 }
 
 func newFakeServer(t testing.TB) *fakeServer {
@@ -246,6 +251,19 @@ func (s *fakeServer) answer(c net.Conn, q wire.Request, f fault) bool {
 		return false
 	}
 	body := data[q.Offset : q.Offset+n]
+	if f.tamper != nil {
+		body = f.tamper(q.Offset, body)
+	}
+	if f.trickle > 0 {
+		for i := range body {
+			if _, err := c.Write(body[i : i+1]); err != nil {
+				return false
+			}
+			s.sent.Add(1)
+			time.Sleep(f.trickle) // the server's pace
+		}
+		return true
+	}
 	if f.stallAt > 0 && f.stallAt < n {
 		w, _ := c.Write(body[:f.stallAt])
 		s.sent.Add(int64(w))

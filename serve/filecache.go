@@ -20,7 +20,7 @@ import (
 // symlink on its path repointed) keeps being served from the old inode,
 // whole and consistent, until its entry expires.
 //
-// Entries are keyed by the cleaned path, so "/a", "a" and "//a/./" share
+// Entries are keyed by the cleaned path, so "/a", "a" and "//./a" share
 // one descriptor; when the cache is full the new file replaces an
 // arbitrary entry, so a client cannot pin descriptors with spellings of
 // one path nor keep hot files out.
@@ -111,9 +111,11 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 
 // cacheKey is the cleaned form of a request path, without allocating for
 // the usual already-clean "/a/b". ok is false for paths with ".." (they
-// are refused, or legal names like "a..b" that are simply not cached).
+// are refused, or legal names like "a..b" that are simply not cached), and
+// for paths that can only name a directory ("a/", "a/."): cleaning would
+// make them the file "a".
 func cacheKey(p string) (key string, ok bool) {
-	if strings.Contains(p, "..") {
+	if strings.Contains(p, "..") || dirSyntax(p) {
 		return "", false
 	}
 	if strings.HasPrefix(p, "/") {

@@ -3,6 +3,7 @@ package serve
 import (
 	"net/url"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -89,8 +90,9 @@ func (s *Server) readDir(p string, each func(name string, st *unix.Stat_t)) (*un
 	fd, st, err := openAt(s.root, p, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		if re, ok := err.(*reqError); ok && re.status == wire.StatusNotFound {
-			// openat2 says ENOTDIR for a file opened with O_DIRECTORY.
-			if st, serr := statPath(s.root, p); serr == nil && kindOf(st) != wire.KindDir {
+			// openat2 says ENOTDIR for a file opened with O_DIRECTORY
+			// (and for "file/", which is looked at without its slash).
+			if st, serr := statPath(s.root, path.Clean("/"+p)); serr == nil && kindOf(st) != wire.KindDir {
 				return nil, refuse(wire.StatusNotDirectory, "not a directory: %s", p)
 			}
 		}

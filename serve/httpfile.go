@@ -134,7 +134,7 @@ func (c *conn) startTransfer(path string, off, n int64) *transfer {
 // sendRange sends n bytes of fd from off as part of t's body.
 func (c *conn) sendRange(fd int, st *unix.Stat_t, off, n int64, t *transfer) error {
 	before := t.sent.Load()
-	err := c.s.sender.send(c, fd, off, n, t)
+	err := c.sendBody(fd, st, off, n, t)
 	sent := t.sent.Load() - before
 	c.res.Bytes += sent
 	c.http.bytes += sent

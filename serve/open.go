@@ -31,7 +31,10 @@ func refuse(s wire.Status, format string, args ...any) *reqError {
 
 // relPath turns a request path ("/a/b", "a/b", "/") into a path relative to
 // the root. ".." components are refused outright, even where openat2 would
-// also refuse them, so the client gets a message that says why.
+// also refuse them, so the client gets a message that says why. A path that
+// ends in "/" or "/." names a directory, as in POSIX: the cleaned path keeps
+// a trailing "/", so the lookup of "file/" fails with ENOTDIR instead of
+// finding the file.
 func relPath(p string) (string, error) {
 	for _, part := range strings.Split(p, "/") {
 		if part == ".." {
@@ -40,9 +43,18 @@ func relPath(p string) (string, error) {
 	}
 	rel := strings.TrimLeft(path.Clean("/"+p), "/")
 	if rel == "" {
-		rel = "."
+		return ".", nil
+	}
+	if dirSyntax(p) {
+		rel += "/"
 	}
 	return rel, nil
+}
+
+// dirSyntax reports whether p can only name a directory: it ends in "/" or
+// its last component is ".".
+func dirSyntax(p string) bool {
+	return strings.HasSuffix(p, "/") || p == "." || strings.HasSuffix(p, "/.")
 }
 
 // resolveBeneath confines every lookup to the root: no "..", absolute path
@@ -128,6 +140,8 @@ func openInRoot(r *os.Root, rel string, flags int) (int, error) {
 
 func openError(p string, err error) error {
 	switch {
+	case errors.Is(err, unix.ENOTDIR) && dirSyntax(p):
+		return refuse(wire.StatusNotFound, "not found: %s: not a directory", p)
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
 		return refuse(wire.StatusNotFound, "not found: %s", p)
 	case errors.Is(err, unix.EXDEV):

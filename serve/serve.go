@@ -141,13 +141,14 @@ type Outcome string
 
 // Outcomes.
 const (
-	OutcomeClosed     Outcome = "closed"      // the client closed between requests
-	OutcomeIdle       Outcome = "idle"        // idle or header timeout
-	OutcomeDrained    Outcome = "drained"     // closed by a drain between requests
-	OutcomeBadRequest Outcome = "bad-request" // protocol violation; told the client why
-	OutcomeClientGone Outcome = "client-gone" // reset, EPIPE, or send timeout mid-response
-	OutcomeShrank     Outcome = "file-shrank" // the file got shorter while being sent
-	OutcomeError      Outcome = "error"       // a local error
+	OutcomeClosed     Outcome = "closed"       // the client closed between requests
+	OutcomeIdle       Outcome = "idle"         // idle or header timeout
+	OutcomeDrained    Outcome = "drained"      // closed by a drain between requests
+	OutcomeBadRequest Outcome = "bad-request"  // protocol violation; told the client why
+	OutcomeClientGone Outcome = "client-gone"  // reset, EPIPE, or send timeout mid-response
+	OutcomeShrank     Outcome = "file-shrank"  // the file got shorter while being sent
+	OutcomeChanged    Outcome = "file-changed" // the file changed while being sent: the body was cut short
+	OutcomeError      Outcome = "error"        // a local error
 )
 
 // Result describes a finished connection.
@@ -530,6 +531,17 @@ func (c *conn) sendFailed(q *wire.Request, err error) Outcome {
 			"path", se.path, "sent", se.sent, "expected", se.total)
 		return OutcomeShrank
 	}
+	var ce *changedError
+	if errors.As(err, &ce) {
+		c.s.log.Warn("file changed while being sent; closing the connection before the last chunk", "client", c.client,
+			"path", ce.path, "sent", ce.sent, "expected", ce.total, "changed", ce.what)
+		return OutcomeChanged
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.s.log.Info("client accepted no bytes for send_timeout; dropped", "client", c.client,
+			"path", q.Path, "send_timeout", c.s.opts.SendTimeout)
+		return OutcomeClientGone
+	}
 	if isClientGone(err) {
 		c.s.log.Debug("client gone mid-response", "client", c.client, "path", q.Path, "err", err)
 		return OutcomeClientGone
@@ -591,7 +603,7 @@ func (c *conn) get(q *wire.Request) error {
 	t := &transfer{proto: ProtoNative, path: q.Path, offset: q.Offset, total: n, start: time.Now()}
 	c.cur.Store(t)
 	defer c.cur.Store(nil)
-	err = c.s.sender.send(c, fd, q.Offset, n, t)
+	err = c.sendBody(fd, &st, q.Offset, n, t)
 	sent := t.sent.Load()
 	c.res.Bytes += sent
 	if err == errShort {

@@ -31,8 +31,12 @@ func TestRelPath(t *testing.T) {
 		{"a/b", "a/b", false},
 		{"/", ".", false},
 		{"", ".", false},
-		{"//a//b/", "a/b", false},
+		{"//a//b/", "a/b/", false},
 		{"/a/./b", "a/b", false},
+		{"/a/.", "a/", false},
+		{"a/./", "a/", false},
+		{"/.", ".", false},
+		{"./", ".", false},
 		{"/../etc", "", true},
 		{"a/../../b", "", true},
 		{"a/..", "", true},
@@ -53,6 +57,7 @@ type testServer struct {
 	client net.Conn
 	br     *bufio.Reader
 	result chan Result
+	logs   *logBuf // the server's log (info and above)
 }
 
 func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServer {
@@ -62,12 +67,13 @@ func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServe
 	for _, f := range opts {
 		f(&o)
 	}
-	srv, err := New(o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	logs := &logBuf{}
+	srv, err := New(o, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	ts := &testServer{srv: srv, root: root, result: make(chan Result, 1)}
+	ts := &testServer{srv: srv, root: root, result: make(chan Result, 1), logs: logs}
 	ts.connect(t)
 	return ts
 }
@@ -194,6 +200,19 @@ func TestRefusals(t *testing.T) {
 		{wire.Request{Op: wire.OpStat, Path: "/out"}, wire.StatusForbidden, wire.KindNone},
 		{wire.Request{Op: wire.OpList, Path: "/dir/file"}, wire.StatusNotDirectory, wire.KindNone},
 		{wire.Request{Op: wire.OpList, Path: "/nope"}, wire.StatusNotFound, wire.KindNone},
+		// A trailing "/" or "/." names a directory: never the file.
+		{wire.Request{Op: wire.OpGet, Path: "/dir/file/"}, wire.StatusNotFound, wire.KindNone},
+		{wire.Request{Op: wire.OpGet, Path: "/dir/file/."}, wire.StatusNotFound, wire.KindNone},
+		{wire.Request{Op: wire.OpGet, Path: "/in/"}, wire.StatusNotFound, wire.KindNone},
+		{wire.Request{Op: wire.OpStat, Path: "/dir/file/"}, wire.StatusNotFound, wire.KindNone},
+		{wire.Request{Op: wire.OpStat, Path: "dir/file/."}, wire.StatusNotFound, wire.KindNone},
+		{wire.Request{Op: wire.OpList, Path: "/dir/file/"}, wire.StatusNotDirectory, wire.KindNone},
+		{wire.Request{Op: wire.OpList, Path: "/dir/file/."}, wire.StatusNotDirectory, wire.KindNone},
+		{wire.Request{Op: wire.OpGet, Path: "/dir/"}, wire.StatusNotRegular, wire.KindDir},
+		{wire.Request{Op: wire.OpStat, Path: "/dir/"}, wire.StatusOK, wire.KindDir},
+		{wire.Request{Op: wire.OpStat, Path: "/dir/."}, wire.StatusOK, wire.KindDir},
+		{wire.Request{Op: wire.OpList, Path: "/dir/"}, wire.StatusOK, wire.KindDir},
+		{wire.Request{Op: wire.OpList, Path: "/dir/."}, wire.StatusOK, wire.KindDir},
 	} {
 		r, _ := ts.do(t, tc.q)
 		if r.Status != tc.status || r.Kind != tc.kind {
@@ -553,7 +572,7 @@ func TestHeaderTimeoutTrickle(t *testing.T) {
 func TestFileCacheKeysAndBound(t *testing.T) {
 	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.FileCache = time.Hour })
 	ts.write(t, "f", []byte("x"))
-	for _, p := range []string{"/f", "f", "//f", "/./f", "/f/", "./f"} {
+	for _, p := range []string{"/f", "f", "//f", "/./f", "/.//f", "./f"} {
 		if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: p}); r.Status != wire.StatusOK || string(body) != "x" {
 			t.Fatalf("GET %q: %v %q", p, r.Status, body)
 		}

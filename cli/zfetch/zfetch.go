@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,7 +30,8 @@ import (
 
 const usage = `Usage: zfetch [-o FILE | -O DIR | -o -] [-c] [-q] [--json] [--retries N]
               [--retry-for DUR] [-x N] [-r] [-j N] [--recv MODE] [--sha256 HEX]
-              [--limit-rate RATE] URL...
+              [--limit-rate RATE] [--speed-limit RATE] [--speed-time DUR]
+              [--max-time DUR] URL...
 
 Download files from zfs-serve. URL is zfs://HOST[:PORT]/PATH or
 HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
@@ -56,13 +58,21 @@ HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
                  and terminals)
   --sha256 HEX   check the file's SHA-256 (one file)
   --limit-rate R cap the transfer rate, e.g. 500K, 20M, 1.5G (bytes/s)
+  --speed-limit R
+  --speed-time D end an attempt whose rate stays below R bytes/s for D (by
+                 default 1 byte/s and 30s when only one is given); it is
+                 retried, but does not count as progress, so a server that
+                 trickles uses up --retries
+  --max-time D   stop after D in all (e.g. 10m), whatever is left; exit 7
 
 Each file is written to FILE.part (with its resume state in
 FILE.part.state) and renamed to FILE only when complete and verified, with
 the server's mtime. Connection errors, connection refused and busy or
 draining servers are retried with backoff, resuming where the bytes stop.
-If the file changes on the server meanwhile, it is fetched from the start.
-Ctrl-C keeps FILE.part and prints the command that resumes it.
+If the file changes on the server meanwhile (its size or mtime; looked at
+again before the rename), it is fetched from the start.
+Ctrl-C (and --max-time) keeps FILE.part and prints the command that
+resumes it.
 
 Exit status:
   0    every file complete and verified
@@ -73,6 +83,7 @@ Exit status:
   5    verification failed: wrong size or SHA-256, or the file changed
        while being written to stdout
   6    local I/O error: cannot create, write or rename the output
+  7    --max-time reached; FILE.part is kept for -c
   130  interrupted (Ctrl-C or SIGTERM); FILE.part is kept for -c
 With several files, the status is that of the first file that failed.
 `
@@ -83,8 +94,14 @@ const (
 	ExitConnection  = 4
 	ExitVerify      = 5
 	ExitLocalIO     = 6
+	ExitMaxTime     = 7
 	ExitInterrupted = 130
 )
+
+// maxTimeError is the cause of the deadline --max-time puts on the run.
+type maxTimeError struct{ d time.Duration }
+
+func (e *maxTimeError) Error() string { return fmt.Sprintf("--max-time %s reached", e.d) }
 
 // exitErr carries an exit status. reported means the message was already
 // printed (by the progress renderer), so main must not print it again.
@@ -117,10 +134,13 @@ func ExitCode(err error) int {
 		pe *os.PathError
 		de *net.DNSError // a host that does not resolve
 		oe *net.OpError
+		me *maxTimeError
 	)
 	switch {
 	case err == nil:
 		return cli.ExitOK
+	case errors.As(err, &me):
+		return ExitMaxTime
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
 	case errors.As(err, &ue):
@@ -153,6 +173,9 @@ type options struct {
 	recv           string
 	sha256         string
 	limit          int64
+	speedLimit     int64
+	speedTime      time.Duration
+	maxTime        time.Duration
 	stdoutIsOutput bool
 }
 
@@ -184,6 +207,9 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 	fs.StringVar(&o.recv, "recv", string(fetch.DefaultRecv), "")
 	fs.StringVar(&o.sha256, "sha256", "", "")
 	limit := fs.String("limit-rate", "", "")
+	speedLimit := fs.String("speed-limit", "", "")
+	fs.DurationVar(&o.speedTime, "speed-time", 0, "")
+	fs.DurationVar(&o.maxTime, "max-time", 0, "")
 	// Flags may come after URLs: parse, take the positional, go on.
 	var urls []string
 	rest := args
@@ -217,6 +243,10 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 		return nil, nil, cli.Usagef("--retries wants 0 or more, not %d", o.retries)
 	case cli.Given(fs, "retry-for") && o.retryFor <= 0:
 		return nil, nil, cli.Usagef("--retry-for wants a positive duration such as 30s or 5m, not %s", o.retryFor)
+	case cli.Given(fs, "speed-time") && o.speedTime <= 0:
+		return nil, nil, cli.Usagef("--speed-time wants a positive duration such as 30s, not %s", o.speedTime)
+	case cli.Given(fs, "max-time") && o.maxTime <= 0:
+		return nil, nil, cli.Usagef("--max-time wants a positive duration such as 10m, not %s", o.maxTime)
 	case o.quiet && o.jsonOut:
 		return nil, nil, cli.Usagef("-q and --json are exclusive")
 	}
@@ -252,6 +282,20 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 			return nil, nil, cli.Usagef("--limit-rate %q: want a rate such as 500K, 20M or 1.5G", *limit)
 		}
 		o.limit = n
+	}
+	if *speedLimit != "" {
+		n, err := human.ParseBytes(*speedLimit)
+		if err != nil || n <= 0 {
+			return nil, nil, cli.Usagef("--speed-limit %q: want a rate such as 1K or 100K", *speedLimit)
+		}
+		o.speedLimit = n
+	}
+	// As curl: either one alone sets a floor, with the other's default.
+	switch {
+	case o.speedLimit > 0 && o.speedTime == 0:
+		o.speedTime = 30 * time.Second
+	case o.speedTime > 0 && o.speedLimit == 0:
+		o.speedLimit = 1
 	}
 	return o, urls, nil
 }
@@ -347,7 +391,16 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		if err != nil {
 			return &cli.UsageError{Err: err}
 		}
+		if slices.Contains(strings.Split(t.Path, "/"), "..") {
+			// The server refuses it too; say so before anything is written.
+			return cli.Usagef("%s: a path with \"..\" in it names nothing on the server", t)
+		}
 		targets[i] = t
+	}
+	if o.maxTime > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, o.maxTime, &maxTimeError{o.maxTime})
+		defer cancel()
 	}
 	rend, every := newRenderer(o, stdout, stderr)
 	client := fetch.New(fetch.Options{
@@ -357,6 +410,8 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		Retries:       o.retries,
 		RetryFor:      o.retryFor,
 		RateLimit:     o.limit,
+		SpeedLimit:    o.speedLimit,
+		SpeedTime:     o.speedTime,
 		Events:        rend.Event,
 	})
 	defer client.Close()
@@ -364,7 +419,7 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 	p, err := makePlan(ctx, o, targets, client, rend, stdout)
 	if err != nil {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("interrupted: %w", ctx.Err())
+			err = fetch.Stopped(ctx)
 		}
 		// Said by the renderer, like a file's error: one line for people
 		// (the message may be a server's), and the exit event in JSON.
@@ -418,14 +473,18 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 	}
 	code := ExitCode(first)
 	if ctx.Err() != nil {
-		first, code = ctx.Err(), ExitInterrupted
+		first = fetch.Stopped(ctx)
+		code = ExitCode(first)
 	}
 	rend.Finish(time.Now(), code)
 	if first == nil {
 		return nil
 	}
-	if code == ExitInterrupted {
-		resumeHint(stderr, args, parts)
+	switch code {
+	case ExitInterrupted:
+		resumeHint(stderr, "interrupted", args, parts)
+	case ExitMaxTime:
+		resumeHint(stderr, fmt.Sprintf("stopped by --max-time %s", o.maxTime), args, parts)
 	}
 	if len(p.jobs) > 1 {
 		first = fmt.Errorf("%d of %d files failed; first: %w", failed, len(p.jobs), first)
@@ -433,8 +492,9 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 	return &exitErr{code: code, err: first, reported: true}
 }
 
-// resumeHint says where the partial downloads are and how to go on.
-func resumeHint(w io.Writer, args []string, parts []string) {
+// resumeHint says why zfetch stopped, where the partial downloads are and
+// how to go on.
+func resumeHint(w io.Writer, why string, args []string, parts []string) {
 	var kept []string
 	for _, p := range parts {
 		if p != "" {
@@ -462,7 +522,7 @@ func resumeHint(w io.Writer, args []string, parts []string) {
 		cmd = append(cmd, shellQuote(a))
 	}
 	// The names may come from a server's listing (-r): made printable.
-	fmt.Fprintf(w, "zfetch: interrupted; partial download kept in %s\n", human.Printable(what))
+	fmt.Fprintf(w, "zfetch: %s; partial download kept in %s\n", why, human.Printable(what))
 	fmt.Fprintf(w, "zfetch: resume with: %s\n", human.Printable(strings.Join(cmd, " ")))
 }
 
@@ -542,7 +602,7 @@ func makePlan(ctx context.Context, o *options, targets []fetch.Target, c *fetch.
 			j.Dst = o.output
 		default:
 			name := path.Base(t.Path)
-			if strings.HasSuffix(t.Path, "/") || name == "/" || name == "." {
+			if strings.HasSuffix(t.Path, "/") || name == "/" || name == "." || name == ".." {
 				return nil, cli.Usagef("%s names no file; use -o FILE, or -r for a directory", t)
 			}
 			j.Dst = filepath.Join(dir, name)
@@ -561,10 +621,13 @@ func makePlan(ctx context.Context, o *options, targets []fetch.Target, c *fetch.
 func planTree(ctx context.Context, o *options, t fetch.Target, dir string, c *fetch.Client, rend *progress.Renderer, p *plan, claim func(string, fetch.Target) error) error {
 	root := o.output
 	if root == "" {
-		base := path.Base(t.Path)
-		if base == "/" || base == "." {
+		switch base := path.Base(t.Path); base {
+		case "/":
 			root = dir
-		} else {
+		case ".", "..":
+			// "dir/." would be the tree of dir written into DIR itself.
+			return cli.Usagef("%s: its last name is %q, which names no directory to create; use -o DIR", t, base)
+		default:
 			root = filepath.Join(dir, base)
 		}
 	}

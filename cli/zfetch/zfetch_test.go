@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,8 +30,24 @@ func TestParse(t *testing.T) {
 		t.Fatalf("parsed %+v %v", o, urls)
 	}
 	o, _, err = parse([]string{"h/a"}, io.Discard)
-	if err != nil || o.retries != 10 || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 {
+	if err != nil || o.retries != 10 || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 ||
+		o.speedLimit != 0 || o.speedTime != 0 || o.maxTime != 0 {
 		t.Fatalf("defaults: %+v %v", o, err)
+	}
+	// A speed floor: both given, or one with the other's default (as curl).
+	for _, c := range []struct {
+		args  []string
+		limit int64
+		time  time.Duration
+	}{
+		{[]string{"--speed-limit", "10K", "--speed-time", "5s"}, 10 << 10, 5 * time.Second},
+		{[]string{"--speed-limit", "1M"}, 1 << 20, 30 * time.Second},
+		{[]string{"--speed-time", "1m"}, 1, time.Minute},
+	} {
+		o, _, err := parse(append(c.args, "--max-time", "90s", "h/a"), io.Discard)
+		if err != nil || o.speedLimit != c.limit || o.speedTime != c.time || o.maxTime != 90*time.Second {
+			t.Errorf("%q: %+v %v", c.args, o, err)
+		}
 	}
 	for _, arg := range []string{"--help", "-h"} {
 		var stdout bytes.Buffer
@@ -72,6 +90,12 @@ func TestParse(t *testing.T) {
 		{"--sha256", "xyz", "h/a"},
 		{"--sha256", strings.Repeat("a", 64), "h/a", "h/b"},
 		{"--limit-rate", "fast", "h/a"},
+		{"--speed-limit", "0", "h/a"},
+		{"--speed-limit", "slow", "h/a"},
+		{"--speed-time", "0", "h/a"},
+		{"--speed-time", "-1s", "h/a"},
+		{"--max-time", "0", "h/a"},
+		{"--max-time", "-5m", "h/a"},
 		{"--nope", "h/a"},
 	}
 	for _, args := range bad {
@@ -91,6 +115,7 @@ func TestExitCode(t *testing.T) {
 	}{
 		{nil, 0},
 		{fmt.Errorf("interrupted: %w", context.Canceled), ExitInterrupted},
+		{fmt.Errorf("stopped: %w", &maxTimeError{time.Minute}), ExitMaxTime},
 		{cli.Usagef("x"), cli.ExitUsage},
 		{&fetch.StatusError{Status: wire.StatusNotFound}, ExitRefused},
 		{&fetch.StatusError{Status: wire.StatusForbidden}, ExitRefused},
@@ -115,19 +140,19 @@ func TestExitCode(t *testing.T) {
 
 func TestResumeHint(t *testing.T) {
 	var b bytes.Buffer
-	resumeHint(&b, []string{"-o", "my file.bin", "--limit-rate", "1M", "h:1/a b"}, []string{"", "my file.bin.part"})
+	resumeHint(&b, "interrupted", []string{"-o", "my file.bin", "--limit-rate", "1M", "h:1/a b"}, []string{"", "my file.bin.part"})
 	want := "zfetch: interrupted; partial download kept in my file.bin.part\n" +
 		"zfetch: resume with: zfetch -c -o 'my file.bin' --limit-rate 1M 'h:1/a b'\n"
 	if b.String() != want {
 		t.Fatalf("hint:\n%s\nwant:\n%s", b.String(), want)
 	}
 	b.Reset()
-	resumeHint(&b, []string{"-c", "h/a"}, []string{"a.part", "b.part"})
-	if !strings.Contains(b.String(), "a.part and 1 more") || !strings.Contains(b.String(), "resume with: zfetch -c h/a\n") {
+	resumeHint(&b, "stopped by --max-time 1m0s", []string{"-c", "h/a"}, []string{"a.part", "b.part"})
+	if !strings.Contains(b.String(), "zfetch: stopped by --max-time 1m0s; partial download kept in a.part and 1 more") || !strings.Contains(b.String(), "resume with: zfetch -c h/a\n") {
 		t.Fatalf("hint with -c: %s", b.String())
 	}
 	b.Reset()
-	resumeHint(&b, []string{"h/a"}, []string{""})
+	resumeHint(&b, "interrupted", []string{"h/a"}, []string{""})
 	if b.Len() != 0 {
 		t.Fatalf("hint without a .part: %q", b.String())
 	}
@@ -166,5 +191,45 @@ func TestExitCodeUnresolvedHost(t *testing.T) {
 	err := fmt.Errorf("x: %w", &net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "nowhere.invalid", IsNotFound: true}})
 	if got := ExitCode(err); got != ExitConnection {
 		t.Fatalf("ExitCode(%v) = %d, want %d", err, got, ExitConnection)
+	}
+}
+
+// TestBadNames: a URL whose path has a ".." (percent-encoded or not), or
+// whose last name, used for the local one, is "." or "..", is a usage
+// error found before anything is asked of the server or written (the
+// closed port would otherwise make it a connection error).
+func TestBadNames(t *testing.T) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	for _, args := range [][]string{
+		{"zfs://127.0.0.1:1/a/%2e%2e"},
+		{"zfs://127.0.0.1:1/a/%2E%2E"},
+		{"127.0.0.1:1/a/.."},
+		{"127.0.0.1:1/a/../b"},
+		{"-o", "OUT/x", "127.0.0.1:1/%2e%2e/etc/passwd"},
+		{"-r", "127.0.0.1:1/a/%2e%2e"},
+		{"-r", "127.0.0.1:1/a/."},
+		{"-r", "127.0.0.1:1/."},
+		{"127.0.0.1:1/a/."},
+	} {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out")
+		full := []string{"-q", "--retries", "0"}
+		if args[0] != "-o" {
+			full = append(full, "-O", out)
+		}
+		for _, a := range args {
+			full = append(full, strings.Replace(a, "OUT", out, 1))
+		}
+		err := Run(context.Background(), full, null, null)
+		if code := ExitCode(err); code != cli.ExitUsage {
+			t.Errorf("%q: exit %d (%v), want %d", args, code, err, cli.ExitUsage)
+		}
+		if entries, _ := os.ReadDir(out); len(entries) != 0 {
+			t.Errorf("%q: wrote %v", args, entries)
+		}
 	}
 }
