@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -148,6 +149,43 @@ func TestClientKey(t *testing.T) {
 	} {
 		if got := clientKey(tt.peer); got != tt.want {
 			t.Errorf("clientKey(%q) = %q, want %q", tt.peer, got, tt.want)
+		}
+	}
+}
+
+// TestFDShortLowersCapacity: a worker that lost passed fds gets no more
+// connections than it held then, and never more again.
+func TestFDShortLowersCapacity(t *testing.T) {
+	for _, tt := range []struct {
+		capacity int64
+		reports  []uint32
+		want     int64
+	}{
+		{100, []uint32{7}, 7},
+		{100, []uint32{7, 20}, 7},
+		{100, []uint32{7, 3}, 3},
+		{100, []uint32{0}, 1},
+		{0, []uint32{50}, 50}, // no bound before
+		{5, []uint32{9}, 5},
+	} {
+		s := &Supervisor{log: quietLog(), events: make(chan func(), 1), finished: make(chan struct{})}
+		close(s.finished)
+		local, remote := channel(t)
+		cmd := exec.Command("true")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w := &workerProc{ch: local, cmd: cmd, gone: make(chan struct{}), pending: map[uint64]chan []byte{}}
+		w.capacity.Store(tt.capacity)
+		for _, r := range tt.reports {
+			if err := fdpass.Send(remote, appendU32(nil, msgFDShort, r)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		remote.Close()
+		s.readWorker(w)
+		if got := w.capacity.Load(); got != tt.want {
+			t.Errorf("capacity %d, reports %v: %d, want %d", tt.capacity, tt.reports, got, tt.want)
 		}
 	}
 }
