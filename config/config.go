@@ -65,6 +65,13 @@ type Config struct {
 	Group          string   `toml:"group" json:"group"`
 	LogLevel       string   `toml:"log_level" json:"log_level"`
 	LogFormat      string   `toml:"log_format" json:"log_format"`
+
+	// MaxConnectionsPerClient bounds the connections in flight from one
+	// client address; 0: no bound.
+	MaxConnectionsPerClient int `toml:"max_connections_per_client" json:"max_connections_per_client"`
+	// WorkerTimeout is how long a worker may leave the supervisor's
+	// heartbeat unanswered before it is killed and replaced; 0: never.
+	WorkerTimeout Duration `toml:"worker_timeout" json:"worker_timeout"`
 }
 
 // Default returns the built-in configuration: serve the current directory on
@@ -88,8 +95,14 @@ func Default() *Config {
 		MaxRanges:      16,
 		LogLevel:       "info",
 		LogFormat:      "text",
+		WorkerTimeout:  Duration(10 * time.Second),
 	}
 }
+
+// MinWorkerTimeout is the shortest worker_timeout: a worker that does not
+// answer is taken out of dispatch after 2 s, and replacing it must come
+// later than that.
+const MinWorkerTimeout = 3 * time.Second
 
 // Duration is a time.Duration written as a Go duration string ("90s", "2m").
 type Duration time.Duration
@@ -421,6 +434,9 @@ func (c *Config) validate() error {
 	if c.MaxConnections < 1 {
 		return keyErr("max_connections", "must be at least 1, not %d", c.MaxConnections)
 	}
+	if c.MaxConnectionsPerClient < 0 {
+		return keyErr("max_connections_per_client", "must be 0 (no limit) or more, not %d", c.MaxConnectionsPerClient)
+	}
 	if !slices.Contains(Modes, c.ZeroCopy) {
 		return keyErr("zero_copy", "must be one of %s, not %q", strings.Join(Modes, ", "), c.ZeroCopy)
 	}
@@ -434,6 +450,9 @@ func (c *Config) validate() error {
 		if d.v <= 0 {
 			return keyErr(d.key, "must be a positive duration, not %v", d.v.D())
 		}
+	}
+	if w := c.WorkerTimeout.D(); w != 0 && (w < MinWorkerTimeout || w > time.Hour) {
+		return keyErr("worker_timeout", "must be 0 (never) or between %v and 1h, not %v", MinWorkerTimeout, w)
 	}
 	if c.OpenFileCache < 0 || c.OpenFileCache.D() > time.Hour {
 		return keyErr("open_file_cache", "must be between 0 (off) and 1h, not %v", c.OpenFileCache.D())

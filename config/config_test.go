@@ -79,6 +79,7 @@ func TestDefault(t *testing.T) {
 		MaxRanges:      16,
 		LogLevel:       "info",
 		LogFormat:      "text",
+		WorkerTimeout:  Duration(10 * time.Second),
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Default() = %+v\nwant        %+v", c, want)
@@ -200,6 +201,9 @@ func TestValidationErrors(t *testing.T) {
 		{`workers = -1`, "workers", "between 0 (one per CPU) and 1024, not -1"},
 		{`workers = 1025`, "workers", "not 1025"},
 		{`max_connections = 0`, "max_connections", "at least 1"},
+		{`max_connections_per_client = -1`, "max_connections_per_client", "0 (no limit) or more, not -1"},
+		{`worker_timeout = "2s"`, "worker_timeout", "0 (never) or between 3s and 1h, not 2s"},
+		{`worker_timeout = "2h"`, "worker_timeout", "not 2h0m0s"},
 		{`zero_copy = "zerocopy"`, "zero_copy", `must be one of sendfile, splice, mmap, copy, not "zerocopy"`},
 		{`send_chunk = "1KiB"`, "send_chunk", "between 64KiB and 1GiB, not 1024"},
 		{`send_chunk = 65535`, "send_chunk", "not 65535"},

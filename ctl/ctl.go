@@ -101,7 +101,7 @@ type Worker struct {
 	PID         int    `json:"pid"` // 0 while a replacement is pending
 	Generation  int    `json:"generation"`
 	Slot        int    `json:"slot"`
-	State       string `json:"state"` // starting, ready, retiring, draining, killed, restarting
+	State       string `json:"state"` // starting, ready, unresponsive, retiring, draining, killed, restarting
 	Active      int    `json:"active"`
 	Connections uint64 `json:"connections"`
 	BytesSent   uint64 `json:"bytes_sent"` // body bytes the kernel accepted, not bytes clients received

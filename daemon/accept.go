@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"math"
 	"net"
 	"strconv"
 	"syscall"
@@ -74,15 +75,29 @@ func (s *Supervisor) acceptLoop(l *listener) {
 
 // dispatcher holds one accept loop's scratch space.
 type dispatcher struct {
-	s     *Supervisor
-	fds   []int
-	peers []string
-	metas []connMeta
-	msg   []byte
-	load  []int64
-	idx   []int // indices in fds of the batch sent to one worker
-	rr    int
+	s      *Supervisor
+	fds    []int
+	peers  []string
+	keys   []string // per fd: its client key if counted per client, else ""
+	assign []int    // per fd: index in ws of its worker, -1 if refused
+	metas  []connMeta
+	mkeys  []string // client keys of metas
+	msg    []byte
+	load   []int64
+	room   []int64 // per worker: connections its descriptors still have room for
+	idx    []int   // indices in fds of the batch sent to one worker
+	rr     int
+	httpOn bool
 }
+
+// Refusals by the supervisor, each naming what it ran out of.
+const (
+	busyNoWorker  = "busy: no worker is ready, retry shortly"
+	busyMaxConns  = "busy: max_connections reached, retry shortly"
+	busyPerClient = "busy: too many connections from your address, retry shortly"
+	busyNoFDs     = "busy: every worker is at its open-file limit, retry shortly"
+	busyHandoff   = "busy: no worker could take the connection, retry shortly"
+)
 
 // dispatch hands the accepted fds to workers, least loaded first, one
 // message per worker, and closes the supervisor's copies: after this, only
@@ -97,71 +112,116 @@ func (d *dispatcher) dispatch() {
 			}
 		}
 	}()
-	httpOn := s.httpOn.Load()
+	d.httpOn = s.httpOn.Load()
 	if len(ws) == 0 {
-		st := wire.StatusBusy
-		msg := "busy: no worker is ready, retry shortly"
+		st, msg := wire.StatusBusy, busyNoWorker
 		if state, _ := s.stateA.Load().(string); state == ctl.StateDraining || state == ctl.StateStopping {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
 		for i, fd := range d.fds {
-			refuse(fd, st, msg, httpOn)
+			refuse(fd, st, msg, d.httpOn)
 			d.fds[i] = -1
 		}
 		return
 	}
-	if s.inflight.Load()+int64(len(d.fds)) > s.maxConns.Load() {
-		for i, fd := range d.fds {
-			refuse(fd, wire.StatusBusy, "busy: max_connections reached, retry shortly", httpOn)
+	// max_connections, then the client's own limit: the first refusals
+	// say which was hit.
+	room := s.maxConns.Load() - s.inflight.Load()
+	limit := int(s.perClient.Load())
+	d.keys = d.keys[:0]
+	for i, fd := range d.fds {
+		key := ""
+		switch {
+		case room <= 0:
+			refuse(fd, wire.StatusBusy, busyMaxConns, d.httpOn)
 			d.fds[i] = -1
+		case limit > 0:
+			key = clientKey(d.peers[i])
+			if !s.clients.acquire(key, limit) {
+				refuse(fd, wire.StatusBusy, busyPerClient, d.httpOn)
+				d.fds[i], key = -1, ""
+			}
 		}
-		return
+		if d.fds[i] >= 0 {
+			room--
+		}
+		d.keys = append(d.keys, key)
 	}
-	d.load = d.load[:0]
+	d.load, d.room = d.load[:0], d.room[:0]
 	for _, w := range ws {
 		d.load = append(d.load, w.active.Load())
+		d.room = append(d.room, w.room())
 	}
-	// Assign each connection to the least-loaded worker, counting the ones
-	// assigned in this batch, then send one message per worker.
-	// Ties go round-robin, so idle workers share short connections evenly.
-	assign := make([]int, len(d.fds))
+	// Assign each connection to the least-loaded worker with room for it,
+	// counting the ones assigned in this batch, then send one message per
+	// worker. Ties go round-robin, so idle workers share short connections
+	// evenly.
+	d.assign = d.assign[:0]
 	for i := range d.fds {
+		d.assign = append(d.assign, -1)
+		if d.fds[i] < 0 {
+			continue
+		}
 		d.rr++
-		best := d.rr % len(d.load)
+		best := -1
 		for k := range d.load {
 			j := (d.rr + k) % len(d.load)
-			if d.load[j] < d.load[best] {
+			if d.room[j] > 0 && (best < 0 || d.load[j] < d.load[best]) {
 				best = j
 			}
 		}
-		assign[i] = best
+		if best < 0 {
+			d.refuse(i, busyNoFDs)
+			continue
+		}
+		d.assign[i] = best
 		d.load[best]++
+		d.room[best]--
 	}
 	for j, w := range ws {
 		var fds []int
-		d.metas = d.metas[:0]
-		d.idx = d.idx[:0]
-		for i, a := range assign {
+		d.metas, d.mkeys, d.idx = d.metas[:0], d.mkeys[:0], d.idx[:0]
+		for i, a := range d.assign {
 			if a == j {
 				fds = append(fds, d.fds[i])
 				d.idx = append(d.idx, i)
 				d.metas = append(d.metas, connMeta{id: s.connSeq.Add(1), client: d.peers[i]})
+				d.mkeys = append(d.mkeys, d.keys[i])
 			}
 		}
 		if len(fds) == 0 {
 			continue
 		}
 		if !d.sendTo(ws, j, w, fds) && !d.sendToFresh(ws, fds) {
-			for k, fd := range fds {
-				refuse(fd, wire.StatusBusy, "busy: no worker could take the connection, retry shortly", httpOn)
-				d.fds[d.idx[k]] = -1
+			for _, i := range d.idx {
+				d.refuse(i, busyHandoff)
 			}
 		}
 	}
 }
 
-// sendTo sends fds to w, or, if its channel is full or broken, to the
-// other workers in turn. It never blocks.
+// refuse answers the connection d.fds[i] busy with msg and ends its count
+// against its client.
+func (d *dispatcher) refuse(i int, msg string) {
+	refuse(d.fds[i], wire.StatusBusy, msg, d.httpOn)
+	d.fds[i] = -1
+	if d.keys[i] != "" {
+		d.s.clients.release(d.keys[i])
+		d.keys[i] = ""
+	}
+}
+
+// room is how many more connections w's descriptors have room for.
+func (w *workerProc) room() int64 {
+	c := w.capacity.Load()
+	if c == 0 {
+		return math.MaxInt64
+	}
+	return c - w.active.Load()
+}
+
+// sendTo sends fds to w, or, if its channel is full or broken or it has
+// no room for them, to the other workers in turn. It never blocks.
 func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []int) bool {
 	s := d.s
 	d.msg = appendConns(d.msg[:0], d.metas)
@@ -170,18 +230,21 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []in
 		t := ws[(first+k)%len(ws)]
 		// Count before sending (the worker may report them done before
 		// TrySend returns), under sendMu so that the write-off of a dead
-		// worker's count cannot interleave.
+		// worker's count cannot interleave, nor another accept loop's
+		// handoff overfill it.
 		t.sendMu.Lock()
-		if t.isDead {
+		if t.isDead || t.room() < n {
 			t.sendMu.Unlock()
 			continue
 		}
 		t.active.Add(n)
 		s.inflight.Add(n)
+		t.addClients(d.metas, d.mkeys)
 		err := fdpass.TrySend(t.ch, d.msg, fds...)
 		if err != nil {
 			t.active.Add(-n)
 			s.inflight.Add(-n)
+			t.removeClients(d.metas, d.mkeys)
 		}
 		t.sendMu.Unlock()
 		if err == nil {
@@ -192,6 +255,28 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []in
 		}
 	}
 	return false
+}
+
+// addClients records (under sendMu) the connections of ms counted per
+// client (keys[i] != ""), so that their counts end with them.
+func (w *workerProc) addClients(ms []connMeta, keys []string) {
+	for i, m := range ms {
+		if keys[i] != "" {
+			if w.clients == nil {
+				w.clients = map[uint64]string{}
+			}
+			w.clients[m.id] = keys[i]
+		}
+	}
+}
+
+// removeClients undoes addClients after a failed handoff.
+func (w *workerProc) removeClients(ms []connMeta, keys []string) {
+	for i, m := range ms {
+		if keys[i] != "" {
+			delete(w.clients, m.id)
+		}
+	}
 }
 
 // sendToFresh retries a handoff that every worker of ws refused, once,

@@ -297,10 +297,11 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 }
 
 // askable is w if it can answer a status query, else nil: a worker that
-// has not reported ready does not read its channel yet, and asking it
-// would hold the whole status up for the query's timeout.
+// has not reported ready does not read its channel yet, nor does an
+// unresponsive one, and asking them would hold the whole status up for
+// the query's timeout.
 func askable(w *workerProc) *workerProc {
-	if !w.ready || w.killed {
+	if !w.ready || w.killed || !w.beat.healthy() {
 		return nil
 	}
 	return w
@@ -314,10 +315,12 @@ func workerRow(g *generation, sl *slot, w *workerProc) ctl.Worker {
 		row.Restarts, row.LastExit = sl.restarts, sl.lastExit
 	}
 	switch {
-	case w.killed:
+	case w.killed || w.beat.replaced:
 		row.State = "killed"
 	case w.draining || g.draining:
 		row.State = "draining"
+	case w.beat.unresponsive:
+		row.State = "unresponsive" // no heartbeat answer for 2 s: no new connections (health.go)
 	case sl.w != w && w.ready:
 		row.State = "retiring" // serves until its replacement is ready
 	case w.ready:

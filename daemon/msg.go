@@ -11,24 +11,31 @@ import (
 // (SCM_RIGHTS), in order.
 //
 //	supervisor -> worker              worker -> supervisor
-//	msgConfig  JSON workerConfig      msgReady   (no payload)
-//	msgConns   u16 n, n*(u64 id,      msgFatal   error text
-//	           u8 len, client addr)   msgDone    u16 n, n*(u64 id, u64 bytes,
-//	           + n fds                           u32 requests, u8 len, outcome)
-//	msgDrain   (no payload)           msgStatus  u64 req id, JSON workerStatus
-//	msgStatusReq u64 req id           msgRetire  (no payload): SIGTERM'd, asks
+//	msgConfig  JSON workerConfig      msgReady   u32 capacity: connections its
+//	msgConns   u16 n, n*(u64 id,                 open-file limit has room for
+//	           u8 len, client addr)   msgFatal   error text
+//	           + n fds                msgDone    u16 n, n*(u64 id, u64 bytes,
+//	msgDrain   (no payload)                      u32 requests, u8 len, outcome)
+//	msgStatusReq u64 req id           msgStatus  u64 req id, JSON workerStatus
+//	msgPing    u64 seq                msgRetire  (no payload): SIGTERM'd, asks
 //	                                             to be replaced and drained
+//	                                  msgPong    u64 seq, from the channel reader
+//	                                  msgFDShort u32 connections held when fds
+//	                                             passed to it were lost
 const (
 	msgConfig    byte = 1
 	msgConns     byte = 2
 	msgDrain     byte = 3
 	msgStatusReq byte = 4
+	msgPing      byte = 5
 
-	msgReady  byte = 10
-	msgFatal  byte = 11
-	msgDone   byte = 12
-	msgStatus byte = 13
-	msgRetire byte = 14
+	msgReady   byte = 10
+	msgFatal   byte = 11
+	msgDone    byte = 12
+	msgStatus  byte = 13
+	msgRetire  byte = 14
+	msgPong    byte = 15
+	msgFDShort byte = 16
 )
 
 // maxMsg is the receive buffer for one channel message, comfortably below
@@ -153,4 +160,18 @@ func parseID(p []byte) (uint64, []byte, error) {
 		return 0, nil, errShortMsg
 	}
 	return binary.BigEndian.Uint64(p), p[8:], nil
+}
+
+// appendU32 is a message of type typ with a u32 payload (msgReady,
+// msgFDShort).
+func appendU32(b []byte, typ byte, v uint32) []byte {
+	return binary.BigEndian.AppendUint32(append(b, typ), v)
+}
+
+// parseU32 reads the payload of msgReady and msgFDShort.
+func parseU32(p []byte) (uint32, error) {
+	if len(p) < 4 {
+		return 0, errShortMsg
+	}
+	return binary.BigEndian.Uint32(p), nil
 }

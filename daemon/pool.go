@@ -103,16 +103,20 @@ type workerProc struct {
 	fatal      string
 	startTimer *time.Timer // (loop) kills a worker that never reports ready
 	killer     *time.Timer // (loop) a retired worker's drain deadline
+	beat       heartbeat   // (loop) see health.go
 
 	// sendMu orders handoffs against the worker's death: once dead is set
 	// (its channel read EOF and its count was written off), no handoff
-	// adds to active, so the counts cannot drift.
-	sendMu sync.Mutex
-	isDead bool
+	// adds to active, so the counts cannot drift. It also guards clients
+	// and the check of active against capacity.
+	sendMu  sync.Mutex
+	isDead  bool
+	clients map[uint64]string // connection id -> client key, for those counted per client
 
-	active atomic.Int64  // connections handed over and not reported done
-	conns  atomic.Uint64 // connections reported done
-	bytes  atomic.Uint64 // body bytes of connections reported done
+	active   atomic.Int64  // connections handed over and not reported done
+	capacity atomic.Int64  // connections its descriptors have room for; 0: no bound (fdcap.go)
+	conns    atomic.Uint64 // connections reported done
+	bytes    atomic.Uint64 // body bytes of connections reported done
 
 	mu      sync.Mutex
 	pending map[uint64]chan []byte // status requests waiting for an answer
@@ -246,7 +250,19 @@ func (s *Supervisor) readWorker(w *workerProc) {
 		p := buf[1:n]
 		switch buf[0] {
 		case msgReady:
+			// Before onReady puts it in dispatch.
+			if c, err := parseU32(p); err == nil {
+				w.capacity.Store(int64(max(c, 1)))
+			}
 			s.post(func() { s.onReady(w) })
+		case msgPong:
+			if seq, _, err := parseID(p); err == nil {
+				s.post(func() { s.onPong(w, seq) })
+			}
+		case msgFDShort:
+			if held, err := parseU32(p); err == nil {
+				s.lowerCapacity(w, int64(held))
+			}
 		case msgFatal:
 			msg := string(p)
 			s.post(func() { w.fatal = msg })
@@ -262,6 +278,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			for _, d := range ds {
 				bytes += d.bytes
 			}
+			s.releaseClients(w, ds)
 			w.active.Add(-int64(len(ds)))
 			s.inflight.Add(-int64(len(ds)))
 			w.conns.Add(uint64(len(ds)))
@@ -287,12 +304,54 @@ func (s *Supervisor) readWorker(w *workerProc) {
 	w.sendMu.Lock()
 	w.isDead = true
 	n := w.active.Swap(0)
+	clients := w.clients
+	w.clients = nil
 	w.sendMu.Unlock()
 	s.inflight.Add(-n)
+	for _, key := range clients {
+		s.clients.release(key)
+	}
 	close(w.gone)
 	w.ch.Close()
 	err := w.cmd.Wait()
-	s.post(func() { s.onExit(w, w.cmd.ProcessState, err) })
+	s.post(func() { s.onExit(w, w.cmd.ProcessState, err, n) })
+}
+
+// releaseClients ends the per-client count of connections w reported done.
+func (s *Supervisor) releaseClients(w *workerProc, ds []doneMeta) {
+	w.sendMu.Lock()
+	if len(w.clients) == 0 {
+		w.sendMu.Unlock()
+		return
+	}
+	var keys []string
+	for _, d := range ds {
+		if key, ok := w.clients[d.id]; ok {
+			delete(w.clients, d.id)
+			keys = append(keys, key)
+		}
+	}
+	w.sendMu.Unlock()
+	for _, key := range keys {
+		s.clients.release(key)
+	}
+}
+
+// lowerCapacity takes w's word that it ran out of descriptors holding
+// held connections: it gets no more than that from now on.
+func (s *Supervisor) lowerCapacity(w *workerProc, held int64) {
+	held = max(held, 1)
+	for {
+		c := w.capacity.Load()
+		if c != 0 && c <= held {
+			return
+		}
+		if w.capacity.CompareAndSwap(c, held) {
+			s.log.Warn("worker ran out of file descriptors: it gets no more connections than it holds now", "pid", w.pid,
+				"capacity", held, "was", c)
+			return
+		}
+	}
 }
 
 func (w *workerProc) dead() bool {

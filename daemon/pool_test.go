@@ -95,7 +95,7 @@ func TestSendToSkipsDeadWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeFDs(fds[:])
-	d := &dispatcher{s: s, metas: []connMeta{{id: 7, client: "c"}}}
+	d := &dispatcher{s: s, metas: []connMeta{{id: 7, client: "c"}}, mkeys: []string{""}}
 	if !d.sendTo([]*workerProc{dead, live}, 0, dead, fds[:1]) {
 		t.Fatal("not sent to the live worker")
 	}

@@ -116,9 +116,13 @@ type Supervisor struct {
 	dispatch atomic.Pointer[[]*workerProc]
 	inflight atomic.Int64
 	maxConns atomic.Int64
-	httpOn   atomic.Bool // config http: whether refusals may speak HTTP
-	connSeq  atomic.Uint64
-	querySeq atomic.Uint64
+	// perClient is max_connections_per_client (0: none); clients counts
+	// the connections in flight of each client address (clients.go).
+	perClient atomic.Int64
+	clients   clientCounts
+	httpOn    atomic.Bool // config http: whether refusals may speak HTTP
+	connSeq   atomic.Uint64
+	querySeq  atomic.Uint64
 
 	state  string
 	stateA atomic.Value // copy of state for goroutines off the loop
@@ -134,6 +138,7 @@ type Supervisor struct {
 	followUp     []reloadWaiter // asked while one was in progress: reload again after it
 	pendingTimer *time.Timer
 	lastReload   string
+	lastHealth   time.Time // the last checkHealth (health.go)
 }
 
 type reloadWaiter struct {
@@ -187,6 +192,7 @@ func Run(ctx context.Context, opts Options) error {
 	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
 	s.logFormat = s.cfg.LogFormat
 	s.maxConns.Store(int64(s.cfg.MaxConnections))
+	s.perClient.Store(int64(s.cfg.MaxConnectionsPerClient))
 	s.httpOn.Store(s.cfg.HTTP)
 	s.dispatch.Store(&[]*workerProc{})
 	s.setState(ctl.StateStarting)
@@ -254,6 +260,8 @@ func (s *Supervisor) run(ctx context.Context) error {
 	}
 	statusTick := time.NewTicker(5 * time.Second)
 	defer statusTick.Stop()
+	healthTick := time.NewTicker(heartbeatInterval)
+	defer healthTick.Stop()
 
 	termSignals := 0
 	for !s.done() {
@@ -287,6 +295,8 @@ func (s *Supervisor) run(ctx context.Context) error {
 			s.env.notify("WATCHDOG=1")
 		case <-statusTick.C:
 			s.notifyStatus()
+		case now := <-healthTick.C:
+			s.checkHealth(now)
 		case <-ctx.Done():
 			s.kill("context cancelled", false)
 		}
@@ -361,13 +371,13 @@ func (s *Supervisor) refreshDispatch() {
 	var ws []*workerProc
 	if s.current != nil && !s.current.draining && (s.state == ctl.StateServing || s.state == ctl.StateReloading) {
 		for _, sl := range s.current.slots {
-			if sl.w != nil && sl.w.ready && !sl.w.draining {
+			if sl.w != nil && sl.w.ready && !sl.w.draining && sl.w.beat.healthy() {
 				ws = append(ws, sl.w)
 			}
 		}
 		// A retiring worker serves until its replacement is ready.
 		for _, w := range s.current.retired {
-			if w.ready && !w.draining && !w.killed {
+			if w.ready && !w.draining && !w.killed && w.beat.healthy() {
 				ws = append(ws, w)
 			}
 		}
@@ -387,7 +397,7 @@ func (s *Supervisor) onReady(w *workerProc) {
 		// drain the worker it replaces if that one retired.
 		s.log.Info("worker ready", "pid", w.pid, "gen", g.id, "slot", w.slot.index)
 		for _, r := range g.retired {
-			if r.slot == w.slot && !r.draining && !r.killed {
+			if r.slot == w.slot && !r.draining && !r.killed && !r.beat.replaced {
 				s.drainRetired(r)
 			}
 		}
@@ -407,6 +417,7 @@ func (s *Supervisor) promote(g *generation) {
 	s.pending, s.current = nil, g
 	s.cfg = g.cfg
 	s.maxConns.Store(int64(g.cfg.MaxConnections))
+	s.perClient.Store(int64(g.cfg.MaxConnectionsPerClient))
 	s.httpOn.Store(g.cfg.HTTP)
 	setLevel(&s.level, g.cfg)
 	s.applyControlGroup(g.cfg)
@@ -504,7 +515,9 @@ func (s *Supervisor) abortPending(err error) {
 	s.startFollowUp()
 }
 
-func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error) {
+// onExit handles w's exit; cut is the connections it still held (handed
+// over and not reported done), which went down with it.
+func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error, cut int64) {
 	g, sl := w.gen, w.slot
 	how := exitString(ps, werr)
 	if w.fatal != "" {
@@ -530,7 +543,7 @@ func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error) {
 		lvl = slog.LevelError
 	}
 	s.log.Log(context.Background(), lvl, "worker exited", "pid", w.pid, "gen", g.id, "slot", sl.index,
-		"status", how, "uptime", time.Since(w.started).Round(time.Millisecond), "expected", expected)
+		"status", how, "uptime", time.Since(w.started).Round(time.Millisecond), "expected", expected, "connections_cut", cut)
 
 	switch {
 	case g == s.pending && !expected:

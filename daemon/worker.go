@@ -118,10 +118,12 @@ func RunWorker() error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	w := newWorker(ch, srv, log)
-	if err := fdpass.Send(ch, []byte{msgReady}); err != nil {
+	capacity, limit, open := fdCapacity(serve.OptionsFrom(wc.Config))
+	warnCapacity(log, wc.Config, capacity, limit, open)
+	if err := fdpass.Send(ch, appendU32(nil, msgReady, uint32(capacity))); err != nil {
 		return fmt.Errorf("worker: report ready: %w", err)
 	}
-	log.Debug("worker ready", "root", wc.Config.Root, "zero_copy", wc.Config.ZeroCopy, "uid", os.Getuid())
+	log.Debug("worker ready", "root", wc.Config.Root, "zero_copy", wc.Config.ZeroCopy, "uid", os.Getuid(), "capacity", capacity)
 	go func() {
 		for range term { // every SIGTERM: the supervisor ignores repeats
 			log.Info("SIGTERM: asking the supervisor to replace this worker and drain it")
@@ -152,7 +154,15 @@ func (w *worker) run() int {
 		case errors.Is(err, fdpass.ErrTruncated):
 			// The kernel dropped the fds (most likely this process is out
 			// of descriptors); the payload says which connections they were.
-			w.log.Error("channel message lost its fds; those connections are dropped", "err", err)
+			// The supervisor's estimate of this worker's capacity was too
+			// high: what it holds now is the capacity from here on.
+			w.mu.Lock()
+			held := w.active
+			w.mu.Unlock()
+			w.log.Error("channel message lost its fds (out of descriptors?); those connections are dropped", "err", err, "active", held)
+			if err := fdpass.Send(w.ch, appendU32(nil, msgFDShort, uint32(held))); err != nil {
+				w.log.Error("report lost fds", "err", err)
+			}
 			if n > 0 && buf[0] == msgConns {
 				w.startConns(buf[1:n], nil, true)
 			}
@@ -187,6 +197,13 @@ func (w *worker) run() int {
 			w.drain()
 		case msgStatusReq:
 			w.answerStatus(buf[1:n])
+		case msgPing:
+			// Answered here, by the channel's reader, not by a timer of
+			// its own: a pong says that this worker reads its channel,
+			// which is where its new connections wait (docs/ARCHITECTURE.md).
+			if err := fdpass.Send(w.ch, append([]byte{msgPong}, buf[1:n]...)); err != nil {
+				w.log.Error("answer heartbeat", "err", err)
+			}
 		default:
 			w.log.Error("unknown channel message", "type", buf[0])
 		}

@@ -106,6 +106,9 @@ type DaemonOpts struct {
 	Listen  string   // default 127.0.0.1:0
 	NoWait  bool     // do not wait for readiness
 	Binary  string   // zfs-serve binary to run; default the one TestMain built
+	// Prefix is a command that runs the daemon, e.g. prlimit with its
+	// arguments; it must exec it (the pid is the daemon's).
+	Prefix []string
 	// ExtraFiles are inherited by the daemon as fds 3 and up, without
 	// close-on-exec, as a careless parent's would be.
 	ExtraFiles []*os.File
@@ -158,6 +161,10 @@ func StartDaemon(t testing.TB, o DaemonOpts) *Daemon {
 	bin := zfsServe
 	if o.Binary != "" {
 		bin = o.Binary
+	}
+	if len(o.Prefix) > 0 {
+		args = append(append(o.Prefix[1:len(o.Prefix):len(o.Prefix)], bin), args...)
+		bin = o.Prefix[0]
 	}
 	d.Cmd = exec.Command(bin, args...)
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf

@@ -44,11 +44,16 @@ type cachedFile struct {
 // connections.
 const fileCacheMax = 4096
 
+// fileCacheSize is the cache's bound for an open-file limit of limit.
+func fileCacheSize(limit int) int {
+	return max(min(fileCacheMax, limit/4), 1)
+}
+
 func newFileCache(valid time.Duration) *fileCache {
 	n := fileCacheMax
 	var lim unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur/4 < uint64(n) {
-		n = max(int(lim.Cur/4), 1)
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
+		n = fileCacheSize(int(min(lim.Cur, 1<<30)))
 	}
 	fc := &fileCache{valid: valid, max: n, m: map[string]*cachedFile{}, stop: make(chan struct{})}
 	if valid > 0 {
