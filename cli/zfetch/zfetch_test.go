@@ -28,7 +28,7 @@ func TestParse(t *testing.T) {
 		t.Fatalf("parsed %+v %v", o, urls)
 	}
 	o, _, err = parse([]string{"h/a"}, io.Discard)
-	if err != nil || o.retries != 10 || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 {
+	if err != nil || o.retries != -1 || o.retryFor != fetch.DefaultRetryFor || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
 	for _, arg := range []string{"--help", "-h"} {
