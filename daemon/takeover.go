@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -56,19 +58,40 @@ func checkTakeover(addr string) (draining bool, err error) {
 	if err != nil || port == "0" {
 		return false, nil // bind reports a bad address; port 0 is always a new one
 	}
+	for try := 0; ; try++ {
+		st, err := probe(addr)
+		switch {
+		case errors.Is(err, unix.ECONNREFUSED):
+			return false, nil // nobody listens: bind decides
+		case err == nil && st == wire.StatusDraining:
+			return true, nil
+		case (errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)) && try < 3:
+			// Closed without an answer: most likely an instance exiting
+			// right now. Ask again.
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		what := "it does not answer"
+		if err == nil {
+			what = "it answers " + st.String()
+		}
+		return false, fmt.Errorf("listen %s: address already in use: %s, unlike a draining zfs-serve (a new instance takes a port over only from a draining one)", addr, what)
+	}
+}
+
+// probe asks the server at addr for STAT / and returns the answer's status.
+func probe(addr string) (wire.Status, error) {
 	c, err := net.DialTimeout("tcp", addr, probeTimeout)
 	if err != nil {
-		return false, nil // nobody listens (or answers): bind decides
+		return 0, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(probeTimeout))
-	if err := wire.WriteRequest(c, &wire.Request{Op: wire.OpStat, Path: "/"}); err == nil {
-		r, err := wire.ReadResponse(bufio.NewReader(c))
-		if err == nil && r.Status == wire.StatusDraining {
-			return true, nil
-		}
+	if err := wire.WriteRequest(c, &wire.Request{Op: wire.OpStat, Path: "/"}); err != nil {
+		return 0, err
 	}
-	return false, fmt.Errorf("listen %s: address already in use: something answers on it that is not a draining zfs-serve (a new instance takes a port over only from a draining one)", addr)
+	r, err := wire.ReadResponse(bufio.NewReader(c))
+	return r.Status, err
 }
 
 // steerProg is the classic BPF program of steerAway: "return 1".
