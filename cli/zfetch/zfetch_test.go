@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/cli"
+	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/fetch"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -30,6 +31,11 @@ func TestParse(t *testing.T) {
 	o, _, err = parse([]string{"h/a"}, io.Discard)
 	if err != nil || o.retries != -1 || o.retryFor != fetch.DefaultRetryFor || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 {
 		t.Fatalf("defaults: %+v %v", o, err)
+	}
+	// The default budget is time, and outlasts a server's default drain
+	// (new connections are answered "draining" meanwhile) and a restart.
+	if drain := config.Default().DrainTimeout.D(); o.retryFor < drain+20*time.Second {
+		t.Errorf("default --retry-for %v: a client would give up during a default drain (%v) and restart", o.retryFor, drain)
 	}
 	for _, arg := range []string{"--help", "-h"} {
 		var stdout bytes.Buffer
