@@ -99,6 +99,13 @@ type Server struct {
 	Log       *slog.Logger
 	// ReadTimeout bounds how long a client may take to send a request line.
 	ReadTimeout time.Duration
+	// MaxConns bounds the connections open at once (0: DefaultMaxConns).
+	// One more is answered with an error and closed at once.
+	MaxConns int
+
+	refusedLog rateLog // refused peers: at most a line a second
+	rejectLog  rateLog // connections over MaxConns, likewise
+	now        func() time.Time
 
 	mu     sync.Mutex
 	ln     *net.UnixListener
@@ -155,11 +162,23 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 			c.Close()
 			return nil
 		}
+		if max := s.maxConns(); len(s.conns) >= max {
+			s.mu.Unlock()
+			s.reject(c, max)
+			continue
+		}
 		s.conns[c] = false
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serveConn(c)
 	}
+}
+
+func (s *Server) maxConns() int {
+	if s.MaxConns > 0 {
+		return s.MaxConns
+	}
+	return DefaultMaxConns
 }
 
 // Shutdown stops accepting, closes the idle connections, and waits (until
@@ -227,7 +246,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		err = s.Authorize(peer)
 	}
 	if err != nil {
-		s.Log.Warn("control connection refused", "uid", peer.UID, "pid", peer.PID, "err", err)
+		s.refusedLog.log(s.Log, s.clock(), slog.LevelWarn, "control connection refused", "uid", peer.UID, "pid", peer.PID, "err", err)
 		// Take the request line first (briefly), so the client is not
 		// writing into a closed socket when the refusal arrives.
 		c.SetReadDeadline(time.Now().Add(time.Second))
@@ -261,6 +280,10 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			return
 		}
 		c.SetReadDeadline(time.Time{})
+		if err := duplicateKey(line); err != nil {
+			reply(&Response{Error: "malformed request: " + err.Error()})
+			return
+		}
 		var req Request
 		if err := json.Unmarshal(line, &req); err != nil {
 			reply(&Response{Error: "malformed request: " + err.Error()})
@@ -280,7 +303,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		// rights on a connection it keeps open too.
 		if s.Authorize != nil {
 			if err := s.Authorize(peer); err != nil {
-				s.Log.Warn("control request refused", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID, "err", err)
+				s.refusedLog.log(s.Log, s.clock(), slog.LevelWarn, "control request refused", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID, "err", err)
 				reply(&Response{Error: err.Error()})
 				return
 			}
