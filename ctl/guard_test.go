@@ -18,7 +18,7 @@ func TestDuplicateKey(t *testing.T) {
 		{`{"v":1,"cmd":"status"}`, ""},
 		{`{"v":1,"cmd":"status","cmd":"kill"}`, `duplicate key "cmd"`},
 		{`{"cmd":"kill","v":1,"wait":true,"cmd":"status"}`, `duplicate key "cmd"`},
-		{`{"v":1,"cmd":"status","CMD":"kill"}`, `duplicate key "CMD"`},     // encoding/json matches without case
+		{`{"v":1,"cmd":"status","CMD":"kill"}`, `duplicate key "CMD"`},    // encoding/json matches without case
 		{`{"v":1,"wait":true,"WAİT":false}`, ""},                          // not a fold of "wait"
 		{`{"v":1,"x":{"a":1,"a":2},"cmd":"status"}`, `duplicate key "a"`}, // nested too
 		{`{"v":1,"x":{"cmd":1},"cmd":"status"}`, ""},                      // one per object
