@@ -7,19 +7,20 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 )
 
 // Listen creates the control socket at path: the directory if missing, a
 // stale socket file replaced (only after a dial proves nobody answers; a
 // file that is not a socket is never removed), mode 0660 and, if gid >= 0,
-// group gid.
+// group gid. If a zfs-serve that is draining answers at path, the new
+// socket takes the path over (see takeover.go); one that serves makes
+// Listen fail.
 //
 // The socket's directory must be safe (see checkSocketDir): the default
 // for an unprivileged user is /tmp/zfs-serve-UID/control.sock, and any
 // local user could have created /tmp/zfs-serve-UID first to swap the
 // socket for their own or to remove it.
-func Listen(path string, gid int) (*net.UnixListener, error) {
+func Listen(path string, gid int) (*Socket, error) {
 	dir := filepath.Dir(path)
 	// The last component is 0755, not 0700: a control_group member who is
 	// not the daemon's user must be able to traverse it to reach the 0660
@@ -30,44 +31,96 @@ func Listen(path string, gid int) (*net.UnixListener, error) {
 	if err := checkSocketDir(dir); err != nil {
 		return nil, err
 	}
-	if st, err := os.Lstat(path); err == nil {
-		// connect(2) to a file that is not a socket fails with
-		// ECONNREFUSED too: without this check a regular file (or a
-		// directory, a symlink...) at the configured path would be
-		// taken for a stale socket and removed.
-		if st.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("control socket %s exists and is not a socket (%s); refusing to replace it", path, fileKind(st.Mode()))
+	for try := 0; ; try++ {
+		var found os.FileInfo
+		takeover := false
+		if st, err := os.Lstat(path); err == nil {
+			// connect(2) to a file that is not a socket fails with
+			// ECONNREFUSED too: without this check a regular file (or
+			// a directory, a symlink...) at the configured path would
+			// be taken for a stale socket and removed.
+			if st.Mode().Type() != os.ModeSocket {
+				return nil, fmt.Errorf("control socket %s exists and is not a socket (%s); refusing to replace it", path, fileKind(st.Mode()))
+			}
+			stale, err := checkAnswer(path)
+			if err != nil {
+				return nil, err
+			}
+			found, takeover = st, !stale
 		}
-		c, derr := net.DialTimeout("unix", path, time.Second)
-		if derr == nil {
-			c.Close()
-			return nil, fmt.Errorf("control socket %s: another zfs-serve is answering on it", path)
+		sock, changed, err := create(path, gid, found, takeover)
+		if changed && try < 5 {
+			continue // the file changed while it was looked at: again
 		}
-		if !errors.Is(derr, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("control socket %s exists and is not a stale socket: %w", path, derr)
+		if changed {
+			return nil, fmt.Errorf("control socket %s: keeps changing while zfs-serve starts", path)
 		}
+		return sock, err
+	}
+}
+
+// create makes the socket at path, with the directory locked, if the file
+// there is still found (nil: none): replacing a stale one, or taking over
+// a draining daemon's. changed reports that the file is another by now.
+func create(path string, gid int, found os.FileInfo, takeover bool) (sock *Socket, changed bool, err error) {
+	dir := filepath.Dir(path)
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, false, fmt.Errorf("control socket: %w", err)
+	}
+	defer unlock()
+	st, err := os.Lstat(path)
+	switch {
+	case found == nil && err == nil:
+		return nil, true, nil
+	case found != nil && errors.Is(err, os.ErrNotExist):
+		found, takeover = nil, false // removed by its daemon on its way out
+	case found != nil && (err != nil || !os.SameFile(st, found)):
+		return nil, true, nil
+	}
+	if found != nil && !takeover {
 		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale control socket: %w", err)
+			return nil, false, fmt.Errorf("remove stale control socket: %w", err)
 		}
+	}
+	// A socket that takes the path over is made beside the old one and
+	// renamed over it: the path never lacks a socket that answers.
+	at := path
+	if takeover {
+		at = filepath.Join(dir, fmt.Sprintf(".%s.new.%d", filepath.Base(path), os.Getpid()))
+		os.Remove(at) // a leftover of a process that had this pid, if any
 	}
 	// Create it with 0660 from the start: no window where others could
 	// connect, and no chmod afterwards (chmod follows symlinks: between
 	// bind and chmod the name could point elsewhere).
 	old := syscall.Umask(0o117)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: at, Net: "unix"})
 	syscall.Umask(old)
 	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+		return nil, false, fmt.Errorf("control socket: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
+	// Socket.Close removes the file only if it is still this one.
+	ln.SetUnlinkOnClose(false)
+	fail := func(err error) (*Socket, bool, error) {
+		os.Remove(at)
+		ln.Close()
+		return nil, false, err
+	}
 	if gid >= 0 {
 		// Lchown: never follow a symlink put in the socket's place.
-		if err := os.Lchown(path, -1, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("control socket: chown to group %d: %w", gid, err)
+		if err := os.Lchown(at, -1, gid); err != nil {
+			return fail(fmt.Errorf("control socket: chown to group %d: %w", gid, err))
 		}
 	}
-	return ln, nil
+	if takeover {
+		if err := os.Rename(at, path); err != nil {
+			return fail(fmt.Errorf("control socket: take %s over: %w", path, err))
+		}
+	}
+	if st, err = os.Lstat(path); err != nil {
+		return fail(fmt.Errorf("control socket: %w", err))
+	}
+	return &Socket{UnixListener: ln, path: path, file: st, tookOver: takeover}, false, nil
 }
 
 // checkSocketDir refuses a socket directory that someone else could use to

@@ -108,7 +108,7 @@ type Server struct {
 	now        func() time.Time
 
 	mu     sync.Mutex
-	ln     *net.UnixListener
+	ln     Acceptor
 	conns  map[*net.UnixConn]bool // true while a request is being answered
 	wg     sync.WaitGroup
 	closed bool
@@ -129,7 +129,7 @@ func (s *Server) init() {
 }
 
 // Serve accepts connections until Shutdown. It returns nil after Shutdown.
-func (s *Server) Serve(ln *net.UnixListener) error {
+func (s *Server) Serve(ln Acceptor) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -188,15 +188,16 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
 	s.init()
-	if s.ln != nil {
-		s.ln.Close()
-	}
+	ln := s.ln
 	for c, busy := range s.conns {
 		if !busy {
 			c.Close()
 		}
 	}
 	s.mu.Unlock()
+	if ln != nil {
+		ln.Close() // outside mu: a Socket's Close may wait for its directory's lock
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -276,7 +277,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			return
 		}
 		if !s.setBusy(c, true) {
-			reply(&Response{Error: "zfs-serve is shutting down"})
+			reply(&Response{Error: errShuttingDown})
 			return
 		}
 		c.SetReadDeadline(time.Time{})

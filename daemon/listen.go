@@ -300,25 +300,30 @@ func (s *Supervisor) openControl(a activatedSockets) error {
 		}
 		gid = g
 	}
-	var ul *net.UnixListener
+	var cl ctl.Acceptor
 	if a.control != nil {
 		ln, err := net.FileListener(a.control)
 		a.control.Close()
 		if err != nil {
 			return fmt.Errorf("socket-activated control fd: %w", err)
 		}
-		var ok bool
-		if ul, ok = ln.(*net.UnixListener); !ok {
+		ul, ok := ln.(*net.UnixListener)
+		if !ok {
 			ln.Close()
 			return fmt.Errorf("socket-activated control fd is %T, want a unix stream socket", ln)
 		}
+		cl = ul
 		s.ctlPath = ul.Addr().String()
 		s.log.Info("control socket (socket-activated)", "path", s.ctlPath)
 	} else {
-		var err error
-		if ul, err = ctl.Listen(s.cfg.Control, gid); err != nil {
+		sock, err := ctl.Listen(s.cfg.Control, gid)
+		if err != nil {
 			return err
 		}
+		if sock.TookOver() {
+			s.log.Info("a draining zfs-serve had the control socket: taking its path over; it keeps the connections it has", "path", s.cfg.Control)
+		}
+		cl = sock
 		s.ctlPath, s.ctlOwned = s.cfg.Control, true
 	}
 	s.ctlGroup = s.cfg.ControlGroup
@@ -326,7 +331,7 @@ func (s *Supervisor) openControl(a activatedSockets) error {
 	uid := os.Getuid()
 	authorize := func(p ctl.Peer) error { return ctl.Allow(uid, int(s.ctlGID.Load()))(p) }
 	s.ctlSrv = &ctl.Server{Handler: (*controlHandler)(s), Authorize: authorize, Log: s.log}
-	go s.ctlSrv.Serve(ul)
+	go s.ctlSrv.Serve(cl)
 	return nil
 }
 

@@ -156,7 +156,7 @@ func (s *Supervisor) post(f func()) bool {
 func (s *Supervisor) call(ctx context.Context, f func()) error {
 	done := make(chan struct{})
 	if !s.post(func() { f(); close(done) }) {
-		return errors.New("zfs-serve is exiting")
+		return ctl.ErrExiting
 	}
 	select {
 	case <-done:
@@ -164,7 +164,7 @@ func (s *Supervisor) call(ctx context.Context, f func()) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.finished:
-		return errors.New("zfs-serve is exiting")
+		return ctl.ErrExiting
 	}
 }
 

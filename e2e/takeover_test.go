@@ -66,7 +66,8 @@ type takeoverFile struct {
 
 // TestDrainTakeover: hundreds of zfetch downloads with the default retry
 // settings run while one instance drains (zctl drain --wait) and a new
-// one starts on the same address and takes the port over. Nothing fails,
+// one starts with the same address and control socket and takes both
+// over (zctl drain --wait keeps following the old one). Nothing fails,
 // every file is byte-exact, and no client ever sees "connection refused"
 // or a reset: the draining instance answers "draining" until the new one
 // has joined the port, which then gets every new connection.
@@ -174,10 +175,12 @@ func TestDrainTakeover(t *testing.T) {
 	if msg := drainingAnswers(addr); msg != "" {
 		t.Errorf("while draining, before a new instance: %s", msg)
 	}
-	d2 := StartDaemon(t, DaemonOpts{Root: root, Listen: addr})
+	// The same address and control socket: the new instance takes both
+	// over from the draining one.
+	d2 := StartDaemon(t, DaemonOpts{Root: root, Listen: addr, Control: d1.Control})
 	took := time.Since(drainStart)
-	if !strings.Contains(d2.Log(), "taking the port over") {
-		t.Errorf("the new instance does not say it took the port over:\n%s", tail(d2.Log(), 20))
+	if !strings.Contains(d2.Log(), "taking the port over") || !strings.Contains(d2.Log(), "taking its path over") {
+		t.Errorf("the new instance does not say it took the port and the control socket over:\n%s", tail(d2.Log(), 20))
 	}
 
 	wg.Wait()
@@ -187,7 +190,10 @@ func TestDrainTakeover(t *testing.T) {
 	if code := d1.WaitExit(30 * time.Second); code != 0 {
 		t.Errorf("the drained instance exited %d, want 0", code)
 	}
-	st := d2.MustStatus()
+	st := d2.MustStatus() // the control socket is still there: the old instance's exit left it
+	if st.PID != d2.Cmd.Process.Pid {
+		t.Errorf("the control socket leads to pid %d, want the new instance's %d", st.PID, d2.Cmd.Process.Pid)
+	}
 	t.Logf("%d downloads in %v (%d failed); new instance serving %v after the drain started; retries by reason %v; the new instance served %d connections",
 		downloads, time.Since(start).Round(time.Millisecond), failures, took.Round(time.Millisecond), reasons, st.Totals.Connections)
 	if len(bad) > 0 {
