@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -100,9 +99,16 @@ type Server struct {
 	Log       *slog.Logger
 	// ReadTimeout bounds how long a client may take to send a request line.
 	ReadTimeout time.Duration
+	// MaxConns bounds the connections open at once (0: DefaultMaxConns).
+	// One more is answered with an error and closed at once.
+	MaxConns int
+
+	refusedLog rateLog // refused peers: at most a line a second
+	rejectLog  rateLog // connections over MaxConns, likewise
+	now        func() time.Time
 
 	mu     sync.Mutex
-	ln     *net.UnixListener
+	ln     Acceptor
 	conns  map[*net.UnixConn]bool // true while a request is being answered
 	wg     sync.WaitGroup
 	closed bool
@@ -123,7 +129,7 @@ func (s *Server) init() {
 }
 
 // Serve accepts connections until Shutdown. It returns nil after Shutdown.
-func (s *Server) Serve(ln *net.UnixListener) error {
+func (s *Server) Serve(ln Acceptor) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -156,11 +162,23 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 			c.Close()
 			return nil
 		}
+		if max := s.maxConns(); len(s.conns) >= max {
+			s.mu.Unlock()
+			s.reject(c, max)
+			continue
+		}
 		s.conns[c] = false
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serveConn(c)
 	}
+}
+
+func (s *Server) maxConns() int {
+	if s.MaxConns > 0 {
+		return s.MaxConns
+	}
+	return DefaultMaxConns
 }
 
 // Shutdown stops accepting, closes the idle connections, and waits (until
@@ -170,15 +188,16 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
 	s.init()
-	if s.ln != nil {
-		s.ln.Close()
-	}
+	ln := s.ln
 	for c, busy := range s.conns {
 		if !busy {
 			c.Close()
 		}
 	}
 	s.mu.Unlock()
+	if ln != nil {
+		ln.Close() // outside mu: a Socket's Close may wait for its directory's lock
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -228,7 +247,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		err = s.Authorize(peer)
 	}
 	if err != nil {
-		s.Log.Warn("control connection refused", "uid", peer.UID, "pid", peer.PID, "err", err)
+		s.refusedLog.log(s.Log, s.clock(), slog.LevelWarn, "control connection refused", "uid", peer.UID, "pid", peer.PID, "err", err)
 		// Take the request line first (briefly), so the client is not
 		// writing into a closed socket when the refusal arrives.
 		c.SetReadDeadline(time.Now().Add(time.Second))
@@ -258,10 +277,14 @@ func (s *Server) serveConn(c *net.UnixConn) {
 			return
 		}
 		if !s.setBusy(c, true) {
-			reply(&Response{Error: "zfs-serve is shutting down"})
+			reply(&Response{Error: errShuttingDown})
 			return
 		}
 		c.SetReadDeadline(time.Time{})
+		if err := duplicateKey(line); err != nil {
+			reply(&Response{Error: "malformed request: " + err.Error()})
+			return
+		}
 		var req Request
 		if err := json.Unmarshal(line, &req); err != nil {
 			reply(&Response{Error: "malformed request: " + err.Error()})
@@ -281,7 +304,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		// rights on a connection it keeps open too.
 		if s.Authorize != nil {
 			if err := s.Authorize(peer); err != nil {
-				s.Log.Warn("control request refused", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID, "err", err)
+				s.refusedLog.log(s.Log, s.clock(), slog.LevelWarn, "control request refused", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID, "err", err)
 				reply(&Response{Error: err.Error()})
 				return
 			}
@@ -396,113 +419,4 @@ func knownCommand(cmd string) bool {
 
 func unknownCommand(cmd string) *Response {
 	return &Response{Error: fmt.Sprintf("unknown command %q (want status, drain, kill or reload)", cmd)}
-}
-
-// Listen creates the control socket at path: the directory if missing, a
-// stale socket file replaced (only after a dial proves nobody answers; a
-// file that is not a socket is never removed), mode 0660 and, if gid >= 0,
-// group gid.
-//
-// The socket's directory must be safe (see checkSocketDir): the default
-// for an unprivileged user is /tmp/zfs-serve-UID/control.sock, and any
-// local user could have created /tmp/zfs-serve-UID first to swap the
-// socket for their own or to remove it.
-func Listen(path string, gid int) (*net.UnixListener, error) {
-	dir := filepath.Dir(path)
-	// The last component is 0755, not 0700: a control_group member who is
-	// not the daemon's user must be able to traverse it to reach the 0660
-	// socket. Nobody but its owner can add, remove or rename entries in it.
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	if err := checkSocketDir(dir); err != nil {
-		return nil, err
-	}
-	if st, err := os.Lstat(path); err == nil {
-		// connect(2) to a file that is not a socket fails with
-		// ECONNREFUSED too: without this check a regular file (or a
-		// directory, a symlink...) at the configured path would be
-		// taken for a stale socket and removed.
-		if st.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("control socket %s exists and is not a socket (%s); refusing to replace it", path, fileKind(st.Mode()))
-		}
-		c, derr := net.DialTimeout("unix", path, time.Second)
-		if derr == nil {
-			c.Close()
-			return nil, fmt.Errorf("control socket %s: another zfs-serve is answering on it", path)
-		}
-		if !errors.Is(derr, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("control socket %s exists and is not a stale socket: %w", path, derr)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale control socket: %w", err)
-		}
-	}
-	// Create it with 0660 from the start: no window where others could
-	// connect, and no chmod afterwards (chmod follows symlinks: between
-	// bind and chmod the name could point elsewhere).
-	old := syscall.Umask(0o117)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if gid >= 0 {
-		// Lchown: never follow a symlink put in the socket's place.
-		if err := os.Lchown(path, -1, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("control socket: chown to group %d: %w", gid, err)
-		}
-	}
-	return ln, nil
-}
-
-// checkSocketDir refuses a socket directory that someone else could use to
-// replace or remove the socket: it must be a real directory (not a
-// symlink), owned by the effective uid or root, and if group- or
-// other-writable it must be sticky (like /tmp, where others cannot remove
-// or rename what is ours).
-func checkSocketDir(dir string) error {
-	st, err := os.Lstat(dir)
-	if err != nil {
-		return fmt.Errorf("control socket directory: %w", err)
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("control socket directory %s: cannot read its owner", dir)
-	}
-	m, uid, euid := st.Mode(), int(sys.Uid), os.Geteuid()
-	var why string
-	switch {
-	case m.Type() != os.ModeDir:
-		why = "is " + fileKind(m) + ", not a directory"
-	case uid != euid && uid != 0:
-		why = fmt.Sprintf("is owned by uid %d, not by uid %d or root", uid, euid)
-		if euid == 0 {
-			why = fmt.Sprintf("is owned by uid %d, not by root", uid)
-		}
-	case m.Perm()&0o022 != 0 && m&os.ModeSticky == 0:
-		why = "is writable by group or others and not sticky"
-	default:
-		return nil
-	}
-	return fmt.Errorf("control socket directory %s (owner uid %d, mode %v) %s: someone else could replace or remove the socket; remove it or choose another path with --control", dir, uid, m, why)
-}
-
-// fileKind names the type of a file mode for error messages.
-func fileKind(m os.FileMode) string {
-	switch t := m.Type(); {
-	case t == 0:
-		return "a regular file"
-	case t&os.ModeDir != 0:
-		return "a directory"
-	case t&os.ModeSymlink != 0:
-		return "a symbolic link"
-	case t&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case t&os.ModeDevice != 0:
-		return "a device"
-	}
-	return "mode " + m.String()
 }

@@ -1015,6 +1015,9 @@ func FuzzServerRequest(f *testing.F) {
 		`{"v":1,"cmd":"status"}`,
 		`{"v":1,"cmd":"status","wait":"yes"}` + "\n",
 		`{"v":1e400}` + "\n",
+		`{"v":1,"cmd":"status","cmd":"kill"}` + "\n",
+		`{"v":1,"cmd":"status","CMD":"kill"}` + "\n",
+		`{"v":1,"cmd":"status","x":{"a":1,"a":2}}` + "\n",
 		"\n\n",
 		"null\n",
 		"[]\n",
@@ -1040,6 +1043,11 @@ func FuzzServerRequest(f *testing.F) {
 		}
 		if n := bytes.Count(in, []byte("\n")) + 1; final > n || (len(in) == 0 && len(lines) > 0) {
 			t.Fatalf("%d final answers to %d lines: %q", final, n, out)
+		}
+		// A first line with a duplicated key runs nothing: the server
+		// answers an error and hangs up.
+		if first, _, _ := bytes.Cut(in, []byte("\n")); duplicateKey(first) != nil && len(h.Calls()) > 0 {
+			t.Fatalf("a request with a duplicated key ran %q", h.Calls())
 		}
 	})
 }

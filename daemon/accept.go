@@ -28,29 +28,11 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	d := &dispatcher{s: s}
 	var delay time.Duration
 	for {
-		d.fds, d.peers = d.fds[:0], d.peers[:0]
+		d.fds, d.peers = d.fds[:0], d.peers[:0] // Read may return before calling accept
 		var aerr error
 		err := rc.Read(func(fd uintptr) bool {
-			for len(d.fds) < maxBatch {
-				// syscall's Accept4, not x/sys/unix's: the latter asks every
-				// accepted socket for SO_PROTOCOL to decode its address, one
-				// more system call per connection on the thread that accepts
-				// for everyone.
-				nfd, sa, e := syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-				switch e {
-				case nil:
-					d.fds = append(d.fds, nfd)
-					d.peers = append(d.peers, sockaddrString(sa))
-					continue
-				case syscall.EINTR, syscall.ECONNABORTED:
-					continue
-				case syscall.EAGAIN:
-					return len(d.fds) > 0 // wait in the poller if nothing was accepted
-				}
-				aerr = e
-				return true
-			}
-			return true
+			aerr = d.accept(int(fd))
+			return aerr != nil || len(d.fds) > 0 // wait in the poller if nothing was accepted
 		})
 		if len(d.fds) > 0 {
 			d.dispatch()
@@ -71,6 +53,32 @@ func (s *Supervisor) acceptLoop(l *listener) {
 		}
 		delay = 0
 	}
+}
+
+// accept accepts up to maxBatch connections on the listening socket fd
+// into d.fds (replacing what was there), until EAGAIN. It returns the
+// error that stopped it otherwise: EMFILE, ENFILE, ENOBUFS.
+func (d *dispatcher) accept(fd int) error {
+	d.fds, d.peers = d.fds[:0], d.peers[:0]
+	for len(d.fds) < maxBatch {
+		// syscall's Accept4, not x/sys/unix's: the latter asks every
+		// accepted socket for SO_PROTOCOL to decode its address, one
+		// more system call per connection on the thread that accepts
+		// for everyone.
+		nfd, sa, e := syscall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		switch e {
+		case nil:
+			d.fds = append(d.fds, nfd)
+			d.peers = append(d.peers, sockaddrString(sa))
+			continue
+		case syscall.EINTR, syscall.ECONNABORTED:
+			continue
+		case syscall.EAGAIN:
+			return nil
+		}
+		return e
+	}
+	return nil
 }
 
 // dispatcher holds one accept loop's scratch space.

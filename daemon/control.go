@@ -244,8 +244,8 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 		ZeroCopy:   s.cfg.ZeroCopy,
 		Control:    s.ctlPath,
 		LastReload: s.lastReload,
-		// Empty lists, never null, whatever the state (a drain closes the
-		// listeners): scripts iterate them with jq.
+		// Empty lists, never null, whatever the state: scripts iterate
+		// them with jq.
 		Listeners: []ctl.Listener{},
 		Workers:   []ctl.Worker{},
 		Transfers: []ctl.Transfer{},

@@ -34,11 +34,7 @@ type listener struct {
 	closed     atomic.Bool // set before f is closed, so the accept loop knows why it ended
 	added      bool        // bound by a reload not yet promoted
 	removed    bool        // to be closed when a reload is promoted
-}
-
-func (l *listener) close() {
-	l.closed.Store(true)
-	l.f.Close()
+	steered    bool        // steerAway done (a drain started)
 }
 
 // activatedSockets are the sockets systemd passed, sorted by name.
@@ -119,7 +115,7 @@ func (s *Supervisor) openListeners(a activatedSockets) error {
 		return nil
 	}
 	for _, addr := range s.cfg.Listen {
-		l, err := bind(addr)
+		l, err := s.bind(addr)
 		if err != nil {
 			s.closeListeners()
 			return err
@@ -130,17 +126,38 @@ func (s *Supervisor) openListeners(a activatedSockets) error {
 	return nil
 }
 
-// bind listens on a configured address.
-func bind(addr string) (*listener, error) {
+// bind listens on a configured address, with SO_REUSEPORT so that a new
+// instance can take it over while this one drains, after checkTakeover
+// (takeover.go) made sure that no instance serves on it.
+func (s *Supervisor) bind(addr string) (*listener, error) {
+	draining, err := checkTakeover(addr)
+	if err != nil {
+		return nil, err
+	}
+	if draining {
+		s.log.Info("a draining zfs-serve answers on this address: taking the port over; it finishes its transfers, new connections come here", "addr", addr)
+	}
+	return listenTCP(addr)
+}
+
+// listenTCP binds addr (plain TCP) with SO_REUSEPORT and TCP_NODELAY.
+func listenTCP(addr string) (*listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		c.Control(func(fd uintptr) {
 			// Accepted sockets inherit TCP_NODELAY: headers are sent with
 			// MSG_MORE and bodies end with a push, so Nagle only adds delay.
+			// SO_REUSEADDR is Go's default for listeners.
 			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			if serr == nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}
 		})
 		return serr
 	}}
+	// Plain TCP, not Go's default MPTCP: systemd's sockets are TCP too,
+	// and an MPTCP socket refuses SO_ATTACH_REUSEPORT_CBPF (steerAway).
+	lc.SetMultipathTCP(false)
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -199,7 +216,7 @@ func (s *Supervisor) startAccepting() {
 
 func (s *Supervisor) closeListeners() {
 	for _, l := range s.listeners {
-		l.close()
+		s.closeListener(l)
 	}
 	s.listeners = nil
 }
@@ -221,7 +238,7 @@ func (s *Supervisor) prepareListeners(cfg *config.Config) error {
 		if slices.ContainsFunc(s.listeners, func(l *listener) bool { return l.configured == addr }) {
 			continue
 		}
-		l, err := bind(addr)
+		l, err := s.bind(addr)
 		if err != nil {
 			s.closeNewListeners()
 			return err
@@ -237,7 +254,7 @@ func (s *Supervisor) applyListenerChanges() {
 	for _, l := range s.listeners {
 		if l.removed {
 			s.log.Info("listener closed by reload", "addr", l.addr)
-			l.close()
+			s.closeListener(l)
 			continue
 		}
 		if l.added {
@@ -256,7 +273,7 @@ func (s *Supervisor) closeNewListeners() {
 	for _, l := range s.listeners {
 		l.removed = false
 		if l.added {
-			l.close()
+			s.closeListener(l)
 			continue
 		}
 		kept = append(kept, l)
@@ -283,25 +300,30 @@ func (s *Supervisor) openControl(a activatedSockets) error {
 		}
 		gid = g
 	}
-	var ul *net.UnixListener
+	var cl ctl.Acceptor
 	if a.control != nil {
 		ln, err := net.FileListener(a.control)
 		a.control.Close()
 		if err != nil {
 			return fmt.Errorf("socket-activated control fd: %w", err)
 		}
-		var ok bool
-		if ul, ok = ln.(*net.UnixListener); !ok {
+		ul, ok := ln.(*net.UnixListener)
+		if !ok {
 			ln.Close()
 			return fmt.Errorf("socket-activated control fd is %T, want a unix stream socket", ln)
 		}
+		cl = ul
 		s.ctlPath = ul.Addr().String()
 		s.log.Info("control socket (socket-activated)", "path", s.ctlPath)
 	} else {
-		var err error
-		if ul, err = ctl.Listen(s.cfg.Control, gid); err != nil {
+		sock, err := ctl.Listen(s.cfg.Control, gid)
+		if err != nil {
 			return err
 		}
+		if sock.TookOver() {
+			s.log.Info("a draining zfs-serve had the control socket: taking its path over; it keeps the connections it has", "path", s.cfg.Control)
+		}
+		cl = sock
 		s.ctlPath, s.ctlOwned = s.cfg.Control, true
 	}
 	s.ctlGroup = s.cfg.ControlGroup
@@ -309,7 +331,7 @@ func (s *Supervisor) openControl(a activatedSockets) error {
 	uid := os.Getuid()
 	authorize := func(p ctl.Peer) error { return ctl.Allow(uid, int(s.ctlGID.Load()))(p) }
 	s.ctlSrv = &ctl.Server{Handler: (*controlHandler)(s), Authorize: authorize, Log: s.log}
-	go s.ctlSrv.Serve(ul)
+	go s.ctlSrv.Serve(cl)
 	return nil
 }
 

@@ -161,7 +161,7 @@ func (s *Supervisor) post(f func()) bool {
 func (s *Supervisor) call(ctx context.Context, f func()) error {
 	done := make(chan struct{})
 	if !s.post(func() { f(); close(done) }) {
-		return errors.New("zfs-serve is exiting")
+		return ctl.ErrExiting
 	}
 	select {
 	case <-done:
@@ -169,7 +169,7 @@ func (s *Supervisor) call(ctx context.Context, f func()) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.finished:
-		return errors.New("zfs-serve is exiting")
+		return ctl.ErrExiting
 	}
 }
 
@@ -740,8 +740,9 @@ func (s *Supervisor) killGeneration(g *generation, why string) {
 	}
 }
 
-// drain is the graceful exit: stop accepting, drain every generation,
-// exit when the last worker is gone (or kill the rest at the deadline).
+// drain is the graceful exit: answer new connections "draining", drain
+// every generation, exit when the last worker is gone (or kill the rest
+// at the deadline).
 func (s *Supervisor) drain(timeout time.Duration, why string) error {
 	switch s.state {
 	case ctl.StateDraining:
@@ -772,8 +773,11 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 	s.setState(ctl.StateDraining)
 	s.abortPending(errors.New("a drain started"))
 	s.env.notify("STOPPING=1\nSTATUS=" + s.statusLine())
-	s.closeListeners()
+	// The listeners stay open until the exit: new connections get
+	// "draining" (a refusal clients retry, not "connection refused"), or
+	// go to a new instance that takes the port over (takeover.go).
 	s.refreshDispatch()
+	s.steerListeners()
 	s.drainAt = time.Now().Add(timeout)
 	s.log.Info("draining: no new connections; waiting for transfers in flight", "why", why,
 		"in_flight", s.inflight.Load(), "timeout", timeout)
@@ -826,8 +830,8 @@ func (s *Supervisor) kill(why string, escalated bool) {
 	s.setState(ctl.StateStopping)
 	s.abortPending(errors.New("killed"))
 	s.env.notify("STOPPING=1\nSTATUS=" + s.statusLine())
-	s.closeListeners()
 	s.refreshDispatch()
+	s.steerListeners()
 	n := s.inflight.Load()
 	s.log.Warn("killing all workers", "why", why, "workers", s.liveWorkers(), "connections_cut", n)
 	switch {

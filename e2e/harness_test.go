@@ -104,6 +104,7 @@ type DaemonOpts struct {
 	Args    []string // extra flags
 	Env     []string // extra environment
 	Listen  string   // default 127.0.0.1:0
+	Control string   // control socket; default ctl.sock in the daemon's own temp dir
 	NoWait  bool     // do not wait for readiness
 	Binary  string   // zfs-serve binary to run; default the one TestMain built
 	// Prefix is a command that runs the daemon, e.g. prlimit with its
@@ -132,6 +133,9 @@ func StartDaemon(t testing.TB, o DaemonOpts) *Daemon {
 	}
 	d := &Daemon{t: t, Root: o.Root, Control: filepath.Join(dir, "ctl.sock"), LogPath: filepath.Join(dir, "daemon.log"),
 		exited: make(chan struct{}), workers: map[int]bool{}}
+	if o.Control != "" {
+		d.Control = o.Control
+	}
 	var args []string
 	if o.Config != "" {
 		d.Config = filepath.Join(dir, "zfs-serve.toml")

@@ -50,6 +50,12 @@ type Options struct {
 	Dial func(ctx context.Context, addr string) (*Conn, error)
 }
 
+// DefaultRetryFor is zfetch's Options.RetryFor unless told otherwise: a
+// client keeps retrying refused connections and "draining" answers for
+// longer than a server's drain (drain_timeout, 60 s by default) and the
+// start of the instance that replaces it.
+const DefaultRetryFor = 90 * time.Second
+
 // MinSplit is the smallest range a connection is given when a file is
 // split over several (Options.Conns).
 const MinSplit = 4 << 20

@@ -21,9 +21,11 @@ Control a running zfs-serve.
 Commands:
   status [--json]                 what the server is doing now: state, listeners,
                                   workers, transfers in flight
-  drain [--wait] [--timeout DUR]  graceful exit: stop accepting, finish every
-                                  transfer in flight, then exit (like SIGUSR1);
-                                  during a drain, --timeout can only bring its
+  drain [--wait] [--timeout DUR]  graceful exit: answer new connections
+                                  "draining", finish every transfer in flight,
+                                  then exit (like SIGUSR1); a new zfs-serve
+                                  started meanwhile takes the port over; during
+                                  a drain, --timeout can only bring its
                                   deadline closer
   kill                            immediate exit: workers killed, connections dropped
   reload [--wait]                 re-read the config and start a new generation of

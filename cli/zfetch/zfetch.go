@@ -43,12 +43,13 @@ HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
   -q             quiet: print nothing but errors
   --json         print one JSON object per event on stdout (on stderr with
                  -o -); see docs/ZFETCH.md
-  --retries N    retry a failed attempt up to N times in a row (N+1
+  --retry-for D  give up once no data has arrived for D (default 90s:
+                 longer than a server's drain, 60s by default, and a
+                 restart); an attempt that hears nothing ends after D (at
+                 least 1s) or 30s, whichever is shorter
+  --retries N    also give up after N failed retries in a row (N+1
                  attempts; one that receives data resets the count);
-                 default 10, or no limit when --retry-for is given
-  --retry-for D  give up once no data has arrived for D (e.g. 5m); an
-                 attempt that hears nothing ends after D (at least 1s) or
-                 30s, whichever is shorter
+                 default: no limit but --retry-for's
   -x N           fetch each file over N connections by ranges
   -r             fetch the directory tree under each URL
   -j N           fetch up to N files at once (default 4)
@@ -199,8 +200,8 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 	fs.BoolVar(&o.resume, "c", false, "")
 	fs.BoolVar(&o.quiet, "q", false, "")
 	fs.BoolVar(&o.jsonOut, "json", false, "")
-	fs.IntVar(&o.retries, "retries", 10, "")
-	fs.DurationVar(&o.retryFor, "retry-for", 0, "")
+	fs.IntVar(&o.retries, "retries", -1, "")
+	fs.DurationVar(&o.retryFor, "retry-for", fetch.DefaultRetryFor, "")
 	fs.IntVar(&o.conns, "x", 1, "")
 	fs.IntVar(&o.jobs, "j", 4, "")
 	fs.BoolVar(&o.recursive, "r", false, "")
@@ -239,7 +240,7 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 		return nil, nil, cli.Usagef("-x wants 1 to 64 connections, not %d", o.conns)
 	case o.jobs < 1 || o.jobs > 64:
 		return nil, nil, cli.Usagef("-j wants 1 to 64 files at once, not %d", o.jobs)
-	case o.retries < 0:
+	case cli.Given(fs, "retries") && o.retries < 0:
 		return nil, nil, cli.Usagef("--retries wants 0 or more, not %d", o.retries)
 	case cli.Given(fs, "retry-for") && o.retryFor <= 0:
 		return nil, nil, cli.Usagef("--retry-for wants a positive duration such as 30s or 5m, not %s", o.retryFor)
@@ -260,9 +261,6 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 		case o.conns > 1:
 			return nil, nil, cli.Usagef("-x needs a file to write ranges into; stdout is not one")
 		}
-	}
-	if o.retryFor > 0 && !cli.Given(fs, "retries") {
-		o.retries = -1 // no limit but --retry-for's
 	}
 	if _, err := fetch.ParseRecvMode(o.recv); err != nil {
 		return nil, nil, &cli.UsageError{Err: err}

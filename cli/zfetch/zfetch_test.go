@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/cli"
+	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/fetch"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -30,9 +31,14 @@ func TestParse(t *testing.T) {
 		t.Fatalf("parsed %+v %v", o, urls)
 	}
 	o, _, err = parse([]string{"h/a"}, io.Discard)
-	if err != nil || o.retries != 10 || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 ||
+	if err != nil || o.retries != -1 || o.retryFor != fetch.DefaultRetryFor || o.recv != string(fetch.DefaultRecv) || o.jobs != 4 ||
 		o.speedLimit != 0 || o.speedTime != 0 || o.maxTime != 0 {
 		t.Fatalf("defaults: %+v %v", o, err)
+	}
+	// The default budget is time, and outlasts a server's default drain
+	// (new connections are answered "draining" meanwhile) and a restart.
+	if drain := config.Default().DrainTimeout.D(); o.retryFor < drain+20*time.Second {
+		t.Errorf("default --retry-for %v: a client would give up during a default drain (%v) and restart", o.retryFor, drain)
 	}
 	// A speed floor: both given, or one with the other's default (as curl).
 	for _, c := range []struct {

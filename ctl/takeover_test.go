@@ -1,0 +1,143 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// serveAt runs a Server for h on sock until the test ends or stop is
+// called; stop returns once Serve has.
+func serveAt(t *testing.T, sock *Socket, h Handler) (stop func()) {
+	t.Helper()
+	srv := &Server{Handler: h, Log: discard}
+	served := make(chan struct{})
+	go func() { srv.Serve(sock); close(served) }()
+	stop = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func statusPID(t *testing.T, c *Client) int {
+	t.Helper()
+	r, err := c.Do(Request{Cmd: CmdStatus}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Status.PID
+}
+
+// A new daemon takes the control socket's path over from a draining one:
+// new connections reach the new daemon, the old one keeps those it has,
+// and its exit leaves the new socket in place.
+func TestListenTakesOverFromDraining(t *testing.T) {
+	for _, state := range []string{StateDraining, StateStopping} {
+		t.Run(state, func(t *testing.T) {
+			path := filepath.Join(shortDir(t), "c.sock")
+			oldSock, err := Listen(path, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopOld := serveAt(t, oldSock, &fakeHandler{status: &Status{PID: 1, State: state}})
+			kept := dial(t, path)
+			if statusPID(t, kept) != 1 {
+				t.Fatal("not the old daemon")
+			}
+
+			newSock, err := Listen(path, -1)
+			if err != nil {
+				t.Fatalf("Listen while the old daemon is %s: %v", state, err)
+			}
+			if !newSock.TookOver() || oldSock.TookOver() {
+				t.Errorf("TookOver: new %v, old %v", newSock.TookOver(), oldSock.TookOver())
+			}
+			if st, err := os.Lstat(path); err != nil || st.Mode().Perm() != 0o660 {
+				t.Errorf("the socket taken over: %v, %v", st, err)
+			}
+			stopNew := serveAt(t, newSock, &fakeHandler{status: &Status{PID: 2, State: StateServing}})
+			if pid := statusPID(t, dial(t, path)); pid != 2 {
+				t.Errorf("a new connection reached daemon %d, want the new one", pid)
+			}
+			if pid := statusPID(t, kept); pid != 1 {
+				t.Errorf("the old connection reached daemon %d, want the old one", pid)
+			}
+			stopOld()
+			if pid := statusPID(t, dial(t, path)); pid != 2 {
+				t.Errorf("after the old daemon's exit, daemon %d answers", pid)
+			}
+			ents, _ := os.ReadDir(filepath.Dir(path))
+			if len(ents) != 1 {
+				t.Errorf("the socket's directory holds %d entries, want only the socket", len(ents))
+			}
+			stopNew()
+			if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the new daemon's exit left its socket: %v", err)
+			}
+		})
+	}
+}
+
+// A serving daemon's socket is not taken over.
+func TestListenRefusesServing(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	sock, err := Listen(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveAt(t, sock, &fakeHandler{status: &Status{PID: 1, State: StateServing}})
+	if _, err := Listen(path, -1); err == nil || !strings.Contains(err.Error(), "another zfs-serve is answering on it (serving)") {
+		t.Fatalf("Listen over a serving daemon: %v", err)
+	}
+	if pid := statusPID(t, dial(t, path)); pid != 1 {
+		t.Fatalf("daemon %d answers", pid)
+	}
+}
+
+// exitingHandler answers like a daemon whose loop has ended, and says
+// on asked when it first is.
+type exitingHandler struct {
+	fakeHandler
+	asked chan struct{}
+	once  sync.Once
+}
+
+func (h *exitingHandler) Status(context.Context) (*Status, error) {
+	h.once.Do(func() { close(h.asked) })
+	return nil, ErrExiting
+}
+
+// A daemon on its way out (it answers "exiting") is waited for: once its
+// socket is gone, the path is the new daemon's.
+func TestListenWaitsForExiting(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	sock, err := Listen(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &exitingHandler{asked: make(chan struct{})}
+	stop := serveAt(t, sock, h)
+	go func() {
+		<-h.asked // the old daemon exits while Listen asks it
+		stop()
+	}()
+	start := time.Now()
+	sock2, err := Listen(path, -1)
+	if err != nil {
+		t.Fatalf("Listen while the old daemon exits: %v", err)
+	}
+	t.Logf("waited %v", time.Since(start))
+	serveAt(t, sock2, &fakeHandler{status: &Status{PID: 2}})
+	if pid := statusPID(t, dial(t, path)); pid != 2 {
+		t.Fatalf("daemon %d answers", pid)
+	}
+}

@@ -1,0 +1,179 @@
+package daemon
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// Taking over a port from a draining instance, without systemd.
+//
+// Every listener zfs-serve binds itself has SO_REUSEPORT (and
+// SO_REUSEADDR), so a new instance can bind the same address while the old
+// one drains. A drain never closes the listeners: the draining instance
+// goes on accepting and answers every new connection "draining" in the
+// client's protocol (refuse.go), which clients retry, until it exits.
+//
+// Two things make the hand-over lose nothing:
+//
+//   - steerAway: at the start of a drain, the old instance attaches a
+//     classic BPF program to its SO_REUSEPORT group that picks the
+//     group's second socket (index 1). While the old socket is alone the
+//     index is out of range and the kernel falls back to its hash, so it
+//     keeps answering "draining"; from the moment a new instance's socket
+//     joins, every new connection goes to the new one, and the old
+//     socket's accept queue stops filling.
+//   - closeListener: closing a socket of a SO_REUSEPORT group resets the
+//     connections still in its accept queue (unless the sysctl
+//     net.ipv4.tcp_migrate_req is 1). So before it closes a socket it
+//     owns alone, the supervisor accepts what is queued and answers it
+//     (hands it to a worker, or refuses it "draining"). A connection that
+//     completes its handshake in the instant between that last accept
+//     and the close can still be reset: a client retries that too.
+//
+// SO_REUSEPORT would also let a second instance share a port with one
+// that is serving, by mistake. checkTakeover prevents it: before binding
+// an address with a fixed port, the new instance asks whatever answers
+// there, in the native protocol, and binds only if nothing answers or a
+// draining zfs-serve does; otherwise it fails with "address already in
+// use" as before. The kernel itself only lets sockets of the same
+// effective uid share a port.
+
+// probeTimeout bounds checkTakeover's connection and its answer. A
+// variable only so that tests can shorten it.
+var probeTimeout = 2 * time.Second
+
+// checkTakeover reports whether addr may be bound: nothing answers there
+// (bind then decides), or a draining zfs-serve does (draining is then
+// true: this instance takes the port over).
+func checkTakeover(addr string) (draining bool, err error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return false, nil // bind reports a bad address; port 0 is always a new one
+	}
+	for try := 0; ; try++ {
+		st, err := probe(addr)
+		switch {
+		case errors.Is(err, unix.ECONNREFUSED):
+			return false, nil // nobody listens: bind decides
+		case err == nil && st == wire.StatusDraining:
+			return true, nil
+		case (errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)) && try < 3:
+			// Closed without an answer: most likely an instance exiting
+			// right now. Ask again.
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		what := "it does not answer"
+		if err == nil {
+			what = "it answers " + st.String()
+		}
+		return false, fmt.Errorf("listen %s: address already in use: %s, unlike a draining zfs-serve (a new instance takes a port over only from a draining one)", addr, what)
+	}
+}
+
+// probe asks the server at addr for STAT / and returns the answer's status.
+func probe(addr string) (wire.Status, error) {
+	c, err := net.DialTimeout("tcp", addr, probeTimeout)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(probeTimeout))
+	if err := wire.WriteRequest(c, &wire.Request{Op: wire.OpStat, Path: "/"}); err != nil {
+		return 0, err
+	}
+	r, err := wire.ReadResponse(bufio.NewReader(c))
+	return r.Status, err
+}
+
+// steerProg is the classic BPF program of steerAway: "return 1".
+var steerProg = []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 1}}
+
+// steerAway sends the new connections of l's SO_REUSEPORT group to the
+// socket that joined it after l's, if one has: see the comment at the top.
+func steerAway(l *listener) error {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+			&unix.SockFprog{Len: uint16(len(steerProg)), Filter: &steerProg[0]})
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("SO_ATTACH_REUSEPORT_CBPF: %w", err)
+	}
+	return nil
+}
+
+// steerListeners is steerAway for every listener this instance bound
+// (systemd's stay with systemd: it keeps them for the next start).
+func (s *Supervisor) steerListeners() {
+	for _, l := range s.listeners {
+		if l.activated || l.steered {
+			continue
+		}
+		l.steered = true
+		if err := steerAway(l); err != nil {
+			s.log.Warn("cannot steer new connections to a new instance; they get \"draining\" until it is seen", "addr", l.addr, "err", err)
+		}
+	}
+}
+
+// maxQueued bounds the connections closeListener accepts from a queue:
+// the kernel's own bound on it (somaxconn) is 4096 by default.
+const maxQueued = 8192
+
+// closeListener closes l. If this process is the only holder of the
+// socket (not systemd's), what is in its accept queue is first accepted
+// and dispatched, so that it is answered rather than reset by the close.
+// It runs on the loop goroutine; l's accept loop may be accepting at the
+// same time, which the kernel allows.
+func (s *Supervisor) closeListener(l *listener) {
+	l.closed.Store(true)
+	if !l.activated {
+		n := s.acceptQueued(l)
+		if n > 0 {
+			s.log.Debug("answered the connections queued on a listener before closing it", "addr", l.addr, "connections", n)
+		}
+	}
+	l.f.Close()
+}
+
+// acceptQueued accepts and dispatches what is queued on l, and reports
+// how many connections that was.
+func (s *Supervisor) acceptQueued(l *listener) int {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	d := &dispatcher{s: s}
+	n := 0
+	for n < maxQueued {
+		var aerr error
+		if err := rc.Control(func(fd uintptr) { aerr = d.accept(int(fd)) }); err != nil {
+			d.fds = d.fds[:0]
+		}
+		if len(d.fds) == 0 {
+			return n
+		}
+		n += len(d.fds)
+		d.dispatch()
+		if aerr != nil {
+			return n
+		}
+	}
+	return n
+}

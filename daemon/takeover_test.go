@@ -1,0 +1,227 @@
+package daemon
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/ctl"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// testListener binds addr as the supervisor does, closed at cleanup.
+func testListener(t *testing.T, addr string) *listener {
+	t.Helper()
+	l, err := listenTCP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.f.Close() })
+	return l
+}
+
+// acceptAll accepts what l has queued (after giving the handshakes of
+// connections just dialled time to complete), closes it, and counts it.
+func acceptAll(t *testing.T, l *listener, want int) int {
+	t.Helper()
+	n := 0
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		fd, _, err := syscall.Accept4(int(l.f.Fd()), syscall.SOCK_CLOEXEC)
+		if err == nil {
+			unix.Close(fd)
+			n++
+			continue
+		}
+		if err != syscall.EAGAIN {
+			t.Fatalf("accept: %v", err)
+		}
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitQueued waits until n connections are in l's accept queue (for a
+// listening socket, TCP_INFO's unacked is the queue's length).
+func waitQueued(t *testing.T, l *listener, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ti, err := unix.GetsockoptTCPInfo(int(l.f.Fd()), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(ti.Unacked) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections queued, want %d", ti.Unacked, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func dialN(t *testing.T, addr string, n int) {
+	t.Helper()
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+}
+
+// TestSteerAway: once a draining instance has steered its SO_REUSEPORT
+// group, every new connection goes to the socket that joined after it;
+// while it is alone (or again alone), it still gets them.
+func TestSteerAway(t *testing.T) {
+	old := testListener(t, "127.0.0.1:0")
+	if err := steerAway(old); err != nil {
+		t.Fatal(err)
+	}
+	dialN(t, old.addr, 4)
+	if n := acceptAll(t, old, 4); n != 4 {
+		t.Fatalf("a steered socket alone in its group accepted %d of 4 connections", n)
+	}
+
+	next := testListener(t, old.addr)
+	const n = 32
+	dialN(t, old.addr, n)
+	if got := acceptAll(t, next, n); got != n {
+		t.Errorf("the new instance's socket accepted %d of %d connections", got, n)
+	}
+	if got := acceptAll(t, old, 0); got != 0 {
+		t.Errorf("the draining socket accepted %d connections after a new one joined", got)
+	}
+
+	next.f.Close()
+	dialN(t, old.addr, 2)
+	if got := acceptAll(t, old, 2); got != 2 {
+		t.Errorf("alone again, the steered socket accepted %d of 2 connections", got)
+	}
+}
+
+// drainingSupervisor is a Supervisor with no worker, draining: the
+// dispatcher refuses every connection "draining".
+func drainingSupervisor() *Supervisor {
+	s := &Supervisor{log: slog.New(slog.DiscardHandler)}
+	s.dispatch.Store(&[]*workerProc{})
+	s.stateA.Store(ctl.StateDraining)
+	s.httpOn.Store(true)
+	return s
+}
+
+// TestCloseListenerAnswersQueued: connections still in a listener's accept
+// queue when it closes get "draining" (native) or 503 (HTTP) instead of
+// a reset.
+func TestCloseListenerAnswersQueued(t *testing.T) {
+	s := drainingSupervisor()
+	l := testListener(t, "127.0.0.1:0")
+	var native []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp", l.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := wire.WriteRequest(c, &wire.Request{Op: wire.OpGet, Path: "/f"}); err != nil {
+			t.Fatal(err)
+		}
+		native = append(native, c)
+	}
+	hc, err := net.Dial("tcp", l.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hc.Close() })
+	io.WriteString(hc, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+	waitQueued(t, l, 9)
+
+	s.closeListener(l)
+
+	for i, c := range native {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r, err := wire.ReadResponse(c)
+		if err != nil || r.Status != wire.StatusDraining {
+			t.Errorf("connection %d: %+v, %v; want draining", i, r, err)
+		}
+	}
+	hc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(hc), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("HTTP: %v, %v; want 503", resp, err)
+	}
+	if _, err := net.Dial("tcp", l.addr); err == nil {
+		t.Error("the listener still accepts after closeListener")
+	}
+}
+
+// serveOnce answers every connection to a new listener with resp (nil:
+// accept and say nothing), until the test ends.
+func serveOnce(t *testing.T, resp *wire.Response) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if resp == nil {
+				t.Cleanup(func() { c.Close() })
+				continue
+			}
+			var hdr [wire.RequestHeaderLen]byte
+			wire.ReadRequest(c, &hdr)
+			c.Write(wire.AppendResponse(nil, resp))
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestCheckTakeover(t *testing.T) {
+	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
+	probeTimeout = 300 * time.Millisecond
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+		return ln.Addr().String()
+	}
+	for _, c := range []struct {
+		name     string
+		addr     string
+		draining bool
+		err      string
+	}{
+		{"port 0", "127.0.0.1:0", false, ""},
+		{"nothing listens", free(), false, ""},
+		{"a draining zfs-serve", serveOnce(t, &wire.Response{Status: wire.StatusDraining, Message: "draining"}), true, ""},
+		{"a serving zfs-serve", serveOnce(t, &wire.Response{Status: wire.StatusOK, Kind: wire.KindDir}), false, "address already in use"},
+		{"a busy zfs-serve", serveOnce(t, &wire.Response{Status: wire.StatusBusy}), false, "address already in use"},
+		{"something silent", serveOnce(t, nil), false, "address already in use"},
+	} {
+		draining, err := checkTakeover(c.addr)
+		if draining != c.draining || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: draining %v, err %v; want %v, %q", c.name, draining, err, c.draining, c.err)
+		}
+	}
+}
