@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -72,6 +73,10 @@ type Config struct {
 	// WorkerTimeout is how long a worker may leave the supervisor's
 	// heartbeat unanswered before it is killed and replaced; 0: never.
 	WorkerTimeout Duration `toml:"worker_timeout" json:"worker_timeout"`
+	// ProxyTrusted lists the networks (CIDR prefixes, or single
+	// addresses) whose connections a proxy: listener accepts; empty:
+	// any source (docs/PROXY.md).
+	ProxyTrusted []string `toml:"proxy_trusted" json:"proxy_trusted"`
 }
 
 // Default returns the built-in configuration: serve the current directory on
@@ -423,10 +428,19 @@ func (c *Config) validate() error {
 	if len(c.Listen) == 0 {
 		return keyErr("listen", "needs at least one address (socket activation overrides it)")
 	}
+	seen := map[string]bool{}
 	for _, a := range c.Listen {
-		if err := CheckAddr(a); err != nil {
+		if err := CheckListen(a); err != nil {
 			return keyErr("listen", "%v", err)
 		}
+		addr, _ := SplitListen(a)
+		if _, port, _ := net.SplitHostPort(addr); port != "0" && seen[addr] {
+			return keyErr("listen", "%s is listed twice (with and without proxy: is still one port)", addr)
+		}
+		seen[addr] = true
+	}
+	if _, err := ParseTrusted(c.ProxyTrusted); err != nil {
+		return keyErr("proxy_trusted", "%v", err)
 	}
 	if c.Workers < 0 || c.Workers > 1024 {
 		return keyErr("workers", "must be between 0 (one per CPU) and 1024, not %d", c.Workers)
@@ -476,6 +490,50 @@ func (c *Config) validate() error {
 		return keyErr("log_format", "must be text or json, not %q", c.LogFormat)
 	}
 	return nil
+}
+
+// ProxyPrefix marks a listen address whose connections start with a
+// PROXY protocol header (docs/PROXY.md): "proxy:127.0.0.1:7071".
+const ProxyPrefix = "proxy:"
+
+// SplitListen splits a listen entry into its address and whether it is a
+// PROXY protocol listener.
+func SplitListen(a string) (addr string, proxy bool) {
+	addr, proxy = strings.CutPrefix(a, ProxyPrefix)
+	return addr, proxy
+}
+
+// CheckListen validates a listen entry: an address, optionally written
+// proxy:ADDR.
+func CheckListen(a string) error {
+	addr, _ := SplitListen(a)
+	return CheckAddr(addr)
+}
+
+// ParseTrusted parses proxy_trusted: CIDR prefixes ("10.0.0.0/8") or
+// single addresses ("192.0.2.7", the same as "192.0.2.7/32"). IPv4
+// prefixes also match IPv4-mapped IPv6 addresses.
+func ParseTrusted(nets []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, n := range nets {
+		if strings.Contains(n, "/") {
+			p, err := netip.ParsePrefix(n)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a network like \"10.0.0.0/8\" or an address", n)
+			}
+			if p != p.Masked() {
+				return nil, fmt.Errorf("%q has bits set past its prefix length: write %s", n, p.Masked())
+			}
+			out = append(out, p)
+			continue
+		}
+		a, err := netip.ParseAddr(n)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is not a network like \"10.0.0.0/8\" or an address", n)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // CheckAddr validates a listen address ("host:port", "[::1]:port", ":port").

@@ -79,6 +79,9 @@ type Server struct {
 	httpRequests   atomic.Uint64
 	httpBytes      atomic.Uint64 // body bytes sent in HTTP responses (bytesSent counts all)
 	date           httpDate
+
+	admit    func(id uint64, client string) string // see SetAdmit (proxy.go)
+	proxyLog rateLog                               // refused PROXY headers
 }
 
 // maxListBytes bounds the memory a worker spends on LIST bodies being sent
@@ -196,7 +199,10 @@ type conn struct {
 	buf        []byte
 	rbuf       [256]byte
 	rpos, rend int
-	headArmed  bool // header_timeout already runs for the first request (set by sniff)
+	headArmed  bool // header_timeout already runs for the first request (set by sniff or readProxy)
+	proxy      bool // a PROXY header comes first (proxy.go)
+	admitAsk   bool // ask s.admit about the client the header names
+	id         uint64
 	http       *httpConn
 	// native access log
 	lastStatus  wire.Status
@@ -218,7 +224,12 @@ type conn struct {
 // runtime poller, e.g. by os.NewFile) until the client closes, a timeout,
 // an error, or a drain. It closes f.
 func (s *Server) ServeConn(f *os.File, client string) Result {
-	c := &conn{s: s, f: f, client: client}
+	return s.Serve(f, ConnInfo{Client: client})
+}
+
+// Serve is ServeConn for a connection described by ci (proxy.go).
+func (s *Server) Serve(f *os.File, ci ConnInfo) Result {
+	c := &conn{s: s, f: f, client: ci.Client, proxy: ci.Proxy, admitAsk: ci.Admit, id: ci.ID}
 	c.buf = c.rbuf[:]
 	s.wg.Add(1)
 	s.totalConns.Add(1)
@@ -246,6 +257,9 @@ func (s *Server) ServeConn(f *os.File, client string) Result {
 
 func (c *conn) serve() {
 	s := c.s
+	if c.proxy && !c.readProxy() {
+		return
+	}
 	native, err := c.sniff()
 	if err != nil {
 		c.res.Outcome = c.readFailed(err)
@@ -290,12 +304,20 @@ func (c *conn) serve() {
 // sniff reads a new connection's first bytes and tells its protocol: a
 // native request starts with wire.RequestMagic, anything else is HTTP.
 // The bytes stay buffered for the request reader, and header_timeout,
-// armed here, bounds the whole first request.
+// armed here, bounds the whole first request. After a PROXY header
+// (readProxy) it is armed already, and bytes of the request may be
+// buffered.
 func (c *conn) sniff() (native bool, err error) {
-	if _, err := c.readIdle(true); err != nil {
-		return false, err
+	if !c.headArmed {
+		if _, err := c.readIdle(true); err != nil {
+			return false, err
+		}
+		c.headArmed = true
+	} else if c.rend == c.rpos {
+		if err := c.fill(); err != nil {
+			return false, err
+		}
 	}
-	c.headArmed = true
 	magic := wire.RequestMagic
 	for c.rend-c.rpos < len(magic) && c.buf[c.rpos] == magic[0] {
 		if err := c.fill(); err != nil {

@@ -81,6 +81,13 @@ func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServe
 // connect makes a loopback TCP pair and serves the server side.
 func (ts *testServer) connect(t *testing.T) {
 	t.Helper()
+	ts.connectWith(t, ConnInfo{})
+}
+
+// connectWith is connect that serves the connection as ci describes it
+// (its Client is the client side's address).
+func (ts *testServer) connectWith(t *testing.T, ci ConnInfo) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +118,8 @@ func (ts *testServer) connect(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	ts.client, ts.br = c, bufio.NewReader(c)
 	res := ts.result
-	go func() { res <- ts.srv.ServeConn(pf, c.LocalAddr().String()) }()
+	ci.Client = c.LocalAddr().String()
+	go func() { res <- ts.srv.Serve(pf, ci) }()
 }
 
 func (ts *testServer) write(t *testing.T, name string, data []byte) {

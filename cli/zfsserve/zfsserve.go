@@ -28,7 +28,8 @@ Flags:
   --config FILE   config file (default /etc/zfs-serve/zfs-serve.toml if it exists)
   --root DIR      directory to serve
   --listen ADDR   address to listen on, host:port; repeat for several
-                  (ignored when systemd passes sockets)
+                  (ignored when systemd passes sockets); proxy:host:port
+                  requires a PROXY protocol header (HAProxy send-proxy)
   --control PATH  control socket for zctl
                   (default /run/zfs-serve/control.sock as root or under systemd,
                   else $XDG_RUNTIME_DIR/zfs-serve/control.sock or /tmp/zfs-serve-$UID/)
