@@ -91,9 +91,12 @@ type Status struct {
 
 // Listener is one listening socket.
 type Listener struct {
-	Name      string `json:"name"` // "zfs" for file listeners
+	Name      string `json:"name"` // "zfs" for file listeners; the FileDescriptorName= of a socket-activated one
 	Addr      string `json:"addr"` // the actual address, with the kernel-chosen port
 	Activated bool   `json:"activated"`
+	// Proxy: every connection must start with a PROXY protocol header
+	// (proxy:ADDR, or a socket named proxy*).
+	Proxy bool `json:"proxy"`
 }
 
 // Worker is one worker process, or a slot waiting for its replacement.

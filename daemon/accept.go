@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"errors"
+	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"strconv"
 	"syscall"
 	"time"
@@ -29,6 +31,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	var delay time.Duration
 	for {
 		d.fds, d.peers = d.fds[:0], d.peers[:0] // Read may return before calling accept
+		d.from(l)
 		var aerr error
 		err := rc.Read(func(fd uintptr) bool {
 			aerr = d.accept(int(fd))
@@ -68,6 +71,12 @@ func (d *dispatcher) accept(fd int) error {
 		nfd, sa, e := syscall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		switch e {
 		case nil:
+			if d.trusted != nil && !trusted(sa, d.trusted) {
+				syscall.Close(nfd)
+				d.s.untrustedLog.Log(d.s.log, time.Now(), slog.LevelWarn, "connection to a proxy listener from outside proxy_trusted; closed",
+					"client", sockaddrString(sa))
+				continue
+			}
 			d.fds = append(d.fds, nfd)
 			d.peers = append(d.peers, sockaddrString(sa))
 			continue
@@ -96,6 +105,41 @@ type dispatcher struct {
 	idx    []int   // indices in fds of the batch sent to one worker
 	rr     int
 	httpOn bool
+	// of the listener accepted from: every connection starts with a PROXY
+	// header (proxy), and comes from one of these networks (trusted, nil:
+	// any; only on proxy listeners)
+	proxy   bool
+	trusted []netip.Prefix
+}
+
+// from sets what d needs to know of l, which a reload may change.
+func (d *dispatcher) from(l *listener) {
+	d.proxy, d.trusted = l.proxy.Load(), nil
+	if d.proxy {
+		if t := d.s.trusted.Load(); t != nil && len(*t) > 0 {
+			d.trusted = *t
+		}
+	}
+}
+
+// trusted reports whether sa is in one of the networks (an IPv4-mapped
+// IPv6 address is matched as IPv4).
+func trusted(sa syscall.Sockaddr, nets []netip.Prefix) bool {
+	var a netip.Addr
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		a = netip.AddrFrom4(sa.Addr)
+	case *syscall.SockaddrInet6:
+		a = netip.AddrFrom16(sa.Addr).Unmap()
+	default:
+		return false
+	}
+	for _, p := range nets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Refusals by the supervisor, each naming what it ran out of.
@@ -127,7 +171,7 @@ func (d *dispatcher) dispatch() {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
 		for i, fd := range d.fds {
-			refuse(fd, st, msg, d.httpOn)
+			refuse(fd, st, msg, d.httpOn, d.proxy)
 			d.fds[i] = -1
 		}
 		return
@@ -141,12 +185,14 @@ func (d *dispatcher) dispatch() {
 		key := ""
 		switch {
 		case room <= 0:
-			refuse(fd, wire.StatusBusy, busyMaxConns, d.httpOn)
+			refuse(fd, wire.StatusBusy, busyMaxConns, d.httpOn, d.proxy)
 			d.fds[i] = -1
-		case limit > 0:
+		case limit > 0 && !d.proxy:
+			// On a proxy listener the peer is the balancer: the worker asks
+			// once the header has named the client (connAdmit).
 			key = clientKey(d.peers[i])
 			if !s.clients.acquire(key, limit) {
-				refuse(fd, wire.StatusBusy, busyPerClient, d.httpOn)
+				refuse(fd, wire.StatusBusy, busyPerClient, d.httpOn, d.proxy)
 				d.fds[i], key = -1, ""
 			}
 		}
@@ -186,6 +232,13 @@ func (d *dispatcher) dispatch() {
 		d.load[best]++
 		d.room[best]--
 	}
+	var flags byte
+	if d.proxy {
+		flags = connProxy
+		if limit > 0 {
+			flags |= connAdmit
+		}
+	}
 	for j, w := range ws {
 		var fds []int
 		d.metas, d.mkeys, d.idx = d.metas[:0], d.mkeys[:0], d.idx[:0]
@@ -193,7 +246,7 @@ func (d *dispatcher) dispatch() {
 			if a == j {
 				fds = append(fds, d.fds[i])
 				d.idx = append(d.idx, i)
-				d.metas = append(d.metas, connMeta{id: s.connSeq.Add(1), client: d.peers[i]})
+				d.metas = append(d.metas, connMeta{id: s.connSeq.Add(1), flags: flags, client: d.peers[i]})
 				d.mkeys = append(d.mkeys, d.keys[i])
 			}
 		}
@@ -211,7 +264,7 @@ func (d *dispatcher) dispatch() {
 // refuse answers the connection d.fds[i] busy with msg and ends its count
 // against its client.
 func (d *dispatcher) refuse(i int, msg string) {
-	refuse(d.fds[i], wire.StatusBusy, msg, d.httpOn)
+	refuse(d.fds[i], wire.StatusBusy, msg, d.httpOn, d.proxy)
 	d.fds[i] = -1
 	if d.keys[i] != "" {
 		d.s.clients.release(d.keys[i])

@@ -3,14 +3,24 @@ package daemon
 import (
 	"net"
 	"sync"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
 
 // Per-client connection limit (max_connections_per_client). The
 // supervisor counts each client address's connections from accept until
 // the worker reports the connection done (or dies with it), and answers
 // those past the limit busy itself, so one client cannot take all of
-// max_connections. Connections are counted by clientKey alone: when the
-// PROXY protocol supplies the client's address, it comes through here.
+// max_connections. Connections are counted by clientKey alone.
+//
+// On a proxy: listener the socket's peer is the balancer, and the client
+// is known only once the worker has read the PROXY header. So there the
+// supervisor counts nothing at accept; the worker asks it (msgAdmit) with
+// the header's client, the supervisor counts that key as it would have
+// at accept and answers (msgAdmitted), and the worker serves the
+// connection or answers it busy. A connection is counted once either way,
+// and its count ends the same way (reported done, or its worker gone).
 
 // clientKey is the address a connection is counted by: the peer's IP
 // address without its port (so every connection of one host counts
@@ -60,4 +70,43 @@ func (c *clientCounts) count(key string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[key]
+}
+
+// setTrusted puts cfg's proxy_trusted in force (validated with the rest
+// of the configuration).
+func (s *Supervisor) setTrusted(cfg *config.Config) {
+	nets, _ := config.ParseTrusted(cfg.ProxyTrusted)
+	s.trusted.Store(&nets)
+}
+
+// admit answers a worker's msgAdmit: whether the client key of the
+// proxied connection id may have one more connection. A counted one is
+// recorded with w's connections, so that its count ends with it.
+func (s *Supervisor) admit(w *workerProc, p []byte) {
+	id, key, err := parseAdmit(p)
+	if err != nil {
+		s.log.Error("bad admission request from worker", "pid", w.pid, "err", err)
+		return
+	}
+	ok := true
+	if limit := int(s.perClient.Load()); limit > 0 {
+		ok = s.clients.acquire(key, limit)
+		if ok {
+			w.sendMu.Lock()
+			dead := w.isDead
+			if !dead {
+				if w.clients == nil {
+					w.clients = map[uint64]string{}
+				}
+				w.clients[id] = key
+			}
+			w.sendMu.Unlock()
+			if dead {
+				s.clients.release(key)
+			}
+		}
+	}
+	if err := fdpass.TrySend(w.ch, appendAdmitted(nil, id, ok)); err != nil {
+		s.log.Debug("answer admission", "pid", w.pid, "err", err)
+	}
 }

@@ -259,7 +259,7 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 	}
 	for _, l := range s.listeners {
 		if !l.added {
-			st.Listeners = append(st.Listeners, ctl.Listener{Name: l.name, Addr: l.addr, Activated: l.activated})
+			st.Listeners = append(st.Listeners, ctl.Listener{Name: l.name, Addr: l.addr, Activated: l.activated, Proxy: l.proxy.Load()})
 		}
 	}
 	var procs []*workerProc

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -18,9 +19,12 @@ import (
 )
 
 // Socket names under systemd (FileDescriptorName= in the .socket units).
+// A file socket whose name starts with FDNameProxy ("proxy",
+// "proxy-haproxy") is a PROXY protocol listener (docs/PROXY.md).
 const (
 	FDNameFiles   = "zfs"
 	FDNameControl = "control"
+	FDNameProxy   = "proxy"
 )
 
 // listener is one listening socket for file connections.
@@ -35,11 +39,16 @@ type listener struct {
 	added      bool        // bound by a reload not yet promoted
 	removed    bool        // to be closed when a reload is promoted
 	steered    bool        // steerAway done (a drain started)
+	// proxy: every connection starts with a PROXY header (proxy:ADDR or
+	// a socket named proxy*). A reload may change it (nextProxy, applied
+	// with the other listener changes); accept loops read it.
+	proxy     atomic.Bool
+	nextProxy bool
 }
 
 // activatedSockets are the sockets systemd passed, sorted by name.
 type activatedSockets struct {
-	files   []*os.File // FDNameFiles: listeners for file connections
+	files   []*os.File // FDNameFiles or FDNameProxy*: listeners for file connections
 	control *os.File   // FDNameControl: the control socket, or nil
 	unknown []*os.File // any other name: logged as errors and closed by the caller
 }
@@ -65,7 +74,7 @@ func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
 	}
 	if names == "" {
 		log.Error("systemd passed sockets without names (no LISTEN_FDNAMES): zfs-serve picks them by name, so give each .socket unit FileDescriptorName=" +
-			FDNameFiles + " or FileDescriptorName=" + FDNameControl)
+			FDNameFiles + " (" + FDNameProxy + "... for a PROXY protocol listener) or FileDescriptorName=" + FDNameControl)
 	}
 	return sortSockets(files, log), nil
 }
@@ -75,10 +84,10 @@ func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
 func sortSockets(files []*os.File, log *slog.Logger) activatedSockets {
 	var a activatedSockets
 	for _, f := range files {
-		switch f.Name() {
-		case FDNameFiles:
+		switch name := f.Name(); {
+		case name == FDNameFiles || strings.HasPrefix(name, FDNameProxy):
 			a.files = append(a.files, f)
-		case FDNameControl:
+		case name == FDNameControl:
 			if a.control != nil {
 				log.Error("systemd passed more than one socket named " + FDNameControl + "; using the first, closing the others")
 				f.Close()
@@ -95,19 +104,21 @@ func sortSockets(files []*os.File, log *slog.Logger) activatedSockets {
 func (s *Supervisor) openListeners(a activatedSockets) error {
 	if len(a.files) > 0 {
 		for _, f := range a.files {
+			name := f.Name()
 			ln, err := net.FileListener(f)
 			f.Close()
 			if err != nil {
-				return fmt.Errorf("socket-activated fd %q is not a listening stream socket: %w", FDNameFiles, err)
+				return fmt.Errorf("socket-activated fd %q is not a listening stream socket: %w", name, err)
 			}
 			setNoDelay(ln)
 			pf, err := pollable(ln)
 			if err != nil {
 				return err
 			}
-			l := &listener{name: FDNameFiles, f: pf, addr: ln.Addr().String(), activated: true}
+			l := &listener{name: name, f: pf, addr: ln.Addr().String(), activated: true}
+			l.proxy.Store(strings.HasPrefix(name, FDNameProxy))
 			s.listeners = append(s.listeners, l)
-			s.log.Info("listening (socket-activated)", "name", l.name, "addr", l.addr)
+			s.log.Info("listening (socket-activated)", "name", l.name, "addr", l.addr, "proxy", l.proxy.Load())
 		}
 		if len(s.cfg.Listen) > 0 && !slices.Equal(s.cfg.Listen, []string{config.DefaultListen}) {
 			s.log.Info("socket-activated: the configured listen addresses are not used", "listen", s.cfg.Listen)
@@ -121,23 +132,31 @@ func (s *Supervisor) openListeners(a activatedSockets) error {
 			return err
 		}
 		s.listeners = append(s.listeners, l)
-		s.log.Info("listening", "name", l.name, "addr", l.addr)
+		s.log.Info("listening", "name", l.name, "addr", l.addr, "proxy", l.proxy.Load())
 	}
 	return nil
 }
 
-// bind listens on a configured address, with SO_REUSEPORT so that a new
-// instance can take it over while this one drains, after checkTakeover
-// (takeover.go) made sure that no instance serves on it.
-func (s *Supervisor) bind(addr string) (*listener, error) {
-	draining, err := checkTakeover(addr)
+// bind listens on a configured address (a listen entry, proxy:ADDR
+// included), with SO_REUSEPORT so that a new instance can take it over
+// while this one drains, after checkTakeover (takeover.go) made sure that
+// no instance serves on it.
+func (s *Supervisor) bind(entry string) (*listener, error) {
+	addr, proxy := config.SplitListen(entry)
+	draining, err := checkTakeover(addr, proxy)
 	if err != nil {
 		return nil, err
 	}
 	if draining {
 		s.log.Info("a draining zfs-serve answers on this address: taking the port over; it finishes its transfers, new connections come here", "addr", addr)
 	}
-	return listenTCP(addr)
+	l, err := listenTCP(addr)
+	if err != nil {
+		return nil, err
+	}
+	l.proxy.Store(proxy)
+	l.nextProxy = proxy
+	return l, nil
 }
 
 // listenTCP binds addr (plain TCP) with SO_REUSEPORT and TCP_NODELAY.
@@ -224,21 +243,33 @@ func (s *Supervisor) closeListeners() {
 // prepareListeners binds the addresses a new configuration adds and marks
 // those it drops; nothing changes for clients until applyListenerChanges.
 // A listener whose configured address is unchanged is kept as it is, so an
-// ephemeral ":0" listener keeps its port.
+// ephemeral ":0" listener keeps its port; adding or removing "proxy:" in
+// front of it only changes whether its new connections need a header.
 func (s *Supervisor) prepareListeners(cfg *config.Config) error {
 	for _, l := range s.listeners {
 		if l.activated {
 			return nil // systemd owns the listeners; the config's listen is not used
 		}
 	}
-	for _, l := range s.listeners {
-		l.removed = !slices.Contains(cfg.Listen, l.configured)
+	entry := func(l *listener) (proxy, found bool) {
+		for _, e := range cfg.Listen {
+			if addr, proxy := config.SplitListen(e); addr == l.configured {
+				return proxy, true
+			}
+		}
+		return false, false
 	}
-	for _, addr := range cfg.Listen {
+	for _, l := range s.listeners {
+		var found bool
+		l.nextProxy, found = entry(l)
+		l.removed = !found
+	}
+	for _, e := range cfg.Listen {
+		addr, _ := config.SplitListen(e)
 		if slices.ContainsFunc(s.listeners, func(l *listener) bool { return l.configured == addr }) {
 			continue
 		}
-		l, err := s.bind(addr)
+		l, err := s.bind(e)
 		if err != nil {
 			s.closeNewListeners()
 			return err
@@ -258,7 +289,10 @@ func (s *Supervisor) applyListenerChanges() {
 			continue
 		}
 		if l.added {
-			s.log.Info("listening", "name", l.name, "addr", l.addr)
+			s.log.Info("listening", "name", l.name, "addr", l.addr, "proxy", l.proxy.Load())
+		} else if l.nextProxy != l.proxy.Load() {
+			l.proxy.Store(l.nextProxy)
+			s.log.Info("listener changed by reload: new connections start with a PROXY header, or not", "addr", l.addr, "proxy", l.nextProxy)
 		}
 		l.added = false
 		kept = append(kept, l)

@@ -3,13 +3,17 @@ package daemon
 import (
 	"bytes"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/zfs-serve/zfs-serve/config"
 )
 
 // socketFile returns a listening socket as an *os.File named name, as
@@ -41,12 +45,13 @@ func TestSortSocketsByName(t *testing.T) {
 	zfs1 := socketFile(t, "tcp", "127.0.0.1:0", FDNameFiles)
 	bogus := socketFile(t, "tcp", "127.0.0.1:0", "bogus")
 	zfs2 := socketFile(t, "tcp", "127.0.0.1:0", FDNameFiles)
+	prx := socketFile(t, "tcp", "127.0.0.1:0", "proxy-lb")
 	ctl2 := socketFile(t, "unix", filepath.Join(dir, "c2"), FDNameControl)
 	var logb bytes.Buffer
-	a := sortSockets([]*os.File{ctl1, zfs1, bogus, zfs2, ctl2}, slog.New(slog.NewTextHandler(&logb, nil)))
+	a := sortSockets([]*os.File{ctl1, zfs1, bogus, zfs2, prx, ctl2}, slog.New(slog.NewTextHandler(&logb, nil)))
 
-	if len(a.files) != 2 || a.files[0] != zfs1 || a.files[1] != zfs2 {
-		t.Errorf("files = %v, want the two named %q in order", a.files, FDNameFiles)
+	if len(a.files) != 3 || a.files[0] != zfs1 || a.files[1] != zfs2 || a.files[2] != prx {
+		t.Errorf("files = %v, want the two named %q and the one named proxy-lb in order", a.files, FDNameFiles)
 	}
 	if a.control != ctl1 {
 		t.Errorf("control = %v, want the first socket named %q", a.control, FDNameControl)
@@ -110,6 +115,54 @@ func TestCanChownTo(t *testing.T) {
 	} {
 		if got := canChownTo(c.euid, c.egid, c.groups, c.gid); got != c.want {
 			t.Errorf("%s: %v", c.name, got)
+		}
+	}
+}
+
+// TestActivatedProxyListener: a socket-activated listener whose name
+// starts with "proxy" requires the PROXY header; one named "zfs" does not.
+func TestActivatedProxyListener(t *testing.T) {
+	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil)), cfg: config.Default()}
+	a := activatedSockets{files: []*os.File{
+		socketFile(t, "tcp", "127.0.0.1:0", FDNameFiles),
+		socketFile(t, "tcp", "127.0.0.1:0", "proxy"),
+		socketFile(t, "tcp", "127.0.0.1:0", "proxy-haproxy"),
+	}}
+	if err := s.openListeners(a); err != nil {
+		t.Fatal(err)
+	}
+	defer s.closeListeners()
+	for i, want := range []bool{false, true, true} {
+		if l := s.listeners[i]; l.proxy.Load() != want || !l.activated {
+			t.Errorf("listener %d (%s): proxy %v, want %v", i, l.name, l.proxy.Load(), want)
+		}
+	}
+}
+
+func TestTrustedPeer(t *testing.T) {
+	nets, err := config.ParseTrusted([]string{"127.0.0.0/8", "10.1.2.3", "2001:db8::/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4 := func(a, b, c, d byte) syscall.Sockaddr { return &syscall.SockaddrInet4{Addr: [4]byte{a, b, c, d}, Port: 1} }
+	v6 := func(s string) syscall.Sockaddr {
+		return &syscall.SockaddrInet6{Addr: netip.MustParseAddr(s).As16(), Port: 1}
+	}
+	for _, tc := range []struct {
+		sa   syscall.Sockaddr
+		want bool
+	}{
+		{v4(127, 0, 0, 9), true},
+		{v4(10, 1, 2, 3), true},
+		{v4(10, 1, 2, 4), false},
+		{v4(192, 0, 2, 1), false},
+		{v6("::ffff:127.0.0.2"), true}, // IPv4-mapped, on a dual-stack socket
+		{v6("2001:db8::5"), true},
+		{v6("2001:db9::5"), false},
+		{&syscall.SockaddrUnix{Name: "x"}, false},
+	} {
+		if got := trusted(tc.sa, nets); got != tc.want {
+			t.Errorf("trusted(%v) = %v, want %v", tc.sa, got, tc.want)
 		}
 	}
 }

@@ -12,22 +12,26 @@ import (
 //
 //	supervisor -> worker              worker -> supervisor
 //	msgConfig  JSON workerConfig      msgReady   u32 capacity: connections its
-//	msgConns   u16 n, n*(u64 id,                 open-file limit has room for
-//	           u8 len, client addr)   msgFatal   error text
-//	           + n fds                msgDone    u16 n, n*(u64 id, u64 bytes,
+//	msgConns   u16 n, n*(u64 id, u8       open-file limit has room for
+//	           flags, u8 len, client  msgFatal   error text
+//	           addr) + n fds          msgDone    u16 n, n*(u64 id, u64 bytes,
 //	msgDrain   (no payload)                      u32 requests, u8 len, outcome)
 //	msgStatusReq u64 req id           msgStatus  u64 req id, JSON workerStatus
 //	msgPing    u64 seq                msgRetire  (no payload): SIGTERM'd, asks
-//	                                             to be replaced and drained
+//	msgAdmitted u64 id, u8 ok                    to be replaced and drained
 //	                                  msgPong    u64 seq, from the channel reader
 //	                                  msgFDShort u32 connections held when fds
 //	                                             passed to it were lost
+//	                                  msgAdmit   u64 id, u8 len, client key: may
+//	                                             this proxied connection's client
+//	                                             have one more (connAdmit)?
 const (
 	msgConfig    byte = 1
 	msgConns     byte = 2
 	msgDrain     byte = 3
 	msgStatusReq byte = 4
 	msgPing      byte = 5
+	msgAdmitted  byte = 6
 
 	msgReady   byte = 10
 	msgFatal   byte = 11
@@ -36,6 +40,7 @@ const (
 	msgRetire  byte = 14
 	msgPong    byte = 15
 	msgFDShort byte = 16
+	msgAdmit   byte = 17
 )
 
 // maxMsg is the receive buffer for one channel message, comfortably below
@@ -49,14 +54,27 @@ var errShortMsg = errors.New("channel message too short")
 
 type connMeta struct {
 	id     uint64
+	flags  byte // connProxy, connAdmit
 	client string
 }
+
+// connMeta flags.
+const (
+	// connProxy: the connection came to a proxy: listener, so a PROXY
+	// header starts it and names the client (serve/proxy.go).
+	connProxy byte = 1 << iota
+	// connAdmit: the supervisor did not count it per client (the socket's
+	// peer is the proxy); the worker asks it with msgAdmit once the header
+	// has named the client.
+	connAdmit
+)
 
 func appendConns(b []byte, cs []connMeta) []byte {
 	b = append(b, msgConns)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(cs)))
 	for _, c := range cs {
 		b = binary.BigEndian.AppendUint64(b, c.id)
+		b = append(b, c.flags)
 		client := c.client
 		if len(client) > 255 {
 			client = client[:255]
@@ -78,15 +96,15 @@ func parseConns(p []byte) ([]connMeta, error) {
 	p = p[2:]
 	out := make([]connMeta, 0, n)
 	for range n {
-		if len(p) < 9 {
+		if len(p) < 10 {
 			return nil, errShortMsg
 		}
-		id, l := binary.BigEndian.Uint64(p), int(p[8])
-		p = p[9:]
+		id, flags, l := binary.BigEndian.Uint64(p), p[8], int(p[9])
+		p = p[10:]
 		if len(p) < l {
 			return nil, errShortMsg
 		}
-		out = append(out, connMeta{id: id, client: string(p[:l])})
+		out = append(out, connMeta{id: id, flags: flags, client: string(p[:l])})
 		p = p[l:]
 	}
 	if len(p) != 0 {
@@ -174,4 +192,37 @@ func parseU32(p []byte) (uint32, error) {
 		return 0, errShortMsg
 	}
 	return binary.BigEndian.Uint32(p), nil
+}
+
+// appendAdmit is msgAdmit: may connection id's client, key, have one more
+// connection?
+func appendAdmit(b []byte, id uint64, key string) []byte {
+	b = binary.BigEndian.AppendUint64(append(b, msgAdmit), id)
+	if len(key) > 255 {
+		key = key[:255]
+	}
+	return append(append(b, byte(len(key))), key...)
+}
+
+func parseAdmit(p []byte) (id uint64, key string, err error) {
+	if len(p) < 9 || len(p) != 9+int(p[8]) {
+		return 0, "", errShortMsg
+	}
+	return binary.BigEndian.Uint64(p), string(p[9:]), nil
+}
+
+// appendAdmitted is msgAdmitted, the answer to msgAdmit.
+func appendAdmitted(b []byte, id uint64, ok bool) []byte {
+	b = binary.BigEndian.AppendUint64(append(b, msgAdmitted), id)
+	if ok {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func parseAdmitted(p []byte) (id uint64, ok bool, err error) {
+	if len(p) != 9 {
+		return 0, false, errShortMsg
+	}
+	return binary.BigEndian.Uint64(p), p[8] == 1, nil
 }

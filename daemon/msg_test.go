@@ -6,7 +6,7 @@ import (
 )
 
 func TestConnsRoundTrip(t *testing.T) {
-	in := []connMeta{{1, "127.0.0.1:5000"}, {2, "[::1]:6000"}, {1 << 60, ""}}
+	in := []connMeta{{1, 0, "127.0.0.1:5000"}, {2, connProxy | connAdmit, "[::1]:6000"}, {1 << 60, connProxy, ""}}
 	got, err := parseConns(appendConns(nil, in)[1:])
 	if err != nil || !reflect.DeepEqual(got, in) {
 		t.Fatalf("got %v, %v", got, err)
@@ -21,8 +21,24 @@ func TestDoneRoundTrip(t *testing.T) {
 	}
 }
 
+func TestAdmitRoundTrip(t *testing.T) {
+	id, key, err := parseAdmit(appendAdmit(nil, 7, "203.0.113.7")[1:])
+	if err != nil || id != 7 || key != "203.0.113.7" {
+		t.Fatalf("got %d %q %v", id, key, err)
+	}
+	for _, ok := range []bool{true, false} {
+		id, got, err := parseAdmitted(appendAdmitted(nil, 9, ok)[1:])
+		if err != nil || id != 9 || got != ok {
+			t.Fatalf("got %d %v %v", id, got, err)
+		}
+	}
+	if _, _, err := parseAdmit([]byte{0, 0, 0, 0, 0, 0, 0, 1, 5, 'a'}); err == nil {
+		t.Error("a key shorter than its length was accepted")
+	}
+}
+
 func FuzzParseConns(f *testing.F) {
-	f.Add(appendConns(nil, []connMeta{{1, "127.0.0.1:1"}})[1:])
+	f.Add(appendConns(nil, []connMeta{{1, connProxy, "127.0.0.1:1"}})[1:])
 	f.Add([]byte{0xff, 0xff})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		cs, err := parseConns(p)

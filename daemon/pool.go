@@ -268,6 +268,8 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			s.post(func() { w.fatal = msg })
 		case msgRetire:
 			s.post(func() { s.onRetire(w) })
+		case msgAdmit:
+			s.admit(w, p)
 		case msgDone:
 			ds, err := parseDone(p)
 			if err != nil {

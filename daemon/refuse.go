@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"errors"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/proxyproto"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -22,6 +24,14 @@ import (
 // goroutines; past the bound, or with nothing sent in time, the
 // connection is closed without an answer (both zfetch and a retrying HTTP
 // client treat that as a failed attempt).
+//
+// On a proxy: listener the connection starts with a PROXY header, which
+// the supervisor skips without using it: it peeks at up to
+// proxyproto.MaxHeader+2 bytes, decodes the header, and looks at the two
+// bytes after it. A balancer sends the header at once but the client's
+// request only when the client sends it, so the wait goes on until bytes
+// follow the header. A connection whose header is refused is closed
+// without an answer, as a worker would.
 
 const (
 	refuseWait    = time.Second
@@ -32,10 +42,12 @@ const (
 var refuseWaiting atomic.Int32
 
 // refuse answers fd's client with st and msg in its protocol and closes
-// fd, now or after refuseLater. http says whether HTTP is served at all
-// (config http): when it is not, a non-native client is just closed.
-func refuse(fd int, st wire.Status, msg string, http bool) {
-	switch peekProto(fd) {
+// fd, now or after waiting for its first bytes. http says whether HTTP is
+// served at all (config http): when it is not, a non-native client is just
+// closed. proxy says fd came from a proxy: listener.
+func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
+	p, n := peekProto(fd, proxy)
+	switch p {
 	case protoNative:
 		refuseNow(fd, wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg}))
 	case protoHTTP:
@@ -44,6 +56,8 @@ func refuse(fd int, st wire.Status, msg string, http bool) {
 		} else {
 			refuseNow(fd, nil)
 		}
+	case protoBad:
+		refuseNow(fd, nil)
 	default:
 		if refuseWaiting.Add(1) > maxRefuseWait {
 			refuseWaiting.Add(-1)
@@ -52,54 +66,90 @@ func refuse(fd int, st wire.Status, msg string, http bool) {
 		}
 		go func() {
 			defer refuseWaiting.Add(-1)
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			deadline := time.Now().Add(refuseWait)
-			for {
-				left := time.Until(deadline)
-				if left <= 0 {
-					break
-				}
-				if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != unix.EINTR {
-					break
-				}
-			}
-			if peekProto(fd) == protoUnknown {
-				unix.Close(fd)
+			if waitProto(fd, proxy, n) == protoUnknown {
+				refuseNow(fd, nil) // what was sent (a PROXY header) is discarded: no reset
 				return
 			}
-			refuse(fd, st, msg, http)
+			refuse(fd, st, msg, http, proxy)
 		}()
+	}
+}
+
+// waitProto waits up to refuseWait for fd's client to send enough to
+// tell its protocol; had is how many bytes it had sent already.
+func waitProto(fd int, proxy bool, had int) proto {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(refuseWait)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return protoUnknown
+		}
+		if had == 0 {
+			if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err == unix.EINTR {
+				continue
+			}
+		} else {
+			// Bytes are there (a PROXY header, or part of one), so poll
+			// would return at once: look again a little later.
+			time.Sleep(min(left, 10*time.Millisecond))
+		}
+		p, n := peekProto(fd, proxy)
+		if p != protoUnknown || n == 0 {
+			return p // n == 0 after poll: the peer is gone
+		}
+		had = n
 	}
 }
 
 type proto int
 
 const (
-	protoUnknown proto = iota // nothing sent yet (or the peer is gone)
+	protoUnknown proto = iota // nothing sent yet (or the peer is gone), or only (part of) a PROXY header
 	protoNative
 	protoHTTP
+	protoBad // a proxy: listener's connection without a valid PROXY header
 )
 
 // peekProto tells a native client (its requests start with the magic
-// "ZQ") from an HTTP one by peeking at what it sent, without consuming it.
-func peekProto(fd int) proto {
-	var b [2]byte
-	for {
-		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if err == unix.EINTR {
-			continue
-		}
-		switch {
-		case err != nil || n <= 0:
-			return protoUnknown
-		case b[0] != wire.RequestMagic[0] || (n == 2 && b[1] != wire.RequestMagic[1]):
-			return protoHTTP
-		case n == 2:
-			return protoNative
-		}
-		// One byte, "Z": no HTTP method starts so, and native is likelier.
-		return protoNative
+// "ZQ") from an HTTP one by peeking at what it sent, without consuming it,
+// after the PROXY header on a proxy: listener. n is how many bytes it
+// peeked at.
+func peekProto(fd int, proxy bool) (p proto, n int) {
+	var buf [proxyproto.MaxHeader + 2]byte
+	b := buf[:2]
+	if proxy {
+		b = buf[:]
 	}
+	var err error
+	for {
+		n, _, err = unix.Recvfrom(fd, b, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil || n <= 0 {
+		return protoUnknown, 0
+	}
+	b = b[:n]
+	if proxy {
+		_, hn, err := proxyproto.Parse(b)
+		switch {
+		case errors.Is(err, proxyproto.ErrIncomplete):
+			return protoUnknown, n
+		case err != nil:
+			return protoBad, n
+		}
+		b = b[hn:]
+	}
+	switch {
+	case len(b) == 0:
+		return protoUnknown, n
+	case b[0] != wire.RequestMagic[0] || (len(b) >= 2 && b[1] != wire.RequestMagic[1]):
+		return protoHTTP, n
+	}
+	// "ZQ", or one byte "Z": no HTTP method starts so, and native is likelier.
+	return protoNative, n
 }
 
 // http503 is the HTTP refusal.

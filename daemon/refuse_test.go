@@ -5,12 +5,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/proxyproto"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -47,29 +49,48 @@ func acceptedPair(t *testing.T) (net.Conn, int) {
 }
 
 func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
+	native := string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Path: "/a"}))
+	v2 := string(proxyproto.AppendV2(nil, proxyproto.Header{Source: netip.MustParseAddrPort("203.0.113.7:1"), Dest: netip.MustParseAddrPort("192.0.2.1:2")}))
+	long := string(proxyproto.AppendV2(nil, proxyproto.Header{Local: true}, proxyproto.TLV{Type: 0xE0, Value: make([]byte, 900)}))
 	tests := []struct {
 		name  string
+		first string // sent before the refusal
 		send  string
 		delay time.Duration // before sending
 		http  bool
+		proxy bool
 		want  string // "http", "native" or "closed"
 	}{
-		{"http", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, "http"},
-		{"native", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Path: "/a"})), 0, true, "native"},
-		{"http sent late", "HEAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, "http"},
-		{"native sent late", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStat, Path: "/"})), 200 * time.Millisecond, true, "native"},
-		{"http off", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, false, "closed"},
-		{"nothing sent", "", 0, true, "closed"},
+		{"http", "", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, false, "http"},
+		{"native", "", native, 0, true, false, "native"},
+		{"http sent late", "", "HEAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http"},
+		{"native sent late", "", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStat, Path: "/"})), 200 * time.Millisecond, true, false, "native"},
+		{"http off", "", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, false, false, "closed"},
+		{"nothing sent", "", "", 0, true, false, "closed"},
+		{"proxy v1 http", "", "PROXY TCP4 203.0.113.7 192.0.2.1 1 2\r\nGET / HTTP/1.1\r\n\r\n", 0, true, true, "http"},
+		{"proxy v2 native", "", v2 + native, 0, true, true, "native"},
+		{"proxy v2 long native", "", long + native, 0, true, true, "native"},
+		{"proxy header first, native late", v2, native, 200 * time.Millisecond, true, true, "native"},
+		{"proxy half a header first, http late", v2[:10], v2[10:] + "GET / HTTP/1.1\r\n\r\n", 200 * time.Millisecond, true, true, "http"},
+		{"proxy header only", v2, "", 0, true, true, "closed"},
+		{"proxy header missing", "", native, 0, true, true, "closed"},
+		{"proxy header malformed", "", "PROXY TCP4 1.2.3.4\r\n" + native, 0, true, true, "closed"},
+		{"not proxy, a header", "", v2 + native, 0, true, false, "http"}, // not ZQ: the same answer a worker would give
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c, fd := acceptedPair(t)
+			if tt.first != "" {
+				io.WriteString(c, tt.first)
+			}
 			if tt.delay == 0 && tt.send != "" {
 				io.WriteString(c, tt.send)
+			}
+			if tt.first != "" || (tt.delay == 0 && tt.send != "") {
 				waitReadable(t, fd)
 			}
-			refuse(fd, wire.StatusBusy, "busy: test", tt.http)
+			refuse(fd, wire.StatusBusy, "busy: test", tt.http, tt.proxy)
 			if tt.delay > 0 {
 				time.Sleep(tt.delay) // the client is slow on purpose
 				io.WriteString(c, tt.send)

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -31,6 +32,7 @@ import (
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/internal/ratelog"
 )
 
 // Options are what the command line decided.
@@ -121,8 +123,13 @@ type Supervisor struct {
 	perClient atomic.Int64
 	clients   clientCounts
 	httpOn    atomic.Bool // config http: whether refusals may speak HTTP
-	connSeq   atomic.Uint64
-	querySeq  atomic.Uint64
+	// trusted is proxy_trusted, parsed: the networks a proxy listener
+	// accepts connections from (empty: any); untrustedLog limits the log
+	// of the others.
+	trusted      atomic.Pointer[[]netip.Prefix]
+	untrustedLog ratelog.Limiter
+	connSeq      atomic.Uint64
+	querySeq     atomic.Uint64
 
 	state  string
 	stateA atomic.Value // copy of state for goroutines off the loop
@@ -194,6 +201,7 @@ func Run(ctx context.Context, opts Options) error {
 	s.maxConns.Store(int64(s.cfg.MaxConnections))
 	s.perClient.Store(int64(s.cfg.MaxConnectionsPerClient))
 	s.httpOn.Store(s.cfg.HTTP)
+	s.setTrusted(s.cfg)
 	s.dispatch.Store(&[]*workerProc{})
 	s.setState(ctl.StateStarting)
 	return s.run(ctx)
@@ -419,6 +427,7 @@ func (s *Supervisor) promote(g *generation) {
 	s.maxConns.Store(int64(g.cfg.MaxConnections))
 	s.perClient.Store(int64(g.cfg.MaxConnectionsPerClient))
 	s.httpOn.Store(g.cfg.HTTP)
+	s.setTrusted(g.cfg)
 	setLevel(&s.level, g.cfg)
 	s.applyControlGroup(g.cfg)
 	first := old == nil

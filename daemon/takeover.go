@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/proxyproto"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -43,7 +45,8 @@ import (
 // an address with a fixed port, the new instance asks whatever answers
 // there, in the native protocol, and binds only if nothing answers or a
 // draining zfs-serve does; otherwise it fails with "address already in
-// use" as before. The kernel itself only lets sockets of the same
+// use" as before. On a proxy: address the question starts with a PROXY v2
+// LOCAL header, as the balancer's own health checks do. The kernel itself only lets sockets of the same
 // effective uid share a port.
 
 // probeTimeout bounds checkTakeover's connection and its answer. A
@@ -52,14 +55,15 @@ var probeTimeout = 2 * time.Second
 
 // checkTakeover reports whether addr may be bound: nothing answers there
 // (bind then decides), or a draining zfs-serve does (draining is then
-// true: this instance takes the port over).
-func checkTakeover(addr string) (draining bool, err error) {
+// true: this instance takes the port over). proxy: addr is a proxy:
+// listener.
+func checkTakeover(addr string, proxy bool) (draining bool, err error) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil || port == "0" {
 		return false, nil // bind reports a bad address; port 0 is always a new one
 	}
 	for try := 0; ; try++ {
-		st, err := probe(addr)
+		st, err := probe(addr, proxy)
 		switch {
 		case errors.Is(err, unix.ECONNREFUSED):
 			return false, nil // nobody listens: bind decides
@@ -79,15 +83,21 @@ func checkTakeover(addr string) (draining bool, err error) {
 	}
 }
 
-// probe asks the server at addr for STAT / and returns the answer's status.
-func probe(addr string) (wire.Status, error) {
+// probe asks the server at addr for STAT / and returns the answer's
+// status; with proxy, after a PROXY v2 LOCAL header.
+func probe(addr string, proxy bool) (wire.Status, error) {
 	c, err := net.DialTimeout("tcp", addr, probeTimeout)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(probeTimeout))
-	if err := wire.WriteRequest(c, &wire.Request{Op: wire.OpStat, Path: "/"}); err != nil {
+	var b bytes.Buffer
+	if proxy {
+		b.Write(proxyproto.AppendV2(nil, proxyproto.Header{Local: true}))
+	}
+	wire.WriteRequest(&b, &wire.Request{Op: wire.OpStat, Path: "/"})
+	if _, err := c.Write(b.Bytes()); err != nil {
 		return 0, err
 	}
 	r, err := wire.ReadResponse(bufio.NewReader(c))
@@ -160,6 +170,7 @@ func (s *Supervisor) acceptQueued(l *listener) int {
 		return 0
 	}
 	d := &dispatcher{s: s}
+	d.from(l)
 	n := 0
 	for n < maxQueued {
 		var aerr error

@@ -219,7 +219,7 @@ func TestCheckTakeover(t *testing.T) {
 		{"a busy zfs-serve", serveOnce(t, &wire.Response{Status: wire.StatusBusy}), false, "address already in use"},
 		{"something silent", serveOnce(t, nil), false, "address already in use"},
 	} {
-		draining, err := checkTakeover(c.addr)
+		draining, err := checkTakeover(c.addr, false)
 		if draining != c.draining || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%s: draining %v, err %v; want %v, %q", c.name, draining, err, c.draining, c.err)
 		}

@@ -69,6 +69,9 @@ type worker struct {
 	active   int
 	draining bool
 	shut     bool // we shut its read side
+
+	amu    sync.Mutex
+	admits map[uint64]chan bool // msgAdmit waiting for msgAdmitted, by connection id
 }
 
 // RunWorker is a worker process's main. It returns only on errors before
@@ -137,7 +140,62 @@ func RunWorker() error {
 }
 
 func newWorker(ch *net.UnixConn, srv *serve.Server, log *slog.Logger) *worker {
-	return &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, 1024)}
+	w := &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, 1024), admits: map[uint64]chan bool{}}
+	srv.SetAdmit(w.admit)
+	return w
+}
+
+// admitWait bounds the wait for the supervisor's answer to msgAdmit; past
+// it the connection is served (the supervisor may be saturated: a limit
+// that cannot be checked does not refuse anyone).
+const admitWait = time.Second
+
+// admit asks the supervisor whether the client a proxied connection's
+// header named may have one more connection (clients.go), and returns the
+// refusal, or "".
+func (w *worker) admit(id uint64, client string) string {
+	c := make(chan bool, 1)
+	w.amu.Lock()
+	w.admits[id] = c
+	w.amu.Unlock()
+	defer func() {
+		w.amu.Lock()
+		delete(w.admits, id)
+		w.amu.Unlock()
+	}()
+	if err := fdpass.Send(w.ch, appendAdmit(nil, id, clientKey(client))); err != nil {
+		w.log.Error("ask the supervisor about a client", "err", err)
+		return ""
+	}
+	t := time.NewTimer(admitWait)
+	defer t.Stop()
+	select {
+	case ok := <-c:
+		if !ok {
+			return busyPerClient
+		}
+	case <-t.C:
+		w.log.Warn("the supervisor did not answer about a client; serving it", "client", client, "waited", admitWait)
+	}
+	return ""
+}
+
+// admitted delivers the supervisor's answer to admit.
+func (w *worker) admitted(p []byte) {
+	id, ok, err := parseAdmitted(p)
+	if err != nil {
+		w.log.Error("bad admission answer", "err", err)
+		return
+	}
+	w.amu.Lock()
+	c := w.admits[id]
+	w.amu.Unlock()
+	if c != nil {
+		select {
+		case c <- ok:
+		default: // a repeated answer
+		}
+	}
 }
 
 // run reads the channel until the worker should exit and returns the
@@ -197,6 +255,8 @@ func (w *worker) run() int {
 			w.drain()
 		case msgStatusReq:
 			w.answerStatus(buf[1:n])
+		case msgAdmitted:
+			w.admitted(buf[1:n])
 		case msgPing:
 			// Answered here, by the channel's reader, not by a timer of
 			// its own: a pong says that this worker reads its channel,
@@ -265,7 +325,7 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 		f := os.NewFile(uintptr(fd), m.client)
 		go func() {
 			defer w.conns.Done()
-			r := w.srv.ServeConn(f, m.client)
+			r := w.srv.Serve(f, serve.ConnInfo{Client: m.client, ID: m.id, Proxy: m.flags&connProxy != 0, Admit: m.flags&connAdmit != 0})
 			w.done <- doneMeta{id: m.id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
 			w.mu.Lock()
 			w.active--

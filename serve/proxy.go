@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/proxyproto"
@@ -138,7 +137,7 @@ func (c *conn) proxyReadFailed(err error) {
 // answer: a peer without a valid header is not a proxy we speak to.
 func (c *conn) badProxy(why string) {
 	c.res.Outcome = OutcomeBadProxy
-	c.s.proxyLog.log(c.s.log, time.Now(), "PROXY header refused; connection closed", "client", c.client, "err", why)
+	c.s.proxyLog.Log(c.s.log, time.Now(), slog.LevelInfo, "PROXY header refused; connection closed", "client", c.client, "err", why)
 }
 
 // useProxy makes the header's source the client, and asks the admission
@@ -183,32 +182,4 @@ func (c *conn) refuseBusy(msg string) {
 		return
 	}
 	c.lingerClose()
-}
-
-// logEvery is the shortest interval between two log lines that a peer
-// can cause at will.
-const logEvery = time.Second
-
-// rateLog logs at info at most once per logEvery; the next line it lets
-// through says how many were suppressed meanwhile.
-type rateLog struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLog) log(l *slog.Logger, now time.Time, msg string, args ...any) {
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	l.Info(msg, args...)
 }

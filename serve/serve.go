@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/internal/ratelog"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -81,7 +82,7 @@ type Server struct {
 	date           httpDate
 
 	admit    func(id uint64, client string) string // see SetAdmit (proxy.go)
-	proxyLog rateLog                               // refused PROXY headers
+	proxyLog ratelog.Limiter                       // refused PROXY headers
 }
 
 // maxListBytes bounds the memory a worker spends on LIST bodies being sent

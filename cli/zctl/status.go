@@ -43,7 +43,11 @@ func writeStatus(w io.Writer, st *ctl.Status, now time.Time) {
 	fmt.Fprintf(tw, "control\t%s\n", st.Control)
 	var ls []string
 	for _, l := range st.Listeners {
-		s := l.Name + " " + l.Addr
+		addr := l.Addr
+		if l.Proxy {
+			addr = "proxy:" + addr
+		}
+		s := l.Name + " " + addr
 		if l.Activated {
 			s += " (socket-activated)"
 		}

@@ -33,6 +33,8 @@ func drainingStatus() *ctl.Status {
 		Listeners: []ctl.Listener{
 			{Name: "zfs", Addr: "127.0.0.1:7070", Activated: true},
 			{Name: "zfs", Addr: "[::1]:40123"},
+			{Name: "zfs", Addr: "127.0.0.1:7071", Proxy: true},
+			{Name: "proxy-lb", Addr: "10.0.0.5:7072", Activated: true, Proxy: true},
 		},
 		Workers: []ctl.Worker{
 			{PID: 4190, Generation: 2, Slot: 0, State: "draining", Active: 2, Connections: 512, BytesSent: 3 << 30, Started: now.Add(-182 * time.Second)},
@@ -61,7 +63,7 @@ func TestWriteStatus(t *testing.T) {
 config   /etc/zfs-serve/zfs-serve.toml + --listen
 root     /srv/zfs-serve (splice)
 control  /run/zfs-serve/control.sock
-listen   zfs 127.0.0.1:7070 (socket-activated), zfs [::1]:40123
+listen   zfs 127.0.0.1:7070 (socket-activated), zfs [::1]:40123, zfs proxy:127.0.0.1:7071, proxy-lb proxy:10.0.0.5:7072 (socket-activated)
 totals   2 workers, 3 active, 1024 connections, 5.00 GiB sent, 13 restarts
 served   0 native, 0 http requests (0 B over http)
 drain    remaining transfers are cut off in 45s
