@@ -144,7 +144,9 @@ func TestTrustedPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v4 := func(a, b, c, d byte) syscall.Sockaddr { return &syscall.SockaddrInet4{Addr: [4]byte{a, b, c, d}, Port: 1} }
+	v4 := func(a, b, c, d byte) syscall.Sockaddr {
+		return &syscall.SockaddrInet4{Addr: [4]byte{a, b, c, d}, Port: 1}
+	}
 	v6 := func(s string) syscall.Sockaddr {
 		return &syscall.SockaddrInet6{Addr: netip.MustParseAddr(s).As16(), Port: 1}
 	}
