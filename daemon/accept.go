@@ -31,9 +31,9 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	var delay time.Duration
 	for {
 		d.fds, d.peers = d.fds[:0], d.peers[:0] // Read may return before calling accept
-		d.from(l)
 		var aerr error
 		err := rc.Read(func(fd uintptr) bool {
+			d.from(l) // here: a reload may change it while Read waits
 			aerr = d.accept(int(fd))
 			return aerr != nil || len(d.fds) > 0 // wait in the poller if nothing was accepted
 		})
