@@ -71,7 +71,7 @@ func (d *dispatcher) accept(fd int) error {
 		nfd, sa, e := syscall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		switch e {
 		case nil:
-			if d.trusted != nil && !trusted(sa, d.trusted) {
+			if d.trusted != nil && !trusted(sa, d.trusted) && !fromSelf(nfd, sa) {
 				syscall.Close(nfd)
 				d.s.untrustedLog.Log(d.s.log, time.Now(), slog.LevelWarn, "connection to a proxy listener from outside proxy_trusted; closed",
 					"client", sockaddrString(sa))
@@ -120,6 +120,27 @@ func (d *dispatcher) from(l *listener) {
 			d.trusted = *t
 		}
 	}
+}
+
+// fromSelf reports whether the connection fd, from sa, comes from this
+// machine itself: its source is the address it connected to. Such a
+// connection is trusted on every proxy listener: a new instance's
+// takeover probe (takeover.go) comes so, and nothing from elsewhere can
+// (a TCP handshake from a forged source address cannot complete).
+func fromSelf(fd int, sa syscall.Sockaddr) bool {
+	local, err := syscall.Getsockname(fd)
+	if err != nil {
+		return false
+	}
+	switch l := local.(type) {
+	case *syscall.SockaddrInet4:
+		p, ok := sa.(*syscall.SockaddrInet4)
+		return ok && p.Addr == l.Addr
+	case *syscall.SockaddrInet6:
+		p, ok := sa.(*syscall.SockaddrInet6)
+		return ok && p.Addr == l.Addr
+	}
+	return false
 }
 
 // trusted reports whether sa is in one of the networks (an IPv4-mapped

@@ -91,7 +91,12 @@ func waitProto(fd int, proxy bool, had int) proto {
 			}
 		} else {
 			// Bytes are there (a PROXY header, or part of one), so poll
-			// would return at once: look again a little later.
+			// would return at once: look again a little later, unless the
+			// peer has closed its side (a balancer's health check).
+			fds[0].Events = unix.POLLIN | unix.POLLRDHUP
+			if n, _ := unix.Poll(fds, 0); n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0 {
+				return protoUnknown
+			}
 			time.Sleep(min(left, 10*time.Millisecond))
 		}
 		p, n := peekProto(fd, proxy)

@@ -234,7 +234,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	}
 	defer s.stopControl()
 	for _, f := range activated.unknown {
-		s.log.Error("ignoring a socket-activated fd with an unknown name (want zfs or control)", "name", f.Name())
+		s.log.Error("ignoring a socket-activated fd with an unknown name (want zfs, proxy... or control)", "name", f.Name())
 		f.Close()
 	}
 	s.log.Info("zfs-serve starting", "version", s.opts.Version, "pid", os.Getpid(), "config", s.opts.Source.String(),

@@ -172,8 +172,10 @@ func TestProxyListener(t *testing.T) {
 
 // TestProxyTrusted: with proxy_trusted, a proxy listener closes
 // connections from other addresses at once (the supervisor, before any
-// worker), logging it; a trusted source is served. A reload changes the
-// list, and "proxy:" on a kept address, without a new socket.
+// worker), logging it; a trusted source is served, and so is the machine
+// itself (source = the listener's address: a new instance's takeover
+// probe). A reload changes the list, and "proxy:" on a kept address,
+// without a new socket.
 func TestProxyTrusted(t *testing.T) {
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 1<<20)
@@ -190,8 +192,8 @@ func TestProxyTrusted(t *testing.T) {
 		}
 		return b, err
 	}
-	if b, err := fetch("127.0.0.1"); len(b) != 0 || err != nil {
-		t.Errorf("from 127.0.0.1 (untrusted): got %d bytes, %v; want a close", len(b), err)
+	if b, err := fetch("127.0.0.4"); len(b) != 0 || err != nil {
+		t.Errorf("from 127.0.0.4 (untrusted): got %d bytes, %v; want a close", len(b), err)
 	}
 	if !strings.Contains(d.Log(), "outside proxy_trusted") {
 		t.Errorf("no log line for the untrusted source:\n%s", tail(d.Log(), 20))
@@ -203,6 +205,9 @@ func TestProxyTrusted(t *testing.T) {
 	if st := d.MustStatus(); st.Totals.Connections != 1 {
 		t.Errorf("workers saw %d connections, want 1: the untrusted one never reaches them", st.Totals.Connections)
 	}
+	if b, err := fetch("127.0.0.1"); err != nil || len(b) < 1<<20 {
+		t.Errorf("from 127.0.0.1, the listener's own address: %d bytes, %v", len(b), err)
+	}
 
 	// Reload: every source trusted, and the listener no longer a proxy
 	// one (same port).
@@ -211,8 +216,8 @@ func TestProxyTrusted(t *testing.T) {
 	if r := d.Zctl("reload", "--wait"); r.Code != 0 {
 		t.Fatalf("reload: %s %s", r.Stdout, r.Stderr)
 	}
-	if b, err := fetch("127.0.0.1"); err != nil || len(b) < 1<<20 {
-		t.Errorf("from 127.0.0.1 after proxy_trusted = []: %d bytes, %v", len(b), err)
+	if b, err := fetch("127.0.0.4"); err != nil || len(b) < 1<<20 {
+		t.Errorf("from 127.0.0.4 after proxy_trusted = []: %d bytes, %v", len(b), err)
 	}
 	writeConfig(t, d.Config, strings.Replace(cfg, "proxy:127.0.0.1:0", "127.0.0.1:0", 1))
 	if r := d.Zctl("reload", "--wait"); r.Code != 0 {
