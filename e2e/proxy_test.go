@@ -60,7 +60,6 @@ func closedWithoutAnswer(t *testing.T, c net.Conn, what string) {
 	}
 }
 
-
 // TestProxyListener: on a proxy: listener a connection without a PROXY
 // header is closed; v1 and v2 headers sent by hand, with spoofed client
 // addresses, are served, and those addresses are the clients in zctl
