@@ -10,6 +10,10 @@
 //	zload -proto native -addr 127.0.0.1:7070 -c 64 -d 10s -pathfmt /small/%04d.bin -npaths 1000
 //	zload -proto http -addr 127.0.0.1:8080 -c 32 -newconn -n 100000 -path /small/0000.bin
 //
+// -proxy starts every connection with a PROXY protocol v2 header, as
+// HAProxy's send-proxy-v2 writes it (for a proxy: listener), sent in the
+// same write as the connection's first request.
+//
 // Keep-alive connections are all established before the clock starts, so a
 // connect storm (and a listen backlog overflow) is not part of the figure.
 // Every run is bounded: -d, -n, and -max-time (a hard cap) all stop it.
@@ -32,6 +36,7 @@ import (
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/bench/internal/httphead"
+	"github.com/zfs-serve/zfs-serve/proxyproto"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -46,6 +51,7 @@ type options struct {
 	newConn bool
 	timeout time.Duration
 	expect  int64
+	proxy   bool
 }
 
 // Result is what zload prints (with -json, as one JSON object).
@@ -54,6 +60,7 @@ type Result struct {
 	Addr        string  `json:"addr"`
 	Conns       int     `json:"conns"`
 	NewConn     bool    `json:"newconn"`
+	Proxy       bool    `json:"proxy,omitempty"`
 	Requests    int64   `json:"requests"`
 	Bytes       int64   `json:"bytes"` // response body bytes
 	Errors      int64   `json:"errors"`
@@ -94,6 +101,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "connect and I/O timeout")
 	flag.Int64Var(&o.expect, "expect", -1, "expected body length of every response (-1: any); a mismatch is an error")
 	flag.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	flag.BoolVar(&o.proxy, "proxy", false, "start every connection with a PROXY protocol v2 header (for a proxy: listener)")
 	flag.Parse()
 
 	o.paths = paths
@@ -130,8 +138,8 @@ func main() {
 	if asJSON {
 		json.NewEncoder(os.Stdout).Encode(r)
 	} else {
-		fmt.Printf("%s %s c=%d newconn=%v: %d requests in %.2fs, %.0f req/s, %.1f MB/s, %d errors, %d reconnects\n",
-			r.Proto, r.Addr, r.Conns, r.NewConn, r.Requests, r.Seconds, r.RPS, r.BytesPerSec/1e6, r.Errors, r.Reconnects)
+		fmt.Printf("%s %s c=%d newconn=%v proxy=%v: %d requests in %.2fs, %.0f req/s, %.1f MB/s, %d errors, %d reconnects\n",
+			r.Proto, r.Addr, r.Conns, r.NewConn, r.Proxy, r.Requests, r.Seconds, r.RPS, r.BytesPerSec/1e6, r.Errors, r.Reconnects)
 		fmt.Printf("latency us: p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n", r.P50us, r.P90us, r.P99us, r.P999us, r.MaxUs)
 		if r.FirstError != "" {
 			fmt.Println("first error:", r.FirstError)
@@ -239,7 +247,7 @@ func run(o options) (*Result, error) {
 	wg.Wait()
 	secs := time.Since(start).Seconds()
 
-	r := &Result{Proto: o.proto, Addr: o.addr, Conns: o.conns, NewConn: o.newConn, Seconds: secs}
+	r := &Result{Proto: o.proto, Addr: o.addr, Conns: o.conns, NewConn: o.newConn, Proxy: o.proxy, Seconds: secs}
 	var h hist
 	for _, w := range ws {
 		h.merge(&w.h)
@@ -321,8 +329,9 @@ type conn struct {
 	nc        net.Conn
 	br        *bufio.Reader
 	native    bool
-	used      bool // a response has been read on it
-	mustClose bool // the server said Connection: close
+	used      bool   // a response has been read on it
+	mustClose bool   // the server said Connection: close
+	header    []byte // -proxy: the PROXY header, sent with the first request
 }
 
 var errServerClosed = errors.New("server closed the keep-alive connection")
@@ -336,7 +345,12 @@ func dial(o options, deadline time.Time) (*conn, error) {
 	// One deadline for the connection's whole life bounds a hung server
 	// without re-arming a timer per request.
 	nc.SetDeadline(deadline.Add(o.timeout))
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), native: o.proto == "native"}, nil
+	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), native: o.proto == "native"}
+	if o.proxy {
+		la, ra := nc.LocalAddr().(*net.TCPAddr), nc.RemoteAddr().(*net.TCPAddr)
+		c.header = proxyproto.AppendV2(nil, proxyproto.Header{Source: la.AddrPort(), Dest: ra.AddrPort()})
+	}
+	return c, nil
 }
 
 func (c *conn) close() { c.nc.Close() }
@@ -344,6 +358,10 @@ func (c *conn) close() { c.nc.Close() }
 // roundTrip sends one request and reads the whole response, discarding the
 // body. It returns the body length.
 func (c *conn) roundTrip(req []byte, expect int64) (int64, error) {
+	if c.header != nil {
+		req = append(c.header, req...)
+		c.header = nil
+	}
 	if _, err := c.nc.Write(req); err != nil {
 		if c.used && isReset(err) {
 			return 0, errServerClosed
