@@ -3,6 +3,7 @@ package serve
 import (
 	"net/url"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -19,7 +20,7 @@ import (
 func (c *conn) httpDir(p string) error {
 	r := &c.http.req
 	if !strings.HasSuffix(p, "/") {
-		loc := escapePath(p) + "/"
+		loc := dirLocation(p)
 		if r.Query != "" {
 			loc += "?" + r.Query
 		}
@@ -126,6 +127,19 @@ func kindName(k wire.Kind) string {
 		return "symlink"
 	}
 	return "other"
+}
+
+// dirLocation is the Location of the redirect from the directory p to its
+// name with a slash: p cleaned, so that the value starts with exactly one
+// "/". Kept as requested, "//evil.com" (naming the directory "evil.com")
+// would be the scheme-relative reference "//evil.com/", which a browser
+// follows to the host evil.com.
+func dirLocation(p string) string {
+	p = path.Clean("/" + p)
+	if p == "/" {
+		return p
+	}
+	return escapePath(p) + "/"
 }
 
 // escapePath percent-encodes each segment of the decoded path p.

@@ -1,0 +1,81 @@
+package serve
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/config"
+)
+
+// newHTTPServer is newTestServer with HTTP on.
+func newHTTPServer(t *testing.T, opts ...func(*Options)) *testServer {
+	t.Helper()
+	return newTestServer(t, config.ModeSendfile, append([]func(*Options){func(o *Options) {
+		o.HTTP = true
+		o.Index = []string{"index.html"}
+		o.MaxRanges = 16
+	}}, opts...)...)
+}
+
+// httpDo sends raw on the test connection and reads one response to
+// method (its body read whole).
+func (ts *testServer) httpDo(t *testing.T, method, raw string) (*http.Response, []byte) {
+	t.Helper()
+	ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(ts.client, raw); err != nil {
+		t.Fatal(err)
+	}
+	return ts.httpRead(t, method)
+}
+
+func (ts *testServer) httpRead(t *testing.T, method string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.ReadResponse(ts.br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	return resp, body
+}
+
+// TestHTTPRedirectStaysOnHost: the redirect of a directory to its name
+// with a slash is a path on this server, whatever the request's spelling:
+// "//evil.com" naming the directory "evil.com" must not become the
+// scheme-relative "//evil.com/", which a browser follows to another host.
+func TestHTTPRedirectStaysOnHost(t *testing.T) {
+	ts := newHTTPServer(t)
+	for _, d := range []string{"evil.com", "sub/x"} {
+		if err := os.MkdirAll(filepath.Join(ts.root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ target, want string }{
+		{"/evil.com", "/evil.com/"},
+		{"//evil.com", "/evil.com/"},
+		{"///evil.com?q=1", "/evil.com/?q=1"},
+		{"/.//evil.com", "/evil.com/"},
+		{"/./evil.com", "/evil.com/"},
+		{"//sub//x", "/sub/x/"},
+		{"/sub/x/.", "/sub/x/"},
+		{"/.", "/"},
+		{"http://other.example//evil.com", "/evil.com/"},
+	} {
+		resp, _ := ts.httpDo(t, "GET", "GET "+tc.target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if loc := resp.Header.Get("Location"); resp.StatusCode != 301 || loc != tc.want {
+			t.Errorf("GET %s: %d Location %q, want 301 %q", tc.target, resp.StatusCode, loc, tc.want)
+		}
+	}
+	// The redirect's target is served (no loop).
+	resp, _ := ts.httpDo(t, "GET", "GET /evil.com/ HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /evil.com/: %d", resp.StatusCode)
+	}
+}
