@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zfs-serve/zfs-serve/httpx"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -58,6 +60,31 @@ func (c *conn) serveHTTP() {
 			if s.draining.Load() {
 				c.res.Outcome = OutcomeDrained
 			}
+			c.lingerClose()
+			return
+		}
+	}
+}
+
+// lingerTimeout bounds how long lingerClose waits for the client to close.
+const lingerTimeout = 5 * time.Second
+
+// lingerClose ends a connection the server closes after a response: it
+// sends FIN after the response (shutdown), then reads and discards what
+// the client still sends until the client closes too, or lingerTimeout.
+// Closing the socket at once would reset the connection if a request
+// the client pipelined is unread, or arrives later; the kernel then drops
+// the part of the response still queued in the socket, and the client
+// gets a truncated response (nginx's lingering_close, Apache's
+// lingering close).
+func (c *conn) lingerClose() {
+	if unix.Shutdown(c.fd, unix.SHUT_WR) != nil {
+		return
+	}
+	c.setReadDeadline(time.Now().Add(lingerTimeout))
+	for {
+		c.rpos, c.rend = 0, 0
+		if c.fill() != nil {
 			return
 		}
 	}
@@ -110,9 +137,12 @@ func (c *conn) httpReadFailed(err error) Outcome {
 	h.close = true
 	h.req.Method = "" // the head was refused: no HEAD semantics
 	h.start = time.Now()
-	c.httpError(he.Status, he.Msg)
+	err = c.httpError(he.Status, he.Msg)
 	c.disarmWrite()
 	c.accessLog()
+	if err == nil {
+		c.lingerClose()
+	}
 	return OutcomeBadRequest
 }
 

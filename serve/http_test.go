@@ -1,7 +1,9 @@
 package serve
 
 import (
+	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -77,5 +79,65 @@ func TestHTTPRedirectStaysOnHost(t *testing.T) {
 	resp, _ := ts.httpDo(t, "GET", "GET /evil.com/ HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET /evil.com/: %d", resp.StatusCode)
+	}
+}
+
+// TestHTTPCloseDoesNotResetResponse: when the server closes a connection
+// after a response (here the request said Connection: close) while the
+// client has sent more (a pipelined request), the close must not reset
+// the connection: a reset throws away what is still queued in the
+// server's socket, and the client gets a truncated response.
+func TestHTTPCloseDoesNotResetResponse(t *testing.T) {
+	ts := newHTTPServer(t)
+	const size = 16 << 20 // much more than the socket buffers hold
+	data := random(size)
+	ts.write(t, "big", data)
+	c := ts.client.(*net.TCPConn)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The response has started: the server is sending, not reading, so
+	// the next request stays unread in its socket.
+	if _, err := ts.br.Peek(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Read the body only slowly until the server has queued all of it,
+	// and give it the time to close the connection.
+	resp, err := http.ReadResponse(ts.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 0, size)
+	buf := make([]byte, 64<<10)
+	for {
+		ts, _ := ts.srv.Transfers(1)
+		if len(ts) == 0 {
+			break
+		}
+		n, err := resp.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+	}
+	select {
+	case <-ts.result:
+	case <-time.After(2 * time.Second): // the server lingers: fine
+	}
+	rest, err := io.ReadAll(resp.Body)
+	got = append(got, rest...)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("got %d of %d bytes (equal: %v), err %v", len(got), size, bytes.Equal(got, data), err)
+	}
+	if b, err := ts.br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the response: %q %v, want EOF", b, err)
+	}
+	c.Close()
+	if r := <-ts.result; r.Requests != 1 || r.Outcome != OutcomeClosed {
+		t.Fatalf("result %+v", r)
 	}
 }
