@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"sync/atomic"
@@ -135,7 +136,10 @@ func (c *conn) httpReadFailed(err error) Outcome {
 	h := c.http
 	c.s.log.Info("bad HTTP request", "client", c.client, "status", he.Status, "err", he.Msg)
 	h.close = true
-	h.req.Method = "" // the head was refused: no HEAD semantics
+	h.req.Method = ""
+	if isHead(c.buf[c.rpos:c.rend]) {
+		h.req.Method = "HEAD" // the refusal has no body either
+	}
 	h.start = time.Now()
 	err = c.httpError(he.Status, he.Msg)
 	c.disarmWrite()
@@ -144,6 +148,21 @@ func (c *conn) httpReadFailed(err error) Outcome {
 		c.lingerClose()
 	}
 	return OutcomeBadRequest
+}
+
+// isHead reports whether the request head at the start of b, refused by
+// httpx.Parse, is a HEAD request: its request line, after the empty lines
+// Parse skips, starts with "HEAD ". A response to HEAD never has content
+// (RFC 9110 section 9.3.2), a refusal included: a client reads none, and
+// would take the bytes for the next response.
+func isHead(b []byte) bool {
+	for range 2 {
+		if !bytes.HasPrefix(b, []byte("\r\n")) {
+			break
+		}
+		b = b[2:]
+	}
+	return bytes.HasPrefix(b, []byte("HEAD "))
 }
 
 // accessLog writes the response's access-log line, when configured.

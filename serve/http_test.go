@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,5 +140,32 @@ func TestHTTPCloseDoesNotResetResponse(t *testing.T) {
 	c.Close()
 	if r := <-ts.result; r.Requests != 1 || r.Outcome != OutcomeClosed {
 		t.Fatalf("result %+v", r)
+	}
+}
+
+// TestHTTPRefusedHeadHasNoBody: a response to HEAD has no content (RFC
+// 9110 section 9.3.2), a refusal of the head included: a client reads no
+// body after it, and bytes sent anyway would be taken for the next
+// response.
+func TestHTTPRefusedHeadHasNoBody(t *testing.T) {
+	for _, tc := range []struct {
+		raw    string
+		status int
+	}{
+		{"HEAD /f HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", 413},
+		{"HEAD /f HTTP/1.1\r\n\r\n", 400},
+		{"\r\nHEAD /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+		{"HEAD /f HTTP/1.2\r\nHost: x\r\n\r\n", 505},
+		{"HEAD /f HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 9000) + "\r\n\r\n", 431},
+	} {
+		ts := newHTTPServer(t)
+		ts.write(t, "f", []byte("data"))
+		resp, _ := ts.httpDo(t, "HEAD", tc.raw)
+		if resp.StatusCode != tc.status {
+			t.Errorf("%.40q: %d, want %d", tc.raw, resp.StatusCode, tc.status)
+		}
+		if b, err := ts.br.ReadByte(); err != io.EOF {
+			t.Errorf("%.40q: after the head of the %d: %q %v, want EOF", tc.raw, resp.StatusCode, b, err)
+		}
 	}
 }
