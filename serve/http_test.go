@@ -2,6 +2,7 @@ package serve
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // newHTTPServer is newTestServer with HTTP on.
@@ -167,5 +169,57 @@ func TestHTTPRefusedHeadHasNoBody(t *testing.T) {
 		if b, err := ts.br.ReadByte(); err != io.EOF {
 			t.Errorf("%.40q: after the head of the %d: %q %v, want EOF", tc.raw, resp.StatusCode, b, err)
 		}
+	}
+}
+
+// TestListingBuildsBounded: a worker builds at most maxListBuilds
+// listings at once, HTTP and native LIST alike; the others wait. Each
+// build holds a whole directory in memory (hundreds of megabytes for
+// twenty concurrent requests of a directory of 100000 files, before the
+// bound).
+func TestListingBuildsBounded(t *testing.T) {
+	ts := newHTTPServer(t)
+	ts.write(t, "d/a", []byte("1"))
+	for range cap(ts.srv.listBuilds) {
+		ts.srv.listBuilds <- struct{}{} // as if others were being built
+	}
+	native := ts.srv.Stats().NativeRequests
+	ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(ts.client, "GET /d/ HTTP/1.1\r\nHost: x\r\n\r\n")
+	other := &testServer{srv: ts.srv, result: make(chan Result, 1)}
+	other.connect(t) // a second connection to the same server
+	nc := other.client
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := wire.WriteRequest(nc, &wire.Request{Op: wire.OpList, Path: "/d"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st := ts.srv.Stats(); st.HTTPRequests != 1 || st.NativeRequests != native+1; st = ts.srv.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the requests did not arrive: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Both wait for a token: no answer yet.
+	ts.client.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if b, err := ts.br.Peek(1); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("HTTP listing built beyond the bound: %q %v", b, err)
+	}
+	nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	var b [1]byte
+	if _, err := nc.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("LIST built beyond the bound: %q %v", b, err)
+	}
+	<-ts.srv.listBuilds
+	ts.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, body := ts.httpRead(t, "GET"); resp.StatusCode != 200 || !strings.Contains(string(body), `href="a"`) {
+		t.Fatalf("HTTP listing: %d %q", resp.StatusCode, body)
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if r, err := wire.ReadResponse(nc); err != nil || r.Status != wire.StatusOK {
+		t.Fatalf("LIST: %+v %v", r, err)
+	}
+	if n := len(ts.srv.listBuilds); n != cap(ts.srv.listBuilds)-1 {
+		t.Fatalf("%d listing tokens held after the responses, want %d", n, cap(ts.srv.listBuilds)-1)
 	}
 }
