@@ -72,8 +72,9 @@ type Server struct {
 	totalConns atomic.Uint64
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
 
-	pipes     chan *pipe   // splice mode: idle pipes, see getPipe
-	listBytes atomic.Int64 // LIST bodies being sent, bounded by maxListBytes
+	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
+	listBytes  atomic.Int64  // LIST bodies being sent, bounded by maxListBytes
+	listBuilds chan struct{} // a token per listing being built, see buildListing
 
 	nativeRequests atomic.Uint64
 	httpRequests   atomic.Uint64
@@ -117,7 +118,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		opts.Chunk = 512 << 10
 	}
 	return &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
-		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize)}, nil
+		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}, nil
 }
 
 // Close releases the root and the idle pipes. Call it after Wait.
