@@ -323,7 +323,9 @@ http {
 `, user, dir, root, addr, nofile, max(nofile/2, 1024))
 }
 
-// zfsConf is zfs-serve with two workers (one per core) in mode.
+// zfsConf is zfs-serve with two workers (one per core) in mode, HTTP/1.1
+// on (its default, written out: the HTTP sections need it) on the same
+// port as the native protocol.
 func zfsConf(root, ctl, mode string) string {
 	return fmt.Sprintf(`# Written by bench/zbench for one benchmark run.
 root = %q
@@ -332,6 +334,7 @@ control = %q
 workers = 2
 zero_copy = %q
 max_connections = 20000
+http = true
 log_level = "warn"
 `, root, ctl, mode)
 }
