@@ -377,6 +377,19 @@ func targets(r *Results) []target {
 	}
 	ratio("new connection per request: >= 0.8x nginx req/s", "newconn", "zfs-sendfile", "nginx", "rps", 0.8, false)
 	ratio("server CPU per GB (one stream) <= nginx's", "stream1", "zfs-sendfile", "nginx", "cpu_per_gb", 1.0, true)
+	// HTTP: the brief's small-file, big-file and new-connection targets,
+	// with wrk or curl as the client for both servers.
+	for _, id := range []string{"http64", fmt.Sprintf("http%d", r.Params.ManyConns)} {
+		if sec(id) != nil {
+			ratio("HTTP (wrk), 4 KiB keep-alive, "+strings.TrimPrefix(id, "http")+" conns: >= 1.0x nginx req/s", id, zfsHTTPKey, "nginx", "rps", 1.0, false)
+		}
+	}
+	if sec("httpnewconn") != nil {
+		ratio("HTTP (wrk), new connection per request: >= 0.8x nginx req/s", "httpnewconn", zfsHTTPKey, "nginx", "rps", 0.8, false)
+	}
+	if sec("httpfetch") != nil {
+		ratio("HTTP (curl), one big file: >= 1.0x nginx GB/s", "httpfetch", "curl<-"+zfsHTTPKey, "curl<-nginx", "gbps", 1.0, false)
+	}
 	// Memory: reported whatever the load.
 	if s := sec(fmt.Sprintf("mem%d", r.Params.ManyConns)); s != nil {
 		t := target{what: fmt.Sprintf("RSS at %d connections <= 2x nginx's", r.Params.ManyConns)}
