@@ -98,22 +98,27 @@ type Listener struct {
 
 // Worker is one worker process, or a slot waiting for its replacement.
 type Worker struct {
-	PID         int        `json:"pid"` // 0 while a replacement is pending
-	Generation  int        `json:"generation"`
-	Slot        int        `json:"slot"`
-	State       string     `json:"state"` // starting, ready, retiring, draining, killed, restarting
-	Active      int        `json:"active"`
-	Connections uint64     `json:"connections"`
-	BytesSent   uint64     `json:"bytes_sent"`
-	Restarts    int        `json:"restarts"`
-	Started     time.Time  `json:"started"`
-	LastExit    string     `json:"last_exit,omitempty"` // how the previous worker in this slot ended
-	NextStart   *time.Time `json:"next_start,omitempty"`
+	PID         int    `json:"pid"` // 0 while a replacement is pending
+	Generation  int    `json:"generation"`
+	Slot        int    `json:"slot"`
+	State       string `json:"state"` // starting, ready, retiring, draining, killed, restarting
+	Active      int    `json:"active"`
+	Connections uint64 `json:"connections"`
+	BytesSent   uint64 `json:"bytes_sent"`
+	// By protocol: requests served, and HTTP's share of bytes_sent.
+	NativeRequests uint64     `json:"native_requests"`
+	HTTPRequests   uint64     `json:"http_requests"`
+	HTTPBytesSent  uint64     `json:"http_bytes_sent"`
+	Restarts       int        `json:"restarts"`
+	Started        time.Time  `json:"started"`
+	LastExit       string     `json:"last_exit,omitempty"` // how the previous worker in this slot ended
+	NextStart      *time.Time `json:"next_start,omitempty"`
 }
 
 // Transfer is one response body in flight.
 type Transfer struct {
 	WorkerPID int     `json:"worker_pid"`
+	Protocol  string  `json:"protocol"` // "native" or "http"
 	Client    string  `json:"client"`
 	Path      string  `json:"path"`
 	Offset    int64   `json:"offset"`
@@ -124,11 +129,14 @@ type Transfer struct {
 
 // Totals sum the workers.
 type Totals struct {
-	Workers     int    `json:"workers"`
-	Active      int    `json:"active"`
-	Connections uint64 `json:"connections"`
-	BytesSent   uint64 `json:"bytes_sent"`
-	Restarts    int    `json:"restarts"`
+	Workers        int    `json:"workers"`
+	Active         int    `json:"active"`
+	Connections    uint64 `json:"connections"`
+	BytesSent      uint64 `json:"bytes_sent"`
+	NativeRequests uint64 `json:"native_requests"`
+	HTTPRequests   uint64 `json:"http_requests"`
+	HTTPBytesSent  uint64 `json:"http_bytes_sent"`
+	Restarts       int    `json:"restarts"`
 }
 
 // Handler is implemented by the daemon. Each method is called on the

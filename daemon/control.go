@@ -206,8 +206,9 @@ func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
 		}
 		row := &st.Workers[a.i]
 		row.Active, row.Connections, row.BytesSent = a.ws.Active, a.ws.Connections, a.ws.BytesSent
+		row.NativeRequests, row.HTTPRequests, row.HTTPBytesSent = a.ws.Native, a.ws.HTTP, a.ws.HTTPBytes
 		for _, t := range a.ws.Transfers {
-			st.Transfers = append(st.Transfers, ctl.Transfer{WorkerPID: row.PID, Client: t.Client, Path: t.Path,
+			st.Transfers = append(st.Transfers, ctl.Transfer{WorkerPID: row.PID, Protocol: t.Protocol, Client: t.Client, Path: t.Path,
 				Offset: t.Offset, Sent: t.Sent, Total: t.Total, Age: now.Sub(t.Start).Seconds()})
 		}
 		st.TransfersOmitted += a.ws.Omitted
@@ -221,6 +222,9 @@ func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
 		st.Totals.Active += w.Active
 		st.Totals.Connections += w.Connections
 		st.Totals.BytesSent += w.BytesSent
+		st.Totals.NativeRequests += w.NativeRequests
+		st.Totals.HTTPRequests += w.HTTPRequests
+		st.Totals.HTTPBytesSent += w.HTTPBytesSent
 		st.Totals.Restarts += w.Restarts
 	}
 	return st, nil

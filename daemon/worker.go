@@ -34,6 +34,9 @@ type workerStatus struct {
 	Active      int              `json:"active"`
 	Connections uint64           `json:"connections"`
 	BytesSent   uint64           `json:"bytes_sent"`
+	Native      uint64           `json:"native_requests"`
+	HTTP        uint64           `json:"http_requests"`
+	HTTPBytes   uint64           `json:"http_bytes_sent"`
 	Transfers   []serve.Transfer `json:"transfers"`
 	Omitted     int              `json:"omitted"`
 }
@@ -336,7 +339,8 @@ func (w *worker) statusJSON(limit int) []byte {
 	st := w.srv.Stats()
 	ts, omitted := w.srv.Transfers(maxStatusTransfers)
 	for {
-		b, _ := json.Marshal(workerStatus{Active: st.Active, Connections: st.Connections, BytesSent: st.BytesSent, Transfers: ts, Omitted: omitted})
+		b, _ := json.Marshal(workerStatus{Active: st.Active, Connections: st.Connections, BytesSent: st.BytesSent,
+			Native: st.NativeRequests, HTTP: st.HTTPRequests, HTTPBytes: st.HTTPBytesSent, Transfers: ts, Omitted: omitted})
 		if len(b) <= limit || len(ts) == 0 {
 			return b
 		}

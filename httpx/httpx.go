@@ -1,7 +1,8 @@
 // Package httpx is the HTTP/1.1 side of zfs-serve's one port: the request
 // head parser of a GET/HEAD-only static file server (RFC 9112), byte
 // ranges (RFC 9110 section 14), conditional requests (RFC 9110 section
-// 13), and the response head. It does no I/O: the worker's connection
+// 13), entity tags and HTTP dates, media types by file name, and
+// directory listings in HTML and JSON. It does no I/O: the worker's connection
 // loop (package serve) reads bytes, calls Parse, and sends the bodies with
 // its zero-copy paths. Specified in docs/HTTP.md.
 //

@@ -1,9 +1,6 @@
 package serve
 
 import (
-	"os"
-	"slices"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/wire"
@@ -13,44 +10,35 @@ import (
 // come from lstat: symlinks are reported as such, and a client that wants
 // what one points to asks with STAT or GET, which resolve it beneath the root.
 func (c *conn) list(q *wire.Request) error {
-	fd, st, err := openAt(c.s.root, q.Path, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		if re, ok := err.(*reqError); ok && re.status == wire.StatusNotFound {
-			// openat2 says ENOTDIR for a file opened with O_DIRECTORY.
-			if st, serr := statPath(c.s.root, q.Path); serr == nil && kindOf(st) != wire.KindDir {
-				return refuse(wire.StatusNotDirectory, "not a directory: %s", q.Path)
-			}
-		}
-		return err
+	if !c.s.opts.Listing {
+		return refuse(wire.StatusForbidden, "forbidden: listings are off on this server (config listing = false)")
 	}
-	dir := os.NewFile(uintptr(fd), q.Path)
-	defer dir.Close()
-	names, err := dir.Readdirnames(-1)
-	if err != nil {
-		return refuse(wire.StatusInternal, "internal error: list %s: %v", q.Path, err)
-	}
-	slices.Sort(names)
-	body := make([]byte, 0, min(64*len(names), 1<<20))
-	count := 0
-	for _, name := range names {
-		if !wire.ValidName(name) {
-			continue
+	var body []byte
+	count, tooBig := 0, false
+	st, err := c.s.readDir(q.Path, func(name string, est *unix.Stat_t) {
+		if tooBig {
+			return
 		}
-		var est unix.Stat_t
-		if err := unix.Fstatat(fd, name, &est, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			continue // vanished since readdir
-		}
-		e := wire.Entry{Kind: kindOf(&est), Name: name, MTime: mtimeNanos(&est)}
+		e := wire.Entry{Kind: kindOf(est), Name: name, MTime: mtimeNanos(est)}
 		if e.Kind == wire.KindFile {
 			e.Size = est.Size
 		}
 		if len(body)+wire.EntryHeaderLen+len(name) > wire.MaxListBody {
-			return refuse(wire.StatusInternal, "internal error: %s has too many entries to list (limit %d bytes)", q.Path, wire.MaxListBody)
+			tooBig = true
+			return
+		}
+		if body == nil {
+			body = make([]byte, 0, 4096)
 		}
 		body = wire.AppendEntry(body, &e)
 		count++
+	})
+	if err != nil {
+		return err
 	}
-	names = nil
+	if tooBig {
+		return refuse(wire.StatusInternal, "internal error: %s has too many entries to list (limit %d bytes)", q.Path, wire.MaxListBody)
+	}
 	if n := int64(len(body)); c.s.listBytes.Add(n) > maxListBytes {
 		c.s.listBytes.Add(-n)
 		return refuse(wire.StatusBusy, "busy: too many large listings being sent, retry shortly")

@@ -74,6 +74,11 @@ type Server struct {
 
 	pipes     chan *pipe   // splice mode: idle pipes, see getPipe
 	listBytes atomic.Int64 // LIST bodies being sent, bounded by maxListBytes
+
+	nativeRequests atomic.Uint64
+	httpRequests   atomic.Uint64
+	httpBytes      atomic.Uint64 // body bytes sent in HTTP responses (bytesSent counts all)
+	date           httpDate
 }
 
 // maxListBytes bounds the memory a worker spends on LIST bodies being sent
@@ -152,17 +157,25 @@ type Result struct {
 	Outcome  Outcome
 }
 
+// Protocols, as Transfer.Protocol names them.
+const (
+	ProtoNative = "native"
+	ProtoHTTP   = "http"
+)
+
 // Transfer is one response body being sent right now.
 type Transfer struct {
-	Client string
-	Path   string
-	Offset int64
-	Total  int64 // body bytes this response will send
-	Sent   int64
-	Start  time.Time
+	Protocol string
+	Client   string
+	Path     string
+	Offset   int64
+	Total    int64 // body bytes this response will send
+	Sent     int64
+	Start    time.Time
 }
 
 type transfer struct {
+	proto  string
 	path   string
 	offset int64
 	total  int64
@@ -176,19 +189,28 @@ type conn struct {
 	rc     syscall.RawConn
 	fd     int
 	client string
-	// rbuf[rpos:rend] holds request bytes read but not yet parsed.
+	// buf[rpos:rend] holds request bytes read but not yet parsed. buf is
+	// rbuf for the native protocol (header and path of a request arrive
+	// together in one small read) and a larger buffer for HTTP heads.
+	buf        []byte
 	rbuf       [256]byte
 	rpos, rend int
-	rdl        time.Time // the read deadline last set
-	wdl        time.Time // the write deadline while armed (zero: none)
-	op         sockOp
-	runOp      func(uintptr) bool // c.doOp, bound once
-	rd         readOp
-	runRead    func(uintptr) bool // c.doRead, bound once
-	out        []byte
-	state      atomic.Int32 // connBusy, connIdle or connKicked
-	cur        atomic.Pointer[transfer]
-	res        Result
+	headArmed  bool // header_timeout already runs for the first request (set by sniff)
+	http       *httpConn
+	// native access log
+	lastStatus  wire.Status
+	accessStart time.Time
+	accessBytes int64
+	rdl         time.Time // the read deadline last set
+	wdl         time.Time // the write deadline while armed (zero: none)
+	op          sockOp
+	runOp       func(uintptr) bool // c.doOp, bound once
+	rd          readOp
+	runRead     func(uintptr) bool // c.doRead, bound once
+	out         []byte
+	state       atomic.Int32 // connBusy, connIdle or connKicked
+	cur         atomic.Pointer[transfer]
+	res         Result
 }
 
 // ServeConn serves the socket f (non-blocking, already registered with the
@@ -196,6 +218,7 @@ type conn struct {
 // an error, or a drain. It closes f.
 func (s *Server) ServeConn(f *os.File, client string) Result {
 	c := &conn{s: s, f: f, client: client}
+	c.buf = c.rbuf[:]
 	s.wg.Add(1)
 	s.totalConns.Add(1)
 	s.mu.Lock()
@@ -222,6 +245,20 @@ func (s *Server) ServeConn(f *os.File, client string) Result {
 
 func (c *conn) serve() {
 	s := c.s
+	native, err := c.sniff()
+	if err != nil {
+		c.res.Outcome = c.readFailed(err)
+		return
+	}
+	if !native {
+		if !s.opts.HTTP {
+			s.log.Debug("closing a connection that is not native (http = false)", "client", c.client)
+			c.res.Outcome = OutcomeBadRequest
+			return
+		}
+		c.serveHTTP()
+		return
+	}
 	for first := true; ; first = false {
 		q, err := c.readRequest(first)
 		if err != nil {
@@ -229,7 +266,16 @@ func (c *conn) serve() {
 			return
 		}
 		c.res.Requests++
-		if err := c.handle(&q); err != nil {
+		s.nativeRequests.Add(1)
+		if s.opts.AccessLog {
+			c.accessStart, c.accessBytes = time.Now(), c.res.Bytes
+		}
+		err = c.handle(&q)
+		if s.opts.AccessLog {
+			s.log.Info("access", "proto", ProtoNative, "client", c.client, "method", q.Op.String(), "path", q.Path,
+				"status", c.lastStatus.String(), "bytes", c.res.Bytes-c.accessBytes, "duration", time.Since(c.accessStart).Round(time.Microsecond))
+		}
+		if err != nil {
 			c.res.Outcome = c.sendFailed(&q, err)
 			return
 		}
@@ -238,6 +284,24 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// sniff reads a new connection's first bytes and tells its protocol: a
+// native request starts with wire.RequestMagic, anything else is HTTP.
+// The bytes stay buffered for the request reader, and header_timeout,
+// armed here, bounds the whole first request.
+func (c *conn) sniff() (native bool, err error) {
+	if _, err := c.readIdle(true); err != nil {
+		return false, err
+	}
+	c.headArmed = true
+	magic := wire.RequestMagic
+	for c.rend-c.rpos < len(magic) && c.buf[c.rpos] == magic[0] {
+		if err := c.fill(); err != nil {
+			return false, truncated(err)
+		}
+	}
+	return string(c.buf[c.rpos:c.rpos+len(magic)]) == magic, nil
 }
 
 var errDrained = errors.New("drained")
@@ -268,7 +332,7 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 	if c.rpos == c.rend {
 		c.rpos, c.rend = 0, 0
 	}
-	armed := false // header_timeout set for this request
+	armed := first && c.headArmed // header_timeout set for this request
 	if c.rend == c.rpos {
 		var err error
 		if armed, err = c.readIdle(first); err != nil {
@@ -287,19 +351,19 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 			return wire.Request{}, truncated(err)
 		}
 	}
-	q, plen, err := wire.DecodeRequestHeader((*[wire.RequestHeaderLen]byte)(c.rbuf[c.rpos:]))
+	q, plen, err := wire.DecodeRequestHeader((*[wire.RequestHeaderLen]byte)(c.buf[c.rpos:]))
 	if err != nil {
 		return q, err
 	}
 	c.rpos += wire.RequestHeaderLen
 	if plen <= c.rend-c.rpos {
-		err = q.SetPath(c.rbuf[c.rpos : c.rpos+plen])
+		err = q.SetPath(c.buf[c.rpos : c.rpos+plen])
 		c.rpos += plen
 		return q, err
 	}
 	// A path longer than what arrived with the header (rare: long paths).
 	p := make([]byte, plen)
-	n := copy(p, c.rbuf[c.rpos:c.rend])
+	n := copy(p, c.buf[c.rpos:c.rend])
 	c.rpos = c.rend
 	arm()
 	if _, err := io.ReadFull(c.f, p[n:]); err != nil {
@@ -373,7 +437,7 @@ type readOp struct {
 // arrived just before would be lost.)
 func (c *conn) fill() error {
 	if c.rpos > 0 {
-		c.rend = copy(c.rbuf[:], c.rbuf[c.rpos:c.rend])
+		c.rend = copy(c.buf, c.buf[c.rpos:c.rend])
 		c.rpos = 0
 	}
 	c.rd = readOp{}
@@ -393,7 +457,7 @@ func (c *conn) fill() error {
 
 func (c *conn) doRead(fd uintptr) bool {
 	for {
-		c.rd.n, c.rd.err = unix.Read(int(fd), c.rbuf[c.rend:])
+		c.rd.n, c.rd.err = unix.Read(int(fd), c.buf[c.rend:])
 		if c.rd.err == unix.EINTR {
 			continue
 		}
@@ -524,7 +588,7 @@ func (c *conn) get(q *wire.Request) error {
 	if n == 0 {
 		return nil
 	}
-	t := &transfer{path: q.Path, offset: q.Offset, total: n, start: time.Now()}
+	t := &transfer{proto: ProtoNative, path: q.Path, offset: q.Offset, total: n, start: time.Now()}
 	c.cur.Store(t)
 	defer c.cur.Store(nil)
 	err = c.s.sender.send(c, fd, q.Offset, n, t)
@@ -553,11 +617,15 @@ func (c *conn) stat(q *wire.Request) error {
 func (t *transfer) progress(s *Server, n int) {
 	t.sent.Add(int64(n))
 	s.bytesSent.Add(uint64(n))
+	if t.proto == ProtoHTTP {
+		s.httpBytes.Add(uint64(n))
+	}
 }
 
 // writeHeader sends a response header. more=true tells the kernel a body
 // follows (MSG_MORE), so header and first body bytes leave in one segment.
 func (c *conn) writeHeader(r *wire.Response, more bool) error {
+	c.lastStatus = r.Status
 	c.out = wire.AppendResponse(c.out[:0], r)
 	return c.write(c.out, more)
 }
@@ -606,9 +674,12 @@ func (s *Server) Wait() { s.wg.Wait() }
 
 // Stats are a worker's running totals.
 type Stats struct {
-	Active      int
-	Connections uint64
-	BytesSent   uint64
+	Active         int
+	Connections    uint64
+	BytesSent      uint64 // body bytes the kernel accepted, both protocols
+	HTTPBytesSent  uint64 // of which in HTTP responses
+	NativeRequests uint64
+	HTTPRequests   uint64
 }
 
 // Stats returns the running totals.
@@ -616,7 +687,8 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.conns)
 	s.mu.Unlock()
-	return Stats{Active: n, Connections: s.totalConns.Load(), BytesSent: s.bytesSent.Load()}
+	return Stats{Active: n, Connections: s.totalConns.Load(), BytesSent: s.bytesSent.Load(), HTTPBytesSent: s.httpBytes.Load(),
+		NativeRequests: s.nativeRequests.Load(), HTTPRequests: s.httpRequests.Load()}
 }
 
 // Transfers lists the response bodies being sent right now, at most max.
@@ -632,7 +704,7 @@ func (s *Server) Transfers(max int) (ts []Transfer, more int) {
 			more++
 			continue
 		}
-		ts = append(ts, Transfer{Client: c.client, Path: t.path, Offset: t.offset, Total: t.total, Sent: t.sent.Load(), Start: t.start})
+		ts = append(ts, Transfer{Protocol: t.proto, Client: c.client, Path: t.path, Offset: t.offset, Total: t.total, Sent: t.sent.Load(), Start: t.start})
 	}
 	return ts, more
 }

@@ -58,7 +58,7 @@ type testServer struct {
 func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServer {
 	t.Helper()
 	root := t.TempDir()
-	o := Options{Root: root, Mode: mode, Chunk: 64 << 10, HeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second, SendTimeout: 5 * time.Second}
+	o := Options{Root: root, Mode: mode, Chunk: 64 << 10, HeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second, SendTimeout: 5 * time.Second, Listing: true}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -326,9 +326,10 @@ func TestDrain(t *testing.T) {
 
 func TestBadFrameAnsweredThenClosed(t *testing.T) {
 	ts := newTestServer(t, config.ModeSendfile)
-	ts.client.Write([]byte("not a frame at all......"))
+	// The magic, then an unknown version: native, but not a frame.
+	ts.client.Write(append([]byte("ZQ\x63"), make([]byte, 21)...))
 	r, err := wire.ReadResponse(ts.br)
-	if err != nil || r.Status != wire.StatusBadRequest {
+	if err != nil || r.Status != wire.StatusUnsupportedVersion {
 		t.Fatalf("%+v %v", r, err)
 	}
 	if _, err := ts.br.ReadByte(); !errors.Is(err, io.EOF) {

@@ -56,6 +56,8 @@ func writeStatus(w io.Writer, st *ctl.Status, now time.Time) {
 	t := st.Totals
 	fmt.Fprintf(tw, "totals\t%d workers, %d active, %d connections, %s sent, %d restarts\n",
 		t.Workers, t.Active, t.Connections, human.Bytes(int64(t.BytesSent)), t.Restarts)
+	fmt.Fprintf(tw, "served\t%d native, %d http requests (%s over http)\n",
+		t.NativeRequests, t.HTTPRequests, human.Bytes(int64(t.HTTPBytesSent)))
 	if st.DrainDeadline != nil {
 		fmt.Fprintf(tw, "drain\tremaining transfers are cut off in %s\n", human.Duration(st.DrainDeadline.Sub(now)))
 	}
@@ -87,9 +89,9 @@ func writeStatus(w io.Writer, st *ctl.Status, now time.Time) {
 	}
 	if len(st.Transfers) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "CLIENT\tWORKER\tPATH\tSENT\tTOTAL\tDONE\tAGE")
+		fmt.Fprintln(tw, "CLIENT\tPROTO\tWORKER\tPATH\tSENT\tTOTAL\tDONE\tAGE")
 		for _, x := range st.Transfers {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", x.Client, x.WorkerPID, printable(x.Path), human.Bytes(x.Sent),
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", x.Client, dash(x.Protocol), x.WorkerPID, printable(x.Path), human.Bytes(x.Sent),
 				human.Bytes(x.Total), percent(x.Sent, x.Total), human.Duration(time.Duration(x.Age*float64(time.Second))))
 		}
 		tw.Flush()

@@ -41,8 +41,8 @@ func drainingStatus() *ctl.Status {
 			{PID: 4411, Generation: 1, Slot: 0, State: "draining", Active: 1, Connections: 1, BytesSent: 1536 << 20, Started: now.Add(-3 * time.Hour)},
 		},
 		Transfers: []ctl.Transfer{
-			{WorkerPID: 4190, Client: "127.0.0.1:50432", Path: "/big.iso", Sent: 1 << 30, Total: 4 << 30, Age: 12.4},
-			{WorkerPID: 4411, Client: "[::1]:50500", Path: "/a\tb.txt", Sent: 512, Total: 0, Age: 0.2},
+			{WorkerPID: 4190, Protocol: "native", Client: "127.0.0.1:50432", Path: "/big.iso", Sent: 1 << 30, Total: 4 << 30, Age: 12.4},
+			{WorkerPID: 4411, Protocol: "http", Client: "[::1]:50500", Path: "/a\tb.txt", Sent: 512, Total: 0, Age: 0.2},
 		},
 		TransfersOmitted: 3,
 		Totals:           ctl.Totals{Workers: 2, Active: 3, Connections: 1024, BytesSent: 5 << 30, Restarts: 13},
@@ -63,6 +63,7 @@ root     /srv/zfs-serve (splice)
 control  /run/zfs-serve/control.sock
 listen   zfs 127.0.0.1:7070 (socket-activated), zfs [::1]:40123
 totals   2 workers, 3 active, 1024 connections, 5.00 GiB sent, 13 restarts
+served   0 native, 0 http requests (0 B over http)
 drain    remaining transfers are cut off in 45s
 reload   ok: generation 2 serving with 3 workers
 
@@ -73,9 +74,9 @@ WORKER  GEN  SLOT  STATE       ACTIVE  CONNS  SENT      RESTARTS  UP     LAST EX
 4411    1    0     draining    1       1      1.50 GiB  0         3h00m  -
 
 TRANSFERS (5)
-CLIENT           WORKER  PATH         SENT      TOTAL     DONE   AGE
-127.0.0.1:50432  4190    /big.iso     1.00 GiB  4.00 GiB  25.0%  12s
-[::1]:50500      4411    "/a\tb.txt"  512 B     0 B       -      0s
+CLIENT           PROTO   WORKER  PATH         SENT      TOTAL     DONE   AGE
+127.0.0.1:50432  native  4190    /big.iso     1.00 GiB  4.00 GiB  25.0%  12s
+[::1]:50500      http    4411    "/a\tb.txt"  512 B     0 B       -      0s
 ... and 3 more (see --json)
 `},
 		{"serving, nothing in flight", &ctl.Status{
@@ -89,6 +90,7 @@ root     /tmp/x (sendfile)
 control  /tmp/c.sock
 listen   none (not accepting)
 totals   1 workers, 0 active, 0 connections, 0 B sent, 0 restarts
+served   0 native, 0 http requests (0 B over http)
 
 WORKER  GEN  SLOT  STATE  ACTIVE  CONNS  SENT  RESTARTS  UP  LAST EXIT
 8       1    0     ready  0       0      0 B   0         4s  -
@@ -106,6 +108,7 @@ root     /r (mmap)
 control  /c
 listen   none (not accepting)
 totals   0 workers, 0 active, 0 connections, 0 B sent, 0 restarts
+served   0 native, 0 http requests (0 B over http)
 reload   "failed: f.toml:1: bad\x1b[2J"
 
 WORKER  GEN  SLOT  STATE  ACTIVE  CONNS  SENT  RESTARTS  UP  LAST EXIT

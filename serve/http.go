@@ -1,0 +1,192 @@
+package serve
+
+import (
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/httpx"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// HTTP/1.1 on a worker's connections (docs/HTTP.md). A connection that
+// does not start with the native magic comes here after sniff: heads are
+// read into a buffer of httpx.MaxHead bytes and parsed by httpx; bodies go
+// out through the same senders as native ones, so a file is sent with the
+// configured zero-copy mode after its head (MSG_MORE joins the two).
+
+// httpConn is a connection's HTTP state, made when it turns out to speak HTTP.
+type httpConn struct {
+	buf   [httpx.MaxHead]byte
+	req   httpx.Request
+	head  []byte // response head being built
+	close bool   // the connection closes after this response
+	start time.Time
+	// what the access log says of the response
+	status int
+	bytes  int64
+}
+
+// serveHTTP serves HTTP requests until the client closes, a timeout, an
+// error, a refused head, a drain, or a response that ends the connection.
+func (c *conn) serveHTTP() {
+	s := c.s
+	h := &httpConn{}
+	c.http = h
+	c.rend = copy(h.buf[:], c.buf[c.rpos:c.rend])
+	c.rpos = 0
+	c.buf = h.buf[:]
+	for first := true; ; first = false {
+		if err := c.readHead(first); err != nil {
+			c.res.Outcome = c.httpReadFailed(err)
+			return
+		}
+		c.res.Requests++
+		s.httpRequests.Add(1)
+		h.start = time.Now()
+		h.close = !h.req.KeepAlive || s.draining.Load()
+		err := c.handleHTTP()
+		c.disarmWrite()
+		c.accessLog()
+		if err != nil {
+			c.res.Outcome = c.sendFailed(&wire.Request{Op: wire.OpGet, Path: h.req.Path}, err)
+			return
+		}
+		if h.close {
+			c.res.Outcome = OutcomeClosed
+			if s.draining.Load() {
+				c.res.Outcome = OutcomeDrained
+			}
+			return
+		}
+	}
+}
+
+// readHead reads and parses the next request head. It waits like the
+// native readRequest: a kept-alive connection is idle until the first
+// byte (a drain may close it then), and header_timeout bounds the whole
+// head from there (or, for the first request, from the connection's start).
+func (c *conn) readHead(first bool) error {
+	s, h := c.s, c.http
+	if c.rpos == c.rend {
+		c.rpos, c.rend = 0, 0
+	}
+	armed := first && c.headArmed
+	if c.rend == c.rpos {
+		var err error
+		if armed, err = c.readIdle(first); err != nil {
+			return err
+		}
+	}
+	for {
+		n, err := httpx.Parse(c.buf[c.rpos:c.rend], &h.req)
+		if err == nil {
+			c.rpos += n
+			return nil
+		}
+		if !errors.Is(err, httpx.ErrIncomplete) {
+			return err
+		}
+		if !armed {
+			c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+			armed = true
+		}
+		if err := c.fill(); err != nil {
+			return truncated(err)
+		}
+	}
+}
+
+// httpReadFailed ends a connection whose next head could not be read,
+// answering a refused head with its status.
+func (c *conn) httpReadFailed(err error) Outcome {
+	var he *httpx.Error
+	if !errors.As(err, &he) {
+		return c.readFailed(err)
+	}
+	h := c.http
+	c.s.log.Info("bad HTTP request", "client", c.client, "status", he.Status, "err", he.Msg)
+	h.close = true
+	h.req.Method = "" // the head was refused: no HEAD semantics
+	h.start = time.Now()
+	c.httpError(he.Status, he.Msg)
+	c.disarmWrite()
+	c.accessLog()
+	return OutcomeBadRequest
+}
+
+// accessLog writes the response's access-log line, when configured.
+func (c *conn) accessLog() {
+	s, h := c.s, c.http
+	if !s.opts.AccessLog {
+		return
+	}
+	s.log.Info("access", "proto", "http", "client", c.client, "method", h.req.Method, "path", h.req.Target,
+		"status", h.status, "bytes", h.bytes, "duration", time.Since(h.start).Round(time.Microsecond))
+}
+
+// httpDate is the Date header's value for the current second, formatted
+// once a second per worker, not per response.
+type httpDate struct {
+	sec atomic.Int64
+	val atomic.Pointer[[]byte]
+}
+
+func (d *httpDate) get(now time.Time) []byte {
+	sec := now.Unix()
+	if d.sec.Load() == sec {
+		if v := d.val.Load(); v != nil {
+			return *v
+		}
+	}
+	v := httpx.AppendHTTPDate(nil, now)
+	d.val.Store(&v)
+	d.sec.Store(sec)
+	return v
+}
+
+// statusText is the reason phrase for the statuses this server sends.
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "OK"
+	case 206:
+		return "Partial Content"
+	case 301:
+		return "Moved Permanently"
+	case 304:
+		return "Not Modified"
+	case 400:
+		return "Bad Request"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 405:
+		return "Method Not Allowed"
+	case 408:
+		return "Request Timeout"
+	case 411:
+		return "Length Required"
+	case 412:
+		return "Precondition Failed"
+	case 413:
+		return "Content Too Large"
+	case 414:
+		return "URI Too Long"
+	case 416:
+		return "Range Not Satisfiable"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 500:
+		return "Internal Server Error"
+	case 501:
+		return "Not Implemented"
+	case 503:
+		return "Service Unavailable"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Status " + strconv.Itoa(code)
+}

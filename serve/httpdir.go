@@ -1,0 +1,138 @@
+package serve
+
+import (
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/httpx"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// httpDir answers a request for the directory p: a redirect to "p/" (so
+// relative links in what it serves resolve inside it), else its first
+// index file, else a listing (HTML, or JSON when asked), else 403.
+func (c *conn) httpDir(p string) error {
+	r := &c.http.req
+	if !strings.HasSuffix(p, "/") {
+		loc := escapePath(p) + "/"
+		if r.Query != "" {
+			loc += "?" + r.Query
+		}
+		c.startHead(301)
+		c.header("Location", loc)
+		return c.finishError("moved to " + loc)
+	}
+	for _, name := range c.s.opts.Index {
+		fd, st, cached, err := c.s.files.open(c.s.root, p+name)
+		if err != nil {
+			continue // not there, or not a regular file: the next one
+		}
+		defer c.s.files.release(fd, cached)
+		return c.httpFile(fd, &st, name)
+	}
+	if !c.s.opts.Listing {
+		return c.httpError(403, "forbidden: "+p+" is a directory and listings are off")
+	}
+	var entries []httpx.Entry
+	if _, err := c.s.readDir(p, func(name string, st *unix.Stat_t) {
+		e := httpx.Entry{Name: name, Kind: kindName(kindOf(st)), ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
+		if e.Kind == "file" {
+			e.Size = st.Size
+		}
+		entries = append(entries, e)
+	}); err != nil {
+		return c.httpRefused(err)
+	}
+	var body []byte
+	ctype := "text/html; charset=utf-8"
+	if httpx.WantsJSON(r.Accept, r.Query) {
+		ctype = "application/json"
+		body = httpx.AppendListingJSON(nil, entries)
+	} else {
+		body = httpx.AppendListingHTML(nil, p, entries)
+	}
+	entries = nil
+	if len(body) > wire.MaxListBody {
+		return c.httpError(500, "internal error: "+p+" has too many entries to list")
+	}
+	if n := int64(len(body)); c.s.listBytes.Add(n) > maxListBytes {
+		c.s.listBytes.Add(-n)
+		c.startHead(503)
+		c.header("Retry-After", "1")
+		return c.finishError("busy: too many large listings being sent, retry shortly")
+	}
+	defer c.s.listBytes.Add(-int64(len(body)))
+	c.startHead(200)
+	c.header("Content-Type", ctype)
+	c.header("Vary", "Accept")
+	c.header("Cache-Control", "no-cache")
+	c.header("X-Content-Type-Options", "nosniff")
+	c.contentLength(int64(len(body)))
+	if r.Method == "HEAD" {
+		return c.finishHead(false)
+	}
+	if err := c.finishHead(true); err != nil {
+		return err
+	}
+	c.http.bytes += int64(len(body))
+	return c.write(body, false)
+}
+
+// readDir calls each for every entry of the directory p (beneath the
+// root), in name order, with its lstat, and returns the directory's stat.
+func (s *Server) readDir(p string, each func(name string, st *unix.Stat_t)) (*unix.Stat_t, error) {
+	fd, st, err := openAt(s.root, p, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		if re, ok := err.(*reqError); ok && re.status == wire.StatusNotFound {
+			// openat2 says ENOTDIR for a file opened with O_DIRECTORY.
+			if st, serr := statPath(s.root, p); serr == nil && kindOf(st) != wire.KindDir {
+				return nil, refuse(wire.StatusNotDirectory, "not a directory: %s", p)
+			}
+		}
+		return nil, err
+	}
+	dir := os.NewFile(uintptr(fd), p)
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return nil, refuse(wire.StatusInternal, "internal error: list %s: %v", p, err)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if !wire.ValidName(name) {
+			continue
+		}
+		var est unix.Stat_t
+		if err := unix.Fstatat(fd, name, &est, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			continue // vanished since readdir
+		}
+		each(name, &est)
+	}
+	return st, nil
+}
+
+func kindName(k wire.Kind) string {
+	switch k {
+	case wire.KindFile:
+		return "file"
+	case wire.KindDir:
+		return "dir"
+	case wire.KindSymlink:
+		return "symlink"
+	}
+	return "other"
+}
+
+// escapePath percent-encodes each segment of the decoded path p.
+func escapePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}

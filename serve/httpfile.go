@@ -1,0 +1,251 @@
+package serve
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/httpx"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// handleHTTP answers one parsed request. A refusal is a response; the
+// returned error means the connection must close.
+func (c *conn) handleHTTP() error {
+	h := c.http
+	r := &h.req
+	h.status, h.bytes = 0, 0
+	if r.Method != "GET" && r.Method != "HEAD" {
+		c.startHead(405)
+		c.header("Allow", "GET, HEAD")
+		return c.finishError("method " + r.Method + " is not allowed: this server answers GET and HEAD")
+	}
+	fd, st, cached, err := c.s.files.open(c.s.root, r.Path)
+	if err != nil {
+		var re *reqError
+		if errors.As(err, &re) && re.kind == wire.KindDir {
+			return c.httpDir(r.Path)
+		}
+		return c.httpRefused(err)
+	}
+	defer c.s.files.release(fd, cached)
+	if wantsDir(r.Path) {
+		// "file/" and "file/." name a directory that does not exist.
+		return c.httpError(404, "not found: "+r.Path+" is a file, not a directory")
+	}
+	return c.httpFile(fd, &st, r.Path)
+}
+
+// wantsDir reports whether p can only name a directory: it ends in "/"
+// or in a "." segment.
+func wantsDir(p string) bool {
+	return strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.")
+}
+
+// httpFile answers a request for the regular file fd: conditionals,
+// ranges, then the head and the body through the configured sender.
+func (c *conn) httpFile(fd int, st *unix.Stat_t, name string) error {
+	h := c.http
+	r := &h.req
+	size := st.Size
+	etag := httpx.ETag(st.Ino, mtimeNanos(st), size)
+	mod := time.Unix(st.Mtim.Sec, 0)
+	switch httpx.Preconditions(r.IfMatch, r.IfUnmodifiedSince, r.IfNoneMatch, r.IfModifiedSince, etag, mod) {
+	case 304:
+		c.startHead(304)
+		c.validators(etag, mod)
+		return c.finishHead(false)
+	case 412:
+		return c.httpError(412, "precondition failed: "+r.Path+" does not match If-Match or If-Unmodified-Since")
+	}
+	var ranges []httpx.Range
+	if c.s.opts.MaxRanges > 0 && r.Range != "" && httpx.RangeApplies(r.IfRange, etag, mod) {
+		rs, err := httpx.ParseRange(r.Range, size, c.s.opts.MaxRanges)
+		if errors.Is(err, httpx.ErrUnsatisfiable) {
+			c.startHead(416)
+			c.header("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			return c.finishError("range not satisfiable: " + r.Path + " has " + strconv.FormatInt(size, 10) + " bytes")
+		}
+		ranges = rs
+	}
+	ctype := httpx.ContentType(name)
+	head := r.Method == "HEAD"
+	switch len(ranges) {
+	case 0, 1:
+		off, n := int64(0), size
+		if len(ranges) == 1 {
+			off, n = ranges[0].Start, ranges[0].Length
+			c.startHead(206)
+			c.header("Content-Range", httpx.ContentRange(ranges[0], size))
+		} else {
+			c.startHead(200)
+		}
+		c.header("Content-Type", ctype)
+		c.contentLength(n)
+		c.fileHeaders(etag, mod)
+		if head || n == 0 {
+			return c.finishHead(false)
+		}
+		if err := c.finishHead(true); err != nil {
+			return err
+		}
+		t := c.startTransfer(r.Path, off, n)
+		defer c.cur.Store(nil)
+		return c.sendRange(fd, st, off, n, t)
+	}
+	mp := httpx.NewMultipart(ranges, size, ctype, httpx.NewBoundary())
+	c.startHead(206)
+	c.header("Content-Type", mp.ContentType())
+	c.contentLength(mp.Length())
+	c.fileHeaders(etag, mod)
+	if head {
+		return c.finishHead(false)
+	}
+	if err := c.finishHead(true); err != nil {
+		return err
+	}
+	var total int64
+	for _, rg := range ranges {
+		total += rg.Length
+	}
+	t := c.startTransfer(r.Path, ranges[0].Start, total)
+	defer c.cur.Store(nil)
+	for i, rg := range ranges {
+		if err := c.write(mp.PartHead(i), true); err != nil {
+			return err
+		}
+		if err := c.sendRange(fd, st, rg.Start, rg.Length, t); err != nil {
+			return err
+		}
+	}
+	return c.write(mp.Tail(), false)
+}
+
+// startTransfer makes the response body visible to status.
+func (c *conn) startTransfer(path string, off, n int64) *transfer {
+	t := &transfer{path: path, offset: off, total: n, start: time.Now(), proto: ProtoHTTP}
+	c.cur.Store(t)
+	return t
+}
+
+// sendRange sends n bytes of fd from off as part of t's body.
+func (c *conn) sendRange(fd int, st *unix.Stat_t, off, n int64, t *transfer) error {
+	before := t.sent.Load()
+	err := c.s.sender.send(c, fd, off, n, t)
+	sent := t.sent.Load() - before
+	c.res.Bytes += sent
+	c.http.bytes += sent
+	if err == errShort {
+		return &shrankError{path: t.path, sent: t.sent.Load(), total: t.total}
+	}
+	return err
+}
+
+// fileHeaders adds the headers every file response carries.
+func (c *conn) fileHeaders(etag string, mod time.Time) {
+	c.validators(etag, mod)
+	c.header("Accept-Ranges", "bytes")
+	c.header("X-Content-Type-Options", "nosniff")
+}
+
+func (c *conn) validators(etag string, mod time.Time) {
+	h := c.http
+	h.head = append(h.head, "Last-Modified: "...)
+	h.head = httpx.AppendHTTPDate(h.head, mod)
+	h.head = append(h.head, "\r\nETag: "...)
+	h.head = append(h.head, etag...)
+	h.head = append(h.head, "\r\n"...)
+}
+
+// httpRefused answers a request the file lookup refused.
+func (c *conn) httpRefused(err error) error {
+	var re *reqError
+	if !errors.As(err, &re) {
+		return err
+	}
+	switch re.status {
+	case wire.StatusNotFound, wire.StatusNotDirectory:
+		return c.httpError(404, re.msg)
+	case wire.StatusForbidden, wire.StatusNotRegular:
+		return c.httpError(403, re.msg)
+	case wire.StatusBusy:
+		c.startHead(503)
+		c.header("Retry-After", "1")
+		return c.finishError(re.msg)
+	case wire.StatusBadRequest:
+		return c.httpError(400, re.msg)
+	}
+	c.s.log.Error("request failed", "client", c.client, "method", c.http.req.Method, "path", c.http.req.Path, "err", re.msg)
+	return c.httpError(500, re.msg)
+}
+
+// startHead begins a response head with its status line, Server and Date.
+func (c *conn) startHead(status int) {
+	h := c.http
+	h.status = status
+	b := append(h.head[:0], "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, statusText(status)...)
+	b = append(b, "\r\nServer: zfs-serve\r\nDate: "...)
+	b = append(b, c.s.date.get(time.Now())...)
+	h.head = append(b, "\r\n"...)
+}
+
+func (c *conn) header(k, v string) {
+	h := c.http
+	h.head = append(h.head, k...)
+	h.head = append(h.head, ": "...)
+	h.head = append(h.head, v...)
+	h.head = append(h.head, "\r\n"...)
+}
+
+func (c *conn) contentLength(n int64) {
+	h := c.http
+	h.head = append(h.head, "Content-Length: "...)
+	h.head = strconv.AppendInt(h.head, n, 10)
+	h.head = append(h.head, "\r\n"...)
+}
+
+// finishHead ends the head with the Connection header and sends it; more
+// says a body follows (MSG_MORE: head and body leave together).
+func (c *conn) finishHead(more bool) error {
+	h := c.http
+	if h.close {
+		h.head = append(h.head, "Connection: close\r\n"...)
+	} else if h.req.Minor == 0 {
+		h.head = append(h.head, "Connection: keep-alive\r\n"...)
+	}
+	h.head = append(h.head, "\r\n"...)
+	return c.write(h.head, more)
+}
+
+// httpError sends a short text/plain error response.
+func (c *conn) httpError(status int, msg string) error {
+	c.startHead(status)
+	return c.finishError(msg)
+}
+
+// finishError ends a head begun by startHead with a text/plain body
+// (none for HEAD) saying msg.
+func (c *conn) finishError(msg string) error {
+	h := c.http
+	body := strconv.Itoa(h.status) + " " + statusText(h.status) + ": " + msg + "\n"
+	c.header("Content-Type", "text/plain; charset=utf-8")
+	c.header("X-Content-Type-Options", "nosniff")
+	c.contentLength(int64(len(body)))
+	if h.status >= 400 && h.status != 404 && h.status != 403 && h.status != 412 && h.status != 416 && h.status != 405 {
+		h.close = true // 400, 431, 5xx...: the connection may be out of step or the server busy
+	}
+	if h.req.Method == "HEAD" {
+		return c.finishHead(false)
+	}
+	if err := c.finishHead(true); err != nil {
+		return err
+	}
+	h.bytes += int64(len(body))
+	return c.write([]byte(body), false)
+}
