@@ -106,6 +106,10 @@ type DaemonOpts struct {
 	Listen  string   // default 127.0.0.1:0
 	NoWait  bool     // do not wait for readiness
 	Binary  string   // zfs-serve binary to run; default the one TestMain built
+	// Wrap is a command the daemon is started under, its argv before the
+	// daemon's (e.g. prlimit --nofile=64:64 --). It must exec the daemon,
+	// so that the pid is the supervisor's.
+	Wrap []string
 	// ExtraFiles are inherited by the daemon as fds 3 and up, without
 	// close-on-exec, as a careless parent's would be.
 	ExtraFiles []*os.File
@@ -158,6 +162,10 @@ func StartDaemon(t testing.TB, o DaemonOpts) *Daemon {
 	bin := zfsServe
 	if o.Binary != "" {
 		bin = o.Binary
+	}
+	if len(o.Wrap) > 0 {
+		args = append(append(append([]string{}, o.Wrap[1:]...), bin), args...)
+		bin = o.Wrap[0]
 	}
 	d.Cmd = exec.Command(bin, args...)
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
