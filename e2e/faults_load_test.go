@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -153,9 +154,13 @@ func TestFaultSlowloris(t *testing.T) {
 // Every raw client gets its file or a busy answer (none is dropped
 // unanswered), the supervisor does not spin (CPU ticks bounded while the
 // connections are held), every zfetch gets its file once the pressure is
-// gone, and the fds come back to the baseline.
+// gone, and afterwards the daemon serves as usual with the fds back at the
+// baseline.
 func TestFaultFDExhaustion(t *testing.T) {
 	const clients, fetches = 200, 10
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("prlimit (util-linux) is not installed")
+	}
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 256<<10)
 	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2, Wrap: []string{"prlimit", "--nofile=64:64", "--"}})
@@ -247,6 +252,14 @@ func TestFaultFDExhaustion(t *testing.T) {
 	}
 	after := settledUse(t, d, 2, before)
 	supFDs, workerFDs := before.fds(after)
+	// Recovered: the next requests are served as usual.
+	for range 20 {
+		status, got, err := getOnce(d.Addr, "/f.bin")
+		if err != nil || status != wire.StatusOK || got != sum {
+			t.Errorf("after the pressure: status %v, sha256 %s, %v", status, got, err)
+			break
+		}
+	}
 	t.Logf("%d clients: %d got the file, %d busy, %d failed, %d dropped unanswered, %d corrupted; supervisor CPU: %d ticks for the burst, %d in 2 s held",
 		clients, ok, busy, failed, lost, corrupted, burst, held)
 	logFigure(t, "fd-exhaustion", "tried", clients+fetches, "failed", failed+fetchFailed, "lost", lost, "corrupted", corrupted,

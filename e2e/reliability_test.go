@@ -82,9 +82,10 @@ func logFigure(t testing.TB, scenario string, kv ...any) {
 // Fixes of issue 13 ("Nothing lost, ever") made on other branches. A test
 // that cannot pass without one of them says so with needsFix and skips
 // until the lead merges the fix and deletes its entry here.
-// ZFS_E2E_PENDING=1 runs those tests anyway (to check a merge).
+// ZFS_E2E_PENDING=1 runs those tests anyway (to check a merge). A fix's
+// name has no ": " (scripts/reliability reads it up to there).
 const (
-	fixInPlace = "in-place modification during a send: server ends the body short, zfetch re-checks identity"
+	fixInPlace = "in-place modification during a send detected (the server ends the body short, zfetch re-checks identity)"
 	fixWedged  = "wedged worker detected by heartbeat and replaced"
 	fixFDBusy  = "fd pressure answered busy"
 )
