@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -80,9 +81,24 @@ func TestChaos(t *testing.T) {
 	cur := &chaosDaemon{d: first}
 
 	start := time.Now()
+	// stop ends the killer and the reloader; cancel also the downloads (on
+	// a fatal error, before the daemons are killed).
 	stop := make(chan struct{})
-	var bg sync.WaitGroup
-	var kills, reloads, reloadsRefused atomic.Int64
+	var stopOnce sync.Once
+	var bg, wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		cancel()
+		stopOnce.Do(func() { close(stop) })
+		wg.Wait()
+		bg.Wait()
+	}()
+	var kills, reloads, reloadsFailed atomic.Int64
+	var restarting atomic.Bool
+	var failedMu sync.Mutex
+	failedWhy := map[string]int{}
+	var killedMu sync.Mutex
+	killed := map[int]bool{}
 	bgErrs := make(chan error, 100)
 
 	// The killer: a random worker (of any generation, in any state) every
@@ -96,7 +112,7 @@ func TestChaos(t *testing.T) {
 				return
 			case <-time.After(time.Duration(200+rand.IntN(300)) * time.Millisecond):
 			}
-			r, err := runBG(10*time.Second, zctlBin, "-s", cur.get().Control, "status", "--json")
+			r, err := runCtx(ctx, 10*time.Second, zctlBin, "-s", cur.get().Control, "status", "--json")
 			if err != nil || r.Code != 0 {
 				continue // restarting: no daemon at that socket for a moment
 			}
@@ -105,16 +121,23 @@ func TestChaos(t *testing.T) {
 				bgErrs <- fmt.Errorf("zctl status --json: %w: %q", err, r.Stdout)
 				return
 			}
-			if pids := WorkerPIDs(&st); len(pids) > 0 {
-				if syscall.Kill(pids[rand.IntN(len(pids))], syscall.SIGKILL) == nil {
+			// Not around a restart: the drain would end with its transfers
+			// cut, and a new daemon would never start beside it.
+			if pids := WorkerPIDs(&st); len(pids) > 0 && !restarting.Load() {
+				pid := pids[rand.IntN(len(pids))]
+				if syscall.Kill(pid, syscall.SIGKILL) == nil {
 					kills.Add(1)
+					killedMu.Lock()
+					killed[pid] = true
+					killedMu.Unlock()
 				}
 			}
 		}
 	}()
 	// The reloader: zctl reload every 2 s. One can be refused (while the
-	// daemon drains, or with three generations still draining); that is
-	// counted, not an error.
+	// daemon drains, or with three generations still draining) or fail (the
+	// killer killed a new worker before it was ready); that is counted and
+	// the reason logged, not an error.
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
@@ -124,7 +147,7 @@ func TestChaos(t *testing.T) {
 				return
 			case <-time.After(2 * time.Second):
 			}
-			r, err := runBG(90*time.Second, zctlBin, "-s", cur.get().Control, "reload")
+			r, err := runCtx(ctx, 90*time.Second, zctlBin, "-s", cur.get().Control, "reload")
 			switch {
 			case err != nil:
 				bgErrs <- err
@@ -132,7 +155,10 @@ func TestChaos(t *testing.T) {
 			case r.Code == 0:
 				reloads.Add(1)
 			default:
-				reloadsRefused.Add(1)
+				reloadsFailed.Add(1)
+				failedMu.Lock()
+				failedWhy[strings.TrimSpace(r.Stderr)]++
+				failedMu.Unlock()
 			}
 		}
 	}()
@@ -149,69 +175,92 @@ func TestChaos(t *testing.T) {
 			failures = append(failures, fmt.Sprintf(format, a...))
 		}
 	}
+	// download fetches file i%len(files) into a fresh name with the
+	// receive options recv and checks the outcome.
+	download := func(i int, recv []string) {
+		f := files[i%len(files)]
+		dst := filepath.Join(out, fmt.Sprintf("%04d-%s", i, f.name))
+		args := append([]string{"--json", "-o", dst}, recv...)
+		args = append(args, "zfs://"+listen+"/"+f.name)
+		r, err := runCtx(ctx, 180*time.Second, zfetch, args...)
+		retries.Add(int64(strings.Count(r.Stdout, `"event":"retry"`)))
+		_, statErr := os.Stat(dst)
+		switch {
+		case err != nil || r.Code != 0:
+			failed.Add(1)
+			fail("zfetch %s: exit %d %v: %s", strings.Join(args, " "), r.Code, err, tail(r.Stderr, 5))
+			if statErr == nil {
+				corrupted.Add(1)
+				fail("%s: a failed run left a file under its final name", dst)
+			}
+		case statErr != nil:
+			lost.Add(1)
+			fail("%s: zfetch exited 0 without its file: %v", dst, statErr)
+		default:
+			if got, err := sha256File(dst); got != f.sum {
+				corrupted.Add(1)
+				fail("%s: sha256 %s %v, want %s (zfetch %s)", dst, got, err, f.sum, strings.Join(args, " "))
+			}
+		}
+		os.Remove(dst)
+		os.Remove(dst + ".part")
+		os.Remove(dst + ".part.state")
+		done.Add(1)
+	}
 	jobs := make(chan int)
-	var wg sync.WaitGroup
 	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				f := files[i%len(files)]
-				dst := filepath.Join(out, fmt.Sprintf("%04d-%s", i, f.name))
-				args := append([]string{"--json", "-o", dst}, chaosRecv[i%len(chaosRecv)]...)
-				args = append(args, "zfs://"+listen+"/"+f.name)
-				r, err := runBG(180*time.Second, zfetch, args...)
-				retries.Add(int64(strings.Count(r.Stdout, `"event":"retry"`)))
-				_, statErr := os.Stat(dst)
-				switch {
-				case err != nil || r.Code != 0:
-					failed.Add(1)
-					fail("zfetch %s: exit %d %v: %s", strings.Join(args, " "), r.Code, err, tail(r.Stderr, 5))
-					if statErr == nil {
-						corrupted.Add(1)
-						fail("%s: a failed run left a file under its final name", dst)
-					}
-				case statErr != nil:
-					lost.Add(1)
-					fail("%s: zfetch exited 0 without its file: %v", dst, statErr)
-				default:
-					if got, err := sha256File(dst); got != f.sum {
-						corrupted.Add(1)
-						fail("%s: sha256 %s %v, want %s (zfetch %s)", dst, got, err, f.sum, strings.Join(args, " "))
-					}
-				}
-				os.Remove(dst)
-				os.Remove(dst + ".part")
-				os.Remove(dst + ".part.state")
-				done.Add(1)
+				download(i, chaosRecv[i%len(chaosRecv)])
 			}
 		}()
 	}
 	feedDone := make(chan struct{})
 	go func() {
 		defer close(feedDone)
+		defer close(jobs)
 		for i := range n {
-			jobs <- i
+			select {
+			case jobs <- i:
+			case <-ctx.Done():
+				return
+			}
 		}
-		close(jobs)
 	}()
 
-	// Drain and restart on the same port, spread over the run.
+	// Drain and restart on the same port, spread over the run. Each time a
+	// rate-limited download of the largest file (one more) is in flight,
+	// so that the drain has a transfer to wait for, and no worker is
+	// killed until the new daemon serves.
 	var overlapped int
 	for k := 1; k <= restarts; k++ {
 		at := int64(n * k / (restarts + 1))
 		if !waitFor(10*time.Minute, func() bool { return done.Load() >= at }) {
 			t.Fatalf("downloads stuck at %d of %d", done.Load(), n)
 		}
+		restarting.Store(true)
+		i := n + k*len(files) - 1 // the largest file, a name of its own
+		slow := filepath.Join(out, fmt.Sprintf("%04d-%s", i, files[len(files)-1].name))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			download(i, []string{"--recv", "splice", "--limit-rate", "8M"})
+		}()
+		if !waitFor(time.Minute, func() bool { return progressOf(slow) >= 1<<20 }) {
+			t.Fatalf("the rate-limited download %s did not start", slow)
+		}
 		next, overlap := restartOnSamePort(t, cur.get(), opts)
 		cur.set(next)
+		restarting.Store(false)
 		if overlap {
 			overlapped++
 		}
 	}
 	<-feedDone
 	wg.Wait()
-	close(stop)
+	stopOnce.Do(func() { close(stop) })
 	bg.Wait()
 	elapsed := time.Since(start)
 	close(bgErrs)
@@ -219,20 +268,35 @@ func TestChaos(t *testing.T) {
 		t.Error(err)
 	}
 
+	// A worker killed last may still be listed as ready for a moment (the
+	// supervisor learns of its death from its channel).
 	last := cur.get()
+	last.WaitStatus(30*time.Second, "the killed workers gone", func(st *ctlStatus) bool {
+		killedMu.Lock()
+		defer killedMu.Unlock()
+		for _, pid := range WorkerPIDs(st) {
+			if killed[pid] {
+				return false
+			}
+		}
+		return true
+	})
 	after := settledUse(t, last, 2, baseline)
 	t.Logf("after the load: %v (baseline %v)", after, baseline)
+	for why, k := range failedWhy {
+		t.Logf("reloads refused or failed %d times: %s", k, why)
+	}
 	supFDs, workerFDs := baseline.fds(after)
 	supRSS, workerRSS := baseline.rss(after)
-	logFigure(t, "chaos", "tried", n, "failed", failed.Load(), "lost", lost.Load(), "corrupted", corrupted.Load(),
+	logFigure(t, "chaos", "tried", n+restarts, "failed", failed.Load(), "lost", lost.Load(), "corrupted", corrupted.Load(),
 		"seconds", elapsed, "concurrency", conc, "kills", kills.Load(), "reloads", reloads.Load(),
-		"reloads_refused", reloadsRefused.Load(), "restarts", restarts, "restarts_overlapped", overlapped,
+		"reloads_failed", reloadsFailed.Load(), "restarts", restarts, "restarts_overlapped", overlapped,
 		"retries", retries.Load(), "sup_fds", supFDs, "worker_fds", workerFDs, "sup_rss_mib", supRSS, "worker_rss_mib", workerRSS)
 	for _, f := range failures {
 		t.Error(f)
 	}
 	if failed.Load()+lost.Load()+corrupted.Load() != 0 {
-		t.Errorf("%d of %d downloads failed, %d lost, %d corrupted", failed.Load(), n, lost.Load(), corrupted.Load())
+		t.Errorf("%d of %d downloads failed, %d lost, %d corrupted", failed.Load(), n+restarts, lost.Load(), corrupted.Load())
 	}
 	if kills.Load() == 0 || reloads.Load() == 0 {
 		t.Errorf("no chaos: %d kills, %d reloads", kills.Load(), reloads.Load())

@@ -248,7 +248,12 @@ func sha256File(path string) (string, error) {
 // instead of failing a test, so that goroutines other than the test's may
 // use it.
 func runBG(timeout time.Duration, bin string, args ...string) (Result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	return runCtx(context.Background(), timeout, bin, args...)
+}
+
+// runCtx is runBG that also ends the process when ctx is done.
+func runCtx(ctx context.Context, timeout time.Duration, bin string, args ...string) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var out, errb bytes.Buffer
@@ -256,7 +261,7 @@ func runBG(timeout time.Duration, bin string, args ...string) (Result, error) {
 	err := cmd.Run()
 	r := Result{Stdout: out.String(), Stderr: errb.String()}
 	if ctx.Err() != nil {
-		return r, fmt.Errorf("%s %s: timed out after %v", filepath.Base(bin), strings.Join(args, " "), timeout)
+		return r, fmt.Errorf("%s %s: %w (timeout %v)", filepath.Base(bin), strings.Join(args, " "), ctx.Err(), timeout)
 	}
 	var ee *exec.ExitError
 	switch {
