@@ -47,6 +47,7 @@ func (c *conn) serveHTTP() {
 		h.start = time.Now()
 		h.close = !h.req.KeepAlive || s.draining.Load()
 		err := c.handleHTTP()
+		s.httpResp.add(h.status)
 		c.disarmWrite()
 		c.accessLog()
 		if err != nil {
@@ -111,6 +112,7 @@ func (c *conn) httpReadFailed(err error) Outcome {
 	h.req.Method = "" // the head was refused: no HEAD semantics
 	h.start = time.Now()
 	c.httpError(he.Status, he.Msg)
+	c.s.httpResp.add(h.status)
 	c.disarmWrite()
 	c.accessLog()
 	return OutcomeBadRequest
