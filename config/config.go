@@ -65,6 +65,7 @@ type Config struct {
 	Group          string   `toml:"group" json:"group"`
 	LogLevel       string   `toml:"log_level" json:"log_level"`
 	LogFormat      string   `toml:"log_format" json:"log_format"`
+	MetricsListen  string   `toml:"metrics_listen" json:"metrics_listen"`
 }
 
 // Default returns the built-in configuration: serve the current directory on
@@ -161,6 +162,7 @@ type Overrides struct {
 	Listen  []string
 	Control string
 	Workers *int
+	Metrics *string // --metrics: metrics_listen ("" turns it off)
 }
 
 // Source says where a configuration came from, so the supervisor can read
@@ -190,6 +192,9 @@ func (s Source) String() string {
 	}
 	if s.Overrides.Workers != nil {
 		fl = append(fl, "--workers")
+	}
+	if s.Overrides.Metrics != nil {
+		fl = append(fl, "--metrics")
 	}
 	if len(fl) > 0 {
 		p += " + " + strings.Join(fl, " ")
@@ -229,6 +234,9 @@ func (src Source) Load() (*Config, error) {
 	if o.Workers != nil {
 		c.Workers = *o.Workers
 	}
+	if o.Metrics != nil {
+		c.MetricsListen = *o.Metrics
+	}
 	if err := c.Resolve(); err != nil {
 		// Blame what set the value: a flag, the file (with the key's
 		// line), or, when neither did, the built-in defaults.
@@ -262,6 +270,8 @@ func (o Overrides) flagFor(key string) string {
 		return "--control"
 	case key == "workers" && o.Workers != nil:
 		return "--workers"
+	case key == "metrics_listen" && o.Metrics != nil:
+		return "--metrics"
 	}
 	return ""
 }
@@ -413,6 +423,11 @@ func (c *Config) validate() error {
 	for _, a := range c.Listen {
 		if err := CheckAddr(a); err != nil {
 			return keyErr("listen", "%v", err)
+		}
+	}
+	if c.MetricsListen != "" {
+		if err := CheckAddr(c.MetricsListen); err != nil {
+			return keyErr("metrics_listen", "%v", err)
 		}
 	}
 	if c.Workers < 0 || c.Workers > 1024 {
