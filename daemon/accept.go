@@ -39,6 +39,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 				switch e {
 				case nil:
 					d.fds = append(d.fds, nfd)
+					d.at = append(d.at, time.Now())
 					d.peers = append(d.peers, sockaddrString(sa))
 					continue
 				case syscall.EINTR, syscall.ECONNABORTED:
@@ -82,6 +83,8 @@ type dispatcher struct {
 	load  []int64
 	idx   []int // indices in fds of the batch sent to one worker
 	rr    int
+	// at is when each of fds was accepted (handoff latency, metrics.go).
+	at []time.Time
 }
 
 // dispatch hands the accepted fds to workers, least loaded first, one
@@ -96,7 +99,9 @@ func (d *dispatcher) dispatch() {
 				unix.Close(fd)
 			}
 		}
+		d.at = d.at[:0]
 	}()
+	s.metrics.accepted.Add(uint64(len(d.fds)))
 	httpOn := s.httpOn.Load()
 	if len(ws) == 0 {
 		st := wire.StatusBusy
@@ -104,6 +109,7 @@ func (d *dispatcher) dispatch() {
 		if state, _ := s.stateA.Load().(string); state == ctl.StateDraining || state == ctl.StateStopping {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
+		s.metrics.refuse(noWorkerReason(st), len(d.fds))
 		for i, fd := range d.fds {
 			refuse(fd, st, msg, httpOn)
 			d.fds[i] = -1
@@ -111,6 +117,7 @@ func (d *dispatcher) dispatch() {
 		return
 	}
 	if s.inflight.Load()+int64(len(d.fds)) > s.maxConns.Load() {
+		s.metrics.refuse(refusedMaxConns, len(d.fds))
 		for i, fd := range d.fds {
 			refuse(fd, wire.StatusBusy, "busy: max_connections reached, retry shortly", httpOn)
 			d.fds[i] = -1
@@ -152,6 +159,7 @@ func (d *dispatcher) dispatch() {
 			continue
 		}
 		if !d.sendTo(ws, j, w, fds) && !d.sendToFresh(ws, fds) {
+			s.metrics.refuse(refusedHandoff, len(fds))
 			for k, fd := range fds {
 				refuse(fd, wire.StatusBusy, "busy: no worker could take the connection, retry shortly", httpOn)
 				d.fds[d.idx[k]] = -1
@@ -185,6 +193,7 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []in
 		}
 		t.sendMu.Unlock()
 		if err == nil {
+			d.handedOff(len(fds))
 			return true
 		}
 		if !errors.Is(err, unix.EAGAIN) {
