@@ -59,13 +59,20 @@ type series struct {
 	v    map[string]float64
 }
 
-// scrape gets /metrics from addr and checks it with promtool.
+// scrape gets /metrics from addr, parses it and checks it with promtool.
 func scrape(t *testing.T, addr string) series {
 	t.Helper()
 	code, body := httpGet(t, "http://"+addr+"/metrics")
 	if code != 200 {
 		t.Fatalf("GET /metrics: %d\n%s", code, body)
 	}
+	return parseMetrics(t, body)
+}
+
+// parseMetrics parses the text format, checks every metric's prefix, and
+// runs promtool on it.
+func parseMetrics(t *testing.T, body string) series {
+	t.Helper()
 	s := series{text: body, v: map[string]float64{}}
 	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
