@@ -134,7 +134,7 @@ func (s *Supervisor) scrapeWorkers() (*ctl.Status, int) {
 	defer cancel()
 	var st *ctl.Status
 	var procs []*workerProc
-	if err := s.call(ctx, func() { st, procs = s.snapshot() }); err != nil {
+	if err := s.callWithin(ctx, func() { st, procs = s.snapshot() }); err != nil {
 		return nil, 0
 	}
 	answered := make(chan bool, len(procs))

@@ -250,9 +250,30 @@ func (s *Supervisor) health() (int, string) {
 func (s *Supervisor) alive() (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := s.call(ctx, func() {}); err != nil {
+	if err := s.callWithin(ctx, func() {}); err != nil {
 		return http.StatusServiceUnavailable, "unavailable: the supervisor's loop does not answer: " + err.Error()
 	}
 	state, _ := s.stateA.Load().(string)
 	return http.StatusOK, "ok: " + state
+}
+
+// callWithin is call, bounded by ctx also while it waits for room in the
+// event queue: a stuck loop must not hold a probe or a scrape forever.
+func (s *Supervisor) callWithin(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case s.events <- func() { f(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.finished:
+		return errors.New("zfs-serve is exiting")
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.finished:
+		return errors.New("zfs-serve is exiting")
+	}
 }

@@ -326,3 +326,22 @@ func waitClosed(addr string) bool {
 	}
 	return false
 }
+
+// TestLivezStuckLoop: /livez answers 503 within its second when the
+// supervisor's loop is stuck, even with the event queue full.
+func TestLivezStuckLoop(t *testing.T) {
+	s := &Supervisor{log: quietLog(), events: make(chan func(), 2), finished: make(chan struct{})}
+	s.stateA.Store(ctl.StateServing)
+	s.events <- func() {}
+	s.events <- func() {} // full, and nothing reads it
+	start := time.Now()
+	code, msg := s.alive()
+	if code != 503 || !strings.Contains(msg, "does not answer") {
+		t.Fatalf("stuck loop: %d %q", code, msg)
+	}
+	t.Logf("answered in %v", time.Since(start))
+	close(s.finished)
+	if code, _ := s.alive(); code != 503 {
+		t.Fatalf("exiting: %d", code)
+	}
+}
