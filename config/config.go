@@ -72,6 +72,7 @@ type Config struct {
 	// WorkerTimeout is how long a worker may leave the supervisor's
 	// heartbeat unanswered before it is killed and replaced; 0: never.
 	WorkerTimeout Duration `toml:"worker_timeout" json:"worker_timeout"`
+	MetricsListen string   `toml:"metrics_listen" json:"metrics_listen"`
 }
 
 // Default returns the built-in configuration: serve the current directory on
@@ -174,6 +175,7 @@ type Overrides struct {
 	Listen  []string
 	Control string
 	Workers *int
+	Metrics *string // --metrics: metrics_listen ("" turns it off)
 }
 
 // Source says where a configuration came from, so the supervisor can read
@@ -203,6 +205,9 @@ func (s Source) String() string {
 	}
 	if s.Overrides.Workers != nil {
 		fl = append(fl, "--workers")
+	}
+	if s.Overrides.Metrics != nil {
+		fl = append(fl, "--metrics")
 	}
 	if len(fl) > 0 {
 		p += " + " + strings.Join(fl, " ")
@@ -242,6 +247,9 @@ func (src Source) Load() (*Config, error) {
 	if o.Workers != nil {
 		c.Workers = *o.Workers
 	}
+	if o.Metrics != nil {
+		c.MetricsListen = *o.Metrics
+	}
 	if err := c.Resolve(); err != nil {
 		// Blame what set the value: a flag, the file (with the key's
 		// line), or, when neither did, the built-in defaults.
@@ -275,6 +283,8 @@ func (o Overrides) flagFor(key string) string {
 		return "--control"
 	case key == "workers" && o.Workers != nil:
 		return "--workers"
+	case key == "metrics_listen" && o.Metrics != nil:
+		return "--metrics"
 	}
 	return ""
 }
@@ -426,6 +436,11 @@ func (c *Config) validate() error {
 	for _, a := range c.Listen {
 		if err := CheckAddr(a); err != nil {
 			return keyErr("listen", "%v", err)
+		}
+	}
+	if c.MetricsListen != "" {
+		if err := CheckAddr(c.MetricsListen); err != nil {
+			return keyErr("metrics_listen", "%v", err)
 		}
 	}
 	if c.Workers < 0 || c.Workers > 1024 {

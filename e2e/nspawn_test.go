@@ -50,6 +50,7 @@ func TestSystemdPackage(t *testing.T) {
 		{"reload", z.reload},
 		{"stop with a download in flight", z.stopInFlight},
 		{"service start pulls in its sockets", z.serviceStart},
+		{"metrics socket", z.metricsSocket},
 		{"journal", z.journal},
 		{"watchdog", z.watchdog},
 		{"upgrade", z.upgrade},
@@ -149,7 +150,7 @@ func (z *zfsContainer) install(t *testing.T) {
 	}
 	// Every unit passes verify with the package's binaries in place
 	// (--man=no: the minimal image has no man). Any message fails.
-	r := z.Exec(time.Minute, "systemd-analyze", "verify", "--man=no", unitService, unitSocket, unitControl)
+	r := z.Exec(time.Minute, "systemd-analyze", "verify", "--man=no", unitService, unitSocket, unitControl, unitMetrics)
 	if r.Code != 0 || r.Stdout != "" || r.Stderr != "" {
 		t.Errorf("systemd-analyze verify: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}

@@ -50,6 +50,7 @@ func (c *conn) serveHTTP() {
 		h.start = time.Now()
 		h.close = !h.req.KeepAlive || s.draining.Load()
 		err := c.handleHTTP()
+		s.httpResp.add(h.status)
 		c.disarmWrite()
 		c.accessLog()
 		if err != nil {
@@ -142,6 +143,7 @@ func (c *conn) httpReadFailed(err error) Outcome {
 	}
 	h.start = time.Now()
 	err = c.httpError(he.Status, he.Msg)
+	c.s.httpResp.add(h.status)
 	c.disarmWrite()
 	c.accessLog()
 	if err == nil {

@@ -79,6 +79,8 @@ type Server struct {
 	nativeRequests atomic.Uint64
 	httpRequests   atomic.Uint64
 	httpBytes      atomic.Uint64 // body bytes sent in HTTP responses (bytesSent counts all)
+	nativeResp     classCounts   // responses by status class (metrics.go)
+	httpResp       classCounts
 	date           httpDate
 }
 
@@ -639,6 +641,7 @@ func (t *transfer) progress(s *Server, n int) {
 // follows (MSG_MORE), so header and first body bytes leave in one segment.
 func (c *conn) writeHeader(r *wire.Response, more bool) error {
 	c.lastStatus = r.Status
+	c.s.nativeResp.add(NativeStatusCode(r.Status))
 	c.out = wire.AppendResponse(c.out[:0], r)
 	return c.write(c.out, more)
 }
@@ -693,6 +696,9 @@ type Stats struct {
 	HTTPBytesSent  uint64 // of which in HTTP responses
 	NativeRequests uint64
 	HTTPRequests   uint64
+	// Responses by status class (native statuses as NativeStatusCode
+	// maps them), refusals of malformed requests included.
+	NativeResponses, HTTPResponses Classes
 }
 
 // Stats returns the running totals.
@@ -701,7 +707,8 @@ func (s *Server) Stats() Stats {
 	n := len(s.conns)
 	s.mu.Unlock()
 	return Stats{Active: n, Connections: s.totalConns.Load(), BytesSent: s.bytesSent.Load(), HTTPBytesSent: s.httpBytes.Load(),
-		NativeRequests: s.nativeRequests.Load(), HTTPRequests: s.httpRequests.Load()}
+		NativeRequests: s.nativeRequests.Load(), HTTPRequests: s.httpRequests.Load(),
+		NativeResponses: s.nativeResp.load(), HTTPResponses: s.httpResp.load()}
 }
 
 // Transfers lists the response bodies being sent right now, at most max.
