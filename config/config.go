@@ -73,6 +73,7 @@ type Config struct {
 	// WorkerTimeout is how long a worker may leave the supervisor's
 	// heartbeat unanswered before it is killed and replaced; 0: never.
 	WorkerTimeout Duration `toml:"worker_timeout" json:"worker_timeout"`
+	MetricsListen string   `toml:"metrics_listen" json:"metrics_listen"`
 	// ProxyTrusted lists the networks (CIDR prefixes, or single
 	// addresses) whose connections a proxy: listener accepts; empty:
 	// any source (docs/PROXY.md).
@@ -179,6 +180,7 @@ type Overrides struct {
 	Listen  []string
 	Control string
 	Workers *int
+	Metrics *string // --metrics: metrics_listen ("" turns it off)
 }
 
 // Source says where a configuration came from, so the supervisor can read
@@ -208,6 +210,9 @@ func (s Source) String() string {
 	}
 	if s.Overrides.Workers != nil {
 		fl = append(fl, "--workers")
+	}
+	if s.Overrides.Metrics != nil {
+		fl = append(fl, "--metrics")
 	}
 	if len(fl) > 0 {
 		p += " + " + strings.Join(fl, " ")
@@ -247,6 +252,9 @@ func (src Source) Load() (*Config, error) {
 	if o.Workers != nil {
 		c.Workers = *o.Workers
 	}
+	if o.Metrics != nil {
+		c.MetricsListen = *o.Metrics
+	}
 	if err := c.Resolve(); err != nil {
 		// Blame what set the value: a flag, the file (with the key's
 		// line), or, when neither did, the built-in defaults.
@@ -280,6 +288,8 @@ func (o Overrides) flagFor(key string) string {
 		return "--control"
 	case key == "workers" && o.Workers != nil:
 		return "--workers"
+	case key == "metrics_listen" && o.Metrics != nil:
+		return "--metrics"
 	}
 	return ""
 }
@@ -441,6 +451,11 @@ func (c *Config) validate() error {
 	}
 	if _, err := ParseTrusted(c.ProxyTrusted); err != nil {
 		return keyErr("proxy_trusted", "%v", err)
+	}
+	if c.MetricsListen != "" {
+		if err := CheckAddr(c.MetricsListen); err != nil {
+			return keyErr("metrics_listen", "%v", err)
+		}
 	}
 	if c.Workers < 0 || c.Workers > 1024 {
 		return keyErr("workers", "must be between 0 (one per CPU) and 1024, not %d", c.Workers)

@@ -222,6 +222,8 @@ func TestValidationErrors(t *testing.T) {
 		{`root = ""`, "root", "must not be empty"},
 		{`open_file_cache = "-1s"`, "open_file_cache", "between 0 (off) and 1h, not -1s"},
 		{`open_file_cache = "2h"`, "open_file_cache", "not 2h0m0s"},
+		{`metrics_listen = "9100"`, "metrics_listen", `bad address "9100"`},
+		{`metrics_listen = "example.com:9100"`, "metrics_listen", "host must be an IP address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {
@@ -263,6 +265,8 @@ func TestValidConfigs(t *testing.T) {
 		{`log_level = "debug"` + "\n" + `log_format = "json"`, func(c *Config) bool { return c.LogLevel == "debug" && c.LogFormat == "json" }},
 		{`control_group = "0"`, func(c *Config) bool { return c.ControlGroup == "0" }},
 		{`user = "root"` + "\n" + `group = "root"`, func(c *Config) bool { return c.User == "root" && c.Group == "root" }},
+		{`metrics_listen = "127.0.0.1:0"`, func(c *Config) bool { return c.MetricsListen == "127.0.0.1:0" }},
+		{`metrics_listen = ""`, func(c *Config) bool { return c.MetricsListen == "" }},
 		{`control = "rel/ctl.sock"`, func(c *Config) bool {
 			return filepath.IsAbs(c.Control) && strings.HasSuffix(c.Control, "/rel/ctl.sock")
 		}},
@@ -466,6 +470,7 @@ func TestOverrides(t *testing.T) {
 	fileRoot, flagRoot := t.TempDir(), t.TempDir()
 	p := writeConfig(t, "root = "+strconv.Quote(fileRoot)+"\nlisten = [\"127.0.0.1:1\"]\ncontrol = \"/tmp/file.sock\"\nworkers = 3\nmax_connections = 5\n")
 	n := func(i int) *int { return &i }
+	str := func(s string) *string { return &s }
 	tests := []struct {
 		name string
 		o    Overrides
@@ -507,6 +512,12 @@ func TestOverrides(t *testing.T) {
 			}
 			return ""
 		}},
+		{"metrics", Overrides{Metrics: str("[::1]:9100")}, func(c *Config) string {
+			if c.MetricsListen != "[::1]:9100" {
+				return "metrics_listen not replaced"
+			}
+			return ""
+		}},
 		{"every flag", Overrides{Root: flagRoot, Listen: []string{":0"}, Control: "rel.sock", Workers: n(1)}, func(c *Config) string {
 			if c.Root != flagRoot || c.Listen[0] != ":0" || c.Control != filepath.Join(mustGetwd(), "rel.sock") || c.Workers != 1 || c.MaxConnections != 5 {
 				return "not every flag applied"
@@ -543,6 +554,10 @@ func TestOverrides(t *testing.T) {
 	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Workers: n(-2)}}.Load()
 	if err == nil || !strings.Contains(err.Error(), "--workers") || !strings.Contains(err.Error(), `key "workers"`) {
 		t.Errorf("--workers -2: %v", err)
+	}
+	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Metrics: str("nohost")}}.Load()
+	if err == nil || !strings.Contains(err.Error(), "--metrics") || !strings.Contains(err.Error(), `key "metrics_listen"`) {
+		t.Errorf("--metrics nohost: %v", err)
 	}
 	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Listen: []string{"nohost"}}}.Load()
 	if err == nil || !strings.Contains(err.Error(), "--listen") || !strings.Contains(err.Error(), `bad address "nohost"`) {
@@ -602,6 +617,7 @@ func TestSourceString(t *testing.T) {
 	exists := writeConfig(t, "")
 	missing := filepath.Join(dir, "absent.toml")
 	n := 2
+	off := ""
 	tests := []struct {
 		src  Source
 		want string
@@ -613,6 +629,7 @@ func TestSourceString(t *testing.T) {
 		{Source{Path: missing, Explicit: true}, missing},
 		{Source{Path: exists, Overrides: Overrides{Root: "/x"}}, exists + " + --root"},
 		{Source{Overrides: Overrides{Root: "/x", Listen: []string{":0"}, Control: "c", Workers: &n}}, "built-in defaults + --root --listen --control --workers"},
+		{Source{Overrides: Overrides{Metrics: &off}}, "built-in defaults + --metrics"},
 	}
 	for _, tt := range tests {
 		if got := tt.src.String(); got != tt.want {

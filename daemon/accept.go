@@ -30,7 +30,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	d := &dispatcher{s: s}
 	var delay time.Duration
 	for {
-		d.fds, d.peers = d.fds[:0], d.peers[:0] // Read may return before calling accept
+		d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0] // Read may return before calling accept
 		var aerr error
 		err := rc.Read(func(fd uintptr) bool {
 			d.from(l) // here: a reload may change it while Read waits
@@ -62,7 +62,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 // into d.fds (replacing what was there), until EAGAIN. It returns the
 // error that stopped it otherwise: EMFILE, ENFILE, ENOBUFS.
 func (d *dispatcher) accept(fd int) error {
-	d.fds, d.peers = d.fds[:0], d.peers[:0]
+	d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0]
 	for len(d.fds) < maxBatch {
 		// syscall's Accept4, not x/sys/unix's: the latter asks every
 		// accepted socket for SO_PROTOCOL to decode its address, one
@@ -73,11 +73,14 @@ func (d *dispatcher) accept(fd int) error {
 		case nil:
 			if d.trusted != nil && !trusted(sa, d.trusted) && !fromSelf(nfd, sa) {
 				syscall.Close(nfd)
+				d.s.metrics.accepted.Add(1)
+				d.s.metrics.refuse(refusedUntrusted, 1)
 				d.s.untrustedLog.Log(d.s.log, time.Now(), slog.LevelWarn, "connection to a proxy listener from outside proxy_trusted; closed",
 					"client", sockaddrString(sa))
 				continue
 			}
 			d.fds = append(d.fds, nfd)
+			d.at = append(d.at, time.Now())
 			d.peers = append(d.peers, sockaddrString(sa))
 			continue
 		case syscall.EINTR, syscall.ECONNABORTED:
@@ -105,6 +108,8 @@ type dispatcher struct {
 	idx    []int   // indices in fds of the batch sent to one worker
 	rr     int
 	httpOn bool
+	// at is when each of fds was accepted (handoff latency, metrics.go).
+	at []time.Time
 	// of the listener accepted from: every connection starts with a PROXY
 	// header (proxy), and comes from one of these networks (trusted, nil:
 	// any; only on proxy listeners)
@@ -186,11 +191,13 @@ func (d *dispatcher) dispatch() {
 		}
 	}()
 	d.httpOn = s.httpOn.Load()
+	s.metrics.accepted.Add(uint64(len(d.fds)))
 	if len(ws) == 0 {
 		st, msg := wire.StatusBusy, busyNoWorker
 		if state, _ := s.stateA.Load().(string); state == ctl.StateDraining || state == ctl.StateStopping {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
+		s.metrics.refuse(noWorkerReason(st), len(d.fds))
 		for i, fd := range d.fds {
 			refuse(fd, st, msg, d.httpOn, d.proxy)
 			d.fds[i] = -1
@@ -206,6 +213,7 @@ func (d *dispatcher) dispatch() {
 		key := ""
 		switch {
 		case room <= 0:
+			s.metrics.refuse(refusedMaxConns, 1)
 			refuse(fd, wire.StatusBusy, busyMaxConns, d.httpOn, d.proxy)
 			d.fds[i] = -1
 		case limit > 0 && !d.proxy:
@@ -213,6 +221,7 @@ func (d *dispatcher) dispatch() {
 			// once the header has named the client (connAdmit).
 			key = clientKey(d.peers[i])
 			if !s.clients.acquire(key, limit) {
+				s.metrics.refuse(refusedPerClient, 1)
 				refuse(fd, wire.StatusBusy, busyPerClient, d.httpOn, d.proxy)
 				d.fds[i], key = -1, ""
 			}
@@ -246,6 +255,7 @@ func (d *dispatcher) dispatch() {
 			}
 		}
 		if best < 0 {
+			s.metrics.refuse(refusedNoFDs, 1)
 			d.refuse(i, busyNoFDs)
 			continue
 		}
@@ -275,6 +285,7 @@ func (d *dispatcher) dispatch() {
 			continue
 		}
 		if !d.sendTo(ws, j, w, fds) && !d.sendToFresh(ws, fds) {
+			s.metrics.refuse(refusedHandoff, len(fds))
 			for _, i := range d.idx {
 				d.refuse(i, busyHandoff)
 			}
@@ -330,6 +341,7 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []in
 		}
 		t.sendMu.Unlock()
 		if err == nil {
+			d.handedOff(len(fds))
 			return true
 		}
 		if !errors.Is(err, unix.EAGAIN) {

@@ -106,6 +106,9 @@ func (s *Supervisor) admit(w *workerProc, p []byte) {
 			}
 		}
 	}
+	if !ok {
+		s.metrics.refuse(refusedPerClient, 1)
+	}
 	if err := fdpass.TrySend(w.ch, appendAdmitted(nil, id, ok)); err != nil {
 		s.log.Debug("answer admission", "pid", w.pid, "err", err)
 	}

@@ -41,6 +41,7 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 	s.env.notify("RELOADING=1")
 	fail := func(err error) {
 		s.lastReload = "failed: " + err.Error()
+		s.metrics.reloadsFailed.Add(1)
 		s.log.Error("reload failed; still serving the previous configuration", "err", err)
 		s.setState(ctl.StateServing)
 		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
@@ -76,6 +77,11 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 		s.log.Warn("the control socket path changes only at restart", "configured", cfg.Control, "in_use", s.ctlPath)
 	}
 	if err := s.prepareListeners(cfg); err != nil {
+		fail(err)
+		return
+	}
+	if err := s.prepareMetrics(cfg); err != nil {
+		s.closeNewListeners()
 		fail(err)
 		return
 	}
@@ -262,6 +268,7 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 			st.Listeners = append(st.Listeners, ctl.Listener{Name: l.name, Addr: l.addr, Activated: l.activated, Proxy: l.proxy.Load()})
 		}
 	}
+	st.Listeners = s.appendMetricsListener(st.Listeners)
 	var procs []*workerProc
 	for _, g := range s.gens {
 		for _, sl := range g.slots {

@@ -25,6 +25,7 @@ const (
 	FDNameFiles   = "zfs"
 	FDNameControl = "control"
 	FDNameProxy   = "proxy"
+	FDNameMetrics = "metrics" // the metrics and health listener (metrics_http.go)
 )
 
 // listener is one listening socket for file connections.
@@ -50,6 +51,7 @@ type listener struct {
 type activatedSockets struct {
 	files   []*os.File // FDNameFiles or FDNameProxy*: listeners for file connections
 	control *os.File   // FDNameControl: the control socket, or nil
+	metrics *os.File   // FDNameMetrics: the metrics listener, or nil
 	unknown []*os.File // any other name: logged as errors and closed by the caller
 }
 
@@ -94,6 +96,13 @@ func sortSockets(files []*os.File, log *slog.Logger) activatedSockets {
 				continue
 			}
 			a.control = f
+		case name == FDNameMetrics:
+			if a.metrics != nil {
+				log.Error("systemd passed more than one socket named " + FDNameMetrics + "; using the first, closing the others")
+				f.Close()
+				continue
+			}
+			a.metrics = f
 		default:
 			a.unknown = append(a.unknown, f)
 		}

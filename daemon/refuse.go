@@ -46,13 +46,13 @@ var refuseWaiting atomic.Int32
 // served at all (config http): when it is not, a non-native client is just
 // closed. proxy says fd came from a proxy: listener.
 func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
-	p, n := peekProto(fd, proxy)
+	p, head, n := peekProto(fd, proxy)
 	switch p {
 	case protoNative:
 		refuseNow(fd, wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg}))
 	case protoHTTP:
 		if http {
-			refuseNow(fd, http503(msg))
+			refuseNow(fd, http503(msg, head))
 		} else {
 			refuseNow(fd, nil)
 		}
@@ -99,7 +99,7 @@ func waitProto(fd int, proxy bool, had int) proto {
 			}
 			time.Sleep(min(left, 10*time.Millisecond))
 		}
-		p, n := peekProto(fd, proxy)
+		p, _, n := peekProto(fd, proxy)
 		if p != protoUnknown || n == 0 {
 			return p // n == 0 after poll: the peer is gone
 		}
@@ -118,11 +118,12 @@ const (
 
 // peekProto tells a native client (its requests start with the magic
 // "ZQ") from an HTTP one by peeking at what it sent, without consuming it,
-// after the PROXY header on a proxy: listener. n is how many bytes it
-// peeked at.
-func peekProto(fd int, proxy bool) (p proto, n int) {
-	var buf [proxyproto.MaxHeader + 2]byte
-	b := buf[:2]
+// after the PROXY header on a proxy: listener. head reports an HTTP HEAD
+// request, whose refusal has no body (RFC 9110 section 9.3.2); n is how
+// many bytes it peeked at.
+func peekProto(fd int, proxy bool) (p proto, head bool, n int) {
+	var buf [proxyproto.MaxHeader + 5]byte
+	b := buf[:5]
 	if proxy {
 		b = buf[:]
 	}
@@ -134,36 +135,40 @@ func peekProto(fd int, proxy bool) (p proto, n int) {
 		}
 	}
 	if err != nil || n <= 0 {
-		return protoUnknown, 0
+		return protoUnknown, false, 0
 	}
 	b = b[:n]
 	if proxy {
 		_, hn, err := proxyproto.Parse(b)
 		switch {
 		case errors.Is(err, proxyproto.ErrIncomplete):
-			return protoUnknown, n
+			return protoUnknown, false, n
 		case err != nil:
-			return protoBad, n
+			return protoBad, false, n
 		}
 		b = b[hn:]
 	}
 	switch {
 	case len(b) == 0:
-		return protoUnknown, n
+		return protoUnknown, false, n
 	case b[0] != wire.RequestMagic[0] || (len(b) >= 2 && b[1] != wire.RequestMagic[1]):
-		return protoHTTP, n
+		return protoHTTP, len(b) >= 5 && string(b[:5]) == "HEAD ", n
 	}
 	// "ZQ", or one byte "Z": no HTTP method starts so, and native is likelier.
-	return protoNative, n
+	return protoNative, false, n
 }
 
-// http503 is the HTTP refusal.
-func http503(msg string) []byte {
+// http503 is the HTTP refusal; head says the request is a HEAD, whose
+// response has no body (RFC 9110 section 9.3.2).
+func http503(msg string, head bool) []byte {
 	body := msg + "\n"
 	b := make([]byte, 0, 160+len(body))
 	b = append(b, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
+	if head {
+		return b
+	}
 	return append(b, body...)
 }
 

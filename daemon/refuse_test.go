@@ -59,15 +59,18 @@ func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
 		delay time.Duration // before sending
 		http  bool
 		proxy bool
-		want  string // "http", "native" or "closed"
+		want  string // "http", "http head", "native" or "closed"
 	}{
 		{"http", "", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, false, "http"},
 		{"native", "", native, 0, true, false, "native"},
-		{"http sent late", "", "HEAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http"},
+		{"http sent late", "", "GET / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http"},
+		{"HEAD", "", "HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, false, "http head"},
+		{"HEAD sent late", "", "HEAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http head"},
 		{"native sent late", "", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStat, Path: "/"})), 200 * time.Millisecond, true, false, "native"},
 		{"http off", "", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, false, false, "closed"},
 		{"nothing sent", "", "", 0, true, false, "closed"},
 		{"proxy v1 http", "", "PROXY TCP4 203.0.113.7 192.0.2.1 1 2\r\nGET / HTTP/1.1\r\n\r\n", 0, true, true, "http"},
+		{"proxy v1 HEAD", "", "PROXY TCP4 203.0.113.7 192.0.2.1 1 2\r\nHEAD / HTTP/1.1\r\n\r\n", 0, true, true, "http head"},
 		{"proxy v2 native", "", v2 + native, 0, true, true, "native"},
 		{"proxy v2 long native", "", long + native, 0, true, true, "native"},
 		{"proxy header first, native late", v2, native, 200 * time.Millisecond, true, true, "native"},
@@ -113,6 +116,13 @@ func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
 				body, _ := io.ReadAll(resp.Body)
 				if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !resp.Close || string(body) != "busy: test\n" {
 					t.Fatalf("got %d %v %q", resp.StatusCode, resp.Header, body)
+				}
+			case "http head":
+				// A response to HEAD has no body (RFC 9110 section 9.3.2).
+				head, rest, _ := strings.Cut(string(got), "\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(head+"\r\n\r\n")), &http.Request{Method: "HEAD"})
+				if err != nil || resp.StatusCode != 503 || !resp.Close || rest != "" {
+					t.Fatalf("got %q (%v), want a 503 head and no body", got, err)
 				}
 			case "native":
 				r, err := wire.ReadResponse(strings.NewReader(string(got)))

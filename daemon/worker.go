@@ -37,6 +37,8 @@ type workerStatus struct {
 	Native      uint64           `json:"native_requests"`
 	HTTP        uint64           `json:"http_requests"`
 	HTTPBytes   uint64           `json:"http_bytes_sent"`
+	NativeResp  serve.Classes    `json:"native_responses"` // by status class
+	HTTPResp    serve.Classes    `json:"http_responses"`
 	Transfers   []serve.Transfer `json:"transfers"`
 	Omitted     int              `json:"omitted"`
 }
@@ -244,6 +246,7 @@ func (w *worker) run() int {
 			w.conns.Wait()
 			close(w.done)
 			<-outboxDone
+			w.reportFinal()
 			w.log.Debug("drained; exiting")
 			return 0
 		}
@@ -398,13 +401,17 @@ func (w *worker) outbox() {
 }
 
 func (w *worker) answerStatus(p []byte) {
-	id, _, err := parseID(p)
+	id, flags, err := parseID(p)
 	if err != nil {
 		w.log.Error("bad status request", "err", err)
 		return
 	}
 	msg := appendID(nil, msgStatus, id)
-	msg = append(msg, w.statusJSON(maxStatusBytes)...)
+	if len(flags) > 0 && flags[0]&statusCounters != 0 {
+		msg = append(msg, w.countersJSON()...)
+	} else {
+		msg = append(msg, w.statusJSON(maxStatusBytes)...)
+	}
 	if err := fdpass.Send(w.ch, msg); err != nil {
 		w.log.Error("answer status", "err", err)
 	}

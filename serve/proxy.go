@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -175,8 +176,12 @@ func (c *conn) refuseBusy(msg string) {
 		body := msg + "\n"
 		b := append(c.out[:0], "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: "...)
 		b = strconv.AppendInt(b, int64(len(body)), 10)
-		b = append(append(b, "\r\n\r\n"...), body...)
+		b = append(b, "\r\n\r\n"...)
+		if !bytes.HasPrefix(c.buf[c.rpos:c.rend], []byte("HEAD ")) { // a HEAD response has no body
+			b = append(b, body...)
+		}
 		c.out = b
+		c.s.httpResp.add(503)
 		c.write(b, false)
 	default:
 		return

@@ -73,12 +73,15 @@ type Server struct {
 	totalConns atomic.Uint64
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
 
-	pipes     chan *pipe   // splice mode: idle pipes, see getPipe
-	listBytes atomic.Int64 // LIST bodies being sent, bounded by maxListBytes
+	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
+	listBytes  atomic.Int64  // LIST bodies being sent, bounded by maxListBytes
+	listBuilds chan struct{} // a token per listing being built, see buildListing
 
 	nativeRequests atomic.Uint64
 	httpRequests   atomic.Uint64
 	httpBytes      atomic.Uint64 // body bytes sent in HTTP responses (bytesSent counts all)
+	nativeResp     classCounts   // responses by status class (metrics.go)
+	httpResp       classCounts
 	date           httpDate
 
 	admit    func(id uint64, client string) string // see SetAdmit (proxy.go)
@@ -121,7 +124,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		opts.Chunk = 512 << 10
 	}
 	return &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
-		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize)}, nil
+		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}, nil
 }
 
 // Close releases the root and the idle pipes. Call it after Wait.
@@ -661,6 +664,7 @@ func (t *transfer) progress(s *Server, n int) {
 // follows (MSG_MORE), so header and first body bytes leave in one segment.
 func (c *conn) writeHeader(r *wire.Response, more bool) error {
 	c.lastStatus = r.Status
+	c.s.nativeResp.add(NativeStatusCode(r.Status))
 	c.out = wire.AppendResponse(c.out[:0], r)
 	return c.write(c.out, more)
 }
@@ -715,6 +719,9 @@ type Stats struct {
 	HTTPBytesSent  uint64 // of which in HTTP responses
 	NativeRequests uint64
 	HTTPRequests   uint64
+	// Responses by status class (native statuses as NativeStatusCode
+	// maps them), refusals of malformed requests included.
+	NativeResponses, HTTPResponses Classes
 }
 
 // Stats returns the running totals.
@@ -723,7 +730,8 @@ func (s *Server) Stats() Stats {
 	n := len(s.conns)
 	s.mu.Unlock()
 	return Stats{Active: n, Connections: s.totalConns.Load(), BytesSent: s.bytesSent.Load(), HTTPBytesSent: s.httpBytes.Load(),
-		NativeRequests: s.nativeRequests.Load(), HTTPRequests: s.httpRequests.Load()}
+		NativeRequests: s.nativeRequests.Load(), HTTPRequests: s.httpRequests.Load(),
+		NativeResponses: s.nativeResp.load(), HTTPResponses: s.httpResp.load()}
 }
 
 // Transfers lists the response bodies being sent right now, at most max.
