@@ -31,6 +31,8 @@ type metricsListener struct {
 	addr       string
 	ln         net.Listener
 	srv        *http.Server
+	tookOver   bool // bound beside a draining instance's (metrics_takeover.go)
+	steered    bool
 }
 
 // openMetrics opens the metrics listener at start: systemd's socket named
@@ -60,12 +62,19 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 	return nil
 }
 
+// bindMetrics binds metrics_listen, with SO_REUSEPORT so that a new
+// instance can take it over from a draining one, as the file listeners
+// (metrics_takeover.go).
 func bindMetrics(addr string) (*metricsListener, error) {
-	ln, err := net.Listen("tcp", addr)
+	draining, err := checkMetricsTakeover(addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
 	}
-	return &metricsListener{configured: addr, addr: ln.Addr().String(), ln: ln}, nil
+	ln, err := listenReusePort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
+	}
+	return &metricsListener{configured: addr, addr: ln.Addr().String(), ln: ln, tookOver: draining}, nil
 }
 
 // serveMetrics puts ml in force.
@@ -85,6 +94,9 @@ func (s *Supervisor) serveMetrics(ml *metricsListener) {
 		how += " (socket-activated)"
 	}
 	s.log.Info(how, "name", FDNameMetrics, "addr", ml.addr)
+	if ml.tookOver {
+		s.log.Info("a draining zfs-serve answers on the metrics address: taking it over; health checks come here", "addr", ml.addr)
+	}
 	go func() {
 		if err := ml.srv.Serve(ml.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics listener failed", "addr", ml.addr, "err", err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -109,8 +110,8 @@ var steerProg = []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 1}}
 
 // steerAway sends the new connections of l's SO_REUSEPORT group to the
 // socket that joined it after l's, if one has: see the comment at the top.
-func steerAway(l *listener) error {
-	rc, err := l.f.SyscallConn()
+func steerAway(l syscall.Conn) error {
+	rc, err := l.SyscallConn()
 	if err != nil {
 		return err
 	}
@@ -136,10 +137,11 @@ func (s *Supervisor) steerListeners() {
 			continue
 		}
 		l.steered = true
-		if err := steerAway(l); err != nil {
+		if err := steerAway(l.f); err != nil {
 			s.log.Warn("cannot steer new connections to a new instance; they get \"draining\" until it is seen", "addr", l.addr, "err", err)
 		}
 	}
+	s.steerMetrics()
 }
 
 // maxQueued bounds the connections closeListener accepts from a queue:

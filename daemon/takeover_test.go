@@ -87,7 +87,7 @@ func dialN(t *testing.T, addr string, n int) {
 // while it is alone (or again alone), it still gets them.
 func TestSteerAway(t *testing.T) {
 	old := testListener(t, "127.0.0.1:0")
-	if err := steerAway(old); err != nil {
+	if err := steerAway(old.f); err != nil {
 		t.Fatal(err)
 	}
 	dialN(t, old.addr, 4)

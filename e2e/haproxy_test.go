@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,8 +35,9 @@ const (
 )
 
 // haproxyConfig is the configuration docs/FLEET.md shows, with loopback
-// addresses: mode tcp, send-proxy-v2, health checks, redispatch.
-func haproxyConfig(frontend string, backends []string) string {
+// addresses: mode tcp, send-proxy-v2, health checks of /healthz on each
+// backend's metrics listener, redispatch.
+func haproxyConfig(frontend string, backends, metrics []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `global
     maxconn 2000
@@ -53,9 +56,11 @@ frontend zfs
 
 backend zfs_serve
     balance leastconn
+    option httpchk GET /healthz
 `, frontend)
 	for i, a := range backends {
-		fmt.Fprintf(&b, "    server box%d %s send-proxy-v2 source %s check inter 300ms fall 2 rise 1\n", i+1, a, haproxySource)
+		_, mport, _ := net.SplitHostPort(metrics[i])
+		fmt.Fprintf(&b, "    server box%d %s send-proxy-v2 source %s check port %s inter 300ms fall 2 rise 1\n", i+1, a, haproxySource, mport)
 	}
 	return b.String()
 }
@@ -152,13 +157,15 @@ func TestHAProxyRollingRestart(t *testing.T) {
 	large := takeoverFile{"large.bin", WriteRandom(t, filepath.Join(root, "large.bin"), 48<<20)}
 	frontend := freeAddr(t)
 	backends := []string{freeAddr(t), freeAddr(t)}
+	metrics := []string{freeAddr(t), freeAddr(t)}
 	cfgs := make([]string, len(backends))
 	boxes := make([]*Daemon, len(backends))
 	for i, a := range backends {
-		cfgs[i] = fmt.Sprintf("listen = [%q]\nproxy_trusted = [%q]\naccess_log = true\nworkers = 2\n", "proxy:"+a, haproxySource)
+		cfgs[i] = fmt.Sprintf("listen = [%q]\nmetrics_listen = %q\nproxy_trusted = [%q]\naccess_log = true\nworkers = 2\n",
+			"proxy:"+a, metrics[i], haproxySource)
 		boxes[i] = StartDaemon(t, DaemonOpts{Root: root, Listen: a, Config: cfgs[i]})
 	}
-	startHAProxy(t, haproxyConfig(frontend, backends), frontend)
+	startHAProxy(t, haproxyConfig(frontend, backends, metrics), frontend)
 	if r := Zfetch(t, "-q", "-o", "-", "zfs://"+frontend+"/f0.bin"); r.Code != 0 || sha(r.Stdout) != files[0].sum {
 		t.Fatalf("a first download through haproxy: exit %d %s", r.Code, r.Stderr)
 	}
@@ -273,7 +280,16 @@ func TestHAProxyRollingRestart(t *testing.T) {
 		}
 		nd := StartDaemon(t, DaemonOpts{Root: root, Listen: backends[i], Config: cfgs[i], Control: old.Control})
 		watchBox(nd)
-		tookOver := strings.Contains(nd.Log(), "taking the port over")
+		tookOver := strings.Contains(nd.Log(), "taking the port over") && strings.Contains(nd.Log(), "taking it over; health checks come here")
+		if ok, _ := old.Exited(); !ok && tookOver {
+			// The old instance still drains: health checks (new
+			// connections to the metrics port) reach the new one.
+			for range 5 {
+				if code, body := httpGetNew(t, "http://"+metrics[i]+"/healthz"); code != 200 {
+					t.Errorf("box %d: /healthz after the takeover: %d %q, want 200 from the new instance", i+1, code, body)
+				}
+			}
+		}
 		if code := old.WaitExit(90 * time.Second); code != 0 {
 			t.Errorf("box %d: the drained instance exited %d, want 0", i+1, code)
 		}
@@ -329,4 +345,18 @@ func keys(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// httpGetNew GETs url on a new connection and returns the status and body.
+func httpGetNew(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
 }
