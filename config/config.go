@@ -102,6 +102,7 @@ func Default() *Config {
 		LogLevel:       "info",
 		LogFormat:      "text",
 		WorkerTimeout:  Duration(10 * time.Second),
+		ProxyTrusted:   []string{},
 	}
 }
 

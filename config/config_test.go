@@ -80,6 +80,7 @@ func TestDefault(t *testing.T) {
 		LogLevel:       "info",
 		LogFormat:      "text",
 		WorkerTimeout:  Duration(10 * time.Second),
+		ProxyTrusted:   []string{},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Default() = %+v\nwant        %+v", c, want)
@@ -223,6 +224,14 @@ func TestValidationErrors(t *testing.T) {
 		{`open_file_cache = "-1s"`, "open_file_cache", "between 0 (off) and 1h, not -1s"},
 		{`open_file_cache = "2h"`, "open_file_cache", "not 2h0m0s"},
 		{`metrics_listen = "9100"`, "metrics_listen", `bad address "9100"`},
+		{`listen = ["proxy:127.0.0.1"]`, "listen", `bad address "127.0.0.1"`},
+		{`listen = ["proxy:"]`, "listen", `bad address ""`},
+		{`listen = ["PROXY:127.0.0.1:7071"]`, "listen", `bad address`},
+		{`listen = ["127.0.0.1:7070", "proxy:127.0.0.1:7070"]`, "listen", "127.0.0.1:7070 is listed twice"},
+		{`proxy_trusted = ["10.0.0.0/33"]`, "proxy_trusted", `"10.0.0.0/33" is not a network`},
+		{`proxy_trusted = ["10.0.0.1/8"]`, "proxy_trusted", "write 10.0.0.0/8"},
+		{`proxy_trusted = ["example.com"]`, "proxy_trusted", `"example.com" is not a network`},
+		{`proxy_trusted = ["fe80::1%eth0"]`, "proxy_trusted", "is not a network"},
 		{`metrics_listen = "example.com:9100"`, "metrics_listen", "host must be an IP address"},
 	}
 	for _, tt := range tests {
@@ -1038,5 +1047,24 @@ func TestHTTPKeys(t *testing.T) {
 		if !slices.Equal(c.Index, tt.index) {
 			t.Errorf("%q: index %q, want %q", tt.toml, c.Index, tt.index)
 		}
+	}
+}
+
+func TestProxyListenAndTrusted(t *testing.T) {
+	c, _, err := load(t, "listen = [\"proxy:127.0.0.1:7071\", \"[::1]:7070\", \"proxy:[::1]:0\", \"proxy:127.0.0.1:0\"]\nproxy_trusted = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct {
+		addr  string
+		proxy bool
+	}{{"127.0.0.1:7071", true}, {"[::1]:7070", false}, {"[::1]:0", true}, {"127.0.0.1:0", true}} {
+		if addr, proxy := SplitListen(c.Listen[i]); addr != want.addr || proxy != want.proxy {
+			t.Errorf("listen[%d] = %q: split %q %v, want %q %v", i, c.Listen[i], addr, proxy, want.addr, want.proxy)
+		}
+	}
+	nets, err := ParseTrusted(c.ProxyTrusted)
+	if err != nil || len(nets) != 3 || nets[1].String() != "192.0.2.7/32" {
+		t.Errorf("proxy_trusted parsed as %v, %v", nets, err)
 	}
 }
