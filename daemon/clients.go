@@ -5,7 +5,6 @@ import (
 	"sync"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
 
 // Per-client connection limit (max_connections_per_client). The
@@ -77,39 +76,4 @@ func (c *clientCounts) count(key string) int {
 func (s *Supervisor) setTrusted(cfg *config.Config) {
 	nets, _ := config.ParseTrusted(cfg.ProxyTrusted)
 	s.trusted.Store(&nets)
-}
-
-// admit answers a worker's msgAdmit: whether the client key of the
-// proxied connection id may have one more connection. A counted one is
-// recorded with w's connections, so that its count ends with it.
-func (s *Supervisor) admit(w *workerProc, p []byte) {
-	id, key, err := parseAdmit(p)
-	if err != nil {
-		s.log.Error("bad admission request from worker", "pid", w.pid, "err", err)
-		return
-	}
-	ok := true
-	if limit := int(s.perClient.Load()); limit > 0 {
-		ok = s.clients.acquire(key, limit)
-		if ok {
-			w.sendMu.Lock()
-			dead := w.isDead
-			if !dead {
-				if w.clients == nil {
-					w.clients = map[uint64]string{}
-				}
-				w.clients[id] = key
-			}
-			w.sendMu.Unlock()
-			if dead {
-				s.clients.release(key)
-			}
-		}
-	}
-	if !ok {
-		s.metrics.refuse(refusedPerClient, 1)
-	}
-	if err := fdpass.TrySend(w.ch, appendAdmitted(nil, id, ok)); err != nil {
-		s.log.Debug("answer admission", "pid", w.pid, "err", err)
-	}
 }

@@ -147,59 +147,6 @@ func newWorker(ch *net.UnixConn, srv *serve.Server, log *slog.Logger) *worker {
 	return w
 }
 
-// admitWait bounds the wait for the supervisor's answer to msgAdmit; past
-// it the connection is served (the supervisor may be saturated: a limit
-// that cannot be checked does not refuse anyone).
-const admitWait = time.Second
-
-// admit asks the supervisor whether the client a proxied connection's
-// header named may have one more connection (clients.go), and returns the
-// refusal, or "".
-func (w *worker) admit(id uint64, client string) string {
-	c := make(chan bool, 1)
-	w.amu.Lock()
-	w.admits[id] = c
-	w.amu.Unlock()
-	defer func() {
-		w.amu.Lock()
-		delete(w.admits, id)
-		w.amu.Unlock()
-	}()
-	if err := fdpass.Send(w.ch, appendAdmit(nil, id, clientKey(client))); err != nil {
-		w.log.Error("ask the supervisor about a client", "err", err)
-		return ""
-	}
-	t := time.NewTimer(admitWait)
-	defer t.Stop()
-	select {
-	case ok := <-c:
-		if !ok {
-			return busyPerClient
-		}
-	case <-t.C:
-		w.log.Warn("the supervisor did not answer about a client; serving it", "client", client, "waited", admitWait)
-	}
-	return ""
-}
-
-// admitted delivers the supervisor's answer to admit.
-func (w *worker) admitted(p []byte) {
-	id, ok, err := parseAdmitted(p)
-	if err != nil {
-		w.log.Error("bad admission answer", "err", err)
-		return
-	}
-	w.amu.Lock()
-	c := w.admits[id]
-	w.amu.Unlock()
-	if c != nil {
-		select {
-		case c <- ok:
-		default: // a repeated answer
-		}
-	}
-}
-
 // run reads the channel until the worker should exit and returns the
 // exit status: 0 once drained, 1 if the channel failed or the supervisor
 // closed it without a drain.
