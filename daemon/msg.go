@@ -31,6 +31,19 @@ const (
 	msgRetire byte = 14
 )
 
+// Channel messages for zctl digest (daemon/digest.go).
+//
+//	supervisor -> worker              worker -> supervisor
+//	msgDigestReq   u64 req id,        msgDigest  u64 req id, JSON digestAnswer
+//	               JSON digestRequest
+//	msgDigestLearn JSON []digestLearned
+const (
+	msgDigestReq   byte = 5
+	msgDigestLearn byte = 6
+
+	msgDigest byte = 15
+)
+
 // maxMsg is the receive buffer for one channel message, comfortably below
 // the kernel's default SOCK_SEQPACKET send buffer.
 const maxMsg = 160 << 10

@@ -17,6 +17,7 @@ import (
 
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/digest"
 	"github.com/zfs-serve/zfs-serve/serve"
 )
 
@@ -37,6 +38,7 @@ type workerStatus struct {
 	Native      uint64           `json:"native_requests"`
 	HTTP        uint64           `json:"http_requests"`
 	HTTPBytes   uint64           `json:"http_bytes_sent"`
+	Digests     digest.Stats     `json:"digests"`
 	Transfers   []serve.Transfer `json:"transfers"`
 	Omitted     int              `json:"omitted"`
 }
@@ -187,6 +189,10 @@ func (w *worker) run() int {
 			w.drain()
 		case msgStatusReq:
 			w.answerStatus(buf[1:n])
+		case msgDigestReq:
+			go w.answerDigest(append([]byte(nil), buf[1:n]...))
+		case msgDigestLearn:
+			w.learnDigests(buf[1:n])
 		default:
 			w.log.Error("unknown channel message", "type", buf[0])
 		}
@@ -340,7 +346,7 @@ func (w *worker) statusJSON(limit int) []byte {
 	ts, omitted := w.srv.Transfers(maxStatusTransfers)
 	for {
 		b, _ := json.Marshal(workerStatus{Active: st.Active, Connections: st.Connections, BytesSent: st.BytesSent,
-			Native: st.NativeRequests, HTTP: st.HTTPRequests, HTTPBytes: st.HTTPBytesSent, Transfers: ts, Omitted: omitted})
+			Native: st.NativeRequests, HTTP: st.HTTPRequests, HTTPBytes: st.HTTPBytesSent, Digests: w.srv.DigestStats(), Transfers: ts, Omitted: omitted})
 		if len(b) <= limit || len(ts) == 0 {
 			return b
 		}
