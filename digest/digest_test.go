@@ -351,3 +351,21 @@ func TestClose(t *testing.T) {
 		t.Errorf("Compute after Close: %v", r.Err)
 	}
 }
+
+// BenchmarkLookupHit is what a response of a file whose digest is known
+// pays for it.
+func BenchmarkLookupHit(b *testing.B) {
+	c := New(Options{Open: openPlain})
+	defer c.Close()
+	var st unix.Stat_t
+	st.Ino, st.Size = 7, 100
+	c.Learn(KeyOf(&st), Sum{1})
+	for i := range 10000 { // a table that is not trivially small
+		c.Learn(Key{Ino: uint64(100 + i)}, Sum{})
+	}
+	for b.Loop() {
+		if _, ok := c.Lookup(-1, &st, "/f"); !ok {
+			b.Fatal("miss")
+		}
+	}
+}
