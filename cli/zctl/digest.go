@@ -1,6 +1,7 @@
 package zctl
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -30,7 +31,7 @@ func (e *env) digest(args []string) error {
 	deadline := time.Now().Add(*timeout)
 	failed := 0
 	for len(paths) > 0 {
-		batch := paths[:min(len(paths), ctl.MaxDigestPaths)]
+		batch := paths[:nextBatch(paths)]
 		paths = paths[len(batch):]
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -60,6 +61,22 @@ func (e *env) digest(args []string) error {
 		return fmt.Errorf("%d of %d files could not be hashed", failed, fs.NArg())
 	}
 	return nil
+}
+
+// nextBatch is how many of paths (at least one) go in the next request:
+// at most ctl.MaxDigestPaths, and few enough that the request line stays
+// within ctl.MaxLine.
+func nextBatch(paths []string) int {
+	const room = ctl.MaxLine - 1024 // for the rest of the request
+	size := 0
+	for i, p := range paths {
+		b, _ := json.Marshal(p)
+		size += len(b) + 1
+		if i == ctl.MaxDigestPaths || (i > 0 && size > room) {
+			return i
+		}
+	}
+	return len(paths)
 }
 
 // sumLine is a line of sha256sum's output: "SUM  NAME", or, for a name

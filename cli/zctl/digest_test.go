@@ -2,6 +2,7 @@ package zctl
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -96,5 +97,28 @@ func TestDigest(t *testing.T) {
 	}
 	if len(d.batches) != 2 || len(d.batches[0]) != ctl.MaxDigestPaths || d.timeouts[0] > time.Minute || d.timeouts[1] > d.timeouts[0] {
 		t.Errorf("batches of %d and %d paths, timeouts %v", len(d.batches[0]), len(d.batches[1]), d.timeouts)
+	}
+}
+
+// TestDigestBatches: a request stays within the control protocol's line
+// limit and path count, however long the paths.
+func TestDigestBatches(t *testing.T) {
+	long := strings.Repeat("\x01", 4096) // JSON escapes each byte into 6
+	for _, tc := range []struct {
+		paths []string
+		want  int
+	}{
+		{[]string{"/a"}, 1},
+		{make([]string, ctl.MaxDigestPaths+1), ctl.MaxDigestPaths},
+		{[]string{long, long, long}, 2},
+		{[]string{long + long + long}, 1}, // one path always goes, the daemon refuses it if it must
+	} {
+		if got := nextBatch(tc.paths); got != tc.want {
+			t.Errorf("%d paths of %d bytes: batch of %d, want %d", len(tc.paths), len(tc.paths[0]), got, tc.want)
+		}
+		n := nextBatch(tc.paths)
+		if b, _ := json.Marshal(ctl.Request{V: ctl.Version, Cmd: ctl.CmdDigest, Paths: tc.paths[:n], Timeout: "4m59.999999999s"}); len(b) > ctl.MaxLine && n > 1 {
+			t.Errorf("a request of %d bytes", len(b))
+		}
 	}
 }
