@@ -62,6 +62,8 @@ type Config struct {
 	Listing        bool     `toml:"listing" json:"listing"`
 	MaxRanges      int      `toml:"max_ranges" json:"max_ranges"`
 	AccessLog      bool     `toml:"access_log" json:"access_log"`
+	Digests        bool     `toml:"digests" json:"digests"`
+	DigestCache    string   `toml:"digest_cache" json:"digest_cache"`
 	User           string   `toml:"user" json:"user"`
 	Group          string   `toml:"group" json:"group"`
 	LogLevel       string   `toml:"log_level" json:"log_level"`
@@ -99,6 +101,7 @@ func Default() *Config {
 		Index:          []string{"index.html"},
 		Listing:        true,
 		MaxRanges:      16,
+		Digests:        true,
 		LogLevel:       "info",
 		LogFormat:      "text",
 		WorkerTimeout:  Duration(10 * time.Second),
@@ -327,8 +330,8 @@ func decode(path string, data []byte, c *Config) error {
 	for _, p := range []struct {
 		key string
 		v   *string
-	}{{"root", &c.Root}, {"control", &c.Control}} {
-		if md.IsDefined(p.key) && *p.v != "" && !filepath.IsAbs(*p.v) {
+	}{{"root", &c.Root}, {"control", &c.Control}, {"digest_cache", &c.DigestCache}} {
+		if md.IsDefined(p.key) && *p.v != "" && *p.v != DigestCacheMemory && !filepath.IsAbs(*p.v) {
 			*p.v = filepath.Join(filepath.Dir(path), *p.v)
 		}
 	}
@@ -599,6 +602,9 @@ func (c *Config) Resolve() error {
 		return keyErr("control", "socket path %s is %d bytes long; a unix socket path can have at most %d",
 			c.Control, len(c.Control), MaxSocketPath)
 	}
+	if c.DigestCache, err = resolveDigestCache(c.DigestCache, os.Getenv("CACHE_DIRECTORY")); err != nil {
+		return keyErr("digest_cache", "%v", err)
+	}
 	if c.User != "" {
 		if _, err := LookupUser(c.User); err != nil {
 			return keyErr("user", "%v", err)
@@ -612,6 +618,28 @@ func (c *Config) Resolve() error {
 		}
 	}
 	return nil
+}
+
+// DigestCacheMemory as digest_cache keeps digests in memory only, even
+// where $CACHE_DIRECTORY is set.
+const DigestCacheMemory = "memory"
+
+// resolveDigestCache is the digest cache directory for the digest_cache
+// value v: v made absolute; for "" the subdirectory "sha256" of the first
+// of $CACHE_DIRECTORY's directories (systemd sets it for CacheDirectory=),
+// else "" (memory only); "memory" stays "memory" (memory only).
+func resolveDigestCache(v, cacheDirectory string) (string, error) {
+	switch v {
+	case DigestCacheMemory:
+		return v, nil
+	case "":
+		dir, _, _ := strings.Cut(cacheDirectory, ":")
+		if dir == "" {
+			return "", nil
+		}
+		return filepath.Join(dir, "sha256"), nil
+	}
+	return filepath.Abs(v)
 }
 
 // LookupUser resolves a user name or numeric uid to (uid, primary gid).

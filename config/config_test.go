@@ -77,6 +77,7 @@ func TestDefault(t *testing.T) {
 		Index:          []string{"index.html"},
 		Listing:        true,
 		MaxRanges:      16,
+		Digests:        true,
 		LogLevel:       "info",
 		LogFormat:      "text",
 		WorkerTimeout:  Duration(10 * time.Second),
@@ -855,6 +856,7 @@ func TestDefaultControlPath(t *testing.T) {
 const exampleConfig = "../etc/zfs-serve.toml"
 
 func TestExampleConfigLoads(t *testing.T) {
+	t.Setenv("CACHE_DIRECTORY", "") // digest_cache "" follows it
 	root := t.TempDir()
 	c, err := Source{Path: exampleConfig, Explicit: true, Overrides: Overrides{Root: root}}.Load()
 	if err != nil {
@@ -1066,5 +1068,44 @@ func TestProxyListenAndTrusted(t *testing.T) {
 	nets, err := ParseTrusted(c.ProxyTrusted)
 	if err != nil || len(nets) != 3 || nets[1].String() != "192.0.2.7/32" {
 		t.Errorf("proxy_trusted parsed as %v, %v", nets, err)
+	}
+}
+
+// TestDigestKeys: digest_cache is made absolute (relative to the file),
+// "" follows systemd's $CACHE_DIRECTORY (memory only without it), and
+// "memory" keeps digests in memory even under systemd.
+func TestDigestKeys(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		toml, cacheDirectory string
+		digests              bool
+		cache                string
+	}{
+		{"", "", true, ""},
+		{"", "/var/cache/zfs-serve", true, "/var/cache/zfs-serve/sha256"},
+		{"", "/var/cache/zfs-serve:/var/cache/other", true, "/var/cache/zfs-serve/sha256"},
+		{"digest_cache = \"memory\"\n", "/var/cache/zfs-serve", true, "memory"},
+		{"digest_cache = \"/srv/cache\"\n", "/var/cache/zfs-serve", true, "/srv/cache"},
+		{"digest_cache = \"cache\"\n", "", true, filepath.Join(dir, "cache")},
+		{"digests = false\n", "", false, ""},
+	} {
+		t.Setenv("CACHE_DIRECTORY", tt.cacheDirectory)
+		p := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(p, []byte("root = "+strconv.Quote(dir)+"\n"+tt.toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Source{Path: p, Explicit: true}.Load()
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		if c.Digests != tt.digests || c.DigestCache != tt.cache {
+			t.Errorf("%q with CACHE_DIRECTORY=%q: digests %v, digest_cache %q; want %v, %q",
+				tt.toml, tt.cacheDirectory, c.Digests, c.DigestCache, tt.digests, tt.cache)
+		}
+		// Resolving again (a worker's copy, a reload) changes nothing.
+		again := *c
+		if err := again.Resolve(); err != nil || again.DigestCache != c.DigestCache {
+			t.Errorf("%q: resolved again: %q, %v", tt.toml, again.DigestCache, err)
+		}
 	}
 }

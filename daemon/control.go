@@ -213,6 +213,7 @@ func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
 		row := &st.Workers[a.i]
 		row.Active, row.Connections, row.BytesSent = a.ws.Active, a.ws.Connections, a.ws.BytesSent
 		row.NativeRequests, row.HTTPRequests, row.HTTPBytesSent = a.ws.Native, a.ws.HTTP, a.ws.HTTPBytes
+		row.DigestsHashed, row.DigestsLoaded = a.ws.Digests.Hashed, a.ws.Digests.Loaded
 		for _, t := range a.ws.Transfers {
 			st.Transfers = append(st.Transfers, ctl.Transfer{WorkerPID: row.PID, Protocol: t.Protocol, Client: t.Client, Path: t.Path,
 				Offset: t.Offset, Sent: t.Sent, Total: t.Total, Age: now.Sub(t.Start).Seconds()})
@@ -231,6 +232,8 @@ func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
 		st.Totals.NativeRequests += w.NativeRequests
 		st.Totals.HTTPRequests += w.HTTPRequests
 		st.Totals.HTTPBytesSent += w.HTTPBytesSent
+		st.Totals.DigestsHashed += w.DigestsHashed
+		st.Totals.DigestsLoaded += w.DigestsLoaded
 		st.Totals.Restarts += w.Restarts
 	}
 	return st, nil

@@ -31,7 +31,7 @@ const (
 	msgDrain     byte = 3
 	msgStatusReq byte = 4
 	msgPing      byte = 5
-	msgAdmitted  byte = 6
+	msgAdmitted  byte = 8
 
 	msgReady   byte = 10
 	msgFatal   byte = 11
@@ -40,7 +40,20 @@ const (
 	msgRetire  byte = 14
 	msgPong    byte = 15
 	msgFDShort byte = 16
-	msgAdmit   byte = 17
+	msgAdmit   byte = 18
+)
+
+// Channel messages for zctl digest (daemon/digest.go).
+//
+//	supervisor -> worker              worker -> supervisor
+//	msgDigestReq   u64 req id,        msgDigest  u64 req id, JSON digestAnswer
+//	               JSON digestRequest
+//	msgDigestLearn JSON []digestLearned
+const (
+	msgDigestReq   byte = 6
+	msgDigestLearn byte = 7
+
+	msgDigest byte = 17
 )
 
 // maxMsg is the receive buffer for one channel message, comfortably below

@@ -285,7 +285,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			s.inflight.Add(-int64(len(ds)))
 			w.conns.Add(uint64(len(ds)))
 			w.bytes.Add(bytes)
-		case msgStatus:
+		case msgStatus, msgDigest:
 			id, rest, err := parseID(p)
 			if err != nil {
 				continue

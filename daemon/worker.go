@@ -17,6 +17,7 @@ import (
 
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/digest"
 	"github.com/zfs-serve/zfs-serve/serve"
 )
 
@@ -39,6 +40,7 @@ type workerStatus struct {
 	HTTPBytes   uint64           `json:"http_bytes_sent"`
 	NativeResp  serve.Classes    `json:"native_responses"` // by status class
 	HTTPResp    serve.Classes    `json:"http_responses"`
+	Digests     digest.Stats     `json:"digests"`
 	Transfers   []serve.Transfer `json:"transfers"`
 	Omitted     int              `json:"omitted"`
 }
@@ -214,6 +216,10 @@ func (w *worker) run() int {
 			if err := fdpass.Send(w.ch, append([]byte{msgPong}, buf[1:n]...)); err != nil {
 				w.log.Error("answer heartbeat", "err", err)
 			}
+		case msgDigestReq:
+			go w.answerDigest(append([]byte(nil), buf[1:n]...))
+		case msgDigestLearn:
+			w.learnDigests(buf[1:n])
 		default:
 			w.log.Error("unknown channel message", "type", buf[0])
 		}
@@ -371,7 +377,7 @@ func (w *worker) statusJSON(limit int) []byte {
 	ts, omitted := w.srv.Transfers(maxStatusTransfers)
 	for {
 		b, _ := json.Marshal(workerStatus{Active: st.Active, Connections: st.Connections, BytesSent: st.BytesSent,
-			Native: st.NativeRequests, HTTP: st.HTTPRequests, HTTPBytes: st.HTTPBytesSent, Transfers: ts, Omitted: omitted})
+			Native: st.NativeRequests, HTTP: st.HTTPRequests, HTTPBytes: st.HTTPBytesSent, Digests: w.srv.DigestStats(), Transfers: ts, Omitted: omitted})
 		if len(b) <= limit || len(ts) == 0 {
 			return b
 		}

@@ -47,6 +47,7 @@ func TestSystemdPackage(t *testing.T) {
 		{"install", z.install},
 		{"socket activation", z.socketActivation},
 		{"status and permissions", z.statusAndPermissions},
+		{"digests in the cache directory", z.digests},
 		{"reload", z.reload},
 		{"stop with a download in flight", z.stopInFlight},
 		{"service start pulls in its sockets", z.serviceStart},
@@ -595,6 +596,9 @@ func (z *zfsContainer) purge(t *testing.T) {
 	if _, err := os.Stat(z.Path("/etc/zfs-serve")); !os.IsNotExist(err) {
 		t.Errorf("/etc/zfs-serve after purge: %v, want gone", err)
 	}
+	if _, err := os.Stat(z.Path("/var/cache/zfs-serve")); !os.IsNotExist(err) {
+		t.Errorf("/var/cache/zfs-serve after purge: %v, want gone", err)
+	}
 	for _, db := range []string{"passwd", "group"} {
 		if r := z.Exec(time.Minute, "getent", db, "zfs-serve"); r.Code == 0 {
 			t.Errorf("zfs-serve still in %s after purge: %s", db, r.Stdout)
@@ -606,5 +610,36 @@ func (z *zfsContainer) purge(t *testing.T) {
 	left, _ := filepath.Glob(z.Path("/etc/systemd/system/*/zfs-serve*"))
 	if masks, _ := filepath.Glob(z.Path("/etc/systemd/system/zfs-serve*")); len(masks)+len(left) > 0 {
 		t.Errorf("unit links left after purge: %v %v", masks, left)
+	}
+}
+
+// digests: under the unit's sandbox (ProtectSystem=strict, a read-only
+// served directory) the workers keep digests in CacheDirectory=, and a
+// restarted service loads them from there instead of hashing again.
+func (z *zfsContainer) digests(t *testing.T) {
+	if out := z.Must("zctl", "digest", "/small.bin"); out != z.smallSHA+"  /small.bin\n" {
+		t.Fatalf("zctl digest: %q, want %q", out, z.smallSHA+"  /small.bin\n")
+	}
+	dir := "/var/cache/zfs-serve/sha256"
+	st, err := os.Stat(z.Path(dir))
+	if err != nil {
+		t.Fatalf("no digest cache: %v", err)
+	}
+	if st.Mode().Perm() != 0o700 {
+		t.Errorf("%s: mode %v, want 0700", dir, st.Mode())
+	}
+	uid := strings.Split(strings.TrimSpace(z.Must("getent", "passwd", "zfs-serve")), ":")[2]
+	if owner := strings.TrimSpace(z.Must("stat", "-c", "%u", dir)); owner != uid {
+		t.Errorf("%s is owned by uid %s, want zfs-serve (%s)", dir, owner, uid)
+	}
+	if ents, _ := filepath.Glob(z.Path(dir + "/*.sha256")); len(ents) != 1 {
+		t.Fatalf("%s holds %d entries, want 1", dir, len(ents))
+	}
+	z.Must("systemctl", "restart", unitService)
+	if out := z.Must("zctl", "digest", "/small.bin"); out != z.smallSHA+"  /small.bin\n" {
+		t.Fatalf("zctl digest after the restart: %q", out)
+	}
+	if tot := z.status(t).Totals; tot.DigestsHashed != 0 || tot.DigestsLoaded != 1 {
+		t.Errorf("after the restart: digests_hashed %d, digests_loaded %d; want 0 and 1", tot.DigestsHashed, tot.DigestsLoaded)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/digest"
 	"github.com/zfs-serve/zfs-serve/internal/ratelog"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -37,6 +38,8 @@ type Options struct {
 	Listing       bool          // directory listings (HTTP) and LIST (native)
 	MaxRanges     int           // HTTP: most ranges in one request; 0: Range is ignored
 	AccessLog     bool          // one log line per response
+	Digests       bool          // announce files' SHA-256 (serve/digest.go)
+	DigestCache   string        // digests' directory; "" or config.DigestCacheMemory: memory only
 }
 
 // OptionsFrom extracts Options from a resolved configuration.
@@ -54,6 +57,8 @@ func OptionsFrom(c *config.Config) Options {
 		Listing:       c.Listing,
 		MaxRanges:     c.MaxRanges,
 		AccessLog:     c.AccessLog,
+		Digests:       c.Digests,
+		DigestCache:   c.DigestCache,
 	}
 }
 
@@ -83,6 +88,9 @@ type Server struct {
 	nativeResp     classCounts   // responses by status class (metrics.go)
 	httpResp       classCounts
 	date           httpDate
+
+	digests    *digest.Cache // nil: digests = false
+	digestDisk *digest.Disk
 
 	admit    func(id uint64, client string) string // see SetAdmit (proxy.go)
 	proxyLog ratelog.Limiter                       // refused PROXY headers
@@ -123,12 +131,15 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if opts.Chunk <= 0 {
 		opts.Chunk = 512 << 10
 	}
-	return &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
-		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}, nil
+	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
+		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}
+	s.digests, s.digestDisk = newDigests(opts, root, log)
+	return s, nil
 }
 
 // Close releases the root and the idle pipes. Call it after Wait.
 func (s *Server) Close() error {
+	s.closeDigests()
 	s.files.close()
 	for len(s.pipes) > 0 { // nothing else uses them after Wait
 		p := <-s.pipes
@@ -620,6 +631,9 @@ func (c *conn) get(q *wire.Request) error {
 		n = q.Length
 	}
 	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindFile, Size: size, MTime: mtimeNanos(&st), BodyLen: n}
+	if sum, ok := c.s.digestFor(fd, &st, q.Path); ok && q.Flags&wire.FlagDigest != 0 {
+		resp.Flags, resp.Digest = wire.FlagDigest, sum
+	}
 	if err := c.writeHeader(&resp, n > 0); err != nil {
 		return err
 	}
@@ -647,6 +661,11 @@ func (c *conn) stat(q *wire.Request) error {
 	resp := wire.Response{Status: wire.StatusOK, Kind: k, Size: st.Size, MTime: mtimeNanos(st)}
 	if k != wire.KindFile && k != wire.KindDir {
 		resp = wire.Response{Status: wire.StatusNotRegular, Kind: k, Message: fmt.Sprintf("not a regular file: %s is %s", q.Path, describe(k))}
+	}
+	if k == wire.KindFile && q.Flags&wire.FlagDigest != 0 {
+		if sum, ok := c.s.knownDigest(st); ok {
+			resp.Flags, resp.Digest = wire.FlagDigest, sum
+		}
 	}
 	return c.writeHeader(&resp, false)
 }
