@@ -260,6 +260,7 @@ func TestProxyAdmit(t *testing.T) {
 					t.Fatalf("%+v %v; want busy", r, err)
 				}
 			}
+			ts.client.Close() // the server lingers until the client closes
 			if res := ts.waitResult(t); res.Outcome != OutcomeBusy {
 				t.Errorf("outcome %q", res.Outcome)
 			}
