@@ -46,7 +46,7 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 		}
 		var es []wire.Entry
 		err := c.retry(ctx, rep, func() (bool, error) {
-			return false, c.withConn(ctx, t.Addr, func(conn *Conn) error {
+			return false, c.withConn(ctx, endpointOf(t), func(conn *Conn) error {
 				var err error
 				es, err = conn.List(dir.Path)
 				return err
@@ -96,7 +96,7 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 func (c *Client) stat(ctx context.Context, t Target, report func(Event)) (wire.Response, error) {
 	var resp wire.Response
 	err := c.retry(ctx, report, func() (bool, error) {
-		return false, c.withConn(ctx, t.Addr, func(conn *Conn) error {
+		return false, c.withConn(ctx, endpointOf(t), func(conn *Conn) error {
 			var err error
 			resp, err = conn.Stat(t.Path)
 			return err

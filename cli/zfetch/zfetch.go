@@ -5,6 +5,8 @@ package zfetch
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -96,6 +98,7 @@ const (
 	ExitVerify      = 5
 	ExitLocalIO     = 6
 	ExitMaxTime     = 7
+	ExitTLS         = 8
 	ExitInterrupted = 130
 )
 
@@ -136,6 +139,7 @@ func ExitCode(err error) int {
 		de *net.DNSError // a host that does not resolve
 		oe *net.OpError
 		me *maxTimeError
+		ce *fetch.CertError
 	)
 	switch {
 	case err == nil:
@@ -150,10 +154,12 @@ func ExitCode(err error) int {
 		return ExitLocalIO
 	case errors.As(err, &ve):
 		return ExitVerify
+	case errors.As(err, &ce):
+		return ExitTLS
 	case errors.As(err, &ge):
 		return ExitConnection
 	case errors.As(err, &se):
-		if se.Status.Retryable() {
+		if se.Retryable() {
 			return ExitConnection
 		}
 		return ExitRefused
@@ -178,6 +184,10 @@ type options struct {
 	speedTime      time.Duration
 	maxTime        time.Duration
 	stdoutIsOutput bool
+	mirrors        []string
+	cacert         string
+	insecure       bool
+	noVerify       bool
 }
 
 // Run runs zfetch with args (without the program name). Progress and
@@ -211,6 +221,14 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 	speedLimit := fs.String("speed-limit", "", "")
 	fs.DurationVar(&o.speedTime, "speed-time", 0, "")
 	fs.DurationVar(&o.maxTime, "max-time", 0, "")
+	fs.Func("mirror", "", func(s string) error {
+		o.mirrors = append(o.mirrors, s)
+		return nil
+	})
+	fs.StringVar(&o.cacert, "cacert", "", "")
+	fs.BoolVar(&o.insecure, "k", false, "")
+	fs.BoolVar(&o.insecure, "insecure", false, "")
+	fs.BoolVar(&o.noVerify, "no-verify", false, "")
 	// Flags may come after URLs: parse, take the positional, go on.
 	var urls []string
 	rest := args
@@ -250,6 +268,12 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 		return nil, nil, cli.Usagef("--max-time wants a positive duration such as 10m, not %s", o.maxTime)
 	case o.quiet && o.jsonOut:
 		return nil, nil, cli.Usagef("-q and --json are exclusive")
+	case len(o.mirrors) > 0 && (len(urls) > 1 || o.recursive):
+		return nil, nil, cli.Usagef("--mirror names other URLs of one file: give one URL, without -r")
+	case o.noVerify && o.sha256 != "":
+		return nil, nil, cli.Usagef("--no-verify and --sha256 are exclusive")
+	case o.cacert != "" && o.insecure:
+		return nil, nil, cli.Usagef("--cacert and -k are exclusive")
 	}
 	if o.output == "-" {
 		o.stdoutIsOutput = true
@@ -385,15 +409,23 @@ func (p *plan) order() (waves [][]int, after [][]int) {
 func run(ctx context.Context, o *options, urls []string, args []string, stdout, stderr *os.File) error {
 	targets := make([]fetch.Target, len(urls))
 	for i, u := range urls {
-		t, err := fetch.ParseURL(u)
+		t, err := parseTarget(u)
 		if err != nil {
-			return &cli.UsageError{Err: err}
-		}
-		if slices.Contains(strings.Split(t.Path, "/"), "..") {
-			// The server refuses it too; say so before anything is written.
-			return cli.Usagef("%s: a path with \"..\" in it names nothing on the server", t)
+			return err
 		}
 		targets[i] = t
+	}
+	var mirrors []fetch.Target
+	for _, u := range o.mirrors {
+		t, err := parseTarget(u)
+		if err != nil {
+			return err
+		}
+		mirrors = append(mirrors, t)
+	}
+	tlsConf, err := tlsConfig(o)
+	if err != nil {
+		return err
 	}
 	if o.maxTime > 0 {
 		var cancel context.CancelFunc
@@ -411,10 +443,12 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		SpeedLimit:    o.speedLimit,
 		SpeedTime:     o.speedTime,
 		Events:        rend.Event,
+		TLS:           tlsConf,
+		NoVerify:      o.noVerify,
 	})
 	defer client.Close()
 
-	p, err := makePlan(ctx, o, targets, client, rend, stdout)
+	p, err := makePlan(ctx, o, targets, mirrors, client, rend, stdout)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fetch.Stopped(ctx)
@@ -565,7 +599,7 @@ func newRenderer(o *options, stdout, stderr *os.File) (*progress.Renderer, time.
 
 // makePlan turns the URLs into jobs: one per URL, or, with -r, one per file
 // of each tree (creating its directories).
-func makePlan(ctx context.Context, o *options, targets []fetch.Target, c *fetch.Client, rend *progress.Renderer, stdout *os.File) (*plan, error) {
+func makePlan(ctx context.Context, o *options, targets, mirrors []fetch.Target, c *fetch.Client, rend *progress.Renderer, stdout *os.File) (*plan, error) {
 	p := &plan{}
 	dir := o.dir
 	if dir == "" {
@@ -592,7 +626,7 @@ func makePlan(ctx context.Context, o *options, targets []fetch.Target, c *fetch.
 			}
 			continue
 		}
-		j := fetch.Job{Src: t, Resume: o.resume, SHA256: o.sha256}
+		j := fetch.Job{Src: t, Resume: o.resume, SHA256: o.sha256, Mirrors: mirrors}
 		switch {
 		case o.stdoutIsOutput:
 			j.Out, j.Name = stdout, "-"
@@ -674,4 +708,37 @@ func planTree(ctx context.Context, o *options, t fetch.Target, dir string, c *fe
 		p.dirs = append(p.dirs, dirMTime{root, st.MTime})
 	}
 	return nil
+}
+
+// parseTarget parses a URL of the command line.
+func parseTarget(u string) (fetch.Target, error) {
+	t, err := fetch.ParseURL(u)
+	if err != nil {
+		return t, &cli.UsageError{Err: err}
+	}
+	if slices.Contains(strings.Split(t.Path, "/"), "..") {
+		// The server refuses it too; say so before anything is written.
+		return t, cli.Usagef("%s: a path with \"..\" in it names nothing on the server", t)
+	}
+	return t, nil
+}
+
+// tlsConfig is the TLS configuration of --cacert and -k: nil (the
+// system's roots) without them.
+func tlsConfig(o *options) (*tls.Config, error) {
+	switch {
+	case o.insecure:
+		return &tls.Config{InsecureSkipVerify: true}, nil
+	case o.cacert != "":
+		pem, err := os.ReadFile(o.cacert)
+		if err != nil {
+			return nil, cli.Usagef("--cacert: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, cli.Usagef("--cacert %s: no PEM certificate in it", o.cacert)
+		}
+		return &tls.Config{RootCAs: pool}, nil
+	}
+	return nil, nil
 }
