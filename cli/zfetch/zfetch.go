@@ -663,13 +663,18 @@ func planTree(ctx context.Context, o *options, t fetch.Target, dir string, c *fe
 			root = filepath.Join(dir, base)
 		}
 	}
-	st, err := c.Stat(ctx, t)
-	if err != nil {
-		return fmt.Errorf("%s: %w", t, err)
-	}
-	if st.Kind != wire.KindDir {
-		return &fetch.StatusError{Status: wire.StatusNotDirectory, Path: t.Path,
-			Message: fmt.Sprintf("not a directory: %s (drop -r to fetch a file)", t.Path)}
+	var rootMTime int64
+	if !t.IsHTTP() {
+		// Over HTTP the listing itself tells (a file has none).
+		st, err := c.Stat(ctx, t)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t, err)
+		}
+		if st.Kind != wire.KindDir {
+			return &fetch.StatusError{Status: wire.StatusNotDirectory, Path: t.Path,
+				Message: fmt.Sprintf("not a directory: %s (drop -r to fetch a file)", t.Path)}
+		}
+		rootMTime = st.MTime
 	}
 	entries, err := c.Walk(ctx, t, rend.Event)
 	if err != nil {
@@ -686,7 +691,9 @@ func planTree(ctx context.Context, o *options, t fetch.Target, dir string, c *fe
 			if err := os.MkdirAll(local, 0o755); err != nil {
 				return &fetch.LocalError{Op: "create directory", Path: local, Err: err}
 			}
-			dirs = append(dirs, dirMTime{local, e.MTime})
+			if e.MTime != 0 {
+				dirs = append(dirs, dirMTime{local, e.MTime})
+			}
 		case wire.KindFile:
 			src := t.Join(e.Rel)
 			if err := claim(local, src); err != nil {
@@ -704,8 +711,8 @@ func planTree(ctx context.Context, o *options, t fetch.Target, dir string, c *fe
 	for i := len(dirs) - 1; i >= 0; i-- {
 		p.dirs = append(p.dirs, dirs[i])
 	}
-	if root != dir {
-		p.dirs = append(p.dirs, dirMTime{root, st.MTime})
+	if root != dir && rootMTime != 0 {
+		p.dirs = append(p.dirs, dirMTime{root, rootMTime})
 	}
 	return nil
 }
