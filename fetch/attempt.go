@@ -38,6 +38,8 @@ func (d *download) attempt(ctx context.Context, w *worker, g *segment, r *receiv
 			return err
 		}
 		r.conn = conn
+		g.setAbort(func() { conn.Close() })
+		defer g.setAbort(nil)
 		if skip := pos - bodyOff; skip > 0 {
 			if err := r.skip(skip); err != nil {
 				return err
@@ -45,7 +47,9 @@ func (d *download) attempt(ctx context.Context, w *worker, g *segment, r *receiv
 		}
 		return r.receive(d.mode, pos, bodyOff+bodyLen-pos)
 	})
-	if errors.Is(err, errSegEnd) {
+	if err != nil && (errors.Is(err, errSegEnd) || g.pos.Load() >= g.end.Load()) && ctx.Err() == nil {
+		// Taken over by another worker (perhaps stopped for being slow):
+		// not a failure.
 		err = nil
 	}
 	// An attempt ended for being too slow is no progress, whatever it

@@ -81,6 +81,7 @@ type Client struct {
 
 	backoffBase, backoffCap time.Duration // tests shorten them
 	blockMin                int64         // bodies received on a blocking socket (block.go); tests change it
+	noSteal                 bool          // tests: no work stealing, ranges stay as planned
 
 	emitMu sync.Mutex
 }

@@ -194,11 +194,12 @@ func wholeFile(size int64) [][2]int64 {
 // setSegments plans the pending ranges: split among the connections when
 // the file is preallocated (so they can be written at their offsets).
 func (d *download) setSegments(pending [][2]int64) {
-	steal := d.sink != nil && !d.sink.stream && d.prealloc && !d.noRanges
+	steal := d.sink != nil && !d.sink.stream && d.prealloc && !d.noRanges && !d.c.noSteal
 	if n := d.c.opts.Conns * len(d.srcs); n > 1 && steal {
 		pending = split(pending, n, MinSplit)
 	}
 	sch := newSched(newSegments(pending), steal, d.c.opts.Now)
+	sch.takeover = d.mode != RecvMmap
 	d.mu.Lock()
 	d.sch = sch
 	d.mu.Unlock()

@@ -183,13 +183,17 @@ func (r *receiver) copy(off, n int64) error {
 		}
 		got, err := r.read(r.buf[:k])
 		if got > 0 {
-			if werr := r.sink.writeAt(r.buf[:got], off); werr != nil {
+			c := r.commit(off, int64(got))
+			if werr := r.sink.writeAt(r.buf[:c], off); werr != nil {
 				return werr
 			}
-			r.hash.inline(off, r.buf[:got])
-			off += int64(got)
-			n -= int64(got)
-			r.add(int64(got))
+			r.hash.inline(off, r.buf[:c])
+			off += c
+			n -= c
+			r.add(c)
+			if c < int64(got) {
+				return errSegEnd
+			}
 			if lerr := r.lim.take(r.ctx, got); lerr != nil {
 				return lerr
 			}
@@ -258,8 +262,12 @@ func (r *receiver) splice(off, n int64) error {
 		if in == 0 {
 			return netErr(io.EOF)
 		}
-		if err := r.drainPipe(p[0], &off, in); err != nil {
+		c := r.commit(off, in)
+		if err := r.drainPipe(p[0], &off, c); err != nil {
 			return err
+		}
+		if c < in {
+			return errSegEnd // the rest stays in the pipe, closed with it
 		}
 		n -= in
 		if err := r.lim.take(r.ctx, int(in)); err != nil {
@@ -358,6 +366,9 @@ func (r *receiver) fill(p []byte, off, n *int64) error {
 		}
 		got, err := r.read(p[:k])
 		if got > 0 {
+			if c := r.commit(*off, int64(got)); c < int64(got) {
+				return errSegEnd // cannot happen: no takeover in mmap mode
+			}
 			r.hash.inline(*off, p[:got])
 			p = p[got:]
 			*off += int64(got)
@@ -396,6 +407,15 @@ func (r *receiver) claim(off, want int64) int64 {
 	return r.seg.claim(off, want)
 }
 
+// commit bounds got bytes just received at off by the segment's end,
+// which a takeover may have moved.
+func (r *receiver) commit(off, got int64) int64 {
+	if r.seg == nil {
+		return got
+	}
+	return r.seg.commit(off, got)
+}
+
 // drainPre writes the body bytes already read with the response head.
 func (r *receiver) drainPre(off, n *int64) error {
 	for len(r.conn.pre) > 0 && *n > 0 {
@@ -403,6 +423,7 @@ func (r *receiver) drainPre(off, n *int64) error {
 		if k == 0 {
 			return errSegEnd
 		}
+		k = r.commit(*off, k)
 		b := r.conn.pre[:k]
 		if err := r.sink.writeAt(b, *off); err != nil {
 			return err

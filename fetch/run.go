@@ -84,22 +84,31 @@ func boolInt(b bool) int {
 // after the last byte tells that the bytes may be of two versions. With
 // mirrors, the first source still in use is asked.
 func (d *download) recheck(ctx context.Context) error {
-	var s *source
-	var was ident
-	for _, c := range d.srcs {
-		if id, ok := c.ident(); ok && !c.isDropped() {
-			s, was = c, id
-			break
+	var why string
+	err := d.c.retry(ctx, d.report, func() (bool, error) {
+		var first error
+		for _, s := range d.srcs {
+			was, ok := s.ident()
+			if !ok || s.isDropped() {
+				continue
+			}
+			now, err := d.c.identOnce(ctx, s.t)
+			if err != nil {
+				// With mirrors, another may answer.
+				if first == nil {
+					first = err
+				}
+				continue
+			}
+			why = now.changedFrom(was)
+			return false, nil
 		}
-	}
-	if s == nil {
-		return nil
-	}
-	now, err := d.c.identRetry(ctx, s.t, d.report)
+		return false, first
+	})
 	if err != nil {
 		return err
 	}
-	if why := now.changedFrom(was); why != "" {
+	if why != "" {
 		return &changedError{msg: fmt.Sprintf("the file changed on the server during the download (%s)", why)}
 	}
 	return nil
@@ -124,6 +133,22 @@ func (d *download) runOnce(ctx context.Context) error {
 	if d.hash != nil {
 		d.hash.start()
 	}
+	// Waiting workers look again now and then: an owner may have become
+	// slow enough to be taken over.
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				sch.wakeAll()
+			case <-sch.done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	var (
 		mu    sync.Mutex
 		first error
@@ -140,6 +165,12 @@ func (d *download) runOnce(ctx context.Context) error {
 	per := d.c.opts.Conns
 	if d.sink.stream || d.noRanges || !d.prealloc {
 		per = 1
+	}
+	if len(d.srcs) == 1 {
+		// Small files use fewer connections (MinSplit): no more than
+		// there are segments. Mirrors start all theirs, to be compared
+		// and to take over.
+		per = min(per, sch.count())
 	}
 	k := 0
 	for _, s := range d.srcs {
@@ -218,6 +249,9 @@ func (d *download) failed(ctx context.Context, w *worker, progressed bool, err e
 	var ve *VerifyError
 	if errors.As(err, &le) || errors.As(err, &ve) {
 		return true, err
+	}
+	if w.src.isDropped() {
+		return true, nil // another of its workers dropped it
 	}
 	_, changed := errorsAsChanged(err)
 	alone := d.liveSources() <= 1

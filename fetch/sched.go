@@ -24,15 +24,18 @@ const stealAlign = 64 << 10
 
 // segment is a byte range of the file: [start, end), of which [start,
 // pos) is in place. end shrinks when another worker takes over the far
-// part; reserved is the end of the piece the owner is receiving now,
-// which a steal must leave to it.
+// part. reserved is the end of the piece the owner is receiving now, which
+// a steal leaves to it; committed the end of what it has received and is
+// writing, which even a takeover (abort) leaves to it.
 type segment struct {
 	start int64
 	pos   atomic.Int64
 	end   atomic.Int64
 
-	mu       sync.Mutex // guards the change of end against claims
-	reserved int64
+	mu        sync.Mutex // guards end's changes, reserved, committed, abort
+	reserved  int64
+	committed int64
+	abort     func() // closes the owner's connection; nil between attempts
 
 	owner *worker // guarded by sched.mu
 }
@@ -66,16 +69,35 @@ func (s *segment) claim(off, want int64) int64 {
 	return k
 }
 
+// commit is called by the owner once got bytes have arrived at off: it
+// returns how many of them are still its to write (fewer if the segment
+// was taken over meanwhile).
+func (s *segment) commit(off, got int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := max(min(got, s.end.Load()-off), 0)
+	s.committed = max(s.committed, off+k)
+	return k
+}
+
+// setAbort records how to stop the owner's transfer (nil: none running).
+func (s *segment) setAbort(f func()) {
+	s.mu.Lock()
+	s.abort = f
+	s.mu.Unlock()
+}
+
 // worker is one connection's loop: it belongs to a source.
 type worker struct {
 	i   int
 	src *source
 
 	// Rate of the current (or last) attempt, for steals.
-	mu    sync.Mutex
-	since time.Time
-	got   int64
-	rate  float64 // bytes/s of the last attempt, 0 if unknown
+	mu       sync.Mutex
+	since    time.Time
+	got      int64
+	rate     float64 // bytes/s of the current or last attempt
+	measured bool    // rate has been measured
 
 	fails int       // failed attempts in a row
 	last  time.Time // last progress (or the start)
@@ -87,6 +109,16 @@ func (w *worker) begin(now time.Time) {
 	w.mu.Unlock()
 }
 
+// running is how long the worker's current attempt has been running.
+func (w *worker) running(now time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.since.IsZero() {
+		return 0
+	}
+	return now.Sub(w.since)
+}
+
 func (w *worker) add(n int64) {
 	w.mu.Lock()
 	w.got += n
@@ -94,14 +126,14 @@ func (w *worker) add(n int64) {
 }
 
 // speed is the worker's receiving rate: of its current attempt once that
-// has run a little, else of its last.
-func (w *worker) speed(now time.Time) float64 {
+// has run a little, else of its last; measured is false before any.
+func (w *worker) speed(now time.Time) (rate float64, measured bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if el := now.Sub(w.since); !w.since.IsZero() && el >= 100*time.Millisecond {
-		w.rate = float64(w.got) / el.Seconds()
+		w.rate, w.measured = float64(w.got)/el.Seconds(), true
 	}
-	return w.rate
+	return w.rate, w.measured
 }
 
 // sched holds the segments of one download.
@@ -110,7 +142,10 @@ type sched struct {
 	cond  *sync.Cond
 	segs  []*segment
 	steal bool // ranges may be split further (a preallocated file)
-	stop  bool // the run is over (done, failed or canceled)
+	// takeover: a stalled or much slower owner may be stopped mid-chunk
+	// (not in mmap mode, where the socket writes into the file itself).
+	takeover bool
+	stop     bool // the run is over (done, failed or canceled)
 	done  chan struct{}
 	now   func() time.Time
 }
@@ -163,12 +198,22 @@ func (s *sched) take(w *worker, canSteal bool) *segment {
 	}
 }
 
+// takeoverAfter: an owner is stopped and its segment taken over whole when
+// it would take this much longer than the thief to finish it, and not
+// before its attempt has run that long.
+const takeoverAfter = time.Second
+
 // stealLocked takes over the far part of the segment that would take its
 // owner longest to finish, split so that both finish at about the same
-// time at their rates.
+// time at their rates. When that part is too small to split but its owner
+// is stalled or much slower (a slow mirror), the owner's transfer is
+// stopped and the thief takes over all it has not received.
 func (s *sched) stealLocked(w *worker) *segment {
 	now := s.now()
-	mine := w.speed(now)
+	mine, known := w.speed(now)
+	if known && mine <= 0 {
+		return nil // this worker's source delivers nothing
+	}
 	var victim *segment
 	var worst float64
 	for _, g := range s.segs {
@@ -176,10 +221,10 @@ func (s *sched) stealLocked(w *worker) *segment {
 			continue
 		}
 		left := g.end.Load() - g.pos.Load()
-		if left < minSteal {
+		if left <= 0 {
 			continue
 		}
-		r := g.owner.speed(now)
+		r, _ := g.owner.speed(now)
 		eta := float64(left) / max(r, 1)
 		if victim == nil || eta > worst {
 			victim, worst = g, eta
@@ -188,27 +233,40 @@ func (s *sched) stealLocked(w *worker) *segment {
 	if victim == nil {
 		return nil
 	}
-	rv := victim.owner.speed(now)
+	rv, _ := victim.owner.speed(now)
 	victim.mu.Lock()
 	defer victim.mu.Unlock()
-	from := max(victim.pos.Load(), victim.reserved)
+	from := max(victim.pos.Load(), victim.reserved, victim.committed)
 	end := victim.end.Load()
 	left := end - from
 	keep := left / 2
-	if rv > 0 && mine > 0 {
+	if known && rv+mine > 0 {
 		keep = int64(float64(left) * rv / (rv + mine))
-	} else if rv == 0 && mine > 0 {
-		keep = 0 // the owner has received nothing yet: take all it has not started
 	}
 	at := (from + keep + stealAlign - 1) / stealAlign * stealAlign
-	if at < from {
-		at = from
+	if end-at >= minSteal && at >= from {
+		victim.end.Store(at)
+		return s.addLocked(w, at, end)
 	}
-	if end-at < minSteal {
+	// Too little to split: take it all over if the owner would be much
+	// slower at it than this worker.
+	if !s.takeover || !known || victim.abort == nil || victim.owner.running(now) < takeoverAfter {
 		return nil
 	}
-	victim.end.Store(at)
-	g := newSegment(at, end)
+	from = max(victim.pos.Load(), victim.committed)
+	left = end - from
+	theirs := time.Duration(float64(left) / max(rv, 1) * float64(time.Second))
+	ours := time.Duration(float64(left) / mine * float64(time.Second))
+	if left <= 0 || theirs < 2*ours+takeoverAfter {
+		return nil
+	}
+	victim.end.Store(from)
+	victim.abort()
+	return s.addLocked(w, from, end)
+}
+
+func (s *sched) addLocked(w *worker, from, end int64) *segment {
+	g := newSegment(from, end)
 	g.owner = w
 	s.segs = append(s.segs, g)
 	return g
@@ -304,4 +362,11 @@ func (s *sched) completeNow() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.completeLocked()
+}
+
+// count is the number of segments.
+func (s *sched) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.segs)
 }
