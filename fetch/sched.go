@@ -146,8 +146,8 @@ type sched struct {
 	// (not in mmap mode, where the socket writes into the file itself).
 	takeover bool
 	stop     bool // the run is over (done, failed or canceled)
-	done  chan struct{}
-	now   func() time.Time
+	done     chan struct{}
+	now      func() time.Time
 }
 
 func newSched(segs []*segment, steal bool, now func() time.Time) *sched {
