@@ -61,6 +61,8 @@ type Config struct {
 	Listing        bool     `toml:"listing" json:"listing"`
 	MaxRanges      int      `toml:"max_ranges" json:"max_ranges"`
 	AccessLog      bool     `toml:"access_log" json:"access_log"`
+	Digests        bool     `toml:"digests" json:"digests"`
+	DigestCache    string   `toml:"digest_cache" json:"digest_cache"`
 	User           string   `toml:"user" json:"user"`
 	Group          string   `toml:"group" json:"group"`
 	LogLevel       string   `toml:"log_level" json:"log_level"`
@@ -72,6 +74,7 @@ type Config struct {
 	// WorkerTimeout is how long a worker may leave the supervisor's
 	// heartbeat unanswered before it is killed and replaced; 0: never.
 	WorkerTimeout Duration `toml:"worker_timeout" json:"worker_timeout"`
+	MetricsListen string   `toml:"metrics_listen" json:"metrics_listen"`
 }
 
 // Default returns the built-in configuration: serve the current directory on
@@ -93,6 +96,7 @@ func Default() *Config {
 		Index:          []string{"index.html"},
 		Listing:        true,
 		MaxRanges:      16,
+		Digests:        true,
 		LogLevel:       "info",
 		LogFormat:      "text",
 		WorkerTimeout:  Duration(10 * time.Second),
@@ -174,6 +178,7 @@ type Overrides struct {
 	Listen  []string
 	Control string
 	Workers *int
+	Metrics *string // --metrics: metrics_listen ("" turns it off)
 }
 
 // Source says where a configuration came from, so the supervisor can read
@@ -203,6 +208,9 @@ func (s Source) String() string {
 	}
 	if s.Overrides.Workers != nil {
 		fl = append(fl, "--workers")
+	}
+	if s.Overrides.Metrics != nil {
+		fl = append(fl, "--metrics")
 	}
 	if len(fl) > 0 {
 		p += " + " + strings.Join(fl, " ")
@@ -242,6 +250,9 @@ func (src Source) Load() (*Config, error) {
 	if o.Workers != nil {
 		c.Workers = *o.Workers
 	}
+	if o.Metrics != nil {
+		c.MetricsListen = *o.Metrics
+	}
 	if err := c.Resolve(); err != nil {
 		// Blame what set the value: a flag, the file (with the key's
 		// line), or, when neither did, the built-in defaults.
@@ -275,6 +286,8 @@ func (o Overrides) flagFor(key string) string {
 		return "--control"
 	case key == "workers" && o.Workers != nil:
 		return "--workers"
+	case key == "metrics_listen" && o.Metrics != nil:
+		return "--metrics"
 	}
 	return ""
 }
@@ -311,8 +324,8 @@ func decode(path string, data []byte, c *Config) error {
 	for _, p := range []struct {
 		key string
 		v   *string
-	}{{"root", &c.Root}, {"control", &c.Control}} {
-		if md.IsDefined(p.key) && *p.v != "" && !filepath.IsAbs(*p.v) {
+	}{{"root", &c.Root}, {"control", &c.Control}, {"digest_cache", &c.DigestCache}} {
+		if md.IsDefined(p.key) && *p.v != "" && *p.v != DigestCacheMemory && !filepath.IsAbs(*p.v) {
 			*p.v = filepath.Join(filepath.Dir(path), *p.v)
 		}
 	}
@@ -428,6 +441,11 @@ func (c *Config) validate() error {
 			return keyErr("listen", "%v", err)
 		}
 	}
+	if c.MetricsListen != "" {
+		if err := CheckAddr(c.MetricsListen); err != nil {
+			return keyErr("metrics_listen", "%v", err)
+		}
+	}
 	if c.Workers < 0 || c.Workers > 1024 {
 		return keyErr("workers", "must be between 0 (one per CPU) and 1024, not %d", c.Workers)
 	}
@@ -525,6 +543,9 @@ func (c *Config) Resolve() error {
 		return keyErr("control", "socket path %s is %d bytes long; a unix socket path can have at most %d",
 			c.Control, len(c.Control), MaxSocketPath)
 	}
+	if c.DigestCache, err = resolveDigestCache(c.DigestCache, os.Getenv("CACHE_DIRECTORY")); err != nil {
+		return keyErr("digest_cache", "%v", err)
+	}
 	if c.User != "" {
 		if _, err := LookupUser(c.User); err != nil {
 			return keyErr("user", "%v", err)
@@ -538,6 +559,28 @@ func (c *Config) Resolve() error {
 		}
 	}
 	return nil
+}
+
+// DigestCacheMemory as digest_cache keeps digests in memory only, even
+// where $CACHE_DIRECTORY is set.
+const DigestCacheMemory = "memory"
+
+// resolveDigestCache is the digest cache directory for the digest_cache
+// value v: v made absolute; for "" the subdirectory "sha256" of the first
+// of $CACHE_DIRECTORY's directories (systemd sets it for CacheDirectory=),
+// else "" (memory only); "memory" stays "memory" (memory only).
+func resolveDigestCache(v, cacheDirectory string) (string, error) {
+	switch v {
+	case DigestCacheMemory:
+		return v, nil
+	case "":
+		dir, _, _ := strings.Cut(cacheDirectory, ":")
+		if dir == "" {
+			return "", nil
+		}
+		return filepath.Join(dir, "sha256"), nil
+	}
+	return filepath.Abs(v)
 }
 
 // LookupUser resolves a user name or numeric uid to (uid, primary gid).

@@ -77,6 +77,7 @@ func TestDefault(t *testing.T) {
 		Index:          []string{"index.html"},
 		Listing:        true,
 		MaxRanges:      16,
+		Digests:        true,
 		LogLevel:       "info",
 		LogFormat:      "text",
 		WorkerTimeout:  Duration(10 * time.Second),
@@ -222,6 +223,8 @@ func TestValidationErrors(t *testing.T) {
 		{`root = ""`, "root", "must not be empty"},
 		{`open_file_cache = "-1s"`, "open_file_cache", "between 0 (off) and 1h, not -1s"},
 		{`open_file_cache = "2h"`, "open_file_cache", "not 2h0m0s"},
+		{`metrics_listen = "9100"`, "metrics_listen", `bad address "9100"`},
+		{`metrics_listen = "example.com:9100"`, "metrics_listen", "host must be an IP address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {
@@ -263,6 +266,8 @@ func TestValidConfigs(t *testing.T) {
 		{`log_level = "debug"` + "\n" + `log_format = "json"`, func(c *Config) bool { return c.LogLevel == "debug" && c.LogFormat == "json" }},
 		{`control_group = "0"`, func(c *Config) bool { return c.ControlGroup == "0" }},
 		{`user = "root"` + "\n" + `group = "root"`, func(c *Config) bool { return c.User == "root" && c.Group == "root" }},
+		{`metrics_listen = "127.0.0.1:0"`, func(c *Config) bool { return c.MetricsListen == "127.0.0.1:0" }},
+		{`metrics_listen = ""`, func(c *Config) bool { return c.MetricsListen == "" }},
 		{`control = "rel/ctl.sock"`, func(c *Config) bool {
 			return filepath.IsAbs(c.Control) && strings.HasSuffix(c.Control, "/rel/ctl.sock")
 		}},
@@ -466,6 +471,7 @@ func TestOverrides(t *testing.T) {
 	fileRoot, flagRoot := t.TempDir(), t.TempDir()
 	p := writeConfig(t, "root = "+strconv.Quote(fileRoot)+"\nlisten = [\"127.0.0.1:1\"]\ncontrol = \"/tmp/file.sock\"\nworkers = 3\nmax_connections = 5\n")
 	n := func(i int) *int { return &i }
+	str := func(s string) *string { return &s }
 	tests := []struct {
 		name string
 		o    Overrides
@@ -507,6 +513,12 @@ func TestOverrides(t *testing.T) {
 			}
 			return ""
 		}},
+		{"metrics", Overrides{Metrics: str("[::1]:9100")}, func(c *Config) string {
+			if c.MetricsListen != "[::1]:9100" {
+				return "metrics_listen not replaced"
+			}
+			return ""
+		}},
 		{"every flag", Overrides{Root: flagRoot, Listen: []string{":0"}, Control: "rel.sock", Workers: n(1)}, func(c *Config) string {
 			if c.Root != flagRoot || c.Listen[0] != ":0" || c.Control != filepath.Join(mustGetwd(), "rel.sock") || c.Workers != 1 || c.MaxConnections != 5 {
 				return "not every flag applied"
@@ -543,6 +555,10 @@ func TestOverrides(t *testing.T) {
 	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Workers: n(-2)}}.Load()
 	if err == nil || !strings.Contains(err.Error(), "--workers") || !strings.Contains(err.Error(), `key "workers"`) {
 		t.Errorf("--workers -2: %v", err)
+	}
+	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Metrics: str("nohost")}}.Load()
+	if err == nil || !strings.Contains(err.Error(), "--metrics") || !strings.Contains(err.Error(), `key "metrics_listen"`) {
+		t.Errorf("--metrics nohost: %v", err)
 	}
 	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Listen: []string{"nohost"}}}.Load()
 	if err == nil || !strings.Contains(err.Error(), "--listen") || !strings.Contains(err.Error(), `bad address "nohost"`) {
@@ -602,6 +618,7 @@ func TestSourceString(t *testing.T) {
 	exists := writeConfig(t, "")
 	missing := filepath.Join(dir, "absent.toml")
 	n := 2
+	off := ""
 	tests := []struct {
 		src  Source
 		want string
@@ -613,6 +630,7 @@ func TestSourceString(t *testing.T) {
 		{Source{Path: missing, Explicit: true}, missing},
 		{Source{Path: exists, Overrides: Overrides{Root: "/x"}}, exists + " + --root"},
 		{Source{Overrides: Overrides{Root: "/x", Listen: []string{":0"}, Control: "c", Workers: &n}}, "built-in defaults + --root --listen --control --workers"},
+		{Source{Overrides: Overrides{Metrics: &off}}, "built-in defaults + --metrics"},
 	}
 	for _, tt := range tests {
 		if got := tt.src.String(); got != tt.want {
@@ -829,6 +847,7 @@ func TestDefaultControlPath(t *testing.T) {
 const exampleConfig = "../etc/zfs-serve.toml"
 
 func TestExampleConfigLoads(t *testing.T) {
+	t.Setenv("CACHE_DIRECTORY", "") // digest_cache "" follows it
 	root := t.TempDir()
 	c, err := Source{Path: exampleConfig, Explicit: true, Overrides: Overrides{Root: root}}.Load()
 	if err != nil {
@@ -1020,6 +1039,45 @@ func TestHTTPKeys(t *testing.T) {
 		}
 		if !slices.Equal(c.Index, tt.index) {
 			t.Errorf("%q: index %q, want %q", tt.toml, c.Index, tt.index)
+		}
+	}
+}
+
+// TestDigestKeys: digest_cache is made absolute (relative to the file),
+// "" follows systemd's $CACHE_DIRECTORY (memory only without it), and
+// "memory" keeps digests in memory even under systemd.
+func TestDigestKeys(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		toml, cacheDirectory string
+		digests              bool
+		cache                string
+	}{
+		{"", "", true, ""},
+		{"", "/var/cache/zfs-serve", true, "/var/cache/zfs-serve/sha256"},
+		{"", "/var/cache/zfs-serve:/var/cache/other", true, "/var/cache/zfs-serve/sha256"},
+		{"digest_cache = \"memory\"\n", "/var/cache/zfs-serve", true, "memory"},
+		{"digest_cache = \"/srv/cache\"\n", "/var/cache/zfs-serve", true, "/srv/cache"},
+		{"digest_cache = \"cache\"\n", "", true, filepath.Join(dir, "cache")},
+		{"digests = false\n", "", false, ""},
+	} {
+		t.Setenv("CACHE_DIRECTORY", tt.cacheDirectory)
+		p := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(p, []byte("root = "+strconv.Quote(dir)+"\n"+tt.toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Source{Path: p, Explicit: true}.Load()
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		if c.Digests != tt.digests || c.DigestCache != tt.cache {
+			t.Errorf("%q with CACHE_DIRECTORY=%q: digests %v, digest_cache %q; want %v, %q",
+				tt.toml, tt.cacheDirectory, c.Digests, c.DigestCache, tt.digests, tt.cache)
+		}
+		// Resolving again (a worker's copy, a reload) changes nothing.
+		again := *c
+		if err := again.Resolve(); err != nil || again.DigestCache != c.DigestCache {
+			t.Errorf("%q: resolved again: %q, %v", tt.toml, again.DigestCache, err)
 		}
 	}
 }

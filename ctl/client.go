@@ -114,8 +114,16 @@ func (c *Client) Do(req Request, onProgress func(*Response)) (*Response, error) 
 		to.Reload = DefaultTimeouts.Reload
 	}
 	wait := to.Answer // for the answer, or between lines
-	if req.Cmd == CmdReload {
+	switch req.Cmd {
+	case CmdReload:
 		wait = to.Reload
+	case CmdDigest:
+		// The daemon answers when the files are hashed, or at the timeout.
+		d, err := time.ParseDuration(req.Timeout)
+		if err != nil || d <= 0 {
+			d = DefaultDigestTimeout
+		}
+		wait = d + to.Answer
 	}
 	for {
 		// Even if the write failed, the daemon may have answered before

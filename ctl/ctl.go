@@ -32,6 +32,7 @@ const (
 	CmdDrain  = "drain"
 	CmdKill   = "kill"
 	CmdReload = "reload"
+	CmdDigest = "digest"
 )
 
 // Request is what zctl sends.
@@ -39,7 +40,10 @@ type Request struct {
 	V       int    `json:"v"`
 	Cmd     string `json:"cmd"`
 	Wait    bool   `json:"wait,omitempty"`    // drain, reload: stream progress until done
-	Timeout string `json:"timeout,omitempty"` // drain: replaces drain_timeout for this drain
+	Timeout string `json:"timeout,omitempty"` // drain: replaces drain_timeout for this drain; digest: how long to wait
+	// Paths are digest's files, as clients request them (relative to the
+	// served root), at most MaxDigestPaths.
+	Paths []string `json:"paths,omitempty"`
 }
 
 // Response is what the supervisor answers.
@@ -50,7 +54,26 @@ type Response struct {
 	Error   string  `json:"error,omitempty"`
 	Message string  `json:"message,omitempty"`
 	Status  *Status `json:"status,omitempty"`
+	// Digests answer digest: one per path, in the request's order.
+	Digests []Digest `json:"digests,omitempty"`
 }
+
+// Digest is the outcome for one path of a digest request.
+type Digest struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256,omitempty"` // lower-case hex; empty on error
+	Size   int64  `json:"size,omitempty"`   // of the version hashed
+	Error  string `json:"error,omitempty"`
+}
+
+// MaxDigestPaths is the most paths one digest request may name (so that
+// the worker's answer fits one channel message); zctl sends more in
+// batches.
+const MaxDigestPaths = 64
+
+// DefaultDigestTimeout is how long a digest request without a timeout
+// waits for the files to be hashed.
+const DefaultDigestTimeout = 5 * time.Minute
 
 // EventProgress marks an intermediate response of a waiting request.
 const EventProgress = "progress"
@@ -109,6 +132,8 @@ type Worker struct {
 	NativeRequests uint64     `json:"native_requests"`
 	HTTPRequests   uint64     `json:"http_requests"`
 	HTTPBytesSent  uint64     `json:"http_bytes_sent"`
+	DigestsHashed  uint64     `json:"digests_hashed"` // digests computed by hashing a file
+	DigestsLoaded  uint64     `json:"digests_loaded"` // digests loaded from the on-disk cache
 	Restarts       int        `json:"restarts"`
 	Started        time.Time  `json:"started"`
 	LastExit       string     `json:"last_exit,omitempty"` // how the previous worker in this slot ended
@@ -136,6 +161,8 @@ type Totals struct {
 	NativeRequests uint64 `json:"native_requests"`
 	HTTPRequests   uint64 `json:"http_requests"`
 	HTTPBytesSent  uint64 `json:"http_bytes_sent"`
+	DigestsHashed  uint64 `json:"digests_hashed"`
+	DigestsLoaded  uint64 `json:"digests_loaded"`
 	Restarts       int    `json:"restarts"`
 }
 
@@ -153,4 +180,13 @@ type Handler interface {
 	// Reload re-reads the configuration and returns a one-line summary once
 	// the new generation serves; with wait, only once the old one is gone.
 	Reload(ctx context.Context, wait bool, progress func(*Status)) (string, error)
+}
+
+// DigestHandler is implemented by a Handler that answers digest: it
+// returns the SHA-256 of each file at paths (request paths), computing
+// those not known yet, within timeout; a path that could not be hashed
+// in time, or at all, has its Error set. The server answers digest with
+// an error if the Handler does not implement it.
+type DigestHandler interface {
+	Digest(ctx context.Context, paths []string, timeout time.Duration) ([]Digest, error)
 }

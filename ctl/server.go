@@ -405,18 +405,20 @@ func (s *Server) handle(c *net.UnixConn, req *Request, reply func(*Response) err
 			return &Response{Error: err.Error()}
 		}
 		return &Response{OK: true, Message: msg}
+	case CmdDigest:
+		return s.digest(ctx, req)
 	}
 	return unknownCommand(req.Cmd)
 }
 
 func knownCommand(cmd string) bool {
 	switch cmd {
-	case CmdStatus, CmdDrain, CmdKill, CmdReload:
+	case CmdStatus, CmdDrain, CmdKill, CmdReload, CmdDigest:
 		return true
 	}
 	return false
 }
 
 func unknownCommand(cmd string) *Response {
-	return &Response{Error: fmt.Sprintf("unknown command %q (want status, drain, kill or reload)", cmd)}
+	return &Response{Error: fmt.Sprintf("unknown command %q (want status, drain, kill, reload or digest)", cmd)}
 }

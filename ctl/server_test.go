@@ -363,7 +363,7 @@ func TestProtocolErrors(t *testing.T) {
 		close bool // half-close after writing
 		err   string
 	}{
-		{"unknown command", []byte(`{"v":1,"cmd":"restart"}` + "\n"), false, `unknown command "restart" (want status, drain, kill or reload)`},
+		{"unknown command", []byte(`{"v":1,"cmd":"restart"}` + "\n"), false, `unknown command "restart" (want status, drain, kill, reload or digest)`},
 		{"no command", []byte(`{"v":1}` + "\n"), false, `unknown command ""`},
 		{"newer version", []byte(`{"v":2,"cmd":"status"}` + "\n"), false, "unsupported control protocol version 2 (this daemon speaks 1)"},
 		{"no version", []byte(`{"cmd":"status"}` + "\n"), false, "unsupported control protocol version 0"},

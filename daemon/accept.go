@@ -28,7 +28,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	d := &dispatcher{s: s}
 	var delay time.Duration
 	for {
-		d.fds, d.peers = d.fds[:0], d.peers[:0] // Read may return before calling accept
+		d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0] // Read may return before calling accept
 		var aerr error
 		err := rc.Read(func(fd uintptr) bool {
 			aerr = d.accept(int(fd))
@@ -59,7 +59,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 // into d.fds (replacing what was there), until EAGAIN. It returns the
 // error that stopped it otherwise: EMFILE, ENFILE, ENOBUFS.
 func (d *dispatcher) accept(fd int) error {
-	d.fds, d.peers = d.fds[:0], d.peers[:0]
+	d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0]
 	for len(d.fds) < maxBatch {
 		// syscall's Accept4, not x/sys/unix's: the latter asks every
 		// accepted socket for SO_PROTOCOL to decode its address, one
@@ -69,6 +69,7 @@ func (d *dispatcher) accept(fd int) error {
 		switch e {
 		case nil:
 			d.fds = append(d.fds, nfd)
+			d.at = append(d.at, time.Now())
 			d.peers = append(d.peers, sockaddrString(sa))
 			continue
 		case syscall.EINTR, syscall.ECONNABORTED:
@@ -96,6 +97,8 @@ type dispatcher struct {
 	idx    []int   // indices in fds of the batch sent to one worker
 	rr     int
 	httpOn bool
+	// at is when each of fds was accepted (handoff latency, metrics.go).
+	at []time.Time
 }
 
 // Refusals by the supervisor, each naming what it ran out of.
@@ -121,11 +124,13 @@ func (d *dispatcher) dispatch() {
 		}
 	}()
 	d.httpOn = s.httpOn.Load()
+	s.metrics.accepted.Add(uint64(len(d.fds)))
 	if len(ws) == 0 {
 		st, msg := wire.StatusBusy, busyNoWorker
 		if state, _ := s.stateA.Load().(string); state == ctl.StateDraining || state == ctl.StateStopping {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
+		s.metrics.refuse(noWorkerReason(st), len(d.fds))
 		for i, fd := range d.fds {
 			refuse(fd, st, msg, d.httpOn)
 			d.fds[i] = -1
@@ -141,11 +146,13 @@ func (d *dispatcher) dispatch() {
 		key := ""
 		switch {
 		case room <= 0:
+			s.metrics.refuse(refusedMaxConns, 1)
 			refuse(fd, wire.StatusBusy, busyMaxConns, d.httpOn)
 			d.fds[i] = -1
 		case limit > 0:
 			key = clientKey(d.peers[i])
 			if !s.clients.acquire(key, limit) {
+				s.metrics.refuse(refusedPerClient, 1)
 				refuse(fd, wire.StatusBusy, busyPerClient, d.httpOn)
 				d.fds[i], key = -1, ""
 			}
@@ -179,6 +186,7 @@ func (d *dispatcher) dispatch() {
 			}
 		}
 		if best < 0 {
+			s.metrics.refuse(refusedNoFDs, 1)
 			d.refuse(i, busyNoFDs)
 			continue
 		}
@@ -201,6 +209,7 @@ func (d *dispatcher) dispatch() {
 			continue
 		}
 		if !d.sendTo(ws, j, w, fds) && !d.sendToFresh(ws, fds) {
+			s.metrics.refuse(refusedHandoff, len(fds))
 			for _, i := range d.idx {
 				d.refuse(i, busyHandoff)
 			}
@@ -256,6 +265,7 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []in
 		}
 		t.sendMu.Unlock()
 		if err == nil {
+			d.handedOff(len(fds))
 			return true
 		}
 		if !errors.Is(err, unix.EAGAIN) {

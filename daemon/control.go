@@ -41,6 +41,7 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 	s.env.notify("RELOADING=1")
 	fail := func(err error) {
 		s.lastReload = "failed: " + err.Error()
+		s.metrics.reloadsFailed.Add(1)
 		s.log.Error("reload failed; still serving the previous configuration", "err", err)
 		s.setState(ctl.StateServing)
 		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
@@ -76,6 +77,11 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 		s.log.Warn("the control socket path changes only at restart", "configured", cfg.Control, "in_use", s.ctlPath)
 	}
 	if err := s.prepareListeners(cfg); err != nil {
+		fail(err)
+		return
+	}
+	if err := s.prepareMetrics(cfg); err != nil {
+		s.closeNewListeners()
 		fail(err)
 		return
 	}
@@ -207,6 +213,7 @@ func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
 		row := &st.Workers[a.i]
 		row.Active, row.Connections, row.BytesSent = a.ws.Active, a.ws.Connections, a.ws.BytesSent
 		row.NativeRequests, row.HTTPRequests, row.HTTPBytesSent = a.ws.Native, a.ws.HTTP, a.ws.HTTPBytes
+		row.DigestsHashed, row.DigestsLoaded = a.ws.Digests.Hashed, a.ws.Digests.Loaded
 		for _, t := range a.ws.Transfers {
 			st.Transfers = append(st.Transfers, ctl.Transfer{WorkerPID: row.PID, Protocol: t.Protocol, Client: t.Client, Path: t.Path,
 				Offset: t.Offset, Sent: t.Sent, Total: t.Total, Age: now.Sub(t.Start).Seconds()})
@@ -225,6 +232,8 @@ func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
 		st.Totals.NativeRequests += w.NativeRequests
 		st.Totals.HTTPRequests += w.HTTPRequests
 		st.Totals.HTTPBytesSent += w.HTTPBytesSent
+		st.Totals.DigestsHashed += w.DigestsHashed
+		st.Totals.DigestsLoaded += w.DigestsLoaded
 		st.Totals.Restarts += w.Restarts
 	}
 	return st, nil
@@ -262,6 +271,7 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 			st.Listeners = append(st.Listeners, ctl.Listener{Name: l.name, Addr: l.addr, Activated: l.activated})
 		}
 	}
+	st.Listeners = s.appendMetricsListener(st.Listeners)
 	var procs []*workerProc
 	for _, g := range s.gens {
 		for _, sl := range g.slots {

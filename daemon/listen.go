@@ -21,6 +21,7 @@ import (
 const (
 	FDNameFiles   = "zfs"
 	FDNameControl = "control"
+	FDNameMetrics = "metrics" // the metrics and health listener (metrics_http.go)
 )
 
 // listener is one listening socket for file connections.
@@ -41,6 +42,7 @@ type listener struct {
 type activatedSockets struct {
 	files   []*os.File // FDNameFiles: listeners for file connections
 	control *os.File   // FDNameControl: the control socket, or nil
+	metrics *os.File   // FDNameMetrics: the metrics listener, or nil
 	unknown []*os.File // any other name: logged as errors and closed by the caller
 }
 
@@ -85,6 +87,13 @@ func sortSockets(files []*os.File, log *slog.Logger) activatedSockets {
 				continue
 			}
 			a.control = f
+		case FDNameMetrics:
+			if a.metrics != nil {
+				log.Error("systemd passed more than one socket named " + FDNameMetrics + "; using the first, closing the others")
+				f.Close()
+				continue
+			}
+			a.metrics = f
 		default:
 			a.unknown = append(a.unknown, f)
 		}

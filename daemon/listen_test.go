@@ -42,14 +42,22 @@ func TestSortSocketsByName(t *testing.T) {
 	bogus := socketFile(t, "tcp", "127.0.0.1:0", "bogus")
 	zfs2 := socketFile(t, "tcp", "127.0.0.1:0", FDNameFiles)
 	ctl2 := socketFile(t, "unix", filepath.Join(dir, "c2"), FDNameControl)
+	met1 := socketFile(t, "tcp", "127.0.0.1:0", FDNameMetrics)
+	met2 := socketFile(t, "tcp", "127.0.0.1:0", FDNameMetrics)
 	var logb bytes.Buffer
-	a := sortSockets([]*os.File{ctl1, zfs1, bogus, zfs2, ctl2}, slog.New(slog.NewTextHandler(&logb, nil)))
+	a := sortSockets([]*os.File{ctl1, met1, zfs1, bogus, zfs2, ctl2, met2}, slog.New(slog.NewTextHandler(&logb, nil)))
 
 	if len(a.files) != 2 || a.files[0] != zfs1 || a.files[1] != zfs2 {
 		t.Errorf("files = %v, want the two named %q in order", a.files, FDNameFiles)
 	}
 	if a.control != ctl1 {
 		t.Errorf("control = %v, want the first socket named %q", a.control, FDNameControl)
+	}
+	if a.metrics != met1 {
+		t.Errorf("metrics = %v, want the first socket named %q", a.metrics, FDNameMetrics)
+	}
+	if err := met2.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("the second metrics socket was not closed (Close: %v)", err)
 	}
 	if len(a.unknown) != 1 || a.unknown[0] != bogus {
 		t.Errorf("unknown = %v, want the one named bogus", a.unknown)

@@ -38,6 +38,19 @@ const (
 	msgFDShort byte = 16
 )
 
+// Channel messages for zctl digest (daemon/digest.go).
+//
+//	supervisor -> worker              worker -> supervisor
+//	msgDigestReq   u64 req id,        msgDigest  u64 req id, JSON digestAnswer
+//	               JSON digestRequest
+//	msgDigestLearn JSON []digestLearned
+const (
+	msgDigestReq   byte = 6
+	msgDigestLearn byte = 7
+
+	msgDigest byte = 17
+)
+
 // maxMsg is the receive buffer for one channel message, comfortably below
 // the kernel's default SOCK_SEQPACKET send buffer.
 const maxMsg = 160 << 10

@@ -283,7 +283,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			s.inflight.Add(-int64(len(ds)))
 			w.conns.Add(uint64(len(ds)))
 			w.bytes.Add(bytes)
-		case msgStatus:
+		case msgStatus, msgDigest:
 			id, rest, err := parseID(p)
 			if err != nil {
 				continue
@@ -294,6 +294,8 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			w.mu.Unlock()
 			if c != nil {
 				c <- append([]byte(nil), rest...)
+			} else if id == finalStatusID {
+				s.metrics.tally.final(w, rest)
 			}
 		default:
 			s.log.Error("unknown message from worker", "pid", w.pid, "type", buf[0])
@@ -311,6 +313,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 	for _, key := range clients {
 		s.clients.release(key)
 	}
+	s.metrics.tally.retire(w)
 	close(w.gone)
 	w.ch.Close()
 	err := w.cmd.Wait()
@@ -360,8 +363,9 @@ func (w *workerProc) dead() bool {
 	return w.isDead
 }
 
-// query asks a worker for its status, waiting at most d.
-func (w *workerProc) query(id uint64, d time.Duration) (*workerStatus, error) {
+// query asks a worker for its status, waiting at most d. flags (at most
+// one byte, e.g. statusCounters) say what to leave out.
+func (w *workerProc) query(id uint64, d time.Duration, flags ...byte) (*workerStatus, error) {
 	c := make(chan []byte, 1)
 	w.mu.Lock()
 	w.pending[id] = c
@@ -371,7 +375,7 @@ func (w *workerProc) query(id uint64, d time.Duration) (*workerStatus, error) {
 		delete(w.pending, id)
 		w.mu.Unlock()
 	}()
-	if err := fdpass.TrySend(w.ch, appendID(nil, msgStatusReq, id)); err != nil {
+	if err := fdpass.TrySend(w.ch, append(appendID(nil, msgStatusReq, id), flags...)); err != nil {
 		return nil, err
 	}
 	select {

@@ -40,7 +40,7 @@ func refuse(fd int, st wire.Status, msg string, http bool) {
 		refuseNow(fd, wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg}))
 	case protoHTTP:
 		if http {
-			refuseNow(fd, http503(msg))
+			refuseNow(fd, http503(msg, peekHead(fd)))
 		} else {
 			refuseNow(fd, nil)
 		}
@@ -102,13 +102,30 @@ func peekProto(fd int) proto {
 	}
 }
 
-// http503 is the HTTP refusal.
-func http503(msg string) []byte {
+// peekHead reports whether an HTTP client's request is a HEAD, by
+// peeking at its first bytes like peekProto.
+func peekHead(fd int) bool {
+	var b [5]byte
+	for {
+		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && string(b[:max(n, 0)]) == "HEAD "
+	}
+}
+
+// http503 is the HTTP refusal; head says the request is a HEAD, whose
+// response has no body (RFC 9110 section 9.3.2).
+func http503(msg string, head bool) []byte {
 	body := msg + "\n"
 	b := make([]byte, 0, 160+len(body))
 	b = append(b, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
+	if head {
+		return b
+	}
 	return append(b, body...)
 }
 

@@ -52,11 +52,13 @@ func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
 		send  string
 		delay time.Duration // before sending
 		http  bool
-		want  string // "http", "native" or "closed"
+		want  string // "http", "http head", "native" or "closed"
 	}{
 		{"http", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, "http"},
 		{"native", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Path: "/a"})), 0, true, "native"},
-		{"http sent late", "HEAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, "http"},
+		{"http sent late", "GET / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, "http"},
+		{"HEAD", "HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, "http head"},
+		{"HEAD sent late", "HEAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, "http head"},
 		{"native sent late", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStat, Path: "/"})), 200 * time.Millisecond, true, "native"},
 		{"http off", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, false, "closed"},
 		{"nothing sent", "", 0, true, "closed"},
@@ -92,6 +94,13 @@ func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
 				body, _ := io.ReadAll(resp.Body)
 				if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !resp.Close || string(body) != "busy: test\n" {
 					t.Fatalf("got %d %v %q", resp.StatusCode, resp.Header, body)
+				}
+			case "http head":
+				// A response to HEAD has no body (RFC 9110 section 9.3.2).
+				head, rest, _ := strings.Cut(string(got), "\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(head+"\r\n\r\n")), &http.Request{Method: "HEAD"})
+				if err != nil || resp.StatusCode != 503 || !resp.Close || rest != "" {
+					t.Fatalf("got %q (%v), want a 503 head and no body", got, err)
 				}
 			case "native":
 				r, err := wire.ReadResponse(strings.NewReader(string(got)))

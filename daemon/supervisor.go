@@ -139,6 +139,8 @@ type Supervisor struct {
 	pendingTimer *time.Timer
 	lastReload   string
 	lastHealth   time.Time // the last checkHealth (health.go)
+
+	metrics supMetrics // counters and listener for /metrics (metrics.go)
 }
 
 type reloadWaiter struct {
@@ -225,8 +227,12 @@ func (s *Supervisor) run(ctx context.Context) error {
 		return err
 	}
 	defer s.stopControl()
+	if err := s.openMetrics(activated.metrics); err != nil {
+		return err
+	}
+	defer s.closeMetrics()
 	for _, f := range activated.unknown {
-		s.log.Error("ignoring a socket-activated fd with an unknown name (want zfs or control)", "name", f.Name())
+		s.log.Error("ignoring a socket-activated fd with an unknown name (want zfs, control or metrics)", "name", f.Name())
 		f.Close()
 	}
 	s.log.Info("zfs-serve starting", "version", s.opts.Version, "pid", os.Getpid(), "config", s.opts.Source.String(),
@@ -428,6 +434,7 @@ func (s *Supervisor) promote(g *generation) {
 		s.startAccepting()
 	} else {
 		s.applyListenerChanges()
+		s.applyMetrics()
 		s.drainGeneration(old, g.cfg.DrainTimeout.D())
 	}
 	pids := make([]int, 0, len(g.slots))
@@ -438,6 +445,7 @@ func (s *Supervisor) promote(g *generation) {
 	s.log.Info(msg, "pids", pids, "listeners", s.listenerAddrs())
 	if !first {
 		s.lastReload = "ok: " + msg
+		s.metrics.reloadsOK.Add(1)
 	}
 	s.env.notify("READY=1\nSTATUS=" + s.statusLine())
 	waiters := s.reloadWait
@@ -502,11 +510,13 @@ func (s *Supervisor) abortPending(err error) {
 	}
 	if s.current != nil && s.state == ctl.StateReloading {
 		s.lastReload = "failed: " + err.Error()
+		s.metrics.reloadsFailed.Add(1)
 		s.log.Error("reload failed; still serving the previous configuration", "err", err)
 		s.setState(ctl.StateServing)
 		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
 	}
 	s.closeNewListeners()
+	s.abortMetrics()
 	waiters := s.reloadWait
 	s.reloadWait = nil
 	for _, rw := range waiters {
@@ -550,6 +560,7 @@ func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error, cut 
 		s.abortPending(fmt.Errorf("worker %d of generation %d failed to start: %s", w.pid, g.id, how))
 	case g == s.current && !expected && sl.w == nil:
 		sl.restarts++
+		s.metrics.restarts.Add(1)
 		sl.lastExit = how
 		s.scheduleRespawn(g, sl, time.Since(w.started))
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/digest"
 	"github.com/zfs-serve/zfs-serve/serve"
 )
 
@@ -37,6 +38,9 @@ type workerStatus struct {
 	Native      uint64           `json:"native_requests"`
 	HTTP        uint64           `json:"http_requests"`
 	HTTPBytes   uint64           `json:"http_bytes_sent"`
+	NativeResp  serve.Classes    `json:"native_responses"` // by status class
+	HTTPResp    serve.Classes    `json:"http_responses"`
+	Digests     digest.Stats     `json:"digests"`
 	Transfers   []serve.Transfer `json:"transfers"`
 	Omitted     int              `json:"omitted"`
 }
@@ -186,6 +190,7 @@ func (w *worker) run() int {
 			w.conns.Wait()
 			close(w.done)
 			<-outboxDone
+			w.reportFinal()
 			w.log.Debug("drained; exiting")
 			return 0
 		}
@@ -204,6 +209,10 @@ func (w *worker) run() int {
 			if err := fdpass.Send(w.ch, append([]byte{msgPong}, buf[1:n]...)); err != nil {
 				w.log.Error("answer heartbeat", "err", err)
 			}
+		case msgDigestReq:
+			go w.answerDigest(append([]byte(nil), buf[1:n]...))
+		case msgDigestLearn:
+			w.learnDigests(buf[1:n])
 		default:
 			w.log.Error("unknown channel message", "type", buf[0])
 		}
@@ -338,13 +347,17 @@ func (w *worker) outbox() {
 }
 
 func (w *worker) answerStatus(p []byte) {
-	id, _, err := parseID(p)
+	id, flags, err := parseID(p)
 	if err != nil {
 		w.log.Error("bad status request", "err", err)
 		return
 	}
 	msg := appendID(nil, msgStatus, id)
-	msg = append(msg, w.statusJSON(maxStatusBytes)...)
+	if len(flags) > 0 && flags[0]&statusCounters != 0 {
+		msg = append(msg, w.countersJSON()...)
+	} else {
+		msg = append(msg, w.statusJSON(maxStatusBytes)...)
+	}
 	if err := fdpass.Send(w.ch, msg); err != nil {
 		w.log.Error("answer status", "err", err)
 	}
@@ -357,7 +370,7 @@ func (w *worker) statusJSON(limit int) []byte {
 	ts, omitted := w.srv.Transfers(maxStatusTransfers)
 	for {
 		b, _ := json.Marshal(workerStatus{Active: st.Active, Connections: st.Connections, BytesSent: st.BytesSent,
-			Native: st.NativeRequests, HTTP: st.HTTPRequests, HTTPBytes: st.HTTPBytesSent, Transfers: ts, Omitted: omitted})
+			Native: st.NativeRequests, HTTP: st.HTTPRequests, HTTPBytes: st.HTTPBytesSent, Digests: w.srv.DigestStats(), Transfers: ts, Omitted: omitted})
 		if len(b) <= limit || len(ts) == 0 {
 			return b
 		}

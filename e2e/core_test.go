@@ -411,60 +411,6 @@ func TestHeaderTimeout(t *testing.T) {
 	}
 }
 
-// TestNoFDLeak: 1000 aborted transfers leave the supervisor's and workers'
-// descriptor counts where they started.
-func TestNoFDLeak(t *testing.T) {
-	root := shortTempDir(t)
-	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
-	for _, mode := range []string{"sendfile", "splice"} {
-		t.Run(mode, func(t *testing.T) {
-			d := StartDaemon(t, DaemonOpts{Root: root, Config: fmt.Sprintf("zero_copy = %q\n", mode)})
-			st := d.MustStatus()
-			procs := append(WorkerPIDs(st), st.PID)
-			before := map[int]int{}
-			for _, p := range procs {
-				before[p] = stableFDs(t, p)
-			}
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, 32)
-			for i := range 1000 {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					c, err := net.Dial("tcp", d.Addr)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					defer c.Close()
-					if i%2 == 0 {
-						c.(*net.TCPConn).SetLinger(0)
-					}
-					wire.WriteRequest(c, &wire.Request{Op: wire.OpGet, Path: "/big.bin"})
-					br := bufio.NewReader(c)
-					if _, err := wire.ReadResponse(br); err != nil {
-						t.Error(err)
-						return
-					}
-					io.CopyN(io.Discard, br, 64<<10)
-				}()
-			}
-			wg.Wait()
-			d.WaitStatus(10*time.Second, "no connection in flight", func(st *ctlStatus) bool { return st.Totals.Active == 0 })
-			for _, p := range procs {
-				if !waitFor(5*time.Second, func() bool { return openFDs(t, p) == before[p] }) {
-					t.Errorf("pid %d: %d open fds after 1000 aborted transfers, %d before", p, openFDs(t, p), before[p])
-				}
-			}
-			if st := d.MustStatus(); st.Totals.Connections < 1000 {
-				t.Errorf("status counts %d connections, want >= 1000", st.Totals.Connections)
-			}
-		})
-	}
-}
-
 // TestFastClientDoesNotStarveOthers: with one worker busy streaming a big
 // file to a fast reader, small requests on other connections still finish.
 func TestFastClientDoesNotStarveOthers(t *testing.T) {

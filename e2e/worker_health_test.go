@@ -204,7 +204,7 @@ func TestWorkerOutOfFDs(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-gate
-			res, err := getOnce(d.Addr, "/f.bin", sum)
+			res, err := getOrBusy(d.Addr, "/f.bin", sum)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -243,7 +243,7 @@ func TestWorkerOutOfFDs(t *testing.T) {
 
 // getOnce GETs path on a new connection: "ok" with the body checked
 // against sum, "busy" for a busy answer, or an error for anything else.
-func getOnce(addr, path, sum string) (string, error) {
+func getOrBusy(addr, path, sum string) (string, error) {
 	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
 	if err != nil {
 		return "", err

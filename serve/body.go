@@ -41,7 +41,11 @@ func (e *changedError) Error() string {
 // mtime or ctime differ from st it returns a *changedError without sending
 // the rest, and the caller must close the connection. Otherwise it sends the
 // rest, and checks once more after, only to log a change (the bytes are
-// out). A body of at most one chunk is checked before it is sent.
+// out). A body of at most one chunk is sent without either check: the
+// fstat its header came from was taken just before (two more per small
+// response would be most of a 4 KiB request's system calls), and a change
+// between the two is no more visible here than one during a last chunk;
+// a client that must know checks again after the body (zfetch does).
 //
 // Its other errors are the sender's: errShort if the file ended early,
 // socket errors.
@@ -49,7 +53,10 @@ func (c *conn) sendBody(fd int, st *unix.Stat_t, off, n int64, t *transfer) erro
 	if n <= 0 {
 		return nil
 	}
-	last := min(n, c.s.opts.Chunk)
+	if n <= c.s.opts.Chunk {
+		return c.s.sender.send(c, fd, off, n, t)
+	}
+	last := c.s.opts.Chunk
 	if head := n - last; head > 0 {
 		if err := c.s.sender.send(c, fd, off, head, t); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"sync/atomic"
@@ -42,9 +43,6 @@ func (c *conn) serveHTTP() {
 	for first := true; ; first = false {
 		if err := c.readHead(first); err != nil {
 			c.res.Outcome = c.httpReadFailed(err)
-			if c.res.Outcome == OutcomeBadRequest {
-				c.lingerClose()
-			}
 			return
 		}
 		c.res.Requests++
@@ -52,6 +50,7 @@ func (c *conn) serveHTTP() {
 		h.start = time.Now()
 		h.close = !h.req.KeepAlive || s.draining.Load()
 		err := c.handleHTTP()
+		s.httpResp.add(h.status)
 		c.disarmWrite()
 		c.accessLog()
 		if err != nil {
@@ -63,9 +62,31 @@ func (c *conn) serveHTTP() {
 			if s.draining.Load() {
 				c.res.Outcome = OutcomeDrained
 			}
-			if h.status >= 400 {
-				c.lingerClose()
-			}
+			c.lingerClose()
+			return
+		}
+	}
+}
+
+// lingerTimeout bounds how long lingerClose waits for the client to close.
+const lingerTimeout = 5 * time.Second
+
+// lingerClose ends a connection the server closes after a response: it
+// sends FIN after the response (shutdown), then reads and discards what
+// the client still sends until the client closes too, or lingerTimeout.
+// Closing the socket at once would reset the connection if a request
+// the client pipelined is unread, or arrives later; the kernel then drops
+// the part of the response still queued in the socket, and the client
+// gets a truncated response (nginx's lingering_close, Apache's
+// lingering close).
+func (c *conn) lingerClose() {
+	if unix.Shutdown(c.fd, unix.SHUT_WR) != nil {
+		return
+	}
+	c.setReadDeadline(time.Now().Add(lingerTimeout))
+	for {
+		c.rpos, c.rend = 0, 0
+		if c.fill() != nil {
 			return
 		}
 	}
@@ -116,34 +137,34 @@ func (c *conn) httpReadFailed(err error) Outcome {
 	h := c.http
 	c.s.log.Info("bad HTTP request", "client", c.client, "status", he.Status, "err", he.Msg)
 	h.close = true
-	h.req.Method = "" // the head was refused: no HEAD semantics
+	h.req.Method = ""
+	if isHead(c.buf[c.rpos:c.rend]) {
+		h.req.Method = "HEAD" // the refusal has no body either
+	}
 	h.start = time.Now()
-	c.httpError(he.Status, he.Msg)
+	err = c.httpError(he.Status, he.Msg)
+	c.s.httpResp.add(h.status)
 	c.disarmWrite()
 	c.accessLog()
+	if err == nil {
+		c.lingerClose()
+	}
 	return OutcomeBadRequest
 }
 
-// lingerClose is how a connection ends after an error response: the
-// client may still be sending (a body we refused, more pipelined
-// requests), and closing a socket with unread bytes resets the
-// connection, which can destroy the response before the client has read
-// it. So the write side is shut first and what arrives is discarded, for
-// at most lingerTime and lingerBytes, as nginx's lingering_close does.
-func (c *conn) lingerClose() {
-	const (
-		lingerTime  = time.Second
-		lingerBytes = 64 << 10
-	)
-	unix.Shutdown(c.fd, unix.SHUT_WR)
-	c.setReadDeadline(time.Now().Add(lingerTime))
-	for n := 0; n < lingerBytes; {
-		c.rpos, c.rend = 0, 0
-		if err := c.fill(); err != nil {
-			return
+// isHead reports whether the request head at the start of b, refused by
+// httpx.Parse, is a HEAD request: its request line, after the empty lines
+// Parse skips, starts with "HEAD ". A response to HEAD never has content
+// (RFC 9110 section 9.3.2), a refusal included: a client reads none, and
+// would take the bytes for the next response.
+func isHead(b []byte) bool {
+	for range 2 {
+		if !bytes.HasPrefix(b, []byte("\r\n")) {
+			break
 		}
-		n += c.rend
+		b = b[2:]
 	}
+	return bytes.HasPrefix(b, []byte("HEAD "))
 }
 
 // accessLog writes the response's access-log line, when configured.

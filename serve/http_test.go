@@ -2,37 +2,232 @@ package serve
 
 import (
 	"bytes"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/wire"
 )
+
+// newHTTPServer is newTestServer with HTTP on.
+func newHTTPServer(t *testing.T, opts ...func(*Options)) *testServer {
+	t.Helper()
+	return newTestServer(t, config.ModeSendfile, append([]func(*Options){func(o *Options) {
+		o.HTTP = true
+		o.Index = []string{"index.html"}
+		o.MaxRanges = 16
+	}}, opts...)...)
+}
+
+// httpDo sends raw on the test connection and reads one response to
+// method (its body read whole).
+func (ts *testServer) httpDo(t *testing.T, method, raw string) (*http.Response, []byte) {
+	t.Helper()
+	ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(ts.client, raw); err != nil {
+		t.Fatal(err)
+	}
+	return ts.httpRead(t, method)
+}
+
+func (ts *testServer) httpRead(t *testing.T, method string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.ReadResponse(ts.br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	return resp, body
+}
+
+// TestHTTPRedirectStaysOnHost: the redirect of a directory to its name
+// with a slash is a path on this server, whatever the request's spelling:
+// "//evil.com" naming the directory "evil.com" must not become the
+// scheme-relative "//evil.com/", which a browser follows to another host.
+func TestHTTPRedirectStaysOnHost(t *testing.T) {
+	ts := newHTTPServer(t)
+	for _, d := range []string{"evil.com", "sub/x"} {
+		if err := os.MkdirAll(filepath.Join(ts.root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ target, want string }{
+		{"/evil.com", "/evil.com/"},
+		{"//evil.com", "/evil.com/"},
+		{"///evil.com?q=1", "/evil.com/?q=1"},
+		{"/.//evil.com", "/evil.com/"},
+		{"/./evil.com", "/evil.com/"},
+		{"//sub//x", "/sub/x/"},
+		{"/sub/x/.", "/sub/x/"},
+		{"/.", "/"},
+		{"http://other.example//evil.com", "/evil.com/"},
+	} {
+		resp, _ := ts.httpDo(t, "GET", "GET "+tc.target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if loc := resp.Header.Get("Location"); resp.StatusCode != 301 || loc != tc.want {
+			t.Errorf("GET %s: %d Location %q, want 301 %q", tc.target, resp.StatusCode, loc, tc.want)
+		}
+	}
+	// The redirect's target is served (no loop).
+	resp, _ := ts.httpDo(t, "GET", "GET /evil.com/ HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /evil.com/: %d", resp.StatusCode)
+	}
+}
+
+// TestHTTPCloseDoesNotResetResponse: when the server closes a connection
+// after a response (here the request said Connection: close) while the
+// client has sent more (a pipelined request), the close must not reset
+// the connection: a reset throws away what is still queued in the
+// server's socket, and the client gets a truncated response.
+func TestHTTPCloseDoesNotResetResponse(t *testing.T) {
+	ts := newHTTPServer(t)
+	const size = 16 << 20 // much more than the socket buffers hold
+	data := random(size)
+	ts.write(t, "big", data)
+	c := ts.client.(*net.TCPConn)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The response has started: the server is sending, not reading, so
+	// the next request stays unread in its socket.
+	if _, err := ts.br.Peek(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Read the body only slowly until the server has queued all of it,
+	// and give it the time to close the connection.
+	resp, err := http.ReadResponse(ts.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 0, size)
+	buf := make([]byte, 64<<10)
+	for {
+		ts, _ := ts.srv.Transfers(1)
+		if len(ts) == 0 {
+			break
+		}
+		n, err := resp.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+	}
+	select {
+	case <-ts.result:
+	case <-time.After(2 * time.Second): // the server lingers: fine
+	}
+	rest, err := io.ReadAll(resp.Body)
+	got = append(got, rest...)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("got %d of %d bytes (equal: %v), err %v", len(got), size, bytes.Equal(got, data), err)
+	}
+	if b, err := ts.br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the response: %q %v, want EOF", b, err)
+	}
+	c.Close()
+	if r := <-ts.result; r.Requests != 1 || r.Outcome != OutcomeClosed {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// TestHTTPRefusedHeadHasNoBody: a response to HEAD has no content (RFC
+// 9110 section 9.3.2), a refusal of the head included: a client reads no
+// body after it, and bytes sent anyway would be taken for the next
+// response.
+func TestHTTPRefusedHeadHasNoBody(t *testing.T) {
+	for _, tc := range []struct {
+		raw    string
+		status int
+	}{
+		{"HEAD /f HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", 413},
+		{"HEAD /f HTTP/1.1\r\n\r\n", 400},
+		{"\r\nHEAD /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+		{"HEAD /f HTTP/1.2\r\nHost: x\r\n\r\n", 505},
+		{"HEAD /f HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 9000) + "\r\n\r\n", 431},
+	} {
+		ts := newHTTPServer(t)
+		ts.write(t, "f", []byte("data"))
+		resp, _ := ts.httpDo(t, "HEAD", tc.raw)
+		if resp.StatusCode != tc.status {
+			t.Errorf("%.40q: %d, want %d", tc.raw, resp.StatusCode, tc.status)
+		}
+		if b, err := ts.br.ReadByte(); err != io.EOF {
+			t.Errorf("%.40q: after the head of the %d: %q %v, want EOF", tc.raw, resp.StatusCode, b, err)
+		}
+	}
+}
+
+// TestListingBuildsBounded: a worker builds at most maxListBuilds
+// listings at once, HTTP and native LIST alike; the others wait. Each
+// build holds a whole directory in memory (hundreds of megabytes for
+// twenty concurrent requests of a directory of 100000 files, before the
+// bound).
+func TestListingBuildsBounded(t *testing.T) {
+	ts := newHTTPServer(t)
+	ts.write(t, "d/a", []byte("1"))
+	for range cap(ts.srv.listBuilds) {
+		ts.srv.listBuilds <- struct{}{} // as if others were being built
+	}
+	native := ts.srv.Stats().NativeRequests
+	ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(ts.client, "GET /d/ HTTP/1.1\r\nHost: x\r\n\r\n")
+	other := &testServer{srv: ts.srv, result: make(chan Result, 1)}
+	other.connect(t) // a second connection to the same server
+	nc := other.client
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := wire.WriteRequest(nc, &wire.Request{Op: wire.OpList, Path: "/d"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st := ts.srv.Stats(); st.HTTPRequests != 1 || st.NativeRequests != native+1; st = ts.srv.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the requests did not arrive: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Both wait for a token: no answer yet.
+	ts.client.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if b, err := ts.br.Peek(1); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("HTTP listing built beyond the bound: %q %v", b, err)
+	}
+	nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	var b [1]byte
+	if _, err := nc.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("LIST built beyond the bound: %q %v", b, err)
+	}
+	<-ts.srv.listBuilds
+	ts.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, body := ts.httpRead(t, "GET"); resp.StatusCode != 200 || !strings.Contains(string(body), `href="a"`) {
+		t.Fatalf("HTTP listing: %d %q", resp.StatusCode, body)
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if r, err := wire.ReadResponse(nc); err != nil || r.Status != wire.StatusOK {
+		t.Fatalf("LIST: %+v %v", r, err)
+	}
+	if n := len(ts.srv.listBuilds); n != cap(ts.srv.listBuilds)-1 {
+		t.Fatalf("%d listing tokens held after the responses, want %d", n, cap(ts.srv.listBuilds)-1)
+	}
+}
 
 func withHTTP(o *Options) {
 	o.HTTP = true
 	o.Index = []string{"index.html"}
 	o.MaxRanges = 4
-}
-
-// get sends raw on the test connection and reads one response.
-func (ts *testServer) httpDo(t *testing.T, raw, method string) (*http.Response, []byte) {
-	t.Helper()
-	if _, err := io.WriteString(ts.client, raw); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(ts.br, &http.Request{Method: method})
-	if err != nil {
-		t.Fatalf("%q: %v", raw, err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%q: body: %v", raw, err)
-	}
-	return resp, body
 }
 
 // TestHTTPOneConnection runs a sequence of requests on one kept-alive
@@ -71,7 +266,7 @@ func TestHTTPOneConnection(t *testing.T) {
 				{"HEAD /d/e/ HTTP/1.1\r\nHost: h\r\n\r\n", "HEAD", 200, "", "Vary: Accept"},
 				{"GET /f.bin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", "GET", 200, string(data), "Connection: close"},
 			} {
-				resp, body := ts.httpDo(t, tc.raw, tc.method)
+				resp, body := ts.httpDo(t, tc.method, tc.raw)
 				if resp.StatusCode != tc.status {
 					t.Fatalf("%q: %d, want %d", tc.raw, resp.StatusCode, tc.status)
 				}
@@ -102,7 +297,7 @@ func TestHTTPOneConnection(t *testing.T) {
 
 // TestHTTPNativeSniff: the first bytes pick the protocol, and with HTTP
 // off a connection that is not native is closed without an answer.
-func TestHTTPOff(t *testing.T) {
+func TestHTTPOffClosesNonNative(t *testing.T) {
 	ts := newTestServer(t, config.ModeSendfile)
 	io.WriteString(ts.client, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	if b, err := io.ReadAll(ts.br); len(b) != 0 || err != nil {

@@ -20,7 +20,7 @@ import (
 func (c *conn) httpDir(p string) error {
 	r := &c.http.req
 	if !strings.HasSuffix(p, "/") {
-		loc := escapePath(p) + "/"
+		loc := dirLocation(p)
 		if r.Query != "" {
 			loc += "?" + r.Query
 		}
@@ -39,25 +39,10 @@ func (c *conn) httpDir(p string) error {
 	if !c.s.opts.Listing {
 		return c.httpError(403, "forbidden: "+p+" is a directory and listings are off")
 	}
-	var entries []httpx.Entry
-	if _, err := c.s.readDir(p, func(name string, st *unix.Stat_t) {
-		e := httpx.Entry{Name: name, Kind: kindName(kindOf(st)), ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
-		if e.Kind == "file" {
-			e.Size = st.Size
-		}
-		entries = append(entries, e)
-	}); err != nil {
+	body, ctype, err := c.listing(p)
+	if err != nil {
 		return c.httpRefused(err)
 	}
-	var body []byte
-	ctype := "text/html; charset=utf-8"
-	if httpx.WantsJSON(r.Accept, r.Query) {
-		ctype = "application/json"
-		body = httpx.AppendListingJSON(nil, entries)
-	} else {
-		body = httpx.AppendListingHTML(nil, p, entries)
-	}
-	entries = nil
 	if len(body) > wire.MaxListBody {
 		return c.httpError(500, "internal error: "+p+" has too many entries to list")
 	}
@@ -82,6 +67,27 @@ func (c *conn) httpDir(p string) error {
 	}
 	c.http.bytes += int64(len(body))
 	return c.write(body, false)
+}
+
+// listing builds the listing of the directory p, in HTML or JSON as the
+// request asks.
+func (c *conn) listing(p string) (body []byte, ctype string, err error) {
+	r := &c.http.req
+	defer c.s.buildListing()()
+	var entries []httpx.Entry
+	if _, err := c.s.readDir(p, func(name string, st *unix.Stat_t) {
+		e := httpx.Entry{Name: name, Kind: kindName(kindOf(st)), ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
+		if e.Kind == "file" {
+			e.Size = st.Size
+		}
+		entries = append(entries, e)
+	}); err != nil {
+		return nil, "", err
+	}
+	if httpx.WantsJSON(r.Accept, r.Query) {
+		return httpx.AppendListingJSON(nil, entries), "application/json", nil
+	}
+	return httpx.AppendListingHTML(nil, p, entries), "text/html; charset=utf-8", nil
 }
 
 // readDir calls each for every entry of the directory p (beneath the
@@ -128,6 +134,19 @@ func kindName(k wire.Kind) string {
 		return "symlink"
 	}
 	return "other"
+}
+
+// dirLocation is the Location of the redirect from the directory p to its
+// name with a slash: p cleaned, so that the value starts with exactly one
+// "/". Kept as requested, "//evil.com" (naming the directory "evil.com")
+// would be the scheme-relative reference "//evil.com/", which a browser
+// follows to the host evil.com.
+func dirLocation(p string) string {
+	p = path.Clean("/" + p)
+	if p == "/" {
+		return p
+	}
+	return escapePath(p) + "/"
 }
 
 // escapePath percent-encodes each segment of the decoded path p.

@@ -71,6 +71,7 @@ func (c *conn) httpFile(fd int, st *unix.Stat_t, name string) error {
 		}
 		ranges = rs
 	}
+	sum, hasSum := c.s.digestFor(fd, st, r.Path)
 	ctype := httpx.ContentType(name)
 	head := r.Method == "HEAD"
 	switch len(ranges) {
@@ -86,6 +87,7 @@ func (c *conn) httpFile(fd int, st *unix.Stat_t, name string) error {
 		c.header("Content-Type", ctype)
 		c.contentLength(n)
 		c.fileHeaders(etag, mod)
+		c.reprDigest(sum, hasSum)
 		if head || n == 0 {
 			return c.finishHead(false)
 		}
@@ -101,6 +103,7 @@ func (c *conn) httpFile(fd int, st *unix.Stat_t, name string) error {
 	c.header("Content-Type", mp.ContentType())
 	c.contentLength(mp.Length())
 	c.fileHeaders(etag, mod)
+	c.reprDigest(sum, hasSum)
 	if head {
 		return c.finishHead(false)
 	}

@@ -15,6 +15,7 @@ func (c *conn) list(q *wire.Request) error {
 	}
 	var body []byte
 	count, tooBig := 0, false
+	done := c.s.buildListing()
 	st, err := c.s.readDir(q.Path, func(name string, est *unix.Stat_t) {
 		if tooBig {
 			return
@@ -33,6 +34,7 @@ func (c *conn) list(q *wire.Request) error {
 		body = wire.AppendEntry(body, &e)
 		count++
 	})
+	done()
 	if err != nil {
 		return err
 	}
@@ -49,4 +51,18 @@ func (c *conn) list(q *wire.Request) error {
 		return err
 	}
 	return c.write(body, false)
+}
+
+// maxListBuilds bounds the listings (LIST, HTTP) a worker builds at once.
+// Building one holds every name of the directory and the whole body in
+// memory, tens of megabytes for a directory of 100000 files, before
+// maxListBytes can refuse it: without a bound, concurrent requests for a
+// huge directory would each hold that much.
+const maxListBuilds = 2
+
+// buildListing waits until the worker builds fewer than maxListBuilds
+// listings, and returns the function to call when this one is built.
+func (s *Server) buildListing() (done func()) {
+	s.listBuilds <- struct{}{}
+	return func() { <-s.listBuilds }
 }

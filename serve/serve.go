@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/digest"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -36,6 +37,8 @@ type Options struct {
 	Listing       bool          // directory listings (HTTP) and LIST (native)
 	MaxRanges     int           // HTTP: most ranges in one request; 0: Range is ignored
 	AccessLog     bool          // one log line per response
+	Digests       bool          // announce files' SHA-256 (serve/digest.go)
+	DigestCache   string        // digests' directory; "" or config.DigestCacheMemory: memory only
 }
 
 // OptionsFrom extracts Options from a resolved configuration.
@@ -53,6 +56,8 @@ func OptionsFrom(c *config.Config) Options {
 		Listing:       c.Listing,
 		MaxRanges:     c.MaxRanges,
 		AccessLog:     c.AccessLog,
+		Digests:       c.Digests,
+		DigestCache:   c.DigestCache,
 	}
 }
 
@@ -72,13 +77,19 @@ type Server struct {
 	totalConns atomic.Uint64
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
 
-	pipes     chan *pipe   // splice mode: idle pipes, see getPipe
-	listBytes atomic.Int64 // LIST bodies being sent, bounded by maxListBytes
+	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
+	listBytes  atomic.Int64  // LIST bodies being sent, bounded by maxListBytes
+	listBuilds chan struct{} // a token per listing being built, see buildListing
 
 	nativeRequests atomic.Uint64
 	httpRequests   atomic.Uint64
 	httpBytes      atomic.Uint64 // body bytes sent in HTTP responses (bytesSent counts all)
+	nativeResp     classCounts   // responses by status class (metrics.go)
+	httpResp       classCounts
 	date           httpDate
+
+	digests    *digest.Cache // nil: digests = false
+	digestDisk *digest.Disk
 }
 
 // maxListBytes bounds the memory a worker spends on LIST bodies being sent
@@ -116,12 +127,15 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if opts.Chunk <= 0 {
 		opts.Chunk = 512 << 10
 	}
-	return &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
-		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize)}, nil
+	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
+		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}
+	s.digests, s.digestDisk = newDigests(opts, root, log)
+	return s, nil
 }
 
 // Close releases the root and the idle pipes. Call it after Wait.
 func (s *Server) Close() error {
+	s.closeDigests()
 	s.files.close()
 	for len(s.pipes) > 0 { // nothing else uses them after Wait
 		p := <-s.pipes
@@ -594,6 +608,9 @@ func (c *conn) get(q *wire.Request) error {
 		n = q.Length
 	}
 	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindFile, Size: size, MTime: mtimeNanos(&st), BodyLen: n}
+	if sum, ok := c.s.digestFor(fd, &st, q.Path); ok && q.Flags&wire.FlagDigest != 0 {
+		resp.Flags, resp.Digest = wire.FlagDigest, sum
+	}
 	if err := c.writeHeader(&resp, n > 0); err != nil {
 		return err
 	}
@@ -622,6 +639,11 @@ func (c *conn) stat(q *wire.Request) error {
 	if k != wire.KindFile && k != wire.KindDir {
 		resp = wire.Response{Status: wire.StatusNotRegular, Kind: k, Message: fmt.Sprintf("not a regular file: %s is %s", q.Path, describe(k))}
 	}
+	if k == wire.KindFile && q.Flags&wire.FlagDigest != 0 {
+		if sum, ok := c.s.knownDigest(st); ok {
+			resp.Flags, resp.Digest = wire.FlagDigest, sum
+		}
+	}
 	return c.writeHeader(&resp, false)
 }
 
@@ -638,6 +660,7 @@ func (t *transfer) progress(s *Server, n int) {
 // follows (MSG_MORE), so header and first body bytes leave in one segment.
 func (c *conn) writeHeader(r *wire.Response, more bool) error {
 	c.lastStatus = r.Status
+	c.s.nativeResp.add(NativeStatusCode(r.Status))
 	c.out = wire.AppendResponse(c.out[:0], r)
 	return c.write(c.out, more)
 }
@@ -692,6 +715,9 @@ type Stats struct {
 	HTTPBytesSent  uint64 // of which in HTTP responses
 	NativeRequests uint64
 	HTTPRequests   uint64
+	// Responses by status class (native statuses as NativeStatusCode
+	// maps them), refusals of malformed requests included.
+	NativeResponses, HTTPResponses Classes
 }
 
 // Stats returns the running totals.
@@ -700,7 +726,8 @@ func (s *Server) Stats() Stats {
 	n := len(s.conns)
 	s.mu.Unlock()
 	return Stats{Active: n, Connections: s.totalConns.Load(), BytesSent: s.bytesSent.Load(), HTTPBytesSent: s.httpBytes.Load(),
-		NativeRequests: s.nativeRequests.Load(), HTTPRequests: s.httpRequests.Load()}
+		NativeRequests: s.nativeRequests.Load(), HTTPRequests: s.httpRequests.Load(),
+		NativeResponses: s.nativeResp.load(), HTTPResponses: s.httpResp.load()}
 }
 
 // Transfers lists the response bodies being sent right now, at most max.

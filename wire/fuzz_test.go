@@ -13,6 +13,9 @@ import (
 func FuzzReadRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, &Request{Op: OpGet, Path: "a/b", Offset: 3, Length: 9}))
 	f.Add(AppendRequest(nil, &Request{Op: OpList, Path: "/"}))
+	f.Add(AppendRequest(nil, &Request{Op: OpStat, Path: "/f", Flags: FlagDigest}))
+	f.Add(AppendRequest(nil, &Request{Op: OpGet, Path: "x", Offset: 1, Flags: FlagDigest}))
+	f.Add([]byte{'Z', 'Q', 2, 3, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'x'})
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add([]byte{'Z', 'Q', 1, 1, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -30,6 +33,9 @@ func FuzzReadRequest(f *testing.F) {
 			if len(q.Path) > MaxPath {
 				t.Fatalf("path of %d bytes accepted", len(q.Path))
 			}
+			if q.Flags&^FlagDigest != 0 || (q.Flags != 0 && q.Op == OpList) {
+				t.Fatalf("flags %#x accepted with %v", q.Flags, q.Op)
+			}
 			var again [RequestHeaderLen]byte
 			q2, err := ReadRequest(bytes.NewReader(AppendRequest(nil, &q)), &again)
 			if err != nil || q2 != q {
@@ -42,10 +48,29 @@ func FuzzReadRequest(f *testing.F) {
 func FuzzReadResponse(f *testing.F) {
 	f.Add(AppendResponse(nil, &Response{Status: StatusOK, Kind: KindFile, Size: 4, BodyLen: 4}))
 	f.Add(AppendResponse(nil, &Response{Status: StatusNotFound, Message: "not found: /x"}))
+	f.Add(AppendResponse(nil, &Response{Status: StatusOK, Kind: KindFile, Size: 4, BodyLen: 4, Flags: FlagDigest, Digest: [DigestLen]byte{9}}))
+	f.Add(AppendResponse(nil, &Response{Status: StatusOK, Kind: KindFile, Message: "m", Flags: FlagDigest}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := ReadResponse(bytes.NewReader(b))
+		r := bytes.NewReader(b)
+		s, err := ReadResponse(r)
 		if err != nil {
 			return
+		}
+		if s.Flags&^FlagDigest != 0 || (s.Flags != 0 && s.Status != StatusOK) {
+			t.Fatalf("flags %#x accepted with status %v", s.Flags, s.Status)
+		}
+		if s.Flags == 0 && s.Digest != [DigestLen]byte{} {
+			t.Fatalf("digest set without FlagDigest: %+v", s)
+		}
+		// What was accepted re-encodes to the bytes read, unless the
+		// message was not valid UTF-8 (it was repaired) or the frame was a
+		// version 2 without flags (it re-encodes as version 1).
+		used := b[:len(b)-r.Len()]
+		raw := used[ResponseHeaderLen:min(len(used), ResponseHeaderLen+len(s.Message))]
+		if string(raw) == s.Message && b[2] == version(s.Flags) {
+			if again := AppendResponse(nil, &s); !bytes.Equal(again, used) {
+				t.Fatalf("re-encode of %+v: %x, read %x", s, again, used)
+			}
 		}
 		if len(s.Message) > 3*MaxMessage || s.Size < 0 || s.BodyLen < 0 {
 			t.Fatalf("accepted %+v", s)

@@ -14,6 +14,13 @@
 //	  | -- Request{LIST dir} ----------------> |
 //	  | <-- Response{...} + list entries ----- |
 //
+// Version 2 adds flags: a GET or STAT with FlagDigest asks for the file's
+// SHA-256, and the response carries it after its message when the server
+// knows it. Frames without flags are version 1, byte for byte, so old
+// clients and old servers see nothing new; an old server refuses a flagged
+// request with StatusUnsupportedVersion, and the client then asks again
+// without flags on a new connection.
+//
 // Every integer is big-endian. Every length is checked against a hard limit
 // before anything is allocated, so a hostile peer cannot make either side
 // allocate more than MaxPath/MaxMessage bytes for a frame, or MaxListBody
@@ -32,8 +39,31 @@ import (
 	"unicode/utf8"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the newest protocol version this package speaks. A frame is
+// encoded in the lowest version that can carry it: version 1 unless it has
+// flags (version 2), so a client that asks for nothing new talks to an
+// older server exactly as before, and a server answers an older client in
+// the version it knows. Decoders accept versions 1 and 2.
+const Version = 2
+
+// Flags are the flag bits of a request (16 bits) or a response (8 bits),
+// version 2 and later.
+type Flags uint16
+
+// Flags.
+const (
+	// FlagDigest in a GET or STAT request asks for the file's SHA-256 if
+	// the server knows it; in a response it says that DigestLen bytes of
+	// SHA-256 of the whole file (the size and mtime of this response)
+	// follow the message.
+	FlagDigest Flags = 1 << 0
+
+	requestFlags  = FlagDigest // every request flag this version knows
+	responseFlags = FlagDigest
+)
+
+// DigestLen is the length of a SHA-256 digest.
+const DigestLen = 32
 
 // Limits. They are part of the protocol: a peer that exceeds one is in error.
 const (
@@ -42,7 +72,7 @@ const (
 	MaxName     = 1024     // bytes in one LIST entry name
 	MaxListBody = 64 << 20 // bytes in a LIST body
 
-	RequestHeaderLen  = 24
+	RequestHeaderLen  = 24 // every version
 	ResponseHeaderLen = 32
 	EntryHeaderLen    = 19
 )
@@ -154,6 +184,15 @@ type Request struct {
 	Path   string
 	Offset int64 // GET only: first byte to send
 	Length int64 // GET only: bytes to send; 0 means to the end of the file
+	Flags  Flags // FlagDigest (GET, STAT); non-zero makes it a version 2 request
+}
+
+// version is the lowest protocol version that can carry flags f.
+func version(f Flags) byte {
+	if f != 0 {
+		return 2
+	}
+	return 1
 }
 
 // Response is the header of one server response. BodyLen bytes follow it.
@@ -164,6 +203,11 @@ type Response struct {
 	MTime   int64 // modification time, Unix nanoseconds
 	BodyLen int64
 	Message string // human-readable, empty on success
+	// Flags is FlagDigest when Digest holds the SHA-256 of the whole file
+	// (only in an ok response to a request with FlagDigest, which makes
+	// it a version 2 response).
+	Flags  Flags
+	Digest [DigestLen]byte
 }
 
 // Error is a protocol violation by the peer. Status is what a server
@@ -196,9 +240,9 @@ func readFull(r io.Reader, b []byte, what string) error {
 // AppendRequest appends the encoding of q to b. It does not validate q;
 // WriteRequest does.
 func AppendRequest(b []byte, q *Request) []byte {
-	b = append(b, requestMagic[0], requestMagic[1], Version, byte(q.Op))
+	b = append(b, requestMagic[0], requestMagic[1], version(q.Flags), byte(q.Op))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(q.Path)))
-	b = binary.BigEndian.AppendUint16(b, 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(q.Flags))
 	b = binary.BigEndian.AppendUint64(b, uint64(q.Offset))
 	b = binary.BigEndian.AppendUint64(b, uint64(q.Length))
 	return append(b, q.Path...)
@@ -231,6 +275,12 @@ func (q *Request) validate() error {
 	if q.Op != OpGet && (q.Offset != 0 || q.Length != 0) {
 		return errorf(StatusBadRequest, "%v takes no offset or length", q.Op)
 	}
+	if q.Flags&^requestFlags != 0 {
+		return errorf(StatusBadRequest, "unknown request flags %#x", uint16(q.Flags&^requestFlags))
+	}
+	if q.Flags&FlagDigest != 0 && q.Op != OpGet && q.Op != OpStat {
+		return errorf(StatusBadRequest, "%v takes no digest flag", q.Op)
+	}
 	return nil
 }
 
@@ -257,21 +307,28 @@ func ReadRequest(r io.Reader, hdr *[RequestHeaderLen]byte) (Request, error) {
 }
 
 // AppendResponse appends the encoding of the response header (with its
-// message, truncated to MaxMessage) to b.
+// message, truncated to MaxMessage, and its digest if Flags says so) to b.
+// It is a version 1 frame unless s has flags. A server sets flags only in
+// answer to a request that asked for them (so never to a version 1 client).
 func AppendResponse(b []byte, s *Response) []byte {
 	msg := s.Message
 	if len(msg) > MaxMessage {
 		msg = msg[:MaxMessage]
 	}
-	b = append(b, responseMagic[0], responseMagic[1], Version, byte(s.Status), byte(s.Kind), 0)
+	f := s.Flags & responseFlags
+	b = append(b, responseMagic[0], responseMagic[1], version(f), byte(s.Status), byte(s.Kind), byte(f))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.Size))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.MTime))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.BodyLen))
-	return append(b, msg...)
+	b = append(b, msg...)
+	if f&FlagDigest != 0 {
+		b = append(b, s.Digest[:]...)
+	}
+	return b
 }
 
-// ReadResponse reads one response header (not its body).
+// ReadResponse reads one response header (not its body) of version 1 or 2.
 func ReadResponse(r io.Reader) (Response, error) {
 	var hdr [ResponseHeaderLen]byte
 	if err := readFull(r, hdr[:], "response header"); err != nil {
@@ -280,7 +337,7 @@ func ReadResponse(r io.Reader) (Response, error) {
 	if hdr[0] != responseMagic[0] || hdr[1] != responseMagic[1] {
 		return Response{}, errorf(StatusBadRequest, "not a zfs-serve response (bad magic %q)", hdr[:2])
 	}
-	if hdr[2] != Version {
+	if hdr[2] < 1 || hdr[2] > Version {
 		return Response{}, errorf(StatusUnsupportedVersion, "server speaks protocol version %d, this client %d", hdr[2], Version)
 	}
 	s := Response{Status: Status(hdr[3]), Kind: Kind(hdr[4])}
@@ -288,8 +345,15 @@ func ReadResponse(r io.Reader) (Response, error) {
 	size := binary.BigEndian.Uint64(hdr[8:])
 	s.MTime = int64(binary.BigEndian.Uint64(hdr[16:]))
 	body := binary.BigEndian.Uint64(hdr[24:])
-	if hdr[5] != 0 {
+	if hdr[2] == 1 && hdr[5] != 0 {
 		return s, errorf(StatusBadRequest, "reserved response byte is %d", hdr[5])
+	}
+	if f := Flags(hdr[5]); f&^responseFlags != 0 {
+		return s, errorf(StatusBadRequest, "unknown response flags %#x", uint8(f&^responseFlags))
+	}
+	s.Flags = Flags(hdr[5])
+	if s.Flags&FlagDigest != 0 && s.Status != StatusOK {
+		return s, errorf(StatusBadRequest, "error response %q carries a digest", s.Status)
 	}
 	if n > MaxMessage {
 		return s, errorf(StatusBadRequest, "response message is %d bytes, the limit is %d", n, MaxMessage)
@@ -310,6 +374,14 @@ func ReadResponse(r io.Reader) (Response, error) {
 			return s, err
 		}
 		s.Message = strings.ToValidUTF8(string(m), "\uFFFD")
+	}
+	if s.Flags&FlagDigest != 0 {
+		if err := readFull(r, s.Digest[:], "response digest"); err != nil {
+			if err == io.EOF {
+				err = fmt.Errorf("response digest: %w", ErrTruncated)
+			}
+			return s, err
+		}
 	}
 	return s, nil
 }
@@ -411,8 +483,8 @@ func DecodeRequestHeader(hdr *[RequestHeaderLen]byte) (q Request, pathLen int, e
 	if hdr[0] != requestMagic[0] || hdr[1] != requestMagic[1] {
 		return q, 0, errorf(StatusBadRequest, "not a zfs-serve request (bad magic %q)", hdr[:2])
 	}
-	if hdr[2] != Version {
-		return q, 0, errorf(StatusUnsupportedVersion, "protocol version %d not supported, this server speaks %d", hdr[2], Version)
+	if hdr[2] < 1 || hdr[2] > Version {
+		return q, 0, errorf(StatusUnsupportedVersion, "protocol version %d not supported, this server speaks 1 to %d", hdr[2], Version)
 	}
 	q.Op = Op(hdr[3])
 	n := int(binary.BigEndian.Uint16(hdr[4:]))
@@ -422,9 +494,13 @@ func DecodeRequestHeader(hdr *[RequestHeaderLen]byte) (q Request, pathLen int, e
 	if n > MaxPath {
 		return q, 0, errorf(StatusBadRequest, "path is %d bytes, the limit is %d", n, MaxPath)
 	}
-	if flags != 0 {
-		return q, 0, errorf(StatusBadRequest, "unknown request flags %#x", flags)
+	if hdr[2] == 1 && flags != 0 {
+		return q, 0, errorf(StatusBadRequest, "request flags %#x in a version 1 request", flags)
 	}
+	if f := Flags(flags); f&^requestFlags != 0 {
+		return q, 0, errorf(StatusBadRequest, "unknown request flags %#x", uint16(f&^requestFlags))
+	}
+	q.Flags = Flags(flags)
 	if off > math.MaxInt64 || length > math.MaxInt64 {
 		return q, 0, errorf(StatusBadRequest, "offset or length out of range")
 	}

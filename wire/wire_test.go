@@ -175,3 +175,82 @@ func TestReadListAllocationBound(t *testing.T) {
 		t.Fatalf("decoding a %d-byte body allocated %d bytes (%.1fx)", len(b), got, float64(got)/float64(len(b)))
 	}
 }
+
+func TestVersion2RoundTrip(t *testing.T) {
+	sum := [DigestLen]byte{1, 2, 3, 31: 0xff}
+	for _, q := range []Request{
+		{Op: OpGet, Path: "/f", Offset: 1, Length: 2, Flags: FlagDigest},
+		{Op: OpStat, Path: "/f", Flags: FlagDigest},
+	} {
+		b := AppendRequest(nil, &q)
+		if b[2] != 2 {
+			t.Errorf("%+v: version byte %d, want 2", q, b[2])
+		}
+		var hdr [RequestHeaderLen]byte
+		got, err := ReadRequest(bytes.NewReader(b), &hdr)
+		if err != nil || got != q {
+			t.Errorf("round trip %+v: got %+v, %v", q, got, err)
+		}
+	}
+	for _, s := range []Response{
+		{Status: StatusOK, Kind: KindFile, Size: 9, MTime: 3, BodyLen: 9, Flags: FlagDigest, Digest: sum},
+		{Status: StatusOK, Kind: KindFile, Size: 9, MTime: 3, Flags: FlagDigest, Digest: sum, Message: "m"},
+	} {
+		b := AppendResponse(nil, &s)
+		if b[2] != 2 || len(b) != ResponseHeaderLen+len(s.Message)+DigestLen {
+			t.Errorf("%+v: version %d, %d bytes", s, b[2], len(b))
+		}
+		got, err := ReadResponse(bytes.NewReader(b))
+		if err != nil || got != s {
+			t.Errorf("round trip %+v: got %+v, %v", s, got, err)
+		}
+	}
+	// A version 2 request or response without flags is valid too.
+	b := AppendRequest(nil, &Request{Op: OpGet, Path: "x"})
+	b[2] = 2
+	var hdr [RequestHeaderLen]byte
+	if q, err := ReadRequest(bytes.NewReader(b), &hdr); err != nil || q.Flags != 0 {
+		t.Errorf("version 2 without flags: %+v, %v", q, err)
+	}
+	r := AppendResponse(nil, &Response{Status: StatusOK})
+	r[2] = 2
+	if s, err := ReadResponse(bytes.NewReader(r)); err != nil || s.Flags != 0 {
+		t.Errorf("version 2 response without flags: %+v, %v", s, err)
+	}
+}
+
+func TestVersion2Errors(t *testing.T) {
+	v2 := func(q Request) []byte { b := AppendRequest(nil, &q); b[2] = 2; return b }
+	for name, b := range map[string][]byte{
+		"unknown flag":   v2(Request{Op: OpGet, Path: "x", Flags: 2}),
+		"digest on LIST": v2(Request{Op: OpList, Path: "x", Flags: FlagDigest}),
+		"flags in version1": func() []byte {
+			b := AppendRequest(nil, &Request{Op: OpGet, Path: "x", Flags: FlagDigest})
+			b[2] = 1
+			return b
+		}(),
+		"version 3": func() []byte { b := AppendRequest(nil, &Request{Op: OpGet, Path: "x"}); b[2] = 3; return b }(),
+	} {
+		var hdr [RequestHeaderLen]byte
+		if _, err := ReadRequest(bytes.NewReader(b), &hdr); err == nil {
+			t.Errorf("request %s: no error", name)
+		}
+	}
+	if err := WriteRequest(io.Discard, &Request{Op: OpList, Path: "x", Flags: FlagDigest}); err == nil {
+		t.Error("WriteRequest accepted LIST with FlagDigest")
+	}
+	ok := AppendResponse(nil, &Response{Status: StatusOK, Kind: KindFile, Flags: FlagDigest})
+	for name, b := range map[string][]byte{
+		"unknown flag":       func() []byte { c := bytes.Clone(ok); c[5] = 0x80; return c }(),
+		"flags in version 1": func() []byte { c := bytes.Clone(ok); c[2] = 1; return c }(),
+		"digest on error":    func() []byte { c := bytes.Clone(ok); c[3] = byte(StatusNotFound); return c }(),
+		"version 0":          func() []byte { c := bytes.Clone(ok); c[2] = 0; return c }(),
+	} {
+		if _, err := ReadResponse(bytes.NewReader(b)); err == nil {
+			t.Errorf("response %s: no error", name)
+		}
+	}
+	if _, err := ReadResponse(bytes.NewReader(ok[:len(ok)-1])); !errors.Is(err, ErrTruncated) {
+		t.Errorf("truncated digest: %v, want ErrTruncated", err)
+	}
+}

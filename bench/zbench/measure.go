@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,8 +48,9 @@ type measureOpt struct {
 // server's CPU time (supervisor and workers) over the run and the box's
 // foreign load. A run during which something outside the benchmark used
 // more than params.BusyCPU is run again (twice at most); if it stays busy
-// the section is marked busy and withheld from the report.
-func (b *bench) measure(sec *Section, s *server, opt measureOpt, fn func() (sample, error)) {
+// the section is marked busy and withheld from the report. It reports
+// whether the run succeeded.
+func (b *bench) measure(sec *Section, s *server, opt measureOpt, fn func() (sample, error)) bool {
 	row := sec.row(s.key, s.label)
 	for attempt := 0; ; attempt++ {
 		pids := s.pids()
@@ -84,7 +84,7 @@ func (b *bench) measure(sec *Section, s *server, opt measureOpt, fn func() (samp
 		if err != nil {
 			row.Errors = append(row.Errors, err.Error())
 			b.fail("%s: %s: %v", sec.ID, s.label, err)
-			return
+			return false
 		}
 		busy := u.Foreign > b.p.BusyCPU
 		// Retry a busy run twice, unless the section is already lost.
@@ -117,7 +117,7 @@ func (b *bench) measure(sec *Section, s *server, opt measureOpt, fn func() (samp
 			sec.BusyWhy = fmt.Sprintf("%.2f CPUs used outside the benchmark during a run of %s, loadavg %.2f", u.Foreign, s.label, u.Load1)
 		}
 		b.logf("%s: %s: %s", sec.ID, s.label, brief(m))
-		return
+		return true
 	}
 }
 
@@ -259,51 +259,6 @@ func (b *bench) load(s *server, l loadSpec) (sample, error) {
 		"p50_us": r.P50, "p90_us": r.P90, "p99_us": r.P99, "p999_us": r.P999, "max_us": r.Max,
 		"reconnects": float64(r.Reconnects), "client_cpu_s": cpu,
 	}, nil
-}
-
-var (
-	wrkRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	wrkTotal   = regexp.MustCompile(`(\d+) requests in ([0-9.]+)(m?s)`)
-	wrkLatency = regexp.MustCompile(`(?m)^\s+(50|90|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
-	wrkErrors  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)`)
-)
-
-// wrk runs wrk -t2 against s (HTTP only) on one path.
-func (b *bench) wrk(s *server, conns int, dur time.Duration, path string) (sample, error) {
-	out, cpu, err := b.command(dur+time.Minute, "wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+wrkDuration(dur), "--latency", "http://"+s.addr+path)
-	if err != nil {
-		return nil, err
-	}
-	text := string(out)
-	m := wrkRPS.FindStringSubmatch(text)
-	if m == nil {
-		return nil, fmt.Errorf("wrk output has no Requests/sec: %q", tail(text, 400))
-	}
-	if e := wrkErrors.FindString(text); e != "" {
-		return nil, fmt.Errorf("wrk: %s", e)
-	}
-	rps, _ := strconv.ParseFloat(m[1], 64)
-	r := sample{"rps": rps, "client_cpu_s": cpu}
-	if t := wrkTotal.FindStringSubmatch(text); t != nil {
-		n, _ := strconv.ParseFloat(t[1], 64)
-		r["requests"] = n
-	}
-	for _, l := range wrkLatency.FindAllStringSubmatch(text, -1) {
-		v, _ := strconv.ParseFloat(l[2], 64)
-		switch l[3] {
-		case "ms":
-			v *= 1e3
-		case "s":
-			v *= 1e6
-		}
-		r["p"+l[1]+"_us"] = v
-	}
-	return r, nil
-}
-
-func wrkDuration(d time.Duration) string {
-	s := int(d.Round(time.Second) / time.Second)
-	return strconv.Itoa(max(s, 1)) + "s"
 }
 
 // timed runs a whole-file download command (zfetch or curl) with the

@@ -55,10 +55,12 @@ func render(w *strings.Builder, r *Results, findings string) {
 	}
 	p("\n")
 
+	renderSideBySide(w, r)
+
 	p("## How it is measured\n\n")
 	p("- Everything on loopback, client and servers on the same %s CPUs; the data is in the page cache before the first run. `bench/run` builds the binaries, installs nginx-light, wrk, curl and strace from Debian if missing, and stops every process it started (by pid).\n", m["nproc"])
-	p("- Servers: zfs-serve with 2 workers in each `zero_copy` mode; nginx by hand (`worker_processes 2; sendfile on; tcp_nopush on; access_log off;` keep-alive uncapped, everything in a scratch folder); Go `net/http`'s `FileServer` (`bench/zgohttp`); and the physical-limit probe `bench/zsendfile` (blocking sockets, a thread per connection, a minimal HTTP head, then `sendfile(2)` for the whole file).\n")
-	p("- Clients: `bench/zsink` (blocking socket, 1 MiB read buffer, discard) for streams; `bench/zload` (native protocol or HTTP/1.1, N keep-alive connections or a new one per request, latency histogram) for requests, the same tool for every server; checked against wrk below.\n")
+	p("- Servers: zfs-serve with 2 workers in each `zero_copy` mode, HTTP/1.1 on (its default) on the same port as the native protocol; nginx by hand, as its users tune it for static files (`worker_processes 2; sendfile on; tcp_nopush on; open_file_cache max=10000 inactive=20s; open_file_cache_valid 1s; access_log off;` keep-alive uncapped, everything in a scratch folder); Go `net/http`'s `FileServer` (`bench/zgohttp`); and the physical-limit probe `bench/zsendfile` (blocking sockets, a thread per connection, a minimal HTTP head, then `sendfile(2)` for the whole file).\n")
+	p("- Clients: `bench/zsink` (blocking socket, 1 MiB read buffer, discard) for streams; `bench/zload` (native protocol or HTTP/1.1, N keep-alive connections or a new one per request, latency histogram) for requests, the same tool for every server; checked against wrk below. The HTTP sections use independent clients for zfs-serve's HTTP side and nginx alike: wrk for requests (with `bench/zbench/smallfiles.lua` to spread them over the files), curl for the big file.\n")
 	p("- Rounds are interleaved (every server once per round), after one unrecorded warm-up run per server.\n")
 	p("- Background load: before each section the box is sampled for a second (CPU used outside the benchmark's own session, /proc/stat vs /proc/PID/stat), waiting up to %.0f s for it to be quiet; during each run the same is measured. A run with more than %.2f CPUs used by others is run again (twice at most); a section that stays busy is withheld: **not reported: box busy**. Memory figures are reported regardless.\n\n", r.Params.QuietWait.Seconds(), r.Params.BusyCPU)
 
@@ -132,12 +134,17 @@ func renderSection(w *strings.Builder, s *Section, quick bool) {
 		}
 		p("\n")
 	}
+	var errs bool
 	for _, r := range s.Rows {
 		for _, e := range r.Errors {
 			p("\n- error, %s: %s", r.Label, e)
+			errs = true
 		}
 	}
 	p("\n")
+	if errs {
+		p("\n")
+	}
 	// Ratios: each of ours over each peer.
 	var ours, peers []*Row
 	for _, r := range s.Rows {
@@ -151,6 +158,9 @@ func renderSection(w *strings.Builder, s *Section, quick bool) {
 		return
 	}
 	for _, key := range s.Ratios {
+		if !anyRatio(ours, peers, key) {
+			continue // a failed server: its row says so
+		}
 		m := metricOf(s, key)
 		p("| %s: ratio | ", m.Label)
 		for _, pr := range peers {
@@ -175,6 +185,18 @@ func renderSection(w *strings.Builder, s *Section, quick bool) {
 	}
 }
 
+// anyRatio reports whether any of ours has a ratio to any peer for key.
+func anyRatio(ours, peers []*Row, key string) bool {
+	for _, o := range ours {
+		for _, pr := range peers {
+			if ratioCell(o, pr, key) != "-" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func isOurs(key string) bool {
 	return strings.HasPrefix(key, "zfs-") || strings.Contains(key, "<-zfs-") || key == "zload"
 }
@@ -191,6 +213,9 @@ func metricOf(s *Section, key string) Metric {
 func cell(r *Row, m Metric) string {
 	st := summarize(r.values(m.Key))
 	if st.N == 0 {
+		if len(r.Errors) > 0 {
+			return "**failed** (below)"
+		}
 		return "-"
 	}
 	f := func(v float64) string { return fmt.Sprintf("%.*f", m.Digits, v*m.Scale) }
@@ -352,6 +377,19 @@ func targets(r *Results) []target {
 	}
 	ratio("new connection per request: >= 0.8x nginx req/s", "newconn", "zfs-sendfile", "nginx", "rps", 0.8, false)
 	ratio("server CPU per GB (one stream) <= nginx's", "stream1", "zfs-sendfile", "nginx", "cpu_per_gb", 1.0, true)
+	// HTTP: the brief's small-file, big-file and new-connection targets,
+	// with wrk or curl as the client for both servers.
+	for _, id := range []string{"http64", fmt.Sprintf("http%d", r.Params.ManyConns)} {
+		if sec(id) != nil {
+			ratio("HTTP (wrk), 4 KiB keep-alive, "+strings.TrimPrefix(id, "http")+" conns: >= 1.0x nginx req/s", id, zfsHTTPKey, "nginx", "rps", 1.0, false)
+		}
+	}
+	if sec("httpnewconn") != nil {
+		ratio("HTTP (wrk), new connection per request: >= 0.8x nginx req/s", "httpnewconn", zfsHTTPKey, "nginx", "rps", 0.8, false)
+	}
+	if sec("httpfetch") != nil {
+		ratio("HTTP (curl), one big file: >= 1.0x nginx GB/s", "httpfetch", "curl<-"+zfsHTTPKey, "curl<-nginx", "gbps", 1.0, false)
+	}
 	// Memory: reported whatever the load.
 	if s := sec(fmt.Sprintf("mem%d", r.Params.ManyConns)); s != nil {
 		t := target{what: fmt.Sprintf("RSS at %d connections <= 2x nginx's", r.Params.ManyConns)}

@@ -111,6 +111,28 @@ func (b *bench) runAll(only map[string]bool) error {
 		}
 		b.stopAll()
 	}
+	if wantHTTP(want) {
+		// zfs-serve (HTTP on, its default) and nginx, fresh: wrk and curl
+		// are the clients for both.
+		ss, err := b.startAll([]string{"zfs-sendfile", "nginx"})
+		if err != nil {
+			return err
+		}
+		rows := httpRows(ss["zfs-sendfile"], ss["nginx"])
+		if want("http64") {
+			b.httpSmall(rows, 64)
+		}
+		if want("http1000") {
+			b.httpSmall(rows, b.p.ManyConns)
+		}
+		if want("httpnewconn") {
+			b.httpNewConn(rows)
+		}
+		if want("httpfetch") {
+			b.httpFetch(rows)
+		}
+		b.stopAll()
+	}
 	if want("soak") {
 		ss, err := b.startAll([]string{"zfs-sendfile", "nginx"})
 		if err != nil {
@@ -140,18 +162,31 @@ func (b *bench) startAll(keys []string) (map[string]*server, error) {
 
 // rounds measures every server runs times, interleaved (round i starts at
 // server i), after one warm-up run each that is not recorded.
+//
+// A server that fails (in its warm-up or a run) is not run again in this
+// section: its row says it failed, with the error, and the other servers
+// are measured as usual.
 func (b *bench) rounds(sec *Section, ss []*server, opt measureOpt, warm, fn func(s *server) (sample, error)) {
+	failed := map[*server]bool{}
 	if warm != nil && !b.quick {
 		for _, s := range ss {
 			if _, err := warm(s); err != nil {
+				row := sec.row(s.key, s.label)
+				row.Errors = append(row.Errors, "warm-up: "+err.Error())
 				b.fail("%s: warm-up of %s: %v", sec.ID, s.label, err)
+				failed[s] = true
 			}
 		}
 	}
 	for i := range b.p.Runs {
 		for j := range ss {
 			s := ss[(i+j)%len(ss)]
-			b.measure(sec, s, opt, func() (sample, error) { return fn(s) })
+			if failed[s] {
+				continue
+			}
+			if !b.measure(sec, s, opt, func() (sample, error) { return fn(s) }) {
+				failed[s] = true
+			}
 		}
 	}
 	// Keep the report's row order fixed whatever the round order was.
@@ -280,13 +315,13 @@ func (b *bench) wrkCheck(ng *server) {
 	b.rounds(sec, []*server{&zl, &wk}, measureOpt{},
 		func(s *server) (sample, error) {
 			if s.key == "wrk" {
-				return b.wrk(s, 64, b.p.LoadDur/3, path)
+				return b.wrk(s, wrkSpec{conns: 64, dur: b.p.LoadDur / 3, path: path})
 			}
 			return b.load(s, loadSpec{conns: 64, dur: b.p.LoadDur / 3, path: path})
 		},
 		func(s *server) (sample, error) {
 			if s.key == "wrk" {
-				return b.wrk(s, 64, b.p.LoadDur, path)
+				return b.wrk(s, wrkSpec{conns: 64, dur: b.p.LoadDur, path: path})
 			}
 			return b.load(s, loadSpec{conns: 64, dur: b.p.LoadDur, path: path})
 		})

@@ -42,15 +42,18 @@ func writeStatus(w io.Writer, st *ctl.Status, now time.Time) {
 	fmt.Fprintf(tw, "root\t%s (%s)\n", st.Root, st.ZeroCopy)
 	fmt.Fprintf(tw, "control\t%s\n", st.Control)
 	var ls []string
+	accepting := false
 	for _, l := range st.Listeners {
 		s := l.Name + " " + l.Addr
 		if l.Activated {
 			s += " (socket-activated)"
 		}
 		ls = append(ls, s)
+		// The metrics listener stays through a drain; it takes no files.
+		accepting = accepting || l.Name != "metrics"
 	}
-	if len(ls) == 0 {
-		ls = []string{"none (not accepting)"}
+	if !accepting {
+		ls = append([]string{"none (not accepting)"}, ls...)
 	}
 	fmt.Fprintf(tw, "listen\t%s\n", strings.Join(ls, ", "))
 	t := st.Totals

@@ -101,12 +101,12 @@ none
 		{"only omitted transfers", &ctl.Status{
 			Version: "0.1.0", State: ctl.StateReloading, PID: 7, Uptime: 3700, Generation: 3,
 			Config: "c", Root: "/r", ZeroCopy: "mmap", Control: "/c", LastReload: "failed: f.toml:1: bad\x1b[2J",
-			TransfersOmitted: 4,
+			TransfersOmitted: 4, Listeners: []ctl.Listener{{Name: "metrics", Addr: "127.0.0.1:7071"}},
 		}, `zfs-serve 0.1.0  reloading  pid 7  up 1h01m  generation 3
 config   c
 root     /r (mmap)
 control  /c
-listen   none (not accepting)
+listen   none (not accepting), metrics 127.0.0.1:7071
 totals   0 workers, 0 active, 0 connections, 0 B sent, 0 restarts
 served   0 native, 0 http requests (0 B over http)
 reload   "failed: f.toml:1: bad\x1b[2J"

@@ -31,6 +31,10 @@ Commands:
   reload [--wait]                 re-read the config and start a new generation of
                                   workers; returns once it serves (--wait: once the
                                   old generation has drained too)
+  digest [--timeout DUR] PATH...  the SHA-256 of files (paths as clients request them),
+                                  hashed now if not known yet, printed as sha256sum
+                                  does; exit 1 if any could not be hashed (default
+                                  --timeout 5m)
 
 Flags:
   -s PATH   control socket (default: $ZFS_SERVE_CONTROL, else the first that
@@ -38,9 +42,10 @@ Flags:
             /tmp/zfs-serve-$UID/control.sock, /run/zfs-serve/control.sock;
             as root /run/zfs-serve/control.sock comes first)
 
-A daemon that says nothing for 10s (75s for reload's answer; with --wait,
-10s between progress lines) is given up on: "no answer from the daemon in
-10s: is it stopped?" (a SIGSTOPped or wedged zfs-serve).
+A daemon that says nothing for 10s (75s for reload's answer, digest's
+--timeout plus 10s for its answer; with --wait, 10s between progress lines)
+is given up on: "no answer from the daemon in 10s: is it stopped?" (a
+SIGSTOPped or wedged zfs-serve).
 
 Exit status: 0 success, 1 the daemon refused or the operation failed,
 2 usage error, 3 cannot reach the daemon, or it did not answer in time.
@@ -108,11 +113,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return e.kill(rest)
 	case "reload":
 		return e.reload(rest)
+	case "digest":
+		return e.digest(rest)
 	case "help":
 		printUsage(stdout)
 		return nil
 	}
-	return cli.Usagef("unknown command %q (want status, drain, kill or reload)", cmd)
+	return cli.Usagef("unknown command %q (want status, drain, kill, reload or digest)", cmd)
 }
 
 // subFlags is a subcommand's flag set with zctl's conventions.

@@ -16,6 +16,7 @@ import (
 )
 
 const usage = `Usage: zfs-serve [--config FILE] [--root DIR] [--listen ADDR]... [--control PATH] [--workers N]
+                 [--metrics ADDR]
        zfs-serve --check [--config FILE] [flags]
        zfs-serve --version
 
@@ -33,6 +34,9 @@ Flags:
                   (default /run/zfs-serve/control.sock as root or under systemd,
                   else $XDG_RUNTIME_DIR/zfs-serve/control.sock or /tmp/zfs-serve-$UID/)
   --workers N     worker processes (0 = one per CPU)
+  --metrics ADDR  serve Prometheus metrics and health checks over HTTP on
+                  host:port: /metrics, /healthz, /readyz, /livez
+                  (config metrics_listen; "" = off, the default)
   --check         validate the configuration and exit (0 if valid)
   --version       print the version and exit
 
@@ -60,6 +64,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		root     = fs.String("root", "", "")
 		control  = fs.String("control", "", "")
 		workers  = fs.Int("workers", 0, "")
+		metrics  = fs.String("metrics", "", "")
 		check    = fs.Bool("check", false, "")
 		showVers = fs.Bool("version", false, "")
 		listen   listFlag
@@ -90,13 +95,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// rejects what is out of range, naming the flag.
 		src.Overrides.Workers = workers
 	}
+	if cli.Given(fs, "metrics") {
+		src.Overrides.Metrics = metrics // "" too: it turns metrics off
+	}
 	cfg, err := src.Load()
 	if err != nil {
 		return &cli.UsageError{Err: err}
 	}
 	if *check {
-		fmt.Fprintf(stdout, "configuration OK (%s): root %s, listen %s, %d workers, zero_copy %s, control %s\n",
+		fmt.Fprintf(stdout, "configuration OK (%s): root %s, listen %s, %d workers, zero_copy %s, control %s",
 			src, cfg.Root, strings.Join(cfg.Listen, " "), cfg.Workers, cfg.ZeroCopy, cfg.Control)
+		if cfg.MetricsListen != "" {
+			fmt.Fprintf(stdout, ", metrics %s", cfg.MetricsListen)
+		}
+		fmt.Fprintln(stdout)
 		return nil
 	}
 	return daemon.Run(ctx, daemon.Options{Source: src, Config: cfg, Version: version.String()})

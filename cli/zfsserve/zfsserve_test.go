@@ -43,6 +43,7 @@ func TestCommandLineErrors(t *testing.T) {
 		{append(check, "--root", ""), "--root wants a path, not an empty string"},
 		{[]string{"--check", "--config", ""}, "--config wants a path, not an empty string"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{append(check, "--metrics", "9100"), `--metrics: key "metrics_listen": bad address "9100"`},
 	}
 	for _, tt := range tests {
 		out, errOut, err := run(tt.args...)
@@ -58,6 +59,12 @@ func TestCommandLineErrors(t *testing.T) {
 	for _, n := range []string{"0", "3"} {
 		if out, _, err := run(append(check, "--workers", n)...); err != nil || !strings.Contains(out, "configuration OK") {
 			t.Errorf("--workers %s: %v %q", n, err, out)
+		}
+	}
+	// --metrics ADDR turns metrics on; --metrics "" turns them off.
+	for _, tt := range []struct{ addr, want string }{{"127.0.0.1:9100", ", metrics 127.0.0.1:9100\n"}, {"", "control " + filepath.Join(root, "c.sock") + "\n"}} {
+		if out, _, err := run(append(check, "--metrics", tt.addr)...); err != nil || !strings.HasSuffix(out, tt.want) {
+			t.Errorf("--metrics %q: %v %q, want it to end with %q", tt.addr, err, out, tt.want)
 		}
 	}
 }

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// A run whose zfs-serve failed every HTTP run still renders: the sections
+// and the side-by-side table say "failed", nginx's figures stand, and the
+// targets say why they have no value.
+func TestRenderFailedHTTPServer(t *testing.T) {
+	r := &Results{Params: fullParams(), Machine: map[string]string{}}
+	for _, id := range httpSectionIDs {
+		ours, peer, key := zfsHTTPKey, "nginx", "rps"
+		if id == "httpfetch" {
+			ours, peer, key = "curl<-"+zfsHTTPKey, "curl<-nginx", "gbps"
+		}
+		r.Sections = append(r.Sections, &Section{ID: id, Title: id, Metrics: []Metric{mRPS, mGBps}, Ratios: []string{key},
+			Rows: []*Row{
+				{Key: ours, Label: "zfs-serve (sendfile), HTTP", Errors: []string{"warm-up: wrk: Socket errors: connect 0, read 9, write 0, timeout 0"}},
+				{Key: peer, Label: "nginx", Runs: []map[string]float64{{key: 2}}},
+			}})
+	}
+	var w strings.Builder
+	render(&w, r, "")
+	out := w.String()
+	for _, want := range []string{
+		"## Native vs HTTP vs nginx",
+		"| 4 KiB keep-alive, 64 conns | k req/s | not run | not run | - | **failed** | 0.0 | - |",
+		"| one big file | GB/s | not run | not run | - | **failed** | 2.00 | - |",
+		"| zfs-serve (sendfile), HTTP | **failed** (below) |",
+		"- error, zfs-serve (sendfile), HTTP: warm-up: wrk: Socket errors",
+		"| HTTP (wrk), 4 KiB keep-alive, 64 conns: >= 1.0x nginx req/s | - | not measured (errors) |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(out, ": ratio |") {
+		t.Errorf("report has a ratio table although zfs-serve has no figure:\n%s", out)
+	}
+}
