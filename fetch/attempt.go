@@ -15,13 +15,13 @@ func (d *download) attempt(ctx context.Context, w *worker, g *segment, r *receiv
 	if start >= g.end.Load() {
 		return false, nil
 	}
-	r.seg, r.hash = g, d.hash
+	r.seg, r.hash = g, d.hash.Load()
 	r.add = func(n int64) {
 		g.pos.Add(n)
 		d.done.Add(n)
 		d.received.Add(n)
 		w.add(n)
-		d.hash.wake()
+		d.hash.Load().wake()
 	}
 	id, _ := w.src.ident()
 	w.begin(d.c.opts.Now())
@@ -32,7 +32,7 @@ func (d *download) attempt(ctx context.Context, w *worker, g *segment, r *receiv
 		if id.Loc.IsHTTP() {
 			bodyOff, bodyLen, err = d.openHTTP(conn, w.src, id, pos, end)
 		} else {
-			bodyOff, bodyLen, err = openNative(conn, id, pos, end)
+			bodyOff, bodyLen, err = d.openNative(conn, w.src, id, pos, end)
 		}
 		if err != nil {
 			return err
@@ -60,18 +60,25 @@ func (d *download) attempt(ctx context.Context, w *worker, g *segment, r *receiv
 // openNative asks a zfs-serve server for [pos, end) with GET and checks
 // that the answer is of the same version of the file. It returns where
 // the body starts in the file and its length.
-func openNative(conn *Conn, id ident, pos, end int64) (int64, int64, error) {
-	resp, err := conn.Get(id.Loc.Path, pos, end-pos)
+func (d *download) openNative(conn *Conn, s *source, id ident, pos, end int64) (int64, int64, error) {
+	ep := endpointOf(id.Loc)
+	flags := d.c.digestFlags(ep)
+	resp, err := conn.GetFlags(id.Loc.Path, pos, end-pos, flags)
 	if err != nil {
 		var se *StatusError
 		if errors.As(err, &se) && se.Status == wire.StatusRangeNotSatisfiable {
 			return 0, 0, &changedError{msg: "the file on the server is now shorter than the bytes already received"}
 		}
+		if flags != 0 && d.c.olderServer(ep, err) {
+			return 0, 0, &connError{fmt.Errorf("GET %s: a version 1 server; asking again without the digest flag", id.Loc)}
+		}
 		return 0, 0, err
 	}
-	if why := (ident{Size: resp.Size, MTime: resp.MTime}).changedFrom(ident{Size: id.Size, MTime: id.MTime}); why != "" {
+	now := ident{Size: resp.Size, MTime: resp.MTime, SHA256: respSHA256(resp)}
+	if why := now.changedFrom(ident{Size: id.Size, MTime: id.MTime, SHA256: id.SHA256}); why != "" {
 		return 0, 0, &changedError{msg: fmt.Sprintf("the file changed on the server (%s)", why)}
 	}
+	d.adoptDigest(s, now.SHA256)
 	return pos, resp.BodyLen, nil
 }
 
@@ -111,6 +118,7 @@ func (d *download) openHTTP(conn *Conn, s *source, id ident, pos, end int64) (in
 			conn.broken = true
 			return 0, 0, httpErrorf("GET %s: asked for bytes %d-%d, the server sent %q with Content-Length %d", loc, pos, end-1, resp.Header.get("content-range"), resp.ContentLength)
 		}
+		d.adoptDigest(s, headerSHA256(resp.Header))
 		return first, last - first + 1, nil
 	case resp.Code == 200:
 		if resp.ContentLength < 0 {
@@ -130,6 +138,7 @@ func (d *download) openHTTP(conn *Conn, s *source, id ident, pos, end int64) (in
 				return 0, 0, errNoRanges
 			}
 		}
+		d.adoptDigest(s, headerSHA256(resp.Header))
 		return 0, resp.ContentLength, nil
 	case resp.Code == 416:
 		conn.broken = true

@@ -82,6 +82,7 @@ type Client struct {
 	backoffBase, backoffCap time.Duration // tests shorten them
 	blockMin                int64         // bodies received on a blocking socket (block.go); tests change it
 	noSteal                 bool          // tests: no work stealing, ranges stay as planned
+	v1                      sync.Map      // endpoint keys of version 1 servers (no flags)
 
 	emitMu sync.Mutex
 }

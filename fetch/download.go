@@ -32,8 +32,8 @@ type download struct {
 
 	// expect is the SHA-256 (hex) the content must have, "" for none;
 	// expectFrom says whose it is (--sha256, or a server's URL).
-	expect, expectFrom string
-	hash               *hasher
+	expect, expectFrom string // guarded by mu once the run has started
+	hash               atomic.Pointer[hasher]
 
 	mu sync.Mutex // guards ref, sch, prealloc and stale against the checkpointer (writes happen during restarts)
 	// ref is the file's identity the download is planned with: the
@@ -104,6 +104,8 @@ func (d *download) fetch(ctx context.Context) (Result, error) {
 // the user's (Job.SHA256) wins; else, unless Options.NoVerify, the first
 // announced by a source in use.
 func (d *download) expectDigest() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.expect, d.expectFrom = "", ""
 	if d.j.SHA256 != "" {
 		d.expect, d.expectFrom = d.j.SHA256, "--sha256"
@@ -133,7 +135,8 @@ func (d *download) fetchStream(ctx context.Context) (Result, error) {
 	d.expectDigest()
 	if d.expect != "" {
 		// The digest needs the bytes in user memory: copy mode, hashing in order.
-		d.mode, d.hash = RecvCopy, newHasher(nil, nil)
+		d.mode = RecvCopy
+		d.hash.Store(newHasher(nil, nil))
 	}
 	d.workers = make([]atomic.Pointer[segment], len(d.srcs))
 	d.setSegments(wholeFile(d.size.Load()))
@@ -150,21 +153,62 @@ func (d *download) fetchStream(ctx context.Context) (Result, error) {
 	if err := d.verifyDigest(); err != nil {
 		return d.result(), err
 	}
-	d.emit(Event{Kind: EventDone, Done: d.done.Load(), SHA256: d.expect})
+	d.emit(Event{Kind: EventDone, Done: d.done.Load(), SHA256: d.expected()})
 	return d.result(), nil
+}
+
+// expected is the digest checked, "" for none.
+func (d *download) expected() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.expect
+}
+
+// adoptDigest takes a digest a source announced after the download was
+// planned (zfs-serve knows a file's digest only once it has hashed it: a
+// STAT may have none, a later GET or the look before the rename one). The
+// first becomes the one checked, unless the user gave one or digests are
+// not checked; what is in place already is read back and hashed. Streams
+// cannot take one late (their bytes are gone).
+func (d *download) adoptDigest(s *source, sha string) {
+	if sha == "" {
+		return
+	}
+	s.mu.Lock()
+	if s.id.SHA256 == "" {
+		s.id.SHA256 = sha
+	}
+	s.mu.Unlock()
+	if d.c.opts.NoVerify || d.j.SHA256 != "" || d.f == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.expect != "" {
+		return
+	}
+	d.expect, d.expectFrom = sha, s.t.String()
+	sch, size := d.sch, d.size.Load()
+	h := newHasher(d.f, func() int64 { return sch.frontier(size) })
+	d.hash.Store(h)
+	h.start()
 }
 
 // verifyDigest checks the hash of what was written against expect.
 func (d *download) verifyDigest() error {
-	if d.expect == "" || d.hash == nil {
+	d.mu.Lock()
+	want, from := d.expect, d.expectFrom
+	d.mu.Unlock()
+	h := d.hash.Load()
+	if want == "" || h == nil {
 		return nil
 	}
-	got, err := d.hash.sum(d.size.Load())
+	got, err := h.sum(d.size.Load())
 	if err != nil {
 		return err
 	}
-	if got != d.expect {
-		return &VerifyError{Msg: fmt.Sprintf("sha256 of %s is %s, expected %s (from %s)", d.j.Src, got, d.expect, d.expectFrom)}
+	if got != want {
+		return &VerifyError{Msg: fmt.Sprintf("sha256 of %s is %s, expected %s (from %s)", d.j.Src, got, want, from)}
 	}
 	return nil
 }
@@ -277,7 +321,7 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 	}
 	d.setSegments(pending) // again: prepare may have switched to preallocation, which splits
 	d.newHasher()
-	defer func() { d.hash.stop() }()
+	defer func() { d.hash.Load().stop() }()
 	d.emit(Event{Kind: EventStart, Done: d.resumed.Load()})
 	if why != "" {
 		d.emit(Event{Kind: EventRestart, Err: errors.New(why)})
@@ -300,22 +344,22 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 		}
 		return res, err
 	}
-	d.emit(Event{Kind: EventDone, Done: d.done.Load(), SHA256: d.expect})
+	d.emit(Event{Kind: EventDone, Done: d.done.Load(), SHA256: d.expected()})
 	return d.result(), nil
 }
 
 // newHasher sets up the hash of the .part when a digest is to be checked.
 func (d *download) newHasher() {
-	d.hash.stop()
-	d.hash = nil
-	if d.expect == "" || d.f == nil {
+	d.hash.Load().stop()
+	d.hash.Store(nil)
+	d.mu.Lock()
+	sch, want := d.sch, d.expect
+	d.mu.Unlock()
+	if want == "" || d.f == nil {
 		return
 	}
-	d.mu.Lock()
-	sch := d.sch
-	d.mu.Unlock()
 	size := d.size.Load()
-	d.hash = newHasher(d.f, func() int64 { return sch.frontier(size) })
+	d.hash.Store(newHasher(d.f, func() int64 { return sch.frontier(size) }))
 }
 
 // background starts the Progress ticker and, for preallocated files, the

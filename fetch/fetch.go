@@ -155,7 +155,14 @@ func (c *Conn) roundTrip(q *wire.Request) (wire.Response, error) {
 
 // Stat describes path.
 func (c *Conn) Stat(path string) (wire.Response, error) {
-	return c.roundTrip(&wire.Request{Op: wire.OpStat, Path: path})
+	return c.StatFlags(path, 0)
+}
+
+// StatFlags describes path, with request flags (wire.FlagDigest asks for
+// the file's SHA-256; a version 1 server refuses it with
+// StatusUnsupportedVersion and closes the connection).
+func (c *Conn) StatFlags(path string, flags wire.Flags) (wire.Response, error) {
+	return c.roundTrip(&wire.Request{Op: wire.OpStat, Path: path, Flags: flags})
 }
 
 // List returns a directory's entries.
@@ -182,7 +189,12 @@ func (c *Conn) List(path string) ([]wire.Entry, error) {
 // returns the response header. BodyLen bytes follow on NetConn; read them
 // all (ReadBody, or a receive mode) before the next request.
 func (c *Conn) Get(path string, off, length int64) (wire.Response, error) {
-	r, err := c.roundTrip(&wire.Request{Op: wire.OpGet, Path: path, Offset: off, Length: length})
+	return c.GetFlags(path, off, length, 0)
+}
+
+// GetFlags is Get with request flags (see StatFlags).
+func (c *Conn) GetFlags(path string, off, length int64, flags wire.Flags) (wire.Response, error) {
+	r, err := c.roundTrip(&wire.Request{Op: wire.OpGet, Path: path, Offset: off, Length: length, Flags: flags})
 	if err != nil {
 		return r, err
 	}

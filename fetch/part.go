@@ -268,8 +268,9 @@ func (d *download) restart() error {
 	if d.f != nil {
 		d.checkpoint()
 		d.newHasher()
-	} else if d.expect != "" {
-		d.mode, d.hash = RecvCopy, newHasher(nil, nil)
+	} else if d.expected() != "" {
+		d.mode = RecvCopy
+		d.hash.Store(newHasher(nil, nil))
 	}
 	return nil
 }

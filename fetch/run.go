@@ -101,6 +101,9 @@ func (d *download) recheck(ctx context.Context) error {
 				continue
 			}
 			why = now.changedFrom(was)
+			if why == "" {
+				d.adoptDigest(s, now.SHA256)
+			}
 			return false, nil
 		}
 		return false, first
@@ -130,9 +133,7 @@ func (d *download) runOnce(ctx context.Context) error {
 	defer cancel()
 	stopWake := context.AfterFunc(ctx, sch.halt)
 	defer stopWake()
-	if d.hash != nil {
-		d.hash.start()
-	}
+	d.hash.Load().start()
 	// Waiting workers look again now and then: an owner may have become
 	// slow enough to be taken over.
 	go func() {

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -54,19 +55,26 @@ func (s *source) ranges() bool {
 // redirects (each hop on its own connection).
 func (c *Client) identOnce(ctx context.Context, t Target) (ident, error) {
 	if !t.IsHTTP() {
-		var id ident
-		err := c.withConn(ctx, endpointOf(t), func(conn *Conn) error {
-			r, err := conn.Stat(t.Path)
-			if err != nil {
-				return err
+		ep := endpointOf(t)
+		for {
+			var id ident
+			flags := c.digestFlags(ep)
+			err := c.withConn(ctx, ep, func(conn *Conn) error {
+				r, err := conn.StatFlags(t.Path, flags)
+				if err != nil {
+					return err
+				}
+				if r.Kind != wire.KindFile {
+					return errNotFile(t.Path, r.Kind)
+				}
+				id = ident{Size: r.Size, MTime: r.MTime, SHA256: respSHA256(r), Loc: t}
+				return nil
+			})
+			if flags != 0 && c.olderServer(ep, err) {
+				continue // again, without flags
 			}
-			if r.Kind != wire.KindFile {
-				return errNotFile(t.Path, r.Kind)
-			}
-			id = ident{Size: r.Size, MTime: r.MTime, Loc: t}
-			return nil
-		})
-		return id, err
+			return id, err
+		}
 	}
 	loc := t
 	for hops := 0; ; hops++ {
@@ -245,4 +253,36 @@ func (d *download) drop(s *source, why error) bool {
 func errorsAsSource(err error) bool {
 	var se *sourceError
 	return errors.As(err, &se)
+}
+
+// digestFlags are the flags of a native GET or STAT to ep: FlagDigest
+// unless digests are not checked or ep is a version 1 server.
+func (c *Client) digestFlags(ep endpoint) wire.Flags {
+	if c.opts.NoVerify {
+		return 0
+	}
+	if _, old := c.v1.Load(ep.key()); old {
+		return 0
+	}
+	return wire.FlagDigest
+}
+
+// olderServer reports whether err is a version 1 server's refusal of a
+// flagged request, and remembers that ep is one (docs/PROTOCOL.md: the
+// client then asks again without flags, on a new connection).
+func (c *Client) olderServer(ep endpoint, err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) && se.HTTP == 0 && se.Status == wire.StatusUnsupportedVersion {
+		c.v1.Store(ep.key(), true)
+		return true
+	}
+	return false
+}
+
+// respSHA256 is the digest a native response carries, in hex, or "".
+func respSHA256(r wire.Response) string {
+	if r.Flags&wire.FlagDigest == 0 {
+		return ""
+	}
+	return hex.EncodeToString(r.Digest[:])
 }
