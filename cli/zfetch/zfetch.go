@@ -32,11 +32,14 @@ import (
 
 const usage = `Usage: zfetch [-o FILE | -O DIR | -o -] [-c] [-q] [--json] [--retries N]
               [--retry-for DUR] [-x N] [-r] [-j N] [--recv MODE] [--sha256 HEX]
+              [--no-verify] [--mirror URL]... [--cacert FILE | -k]
               [--limit-rate RATE] [--speed-limit RATE] [--speed-time DUR]
               [--max-time DUR] URL...
 
-Download files from zfs-serve. URL is zfs://HOST[:PORT]/PATH or
-HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
+Download files from zfs-serve or any HTTP/1.1 server. URL is
+zfs://HOST[:PORT]/PATH or HOST[:PORT]/PATH (zfs-serve's native protocol,
+port 7070 by default), or http://... or https://... (percent-encoding
+accepted).
 
   -o FILE        write to FILE; -o - writes to stdout (one URL); with -r,
                  FILE is the directory that receives the tree
@@ -52,14 +55,25 @@ HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
   --retries N    also give up after N failed retries in a row (N+1
                  attempts; one that receives data resets the count);
                  default: no limit but --retry-for's
-  -x N           fetch each file over N connections by ranges
-  -r             fetch the directory tree under each URL
+  -x N           fetch each file over N connections by ranges (per source
+                 with --mirror)
+  -r             fetch the directory tree under each URL (over HTTP: from
+                 zfs-serve's or nginx's JSON listing)
   -j N           fetch up to N files at once (default 4)
   --recv MODE    auto, copy, splice or mmap: how bytes get from the socket
                  into the output (default auto: splice into files, the
                  fastest measured; to stdout splice, or copy into /dev/null
-                 and terminals)
-  --sha256 HEX   check the file's SHA-256 (one file)
+                 and terminals); over TLS always copy
+  --sha256 HEX   check the file's SHA-256 (one file); wins over a digest
+                 the server announces
+  --no-verify    do not check digests the servers announce
+  --mirror URL   another URL of the same file (repeatable; zfs://, http://
+                 and https:// mixed): ranges are fetched from all at once,
+                 faster sources get more, and a source that fails, is slow
+                 or has another version of the file is left out
+  --cacert FILE  trust the certificate authorities in FILE (PEM) for
+                 https:// instead of the system's
+  -k, --insecure do not check https:// certificates
   --limit-rate R cap the transfer rate, e.g. 500K, 20M, 1.5G (bytes/s)
   --speed-limit R
   --speed-time D end an attempt whose rate stays below R bytes/s for D (by
@@ -70,10 +84,15 @@ HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
 
 Each file is written to FILE.part (with its resume state in
 FILE.part.state) and renamed to FILE only when complete and verified, with
-the server's mtime. Connection errors, connection refused and busy or
-draining servers are retried with backoff, resuming where the bytes stop.
-If the file changes on the server meanwhile (its size or mtime; looked at
-again before the rename), it is fetched from the start.
+the server's mtime: its size, and its SHA-256 when the server announces
+one (zfs-serve natively, HTTP servers with Repr-Digest or Digest) or
+--sha256 gives one, hashed as it is written. Connection errors, connection
+refused, busy or draining servers and HTTP 408, 429 and 5xx (after
+Retry-After) are retried with backoff, resuming where the bytes stop. If
+the file changes on the server meanwhile (its size, mtime, ETag or digest;
+looked at again before the rename), it is fetched from the start; over
+HTTP, ranges are asked with If-Range for that. Redirects are followed (at
+most 10), but not from https to http.
 Ctrl-C (and --max-time) keeps FILE.part and prints the command that
 resumes it.
 
@@ -87,6 +106,7 @@ Exit status:
        while being written to stdout
   6    local I/O error: cannot create, write or rename the output
   7    --max-time reached; FILE.part is kept for -c
+  8    TLS certificate not trusted (see --cacert, -k)
   130  interrupted (Ctrl-C or SIGTERM); FILE.part is kept for -c
 With several files, the status is that of the first file that failed.
 `
