@@ -41,6 +41,9 @@ func TestParseHTTPURL(t *testing.T) {
 	if j := tg.Join("a b"); j.String() != "http://h/d/x/a%20b" || j.Path != "/d/x/a b" {
 		t.Errorf("Join: %+v %q", j, j.String())
 	}
+	if j := tg.Join("s/a?b"); j.String() != "http://h/d/x/s/a%3Fb" || j.Path != "/d/x/s/a?b" {
+		t.Errorf("Join of a path: %+v %q", j, j.String())
+	}
 	if h := (Target{Scheme: "https", Addr: "[::1]:443"}).hostHeader(); h != "[::1]" {
 		t.Errorf("hostHeader: %q", h)
 	}

@@ -82,8 +82,8 @@ func (t Target) String() string {
 	return t.Scheme + "://" + t.hostHeader() + t.requestURI()
 }
 
-// Join returns the target of name inside the directory t (without t's
-// query).
+// Join returns the target of name, a slash-separated path, inside the
+// directory t (without t's query).
 func (t Target) Join(name string) Target {
 	p := t.Path
 	if !strings.HasSuffix(p, "/") {
@@ -95,7 +95,11 @@ func (t Target) Join(name string) Target {
 		if !strings.HasSuffix(raw, "/") {
 			raw += "/"
 		}
-		j.RawPath = raw + url.PathEscape(name)
+		segs := strings.Split(name, "/")
+		for i, seg := range segs {
+			segs[i] = url.PathEscape(seg)
+		}
+		j.RawPath = raw + strings.Join(segs, "/")
 	}
 	return j
 }
