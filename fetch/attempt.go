@@ -21,7 +21,7 @@ func (d *download) attempt(ctx context.Context, w *worker, g *segment, r *receiv
 		d.done.Add(n)
 		d.received.Add(n)
 		w.add(n)
-		d.hash.Load().wake()
+		d.hash.Load().wake(n)
 	}
 	id, _ := w.src.ident()
 	w.begin(d.c.opts.Now())

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // hasher computes the SHA-256 of a file as it is downloaded, in order,
@@ -33,6 +34,7 @@ type hasher struct {
 	f        *os.File     // the .part, read back from; nil for a stream
 	frontier func() int64 // bytes in place from 0
 	kick     chan struct{}
+	pending  atomic.Int64 // bytes put in place since the last kick
 	quit     chan struct{}
 	wg       sync.WaitGroup
 	buf      []byte
@@ -59,11 +61,18 @@ func (h *hasher) inline(off int64, b []byte) {
 	h.mu.Unlock()
 }
 
-// wake tells the read-back goroutine that the frontier may have moved.
-func (h *hasher) wake() {
-	if h == nil || h.f == nil {
+// readBackBatch: the read-back goroutine is woken once this many bytes
+// have been put in place (not for every receive call), so that it reads
+// and hashes in large pieces rather than switching in and out.
+const readBackBatch = 4 << 20
+
+// wake tells the read-back goroutine that n more bytes are in place, so
+// the frontier may have moved.
+func (h *hasher) wake(n int64) {
+	if h == nil || h.f == nil || h.pending.Add(n) < readBackBatch {
 		return
 	}
+	h.pending.Store(0)
 	select {
 	case h.kick <- struct{}{}:
 	default:
