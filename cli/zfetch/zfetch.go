@@ -62,8 +62,9 @@ accepted).
   -j N           fetch up to N files at once (default 4)
   --recv MODE    auto, copy, splice or mmap: how bytes get from the socket
                  into the output (default auto: splice into files, the
-                 fastest measured; to stdout splice, or copy into /dev/null
-                 and terminals); over TLS always copy
+                 fastest measured, but copy for one connection whose
+                 digest is checked; to stdout splice, or copy into
+                 /dev/null and terminals); over TLS always copy
   --sha256 HEX   check the file's SHA-256 (one file); wins over a digest
                  the server announces
   --no-verify    do not check digests the servers announce
