@@ -26,7 +26,6 @@ import (
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-
 // Exit statuses beyond cli's.
 const (
 	ExitRefused     = 3
