@@ -425,4 +425,3 @@ func TestHTTPLegacyDigestAndResume(t *testing.T) {
 		t.Errorf("done: %+v", d)
 	}
 }
-
