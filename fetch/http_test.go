@@ -425,3 +425,47 @@ func TestHTTPLegacyDigestAndResume(t *testing.T) {
 		t.Errorf("done: %+v", d)
 	}
 }
+
+// -c on a complete file: skipped when its size and Last-Modified match;
+// without a Last-Modified only a digest can tell (the file is hashed);
+// with neither it is fetched again.
+func TestHTTPResumeComplete(t *testing.T) {
+	data := randBytes(100000, 17)
+	for _, c := range []struct {
+		name       string
+		noLM, noDG bool
+		skipped    bool
+	}{
+		{"last-modified", false, true, true},
+		{"digest only", true, false, true},
+		{"neither", true, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newHTTPFake(t, false)
+			f := s.put("/f", data, lastMod)
+			f.noLM = c.noLM
+			if c.noDG {
+				f.digest = ""
+			}
+			f.etag = ""
+			dst := filepath.Join(t.TempDir(), "out")
+			cl, _ := testClient(t, Options{})
+			if _, err := cl.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst, Name: "out"}); err != nil {
+				t.Fatal(err)
+			}
+			before := s.sent.Load()
+			cl, _ = testClient(t, Options{})
+			res, err := cl.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst, Name: "out", Resume: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Skipped != c.skipped || (s.sent.Load() > before) == c.skipped {
+				t.Errorf("skipped %v, %d bytes sent again; want skipped %v", res.Skipped, s.sent.Load()-before, c.skipped)
+			}
+			got, _ := os.ReadFile(dst)
+			if sumHex(got) != sumHex(data) {
+				t.Error("content differs")
+			}
+		})
+	}
+}

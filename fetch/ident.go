@@ -41,8 +41,11 @@ func (id ident) ifRange() string {
 }
 
 // hasValidator reports whether a change of the file can be seen other
-// than by its size.
-func (id ident) hasValidator() bool { return id.MTime != 0 || id.ETag != "" || id.SHA256 != "" }
+// than by its size: always natively (an mtime of 0 is an mtime), over HTTP
+// by Last-Modified, ETag or a digest.
+func (id ident) hasValidator() bool {
+	return !id.Loc.IsHTTP() || id.MTime != 0 || id.ETag != "" || id.SHA256 != ""
+}
 
 // changedFrom says how now differs from was, two answers of one source
 // about one file, or "" if they are the same version. A validator that

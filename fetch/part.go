@@ -71,15 +71,16 @@ func (d *download) complete() (bool, error) {
 	if fi.Size() != ref.Size {
 		return false, nil
 	}
-	if ref.MTime != 0 && !sameMTime(fi.ModTime(), ref.MTime) {
+	hasMTime := !ref.Loc.IsHTTP() || ref.MTime != 0
+	if hasMTime && !sameMTime(fi.ModTime(), ref.MTime) {
 		return false, nil
 	}
 	want := d.j.SHA256
-	if want == "" && ref.MTime == 0 {
+	if want == "" && !hasMTime {
 		want = d.expect
 	}
 	if want == "" {
-		return ref.MTime != 0, nil
+		return hasMTime, nil
 	}
 	sum, err := fileSHA256(d.j.Dst)
 	if err != nil {

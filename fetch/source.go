@@ -243,8 +243,11 @@ func (d *download) drop(s *source, why error) bool {
 	s.dropped = true
 	s.mu.Unlock()
 	d.emit(Event{Kind: EventSource, Done: d.done.Load(), Mirror: s.t.String(), Err: why})
-	if d.sch != nil {
-		d.sch.wakeAll()
+	d.mu.Lock()
+	sch := d.sch
+	d.mu.Unlock()
+	if sch != nil {
+		sch.wakeAll()
 	}
 	return true
 }
