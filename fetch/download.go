@@ -238,8 +238,14 @@ func wholeFile(size int64) [][2]int64 {
 // setSegments plans the pending ranges: split among the connections when
 // the file is preallocated (so they can be written at their offsets).
 func (d *download) setSegments(pending [][2]int64) {
-	steal := d.sink != nil && !d.sink.stream && d.prealloc && !d.noRanges && !d.c.noSteal
-	if n := d.c.opts.Conns * len(d.srcs); n > 1 && steal {
+	// Work stealing only among mirrors, whose speeds differ: a steal cuts
+	// the victim's response short, and the bytes in flight beyond the cut
+	// (socket buffers: megabytes) are sent for nothing. One source's
+	// connections keep their ranges, so a resume costs exactly the bytes
+	// missing.
+	ranged := d.sink != nil && !d.sink.stream && d.prealloc && !d.noRanges
+	steal := ranged && !d.c.noSteal && len(d.srcs) > 1
+	if n := d.c.opts.Conns * len(d.srcs); n > 1 && ranged {
 		pending = split(pending, n, MinSplit)
 	}
 	sch := newSched(newSegments(pending), steal, d.c.opts.Now)
