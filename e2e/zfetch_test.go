@@ -591,7 +591,7 @@ func TestZfetchOutputAndExitCodes(t *testing.T) {
 		{"local", []string{"-o", filepath.Join(dir, "no", "such", "dir", "f"), d.URL("/f.bin")}, 6, "no such file or directory"},
 		{"output is a directory", []string{"-o", t.TempDir(), d.URL("/f.bin")}, 6, "is a directory"},
 		{"usage", []string{"-x", "0", d.URL("/f.bin")}, 2, "-x wants 1 to 64"},
-		{"scheme", []string{"http://h/f"}, 2, "unsupported scheme"},
+		{"scheme", []string{"ftp://h/f"}, 2, "unsupported scheme"},
 	}
 	for _, c := range cases {
 		r := Zfetch(t, append([]string{"-q"}, c.args...)...)

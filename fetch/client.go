@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -48,6 +49,12 @@ type Options struct {
 	Now func() time.Time
 	// Dial connects to a server. Default Dial.
 	Dial func(ctx context.Context, addr string) (*Conn, error)
+	// TLS configures https:// connections (nil: the system's roots). Its
+	// ServerName is set from each URL.
+	TLS *tls.Config
+	// NoVerify: do not check the content against digests the servers
+	// announce (Job.SHA256 is still checked).
+	NoVerify bool
 }
 
 // DefaultRetryFor is zfetch's Options.RetryFor unless told otherwise: a
@@ -74,6 +81,8 @@ type Client struct {
 
 	backoffBase, backoffCap time.Duration // tests shorten them
 	blockMin                int64         // bodies received on a blocking socket (block.go); tests change it
+	noSteal                 bool          // tests: no work stealing, ranges stay as planned
+	v1                      sync.Map      // endpoint keys of version 1 servers (no flags)
 
 	emitMu sync.Mutex
 }
@@ -104,15 +113,17 @@ func New(o Options) *Client {
 	if o.Dial == nil {
 		o.Dial = Dial
 	}
-	// Connecting is part of an attempt that may hear nothing: the same bound.
-	dial, stall := o.Dial, o.StallTimeout
-	o.Dial = func(ctx context.Context, addr string) (*Conn, error) {
+	c := &Client{opts: o, lim: newLimiter(o.RateLimit, o.Now), rnd: defaultRand,
+		backoffBase: backoffBase, backoffCap: backoffCap, blockMin: blockMin}
+	// Connecting (and the TLS handshake) is part of an attempt that may
+	// hear nothing: the same bound.
+	stall := o.StallTimeout
+	c.pool = newPool(16, func(ctx context.Context, ep endpoint) (*Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, stall)
 		defer cancel()
-		return dial(ctx, addr)
-	}
-	return &Client{opts: o, pool: newPool(16, o.Dial), lim: newLimiter(o.RateLimit, o.Now), rnd: defaultRand,
-		backoffBase: backoffBase, backoffCap: backoffCap, blockMin: blockMin}
+		return c.dialEndpoint(ctx, ep)
+	})
+	return c
 }
 
 // Close closes the idle connections.
@@ -139,6 +150,9 @@ type Job struct {
 	Out    *os.File // when Dst is "": write the file here in order (stdout)
 	Resume bool     // continue Dst+".part", or accept a complete Dst (zfetch -c)
 	SHA256 string   // lower-case hex digest to check the content against; "" for none
+	// Mirrors are other URLs of the same file: its bytes are fetched from
+	// all of them (and Src) at once.
+	Mirrors []Target
 }
 
 // Result describes a finished (or failed) Fetch.
@@ -155,9 +169,9 @@ type Result struct {
 // timeout, and returns the connection to the pool if fn succeeded. A reused
 // idle connection that fails before any response header was probably closed
 // by the server meanwhile; fn then runs once more on a new one.
-func (c *Client) withConn(ctx context.Context, addr string, fn func(*Conn) error) error {
+func (c *Client) withConn(ctx context.Context, ep endpoint, fn func(*Conn) error) error {
 	for try := 0; ; try++ {
-		conn, err := c.pool.get(ctx, addr)
+		conn, err := c.pool.get(ctx, ep)
 		if err != nil {
 			return err
 		}
@@ -202,7 +216,7 @@ func (c *Client) retry(ctx context.Context, report func(Event), op func() (progr
 			return err
 		}
 		fails++
-		delay := backoff(fails, c.backoffBase, c.backoffCap, c.rnd)
+		delay := max(backoff(fails, c.backoffBase, c.backoffCap, c.rnd), retryAfter(err))
 		if c.opts.RetryFor > 0 {
 			left := c.opts.RetryFor - c.opts.Now().Sub(last)
 			if left <= 0 {
@@ -263,24 +277,6 @@ func errNotFile(path string, k wire.Kind) error {
 		msg = fmt.Sprintf("%s is a directory (use -r to fetch a tree)", path)
 	}
 	return &StatusError{Status: wire.StatusNotRegular, Path: path, Message: msg}
-}
-
-// identity asks the server for the file's size and mtime.
-func (c *Client) identity(ctx context.Context, t Target, report func(Event)) (size, mtime int64, err error) {
-	err = c.retry(ctx, report, func() (bool, error) {
-		return false, c.withConn(ctx, t.Addr, func(conn *Conn) error {
-			r, err := conn.Stat(t.Path)
-			if err != nil {
-				return err
-			}
-			if r.Kind != wire.KindFile {
-				return errNotFile(t.Path, r.Kind)
-			}
-			size, mtime = r.Size, r.MTime
-			return nil
-		})
-	})
-	return size, mtime, err
 }
 
 // errorsAsChanged unwraps a changedError.

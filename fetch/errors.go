@@ -62,28 +62,30 @@ func (e *connError) Unwrap() error { return e.err }
 
 // Retryable reports whether another attempt may succeed: connection
 // failures (including refused, reset and early close) and busy or draining
-// answers. Refusals, protocol violations, local and verification errors
-// are final.
+// answers, HTTP 408, 429 and 5xx. Refusals, protocol violations, TLS
+// certificate errors, local and verification errors are final.
 func Retryable(err error) bool {
 	var se *StatusError
 	var we *wire.Error
 	var dns *net.DNSError
 	var le *LocalError
 	var ve *VerifyError
+	var ce *CertError
+	var he *httpError
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
 		return false
-	case errors.As(err, &le), errors.As(err, &ve):
+	case errors.As(err, &le), errors.As(err, &ve), errors.As(err, &ce), errors.As(err, &he):
 		return false
 	case errors.As(err, &se):
-		return se.Status.Retryable()
+		return se.Retryable()
 	case errors.As(err, &we):
 		return false
 	case errors.As(err, &dns):
 		return !dns.IsNotFound
 	}
-	var ce *connError
-	return errors.As(err, &ce) || isNetErr(err)
+	var cerr *connError
+	return errors.As(err, &cerr) || isNetErr(err)
 }
 
 func isNetErr(err error) bool {
@@ -101,6 +103,8 @@ func Reason(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.As(err, &se) && se.HTTP != 0 && se.Retryable():
+		return fmt.Sprintf("server busy (HTTP %d)", se.HTTP)
 	case errors.As(err, &se) && se.Status == wire.StatusDraining:
 		return "server draining"
 	case errors.As(err, &se) && se.Status == wire.StatusBusy:

@@ -15,6 +15,7 @@ const (
 	EventRestart                       // the file changed on the server (Err says how): Done is back to 0
 	EventDone                          // complete and verified; Done == Total
 	EventError                         // given up with Err
+	EventSource                        // a mirror (Mirror) is no longer used for this file: Err says why
 )
 
 var eventNames = [...]string{
@@ -24,6 +25,7 @@ var eventNames = [...]string{
 	EventRestart:  "restart",
 	EventDone:     "done",
 	EventError:    "error",
+	EventSource:   "source",
 }
 
 func (k EventKind) String() string {
@@ -60,6 +62,12 @@ type Event struct {
 	Skipped bool
 	// SHA256 is set on Done when the content was checked against a digest.
 	SHA256 string
+
+	// With mirrors (Job.Mirrors): Sources is how many URLs the file has,
+	// SourcesLive how many are still in use; Mirror is the URL a Retry or
+	// Source event is about.
+	Sources, SourcesLive int
+	Mirror               string
 }
 
 // ConnProgress is one connection's share of a ranged download: the range

@@ -34,9 +34,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,78 +42,25 @@ import (
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-// DefaultPort is zfs-serve's port when a URL names none.
-const DefaultPort = 7070
-
-// Target is a parsed zfetch URL.
-type Target struct {
-	Addr string // host:port
-	Path string // absolute, unescaped
-}
-
-// String returns the URL of t, percent-encoded where needed.
-func (t Target) String() string {
-	return "zfs://" + t.Addr + (&url.URL{Path: t.Path}).EscapedPath()
-}
-
-// Join returns the target of name inside the directory t.
-func (t Target) Join(name string) Target {
-	p := t.Path
-	if !strings.HasSuffix(p, "/") {
-		p += "/"
-	}
-	return Target{Addr: t.Addr, Path: p + name}
-}
-
-// ParseURL accepts zfs://HOST[:PORT]/PATH and HOST[:PORT]/PATH, with
-// percent-encoding in PATH. IPv6 hosts go in brackets.
-func ParseURL(s string) (Target, error) {
-	raw := s
-	if rest, ok := strings.CutPrefix(s, "zfs://"); ok {
-		s = rest
-	} else if i := strings.Index(s, "://"); i >= 0 {
-		return Target{}, fmt.Errorf("%q: unsupported scheme %q (want zfs://)", raw, s[:i])
-	}
-	hostport, p, _ := strings.Cut(s, "/")
-	if hostport == "" {
-		return Target{}, fmt.Errorf("%q: no host", raw)
-	}
-	p, err := url.PathUnescape("/" + p)
-	if err != nil {
-		return Target{}, fmt.Errorf("%q: bad percent-encoding: %w", raw, err)
-	}
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		// No port: the whole thing is the host (IPv6 in brackets allowed).
-		host, port = hostport, strconv.Itoa(DefaultPort)
-		if strings.HasPrefix(host, "[") {
-			if !strings.HasSuffix(host, "]") {
-				return Target{}, fmt.Errorf("%q: bad host %q", raw, hostport)
-			}
-			host = host[1 : len(host)-1]
-		}
-	}
-	if host == "" || strings.ContainsAny(host, "[]@ ") {
-		return Target{}, fmt.Errorf("%q: bad host %q", raw, hostport)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
-		return Target{}, fmt.Errorf("%q: bad port %q", raw, port)
-	}
-	if len(p) > wire.MaxPath {
-		return Target{}, fmt.Errorf("%q: path longer than %d bytes", raw, wire.MaxPath)
-	}
-	if strings.IndexByte(p, 0) >= 0 {
-		return Target{}, fmt.Errorf("%q: path contains NUL", raw)
-	}
-	return Target{Addr: net.JoinHostPort(host, port), Path: p}, nil
-}
-
 // StatusError is a refusal from the server. Busy and draining are
 // retryable (see Status.Retryable); the others are final.
 type StatusError struct {
 	Status  wire.Status
 	Path    string
 	Message string
+	// HTTP is the HTTP status code for an HTTP server's refusal, 0 for a
+	// native one; RetryAfter the delay its Retry-After asked for.
+	HTTP       int
+	RetryAfter time.Duration
+}
+
+// Retryable reports whether another attempt may succeed: busy or draining
+// (native), or an HTTP 408, 429 or 5xx.
+func (e *StatusError) Retryable() bool {
+	if e.HTTP != 0 {
+		return e.HTTP == 408 || e.HTTP == 429 || e.HTTP >= 500
+	}
+	return e.Status.Retryable()
 }
 
 func (e *StatusError) Error() string {
@@ -133,7 +77,9 @@ func (e *StatusError) Error() string {
 type Conn struct {
 	c      net.Conn
 	addr   string
-	reused bool // taken from the pool: a failure before any header may be a stale connection
+	key    string // the pool's key (endpoint.key)
+	reused bool   // taken from the pool: a failure before any header may be a stale connection
+	pre    []byte // HTTP: bytes read past a response head, the start of its body
 
 	responses int // response headers read
 
@@ -209,7 +155,14 @@ func (c *Conn) roundTrip(q *wire.Request) (wire.Response, error) {
 
 // Stat describes path.
 func (c *Conn) Stat(path string) (wire.Response, error) {
-	return c.roundTrip(&wire.Request{Op: wire.OpStat, Path: path})
+	return c.StatFlags(path, 0)
+}
+
+// StatFlags describes path, with request flags (wire.FlagDigest asks for
+// the file's SHA-256; a version 1 server refuses it with
+// StatusUnsupportedVersion and closes the connection).
+func (c *Conn) StatFlags(path string, flags wire.Flags) (wire.Response, error) {
+	return c.roundTrip(&wire.Request{Op: wire.OpStat, Path: path, Flags: flags})
 }
 
 // List returns a directory's entries.
@@ -236,7 +189,12 @@ func (c *Conn) List(path string) ([]wire.Entry, error) {
 // returns the response header. BodyLen bytes follow on NetConn; read them
 // all (ReadBody, or a receive mode) before the next request.
 func (c *Conn) Get(path string, off, length int64) (wire.Response, error) {
-	r, err := c.roundTrip(&wire.Request{Op: wire.OpGet, Path: path, Offset: off, Length: length})
+	return c.GetFlags(path, off, length, 0)
+}
+
+// GetFlags is Get with request flags (see StatFlags).
+func (c *Conn) GetFlags(path string, off, length int64, flags wire.Flags) (wire.Response, error) {
+	r, err := c.roundTrip(&wire.Request{Op: wire.OpGet, Path: path, Offset: off, Length: length, Flags: flags})
 	if err != nil {
 		return r, err
 	}

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -10,31 +11,42 @@ import (
 // files costs one connection, not one per file.
 type pool struct {
 	mu     sync.Mutex
-	idle   map[string][]*Conn
-	max    int // idle connections kept per address
+	idle   map[string][]*Conn // by endpoint key
+	max    int                // idle connections kept per endpoint
 	closed bool
-	dial   func(ctx context.Context, addr string) (*Conn, error)
+	dial   func(ctx context.Context, ep endpoint) (*Conn, error)
 }
 
-func newPool(max int, dial func(ctx context.Context, addr string) (*Conn, error)) *pool {
+func newPool(max int, dial func(ctx context.Context, ep endpoint) (*Conn, error)) *pool {
 	return &pool{idle: map[string][]*Conn{}, max: max, dial: dial}
 }
 
-// get returns an idle connection to addr (marked reused) or a new one.
-func (p *pool) get(ctx context.Context, addr string) (*Conn, error) {
+// get returns an idle connection to ep (marked reused) or a new one.
+func (p *pool) get(ctx context.Context, ep endpoint) (*Conn, error) {
+	key := ep.key()
 	p.mu.Lock()
-	if cs := p.idle[addr]; len(cs) > 0 {
+	if cs := p.idle[key]; len(cs) > 0 {
 		c := cs[len(cs)-1]
-		p.idle[addr] = cs[:len(cs)-1]
+		p.idle[key] = cs[:len(cs)-1]
 		p.mu.Unlock()
 		c.reused = true
 		return c, nil
 	}
 	p.mu.Unlock()
-	c, err := p.dial(ctx, addr)
+	c, err := p.dial(ctx, ep)
 	if err != nil {
+		var ce *CertError
+		var he *httpError
+		if errors.As(err, &ce) || errors.As(err, &he) {
+			return nil, err
+		}
+		var cerr *connError
+		if errors.As(err, &cerr) {
+			return nil, err
+		}
 		return nil, &connError{err}
 	}
+	c.key = key
 	return c, nil
 }
 
@@ -43,11 +55,11 @@ func (p *pool) put(c *Conn) {
 	c.SetDeadline(time.Time{})
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || c.broken || len(p.idle[c.addr]) >= p.max {
+	if p.closed || c.broken || len(p.idle[c.key]) >= p.max || len(c.pre) > 0 {
 		c.Close()
 		return
 	}
-	p.idle[c.addr] = append(p.idle[c.addr], c)
+	p.idle[c.key] = append(p.idle[c.key], c)
 }
 
 // close closes every idle connection; later puts close theirs.

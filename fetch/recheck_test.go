@@ -55,6 +55,9 @@ func TestChangedDuringLastChunk(t *testing.T) {
 				s.put("/f", v1, mtime1)
 				s.hook = inPlaceAtEnd(s, v1, mtime1+1)
 				c, rec := testClient(t, Options{Recv: mode, Conns: conns})
+				// The first body must arrive whole: no other connection
+				// takes over part of it.
+				c.noSteal = true
 				dst := filepath.Join(t.TempDir(), "f")
 				if _, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst}); err != nil {
 					t.Fatal(err)

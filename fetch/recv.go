@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"syscall"
@@ -58,8 +57,7 @@ type sink struct {
 	f        *os.File
 	fd       int
 	stream   bool
-	noSplice bool      // splice into f failed with EINVAL: use read/write for the pipe's contents
-	hash     hash.Hash // if set, every byte written goes through it too (streams only: in order)
+	noSplice bool // splice into f failed with EINVAL: use read/write for the pipe's contents
 }
 
 func newSink(f *os.File, stream bool) *sink {
@@ -76,9 +74,6 @@ func (s *sink) writeAt(b []byte, off int64) error {
 	if err != nil {
 		return &LocalError{Op: "write", Path: s.f.Name(), Err: unwrapPathErr(err)}
 	}
-	if s.hash != nil {
-		s.hash.Write(b)
-	}
 	return nil
 }
 
@@ -92,8 +87,12 @@ func unwrapPathErr(err error) error {
 
 // receiver moves one response body of n bytes from a connection into the
 // sink at off, calling add after every piece that is in place. Errors from
-// the connection are connErrors; errors from the sink LocalErrors.
+// the connection are connErrors; errors from the sink LocalErrors. With a
+// segment (seg), it receives no further than the segment's end, which may
+// shrink meanwhile (sched.go), and ends with errSegEnd if the body goes on.
 type receiver struct {
+	seg      *segment // nil: no bound but n
+	hash     *hasher  // bytes that pass through memory are offered to it
 	ctx      context.Context
 	conn     *Conn
 	sink     *sink
@@ -116,6 +115,12 @@ func (r *receiver) receive(mode RecvMode, off, n int64) error {
 	}
 	if r.speed != nil {
 		r.speed.start(time.Now())
+	}
+	if len(r.conn.pre) > 0 {
+		// Body bytes that arrived with the response head.
+		if err := r.drainPre(&off, &n); err != nil || n == 0 {
+			return err
+		}
 	}
 	if r.lim == nil && r.speed == nil && r.blockMin > 0 && n >= r.blockMin {
 		// No rate limit to pace the reads, no speed floor to check
@@ -172,15 +177,23 @@ func (r *receiver) copy(off, n int64) error {
 		r.buf = make([]byte, copyBuf)
 	}
 	for n > 0 {
-		k := r.lim.chunk(min(int64(len(r.buf)), n))
+		k := r.claim(off, r.lim.chunk(min(int64(len(r.buf)), n)))
+		if k == 0 {
+			return errSegEnd
+		}
 		got, err := r.read(r.buf[:k])
 		if got > 0 {
-			if werr := r.sink.writeAt(r.buf[:got], off); werr != nil {
+			c := r.commit(off, int64(got))
+			if werr := r.sink.writeAt(r.buf[:c], off); werr != nil {
 				return werr
 			}
-			off += int64(got)
-			n -= int64(got)
-			r.add(int64(got))
+			r.hash.inline(off, r.buf[:c])
+			off += c
+			n -= c
+			r.add(c)
+			if c < int64(got) {
+				return errSegEnd
+			}
 			if lerr := r.lim.take(r.ctx, got); lerr != nil {
 				return lerr
 			}
@@ -217,7 +230,10 @@ func (r *receiver) splice(off, n int64) error {
 		}
 	}
 	for n > 0 {
-		k := r.lim.chunk(min(int64(capacity), n))
+		k := r.claim(off, r.lim.chunk(min(int64(capacity), n)))
+		if k == 0 {
+			return errSegEnd
+		}
 		var in int64
 		var err error
 		if r.blk != nil {
@@ -246,8 +262,12 @@ func (r *receiver) splice(off, n int64) error {
 		if in == 0 {
 			return netErr(io.EOF)
 		}
-		if err := r.drainPipe(p[0], &off, in); err != nil {
+		c := r.commit(off, in)
+		if err := r.drainPipe(p[0], &off, c); err != nil {
 			return err
+		}
+		if c < in {
+			return errSegEnd // the rest stays in the pipe, closed with it
 		}
 		n -= in
 		if err := r.lim.take(r.ctx, int(in)); err != nil {
@@ -276,6 +296,7 @@ func (r *receiver) drainPipe(pr int, off *int64, n int64) error {
 			if err := s.writeAt(buf[:got], *off); err != nil {
 				return err
 			}
+			r.hash.inline(*off, buf[:got])
 			*off += int64(got)
 			n -= int64(got)
 			r.add(int64(got))
@@ -339,9 +360,16 @@ func (r *receiver) mmap(off, n int64) error {
 
 func (r *receiver) fill(p []byte, off, n *int64) error {
 	for len(p) > 0 {
-		k := r.lim.chunk(int64(len(p)))
+		k := r.claim(*off, r.lim.chunk(min(int64(len(p)), copyBuf)))
+		if k == 0 {
+			return errSegEnd
+		}
 		got, err := r.read(p[:k])
 		if got > 0 {
+			if c := r.commit(*off, int64(got)); c < int64(got) {
+				return errSegEnd // cannot happen: no takeover in mmap mode
+			}
+			r.hash.inline(*off, p[:got])
 			p = p[got:]
 			*off += int64(got)
 			*n -= int64(got)
@@ -369,4 +397,66 @@ func (c *Conn) rawConn() (syscall.RawConn, error) {
 		return nil, fmt.Errorf("%T has no descriptor", c.c)
 	}
 	return sc.SyscallConn()
+}
+
+// claim bounds a read of want bytes at off by the segment's end.
+func (r *receiver) claim(off, want int64) int64 {
+	if r.seg == nil {
+		return want
+	}
+	return r.seg.claim(off, want)
+}
+
+// commit bounds got bytes just received at off by the segment's end,
+// which a takeover may have moved.
+func (r *receiver) commit(off, got int64) int64 {
+	if r.seg == nil {
+		return got
+	}
+	return r.seg.commit(off, got)
+}
+
+// drainPre writes the body bytes already read with the response head.
+func (r *receiver) drainPre(off, n *int64) error {
+	for len(r.conn.pre) > 0 && *n > 0 {
+		k := r.claim(*off, min(int64(len(r.conn.pre)), *n))
+		if k == 0 {
+			return errSegEnd
+		}
+		k = r.commit(*off, k)
+		b := r.conn.pre[:k]
+		if err := r.sink.writeAt(b, *off); err != nil {
+			return err
+		}
+		r.hash.inline(*off, b)
+		r.conn.pre = r.conn.pre[k:]
+		*off += k
+		*n -= k
+		r.add(k)
+	}
+	if len(r.conn.pre) == 0 {
+		r.conn.pre = nil
+	}
+	return nil
+}
+
+// skip reads and drops n bytes of a body: the start of a whole file sent
+// by a server that ignores ranges, up to the first byte wanted.
+func (r *receiver) skip(n int64) error {
+	if r.buf == nil {
+		r.buf = make([]byte, copyBuf)
+	}
+	for n > 0 && len(r.conn.pre) > 0 {
+		k := min(int64(len(r.conn.pre)), n)
+		r.conn.pre = r.conn.pre[k:]
+		n -= k
+	}
+	for n > 0 {
+		got, err := r.read(r.buf[:min(int64(len(r.buf)), n)])
+		n -= int64(got)
+		if err != nil && n > 0 {
+			return netErr(err)
+		}
+	}
+	return nil
 }

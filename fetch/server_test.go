@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"crypto/sha256"
 	"io"
 	"net"
 	"path"
@@ -29,6 +30,12 @@ type fakeServer struct {
 	// hook, if set, sees each request (n counts from 0) and decides.
 	hook func(n int, q wire.Request) fault
 	reqs int
+
+	// digests: answer FlagDigest with the data's SHA-256 (wrongDigest:
+	// with a wrong one, digestOnGet: only in GET responses); v1: refuse
+	// flagged requests like a version 1 server.
+	digests, wrongDigest, digestOnGet, v1 bool
+	flagged                               atomic.Int64 // requests with flags seen
 
 	sent     atomic.Int64 // body bytes written
 	accepted atomic.Int64 // connections accepted
@@ -165,6 +172,13 @@ func (s *fakeServer) serve(c net.Conn) {
 			s.gets = append(s.gets, q)
 		}
 		s.mu.Unlock()
+		if q.Flags != 0 {
+			s.flagged.Add(1)
+			if s.v1 {
+				c.Write(wire.AppendResponse(nil, &wire.Response{Status: wire.StatusUnsupportedVersion, Message: "protocol version 2 not supported"}))
+				return
+			}
+		}
 		var f fault
 		if hook != nil {
 			f = hook(n, q)
@@ -208,6 +222,13 @@ func (s *fakeServer) answer(c net.Conn, q wire.Request, f fault) bool {
 	}
 	s.mu.Unlock()
 	write := func(r wire.Response) bool {
+		if r.Status == wire.StatusOK && r.Kind == wire.KindFile && q.Flags&wire.FlagDigest != 0 && s.digests &&
+			(q.Op == wire.OpGet || !s.digestOnGet) {
+			r.Flags, r.Digest = wire.FlagDigest, sha256.Sum256(data)
+			if s.wrongDigest {
+				r.Digest[0] ^= 1
+			}
+		}
 		_, err := c.Write(wire.AppendResponse(nil, &r))
 		return err == nil
 	}

@@ -26,7 +26,9 @@ type State struct {
 	V        int        `json:"v"`
 	Source   string     `json:"source"` // the URL, for people reading the file
 	Size     int64      `json:"size"`
-	MTime    int64      `json:"mtime"` // Unix nanoseconds
+	MTime    int64      `json:"mtime"`            // Unix nanoseconds (HTTP: Last-Modified, 0 if none)
+	ETag     string     `json:"etag,omitempty"`   // HTTP: the source's entity tag
+	SHA256   string     `json:"sha256,omitempty"` // the digest the server announced
 	Prealloc bool       `json:"prealloc"`
 	Pending  [][2]int64 `json:"pending"` // [start, end) ranges not yet written, sorted, disjoint
 }

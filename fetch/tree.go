@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -28,10 +29,11 @@ type TreeEntry struct {
 // maxDepth bounds how deep Walk descends.
 const maxDepth = 256
 
-// Walk lists the tree under the directory t with LIST, depth first, each
-// directory's entries in name order, directories before their contents.
-// Requests are retried like downloads; report receives the Retry events
-// (File -1, Name t's URL).
+// Walk lists the tree under the directory t with LIST (or, over HTTP, the
+// server's JSON listings: listing.go), depth first, each directory's
+// entries in name order, directories before their contents. Requests are
+// retried like downloads; report receives the Retry events (File -1, Name
+// t's URL).
 func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]TreeEntry, error) {
 	rep := c.treeReport(t, report)
 	var out []TreeEntry
@@ -46,7 +48,12 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 		}
 		var es []wire.Entry
 		err := c.retry(ctx, rep, func() (bool, error) {
-			return false, c.withConn(ctx, t.Addr, func(conn *Conn) error {
+			if t.IsHTTP() {
+				var err error
+				es, err = c.listHTTP(ctx, dir)
+				return false, err
+			}
+			return false, c.withConn(ctx, endpointOf(t), func(conn *Conn) error {
 				var err error
 				es, err = conn.List(dir.Path)
 				return err
@@ -61,7 +68,21 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 				return fmt.Errorf("LIST %s: invalid entry name %q", dir.Path, e.Name)
 			}
 			te := TreeEntry{Rel: path.Join(rel, e.Name), Kind: e.Kind, Size: e.Size, MTime: e.MTime}
-			if e.Kind == wire.KindSymlink {
+			if e.Kind == wire.KindSymlink && t.IsHTTP() {
+				// HEAD follows the link: a file is fetched as that file.
+				id, err := c.identRetry(ctx, t.Join(te.Rel), rep)
+				var se *StatusError
+				switch {
+				case err == nil:
+					te.Kind, te.Size, te.MTime = wire.KindFile, id.Size, id.MTime
+				case Retryable(err):
+					return err
+				case errors.As(err, &se) && se.Status == wire.StatusNotRegular:
+					te.Kind = wire.KindSymlink // to a directory
+				default:
+					te.Kind = wire.KindOther
+				}
+			} else if e.Kind == wire.KindSymlink {
 				// STAT follows the link: a file is fetched as that file.
 				st, err := c.stat(ctx, t.Join(te.Rel), rep)
 				switch {
@@ -96,7 +117,7 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 func (c *Client) stat(ctx context.Context, t Target, report func(Event)) (wire.Response, error) {
 	var resp wire.Response
 	err := c.retry(ctx, report, func() (bool, error) {
-		return false, c.withConn(ctx, t.Addr, func(conn *Conn) error {
+		return false, c.withConn(ctx, endpointOf(t), func(conn *Conn) error {
 			var err error
 			resp, err = conn.Stat(t.Path)
 			return err
@@ -114,5 +135,62 @@ func (c *Client) treeReport(t Target, report func(Event)) func(Event) {
 		}
 		e.Time, e.File, e.Name, e.Source, e.Total = c.opts.Now(), -1, t.String(), t.String(), -1
 		report(e)
+	}
+}
+
+// listHTTP asks an HTTP server for the JSON listing of the directory dir
+// (following redirects): "?format=json" for zfs-serve, which nginx with
+// autoindex_format json ignores, and Accept: application/json.
+func (c *Client) listHTTP(ctx context.Context, dir Target) ([]wire.Entry, error) {
+	loc := dir.dir()
+	loc.Query = "format=json"
+	for hops := 0; ; hops++ {
+		var body []byte
+		var next *Target
+		var ctype string
+		err := c.withConn(ctx, endpointOf(loc), func(conn *Conn) error {
+			resp, err := conn.httpDo("GET", loc, "Accept", "application/json")
+			if err != nil {
+				return err
+			}
+			switch {
+			case isRedirect(resp.Code):
+				conn.broken = true
+				to, err := redirectTo(loc, resp)
+				if err != nil {
+					return err
+				}
+				next = &to
+				return nil
+			case resp.Code != 200:
+				conn.broken = true
+				return httpStatusError(loc, resp, c.opts.Now())
+			}
+			ctype = resp.Header.get("content-type")
+			body, err = conn.readSmallBody(resp, wire.MaxListBody)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if next != nil {
+			if hops >= maxRedirects {
+				return nil, &StatusError{Status: wire.StatusForbidden, Path: dir.Path, HTTP: 310,
+					Message: fmt.Sprintf("%s: more than %d redirects", dir, maxRedirects)}
+			}
+			loc = *next
+			continue
+		}
+		es, err := parseListing(body)
+		var nl *errNotListing
+		if errors.As(err, &nl) {
+			return nil, &StatusError{Status: wire.StatusNotDirectory, Path: dir.Path, HTTP: 200,
+				Message: fmt.Sprintf("%s: the server's listing is not one zfetch can read (%s, Content-Type %q); -r over HTTP needs zfs-serve's JSON listing or nginx's autoindex_format json",
+					loc, nl.why, ctype)}
+		}
+		if err != nil {
+			return nil, httpErrorf("listing %s: %v", loc, err)
+		}
+		return es, nil
 	}
 }

@@ -15,13 +15,13 @@ import (
 
 func TestParseURL(t *testing.T) {
 	ok := map[string]Target{
-		"zfs://127.0.0.1:7071/a/b":             {"127.0.0.1:7071", "/a/b"},
-		"127.0.0.1/a":                          {"127.0.0.1:7070", "/a"},
-		"localhost:9/dir/name%20with%20spaces": {"localhost:9", "/dir/name with spaces"},
-		"zfs://[::1]:80/x":                     {"[::1]:80", "/x"},
-		"[::1]/x":                              {"[::1]:7070", "/x"},
-		"host":                                 {"host:7070", "/"},
-		"zfs://h/%C3%BC%E2%9C%93":              {"h:7070", "/ü✓"},
+		"zfs://127.0.0.1:7071/a/b":             {Addr: "127.0.0.1:7071", Path: "/a/b"},
+		"127.0.0.1/a":                          {Addr: "127.0.0.1:7070", Path: "/a"},
+		"localhost:9/dir/name%20with%20spaces": {Addr: "localhost:9", Path: "/dir/name with spaces"},
+		"zfs://[::1]:80/x":                     {Addr: "[::1]:80", Path: "/x"},
+		"[::1]/x":                              {Addr: "[::1]:7070", Path: "/x"},
+		"host":                                 {Addr: "host:7070", Path: "/"},
+		"zfs://h/%C3%BC%E2%9C%93":              {Addr: "h:7070", Path: "/ü✓"},
 	}
 	for in, want := range ok {
 		got, err := ParseURL(in)
@@ -29,7 +29,7 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("ParseURL(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"http://h/x", "zfs:///x", "/x", "h:0/x", "h:99999/x", "h:port/x", "h/%zz", "[::1/x", "h/a%00b", "zfs://h/" + strings.Repeat("a", wire.MaxPath+1)} {
+	for _, in := range []string{"ftp://h/x", "zfs:///x", "/x", "h:0/x", "h:99999/x", "h:port/x", "h/%zz", "[::1/x", "h/a%00b", "zfs://h/" + strings.Repeat("a", wire.MaxPath+1)} {
 		if got, err := ParseURL(in); err == nil {
 			t.Errorf("ParseURL(%q) = %+v, want an error", in, got)
 		}

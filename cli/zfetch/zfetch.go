@@ -5,16 +5,14 @@ package zfetch
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"path"
-	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -28,67 +26,6 @@ import (
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-const usage = `Usage: zfetch [-o FILE | -O DIR | -o -] [-c] [-q] [--json] [--retries N]
-              [--retry-for DUR] [-x N] [-r] [-j N] [--recv MODE] [--sha256 HEX]
-              [--limit-rate RATE] [--speed-limit RATE] [--speed-time DUR]
-              [--max-time DUR] URL...
-
-Download files from zfs-serve. URL is zfs://HOST[:PORT]/PATH or
-HOST[:PORT]/PATH (port 7070 by default; percent-encoding accepted).
-
-  -o FILE        write to FILE; -o - writes to stdout (one URL); with -r,
-                 FILE is the directory that receives the tree
-  -O DIR         write into DIR (created if missing); default: .
-  -c             continue: resume FILE.part; a complete FILE is left alone
-  -q             quiet: print nothing but errors
-  --json         print one JSON object per event on stdout (on stderr with
-                 -o -); see docs/ZFETCH.md
-  --retry-for D  give up once no data has arrived for D (default 90s:
-                 longer than a server's drain, 60s by default, and a
-                 restart); an attempt that hears nothing ends after D (at
-                 least 1s) or 30s, whichever is shorter
-  --retries N    also give up after N failed retries in a row (N+1
-                 attempts; one that receives data resets the count);
-                 default: no limit but --retry-for's
-  -x N           fetch each file over N connections by ranges
-  -r             fetch the directory tree under each URL
-  -j N           fetch up to N files at once (default 4)
-  --recv MODE    auto, copy, splice or mmap: how bytes get from the socket
-                 into the output (default auto: splice into files, the
-                 fastest measured; to stdout splice, or copy into /dev/null
-                 and terminals)
-  --sha256 HEX   check the file's SHA-256 (one file)
-  --limit-rate R cap the transfer rate, e.g. 500K, 20M, 1.5G (bytes/s)
-  --speed-limit R
-  --speed-time D end an attempt whose rate stays below R bytes/s for D (by
-                 default 1 byte/s and 30s when only one is given); it is
-                 retried, but does not count as progress, so a server that
-                 trickles uses up --retries
-  --max-time D   stop after D in all (e.g. 10m), whatever is left; exit 7
-
-Each file is written to FILE.part (with its resume state in
-FILE.part.state) and renamed to FILE only when complete and verified, with
-the server's mtime. Connection errors, connection refused and busy or
-draining servers are retried with backoff, resuming where the bytes stop.
-If the file changes on the server meanwhile (its size or mtime; looked at
-again before the rename), it is fetched from the start.
-Ctrl-C (and --max-time) keeps FILE.part and prints the command that
-resumes it.
-
-Exit status:
-  0    every file complete and verified
-  1    other error
-  2    bad command line
-  3    refused by the server: not found, forbidden, not a regular file...
-  4    connection failed (after the retries)
-  5    verification failed: wrong size or SHA-256, or the file changed
-       while being written to stdout
-  6    local I/O error: cannot create, write or rename the output
-  7    --max-time reached; FILE.part is kept for -c
-  130  interrupted (Ctrl-C or SIGTERM); FILE.part is kept for -c
-With several files, the status is that of the first file that failed.
-`
-
 // Exit statuses beyond cli's.
 const (
 	ExitRefused     = 3
@@ -96,6 +33,7 @@ const (
 	ExitVerify      = 5
 	ExitLocalIO     = 6
 	ExitMaxTime     = 7
+	ExitTLS         = 8
 	ExitInterrupted = 130
 )
 
@@ -136,6 +74,7 @@ func ExitCode(err error) int {
 		de *net.DNSError // a host that does not resolve
 		oe *net.OpError
 		me *maxTimeError
+		ce *fetch.CertError
 	)
 	switch {
 	case err == nil:
@@ -150,10 +89,12 @@ func ExitCode(err error) int {
 		return ExitLocalIO
 	case errors.As(err, &ve):
 		return ExitVerify
+	case errors.As(err, &ce):
+		return ExitTLS
 	case errors.As(err, &ge):
 		return ExitConnection
 	case errors.As(err, &se):
-		if se.Status.Retryable() {
+		if se.Retryable() {
 			return ExitConnection
 		}
 		return ExitRefused
@@ -178,6 +119,10 @@ type options struct {
 	speedTime      time.Duration
 	maxTime        time.Duration
 	stdoutIsOutput bool
+	mirrors        []string
+	cacert         string
+	insecure       bool
+	noVerify       bool
 }
 
 // Run runs zfetch with args (without the program name). Progress and
@@ -211,6 +156,14 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 	speedLimit := fs.String("speed-limit", "", "")
 	fs.DurationVar(&o.speedTime, "speed-time", 0, "")
 	fs.DurationVar(&o.maxTime, "max-time", 0, "")
+	fs.Func("mirror", "", func(s string) error {
+		o.mirrors = append(o.mirrors, s)
+		return nil
+	})
+	fs.StringVar(&o.cacert, "cacert", "", "")
+	fs.BoolVar(&o.insecure, "k", false, "")
+	fs.BoolVar(&o.insecure, "insecure", false, "")
+	fs.BoolVar(&o.noVerify, "no-verify", false, "")
 	// Flags may come after URLs: parse, take the positional, go on.
 	var urls []string
 	rest := args
@@ -250,6 +203,12 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 		return nil, nil, cli.Usagef("--max-time wants a positive duration such as 10m, not %s", o.maxTime)
 	case o.quiet && o.jsonOut:
 		return nil, nil, cli.Usagef("-q and --json are exclusive")
+	case len(o.mirrors) > 0 && (len(urls) > 1 || o.recursive):
+		return nil, nil, cli.Usagef("--mirror names other URLs of one file: give one URL, without -r")
+	case o.noVerify && o.sha256 != "":
+		return nil, nil, cli.Usagef("--no-verify and --sha256 are exclusive")
+	case o.cacert != "" && o.insecure:
+		return nil, nil, cli.Usagef("--cacert and -k are exclusive")
 	}
 	if o.output == "-" {
 		o.stdoutIsOutput = true
@@ -298,102 +257,26 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 	return o, urls, nil
 }
 
-// plan is the batch of files to fetch.
-type plan struct {
-	jobs  []fetch.Job
-	files []progress.File
-	dirs  []dirMTime // -r: directories to give their server mtime at the end
-}
-
-type dirMTime struct {
-	path  string
-	mtime int64
-}
-
-func (p *plan) add(j fetch.Job, size int64) {
-	j.ID = len(p.jobs)
-	p.jobs = append(p.jobs, j)
-	p.files = append(p.files, progress.File{Name: j.Name, Size: size})
-}
-
-// failedBefore returns the first of jobs that failed, or -1.
-func failedBefore(jobs []int, results []error) int {
-	for _, k := range jobs {
-		if results[k] != nil {
-			return k
-		}
-	}
-	return -1
-}
-
-// tempNames are the files a download of dst writes besides dst itself.
-func tempNames(dst string) []string {
-	part := dst + ".part"
-	state := part + fetch.StateSuffix
-	return []string{part, state, state + ".tmp"}
-}
-
-// order puts the jobs into waves, batches run one after the other (the
-// jobs of a batch at once, -j at a time). A job whose destination is one
-// of another job's temporary files ("x.part" in a tree that also has "x")
-// runs after that job is over: run together, one would overwrite the
-// other's file, and the last rename would put the wrong content in place.
-// Its own temporary files are longer names, so the order has no cycles.
-// after[i] lists the jobs whose temporary files job i's destination is:
-// if one of those fails, its .part stays for a later -c, and job i must
-// not replace it.
-func (p *plan) order() (waves [][]int, after [][]int) {
-	after = make([][]int, len(p.jobs))
-	idx := map[string]int{}
-	for i, j := range p.jobs {
-		if j.Dst != "" {
-			idx[filepath.Clean(j.Dst)] = i
-		}
-	}
-	wave := make([]int, len(p.jobs))
-	order := make([]int, len(p.jobs))
-	for i := range order {
-		order[i] = i
-	}
-	// Shorter destinations first: a job's wave depends only on the waves
-	// of jobs with shorter names.
-	sort.SliceStable(order, func(a, b int) bool { return len(p.jobs[order[a]].Dst) < len(p.jobs[order[b]].Dst) })
-	n := 1
-	for _, i := range order {
-		if p.jobs[i].Dst == "" {
-			continue
-		}
-		for _, t := range tempNames(filepath.Clean(p.jobs[i].Dst)) {
-			k, ok := idx[t]
-			if !ok {
-				continue
-			}
-			after[k] = append(after[k], i)
-			if wave[k] <= wave[i] {
-				wave[k] = wave[i] + 1
-				n = max(n, wave[k]+1)
-			}
-		}
-	}
-	waves = make([][]int, n)
-	for i, w := range wave {
-		waves[w] = append(waves[w], i)
-	}
-	return waves, after
-}
-
 func run(ctx context.Context, o *options, urls []string, args []string, stdout, stderr *os.File) error {
 	targets := make([]fetch.Target, len(urls))
 	for i, u := range urls {
-		t, err := fetch.ParseURL(u)
+		t, err := parseTarget(u)
 		if err != nil {
-			return &cli.UsageError{Err: err}
-		}
-		if slices.Contains(strings.Split(t.Path, "/"), "..") {
-			// The server refuses it too; say so before anything is written.
-			return cli.Usagef("%s: a path with \"..\" in it names nothing on the server", t)
+			return err
 		}
 		targets[i] = t
+	}
+	var mirrors []fetch.Target
+	for _, u := range o.mirrors {
+		t, err := parseTarget(u)
+		if err != nil {
+			return err
+		}
+		mirrors = append(mirrors, t)
+	}
+	tlsConf, err := tlsConfig(o)
+	if err != nil {
+		return err
 	}
 	if o.maxTime > 0 {
 		var cancel context.CancelFunc
@@ -411,10 +294,12 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		SpeedLimit:    o.speedLimit,
 		SpeedTime:     o.speedTime,
 		Events:        rend.Event,
+		TLS:           tlsConf,
+		NoVerify:      o.noVerify,
 	})
 	defer client.Close()
 
-	p, err := makePlan(ctx, o, targets, client, rend, stdout)
+	p, err := makePlan(ctx, o, targets, mirrors, client, rend, stdout)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fetch.Stopped(ctx)
@@ -563,115 +448,22 @@ func newRenderer(o *options, stdout, stderr *os.File) (*progress.Renderer, time.
 	return progress.New(ro), every
 }
 
-// makePlan turns the URLs into jobs: one per URL, or, with -r, one per file
-// of each tree (creating its directories).
-func makePlan(ctx context.Context, o *options, targets []fetch.Target, c *fetch.Client, rend *progress.Renderer, stdout *os.File) (*plan, error) {
-	p := &plan{}
-	dir := o.dir
-	if dir == "" {
-		dir = "."
-	}
-	if o.dir != "" {
-		if err := os.MkdirAll(o.dir, 0o755); err != nil {
-			return nil, &fetch.LocalError{Op: "create directory", Path: o.dir, Err: err}
+// tlsConfig is the TLS configuration of --cacert and -k: nil (the
+// system's roots) without them.
+func tlsConfig(o *options) (*tls.Config, error) {
+	switch {
+	case o.insecure:
+		return &tls.Config{InsecureSkipVerify: true}, nil
+	case o.cacert != "":
+		pem, err := os.ReadFile(o.cacert)
+		if err != nil {
+			return nil, cli.Usagef("--cacert: %v", err)
 		}
-	}
-	seen := map[string]string{}
-	claim := func(dst string, t fetch.Target) error {
-		key := filepath.Clean(dst)
-		if prev, ok := seen[key]; ok {
-			return cli.Usagef("%s and %s would both be written to %s; use -O or -o", prev, t, dst)
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, cli.Usagef("--cacert %s: no PEM certificate in it", o.cacert)
 		}
-		seen[key] = t.String()
-		return nil
+		return &tls.Config{RootCAs: pool}, nil
 	}
-	for _, t := range targets {
-		if o.recursive {
-			if err := planTree(ctx, o, t, dir, c, rend, p, claim); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		j := fetch.Job{Src: t, Resume: o.resume, SHA256: o.sha256}
-		switch {
-		case o.stdoutIsOutput:
-			j.Out, j.Name = stdout, "-"
-		case o.output != "":
-			j.Dst = o.output
-		default:
-			name := path.Base(t.Path)
-			if strings.HasSuffix(t.Path, "/") || name == "/" || name == "." || name == ".." {
-				return nil, cli.Usagef("%s names no file; use -o FILE, or -r for a directory", t)
-			}
-			j.Dst = filepath.Join(dir, name)
-		}
-		if j.Name == "" {
-			j.Name = j.Dst
-			if err := claim(j.Dst, t); err != nil {
-				return nil, err
-			}
-		}
-		p.add(j, -1)
-	}
-	return p, nil
-}
-
-func planTree(ctx context.Context, o *options, t fetch.Target, dir string, c *fetch.Client, rend *progress.Renderer, p *plan, claim func(string, fetch.Target) error) error {
-	root := o.output
-	if root == "" {
-		switch base := path.Base(t.Path); base {
-		case "/":
-			root = dir
-		case ".", "..":
-			// "dir/." would be the tree of dir written into DIR itself.
-			return cli.Usagef("%s: its last name is %q, which names no directory to create; use -o DIR", t, base)
-		default:
-			root = filepath.Join(dir, base)
-		}
-	}
-	st, err := c.Stat(ctx, t)
-	if err != nil {
-		return fmt.Errorf("%s: %w", t, err)
-	}
-	if st.Kind != wire.KindDir {
-		return &fetch.StatusError{Status: wire.StatusNotDirectory, Path: t.Path,
-			Message: fmt.Sprintf("not a directory: %s (drop -r to fetch a file)", t.Path)}
-	}
-	entries, err := c.Walk(ctx, t, rend.Event)
-	if err != nil {
-		return fmt.Errorf("listing %s: %w", t, err)
-	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return &fetch.LocalError{Op: "create directory", Path: root, Err: err}
-	}
-	var dirs []dirMTime
-	for _, e := range entries {
-		local := filepath.Join(root, filepath.FromSlash(e.Rel))
-		switch e.Kind {
-		case wire.KindDir:
-			if err := os.MkdirAll(local, 0o755); err != nil {
-				return &fetch.LocalError{Op: "create directory", Path: local, Err: err}
-			}
-			dirs = append(dirs, dirMTime{local, e.MTime})
-		case wire.KindFile:
-			src := t.Join(e.Rel)
-			if err := claim(local, src); err != nil {
-				return err
-			}
-			p.add(fetch.Job{Src: src, Dst: local, Name: local, Resume: o.resume}, e.Size)
-		case wire.KindSymlink:
-			rend.Note(time.Now(), fmt.Sprintf("skipping %s: a symlink to a directory", t.Join(e.Rel)))
-		default:
-			rend.Note(time.Now(), fmt.Sprintf("skipping %s: not a regular file", t.Join(e.Rel)))
-		}
-	}
-	// Deepest first, so setting a child's mtime does not change its
-	// parent's after. The root too, unless it is the -O directory itself.
-	for i := len(dirs) - 1; i >= 0; i-- {
-		p.dirs = append(p.dirs, dirs[i])
-	}
-	if root != dir {
-		p.dirs = append(p.dirs, dirMTime{root, st.MTime})
-	}
-	return nil
+	return nil, nil
 }

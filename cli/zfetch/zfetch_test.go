@@ -55,6 +55,14 @@ func TestParse(t *testing.T) {
 			t.Errorf("%q: %+v %v", c.args, o, err)
 		}
 	}
+	o, urls, err = parse([]string{"http://a/f", "--mirror", "https://b/f", "--mirror", "zfs://c/f", "-k", "--no-verify"}, io.Discard)
+	if err != nil || len(urls) != 1 || strings.Join(o.mirrors, " ") != "https://b/f zfs://c/f" || !o.insecure || !o.noVerify {
+		t.Fatalf("mirrors: %+v %v %v", o, urls, err)
+	}
+	o, _, err = parse([]string{"--insecure", "--cacert", "", "https://a/f"}, io.Discard)
+	if err != nil || !o.insecure {
+		t.Fatalf("--insecure: %+v %v", o, err)
+	}
 	for _, arg := range []string{"--help", "-h"} {
 		var stdout bytes.Buffer
 		if _, _, err := parse([]string{"h/a", arg}, &stdout); !errors.Is(err, flag.ErrHelp) || !strings.HasPrefix(stdout.String(), "Usage: zfetch ") {
@@ -103,6 +111,10 @@ func TestParse(t *testing.T) {
 		{"--max-time", "0", "h/a"},
 		{"--max-time", "-5m", "h/a"},
 		{"--nope", "h/a"},
+		{"--mirror", "h/b", "h/a", "h/c"},
+		{"--mirror", "h/b", "-r", "h/a"},
+		{"--no-verify", "--sha256", strings.Repeat("a", 64), "h/a"},
+		{"--cacert", "x.pem", "-k", "https://h/a"},
 	}
 	for _, args := range bad {
 		var stdout bytes.Buffer
@@ -131,6 +143,10 @@ func TestExitCode(t *testing.T) {
 		{fmt.Errorf("GET: %w", &wire.Error{Msg: "bad magic"}), ExitConnection},
 		{&fetch.VerifyError{Msg: "x"}, ExitVerify},
 		{&fetch.LocalError{Op: "write", Path: "p", Err: syscall.ENOSPC}, ExitLocalIO},
+		{fmt.Errorf("x: %w", &fetch.CertError{Host: "h", Err: errors.New("unknown authority")}), ExitTLS},
+		{&fetch.StatusError{Status: wire.StatusBusy, HTTP: 503}, ExitConnection},
+		{&fetch.StatusError{Status: wire.StatusNotFound, HTTP: 404}, ExitRefused},
+		{&fetch.StatusError{Status: wire.StatusForbidden, HTTP: 403}, ExitRefused},
 		{errors.New("something else"), cli.ExitError},
 	}
 	for _, c := range cases {
@@ -220,6 +236,12 @@ func TestBadNames(t *testing.T) {
 		{"-r", "127.0.0.1:1/a/."},
 		{"-r", "127.0.0.1:1/."},
 		{"127.0.0.1:1/a/."},
+		{"http://127.0.0.1:1/a/%2e%2e"},
+		{"http://127.0.0.1:1/a/../b"},
+		{"-r", "https://127.0.0.1:1/a/."},
+		{"http://127.0.0.1:1/a", "--mirror", "http://127.0.0.1:1/%2e%2e/x"},
+		{"http://127.0.0.1:1/"},
+		{"http://u:p@127.0.0.1:1/a"},
 	} {
 		dir := t.TempDir()
 		out := filepath.Join(dir, "out")

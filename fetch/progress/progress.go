@@ -107,6 +107,8 @@ type file struct {
 	err     error
 	skipped bool
 
+	sources, live int // mirrors: URLs of the file, and how many are in use
+
 	// rate: an exponentially weighted average with a 2s time constant
 	sampleT time.Time
 	sampleN int64
@@ -196,6 +198,9 @@ func (r *Renderer) Event(e fetch.Event) {
 	}
 	f.done = e.Done // retries too: their done is the bytes in place when the attempt failed
 	f.conns = e.Conns
+	if e.Sources > 1 {
+		f.sources, f.live = e.Sources, e.SourcesLive
+	}
 	switch e.Kind {
 	case fetch.EventStart:
 		f.state, f.start, f.resumed = e.Kind, e.Time, e.Resumed
@@ -216,14 +221,25 @@ func (r *Renderer) Event(e fetch.Event) {
 	case fetch.EventError:
 		f.state, f.end, f.err = e.Kind, e.Time, e.Err
 		r.onError(f, &e)
+	case fetch.EventSource:
+		r.message(e.Time, fmt.Sprintf("%s: no longer using %s: %v (%d of %d sources left)", f.Name, e.Mirror, e.Err, f.live, f.sources), false)
+		r.json(e.Time, f, &e, kv{"mirror", e.Mirror}, kv{"reason", fetch.Reason(e.Err)}, kv{"error", e.Err.Error()})
 	}
 	r.maybeDraw(e.Time)
 }
 
 func (r *Renderer) onRetry(f *file, e *fetch.Event) {
-	r.message(e.Time, fmt.Sprintf("%s: %s", f.Name, fetch.RetryMessage(*e)), false)
-	r.json(e.Time, f, e, kv{"attempt", e.Attempt}, kv{"retry_in_seconds", round(e.Delay.Seconds(), 3)},
-		kv{"reason", fetch.Reason(e.Err)}, kv{"error", e.Err.Error()})
+	if e.Mirror != "" {
+		r.message(e.Time, fmt.Sprintf("%s: %s: %s", f.Name, e.Mirror, fetch.RetryMessage(*e)), false)
+	} else {
+		r.message(e.Time, fmt.Sprintf("%s: %s", f.Name, fetch.RetryMessage(*e)), false)
+	}
+	extra := []kv{{"attempt", e.Attempt}, {"retry_in_seconds", round(e.Delay.Seconds(), 3)},
+		{"reason", fetch.Reason(e.Err)}, {"error", e.Err.Error()}}
+	if e.Mirror != "" {
+		extra = append(extra, kv{"mirror", e.Mirror})
+	}
+	r.json(e.Time, f, e, extra...)
 }
 
 func (r *Renderer) onStart(f *file, e *fetch.Event) {
@@ -421,7 +437,11 @@ func (r *Renderer) json(t time.Time, f *file, e *fetch.Event, extra ...kv) {
 	}
 	o := obj{{"v", 1}, {"event", e.Kind.String()}, {"time", stamp(t)},
 		{"file", e.File}, {"name", f.Name}, {"url", e.Source}, {"total", f.Size}, {"done", f.done}}
-	r.writeJSON(append(o, extra...))
+	o = append(o, extra...)
+	if f.sources > 1 {
+		o = append(o, kv{"sources", f.sources}, kv{"sources_live", f.live})
+	}
+	r.writeJSON(o)
 }
 
 func (r *Renderer) writeJSON(o obj) {
@@ -492,7 +512,15 @@ func (r *Renderer) stats(f *file, t time.Time) string {
 	if d, ok := f.eta(); ok {
 		eta = human.Duration(d)
 	}
-	return fmt.Sprintf("%s %s/%s %s ETA %s", percent(f.done, f.Size), human.Bytes(f.done), human.Bytes(f.Size), human.Rate(f.rate), eta)
+	return fmt.Sprintf("%s %s/%s %s ETA %s%s", percent(f.done, f.Size), human.Bytes(f.done), human.Bytes(f.Size), human.Rate(f.rate), eta, f.sourcesNote())
+}
+
+// sourcesNote is " 2/3 sources" for a file with mirrors.
+func (f *file) sourcesNote() string {
+	if f.sources < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" %d/%d sources", f.live, f.sources)
 }
 
 type totals struct {

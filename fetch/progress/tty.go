@@ -174,7 +174,7 @@ func (r *Renderer) fileStats(f *file) string {
 	if d, ok := f.eta(); ok {
 		eta = human.Duration(d)
 	}
-	return statsLine(f.done, f.Size, f.rate, "ETA "+eta)
+	return statsLine(f.done, f.Size, f.rate, "ETA "+eta+f.sourcesNote())
 }
 
 func connStats(c fetch.ConnProgress) string {
