@@ -86,9 +86,12 @@ func TestBlockingReceiveStall(t *testing.T) {
 				if n := blocked.Load(); n != 2 {
 					t.Fatalf("%d bodies received on a blocking socket, want 2", n)
 				}
-				// Detected after the stall timeout, not much later.
+				// Detected not much later than the stall timeout. (No lower
+				// bound: the client's timeout runs from its last read, which
+				// on a loaded machine can come well before the server's
+				// goroutine records that it stopped.)
 				waited := r[0].Time.Sub(time.Unix(0, stalledAt.Load()))
-				if waited < stall-20*time.Millisecond || waited > stall+2*time.Second {
+				if waited > stall+5*time.Second {
 					t.Fatalf("stall detected %v after the server stopped; timeout %v", waited, stall)
 				}
 				if r[0].Done != 1<<20 {
