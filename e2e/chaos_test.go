@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,6 +29,21 @@ var chaosRecv = [][]string{
 	{"--recv", "mmap"},
 	{"-x", "4"},
 	{"--recv", "copy", "-x", "4"},
+	{"curl"}, // the same port over HTTP, with curl's own retries and resume
+	{"wget"},
+}
+
+// httpClientArgs is the command that fetches url into part with curl or
+// wget, retrying and resuming as their users would set them up to ride
+// out a restart: a reset, a refused connection or a 503 is retried, and a
+// retry resumes where the last attempt ended.
+func httpClientArgs(client, url, part string) (string, []string) {
+	if client == "curl" {
+		return "curl", []string{"-sS", "-f", "--retry", "60", "--retry-all-errors", "--retry-delay", "1",
+			"--retry-max-time", "150", "--max-time", "170", "-C", "-", "-o", part, url}
+	}
+	return "wget", []string{"-q", "-c", "--tries=60", "--waitretry=1", "--retry-connrefused",
+		"--retry-on-http-error=503", "--read-timeout=30", "-O", part, url}
 }
 
 // chaosDaemon is the daemon TestChaos is running now: the killer and the
@@ -49,8 +65,8 @@ func (c *chaosDaemon) set(d *Daemon) {
 	c.mu.Unlock()
 }
 
-// TestChaos: N downloads by the real zfetch, of mixed sizes and receive
-// modes, a few at a time, while a worker is SIGKILLed every 200-500 ms
+// TestChaos: N downloads by the real zfetch (and, over HTTP on the same
+// port, curl and wget), of mixed sizes and receive modes, a few at a time, while a worker is SIGKILLed every 200-500 ms
 // (its pid from zctl status --json), the daemon reloads every 2 s, and
 // (once in the short form, four times in the long) it is drained with
 // zctl drain --wait and a new one started on the same port. Every
@@ -180,26 +196,41 @@ func TestChaos(t *testing.T) {
 	download := func(i int, recv []string) {
 		f := files[i%len(files)]
 		dst := filepath.Join(out, fmt.Sprintf("%04d-%s", i, f.name))
-		args := append([]string{"--json", "-o", dst}, recv...)
-		args = append(args, "zfs://"+listen+"/"+f.name)
-		r, err := runCtx(ctx, 180*time.Second, zfetch, args...)
-		retries.Add(int64(strings.Count(r.Stdout, `"event":"retry"`)))
+		var r Result
+		var err error
+		var args []string
+		if c := recv[0]; c == "curl" || c == "wget" {
+			// Into a name of its own, renamed when the client says it is
+			// complete: what curl and wget leave after a failure is theirs.
+			bin, a := httpClientArgs(c, "http://"+listen+"/"+f.name, dst+".http")
+			args = append([]string{bin}, a...)
+			r, err = runCtx(ctx, 180*time.Second, bin, a...)
+			if err == nil && r.Code == 0 {
+				os.Rename(dst+".http", dst)
+			}
+			os.Remove(dst + ".http")
+		} else {
+			args = append([]string{"--json", "-o", dst}, recv...)
+			args = append(args, "zfs://"+listen+"/"+f.name)
+			r, err = runCtx(ctx, 180*time.Second, zfetch, args...)
+			retries.Add(int64(strings.Count(r.Stdout, `"event":"retry"`)))
+		}
 		_, statErr := os.Stat(dst)
 		switch {
 		case err != nil || r.Code != 0:
 			failed.Add(1)
-			fail("zfetch %s: exit %d %v: %s", strings.Join(args, " "), r.Code, err, tail(r.Stderr, 5))
+			fail("%s: exit %d %v: %s", strings.Join(args, " "), r.Code, err, tail(r.Stderr, 5))
 			if statErr == nil {
 				corrupted.Add(1)
 				fail("%s: a failed run left a file under its final name", dst)
 			}
 		case statErr != nil:
 			lost.Add(1)
-			fail("%s: zfetch exited 0 without its file: %v", dst, statErr)
+			fail("%s: %s exited 0 without its file: %v", dst, args[0], statErr)
 		default:
 			if got, err := sha256File(dst); got != f.sum {
 				corrupted.Add(1)
-				fail("%s: sha256 %s %v, want %s (zfetch %s)", dst, got, err, f.sum, strings.Join(args, " "))
+				fail("%s: sha256 %s %v, want %s (%s)", dst, got, err, f.sum, strings.Join(args, " "))
 			}
 		}
 		os.Remove(dst)
@@ -207,13 +238,22 @@ func TestChaos(t *testing.T) {
 		os.Remove(dst + ".part.state")
 		done.Add(1)
 	}
+	// curl and wget take their turns where they are installed.
+	var modes [][]string
+	for _, m := range chaosRecv {
+		if _, err := exec.LookPath(m[0]); m[0][0] != '-' && err != nil {
+			t.Logf("%s not installed: its downloads are zfetch's", m[0])
+			continue
+		}
+		modes = append(modes, m)
+	}
 	jobs := make(chan int)
 	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				download(i, chaosRecv[i%len(chaosRecv)])
+				download(i, modes[i%len(modes)])
 			}
 		}()
 	}
