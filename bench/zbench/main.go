@@ -72,6 +72,7 @@ type bench struct {
 	bin     string // built binaries: zfs-serve, zctl, zfetch, zload, zsink, zsendfile, zgohttp, zprof
 	scratch string
 	data    string
+	tmpfs   string // a folder on tmpfs for downloads saved to a file (the verify section)
 	nginx   string
 	nofile  int
 	session int
@@ -104,6 +105,7 @@ func main() {
 		only    = flag.String("only", "", "comma-separated section ids to run (default: all)")
 		finds   = flag.String("findings", "", "Markdown file included verbatim under Findings")
 		goTool  = flag.String("go", "go", "the go command (for go tool pprof)")
+		tmpfs   = flag.String("tmpfs", "", "a folder on tmpfs for the verify section's downloads (default: a folder in -scratch)")
 	)
 	flag.Parse()
 	if *render != "" {
@@ -119,7 +121,7 @@ func main() {
 	if *bin == "" || *scratch == "" {
 		fatal(fmt.Errorf("-bin and -scratch are required"))
 	}
-	b := &bench{quick: *quick, bin: *bin, scratch: *scratch, log: os.Stderr, live: map[*server]bool{}, goTool: *goTool}
+	b := &bench{quick: *quick, bin: *bin, scratch: *scratch, log: os.Stderr, live: map[*server]bool{}, goTool: *goTool, tmpfs: *tmpfs}
 	b.p = fullParams()
 	if b.quick {
 		b.p = quickParams()

@@ -61,6 +61,7 @@ func render(w *strings.Builder, r *Results, findings string) {
 	p("- Everything on loopback, client and servers on the same %s CPUs; the data is in the page cache before the first run. `bench/run` builds the binaries, installs nginx-light, wrk, curl and strace from Debian if missing, and stops every process it started (by pid).\n", m["nproc"])
 	p("- Servers: zfs-serve with 2 workers in each `zero_copy` mode, HTTP/1.1 on (its default) on the same port as the native protocol; nginx by hand, as its users tune it for static files (`worker_processes 2; sendfile on; tcp_nopush on; open_file_cache max=10000 inactive=20s; open_file_cache_valid 1s; access_log off;` keep-alive uncapped, everything in a scratch folder); Go `net/http`'s `FileServer` (`bench/zgohttp`); and the physical-limit probe `bench/zsendfile` (blocking sockets, a thread per connection, a minimal HTTP head, then `sendfile(2)` for the whole file).\n")
 	p("- Clients: `bench/zsink` (blocking socket, 1 MiB read buffer, discard) for streams; `bench/zload` (native protocol or HTTP/1.1, N keep-alive connections or a new one per request, latency histogram) for requests, the same tool for every server; checked against wrk below. The HTTP sections use independent clients for zfs-serve's HTTP side and nginx alike: wrk for requests (with `bench/zbench/smallfiles.lua` to spread them over the files), curl for the big file.\n")
+	p("- Saved to a file (the verify section): the big file into a file on tmpfs (`/dev/shm`, removed before and after every run) by curl, aria2c and zfetch, each timed from process start to exit, the file's size checked; client CPU is the client process's utime+stime (its rusage) per GB.\n")
 	p("- Rounds are interleaved (every server once per round), after one unrecorded warm-up run per server.\n")
 	p("- Background load: before each section the box is sampled for a second (CPU used outside the benchmark's own session, /proc/stat vs /proc/PID/stat), waiting up to %.0f s for it to be quiet; during each run the same is measured. A run with more than %.2f CPUs used by others is run again (twice at most); a section that stays busy is withheld: **not reported: box busy**. Memory figures are reported regardless.\n\n", r.Params.QuietWait.Seconds(), r.Params.BusyCPU)
 
@@ -145,15 +146,10 @@ func renderSection(w *strings.Builder, s *Section, quick bool) {
 	if errs {
 		p("\n")
 	}
-	// Ratios: each of ours over each peer.
-	var ours, peers []*Row
-	for _, r := range s.Rows {
-		if isOurs(r.Key) {
-			ours = append(ours, r)
-		} else {
-			peers = append(peers, r)
-		}
+	for _, n := range s.Notes {
+		p("_Note: %s._\n\n", n)
 	}
+	ours, peers := ratioRows(s)
 	if len(ours) == 0 || len(peers) == 0 {
 		return
 	}
@@ -183,6 +179,25 @@ func renderSection(w *strings.Builder, s *Section, quick bool) {
 		}
 		p("\n")
 	}
+}
+
+// ratioRows splits a section's rows into the numerators and the
+// denominators of its ratio tables: each of ours over each peer, or, with
+// RatioTo, every other row over that one.
+func ratioRows(s *Section) (ours, peers []*Row) {
+	for _, r := range s.Rows {
+		switch {
+		case s.RatioTo != "" && r.Key == s.RatioTo:
+			peers = append(peers, r)
+		case s.RatioTo != "":
+			ours = append(ours, r)
+		case isOurs(r.Key):
+			ours = append(ours, r)
+		default:
+			peers = append(peers, r)
+		}
+	}
+	return ours, peers
 }
 
 // anyRatio reports whether any of ours has a ratio to any peer for key.

@@ -46,7 +46,8 @@ type Section struct {
 	Title   string   `json:"title"`
 	What    string   `json:"what"`
 	Metrics []Metric `json:"metrics"`
-	Ratios  []string `json:"ratios"` // metrics for the zfs-serve ÷ peer matrix
+	Ratios  []string `json:"ratios"`             // metrics for the zfs-serve ÷ peer matrix
+	RatioTo string   `json:"ratio_to,omitempty"` // a row key: ratios are every other row over this one
 	Rows    []*Row   `json:"rows"`
 	// Box load: the 1-s sample before the section and the worst run.
 	Pre        proc.Usage `json:"pre"`

@@ -133,6 +133,14 @@ func (b *bench) runAll(only map[string]bool) error {
 		}
 		b.stopAll()
 	}
+	if want("verify") {
+		ss, err := b.startAll([]string{"zfs-sendfile", "nginx"})
+		if err != nil {
+			return err
+		}
+		b.verify(ss["nginx"], ss["zfs-sendfile"])
+		b.stopAll()
+	}
 	if want("soak") {
 		ss, err := b.startAll([]string{"zfs-sendfile", "nginx"})
 		if err != nil {
