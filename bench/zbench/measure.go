@@ -130,7 +130,7 @@ func (b *bench) finish(sec *Section) {
 
 func brief(m sample) string {
 	var parts []string
-	for _, k := range []string{"gbps", "rps", "p99_us", "cpu_per_gb", "cpu_us_per_req", "peak_rss", "foreign"} {
+	for _, k := range []string{"gbps", "rps", "p99_us", "cpu_per_gb", "client_cpu_per_gb", "cpu_us_per_req", "peak_rss", "foreign"} {
 		if v, ok := m[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%.4g", k, v))
 		}
