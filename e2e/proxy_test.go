@@ -142,7 +142,7 @@ func TestProxyListener(t *testing.T) {
 		closedWithoutAnswer(t, c, tc.name)
 		c.Close()
 	}
-	if n := strings.Count(d.Log(), "PROXY header refused"); n == 0 {
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(d.Log(), "PROXY header refused") }) {
 		t.Errorf("no log line for refused headers:\n%s", tail(d.Log(), 30))
 	}
 	if st := d.MustStatus(); len(st.Transfers) != 3 {
@@ -194,7 +194,8 @@ func TestProxyTrusted(t *testing.T) {
 	if b, err := fetch("127.0.0.4"); len(b) != 0 || err != nil {
 		t.Errorf("from 127.0.0.4 (untrusted): got %d bytes, %v; want a close", len(b), err)
 	}
-	if !strings.Contains(d.Log(), "outside proxy_trusted") {
+	// The close and the log line race: wait for the line.
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(d.Log(), "outside proxy_trusted") }) {
 		t.Errorf("no log line for the untrusted source:\n%s", tail(d.Log(), 20))
 	}
 	b, err := fetch("127.0.0.2")
