@@ -1,0 +1,248 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+var errDrained = errors.New("drained")
+
+// A connection's state as a drain sees it: only an idle one (waiting
+// between requests) is woken and closed.
+const (
+	connBusy int32 = iota
+	connIdle
+	connKicked
+)
+
+// readRequest waits for the next request. While a kept-alive connection
+// waits it is "idle": a drain may interrupt it, and then it is closed
+// unless a request had already arrived. A new connection is never idle: it
+// was accepted for a request, so a drain that starts meanwhile still
+// answers that one (the client would otherwise see a close with no
+// response, e.g. across a reload). Requests are read into a small
+// per-connection buffer, so header and path (sent together by every
+// client) cost one read, and pipelined requests none.
+//
+// One header_timeout covers the whole request (from the connection's start
+// for the first request, from its first byte for the others), not each
+// read: a client that trickles a byte at a time cannot hold the connection
+// longer than that.
+func (c *conn) readRequest(first bool) (wire.Request, error) {
+	s := c.s
+	if c.rpos == c.rend {
+		c.rpos, c.rend = 0, 0
+	}
+	armed := first && c.headArmed // header_timeout set for this request
+	if c.rend == c.rpos {
+		var err error
+		if armed, err = c.readIdle(first); err != nil {
+			return wire.Request{}, err
+		}
+	}
+	arm := func() {
+		if !armed {
+			c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+			armed = true
+		}
+	}
+	for c.rend-c.rpos < wire.RequestHeaderLen {
+		arm()
+		if err := c.fill(); err != nil {
+			return wire.Request{}, truncated(err)
+		}
+	}
+	q, plen, err := wire.DecodeRequestHeader((*[wire.RequestHeaderLen]byte)(c.buf[c.rpos:]))
+	if err != nil {
+		return q, err
+	}
+	c.rpos += wire.RequestHeaderLen
+	if plen <= c.rend-c.rpos {
+		err = q.SetPath(c.buf[c.rpos : c.rpos+plen])
+		c.rpos += plen
+		return q, err
+	}
+	// A path longer than what arrived with the header (rare: long paths).
+	p := make([]byte, plen)
+	n := copy(p, c.buf[c.rpos:c.rend])
+	c.rpos = c.rend
+	arm()
+	if _, err := io.ReadFull(c.f, p[n:]); err != nil {
+		return q, truncated(err)
+	}
+	return q, q.SetPath(p)
+}
+
+// readIdle waits for the first bytes of a request: on a new connection
+// with header_timeout, on a kept-alive one with idle_timeout, and only the
+// latter may be cut short by a drain. armed reports that header_timeout
+// now runs for this request.
+func (c *conn) readIdle(first bool) (armed bool, err error) {
+	s := c.s
+	if first {
+		c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+		return true, c.fill()
+	}
+	timeout := s.opts.IdleTimeout
+	now := time.Now()
+	if c.rdl.Sub(now) < timeout-min(time.Second, timeout/10) {
+		// Coarse: a kept-alive connection moves its deadline at most about
+		// once a second (or per tenth of the timeout), not per request.
+		c.setReadDeadline(now.Add(timeout))
+	}
+	// Order matters against Drain, which sets draining and then, under
+	// s.mu, moves each idle connection to kicked and its deadline to the
+	// past: idle first, then the check.
+	c.state.Store(connIdle)
+	if s.draining.Load() && !c.pending() {
+		c.state.Store(connBusy)
+		return false, errDrained
+	}
+	err = c.fill()
+	if c.state.CompareAndSwap(connIdle, connBusy) {
+		if err != nil && s.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errDrained
+		}
+		return false, err
+	}
+	// Kicked by a drain, which may still be setting the past deadline:
+	// wait for it (it holds s.mu), then decide what the wake-up meant.
+	s.mu.Lock()
+	s.mu.Unlock()
+	c.state.Store(connBusy)
+	if err == nil || (errors.Is(err, os.ErrDeadlineExceeded) && c.pending()) {
+		// A request had arrived: serve it, under header_timeout, which
+		// also replaces the drain's past deadline.
+		c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
+		if err != nil {
+			err = c.fill()
+		}
+		return true, err
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = errDrained
+	}
+	return false, err
+}
+
+// readOp is fill's read, run by c.runRead (bound once per connection, so
+// reading allocates nothing).
+type readOp struct {
+	n   int
+	err error
+}
+
+// fill reads more bytes into the request buffer. (It cannot skip the read
+// that finds the socket empty and wait for readability first: RawConn.Read
+// resets the poller's readiness before its first call, so an event that
+// arrived just before would be lost.)
+func (c *conn) fill() error {
+	if c.rpos > 0 {
+		c.rend = copy(c.buf, c.buf[c.rpos:c.rend])
+		c.rpos = 0
+	}
+	c.rd = readOp{}
+	if err := c.rc.Read(c.runRead); err != nil {
+		return err
+	}
+	n, err := c.rd.n, c.rd.err
+	c.rend += n
+	switch {
+	case n > 0:
+		return nil
+	case err == nil:
+		return io.EOF
+	}
+	return err
+}
+
+func (c *conn) doRead(fd uintptr) bool {
+	for {
+		c.rd.n, c.rd.err = unix.Read(int(fd), c.buf[c.rend:])
+		if c.rd.err == unix.EINTR {
+			continue
+		}
+		if c.rd.n < 0 {
+			c.rd.n = 0
+		}
+		return c.rd.err != unix.EAGAIN
+	}
+}
+
+func truncated(err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("connection closed inside a request: %w", wire.ErrTruncated)
+	}
+	return err
+}
+
+func (c *conn) setReadDeadline(t time.Time) {
+	c.rdl = t
+	c.f.SetReadDeadline(t)
+}
+
+// pending reports whether request bytes are buffered or waiting in the socket.
+func (c *conn) pending() bool {
+	if c.rend > c.rpos {
+		return true
+	}
+	var b [1]byte
+	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err == nil && n > 0
+}
+
+func (c *conn) readFailed(err error) Outcome {
+	var we *wire.Error
+	switch {
+	case err == io.EOF:
+		return OutcomeClosed
+	case errors.Is(err, errDrained):
+		return OutcomeDrained
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.s.log.Debug("closing idle connection", "client", c.client, "requests", c.res.Requests)
+		return OutcomeIdle
+	case errors.As(err, &we):
+		// A framing error cannot be resynchronised: answer, then close.
+		c.s.log.Info("bad request", "client", c.client, "err", we.Msg)
+		c.writeHeader(&wire.Response{Status: we.Status, Message: "bad request: " + we.Msg}, false)
+		return OutcomeBadRequest
+	case errors.Is(err, wire.ErrTruncated):
+		c.s.log.Info("truncated request", "client", c.client, "err", err)
+		return OutcomeBadRequest
+	}
+	c.s.log.Debug("read failed", "client", c.client, "err", err)
+	return OutcomeClientGone
+}
+
+// sniff reads a new connection's first bytes and tells its protocol: a
+// native request starts with wire.RequestMagic, anything else is HTTP.
+// The bytes stay buffered for the request reader, and header_timeout,
+// armed here, bounds the whole first request. After a PROXY header
+// (readProxy) it is armed already, and bytes of the request may be
+// buffered.
+func (c *conn) sniff() (native bool, err error) {
+	if !c.headArmed {
+		if _, err := c.readIdle(true); err != nil {
+			return false, err
+		}
+		c.headArmed = true
+	} else if c.rend == c.rpos {
+		if err := c.fill(); err != nil {
+			return false, err
+		}
+	}
+	magic := wire.RequestMagic
+	for c.rend-c.rpos < len(magic) && c.buf[c.rpos] == magic[0] {
+		if err := c.fill(); err != nil {
+			return false, truncated(err)
+		}
+	}
+	return string(c.buf[c.rpos:c.rpos+len(magic)]) == magic, nil
+}
