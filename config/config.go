@@ -5,15 +5,12 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -113,70 +110,6 @@ func Default() *Config {
 // answer is taken out of dispatch after 2 s, and replacing it must come
 // later than that.
 const MinWorkerTimeout = 3 * time.Second
-
-// Duration is a time.Duration written as a Go duration string ("90s", "2m").
-type Duration time.Duration
-
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("not a duration like \"30s\" or \"2m\": %q", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// Size is a byte count written as an integer or with a binary unit ("2MiB").
-type Size int64
-
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
-
-func (s *Size) UnmarshalText(b []byte) error {
-	str := strings.TrimSpace(string(b))
-	for _, u := range sizeUnits {
-		if num, ok := strings.CutSuffix(str, u.suffix); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-			if err != nil || n < 0 || n > (1<<62)/u.mult {
-				break
-			}
-			*s = Size(n * u.mult)
-			return nil
-		}
-	}
-	return fmt.Errorf("not a size like 2097152 or \"2MiB\": %q", b)
-}
-
-// UnmarshalTOML accepts both a TOML integer and a string with a unit.
-func (s *Size) UnmarshalTOML(v any) error {
-	switch v := v.(type) {
-	case int64:
-		if v < 0 {
-			return fmt.Errorf("negative size %d", v)
-		}
-		*s = Size(v)
-		return nil
-	case string:
-		return s.UnmarshalText([]byte(v))
-	}
-	return fmt.Errorf("not a size: %v", v)
-}
-
-func (s Size) MarshalText() ([]byte, error) {
-	for _, u := range sizeUnits[:3] {
-		if s >= Size(u.mult) && int64(s)%u.mult == 0 {
-			return []byte(strconv.FormatInt(int64(s)/u.mult, 10) + u.suffix), nil
-		}
-	}
-	return []byte(strconv.FormatInt(int64(s), 10)), nil
-}
 
 // Overrides are the command-line flags; a set field replaces the file's value.
 type Overrides struct {
@@ -298,130 +231,6 @@ func (o Overrides) flagFor(key string) string {
 	return ""
 }
 
-// decode parses data strictly into c.
-func decode(path string, data []byte, c *Config) error {
-	md, err := toml.Decode(string(data), c)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			msg := pe.Message
-			if pe.LastKey != "" {
-				msg = fmt.Sprintf("key %q: %s", pe.LastKey, msg)
-			}
-			return fmt.Errorf("%s:%d: %s", path, pe.Position.Line, msg)
-		}
-		// Type mismatches come as "toml: line N (last key "k"): ...".
-		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
-			return fmt.Errorf("%s:%s: key %q: %s", path, m[1], m[2], m[3])
-		}
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		var msgs []string
-		for _, k := range und {
-			msgs = append(msgs, fmt.Sprintf("%s:%d: unknown key %q", path, keyLine(data, k), k.String()))
-		}
-		return errors.New(strings.Join(msgs, "\n"))
-	}
-	// Values are validated by Load once flags have overridden them: a flag
-	// may replace a value the file got wrong.
-	// Relative paths in a file mean relative to the file, not to wherever
-	// the daemon happens to start (/ under systemd).
-	for _, p := range []struct {
-		key string
-		v   *string
-	}{{"root", &c.Root}, {"control", &c.Control}, {"digest_cache", &c.DigestCache}} {
-		if md.IsDefined(p.key) && *p.v != "" && *p.v != DigestCacheMemory && !filepath.IsAbs(*p.v) {
-			*p.v = filepath.Join(filepath.Dir(path), *p.v)
-		}
-	}
-	return nil
-}
-
-var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "(.*?)"\): (.*)$`)
-
-// keyLine finds the line that defines key: the assignment "a = ..." in
-// the right [table], a dotted assignment "t.a = ...", or the [table] or
-// [[array]] header of a table key. When a key has no line of its own (a key
-// inside an inline table, or a table created implicitly by [a.b]), it
-// falls back to the first line that defines its parent or one of its
-// children. It returns 0 if it cannot tell (the error then names only file
-// and key).
-func keyLine(data []byte, key toml.Key) int {
-	var table []string
-	fallback := 0
-	for i, line := range bytes.Split(data, []byte("\n")) {
-		l := strings.TrimSpace(string(line))
-		var full []string
-		if strings.HasPrefix(l, "[") {
-			h, _ := cutUnquoted(strings.TrimLeft(l, "["), ']')
-			table = splitKey(h)
-			full = table
-		} else {
-			k, ok := cutUnquoted(l, '=')
-			if !ok || strings.HasPrefix(l, "#") {
-				continue
-			}
-			full = append(append([]string(nil), table...), splitKey(k)...)
-		}
-		if slices.Equal(full, key) {
-			return i + 1
-		}
-		if fallback == 0 && (hasPrefix(full, key) || hasPrefix(key, full)) {
-			fallback = i + 1
-		}
-	}
-	return fallback
-}
-
-// splitKey splits a TOML key ("a.b", "a . \"b.c\"") into its parts.
-func splitKey(s string) []string {
-	var parts []string
-	var cur strings.Builder
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		switch ch := s[i]; {
-		case quote != 0:
-			if ch == quote {
-				quote = 0
-			} else {
-				cur.WriteByte(ch)
-			}
-		case ch == '"' || ch == '\'':
-			quote = ch
-		case ch == '.':
-			parts = append(parts, strings.TrimSpace(cur.String()))
-			cur.Reset()
-		default:
-			cur.WriteByte(ch)
-		}
-	}
-	return append(parts, strings.TrimSpace(cur.String()))
-}
-
-// cutUnquoted returns s up to the first sep outside quotes.
-func cutUnquoted(s string, sep byte) (string, bool) {
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		switch ch := s[i]; {
-		case quote != 0:
-			if ch == quote {
-				quote = 0
-			}
-		case ch == '"' || ch == '\'':
-			quote = ch
-		case ch == sep:
-			return s[:i], true
-		}
-	}
-	return s, false
-}
-
-// hasPrefix reports whether key starts with the parts of prefix and is longer.
-func hasPrefix(key, prefix []string) bool {
-	return len(key) > len(prefix) && slices.Equal(key[:len(prefix)], prefix)
-}
-
 // KeyError is a validation error about one key.
 type KeyError struct {
 	Key string
@@ -507,65 +316,6 @@ func (c *Config) validate() error {
 	case "text", "json":
 	default:
 		return keyErr("log_format", "must be text or json, not %q", c.LogFormat)
-	}
-	return nil
-}
-
-// ProxyPrefix marks a listen address whose connections start with a
-// PROXY protocol header (docs/PROXY.md): "proxy:127.0.0.1:7071".
-const ProxyPrefix = "proxy:"
-
-// SplitListen splits a listen entry into its address and whether it is a
-// PROXY protocol listener.
-func SplitListen(a string) (addr string, proxy bool) {
-	addr, proxy = strings.CutPrefix(a, ProxyPrefix)
-	return addr, proxy
-}
-
-// CheckListen validates a listen entry: an address, optionally written
-// proxy:ADDR.
-func CheckListen(a string) error {
-	addr, _ := SplitListen(a)
-	return CheckAddr(addr)
-}
-
-// ParseTrusted parses proxy_trusted: CIDR prefixes ("10.0.0.0/8") or
-// single addresses ("192.0.2.7", the same as "192.0.2.7/32"). IPv4
-// prefixes also match IPv4-mapped IPv6 addresses.
-func ParseTrusted(nets []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, n := range nets {
-		if strings.Contains(n, "/") {
-			p, err := netip.ParsePrefix(n)
-			if err != nil {
-				return nil, fmt.Errorf("%q is not a network like \"10.0.0.0/8\" or an address", n)
-			}
-			if p != p.Masked() {
-				return nil, fmt.Errorf("%q has bits set past its prefix length: write %s", n, p.Masked())
-			}
-			out = append(out, p)
-			continue
-		}
-		a, err := netip.ParseAddr(n)
-		if err != nil || a.Zone() != "" {
-			return nil, fmt.Errorf("%q is not a network like \"10.0.0.0/8\" or an address", n)
-		}
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
-}
-
-// CheckAddr validates a listen address ("host:port", "[::1]:port", ":port").
-func CheckAddr(a string) error {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return fmt.Errorf("bad address %q: %v", a, err)
-	}
-	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
-		return fmt.Errorf("bad address %q: host must be an IP address", a)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("bad address %q: bad port", a)
 	}
 	return nil
 }
