@@ -1,0 +1,38 @@
+package progress
+
+import (
+	"github.com/zfs-serve/zfs-serve/fetch"
+)
+
+type totals struct {
+	files, started, complete, failed int
+	size, done, received             int64
+	sizeKnown                        bool
+	rate                             float64
+}
+
+func (r *Renderer) totals() totals {
+	t := totals{files: len(r.files), sizeKnown: true}
+	for _, f := range r.files {
+		if f.Size < 0 {
+			// A file that failed before its size was known adds nothing.
+			t.sizeKnown = t.sizeKnown && f.state == fetch.EventError
+		} else {
+			t.size += f.Size
+		}
+		t.done += f.done
+		if f.state != 0 {
+			t.started++
+			t.received += max(f.done-f.resumed, 0)
+		}
+		switch f.state {
+		case fetch.EventDone:
+			t.complete++
+		case fetch.EventError:
+			t.failed++
+		case fetch.EventStart:
+			t.rate += f.rate
+		}
+	}
+	return t
+}
