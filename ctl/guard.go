@@ -2,12 +2,10 @@ package ctl
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -17,36 +15,6 @@ import (
 // per command, so even a busy machine's monitoring needs few.
 const DefaultMaxConns = 64
 
-// logEvery is the shortest interval between two log lines of one kind
-// that a peer can cause at will (refused and rejected connections).
-const logEvery = time.Second
-
-// rateLog logs one kind of line at most once per logEvery; the next line
-// it lets through says how many were suppressed meanwhile.
-type rateLog struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// log logs msg with args at level unless one was logged less than
-// logEvery before now.
-func (r *rateLog) log(l *slog.Logger, now time.Time, level slog.Level, msg string, args ...any) {
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	l.Log(context.Background(), level, msg, args...)
-}
-
 // reject answers a connection over the MaxConns limit with an error and
 // closes it, without waiting for the peer: its request is not read.
 func (s *Server) reject(c *net.UnixConn, max int) {
@@ -54,7 +22,7 @@ func (s *Server) reject(c *net.UnixConn, max int) {
 	b, _ := json.Marshal(&Response{V: Version, Error: fmt.Sprintf("too many control connections (%d); try again", max)})
 	c.Write(append(b, '\n'))
 	c.Close()
-	s.rejectLog.log(s.Log, s.clock(), slog.LevelWarn, "control connection rejected: too many open", "max", max)
+	s.rejectLog.Log(s.Log, s.clock(), slog.LevelWarn, "control connection rejected: too many open", "max", max)
 }
 
 // clock is the time for the log limits; tests set s.now.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zfs-serve/zfs-serve/internal/ratelog"
 )
 
 func TestDuplicateKey(t *testing.T) {
@@ -108,7 +110,7 @@ func TestRefusalLogRateLimited(t *testing.T) {
 	if n := strings.Count(logb.String(), "control connection refused"); n != 1 {
 		t.Fatalf("%d log lines for 10 refusals within a second, want 1:\n%s", n, logb.String())
 	}
-	clock.add(logEvery)
+	clock.add(ratelog.Every)
 	refuse(1)
 	lines := strings.Split(strings.TrimSpace(logb.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[1], "control connection refused") || !strings.HasSuffix(lines[1], "suppressed=9") {

@@ -17,6 +17,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/internal/ratelog"
 )
 
 // Peer is who is on the other end of a control connection, from the kernel
@@ -103,8 +105,8 @@ type Server struct {
 	// One more is answered with an error and closed at once.
 	MaxConns int
 
-	refusedLog rateLog // refused peers: at most a line a second
-	rejectLog  rateLog // connections over MaxConns, likewise
+	refusedLog ratelog.Limiter // refused peers: at most a line a second
+	rejectLog  ratelog.Limiter // connections over MaxConns, likewise
 	now        func() time.Time
 
 	mu     sync.Mutex
@@ -247,7 +249,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		err = s.Authorize(peer)
 	}
 	if err != nil {
-		s.refusedLog.log(s.Log, s.clock(), slog.LevelWarn, "control connection refused", "uid", peer.UID, "pid", peer.PID, "err", err)
+		s.refusedLog.Log(s.Log, s.clock(), slog.LevelWarn, "control connection refused", "uid", peer.UID, "pid", peer.PID, "err", err)
 		// Take the request line first (briefly), so the client is not
 		// writing into a closed socket when the refusal arrives.
 		c.SetReadDeadline(time.Now().Add(time.Second))
@@ -304,7 +306,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		// rights on a connection it keeps open too.
 		if s.Authorize != nil {
 			if err := s.Authorize(peer); err != nil {
-				s.refusedLog.log(s.Log, s.clock(), slog.LevelWarn, "control request refused", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID, "err", err)
+				s.refusedLog.Log(s.Log, s.clock(), slog.LevelWarn, "control request refused", "cmd", req.Cmd, "uid", peer.UID, "pid", peer.PID, "err", err)
 				reply(&Response{Error: err.Error()})
 				return
 			}
