@@ -123,6 +123,9 @@ func TestHTTPCloseDoesNotResetResponse(t *testing.T) {
 		}
 		n, err := resp.Body.Read(buf)
 		got = append(got, buf[:n]...)
+		if err == io.EOF && len(got) == size {
+			break // the whole body, read before the server took its transfer off the list
+		}
 		if err != nil {
 			t.Fatalf("after %d bytes: %v", len(got), err)
 		}
