@@ -46,6 +46,7 @@ func (s *Supervisor) refreshDispatch() {
 		}
 	}
 	s.dispatch.Store(&ws)
+	s.giveListeners(ws) // accept mode hook (acceptmode.go)
 }
 
 func (s *Supervisor) onReady(w *workerProc) {

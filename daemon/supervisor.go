@@ -151,6 +151,8 @@ type Supervisor struct {
 	lastHealth   time.Time // the last checkHealth (health.go)
 
 	metrics supMetrics // counters and listener for /metrics (metrics.go)
+
+	am acceptMode // accept mode hook (acceptmode.go)
 }
 
 type reloadWaiter struct {
