@@ -123,6 +123,7 @@ func (s *Supervisor) listenersFor(cfg *config.Config) ([]listenMeta, []int, erro
 		if derr != nil {
 			return metas, fds, fmt.Errorf("dup listener %s: %w", l.addr, derr)
 		}
+		deferAccept(nfd)
 		var flags byte
 		if proxy {
 			flags |= listenProxy
@@ -180,4 +181,15 @@ func (s *Supervisor) keepDispatch(cfg *config.Config) error {
 		return fmt.Errorf("dispatch %q is in use until a restart, and cannot enforce max_connections_per_client", cfg.Dispatch)
 	}
 	return nil
+}
+
+// deferAccept asks the kernel to queue a connection on the listening
+// socket fd only once its first data has arrived (TCP_DEFER_ACCEPT, as
+// nginx's "deferred"): every client of zfs-serve speaks first, and a
+// worker that accepts as soon as the handshake completes would find no
+// request yet, and pay a read that fails with EAGAIN and one more wake-up
+// of its poller per connection. A connection that sends nothing is queued
+// anyway after about a second. Best effort: an error only costs that.
+func deferAccept(fd int) {
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1)
 }
