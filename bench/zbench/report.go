@@ -391,6 +391,11 @@ func targets(r *Results) []target {
 		ratio("4 KiB keep-alive, "+conns+" conns: p99 <= nginx's", id, "zfs-sendfile", "nginx", "p99_us", 1.0, true)
 	}
 	ratio("new connection per request: >= 0.8x nginx req/s", "newconn", "zfs-sendfile", "nginx", "rps", 0.8, false)
+	if s := sec("newconn"); s != nil && s.find(zfsAcceptKey) != nil {
+		// Issue 15's targets for the accept dispatch mode.
+		ratio("new connection per request, dispatch = accept: >= 0.95x nginx req/s", "newconn", zfsAcceptKey, "nginx", "rps", 0.95, false)
+		ratio("new connection per request, dispatch = accept: server CPU per connection <= 1.2x nginx's", "newconn", zfsAcceptKey, "nginx", "cpu_us_per_req", 1.2, true)
+	}
 	ratio("server CPU per GB (one stream) <= nginx's", "stream1", "zfs-sendfile", "nginx", "cpu_per_gb", 1.0, true)
 	// HTTP: the brief's small-file, big-file and new-connection targets,
 	// with wrk or curl as the client for both servers.
