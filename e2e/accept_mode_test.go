@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,5 +230,51 @@ func TestAcceptModeConfigErrors(t *testing.T) {
 	os.WriteFile(cfg, []byte(strings.Replace(body, acceptConf, "dispatch = \"acept\"\n", 1)), 0o644)
 	if r := run(t, 15*time.Second, zfsServe, "--config", cfg, "--check"); r.Code == 0 || !strings.Contains(r.Stderr, `must be handoff or accept, not "acept"`) {
 		t.Fatalf("exit %d, stderr %q; want the bad value named", r.Code, r.Stderr)
+	}
+}
+
+// TestAcceptModeProxy: on a proxy: listener the workers that accept
+// themselves close connections from outside proxy_trusted (and log it),
+// serve trusted ones with the client the PROXY header names, and a
+// reload that makes the listener plain gives the new generation the
+// socket without the PROXY flag.
+func TestAcceptModeProxy(t *testing.T) {
+	root := shortTempDir(t)
+	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 1<<20)
+	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
+	d := StartDaemon(t, DaemonOpts{Root: root, Listen: "proxy:127.0.0.1:0",
+		Config: acceptConf + "proxy_trusted = [\"127.0.0.2\"]\n"})
+	header := proxyHeader(2, "203.0.113.7:1", "192.0.2.1:7071")
+	fetch := func(src string) ([]byte, error) {
+		c := dialFrom(t, src, d.Addr)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write(append(header, "GET /f.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"...))
+		b, err := io.ReadAll(c)
+		if isReset(err) {
+			err = nil
+		}
+		return b, err
+	}
+	if b, err := fetch("127.0.0.4"); len(b) != 0 || err != nil {
+		t.Errorf("from 127.0.0.4 (untrusted): got %d bytes, %v; want a close", len(b), err)
+	}
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(d.Log(), "outside proxy_trusted") }) {
+		t.Errorf("no log line for the untrusted source:\n%s", tail(d.Log(), 20))
+	}
+	if b, err := fetch("127.0.0.2"); err != nil || !strings.Contains(string(b), "200 OK") || len(b) < 1<<20 {
+		t.Fatalf("from 127.0.0.2 (trusted): %d bytes, %v", len(b), err)
+	}
+	stalledProxied(t, d.Addr, proxyHeader(1, "203.0.113.9:4000", "192.0.2.1:7071"), "/big.bin", false)
+	st := d.WaitStatus(5*time.Second, "the proxied transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })
+	if c := st.Transfers[0].Client; !strings.HasPrefix(c, "203.0.113.9:") {
+		t.Errorf("transfer's client %q, want the one the header named", c)
+	}
+	cfg := strings.Replace(readFile(d.Config), "proxy:127.0.0.1:0", "127.0.0.1:0", 1)
+	writeConfig(t, d.Config, cfg)
+	if r := d.Zctl("reload"); r.Code != 0 {
+		t.Fatalf("reload: %s %s", r.Stdout, r.Stderr)
+	}
+	if r := Zfetch(t, "-q", "-o", "-", d.URL("/f.bin")); r.Code != 0 || sha(r.Stdout) != sum {
+		t.Errorf("zfetch once the listener is plain: %d %s", r.Code, r.Stderr)
 	}
 }
