@@ -358,7 +358,7 @@ func (b *bench) wrkCheck(ng *server) {
 
 func (b *bench) newConn(ss []*server) {
 	sec := &Section{ID: "newconn", Title: "4 KiB files, a new connection per request",
-		What:    fmt.Sprintf("`zload -newconn -c %d` for %v: each of %d clients connects, sends one request, reads the 4 KiB answer and closes, over and over. For zfs-serve this path includes the supervisor's accept and the SCM_RIGHTS handoff to a worker. Latency includes the connect.", b.p.NewConns, b.p.LoadDur, b.p.NewConns),
+		What:    fmt.Sprintf("`zload -newconn -c %d` for %v: each of %d clients connects, sends one request, reads the 4 KiB answer and closes, over and over. For zfs-serve this path includes the supervisor's accept and the SCM_RIGHTS handoff to a worker; in zfs-serve (accept), `dispatch = \"accept\"`, the worker accepts itself. Latency includes the connect.", b.p.NewConns, b.p.LoadDur, b.p.NewConns),
 		Metrics: []Metric{mRPS, mP50, mP99, mCPUReq, mClientReq}, Ratios: []string{"rps", "p99_us", "cpu_us_per_req"}}
 	b.quiet(sec)
 	spec := loadSpec{conns: b.p.NewConns, dur: b.p.LoadDur, small: true, newConn: true}
