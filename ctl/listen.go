@@ -13,8 +13,8 @@ import (
 // stale socket file replaced (only after a dial proves nobody answers; a
 // file that is not a socket is never removed), mode 0660 and, if gid >= 0,
 // group gid. If a zfs-serve that is draining answers at path, the new
-// socket takes the path over (see takeover.go); one that serves makes
-// Listen fail.
+// socket is made beside it and takes the path over when Publish is called
+// (see takeover.go); one that serves makes Listen fail.
 //
 // The socket's directory must be safe (see checkSocketDir): the default
 // for an unprivileged user is /tmp/zfs-serve-UID/control.sock, and any
@@ -83,11 +83,13 @@ func create(path string, gid int, found os.FileInfo, takeover bool) (sock *Socke
 			return nil, false, fmt.Errorf("remove stale control socket: %w", err)
 		}
 	}
-	// A socket that takes the path over is made beside the old one and
-	// renamed over it: the path never lacks a socket that answers.
+	// A socket that takes the path over is made beside the old one, and
+	// Publish renames it over it once the daemon serves: the path never
+	// lacks a socket that answers, and a new daemon that fails to start
+	// leaves the draining one its path.
 	at := path
 	if takeover {
-		at = filepath.Join(dir, fmt.Sprintf(".%s.new.%d", filepath.Base(path), os.Getpid()))
+		at = besidePath(path)
 		os.Remove(at) // a leftover of a process that had this pid, if any
 	}
 	// Create it with 0660 from the start: no window where others could
@@ -112,15 +114,19 @@ func create(path string, gid int, found os.FileInfo, takeover bool) (sock *Socke
 			return fail(fmt.Errorf("control socket: chown to group %d: %w", gid, err))
 		}
 	}
-	if takeover {
-		if err := os.Rename(at, path); err != nil {
-			return fail(fmt.Errorf("control socket: take %s over: %w", path, err))
-		}
-	}
-	if st, err = os.Lstat(path); err != nil {
+	if st, err = os.Lstat(at); err != nil {
 		return fail(fmt.Errorf("control socket: %w", err))
 	}
-	return &Socket{UnixListener: ln, path: path, file: st, tookOver: takeover}, false, nil
+	sock = &Socket{UnixListener: ln, path: path, file: st}
+	if takeover {
+		sock.beside, sock.found = at, found
+	}
+	return sock, false, nil
+}
+
+// besidePath is where a socket that is to take path over waits for it.
+func besidePath(path string) string {
+	return filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.new.%d", filepath.Base(path), os.Getpid()))
 }
 
 // checkSocketDir refuses a socket directory that someone else could use to

@@ -17,14 +17,19 @@ import (
 // A new zfs-serve may start while the old one drains (it takes the port
 // over, see daemon/takeover.go); both are configured with the same control
 // socket path. Listen asks whoever answers at the path for its status: a
-// daemon that is draining (or stopping) loses the path to the new one,
-// whose socket is made beside it and renamed over it, so that the path
-// always leads to a daemon that answers; a serving one makes Listen fail
-// as before. The old daemon keeps the connections it has (a zctl drain
-// --wait goes on getting its progress); new ones reach the new daemon.
-// At its exit the old daemon removes the file only if it is still its
-// own socket. Both steps hold an flock on the socket's directory, so that
-// a check and a removal cannot interleave with a takeover.
+// daemon that is draining (or stopping) loses the path to the new one; a
+// serving one makes Listen fail as before. The new socket is made beside
+// the old one and serves from there (the new daemon's connections are
+// accepted from the start), and Publish renames it over the old one once
+// the new daemon serves: the path always leads to a daemon that answers,
+// and a new daemon that fails to start (a worker that cannot open the
+// root, a metrics address in use) leaves the draining one its path, so
+// that zctl still reaches it. The old daemon keeps the connections it has
+// (a zctl drain --wait goes on getting its progress); new ones reach the
+// new daemon. At its exit the old daemon removes the file only if it is
+// still its own socket. Every step holds an flock on the socket's
+// directory, so that a check and a removal cannot interleave with a
+// takeover.
 
 // ErrExiting is the answer of a daemon whose event loop has ended.
 var ErrExiting = errors.New("zfs-serve is exiting")
@@ -42,27 +47,97 @@ type Acceptor interface {
 // Socket is a control socket Listen created.
 type Socket struct {
 	*net.UnixListener
-	path     string
-	file     os.FileInfo // the socket file, to know it from a successor's
-	tookOver bool
-	once     sync.Once
+	path string
+	once sync.Once
+
+	mu   sync.Mutex
+	file os.FileInfo // the socket file, to know it from a successor's
+	// beside is where the socket is while it waits to take path over
+	// from a draining daemon (Publish), "" once it is at path; found is
+	// that daemon's socket file.
+	beside string
+	found  os.FileInfo
 }
 
-// TookOver reports whether the socket took its path over from a draining
-// daemon.
-func (s *Socket) TookOver() bool { return s.tookOver }
+// TakesOver reports whether the socket is to take its path over from a
+// draining daemon, and has not yet (Publish).
+func (s *Socket) TakesOver() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.beside != ""
+}
+
+// Publish puts a socket that takes its path over from a draining daemon
+// at its path (renamed over the draining daemon's); before, the path
+// leads to the draining daemon and this socket is reachable only beside
+// it. A daemon calls it once it serves. It does nothing for a socket
+// already at its path.
+func (s *Socket) Publish() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.beside == "" {
+		return nil
+	}
+	for try := 0; ; try++ {
+		st, err := os.Lstat(s.path)
+		if err == nil && (s.found == nil || !os.SameFile(st, s.found)) {
+			// Another socket came since Listen (a third daemon, or a
+			// replacement by hand): the same check as Listen's.
+			if st.Mode().Type() != os.ModeSocket {
+				return fmt.Errorf("control socket %s is no longer a socket (%s); refusing to replace it", s.path, fileKind(st.Mode()))
+			}
+			if _, err := checkAnswer(s.path); err != nil {
+				return err
+			}
+			s.found = st
+		}
+		done, err := s.rename()
+		if done || err != nil || try >= 5 {
+			if !done && err == nil {
+				err = fmt.Errorf("control socket %s: keeps changing", s.path)
+			}
+			return err
+		}
+	}
+}
+
+// rename moves the socket from beside to its path, with the directory
+// locked, if the file there is still the one found (or none is).
+func (s *Socket) rename() (done bool, err error) {
+	unlock, err := lockDir(filepath.Dir(s.path))
+	if err != nil {
+		return false, fmt.Errorf("control socket: %w", err)
+	}
+	defer unlock()
+	st, err := os.Lstat(s.path)
+	if err == nil && (s.found == nil || !os.SameFile(st, s.found)) {
+		return false, nil // changed again: look again
+	}
+	if err := os.Rename(s.beside, s.path); err != nil {
+		return false, fmt.Errorf("control socket: take %s over: %w", s.path, err)
+	}
+	s.beside, s.found = "", nil
+	return true, nil
+}
 
 // Close removes the socket's file, unless a daemon that took the path
-// over has put its own there, and closes the socket.
+// over has put its own there, and closes the socket. A socket that did
+// not take its path over yet removes its file beside the path.
 func (s *Socket) Close() error {
 	s.once.Do(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		at := s.path
+		if s.beside != "" {
+			at = s.beside
+		}
 		unlock, lerr := lockDir(filepath.Dir(s.path))
 		if lerr != nil {
 			return // left behind: a later Listen finds it stale
 		}
 		defer unlock()
-		if st, err := os.Lstat(s.path); err == nil && os.SameFile(st, s.file) {
-			os.Remove(s.path)
+		if st, err := os.Lstat(at); err == nil && os.SameFile(st, s.file) {
+			os.Remove(at)
 		}
 	})
 	return s.UnixListener.Close()

@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,13 +59,24 @@ func TestListenTakesOverFromDraining(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Listen while the old daemon is %s: %v", state, err)
 			}
-			if !newSock.TookOver() || oldSock.TookOver() {
-				t.Errorf("TookOver: new %v, old %v", newSock.TookOver(), oldSock.TookOver())
+			if !newSock.TakesOver() || oldSock.TakesOver() {
+				t.Errorf("TakesOver: new %v, old %v", newSock.TakesOver(), oldSock.TakesOver())
+			}
+			stopNew := serveAt(t, newSock, &fakeHandler{status: &Status{PID: 2, State: StateServing}})
+			// Until the new daemon publishes its socket (it serves), the
+			// path leads to the old one.
+			if pid := statusPID(t, dial(t, path)); pid != 1 {
+				t.Errorf("before Publish, a new connection reached daemon %d, want the old one", pid)
+			}
+			if err := newSock.Publish(); err != nil {
+				t.Fatal(err)
+			}
+			if newSock.TakesOver() {
+				t.Error("TakesOver after Publish")
 			}
 			if st, err := os.Lstat(path); err != nil || st.Mode().Perm() != 0o660 {
 				t.Errorf("the socket taken over: %v, %v", st, err)
 			}
-			stopNew := serveAt(t, newSock, &fakeHandler{status: &Status{PID: 2, State: StateServing}})
 			if pid := statusPID(t, dial(t, path)); pid != 2 {
 				t.Errorf("a new connection reached daemon %d, want the new one", pid)
 			}
@@ -82,6 +94,66 @@ func TestListenTakesOverFromDraining(t *testing.T) {
 			stopNew()
 			if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the new daemon's exit left its socket: %v", err)
+			}
+		})
+	}
+}
+
+// A new daemon that fails to start after Listen (it never publishes its
+// socket) leaves the draining daemon its path: zctl still reaches it, and
+// nothing of the new one is left in the directory.
+func TestListenTakeoverUnpublished(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	oldSock, err := Listen(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveAt(t, oldSock, &fakeHandler{status: &Status{PID: 1, State: StateDraining}})
+	newSock, err := Listen(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopNew := serveAt(t, newSock, &fakeHandler{status: &Status{PID: 2, State: StateStarting}})
+	stopNew() // the new daemon gives up: its start failed
+	if pid := statusPID(t, dial(t, path)); pid != 1 {
+		t.Errorf("after a failed start, daemon %d answers at the path, want the draining one", pid)
+	}
+	ents, _ := os.ReadDir(filepath.Dir(path))
+	if len(ents) != 1 || ents[0].Name() != filepath.Base(path) {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the socket's directory holds %v, want only the draining daemon's socket", names)
+	}
+}
+
+// A daemon that took the path over publishes its socket even if the
+// draining daemon has exited meanwhile, its file removed or left behind.
+func TestPublishAfterOldExit(t *testing.T) {
+	for _, removed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("removed=%v", removed), func(t *testing.T) {
+			path := filepath.Join(shortDir(t), "c.sock")
+			oldSock, err := Listen(path, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopOld := serveAt(t, oldSock, &fakeHandler{status: &Status{PID: 1, State: StateDraining}})
+			newSock, err := Listen(path, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			serveAt(t, newSock, &fakeHandler{status: &Status{PID: 2, State: StateServing}})
+			if removed {
+				stopOld() // a clean exit removes its own file
+			} else {
+				oldSock.UnixListener.Close() // killed: the file stays, nobody answers
+			}
+			if err := newSock.Publish(); err != nil {
+				t.Fatal(err)
+			}
+			if pid := statusPID(t, dial(t, path)); pid != 2 {
+				t.Errorf("daemon %d answers, want the new one", pid)
 			}
 		})
 	}

@@ -329,10 +329,10 @@ func (s *Supervisor) openControl(a activatedSockets) error {
 		if err != nil {
 			return err
 		}
-		if sock.TookOver() {
-			s.log.Info("a draining zfs-serve had the control socket: taking its path over; it keeps the connections it has", "path", s.cfg.Control)
+		if sock.TakesOver() {
+			s.log.Info("a draining zfs-serve has the control socket: taking its path over once this one serves; it keeps the connections it has", "path", s.cfg.Control)
 		}
-		cl = sock
+		cl, s.ctlSock = sock, sock
 		s.ctlPath, s.ctlOwned = s.cfg.Control, true
 	}
 	s.ctlGroup = s.cfg.ControlGroup
@@ -342,6 +342,20 @@ func (s *Supervisor) openControl(a activatedSockets) error {
 	s.ctlSrv = &ctl.Server{Handler: (*controlHandler)(s), Authorize: authorize, Log: s.log}
 	go s.ctlSrv.Serve(cl)
 	return nil
+}
+
+// publishControl puts the control socket at its path if it takes the path
+// over from a draining zfs-serve: once this daemon serves, so that a
+// start that fails leaves the draining one its path (ctl.Socket.Publish).
+func (s *Supervisor) publishControl() {
+	if s.ctlSock == nil || !s.ctlSock.TakesOver() {
+		return
+	}
+	if err := s.ctlSock.Publish(); err != nil {
+		s.log.Error("cannot take the control socket's path over: zctl does not reach this daemon there", "path", s.ctlPath, "err", err)
+		return
+	}
+	s.log.Info("took the control socket's path over from a draining zfs-serve", "path", s.ctlPath)
 }
 
 // checkControlGroup is applyControlGroup's part that can fail, run when a

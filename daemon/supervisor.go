@@ -95,6 +95,7 @@ type Supervisor struct {
 
 	listeners []*listener
 	ctlSrv    *ctl.Server
+	ctlSock   *ctl.Socket // the socket file we made, nil if systemd's
 	ctlPath   string
 	ctlOwned  bool // we created the socket file (not socket-activated)
 	// ctlGroup is the control_group in force and ctlGID its gid (-1:
@@ -432,6 +433,7 @@ func (s *Supervisor) promote(g *generation) {
 	s.refreshDispatch()
 	if first {
 		s.startAccepting()
+		s.publishControl()
 	} else {
 		s.applyListenerChanges()
 		s.applyMetrics()

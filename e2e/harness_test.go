@@ -256,13 +256,17 @@ func (d *Daemon) Status() (*ctl.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	for _, w := range r.Status.Workers {
-		if w.PID != 0 {
-			d.workers[w.PID] = true
+	// Only this daemon's workers: while a new instance starts, its control
+	// socket's path still leads to the draining one it takes over from.
+	if r.Status.PID == d.Cmd.Process.Pid {
+		d.mu.Lock()
+		for _, w := range r.Status.Workers {
+			if w.PID != 0 {
+				d.workers[w.PID] = true
+			}
 		}
+		d.mu.Unlock()
 	}
-	d.mu.Unlock()
 	return r.Status, nil
 }
 
