@@ -151,6 +151,21 @@ func (s *Supervisor) bind(addr string) (*listener, error) {
 
 // listenTCP binds addr (plain TCP) with SO_REUSEPORT and TCP_NODELAY.
 func listenTCP(addr string) (*listener, error) {
+	ln, err := listenReusePort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	f, err := pollable(ln)
+	if err != nil {
+		return nil, err
+	}
+	return &listener{name: FDNameFiles, configured: addr, f: f, addr: ln.Addr().String()}, nil
+}
+
+// listenReusePort listens on addr (plain TCP) with SO_REUSEPORT, so that a
+// new instance can take the address over while this one drains, and
+// TCP_NODELAY.
+func listenReusePort(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		c.Control(func(fd uintptr) {
@@ -167,15 +182,7 @@ func listenTCP(addr string) (*listener, error) {
 	// Plain TCP, not Go's default MPTCP: systemd's sockets are TCP too,
 	// and an MPTCP socket refuses SO_ATTACH_REUSEPORT_CBPF (steerAway).
 	lc.SetMultipathTCP(false)
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	f, err := pollable(ln)
-	if err != nil {
-		return nil, err
-	}
-	return &listener{name: FDNameFiles, configured: addr, f: f, addr: ln.Addr().String()}, nil
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // pollable turns a net.Listener into a non-blocking *os.File registered

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,7 @@ type metricsListener struct {
 	addr       string
 	ln         net.Listener
 	srv        *http.Server
+	steered    bool // (loop) steerAway done (a drain started)
 }
 
 // openMetrics opens the metrics listener at start: systemd's socket named
@@ -50,7 +52,7 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 		}
 	case s.cfg.MetricsListen != "":
 		var err error
-		if ml, err = bindMetrics(s.cfg.MetricsListen); err != nil {
+		if ml, err = s.bindMetrics(s.cfg.MetricsListen); err != nil {
 			return err
 		}
 	default:
@@ -60,12 +62,42 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 	return nil
 }
 
-func bindMetrics(addr string) (*metricsListener, error) {
-	ln, err := net.Listen("tcp", addr)
+// bindMetrics binds metrics_listen. Like the file listeners (takeover.go)
+// it has SO_REUSEPORT, so that a new instance with the same configuration
+// can bind it while this one drains: the new one asks whatever answers
+// there for /healthz first, and binds only if nothing answers or a
+// draining zfs-serve does.
+func (s *Supervisor) bindMetrics(addr string) (*metricsListener, error) {
+	draining, err := checkTakeoverWith(addr, "metrics_listen", probeHealth)
+	if err != nil {
+		return nil, err
+	}
+	if draining {
+		s.log.Info("a draining zfs-serve answers on the metrics address: taking it over", "addr", addr)
+	}
+	ln, err := listenReusePort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
 	}
 	return &metricsListener{configured: addr, addr: ln.Addr().String(), ln: ln}, nil
+}
+
+// steerMetrics is steerListeners for the metrics listener: scrapes and
+// probes go to a new instance once it has joined the address. Keep-alive
+// ends too (idle connections close, busy ones after their response), so
+// that a scraper's next request makes a new connection, which goes there.
+func (s *Supervisor) steerMetrics() {
+	ml := s.metrics.listener
+	if ml == nil || ml.activated || ml.steered {
+		return
+	}
+	ml.steered = true
+	ml.srv.SetKeepAlivesEnabled(false)
+	if c, ok := ml.ln.(syscall.Conn); ok {
+		if err := steerAway(c); err != nil {
+			s.log.Warn("cannot steer new metrics connections to a new instance", "addr", ml.addr, "err", err)
+		}
+	}
 }
 
 // serveMetrics puts ml in force.
@@ -137,7 +169,7 @@ func (s *Supervisor) prepareMetrics(cfg *config.Config) error {
 		return nil
 	}
 	if cfg.MetricsListen != "" {
-		ml, err := bindMetrics(cfg.MetricsListen)
+		ml, err := s.bindMetrics(cfg.MetricsListen)
 		if err != nil {
 			return err
 		}
@@ -241,8 +273,16 @@ func (s *Supervisor) health() (int, string) {
 	case "":
 		state = ctl.StateStarting
 	}
-	return http.StatusServiceUnavailable, "unavailable: " + state
+	return http.StatusServiceUnavailable, healthPrefix + state
 }
+
+// What /healthz says while draining or stopping: a new instance that finds
+// it on the metrics address takes the address over (probeHealth).
+const (
+	healthPrefix   = "unavailable: "
+	healthDraining = healthPrefix + ctl.StateDraining
+	healthStopping = healthPrefix + ctl.StateStopping
+)
 
 // alive is /livez: is the supervisor's event loop turning? 200 in every
 // state, draining included (a drain must not be cut short by a liveness

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,33 +53,50 @@ import (
 // variable only so that tests can shorten it.
 var probeTimeout = 2 * time.Second
 
-// checkTakeover reports whether addr may be bound: nothing answers there
-// (bind then decides), or a draining zfs-serve does (draining is then
-// true: this instance takes the port over).
+// checkTakeover reports whether the file listener address addr may be
+// bound: nothing answers there (bind then decides), or a draining
+// zfs-serve does (draining is then true: this instance takes the port
+// over).
 func checkTakeover(addr string) (draining bool, err error) {
+	return checkTakeoverWith(addr, "listen", probeNative)
+}
+
+// A prober asks whatever answers at addr whether it is a draining
+// zfs-serve; answer says what it answered, for the error.
+type prober func(addr string) (draining bool, answer string, err error)
+
+// checkTakeoverWith is checkTakeover for any of the listeners: what names
+// the setting in errors, ask asks in the listener's protocol.
+func checkTakeoverWith(addr, what string, ask prober) (draining bool, err error) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil || port == "0" {
 		return false, nil // bind reports a bad address; port 0 is always a new one
 	}
 	for try := 0; ; try++ {
-		st, err := probe(addr)
+		draining, answer, err := ask(addr)
 		switch {
 		case errors.Is(err, unix.ECONNREFUSED):
 			return false, nil // nobody listens: bind decides
-		case err == nil && st == wire.StatusDraining:
+		case err == nil && draining:
 			return true, nil
-		case (errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)) && try < 3:
+		case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET)) && try < 3:
 			// Closed without an answer: most likely an instance exiting
 			// right now. Ask again.
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		what := "it does not answer"
+		how := "it does not answer"
 		if err == nil {
-			what = "it answers " + st.String()
+			how = "it answers " + answer
 		}
-		return false, fmt.Errorf("listen %s: address already in use: %s, unlike a draining zfs-serve (a new instance takes a port over only from a draining one)", addr, what)
+		return false, fmt.Errorf("%s %s: address already in use: %s, unlike a draining zfs-serve (a new instance takes a port over only from a draining one)", what, addr, how)
 	}
+}
+
+// probeNative asks the server at addr for STAT / in the native protocol.
+func probeNative(addr string) (bool, string, error) {
+	st, err := probe(addr)
+	return err == nil && st == wire.StatusDraining, st.String(), err
 }
 
 // probe asks the server at addr for STAT / and returns the answer's status.
@@ -94,13 +114,38 @@ func probe(addr string) (wire.Status, error) {
 	return r.Status, err
 }
 
+// probeHealth asks the metrics listener at addr for /healthz: a draining
+// (or stopping) zfs-serve answers 503 "unavailable: draining".
+func probeHealth(addr string) (bool, string, error) {
+	c, err := net.DialTimeout("tcp", addr, probeTimeout)
+	if err != nil {
+		return false, "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(probeTimeout))
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n"); err != nil {
+		return false, "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return false, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	line, _, _ := strings.Cut(string(b), "\n")
+	draining := resp.StatusCode == http.StatusServiceUnavailable &&
+		(line == healthDraining || line == healthStopping)
+	return draining, fmt.Sprintf("%d %q", resp.StatusCode, line), nil
+}
+
 // steerProg is the classic BPF program of steerAway: "return 1".
 var steerProg = []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 1}}
 
-// steerAway sends the new connections of l's SO_REUSEPORT group to the
-// socket that joined it after l's, if one has: see the comment at the top.
-func steerAway(l *listener) error {
-	rc, err := l.f.SyscallConn()
+// steerAway sends the new connections of the SO_REUSEPORT group of the
+// listening socket c to the socket that joined it after c, if one has:
+// see the comment at the top.
+func steerAway(c syscall.Conn) error {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
@@ -126,10 +171,11 @@ func (s *Supervisor) steerListeners() {
 			continue
 		}
 		l.steered = true
-		if err := steerAway(l); err != nil {
+		if err := steerAway(l.f); err != nil {
 			s.log.Warn("cannot steer new connections to a new instance; they get \"draining\" until it is seen", "addr", l.addr, "err", err)
 		}
 	}
+	s.steerMetrics()
 }
 
 // maxQueued bounds the connections closeListener accepts from a queue:

@@ -87,7 +87,7 @@ func dialN(t *testing.T, addr string, n int) {
 // while it is alone (or again alone), it still gets them.
 func TestSteerAway(t *testing.T) {
 	old := testListener(t, "127.0.0.1:0")
-	if err := steerAway(old); err != nil {
+	if err := steerAway(old.f); err != nil {
 		t.Fatal(err)
 	}
 	dialN(t, old.addr, 4)
@@ -223,5 +223,40 @@ func TestCheckTakeover(t *testing.T) {
 		if draining != c.draining || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%s: draining %v, err %v; want %v, %q", c.name, draining, err, c.draining, c.err)
 		}
+	}
+}
+
+// TestMetricsTakeover: a new instance binds the metrics address of one
+// that drains (its /healthz says so), and of no other: not of a serving
+// one, nor of something else.
+func TestMetricsTakeover(t *testing.T) {
+	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
+	probeTimeout = 300 * time.Millisecond
+	for _, state := range []string{ctl.StateDraining, ctl.StateStopping, ctl.StateServing, ctl.StateStarting} {
+		t.Run(state, func(t *testing.T) {
+			old := loopSupervisor(t, ctl.StateServing)
+			old.dispatch.Store(&[]*workerProc{{}})
+			old.cfg.MetricsListen = "127.0.0.1:0"
+			if err := old.openMetrics(nil); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(old.closeMetrics)
+			addr := old.metrics.listener.addr
+			old.call(t.Context(), func() { old.setState(state) })
+
+			s := loopSupervisor(t, ctl.StateStarting)
+			ml, err := s.bindMetrics(addr)
+			if ml != nil {
+				ml.ln.Close()
+			}
+			takeover := state == ctl.StateDraining || state == ctl.StateStopping
+			if takeover != (err == nil) || err != nil && !strings.Contains(err.Error(), "address already in use") {
+				t.Errorf("bindMetrics over a %s instance: %v", state, err)
+			}
+		})
+	}
+	other := serveOnce(t, &wire.Response{Status: wire.StatusDraining})
+	if _, err := loopSupervisor(t, ctl.StateStarting).bindMetrics(other); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("bindMetrics over something that does not speak HTTP: %v", err)
 	}
 }

@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +30,45 @@ func drainingWithTransfer(t *testing.T, root, addr, maddr string) *Daemon {
 	}
 	d.WaitState(ctl.StateDraining, 10*time.Second)
 	return d
+}
+
+// healthz returns the status code and body of GET /healthz at addr.
+func healthz(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// TestTakeoverWithMetrics: a new instance with the same configuration,
+// metrics_listen included, takes over from a draining one: the file port,
+// the control socket and the metrics address, whose /healthz then answers
+// for the new instance.
+func TestTakeoverWithMetrics(t *testing.T) {
+	root := shortTempDir(t)
+	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
+	addr, maddr := freeAddr(t), freeAddr(t)
+	d1 := drainingWithTransfer(t, root, addr, maddr)
+	if code, body := healthz(t, maddr); code != http.StatusServiceUnavailable || body != "unavailable: draining" {
+		t.Fatalf("the draining instance's /healthz: %d %q", code, body)
+	}
+	d2 := StartDaemon(t, DaemonOpts{Root: root, Listen: addr, Control: d1.Control, Args: []string{"--metrics", maddr}})
+	if st := d2.MustStatus(); st.PID != d2.Cmd.Process.Pid {
+		t.Fatalf("the control socket leads to pid %d, want the new instance's %d", st.PID, d2.Cmd.Process.Pid)
+	}
+	var code int
+	var body string
+	if !waitFor(10*time.Second, func() bool { code, body = healthz(t, maddr); return code == http.StatusOK }) {
+		t.Errorf("/healthz after the takeover: %d %q, want 200 from the new instance", code, body)
+	}
+	if ok, _ := d1.Exited(); ok {
+		t.Error("the draining instance exited before its transfer finished")
+	}
 }
 
 // TestTakeoverFailedStart: a new instance that takes the control socket
