@@ -36,6 +36,9 @@ type listener struct {
 	added      bool        // bound by a reload not yet promoted
 	removed    bool        // to be closed when a reload is promoted
 	steered    bool        // steerAway done (a drain started)
+	// watch follows the SO_REUSEPORT group once steered (group.go): set
+	// on the loop, used by the accept loop.
+	watch atomic.Pointer[groupWatch]
 }
 
 // activatedSockets are the sockets systemd passed, sorted by name.

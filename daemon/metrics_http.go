@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,7 +33,9 @@ type metricsListener struct {
 	addr       string
 	ln         net.Listener
 	srv        *http.Server
-	steered    bool // (loop) steerAway done (a drain started)
+	steered    bool                       // (loop) steerAway done (a drain started)
+	watch      atomic.Pointer[groupWatch] // its SO_REUSEPORT group once steered (group.go)
+	left       atomic.Bool                // closed by leaveMetrics
 }
 
 // openMetrics opens the metrics listener at start: systemd's socket named
@@ -93,10 +96,18 @@ func (s *Supervisor) steerMetrics() {
 	}
 	ml.steered = true
 	ml.srv.SetKeepAlivesEnabled(false)
-	if c, ok := ml.ln.(syscall.Conn); ok {
-		if err := steerAway(c); err != nil {
-			s.log.Warn("cannot steer new metrics connections to a new instance", "addr", ml.addr, "err", err)
-		}
+	c, ok := ml.ln.(syscall.Conn)
+	if !ok {
+		return
+	}
+	if err := steerAway(c); err != nil {
+		s.log.Warn("cannot steer new metrics connections to a new instance", "addr", ml.addr, "err", err)
+		return
+	}
+	if w, err := watchGroup(c, ml.addr); err != nil {
+		s.log.Debug("cannot follow the metrics listener's SO_REUSEPORT group (sock_diag)", "addr", ml.addr, "err", err)
+	} else {
+		ml.watch.Store(w)
 	}
 }
 
@@ -117,8 +128,13 @@ func (s *Supervisor) serveMetrics(ml *metricsListener) {
 		how += " (socket-activated)"
 	}
 	s.log.Info(how, "name", FDNameMetrics, "addr", ml.addr)
+	ln := watchedListener{Listener: ml.ln, onAccept: func() {
+		if w := ml.watch.Load(); w != nil && w.accepted(time.Now()) {
+			s.post(func() { s.leaveMetrics(ml) })
+		}
+	}}
 	go func() {
-		if err := ml.srv.Serve(ml.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := ml.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !ml.left.Load() {
 			s.log.Error("metrics listener failed", "addr", ml.addr, "err", err)
 		}
 	}()
@@ -207,7 +223,7 @@ func (s *Supervisor) abortMetrics() {
 
 // appendMetricsListener adds the metrics listener to a status's listeners.
 func (s *Supervisor) appendMetricsListener(ls []ctl.Listener) []ctl.Listener {
-	if ml := s.metrics.listener; ml != nil {
+	if ml := s.metrics.listener; ml != nil && !ml.left.Load() {
 		ls = append(ls, ctl.Listener{Name: FDNameMetrics, Addr: ml.addr, Activated: ml.activated})
 	}
 	return ls

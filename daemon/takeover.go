@@ -32,7 +32,9 @@ import (
 //     index is out of range and the kernel falls back to its hash, so it
 //     keeps answering "draining"; from the moment a new instance's socket
 //     joins, every new connection goes to the new one, and the old
-//     socket's accept queue stops filling.
+//     socket's accept queue stops filling. With two instances draining
+//     the second socket is not the newest: group.go makes the one in its
+//     place leave.
 //   - closeListener: closing a socket of a SO_REUSEPORT group resets the
 //     connections still in its accept queue (unless the sysctl
 //     net.ipv4.tcp_migrate_req is 1). So before it closes a socket it
@@ -173,6 +175,12 @@ func (s *Supervisor) steerListeners() {
 		l.steered = true
 		if err := steerAway(l.f); err != nil {
 			s.log.Warn("cannot steer new connections to a new instance; they get \"draining\" until it is seen", "addr", l.addr, "err", err)
+			continue
+		}
+		if w, err := watchGroup(l.f, l.addr); err != nil {
+			s.log.Debug("cannot follow the listener's SO_REUSEPORT group (sock_diag)", "addr", l.addr, "err", err)
+		} else {
+			l.watch.Store(w)
 		}
 	}
 	s.steerMetrics()

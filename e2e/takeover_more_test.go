@@ -102,3 +102,56 @@ func TestTakeoverFailedStart(t *testing.T) {
 		t.Errorf("after a failed takeover: %s", msg)
 	}
 }
+
+// TestTakeoverTwice: an instance takes the port over from a draining one
+// and drains in turn before that one has finished (a second restart
+// during a long download); a third takes over from it. New connections,
+// and the health checks on the metrics address, reach the third at once,
+// not "draining" from the second until both old ones have exited.
+func TestTakeoverTwice(t *testing.T) {
+	root := shortTempDir(t)
+	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
+	sum := WriteRandom(t, filepath.Join(root, "small.bin"), 64<<10)
+	addr, maddr := freeAddr(t), freeAddr(t)
+	metrics := []string{"--metrics", maddr}
+	d1 := drainingWithTransfer(t, root, addr, maddr)
+	d2 := StartDaemon(t, DaemonOpts{Root: root, Listen: addr, Control: d1.Control, Args: metrics})
+	gate := make(chan struct{})
+	t.Cleanup(func() { close(gate) })
+	startSlowGet(t, addr, "/big.bin", gate)
+	if r := d2.Zctl("drain"); r.Code != 0 {
+		t.Fatalf("zctl drain: %+v", r)
+	}
+	d2.WaitState(ctl.StateDraining, 10*time.Second)
+	d3 := StartDaemon(t, DaemonOpts{Root: root, Listen: addr, Control: d1.Control, Args: metrics})
+
+	start := time.Now()
+	var last string
+	ok := waitFor(15*time.Second, func() bool {
+		r := Zfetch(t, "--retries", "0", "-q", "-o", "-", "zfs://"+addr+"/small.bin")
+		last = r.Stderr
+		return r.Code == 0 && sha(r.Stdout) == sum
+	})
+	t.Logf("the third instance served %v after it was ready (last failure: %q)", time.Since(start).Round(time.Millisecond), strings.TrimSpace(last))
+	if !ok {
+		t.Fatalf("with two instances draining, new connections never reached the third: %s", last)
+	}
+	for i, d := range []*Daemon{d1, d2} {
+		if ok, _ := d.Exited(); ok {
+			t.Errorf("instance %d exited before its transfer finished", i+1)
+		}
+	}
+	if st := d3.MustStatus(); st.Totals.Connections == 0 {
+		t.Error("the third instance served nothing")
+	}
+	var code int
+	var body string
+	if !waitFor(15*time.Second, func() bool { code, body = healthz(t, maddr); return code == http.StatusOK }) {
+		t.Errorf("/healthz with two instances draining: %d %q, want 200 from the third", code, body)
+	}
+	for i := range 20 {
+		if r := Zfetch(t, "--retries", "0", "-q", "-o", "-", "zfs://"+addr+"/small.bin"); r.Code != 0 || sha(r.Stdout) != sum {
+			t.Fatalf("download %d after the third took over: %s", i, r.Stderr)
+		}
+	}
+}
