@@ -142,6 +142,8 @@ func (s *Supervisor) openListeners(a activatedSockets) error {
 // instance can take it over while this one drains, after checkTakeover
 // (takeover.go) made sure that no instance serves on it.
 func (s *Supervisor) bind(addr string) (*listener, error) {
+	unlock := s.lockPort(addr)
+	defer unlock()
 	draining, err := checkTakeover(addr)
 	if err != nil {
 		return nil, err
@@ -149,6 +151,7 @@ func (s *Supervisor) bind(addr string) (*listener, error) {
 	if draining {
 		s.log.Info("a draining zfs-serve answers on this address: taking the port over; it finishes its transfers, new connections come here", "addr", addr)
 	}
+	beforeBind()
 	return listenTCP(addr)
 }
 

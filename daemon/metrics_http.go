@@ -71,6 +71,8 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 // there for /healthz first, and binds only if nothing answers or a
 // draining zfs-serve does.
 func (s *Supervisor) bindMetrics(addr string) (*metricsListener, error) {
+	unlock := s.lockPort(addr)
+	defer unlock()
 	draining, err := checkTakeoverWith(addr, "metrics_listen", probeHealth)
 	if err != nil {
 		return nil, err
@@ -78,6 +80,7 @@ func (s *Supervisor) bindMetrics(addr string) (*metricsListener, error) {
 	if draining {
 		s.log.Info("a draining zfs-serve answers on the metrics address: taking it over", "addr", addr)
 	}
+	beforeBind()
 	ln, err := listenReusePort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -54,6 +55,96 @@ import (
 // probeTimeout bounds checkTakeover's connection and its answer. A
 // variable only so that tests can shorten it.
 var probeTimeout = 2 * time.Second
+
+// The check and the bind are not one step: two instances started at the
+// same moment could both find nothing there and both bind, and serve on
+// one port. So each holds a lock for the port across both: a listening
+// abstract unix socket named after the port, which the kernel releases
+// when its process dies, however it dies. The second then finds the
+// first's socket (which answers nothing until its workers are ready, or
+// answers that it serves) and fails with "address already in use".
+// Anyone on the machine can bind an abstract name, but only a process of
+// our own user can share our port (SO_REUSEPORT): a lock held by another
+// user (its SO_PEERCRED says so, or it does not listen) is not waited
+// for, and one of ours only for portLockWait.
+
+// portLockWait bounds the wait for another instance's port lock: longer
+// than its check and bind can take (a probe of up to four tries).
+var portLockWait = 5*probeTimeout + time.Second
+
+// beforeBind runs between the check and the bind; tests use it to make
+// two starts race.
+var beforeBind = func() {}
+
+// portLockName is the abstract unix socket that locks a port.
+func portLockName(port string) *unix.SockaddrUnix {
+	return &unix.SockaddrUnix{Name: "@zfs-serve/port/" + port}
+}
+
+// lockPort takes the lock of addr's port (a fixed port: port 0 needs
+// none) and returns its release.
+func (s *Supervisor) lockPort(addr string) (unlock func()) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return func() {}
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return func() {}
+	}
+	name := portLockName(port)
+	deadline := time.Now().Add(portLockWait)
+	checked := false
+	for {
+		err := unix.Bind(fd, name)
+		if err == nil {
+			if err := unix.Listen(fd, 8); err == nil { // for lockHolderUID
+				return func() { unix.Close(fd) }
+			}
+		}
+		why := ""
+		switch {
+		case err != nil && err != unix.EADDRINUSE:
+			why = err.Error()
+		case err == nil:
+			why = "listen failed"
+		case !checked:
+			checked = true
+			if uid, ok := lockHolderUID(name); !ok || uid != os.Geteuid() {
+				s.log.Debug("the port's lock is held by another user's process: not waiting for it", "addr", addr, "lock", name.Name, "uid", uid)
+				unix.Close(fd)
+				return func() {}
+			}
+		case time.Now().After(deadline):
+			why = "held too long by another process of this user"
+		}
+		if why != "" {
+			unix.Close(fd)
+			s.log.Warn("cannot take the lock of the port; binding without it", "addr", addr, "lock", name.Name, "why", why)
+			return func() {}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lockHolderUID is the uid of the process that listens on the abstract
+// socket name (SO_PEERCRED of a connection to it); ok is false if nothing
+// listens there.
+func lockHolderUID(name *unix.SockaddrUnix) (uid int, ok bool) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, false
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, name); err != nil {
+		return -1, false
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return -1, false
+	}
+	return int(cred.Uid), true
+}
 
 // checkTakeover reports whether the file listener address addr may be
 // bound: nothing answers there (bind then decides), or a draining
