@@ -59,12 +59,11 @@ func Listen(path string, gid int) (*Socket, error) {
 	}
 }
 
-// create makes the socket at path, with the directory locked, if the file
-// there is still found (nil: none): replacing a stale one, or taking over
-// a draining daemon's. changed reports that the file is another by now.
+// create makes the socket at path, with its lock held, if the file there
+// is still found (nil: none): replacing a stale one, or taking over a
+// draining daemon's. changed reports that the file is another by now.
 func create(path string, gid int, found os.FileInfo, takeover bool) (sock *Socket, changed bool, err error) {
-	dir := filepath.Dir(path)
-	unlock, err := lockDir(dir)
+	unlock, err := lockSocket(path)
 	if err != nil {
 		return nil, false, fmt.Errorf("control socket: %w", err)
 	}

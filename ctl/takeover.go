@@ -8,8 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Taking the control socket over from a draining daemon.
@@ -27,9 +28,9 @@ import (
 // that zctl still reaches it. The old daemon keeps the connections it has
 // (a zctl drain --wait goes on getting its progress); new ones reach the
 // new daemon. At its exit the old daemon removes the file only if it is
-// still its own socket. Every step holds an flock on the socket's
-// directory, so that a check and a removal cannot interleave with a
-// takeover.
+// still its own socket. Every step holds an flock on a lock file beside
+// the socket (lockSocket), so that a check and a removal cannot
+// interleave with a takeover.
 
 // ErrExiting is the answer of a daemon whose event loop has ended.
 var ErrExiting = errors.New("zfs-serve is exiting")
@@ -101,10 +102,10 @@ func (s *Socket) Publish() error {
 	}
 }
 
-// rename moves the socket from beside to its path, with the directory
-// locked, if the file there is still the one found (or none is).
+// rename moves the socket from beside to its path, with its lock held,
+// if the file there is still the one found (or none is).
 func (s *Socket) rename() (done bool, err error) {
-	unlock, err := lockDir(filepath.Dir(s.path))
+	unlock, err := lockSocket(s.path)
 	if err != nil {
 		return false, fmt.Errorf("control socket: %w", err)
 	}
@@ -131,7 +132,7 @@ func (s *Socket) Close() error {
 		if s.beside != "" {
 			at = s.beside
 		}
-		unlock, lerr := lockDir(filepath.Dir(s.path))
+		unlock, lerr := lockSocket(s.path)
 		if lerr != nil {
 			return // left behind: a later Listen finds it stale
 		}
@@ -143,24 +144,42 @@ func (s *Socket) Close() error {
 	return s.UnixListener.Close()
 }
 
-// lockDir takes an exclusive flock on dir, waiting up to 10 s, and returns
-// its release.
-func lockDir(dir string) (func(), error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
+// lockSocket takes an exclusive flock on the lock file of the socket at
+// path (.NAME.lock beside it, mode 0600: nobody else can open it, so
+// nobody else can hold the lock, unlike the directory, which any local
+// user may open and lock), waiting up to 10 s, and returns its release,
+// which removes the file.
+func lockSocket(path string) (func(), error) {
+	lp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".lock")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		fd, err := unix.Open(lp, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", lp, err)
 		}
-		if (err != syscall.EWOULDBLOCK && err != syscall.EINTR) || time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", dir, err)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != os.Geteuid() {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock %s: not a regular file of uid %d (%v)", lp, os.Geteuid(), err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		for {
+			err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+			if err == nil || (err != unix.EWOULDBLOCK && err != unix.EINTR) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock %s: %w", lp, err)
+		}
+		// The holder before us removes the file as it lets go: if it did
+		// after we opened it, this lock guards nothing. Again.
+		var cur unix.Stat_t
+		if unix.Lstat(lp, &cur) == nil && cur.Dev == st.Dev && cur.Ino == st.Ino {
+			return func() { unix.Unlink(lp); unix.Close(fd) }, nil
+		}
+		unix.Close(fd)
 	}
 }
 
@@ -173,7 +192,7 @@ const askTimeout = 3 * time.Second
 func checkAnswer(path string) (stale bool, err error) {
 	for try := 0; ; try++ {
 		c, err := net.DialTimeout("unix", path, time.Second)
-		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, os.ErrNotExist) {
 			return true, nil // nobody listens, or the file is gone (its daemon removed it)
 		}
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // serveAt runs a Server for h on sock until the test ends or stop is
@@ -211,5 +213,33 @@ func TestListenWaitsForExiting(t *testing.T) {
 	serveAt(t, sock2, &fakeHandler{status: &Status{PID: 2}})
 	if pid := statusPID(t, dial(t, path)); pid != 2 {
 		t.Fatalf("daemon %d answers", pid)
+	}
+}
+
+// The lock the socket's steps hold is not something another user can
+// hold: the directory (0755: anyone may open and flock it) locked by
+// someone else neither delays Listen nor makes Close leave the socket
+// behind; the lock file is gone afterwards.
+func TestListenIgnoresDirectoryLock(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sock, err := Listen(path, -1)
+	if err != nil {
+		t.Fatalf("Listen with the directory locked by someone else: %v (after %v)", err, time.Since(start))
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("Listen took %v", el)
+	}
+	sock.Close()
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 0 {
+		t.Errorf("Close left %d files (%s...)", len(ents), ents[0].Name())
 	}
 }
