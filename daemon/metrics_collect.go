@@ -55,7 +55,9 @@ var (
 
 var (
 	supervisorStates = []string{ctl.StateStarting, ctl.StateServing, ctl.StateReloading, ctl.StateDraining, ctl.StateStopping}
-	workerStates     = []string{"starting", "ready", "retiring", "draining", "killed", "restarting"}
+	// Every state of a worker row in zctl status (workerRow), so that the
+	// series add up to the workers.
+	workerStates = []string{"starting", "ready", "unresponsive", "retiring", "draining", "killed", "restarting"}
 )
 
 // scrapeWait bounds how long a scrape waits for the loop and for each

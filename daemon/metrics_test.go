@@ -347,3 +347,37 @@ func TestLivezStuckLoop(t *testing.T) {
 		t.Fatalf("exiting: %d", code)
 	}
 }
+
+// TestWorkersGaugeCountsEvery: zfs_serve_workers has a series for every
+// state zctl status shows, so that its sum is the number of workers; an
+// unresponsive worker is one.
+func TestWorkersGaugeCountsEvery(t *testing.T) {
+	s := loopSupervisor(t, ctl.StateServing)
+	g := &generation{id: 1, cfg: s.cfg}
+	for i, w := range []*workerProc{{pid: 100}, {pid: 101, ready: true, beat: heartbeat{unresponsive: true}}} {
+		sl := &slot{index: i, w: w}
+		w.gen, w.slot = g, sl
+		g.slots = append(g.slots, sl)
+	}
+	s.call(t.Context(), func() { s.gens, s.current = []*generation{g}, g })
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{s})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byState := map[string]float64{}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "zfs_serve_workers" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			byState[m.Label[0].GetValue()] = m.Gauge.GetValue()
+			sum += m.Gauge.GetValue()
+		}
+	}
+	if sum != 2 || byState["unresponsive"] != 1 || byState["starting"] != 1 {
+		t.Errorf("zfs_serve_workers %v, want 2 workers: 1 starting, 1 unresponsive", byState)
+	}
+}
