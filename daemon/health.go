@@ -2,6 +2,9 @@ package daemon
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/ctl"
@@ -23,8 +26,16 @@ import (
 // out of dispatch (the connections it holds are its own), shown so in
 // status, and back in dispatch as soon as it answers. Unanswered for
 // worker_timeout, it is killed and its slot refilled like after a crash
-// (the log says how many connections it took down). One ping is in flight
-// at a time, so a stopped worker's channel does not fill with them.
+// (the log says how many connections it took down), unless it is busy:
+// a worker with hundreds of connections ready to send on a loaded machine
+// can leave its reader waiting for a CPU for seconds, and killing it would
+// cut all of them. So before it kills, the supervisor looks at how long
+// the worker's threads ran or waited for a CPU since it fell silent
+// (/proc/PID/task/*/schedstat): a stopped, deadlocked or blocked worker
+// does neither, a busy one does. A busy worker stays out of dispatch and
+// is killed only if it stays silent for busyTimeouts worker_timeouts.
+// One ping is in flight at a time, so a stopped worker's channel does not
+// fill with them.
 //
 // The loop runs this on its own ticker, with the time passed in, so tests
 // drive it with a fake clock.
@@ -36,6 +47,11 @@ const (
 	// itself did not run (stopped, or a starved machine): the workers'
 	// silence over that gap is not held against them.
 	stallAfter = 4 * heartbeatInterval
+	// busyShare is the share of one CPU a silent worker's threads must
+	// have run or waited for to be taken for busy rather than stuck.
+	busyShare = 10 // percent
+	// busyTimeouts bounds the silence of a busy worker, in worker_timeouts.
+	busyTimeouts = 6
 )
 
 // heartbeat is a worker's liveness, owned by the loop.
@@ -45,6 +61,11 @@ type heartbeat struct {
 	sent         bool      // the ping is in the channel (else it met a full one and is sent again)
 	unresponsive bool      // silent for unresponsiveAfter: no new connections
 	replaced     bool      // silent for worker_timeout: killed, a new worker follows
+	// markAt and markRun start the window over which a silent worker's
+	// CPU use is judged: when it became unresponsive, then at each look.
+	markAt  time.Time
+	markRun time.Duration
+	busy    bool // found busy at worker_timeout: logged once
 }
 
 // healthy reports whether the worker may get new connections.
@@ -85,17 +106,79 @@ func (s *Supervisor) checkWorker(w *workerProc, now time.Time) {
 	}
 	silent := now.Sub(b.since)
 	timeout := w.gen.cfg.WorkerTimeout.D()
-	if timeout > 0 && silent >= timeout {
-		s.replaceSilent(w, silent, timeout)
-		return
-	}
 	if silent >= unresponsiveAfter && !b.unresponsive {
 		b.unresponsive = true
+		b.markAt, b.markRun = now, s.runTime(w.pid)
 		s.log.Warn("worker unresponsive: no new connections for it until it answers", "pid", w.pid, "gen", w.gen.id,
 			"slot", w.slot.index, "silent_for", silent.Round(time.Millisecond), "connections", w.active.Load(), "worker_timeout", timeout)
 		s.refreshDispatch()
 		s.notifyStatus()
 	}
+	if timeout > 0 && silent >= timeout && !s.stillBusy(w, now, silent, timeout) {
+		s.replaceSilent(w, silent, timeout)
+	}
+}
+
+// stillBusy reports whether a worker silent for worker_timeout is to be
+// spared because its threads ran or waited for a CPU for busyShare of the
+// time since the last look (a look needs unresponsiveAfter of history).
+func (s *Supervisor) stillBusy(w *workerProc, now time.Time, silent, timeout time.Duration) bool {
+	b := &w.beat
+	if silent >= busyTimeouts*timeout {
+		return false
+	}
+	window := now.Sub(b.markAt)
+	if window < unresponsiveAfter {
+		return true // too short to judge: look again later
+	}
+	run := s.runTime(w.pid)
+	used := run - b.markRun
+	if used*100 < window*busyShare {
+		return false
+	}
+	b.markAt, b.markRun = now, run
+	if !b.busy {
+		b.busy = true
+		s.log.Warn("worker silent for worker_timeout but busy (its threads run or wait for a CPU): not killed; no new connections for it until it answers",
+			"pid", w.pid, "gen", w.gen.id, "slot", w.slot.index, "silent_for", silent.Round(time.Millisecond),
+			"cpu_share", fmt.Sprintf("%d%%", used*100/window), "connections", w.active.Load(), "killed_at", busyTimeouts*timeout)
+	}
+	return true
+}
+
+// runTime is how long pid's threads have run and waited for a CPU, in
+// total; 0 if that cannot be read (the worker is then never busy).
+func (s *Supervisor) runTime(pid int) time.Duration {
+	if s.env.runTime != nil {
+		return s.env.runTime(pid)
+	}
+	return procRunTime(pid)
+}
+
+// procRunTime sums the first two fields of /proc/PID/task/*/schedstat:
+// time on a CPU and time waiting on a run queue, in nanoseconds. A
+// stopped or sleeping thread adds to neither.
+func procRunTime(pid int) time.Duration {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		run, _ := strconv.ParseInt(f[0], 10, 64)
+		wait, _ := strconv.ParseInt(f[1], 10, 64)
+		total += time.Duration(run + wait)
+	}
+	return total
 }
 
 // onPong handles a worker's answer to ping seq.
@@ -105,6 +188,7 @@ func (s *Supervisor) onPong(w *workerProc, seq uint64) {
 		return
 	}
 	b.since = time.Time{}
+	b.busy = false
 	if b.unresponsive {
 		b.unresponsive = false
 		s.log.Info("worker answers again: back in dispatch", "pid", w.pid, "gen", w.gen.id, "slot", w.slot.index)
@@ -119,6 +203,9 @@ func (s *Supervisor) onPong(w *workerProc, seq uint64) {
 func (s *Supervisor) replaceSilent(w *workerProc, silent, timeout time.Duration) {
 	w.beat.replaced = true
 	w.fatal = fmt.Sprintf("unresponsive for %v", silent.Round(time.Second))
+	if w.beat.busy {
+		w.fatal += " (busy)"
+	}
 	s.log.Error("worker unresponsive for worker_timeout: killing it and starting a new one", "pid", w.pid, "gen", w.gen.id,
 		"slot", w.slot.index, "silent_for", silent.Round(time.Millisecond), "worker_timeout", timeout, "connections_cut", w.active.Load())
 	if w.cmd != nil && w.cmd.Process != nil {

@@ -194,3 +194,53 @@ func TestHeartbeatSkipsDraining(t *testing.T) {
 		t.Fatal("pinged while the daemon drains")
 	}
 }
+
+// TestHeartbeatBusyWorker: a worker silent for worker_timeout whose
+// threads keep running or waiting for a CPU (its reader waits behind
+// hundreds of connections on a loaded machine) is slow, not stuck: it
+// stays out of dispatch and is not killed; once it uses no CPU it is, and
+// so is one silent for busyTimeouts worker_timeouts however busy.
+func TestHeartbeatBusyWorker(t *testing.T) {
+	for _, stops := range []bool{true, false} {
+		r := newHealthRig(t)
+		busy := true
+		var run time.Duration
+		last := r.now
+		r.s.env.runTime = func(pid int) time.Duration {
+			if pid == r.ws[1].pid && busy {
+				run += r.now.Sub(last) / 2 // half a CPU
+			}
+			last = r.now
+			return run
+		}
+		r.tick(0)
+		for range 40 { // 20 s silent, twice worker_timeout
+			r.tick(heartbeatInterval, 0)
+		}
+		r.wantState(1, "unresponsive", false)
+		if r.ws[1].beat.replaced {
+			t.Fatal("a busy worker was killed at worker_timeout")
+		}
+		if !stops {
+			for range 79 { // up to 59.5 s
+				r.tick(heartbeatInterval, 0)
+			}
+			if r.ws[1].beat.replaced {
+				t.Fatal("a busy worker was killed before busyTimeouts worker_timeouts")
+			}
+			r.tick(heartbeatInterval, 0) // 60 s
+			r.wantState(1, "killed", false)
+			if r.ws[1].fatal != "unresponsive for 1m0s (busy)" {
+				t.Errorf("fatal %q", r.ws[1].fatal)
+			}
+			continue
+		}
+		busy = false // it stops using the CPU: stuck after all
+		for range 4 {
+			r.tick(heartbeatInterval, 0)
+		}
+		r.tick(heartbeatInterval, 0)
+		r.wantState(1, "killed", false)
+		r.wantState(0, "ready", true)
+	}
+}

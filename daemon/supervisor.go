@@ -62,6 +62,9 @@ const ExitDrainTimeout = 3
 type env struct {
 	executable func() (string, error)
 	notify     func(state string)
+	// runTime is how long a process's threads have run or waited for a
+	// CPU (health.go); nil: read /proc.
+	runTime func(pid int) time.Duration
 }
 
 var osEnv = env{
