@@ -30,6 +30,12 @@ import (
 // second look finds the newer socket still there while connections keep
 // coming: those that reached it by the kernel's hash just before the
 // newer socket joined (while it was alone) do not make it leave.
+//
+// The same holds for a newer socket at the wildcard address of the port
+// (a new instance configured with 0.0.0.0 where the old one had
+// 127.0.0.1): it is in a group of its own, and the kernel prefers the
+// exact address, so the old socket gets every connection to it until it
+// closes.
 
 // groupCheckEvery spaces a draining listener's looks at its group. A
 // variable only so that tests can change it.
@@ -40,7 +46,7 @@ var groupCheckEvery = 250 * time.Millisecond
 type groupWatch struct {
 	ap      netip.AddrPort
 	own     uint64          // the listener's socket cookie
-	before  map[uint64]bool // the sockets listening on ap when the drain started
+	before  map[uint64]bool // the sockets listening for ap when the drain started (listeningCookies)
 	next    time.Time       // no look before
 	suspect bool            // the last look found a newer socket
 	left    bool            // accepted said to leave
@@ -87,8 +93,8 @@ func (g *groupWatch) accepted(now time.Time) bool {
 	return true
 }
 
-// newer reports whether a socket that was not in the group when the watch
-// started listens there now.
+// newer reports whether a socket that was not there when the watch
+// started listens in the group, or at the port's wildcard address, now.
 func (g *groupWatch) newer() bool {
 	cs, err := listeningCookies(g.ap)
 	if err != nil {

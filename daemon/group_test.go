@@ -1,6 +1,11 @@
 package daemon
 
 import (
+	"bufio"
+	"net"
+	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -98,5 +103,77 @@ func TestLeaveGroupAfterOldestExit(t *testing.T) {
 	dialN(t, old1.addr, 4)
 	if n := acceptAll(t, next, 4); n != 4 {
 		t.Errorf("the new instance got %d of 4", n)
+	}
+}
+
+// TestLeaveGroupForWildcard: a new instance listening on the wildcard
+// address of the port (its own group) gets nothing a draining one on
+// the exact address gets, until that one leaves; its watch sees it.
+func TestLeaveGroupForWildcard(t *testing.T) {
+	old := testListener(t, "127.0.0.1:0")
+	if err := steerAway(old.f); err != nil {
+		t.Fatal(err)
+	}
+	w, err := watchGroup(old.f, old.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(old.addr)
+	next := testListener(t, "0.0.0.0:"+port)
+	dialN(t, old.addr, 2)
+	if n := acceptAll(t, old, 2); n != 2 {
+		t.Fatalf("the draining socket accepted %d of 2; the test's premise (the exact address wins) is wrong", n)
+	}
+	now := time.Now()
+	if w.accepted(now) || !w.accepted(now.Add(groupCheckEvery)) {
+		t.Fatal("the draining socket does not leave for the wildcard one")
+	}
+	old.f.Close()
+	dialN(t, old.addr, 2)
+	if n := acceptAll(t, next, 2); n != 2 {
+		t.Errorf("the wildcard socket got %d of 2", n)
+	}
+}
+
+// TestGroupWatchIgnoresOtherUsers: a socket another user listens with on
+// the port's wildcard address (an IPv6-only one can coexist with ours) is
+// no newer instance of ours: it must not make a draining one let go of
+// its address.
+func TestGroupWatchIgnoresOtherUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a process as another user")
+	}
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	old := testListener(t, "127.0.0.1:0")
+	w, err := watchGroup(old.f, old.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(old.addr)
+	cmd := exec.Command(py, "-c", `import socket,sys,time
+s=socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind(("::", `+port+`))
+s.listen(8)
+print("ok", flush=True)
+time.sleep(60)`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ok\n" {
+		t.Fatalf("helper: %q %v", line, err)
+	}
+	now := time.Now()
+	if w.accepted(now) || w.accepted(now.Add(groupCheckEvery)) || w.accepted(now.Add(2*groupCheckEvery)) {
+		t.Fatal("another user's IPv6-only socket on the wildcard address made the draining socket leave")
 	}
 }

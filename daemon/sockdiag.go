@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -12,16 +14,29 @@ import (
 // tcpListen is TCP_LISTEN of the kernel's TCP states (include/net/tcp_states.h).
 const tcpListen = 10
 
-// listeningCookies lists the TCP sockets listening on exactly ap (same
-// address family, address and port) in this network namespace, by socket
-// cookie, with the kernel's sock_diag interface (NETLINK_SOCK_DIAG, no
-// privilege needed). The kernel filters listeners by port, so the answer
-// is small however many connections the machine has.
+// listeningCookies lists, by socket cookie, the TCP sockets of this
+// user in this network namespace that listen on ap's port at ap's
+// address or at a wildcard one (0.0.0.0 or ::, which Go binds for
+// "0.0.0.0" too): every socket of a zfs-serve that a connection to ap
+// could reach (another user's could be a v6-only one that no IPv4
+// client reaches, and cannot be a zfs-serve sharing our port). It asks the kernel's sock_diag
+// interface (NETLINK_SOCK_DIAG, no privilege needed) for each address
+// family; the kernel filters listeners by port, so the answers are small
+// however many connections the machine has.
 func listeningCookies(ap netip.AddrPort) ([]uint64, error) {
-	family := uint8(unix.AF_INET)
-	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
-		family = unix.AF_INET6
+	var out []uint64
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		cs, err := listeningFamily(family, ap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
 	}
+	return out, nil
+}
+
+// listeningFamily is listeningCookies for the sockets of one family.
+func listeningFamily(family uint8, ap netip.AddrPort) ([]uint64, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
@@ -44,7 +59,7 @@ func listeningCookies(ap netip.AddrPort) ([]uint64, error) {
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
-	want := ap.Addr().Unmap().As16()
+	want, uid := ap.Addr().Unmap(), os.Geteuid()
 	var out []uint64
 	buf := make([]byte, 32<<10)
 	for {
@@ -69,21 +84,22 @@ func listeningCookies(ap netip.AddrPort) ([]uint64, error) {
 						return nil, fmt.Errorf("sock_diag: %w", unix.Errno(-e))
 					}
 				}
-				return nil, fmt.Errorf("sock_diag: error message")
+				return nil, errors.New("sock_diag: error message")
 			}
-			// struct inet_diag_msg: family, state, timer, retrans, then
-			// the sockid: sport, dport, src[16], dst[16], if, cookie[2].
+			// struct inet_diag_msg: family, state, timer, retrans, the
+			// sockid (sport, dport, src[16], dst[16], if, cookie[2]),
+			// expires, rqueue, wqueue, uid, inode.
 			d := m.Data
-			if len(d) < 4+48 || d[0] != family {
+			if len(d) < 72 || d[0] != family || binary.BigEndian.Uint16(d[4:]) != ap.Port() || int(ne.Uint32(d[64:])) != uid {
 				continue
 			}
-			var src [16]byte
+			var src netip.Addr
 			if family == unix.AF_INET {
-				src = netip.AddrFrom4([4]byte(d[8:12])).As16()
+				src = netip.AddrFrom4([4]byte(d[8:12]))
 			} else {
-				src = [16]byte(d[8:24])
+				src = netip.AddrFrom16([16]byte(d[8:24])).Unmap()
 			}
-			if binary.BigEndian.Uint16(d[4:]) != ap.Port() || src != want {
+			if src != want && !src.IsUnspecified() {
 				continue
 			}
 			out = append(out, uint64(ne.Uint32(d[44:]))|uint64(ne.Uint32(d[48:]))<<32)

@@ -155,3 +155,33 @@ func TestTakeoverTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeoverWildcard: a new instance configured with the wildcard
+// address of the port a draining one listens on at 127.0.0.1 (another
+// configuration) takes the loopback connections over too: the kernel
+// prefers the exact address, so the draining one must let go of it.
+func TestTakeoverWildcard(t *testing.T) {
+	root := shortTempDir(t)
+	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
+	sum := WriteRandom(t, filepath.Join(root, "small.bin"), 64<<10)
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	d1 := drainingWithTransfer(t, root, addr, "")
+	d2 := StartDaemon(t, DaemonOpts{Root: root, Listen: "0.0.0.0:" + port})
+	start := time.Now()
+	var last string
+	if !waitFor(15*time.Second, func() bool {
+		r := Zfetch(t, "--retries", "0", "-q", "-o", "-", "zfs://"+addr+"/small.bin")
+		last = r.Stderr
+		return r.Code == 0 && sha(r.Stdout) == sum
+	}) {
+		t.Fatalf("loopback connections never reached the new instance on the wildcard address: %s", last)
+	}
+	t.Logf("served on loopback by the new instance %v after it was ready", time.Since(start).Round(time.Millisecond))
+	if ok, _ := d1.Exited(); ok {
+		t.Error("the draining instance exited before its transfer finished")
+	}
+	if st := d2.MustStatus(); st.Totals.Connections == 0 {
+		t.Error("the new instance served nothing")
+	}
+}
