@@ -1,15 +1,20 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/ctl"
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // drainingWithTransfer starts a daemon on addr (and metrics on maddr, if
@@ -184,4 +189,71 @@ func TestTakeoverWildcard(t *testing.T) {
 	if st := d2.MustStatus(); st.Totals.Connections == 0 {
 		t.Error("the new instance served nothing")
 	}
+}
+
+// TestTakeoverOldKilled: the draining instance is killed (SIGKILL) while
+// the new one serves and clients keep connecting: the kernel drops its
+// socket from the port's group and its steering program sends the rest to
+// the new one (alone, by the hash): no connection is refused, reset or
+// answered "draining" at any moment.
+func TestTakeoverOldKilled(t *testing.T) {
+	root := shortTempDir(t)
+	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
+	addr := freeAddr(t)
+	d1 := drainingWithTransfer(t, root, addr, "")
+	StartDaemon(t, DaemonOpts{Root: root, Listen: addr, Control: d1.Control})
+	var ok atomic.Int64
+	var mu sync.Mutex
+	var bad []string
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				st, err := probeStat(addr)
+				if err != nil || st != wire.StatusOK {
+					mu.Lock()
+					bad = append(bad, fmt.Sprintf("%v %v", st, err))
+					mu.Unlock()
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	waitFor(10*time.Second, func() bool { return ok.Load() >= 200 })
+	if err := d1.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	d1.WaitExit(10 * time.Second)
+	before := ok.Load()
+	waitFor(10*time.Second, func() bool { return ok.Load() >= before+500 })
+	close(stop)
+	wg.Wait()
+	t.Logf("%d connections answered, %d before the kill", ok.Load(), before)
+	if len(bad) > 0 {
+		t.Errorf("%d connections failed around the kill of the draining instance: %v", len(bad), bad[:min(len(bad), 5)])
+	}
+}
+
+// probeStat asks addr for STAT / on a new connection.
+func probeStat(addr string) (wire.Status, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := wire.WriteRequest(c, &wire.Request{Op: wire.OpStat, Path: "/"}); err != nil {
+		return 0, err
+	}
+	r, err := wire.ReadResponse(c)
+	return r.Status, err
 }
