@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -28,47 +29,60 @@ const (
 	maxRefuseWait = 256 // connections waiting for first bytes to be refused
 )
 
-// refuseWaiting counts the goroutines waiting in refuseLater.
+// refuseWaiting counts the refusals waiting for their client to speak.
 var refuseWaiting atomic.Int32
 
 // refuse answers fd's client with st and msg in its protocol and closes
-// fd, now or after refuseLater. http says whether HTTP is served at all
-// (config http): when it is not, a non-native client is just closed.
+// fd, now or once it has sent its first bytes. http says whether HTTP is
+// served at all (config http): when it is not, a non-native client is
+// just closed.
 func refuse(fd int, st wire.Status, msg string, http bool) {
-	switch peekProto(fd) {
-	case protoNative:
-		refuseNow(fd, wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg}))
-	case protoHTTP:
-		if http {
-			refuseNow(fd, http503(msg, peekHead(fd)))
-		} else {
-			refuseNow(fd, nil)
-		}
-	default:
-		if refuseWaiting.Add(1) > maxRefuseWait {
-			refuseWaiting.Add(-1)
-			unix.Close(fd)
+	if peekProto(fd) != protoUnknown {
+		reply(fd, st, msg, http)
+		unix.Close(fd)
+		return
+	}
+	if refuseWaiting.Add(1) > maxRefuseWait {
+		refuseWaiting.Add(-1)
+		unix.Close(fd)
+		return
+	}
+	go func() {
+		defer refuseWaiting.Add(-1)
+		// Wait in the runtime's poller: a goroutine waiting there holds
+		// no thread, whereas one blocked in poll(2) would, and the
+		// runtime never lets a thread go once it has one, so a flood of
+		// silent connections would leave the supervisor with
+		// maxRefuseWait threads for good. f owns fd from here.
+		f := os.NewFile(uintptr(fd), "refused connection") // non-blocking: in the poller
+		defer f.Close()
+		rc, err := f.SyscallConn()
+		if err != nil {
 			return
 		}
-		go func() {
-			defer refuseWaiting.Add(-1)
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			deadline := time.Now().Add(refuseWait)
-			for {
-				left := time.Until(deadline)
-				if left <= 0 {
-					break
-				}
-				if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != unix.EINTR {
-					break
-				}
-			}
-			if peekProto(fd) == protoUnknown {
-				unix.Close(fd)
-				return
-			}
-			refuse(fd, st, msg, http)
-		}()
+		f.SetReadDeadline(time.Now().Add(refuseWait))
+		rc.Read(func(fd uintptr) bool {
+			var b [1]byte
+			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			return err != unix.EAGAIN // bytes, the end, or an error
+		})
+		rc.Control(func(fd uintptr) { reply(int(fd), st, msg, http) })
+	}()
+}
+
+// reply answers fd's client with st and msg in the protocol it speaks,
+// and nothing if it has not spoken yet (or speaks HTTP and http is
+// false). It leaves fd open.
+func reply(fd int, st wire.Status, msg string, http bool) {
+	switch peekProto(fd) {
+	case protoNative:
+		send(fd, wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg}))
+	case protoHTTP:
+		if http {
+			send(fd, http503(msg, peekHead(fd)))
+		} else {
+			send(fd, nil)
+		}
 	}
 }
 
@@ -129,11 +143,11 @@ func http503(msg string, head bool) []byte {
 	return append(b, body...)
 }
 
-// refuseNow sends b without blocking, then closes fd. The request it
-// refused is discarded first (MSG_TRUNC, not copied): closing a socket
-// with unread bytes would reset the connection, and a reset can reach
-// the client before it has read the answer.
-func refuseNow(fd int, b []byte) {
+// send sends b without blocking and ends the connection's sending side.
+// The request it refused is discarded first (MSG_TRUNC, not copied):
+// closing a socket with unread bytes would reset the connection, and a
+// reset can reach the client before it has read the answer.
+func send(fd int, b []byte) {
 	if len(b) > 0 {
 		unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 	}
@@ -143,5 +157,4 @@ func refuseNow(fd int, b []byte) {
 			break
 		}
 	}
-	unix.Close(fd)
 }
