@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,4 +118,78 @@ func TestMaxConnectionsPerClient(t *testing.T) {
 	if r := Zfetch(t, "-q", "-o", "-", d.URL("/f.bin")); r.Code != 0 || sha(r.Stdout) != sum {
 		t.Fatalf("the first client once its connections closed: %d %s", r.Code, r.Stderr)
 	}
+}
+
+// TestPerClientCountAfterCrashAndReload: a client's count of connections
+// ends with them however they end: cut by a worker's crash, drained with
+// an old generation after a reload, killed with one, or closed. After
+// each, the client may again hold max_connections_per_client.
+func TestPerClientCountAfterCrashAndReload(t *testing.T) {
+	d := StartDaemon(t, DaemonOpts{Workers: 2, Config: "max_connections_per_client = 2\nheader_timeout = \"60s\"\n"})
+	// hold opens two half-sent connections from one address, each again
+	// while the supervisor answers busy (it has not yet seen earlier ones
+	// end), and fails if that does not stop.
+	hold := func() []net.Conn {
+		t.Helper()
+		var cs []net.Conn
+		if !waitFor(10*time.Second, func() bool {
+			c := halfSent(t, "127.0.0.5", d.Addr)
+			c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			var ne net.Error
+			if _, err := c.Read(make([]byte, 1)); !errors.As(err, &ne) || !ne.Timeout() {
+				// busy (refused, so not counted), or cut by a worker
+				// that died as it was handed over
+				c.Close()
+				return false
+			}
+			cs = append(cs, c)
+			return len(cs) == 2
+		}) {
+			st, _ := d.Status()
+			b, _ := json.Marshal(st.Workers)
+			t.Fatalf("the client's count of connections never came back to 0: %d of 2 held; workers %s", len(cs), b)
+		}
+		return cs
+	}
+	ends := []struct {
+		name string
+		end  func(held []net.Conn)
+	}{
+		{"crash", func([]net.Conn) {
+			for _, pid := range WorkerPIDs(d.MustStatus()) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}},
+		{"reload, then closed", func(held []net.Conn) {
+			if r := d.Zctl("reload"); r.Code != 0 {
+				t.Fatalf("reload: %s", r.Stderr)
+			}
+			for _, c := range held {
+				c.Close()
+			}
+		}},
+		{"reload, old generation killed", func([]net.Conn) {
+			if r := d.Zctl("reload"); r.Code != 0 {
+				t.Fatalf("reload: %s", r.Stderr)
+			}
+			st := d.MustStatus()
+			for _, w := range st.Workers {
+				if w.Generation < st.Generation {
+					syscall.Kill(w.PID, syscall.SIGKILL)
+				}
+			}
+		}},
+		{"closed", func(held []net.Conn) {
+			for _, c := range held {
+				c.Close()
+			}
+		}},
+	}
+	for _, e := range ends {
+		held := hold()
+		wantBusy(t, halfSent(t, "127.0.0.5", d.Addr), "busy: too many connections from your address, retry shortly")
+		e.end(held)
+		t.Logf("ended by %s", e.name)
+	}
+	hold()
 }
