@@ -39,6 +39,9 @@ func (s *Supervisor) acceptLoop(l *listener) {
 		})
 		if len(d.fds) > 0 {
 			d.dispatch()
+			if w := l.watch.Load(); w != nil && w.accepted(time.Now()) {
+				s.post(func() { s.leaveGroup(l) })
+			}
 		}
 		if err != nil {
 			if !l.closed.Load() {
