@@ -17,8 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
@@ -163,13 +161,12 @@ func (s Source) String() string {
 // by src. Relative paths in the result are made absolute.
 func (src Source) Load() (*Config, error) {
 	c := Default()
-	var data []byte // the file, if one was read
+	var lines map[string]int // the file's keys' lines, if a file was read
 	if src.Path != "" {
-		var err error
-		data, err = os.ReadFile(src.Path)
+		data, err := os.ReadFile(src.Path)
 		switch {
 		case err == nil:
-			if err := decode(src.Path, data, c); err != nil {
+			if lines, err = decode(src.Path, data, c); err != nil {
 				return nil, err
 			}
 		case errors.Is(err, os.ErrNotExist) && !src.Explicit:
@@ -202,13 +199,11 @@ func (src Source) Load() (*Config, error) {
 			if flag := o.flagFor(ke.Key); flag != "" {
 				return nil, fmt.Errorf("%s: %w", flag, err)
 			}
-			if data != nil {
-				if line := keyLine(data, toml.Key{ke.Key}); line > 0 {
-					return nil, fmt.Errorf("%s:%d: %w", src.Path, line, err)
-				}
+			if line := lines[ke.Key]; line > 0 {
+				return nil, fmt.Errorf("%s:%d: %w", src.Path, line, err)
 			}
 		}
-		if data != nil {
+		if lines != nil {
 			return nil, fmt.Errorf("%s: %w", src.Path, err)
 		}
 		return nil, err

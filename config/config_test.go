@@ -807,6 +807,10 @@ func TestExampleConfigHasEveryKey(t *testing.T) {
 	if _, err := toml.Decode(string(data), &m); err != nil {
 		t.Fatal(err)
 	}
+	lines, err := decode(exampleConfig, data, Default())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var tags []string
 	typ := reflect.TypeFor[Config]()
 	for i := range typ.NumField() {
@@ -820,7 +824,7 @@ func TestExampleConfigHasEveryKey(t *testing.T) {
 			t.Errorf("%s does not set key %q (field %s): document every key there", exampleConfig, tag, typ.Field(i).Name)
 		}
 		// Each key is documented by a comment just above it.
-		if l := keyLine(data, toml.Key{tag}); l < 2 || !commentedAbove(data, l) {
+		if l := lines[tag]; l < 2 || !commentedAbove(data, l) {
 			t.Errorf("%s: key %q (line %d) has no comment above it", exampleConfig, tag, l)
 		}
 	}
@@ -895,7 +899,7 @@ func TestFlagsFixInvalidFileValues(t *testing.T) {
 func TestControlPathLength(t *testing.T) {
 	root := t.TempDir()
 	long := "/" + strings.Repeat("d", ctl.MaxSocketPath-len("/x.sock")) + "/x.sock" // 108 bytes
-	fits := long[:1] + long[2:]                                                 // 107 bytes
+	fits := long[:1] + long[2:]                                                     // 107 bytes
 	if len(long) != ctl.MaxSocketPath+1 || len(fits) != ctl.MaxSocketPath {
 		t.Fatalf("bad test paths: %d %d", len(long), len(fits))
 	}
