@@ -87,7 +87,7 @@ func TestWorkerSIGTERM(t *testing.T) {
 	if err := syscall.Kill(old, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	st = d.WaitStatus(5*time.Second, "a replacement ready and the old worker draining", func(st *ctlStatus) bool {
+	d.WaitStatus(5*time.Second, "a replacement ready and the old worker draining", func(st *ctlStatus) bool {
 		var ready, draining bool
 		for _, w := range st.Workers {
 			ready = ready || (w.PID != old && w.State == "ready")

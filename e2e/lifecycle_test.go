@@ -377,7 +377,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 		})
 		last = WorkerPIDs(st)[0]
 		syscall.Kill(last, syscall.SIGKILL)
-		st = d.WaitStatus(5*time.Second, "restarting slot", func(st *ctlStatus) bool {
+		d.WaitStatus(5*time.Second, "restarting slot", func(st *ctlStatus) bool {
 			return st.Totals.Restarts == i
 		})
 	}
