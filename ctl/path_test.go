@@ -2,7 +2,9 @@ package ctl
 
 import (
 	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -89,5 +91,24 @@ func TestControlPaths(t *testing.T) {
 	t.Setenv("XDG_RUNTIME_DIR", "/run/user/4242")
 	if got := ControlPaths(); len(got) != 3 || !slices.Contains(got, "/run/user/4242/zfs-serve/control.sock") {
 		t.Errorf("ControlPaths() = %q", got)
+	}
+}
+
+// TestZctlDoesNotLinkConfig: zctl finds the daemon with the rules in this
+// package; it must not link the configuration schema (config and its
+// TOML library) to do so.
+func TestZctlDoesNotLinkConfig(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to list zctl's dependencies")
+	}
+	out, err := exec.Command(goTool, "list", "-deps", "github.com/zfs-serve/zfs-serve/cmd/zctl").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "github.com/zfs-serve/zfs-serve/config" || strings.HasPrefix(pkg, "github.com/BurntSushi/toml") {
+			t.Errorf("zctl links %s", pkg)
+		}
 	}
 }
