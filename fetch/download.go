@@ -268,8 +268,8 @@ func (d *download) wantPrealloc() bool {
 // and verified.
 func (d *download) fetchFile(ctx context.Context) (Result, error) {
 	j := d.j
-	d.part = j.Dst + ".part"
-	d.statePath = d.part + StateSuffix
+	d.part = partName(j.Dst)
+	d.statePath = stateName(d.part)
 	if fi, err := os.Stat(j.Dst); err == nil && fi.IsDir() {
 		// Found now, not by the rename after the whole download.
 		return d.result(), &LocalError{Op: "write", Path: j.Dst, Err: errors.New("is a directory")}
