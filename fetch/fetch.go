@@ -2,8 +2,8 @@
 // protocol (package wire) and knows nothing of the daemon; zfetch is its
 // command line.
 //
-// A Client downloads files (Client.Fetch) and directory trees (Walk, then
-// Fetch per file) with:
+// A Client downloads files (Client.Fetch) and batches of files and
+// directory trees (a Plan, run by Client.FetchPlan) with:
 //
 //   - resume: a file is written to NAME.part, with its resume state (the
 //     server's size and mtime, and which byte ranges are done) beside it in
