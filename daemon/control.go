@@ -89,7 +89,7 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 	s.pending = g
 	s.reloadWait = append(s.reloadWait, waiters...)
 	s.log.Info("reloading: starting a new generation", "gen", g.id, "config", s.opts.Source.String(), "root", cfg.Root, "workers", cfg.Workers)
-	s.pendingTimer = time.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
+	s.pendingTimer = s.env.clock.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
 	for _, sl := range g.slots {
 		if err := s.spawn(g, sl); err != nil {
 			s.abortPending(err)

@@ -17,13 +17,13 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 		if timeout <= 0 {
 			return nil // a second SIGUSR1, or zctl drain without --timeout
 		}
-		at := time.Now().Add(timeout)
+		at := s.env.clock.Now().Add(timeout)
 		if !at.Before(s.drainAt) {
 			// Not an error: a stop script that runs twice, or a
 			// drain --wait that only wants to watch, gets the drain in
 			// force (and --wait its progress).
 			s.log.Info("already draining: keeping the earlier deadline", "why", why, "timeout", timeout,
-				"deadline_in", time.Until(s.drainAt).Round(time.Second))
+				"deadline_in", s.drainAt.Sub(s.env.clock.Now()).Round(time.Second))
 			return nil
 		}
 		// An operator may shorten a drain that takes too long (e.g. a
@@ -46,7 +46,7 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 	// go to a new instance that takes the port over (takeover.go).
 	s.refreshDispatch()
 	s.steerListeners()
-	s.drainAt = time.Now().Add(timeout)
+	s.drainAt = s.env.clock.Now().Add(timeout)
 	s.log.Info("draining: no new connections; waiting for transfers in flight", "why", why,
 		"in_flight", s.inflight.Load(), "timeout", timeout)
 	// One deadline for everyone: the drain's own timer replaces those of
@@ -71,7 +71,7 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 // how it was asked for, for the log.
 func (s *Supervisor) armDrainKill(at time.Time, timeout time.Duration) {
 	s.drainAt = at
-	s.drainKill = time.AfterFunc(time.Until(at), func() {
+	s.drainKill = s.env.clock.AfterFunc(at.Sub(s.env.clock.Now()), func() {
 		s.post(func() {
 			if s.liveWorkers() == 0 || s.state != ctl.StateDraining {
 				return

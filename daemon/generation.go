@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -186,9 +185,8 @@ func (s *Supervisor) abortPending(err error) {
 
 // onExit handles w's exit; cut is the connections it still held (handed
 // over and not reported done), which went down with it.
-func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error, cut int64) {
+func (s *Supervisor) onExit(w *workerProc, how string, cut int64) {
 	g, sl := w.gen, w.slot
-	how := exitString(ps, werr)
 	if w.fatal != "" {
 		how += ": " + w.fatal
 	}
@@ -212,7 +210,7 @@ func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error, cut 
 		lvl = slog.LevelError
 	}
 	s.log.Log(context.Background(), lvl, "worker exited", "pid", w.pid, "gen", g.id, "slot", sl.index,
-		"status", how, "uptime", time.Since(w.started).Round(time.Millisecond), "expected", expected, "connections_cut", cut)
+		"status", how, "uptime", s.env.clock.Now().Sub(w.started).Round(time.Millisecond), "expected", expected, "connections_cut", cut)
 
 	switch {
 	case g == s.pending && !expected:
@@ -221,7 +219,7 @@ func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error, cut 
 		sl.restarts++
 		s.metrics.restarts.Add(1)
 		sl.lastExit = how
-		s.scheduleRespawn(g, sl, time.Since(w.started))
+		s.scheduleRespawn(g, sl, s.env.clock.Now().Sub(w.started))
 	}
 	if g.live() == 0 && g != s.current && g != s.pending {
 		s.retire(g)
@@ -287,7 +285,7 @@ func (s *Supervisor) drainRetired(w *workerProc) {
 	if timeout <= 0 {
 		return
 	}
-	w.killer = time.AfterFunc(timeout, func() {
+	w.killer = s.env.clock.AfterFunc(timeout, func() {
 		s.post(func() {
 			if w.killed || w.dead() {
 				return
@@ -295,7 +293,7 @@ func (s *Supervisor) drainRetired(w *workerProc) {
 			s.log.Error("drain timeout: killing a retired worker", "pid", w.pid, "gen", w.gen.id, "timeout", timeout,
 				"connections_cut", w.active.Load())
 			w.killed = true
-			w.cmd.Process.Kill()
+			kill(w.proc)
 		})
 	})
 }
@@ -317,7 +315,7 @@ func (s *Supervisor) sendDrain(w *workerProc) {
 	if err != nil && !w.dead() {
 		s.log.Error("send drain to worker; killing it", "pid", w.pid, "err", err)
 		w.killed = true
-		w.cmd.Process.Kill()
+		kill(w.proc)
 	}
 }
 
@@ -336,9 +334,9 @@ func (s *Supervisor) scheduleRespawn(g *generation, sl *slot, lived time.Duratio
 	} else {
 		sl.backoff = min(max(2*sl.backoff, minBackoff), maxBackoff)
 	}
-	sl.nextStart = time.Now().Add(sl.backoff)
+	sl.nextStart = s.env.clock.Now().Add(sl.backoff)
 	s.log.Info("replacing worker", "gen", g.id, "slot", sl.index, "in", sl.backoff, "restarts", sl.restarts)
-	sl.timer = time.AfterFunc(sl.backoff, func() {
+	sl.timer = s.env.clock.AfterFunc(sl.backoff, func() {
 		s.post(func() {
 			sl.timer = nil
 			if g != s.current || g.draining || sl.w != nil || s.state == ctl.StateDraining || s.state == ctl.StateStopping {
@@ -372,8 +370,8 @@ func (s *Supervisor) drainGeneration(g *generation, timeout time.Duration) {
 	if timeout <= 0 {
 		return
 	}
-	s.log.Info("draining generation", "gen", g.id, "workers", g.live(), "deadline", time.Now().Add(timeout).Format(time.RFC3339))
-	g.killer = time.AfterFunc(timeout, func() {
+	s.log.Info("draining generation", "gen", g.id, "workers", g.live(), "deadline", s.env.clock.Now().Add(timeout).Format(time.RFC3339))
+	g.killer = s.env.clock.AfterFunc(timeout, func() {
 		s.post(func() {
 			if g.live() == 0 {
 				return
@@ -406,6 +404,6 @@ func (s *Supervisor) killGeneration(g *generation, why string) {
 	}
 	for _, w := range g.workers() {
 		w.killed = true
-		w.cmd.Process.Kill()
+		kill(w.proc)
 	}
 }

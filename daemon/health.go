@@ -208,9 +208,7 @@ func (s *Supervisor) replaceSilent(w *workerProc, silent, timeout time.Duration)
 	}
 	s.log.Error("worker unresponsive for worker_timeout: killing it and starting a new one", "pid", w.pid, "gen", w.gen.id,
 		"slot", w.slot.index, "silent_for", silent.Round(time.Millisecond), "worker_timeout", timeout, "connections_cut", w.active.Load())
-	if w.cmd != nil && w.cmd.Process != nil {
-		w.cmd.Process.Kill()
-	}
+	kill(w.proc)
 	s.refreshDispatch()
 	s.notifyStatus()
 }

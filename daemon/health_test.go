@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,7 +26,7 @@ type healthRig struct {
 func newHealthRig(t *testing.T) *healthRig {
 	cfg := config.Default()
 	cfg.Workers = 2
-	s := &Supervisor{log: quietLog(), cfg: cfg, env: env{notify: func(string) {}}}
+	s := &Supervisor{log: quietLog(), cfg: cfg, env: env{notify: func(string) {}, clock: systemClock{}}}
 	s.setState(ctl.StateServing)
 	g := s.newGeneration(cfg)
 	s.current = g
@@ -40,7 +39,7 @@ func newHealthRig(t *testing.T) *healthRig {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, cmd: cmd, ch: local, ready: true}
+		w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, proc: osProc{cmd}, ch: local, ready: true}
 		sl.w = w
 		r.ws[i], r.remote[i] = w, remote
 	}
@@ -146,8 +145,8 @@ func TestHeartbeat(t *testing.T) {
 	r.tick(half, 0) // 10 s
 	r.wantState(1, "killed", false)
 	r.wantState(0, "ready", true)
-	if err := r.ws[1].cmd.Wait(); err == nil || r.ws[1].cmd.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("worker 1 ended with %v, want SIGKILL", err)
+	if how := r.ws[1].proc.Wait(); how != "killed by signal SIGKILL" {
+		t.Fatalf("worker 1 ended with %v, want SIGKILL", how)
 	}
 	if r.ws[1].fatal != "unresponsive for 10s" {
 		t.Errorf("fatal %q", r.ws[1].fatal)

@@ -26,7 +26,7 @@ func loopSupervisor(t *testing.T, state string) *Supervisor {
 	t.Helper()
 	s := &Supervisor{
 		opts:     Options{Version: "1.2.3-test"},
-		env:      env{notify: func(string) {}},
+		env:      env{notify: func(string) {}, clock: systemClock{}, startProc: startOSProc},
 		log:      quietLog(),
 		cfg:      &config.Config{Workers: 1},
 		events:   make(chan func(), 64),

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +27,7 @@ type generation struct {
 	slots    []*slot
 	retired  []*workerProc // replaced after a SIGTERM, draining, out of their slots
 	draining bool
-	killer   *time.Timer        // kills what is left of a draining generation at drain_timeout
+	killer   stopper            // kills what is left of a draining generation at drain_timeout
 	cut      string             // set when workers were killed with connections in flight
 	waiters  []func(cut string) // run when the generation's last worker has exited
 }
@@ -42,7 +41,7 @@ type slot struct {
 	lastExit  string
 	backoff   time.Duration
 	nextStart time.Time
-	timer     *time.Timer
+	timer     stopper
 }
 
 // workers returns g's live workers: those in slots and the retired ones.
@@ -93,7 +92,7 @@ type workerProc struct {
 	gen     *generation
 	slot    *slot
 	pid     int
-	cmd     *exec.Cmd
+	proc    process
 	ch      *net.UnixConn
 	started time.Time
 
@@ -101,9 +100,9 @@ type workerProc struct {
 	draining   bool // (loop) sent msgDrain
 	killed     bool // (loop) we sent SIGKILL
 	fatal      string
-	startTimer *time.Timer // (loop) kills a worker that never reports ready
-	killer     *time.Timer // (loop) a retired worker's drain deadline
-	beat       heartbeat   // (loop) see health.go
+	startTimer stopper   // (loop) kills a worker that never reports ready
+	killer     stopper   // (loop) a retired worker's drain deadline
+	beat       heartbeat // (loop) see health.go
 
 	// sendMu orders handoffs against the worker's death: once dead is set
 	// (its channel read EOF and its count was written off), no handoff
@@ -185,28 +184,22 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 	}
 	remoteF := os.NewFile(uintptr(remote), "channel")
 	defer remoteF.Close()
-	cmd := exec.Command(exe, WorkerCommand)
-	cmd.Env = workerEnv()
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	// ExtraFiles[i] becomes fd 3+i: channelFD, deathFD.
-	cmd.ExtraFiles = []*os.File{remoteF, s.deathR}
-	// Own process group: a Ctrl-C on the terminal reaches the supervisor,
-	// which then drains the workers, rather than killing them all at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
-	if err := cmd.Start(); err != nil {
+	// extra[i] becomes fd 3+i: channelFD, deathFD.
+	p, err := s.env.startProc(exe, []string{WorkerCommand}, []*os.File{remoteF, s.deathR}, cred)
+	if err != nil {
 		local.Close()
 		return fmt.Errorf("start worker: %w", err)
 	}
-	w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, cmd: cmd, ch: local, started: time.Now(), pending: map[uint64]chan []byte{}, gone: make(chan struct{})}
+	w := &workerProc{gen: g, slot: sl, pid: p.Pid(), proc: p, ch: local, started: s.env.clock.Now(), pending: map[uint64]chan []byte{}, gone: make(chan struct{})}
 	sl.w = w
 	sl.nextStart = time.Time{}
 	limit := startTimeout
-	w.startTimer = time.AfterFunc(limit, func() {
+	w.startTimer = s.env.clock.AfterFunc(limit, func() {
 		s.post(func() {
 			if !w.ready && !w.killed && !w.dead() {
 				w.fatal = fmt.Sprintf("not ready within %v", limit)
 				s.log.Error("worker did not report ready; killing it", "pid", w.pid, "gen", g.id, "slot", sl.index, "timeout", limit)
-				w.cmd.Process.Kill()
+				kill(w.proc)
 			}
 		})
 	})
@@ -241,7 +234,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 				break // it exited with messages unread: an ordinary end
 			}
 			s.log.Error("worker channel failed; killing the worker", "pid", w.pid, "err", err)
-			w.cmd.Process.Kill()
+			kill(w.proc)
 			break
 		}
 		if n == 0 {
@@ -318,8 +311,8 @@ func (s *Supervisor) readWorker(w *workerProc) {
 	s.metrics.tally.retire(w)
 	close(w.gone)
 	w.ch.Close()
-	err := w.cmd.Wait()
-	s.post(func() { s.onExit(w, w.cmd.ProcessState, err, n) })
+	how := w.proc.Wait()
+	s.post(func() { s.onExit(w, how, n) })
 }
 
 // releaseClients ends the per-client count of connections w reported done.
@@ -392,27 +385,4 @@ func (w *workerProc) query(id uint64, d time.Duration, flags ...byte) (*workerSt
 	case <-time.After(d):
 		return nil, fmt.Errorf("worker %d did not answer within %v", w.pid, d)
 	}
-}
-
-// exitString describes how a process ended, for logs and status.
-func exitString(ps *os.ProcessState, err error) string {
-	if ps == nil {
-		if err != nil {
-			return err.Error()
-		}
-		return "unknown"
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return "killed by signal " + unixSignalName(ws.Signal())
-	}
-	return fmt.Sprintf("exit status %d", ps.ExitCode())
-}
-
-func unixSignalName(sig syscall.Signal) string {
-	names := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM", syscall.SIGSEGV: "SIGSEGV",
-		syscall.SIGABRT: "SIGABRT", syscall.SIGBUS: "SIGBUS", syscall.SIGPIPE: "SIGPIPE", syscall.SIGINT: "SIGINT"}
-	if n, ok := names[sig]; ok {
-		return n
-	}
-	return sig.String()
 }

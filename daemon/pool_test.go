@@ -220,7 +220,7 @@ func TestRespawnedWorkerStartTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &Supervisor{
-		env:      env{executable: func() (string, error) { return hang, nil }, notify: func(string) {}},
+		env:      env{executable: func() (string, error) { return hang, nil }, notify: func(string) {}, clock: systemClock{}, startProc: startOSProc},
 		log:      quietLog(),
 		cfg:      &config.Config{Workers: 1},
 		events:   make(chan func(), 64),

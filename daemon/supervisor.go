@@ -65,12 +65,16 @@ type env struct {
 	notify     func(state string)
 	// runTime is how long a process's threads have run or waited for a
 	// CPU (health.go); nil: read /proc.
-	runTime func(pid int) time.Duration
+	runTime   func(pid int) time.Duration
+	startProc startProc // starts a worker process (proc.go)
+	clock     clock     // time and timers (clock.go)
 }
 
 var osEnv = env{
 	executable: os.Executable,
 	notify:     sdNotify,
+	startProc:  startOSProc,
+	clock:      systemClock{},
 }
 
 // notifyFailed makes a broken NOTIFY_SOCKET visible once, not per message.
@@ -142,11 +146,11 @@ type Supervisor struct {
 	exitCode     int
 	exitReason   string
 	startupErr   error
-	drainKill    *time.Timer
+	drainKill    stopper
 	drainAt      time.Time
 	reloadWait   []reloadWaiter // waiting for the reload in progress
 	followUp     []reloadWaiter // asked while one was in progress: reload again after it
-	pendingTimer *time.Timer
+	pendingTimer stopper
 	lastReload   string
 	lastHealth   time.Time // the last checkHealth (health.go)
 
@@ -254,7 +258,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 
 	g := s.newGeneration(s.cfg)
 	s.pending = g
-	s.pendingTimer = time.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
+	s.pendingTimer = s.env.clock.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
 	for _, sl := range g.slots {
 		if err := s.spawn(g, sl); err != nil {
 			s.killAll("startup failed")
