@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -194,7 +193,7 @@ func (d *dispatcher) dispatch() {
 	s.metrics.accepted.Add(uint64(len(d.fds)))
 	if len(ws) == 0 {
 		st, msg := wire.StatusBusy, busyNoWorker
-		if state, _ := s.stateA.Load().(string); state == ctl.StateDraining || state == ctl.StateStopping {
+		if s.loadState().exiting() {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
 		s.metrics.refuse(noWorkerReason(st), len(d.fds))

@@ -26,9 +26,9 @@ func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 	}
 	rw := reloadWaiter{wait: wait, reply: reply}
 	switch s.state {
-	case ctl.StateServing:
+	case stateServing:
 		s.startReload([]reloadWaiter{rw})
-	case ctl.StateReloading:
+	case stateReloading:
 		s.followUp = append(s.followUp, rw)
 	default:
 		reply("", fmt.Errorf("cannot reload while %s", s.state))
@@ -37,19 +37,9 @@ func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 
 // startReload runs a reload for waiters (state serving).
 func (s *Supervisor) startReload(waiters []reloadWaiter) {
-	s.setState(ctl.StateReloading)
+	s.setState(stateReloading)
 	s.env.notify("RELOADING=1")
-	fail := func(err error) {
-		s.lastReload = "failed: " + err.Error()
-		s.metrics.reloadsFailed.Add(1)
-		s.log.Error("reload failed; still serving the previous configuration", "err", err)
-		s.setState(ctl.StateServing)
-		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
-		for _, rw := range waiters {
-			rw.reply("", err)
-		}
-		s.startFollowUp()
-	}
+	fail := func(err error) { s.reloadFailed(err, waiters) }
 	cfg, err := s.opts.Source.Load()
 	if err != nil {
 		fail(fmt.Errorf("invalid configuration, nothing changed: %w", err))
@@ -85,16 +75,10 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 		fail(err)
 		return
 	}
-	g := s.newGeneration(cfg)
-	s.pending = g
 	s.reloadWait = append(s.reloadWait, waiters...)
-	s.log.Info("reloading: starting a new generation", "gen", g.id, "config", s.opts.Source.String(), "root", cfg.Root, "workers", cfg.Workers)
-	s.pendingTimer = s.env.clock.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
-	for _, sl := range g.slots {
-		if err := s.spawn(g, sl); err != nil {
-			s.abortPending(err)
-			return
-		}
+	s.log.Info("reloading: starting a new generation", "gen", s.genSeq+1, "config", s.opts.Source.String(), "root", cfg.Root, "workers", cfg.Workers)
+	if err := s.startGeneration(cfg); err != nil {
+		s.abortPending(err)
 	}
 }
 
@@ -110,7 +94,8 @@ func (h *controlHandler) Status(ctx context.Context) (*ctl.Status, error) {
 func (h *controlHandler) Drain(ctx context.Context, timeout time.Duration, progress func(*ctl.Status)) error {
 	s := h.sup()
 	var err error
-	if cerr := s.call(ctx, func() { err = s.drain(timeout, "zctl drain") }); cerr != nil {
+	done := make(chan struct{})
+	if cerr := s.request(ctx, evDrain{timeout: timeout, why: "zctl drain", err: &err, done: done}, done); cerr != nil {
 		return cerr
 	}
 	if err != nil || progress == nil {
@@ -145,7 +130,8 @@ func (s *Supervisor) follow(ctx context.Context, progress func(*ctl.Status), don
 
 func (h *controlHandler) Kill(ctx context.Context) error {
 	s := h.sup()
-	return s.call(ctx, func() { s.kill("zctl kill", false) })
+	done := make(chan struct{})
+	return s.request(ctx, evKill{why: "zctl kill", done: done}, done)
 }
 
 func (h *controlHandler) Reload(ctx context.Context, wait bool, progress func(*ctl.Status)) (string, error) {
@@ -155,9 +141,9 @@ func (h *controlHandler) Reload(ctx context.Context, wait bool, progress func(*c
 		err error
 	}
 	res := make(chan result, 1)
-	if err := s.call(ctx, func() {
-		s.reload(wait, func(msg string, err error) { res <- result{msg, err} })
-	}); err != nil {
+	queued := make(chan struct{})
+	reply := func(msg string, err error) { res <- result{msg, err} }
+	if err := s.request(ctx, evReload{wait: wait, reply: reply, done: queued}, queued); err != nil {
 		return "", err
 	}
 	done := make(chan struct{})
@@ -244,7 +230,7 @@ func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
 func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 	st := &ctl.Status{
 		Version:    s.opts.Version,
-		State:      s.state,
+		State:      s.state.String(),
 		PID:        os.Getpid(),
 		Started:    s.started,
 		Uptime:     time.Since(s.started).Seconds(),
@@ -262,7 +248,7 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 	if s.current != nil {
 		st.Generation = s.current.id
 	}
-	if s.state == ctl.StateDraining {
+	if s.state == stateDraining {
 		t := s.drainAt
 		st.DrainDeadline = &t
 	}

@@ -111,7 +111,7 @@ func TestDispatchLimits(t *testing.T) {
 // TestPerClientCountEnds: a done report ends the per-client count of its
 // connection, and a worker's death that of every connection it held.
 func TestPerClientCountEnds(t *testing.T) {
-	s := &Supervisor{log: quietLog(), events: make(chan func(), 1), finished: make(chan struct{})}
+	s := &Supervisor{log: quietLog(), events: make(chan event, 1), finished: make(chan struct{})}
 	close(s.finished) // the exit's report to the loop goes nowhere
 	local, remote := channel(t)
 	cmd := exec.Command("true")
@@ -168,7 +168,7 @@ func TestFDShortLowersCapacity(t *testing.T) {
 		{0, []uint32{50}, 50}, // no bound before
 		{5, []uint32{9}, 5},
 	} {
-		s := &Supervisor{log: quietLog(), events: make(chan func(), 1), finished: make(chan struct{})}
+		s := &Supervisor{log: quietLog(), events: make(chan event, 1), finished: make(chan struct{})}
 		close(s.finished)
 		local, remote := channel(t)
 		cmd := exec.Command("true")

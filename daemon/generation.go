@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
 
@@ -27,11 +26,27 @@ func (s *Supervisor) newGeneration(cfg *config.Config) *generation {
 	return g
 }
 
+// startGeneration starts a generation of workers with cfg: the next one,
+// serving once all its workers are ready (promote), or given up after
+// startTimeout. An error is a worker that could not be started; the
+// caller gives the generation up.
+func (s *Supervisor) startGeneration(cfg *config.Config) error {
+	g := s.newGeneration(cfg)
+	s.pending = g
+	s.pendingTimer = s.after(startTimeout, evNextTimeout{g})
+	for _, sl := range g.slots {
+		if err := s.spawn(g, sl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // refreshDispatch publishes the workers new connections may go to: the
 // ready, non-draining workers of the current generation.
 func (s *Supervisor) refreshDispatch() {
 	var ws []*workerProc
-	if s.current != nil && !s.current.draining && (s.state == ctl.StateServing || s.state == ctl.StateReloading) {
+	if s.current != nil && !s.current.draining && s.state.serves() {
 		for _, sl := range s.current.slots {
 			if sl.w != nil && sl.w.ready && !sl.w.draining && sl.w.beat.healthy() {
 				ws = append(ws, sl.w)
@@ -49,7 +64,7 @@ func (s *Supervisor) refreshDispatch() {
 
 func (s *Supervisor) onReady(w *workerProc) {
 	w.ready = true
-	w.startTimer.Stop()
+	w.startTimer.stop()
 	g := w.gen
 	if w.draining {
 		return // retired before it was ready; it has the drain message
@@ -74,7 +89,7 @@ func (s *Supervisor) onReady(w *workerProc) {
 
 // promote makes the pending generation the serving one and drains the old.
 func (s *Supervisor) promote(g *generation) {
-	s.pendingTimer.Stop()
+	s.pendingTimer.stop()
 	old := s.current
 	s.pending, s.current = nil, g
 	s.cfg = g.cfg
@@ -85,7 +100,7 @@ func (s *Supervisor) promote(g *generation) {
 	setLevel(&s.level, g.cfg)
 	s.applyControlGroup(g.cfg)
 	first := old == nil
-	s.setState(ctl.StateServing)
+	s.setState(stateServing)
 	s.refreshDispatch()
 	if first {
 		s.startAccepting()
@@ -134,7 +149,7 @@ func (s *Supervisor) startFollowUp() {
 	if len(ws) == 0 {
 		return
 	}
-	if s.state != ctl.StateServing {
+	if s.state != stateServing {
 		// A drain or kill started meanwhile: nothing to reload into.
 		for _, rw := range ws {
 			rw.reply("", fmt.Errorf("cannot reload while %s", s.state))
@@ -145,8 +160,8 @@ func (s *Supervisor) startFollowUp() {
 	s.startReload(ws)
 }
 
-// pendingTimeout gives up on a generation that did not become ready.
-func (s *Supervisor) pendingTimeout(g *generation) {
+// nextTimedOut gives up on a generation that did not become ready.
+func (s *Supervisor) nextTimedOut(g *generation) {
 	if s.pending != g {
 		return
 	}
@@ -160,23 +175,30 @@ func (s *Supervisor) abortPending(err error) {
 		return
 	}
 	s.pending = nil
-	s.pendingTimer.Stop()
+	s.pendingTimer.stop()
 	s.killGeneration(g, "aborted")
 	g.draining = true
 	if g.live() == 0 {
 		s.retire(g) // e.g. the first spawn failed: no exit will retire it
 	}
-	if s.current != nil && s.state == ctl.StateReloading {
-		s.lastReload = "failed: " + err.Error()
-		s.metrics.reloadsFailed.Add(1)
-		s.log.Error("reload failed; still serving the previous configuration", "err", err)
-		s.setState(ctl.StateServing)
-		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
-	}
 	s.closeNewListeners()
 	s.abortMetrics()
 	waiters := s.reloadWait
 	s.reloadWait = nil
+	s.reloadFailed(err, waiters)
+}
+
+// reloadFailed ends a reload that failed with err: the previous
+// generation goes on serving (if a reload was in progress: the start,
+// a drain or a kill have their own state), and waiters get err.
+func (s *Supervisor) reloadFailed(err error, waiters []reloadWaiter) {
+	if s.current != nil && s.state == stateReloading {
+		s.lastReload = "failed: " + err.Error()
+		s.metrics.reloadsFailed.Add(1)
+		s.log.Error("reload failed; still serving the previous configuration", "err", err)
+		s.setState(stateServing)
+		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
+	}
 	for _, rw := range waiters {
 		rw.reply("", err)
 	}
@@ -190,10 +212,8 @@ func (s *Supervisor) onExit(w *workerProc, how string, cut int64) {
 	if w.fatal != "" {
 		how += ": " + w.fatal
 	}
-	w.startTimer.Stop()
-	if w.killer != nil {
-		w.killer.Stop()
-	}
+	w.startTimer.stop()
+	w.killer.stop()
 	if sl.w == w {
 		sl.w = nil
 	}
@@ -204,7 +224,7 @@ func (s *Supervisor) onExit(w *workerProc, how string, cut int64) {
 		}
 	}
 	s.refreshDispatch()
-	expected := w.killed || w.draining || g.draining || s.state == ctl.StateDraining || s.state == ctl.StateStopping
+	expected := w.killed || w.draining || g.draining || s.state.exiting()
 	lvl := slog.LevelInfo
 	if !expected {
 		lvl = slog.LevelError
@@ -235,9 +255,7 @@ func (s *Supervisor) retire(g *generation) {
 			break
 		}
 	}
-	if g.killer != nil {
-		g.killer.Stop()
-	}
+	g.killer.stop()
 	if g.id > 0 && g.cfg != nil && len(g.slots) > 0 && g != s.current {
 		s.log.Info("generation retired", "gen", g.id)
 	}
@@ -260,7 +278,7 @@ func (s *Supervisor) onRetire(w *workerProc) {
 		"connections", w.active.Load())
 	sl.w = nil
 	g.retired = append(g.retired, w)
-	serving := g == s.current && !g.draining && s.state != ctl.StateDraining && s.state != ctl.StateStopping
+	serving := g == s.current && !g.draining && !s.state.exiting()
 	if !serving || !w.ready {
 		// It takes no connections anyway: nothing to hand over.
 		s.drainRetired(w)
@@ -269,6 +287,12 @@ func (s *Supervisor) onRetire(w *workerProc) {
 	if !serving && g != s.pending {
 		return // an old or stopping generation: no replacement
 	}
+	s.spawnOrRetry(g, sl)
+}
+
+// spawnOrRetry starts sl's worker; if that fails, it tries again after a
+// backoff.
+func (s *Supervisor) spawnOrRetry(g *generation, sl *slot) {
 	if err := s.spawn(g, sl); err != nil {
 		sl.lastExit = "respawn failed: " + err.Error()
 		s.log.Error("respawn failed", "gen", g.id, "slot", sl.index, "err", err)
@@ -285,17 +309,19 @@ func (s *Supervisor) drainRetired(w *workerProc) {
 	if timeout <= 0 {
 		return
 	}
-	w.killer = s.env.clock.AfterFunc(timeout, func() {
-		s.post(func() {
-			if w.killed || w.dead() {
-				return
-			}
-			s.log.Error("drain timeout: killing a retired worker", "pid", w.pid, "gen", w.gen.id, "timeout", timeout,
-				"connections_cut", w.active.Load())
-			w.killed = true
-			kill(w.proc)
-		})
-	})
+	w.killer = s.after(timeout, evWorkerDrainTimeout{w, timeout})
+}
+
+// workerDrainTimedOut kills a retired worker still draining at its
+// drain_timeout.
+func (s *Supervisor) workerDrainTimedOut(w *workerProc, timeout time.Duration) {
+	if w.killed || w.dead() {
+		return
+	}
+	s.log.Error("drain timeout: killing a retired worker", "pid", w.pid, "gen", w.gen.id, "timeout", timeout,
+		"connections_cut", w.active.Load())
+	w.killed = true
+	kill(w.proc)
 }
 
 // sendDrain sends msgDrain to w. The channel is never blocked for long,
@@ -336,19 +362,16 @@ func (s *Supervisor) scheduleRespawn(g *generation, sl *slot, lived time.Duratio
 	}
 	sl.nextStart = s.env.clock.Now().Add(sl.backoff)
 	s.log.Info("replacing worker", "gen", g.id, "slot", sl.index, "in", sl.backoff, "restarts", sl.restarts)
-	sl.timer = s.env.clock.AfterFunc(sl.backoff, func() {
-		s.post(func() {
-			sl.timer = nil
-			if g != s.current || g.draining || sl.w != nil || s.state == ctl.StateDraining || s.state == ctl.StateStopping {
-				return
-			}
-			if err := s.spawn(g, sl); err != nil {
-				sl.lastExit = "respawn failed: " + err.Error()
-				s.log.Error("respawn failed", "gen", g.id, "slot", sl.index, "err", err)
-				s.scheduleRespawn(g, sl, 0)
-			}
-		})
-	})
+	sl.timer = s.after(sl.backoff, evRespawn{g, sl})
+}
+
+// respawn starts sl's worker again after its backoff.
+func (s *Supervisor) respawn(g *generation, sl *slot) {
+	sl.timer = nil
+	if g != s.current || g.draining || sl.w != nil || s.state.exiting() {
+		return
+	}
+	s.spawnOrRetry(g, sl)
 }
 
 // drainGeneration sends msgDrain to every worker of g and, if timeout > 0,
@@ -371,17 +394,19 @@ func (s *Supervisor) drainGeneration(g *generation, timeout time.Duration) {
 		return
 	}
 	s.log.Info("draining generation", "gen", g.id, "workers", g.live(), "deadline", s.env.clock.Now().Add(timeout).Format(time.RFC3339))
-	g.killer = s.env.clock.AfterFunc(timeout, func() {
-		s.post(func() {
-			if g.live() == 0 {
-				return
-			}
-			why := fmt.Sprintf("killed at drain_timeout (%v)", timeout)
-			s.log.Error("drain timeout: killing the generation's remaining workers", "gen", g.id, "timeout", timeout,
-				"workers", g.live(), "connections_cut", g.inflight())
-			s.killGeneration(g, why)
-		})
-	})
+	g.killer = s.after(timeout, evGenerationDrainTimeout{g, timeout})
+}
+
+// generationDrainTimedOut kills what is left of an old generation at its
+// drain_timeout.
+func (s *Supervisor) generationDrainTimedOut(g *generation, timeout time.Duration) {
+	if g.live() == 0 {
+		return
+	}
+	why := fmt.Sprintf("killed at drain_timeout (%v)", timeout)
+	s.log.Error("drain timeout: killing the generation's remaining workers", "gen", g.id, "timeout", timeout,
+		"workers", g.live(), "connections_cut", g.inflight())
+	s.killGeneration(g, why)
 }
 
 // inflight is the connections g's workers hold.

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
 
@@ -81,7 +80,7 @@ func (s *Supervisor) checkHealth(now time.Time) {
 	}
 	s.lastHealth = now
 	g := s.current
-	if g == nil || g.draining || (s.state != ctl.StateServing && s.state != ctl.StateReloading) {
+	if g == nil || g.draining || !s.state.serves() {
 		return
 	}
 	for _, w := range g.workers() {

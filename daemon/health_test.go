@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
 // healthRig is a supervisor with one serving generation of two workers,
@@ -27,7 +26,7 @@ func newHealthRig(t *testing.T) *healthRig {
 	cfg := config.Default()
 	cfg.Workers = 2
 	s := &Supervisor{log: quietLog(), cfg: cfg, env: env{notify: func(string) {}, clock: systemClock{}}}
-	s.setState(ctl.StateServing)
+	s.setState(stateServing)
 	g := s.newGeneration(cfg)
 	s.current = g
 	r := &healthRig{t: t, s: s, g: g, now: time.Unix(1e9, 0)}
@@ -184,7 +183,7 @@ func TestHeartbeatSkipsDraining(t *testing.T) {
 	if r.ws[1].beat.seq != 0 || r.ws[1].beat.unresponsive {
 		t.Fatalf("draining worker pinged (seq %d) or unresponsive", r.ws[1].beat.seq)
 	}
-	r.s.setState(ctl.StateDraining)
+	r.s.setState(stateDraining)
 	seq := r.ws[0].beat.seq
 	for range 40 {
 		r.tick(heartbeatInterval)

@@ -27,7 +27,7 @@ type generation struct {
 	slots    []*slot
 	retired  []*workerProc // replaced after a SIGTERM, draining, out of their slots
 	draining bool
-	killer   stopper            // kills what is left of a draining generation at drain_timeout
+	killer   *loopTimer         // kills what is left of a draining generation at drain_timeout
 	cut      string             // set when workers were killed with connections in flight
 	waiters  []func(cut string) // run when the generation's last worker has exited
 }
@@ -41,7 +41,7 @@ type slot struct {
 	lastExit  string
 	backoff   time.Duration
 	nextStart time.Time
-	timer     stopper
+	timer     *loopTimer
 }
 
 // workers returns g's live workers: those in slots and the retired ones.
@@ -69,10 +69,8 @@ func (g *generation) live() int {
 
 // stopRespawn cancels a pending replacement of sl's worker.
 func (sl *slot) stopRespawn() {
-	if sl.timer != nil {
-		sl.timer.Stop()
-		sl.timer = nil
-	}
+	sl.timer.stop()
+	sl.timer = nil
 	sl.nextStart = time.Time{}
 }
 
@@ -100,9 +98,9 @@ type workerProc struct {
 	draining   bool // (loop) sent msgDrain
 	killed     bool // (loop) we sent SIGKILL
 	fatal      string
-	startTimer stopper   // (loop) kills a worker that never reports ready
-	killer     stopper   // (loop) a retired worker's drain deadline
-	beat       heartbeat // (loop) see health.go
+	startTimer *loopTimer // (loop) kills a worker that never reports ready
+	killer     *loopTimer // (loop) a retired worker's drain deadline
+	beat       heartbeat  // (loop) see health.go
 
 	// sendMu orders handoffs against the worker's death: once dead is set
 	// (its channel read EOF and its count was written off), no handoff
@@ -194,15 +192,7 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 	sl.w = w
 	sl.nextStart = time.Time{}
 	limit := startTimeout
-	w.startTimer = s.env.clock.AfterFunc(limit, func() {
-		s.post(func() {
-			if !w.ready && !w.killed && !w.dead() {
-				w.fatal = fmt.Sprintf("not ready within %v", limit)
-				s.log.Error("worker did not report ready; killing it", "pid", w.pid, "gen", g.id, "slot", sl.index, "timeout", limit)
-				kill(w.proc)
-			}
-		})
-	})
+	w.startTimer = s.after(limit, evStartTimeout{w, limit})
 	b, _ := json.Marshal(workerConfig{Version: channelVersion, Generation: g.id, Slot: sl.index, Config: g.cfg})
 	if err := fdpass.Send(local, append([]byte{msgConfig}, b...)); err != nil {
 		// The reader sees EOF and reports the exit; nothing else to do here.
@@ -247,20 +237,19 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			if c, err := parseU32(p); err == nil {
 				w.capacity.Store(int64(max(c, 1)))
 			}
-			s.post(func() { s.onReady(w) })
+			s.post(evReady{w})
 		case msgPong:
 			if seq, _, err := parseID(p); err == nil {
-				s.post(func() { s.onPong(w, seq) })
+				s.post(evPong{w, seq})
 			}
 		case msgFDShort:
 			if held, err := parseU32(p); err == nil {
 				s.lowerCapacity(w, int64(held))
 			}
 		case msgFatal:
-			msg := string(p)
-			s.post(func() { w.fatal = msg })
+			s.post(evFatal{w, string(p)})
 		case msgRetire:
-			s.post(func() { s.onRetire(w) })
+			s.post(evRetire{w})
 		case msgAdmit:
 			s.admit(w, p)
 		case msgDone:
@@ -312,7 +301,16 @@ func (s *Supervisor) readWorker(w *workerProc) {
 	close(w.gone)
 	w.ch.Close()
 	how := w.proc.Wait()
-	s.post(func() { s.onExit(w, how, n) })
+	s.post(evExit{w, how, n})
+}
+
+// startTimedOut kills a worker that did not report ready within limit.
+func (s *Supervisor) startTimedOut(w *workerProc, limit time.Duration) {
+	if !w.ready && !w.killed && !w.dead() {
+		w.fatal = fmt.Sprintf("not ready within %v", limit)
+		s.log.Error("worker did not report ready; killing it", "pid", w.pid, "gen", w.gen.id, "slot", w.slot.index, "timeout", limit)
+		kill(w.proc)
+	}
 }
 
 // releaseClients ends the per-client count of connections w reported done.

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/serve"
 	"github.com/zfs-serve/zfs-serve/wire"
@@ -223,7 +222,7 @@ func TestRespawnedWorkerStartTimeout(t *testing.T) {
 		env:      env{executable: func() (string, error) { return hang, nil }, notify: func(string) {}, clock: systemClock{}, startProc: startOSProc},
 		log:      quietLog(),
 		cfg:      &config.Config{Workers: 1},
-		events:   make(chan func(), 64),
+		events:   make(chan event, 64),
 		finished: make(chan struct{}),
 	}
 	s.dispatch.Store(&[]*workerProc{})
@@ -237,15 +236,15 @@ func TestRespawnedWorkerStartTimeout(t *testing.T) {
 		defer close(loopDone)
 		for {
 			select {
-			case f := <-s.events:
-				f()
+			case ev := <-s.events:
+				s.handle(ev)
 			case <-stop:
 				return
 			}
 		}
 	}()
 	t.Cleanup(func() {
-		s.call(t.Context(), func() { s.setState(ctl.StateStopping); s.killAll("test over") })
+		s.call(t.Context(), func() { s.setState(stateStopping); s.killAll("test over") })
 		close(stop)
 		<-loopDone
 		close(s.finished) // late posts from reader goroutines return
@@ -254,7 +253,7 @@ func TestRespawnedWorkerStartTimeout(t *testing.T) {
 	})
 	var g *generation
 	s.call(t.Context(), func() {
-		s.setState(ctl.StateServing)
+		s.setState(stateServing)
 		g = s.newGeneration(s.cfg)
 		s.current = g
 		if err = s.spawn(g, g.slots[0]); err != nil {

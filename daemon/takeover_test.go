@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -117,7 +116,7 @@ func TestSteerAway(t *testing.T) {
 func drainingSupervisor() *Supervisor {
 	s := &Supervisor{log: slog.New(slog.DiscardHandler)}
 	s.dispatch.Store(&[]*workerProc{})
-	s.stateA.Store(ctl.StateDraining)
+	s.stateNow.Store(int32(stateDraining))
 	s.httpOn.Store(true)
 	return s
 }
