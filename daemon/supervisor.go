@@ -9,7 +9,10 @@
 // generation and sends the fd down that worker's channel (fdpass), then
 // closes its own copy; worker.go receives it and calls serve.ServeConn,
 // which answers requests with sendfile; the worker reports the finished
-// connection back up the channel (pool.go's readWorker).
+// connection back up the channel (reader.go's readWorker). The
+// supervisor's loop (supervisor.go, events.go) owns the lifecycle:
+// generations (generation.go), slots (slot.go), reloads (reload.go) and
+// the exits (exit.go).
 package daemon
 
 import (
@@ -155,11 +158,6 @@ type Supervisor struct {
 	lastHealth   time.Time // the last checkHealth (health.go)
 
 	metrics supMetrics // counters and listener for /metrics (metrics.go)
-}
-
-type reloadWaiter struct {
-	wait  bool
-	reply func(string, error)
 }
 
 // Run is the supervisor's main: it returns when the daemon has exited.

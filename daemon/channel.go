@@ -4,6 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/digest"
+	"github.com/zfs-serve/zfs-serve/serve"
 )
 
 // Channel messages. Each is one SOCK_SEQPACKET message: a type byte, then a
@@ -239,3 +243,36 @@ func parseAdmitted(p []byte) (id uint64, ok bool, err error) {
 	}
 	return binary.BigEndian.Uint64(p), p[8] == 1, nil
 }
+
+// workerConfig is the first message down a worker's channel: everything it
+// needs, so it reads no file but what it serves.
+type workerConfig struct {
+	Version    int            `json:"version"`
+	Generation int            `json:"generation"`
+	Slot       int            `json:"slot"`
+	Config     *config.Config `json:"config"`
+}
+
+// workerStatus answers msgStatusReq.
+type workerStatus struct {
+	Active      int              `json:"active"`
+	Connections uint64           `json:"connections"`
+	BytesSent   uint64           `json:"bytes_sent"`
+	Native      uint64           `json:"native_requests"`
+	HTTP        uint64           `json:"http_requests"`
+	HTTPBytes   uint64           `json:"http_bytes_sent"`
+	NativeResp  serve.Classes    `json:"native_responses"` // by status class
+	HTTPResp    serve.Classes    `json:"http_responses"`
+	Digests     digest.Stats     `json:"digests"`
+	Transfers   []serve.Transfer `json:"transfers"`
+	Omitted     int              `json:"omitted"`
+}
+
+// maxStatusBytes bounds a status answer so it always fits one channel
+// message (maxMsg, with room for the type and id). Paths may be up to 4 KiB
+// each and JSON may escape them further, so the bound is on the encoded
+// size, not on the count: transfers beyond it are counted in Omitted.
+const maxStatusBytes = maxMsg - 1024
+
+// maxStatusTransfers is the most transfers one worker lists in a status.
+const maxStatusTransfers = 1000
