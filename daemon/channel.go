@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -251,6 +252,23 @@ type workerConfig struct {
 	Generation int            `json:"generation"`
 	Slot       int            `json:"slot"`
 	Config     *config.Config `json:"config"`
+}
+
+// appendConfig is msgConfig.
+func appendConfig(b []byte, wc workerConfig) []byte {
+	j, _ := json.Marshal(wc)
+	return append(append(b, msgConfig), j...)
+}
+
+func parseConfig(p []byte) (workerConfig, error) {
+	var wc workerConfig
+	if err := json.Unmarshal(p, &wc); err != nil {
+		return wc, err
+	}
+	if wc.Config == nil {
+		return wc, errors.New("no configuration in it")
+	}
+	return wc, nil
 }
 
 // workerStatus answers msgStatusReq.

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -148,8 +147,7 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 	sl.nextStart = time.Time{}
 	limit := startTimeout
 	w.startTimer = s.after(limit, evStartTimeout{w, limit})
-	b, _ := json.Marshal(workerConfig{Version: channelVersion, Generation: g.id, Slot: sl.index, Config: g.cfg})
-	if err := fdpass.Send(local, append([]byte{msgConfig}, b...)); err != nil {
+	if err := fdpass.Send(local, appendConfig(nil, workerConfig{Version: channelVersion, Generation: g.id, Slot: sl.index, Config: g.cfg})); err != nil {
 		// The reader sees EOF and reports the exit; nothing else to do here.
 		s.log.Error("send configuration to worker", "pid", w.pid, "err", err)
 	}

@@ -162,23 +162,30 @@ type Supervisor struct {
 
 // Run is the supervisor's main: it returns when the daemon has exited.
 func Run(ctx context.Context, opts Options) error {
+	s := newSupervisor(opts, osEnv)
+	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
+	s.setState(stateStarting)
+	return s.run(ctx)
+}
+
+// newSupervisor is a Supervisor with opts's configuration in force and no
+// log yet.
+func newSupervisor(opts Options, e env) *Supervisor {
 	s := &Supervisor{
 		opts:     opts,
-		env:      osEnv,
+		env:      e,
 		cfg:      opts.Config,
-		started:  time.Now(),
+		started:  e.clock.Now(),
 		events:   make(chan event, 64),
 		finished: make(chan struct{}),
 	}
-	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
 	s.logFormat = s.cfg.LogFormat
 	s.maxConns.Store(int64(s.cfg.MaxConnections))
 	s.perClient.Store(int64(s.cfg.MaxConnectionsPerClient))
 	s.httpOn.Store(s.cfg.HTTP)
 	s.setTrusted(s.cfg)
 	s.dispatch.Store(&[]*workerProc{})
-	s.setState(stateStarting)
-	return s.run(ctx)
+	return s
 }
 
 func (s *Supervisor) run(ctx context.Context) error {

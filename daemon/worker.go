@@ -70,12 +70,15 @@ func RunWorker() error {
 	oob := make([]byte, fdpass.OOBSpace)
 	n, fds, err := fdpass.Recv(ch, buf, oob)
 	closeFDs(fds)
-	if err != nil || n == 0 || buf[0] != msgConfig {
-		return fmt.Errorf("worker: no configuration from the supervisor (n=%d, err=%v)", n, err)
+	if err != nil {
+		return fmt.Errorf("worker: no configuration from the supervisor: %w", err)
 	}
-	var wc workerConfig
-	if err := json.Unmarshal(buf[1:n], &wc); err != nil || wc.Config == nil {
-		return fmt.Errorf("worker: bad configuration message: %v", err)
+	if n == 0 || buf[0] != msgConfig {
+		return fmt.Errorf("worker: no configuration from the supervisor (a message of %d bytes)", n)
+	}
+	wc, err := parseConfig(buf[1:n])
+	if err != nil {
+		return fmt.Errorf("worker: bad configuration message: %w", err)
 	}
 	if wc.Version != channelVersion {
 		err := fmt.Errorf("worker: channel version %d, this binary speaks %d (supervisor and worker binaries differ; restart zfs-serve)", wc.Version, channelVersion)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -204,81 +203,5 @@ func TestDrainedWorkerServesQueuedConnections(t *testing.T) {
 	}
 	if err := fdpass.TrySend(sup, []byte{msgStatusReq}); !errors.Is(err, unix.EPIPE) {
 		t.Fatalf("handoff to a drained worker: %v, want EPIPE", err)
-	}
-}
-
-// TestRespawnedWorkerStartTimeout: a replacement worker that never reports
-// ready is killed at the start timeout, and the slot's history says why.
-func TestRespawnedWorkerStartTimeout(t *testing.T) {
-	old := startTimeout
-	startTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { startTimeout = old })
-	dir := t.TempDir()
-	hang := filepath.Join(dir, "hang")
-	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := &Supervisor{
-		env:      env{executable: func() (string, error) { return hang, nil }, notify: func(string) {}, clock: systemClock{}, startProc: startOSProc},
-		log:      quietLog(),
-		cfg:      &config.Config{Workers: 1},
-		events:   make(chan event, 64),
-		finished: make(chan struct{}),
-	}
-	s.dispatch.Store(&[]*workerProc{})
-	var err error
-	if s.deathR, s.deathW, err = os.Pipe(); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		for {
-			select {
-			case ev := <-s.events:
-				s.handle(ev)
-			case <-stop:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		s.call(t.Context(), func() { s.setState(stateStopping); s.killAll("test over") })
-		close(stop)
-		<-loopDone
-		close(s.finished) // late posts from reader goroutines return
-		s.deathW.Close()
-		s.deathR.Close()
-	})
-	var g *generation
-	s.call(t.Context(), func() {
-		s.setState(stateServing)
-		g = s.newGeneration(s.cfg)
-		s.current = g
-		if err = s.spawn(g, g.slots[0]); err != nil {
-			return
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The worker never answers: the timer kills it, the slot records it
-	// and schedules a replacement.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var last string
-		var restarts int
-		s.call(t.Context(), func() { last, restarts = g.slots[0].lastExit, g.slots[0].restarts })
-		if restarts >= 1 {
-			if !strings.Contains(last, "not ready within 300ms") {
-				t.Fatalf("last exit %q", last)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a worker that never reported ready was not replaced")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
