@@ -185,9 +185,11 @@ func parseDone(p []byte) ([]doneMeta, error) {
 	return out, nil
 }
 
-// appendID starts a msgStatusReq or msgStatus with its request id.
-func appendID(b []byte, typ byte, id uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(b, typ), id)
+// idMessage starts a message of type typ that carries an id: a request
+// id (msgStatusReq, msgStatus, msgDigestReq, msgDigest) or a ping's
+// sequence number (msgPing, msgPong).
+func idMessage(typ byte, id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{typ}, id)
 }
 
 // parseID reads the u64 request id that starts msgStatusReq and msgStatus.

@@ -62,7 +62,7 @@ func TestDispatchLimits(t *testing.T) {
 				clients = append(clients, c)
 				d.fds, d.peers = append(d.fds, fd), append(d.peers, p)
 			}
-			d.dispatch()
+			d.distribute()
 			handed := 0
 			for i, c := range clients {
 				if tt.want[i] == "" {
@@ -118,7 +118,7 @@ func TestPerClientCountEnds(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := &workerProc{ch: local, proc: osProc{cmd}, gone: make(chan struct{}), pending: map[uint64]chan []byte{}}
+	w := &workerProc{ch: local, proc: osProc{cmd}, gone: make(chan struct{}), queries: map[uint64]chan []byte{}}
 	for i, key := range []string{"a", "a", "b"} {
 		if !s.clients.acquire(key, 2) {
 			t.Fatalf("connection %d of %s refused", i, key)
@@ -175,7 +175,7 @@ func TestFDShortLowersCapacity(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		w := &workerProc{ch: local, proc: osProc{cmd}, gone: make(chan struct{}), pending: map[uint64]chan []byte{}}
+		w := &workerProc{ch: local, proc: osProc{cmd}, gone: make(chan struct{}), queries: map[uint64]chan []byte{}}
 		w.capacity.Store(tt.capacity)
 		for _, r := range tt.reports {
 			if err := fdpass.Send(remote, appendU32(nil, msgFDShort, r)); err != nil {

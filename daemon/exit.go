@@ -37,7 +37,7 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 		timeout = s.cfg.DrainTimeout.D()
 	}
 	s.setState(stateDraining)
-	s.abortPending(errors.New("a drain started"))
+	s.abortNext(errors.New("a drain started"))
 	s.env.notify("STOPPING=1\nSTATUS=" + s.statusLine())
 	// The listeners stay open until the exit: new connections get
 	// "draining" (a refusal clients retry, not "connection refused"), or
@@ -91,7 +91,7 @@ func (s *Supervisor) kill(why string, escalated bool) {
 		return
 	}
 	s.setState(stateStopping)
-	s.abortPending(errors.New("killed"))
+	s.abortNext(errors.New("killed"))
 	s.env.notify("STOPPING=1\nSTATUS=" + s.statusLine())
 	s.refreshDispatch()
 	s.steerListeners()

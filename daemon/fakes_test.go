@@ -27,10 +27,9 @@ type fakeClock struct {
 }
 
 type fakeTimer struct {
-	c       *fakeClock
-	at      time.Time
-	f       func()
-	stopped bool
+	c  *fakeClock
+	at time.Time
+	f  func()
 }
 
 func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1e9, 0)} }
@@ -406,4 +405,11 @@ func (r *rig) holdConnections(n int64) {
 			}
 		}
 	})
+}
+
+// markGone marks w gone, as its channel reader does when the channel
+// closes.
+func markGone(w *workerProc) {
+	w.gone = make(chan struct{})
+	close(w.gone)
 }

@@ -99,8 +99,8 @@ func (s *Supervisor) newGeneration(cfg *config.Config) *generation {
 // caller gives the generation up.
 func (s *Supervisor) startGeneration(cfg *config.Config) error {
 	g := s.newGeneration(cfg)
-	s.pending = g
-	s.pendingTimer = s.after(startTimeout, evNextTimeout{g})
+	s.next = g
+	s.nextTimer = s.after(startTimeout, evNextTimeout{g})
 	for _, sl := range g.slots {
 		if err := s.spawn(g, sl); err != nil {
 			return err
@@ -149,16 +149,16 @@ func (s *Supervisor) onReady(w *workerProc) {
 		s.notifyStatus()
 		return
 	}
-	if g == s.pending && g.allReady() {
+	if g == s.next && g.allReady() {
 		s.promote(g)
 	}
 }
 
-// promote makes the pending generation the serving one and drains the old.
+// promote makes the next generation the serving one and drains the old.
 func (s *Supervisor) promote(g *generation) {
-	s.pendingTimer.stop()
+	s.nextTimer.stop()
 	old := s.current
-	s.pending, s.current = nil, g
+	s.next, s.current = nil, g
 	s.cfg = g.cfg
 	s.maxConns.Store(int64(g.cfg.MaxConnections))
 	s.perClient.Store(int64(g.cfg.MaxConnectionsPerClient))
@@ -209,24 +209,24 @@ func (s *Supervisor) promote(g *generation) {
 
 // nextTimedOut gives up on a generation that did not become ready.
 func (s *Supervisor) nextTimedOut(g *generation) {
-	if s.pending != g {
+	if s.next != g {
 		return
 	}
-	s.abortPending(fmt.Errorf("generation %d: workers not ready within %v", g.id, startTimeout))
+	s.abortNext(fmt.Errorf("generation %d: workers not ready within %v", g.id, startTimeout))
 }
 
-// abortPending kills the pending generation and fails whoever waits on it.
-func (s *Supervisor) abortPending(err error) {
-	g := s.pending
+// abortNext kills the next generation and fails whoever waits on it.
+func (s *Supervisor) abortNext(err error) {
+	g := s.next
 	if g == nil {
 		return
 	}
-	s.pending = nil
-	s.pendingTimer.stop()
+	s.next = nil
+	s.nextTimer.stop()
 	s.killGeneration(g, "aborted")
 	g.draining = true
 	if g.live() == 0 {
-		s.retire(g) // e.g. the first spawn failed: no exit will retire it
+		s.forget(g) // e.g. the first spawn failed: no exit will forget it
 	}
 	s.closeNewListeners()
 	s.abortMetrics()
@@ -235,8 +235,9 @@ func (s *Supervisor) abortPending(err error) {
 	s.reloadFailed(err, waiters)
 }
 
-// retire forgets a generation whose workers are all gone.
-func (s *Supervisor) retire(g *generation) {
+// forget drops a generation whose workers are all gone, and tells
+// whoever waits for that (reload --wait).
+func (s *Supervisor) forget(g *generation) {
 	for i, x := range s.gens {
 		if x == g {
 			s.gens = append(s.gens[:i], s.gens[i+1:]...)
@@ -266,7 +267,7 @@ func (s *Supervisor) drainGeneration(g *generation, timeout time.Duration) {
 		}
 	}
 	if g.live() == 0 {
-		s.retire(g)
+		s.forget(g)
 		return
 	}
 	if timeout <= 0 {

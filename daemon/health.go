@@ -84,7 +84,7 @@ func (s *Supervisor) checkHealth(now time.Time) {
 		return
 	}
 	for _, w := range g.workers() {
-		if !w.ready || w.draining || w.killed || w.beat.replaced || w.dead() {
+		if !w.ready || w.draining || w.killed || w.beat.replaced || w.isGone() {
 			continue
 		}
 		if stalled && !w.beat.since.IsZero() {
@@ -101,7 +101,7 @@ func (s *Supervisor) checkWorker(w *workerProc, now time.Time) {
 		b.since, b.sent = now, false
 	}
 	if !b.sent {
-		b.sent = fdpass.TrySend(w.ch, appendID(nil, msgPing, b.seq)) == nil
+		b.sent = fdpass.TrySend(w.ch, idMessage(msgPing, b.seq)) == nil
 	}
 	silent := now.Sub(b.since)
 	timeout := w.gen.cfg.WorkerTimeout.D()

@@ -22,8 +22,8 @@ func TestStartServes(t *testing.T) {
 		if n := len(*s.dispatch.Load()); n != 2 {
 			t.Errorf("%d workers in dispatch, want 2", n)
 		}
-		if s.pending != nil || len(s.gens) != 1 {
-			t.Errorf("next %v, %d generations", s.pending, len(s.gens))
+		if s.next != nil || len(s.gens) != 1 {
+			t.Errorf("next %v, %d generations", s.next, len(s.gens))
 		}
 	})
 }
@@ -58,7 +58,8 @@ func TestStartCrash(t *testing.T) {
 func TestReload(t *testing.T) {
 	r := newRig(t, twoWorkers)
 	r.serving(1)
-	if msg := r.answer(r.reload(false)); msg != "generation 2 serving with 2 workers" {
+	r.reconfigure("workers = 3")
+	if msg := r.answer(r.reload(false)); msg != "generation 2 serving with 3 workers" {
 		t.Fatalf("reload: %q", msg)
 	}
 	r.serving(2)
@@ -69,7 +70,7 @@ func TestReload(t *testing.T) {
 		}
 	}
 	r.on(func(s *Supervisor) {
-		if s.lastReload != "ok: generation 2 serving with 2 workers" || s.metrics.reloadsOK.Load() != 1 {
+		if s.lastReload != "ok: generation 2 serving with 3 workers" || s.metrics.reloadsOK.Load() != 1 {
 			t.Errorf("last reload %q, %d ok", s.lastReload, s.metrics.reloadsOK.Load())
 		}
 	})

@@ -60,9 +60,9 @@ type activatedSockets struct {
 // LISTEN_FDNAMES and marks the fds close-on-exec, so workers inherit
 // neither. Without LISTEN_FDS it returns nothing and the configured
 // addresses are bound instead.
-func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
+func inheritedSockets(log *slog.Logger) activatedSockets {
 	if os.Getenv("LISTEN_FDS") == "" {
-		return activatedSockets{}, nil
+		return activatedSockets{}
 	}
 	pid, n, names := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES")
 	files := activation.Files(true)
@@ -71,13 +71,13 @@ func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
 		// parent that did not unset them) or malformed; they are ignored.
 		log.Warn("LISTEN_FDS is set but passes no socket to this process; ignoring it and binding the configured addresses",
 			"LISTEN_PID", pid, "pid", os.Getpid(), "LISTEN_FDS", n)
-		return activatedSockets{}, nil
+		return activatedSockets{}
 	}
 	if names == "" {
 		log.Error("systemd passed sockets without names (no LISTEN_FDNAMES): zfs-serve picks them by name, so give each .socket unit FileDescriptorName=" +
 			FDNameFiles + " (" + FDNameProxy + "... for a PROXY protocol listener) or FileDescriptorName=" + FDNameControl)
 	}
-	return sortSockets(files, log), nil
+	return sortSockets(files, log)
 }
 
 // sortSockets sorts activated sockets by name. A second socket named

@@ -101,12 +101,12 @@ type workerProc struct {
 	killer     *loopTimer // (loop) a retired worker's drain deadline
 	beat       heartbeat  // (loop) see health.go
 
-	// sendMu orders handoffs against the worker's death: once dead is set
-	// (its channel read EOF and its count was written off), no handoff
-	// adds to active, so the counts cannot drift. It also guards clients
-	// and the check of active against capacity.
+	// sendMu orders handoffs against the worker's end: once gone is
+	// closed (its channel read EOF and its count was written off), no
+	// handoff adds to active, so the counts cannot drift. It also guards
+	// clients and the check of active against capacity.
 	sendMu  sync.Mutex
-	isDead  bool
+	gone    chan struct{}     // closed, under sendMu, when the worker is gone (isGone)
 	clients map[uint64]string // connection id -> client key, for those counted per client
 
 	active   atomic.Int64  // connections handed over and not reported done
@@ -115,8 +115,7 @@ type workerProc struct {
 	bytes    atomic.Uint64 // body bytes of connections reported done
 
 	mu      sync.Mutex
-	pending map[uint64]chan []byte // status requests waiting for an answer
-	gone    chan struct{}          // closed when the channel has closed
+	queries map[uint64]chan []byte // status and digest requests waiting for an answer, by id
 }
 
 // spawn starts a worker for sl from the binary on disk now (so a reload
@@ -142,7 +141,7 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 		local.Close()
 		return fmt.Errorf("start worker: %w", err)
 	}
-	w := &workerProc{gen: g, slot: sl, pid: p.Pid(), proc: p, ch: local, started: s.env.clock.Now(), pending: map[uint64]chan []byte{}, gone: make(chan struct{})}
+	w := &workerProc{gen: g, slot: sl, pid: p.Pid(), proc: p, ch: local, started: s.env.clock.Now(), queries: map[uint64]chan []byte{}, gone: make(chan struct{})}
 	sl.w = w
 	sl.nextStart = time.Time{}
 	limit := startTimeout
@@ -156,10 +155,15 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 	return nil
 }
 
-func (w *workerProc) dead() bool {
-	w.sendMu.Lock()
-	defer w.sendMu.Unlock()
-	return w.isDead
+// isGone reports whether w's channel has closed: the worker exited or is
+// about to, and what it held was written off.
+func (w *workerProc) isGone() bool {
+	select {
+	case <-w.gone:
+		return true
+	default:
+		return false
+	}
 }
 
 // workerEnv is the supervisor's environment without what only the

@@ -4,6 +4,7 @@ package daemon
 // status queries that wait for an answer on it.
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,8 +85,8 @@ func (s *Supervisor) readWorker(w *workerProc) {
 				continue
 			}
 			w.mu.Lock()
-			c := w.pending[id]
-			delete(w.pending, id)
+			c := w.queries[id]
+			delete(w.queries, id)
 			w.mu.Unlock()
 			if c != nil {
 				c <- append([]byte(nil), rest...)
@@ -97,9 +98,9 @@ func (s *Supervisor) readWorker(w *workerProc) {
 		}
 	}
 	// What it still had is gone with it; after this no handoff counts
-	// against it (sendTo checks dead under the same lock).
+	// against it (sendTo checks isGone under the same lock).
 	w.sendMu.Lock()
-	w.isDead = true
+	close(w.gone)
 	n := w.active.Swap(0)
 	clients := w.clients
 	w.clients = nil
@@ -109,7 +110,6 @@ func (s *Supervisor) readWorker(w *workerProc) {
 		s.clients.release(key)
 	}
 	s.metrics.tally.retire(w)
-	close(w.gone)
 	w.ch.Close()
 	how := w.proc.Wait()
 	s.post(evExit{w, how, n})
@@ -155,28 +155,42 @@ func (s *Supervisor) lowerCapacity(w *workerProc, held int64) {
 // query asks a worker for its status, waiting at most d. flags (at most
 // one byte, e.g. statusCounters) say what to leave out.
 func (w *workerProc) query(id uint64, d time.Duration, flags ...byte) (*workerStatus, error) {
+	b, err := w.ask(context.Background(), id, msgStatusReq, flags, d)
+	if err != nil {
+		return nil, err
+	}
+	var st workerStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("worker %d: status: %w", w.pid, err)
+	}
+	return &st, nil
+}
+
+// ask sends a request of type typ with payload to the worker and waits at
+// most d (and while ctx lasts) for the answer with the same id.
+func (w *workerProc) ask(ctx context.Context, id uint64, typ byte, payload []byte, d time.Duration) ([]byte, error) {
 	c := make(chan []byte, 1)
 	w.mu.Lock()
-	w.pending[id] = c
+	w.queries[id] = c
 	w.mu.Unlock()
 	defer func() {
 		w.mu.Lock()
-		delete(w.pending, id)
+		delete(w.queries, id)
 		w.mu.Unlock()
 	}()
-	if err := fdpass.TrySend(w.ch, append(appendID(nil, msgStatusReq, id), flags...)); err != nil {
-		return nil, err
+	if err := fdpass.TrySend(w.ch, append(idMessage(typ, id), payload...)); err != nil {
+		return nil, fmt.Errorf("worker %d: %w", w.pid, err)
 	}
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case b := <-c:
-		var st workerStatus
-		if err := json.Unmarshal(b, &st); err != nil {
-			return nil, err
-		}
-		return &st, nil
+		return b, nil
 	case <-w.gone:
-		return nil, fmt.Errorf("worker %d exited", w.pid)
-	case <-time.After(d):
+		return nil, fmt.Errorf("worker %d exited before answering", w.pid)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
 		return nil, fmt.Errorf("worker %d did not answer within %v", w.pid, d)
 	}
 }

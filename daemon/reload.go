@@ -77,7 +77,7 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 	s.reloadWait = append(s.reloadWait, waiters...)
 	s.log.Info("reloading: starting a new generation", "gen", s.genSeq+1, "config", s.opts.Source.String(), "root", cfg.Root, "workers", cfg.Workers)
 	if err := s.startGeneration(cfg); err != nil {
-		s.abortPending(err)
+		s.abortNext(err)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 
 // startTimedOut kills a worker that did not report ready within limit.
 func (s *Supervisor) startTimedOut(w *workerProc, limit time.Duration) {
-	if !w.ready && !w.killed && !w.dead() {
+	if !w.ready && !w.killed && !w.isGone() {
 		w.fatal = fmt.Sprintf("not ready within %v", limit)
 		s.log.Error("worker did not report ready; killing it", "pid", w.pid, "gen", w.gen.id, "slot", w.slot.index, "timeout", limit)
 		kill(w.proc)
@@ -52,16 +52,16 @@ func (s *Supervisor) onExit(w *workerProc, how string, cut int64) {
 		"status", how, "uptime", s.env.clock.Now().Sub(w.started).Round(time.Millisecond), "expected", expected, "connections_cut", cut)
 
 	switch {
-	case g == s.pending && !expected:
-		s.abortPending(fmt.Errorf("worker %d of generation %d failed to start: %s", w.pid, g.id, how))
+	case g == s.next && !expected:
+		s.abortNext(fmt.Errorf("worker %d of generation %d failed to start: %s", w.pid, g.id, how))
 	case g == s.current && !expected && sl.w == nil:
 		sl.restarts++
 		s.metrics.restarts.Add(1)
 		sl.lastExit = how
 		s.scheduleRespawn(g, sl, s.env.clock.Now().Sub(w.started))
 	}
-	if g.live() == 0 && g != s.current && g != s.pending {
-		s.retire(g)
+	if g.live() == 0 && g != s.current && g != s.next {
+		s.forget(g)
 	}
 	s.notifyStatus()
 }
@@ -124,7 +124,7 @@ func (s *Supervisor) onRetire(w *workerProc) {
 		s.drainRetired(w)
 		s.refreshDispatch()
 	}
-	if !serving && g != s.pending {
+	if !serving && g != s.next {
 		return // an old or stopping generation: no replacement
 	}
 	s.spawnOrRetry(g, sl)
@@ -145,7 +145,7 @@ func (s *Supervisor) drainRetired(w *workerProc) {
 // workerDrainTimedOut kills a retired worker still draining at its
 // drain_timeout.
 func (s *Supervisor) workerDrainTimedOut(w *workerProc, timeout time.Duration) {
-	if w.killed || w.dead() {
+	if w.killed || w.isGone() {
 		return
 	}
 	s.log.Error("drain timeout: killing a retired worker", "pid", w.pid, "gen", w.gen.id, "timeout", timeout,
@@ -162,13 +162,13 @@ func (s *Supervisor) sendDrain(w *workerProc) {
 	err := fdpass.TrySend(w.ch, []byte{msgDrain})
 	if errors.Is(err, unix.EAGAIN) {
 		go func() {
-			if err := fdpass.Send(w.ch, []byte{msgDrain}); err != nil && !w.dead() {
+			if err := fdpass.Send(w.ch, []byte{msgDrain}); err != nil && !w.isGone() {
 				s.log.Error("send drain to worker", "pid", w.pid, "err", err)
 			}
 		}()
 		return
 	}
-	if err != nil && !w.dead() {
+	if err != nil && !w.isGone() {
 		s.log.Error("send drain to worker; killing it", "pid", w.pid, "err", err)
 		w.killed = true
 		kill(w.proc)

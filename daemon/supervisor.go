@@ -122,7 +122,7 @@ type Supervisor struct {
 
 	gens    []*generation // every generation with live workers, oldest first
 	current *generation
-	pending *generation // a reload's new generation, not yet ready
+	next    *generation // a reload's (or the start's) new generation, not yet ready
 	genSeq  int
 
 	dispatch atomic.Pointer[[]*workerProc]
@@ -146,16 +146,16 @@ type Supervisor struct {
 	// exitReason says why the daemon stopped with connections cut (a
 	// kill, an escalated or timed-out drain); exitCode is the status to
 	// exit with (0 for a kill on request).
-	exitCode     int
-	exitReason   string
-	startupErr   error
-	drainKill    *loopTimer
-	drainAt      time.Time
-	reloadWait   []reloadWaiter // waiting for the reload in progress
-	followUp     []reloadWaiter // asked while one was in progress: reload again after it
-	pendingTimer *loopTimer
-	lastReload   string
-	lastHealth   time.Time // the last checkHealth (health.go)
+	exitCode   int
+	exitReason string
+	startupErr error
+	drainKill  *loopTimer
+	drainAt    time.Time
+	reloadWait []reloadWaiter // waiting for the reload in progress
+	followUp   []reloadWaiter // asked while one was in progress: reload again after it
+	nextTimer  *loopTimer
+	lastReload string
+	lastHealth time.Time // the last checkHealth (health.go)
 
 	metrics supMetrics // counters and listener for /metrics (metrics.go)
 }
@@ -202,10 +202,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	defer s.deathW.Close()
 	defer s.deathR.Close()
 
-	activated, err := inheritedSockets(s.log)
-	if err != nil {
-		return err
-	}
+	activated := inheritedSockets(s.log)
 	if err := s.openListeners(activated); err != nil {
 		return err
 	}

@@ -327,7 +327,7 @@ func (w *worker) answerStatus(p []byte) {
 		w.log.Error("bad status request", "err", err)
 		return
 	}
-	msg := appendID(nil, msgStatus, id)
+	msg := idMessage(msgStatus, id)
 	if len(flags) > 0 && flags[0]&statusCounters != 0 {
 		msg = append(msg, w.countersJSON()...)
 	} else {

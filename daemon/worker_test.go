@@ -86,7 +86,8 @@ func TestSendToSkipsDeadWorker(t *testing.T) {
 	s := &Supervisor{log: quietLog()}
 	deadCh, deadRemote := channel(t)
 	liveCh, liveRemote := channel(t)
-	dead := &workerProc{ch: deadCh, pid: 1, isDead: true}
+	dead := &workerProc{ch: deadCh, pid: 1}
+	markGone(dead)
 	live := &workerProc{ch: liveCh, pid: 2}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -94,7 +95,7 @@ func TestSendToSkipsDeadWorker(t *testing.T) {
 	}
 	defer closeFDs(fds[:])
 	d := &dispatcher{s: s, metas: []connMeta{{id: 7, client: "c"}}, mkeys: []string{""}}
-	if !d.sendTo([]*workerProc{dead, live}, 0, dead, fds[:1]) {
+	if !d.sendTo([]*workerProc{dead, live}, 0, fds[:1]) {
 		t.Fatal("not sent to the live worker")
 	}
 	if dead.active.Load() != 0 || live.active.Load() != 1 || s.inflight.Load() != 1 {
@@ -108,7 +109,7 @@ func TestSendToSkipsDeadWorker(t *testing.T) {
 		t.Fatalf("the dead worker got a %d-byte message", n)
 	}
 	// With only the dead one, nothing is sent and nothing counted.
-	if d.sendTo([]*workerProc{dead}, 0, dead, fds[:1]) || s.inflight.Load() != 1 {
+	if d.sendTo([]*workerProc{dead}, 0, fds[:1]) || s.inflight.Load() != 1 {
 		t.Fatalf("sent to a dead worker, inflight %d", s.inflight.Load())
 	}
 }
