@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
 
@@ -326,11 +327,13 @@ func (r *rig) until(what string, cond func(s *Supervisor) bool) {
 }
 
 // advance moves the fake clock and waits until the loop has handled
-// what the timers posted.
+// what the timers posted (or has ended because of it).
 func (r *rig) advance(d time.Duration) {
 	r.t.Helper()
 	r.clock.advance(d)
-	r.on(func(*Supervisor) {})
+	if err := r.s.call(context.Background(), func() {}); err != nil && !errors.Is(err, ctl.ErrExiting) {
+		r.t.Fatalf("loop: %v", err)
+	}
 }
 
 // exit waits for the loop to end and returns its result.

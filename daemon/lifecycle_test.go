@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -515,5 +517,29 @@ func TestContextCancelKills(t *testing.T) {
 	}
 	if r.s.exitReason != "killed (context cancelled) with no connection in flight" {
 		t.Errorf("exit reason %q", r.s.exitReason)
+	}
+}
+
+// TestStatusRows: the status shows the loop's state in the control
+// protocol's words, and each worker's row as zctl status prints it.
+func TestStatusRows(t *testing.T) {
+	r := newRig(t, twoWorkers)
+	r.serving(1)
+	r.next("hang", "hang")
+	r.reload(false)
+	r.proc(1).exit("exit status 2")
+	r.until("the crash seen", func(s *Supervisor) bool { return s.current.slots[1].restarts == 1 })
+	var rows []string
+	var state string
+	r.on(func(s *Supervisor) {
+		st, _ := s.snapshot()
+		state = st.State
+		for _, w := range st.Workers {
+			rows = append(rows, fmt.Sprintf("%d/%d %s", w.Generation, w.Slot, w.State))
+		}
+	})
+	want := []string{"1/0 ready", "2/0 starting", "2/1 starting", "1/1 restarting"}
+	if state != "reloading" || !slices.Equal(rows, want) {
+		t.Fatalf("status %s %q, want reloading %q", state, rows, want)
 	}
 }

@@ -81,7 +81,7 @@ func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
 		State:      s.state.String(),
 		PID:        os.Getpid(),
 		Started:    s.started,
-		Uptime:     time.Since(s.started).Seconds(),
+		Uptime:     s.env.clock.Now().Sub(s.started).Seconds(),
 		Config:     s.opts.Source.String(),
 		Root:       s.cfg.Root,
 		ZeroCopy:   s.cfg.ZeroCopy,
