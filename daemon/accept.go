@@ -38,6 +38,9 @@ func (s *Supervisor) acceptLoop(l *listener) {
 		})
 		if len(d.fds) > 0 {
 			d.distribute()
+			if w := l.watch.Load(); w != nil && w.accepted(time.Now()) {
+				s.post(evLeaveGroup{l})
+			}
 		}
 		if err != nil {
 			if !l.closed.Load() {

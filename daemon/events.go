@@ -37,6 +37,13 @@ type (
 	}
 )
 
+// Events from an accept loop (group.go): a newer instance now takes a
+// draining one's connections, so its listener may close.
+type (
+	evLeaveGroup   struct{ l *listener }
+	evLeaveMetrics struct{ ml *metricsListener }
+)
+
 // Events from the control socket (control.go). Each closes done once
 // handled.
 type (
@@ -102,6 +109,8 @@ func (evPong) isEvent()                   {}
 func (evFatal) isEvent()                  {}
 func (evRetire) isEvent()                 {}
 func (evExit) isEvent()                   {}
+func (evLeaveGroup) isEvent()             {}
+func (evLeaveMetrics) isEvent()           {}
 func (evReload) isEvent()                 {}
 func (evDrain) isEvent()                  {}
 func (evKill) isEvent()                   {}
@@ -127,6 +136,10 @@ func (s *Supervisor) handle(ev event) {
 		s.onRetire(e.w)
 	case evExit:
 		s.onExit(e.w, e.how, e.cut)
+	case evLeaveGroup:
+		s.leaveGroup(e.l)
+	case evLeaveMetrics:
+		s.leaveMetrics(e.ml)
 	case evReload:
 		s.reload(e.wait, e.reply)
 		close(e.done)

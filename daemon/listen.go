@@ -44,6 +44,9 @@ type listener struct {
 	// with the other listener changes); accept loops read it.
 	proxy     atomic.Bool
 	nextProxy bool
+	// watch follows the SO_REUSEPORT group once steered (group.go): set
+	// on the loop, used by the accept loop.
+	watch atomic.Pointer[groupWatch]
 }
 
 // activatedSockets are the sockets systemd passed, sorted by name.
@@ -151,6 +154,8 @@ func (s *Supervisor) openListeners(a activatedSockets) error {
 // no instance serves on it.
 func (s *Supervisor) bind(entry string) (*listener, error) {
 	addr, proxy := config.SplitListen(entry)
+	unlock := s.lockPort(addr)
+	defer unlock()
 	draining, err := checkTakeover(addr, proxy)
 	if err != nil {
 		return nil, err
@@ -158,6 +163,7 @@ func (s *Supervisor) bind(entry string) (*listener, error) {
 	if draining {
 		s.log.Info("a draining zfs-serve answers on this address: taking the port over; it finishes its transfers, new connections come here", "addr", addr)
 	}
+	beforeBind()
 	l, err := listenTCP(addr)
 	if err != nil {
 		return nil, err
@@ -169,6 +175,21 @@ func (s *Supervisor) bind(entry string) (*listener, error) {
 
 // listenTCP binds addr (plain TCP) with SO_REUSEPORT and TCP_NODELAY.
 func listenTCP(addr string) (*listener, error) {
+	ln, err := listenReusePort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	f, err := pollable(ln)
+	if err != nil {
+		return nil, err
+	}
+	return &listener{name: FDNameFiles, configured: addr, f: f, addr: ln.Addr().String()}, nil
+}
+
+// listenReusePort listens on addr (plain TCP) with SO_REUSEPORT, so that a
+// new instance can take the address over while this one drains, and
+// TCP_NODELAY.
+func listenReusePort(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		c.Control(func(fd uintptr) {
@@ -185,15 +206,7 @@ func listenTCP(addr string) (*listener, error) {
 	// Plain TCP, not Go's default MPTCP: systemd's sockets are TCP too,
 	// and an MPTCP socket refuses SO_ATTACH_REUSEPORT_CBPF (steerAway).
 	lc.SetMultipathTCP(false)
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	f, err := pollable(ln)
-	if err != nil {
-		return nil, err
-	}
-	return &listener{name: FDNameFiles, configured: addr, f: f, addr: ln.Addr().String()}, nil
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // pollable turns a net.Listener into a non-blocking *os.File registered

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,8 +32,10 @@ type metricsListener struct {
 	addr       string
 	ln         net.Listener
 	srv        *http.Server
-	tookOver   bool // bound beside a draining instance's (metrics_takeover.go)
-	steered    bool
+	tookOver   bool                       // bound beside a draining instance's (metrics_takeover.go)
+	steered    bool                       // (loop) steerAway done (a drain started)
+	watch      atomic.Pointer[groupWatch] // its SO_REUSEPORT group once steered (group.go)
+	left       atomic.Bool                // closed by leaveMetrics
 }
 
 // openMetrics opens the metrics listener at start: systemd's socket named
@@ -52,7 +55,7 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 		}
 	case s.cfg.MetricsListen != "":
 		var err error
-		if ml, err = bindMetrics(s.cfg.MetricsListen); err != nil {
+		if ml, err = s.bindMetrics(s.cfg.MetricsListen); err != nil {
 			return err
 		}
 	default:
@@ -65,11 +68,14 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 // bindMetrics binds metrics_listen, with SO_REUSEPORT so that a new
 // instance can take it over from a draining one, as the file listeners
 // (metrics_takeover.go).
-func bindMetrics(addr string) (*metricsListener, error) {
+func (s *Supervisor) bindMetrics(addr string) (*metricsListener, error) {
+	unlock := s.lockPort(addr)
+	defer unlock()
 	draining, err := checkMetricsTakeover(addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
 	}
+	beforeBind()
 	ln, err := listenReusePort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
@@ -97,8 +103,13 @@ func (s *Supervisor) serveMetrics(ml *metricsListener) {
 	if ml.tookOver {
 		s.log.Info("a draining zfs-serve answers on the metrics address: taking it over; health checks come here", "addr", ml.addr)
 	}
+	ln := watchedListener{Listener: ml.ln, onAccept: func() {
+		if w := ml.watch.Load(); w != nil && w.accepted(time.Now()) {
+			s.post(evLeaveMetrics{ml})
+		}
+	}}
 	go func() {
-		if err := ml.srv.Serve(ml.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := ml.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !ml.left.Load() {
 			s.log.Error("metrics listener failed", "addr", ml.addr, "err", err)
 		}
 	}()
@@ -149,7 +160,7 @@ func (s *Supervisor) prepareMetrics(cfg *config.Config) error {
 		return nil
 	}
 	if cfg.MetricsListen != "" {
-		ml, err := bindMetrics(cfg.MetricsListen)
+		ml, err := s.bindMetrics(cfg.MetricsListen)
 		if err != nil {
 			return err
 		}
