@@ -19,19 +19,15 @@ import (
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-// loopSupervisor returns a Supervisor whose event loop runs until the
-// test ends, in state.
+// loopSupervisor returns a Supervisor, in state, whose events are handled
+// (Supervisor.handle) until the test ends. Not the real loop, which ends
+// once a drain has no worker left: these tests set every state without
+// workers.
 func loopSupervisor(t *testing.T, state supState) *Supervisor {
 	t.Helper()
-	s := &Supervisor{
-		opts:     Options{Version: "1.2.3-test"},
-		env:      env{notify: func(string) {}, clock: systemClock{}, startProc: startOSProc},
-		log:      quietLog(),
-		cfg:      &config.Config{Workers: 1},
-		events:   make(chan event, 64),
-		finished: make(chan struct{}),
-	}
-	s.dispatch.Store(&[]*workerProc{})
+	s := newSupervisor(Options{Version: "1.2.3-test", Config: &config.Config{Workers: 1}},
+		env{notify: func(string) {}, clock: systemClock{}, startProc: startOSProc})
+	s.log = quietLog()
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {

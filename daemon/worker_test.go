@@ -66,7 +66,7 @@ func TestSendDrainWaitsForRoom(t *testing.T) {
 		}
 		sent++
 	}
-	s.sendDrain(w) // w.cmd is nil: killing it would panic the test
+	s.sendDrain(w) // w.proc is nil: killing it would panic the test
 	if !w.draining || w.killed {
 		t.Fatalf("draining %v killed %v", w.draining, w.killed)
 	}
