@@ -105,7 +105,7 @@ func (s *Supervisor) serveMetrics(ml *metricsListener) {
 	}
 	ln := watchedListener{Listener: ml.ln, onAccept: func() {
 		if w := ml.watch.Load(); w != nil && w.accepted(time.Now()) {
-			s.post(func() { s.leaveMetrics(ml) })
+			s.post(evLeaveMetrics{ml})
 		}
 	}}
 	go func() {
@@ -254,17 +254,14 @@ func plain(f func() (int, string)) http.Handler {
 // the serving generation is ready (all crashed and restarting), when new
 // connections are refused busy.
 func (s *Supervisor) health() (int, string) {
-	state, _ := s.stateA.Load().(string)
-	switch state {
-	case ctl.StateServing, ctl.StateReloading:
+	state := s.loadState()
+	if state.serves() {
 		if len(*s.dispatch.Load()) == 0 {
 			return http.StatusServiceUnavailable, "unavailable: no worker is ready"
 		}
 		return http.StatusOK, "ok"
-	case "":
-		state = ctl.StateStarting
 	}
-	return http.StatusServiceUnavailable, "unavailable: " + state
+	return http.StatusServiceUnavailable, "unavailable: " + state.String()
 }
 
 // alive is /livez: is the supervisor's event loop turning? 200 in every
@@ -276,8 +273,7 @@ func (s *Supervisor) alive() (int, string) {
 	if err := s.callWithin(ctx, func() {}); err != nil {
 		return http.StatusServiceUnavailable, "unavailable: the supervisor's loop does not answer: " + err.Error()
 	}
-	state, _ := s.stateA.Load().(string)
-	return http.StatusOK, "ok: " + state
+	return http.StatusOK, "ok: " + s.loadState().String()
 }
 
 // callWithin is call, bounded by ctx also while it waits for room in the
@@ -285,7 +281,7 @@ func (s *Supervisor) alive() (int, string) {
 func (s *Supervisor) callWithin(ctx context.Context, f func()) error {
 	done := make(chan struct{})
 	select {
-	case s.events <- func() { f(); close(done) }:
+	case s.events <- evCall{f: f, done: done}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.finished:

@@ -47,7 +47,7 @@ var refuseWaiting atomic.Int32
 // served at all (config http): when it is not, a non-native client is
 // just closed. proxy says fd came from a proxy: listener.
 func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
-	if p, head, _ := peekProto(fd, proxy); p != protoUnknown {
+	if p, head := peekProto(fd, proxy); p != protoUnknown {
 		answer(fd, p, head, st, msg, http)
 		unix.Close(fd)
 		return
@@ -76,7 +76,7 @@ func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
 		// What was sent and is not enough (a PROXY header alone) is
 		// discarded by answer: no reset.
 		rc.Control(func(fd uintptr) {
-			p, head, _ := peekProto(int(fd), proxy)
+			p, head := peekProto(int(fd), proxy)
 			answer(int(fd), p, head, st, msg, http)
 		})
 	}()
@@ -95,7 +95,7 @@ func spoke(fd int, proxy bool) bool {
 	case err != nil || n == 0:
 		return true // an error, or the peer is gone
 	}
-	if p, _, _ := peekProto(fd, proxy); p != protoUnknown {
+	if p, _ := peekProto(fd, proxy); p != protoUnknown {
 		return true
 	}
 	// Only (part of) a PROXY header: wait for the client's bytes, unless
@@ -117,14 +117,14 @@ const (
 // peekProto tells a native client (its requests start with the magic
 // "ZQ") from an HTTP one by peeking at what it sent, without consuming it,
 // after the PROXY header on a proxy: listener. head reports an HTTP HEAD
-// request, whose refusal has no body (RFC 9110 section 9.3.2); n is how
-// many bytes it peeked at.
-func peekProto(fd int, proxy bool) (p proto, head bool, n int) {
+// request, whose refusal has no body (RFC 9110 section 9.3.2).
+func peekProto(fd int, proxy bool) (p proto, head bool) {
 	var buf [proxyproto.MaxHeader + 5]byte
 	b := buf[:5]
 	if proxy {
 		b = buf[:]
 	}
+	var n int
 	var err error
 	for {
 		n, _, err = unix.Recvfrom(fd, b, unix.MSG_PEEK|unix.MSG_DONTWAIT)
@@ -133,27 +133,27 @@ func peekProto(fd int, proxy bool) (p proto, head bool, n int) {
 		}
 	}
 	if err != nil || n <= 0 {
-		return protoUnknown, false, 0
+		return protoUnknown, false
 	}
 	b = b[:n]
 	if proxy {
 		_, hn, err := proxyproto.Parse(b)
 		switch {
 		case errors.Is(err, proxyproto.ErrIncomplete):
-			return protoUnknown, false, n
+			return protoUnknown, false
 		case err != nil:
-			return protoBad, false, n
+			return protoBad, false
 		}
 		b = b[hn:]
 	}
 	switch {
 	case len(b) == 0:
-		return protoUnknown, false, n
+		return protoUnknown, false
 	case b[0] != wire.RequestMagic[0] || (len(b) >= 2 && b[1] != wire.RequestMagic[1]):
-		return protoHTTP, len(b) >= 5 && string(b[:5]) == "HEAD ", n
+		return protoHTTP, len(b) >= 5 && string(b[:5]) == "HEAD "
 	}
 	// "ZQ", or one byte "Z": no HTTP method starts so, and native is likelier.
-	return protoNative, false, n
+	return protoNative, false
 }
 
 // http503 is the HTTP refusal; head says the request is a HEAD, whose

@@ -282,7 +282,7 @@ func (s *Supervisor) acceptQueued(l *listener) int {
 			return n
 		}
 		n += len(d.fds)
-		d.dispatch()
+		d.distribute()
 		if aerr != nil {
 			return n
 		}

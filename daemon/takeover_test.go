@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -119,7 +118,7 @@ func TestSteerAway(t *testing.T) {
 func drainingSupervisor() *Supervisor {
 	s := &Supervisor{log: slog.New(slog.DiscardHandler)}
 	s.dispatch.Store(&[]*workerProc{})
-	s.stateA.Store(ctl.StateDraining)
+	s.stateNow.Store(int32(stateDraining))
 	s.httpOn.Store(true)
 	return s
 }
@@ -234,9 +233,9 @@ func TestCheckTakeover(t *testing.T) {
 func TestMetricsTakeover(t *testing.T) {
 	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
 	probeTimeout = 300 * time.Millisecond
-	for _, state := range []string{ctl.StateDraining, ctl.StateStopping, ctl.StateServing, ctl.StateStarting} {
-		t.Run(state, func(t *testing.T) {
-			old := loopSupervisor(t, ctl.StateServing)
+	for _, state := range []supState{stateDraining, stateStopping, stateServing, stateStarting} {
+		t.Run(state.String(), func(t *testing.T) {
+			old := loopSupervisor(t, stateServing)
 			old.dispatch.Store(&[]*workerProc{{}})
 			old.cfg.MetricsListen = "127.0.0.1:0"
 			if err := old.openMetrics(nil); err != nil {
@@ -246,19 +245,19 @@ func TestMetricsTakeover(t *testing.T) {
 			addr := old.metrics.listener.addr
 			old.call(t.Context(), func() { old.setState(state) })
 
-			s := loopSupervisor(t, ctl.StateStarting)
+			s := loopSupervisor(t, stateStarting)
 			ml, err := s.bindMetrics(addr)
 			if ml != nil {
 				ml.ln.Close()
 			}
-			takeover := state == ctl.StateDraining || state == ctl.StateStopping
+			takeover := state.exiting()
 			if takeover != (err == nil) || err != nil && !strings.Contains(err.Error(), "address already in use") {
 				t.Errorf("bindMetrics over a %s instance: %v", state, err)
 			}
 		})
 	}
 	other := serveOnce(t, &wire.Response{Status: wire.StatusDraining})
-	if _, err := loopSupervisor(t, ctl.StateStarting).bindMetrics(other); err == nil || !strings.Contains(err.Error(), "address already in use") {
+	if _, err := loopSupervisor(t, stateStarting).bindMetrics(other); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Errorf("bindMetrics over something that does not speak HTTP: %v", err)
 	}
 }
