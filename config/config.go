@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
+	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
 // DefaultPath is where zfs-serve looks for its config when --config is not given.
@@ -175,13 +175,12 @@ func (s Source) String() string {
 // by src. Relative paths in the result are made absolute.
 func (src Source) Load() (*Config, error) {
 	c := Default()
-	var data []byte // the file, if one was read
+	var lines map[string]int // the file's keys' lines, if a file was read
 	if src.Path != "" {
-		var err error
-		data, err = os.ReadFile(src.Path)
+		data, err := os.ReadFile(src.Path)
 		switch {
 		case err == nil:
-			if err := decode(src.Path, data, c); err != nil {
+			if lines, err = decode(src.Path, data, c); err != nil {
 				return nil, err
 			}
 		case errors.Is(err, os.ErrNotExist) && !src.Explicit:
@@ -214,13 +213,11 @@ func (src Source) Load() (*Config, error) {
 			if flag := o.flagFor(ke.Key); flag != "" {
 				return nil, fmt.Errorf("%s: %w", flag, err)
 			}
-			if data != nil {
-				if line := keyLine(data, toml.Key{ke.Key}); line > 0 {
-					return nil, fmt.Errorf("%s:%d: %w", src.Path, line, err)
-				}
+			if line := lines[ke.Key]; line > 0 {
+				return nil, fmt.Errorf("%s:%d: %w", src.Path, line, err)
 			}
 		}
-		if data != nil {
+		if lines != nil {
 			return nil, fmt.Errorf("%s: %w", src.Path, err)
 		}
 		return nil, err
@@ -366,14 +363,14 @@ func (c *Config) Resolve() error {
 		c.Workers = runtime.NumCPU()
 	}
 	if c.Control == "" {
-		c.Control = DefaultControlPath()
+		c.Control = ctl.DefaultControlPath()
 	}
 	if c.Control, err = filepath.Abs(c.Control); err != nil {
 		return keyErr("control", "%v", err)
 	}
-	if len(c.Control) > MaxSocketPath {
+	if len(c.Control) > ctl.MaxSocketPath {
 		return keyErr("control", "socket path %s is %d bytes long; a unix socket path can have at most %d",
-			c.Control, len(c.Control), MaxSocketPath)
+			c.Control, len(c.Control), ctl.MaxSocketPath)
 	}
 	if c.DigestCache, err = resolveDigestCache(c.DigestCache, os.Getenv("CACHE_DIRECTORY")); err != nil {
 		return keyErr("digest_cache", "%v", err)
@@ -433,67 +430,4 @@ func LookupGroup(name string) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(g.Gid)
-}
-
-// UnderSystemd reports whether this process is a systemd service that
-// talks to systemd (notify or socket activation). INVOCATION_ID alone is
-// not enough: user services and desktop terminals can carry it.
-func UnderSystemd() bool {
-	return os.Getenv("NOTIFY_SOCKET") != "" || os.Getenv("LISTEN_FDS") != ""
-}
-
-// DefaultControlPath is the control socket path shared by zfs-serve and zctl:
-// /run/zfs-serve/control.sock for root or under systemd, else in the user's
-// runtime directory, else in /tmp.
-func DefaultControlPath() string {
-	return controlPath(os.Geteuid(), os.Getuid(), UnderSystemd(), os.Getenv("XDG_RUNTIME_DIR"))
-}
-
-// UserControlPath is the default for an unprivileged user.
-func UserControlPath() string {
-	return controlPath(-1, os.Getuid(), false, os.Getenv("XDG_RUNTIME_DIR"))
-}
-
-// ControlPaths are the places zctl looks for the control socket, in
-// order. For root: the system one, then the user's runtime directory (if
-// $XDG_RUNTIME_DIR is set), then /tmp. For any other user their own
-// places come first and the system one last, so that a user running a
-// daemon of their own talks to it, never by accident to the system's
-// (which a member of its control_group could drain). A daemon run as
-// root, under systemd, or as this user with or without XDG_RUNTIME_DIR
-// is at one of them.
-func ControlPaths() []string {
-	return controlPaths(os.Geteuid(), os.Getuid(), os.Getenv("XDG_RUNTIME_DIR"))
-}
-
-func controlPaths(euid, uid int, xdgRuntimeDir string) []string {
-	var own []string
-	if xdgRuntimeDir != "" {
-		own = append(own, controlPath(-1, uid, false, xdgRuntimeDir))
-	}
-	own = append(own, controlPath(-1, uid, false, ""))
-	if euid == 0 {
-		return append([]string{SystemControlPath}, own...)
-	}
-	return append(own, SystemControlPath)
-}
-
-// MaxSocketPath is the longest path a unix socket can have on Linux:
-// sun_path holds 108 bytes, the terminating NUL included.
-const MaxSocketPath = 107
-
-// SystemControlPath is the control socket of a zfs-serve run by root or
-// systemd.
-const SystemControlPath = "/run/zfs-serve/control.sock"
-
-// controlPath is the rule behind DefaultControlPath, with the process's
-// identity and environment as arguments (euid -1: not root).
-func controlPath(euid, uid int, systemd bool, xdgRuntimeDir string) string {
-	if euid == 0 || systemd {
-		return SystemControlPath
-	}
-	if xdgRuntimeDir != "" {
-		return filepath.Join(xdgRuntimeDir, "zfs-serve", "control.sock")
-	}
-	return fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", uid)
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
 // writeConfig writes body to a file in a fresh temp dir and returns its path.
@@ -599,7 +601,7 @@ func TestSourceLoadMissingFile(t *testing.T) {
 	want := Default()
 	if c.Root != dir || !slices.Equal(c.Listen, want.Listen) || c.ZeroCopy != want.ZeroCopy ||
 		c.SendChunk != want.SendChunk || c.DrainTimeout != want.DrainTimeout || c.Workers != runtime.NumCPU() ||
-		c.Control != DefaultControlPath() {
+		c.Control != ctl.DefaultControlPath() {
 		t.Errorf("missing default config did not give the defaults: %+v", c)
 	}
 
@@ -782,80 +784,6 @@ func TestCheckAddr(t *testing.T) {
 	}
 }
 
-func TestControlPath(t *testing.T) {
-	tests := []struct {
-		euid, uid int
-		systemd   bool
-		xdg       string
-		want      string
-	}{
-		{0, 0, false, "", "/run/zfs-serve/control.sock"},
-		{0, 0, false, "/run/user/0", "/run/zfs-serve/control.sock"},
-		{1000, 1000, true, "/run/user/1000", "/run/zfs-serve/control.sock"},
-		{1000, 1000, false, "/run/user/1000", "/run/user/1000/zfs-serve/control.sock"},
-		{1000, 1000, false, "", "/tmp/zfs-serve-1000/control.sock"},
-		{-1, 1001, false, "", "/tmp/zfs-serve-1001/control.sock"},
-	}
-	for _, tt := range tests {
-		if got := controlPath(tt.euid, tt.uid, tt.systemd, tt.xdg); got != tt.want {
-			t.Errorf("controlPath(%d, %d, %v, %q) = %q, want %q", tt.euid, tt.uid, tt.systemd, tt.xdg, got, tt.want)
-		}
-	}
-}
-
-func clearSystemdEnv(t *testing.T) {
-	for _, k := range []string{"NOTIFY_SOCKET", "INVOCATION_ID", "LISTEN_FDS"} {
-		t.Setenv(k, "")
-	}
-}
-
-func TestUserControlPath(t *testing.T) {
-	clearSystemdEnv(t)
-	t.Setenv("XDG_RUNTIME_DIR", "/run/user/4242")
-	if got, want := UserControlPath(), "/run/user/4242/zfs-serve/control.sock"; got != want {
-		t.Errorf("with XDG_RUNTIME_DIR: %q, want %q", got, want)
-	}
-	t.Setenv("XDG_RUNTIME_DIR", "")
-	if got, want := UserControlPath(), "/tmp/zfs-serve-"+strconv.Itoa(os.Getuid())+"/control.sock"; got != want {
-		t.Errorf("without XDG_RUNTIME_DIR: %q, want %q", got, want)
-	}
-}
-
-func TestDefaultControlPath(t *testing.T) {
-	clearSystemdEnv(t)
-	t.Setenv("XDG_RUNTIME_DIR", "/run/user/4242")
-	want := "/run/user/4242/zfs-serve/control.sock"
-	if os.Geteuid() == 0 {
-		want = SystemControlPath
-	}
-	if got := DefaultControlPath(); got != want {
-		t.Errorf("DefaultControlPath() = %q, want %q", got, want)
-	}
-	t.Run("INVOCATION_ID alone", func(t *testing.T) {
-		clearSystemdEnv(t)
-		t.Setenv("INVOCATION_ID", "x")
-		if UnderSystemd() {
-			t.Error("INVOCATION_ID alone (a user service, a desktop terminal) counts as systemd")
-		}
-	})
-	for _, k := range []string{"NOTIFY_SOCKET", "LISTEN_FDS"} {
-		t.Run(k, func(t *testing.T) {
-			clearSystemdEnv(t)
-			t.Setenv(k, "x")
-			if !UnderSystemd() {
-				t.Errorf("%s set: UnderSystemd() = false", k)
-			}
-			if got := DefaultControlPath(); got != SystemControlPath {
-				t.Errorf("%s set: DefaultControlPath() = %q", k, got)
-			}
-		})
-	}
-	clearSystemdEnv(t)
-	if UnderSystemd() {
-		t.Error("UnderSystemd() with no systemd variables")
-	}
-}
-
 // exampleConfig is the commented example shipped with the package.
 const exampleConfig = "../etc/zfs-serve.toml"
 
@@ -868,7 +796,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	// Its values are the defaults (it documents them), bar root and control.
 	want := Default()
-	want.Root, want.Control, want.Workers = root, SystemControlPath, runtime.NumCPU()
+	want.Root, want.Control, want.Workers = root, ctl.SystemControlPath, runtime.NumCPU()
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("example config values differ from the defaults it documents:\n got %+v\nwant %+v", c, want)
 	}
@@ -881,6 +809,10 @@ func TestExampleConfigHasEveryKey(t *testing.T) {
 	}
 	var m map[string]any
 	if _, err := toml.Decode(string(data), &m); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := decode(exampleConfig, data, Default())
+	if err != nil {
 		t.Fatal(err)
 	}
 	var tags []string
@@ -896,7 +828,7 @@ func TestExampleConfigHasEveryKey(t *testing.T) {
 			t.Errorf("%s does not set key %q (field %s): document every key there", exampleConfig, tag, typ.Field(i).Name)
 		}
 		// Each key is documented by a comment just above it.
-		if l := keyLine(data, toml.Key{tag}); l < 2 || !commentedAbove(data, l) {
+		if l := lines[tag]; l < 2 || !commentedAbove(data, l) {
 			t.Errorf("%s: key %q (line %d) has no comment above it", exampleConfig, tag, l)
 		}
 	}
@@ -970,9 +902,9 @@ func TestFlagsFixInvalidFileValues(t *testing.T) {
 // "bind: invalid argument" at start.
 func TestControlPathLength(t *testing.T) {
 	root := t.TempDir()
-	long := "/" + strings.Repeat("d", MaxSocketPath-len("/x.sock")) + "/x.sock" // 108 bytes
-	fits := long[:1] + long[2:]                                                 // 107 bytes
-	if len(long) != MaxSocketPath+1 || len(fits) != MaxSocketPath {
+	long := "/" + strings.Repeat("d", ctl.MaxSocketPath-len("/x.sock")) + "/x.sock" // 108 bytes
+	fits := long[:1] + long[2:]                                                     // 107 bytes
+	if len(long) != ctl.MaxSocketPath+1 || len(fits) != ctl.MaxSocketPath {
 		t.Fatalf("bad test paths: %d %d", len(long), len(fits))
 	}
 	want := `key "control": socket path ` + long + " is 108 bytes long; a unix socket path can have at most 107"
@@ -991,34 +923,10 @@ func TestControlPathLength(t *testing.T) {
 		t.Errorf("from --control: got %v, want %q", err, "--control: "+want)
 	}
 	// A relative path counts once made absolute.
-	rel := strings.Repeat("r", MaxSocketPath)
+	rel := strings.Repeat("r", ctl.MaxSocketPath)
 	_, err = Source{Overrides: Overrides{Root: root, Control: rel}}.Load()
 	if err == nil || !strings.HasPrefix(err.Error(), "--control: key \"control\": socket path /") {
 		t.Errorf("relative --control: got %v", err)
-	}
-}
-
-func TestControlPaths(t *testing.T) {
-	xdg, tmp := "/run/user/1000/zfs-serve/control.sock", "/tmp/zfs-serve-1000/control.sock"
-	for _, c := range []struct {
-		name      string
-		euid, uid int
-		xdg       string
-		want      []string
-	}{
-		{"user with XDG_RUNTIME_DIR", 1000, 1000, "/run/user/1000", []string{xdg, tmp, SystemControlPath}},
-		{"user without", 1000, 1000, "", []string{tmp, SystemControlPath}},
-		{"root", 0, 0, "", []string{SystemControlPath, "/tmp/zfs-serve-0/control.sock"}},
-		{"root with XDG_RUNTIME_DIR", 0, 1000, "/run/user/1000", []string{SystemControlPath, xdg, tmp}},
-	} {
-		if got := controlPaths(c.euid, c.uid, c.xdg); !slices.Equal(got, c.want) {
-			t.Errorf("%s: %q, want %q", c.name, got, c.want)
-		}
-	}
-	clearSystemdEnv(t)
-	t.Setenv("XDG_RUNTIME_DIR", "/run/user/4242")
-	if got := ControlPaths(); len(got) != 3 || !slices.Contains(got, "/run/user/4242/zfs-serve/control.sock") {
-		t.Errorf("ControlPaths() = %q", got)
 	}
 }
 

@@ -1,41 +1,74 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
+	"reflect"
 	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 )
 
-// decode parses data strictly into c.
-func decode(path string, data []byte, c *Config) error {
-	md, err := toml.Decode(string(data), c)
+// decode parses data strictly into c: a syntax error, a value of the wrong
+// type and an unknown key are errors naming the file, the line and the
+// key. It returns the line of each key the file sets (by its name in
+// Config's tags), for the errors of validation, which comes later.
+//
+// Lines come from the TOML library's own positions, never from its error
+// text or from scanning the file: syntax errors and the errors of a
+// value's UnmarshalText/UnmarshalTOML are toml.ParseErrors with a
+// Position; keys come from MetaData.Keys(); a key's line is the position
+// the library reports for it (see keys.line).
+func decode(path string, data []byte, c *Config) (map[string]int, error) {
+	var doc toml.Primitive
+	md, err := toml.Decode(string(data), &doc)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			msg := pe.Message
-			if pe.LastKey != "" {
-				msg = fmt.Sprintf("key %q: %s", pe.LastKey, msg)
-			}
-			return fmt.Errorf("%s:%d: %s", path, pe.Position.Line, msg)
-		}
-		// Type mismatches come as "toml: line N (last key "k"): ...".
-		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
-			return fmt.Errorf("%s:%s: key %q: %s", path, m[1], m[2], m[3])
-		}
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, decodeErr(path, err)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		var msgs []string
-		for _, k := range und {
-			msgs = append(msgs, fmt.Sprintf("%s:%d: unknown key %q", path, keyLine(data, k), k.String()))
+	ks := keys{md: &md, doc: doc}
+	var top map[string]toml.Primitive
+	if err := md.PrimitiveDecode(doc, &top); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err) // a document is a table
+	}
+	fields := fieldsOf(c)
+	lines := map[string]int{}
+	var unknown []toml.Key
+	seen := map[string]bool{}
+	for _, k := range md.Keys() {
+		name, ok := fields.name(k[0])
+		if !ok {
+			if !seen[k.String()] { // [[t]] lists its keys once per table
+				unknown = append(unknown, k)
+			}
+			seen[k.String()] = true
+			continue
 		}
-		return errors.New(strings.Join(msgs, "\n"))
+		if seen[k[0]] {
+			continue
+		}
+		// A known key decodes here even when the file only implies it
+		// ("workers.x = 1" has the key workers.x, not workers): its value
+		// is then a table, and the wrong type.
+		seen[k[0]] = true
+		line := ks.line(k[:1])
+		lines[name] = line
+		if err := md.PrimitiveDecode(top[k[0]], fields[name].Addr().Interface()); err != nil {
+			var pe toml.ParseError
+			if errors.As(err, &pe) { // the field's own UnmarshalText or UnmarshalTOML
+				return nil, decodeErr(path, err)
+			}
+			return nil, fmt.Errorf("%s: key %q: incompatible types: TOML value has type %s; destination has type %s",
+				at(path, line), k[0], tomlType(md.Type(k[0])), goType(fields[name].Type()))
+		}
+	}
+	if len(unknown) > 0 {
+		var msgs []string
+		for _, k := range unknown {
+			msgs = append(msgs, fmt.Sprintf("%s: unknown key %q", at(path, ks.line(k)), k.String()))
+		}
+		return nil, errors.New(strings.Join(msgs, "\n"))
 	}
 	// Values are validated by Load once flags have overridden them: a flag
 	// may replace a value the file got wrong.
@@ -45,93 +78,161 @@ func decode(path string, data []byte, c *Config) error {
 		key string
 		v   *string
 	}{{"root", &c.Root}, {"control", &c.Control}, {"digest_cache", &c.DigestCache}} {
-		if md.IsDefined(p.key) && *p.v != "" && *p.v != DigestCacheMemory && !filepath.IsAbs(*p.v) {
+		if _, set := lines[p.key]; set && *p.v != "" && *p.v != DigestCacheMemory && !filepath.IsAbs(*p.v) {
 			*p.v = filepath.Join(filepath.Dir(path), *p.v)
 		}
 	}
-	return nil
+	return lines, nil
 }
 
-var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "(.*?)"\): (.*)$`)
+// decodeErr is a decoding error as "FILE:LINE: key "K": message", from the
+// library's ParseError where it is one.
+func decodeErr(path string, err error) error {
+	var pe toml.ParseError
+	if !errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	msg := pe.Message
+	if pe.LastKey != "" {
+		msg = fmt.Sprintf("key %q: %s", pe.LastKey, msg)
+	}
+	return fmt.Errorf("%s: %s", at(path, pe.Position.Line), msg)
+}
 
-// keyLine finds the line that defines key: the assignment "a = ..." in
-// the right [table], a dotted assignment "t.a = ...", or the [table] or
-// [[array]] header of a table key. When a key has no line of its own (a key
-// inside an inline table, or a table created implicitly by [a.b]), it
-// falls back to the first line that defines its parent or one of its
-// children. It returns 0 if it cannot tell (the error then names only file
-// and key).
-func keyLine(data []byte, key toml.Key) int {
-	var table []string
-	fallback := 0
-	for i, line := range bytes.Split(data, []byte("\n")) {
-		l := strings.TrimSpace(string(line))
-		var full []string
-		if strings.HasPrefix(l, "[") {
-			h, _ := cutUnquoted(strings.TrimLeft(l, "["), ']')
-			table = splitKey(h)
-			full = table
-		} else {
-			k, ok := cutUnquoted(l, '=')
-			if !ok || strings.HasPrefix(l, "#") {
-				continue
-			}
-			full = append(append([]string(nil), table...), splitKey(k)...)
-		}
-		if slices.Equal(full, key) {
-			return i + 1
-		}
-		if fallback == 0 && (hasPrefix(full, key) || hasPrefix(key, full)) {
-			fallback = i + 1
+// at is "FILE:LINE", or "FILE" for line 0 (unknown).
+func at(path string, line int) string {
+	if line <= 0 {
+		return path
+	}
+	return fmt.Sprintf("%s:%d", path, line)
+}
+
+// fields maps the TOML names of Config's fields to the fields of one value.
+type fields map[string]reflect.Value
+
+func fieldsOf(c *Config) fields {
+	v := reflect.ValueOf(c).Elem()
+	f := fields{}
+	for i := range v.NumField() {
+		if name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("toml"), ","); name != "" && name != "-" {
+			f[name] = v.Field(i)
 		}
 	}
-	return fallback
+	return f
 }
 
-// splitKey splits a TOML key ("a.b", "a . \"b.c\"") into its parts.
-func splitKey(s string) []string {
-	var parts []string
-	var cur strings.Builder
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		switch ch := s[i]; {
-		case quote != 0:
-			if ch == quote {
-				quote = 0
-			} else {
-				cur.WriteByte(ch)
-			}
-		case ch == '"' || ch == '\'':
-			quote = ch
-		case ch == '.':
-			parts = append(parts, strings.TrimSpace(cur.String()))
-			cur.Reset()
-		default:
-			cur.WriteByte(ch)
+// name is the field a key in the file sets: the one of that name, else,
+// as the library matches struct fields, one whose name differs only in
+// case.
+func (f fields) name(key string) (string, bool) {
+	if _, ok := f[key]; ok {
+		return key, true
+	}
+	for name := range f {
+		if strings.EqualFold(name, key) {
+			return name, true
 		}
 	}
-	return append(parts, strings.TrimSpace(cur.String()))
+	return "", false
 }
 
-// cutUnquoted returns s up to the first sep outside quotes.
-func cutUnquoted(s string, sep byte) (string, bool) {
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		switch ch := s[i]; {
-		case quote != 0:
-			if ch == quote {
-				quote = 0
+// tomlType names a MetaData.Type for a person.
+func tomlType(t string) string {
+	switch t {
+	case "Integer", "Float", "String", "Datetime", "Array":
+		return strings.ToLower(t)
+	case "Bool":
+		return "boolean"
+	case "ArrayHash":
+		return "array of tables"
+	}
+	return "table" // "Hash", or "" for a table the file implies
+}
+
+// goType names the TOML type a field takes.
+func goType(t reflect.Type) string {
+	if t == reflect.TypeFor[Duration]() {
+		return "duration"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int:
+		return "integer"
+	case reflect.Slice:
+		return "array of " + goType(t.Elem()) + "s"
+	}
+	return t.Kind().String() // string
+}
+
+// keys finds where a file's keys are.
+type keys struct {
+	md  *toml.MetaData
+	doc toml.Primitive
+}
+
+// line returns the line that defines key: the position the library
+// recorded for it, or, for a table the file only implies ("[a.b]" and
+// "a.b = 1" imply a), that of the first key under it. 0: unknown.
+func (ks keys) line(key toml.Key) int {
+	if n := ks.recorded(key); n > 0 {
+		return n
+	}
+	for _, k := range ks.md.Keys() {
+		if len(k) > len(key) && slices.Equal(k[:len(key)], key) {
+			if n := ks.recorded(k); n > 0 {
+				return n
 			}
-		case ch == '"' || ch == '\'':
-			quote = ch
-		case ch == sep:
-			return s[:i], true
 		}
 	}
-	return s, false
+	return 0
 }
 
-// hasPrefix reports whether key starts with the parts of prefix and is longer.
-func hasPrefix(key, prefix []string) bool {
-	return len(key) > len(prefix) && slices.Equal(key[:len(prefix)], prefix)
+// recorded returns the line the library recorded for key, 0 if none.
+// BurntSushi/toml v1.6.0 keeps a position per key but exports it only in
+// the ParseError it returns when a key's value refuses to decode, so
+// recorded finds the key's value and decodes it into a refusal. (A later
+// version that exports key positions makes this a map lookup.)
+func (ks keys) recorded(key toml.Key) int {
+	v := ks.doc
+	for i := range key {
+		if ks.md.Type(key[:i]...) == "ArrayHash" {
+			// [[t]]: the library keeps one position per key name, so any
+			// of the tables that has the key will do.
+			var tables []map[string]toml.Primitive
+			if err := ks.md.PrimitiveDecode(v, &tables); err != nil {
+				return 0
+			}
+			found := false
+			for _, t := range tables {
+				if v, found = t[key[i]]; found {
+					break
+				}
+			}
+			if !found {
+				return 0
+			}
+			continue
+		}
+		var table map[string]toml.Primitive
+		if err := ks.md.PrimitiveDecode(v, &table); err != nil {
+			return 0
+		}
+		var ok bool
+		if v, ok = table[key[i]]; !ok {
+			return 0
+		}
+	}
+	var pe toml.ParseError
+	if err := ks.md.PrimitiveDecode(v, refusal{}); errors.As(err, &pe) {
+		return pe.Position.Line
+	}
+	return 0
 }
+
+// refusal refuses any value, so that the library reports its position.
+type refusal struct{}
+
+func (refusal) UnmarshalTOML(any) error { return errRefused }
+
+var errRefused = errors.New("refused")

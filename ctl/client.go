@@ -9,13 +9,11 @@ import (
 	"net"
 	"os"
 	"time"
-
-	"github.com/zfs-serve/zfs-serve/config"
 )
 
 // SocketPath returns the control socket zctl talks to: explicit if set,
 // else $ZFS_SERVE_CONTROL, else the first of the default locations that
-// exists (config.ControlPaths: /run, the user's runtime dir, /tmp), else
+// exists (ControlPaths: /run, the user's runtime dir, /tmp), else
 // the daemon's rule's answer for this user (for the error message).
 func SocketPath(explicit string) string {
 	if explicit != "" {
@@ -24,7 +22,7 @@ func SocketPath(explicit string) string {
 	if p := os.Getenv("ZFS_SERVE_CONTROL"); p != "" {
 		return p
 	}
-	return firstExisting(config.ControlPaths(), config.DefaultControlPath())
+	return firstExisting(ControlPaths(), DefaultControlPath())
 }
 
 // firstExisting returns the first of paths that exists, else fallback.
@@ -71,8 +69,8 @@ type Client struct {
 
 // Dial connects to the control socket at path.
 func Dial(path string) (*Client, error) {
-	if len(path) > config.MaxSocketPath {
-		return nil, fmt.Errorf("control socket %s: path is %d bytes long; a unix socket path can have at most %d", path, len(path), config.MaxSocketPath)
+	if len(path) > MaxSocketPath {
+		return nil, fmt.Errorf("control socket %s: path is %d bytes long; a unix socket path can have at most %d", path, len(path), MaxSocketPath)
 	}
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {

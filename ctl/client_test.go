@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl/ctltest"
 )
 
@@ -23,8 +22,8 @@ func TestSocketPath(t *testing.T) {
 	xdg := shortDir(t)
 	t.Setenv("XDG_RUNTIME_DIR", xdg)
 	user := filepath.Join(xdg, "zfs-serve", "control.sock")
-	if got := config.UserControlPath(); got != user {
-		t.Fatalf("UserControlPath() = %q, want %q", got, user)
+	if got := controlPath(-1, os.Getuid(), false, xdg); got != user {
+		t.Fatalf("controlPath(user, %q) = %q, want %q", xdg, got, user)
 	}
 
 	t.Setenv("ZFS_SERVE_CONTROL", "/env/c.sock")
@@ -37,9 +36,9 @@ func TestSocketPath(t *testing.T) {
 
 	t.Setenv("ZFS_SERVE_CONTROL", "")
 	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
-	system, tmp := config.SystemControlPath, fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", os.Getuid())
+	system, tmp := SystemControlPath, fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", os.Getuid())
 	// Nothing exists: the rule's answer for this user.
-	want := config.DefaultControlPath()
+	want := DefaultControlPath()
 	switch {
 	case exists(system):
 		want = system
@@ -72,8 +71,8 @@ func TestSocketPathTmp(t *testing.T) {
 		t.Setenv(k, "")
 	}
 	t.Setenv("XDG_RUNTIME_DIR", shortDir(t))
-	if _, err := os.Stat(config.SystemControlPath); err == nil {
-		t.Skip(config.SystemControlPath + " exists and comes first")
+	if _, err := os.Stat(SystemControlPath); err == nil {
+		t.Skip(SystemControlPath + " exists and comes first")
 	}
 	tmp := fmt.Sprintf("/tmp/zfs-serve-%d/control.sock", os.Getuid())
 	if _, err := os.Stat(tmp); err != nil {

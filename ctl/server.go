@@ -315,7 +315,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		if req.Cmd != CmdStatus {
 			s.Log.Info("control request", "cmd", req.Cmd, "wait", req.Wait, "uid", peer.UID, "pid", peer.PID)
 		}
-		if err := reply(s.handle(c, &req, reply)); err != nil {
+		if err := reply(s.handle(&req, reply)); err != nil {
 			return
 		}
 	}
@@ -352,7 +352,7 @@ type lineTimeout string
 func (e lineTimeout) Error() string { return string(e) }
 func (e lineTimeout) Unwrap() error { return os.ErrDeadlineExceeded }
 
-func (s *Server) handle(c *net.UnixConn, req *Request, reply func(*Response) error) *Response {
+func (s *Server) handle(req *Request, reply func(*Response) error) *Response {
 	s.mu.Lock()
 	parent := s.ctx
 	s.mu.Unlock()

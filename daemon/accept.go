@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -38,7 +37,10 @@ func (s *Supervisor) acceptLoop(l *listener) {
 			return aerr != nil || len(d.fds) > 0 // wait in the poller if nothing was accepted
 		})
 		if len(d.fds) > 0 {
-			d.dispatch()
+			d.distribute()
+			if w := l.watch.Load(); w != nil && w.accepted(time.Now()) {
+				s.post(evLeaveGroup{l})
+			}
 		}
 		if err != nil {
 			if !l.closed.Load() {
@@ -177,10 +179,10 @@ const (
 	busyHandoff   = "busy: no worker could take the connection, retry shortly"
 )
 
-// dispatch hands the accepted fds to workers, least loaded first, one
+// distribute hands the accepted fds to workers, least loaded first, one
 // message per worker, and closes the supervisor's copies: after this, only
 // a worker holds each connection.
-func (d *dispatcher) dispatch() {
+func (d *dispatcher) distribute() {
 	s := d.s
 	ws := *s.dispatch.Load()
 	defer func() {
@@ -194,7 +196,7 @@ func (d *dispatcher) dispatch() {
 	s.metrics.accepted.Add(uint64(len(d.fds)))
 	if len(ws) == 0 {
 		st, msg := wire.StatusBusy, busyNoWorker
-		if state, _ := s.stateA.Load().(string); state == ctl.StateDraining || state == ctl.StateStopping {
+		if s.loadState().exiting() {
 			st, msg = wire.StatusDraining, "draining: the server is shutting down, retry shortly"
 		}
 		s.metrics.refuse(noWorkerReason(st), len(d.fds))
@@ -270,7 +272,7 @@ func (d *dispatcher) dispatch() {
 			flags |= connAdmit
 		}
 	}
-	for j, w := range ws {
+	for j := range ws {
 		var fds []int
 		d.metas, d.mkeys, d.idx = d.metas[:0], d.mkeys[:0], d.idx[:0]
 		for i, a := range d.assign {
@@ -284,7 +286,7 @@ func (d *dispatcher) dispatch() {
 		if len(fds) == 0 {
 			continue
 		}
-		if !d.sendTo(ws, j, w, fds) && !d.sendToFresh(ws, fds) {
+		if !d.sendTo(ws, j, fds) && !d.sendToFresh(ws, fds) {
 			s.metrics.refuse(refusedHandoff, len(fds))
 			for _, i := range d.idx {
 				d.refuse(i, busyHandoff)
@@ -315,7 +317,7 @@ func (w *workerProc) room() int64 {
 
 // sendTo sends fds to w, or, if its channel is full or broken or it has
 // no room for them, to the other workers in turn. It never blocks.
-func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []int) bool {
+func (d *dispatcher) sendTo(ws []*workerProc, first int, fds []int) bool {
 	s := d.s
 	d.msg = appendConns(d.msg[:0], d.metas)
 	n := int64(len(fds))
@@ -326,7 +328,7 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, w *workerProc, fds []in
 		// worker's count cannot interleave, nor another accept loop's
 		// handoff overfill it.
 		t.sendMu.Lock()
-		if t.isDead || t.room() < n {
+		if t.isGone() || t.room() < n {
 			t.sendMu.Unlock()
 			continue
 		}
@@ -381,7 +383,7 @@ func (d *dispatcher) sendToFresh(ws []*workerProc, fds []int) bool {
 	if len(fresh) == 0 || (len(ws) > 0 && &fresh[0] == &ws[0]) {
 		return false
 	}
-	return d.sendTo(fresh, 0, fresh[0], fds)
+	return d.sendTo(fresh, 0, fds)
 }
 
 func sockaddrString(sa syscall.Sockaddr) string {

@@ -29,7 +29,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
 
@@ -47,7 +46,7 @@ func (s *Supervisor) acceptInWorkers() bool {
 // should run: always in the handoff mode; in the accept mode only once
 // the daemon drains or stops, to answer new connections "draining".
 func (s *Supervisor) supervisorAccepts() bool {
-	return !s.acceptInWorkers() || s.state == ctl.StateDraining || s.state == ctl.StateStopping
+	return !s.acceptInWorkers() || s.state.exiting()
 }
 
 // acceptOnStop starts the supervisor's accept loops once a drain or kill
@@ -71,7 +70,7 @@ func (s *Supervisor) giveListeners(ws []*workerProc) {
 		s.am.given = map[*workerProc]bool{}
 	}
 	for w := range s.am.given {
-		if w.dead() {
+		if w.isGone() {
 			delete(s.am.given, w)
 		}
 	}
@@ -143,14 +142,14 @@ func (s *Supervisor) sendListen(w *workerProc, msg []byte, fds []int) {
 	if errors.Is(err, unix.EAGAIN) {
 		go func() {
 			defer closeFDs(fds)
-			if err := fdpass.Send(w.ch, msg, fds...); err != nil && !w.dead() {
+			if err := fdpass.Send(w.ch, msg, fds...); err != nil && !w.isGone() {
 				s.log.Error("send listeners to worker", "pid", w.pid, "err", err)
 			}
 		}()
 		return
 	}
 	closeFDs(fds)
-	if err != nil && !w.dead() {
+	if err != nil && !w.isGone() {
 		s.log.Error("send listeners to worker", "pid", w.pid, "err", err)
 	}
 }

@@ -30,7 +30,7 @@ func (s *Supervisor) admit(w *workerProc, p []byte) {
 		ok = s.clients.acquire(key, limit)
 		if ok {
 			w.sendMu.Lock()
-			dead := w.isDead
+			dead := w.isGone()
 			if !dead {
 				if w.clients == nil {
 					w.clients = map[uint64]string{}

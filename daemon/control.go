@@ -1,106 +1,21 @@
 package daemon
 
+// The control socket: opening it (a socket file, or systemd's), who may
+// use it (control_group), and its requests as a ctl.Handler, which the
+// loop answers through events (events.go).
+
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
-	"sort"
+	"slices"
 	"time"
 
+	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl"
 )
-
-// maxDrainingGenerations bounds old generations still finishing transfers
-// after reloads; a reload beyond it is refused rather than pile them up.
-const maxDrainingGenerations = 3
-
-// reload re-reads the configuration and starts a new generation with it.
-// reply (may be nil) gets the outcome once known. A request made while a
-// reload is in progress is answered by a second reload started right after
-// it (that one read the configuration before this request came, so it may
-// miss the change being asked for); requests made meanwhile share it.
-func (s *Supervisor) reload(wait bool, reply func(string, error)) {
-	if reply == nil {
-		reply = func(string, error) {}
-	}
-	rw := reloadWaiter{wait: wait, reply: reply}
-	switch s.state {
-	case ctl.StateServing:
-		s.startReload([]reloadWaiter{rw})
-	case ctl.StateReloading:
-		s.followUp = append(s.followUp, rw)
-	default:
-		reply("", fmt.Errorf("cannot reload while %s", s.state))
-	}
-}
-
-// startReload runs a reload for waiters (state serving).
-func (s *Supervisor) startReload(waiters []reloadWaiter) {
-	s.setState(ctl.StateReloading)
-	s.env.notify("RELOADING=1")
-	fail := func(err error) {
-		s.lastReload = "failed: " + err.Error()
-		s.metrics.reloadsFailed.Add(1)
-		s.log.Error("reload failed; still serving the previous configuration", "err", err)
-		s.setState(ctl.StateServing)
-		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
-		for _, rw := range waiters {
-			rw.reply("", err)
-		}
-		s.startFollowUp()
-	}
-	cfg, err := s.opts.Source.Load()
-	if err != nil {
-		fail(fmt.Errorf("invalid configuration, nothing changed: %w", err))
-		return
-	}
-	draining := 0
-	for _, g := range s.gens {
-		if g.draining {
-			draining++
-		}
-	}
-	if draining >= maxDrainingGenerations {
-		fail(fmt.Errorf("%d older generations are still draining; wait for them (zctl status) before reloading again", draining))
-		return
-	}
-	if err := s.checkControlGroup(cfg); err != nil {
-		fail(fmt.Errorf("invalid configuration, nothing changed: %w", err))
-		return
-	}
-	if cfg.LogFormat != s.logFormat {
-		s.log.Warn("log_format changes only at restart; keeping the format in use", "configured", cfg.LogFormat, "in_use", s.logFormat)
-		cfg.LogFormat = s.logFormat
-	}
-	if err := s.keepDispatch(cfg); err != nil { // accept mode hook (acceptmode.go)
-		fail(fmt.Errorf("invalid configuration, nothing changed: %w", err))
-		return
-	}
-	if s.ctlOwned && cfg.Control != s.ctlPath {
-		s.log.Warn("the control socket path changes only at restart", "configured", cfg.Control, "in_use", s.ctlPath)
-	}
-	if err := s.prepareListeners(cfg); err != nil {
-		fail(err)
-		return
-	}
-	if err := s.prepareMetrics(cfg); err != nil {
-		s.closeNewListeners()
-		fail(err)
-		return
-	}
-	g := s.newGeneration(cfg)
-	s.pending = g
-	s.reloadWait = append(s.reloadWait, waiters...)
-	s.log.Info("reloading: starting a new generation", "gen", g.id, "config", s.opts.Source.String(), "root", cfg.Root, "workers", cfg.Workers)
-	s.pendingTimer = time.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
-	for _, sl := range g.slots {
-		if err := s.spawn(g, sl); err != nil {
-			s.abortPending(err)
-			return
-		}
-	}
-}
 
 // controlHandler is the Supervisor seen as a ctl.Handler.
 type controlHandler Supervisor
@@ -114,7 +29,8 @@ func (h *controlHandler) Status(ctx context.Context) (*ctl.Status, error) {
 func (h *controlHandler) Drain(ctx context.Context, timeout time.Duration, progress func(*ctl.Status)) error {
 	s := h.sup()
 	var err error
-	if cerr := s.call(ctx, func() { err = s.drain(timeout, "zctl drain") }); cerr != nil {
+	done := make(chan struct{})
+	if cerr := s.request(ctx, evDrain{timeout: timeout, why: "zctl drain", err: &err, done: done}, done); cerr != nil {
 		return cerr
 	}
 	if err != nil || progress == nil {
@@ -149,7 +65,8 @@ func (s *Supervisor) follow(ctx context.Context, progress func(*ctl.Status), don
 
 func (h *controlHandler) Kill(ctx context.Context) error {
 	s := h.sup()
-	return s.call(ctx, func() { s.kill("zctl kill", false) })
+	done := make(chan struct{})
+	return s.request(ctx, evKill{why: "zctl kill", done: done}, done)
 }
 
 func (h *controlHandler) Reload(ctx context.Context, wait bool, progress func(*ctl.Status)) (string, error) {
@@ -159,9 +76,9 @@ func (h *controlHandler) Reload(ctx context.Context, wait bool, progress func(*c
 		err error
 	}
 	res := make(chan result, 1)
-	if err := s.call(ctx, func() {
-		s.reload(wait, func(msg string, err error) { res <- result{msg, err} })
-	}); err != nil {
+	queued := make(chan struct{})
+	reply := func(msg string, err error) { res <- result{msg, err} }
+	if err := s.request(ctx, evReload{wait: wait, reply: reply, done: queued}, queued); err != nil {
 		return "", err
 	}
 	done := make(chan struct{})
@@ -182,188 +99,127 @@ func (h *controlHandler) Reload(ctx context.Context, wait bool, progress func(*c
 	return r.msg, r.err
 }
 
-// status builds the answer to "status": the structure from the loop, the
-// live figures and transfers from each worker.
-func (s *Supervisor) status(ctx context.Context) (*ctl.Status, error) {
-	var st *ctl.Status
-	var procs []*workerProc
-	if err := s.call(ctx, func() { st, procs = s.snapshot() }); err != nil {
-		return nil, err
-	}
-	type answer struct {
-		i  int
-		ws *workerStatus
-	}
-	answers := make(chan answer, len(procs))
-	for i, w := range procs {
-		if w == nil {
-			answers <- answer{i, nil}
-			continue
+// openControl opens the control socket: systemd's "control" fd if given,
+// else a socket file at the configured path.
+func (s *Supervisor) openControl(a activatedSockets) error {
+	gid := -1
+	if s.cfg.ControlGroup != "" {
+		g, err := config.LookupGroup(s.cfg.ControlGroup)
+		if err != nil {
+			return fmt.Errorf("control_group %q: %w", s.cfg.ControlGroup, err)
 		}
-		go func() {
-			ws, err := w.query(s.querySeq.Add(1), time.Second)
-			if err != nil {
-				ws = nil
-			}
-			answers <- answer{i, ws}
-		}()
+		gid = g
 	}
-	now := time.Now()
-	for range procs {
-		a := <-answers
-		if a.ws == nil {
-			continue
+	var cl ctl.Acceptor
+	if a.control != nil {
+		ln, err := net.FileListener(a.control)
+		a.control.Close()
+		if err != nil {
+			return fmt.Errorf("socket-activated control fd: %w", err)
 		}
-		row := &st.Workers[a.i]
-		row.Active, row.Connections, row.BytesSent = a.ws.Active, a.ws.Connections, a.ws.BytesSent
-		row.NativeRequests, row.HTTPRequests, row.HTTPBytesSent = a.ws.Native, a.ws.HTTP, a.ws.HTTPBytes
-		row.DigestsHashed, row.DigestsLoaded = a.ws.Digests.Hashed, a.ws.Digests.Loaded
-		for _, t := range a.ws.Transfers {
-			st.Transfers = append(st.Transfers, ctl.Transfer{WorkerPID: row.PID, Protocol: t.Protocol, Client: t.Client, Path: t.Path,
-				Offset: t.Offset, Sent: t.Sent, Total: t.Total, Age: now.Sub(t.Start).Seconds()})
+		ul, ok := ln.(*net.UnixListener)
+		if !ok {
+			ln.Close()
+			return fmt.Errorf("socket-activated control fd is %T, want a unix stream socket", ln)
 		}
-		st.TransfersOmitted += a.ws.Omitted
+		cl = ul
+		s.ctlPath = ul.Addr().String()
+		s.log.Info("control socket (socket-activated)", "path", s.ctlPath)
+	} else {
+		sock, err := ctl.Listen(s.cfg.Control, gid)
+		if err != nil {
+			return err
+		}
+		if sock.TakesOver() {
+			s.log.Info("a draining zfs-serve has the control socket: taking its path over once this one serves; it keeps the connections it has", "path", s.cfg.Control)
+		}
+		cl, s.ctlSock = sock, sock
+		s.ctlPath, s.ctlOwned = s.cfg.Control, true
 	}
-	sort.Slice(st.Transfers, func(i, j int) bool { return st.Transfers[i].Age > st.Transfers[j].Age })
-	st.Totals = ctl.Totals{}
-	for _, w := range st.Workers {
-		if w.PID != 0 {
-			st.Totals.Workers++
-		}
-		st.Totals.Active += w.Active
-		st.Totals.Connections += w.Connections
-		st.Totals.BytesSent += w.BytesSent
-		st.Totals.NativeRequests += w.NativeRequests
-		st.Totals.HTTPRequests += w.HTTPRequests
-		st.Totals.HTTPBytesSent += w.HTTPBytesSent
-		st.Totals.DigestsHashed += w.DigestsHashed
-		st.Totals.DigestsLoaded += w.DigestsLoaded
-		st.Totals.Restarts += w.Restarts
-	}
-	return st, nil
+	s.ctlGroup = s.cfg.ControlGroup
+	s.ctlGID.Store(int64(gid))
+	uid := os.Getuid()
+	authorize := func(p ctl.Peer) error { return ctl.Allow(uid, int(s.ctlGID.Load()))(p) }
+	s.ctlSrv = &ctl.Server{Handler: (*controlHandler)(s), Authorize: authorize, Log: s.log}
+	go s.ctlSrv.Serve(cl)
+	return nil
 }
 
-// snapshot runs on the loop: the pool's structure and the counters the
-// supervisor keeps itself (used when a worker does not answer).
-func (s *Supervisor) snapshot() (*ctl.Status, []*workerProc) {
-	st := &ctl.Status{
-		Version:    s.opts.Version,
-		State:      s.state,
-		PID:        os.Getpid(),
-		Started:    s.started,
-		Uptime:     time.Since(s.started).Seconds(),
-		Config:     s.opts.Source.String(),
-		Root:       s.cfg.Root,
-		ZeroCopy:   s.cfg.ZeroCopy,
-		Control:    s.ctlPath,
-		LastReload: s.lastReload,
-		// Empty lists, never null, whatever the state: scripts iterate
-		// them with jq.
-		Listeners: []ctl.Listener{},
-		Workers:   []ctl.Worker{},
-		Transfers: []ctl.Transfer{},
+// publishControl puts the control socket at its path if it takes the path
+// over from a draining zfs-serve: once this daemon serves, so that a
+// start that fails leaves the draining one its path (ctl.Socket.Publish).
+func (s *Supervisor) publishControl() {
+	if s.ctlSock == nil || !s.ctlSock.TakesOver() {
+		return
 	}
-	if s.current != nil {
-		st.Generation = s.current.id
+	if err := s.ctlSock.Publish(); err != nil {
+		s.log.Error("cannot take the control socket's path over: zctl does not reach this daemon there", "path", s.ctlPath, "err", err)
+		return
 	}
-	if s.state == ctl.StateDraining {
-		t := s.drainAt
-		st.DrainDeadline = &t
-	}
-	for _, l := range s.listeners {
-		if !l.added {
-			st.Listeners = append(st.Listeners, ctl.Listener{Name: l.name, Addr: l.addr, Activated: l.activated, Proxy: l.proxy.Load()})
-		}
-	}
-	st.Listeners = s.appendMetricsListener(st.Listeners)
-	var procs []*workerProc
-	for _, g := range s.gens {
-		for _, sl := range g.slots {
-			w := sl.w
-			if w == nil {
-				if !sl.nextStart.IsZero() {
-					t := sl.nextStart
-					st.Workers = append(st.Workers, ctl.Worker{Generation: g.id, Slot: sl.index, Restarts: sl.restarts,
-						LastExit: sl.lastExit, State: "restarting", NextStart: &t})
-				}
-				continue
-			}
-			st.Workers = append(st.Workers, workerRow(g, sl, w))
-			procs = append(procs, askable(w))
-		}
-		for _, w := range g.retired {
-			st.Workers = append(st.Workers, workerRow(g, w.slot, w))
-			procs = append(procs, askable(w))
-		}
-	}
-	// procs and st.Workers rows with a pid are in the same order.
-	rows := st.Workers[:0:0]
-	var restarting []ctl.Worker
-	for _, r := range st.Workers {
-		if r.PID != 0 {
-			rows = append(rows, r)
-		} else {
-			restarting = append(restarting, r)
-		}
-	}
-	st.Workers = append(rows, restarting...)
-	return st, procs
+	s.log.Info("took the control socket's path over from a draining zfs-serve", "path", s.ctlPath)
 }
 
-// askable is w if it can answer a status query, else nil: a worker that
-// has not reported ready does not read its channel yet, nor does an
-// unresponsive one, and asking them would hold the whole status up for
-// the query's timeout.
-func askable(w *workerProc) *workerProc {
-	if !w.ready || w.killed || !w.beat.healthy() {
+// checkControlGroup is applyControlGroup's part that can fail, run when a
+// reload starts so that the reload fails with nothing changed instead of
+// the group being skipped once the generation is up: the group must
+// exist, and the socket file must be able to get it (at start a failure
+// to chown is fatal), which a daemon not run by root can only do for a
+// group it is in.
+func (s *Supervisor) checkControlGroup(cfg *config.Config) error {
+	if cfg.ControlGroup == "" || cfg.ControlGroup == s.ctlGroup {
 		return nil
 	}
-	return w
+	gid, err := config.LookupGroup(cfg.ControlGroup)
+	if err != nil {
+		return fmt.Errorf("control_group %q: %w", cfg.ControlGroup, err)
+	}
+	if !s.ctlOwned {
+		return nil
+	}
+	groups, _ := os.Getgroups()
+	if !canChownTo(os.Geteuid(), os.Getegid(), groups, gid) {
+		return fmt.Errorf("control_group %q: this daemon (uid %d) is not in group %d, so it cannot give the control socket that group", cfg.ControlGroup, os.Geteuid(), gid)
+	}
+	return nil
 }
 
-// workerRow is a live worker's status row, from the supervisor's counters.
-func workerRow(g *generation, sl *slot, w *workerProc) ctl.Worker {
-	row := ctl.Worker{Generation: g.id, Slot: sl.index, PID: w.pid, Started: w.started,
-		Active: int(w.active.Load()), Connections: w.conns.Load(), BytesSent: w.bytes.Load()}
-	if sl.w == w { // a retired worker's slot history belongs to its replacement
-		row.Restarts, row.LastExit = sl.restarts, sl.lastExit
-	}
-	switch {
-	case w.killed || w.beat.replaced:
-		row.State = "killed"
-	case w.draining || g.draining:
-		row.State = "draining"
-	case w.beat.unresponsive:
-		row.State = "unresponsive" // no heartbeat answer for 2 s: no new connections (health.go)
-	case sl.w != w && w.ready:
-		row.State = "retiring" // serves until its replacement is ready
-	case w.ready:
-		row.State = "ready"
-	default:
-		row.State = "starting"
-	}
-	return row
+// canChownTo reports whether a process with these credentials may change
+// a file it owns to group gid: root may, others only to a group they are in.
+func canChownTo(euid, egid int, groups []int, gid int) bool {
+	return euid == 0 || gid == egid || slices.Contains(groups, gid)
 }
 
-// statusLine is the one-line summary for systemd's STATUS=.
-func (s *Supervisor) statusLine() string {
-	gen := 0
-	if s.current != nil {
-		gen = s.current.id
+// applyControlGroup puts a reloaded control_group in force: the peers the
+// control server lets in, and the group of the socket file when it is
+// ours (a socket-activated one's is systemd's SocketGroup=). Removing a
+// group must take its members' access away without a restart.
+func (s *Supervisor) applyControlGroup(cfg *config.Config) {
+	if cfg.ControlGroup == s.ctlGroup || s.ctlSrv == nil {
+		return
 	}
-	return fmt.Sprintf("%s: generation %d, %s, %s in flight", s.state, gen,
-		plural(s.liveWorkers(), "worker"), plural(int(s.inflight.Load()), "connection"))
-}
-
-func plural(n int, what string) string {
-	if n == 1 {
-		return "1 " + what
+	gid := -1
+	if cfg.ControlGroup != "" {
+		g, err := config.LookupGroup(cfg.ControlGroup)
+		if err != nil { // checked when the reload started; gone since
+			s.log.Error("control_group not changed", "control_group", cfg.ControlGroup, "err", err)
+			return
+		}
+		gid = g
 	}
-	return fmt.Sprintf("%d %ss", n, what)
-}
-
-func (s *Supervisor) notifyStatus() {
-	if s.env.notify != nil && s.log != nil {
-		s.env.notify("STATUS=" + s.statusLine())
+	if s.ctlOwned {
+		fileGID := gid
+		if fileGID < 0 {
+			fileGID = os.Getegid()
+		}
+		// Lchown: never follow a symlink put in the socket's place. The
+		// authoriser changes even if this fails: it is what decides.
+		if err := os.Lchown(s.ctlPath, -1, fileGID); err != nil {
+			s.log.Error("control socket: cannot change its group", "path", s.ctlPath, "gid", fileGID, "err", err)
+		}
+	} else {
+		s.log.Info("control_group changed: the socket-activated control socket's file group is set by systemd (SocketGroup=)")
 	}
+	s.ctlGID.Store(int64(gid))
+	s.log.Info("control_group changed", "from", s.ctlGroup, "to", cfg.ControlGroup)
+	s.ctlGroup = cfg.ControlGroup
 }

@@ -104,35 +104,6 @@ func (h *controlHandler) Digest(ctx context.Context, paths []string, timeout tim
 	return out, nil
 }
 
-// ask sends a request of type typ with payload to the worker and waits at
-// most d (and while ctx lasts) for the answer with the same id.
-func (w *workerProc) ask(ctx context.Context, id uint64, typ byte, payload []byte, d time.Duration) ([]byte, error) {
-	c := make(chan []byte, 1)
-	w.mu.Lock()
-	w.pending[id] = c
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		delete(w.pending, id)
-		w.mu.Unlock()
-	}()
-	if err := fdpass.TrySend(w.ch, append(appendID(nil, typ, id), payload...)); err != nil {
-		return nil, fmt.Errorf("worker %d: %w", w.pid, err)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case b := <-c:
-		return b, nil
-	case <-w.gone:
-		return nil, fmt.Errorf("worker %d exited before answering", w.pid)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-t.C:
-		return nil, fmt.Errorf("worker %d did not answer within %v", w.pid, d)
-	}
-}
-
 // answerDigest computes the digests a msgDigestReq asks for and answers.
 // It runs on its own goroutine: hashing may take minutes.
 func (w *worker) answerDigest(p []byte) {
@@ -170,7 +141,7 @@ func (w *worker) answerDigest(p []byte) {
 		}
 	}
 	b, _ := json.Marshal(ans)
-	if err := fdpass.Send(w.ch, append(appendID(nil, msgDigest, id), b...)); err != nil {
+	if err := fdpass.Send(w.ch, append(idMessage(msgDigest, id), b...)); err != nil {
 		w.log.Error("answer digest request", "err", err)
 	}
 }

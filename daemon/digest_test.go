@@ -20,7 +20,7 @@ func TestDigestAnswerFits(t *testing.T) {
 			SHA256: strings.Repeat("f", 64), Error: worst})
 	}
 	b, _ := json.Marshal(ans)
-	msg := appendID(nil, msgDigest, 1)
+	msg := idMessage(msgDigest, 1)
 	if n := len(msg) + len(b); n > maxMsg {
 		t.Fatalf("an answer for %d paths takes %d bytes; a channel message has at most %d", ctl.MaxDigestPaths, n, maxMsg)
 	} else {

@@ -62,7 +62,7 @@ func TestDispatchLimits(t *testing.T) {
 				clients = append(clients, c)
 				d.fds, d.peers = append(d.fds, fd), append(d.peers, p)
 			}
-			d.dispatch()
+			d.distribute()
 			handed := 0
 			for i, c := range clients {
 				if tt.want[i] == "" {
@@ -111,14 +111,14 @@ func TestDispatchLimits(t *testing.T) {
 // TestPerClientCountEnds: a done report ends the per-client count of its
 // connection, and a worker's death that of every connection it held.
 func TestPerClientCountEnds(t *testing.T) {
-	s := &Supervisor{log: quietLog(), events: make(chan func(), 1), finished: make(chan struct{})}
+	s := &Supervisor{log: quietLog(), events: make(chan event, 1), finished: make(chan struct{})}
 	close(s.finished) // the exit's report to the loop goes nowhere
 	local, remote := channel(t)
 	cmd := exec.Command("true")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := &workerProc{ch: local, cmd: cmd, gone: make(chan struct{}), pending: map[uint64]chan []byte{}}
+	w := &workerProc{ch: local, proc: osProc{cmd}, gone: make(chan struct{}), queries: map[uint64]chan []byte{}}
 	for i, key := range []string{"a", "a", "b"} {
 		if !s.clients.acquire(key, 2) {
 			t.Fatalf("connection %d of %s refused", i, key)
@@ -168,14 +168,14 @@ func TestFDShortLowersCapacity(t *testing.T) {
 		{0, []uint32{50}, 50}, // no bound before
 		{5, []uint32{9}, 5},
 	} {
-		s := &Supervisor{log: quietLog(), events: make(chan func(), 1), finished: make(chan struct{})}
+		s := &Supervisor{log: quietLog(), events: make(chan event, 1), finished: make(chan struct{})}
 		close(s.finished)
 		local, remote := channel(t)
 		cmd := exec.Command("true")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		w := &workerProc{ch: local, cmd: cmd, gone: make(chan struct{}), pending: map[uint64]chan []byte{}}
+		w := &workerProc{ch: local, proc: osProc{cmd}, gone: make(chan struct{}), queries: map[uint64]chan []byte{}}
 		w.capacity.Store(tt.capacity)
 		for _, r := range tt.reports {
 			if err := fdpass.Send(remote, appendU32(nil, msgFDShort, r)); err != nil {

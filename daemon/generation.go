@@ -1,22 +1,87 @@
 package daemon
 
-// Generations: starting, promoting, retiring, respawning, draining and
-// killing the workers of one configuration.
+// Generations: starting, promoting, draining and killing the workers
+// of one configuration.
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
-	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
+
+// A generation is a set of workers started with one configuration. A
+// reload starts a new generation and drains the old one.
+type generation struct {
+	id       int
+	cfg      *config.Config
+	slots    []*slot
+	retired  []*workerProc // replaced after a SIGTERM, draining, out of their slots
+	draining bool
+	killer   *loopTimer         // kills what is left of a draining generation at drain_timeout
+	cut      string             // set when workers were killed with connections in flight
+	waiters  []func(cut string) // run when the generation's last worker has exited
+}
+
+// A slot is a position in a generation's pool; its worker is replaced
+// when it dies, and the slot keeps the history.
+type slot struct {
+	index     int
+	w         *workerProc // nil while waiting to respawn
+	restarts  int
+	lastExit  string
+	backoff   time.Duration
+	nextStart time.Time
+	timer     *loopTimer
+}
+
+// workers returns g's live workers: those in slots and the retired ones.
+func (g *generation) workers() []*workerProc {
+	ws := append([]*workerProc(nil), g.retired...)
+	for _, sl := range g.slots {
+		if sl.w != nil {
+			ws = append(ws, sl.w)
+		}
+	}
+	return ws
+}
+
+// live counts g's workers without building the list: the loop asks after
+// every event whether any is left.
+func (g *generation) live() int {
+	n := len(g.retired)
+	for _, sl := range g.slots {
+		if sl.w != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func (g *generation) allReady() bool {
+	for _, sl := range g.slots {
+		if sl.w == nil || !sl.w.ready {
+			return false
+		}
+	}
+	return true
+}
+
+// inflight is the connections g's workers hold.
+func (g *generation) inflight() int {
+	n := 0
+	for _, w := range g.workers() {
+		n += int(w.active.Load())
+	}
+	return n
+}
+
+// stopRespawn cancels a pending replacement of sl's worker.
+func (sl *slot) stopRespawn() {
+	sl.timer.stop()
+	sl.timer = nil
+	sl.nextStart = time.Time{}
+}
 
 func (s *Supervisor) newGeneration(cfg *config.Config) *generation {
 	s.genSeq++
@@ -28,11 +93,27 @@ func (s *Supervisor) newGeneration(cfg *config.Config) *generation {
 	return g
 }
 
+// startGeneration starts a generation of workers with cfg: the next one,
+// serving once all its workers are ready (promote), or given up after
+// startTimeout. An error is a worker that could not be started; the
+// caller gives the generation up.
+func (s *Supervisor) startGeneration(cfg *config.Config) error {
+	g := s.newGeneration(cfg)
+	s.next = g
+	s.nextTimer = s.after(startTimeout, evNextTimeout{g})
+	for _, sl := range g.slots {
+		if err := s.spawn(g, sl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // refreshDispatch publishes the workers new connections may go to: the
 // ready, non-draining workers of the current generation.
 func (s *Supervisor) refreshDispatch() {
 	var ws []*workerProc
-	if s.current != nil && !s.current.draining && (s.state == ctl.StateServing || s.state == ctl.StateReloading) {
+	if s.current != nil && !s.current.draining && s.state.serves() {
 		for _, sl := range s.current.slots {
 			if sl.w != nil && sl.w.ready && !sl.w.draining && sl.w.beat.healthy() {
 				ws = append(ws, sl.w)
@@ -51,7 +132,7 @@ func (s *Supervisor) refreshDispatch() {
 
 func (s *Supervisor) onReady(w *workerProc) {
 	w.ready = true
-	w.startTimer.Stop()
+	w.startTimer.stop()
 	g := w.gen
 	if w.draining {
 		return // retired before it was ready; it has the drain message
@@ -69,16 +150,16 @@ func (s *Supervisor) onReady(w *workerProc) {
 		s.notifyStatus()
 		return
 	}
-	if g == s.pending && g.allReady() {
+	if g == s.next && g.allReady() {
 		s.promote(g)
 	}
 }
 
-// promote makes the pending generation the serving one and drains the old.
+// promote makes the next generation the serving one and drains the old.
 func (s *Supervisor) promote(g *generation) {
-	s.pendingTimer.Stop()
+	s.nextTimer.stop()
 	old := s.current
-	s.pending, s.current = nil, g
+	s.next, s.current = nil, g
 	s.cfg = g.cfg
 	s.maxConns.Store(int64(g.cfg.MaxConnections))
 	s.perClient.Store(int64(g.cfg.MaxConnectionsPerClient))
@@ -87,7 +168,7 @@ func (s *Supervisor) promote(g *generation) {
 	setLevel(&s.level, g.cfg)
 	s.applyControlGroup(g.cfg)
 	first := old == nil
-	s.setState(ctl.StateServing)
+	s.setState(stateServing)
 	s.refreshDispatch()
 	if first {
 		s.startAccepting()
@@ -127,120 +208,44 @@ func (s *Supervisor) promote(g *generation) {
 	s.startFollowUp()
 }
 
-// startFollowUp starts the reload asked for while another was in
-// progress: that one read the configuration before the request came, so
-// it may not have the change the requester made.
-func (s *Supervisor) startFollowUp() {
-	ws := s.followUp
-	s.followUp = nil
-	if len(ws) == 0 {
+// nextTimedOut gives up on a generation that did not become ready.
+func (s *Supervisor) nextTimedOut(g *generation) {
+	if s.next != g {
 		return
 	}
-	if s.state != ctl.StateServing {
-		// A drain or kill started meanwhile: nothing to reload into.
-		for _, rw := range ws {
-			rw.reply("", fmt.Errorf("cannot reload while %s", s.state))
-		}
-		return
-	}
-	s.log.Info("reloading again: asked while the previous reload was in progress", "requests", len(ws))
-	s.startReload(ws)
+	s.abortNext(fmt.Errorf("generation %d: workers not ready within %v", g.id, startTimeout))
 }
 
-// pendingTimeout gives up on a generation that did not become ready.
-func (s *Supervisor) pendingTimeout(g *generation) {
-	if s.pending != g {
-		return
-	}
-	s.abortPending(fmt.Errorf("generation %d: workers not ready within %v", g.id, startTimeout))
-}
-
-// abortPending kills the pending generation and fails whoever waits on it.
-func (s *Supervisor) abortPending(err error) {
-	g := s.pending
+// abortNext kills the next generation and fails whoever waits on it.
+func (s *Supervisor) abortNext(err error) {
+	g := s.next
 	if g == nil {
 		return
 	}
-	s.pending = nil
-	s.pendingTimer.Stop()
+	s.next = nil
+	s.nextTimer.stop()
 	s.killGeneration(g, "aborted")
 	g.draining = true
 	if g.live() == 0 {
-		s.retire(g) // e.g. the first spawn failed: no exit will retire it
-	}
-	if s.current != nil && s.state == ctl.StateReloading {
-		s.lastReload = "failed: " + err.Error()
-		s.metrics.reloadsFailed.Add(1)
-		s.log.Error("reload failed; still serving the previous configuration", "err", err)
-		s.setState(ctl.StateServing)
-		s.env.notify("READY=1\nSTATUS=" + s.statusLine())
+		s.forget(g) // e.g. the first spawn failed: no exit will forget it
 	}
 	s.closeNewListeners()
 	s.abortMetrics()
 	waiters := s.reloadWait
 	s.reloadWait = nil
-	for _, rw := range waiters {
-		rw.reply("", err)
-	}
-	s.startFollowUp()
+	s.reloadFailed(err, waiters)
 }
 
-// onExit handles w's exit; cut is the connections it still held (handed
-// over and not reported done), which went down with it.
-func (s *Supervisor) onExit(w *workerProc, ps *os.ProcessState, werr error, cut int64) {
-	g, sl := w.gen, w.slot
-	how := exitString(ps, werr)
-	if w.fatal != "" {
-		how += ": " + w.fatal
-	}
-	w.startTimer.Stop()
-	if w.killer != nil {
-		w.killer.Stop()
-	}
-	if sl.w == w {
-		sl.w = nil
-	}
-	for i, r := range g.retired {
-		if r == w {
-			g.retired = append(g.retired[:i], g.retired[i+1:]...)
-			break
-		}
-	}
-	s.refreshDispatch()
-	expected := w.killed || w.draining || g.draining || s.state == ctl.StateDraining || s.state == ctl.StateStopping
-	lvl := slog.LevelInfo
-	if !expected {
-		lvl = slog.LevelError
-	}
-	s.log.Log(context.Background(), lvl, "worker exited", "pid", w.pid, "gen", g.id, "slot", sl.index,
-		"status", how, "uptime", time.Since(w.started).Round(time.Millisecond), "expected", expected, "connections_cut", cut)
-
-	switch {
-	case g == s.pending && !expected:
-		s.abortPending(fmt.Errorf("worker %d of generation %d failed to start: %s", w.pid, g.id, how))
-	case g == s.current && !expected && sl.w == nil:
-		sl.restarts++
-		s.metrics.restarts.Add(1)
-		sl.lastExit = how
-		s.scheduleRespawn(g, sl, time.Since(w.started))
-	}
-	if g.live() == 0 && g != s.current && g != s.pending {
-		s.retire(g)
-	}
-	s.notifyStatus()
-}
-
-// retire forgets a generation whose workers are all gone.
-func (s *Supervisor) retire(g *generation) {
+// forget drops a generation whose workers are all gone, and tells
+// whoever waits for that (reload --wait).
+func (s *Supervisor) forget(g *generation) {
 	for i, x := range s.gens {
 		if x == g {
 			s.gens = append(s.gens[:i], s.gens[i+1:]...)
 			break
 		}
 	}
-	if g.killer != nil {
-		g.killer.Stop()
-	}
+	g.killer.stop()
 	if g.id > 0 && g.cfg != nil && len(g.slots) > 0 && g != s.current {
 		s.log.Info("generation retired", "gen", g.id)
 	}
@@ -248,110 +253,6 @@ func (s *Supervisor) retire(g *generation) {
 		f(g.cut)
 	}
 	g.waiters = nil
-}
-
-// onRetire handles a worker's request to be replaced (it got SIGTERM): a
-// replacement starts in its slot, and the worker keeps serving until that
-// one is ready, then drains (its connections finish, no new ones come).
-// If the replacement cannot start, the old worker goes on serving.
-func (s *Supervisor) onRetire(w *workerProc) {
-	g, sl := w.gen, w.slot
-	if w.draining || w.killed || sl.w != w {
-		return
-	}
-	s.log.Info("worker got SIGTERM: starting a replacement, then draining it", "pid", w.pid, "gen", g.id, "slot", sl.index,
-		"connections", w.active.Load())
-	sl.w = nil
-	g.retired = append(g.retired, w)
-	serving := g == s.current && !g.draining && s.state != ctl.StateDraining && s.state != ctl.StateStopping
-	if !serving || !w.ready {
-		// It takes no connections anyway: nothing to hand over.
-		s.drainRetired(w)
-		s.refreshDispatch()
-	}
-	if !serving && g != s.pending {
-		return // an old or stopping generation: no replacement
-	}
-	if err := s.spawn(g, sl); err != nil {
-		sl.lastExit = "respawn failed: " + err.Error()
-		s.log.Error("respawn failed", "gen", g.id, "slot", sl.index, "err", err)
-		s.scheduleRespawn(g, sl, 0)
-	}
-}
-
-// drainRetired drains a retired worker, bounded by its generation's
-// drain_timeout: past it, the worker is killed and the log says what that
-// cut.
-func (s *Supervisor) drainRetired(w *workerProc) {
-	s.sendDrain(w)
-	timeout := w.gen.cfg.DrainTimeout.D()
-	if timeout <= 0 {
-		return
-	}
-	w.killer = time.AfterFunc(timeout, func() {
-		s.post(func() {
-			if w.killed || w.dead() {
-				return
-			}
-			s.log.Error("drain timeout: killing a retired worker", "pid", w.pid, "gen", w.gen.id, "timeout", timeout,
-				"connections_cut", w.active.Load())
-			w.killed = true
-			w.cmd.Process.Kill()
-		})
-	})
-}
-
-// sendDrain sends msgDrain to w. The channel is never blocked for long,
-// but if it is full right now the message goes from a goroutine that
-// waits for room: a drain must not be lost, nor the worker killed for it.
-func (s *Supervisor) sendDrain(w *workerProc) {
-	w.draining = true
-	err := fdpass.TrySend(w.ch, []byte{msgDrain})
-	if errors.Is(err, unix.EAGAIN) {
-		go func() {
-			if err := fdpass.Send(w.ch, []byte{msgDrain}); err != nil && !w.dead() {
-				s.log.Error("send drain to worker", "pid", w.pid, "err", err)
-			}
-		}()
-		return
-	}
-	if err != nil && !w.dead() {
-		s.log.Error("send drain to worker; killing it", "pid", w.pid, "err", err)
-		w.killed = true
-		w.cmd.Process.Kill()
-	}
-}
-
-// Respawn backoff: a worker that lived at least healthyAfter is replaced at
-// once; one that keeps dying young waits twice as long each time, up to
-// maxBackoff, so a crash loop costs little CPU and is visible in status.
-const (
-	healthyAfter = 10 * time.Second
-	minBackoff   = 100 * time.Millisecond
-	maxBackoff   = 10 * time.Second
-)
-
-func (s *Supervisor) scheduleRespawn(g *generation, sl *slot, lived time.Duration) {
-	if lived >= healthyAfter {
-		sl.backoff = 0
-	} else {
-		sl.backoff = min(max(2*sl.backoff, minBackoff), maxBackoff)
-	}
-	sl.nextStart = time.Now().Add(sl.backoff)
-	s.log.Info("replacing worker", "gen", g.id, "slot", sl.index, "in", sl.backoff, "restarts", sl.restarts)
-	sl.timer = time.AfterFunc(sl.backoff, func() {
-		s.post(func() {
-			sl.timer = nil
-			if g != s.current || g.draining || sl.w != nil || s.state == ctl.StateDraining || s.state == ctl.StateStopping {
-				return
-			}
-			if err := s.spawn(g, sl); err != nil {
-				sl.lastExit = "respawn failed: " + err.Error()
-				s.log.Error("respawn failed", "gen", g.id, "slot", sl.index, "err", err)
-				s.scheduleRespawn(g, sl, 0)
-			}
-		})
-	})
 }
 
 // drainGeneration sends msgDrain to every worker of g and, if timeout > 0,
@@ -367,33 +268,26 @@ func (s *Supervisor) drainGeneration(g *generation, timeout time.Duration) {
 		}
 	}
 	if g.live() == 0 {
-		s.retire(g)
+		s.forget(g)
 		return
 	}
 	if timeout <= 0 {
 		return
 	}
-	s.log.Info("draining generation", "gen", g.id, "workers", g.live(), "deadline", time.Now().Add(timeout).Format(time.RFC3339))
-	g.killer = time.AfterFunc(timeout, func() {
-		s.post(func() {
-			if g.live() == 0 {
-				return
-			}
-			why := fmt.Sprintf("killed at drain_timeout (%v)", timeout)
-			s.log.Error("drain timeout: killing the generation's remaining workers", "gen", g.id, "timeout", timeout,
-				"workers", g.live(), "connections_cut", g.inflight())
-			s.killGeneration(g, why)
-		})
-	})
+	s.log.Info("draining generation", "gen", g.id, "workers", g.live(), "deadline", s.env.clock.Now().Add(timeout).Format(time.RFC3339))
+	g.killer = s.after(timeout, evGenerationDrainTimeout{g, timeout})
 }
 
-// inflight is the connections g's workers hold.
-func (g *generation) inflight() int {
-	n := 0
-	for _, w := range g.workers() {
-		n += int(w.active.Load())
+// generationDrainTimedOut kills what is left of an old generation at its
+// drain_timeout.
+func (s *Supervisor) generationDrainTimedOut(g *generation, timeout time.Duration) {
+	if g.live() == 0 {
+		return
 	}
-	return n
+	why := fmt.Sprintf("killed at drain_timeout (%v)", timeout)
+	s.log.Error("drain timeout: killing the generation's remaining workers", "gen", g.id, "timeout", timeout,
+		"workers", g.live(), "connections_cut", g.inflight())
+	s.killGeneration(g, why)
 }
 
 // killGeneration kills g's workers and records, for whoever waits on g,
@@ -407,6 +301,6 @@ func (s *Supervisor) killGeneration(g *generation, why string) {
 	}
 	for _, w := range g.workers() {
 		w.killed = true
-		w.cmd.Process.Kill()
+		kill(w.proc)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
 
@@ -81,11 +80,11 @@ func (s *Supervisor) checkHealth(now time.Time) {
 	}
 	s.lastHealth = now
 	g := s.current
-	if g == nil || g.draining || (s.state != ctl.StateServing && s.state != ctl.StateReloading) {
+	if g == nil || g.draining || !s.state.serves() {
 		return
 	}
 	for _, w := range g.workers() {
-		if !w.ready || w.draining || w.killed || w.beat.replaced || w.dead() {
+		if !w.ready || w.draining || w.killed || w.beat.replaced || w.isGone() {
 			continue
 		}
 		if stalled && !w.beat.since.IsZero() {
@@ -102,7 +101,7 @@ func (s *Supervisor) checkWorker(w *workerProc, now time.Time) {
 		b.since, b.sent = now, false
 	}
 	if !b.sent {
-		b.sent = fdpass.TrySend(w.ch, appendID(nil, msgPing, b.seq)) == nil
+		b.sent = fdpass.TrySend(w.ch, idMessage(msgPing, b.seq)) == nil
 	}
 	silent := now.Sub(b.since)
 	timeout := w.gen.cfg.WorkerTimeout.D()
@@ -208,9 +207,7 @@ func (s *Supervisor) replaceSilent(w *workerProc, silent, timeout time.Duration)
 	}
 	s.log.Error("worker unresponsive for worker_timeout: killing it and starting a new one", "pid", w.pid, "gen", w.gen.id,
 		"slot", w.slot.index, "silent_for", silent.Round(time.Millisecond), "worker_timeout", timeout, "connections_cut", w.active.Load())
-	if w.cmd != nil && w.cmd.Process != nil {
-		w.cmd.Process.Kill()
-	}
+	kill(w.proc)
 	s.refreshDispatch()
 	s.notifyStatus()
 }

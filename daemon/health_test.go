@@ -5,12 +5,10 @@ import (
 	"errors"
 	"net"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
 // healthRig is a supervisor with one serving generation of two workers,
@@ -27,8 +25,8 @@ type healthRig struct {
 func newHealthRig(t *testing.T) *healthRig {
 	cfg := config.Default()
 	cfg.Workers = 2
-	s := &Supervisor{log: quietLog(), cfg: cfg, env: env{notify: func(string) {}}}
-	s.setState(ctl.StateServing)
+	s := &Supervisor{log: quietLog(), cfg: cfg, env: env{notify: func(string) {}, clock: systemClock{}}}
+	s.setState(stateServing)
 	g := s.newGeneration(cfg)
 	s.current = g
 	r := &healthRig{t: t, s: s, g: g, now: time.Unix(1e9, 0)}
@@ -40,7 +38,7 @@ func newHealthRig(t *testing.T) *healthRig {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, cmd: cmd, ch: local, ready: true}
+		w := &workerProc{gen: g, slot: sl, pid: cmd.Process.Pid, proc: osProc{cmd}, ch: local, ready: true}
 		sl.w = w
 		r.ws[i], r.remote[i] = w, remote
 	}
@@ -146,8 +144,8 @@ func TestHeartbeat(t *testing.T) {
 	r.tick(half, 0) // 10 s
 	r.wantState(1, "killed", false)
 	r.wantState(0, "ready", true)
-	if err := r.ws[1].cmd.Wait(); err == nil || r.ws[1].cmd.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("worker 1 ended with %v, want SIGKILL", err)
+	if how := r.ws[1].proc.Wait(); how != "killed by signal SIGKILL" {
+		t.Fatalf("worker 1 ended with %v, want SIGKILL", how)
 	}
 	if r.ws[1].fatal != "unresponsive for 10s" {
 		t.Errorf("fatal %q", r.ws[1].fatal)
@@ -185,7 +183,7 @@ func TestHeartbeatSkipsDraining(t *testing.T) {
 	if r.ws[1].beat.seq != 0 || r.ws[1].beat.unresponsive {
 		t.Fatalf("draining worker pinged (seq %d) or unresponsive", r.ws[1].beat.seq)
 	}
-	r.s.setState(ctl.StateDraining)
+	r.s.setState(stateDraining)
 	seq := r.ws[0].beat.seq
 	for range 40 {
 		r.tick(heartbeatInterval)

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
 // Socket names under systemd (FileDescriptorName= in the .socket units).
@@ -45,6 +44,9 @@ type listener struct {
 	// with the other listener changes); accept loops read it.
 	proxy     atomic.Bool
 	nextProxy bool
+	// watch follows the SO_REUSEPORT group once steered (group.go): set
+	// on the loop, used by the accept loop.
+	watch atomic.Pointer[groupWatch]
 }
 
 // activatedSockets are the sockets systemd passed, sorted by name.
@@ -61,9 +63,9 @@ type activatedSockets struct {
 // LISTEN_FDNAMES and marks the fds close-on-exec, so workers inherit
 // neither. Without LISTEN_FDS it returns nothing and the configured
 // addresses are bound instead.
-func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
+func inheritedSockets(log *slog.Logger) activatedSockets {
 	if os.Getenv("LISTEN_FDS") == "" {
-		return activatedSockets{}, nil
+		return activatedSockets{}
 	}
 	pid, n, names := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES")
 	files := activation.Files(true)
@@ -72,13 +74,13 @@ func inheritedSockets(log *slog.Logger) (activatedSockets, error) {
 		// parent that did not unset them) or malformed; they are ignored.
 		log.Warn("LISTEN_FDS is set but passes no socket to this process; ignoring it and binding the configured addresses",
 			"LISTEN_PID", pid, "pid", os.Getpid(), "LISTEN_FDS", n)
-		return activatedSockets{}, nil
+		return activatedSockets{}
 	}
 	if names == "" {
 		log.Error("systemd passed sockets without names (no LISTEN_FDNAMES): zfs-serve picks them by name, so give each .socket unit FileDescriptorName=" +
 			FDNameFiles + " (" + FDNameProxy + "... for a PROXY protocol listener) or FileDescriptorName=" + FDNameControl)
 	}
-	return sortSockets(files, log), nil
+	return sortSockets(files, log)
 }
 
 // sortSockets sorts activated sockets by name. A second socket named
@@ -152,6 +154,8 @@ func (s *Supervisor) openListeners(a activatedSockets) error {
 // no instance serves on it.
 func (s *Supervisor) bind(entry string) (*listener, error) {
 	addr, proxy := config.SplitListen(entry)
+	unlock := s.lockPort(addr)
+	defer unlock()
 	draining, err := checkTakeover(addr, proxy)
 	if err != nil {
 		return nil, err
@@ -159,6 +163,7 @@ func (s *Supervisor) bind(entry string) (*listener, error) {
 	if draining {
 		s.log.Info("a draining zfs-serve answers on this address: taking the port over; it finishes its transfers, new connections come here", "addr", addr)
 	}
+	beforeBind()
 	l, err := listenTCP(addr)
 	if err != nil {
 		return nil, err
@@ -170,6 +175,21 @@ func (s *Supervisor) bind(entry string) (*listener, error) {
 
 // listenTCP binds addr (plain TCP) with SO_REUSEPORT and TCP_NODELAY.
 func listenTCP(addr string) (*listener, error) {
+	ln, err := listenReusePort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	f, err := pollable(ln)
+	if err != nil {
+		return nil, err
+	}
+	return &listener{name: FDNameFiles, configured: addr, f: f, addr: ln.Addr().String()}, nil
+}
+
+// listenReusePort listens on addr (plain TCP) with SO_REUSEPORT, so that a
+// new instance can take the address over while this one drains, and
+// TCP_NODELAY.
+func listenReusePort(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		c.Control(func(fd uintptr) {
@@ -186,15 +206,7 @@ func listenTCP(addr string) (*listener, error) {
 	// Plain TCP, not Go's default MPTCP: systemd's sockets are TCP too,
 	// and an MPTCP socket refuses SO_ATTACH_REUSEPORT_CBPF (steerAway).
 	lc.SetMultipathTCP(false)
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	f, err := pollable(ln)
-	if err != nil {
-		return nil, err
-	}
-	return &listener{name: FDNameFiles, configured: addr, f: f, addr: ln.Addr().String()}, nil
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // pollable turns a net.Listener into a non-blocking *os.File registered
@@ -333,129 +345,4 @@ func (s *Supervisor) listenerAddrs() []string {
 		out = append(out, l.addr)
 	}
 	return out
-}
-
-// openControl opens the control socket: systemd's "control" fd if given,
-// else a socket file at the configured path.
-func (s *Supervisor) openControl(a activatedSockets) error {
-	gid := -1
-	if s.cfg.ControlGroup != "" {
-		g, err := config.LookupGroup(s.cfg.ControlGroup)
-		if err != nil {
-			return fmt.Errorf("control_group %q: %w", s.cfg.ControlGroup, err)
-		}
-		gid = g
-	}
-	var cl ctl.Acceptor
-	if a.control != nil {
-		ln, err := net.FileListener(a.control)
-		a.control.Close()
-		if err != nil {
-			return fmt.Errorf("socket-activated control fd: %w", err)
-		}
-		ul, ok := ln.(*net.UnixListener)
-		if !ok {
-			ln.Close()
-			return fmt.Errorf("socket-activated control fd is %T, want a unix stream socket", ln)
-		}
-		cl = ul
-		s.ctlPath = ul.Addr().String()
-		s.log.Info("control socket (socket-activated)", "path", s.ctlPath)
-	} else {
-		sock, err := ctl.Listen(s.cfg.Control, gid)
-		if err != nil {
-			return err
-		}
-		if sock.TakesOver() {
-			s.log.Info("a draining zfs-serve has the control socket: taking its path over once this one serves; it keeps the connections it has", "path", s.cfg.Control)
-		}
-		cl, s.ctlSock = sock, sock
-		s.ctlPath, s.ctlOwned = s.cfg.Control, true
-	}
-	s.ctlGroup = s.cfg.ControlGroup
-	s.ctlGID.Store(int64(gid))
-	uid := os.Getuid()
-	authorize := func(p ctl.Peer) error { return ctl.Allow(uid, int(s.ctlGID.Load()))(p) }
-	s.ctlSrv = &ctl.Server{Handler: (*controlHandler)(s), Authorize: authorize, Log: s.log}
-	go s.ctlSrv.Serve(cl)
-	return nil
-}
-
-// publishControl puts the control socket at its path if it takes the path
-// over from a draining zfs-serve: once this daemon serves, so that a
-// start that fails leaves the draining one its path (ctl.Socket.Publish).
-func (s *Supervisor) publishControl() {
-	if s.ctlSock == nil || !s.ctlSock.TakesOver() {
-		return
-	}
-	if err := s.ctlSock.Publish(); err != nil {
-		s.log.Error("cannot take the control socket's path over: zctl does not reach this daemon there", "path", s.ctlPath, "err", err)
-		return
-	}
-	s.log.Info("took the control socket's path over from a draining zfs-serve", "path", s.ctlPath)
-}
-
-// checkControlGroup is applyControlGroup's part that can fail, run when a
-// reload starts so that the reload fails with nothing changed instead of
-// the group being skipped once the generation is up: the group must
-// exist, and the socket file must be able to get it (at start a failure
-// to chown is fatal), which a daemon not run by root can only do for a
-// group it is in.
-func (s *Supervisor) checkControlGroup(cfg *config.Config) error {
-	if cfg.ControlGroup == "" || cfg.ControlGroup == s.ctlGroup {
-		return nil
-	}
-	gid, err := config.LookupGroup(cfg.ControlGroup)
-	if err != nil {
-		return fmt.Errorf("control_group %q: %w", cfg.ControlGroup, err)
-	}
-	if !s.ctlOwned {
-		return nil
-	}
-	groups, _ := os.Getgroups()
-	if !canChownTo(os.Geteuid(), os.Getegid(), groups, gid) {
-		return fmt.Errorf("control_group %q: this daemon (uid %d) is not in group %d, so it cannot give the control socket that group", cfg.ControlGroup, os.Geteuid(), gid)
-	}
-	return nil
-}
-
-// canChownTo reports whether a process with these credentials may change
-// a file it owns to group gid: root may, others only to a group they are in.
-func canChownTo(euid, egid int, groups []int, gid int) bool {
-	return euid == 0 || gid == egid || slices.Contains(groups, gid)
-}
-
-// applyControlGroup puts a reloaded control_group in force: the peers the
-// control server lets in, and the group of the socket file when it is
-// ours (a socket-activated one's is systemd's SocketGroup=). Removing a
-// group must take its members' access away without a restart.
-func (s *Supervisor) applyControlGroup(cfg *config.Config) {
-	if cfg.ControlGroup == s.ctlGroup || s.ctlSrv == nil {
-		return
-	}
-	gid := -1
-	if cfg.ControlGroup != "" {
-		g, err := config.LookupGroup(cfg.ControlGroup)
-		if err != nil { // checked when the reload started; gone since
-			s.log.Error("control_group not changed", "control_group", cfg.ControlGroup, "err", err)
-			return
-		}
-		gid = g
-	}
-	if s.ctlOwned {
-		fileGID := gid
-		if fileGID < 0 {
-			fileGID = os.Getegid()
-		}
-		// Lchown: never follow a symlink put in the socket's place. The
-		// authoriser changes even if this fails: it is what decides.
-		if err := os.Lchown(s.ctlPath, -1, fileGID); err != nil {
-			s.log.Error("control socket: cannot change its group", "path", s.ctlPath, "gid", fileGID, "err", err)
-		}
-	} else {
-		s.log.Info("control_group changed: the socket-activated control socket's file group is set by systemd (SocketGroup=)")
-	}
-	s.ctlGID.Store(int64(gid))
-	s.log.Info("control_group changed", "from", s.ctlGroup, "to", cfg.ControlGroup)
-	s.ctlGroup = cfg.ControlGroup
 }

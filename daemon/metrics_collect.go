@@ -86,7 +86,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBuildInfo, 1, s.opts.Version, runtime.Version())
 
 	st, stale := s.scrapeWorkers()
-	state, _ := s.stateA.Load().(string)
+	state := s.loadState().String()
 	for _, x := range supervisorStates {
 		gauge(descState, b2f(x == state), x)
 	}

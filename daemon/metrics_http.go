@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,8 +32,10 @@ type metricsListener struct {
 	addr       string
 	ln         net.Listener
 	srv        *http.Server
-	tookOver   bool // bound beside a draining instance's (metrics_takeover.go)
-	steered    bool
+	tookOver   bool                       // bound beside a draining instance's (metrics_takeover.go)
+	steered    bool                       // (loop) steerAway done (a drain started)
+	watch      atomic.Pointer[groupWatch] // its SO_REUSEPORT group once steered (group.go)
+	left       atomic.Bool                // closed by leaveMetrics
 }
 
 // openMetrics opens the metrics listener at start: systemd's socket named
@@ -52,7 +55,7 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 		}
 	case s.cfg.MetricsListen != "":
 		var err error
-		if ml, err = bindMetrics(s.cfg.MetricsListen); err != nil {
+		if ml, err = s.bindMetrics(s.cfg.MetricsListen); err != nil {
 			return err
 		}
 	default:
@@ -65,11 +68,14 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 // bindMetrics binds metrics_listen, with SO_REUSEPORT so that a new
 // instance can take it over from a draining one, as the file listeners
 // (metrics_takeover.go).
-func bindMetrics(addr string) (*metricsListener, error) {
+func (s *Supervisor) bindMetrics(addr string) (*metricsListener, error) {
+	unlock := s.lockPort(addr)
+	defer unlock()
 	draining, err := checkMetricsTakeover(addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
 	}
+	beforeBind()
 	ln, err := listenReusePort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
@@ -97,8 +103,13 @@ func (s *Supervisor) serveMetrics(ml *metricsListener) {
 	if ml.tookOver {
 		s.log.Info("a draining zfs-serve answers on the metrics address: taking it over; health checks come here", "addr", ml.addr)
 	}
+	ln := watchedListener{Listener: ml.ln, onAccept: func() {
+		if w := ml.watch.Load(); w != nil && w.accepted(time.Now()) {
+			s.post(evLeaveMetrics{ml})
+		}
+	}}
 	go func() {
-		if err := ml.srv.Serve(ml.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := ml.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !ml.left.Load() {
 			s.log.Error("metrics listener failed", "addr", ml.addr, "err", err)
 		}
 	}()
@@ -149,7 +160,7 @@ func (s *Supervisor) prepareMetrics(cfg *config.Config) error {
 		return nil
 	}
 	if cfg.MetricsListen != "" {
-		ml, err := bindMetrics(cfg.MetricsListen)
+		ml, err := s.bindMetrics(cfg.MetricsListen)
 		if err != nil {
 			return err
 		}
@@ -243,17 +254,14 @@ func plain(f func() (int, string)) http.Handler {
 // the serving generation is ready (all crashed and restarting), when new
 // connections are refused busy.
 func (s *Supervisor) health() (int, string) {
-	state, _ := s.stateA.Load().(string)
-	switch state {
-	case ctl.StateServing, ctl.StateReloading:
+	state := s.loadState()
+	if state.serves() {
 		if len(*s.dispatch.Load()) == 0 {
 			return http.StatusServiceUnavailable, "unavailable: no worker is ready"
 		}
 		return http.StatusOK, "ok"
-	case "":
-		state = ctl.StateStarting
 	}
-	return http.StatusServiceUnavailable, "unavailable: " + state
+	return http.StatusServiceUnavailable, "unavailable: " + state.String()
 }
 
 // alive is /livez: is the supervisor's event loop turning? 200 in every
@@ -265,8 +273,7 @@ func (s *Supervisor) alive() (int, string) {
 	if err := s.callWithin(ctx, func() {}); err != nil {
 		return http.StatusServiceUnavailable, "unavailable: the supervisor's loop does not answer: " + err.Error()
 	}
-	state, _ := s.stateA.Load().(string)
-	return http.StatusOK, "ok: " + state
+	return http.StatusOK, "ok: " + s.loadState().String()
 }
 
 // callWithin is call, bounded by ctx also while it waits for room in the
@@ -274,7 +281,7 @@ func (s *Supervisor) alive() (int, string) {
 func (s *Supervisor) callWithin(ctx context.Context, f func()) error {
 	done := make(chan struct{})
 	select {
-	case s.events <- func() { f(); close(done) }:
+	case s.events <- evCall{f: f, done: done}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.finished:

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
 // Taking the metrics listener over from a draining instance, as the file
@@ -25,8 +27,8 @@ import (
 // does for its file listeners. A socket systemd passes stays systemd's.
 
 // checkMetricsTakeover reports whether addr may be bound: nothing answers
-// there, or a draining zfs-serve's metrics listener does (draining is
-// then true).
+// there, or a draining (or stopping) zfs-serve's metrics listener does
+// (draining is then true).
 func checkMetricsTakeover(addr string) (draining bool, err error) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil || port == "0" {
@@ -48,25 +50,13 @@ func checkMetricsTakeover(addr string) (draining bool, err error) {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 		resp.Body.Close()
 		body := strings.TrimSpace(string(b))
-		if resp.StatusCode == http.StatusServiceUnavailable && strings.HasPrefix(body, "unavailable: draining") {
+		line, _, _ := strings.Cut(body, "\n")
+		if resp.StatusCode == http.StatusServiceUnavailable && (line == "unavailable: "+ctl.StateDraining || line == "unavailable: "+ctl.StateStopping) {
 			return true, nil
 		}
 		what = fmt.Sprintf("its /healthz answers %d %q", resp.StatusCode, body)
 	}
 	return false, fmt.Errorf("address already in use: %s, unlike a draining zfs-serve (a new instance takes a port over only from a draining one)", what)
-}
-
-// listenReusePort listens on addr (plain TCP) with SO_REUSEPORT.
-func listenReusePort(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		return serr
-	}}
-	lc.SetMultipathTCP(false) // MPTCP refuses SO_ATTACH_REUSEPORT_CBPF (steerAway)
-	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // steerMetrics is steerListeners for the metrics listener this instance
@@ -77,11 +67,23 @@ func (s *Supervisor) steerMetrics() {
 		return
 	}
 	ml.steered = true
+	if ml.srv != nil {
+		// Keep-alive ends too (idle connections close, busy ones after
+		// their response), so a scraper's next request makes a new
+		// connection, which goes to the new instance.
+		ml.srv.SetKeepAlivesEnabled(false)
+	}
 	sc, ok := ml.ln.(syscall.Conn)
 	if !ok {
 		return
 	}
 	if err := steerAway(sc); err != nil {
 		s.log.Warn("cannot steer health checks to a new instance; they get 503 until this one exits", "addr", ml.addr, "err", err)
+		return
+	}
+	if w, err := watchGroup(sc, ml.addr); err != nil {
+		s.log.Debug("cannot follow the metrics listener's SO_REUSEPORT group (sock_diag)", "addr", ml.addr, "err", err)
+	} else {
+		ml.watch.Store(w)
 	}
 }

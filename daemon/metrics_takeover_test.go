@@ -36,7 +36,7 @@ func TestCheckMetricsTakeover(t *testing.T) {
 		{"port 0", "127.0.0.1:0", false, ""},
 		{"draining", serve(503, "unavailable: draining"), true, ""},
 		{"serving", serve(200, "ok"), false, "address already in use"},
-		{"stopping", serve(503, "unavailable: stopping"), false, "address already in use"},
+		{"stopping", serve(503, "unavailable: stopping"), true, ""},
 		{"another server", serve(404, "not found"), false, "address already in use"},
 	} {
 		draining, err := checkMetricsTakeover(tc.addr)

@@ -15,32 +15,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/serve"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-// loopSupervisor returns a Supervisor whose event loop runs until the
-// test ends, in state.
-func loopSupervisor(t *testing.T, state string) *Supervisor {
+// loopSupervisor returns a Supervisor, in state, whose events are handled
+// (Supervisor.handle) until the test ends. Not the real loop, which ends
+// once a drain has no worker left: these tests set every state without
+// workers.
+func loopSupervisor(t *testing.T, state supState) *Supervisor {
 	t.Helper()
-	s := &Supervisor{
-		opts:     Options{Version: "1.2.3-test"},
-		env:      env{notify: func(string) {}},
-		log:      quietLog(),
-		cfg:      &config.Config{Workers: 1},
-		events:   make(chan func(), 64),
-		finished: make(chan struct{}),
-	}
-	s.dispatch.Store(&[]*workerProc{})
+	s := newSupervisor(Options{Version: "1.2.3-test", Config: &config.Config{Workers: 1}},
+		env{notify: func(string) {}, clock: systemClock{}, startProc: startOSProc})
+	s.log = quietLog()
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
-			case f := <-s.events:
-				f()
+			case ev := <-s.events:
+				s.handle(ev)
 			case <-stop:
 				return
 			}
@@ -68,7 +63,7 @@ func TestHistogram(t *testing.T) {
 // TestCollector: the supervisor's counters and the workers' totals come
 // out under their names and labels, and pass the linter promtool uses.
 func TestCollector(t *testing.T) {
-	s := loopSupervisor(t, ctl.StateServing)
+	s := loopSupervisor(t, stateServing)
 	m := &s.metrics
 	m.accepted.Add(7)
 	m.handedOff.Add(5)
@@ -189,7 +184,7 @@ func TestMetricsDocumented(t *testing.T) {
 // TestMetricsHandler: the health checks follow the state, and the
 // listener answers nothing but GET or HEAD of its four paths.
 func TestMetricsHandler(t *testing.T) {
-	s := loopSupervisor(t, ctl.StateStarting)
+	s := loopSupervisor(t, stateStarting)
 	srv := httptest.NewServer(s.metricsHandler())
 	defer srv.Close()
 	get := func(method, path string) (int, string) {
@@ -204,17 +199,17 @@ func TestMetricsHandler(t *testing.T) {
 	}
 	ready := []*workerProc{{}}
 	for _, tc := range []struct {
-		state   string
+		state   supState
 		workers []*workerProc
 		healthz int
 		body    string
 	}{
-		{ctl.StateStarting, nil, 503, "unavailable: starting\n"},
-		{ctl.StateServing, ready, 200, "ok\n"},
-		{ctl.StateServing, nil, 503, "unavailable: no worker is ready\n"},
-		{ctl.StateReloading, ready, 200, "ok\n"},
-		{ctl.StateDraining, nil, 503, "unavailable: draining\n"},
-		{ctl.StateStopping, nil, 503, "unavailable: stopping\n"},
+		{stateStarting, nil, 503, "unavailable: starting\n"},
+		{stateServing, ready, 200, "ok\n"},
+		{stateServing, nil, 503, "unavailable: no worker is ready\n"},
+		{stateReloading, ready, 200, "ok\n"},
+		{stateDraining, nil, 503, "unavailable: draining\n"},
+		{stateStopping, nil, 503, "unavailable: stopping\n"},
 	} {
 		s.call(t.Context(), func() { s.setState(tc.state) })
 		ws := tc.workers
@@ -224,7 +219,7 @@ func TestMetricsHandler(t *testing.T) {
 				t.Errorf("%s, %d workers: GET %s = %d %q, want %d %q", tc.state, len(ws), path, code, body, tc.healthz, tc.body)
 			}
 		}
-		if code, body := get("GET", "/livez"); code != 200 || body != "ok: "+tc.state+"\n" {
+		if code, body := get("GET", "/livez"); code != 200 || body != "ok: "+tc.state.String()+"\n" {
 			t.Errorf("%s: GET /livez = %d %q", tc.state, code, body)
 		}
 	}
@@ -256,7 +251,7 @@ func TestMetricsHandler(t *testing.T) {
 // first (a bind failure fails the reload) and switches at the takeover;
 // an aborted reload closes what it bound.
 func TestMetricsListenerReload(t *testing.T) {
-	s := loopSupervisor(t, ctl.StateServing)
+	s := loopSupervisor(t, stateServing)
 	s.cfg = &config.Config{MetricsListen: "127.0.0.1:0"}
 	if err := s.openMetrics(nil); err != nil {
 		t.Fatal(err)
@@ -333,10 +328,10 @@ func waitClosed(addr string) bool {
 // TestLivezStuckLoop: /livez answers 503 within its second when the
 // supervisor's loop is stuck, even with the event queue full.
 func TestLivezStuckLoop(t *testing.T) {
-	s := &Supervisor{log: quietLog(), events: make(chan func(), 2), finished: make(chan struct{})}
-	s.stateA.Store(ctl.StateServing)
-	s.events <- func() {}
-	s.events <- func() {} // full, and nothing reads it
+	s := &Supervisor{log: quietLog(), events: make(chan event, 2), finished: make(chan struct{})}
+	s.stateNow.Store(int32(stateServing))
+	s.events <- evCall{}
+	s.events <- evCall{} // full, and nothing reads it
 	start := time.Now()
 	code, msg := s.alive()
 	if code != 503 || !strings.Contains(msg, "does not answer") {
@@ -353,7 +348,7 @@ func TestLivezStuckLoop(t *testing.T) {
 // state zctl status shows, so that its sum is the number of workers; an
 // unresponsive worker is one.
 func TestWorkersGaugeCountsEvery(t *testing.T) {
-	s := loopSupervisor(t, ctl.StateServing)
+	s := loopSupervisor(t, stateServing)
 	g := &generation{id: 1, cfg: s.cfg}
 	for i, w := range []*workerProc{{pid: 100}, {pid: 101, ready: true, beat: heartbeat{unresponsive: true}}} {
 		sl := &slot{index: i, w: w}

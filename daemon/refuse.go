@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -38,73 +39,70 @@ const (
 	maxRefuseWait = 256 // connections waiting for first bytes to be refused
 )
 
-// refuseWaiting counts the goroutines waiting in refuseLater.
+// refuseWaiting counts the refusals waiting for their client to speak.
 var refuseWaiting atomic.Int32
 
 // refuse answers fd's client with st and msg in its protocol and closes
-// fd, now or after waiting for its first bytes. http says whether HTTP is
-// served at all (config http): when it is not, a non-native client is just
-// closed. proxy says fd came from a proxy: listener.
+// fd, now or once it has sent its first bytes. http says whether HTTP is
+// served at all (config http): when it is not, a non-native client is
+// just closed. proxy says fd came from a proxy: listener.
 func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
-	p, head, n := peekProto(fd, proxy)
-	switch p {
-	case protoNative:
-		refuseNow(fd, wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg}))
-	case protoHTTP:
-		if http {
-			refuseNow(fd, http503(msg, head))
-		} else {
-			refuseNow(fd, nil)
-		}
-	case protoBad:
-		refuseNow(fd, nil)
-	default:
-		if refuseWaiting.Add(1) > maxRefuseWait {
-			refuseWaiting.Add(-1)
-			unix.Close(fd)
+	if p, head := peekProto(fd, proxy); p != protoUnknown {
+		answer(fd, p, head, st, msg, http)
+		unix.Close(fd)
+		return
+	}
+	if refuseWaiting.Add(1) > maxRefuseWait {
+		refuseWaiting.Add(-1)
+		unix.Close(fd)
+		return
+	}
+	go func() {
+		defer refuseWaiting.Add(-1)
+		// Wait in the runtime's poller: a goroutine waiting there holds
+		// no thread, whereas one blocked in poll(2) would, and the
+		// runtime never lets a thread go once it has one, so a flood of
+		// silent connections would leave the supervisor with
+		// maxRefuseWait threads for good. f owns fd from here (accepted
+		// non-blocking, so it goes into the poller).
+		f := os.NewFile(uintptr(fd), "refused connection")
+		defer f.Close()
+		rc, err := f.SyscallConn()
+		if err != nil {
 			return
 		}
-		go func() {
-			defer refuseWaiting.Add(-1)
-			if waitProto(fd, proxy, n) == protoUnknown {
-				refuseNow(fd, nil) // what was sent (a PROXY header) is discarded: no reset
-				return
-			}
-			refuse(fd, st, msg, http, proxy)
-		}()
-	}
+		f.SetReadDeadline(time.Now().Add(refuseWait))
+		rc.Read(func(fd uintptr) bool { return spoke(int(fd), proxy) })
+		// What was sent and is not enough (a PROXY header alone) is
+		// discarded by answer: no reset.
+		rc.Control(func(fd uintptr) {
+			p, head := peekProto(int(fd), proxy)
+			answer(int(fd), p, head, st, msg, http)
+		})
+	}()
 }
 
-// waitProto waits up to refuseWait for fd's client to send enough to
-// tell its protocol; had is how many bytes it had sent already.
-func waitProto(fd int, proxy bool, had int) proto {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	deadline := time.Now().Add(refuseWait)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return protoUnknown
-		}
-		if had == 0 {
-			if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err == unix.EINTR {
-				continue
-			}
-		} else {
-			// Bytes are there (a PROXY header, or part of one), so poll
-			// would return at once: look again a little later, unless the
-			// peer has closed its side (a balancer's health check).
-			fds[0].Events = unix.POLLIN | unix.POLLRDHUP
-			if n, _ := unix.Poll(fds, 0); n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0 {
-				return protoUnknown
-			}
-			time.Sleep(min(left, 10*time.Millisecond))
-		}
-		p, _, n := peekProto(fd, proxy)
-		if p != protoUnknown || n == 0 {
-			return p // n == 0 after poll: the peer is gone
-		}
-		had = n
+// spoke reports whether the wait for fd's client is over: it sent enough
+// to tell its protocol, or closed its side. It never blocks; false makes
+// the poller wait for more bytes (its readiness is edge-triggered, so
+// bytes already there do not wake it again).
+func spoke(fd int, proxy bool) bool {
+	var b [1]byte
+	n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return false
+	case err != nil || n == 0:
+		return true // an error, or the peer is gone
 	}
+	if p, _ := peekProto(fd, proxy); p != protoUnknown {
+		return true
+	}
+	// Only (part of) a PROXY header: wait for the client's bytes, unless
+	// the peer has closed its side (a balancer's health check).
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	n, _ = unix.Poll(fds, 0)
+	return n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0
 }
 
 type proto int
@@ -119,14 +117,14 @@ const (
 // peekProto tells a native client (its requests start with the magic
 // "ZQ") from an HTTP one by peeking at what it sent, without consuming it,
 // after the PROXY header on a proxy: listener. head reports an HTTP HEAD
-// request, whose refusal has no body (RFC 9110 section 9.3.2); n is how
-// many bytes it peeked at.
-func peekProto(fd int, proxy bool) (p proto, head bool, n int) {
+// request, whose refusal has no body (RFC 9110 section 9.3.2).
+func peekProto(fd int, proxy bool) (p proto, head bool) {
 	var buf [proxyproto.MaxHeader + 5]byte
 	b := buf[:5]
 	if proxy {
 		b = buf[:]
 	}
+	var n int
 	var err error
 	for {
 		n, _, err = unix.Recvfrom(fd, b, unix.MSG_PEEK|unix.MSG_DONTWAIT)
@@ -135,27 +133,27 @@ func peekProto(fd int, proxy bool) (p proto, head bool, n int) {
 		}
 	}
 	if err != nil || n <= 0 {
-		return protoUnknown, false, 0
+		return protoUnknown, false
 	}
 	b = b[:n]
 	if proxy {
 		_, hn, err := proxyproto.Parse(b)
 		switch {
 		case errors.Is(err, proxyproto.ErrIncomplete):
-			return protoUnknown, false, n
+			return protoUnknown, false
 		case err != nil:
-			return protoBad, false, n
+			return protoBad, false
 		}
 		b = b[hn:]
 	}
 	switch {
 	case len(b) == 0:
-		return protoUnknown, false, n
+		return protoUnknown, false
 	case b[0] != wire.RequestMagic[0] || (len(b) >= 2 && b[1] != wire.RequestMagic[1]):
-		return protoHTTP, len(b) >= 5 && string(b[:5]) == "HEAD ", n
+		return protoHTTP, len(b) >= 5 && string(b[:5]) == "HEAD "
 	}
 	// "ZQ", or one byte "Z": no HTTP method starts so, and native is likelier.
-	return protoNative, false, n
+	return protoNative, false
 }
 
 // http503 is the HTTP refusal; head says the request is a HEAD, whose
@@ -172,11 +170,25 @@ func http503(msg string, head bool) []byte {
 	return append(b, body...)
 }
 
-// refuseNow sends b without blocking, then closes fd. The request it
-// refused is discarded first (MSG_TRUNC, not copied): closing a socket
-// with unread bytes would reset the connection, and a reset can reach
-// the client before it has read the answer.
-func refuseNow(fd int, b []byte) {
+// answer sends fd's client the refusal in protocol p (nothing for an
+// unknown or bad one, or HTTP when http is off). It leaves fd open.
+func answer(fd int, p proto, head bool, st wire.Status, msg string, http bool) {
+	switch {
+	case p == protoNative:
+		send(fd, wire.AppendResponse(nil, &wire.Response{Status: st, Message: msg}))
+	case p == protoHTTP && http:
+		send(fd, http503(msg, head))
+	default:
+		send(fd, nil)
+	}
+}
+
+// send sends b without blocking and ends the connection's sending side.
+// The request it refused is discarded first (MSG_TRUNC, not copied):
+// closing a socket with unread bytes would reset the connection, and a
+// reset can reach the client before it has read the answer. It leaves fd
+// open.
+func send(fd int, b []byte) {
 	if len(b) > 0 {
 		unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 	}
@@ -186,5 +198,4 @@ func refuseNow(fd int, b []byte) {
 			break
 		}
 	}
-	unix.Close(fd)
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,4 +142,64 @@ func waitReadable(t *testing.T, fd int) {
 	if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
 		t.Fatalf("poll: %d %v", n, err)
 	}
+}
+
+// TestRefuseWaitHoldsNoThread: connections refused before their client
+// has sent anything wait for its first bytes without a thread each (a
+// flood of them would otherwise leave the supervisor with hundreds of
+// threads for good), and are still answered once it speaks.
+func TestRefuseWaitHoldsNoThread(t *testing.T) {
+	const n = 200
+	before := threadCount(t)
+	var clients []net.Conn
+	for range n {
+		c, fd := acceptedPair(t)
+		refuse(fd, wire.StatusBusy, "busy: test", true, false)
+		clients = append(clients, c)
+	}
+	// The waits are under way: each goroutine is parked, on a thread or not.
+	deadline := time.Now().Add(5 * time.Second)
+	for refuseWaiting.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	during := threadCount(t)
+	t.Logf("threads: %d before, %d with %d refusals waiting", before, during, refuseWaiting.Load())
+	if during-before > n/4 {
+		t.Errorf("%d more threads with %d refusals waiting for their clients", during-before, n)
+	}
+	for _, c := range clients[:4] {
+		io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if got, _ := io.ReadAll(c); !strings.HasPrefix(string(got), "HTTP/1.1 503 ") {
+			t.Errorf("a client that spoke while its refusal waited got %q", got)
+		}
+	}
+	// The others hang up: their waits end (the count is global).
+	for _, c := range clients {
+		c.Close()
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for refuseWaiting.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := refuseWaiting.Load(); n > 0 {
+		t.Errorf("%d refusals still waiting after their clients hung up", n)
+	}
+}
+
+// threadCount is this process's number of threads.
+func threadCount(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatal("no Threads in /proc/self/status")
+	return 0
 }

@@ -9,7 +9,10 @@
 // generation and sends the fd down that worker's channel (fdpass), then
 // closes its own copy; worker.go receives it and calls serve.ServeConn,
 // which answers requests with sendfile; the worker reports the finished
-// connection back up the channel (pool.go's readWorker).
+// connection back up the channel (reader.go's readWorker). The
+// supervisor's loop (supervisor.go, events.go) owns the lifecycle:
+// generations (generation.go), slots (slot.go), reloads (reload.go) and
+// the exits (exit.go).
 package daemon
 
 import (
@@ -65,12 +68,16 @@ type env struct {
 	notify     func(state string)
 	// runTime is how long a process's threads have run or waited for a
 	// CPU (health.go); nil: read /proc.
-	runTime func(pid int) time.Duration
+	runTime   func(pid int) time.Duration
+	startProc startProc // starts a worker process (proc.go)
+	clock     clock     // time and timers (clock.go)
 }
 
 var osEnv = env{
 	executable: os.Executable,
 	notify:     sdNotify,
+	startProc:  startOSProc,
+	clock:      systemClock{},
 }
 
 // notifyFailed makes a broken NOTIFY_SOCKET visible once, not per message.
@@ -92,7 +99,7 @@ type Supervisor struct {
 	cfg     *config.Config
 	started time.Time
 
-	events   chan func()
+	events   chan event    // handled by the loop, in order (events.go)
 	finished chan struct{} // closed when the loop has ended
 
 	deathR, deathW *os.File
@@ -115,7 +122,7 @@ type Supervisor struct {
 
 	gens    []*generation // every generation with live workers, oldest first
 	current *generation
-	pending *generation // a reload's new generation, not yet ready
+	next    *generation // a reload's (or the start's) new generation, not yet ready
 	genSeq  int
 
 	dispatch atomic.Pointer[[]*workerProc]
@@ -134,84 +141,53 @@ type Supervisor struct {
 	connSeq      atomic.Uint64
 	querySeq     atomic.Uint64
 
-	state  string
-	stateA atomic.Value // copy of state for goroutines off the loop
+	state    supState
+	stateNow atomic.Int32 // copy of state for goroutines off the loop (loadState)
 	// exitReason says why the daemon stopped with connections cut (a
 	// kill, an escalated or timed-out drain); exitCode is the status to
 	// exit with (0 for a kill on request).
-	exitCode     int
-	exitReason   string
-	startupErr   error
-	drainKill    *time.Timer
-	drainAt      time.Time
-	reloadWait   []reloadWaiter // waiting for the reload in progress
-	followUp     []reloadWaiter // asked while one was in progress: reload again after it
-	pendingTimer *time.Timer
-	lastReload   string
-	lastHealth   time.Time // the last checkHealth (health.go)
+	exitCode   int
+	exitReason string
+	startupErr error
+	drainKill  *loopTimer
+	drainAt    time.Time
+	reloadWait []reloadWaiter // waiting for the reload in progress
+	followUp   []reloadWaiter // asked while one was in progress: reload again after it
+	nextTimer  *loopTimer
+	lastReload string
+	lastHealth time.Time // the last checkHealth (health.go)
 
 	metrics supMetrics // counters and listener for /metrics (metrics.go)
 
 	am acceptMode // accept mode hook (acceptmode.go)
 }
 
-type reloadWaiter struct {
-	wait  bool
-	reply func(string, error)
-}
-
-// post runs f on the loop goroutine. After the loop has ended it does
-// nothing and reports false.
-func (s *Supervisor) post(f func()) bool {
-	select {
-	case s.events <- f:
-		return true
-	case <-s.finished:
-		return false
-	}
-}
-
-// call runs f on the loop and waits for it.
-func (s *Supervisor) call(ctx context.Context, f func()) error {
-	done := make(chan struct{})
-	if !s.post(func() { f(); close(done) }) {
-		return ctl.ErrExiting
-	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.finished:
-		return ctl.ErrExiting
-	}
-}
-
-func (s *Supervisor) setState(st string) {
-	s.state = st
-	s.stateA.Store(st)
-	s.notifyStatus()
-}
-
 // Run is the supervisor's main: it returns when the daemon has exited.
 func Run(ctx context.Context, opts Options) error {
+	s := newSupervisor(opts, osEnv)
+	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
+	s.setState(stateStarting)
+	return s.run(ctx)
+}
+
+// newSupervisor is a Supervisor with opts's configuration in force and no
+// log yet.
+func newSupervisor(opts Options, e env) *Supervisor {
 	s := &Supervisor{
 		opts:     opts,
-		env:      osEnv,
+		env:      e,
 		cfg:      opts.Config,
-		started:  time.Now(),
-		events:   make(chan func(), 64),
+		started:  e.clock.Now(),
+		events:   make(chan event, 64),
 		finished: make(chan struct{}),
 	}
-	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
 	s.logFormat = s.cfg.LogFormat
 	s.maxConns.Store(int64(s.cfg.MaxConnections))
 	s.perClient.Store(int64(s.cfg.MaxConnectionsPerClient))
 	s.httpOn.Store(s.cfg.HTTP)
 	s.setTrusted(s.cfg)
 	s.dispatch.Store(&[]*workerProc{})
-	s.setState(ctl.StateStarting)
-	return s.run(ctx)
+	return s
 }
 
 func (s *Supervisor) run(ctx context.Context) error {
@@ -228,10 +204,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	defer s.deathW.Close()
 	defer s.deathR.Close()
 
-	activated, err := inheritedSockets(s.log)
-	if err != nil {
-		return err
-	}
+	activated := inheritedSockets(s.log)
 	if err := s.openListeners(activated); err != nil {
 		return err
 	}
@@ -254,21 +227,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 		s.log.Warn("running as root and workers too: set user= in the config to drop their privileges")
 	}
 
-	g := s.newGeneration(s.cfg)
-	s.pending = g
-	s.pendingTimer = time.AfterFunc(startTimeout, func() { s.post(func() { s.pendingTimeout(g) }) })
-	for _, sl := range g.slots {
-		if err := s.spawn(g, sl); err != nil {
-			s.killAll("startup failed")
-			return err
-		}
+	if err := s.start(); err != nil {
+		return err
 	}
-	s.reloadWait = append(s.reloadWait, reloadWaiter{reply: func(msg string, err error) {
-		if err != nil && s.state == ctl.StateStarting {
-			s.log.Error("startup failed", "err", err)
-			s.startupErr = err
-		}
-	}})
 
 	var watchdog <-chan time.Time
 	if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
@@ -281,13 +242,41 @@ func (s *Supervisor) run(ctx context.Context) error {
 	defer statusTick.Stop()
 	healthTick := time.NewTicker(heartbeatInterval)
 	defer healthTick.Stop()
+	return s.loop(ctx, inputs{signals: sigs, watchdog: watchdog, status: statusTick.C, health: healthTick.C})
+}
 
+// start starts the first generation; the loop promotes it once ready.
+func (s *Supervisor) start() error {
+	if err := s.startGeneration(s.cfg); err != nil {
+		s.killAll("startup failed")
+		return err
+	}
+	s.reloadWait = append(s.reloadWait, reloadWaiter{reply: func(msg string, err error) {
+		if err != nil && s.state == stateStarting {
+			s.log.Error("startup failed", "err", err)
+			s.startupErr = err
+		}
+	}})
+	return nil
+}
+
+// inputs are what the loop waits on besides its events: each may be nil.
+type inputs struct {
+	signals  <-chan os.Signal
+	watchdog <-chan time.Time // systemd's watchdog is due
+	status   <-chan time.Time // refresh systemd's STATUS=
+	health   <-chan time.Time // ping the workers (health.go)
+}
+
+// loop is the supervisor's event loop: it handles events, signals and
+// ticks until the daemon has exited, and returns how it did.
+func (s *Supervisor) loop(ctx context.Context, in inputs) error {
 	termSignals := 0
 	for !s.done() {
 		select {
-		case f := <-s.events:
-			f()
-		case sig := <-sigs:
+		case ev := <-s.events:
+			s.handle(ev)
+		case sig := <-in.signals:
 			switch sig {
 			case syscall.SIGHUP:
 				s.log.Info("SIGHUP: reloading")
@@ -302,7 +291,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 			default:
 				termSignals++
 				name := unixSignalName(sig.(syscall.Signal))
-				if termSignals > 1 && s.state == ctl.StateDraining {
+				if termSignals > 1 && s.state == stateDraining {
 					s.log.Warn("second " + name + ": killing instead of draining")
 					s.kill("second "+name, true)
 				} else {
@@ -310,11 +299,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 					s.drain(0, name)
 				}
 			}
-		case <-watchdog:
+		case <-in.watchdog:
 			s.env.notify("WATCHDOG=1")
-		case <-statusTick.C:
+		case <-in.status:
 			s.notifyStatus()
-		case now := <-healthTick.C:
+		case now := <-in.health:
 			s.checkHealth(now)
 		case <-ctx.Done():
 			s.kill("context cancelled", false)
@@ -363,7 +352,7 @@ func (s *Supervisor) done() bool {
 	if s.startupErr != nil {
 		return s.liveWorkers() == 0
 	}
-	return (s.state == ctl.StateDraining || s.state == ctl.StateStopping) && s.liveWorkers() == 0
+	return s.state.exiting() && s.liveWorkers() == 0
 }
 
 func (s *Supervisor) liveWorkers() int {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"time"
 
@@ -32,7 +33,9 @@ import (
 //     index is out of range and the kernel falls back to its hash, so it
 //     keeps answering "draining"; from the moment a new instance's socket
 //     joins, every new connection goes to the new one, and the old
-//     socket's accept queue stops filling.
+//     socket's accept queue stops filling. With two instances draining
+//     the second socket is not the newest: group.go makes the one in its
+//     place leave.
 //   - closeListener: closing a socket of a SO_REUSEPORT group resets the
 //     connections still in its accept queue (unless the sysctl
 //     net.ipv4.tcp_migrate_req is 1). So before it closes a socket it
@@ -54,6 +57,96 @@ import (
 // variable only so that tests can shorten it.
 var probeTimeout = 2 * time.Second
 
+// The check and the bind are not one step: two instances started at the
+// same moment could both find nothing there and both bind, and serve on
+// one port. So each holds a lock for the port across both: a listening
+// abstract unix socket named after the port, which the kernel releases
+// when its process dies, however it dies. The second then finds the
+// first's socket (which answers nothing until its workers are ready, or
+// answers that it serves) and fails with "address already in use".
+// Anyone on the machine can bind an abstract name, but only a process of
+// our own user can share our port (SO_REUSEPORT): a lock held by another
+// user (its SO_PEERCRED says so, or it does not listen) is not waited
+// for, and one of ours only for portLockWait.
+
+// portLockWait bounds the wait for another instance's port lock: longer
+// than its check and bind can take (a probe of up to four tries).
+var portLockWait = 5*probeTimeout + time.Second
+
+// beforeBind runs between the check and the bind; tests use it to make
+// two starts race.
+var beforeBind = func() {}
+
+// portLockName is the abstract unix socket that locks a port.
+func portLockName(port string) *unix.SockaddrUnix {
+	return &unix.SockaddrUnix{Name: "@zfs-serve/port/" + port}
+}
+
+// lockPort takes the lock of addr's port (a fixed port: port 0 needs
+// none) and returns its release.
+func (s *Supervisor) lockPort(addr string) (unlock func()) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return func() {}
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return func() {}
+	}
+	name := portLockName(port)
+	deadline := time.Now().Add(portLockWait)
+	checked := false
+	for {
+		err := unix.Bind(fd, name)
+		if err == nil {
+			if err := unix.Listen(fd, 8); err == nil { // for lockHolderUID
+				return func() { unix.Close(fd) }
+			}
+		}
+		why := ""
+		switch {
+		case err != nil && err != unix.EADDRINUSE:
+			why = err.Error()
+		case err == nil:
+			why = "listen failed"
+		case !checked:
+			checked = true
+			if uid, ok := lockHolderUID(name); !ok || uid != os.Geteuid() {
+				s.log.Debug("the port's lock is held by another user's process: not waiting for it", "addr", addr, "lock", name.Name, "uid", uid)
+				unix.Close(fd)
+				return func() {}
+			}
+		case time.Now().After(deadline):
+			why = "held too long by another process of this user"
+		}
+		if why != "" {
+			unix.Close(fd)
+			s.log.Warn("cannot take the lock of the port; binding without it", "addr", addr, "lock", name.Name, "why", why)
+			return func() {}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lockHolderUID is the uid of the process that listens on the abstract
+// socket name (SO_PEERCRED of a connection to it); ok is false if nothing
+// listens there.
+func lockHolderUID(name *unix.SockaddrUnix) (uid int, ok bool) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, false
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, name); err != nil {
+		return -1, false
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return -1, false
+	}
+	return int(cred.Uid), true
+}
+
 // checkTakeover reports whether addr may be bound: nothing answers there
 // (bind then decides), or a draining zfs-serve does (draining is then
 // true: this instance takes the port over). proxy: addr is a proxy:
@@ -70,7 +163,7 @@ func checkTakeover(addr string, proxy bool) (draining bool, err error) {
 			return false, nil // nobody listens: bind decides
 		case err == nil && st == wire.StatusDraining:
 			return true, nil
-		case (errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)) && try < 3:
+		case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET)) && try < 3:
 			// Closed without an answer: most likely an instance exiting
 			// right now. Ask again.
 			time.Sleep(100 * time.Millisecond)
@@ -139,6 +232,12 @@ func (s *Supervisor) steerListeners() {
 		l.steered = true
 		if err := steerAway(l.f); err != nil {
 			s.log.Warn("cannot steer new connections to a new instance; they get \"draining\" until it is seen", "addr", l.addr, "err", err)
+			continue
+		}
+		if w, err := watchGroup(l.f, l.addr); err != nil {
+			s.log.Debug("cannot follow the listener's SO_REUSEPORT group (sock_diag)", "addr", l.addr, "err", err)
+		} else {
+			l.watch.Store(w)
 		}
 	}
 	s.steerMetrics()
@@ -183,7 +282,7 @@ func (s *Supervisor) acceptQueued(l *listener) int {
 			return n
 		}
 		n += len(d.fds)
-		d.dispatch()
+		d.distribute()
 		if aerr != nil {
 			return n
 		}

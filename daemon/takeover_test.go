@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,7 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -117,7 +118,7 @@ func TestSteerAway(t *testing.T) {
 func drainingSupervisor() *Supervisor {
 	s := &Supervisor{log: slog.New(slog.DiscardHandler)}
 	s.dispatch.Store(&[]*workerProc{})
-	s.stateA.Store(ctl.StateDraining)
+	s.stateNow.Store(int32(stateDraining))
 	s.httpOn.Store(true)
 	return s
 }
@@ -224,4 +225,180 @@ func TestCheckTakeover(t *testing.T) {
 			t.Errorf("%s: draining %v, err %v; want %v, %q", c.name, draining, err, c.draining, c.err)
 		}
 	}
+}
+
+// TestMetricsTakeover: a new instance binds the metrics address of one
+// that drains (its /healthz says so), and of no other: not of a serving
+// one, nor of something else.
+func TestMetricsTakeover(t *testing.T) {
+	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
+	probeTimeout = 300 * time.Millisecond
+	for _, state := range []supState{stateDraining, stateStopping, stateServing, stateStarting} {
+		t.Run(state.String(), func(t *testing.T) {
+			old := loopSupervisor(t, stateServing)
+			old.dispatch.Store(&[]*workerProc{{}})
+			old.cfg.MetricsListen = "127.0.0.1:0"
+			if err := old.openMetrics(nil); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(old.closeMetrics)
+			addr := old.metrics.listener.addr
+			old.call(t.Context(), func() { old.setState(state) })
+
+			s := loopSupervisor(t, stateStarting)
+			ml, err := s.bindMetrics(addr)
+			if ml != nil {
+				ml.ln.Close()
+			}
+			takeover := state.exiting()
+			if takeover != (err == nil) || err != nil && !strings.Contains(err.Error(), "address already in use") {
+				t.Errorf("bindMetrics over a %s instance: %v", state, err)
+			}
+		})
+	}
+	other := serveOnce(t, &wire.Response{Status: wire.StatusDraining})
+	if _, err := loopSupervisor(t, stateStarting).bindMetrics(other); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("bindMetrics over something that does not speak HTTP: %v", err)
+	}
+}
+
+// TestBindRace: two instances that start at the same moment do not both
+// bind one port, even when both check it before either binds (here,
+// without the port lock, both would reach beforeBind together): one
+// binds, the other finds its socket and fails "address already in use".
+// The same for the metrics address.
+func TestBindRace(t *testing.T) {
+	defer func(d time.Duration, f func()) { probeTimeout, beforeBind = d, f }(probeTimeout, beforeBind)
+	probeTimeout = 300 * time.Millisecond
+	arrived := make(chan struct{}, 2)
+	beforeBind = func() {
+		arrived <- struct{}{}
+		// Wait (a bounded time) for the other start to arrive too.
+		deadline := time.After(time.Second)
+		for len(arrived) < 2 {
+			select {
+			case <-deadline:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	for _, kind := range []string{"listen", "metrics_listen"} {
+		t.Run(kind, func(t *testing.T) {
+			for len(arrived) > 0 {
+				<-arrived
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			ln.Close()
+			errs := make(chan error, 2)
+			for range 2 {
+				go func() {
+					s := &Supervisor{log: slog.New(slog.DiscardHandler)}
+					var c io.Closer
+					var err error
+					if kind == "listen" {
+						var l *listener
+						if l, err = s.bind(addr); err == nil {
+							c = l.f
+						}
+					} else {
+						var ml *metricsListener
+						if ml, err = s.bindMetrics(addr); err == nil {
+							c = ml.ln
+						}
+					}
+					if c != nil {
+						t.Cleanup(func() { c.Close() })
+					}
+					errs <- err
+				}()
+			}
+			bound := 0
+			for range 2 {
+				err := <-errs
+				if err == nil {
+					bound++
+				} else if !strings.Contains(err.Error(), "address already in use") {
+					t.Errorf("the start that lost: %v", err)
+				}
+			}
+			if bound != 1 {
+				t.Errorf("%d of two racing starts bound %s", bound, addr)
+			}
+		})
+	}
+}
+
+// TestPortLockNotHeldByOthers: anyone can bind the abstract name of a
+// port's lock, but only a process of our user can share the port: a name
+// bound by a socket that does not listen, or held by another user, does
+// not delay a start.
+func TestPortLockNotHeldByOthers(t *testing.T) {
+	defer func(d time.Duration) { portLockWait = d }(portLockWait)
+	portLockWait = time.Minute // a wait would show
+	s := &Supervisor{log: slog.New(slog.DiscardHandler)}
+	hold := func(t *testing.T, port string) {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		if err := unix.Bind(fd, portLockName(port)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("not listening", func(t *testing.T) {
+		hold(t, "65001")
+		start := time.Now()
+		s.lockPort("127.0.0.1:65001")()
+		if el := time.Since(start); el > 10*time.Second {
+			t.Errorf("waited %v for a lock nobody of ours holds", el)
+		}
+	})
+	t.Run("another user", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to run a process as another user")
+		}
+		py := "/usr/bin/python3" // not a shim in root's home, which another user cannot run
+		if _, err := os.Stat(py); err != nil {
+			t.Skip("no /usr/bin/python3")
+		}
+		cmd := exec.Command(py, "-c", `import socket,sys,time
+s=socket.socket(socket.AF_UNIX)
+s.bind("\0zfs-serve/port/65002")
+s.listen(8)
+print("ok", flush=True)
+time.sleep(60)`)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ok\n" {
+			t.Fatalf("helper: %q %v", line, err)
+		}
+		start := time.Now()
+		s.lockPort("127.0.0.1:65002")()
+		if el := time.Since(start); el > 10*time.Second {
+			t.Errorf("waited %v for a lock held by another user", el)
+		}
+	})
+	t.Run("our user", func(t *testing.T) {
+		portLockWait = 300 * time.Millisecond
+		unlock := s.lockPort("127.0.0.1:65003")
+		defer unlock()
+		start := time.Now()
+		s.lockPort("127.0.0.1:65003")()
+		if el := time.Since(start); el < portLockWait {
+			t.Errorf("did not wait for a lock of ours (%v)", el)
+		}
+	})
 }

@@ -88,7 +88,7 @@ type tallied struct {
 func (t *tally) update(w *workerProc, st *workerStatus) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if w.dead() {
+	if w.isGone() {
 		return
 	}
 	e := t.live[w]
@@ -147,7 +147,7 @@ func (w *worker) countersJSON() []byte {
 
 // reportFinal sends a drained worker's final counters, its last message.
 func (w *worker) reportFinal() {
-	msg := append(appendID(nil, msgStatus, finalStatusID), w.countersJSON()...)
+	msg := append(idMessage(msgStatus, finalStatusID), w.countersJSON()...)
 	if err := fdpass.Send(w.ch, msg); err != nil {
 		w.log.Error("report final counters", "err", err)
 	}

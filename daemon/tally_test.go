@@ -35,13 +35,13 @@ func TestTallyNeverGoesBackwards(t *testing.T) {
 		{"b answers", func() { ta.update(b, status(50, 0)) }, 150, 20},
 		{"a answers more", func() { ta.update(a, status(300, 40)) }, 350, 40},
 		{"a's older answer arrives late", func() { ta.update(a, status(200, 30)) }, 350, 40},
-		{"a dies", func() { a.isDead = true; ta.retire(a) }, 350, 40},
+		{"a dies", func() { markGone(a); ta.retire(a) }, 350, 40},
 		{"an answer of a after its death", func() { ta.update(a, status(400, 50)) }, 350, 40},
 		{"a replacement starts from zero", func() { ta.update(&workerProc{pid: 3}, status(10, 0)) }, 360, 40},
 		{"b drains: its final counts, then its channel closes", func() {
 			b2, _ := json.Marshal(status(70, 10))
 			ta.final(b, b2)
-			b.isDead = true
+			markGone(b)
 			ta.retire(b)
 		}, 380, 50},
 		{"retiring a worker twice", func() { ta.retire(b) }, 380, 50},
@@ -104,7 +104,7 @@ func TestTallyRandomOps(t *testing.T) {
 			w := live[i]
 			b, _ := json.Marshal(answer(w))
 			ta.final(w.p, b)
-			w.p.isDead = true
+			markGone(w.p)
 			ta.retire(w.p)
 			live = append(live[:i], live[i+1:]...)
 			check("a drained exit")
@@ -113,7 +113,7 @@ func TestTallyRandomOps(t *testing.T) {
 	for _, w := range live {
 		b, _ := json.Marshal(answer(w))
 		ta.final(w.p, b)
-		w.p.isDead = true
+		markGone(w.p)
 		ta.retire(w.p)
 	}
 	check("the last exits")
@@ -165,7 +165,7 @@ func TestWorkerCounters(t *testing.T) {
 		io.CopyN(io.Discard, client, r.BodyLen)
 	}
 	want := workerStatus{Active: 1, Connections: 1, BytesSent: 5, Native: 2, NativeResp: serve.Classes{1, 0, 1, 0}}
-	if err := fdpass.Send(sup, append(appendID(nil, msgStatusReq, 9), statusCounters)); err != nil {
+	if err := fdpass.Send(sup, append(idMessage(msgStatusReq, 9), statusCounters)); err != nil {
 		t.Fatal(err)
 	}
 	if got := statusMsg(t, recvMsg(t, sup), 9); !equalStatus(got, want) {

@@ -15,44 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
-	"github.com/zfs-serve/zfs-serve/digest"
 	"github.com/zfs-serve/zfs-serve/serve"
 )
-
-// workerConfig is the first message down a worker's channel: everything it
-// needs, so it reads no file but what it serves.
-type workerConfig struct {
-	Version    int            `json:"version"`
-	Generation int            `json:"generation"`
-	Slot       int            `json:"slot"`
-	Config     *config.Config `json:"config"`
-}
-
-// workerStatus answers msgStatusReq.
-type workerStatus struct {
-	Active      int              `json:"active"`
-	Connections uint64           `json:"connections"`
-	BytesSent   uint64           `json:"bytes_sent"`
-	Native      uint64           `json:"native_requests"`
-	HTTP        uint64           `json:"http_requests"`
-	HTTPBytes   uint64           `json:"http_bytes_sent"`
-	NativeResp  serve.Classes    `json:"native_responses"` // by status class
-	HTTPResp    serve.Classes    `json:"http_responses"`
-	Digests     digest.Stats     `json:"digests"`
-	Transfers   []serve.Transfer `json:"transfers"`
-	Omitted     int              `json:"omitted"`
-}
-
-// maxStatusBytes bounds a status answer so it always fits one channel
-// message (maxMsg, with room for the type and id). Paths may be up to 4 KiB
-// each and JSON may escape them further, so the bound is on the encoded
-// size, not on the count: transfers beyond it are counted in Omitted.
-const maxStatusBytes = maxMsg - 1024
-
-// maxStatusTransfers is the most transfers one worker lists in a status.
-const maxStatusTransfers = 1000
 
 // ErrNotSupervised is returned when the worker entry is run by hand.
 var ErrNotSupervised = errors.New(WorkerCommand + " is run by the zfs-serve supervisor, not by hand")
@@ -107,12 +72,15 @@ func RunWorker() error {
 	oob := make([]byte, fdpass.OOBSpace)
 	n, fds, err := fdpass.Recv(ch, buf, oob)
 	closeFDs(fds)
-	if err != nil || n == 0 || buf[0] != msgConfig {
-		return fmt.Errorf("worker: no configuration from the supervisor (n=%d, err=%v)", n, err)
+	if err != nil {
+		return fmt.Errorf("worker: no configuration from the supervisor: %w", err)
 	}
-	var wc workerConfig
-	if err := json.Unmarshal(buf[1:n], &wc); err != nil || wc.Config == nil {
-		return fmt.Errorf("worker: bad configuration message: %v", err)
+	if n == 0 || buf[0] != msgConfig {
+		return fmt.Errorf("worker: no configuration from the supervisor (a message of %d bytes)", n)
+	}
+	wc, err := parseConfig(buf[1:n])
+	if err != nil {
+		return fmt.Errorf("worker: bad configuration message: %w", err)
 	}
 	if wc.Version != channelVersion {
 		err := fmt.Errorf("worker: channel version %d, this binary speaks %d (supervisor and worker binaries differ; restart zfs-serve)", wc.Version, channelVersion)
@@ -367,7 +335,7 @@ func (w *worker) answerStatus(p []byte) {
 		w.log.Error("bad status request", "err", err)
 		return
 	}
-	msg := appendID(nil, msgStatus, id)
+	msg := idMessage(msgStatus, id)
 	if len(flags) > 0 && flags[0]&statusCounters != 0 {
 		msg = append(msg, w.countersJSON()...)
 	} else {

@@ -2,8 +2,8 @@
 // protocol (package wire) and knows nothing of the daemon; zfetch is its
 // command line.
 //
-// A Client downloads files (Client.Fetch) and directory trees (Walk, then
-// Fetch per file) with:
+// A Client downloads files (Client.Fetch) and batches of files and
+// directory trees (a Plan, run by Client.FetchPlan) with:
 //
 //   - resume: a file is written to NAME.part, with its resume state (the
 //     server's size and mtime, and which byte ranges are done) beside it in
@@ -76,7 +76,6 @@ func (e *StatusError) Error() string {
 // straight from the socket (splice, or read into a mapping).
 type Conn struct {
 	c      net.Conn
-	addr   string
 	key    string // the pool's key (endpoint.key)
 	reused bool   // taken from the pool: a failure before any header may be a stale connection
 	pre    []byte // HTTP: bytes read past a response head, the start of its body
@@ -99,7 +98,7 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{c: c, addr: addr}, nil
+	return &Conn{c: c}, nil
 }
 
 // Close closes the connection. It may be called during a receive (to
@@ -117,12 +116,6 @@ func (c *Conn) Close() error {
 	c.mu.Unlock()
 	return nc.Close()
 }
-
-// NetConn is the underlying connection.
-func (c *Conn) NetConn() net.Conn { return c.c }
-
-// Addr is the address the connection was dialled to.
-func (c *Conn) Addr() string { return c.addr }
 
 // SetDeadline bounds the next request (and its body reads).
 func (c *Conn) SetDeadline(t time.Time) error { return c.c.SetDeadline(t) }
@@ -186,8 +179,8 @@ func (c *Conn) List(path string) ([]wire.Entry, error) {
 }
 
 // Get asks for [off, off+length) of path (length 0 = to the end) and
-// returns the response header. BodyLen bytes follow on NetConn; read them
-// all (ReadBody, or a receive mode) before the next request.
+// returns the response header. BodyLen bytes follow on the connection;
+// read them all (a receive mode) before the next request.
 func (c *Conn) Get(path string, off, length int64) (wire.Response, error) {
 	return c.GetFlags(path, off, length, 0)
 }
@@ -208,11 +201,8 @@ func (c *Conn) GetFlags(path string, off, length int64, flags wire.Flags) (wire.
 	return r, nil
 }
 
-// ReadBody returns a reader for a body of n bytes that reports a connection
-// closed early as io.ErrUnexpectedEOF.
-func (c *Conn) ReadBody(n int64) io.Reader { return &exactReader{r: c.c, n: n} }
-
-// exactReader reads exactly n bytes from r, in reads as large as asked.
+// exactReader reads exactly n bytes from r, in reads as large as asked,
+// and reports a connection closed early as io.ErrUnexpectedEOF.
 type exactReader struct {
 	r io.Reader
 	n int64

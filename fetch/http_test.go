@@ -238,7 +238,7 @@ func TestHTTPRefusalsAreNotRetried(t *testing.T) {
 	s := newHTTPFake(t, false)
 	s.hook = func(n int, w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path == "/forbidden" {
-			http.Error(w, "no", 403)
+			http.Error(w, "no", http.StatusForbidden)
 			return true
 		}
 		return false

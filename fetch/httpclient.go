@@ -88,7 +88,7 @@ func tlsHandshake(ctx context.Context, c *Conn, ep endpoint, base *tls.Config) (
 		}
 		return nil, &connError{fmt.Errorf("TLS handshake with %s: %w", ep.addr, err)}
 	}
-	return &Conn{c: tc, addr: c.addr}, nil
+	return &Conn{c: tc}, nil
 }
 
 // httpDo sends a request for t and reads the response head. A body is

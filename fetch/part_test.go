@@ -6,7 +6,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -14,32 +17,31 @@ import (
 // Two downloads of one destination: the second cannot take the .part
 // while the first holds it, and can once it is released.
 func TestOpenPartOneWriter(t *testing.T) {
-	part := filepath.Join(t.TempDir(), "f.part")
-	f1, lock1, err := openPart(part)
+	dst := filepath.Join(t.TempDir(), "f")
+	p1, err := openPart(dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f1.Close() // the lock outlives the file, as in finish
-	_, _, err = openPart(part)
+	p1.f.Close() // the lock outlives the file, as in install
+	p1.f = nil
+	_, err = openPart(dst)
 	var le *LocalError
 	if !errors.As(err, &le) || !strings.Contains(err.Error(), "another zfetch is writing it") {
 		t.Fatalf("second writer: %v", err)
 	}
 	// The first renames its file into place, then lets go: the next
 	// writer gets a new .part, not the renamed file.
-	dst := filepath.Join(filepath.Dir(part), "f")
-	if err := os.Rename(part, dst); err != nil {
+	if err := os.Rename(p1.path, dst); err != nil {
 		t.Fatal(err)
 	}
-	lock1.Close()
-	f2, lock2, err := openPart(part)
+	p1.release()
+	p2, err := openPart(dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock2.Close()
-	defer f2.Close()
+	defer p2.release()
 	var a, b os.FileInfo
-	if a, err = f2.Stat(); err != nil {
+	if a, err = p2.f.Stat(); err != nil {
 		t.Fatal(err)
 	}
 	if b, err = os.Stat(dst); err != nil {
@@ -219,7 +221,7 @@ func TestNoCheckpointOfAChangedFileBeforeRestart(t *testing.T) {
 	var saved []*State
 	testHookRestart = func(d *download) {
 		d.checkpoint()
-		b, err := os.ReadFile(d.statePath)
+		b, err := os.ReadFile(d.part.statePath)
 		if err != nil {
 			t.Error(err)
 			return
@@ -243,5 +245,91 @@ func TestNoCheckpointOfAChangedFileBeforeRestart(t *testing.T) {
 		if st.MTime == mtime1+1 && st.Remaining() < st.Size {
 			t.Fatalf("saved the new version's identity with the old version's progress: %+v", st)
 		}
+	}
+}
+
+// The checkpointer reads the file's identity (its mtime, size, ETag) and
+// the segments, and saves the state, at any moment, a restart included.
+// From the moment a restart has learnt the new identity, another
+// goroutine does what the checkpointer does, over and over, while the
+// restart replaces the segments and saves its own state, and the download
+// goes on: under -race, this fails if either side reads or writes them
+// without download.mu; and two saves at once (one through the temporary
+// file the other has just renamed) failed the download.
+func TestCheckpointerDuringRestart(t *testing.T) {
+	v1, v2 := randBytes(2*MinSplit, 1), randBytes(2*MinSplit, 2)
+	s := newFakeServer(t)
+	s.put("/f", v1, mtime1)
+	s.hook = changeAfterCut(s, v2, mtime1+1, 1<<20)
+	c, _ := testClient(t, Options{Conns: 2, CheckpointEvery: time.Millisecond}) // preallocated: checkpoints
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads atomic.Int64
+	testHookRestart = func(d *download) {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if st := d.state(); st.MTime != mtime1+1 || d.refIdent().MTime != mtime1+1 {
+					t.Errorf("read mtime %d after learning %d", st.MTime, mtime1+1)
+					return
+				}
+				d.checkpoint()
+				reads.Add(1)
+				runtime.Gosched()
+			}
+		})
+	}
+	t.Cleanup(func() { testHookRestart = nil })
+	dst := filepath.Join(t.TempDir(), "f")
+	_, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst})
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, dst, v2, mtime1+1)
+	if reads.Load() == 0 {
+		t.Fatal("no read during a restart: the test proves nothing")
+	}
+}
+
+// Saves of the resume state go through one temporary file: the
+// checkpointer's and the download's own (a restart's) must not overlap,
+// or one renames the other's temporary away and fails the download.
+func TestSaveOneAtATime(t *testing.T) {
+	p, err := openPart(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.release()
+	st := func() *State { return &State{Size: 10, Pending: [][2]int64{{0, 10}}} }
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 200 {
+				if err := p.save(st); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got, err := readState(p.statePath); err != nil || got.Size != 10 {
+		t.Fatalf("state %+v, %v", got, err)
+	}
+	// Installed: no save recreates the state.
+	if err := p.install(filepath.Join(filepath.Dir(p.path), "f"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.save(st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p.statePath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a save after install: %v", err)
 	}
 }

@@ -29,7 +29,7 @@ func (d *download) run(ctx context.Context) error {
 			// the first byte not in place (bytes before it in the
 			// response are skipped).
 			d.noRanges = true
-			from := d.sch.frontier(d.size.Load())
+			from := d.sched().frontier(d.size.Load())
 			d.setSegments([][2]int64{{from, d.size.Load()}}[:boolInt(from < d.size.Load())])
 			continue
 		}
@@ -38,14 +38,16 @@ func (d *download) run(ctx context.Context) error {
 			return err
 		}
 		had := d.done.Load()
-		if d.sink.stream && had > 0 {
+		if d.part == nil && had > 0 {
 			return &VerifyError{Msg: fmt.Sprintf("%s; %d bytes of the old version were already written to the output", ce.msg, had)}
 		}
 		if restarts >= maxRestarts {
 			return &VerifyError{Msg: fmt.Sprintf("the file changed on the server %d times during the download", restarts+1)}
 		}
 		restarts++
-		d.setStale(true) // until restart has emptied the .part
+		if d.part != nil {
+			d.part.setStale(true) // until restart has emptied it
+		}
 		for _, s := range d.srcs {
 			s.mu.Lock()
 			s.known, s.dropped, s.noRanges = false, false, false
@@ -66,6 +68,38 @@ func (d *download) run(ctx context.Context) error {
 			d.emit(Event{Kind: EventRestart, Err: fmt.Errorf("%s; starting over", ce.msg)})
 		}
 	}
+}
+
+// testHookRestart, if set, runs between learning a changed file's new
+// identity and restart (tests put a checkpoint there, as the checkpointer
+// might).
+var testHookRestart func(d *download)
+
+// restart throws away what was written and plans the whole (new) file.
+func (d *download) restart() error {
+	d.resumed.Store(0)
+	d.expectDigest()
+	p := d.part
+	if p == nil {
+		// A stream: nothing was kept.
+		d.setSegments(wholeFile(d.size.Load()))
+		if d.expected() != "" {
+			d.mode = RecvCopy
+			d.hash.Store(newHasher(nil, nil))
+		}
+		return nil
+	}
+	if err := p.truncate(); err != nil {
+		return err
+	}
+	p.setPrealloc(d.wantPrealloc())
+	d.setSegments(wholeFile(d.size.Load()))
+	p.setStale(false) // empty, all pending: true of the new version
+	if err := d.prepare(); err != nil {
+		return err
+	}
+	d.newHasher()
+	return nil
 }
 
 func boolInt(b bool) int {
@@ -123,9 +157,7 @@ func (d *download) recheck(ctx context.Context) error {
 // source's alone (a local error, a refusal from the only source) stops the
 // rest; a failing source's segments go to the others.
 func (d *download) runOnce(ctx context.Context) error {
-	d.mu.Lock()
-	sch := d.sch
-	d.mu.Unlock()
+	sch := d.sched()
 	if sch.completeNow() {
 		return nil
 	}
@@ -164,7 +196,7 @@ func (d *download) runOnce(ctx context.Context) error {
 		cancel()
 	}
 	per := d.c.opts.Conns
-	if d.sink.stream || d.noRanges || !d.prealloc {
+	if d.part == nil || d.noRanges || !d.part.isPrealloc() {
 		per = 1
 	}
 	if len(d.srcs) == 1 {
@@ -299,6 +331,8 @@ func (d *download) failed(ctx context.Context, w *worker, progressed bool, err e
 	}
 	return false, nil
 }
+
+func isCanceled(err error) bool { return errors.Is(err, context.Canceled) }
 
 // retryAfter is the delay a server asked for (HTTP Retry-After), or 0.
 func retryAfter(err error) time.Duration {

@@ -348,15 +348,6 @@ func (s *sched) pending() [][2]int64 {
 	return merged
 }
 
-// remaining is the number of bytes not yet in place.
-func (s *sched) remaining() int64 {
-	var n int64
-	for _, r := range s.pending() {
-		n += r[1] - r[0]
-	}
-	return n
-}
-
 // completeNow reports whether every segment is done.
 func (s *sched) completeNow() bool {
 	s.mu.Lock()

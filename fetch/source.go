@@ -252,12 +252,6 @@ func (d *download) drop(s *source, why error) bool {
 	return true
 }
 
-// errorsAsSource unwraps a sourceError.
-func errorsAsSource(err error) bool {
-	var se *sourceError
-	return errors.As(err, &se)
-}
-
 // digestFlags are the flags of a native GET or STAT to ep: FlagDigest
 // unless digests are not checked or ep is a version 1 server.
 func (c *Client) digestFlags(ep endpoint) wire.Flags {

@@ -103,7 +103,7 @@ func readState(path string) (*State, error) {
 
 // writeState replaces path's resume state atomically.
 func writeState(path string, s *State) error {
-	tmp := path + ".tmp"
+	tmp := stateTmpName(path)
 	if err := os.WriteFile(tmp, s.Encode(), 0o644); err != nil {
 		os.Remove(tmp)
 		return &LocalError{Op: "write resume state", Path: tmp, Err: err}

@@ -77,10 +77,11 @@ func (c *conn) readProxy() bool {
 			// line is shorter): Parse has checked its length against
 			// MaxHeader.
 			var rerr error
-			if h, n, err, rerr = c.readLongProxy(); rerr != nil {
+			if h, err, rerr = c.readLongProxy(); rerr != nil {
 				c.proxyReadFailed(rerr)
 				return false
 			}
+			n = 0 // the header was read into a buffer of its own; c.buf is empty
 		}
 		switch {
 		case err == nil:
@@ -96,9 +97,9 @@ func (c *conn) readProxy() bool {
 
 // readLongProxy completes a v2 header longer than the request buffer,
 // which holds its first bytes: in a buffer of its own, reading exactly to
-// the header's end, so that nothing past it is consumed. rerr is a
-// failed read.
-func (c *conn) readLongProxy() (h proxyproto.Header, n int, err, rerr error) {
+// the header's end, so that nothing past it is consumed, and leaves the
+// request buffer empty. rerr is a failed read.
+func (c *conn) readLongProxy() (h proxyproto.Header, err, rerr error) {
 	size := 16 + int(binary.BigEndian.Uint16(c.buf[14:16]))
 	b := make([]byte, size)
 	have := copy(b, c.buf[:c.rend])
@@ -107,14 +108,14 @@ func (c *conn) readLongProxy() (h proxyproto.Header, n int, err, rerr error) {
 		if rerr == io.ErrUnexpectedEOF {
 			rerr = io.EOF
 		}
-		return h, 0, nil, rerr
+		return h, nil, rerr
 	}
 	c.rend = 0
 	h, used, err := proxyproto.Parse(b)
 	if err == nil && used != size {
 		err = errors.New("v2 header length mismatch") // cannot happen: Parse reads the same length field
 	}
-	return h, 0, err, nil
+	return h, err, nil
 }
 
 // proxyReadFailed ends a connection whose header could not be read.

@@ -112,11 +112,14 @@ func (c *conn) readIdle(first bool) (armed bool, err error) {
 		}
 		return false, err
 	}
-	// Kicked by a drain, which may still be setting the past deadline:
-	// wait for it (it holds s.mu), then decide what the wake-up meant.
+	// Kicked by a drain, which may still be setting the past deadline.
+	// Drain kicks (idle to kicked, then the deadline) under s.mu, so
+	// leaving kicked under s.mu waits for the kick to be whole, and the
+	// header_timeout set below cannot be overwritten by it. Then decide
+	// what the wake-up meant.
 	s.mu.Lock()
-	s.mu.Unlock()
 	c.state.Store(connBusy)
+	s.mu.Unlock()
 	if err == nil || (errors.Is(err, os.ErrDeadlineExceeded) && c.pending()) {
 		// A request had arrived: serve it, under header_timeout, which
 		// also replaces the drain's past deadline.

@@ -118,7 +118,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	root := &rootDir{fd: fd, r: r}
 	if dot, _, err := openAt(root, ".", unix.O_PATH); err != nil {
 		root.close()
-		return nil, fmt.Errorf("search root %s: %v", opts.Root, err)
+		return nil, fmt.Errorf("search root %s: %w", opts.Root, err)
 	} else {
 		unix.Close(dot)
 	}

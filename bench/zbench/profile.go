@@ -51,15 +51,15 @@ func (b *bench) profileAll() {
 			if sv == ng {
 				workers = "master and workers"
 			}
-			b.syscalls(fmt.Sprintf("%s: syscalls per 4 KiB request, keep-alive, 64 connections", sv.label), "request", sv,
+			b.syscalls(fmt.Sprintf("%s: syscalls per 4 KiB request, keep-alive, 64 connections", sv.label), "request",
 				[]group{{workers, sv.pids()}}, b.loadWork(sv, small))
 			groups := []group{{workers, sv.pids()}}
 			if sv == zfs {
 				groups = []group{{"supervisor", []int{sv.pid()}}, {"workers", sv.workerPIDs()}}
 			}
-			b.syscalls(fmt.Sprintf("%s: syscalls per new connection (one 4 KiB request each, 32 clients)", sv.label), "connection", sv,
+			b.syscalls(fmt.Sprintf("%s: syscalls per new connection (one 4 KiB request each, 32 clients)", sv.label), "connection",
 				groups, b.loadWork(sv, fresh))
-			b.syscalls(fmt.Sprintf("%s: syscalls per GiB, one %s stream", sv.label, sizeName(b.p.BigSize)), "GiB", sv,
+			b.syscalls(fmt.Sprintf("%s: syscalls per GiB, one %s stream", sv.label, sizeName(b.p.BigSize)), "GiB",
 				[]group{{workers, sv.pids()}}, func() (float64, error) {
 					_, err := b.sink(sv, 1, 0)
 					return float64(b.p.BigSize) / (1 << 30), err

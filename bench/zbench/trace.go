@@ -192,7 +192,7 @@ func (b *bench) loadWork(s *server, l loadSpec) func() (float64, error) {
 // strace stops the process at every call, which changes what the Go
 // runtime does around them (more nanosleep, futex, sched_yield), so the
 // table shows both and is sorted by the exact count.
-func (b *bench) syscalls(title, per string, s *server, groups []group, work func() (float64, error)) {
+func (b *bench) syscalls(title, per string, groups []group, work func() (float64, error)) {
 	var exact, traced []map[string]Count
 	var err error
 	a, _ := proc.Snapshot(b.session)

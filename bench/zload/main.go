@@ -408,7 +408,7 @@ func (c *conn) readHTTP() (int64, error) {
 	// one byte more than is buffered makes bufio read whatever has arrived.
 	var head []byte
 	for {
-		b, err := c.br.Peek(c.br.Buffered())
+		b, _ := c.br.Peek(c.br.Buffered()) // what is buffered: no error
 		if i := bytes.Index(b, httphead.End); i >= 0 {
 			head = b[:i+len(httphead.End)]
 			break
@@ -416,7 +416,7 @@ func (c *conn) readHTTP() (int64, error) {
 		if len(b) == c.br.Size() {
 			return 0, errors.New("response head larger than the read buffer")
 		}
-		if _, err = c.br.Peek(len(b) + 1); err != nil {
+		if _, err := c.br.Peek(len(b) + 1); err != nil {
 			if err == io.EOF && len(b) > 0 {
 				err = io.ErrUnexpectedEOF
 			}

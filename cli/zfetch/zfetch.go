@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/term"
@@ -310,43 +309,16 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		rend.Abort(time.Now(), code, err)
 		return &exitErr{code: code, err: err, reported: true}
 	}
-	rend.SetFiles(p.files)
-
-	results := make([]error, len(p.jobs))
-	parts := make([]string, len(p.jobs))
-	sem := make(chan struct{}, o.jobs)
-	waves, after := p.order()
-	for _, wave := range waves {
-		var wg sync.WaitGroup
-		for _, i := range wave {
-			j := p.jobs[i]
-			if ctx.Err() != nil {
-				results[i] = ctx.Err()
-				continue
-			}
-			if k := failedBefore(after[i], results); k >= 0 {
-				err := fmt.Errorf("not fetched: it would replace the partial download of %s; fetch that one first (zfetch -c)", p.jobs[k].Dst)
-				results[i] = err
-				rend.Event(fetch.Event{Kind: fetch.EventError, Time: time.Now(), File: j.ID, Name: j.Name, Source: j.Src.String(), Total: -1, Err: err})
-				continue
-			}
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				res, err := client.Fetch(ctx, j)
-				results[i], parts[i] = err, res.Part
-			})
-		}
-		wg.Wait()
+	files := make([]progress.File, len(p.Jobs))
+	for i, j := range p.Jobs {
+		files[i] = progress.File{Name: j.Name, Size: p.Sizes[i]}
 	}
-	for _, d := range p.dirs {
-		mt := time.Unix(0, d.mtime)
-		os.Chtimes(d.path, mt, mt) // cosmetic: a failure here loses nothing
-	}
+	rend.SetFiles(files)
+	results, errs := client.FetchPlan(ctx, p, o.jobs)
 
 	var first error
 	failed := 0
-	for _, err := range results {
+	for _, err := range errs {
 		if err != nil {
 			failed++
 			if first == nil {
@@ -363,14 +335,18 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 	if first == nil {
 		return nil
 	}
+	parts := make([]string, len(results))
+	for i, r := range results {
+		parts[i] = r.Part
+	}
 	switch code {
 	case ExitInterrupted:
 		resumeHint(stderr, "interrupted", args, parts)
 	case ExitMaxTime:
 		resumeHint(stderr, fmt.Sprintf("stopped by --max-time %s", o.maxTime), args, parts)
 	}
-	if len(p.jobs) > 1 {
-		first = fmt.Errorf("%d of %d files failed; first: %w", failed, len(p.jobs), first)
+	if len(p.Jobs) > 1 {
+		first = fmt.Errorf("%d of %d files failed; first: %w", failed, len(p.Jobs), first)
 	}
 	return &exitErr{code: code, err: first, reported: true}
 }

@@ -183,32 +183,6 @@ func TestResumeHint(t *testing.T) {
 	}
 }
 
-// A job whose destination is another job's temporary file runs after it;
-// the others run together.
-func TestWaves(t *testing.T) {
-	job := func(dst string) fetch.Job { return fetch.Job{Dst: dst} }
-	for _, c := range []struct {
-		dsts []string
-		want string
-	}{
-		{[]string{"a", "b", "c"}, "[[0 1 2]]"},
-		{[]string{"d/x.part", "d/x", "d/y"}, "[[1 2] [0]]"},
-		{[]string{"x.part.part", "x.part", "x", "x.part.state", "x.part.state.tmp"}, "[[2] [1 3 4] [0]]"},
-		{[]string{"x", "./x.part"}, "[[0] [1]]"},
-		{[]string{"x.partial", "x"}, "[[0 1]]"},
-		{[]string{""}, "[[0]]"}, // stdout
-	} {
-		var p plan
-		for _, d := range c.dsts {
-			p.add(job(d), 0)
-		}
-		waves, _ := p.order()
-		if got := fmt.Sprint(waves); got != c.want {
-			t.Errorf("%q: waves %s, want %s", c.dsts, got, c.want)
-		}
-	}
-}
-
 func TestExitCodeUnresolvedHost(t *testing.T) {
 	err := fmt.Errorf("x: %w", &net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "nowhere.invalid", IsNotFound: true}})
 	if got := ExitCode(err); got != ExitConnection {

@@ -33,10 +33,24 @@ var ErrTruncated = errors.New("fdpass: control message truncated (MSG_CTRUNC)")
 // of it was discarded (a SOCK_SEQPACKET stream stays in step).
 var ErrTooLong = errors.New("fdpass: message larger than the receive buffer (MSG_TRUNC)")
 
-// Send writes msg with fds attached in one sendmsg. It does not close fds:
-// after a successful Send the receiver holds its own copies and the caller
+// Send writes msg with fds attached in one sendmsg, waiting (in the
+// netpoller) while the peer's queue is full. It does not close fds: after
+// a successful Send the receiver holds its own copies and the caller
 // closes its copies when it is done with them.
 func Send(c *net.UnixConn, msg []byte, fds ...int) error {
+	return send(c, msg, fds, true)
+}
+
+// TrySend is Send without waiting: if the peer's queue is full it returns
+// an error wrapping unix.EAGAIN at once, so a wedged peer cannot stall the
+// caller (the supervisor's accept loop). Like Send, it does not close fds,
+// whether it succeeds or not.
+func TrySend(c *net.UnixConn, msg []byte, fds ...int) error {
+	return send(c, msg, fds, false)
+}
+
+// send is Send (wait) and TrySend (!wait).
+func send(c *net.UnixConn, msg []byte, fds []int, wait bool) error {
 	if len(fds) > MaxFDs {
 		return fmt.Errorf("fdpass: %d fds in one message, the limit is %d", len(fds), MaxFDs)
 	}
@@ -46,18 +60,22 @@ func Send(c *net.UnixConn, msg []byte, fds ...int) error {
 	}
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return err
+		return fmt.Errorf("fdpass: %w", err)
 	}
 	var serr error
-	err = rc.Write(func(fd uintptr) bool {
+	sendmsg := func(fd uintptr) (done bool) {
 		for {
 			serr = unix.Sendmsg(int(fd), msg, oob, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
-			if serr == unix.EINTR {
-				continue
+			if serr != unix.EINTR {
+				return serr != unix.EAGAIN
 			}
-			return serr != unix.EAGAIN
 		}
-	})
+	}
+	if wait {
+		err = rc.Write(sendmsg) // called again when writable, until done
+	} else {
+		err = rc.Control(func(fd uintptr) { sendmsg(fd) })
+	}
 	if err == nil {
 		err = serr
 	}
@@ -181,37 +199,4 @@ func FileConn(fd int, name string) (*net.UnixConn, error) {
 		return nil, fmt.Errorf("fdpass: %s is %T, not a unix socket", name, c)
 	}
 	return uc, nil
-}
-
-// TrySend is Send without waiting: if the peer's queue is full it returns
-// an error wrapping unix.EAGAIN at once, so a wedged peer cannot stall the
-// caller (the supervisor's accept loop).
-func TrySend(c *net.UnixConn, msg []byte, fds ...int) error {
-	if len(fds) > MaxFDs {
-		return fmt.Errorf("fdpass: %d fds in one message, the limit is %d", len(fds), MaxFDs)
-	}
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		for {
-			serr = unix.Sendmsg(int(fd), msg, oob, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
-			if serr != unix.EINTR {
-				return
-			}
-		}
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("fdpass: sendmsg: %w", err)
-	}
-	return nil
 }

@@ -124,14 +124,77 @@ func TestRecvTooLong(t *testing.T) {
 	}
 }
 
-func TestSendTooMany(t *testing.T) {
-	a, remote, err := Socketpair()
+// TestSenders: Send and TrySend carry a message and its fds alike, and
+// leave the caller's fds open.
+func TestSenders(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		send func(*net.UnixConn, []byte, ...int) error
+	}{{"Send", Send}, {"TrySend", TrySend}} {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := connPair(t)
+			f, err := os.Open("/dev/null")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := tt.send(a, []byte("m"), int(f.Fd())); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 8)
+			n, fds, err := Recv(b, buf, make([]byte, OOBSpace))
+			if err != nil || string(buf[:n]) != "m" || len(fds) != 1 {
+				t.Fatalf("Recv = %q, %v, %v", buf[:n], fds, err)
+			}
+			closeAll(fds)
+			if _, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0); err != nil {
+				t.Errorf("the sender's fd was closed: %v", err)
+			}
+			if err := tt.send(a, []byte("m"), make([]int, MaxFDs+1)...); err == nil {
+				t.Error("sent more than MaxFDs")
+			}
+		})
+	}
+}
+
+// TestTrySendFullQueue: with the peer's queue full, TrySend fails at once
+// with EAGAIN and keeps the caller's fds open; Send waits for room and
+// then sends, in order.
+func TestTrySendFullQueue(t *testing.T) {
+	a, b := connPair(t)
+	f, err := os.Open("/dev/null")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
-	defer unix.Close(remote)
-	if err := Send(a, []byte("m"), make([]int, MaxFDs+1)...); err == nil {
-		t.Fatal("sent more than MaxFDs")
+	defer f.Close()
+	sent := 0
+	for ; sent < 1<<20; sent++ {
+		err = TrySend(a, []byte("fill"))
+		if err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("TrySend to a full queue after %d messages: %v, want EAGAIN", sent, err)
+	}
+	if err := TrySend(a, []byte("fd"), int(f.Fd())); !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("TrySend with an fd to a full queue: %v, want EAGAIN", err)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("a failed TrySend closed the caller's fd: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Send(a, []byte("last")) }()
+	buf, oob := make([]byte, 8), make([]byte, OOBSpace)
+	for i := range sent {
+		if n, _, err := Recv(b, buf, oob); err != nil || string(buf[:n]) != "fill" {
+			t.Fatalf("message %d: %q, %v", i, buf[:n], err)
+		}
+	}
+	if n, _, err := Recv(b, buf, oob); err != nil || string(buf[:n]) != "last" {
+		t.Fatalf("after the queue drained: %q, %v, want the waiting Send's message", buf[:n], err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Send: %v", err)
 	}
 }

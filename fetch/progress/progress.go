@@ -212,7 +212,7 @@ func (r *Renderer) Event(e fetch.Event) {
 		r.onRetry(f, &e)
 	case fetch.EventRestart:
 		f.sampleT, f.sampleN, f.rate, f.resumed = e.Time, e.Done, 0, 0
-		r.message(e.Time, fmt.Sprintf("%s: %v", f.Name, e.Err), false)
+		r.message(fmt.Sprintf("%s: %v", f.Name, e.Err), false)
 		r.json(e.Time, f, &e, kv{"reason", e.Err.Error()})
 	case fetch.EventDone:
 		f.state, f.end, f.skipped = e.Kind, e.Time, e.Skipped
@@ -221,7 +221,7 @@ func (r *Renderer) Event(e fetch.Event) {
 		f.state, f.end, f.err = e.Kind, e.Time, e.Err
 		r.onError(f, &e)
 	case fetch.EventSource:
-		r.message(e.Time, fmt.Sprintf("%s: no longer using %s: %v (%d of %d sources left)", f.Name, e.Mirror, e.Err, f.live, f.sources), false)
+		r.message(fmt.Sprintf("%s: no longer using %s: %v (%d of %d sources left)", f.Name, e.Mirror, e.Err, f.live, f.sources), false)
 		r.json(e.Time, f, &e, kv{"mirror", e.Mirror}, kv{"reason", fetch.Reason(e.Err)}, kv{"error", e.Err.Error()})
 	}
 	r.maybeDraw(e.Time)
@@ -229,9 +229,9 @@ func (r *Renderer) Event(e fetch.Event) {
 
 func (r *Renderer) onRetry(f *file, e *fetch.Event) {
 	if e.Mirror != "" {
-		r.message(e.Time, fmt.Sprintf("%s: %s: %s", f.Name, e.Mirror, fetch.RetryMessage(*e)), false)
+		r.message(fmt.Sprintf("%s: %s: %s", f.Name, e.Mirror, fetch.RetryMessage(*e)), false)
 	} else {
-		r.message(e.Time, fmt.Sprintf("%s: %s", f.Name, fetch.RetryMessage(*e)), false)
+		r.message(fmt.Sprintf("%s: %s", f.Name, fetch.RetryMessage(*e)), false)
 	}
 	extra := []kv{{"attempt", e.Attempt}, {"retry_in_seconds", round(e.Delay.Seconds(), 3)},
 		{"reason", fetch.Reason(e.Err)}, {"error", e.Err.Error()}}
@@ -261,7 +261,7 @@ func (r *Renderer) onProgress(f *file, e *fetch.Event) {
 	switch r.o.Mode {
 	case ModePlain:
 		if e.Time.Sub(f.lastLine) >= PlainEvery && f.done < f.Size {
-			r.plain("%s: %s", f.Name, r.stats(f, e.Time))
+			r.plain("%s: %s", f.Name, f.stats())
 			f.lastLine = e.Time
 		}
 	case ModeJSON:
@@ -315,7 +315,7 @@ func (r *Renderer) onError(f *file, e *fetch.Event) {
 			r.errLine(msg)
 		}
 	default:
-		r.message(e.Time, msg, true)
+		r.message(msg, true)
 	}
 	r.dirty = true
 }
@@ -330,7 +330,7 @@ func (r *Renderer) Note(t time.Time, msg string) {
 		r.writeJSON(obj{{"v", 1}, {"event", "note"}, {"time", stamp(t)}, {"message", msg}})
 	case ModeQuiet:
 	default:
-		r.message(t, msg, false)
+		r.message(msg, false)
 	}
 }
 
@@ -342,7 +342,7 @@ func (r *Renderer) Abort(t time.Time, code int, err error) {
 	if r.finished {
 		return
 	}
-	r.message(t, err.Error(), true)
+	r.message(err.Error(), true)
 	r.finish(t, code, err)
 }
 
@@ -382,7 +382,7 @@ func (r *Renderer) finish(t time.Time, code int, err error) {
 // message prints a line that stays: above the live area on a terminal.
 // It is not cut to the width: it scrolls up with the rest of the output
 // (the terminal may wrap it), and an error must be read whole.
-func (r *Renderer) message(t time.Time, msg string, isErr bool) {
+func (r *Renderer) message(msg string, isErr bool) {
 	switch r.o.Mode {
 	case ModeTTY:
 		var b strings.Builder
@@ -451,7 +451,8 @@ func percent(done, total int64) string {
 	return fmt.Sprintf("%.2f%%", 100*float64(done)/float64(total))
 }
 
-func (r *Renderer) stats(f *file, t time.Time) string {
+// stats is the file's progress on one line.
+func (f *file) stats() string {
 	eta := "--"
 	if d, ok := f.eta(); ok {
 		eta = human.Duration(d)

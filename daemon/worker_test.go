@@ -8,14 +8,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
-	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/serve"
 	"github.com/zfs-serve/zfs-serve/wire"
@@ -68,7 +66,7 @@ func TestSendDrainWaitsForRoom(t *testing.T) {
 		}
 		sent++
 	}
-	s.sendDrain(w) // w.cmd is nil: killing it would panic the test
+	s.sendDrain(w) // w.proc is nil: killing it would panic the test
 	if !w.draining || w.killed {
 		t.Fatalf("draining %v killed %v", w.draining, w.killed)
 	}
@@ -88,7 +86,8 @@ func TestSendToSkipsDeadWorker(t *testing.T) {
 	s := &Supervisor{log: quietLog()}
 	deadCh, deadRemote := channel(t)
 	liveCh, liveRemote := channel(t)
-	dead := &workerProc{ch: deadCh, pid: 1, isDead: true}
+	dead := &workerProc{ch: deadCh, pid: 1}
+	markGone(dead)
 	live := &workerProc{ch: liveCh, pid: 2}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -96,7 +95,7 @@ func TestSendToSkipsDeadWorker(t *testing.T) {
 	}
 	defer closeFDs(fds[:])
 	d := &dispatcher{s: s, metas: []connMeta{{id: 7, client: "c"}}, mkeys: []string{""}}
-	if !d.sendTo([]*workerProc{dead, live}, 0, dead, fds[:1]) {
+	if !d.sendTo([]*workerProc{dead, live}, 0, fds[:1]) {
 		t.Fatal("not sent to the live worker")
 	}
 	if dead.active.Load() != 0 || live.active.Load() != 1 || s.inflight.Load() != 1 {
@@ -110,7 +109,7 @@ func TestSendToSkipsDeadWorker(t *testing.T) {
 		t.Fatalf("the dead worker got a %d-byte message", n)
 	}
 	// With only the dead one, nothing is sent and nothing counted.
-	if d.sendTo([]*workerProc{dead}, 0, dead, fds[:1]) || s.inflight.Load() != 1 {
+	if d.sendTo([]*workerProc{dead}, 0, fds[:1]) || s.inflight.Load() != 1 {
 		t.Fatalf("sent to a dead worker, inflight %d", s.inflight.Load())
 	}
 }
@@ -205,81 +204,5 @@ func TestDrainedWorkerServesQueuedConnections(t *testing.T) {
 	}
 	if err := fdpass.TrySend(sup, []byte{msgStatusReq}); !errors.Is(err, unix.EPIPE) {
 		t.Fatalf("handoff to a drained worker: %v, want EPIPE", err)
-	}
-}
-
-// TestRespawnedWorkerStartTimeout: a replacement worker that never reports
-// ready is killed at the start timeout, and the slot's history says why.
-func TestRespawnedWorkerStartTimeout(t *testing.T) {
-	old := startTimeout
-	startTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { startTimeout = old })
-	dir := t.TempDir()
-	hang := filepath.Join(dir, "hang")
-	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := &Supervisor{
-		env:      env{executable: func() (string, error) { return hang, nil }, notify: func(string) {}},
-		log:      quietLog(),
-		cfg:      &config.Config{Workers: 1},
-		events:   make(chan func(), 64),
-		finished: make(chan struct{}),
-	}
-	s.dispatch.Store(&[]*workerProc{})
-	var err error
-	if s.deathR, s.deathW, err = os.Pipe(); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		for {
-			select {
-			case f := <-s.events:
-				f()
-			case <-stop:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		s.call(t.Context(), func() { s.setState(ctl.StateStopping); s.killAll("test over") })
-		close(stop)
-		<-loopDone
-		close(s.finished) // late posts from reader goroutines return
-		s.deathW.Close()
-		s.deathR.Close()
-	})
-	var g *generation
-	s.call(t.Context(), func() {
-		s.setState(ctl.StateServing)
-		g = s.newGeneration(s.cfg)
-		s.current = g
-		if err = s.spawn(g, g.slots[0]); err != nil {
-			return
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The worker never answers: the timer kills it, the slot records it
-	// and schedules a replacement.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var last string
-		var restarts int
-		s.call(t.Context(), func() { last, restarts = g.slots[0].lastExit, g.slots[0].restarts })
-		if restarts >= 1 {
-			if !strings.Contains(last, "not ready within 300ms") {
-				t.Fatalf("last exit %q", last)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a worker that never reported ready was not replaced")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -2,8 +2,13 @@ package daemon
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/digest"
+	"github.com/zfs-serve/zfs-serve/serve"
 )
 
 // Channel messages. Each is one SOCK_SEQPACKET message: a type byte, then a
@@ -180,9 +185,11 @@ func parseDone(p []byte) ([]doneMeta, error) {
 	return out, nil
 }
 
-// appendID starts a msgStatusReq or msgStatus with its request id.
-func appendID(b []byte, typ byte, id uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(b, typ), id)
+// idMessage starts a message of type typ that carries an id: a request
+// id (msgStatusReq, msgStatus, msgDigestReq, msgDigest) or a ping's
+// sequence number (msgPing, msgPong).
+func idMessage(typ byte, id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{typ}, id)
 }
 
 // parseID reads the u64 request id that starts msgStatusReq and msgStatus.
@@ -239,3 +246,53 @@ func parseAdmitted(p []byte) (id uint64, ok bool, err error) {
 	}
 	return binary.BigEndian.Uint64(p), p[8] == 1, nil
 }
+
+// workerConfig is the first message down a worker's channel: everything it
+// needs, so it reads no file but what it serves.
+type workerConfig struct {
+	Version    int            `json:"version"`
+	Generation int            `json:"generation"`
+	Slot       int            `json:"slot"`
+	Config     *config.Config `json:"config"`
+}
+
+// appendConfig is msgConfig.
+func appendConfig(b []byte, wc workerConfig) []byte {
+	j, _ := json.Marshal(wc)
+	return append(append(b, msgConfig), j...)
+}
+
+func parseConfig(p []byte) (workerConfig, error) {
+	var wc workerConfig
+	if err := json.Unmarshal(p, &wc); err != nil {
+		return wc, err
+	}
+	if wc.Config == nil {
+		return wc, errors.New("no configuration in it")
+	}
+	return wc, nil
+}
+
+// workerStatus answers msgStatusReq.
+type workerStatus struct {
+	Active      int              `json:"active"`
+	Connections uint64           `json:"connections"`
+	BytesSent   uint64           `json:"bytes_sent"`
+	Native      uint64           `json:"native_requests"`
+	HTTP        uint64           `json:"http_requests"`
+	HTTPBytes   uint64           `json:"http_bytes_sent"`
+	NativeResp  serve.Classes    `json:"native_responses"` // by status class
+	HTTPResp    serve.Classes    `json:"http_responses"`
+	Digests     digest.Stats     `json:"digests"`
+	Transfers   []serve.Transfer `json:"transfers"`
+	Omitted     int              `json:"omitted"`
+}
+
+// maxStatusBytes bounds a status answer so it always fits one channel
+// message (maxMsg, with room for the type and id). Paths may be up to 4 KiB
+// each and JSON may escape them further, so the bound is on the encoded
+// size, not on the count: transfers beyond it are counted in Omitted.
+const maxStatusBytes = maxMsg - 1024
+
+// maxStatusTransfers is the most transfers one worker lists in a status.
+const maxStatusTransfers = 1000
