@@ -38,6 +38,16 @@ const (
 // Modes lists the accepted zero_copy values.
 var Modes = []string{ModeSendfile, ModeSplice, ModeMmap, ModeCopy}
 
+// Dispatch modes: who accepts connections (docs/ARCHITECTURE.md).
+const (
+	// DispatchHandoff: the supervisor accepts each connection and hands
+	// it to the least-loaded worker (the default).
+	DispatchHandoff = "handoff"
+	// DispatchAccept: the workers accept on the listening sockets
+	// themselves, the supervisor only holds them.
+	DispatchAccept = "accept"
+)
+
 // Config is the whole configuration. The TOML keys are the contract with
 // operators and packages; see etc/zfs-serve.toml for every key, commented.
 type Config struct {
@@ -77,6 +87,9 @@ type Config struct {
 	// addresses) whose connections a proxy: listener accepts; empty:
 	// any source (docs/PROXY.md).
 	ProxyTrusted []string `toml:"proxy_trusted" json:"proxy_trusted"`
+	// Dispatch is who accepts connections: DispatchHandoff or
+	// DispatchAccept.
+	Dispatch string `toml:"dispatch" json:"dispatch"`
 }
 
 // Default returns the built-in configuration: serve the current directory on
@@ -103,6 +116,7 @@ func Default() *Config {
 		LogFormat:      "text",
 		WorkerTimeout:  Duration(10 * time.Second),
 		ProxyTrusted:   []string{},
+		Dispatch:       DispatchHandoff,
 	}
 }
 
@@ -275,6 +289,15 @@ func (c *Config) validate() error {
 	}
 	if c.MaxConnectionsPerClient < 0 {
 		return keyErr("max_connections_per_client", "must be 0 (no limit) or more, not %d", c.MaxConnectionsPerClient)
+	}
+	switch c.Dispatch {
+	case DispatchHandoff:
+	case DispatchAccept:
+		if c.MaxConnectionsPerClient > 0 {
+			return keyErr("dispatch", "%q cannot enforce max_connections_per_client (no process sees every client's connections before they are served); set dispatch = %q or max_connections_per_client = 0", c.Dispatch, DispatchHandoff)
+		}
+	default:
+		return keyErr("dispatch", "must be %s or %s, not %q", DispatchHandoff, DispatchAccept, c.Dispatch)
 	}
 	if !slices.Contains(Modes, c.ZeroCopy) {
 		return keyErr("zero_copy", "must be one of %s, not %q", strings.Join(Modes, ", "), c.ZeroCopy)

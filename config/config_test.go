@@ -84,6 +84,7 @@ func TestDefault(t *testing.T) {
 		LogFormat:      "text",
 		WorkerTimeout:  Duration(10 * time.Second),
 		ProxyTrusted:   []string{},
+		Dispatch:       "handoff",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Default() = %+v\nwant        %+v", c, want)
@@ -206,6 +207,7 @@ func TestValidationErrors(t *testing.T) {
 		{`workers = 1025`, "workers", "not 1025"},
 		{`max_connections = 0`, "max_connections", "at least 1"},
 		{`max_connections_per_client = -1`, "max_connections_per_client", "0 (no limit) or more, not -1"},
+		{`dispatch = "nope"`, "dispatch", `must be handoff or accept, not "nope"`},
 		{`worker_timeout = "2s"`, "worker_timeout", "0 (never) or between 3s and 1h, not 2s"},
 		{`worker_timeout = "2h"`, "worker_timeout", "not 2h0m0s"},
 		{`zero_copy = "zerocopy"`, "zero_copy", `must be one of sendfile, splice, mmap, copy, not "zerocopy"`},
@@ -267,6 +269,8 @@ func TestValidConfigs(t *testing.T) {
 		{`listen = ["[::1]:7070", ":0", "localhost:1", "0.0.0.0:65535"]`, func(c *Config) bool { return len(c.Listen) == 4 }},
 		{`workers = 1024`, func(c *Config) bool { return c.Workers == 1024 }},
 		{`zero_copy = "splice"`, func(c *Config) bool { return c.ZeroCopy == ModeSplice }},
+		{`dispatch = "accept"`, func(c *Config) bool { return c.Dispatch == DispatchAccept }},
+		{`dispatch = "handoff"`, func(c *Config) bool { return c.Dispatch == DispatchHandoff }},
 		{`zero_copy = "mmap"`, func(c *Config) bool { return c.ZeroCopy == ModeMmap }},
 		{`zero_copy = "copy"`, func(c *Config) bool { return c.ZeroCopy == ModeCopy }},
 		{`send_chunk = "64KiB"`, func(c *Config) bool { return c.SendChunk == 64<<10 }},
@@ -1015,5 +1019,21 @@ func TestDigestKeys(t *testing.T) {
 		if err := again.Resolve(); err != nil || again.DigestCache != c.DigestCache {
 			t.Errorf("%q: resolved again: %q, %v", tt.toml, again.DigestCache, err)
 		}
+	}
+}
+
+// TestDispatchAcceptPerClient: the accept dispatch mode cannot count
+// connections per client, so the combination is refused, naming both keys.
+func TestDispatchAcceptPerClient(t *testing.T) {
+	c := Default()
+	c.Dispatch, c.MaxConnectionsPerClient = DispatchAccept, 4
+	err := c.validate()
+	var ke *KeyError
+	if !errors.As(err, &ke) || ke.Key != "dispatch" || !strings.Contains(err.Error(), "max_connections_per_client") {
+		t.Fatalf("validate = %v, want a dispatch error naming max_connections_per_client", err)
+	}
+	c.MaxConnectionsPerClient = 0
+	if err := c.validate(); err != nil {
+		t.Fatalf("dispatch = accept without a per-client limit: %v", err)
 	}
 }

@@ -44,6 +44,7 @@ func (s *Supervisor) drain(timeout time.Duration, why string) error {
 	// go to a new instance that takes the port over (takeover.go).
 	s.refreshDispatch()
 	s.steerListeners()
+	s.acceptOnStop() // accept mode hook (acceptmode.go)
 	s.drainAt = s.env.clock.Now().Add(timeout)
 	s.log.Info("draining: no new connections; waiting for transfers in flight", "why", why,
 		"in_flight", s.inflight.Load(), "timeout", timeout)
@@ -95,6 +96,7 @@ func (s *Supervisor) kill(why string, escalated bool) {
 	s.env.notify("STOPPING=1\nSTATUS=" + s.statusLine())
 	s.refreshDispatch()
 	s.steerListeners()
+	s.acceptOnStop() // accept mode hook (acceptmode.go)
 	n := s.inflight.Load()
 	s.log.Warn("killing all workers", "why", why, "workers", s.liveWorkers(), "connections_cut", n)
 	switch {

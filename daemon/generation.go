@@ -127,6 +127,7 @@ func (s *Supervisor) refreshDispatch() {
 		}
 	}
 	s.dispatch.Store(&ws)
+	s.giveListeners(ws) // accept mode hook (acceptmode.go)
 }
 
 func (s *Supervisor) onReady(w *workerProc) {

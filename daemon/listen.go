@@ -246,6 +246,9 @@ func setNoDelay(ln net.Listener) {
 }
 
 func (s *Supervisor) startAccepting() {
+	if !s.supervisorAccepts() { // accept mode hook (acceptmode.go): the workers accept
+		return
+	}
 	for _, l := range s.listeners {
 		if !l.accepting {
 			l.accepting = true

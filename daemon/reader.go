@@ -64,6 +64,8 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			s.post(evRetire{w})
 		case msgAdmit:
 			s.admit(w, p)
+		case msgAccepted: // accept mode hook (acceptmode.go)
+			s.onAccepted(w, p)
 		case msgDone:
 			ds, err := parseDone(p)
 			if err != nil {

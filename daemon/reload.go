@@ -62,6 +62,10 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 		s.log.Warn("log_format changes only at restart; keeping the format in use", "configured", cfg.LogFormat, "in_use", s.logFormat)
 		cfg.LogFormat = s.logFormat
 	}
+	if err := s.keepDispatch(cfg); err != nil { // accept mode hook (acceptmode.go)
+		fail(fmt.Errorf("invalid configuration, nothing changed: %w", err))
+		return
+	}
 	if s.ctlOwned && cfg.Control != s.ctlPath {
 		s.log.Warn("the control socket path changes only at restart", "configured", cfg.Control, "in_use", s.ctlPath)
 	}

@@ -158,6 +158,8 @@ type Supervisor struct {
 	lastHealth time.Time // the last checkHealth (health.go)
 
 	metrics supMetrics // counters and listener for /metrics (metrics.go)
+
+	am acceptMode // accept mode hook (acceptmode.go)
 }
 
 // Run is the supervisor's main: it returns when the daemon has exited.

@@ -41,6 +41,8 @@ type worker struct {
 
 	amu    sync.Mutex
 	admits map[uint64]chan bool // msgAdmit waiting for msgAdmitted, by connection id
+
+	acc *acceptor // accept mode hook (workeraccept.go): nil in the handoff mode
 }
 
 // RunWorker is a worker process's main. It returns only on errors before
@@ -94,6 +96,7 @@ func RunWorker() error {
 	}
 	w := newWorker(ch, srv, log)
 	capacity, limit, open := fdCapacity(serve.OptionsFrom(wc.Config))
+	w.acc = newAcceptor(w, wc.Config, capacity) // accept mode hook (workeraccept.go)
 	warnCapacity(log, wc.Config, capacity, limit, open)
 	if err := fdpass.Send(ch, appendU32(nil, msgReady, uint32(capacity))); err != nil {
 		return fmt.Errorf("worker: report ready: %w", err)
@@ -171,6 +174,9 @@ func (w *worker) run() int {
 		case msgConns:
 			w.startConns(buf[1:n], fds, false)
 			continue
+		case msgListen: // accept mode hook (workeraccept.go)
+			w.listen(buf[1:n], fds)
+			continue
 		case msgDrain:
 			w.drain()
 		case msgStatusReq:
@@ -199,6 +205,7 @@ func (w *worker) run() int {
 // ends the others after their current response; once none is left the
 // channel's read side is shut, and the worker exits at its EOF.
 func (w *worker) drain() {
+	w.stopAccepting() // accept mode hook (workeraccept.go): before mu, it waits for the accept loops
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.draining {
@@ -253,6 +260,7 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 			w.done <- doneMeta{id: m.id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
 			w.mu.Lock()
 			w.active--
+			w.acc.freed() // accept mode hook (workeraccept.go)
 			w.shutIfIdle()
 			w.mu.Unlock()
 		}()
@@ -315,7 +323,7 @@ func (w *worker) outbox() {
 		}
 		timer.Stop()
 		msg = appendDone(msg[:0], batch)
-		if err := fdpass.Send(w.ch, msg); err != nil {
+		if err := w.sendDone(msg); err != nil { // accept mode hook (workeraccept.go)
 			w.log.Error("report finished connections", "err", err)
 		}
 	}

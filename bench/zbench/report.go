@@ -59,7 +59,7 @@ func render(w *strings.Builder, r *Results, findings string) {
 
 	p("## How it is measured\n\n")
 	p("- Everything on loopback, client and servers on the same %s CPUs; the data is in the page cache before the first run. `bench/run` builds the binaries, installs nginx-light, wrk, curl and strace from Debian if missing, and stops every process it started (by pid).\n", m["nproc"])
-	p("- Servers: zfs-serve with 2 workers in each `zero_copy` mode, HTTP/1.1 on (its default) on the same port as the native protocol; nginx by hand, as its users tune it for static files (`worker_processes 2; sendfile on; tcp_nopush on; open_file_cache max=10000 inactive=20s; open_file_cache_valid 1s; access_log off;` keep-alive uncapped, everything in a scratch folder); Go `net/http`'s `FileServer` (`bench/zgohttp`); and the physical-limit probe `bench/zsendfile` (blocking sockets, a thread per connection, a minimal HTTP head, then `sendfile(2)` for the whole file).\n")
+	p("- Servers: zfs-serve with 2 workers in each `zero_copy` mode (and, in the small64, newconn and httpnewconn sections, `zfs-serve (accept)`: sendfile with `dispatch = \"accept\"`, the workers accepting themselves), HTTP/1.1 on (its default) on the same port as the native protocol; nginx by hand, as its users tune it for static files (`worker_processes 2; sendfile on; tcp_nopush on; open_file_cache max=10000 inactive=20s; open_file_cache_valid 1s; access_log off;` keep-alive uncapped, everything in a scratch folder); Go `net/http`'s `FileServer` (`bench/zgohttp`); and the physical-limit probe `bench/zsendfile` (blocking sockets, a thread per connection, a minimal HTTP head, then `sendfile(2)` for the whole file).\n")
 	p("- Clients: `bench/zsink` (blocking socket, 1 MiB read buffer, discard) for streams; `bench/zload` (native protocol or HTTP/1.1, N keep-alive connections or a new one per request, latency histogram) for requests, the same tool for every server; checked against wrk below. The HTTP sections use independent clients for zfs-serve's HTTP side and nginx alike: wrk for requests (with `bench/zbench/smallfiles.lua` to spread them over the files), curl for the big file.\n")
 	p("- Saved to a file (the verify section): the big file into a file on tmpfs (`/dev/shm`, removed before and after every run) by curl, aria2c and zfetch, each timed from process start to exit, the file's size checked; client CPU is the client process's utime+stime (its rusage) per GB.\n")
 	p("- Rounds are interleaved (every server once per round), after one unrecorded warm-up run per server.\n")
@@ -391,6 +391,11 @@ func targets(r *Results) []target {
 		ratio("4 KiB keep-alive, "+conns+" conns: p99 <= nginx's", id, "zfs-sendfile", "nginx", "p99_us", 1.0, true)
 	}
 	ratio("new connection per request: >= 0.8x nginx req/s", "newconn", "zfs-sendfile", "nginx", "rps", 0.8, false)
+	if s := sec("newconn"); s != nil && s.find(zfsAcceptKey) != nil {
+		// Issue 15's targets for the accept dispatch mode.
+		ratio("new connection per request, dispatch = accept: >= 0.95x nginx req/s", "newconn", zfsAcceptKey, "nginx", "rps", 0.95, false)
+		ratio("new connection per request, dispatch = accept: server CPU per connection <= 1.2x nginx's", "newconn", zfsAcceptKey, "nginx", "cpu_us_per_req", 1.2, true)
+	}
 	ratio("server CPU per GB (one stream) <= nginx's", "stream1", "zfs-sendfile", "nginx", "cpu_per_gb", 1.0, true)
 	// HTTP: the brief's small-file, big-file and new-connection targets,
 	// with wrk or curl as the client for both servers.

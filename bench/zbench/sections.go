@@ -82,7 +82,15 @@ func (b *bench) runAll(only map[string]bool) error {
 			b.mid16(streamers)
 		}
 		if want("small64") {
-			b.small(webish, 64, nil)
+			// The accept mode beside the handoff: how keep-alive
+			// connections spread over the workers when they accept.
+			if acc, err := b.start(zfsAcceptKey); err != nil {
+				b.fail("small64: %v", err)
+				b.small(webish, 64, nil)
+			} else {
+				b.small(append(webish[:1:1], append([]*server{acc}, webish[1:]...)...), 64, nil)
+				b.stop(acc)
+			}
 		}
 		if want("wrk") {
 			b.wrkCheck(ss["nginx"])
@@ -93,6 +101,9 @@ func (b *bench) runAll(only map[string]bool) error {
 		// Fresh servers: the memory figures at 1000 connections must not
 		// carry what earlier sections left in the heaps.
 		keys := append(zfsKeys(), "nginx", "gohttp")
+		if want("newconn") {
+			keys = append(keys, zfsAcceptKey)
+		}
 		ss, err := b.startAll(keys)
 		if err != nil {
 			return err
@@ -100,6 +111,9 @@ func (b *bench) runAll(only map[string]bool) error {
 		var list []*server
 		idle := map[string]int64{}
 		for _, k := range keys {
+			if k == zfsAcceptKey {
+				continue // newconn only
+			}
 			list = append(list, ss[k])
 			idle[k] = proc.RSS(ss[k].pids())
 		}
@@ -107,14 +121,18 @@ func (b *bench) runAll(only map[string]bool) error {
 			b.small(list, b.p.ManyConns, idle)
 		}
 		if want("newconn") {
-			b.newConn([]*server{ss["zfs-sendfile"], ss["nginx"], ss["gohttp"]})
+			b.newConn([]*server{ss["zfs-sendfile"], ss[zfsAcceptKey], ss["nginx"], ss["gohttp"]})
 		}
 		b.stopAll()
 	}
 	if wantHTTP(want) {
 		// zfs-serve (HTTP on, its default) and nginx, fresh: wrk and curl
 		// are the clients for both.
-		ss, err := b.startAll([]string{"zfs-sendfile", "nginx"})
+		keys := []string{"zfs-sendfile", "nginx"}
+		if want("httpnewconn") {
+			keys = append(keys, zfsAcceptKey)
+		}
+		ss, err := b.startAll(keys)
 		if err != nil {
 			return err
 		}
@@ -126,7 +144,9 @@ func (b *bench) runAll(only map[string]bool) error {
 			b.httpSmall(rows, b.p.ManyConns)
 		}
 		if want("httpnewconn") {
-			b.httpNewConn(rows)
+			acc := *ss[zfsAcceptKey]
+			acc.key, acc.label, acc.proto = zfsAcceptKey+"/http", "zfs-serve (accept), HTTP", "http"
+			b.httpNewConn(append(rows[:1:1], &acc, rows[1]))
 		}
 		if want("httpfetch") {
 			b.httpFetch(rows)
@@ -338,7 +358,7 @@ func (b *bench) wrkCheck(ng *server) {
 
 func (b *bench) newConn(ss []*server) {
 	sec := &Section{ID: "newconn", Title: "4 KiB files, a new connection per request",
-		What:    fmt.Sprintf("`zload -newconn -c %d` for %v: each of %d clients connects, sends one request, reads the 4 KiB answer and closes, over and over. For zfs-serve this path includes the supervisor's accept and the SCM_RIGHTS handoff to a worker. Latency includes the connect.", b.p.NewConns, b.p.LoadDur, b.p.NewConns),
+		What:    fmt.Sprintf("`zload -newconn -c %d` for %v: each of %d clients connects, sends one request, reads the 4 KiB answer and closes, over and over. For zfs-serve this path includes the supervisor's accept and the SCM_RIGHTS handoff to a worker; in zfs-serve (accept), `dispatch = \"accept\"`, the worker accepts itself. Latency includes the connect.", b.p.NewConns, b.p.LoadDur, b.p.NewConns),
 		Metrics: []Metric{mRPS, mP50, mP99, mCPUReq, mClientReq}, Ratios: []string{"rps", "p99_us", "cpu_us_per_req"}}
 	b.quiet(sec)
 	spec := loadSpec{conns: b.p.NewConns, dur: b.p.LoadDur, small: true, newConn: true}

@@ -55,6 +55,11 @@ func contains(xs []int, x int) bool {
 
 var zfsModes = []string{"sendfile", "splice", "mmap", "copy"}
 
+// zfsAcceptKey is zfs-serve in sendfile mode with dispatch = "accept"
+// (the workers accept themselves), a row of the sections where the
+// dispatch mode matters: small64, newconn, httpnewconn.
+const zfsAcceptKey = "zfs-accept"
+
 // serverKeys lists every server in report order.
 func allServers() []string {
 	return []string{"zfs-sendfile", "zfs-splice", "zfs-mmap", "zfs-copy", "nginx", "gohttp", "probe"}
@@ -114,10 +119,14 @@ func (b *bench) start(key string) (*server, error) {
 		s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	case strings.HasPrefix(key, "zfs-"):
 		s.mode = strings.TrimPrefix(key, "zfs-")
+		dispatch := "handoff"
+		if key == zfsAcceptKey {
+			s.mode, dispatch = "sendfile", "accept"
+		}
 		s.proto = "native"
 		s.ctl = filepath.Join(dir, "ctl.sock")
 		conf := filepath.Join(dir, "zfs-serve.toml")
-		text := zfsConf(b.data, s.ctl, s.mode)
+		text := zfsConf(b.data, s.ctl, s.mode, dispatch)
 		if b.extraConf != "" {
 			text += "# ZBENCH_ZFS_CONF\n" + b.extraConf + "\n"
 		}
@@ -329,18 +338,19 @@ http {
 // every file it serves once, in the background, and with a 1 GiB file
 // that pass lands inside the measurements (docs/DIGESTS.md has its cost;
 // an operator warms them with zctl digest before publishing).
-func zfsConf(root, ctl, mode string) string {
+func zfsConf(root, ctl, mode, dispatch string) string {
 	return fmt.Sprintf(`# Written by bench/zbench for one benchmark run.
 root = %q
 listen = ["127.0.0.1:0"]
 control = %q
 workers = 2
 zero_copy = %q
+dispatch = %q
 max_connections = 20000
 http = true
 digests = false
 log_level = "warn"
-`, root, ctl, mode)
+`, root, ctl, mode, dispatch)
 }
 
 func tail(s string, n int) string {

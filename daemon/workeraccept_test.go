@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/serve"
+)
+
+// acceptWorker is a worker in the accept mode with limit connections at
+// most, its supervisor's end of the channel, and a listening socket.
+func acceptWorker(t *testing.T, limit int) (*worker, *net.UnixConn, net.Listener) {
+	t.Helper()
+	local, remote := channel(t)
+	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile", HeaderTimeout: time.Minute, IdleTimeout: time.Minute}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	w := newWorker(remote, srv, quietLog())
+	c := config.Default()
+	c.Dispatch, c.Workers, c.MaxConnections = config.DispatchAccept, 1, limit
+	w.acc = newAcceptor(w, c, 1000)
+	go w.outbox() // done reports, as run starts it
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	rc, _ := ln.(*net.TCPListener).SyscallConn()
+	fd := -1
+	rc.Control(func(s uintptr) { fd, _ = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	w.listen(appendListen(nil, []listenMeta{{0, ln.Addr().String()}})[1:], []int{fd})
+	return w, local, ln
+}
+
+// reports reads the supervisor's end of the channel and keeps the totals
+// of msgAccepted and msgDone, failing if a done ever outruns the accepts.
+type reports struct {
+	mu             sync.Mutex
+	accepted, done int
+}
+
+func (r *reports) read(t *testing.T, c *net.UnixConn) {
+	buf := make([]byte, maxMsg)
+	for {
+		n, fds, err := fdpass.Recv(c, buf, make([]byte, fdpass.OOBSpace))
+		closeFDs(fds)
+		if err != nil || n == 0 {
+			return
+		}
+		r.mu.Lock()
+		switch buf[0] {
+		case msgAccepted:
+			k, _ := parseAccepted(buf[1:n])
+			r.accepted += int(k)
+		case msgDone:
+			ds, _ := parseDone(buf[1:n])
+			r.done += len(ds)
+			if r.done > r.accepted {
+				t.Errorf("%d connections reported done, %d accepted", r.done, r.accepted)
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+func (r *reports) get() (accepted, done int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.accepted, r.done
+}
+
+// waitFor polls cond until it holds (bounded).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestWorkerAcceptLimit: a worker accepts up to its share of
+// max_connections and then waits, with the rest left in the backlog, until
+// a connection ends; it reports each connection accepted before done; a
+// drain stops its accept loops and leaves the socket open.
+func TestWorkerAcceptLimit(t *testing.T) {
+	w, local, ln := acceptWorker(t, 2)
+	var r reports
+	go r.read(t, local)
+	var clients []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	state := func() (active int, waiting bool) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.active, w.acc.waiting
+	}
+	waitFor(t, "two connections and a loop waiting for room", func() bool { a, wt := state(); return a == 2 && wt })
+	if got := w.srv.Stats().Connections; got != 2 {
+		t.Fatalf("served %d connections at a limit of 2", got)
+	}
+	clients[0].Close()
+	waitFor(t, "the third connection", func() bool { return w.srv.Stats().Connections == 3 })
+	if a, _ := state(); a > 2 {
+		t.Fatalf("%d connections active at a limit of 2", a)
+	}
+	waitFor(t, "the accepts and the done reported", func() bool { a, d := r.get(); return a == 3 && d == 1 })
+
+	w.drain()
+	w.mu.Lock()
+	ls, stopped := len(w.acc.ls), w.acc.stopped
+	w.mu.Unlock()
+	if ls != 0 || !stopped {
+		t.Fatalf("after drain: %d listeners, stopped %v", ls, stopped)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ac, err := ln.Accept() // still queued for the socket's other holders
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac.Close()
+	if got := w.srv.Stats().Connections; got != 3 {
+		t.Errorf("a drained worker served %d connections, want 3", got)
+	}
+}
+
+// TestWorkerListenAfterDrain: listeners that reach a draining worker are
+// closed at once, not accepted on.
+func TestWorkerListenAfterDrain(t *testing.T) {
+	local, remote := channel(t)
+	_ = local
+	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile"}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	w := newWorker(remote, srv, quietLog())
+	c := config.Default()
+	c.Dispatch, c.Workers = config.DispatchAccept, 1
+	w.acc = newAcceptor(w, c, 1000)
+	w.drain()
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[1])
+	w.listen(appendListen(nil, []listenMeta{{0, "x"}})[1:], []int{p[0]})
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_GETFD, 0); err == nil {
+		t.Error("a draining worker kept the socket it was sent")
+	}
+	if len(w.acc.ls) != 0 {
+		t.Error("a draining worker accepts")
+	}
+}
