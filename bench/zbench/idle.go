@@ -71,8 +71,8 @@ func (b *bench) idle() {
 				continue
 			}
 			row.Runs = append(row.Runs, m)
-			b.logf("idle: %s: %.0f -> %.0f -> %.0f KiB, %.2f KiB per idle connection", r.label,
-				m["rss_base"]/1024, m["rss_open"]/1024, m["rss_idle"]/1024, m["kib_per_idle_conn"])
+			b.logf("idle: %s: %.0f -> %.0f -> %.0f KiB, %.2f KiB per idle connection (%.2f of it in the supervisor or master)", r.label,
+				m["rss_base"]/1024, m["rss_open"]/1024, m["rss_idle"]/1024, m["kib_per_idle_conn"], m["kib_per_idle_conn_main"])
 		}
 	}
 	var ordered []*Row
@@ -102,6 +102,7 @@ func (b *bench) idleRun(key, proto string, n int) (sample, error) {
 	time.Sleep(500 * time.Millisecond)
 	pids := s.pids()
 	base := proc.RSS(pids)
+	baseMain := proc.RSS(pids[:1])
 	conns := make([]net.Conn, n)
 	defer func() {
 		for _, c := range conns {
@@ -145,13 +146,15 @@ func (b *bench) idleRun(key, proto string, n int) (sample, error) {
 	open := proc.RSS(pids)
 	time.Sleep(idleSettle)
 	idle := proc.RSS(s.pids())
+	idleMain := proc.RSS([]int{s.pid()})
 	// Every connection must still be open: a server that closed them
 	// would look cheap.
 	if err := idleAlive(conns); err != nil {
 		return nil, err
 	}
 	return sample{"rss_base": float64(base), "rss_open": float64(open), "rss_idle": float64(idle),
-		"kib_per_idle_conn": float64(idle-base) / 1024 / float64(n), "conns": float64(n)}, nil
+		"kib_per_idle_conn": float64(idle-base) / 1024 / float64(n), "conns": float64(n),
+		"kib_per_idle_conn_main": float64(idleMain-baseMain) / 1024 / float64(n)}, nil
 }
 
 // idleConn opens a connection to addr and completes one request for a

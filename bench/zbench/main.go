@@ -107,6 +107,7 @@ func main() {
 		finds   = flag.String("findings", "", "Markdown file included verbatim under Findings")
 		goTool  = flag.String("go", "go", "the go command (for go tool pprof)")
 		tmpfs   = flag.String("tmpfs", "", "a folder on tmpfs for the verify section's downloads (default: a folder in -scratch)")
+		idleN   = flag.Int("idle-conns", 0, "connections in the idle section (default 10000, 1000 with -quick)")
 	)
 	flag.Parse()
 	if *render != "" {
@@ -126,6 +127,9 @@ func main() {
 	b.p = fullParams()
 	if b.quick {
 		b.p = quickParams()
+	}
+	if *idleN > 0 {
+		b.p.IdleConns = *idleN
 	}
 	b.data = filepath.Join(b.scratch, "data")
 	b.pidFile = filepath.Join(b.scratch, "pids")
