@@ -49,6 +49,7 @@ var errPark = errors.New("idle: park")
 type parker struct {
 	sweepOnce sync.Once
 	lowParked int // parked connections at the last release, or fewer since (sweep only)
+	logged    int // parked connections in the last debug line (sweep only)
 	closeOnce sync.Once
 	stop      chan struct{}
 	tick      atomic.Uint32 // sweeps done (conn.idleTick compares with it)
@@ -95,6 +96,7 @@ func (s *Server) sweepLoop(stop chan struct{}, every time.Duration) {
 // period and closes the parked ones past their idle_timeout.
 func (s *Server) sweep(now time.Time) {
 	var expired []*conn
+	kicked := 0
 	s.mu.Lock()
 	tick := s.park.tick.Add(1)
 	for c := range s.conns {
@@ -104,6 +106,7 @@ func (s *Server) sweep(now time.Time) {
 			// older means a whole period has passed since.
 			if tick-c.idleTick.Load() >= 2 && c.state.CompareAndSwap(connIdle, connParking) {
 				c.f.SetReadDeadline(time.Unix(1, 0))
+				kicked++
 			}
 		case connParked:
 			if !now.Before(c.rdl) && c.state.CompareAndSwap(connParked, connBusy) {
@@ -114,6 +117,10 @@ func (s *Server) sweep(now time.Time) {
 	}
 	parked := len(s.park.parked)
 	s.mu.Unlock()
+	if kicked > 0 || len(expired) > 0 || parked != s.park.logged {
+		s.park.logged = parked
+		s.log.Debug("idle connections", "parked", parked, "parking", kicked, "closed", len(expired))
+	}
 	for _, c := range expired {
 		s.log.Debug("closing idle connection", "client", c.client, "requests", c.res.Requests)
 		c.res.Outcome = OutcomeIdle
