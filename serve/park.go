@@ -47,12 +47,13 @@ var errPark = errors.New("idle: park")
 
 // parker is a server's parked connections and the goroutines that watch them.
 type parker struct {
-	sweepOnce sync.Once
-	lowParked int // parked connections at the last release, or fewer since (sweep only)
-	logged    int // parked connections in the last debug line (sweep only)
-	closeOnce sync.Once
-	stop      chan struct{}
-	tick      atomic.Uint32 // sweeps done (conn.idleTick compares with it)
+	sweepOnce    sync.Once
+	lowParked    int // parked connections at the last release, or fewer since (sweep only)
+	sinceRelease int // sweeps since the last release (sweep only)
+	logged       int // parked connections in the last debug line (sweep only)
+	closeOnce    sync.Once
+	stop         chan struct{}
+	tick         atomic.Uint32 // sweeps done (conn.idleTick compares with it)
 
 	epOnce sync.Once
 	ep     int      // the epoll set
@@ -126,27 +127,43 @@ func (s *Server) sweep(now time.Time) {
 		c.res.Outcome = OutcomeIdle
 		c.finish()
 	}
-	s.release(parked)
+	s.release(parked, kicked)
 }
 
 // releaseMin is the growth in parked connections since the last release
-// of memory that makes the sweep release it again (and a quarter more).
+// of memory that makes the sweep release it again.
 const releaseMin = 256
+
+// releaseEvery is the most sweeps between releases while connections
+// keep parking; releaseGap the fewest.
+const (
+	releaseEvery = 10
+	releaseGap   = 2
+)
 
 // release returns memory to the system when many connections have parked
 // since it last did: the stacks of their ended goroutines and their HTTP
 // buffers are free, but the runtime keeps free memory until collections
 // lower its heap goal, which a server with idle connections may not run
 // for minutes. Only growth counts, not churn: connections that wake and
-// park again in turn do not collect anything.
-func (s *Server) release(parked int) {
-	p := &s.park
-	p.lowParked = min(p.lowParked, parked)
-	if parked-p.lowParked < max(releaseMin, p.lowParked/4) {
-		return
+// park again in turn do not collect anything. It waits for a sweep that
+// parks nobody (the end of a burst), or releaseEvery sweeps.
+func (s *Server) release(parked, parking int) {
+	if s.park.releaseDue(parked, parking) {
+		debug.FreeOSMemory()
 	}
-	p.lowParked = parked
-	debug.FreeOSMemory()
+}
+
+// releaseDue is release's decision, after a sweep that found parked
+// connections parked and woke parking more to park.
+func (p *parker) releaseDue(parked, parking int) bool {
+	p.lowParked = min(p.lowParked, parked)
+	p.sinceRelease++
+	if parked-p.lowParked < releaseMin || p.sinceRelease < releaseGap || (parking > 0 && p.sinceRelease < releaseEvery) {
+		return false
+	}
+	p.lowParked, p.sinceRelease = parked, 0
+	return true
 }
 
 // epoll returns the server's epoll set, made on the first park along with

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"runtime"
 	"testing"
@@ -207,5 +208,35 @@ func TestParkNoGoroutine(t *testing.T) {
 	}
 	for _, c := range conns {
 		parkProtos[0].do(t, c, data)
+	}
+}
+
+// TestReleaseDue: memory is handed back after a burst of parking ends,
+// every releaseEvery sweeps while it lasts, and never for churn.
+func TestReleaseDue(t *testing.T) {
+	type sweep struct{ parked, parking int }
+	for _, tc := range []struct {
+		name   string
+		sweeps []sweep
+		want   []int // sweeps (indexes) that release
+	}{
+		{"few", []sweep{{0, 100}, {100, 0}, {100, 0}}, nil},
+		{"burst then quiet", []sweep{{0, 5000}, {5000, 5000}, {10000, 0}, {10000, 0}}, []int{2}},
+		{"not twice in a row", []sweep{{0, 0}, {300, 0}, {600, 0}, {900, 0}}, []int{1, 3}},
+		{"long burst", []sweep{{0, 1}, {300, 1}, {600, 1}, {900, 1}, {1200, 1}, {1500, 1}, {1800, 1}, {2100, 1}, {2400, 1}, {2700, 1}, {3000, 1}}, []int{9}},
+		{"churn", []sweep{{1000, 0}, {1000, 0}, {900, 100}, {1000, 100}, {950, 50}, {1000, 50}}, []int{1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p parker
+			var got []int
+			for i, sw := range tc.sweeps {
+				if p.releaseDue(sw.parked, sw.parking) {
+					got = append(got, i)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("released after sweeps %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

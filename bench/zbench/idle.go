@@ -31,7 +31,8 @@ var (
 
 // idleSettle is how long the connections stay idle before RSS is read:
 // longer than zfs-serve takes to park an idle connection (serve/park.go:
-// at most two sweeps of a second) and let its goroutine's memory go.
+// at most two sweeps of a second) and to hand the memory of the ended
+// goroutines back (the next sweep that parks nobody).
 const idleSettle = 6 * time.Second
 
 // idleOpeners is how many connections are being opened at once.
