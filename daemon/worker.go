@@ -254,16 +254,18 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 		// so os.NewFile registers it with the runtime poller: deadlines and
 		// parking work without the dup that net.FileConn would make.
 		f := os.NewFile(uintptr(fd), m.client)
-		go func() {
-			defer w.conns.Done()
-			r := w.srv.Serve(f, serve.ConnInfo{Client: m.client, ID: m.id, Proxy: m.flags&connProxy != 0, Admit: m.flags&connAdmit != 0})
+		// Run returns when the connection ends or waits idle without a
+		// goroutine (serve/park.go); the callback runs when it ends.
+		ci := serve.ConnInfo{Client: m.client, ID: m.id, Proxy: m.flags&connProxy != 0, Admit: m.flags&connAdmit != 0}
+		go w.srv.Run(f, ci, func(r serve.Result) {
 			w.done <- doneMeta{id: m.id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
 			w.mu.Lock()
 			w.active--
 			w.acc.freed() // accept mode hook (workeraccept.go)
 			w.shutIfIdle()
 			w.mu.Unlock()
-		}()
+			w.conns.Done()
+		})
 	}
 }
 

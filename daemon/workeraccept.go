@@ -189,16 +189,17 @@ func (a *acceptor) start(fd int, sa syscall.Sockaddr, proxy bool) {
 	a.pending.Add(1)
 	// Non-blocking (SOCK_NONBLOCK): os.NewFile puts it in the poller.
 	f := os.NewFile(uintptr(fd), client)
-	go func() {
-		defer w.conns.Done()
-		r := w.srv.Serve(f, serve.ConnInfo{Client: client, ID: id, Proxy: proxy})
+	// Run, not Serve: an idle keep-alive connection then waits without a
+	// goroutine (serve/park.go); the callback runs when it ends.
+	go w.srv.Run(f, serve.ConnInfo{Client: client, ID: id, Proxy: proxy}, func(r serve.Result) {
 		w.done <- doneMeta{id: id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
 		w.mu.Lock()
 		w.active--
 		a.freed()
 		w.shutIfIdle()
 		w.mu.Unlock()
-	}()
+		w.conns.Done()
+	})
 }
 
 // reporter sends msgAccepted at most every doneDelay while connections

@@ -31,19 +31,27 @@ type httpConn struct {
 	bytes  int64
 }
 
+// startHTTP makes c an HTTP connection: the bytes sniff read move into
+// an HTTP buffer.
+func (c *conn) startHTTP() {
+	b := c.buf[c.rpos:c.rend]
+	c.getHTTP()
+	c.rend = copy(c.buf, b)
+}
+
 // serveHTTP serves HTTP requests until the client closes, a timeout, an
-// error, a refused head, a drain, or a response that ends the connection.
-func (c *conn) serveHTTP() {
-	s := c.s
-	h := &httpConn{}
-	c.http = h
-	c.rend = copy(h.buf[:], c.buf[c.rpos:c.rend])
-	c.rpos = 0
-	c.buf = h.buf[:]
-	for first := true; ; first = false {
+// error, a refused head, a drain, or a response that ends the connection
+// (false), or until it waits idle to be parked (true). first: the
+// connection's first request comes next.
+func (c *conn) serveHTTP(first bool) (park bool) {
+	s, h := c.s, c.http
+	for ; ; first = false {
 		if err := c.readHead(first); err != nil {
+			if err == errPark {
+				return true
+			}
 			c.res.Outcome = c.httpReadFailed(err)
-			return
+			return false
 		}
 		c.res.Requests++
 		s.httpRequests.Add(1)
@@ -55,7 +63,7 @@ func (c *conn) serveHTTP() {
 		c.accessLog()
 		if err != nil {
 			c.res.Outcome = c.sendFailed(&wire.Request{Op: wire.OpGet, Path: h.req.Path}, err)
-			return
+			return false
 		}
 		if h.close {
 			c.res.Outcome = OutcomeClosed
@@ -63,7 +71,7 @@ func (c *conn) serveHTTP() {
 				c.res.Outcome = OutcomeDrained
 			}
 			c.lingerClose()
-			return
+			return false
 		}
 	}
 }

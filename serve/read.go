@@ -20,6 +20,8 @@ const (
 	connBusy int32 = iota
 	connIdle
 	connKicked
+	connParking // woken by the sweep to park (park.go)
+	connParked  // waiting without a goroutine (park.go)
 )
 
 // readRequest waits for the next request. While a kept-alive connection
@@ -86,7 +88,10 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 // now runs for this request.
 func (c *conn) readIdle(first bool) (armed bool, err error) {
 	s := c.s
-	if first {
+	if first || c.resumed {
+		// A parked connection resumes because bytes (or the client's
+		// close) arrived: its request has started.
+		c.resumed = false
 		c.setReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
 		return true, c.fill()
 	}
@@ -100,6 +105,7 @@ func (c *conn) readIdle(first bool) (armed bool, err error) {
 	// Order matters against Drain, which sets draining and then, under
 	// s.mu, moves each idle connection to kicked and its deadline to the
 	// past: idle first, then the check.
+	c.idleTick.Store(s.park.tick.Load())
 	c.state.Store(connIdle)
 	if s.draining.Load() && !c.pending() {
 		c.state.Store(connBusy)
@@ -112,13 +118,14 @@ func (c *conn) readIdle(first bool) (armed bool, err error) {
 		}
 		return false, err
 	}
-	// Kicked by a drain, which may still be setting the past deadline.
-	// Drain kicks (idle to kicked, then the deadline) under s.mu, so
-	// leaving kicked under s.mu waits for the kick to be whole, and the
-	// header_timeout set below cannot be overwritten by it. Then decide
-	// what the wake-up meant.
+	// Kicked by a drain or by the sweep (to park), which may still be
+	// setting the past deadline. A kick (idle to kicked, then the
+	// deadline) happens under s.mu, so leaving the kicked state under
+	// s.mu waits for the kick to be whole, and the header_timeout set
+	// below cannot be overwritten by it. Then decide what the wake-up
+	// meant.
 	s.mu.Lock()
-	c.state.Store(connBusy)
+	kick := c.state.Swap(connBusy)
 	s.mu.Unlock()
 	if err == nil || (errors.Is(err, os.ErrDeadlineExceeded) && c.pending()) {
 		// A request had arrived: serve it, under header_timeout, which
@@ -131,6 +138,9 @@ func (c *conn) readIdle(first bool) (armed bool, err error) {
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		err = errDrained
+		if kick == connParking {
+			err = errPark
+		}
 	}
 	return false, err
 }

@@ -73,6 +73,7 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	wg       sync.WaitGroup
+	park     parker // idle connections without a goroutine (park.go)
 
 	totalConns atomic.Uint64
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
@@ -138,6 +139,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 
 // Close releases the root and the idle pipes. Call it after Wait.
 func (s *Server) Close() error {
+	s.park.close()
 	s.closeDigests()
 	s.files.close()
 	for len(s.pipes) > 0 { // nothing else uses them after Wait
@@ -229,70 +231,55 @@ type conn struct {
 	rd          readOp
 	runRead     func(uintptr) bool // c.doRead, bound once
 	out         []byte
-	state       atomic.Int32 // connBusy, connIdle or connKicked
+	state       atomic.Int32 // connBusy, connIdle, connKicked, connParking or connParked
 	cur         atomic.Pointer[transfer]
 	res         Result
+	// parking (park.go)
+	seq      uint64        // this server's number for the connection, its epoll token
+	idleTick atomic.Uint32 // the sweep count when it last went idle
+	isHTTP   bool          // speaks HTTP (c.http is nil while parked)
+	resumed  bool          // a parked connection woken by its first bytes
+	polled   bool          // in the epoll set (re-armed with EPOLL_CTL_MOD)
+	done     func(Result)
 }
 
-// ServeConn serves the socket f (non-blocking, already registered with the
-// runtime poller, e.g. by os.NewFile) until the client closes, a timeout,
-// an error, or a drain. It closes f.
-func (s *Server) ServeConn(f *os.File, client string) Result {
-	return s.Serve(f, ConnInfo{Client: client})
-}
-
-// Serve is ServeConn for a connection described by ci (proxy.go).
-func (s *Server) Serve(f *os.File, ci ConnInfo) Result {
-	c := &conn{s: s, f: f, client: ci.Client, proxy: ci.Proxy, admitAsk: ci.Admit, id: ci.ID}
-	c.buf = c.rbuf[:]
-	s.wg.Add(1)
-	s.totalConns.Add(1)
-	s.mu.Lock()
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		f.Close()
-		s.wg.Done()
-	}()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		c.res.Outcome = OutcomeError
-		return c.res
-	}
-	c.rc = rc
-	c.runOp, c.runRead = c.doOp, c.doRead
-	rc.Control(func(fd uintptr) { c.fd = int(fd) })
-	c.serve()
-	return c.res
-}
-
-func (c *conn) serve() {
+// serve serves a new connection until it ends (false) or waits idle to be
+// parked (true).
+func (c *conn) serve() (park bool) {
 	s := c.s
 	if c.proxy && !c.readProxy() {
-		return
+		return false
 	}
 	native, err := c.sniff()
 	if err != nil {
 		c.res.Outcome = c.readFailed(err)
-		return
+		return false
 	}
 	if !native {
 		if !s.opts.HTTP {
 			s.log.Debug("closing a connection that is not native (http = false)", "client", c.client)
 			c.res.Outcome = OutcomeBadRequest
-			return
+			return false
 		}
-		c.serveHTTP()
-		return
+		c.startHTTP()
+		return c.serveHTTP(true)
 	}
-	for first := true; ; first = false {
+	return c.serveNative(true)
+}
+
+// serveNative serves native requests until the connection ends (false) or
+// waits idle to be parked (true). first: the connection's first request
+// comes next.
+func (c *conn) serveNative(first bool) (park bool) {
+	s := c.s
+	for ; ; first = false {
 		q, err := c.readRequest(first)
+		if err == errPark {
+			return true
+		}
 		if err != nil {
 			c.res.Outcome = c.readFailed(err)
-			return
+			return false
 		}
 		c.res.Requests++
 		s.nativeRequests.Add(1)
@@ -306,11 +293,11 @@ func (c *conn) serve() {
 		}
 		if err != nil {
 			c.res.Outcome = c.sendFailed(&q, err)
-			return
+			return false
 		}
 		if s.draining.Load() {
 			c.res.Outcome = OutcomeDrained
-			return
+			return false
 		}
 	}
 }

@@ -119,7 +119,7 @@ func (ts *testServer) connectWith(t *testing.T, ci ConnInfo) {
 	ts.client, ts.br = c, bufio.NewReader(c)
 	res := ts.result
 	ci.Client = c.LocalAddr().String()
-	go func() { res <- ts.srv.Serve(pf, ci) }()
+	go ts.srv.Run(pf, ci, func(r Result) { res <- r })
 }
 
 func (ts *testServer) write(t *testing.T, name string, data []byte) {

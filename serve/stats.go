@@ -5,7 +5,8 @@ import (
 )
 
 // Drain stops the server taking more requests: connections between
-// requests close now, the others after their current response.
+// requests close now (parked ones from a goroutine of their own, so Drain
+// does not wait for them), the others after their current response.
 func (s *Server) Drain() {
 	s.draining.Store(true)
 	s.mu.Lock()
@@ -14,6 +15,9 @@ func (s *Server) Drain() {
 		if c.state.CompareAndSwap(connIdle, connKicked) {
 			c.f.SetReadDeadline(time.Unix(1, 0))
 		}
+	}
+	if cs := s.claimParked(); len(cs) > 0 {
+		go finishAll(cs, OutcomeDrained) // done callbacks may take the caller's locks
 	}
 }
 

@@ -38,6 +38,7 @@ type params struct {
 	LoadDur    time.Duration `json:"load_dur"`    // request workloads, per run
 	ManyConns  int           `json:"many_conns"`  // the "1000 connections" figure
 	NewConns   int           `json:"new_conns"`   // concurrent clients, new connection per request
+	IdleConns  int           `json:"idle_conns"`  // idle keep-alive connections in the idle section
 	SoakWarm   int64         `json:"soak_warm"`   // warm-up requests before the soak's first RSS reading
 	SoakTotal  int64         `json:"soak_total"`  // requests in the RSS soak
 	SoakSteps  int           `json:"soak_steps"`  // RSS read this many times along the soak
@@ -50,7 +51,7 @@ func fullParams() params {
 	return params{
 		Runs: 5, BigSize: 1 << 30, NSmall: 1000, NMid: 100,
 		StreamDur: 2 * time.Second, LoadDur: 3 * time.Second,
-		ManyConns: 1000, NewConns: 32,
+		ManyConns: 1000, NewConns: 32, IdleConns: 10000,
 		SoakWarm: 100_000, SoakTotal: 1_000_000, SoakSteps: 5,
 		BusyCPU: 0.25, QuietWait: 20 * time.Second, ProfileDur: 3 * time.Second,
 	}
@@ -60,7 +61,7 @@ func quickParams() params {
 	return params{
 		Runs: 1, BigSize: 64 << 20, NSmall: 100, NMid: 10,
 		StreamDur: 300 * time.Millisecond, LoadDur: 300 * time.Millisecond,
-		ManyConns: 1000, NewConns: 32,
+		ManyConns: 1000, NewConns: 32, IdleConns: 1000,
 		SoakWarm: 5_000, SoakTotal: 20_000, SoakSteps: 2,
 		BusyCPU: 0.25, QuietWait: 0, ProfileDur: 300 * time.Millisecond,
 	}
@@ -106,6 +107,7 @@ func main() {
 		finds   = flag.String("findings", "", "Markdown file included verbatim under Findings")
 		goTool  = flag.String("go", "go", "the go command (for go tool pprof)")
 		tmpfs   = flag.String("tmpfs", "", "a folder on tmpfs for the verify section's downloads (default: a folder in -scratch)")
+		idleN   = flag.Int("idle-conns", 0, "connections in the idle section (default 10000, 1000 with -quick)")
 	)
 	flag.Parse()
 	if *render != "" {
@@ -125,6 +127,9 @@ func main() {
 	b.p = fullParams()
 	if b.quick {
 		b.p = quickParams()
+	}
+	if *idleN > 0 {
+		b.p.IdleConns = *idleN
 	}
 	b.data = filepath.Join(b.scratch, "data")
 	b.pidFile = filepath.Join(b.scratch, "pids")

@@ -426,6 +426,28 @@ func targets(r *Results) []target {
 		}
 		out = append(out, t)
 	}
+	if s := sec("idle"); s != nil {
+		med := func(key string) (float64, bool) {
+			if row := s.find(key); row != nil {
+				return row.median("kib_per_idle_conn")
+			}
+			return 0, false
+		}
+		for _, key := range []string{"zfs-sendfile", zfsHTTPKey} {
+			proto := map[string]string{"zfs-sendfile": "native", zfsHTTPKey: "HTTP"}[key]
+			t := target{what: fmt.Sprintf("%d idle keep-alive connections, %s: <= 4 KiB each", r.Params.IdleConns, proto)}
+			t.value, t.status = "-", "not measured"
+			if v, ok := med(key); ok {
+				ng, _ := med("nginx")
+				t.value = fmt.Sprintf("%.2f KiB (nginx %.2f)", v, ng)
+				t.status = "met"
+				if v > 4 {
+					t.status = "**missed**"
+				}
+			}
+			out = append(out, t)
+		}
+	}
 	if s := sec("soak"); s != nil {
 		t := target{what: "RSS flat over " + countName(r.Params.SoakTotal) + " requests"}
 		t.value, t.status = "-", "not measured"

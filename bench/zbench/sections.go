@@ -161,6 +161,9 @@ func (b *bench) runAll(only map[string]bool) error {
 		b.verify(ss["nginx"], ss["zfs-sendfile"])
 		b.stopAll()
 	}
+	if want("idle") {
+		b.idle() // a fresh server for every run
+	}
 	if want("soak") {
 		ss, err := b.startAll([]string{"zfs-sendfile", "nginx"})
 		if err != nil {

@@ -1,0 +1,393 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/httpx"
+)
+
+// Idle keep-alive connections without a goroutine.
+//
+// A kept-alive connection waits for its next request in readIdle, its
+// goroutine parked in the runtime's poller: cheap to wake, so a busy
+// connection keeps doing that. One that stays idle through a whole sweep
+// (sweepEvery: a second, or a tenth of idle_timeout) is parked instead:
+// the sweep wakes its goroutine (a read deadline in the past, as a drain
+// does), which registers the socket in the server's own epoll set
+// (EPOLLONESHOT), hands its HTTP buffer back to a pool and ends. What is
+// left is the conn struct, the os.File and its poll descriptor: no stack,
+// no buffer. When the socket becomes readable (a request, or the client's
+// close) the poller goroutine starts a goroutine that carries on where the
+// old one stopped, under header_timeout from that first byte as for any
+// kept-alive connection. The sweep also closes parked connections whose
+// idle_timeout has passed, and Drain closes them at once.
+//
+// The epoll set is itself registered with the runtime's poller (an epoll
+// descriptor is readable while it has events), so waiting for it costs no
+// thread: one goroutine per server reads it when the runtime says so.
+//
+// Ownership: a parked connection is in parker.parked and in state
+// connParked; whoever moves it out of that state (under Server.mu: the
+// poller, the sweep, Drain, or the parking goroutine itself when the
+// registration failed) owns it from then on and either serves or
+// finishes it.
+
+// errPark is readIdle's answer to a sweep's wake-up: nothing arrived, the
+// connection should park.
+var errPark = errors.New("idle: park")
+
+// parker is a server's parked connections and the goroutines that watch them.
+type parker struct {
+	sweepOnce    sync.Once
+	lowParked    int // parked connections at the last release, or fewer since (sweep only)
+	sinceRelease int // sweeps since the last release (sweep only)
+	logged       int // parked connections in the last debug line (sweep only)
+	closeOnce    sync.Once
+	stop         chan struct{}
+	tick         atomic.Uint32 // sweeps done (conn.idleTick compares with it)
+
+	epOnce sync.Once
+	ep     int      // the epoll set
+	epFile *os.File // the same, registered with the runtime's poller
+	epErr  error
+	parked map[uint64]*conn // by conn.seq, under Server.mu
+}
+
+// sweepEvery is how often the sweep runs for a given idle_timeout: a
+// connection is parked after one to two of these, and a parked one closed
+// at most one late.
+func sweepEvery(idle time.Duration) time.Duration {
+	if idle <= 0 {
+		return time.Second
+	}
+	return min(max(idle/10, 10*time.Millisecond), time.Second)
+}
+
+// startSweep starts the sweep, once per server.
+func (s *Server) startSweep() {
+	s.park.sweepOnce.Do(func() {
+		s.park.stop = make(chan struct{})
+		go s.sweepLoop(s.park.stop, sweepEvery(s.opts.IdleTimeout))
+	})
+}
+
+func (s *Server) sweepLoop(stop chan struct{}, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			s.sweep(time.Now())
+		}
+	}
+}
+
+// sweep parks the connections that were idle through the whole last
+// period and closes the parked ones past their idle_timeout.
+func (s *Server) sweep(now time.Time) {
+	var expired []*conn
+	kicked := 0
+	s.mu.Lock()
+	tick := s.park.tick.Add(1)
+	for c := range s.conns {
+		switch c.state.Load() {
+		case connIdle:
+			// idleTick is the sweep count when it went idle: tick-2 or
+			// older means a whole period has passed since.
+			if tick-c.idleTick.Load() >= 2 && c.state.CompareAndSwap(connIdle, connParking) {
+				c.f.SetReadDeadline(time.Unix(1, 0))
+				kicked++
+			}
+		case connParked:
+			if !now.Before(c.rdl) && c.state.CompareAndSwap(connParked, connBusy) {
+				delete(s.park.parked, c.seq)
+				expired = append(expired, c)
+			}
+		}
+	}
+	parked := len(s.park.parked)
+	s.mu.Unlock()
+	if kicked > 0 || len(expired) > 0 || parked != s.park.logged {
+		s.park.logged = parked
+		s.log.Debug("idle connections", "parked", parked, "parking", kicked, "closed", len(expired))
+	}
+	for _, c := range expired {
+		s.log.Debug("closing idle connection", "client", c.client, "requests", c.res.Requests)
+		c.res.Outcome = OutcomeIdle
+		c.finish()
+	}
+	s.release(parked, kicked)
+}
+
+// releaseMin is the growth in parked connections since the last release
+// of memory that makes the sweep release it again.
+const releaseMin = 256
+
+// releaseEvery is the most sweeps between releases while connections
+// keep parking; releaseGap the fewest.
+const (
+	releaseEvery = 10
+	releaseGap   = 2
+)
+
+// release returns memory to the system when many connections have parked
+// since it last did: the stacks of their ended goroutines and their HTTP
+// buffers are free, but the runtime keeps free memory until collections
+// lower its heap goal, which a server with idle connections may not run
+// for minutes. Only growth counts, not churn: connections that wake and
+// park again in turn do not collect anything. It waits for a sweep that
+// parks nobody (the end of a burst), or releaseEvery sweeps.
+func (s *Server) release(parked, parking int) {
+	if s.park.releaseDue(parked, parking) {
+		debug.FreeOSMemory()
+	}
+}
+
+// releaseDue is release's decision, after a sweep that found parked
+// connections parked and woke parking more to park.
+func (p *parker) releaseDue(parked, parking int) bool {
+	p.lowParked = min(p.lowParked, parked)
+	p.sinceRelease++
+	if parked-p.lowParked < releaseMin || p.sinceRelease < releaseGap || (parking > 0 && p.sinceRelease < releaseEvery) {
+		return false
+	}
+	p.lowParked, p.sinceRelease = parked, 0
+	return true
+}
+
+// epoll returns the server's epoll set, made on the first park along with
+// the goroutine that reads it.
+func (s *Server) epoll() (int, error) {
+	p := &s.park
+	p.epOnce.Do(func() {
+		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			p.epErr = fmt.Errorf("epoll_create1: %w", err)
+			return
+		}
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			p.epErr = fmt.Errorf("epoll set non-blocking: %w", err)
+			return
+		}
+		f := os.NewFile(uintptr(fd), "parked-connections")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			p.epErr = fmt.Errorf("epoll: %w", err)
+			return
+		}
+		p.ep, p.epFile = fd, f
+		go s.pollParked(rc)
+	})
+	return p.ep, p.epErr
+}
+
+// pollParked reads the epoll set whenever the runtime's poller says it has
+// events, and starts a goroutine for each connection that became readable.
+// It returns when Close closes the set.
+func (s *Server) pollParked(rc syscall.RawConn) {
+	events := make([]unix.EpollEvent, 128)
+	var n int
+	var werr error
+	wait := func(fd uintptr) bool {
+		for {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			if werr == unix.EINTR {
+				continue
+			}
+			return werr != nil || n > 0
+		}
+	}
+	var ready []*conn
+	for {
+		if err := rc.Read(wait); err != nil {
+			return // closed by Close, after Wait: nothing is parked
+		}
+		if werr != nil {
+			s.log.Error("epoll_wait on parked connections failed; closing them", "err", werr)
+			s.closeParked(OutcomeError)
+			return
+		}
+		s.mu.Lock()
+		for _, ev := range events[:n] {
+			seq := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			c := s.park.parked[seq]
+			if c == nil || !c.state.CompareAndSwap(connParked, connBusy) {
+				continue
+			}
+			delete(s.park.parked, seq)
+			ready = append(ready, c)
+		}
+		s.mu.Unlock()
+		for i, c := range ready {
+			go c.resume()
+			ready[i] = nil
+		}
+		ready = ready[:0]
+	}
+}
+
+// closeParked finishes every parked connection with outcome, from a
+// goroutine of its own (the caller may hold locks a done callback takes).
+func (s *Server) closeParked(outcome Outcome) {
+	s.mu.Lock()
+	cs := s.claimParked()
+	s.mu.Unlock()
+	go finishAll(cs, outcome)
+}
+
+// claimParked (under s.mu) takes every parked connection out of the set.
+func (s *Server) claimParked() []*conn {
+	var cs []*conn
+	for seq, c := range s.park.parked {
+		if c.state.CompareAndSwap(connParked, connBusy) {
+			cs = append(cs, c)
+		}
+		delete(s.park.parked, seq)
+	}
+	return cs
+}
+
+func finishAll(cs []*conn, outcome Outcome) {
+	for _, c := range cs {
+		c.res.Outcome = outcome
+		c.finish()
+	}
+}
+
+// park leaves c waiting for its next request without a goroutine. The
+// caller's goroutine may end once it returns. c has no request bytes
+// buffered (readIdle parks only an empty buffer).
+func (c *conn) park() {
+	s := c.s
+	ep, err := s.epoll()
+	if err != nil {
+		s.log.Error("cannot park an idle connection; closing it", "client", c.client, "err", err)
+		c.res.Outcome = OutcomeError
+		c.finish()
+		return
+	}
+	c.putHTTP()
+	op := unix.EPOLL_CTL_MOD
+	if !c.polled {
+		op, c.polled = unix.EPOLL_CTL_ADD, true
+	}
+	seq, rc := c.seq, c.rc
+	s.mu.Lock()
+	if s.draining.Load() {
+		s.mu.Unlock()
+		c.res.Outcome = OutcomeDrained
+		c.finish()
+		return
+	}
+	if s.park.parked == nil {
+		s.park.parked = make(map[uint64]*conn)
+	}
+	s.park.parked[seq] = c
+	c.state.Store(connParked)
+	s.mu.Unlock()
+	// From here another goroutine may own c: use only what is above.
+	// Registering after publishing loses no event: epoll_ctl reports a
+	// socket that is readable already.
+	var cerr error
+	err = rc.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(seq)), Pad: int32(uint32(seq >> 32))}
+		cerr = unix.EpollCtl(ep, op, int(fd), &ev)
+	})
+	if err == nil && cerr == nil {
+		return
+	}
+	// Closed meanwhile by its new owner (err), or the set refused it.
+	s.mu.Lock()
+	mine := c.state.CompareAndSwap(connParked, connBusy)
+	if mine {
+		delete(s.park.parked, seq)
+	}
+	s.mu.Unlock()
+	if mine {
+		s.log.Error("cannot park an idle connection; closing it", "client", c.client, "err", errors.Join(err, cerr))
+		c.res.Outcome = OutcomeError
+		c.finish()
+	}
+}
+
+// resume serves a parked connection that became readable, in a goroutine
+// of its own, until it parks again or ends.
+func (c *conn) resume() {
+	c.resumed = true
+	var parked bool
+	if c.isHTTP {
+		c.getHTTP()
+		parked = c.serveHTTP(false)
+	} else {
+		parked = c.serveNative(false)
+	}
+	c.parkOrFinish(parked)
+}
+
+func (c *conn) parkOrFinish(parked bool) {
+	if parked {
+		c.park()
+		return
+	}
+	c.finish()
+}
+
+// httpConns are HTTP buffers not in use (a parked connection has none),
+// a few: not a sync.Pool, which would keep the buffers of every
+// connection parked since the last two collections, 8 KiB each, and each
+// one kept pins the span it is in.
+var httpConns = make(chan *httpConn, 16)
+
+// getHTTP gives c an HTTP buffer, empty.
+func (c *conn) getHTTP() {
+	var h *httpConn
+	select {
+	case h = <-httpConns:
+	default:
+		h = new(httpConn)
+	}
+	c.http, c.isHTTP = h, true
+	c.buf = h.buf[:]
+	c.rpos, c.rend = 0, 0
+}
+
+// putHTTP hands c's HTTP buffer back, if it has one.
+func (c *conn) putHTTP() {
+	if c.http == nil {
+		return
+	}
+	h := c.http
+	c.http, c.buf = nil, c.rbuf[:]
+	h.req = httpx.Request{}
+	select {
+	case httpConns <- h:
+	default:
+	}
+}
+
+// close stops the sweep and closes the epoll set (Server.Close, after Wait).
+func (p *parker) close() {
+	p.closeOnce.Do(func() {
+		p.sweepOnce.Do(func() {}) // no sweep starts after this
+		if p.stop != nil {
+			close(p.stop)
+		}
+		p.epOnce.Do(func() { p.epErr = errors.New("server closed") })
+		if p.epFile != nil {
+			p.epFile.Close()
+		}
+	})
+}

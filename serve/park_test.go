@@ -1,0 +1,242 @@
+package serve
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// parked returns how many connections wait without a goroutine.
+func (s *Server) parked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.park.parked)
+}
+
+// parkAll sweeps until n connections are parked (each sweep only parks
+// connections idle since before the previous one; parking itself happens
+// in the woken goroutine).
+func parkAll(t *testing.T, s *Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.parked() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connections parked", s.parked(), n)
+		}
+		s.sweep(time.Now())
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// parkProtos are the two protocols a parked connection resumes in: a
+// request and a check of its answer.
+var parkProtos = []struct {
+	name string
+	http bool
+	do   func(t *testing.T, ts *testServer, data []byte)
+}{
+	{"native", false, func(t *testing.T, ts *testServer, data []byte) {
+		t.Helper()
+		r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+		if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+			t.Fatalf("status %v, %d bytes, equal=%v", r.Status, len(body), bytes.Equal(body, data))
+		}
+	}},
+	{"http", true, func(t *testing.T, ts *testServer, data []byte) {
+		t.Helper()
+		resp, body := ts.httpDo(t, "GET", "GET /f HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp.StatusCode != 200 || !bytes.Equal(body, data) {
+			t.Fatalf("status %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, data))
+		}
+	}},
+}
+
+func newParkServer(t *testing.T, http bool, opts ...func(*Options)) *testServer {
+	t.Helper()
+	if http {
+		return newHTTPServer(t, opts...)
+	}
+	return newTestServer(t, config.ModeSendfile, opts...)
+}
+
+// TestParkResume: a kept-alive connection idle through a sweep waits
+// without a goroutine; a request wakes it, is answered whole, and the
+// connection parks and resumes again (the epoll registration re-armed). A
+// parked connection still counts as active.
+func TestParkResume(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			data := random(100<<10 + 7)
+			ts.write(t, "f", data)
+			for i := range 3 {
+				p.do(t, ts, data)
+				parkAll(t, ts.srv, 1)
+				if st := ts.srv.Stats(); st.Active != 1 {
+					t.Fatalf("round %d: %d active while parked, want 1", i, st.Active)
+				}
+			}
+			p.do(t, ts, data)
+			ts.client.Close()
+			select {
+			case res := <-ts.result:
+				if res.Outcome != OutcomeClosed || res.Requests != 4 || res.Bytes != 4*int64(len(data)) {
+					t.Fatalf("result %+v", res)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("connection did not end after the client closed")
+			}
+		})
+	}
+}
+
+// TestParkClientClose: a client that closes a parked connection ends it
+// (the close wakes it like a request).
+func TestParkClientClose(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			data := random(4096)
+			ts.write(t, "f", data)
+			p.do(t, ts, data)
+			parkAll(t, ts.srv, 1)
+			ts.client.Close()
+			select {
+			case res := <-ts.result:
+				if res.Outcome != OutcomeClosed || res.Requests != 1 {
+					t.Fatalf("result %+v", res)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("parked connection did not end after the client closed")
+			}
+			if st := ts.srv.Stats(); st.Active != 0 {
+				t.Fatalf("%d active after the close", st.Active)
+			}
+		})
+	}
+}
+
+// TestParkIdleTimeout: a parked connection past its idle_timeout is
+// closed by the sweep, with the idle outcome.
+func TestParkIdleTimeout(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			data := random(4096)
+			ts.write(t, "f", data)
+			p.do(t, ts, data)
+			parkAll(t, ts.srv, 1)
+			ts.srv.sweep(time.Now()) // not yet
+			if ts.srv.parked() != 1 {
+				t.Fatal("parked connection closed before its idle_timeout")
+			}
+			ts.srv.sweep(time.Now().Add(time.Minute + time.Second))
+			select {
+			case res := <-ts.result:
+				if res.Outcome != OutcomeIdle {
+					t.Fatalf("result %+v", res)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("parked connection not closed after its idle_timeout")
+			}
+			ts.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if n, err := ts.br.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("client read %d, %v; want EOF", n, err)
+			}
+		})
+	}
+}
+
+// TestParkDrain: a drain closes parked connections at once (without
+// waiting for them inside Drain) and lets a busy one finish its response.
+func TestParkDrain(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			data := random(4096)
+			ts.write(t, "f", data)
+			p.do(t, ts, data)
+			parkAll(t, ts.srv, 1)
+			ts.srv.Drain()
+			select {
+			case res := <-ts.result:
+				if res.Outcome != OutcomeDrained || res.Requests != 1 {
+					t.Fatalf("result %+v", res)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("parked connection not closed by the drain")
+			}
+			ts.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if n, err := ts.br.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("client read %d, %v; want EOF", n, err)
+			}
+			ts.srv.Wait()
+		})
+	}
+}
+
+// TestParkNoGoroutine: parked connections hold no goroutine. 50 kept-alive
+// connections idle, then parked: the goroutines serving them are gone.
+func TestParkNoGoroutine(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.IdleTimeout = time.Minute })
+	data := random(4096)
+	ts.write(t, "f", data)
+	const n = 50
+	conns := []*testServer{ts}
+	for range n - 1 {
+		c := &testServer{srv: ts.srv, root: ts.root, result: make(chan Result, 1)}
+		c.connect(t)
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		parkProtos[0].do(t, c, data)
+	}
+	before := runtime.NumGoroutine()
+	parkAll(t, ts.srv, n)
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before-n+10 { // the parking goroutines end just after parking
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines with %d connections parked, %d before parking", runtime.NumGoroutine(), n, before)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, c := range conns {
+		parkProtos[0].do(t, c, data)
+	}
+}
+
+// TestReleaseDue: memory is handed back after a burst of parking ends,
+// every releaseEvery sweeps while it lasts, and never for churn.
+func TestReleaseDue(t *testing.T) {
+	type sweep struct{ parked, parking int }
+	for _, tc := range []struct {
+		name   string
+		sweeps []sweep
+		want   []int // sweeps (indexes) that release
+	}{
+		{"few", []sweep{{0, 100}, {100, 0}, {100, 0}}, nil},
+		{"burst then quiet", []sweep{{0, 5000}, {5000, 5000}, {10000, 0}, {10000, 0}}, []int{2}},
+		{"not twice in a row", []sweep{{0, 0}, {300, 0}, {600, 0}, {900, 0}}, []int{1, 3}},
+		{"long burst", []sweep{{0, 1}, {300, 1}, {600, 1}, {900, 1}, {1200, 1}, {1500, 1}, {1800, 1}, {2100, 1}, {2400, 1}, {2700, 1}, {3000, 1}}, []int{9}},
+		{"churn", []sweep{{1000, 0}, {1000, 0}, {900, 100}, {1000, 100}, {950, 50}, {1000, 50}}, []int{1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p parker
+			var got []int
+			for i, sw := range tc.sweeps {
+				if p.releaseDue(sw.parked, sw.parking) {
+					got = append(got, i)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("released after sweeps %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
