@@ -93,3 +93,40 @@ func TestDecodeKeyLines(t *testing.T) {
 		t.Errorf("decoded %+v", c)
 	}
 }
+
+// TestDecodeErrorsReview: lines and types the first cut of the
+// position-based decoder got wrong. A multi-line string's position in the
+// library is where the string ends, not the line of its key; a table in
+// an array of inline tables had no line at all; and a table whose empty
+// key ("" = 1) overwrote the library's record of its type was named an
+// integer.
+func TestDecodeErrorsReview(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"unknown with a multi-line string", "workers = 1\nfoo = \"\"\"\n\n\n\"\"\"\nbar = 1\n", "FILE:2: unknown key \"foo\"\nFILE:6: unknown key \"bar\""},
+		{"unknown literal multi-line", "a = '''\nworkers = 1\n'''\n", `FILE:1: unknown key "a"`},
+		{"type of a multi-line string", "\n\nworkers = \"\"\"\n3\"\"\"\n", `FILE:3: key "workers": incompatible types: TOML value has type string; destination has type integer`},
+		{"validation of a multi-line string", "\nzero_copy = \"\"\"\nsendfile2\"\"\"\n", `FILE:2: key "zero_copy": `},
+		{"field's own error in a multi-line string", "\ndrain_timeout = \"\"\"\nzz\"\"\"\n", `FILE:2: key "drain_timeout": not a duration like "30s" or "2m": "zz"`},
+		{"unknown in an array of inline tables", "x = [\n  { workers = 1 },\n]\n", "FILE:1: unknown key \"x\"\nFILE:2: unknown key \"x.workers\""},
+		{"array of tables with an empty key", "[[workers]]\nsend_chunk = 65536\n\"\" = 1\n", `key "workers": incompatible types: TOML value has type array of tables; destination has type integer`},
+		{"dotted then plain", "workers.x = 1\nworkers = 2\n", `key "workers": incompatible types: TOML value has type table; destination has type integer`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "z.toml")
+			if err := os.WriteFile(p, []byte(tt.body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Source{Path: p, Explicit: true}.Load()
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			got := strings.ReplaceAll(err.Error(), p, "FILE")
+			if got != tt.want && !(strings.HasSuffix(tt.want, " ") && strings.HasPrefix(got, tt.want)) && !(!strings.HasPrefix(tt.want, "FILE") && strings.Contains(got, tt.want)) {
+				t.Errorf("error\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
