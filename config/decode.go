@@ -29,7 +29,7 @@ func decode(path string, data []byte, c *Config) (map[string]int, error) {
 	if err != nil {
 		return nil, decodeErr(path, err)
 	}
-	ks := keys{md: &md, doc: doc, input: lexed(data)}
+	ks := &keys{md: &md, doc: doc, input: lexed(data)}
 	var top map[string]toml.Primitive
 	if err := md.PrimitiveDecode(doc, &top); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err) // a document is a table
@@ -142,7 +142,7 @@ func (f fields) name(key string) (string, bool) {
 // value, not at MetaData.Type: the library's record of a key's type is
 // overwritten by an empty key in its table ("" = 1 under [[t]] makes t an
 // Integer) and by "t = 1" after "t.x = 1", which it does not refuse.
-func (ks keys) typeOf(p toml.Primitive) string {
+func (ks *keys) typeOf(p toml.Primitive) string {
 	var v any
 	if err := ks.md.PrimitiveDecode(p, &v); err != nil {
 		return "value"
@@ -184,9 +184,44 @@ func goType(t reflect.Type) string {
 
 // keys finds where a file's keys are.
 type keys struct {
-	md    *toml.MetaData
-	doc   toml.Primitive
-	input []byte // the text the library's byte offsets count in
+	md     *toml.MetaData
+	doc    toml.Primitive
+	input  []byte                               // the text the library's byte offsets count in
+	tables map[string]map[string]toml.Primitive // table's by key, decoded once
+}
+
+// table returns the values of the table at path, whose value is v, nil if
+// v is not a table. For an array of tables ([[t]], or an array of inline
+// tables) it is the first value of each key any of them has: the library
+// keeps one position per key name, so any will do. Tables are decoded
+// once: a file with many keys (the wrong file, with thousands) would
+// otherwise decode its tables once per key.
+func (ks *keys) table(path toml.Key, v toml.Primitive) map[string]toml.Primitive {
+	name := path.String()
+	if t, ok := ks.tables[name]; ok {
+		return t
+	}
+	var table map[string]toml.Primitive
+	if t := ks.md.Type(path...); len(path) > 0 && (t == "ArrayHash" || t == "Array") {
+		var tables []map[string]toml.Primitive
+		if ks.md.PrimitiveDecode(v, &tables) == nil {
+			table = map[string]toml.Primitive{}
+			for _, t := range tables {
+				for k, v := range t {
+					if _, ok := table[k]; !ok {
+						table[k] = v
+					}
+				}
+			}
+		}
+	} else if ks.md.PrimitiveDecode(v, &table) != nil {
+		table = nil
+	}
+	if ks.tables == nil {
+		ks.tables = map[string]map[string]toml.Primitive{}
+	}
+	ks.tables[name] = table
+	return table
 }
 
 // lexed is the text the library lexes: data without the byte order mark
@@ -204,7 +239,7 @@ func lexed(data []byte) []byte {
 // line returns the line that defines key: the position the library
 // recorded for it, or, for a table the file only implies ("[a.b]" and
 // "a.b = 1" imply a), that of the first key under it. 0: unknown.
-func (ks keys) line(key toml.Key) int {
+func (ks *keys) line(key toml.Key) int {
 	if n := ks.recorded(key); n > 0 {
 		return n
 	}
@@ -223,34 +258,11 @@ func (ks keys) line(key toml.Key) int {
 // the ParseError it returns when a key's value refuses to decode, so
 // recorded finds the key's value and decodes it into a refusal. (A later
 // version that exports key positions makes this a map lookup.)
-func (ks keys) recorded(key toml.Key) int {
+func (ks *keys) recorded(key toml.Key) int {
 	v := ks.doc
 	for i := range key {
-		if t := ks.md.Type(key[:i]...); t == "ArrayHash" || t == "Array" {
-			// [[t]] or an array of inline tables: the library keeps one
-			// position per key name, so any of the tables that has the key
-			// will do.
-			var tables []map[string]toml.Primitive
-			if err := ks.md.PrimitiveDecode(v, &tables); err != nil {
-				return 0
-			}
-			found := false
-			for _, t := range tables {
-				if v, found = t[key[i]]; found {
-					break
-				}
-			}
-			if !found {
-				return 0
-			}
-			continue
-		}
-		var table map[string]toml.Primitive
-		if err := ks.md.PrimitiveDecode(v, &table); err != nil {
-			return 0
-		}
 		var ok bool
-		if v, ok = table[key[i]]; !ok {
+		if v, ok = ks.table(key[:i], v)[key[i]]; !ok {
 			return 0
 		}
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,5 +129,35 @@ func TestDecodeErrorsReview(t *testing.T) {
 				t.Errorf("error\n got %s\nwant %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDecodeManyKeysLinear: finding the lines of a file's keys costs
+// allocations in proportion to the keys, not to their square (the wrong
+// file, with thousands of keys, took minutes to refuse: each key's line
+// decoded its whole table again). Counted in allocations, which do not
+// depend on the machine's speed.
+func TestDecodeManyKeysLinear(t *testing.T) {
+	allocs := func(n int, gen func(i int) string) float64 {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString(gen(i))
+		}
+		data := []byte(b.String())
+		return testing.AllocsPerRun(1, func() {
+			if _, err := decode("z.toml", data, Default()); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	for name, gen := range map[string]func(i int) string{
+		"top":              func(i int) string { return fmt.Sprintf("k%d = 1\n", i) },
+		"dotted":           func(i int) string { return fmt.Sprintf("x.k%d = 1\n", i) },
+		"arrays of tables": func(i int) string { return fmt.Sprintf("[[t]]\nk%d = 1\n", i) },
+	} {
+		small, big := allocs(250, gen), allocs(1000, gen)
+		if big > 8*small { // 4 times the keys: 4 times the allocations if linear, 16 if quadratic
+			t.Errorf("%s: %.0f allocations for 250 keys, %.0f for 1000", name, small, big)
+		}
 	}
 }
