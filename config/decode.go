@@ -1,12 +1,14 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -27,7 +29,7 @@ func decode(path string, data []byte, c *Config) (map[string]int, error) {
 	if err != nil {
 		return nil, decodeErr(path, err)
 	}
-	ks := keys{md: &md, doc: doc}
+	ks := &keys{md: &md, doc: doc, input: lexed(data)}
 	var top map[string]toml.Primitive
 	if err := md.PrimitiveDecode(doc, &top); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err) // a document is a table
@@ -57,10 +59,10 @@ func decode(path string, data []byte, c *Config) (map[string]int, error) {
 		if err := md.PrimitiveDecode(top[k[0]], fields[name].Addr().Interface()); err != nil {
 			var pe toml.ParseError
 			if errors.As(err, &pe) { // the field's own UnmarshalText or UnmarshalTOML
-				return nil, decodeErr(path, err)
+				return nil, fmt.Errorf("%s: key %q: %s", at(path, line), k[0], pe.Message)
 			}
 			return nil, fmt.Errorf("%s: key %q: incompatible types: TOML value has type %s; destination has type %s",
-				at(path, line), k[0], tomlType(md.Type(k[0])), goType(fields[name].Type()))
+				at(path, line), k[0], ks.typeOf(top[k[0]]), goType(fields[name].Type()))
 		}
 	}
 	if len(unknown) > 0 {
@@ -136,17 +138,32 @@ func (f fields) name(key string) (string, bool) {
 	return "", false
 }
 
-// tomlType names a MetaData.Type for a person.
-func tomlType(t string) string {
-	switch t {
-	case "Integer", "Float", "String", "Datetime", "Array":
-		return strings.ToLower(t)
-	case "Bool":
-		return "boolean"
-	case "ArrayHash":
-		return "array of tables"
+// typeOf names the TOML type of a value for a person. It looks at the
+// value, not at MetaData.Type: the library's record of a key's type is
+// overwritten by an empty key in its table ("" = 1 under [[t]] makes t an
+// Integer) and by "t = 1" after "t.x = 1", which it does not refuse.
+func (ks *keys) typeOf(p toml.Primitive) string {
+	var v any
+	if err := ks.md.PrimitiveDecode(p, &v); err != nil {
+		return "value"
 	}
-	return "table" // "Hash", or "" for a table the file implies
+	switch v.(type) {
+	case int64:
+		return "integer"
+	case float64:
+		return "float"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case time.Time:
+		return "datetime"
+	case []map[string]any:
+		return "array of tables"
+	case []any:
+		return "array"
+	}
+	return "table"
 }
 
 // goType names the TOML type a field takes.
@@ -167,14 +184,62 @@ func goType(t reflect.Type) string {
 
 // keys finds where a file's keys are.
 type keys struct {
-	md  *toml.MetaData
-	doc toml.Primitive
+	md     *toml.MetaData
+	doc    toml.Primitive
+	input  []byte                               // the text the library's byte offsets count in
+	tables map[string]map[string]toml.Primitive // table's by key, decoded once
+}
+
+// table returns the values of the table at path, whose value is v, nil if
+// v is not a table. For an array of tables ([[t]], or an array of inline
+// tables) it is the first value of each key any of them has: the library
+// keeps one position per key name, so any will do. Tables are decoded
+// once: a file with many keys (the wrong file, with thousands) would
+// otherwise decode its tables once per key.
+func (ks *keys) table(path toml.Key, v toml.Primitive) map[string]toml.Primitive {
+	name := path.String()
+	if t, ok := ks.tables[name]; ok {
+		return t
+	}
+	var table map[string]toml.Primitive
+	if t := ks.md.Type(path...); len(path) > 0 && (t == "ArrayHash" || t == "Array") {
+		var tables []map[string]toml.Primitive
+		if ks.md.PrimitiveDecode(v, &tables) == nil {
+			table = map[string]toml.Primitive{}
+			for _, t := range tables {
+				for k, v := range t {
+					if _, ok := table[k]; !ok {
+						table[k] = v
+					}
+				}
+			}
+		}
+	} else if ks.md.PrimitiveDecode(v, &table) != nil {
+		table = nil
+	}
+	if ks.tables == nil {
+		ks.tables = map[string]map[string]toml.Primitive{}
+	}
+	ks.tables[name] = table
+	return table
+}
+
+// lexed is the text the library lexes: data without the byte order mark
+// it skips, so that its byte offsets index it.
+func lexed(data []byte) []byte {
+	switch {
+	case bytes.HasPrefix(data, []byte("\xff\xfe")), bytes.HasPrefix(data, []byte("\xfe\xff")):
+		return data[2:]
+	case bytes.HasPrefix(data, []byte("\xef\xbb\xbf")):
+		return data[3:]
+	}
+	return data
 }
 
 // line returns the line that defines key: the position the library
 // recorded for it, or, for a table the file only implies ("[a.b]" and
 // "a.b = 1" imply a), that of the first key under it. 0: unknown.
-func (ks keys) line(key toml.Key) int {
+func (ks *keys) line(key toml.Key) int {
 	if n := ks.recorded(key); n > 0 {
 		return n
 	}
@@ -193,38 +258,21 @@ func (ks keys) line(key toml.Key) int {
 // the ParseError it returns when a key's value refuses to decode, so
 // recorded finds the key's value and decodes it into a refusal. (A later
 // version that exports key positions makes this a map lookup.)
-func (ks keys) recorded(key toml.Key) int {
+func (ks *keys) recorded(key toml.Key) int {
 	v := ks.doc
 	for i := range key {
-		if ks.md.Type(key[:i]...) == "ArrayHash" {
-			// [[t]]: the library keeps one position per key name, so any
-			// of the tables that has the key will do.
-			var tables []map[string]toml.Primitive
-			if err := ks.md.PrimitiveDecode(v, &tables); err != nil {
-				return 0
-			}
-			found := false
-			for _, t := range tables {
-				if v, found = t[key[i]]; found {
-					break
-				}
-			}
-			if !found {
-				return 0
-			}
-			continue
-		}
-		var table map[string]toml.Primitive
-		if err := ks.md.PrimitiveDecode(v, &table); err != nil {
-			return 0
-		}
 		var ok bool
-		if v, ok = table[key[i]]; !ok {
+		if v, ok = ks.table(key[:i], v)[key[i]]; !ok {
 			return 0
 		}
 	}
 	var pe toml.ParseError
 	if err := ks.md.PrimitiveDecode(v, refusal{}); errors.As(err, &pe) {
+		// Position.Line is the line the value ends on (a multi-line
+		// string's last); its start is where the key is.
+		if s := pe.Position.Start; s > 0 && s <= len(ks.input) {
+			return 1 + bytes.Count(ks.input[:s], []byte("\n"))
+		}
 		return pe.Position.Line
 	}
 	return 0

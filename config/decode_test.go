@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,5 +92,72 @@ func TestDecodeKeyLines(t *testing.T) {
 	}
 	if c.Workers != 2 || c.ZeroCopy != ModeCopy || c.MaxRanges != 3 || c.HTTP || len(c.Listen) != 1 {
 		t.Errorf("decoded %+v", c)
+	}
+}
+
+// TestDecodeErrorsReview: lines and types the first cut of the
+// position-based decoder got wrong. A multi-line string's position in the
+// library is where the string ends, not the line of its key; a table in
+// an array of inline tables had no line at all; and a table whose empty
+// key ("" = 1) overwrote the library's record of its type was named an
+// integer.
+func TestDecodeErrorsReview(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"unknown with a multi-line string", "workers = 1\nfoo = \"\"\"\n\n\n\"\"\"\nbar = 1\n", "FILE:2: unknown key \"foo\"\nFILE:6: unknown key \"bar\""},
+		{"unknown literal multi-line", "a = '''\nworkers = 1\n'''\n", `FILE:1: unknown key "a"`},
+		{"type of a multi-line string", "\n\nworkers = \"\"\"\n3\"\"\"\n", `FILE:3: key "workers": incompatible types: TOML value has type string; destination has type integer`},
+		{"validation of a multi-line string", "\nzero_copy = \"\"\"\nsendfile2\"\"\"\n", `FILE:2: key "zero_copy": `},
+		{"field's own error in a multi-line string", "\ndrain_timeout = \"\"\"\nzz\"\"\"\n", `FILE:2: key "drain_timeout": not a duration like "30s" or "2m": "zz"`},
+		{"unknown in an array of inline tables", "x = [\n  { workers = 1 },\n]\n", "FILE:1: unknown key \"x\"\nFILE:2: unknown key \"x.workers\""},
+		{"array of tables with an empty key", "[[workers]]\nsend_chunk = 65536\n\"\" = 1\n", `key "workers": incompatible types: TOML value has type array of tables; destination has type integer`},
+		{"dotted then plain", "workers.x = 1\nworkers = 2\n", `key "workers": incompatible types: TOML value has type table; destination has type integer`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "z.toml")
+			if err := os.WriteFile(p, []byte(tt.body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Source{Path: p, Explicit: true}.Load()
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			got := strings.ReplaceAll(err.Error(), p, "FILE")
+			if got != tt.want && !(strings.HasSuffix(tt.want, " ") && strings.HasPrefix(got, tt.want)) && !(!strings.HasPrefix(tt.want, "FILE") && strings.Contains(got, tt.want)) {
+				t.Errorf("error\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecodeManyKeysLinear: finding the lines of a file's keys costs
+// allocations in proportion to the keys, not to their square (the wrong
+// file, with thousands of keys, took minutes to refuse: each key's line
+// decoded its whole table again). Counted in allocations, which do not
+// depend on the machine's speed.
+func TestDecodeManyKeysLinear(t *testing.T) {
+	allocs := func(n int, gen func(i int) string) float64 {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString(gen(i))
+		}
+		data := []byte(b.String())
+		return testing.AllocsPerRun(1, func() {
+			if _, err := decode("z.toml", data, Default()); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	for name, gen := range map[string]func(i int) string{
+		"top":              func(i int) string { return fmt.Sprintf("k%d = 1\n", i) },
+		"dotted":           func(i int) string { return fmt.Sprintf("x.k%d = 1\n", i) },
+		"arrays of tables": func(i int) string { return fmt.Sprintf("[[t]]\nk%d = 1\n", i) },
+	} {
+		small, big := allocs(250, gen), allocs(1000, gen)
+		if big > 8*small { // 4 times the keys: 4 times the allocations if linear, 16 if quadratic
+			t.Errorf("%s: %.0f allocations for 250 keys, %.0f for 1000", name, small, big)
+		}
 	}
 }

@@ -176,9 +176,11 @@ func (p *Plan) AddTree(ctx context.Context, c *Client, t Tree) error {
 func (p *Plan) Order() (waves [][]int, after [][]int) {
 	after = make([][]int, len(p.Jobs))
 	idx := map[string]int{}
+	clean := make([]string, len(p.Jobs)) // the names temporary files are matched on
 	for i, j := range p.Jobs {
 		if j.Dst != "" {
-			idx[filepath.Clean(j.Dst)] = i
+			clean[i] = filepath.Clean(j.Dst)
+			idx[clean[i]] = i
 		}
 	}
 	wave := make([]int, len(p.Jobs))
@@ -187,14 +189,15 @@ func (p *Plan) Order() (waves [][]int, after [][]int) {
 		order[i] = i
 	}
 	// Shorter destinations first: a job's wave depends only on the waves
-	// of jobs with shorter names.
-	sort.SliceStable(order, func(a, b int) bool { return len(p.Jobs[order[a]].Dst) < len(p.Jobs[order[b]].Dst) })
+	// of jobs with shorter names (cleaned, as they are matched: "./d/../x"
+	// is x, shorter than x.part).
+	sort.SliceStable(order, func(a, b int) bool { return len(clean[order[a]]) < len(clean[order[b]]) })
 	n := 1
 	for _, i := range order {
 		if p.Jobs[i].Dst == "" {
 			continue
 		}
-		for _, t := range TempNames(filepath.Clean(p.Jobs[i].Dst)) {
+		for _, t := range TempNames(clean[i]) {
 			k, ok := idx[t]
 			if !ok {
 				continue

@@ -260,3 +260,23 @@ func TestPlanTreeOfAFile(t *testing.T) {
 		t.Fatalf("AddTree of a file: %v, %d jobs", err, len(p.Jobs))
 	}
 }
+
+// Order ranks jobs by their cleaned destination, the names it matches
+// temporary files on: ranked by the name as given, "./d/../x" came after
+// "x.part" and before "x.part.part", x.part's wave was raised after
+// x.part.part's had been computed from it, and the two ran together.
+func TestPlanOrderUncleanNames(t *testing.T) {
+	var p Plan
+	for _, d := range []string{"x.part.part", "x.part", "./d/../x"} {
+		if _, err := p.Add(Job{Dst: d}, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waves, after := p.Order()
+	if got, want := fmt.Sprint(waves), "[[2] [1] [0]]"; got != want {
+		t.Errorf("waves %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(after), "[[1] [2] []]"; got != want {
+		t.Errorf("after %s, want %s", got, want)
+	}
+}
