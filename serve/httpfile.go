@@ -36,7 +36,9 @@ func (c *conn) handleHTTP() error {
 		// "file/" and "file/." name a directory that does not exist.
 		return c.httpError(404, "not found: "+r.Path+" is a file, not a directory")
 	}
-	return c.httpFile(fd, &st, r.Path)
+	err = c.httpFile(fd, &st, r.Path)
+	c.s.files.staleAfter(cached, err)
+	return err
 }
 
 // wantsDir reports whether p can only name a directory: it ends in "/"

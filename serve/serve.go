@@ -39,6 +39,10 @@ type Options struct {
 	AccessLog     bool          // one log line per response
 	Digests       bool          // announce files' SHA-256 (serve/digest.go)
 	DigestCache   string        // digests' directory; "" or config.DigestCacheMemory: memory only
+
+	// FileCacheValid is how long a cached file's fstat may stand in for
+	// a fresh one, for files of at most Chunk bytes; 0: fstat every request.
+	FileCacheValid time.Duration
 }
 
 // OptionsFrom extracts Options from a resolved configuration.
@@ -58,6 +62,8 @@ func OptionsFrom(c *config.Config) Options {
 		AccessLog:     c.AccessLog,
 		Digests:       c.Digests,
 		DigestCache:   c.DigestCache,
+
+		FileCacheValid: c.OpenFileCacheValid.D(),
 	}
 }
 
@@ -130,7 +136,13 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if opts.Chunk <= 0 {
 		opts.Chunk = 512 << 10
 	}
-	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
+	statValid := opts.FileCacheValid
+	if opts.Mode == config.ModeMmap {
+		// A mapping reads zeros past the end of a file up to its page's
+		// end: a file shrunk since its stat would be padded, not cut short.
+		statValid = 0
+	}
+	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache, statValid, opts.Chunk),
 		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}
 	s.digests, s.digestDisk = newDigests(opts, root, log)
 	return s, nil
@@ -411,8 +423,9 @@ func (c *conn) get(q *wire.Request) error {
 	sent := t.sent.Load()
 	c.res.Bytes += sent
 	if err == errShort {
-		return &shrankError{path: q.Path, sent: sent, total: n}
+		err = &shrankError{path: q.Path, sent: sent, total: n}
 	}
+	c.s.files.staleAfter(cached, err)
 	return err
 }
 
