@@ -43,7 +43,7 @@ func cacheGet(t *testing.T, c net.Conn, br *bufio.Reader, path string) (length i
 // change is seen at once; with a short window the rename is seen once it
 // is over.
 func TestHTTPOpenFileCacheValid(t *testing.T) {
-	data := make([]byte, 4<<10)
+	data := make([]byte, 64<<10) // one send_chunk at most, larger than what is kept in memory
 	rand.Read(data)
 	other := make([]byte, 3000)
 	rand.Read(other)
@@ -83,19 +83,19 @@ func TestHTTPOpenFileCacheValid(t *testing.T) {
 	t.Run("long", func(t *testing.T) {
 		_, p, conn := setup(t, "1h")
 		c, br := conn()
-		if l, sum, _, err := cacheGet(t, c, br, "/f.bin"); l != 4096 || sum != FileSHA256Bytes(data) || err != nil {
+		if l, sum, _, err := cacheGet(t, c, br, "/f.bin"); l != 64<<10 || sum != FileSHA256Bytes(data) || err != nil {
 			t.Fatalf("first GET: length %d, %v", l, err)
 		}
 		appendTo(t, p, 1000)
-		if l, sum, _, err := cacheGet(t, c, br, "/f.bin"); l != 4096 || sum != FileSHA256Bytes(data) || err != nil {
+		if l, sum, _, err := cacheGet(t, c, br, "/f.bin"); l != 64<<10 || sum != FileSHA256Bytes(data) || err != nil {
 			t.Fatalf("grown within the window: length %d, %v: want the old length and bytes", l, err)
 		}
 		if err := os.Truncate(p, 1000); err != nil {
 			t.Fatal(err)
 		}
 		l, sum, n, err := cacheGet(t, c, br, "/f.bin")
-		if l != 4096 || n != 1000 || sum != FileSHA256Bytes(data[:1000]) || err != io.ErrUnexpectedEOF {
-			t.Fatalf("truncated within the window: length %d, %d bytes, %v: want 4096 announced, the file's 1000 bytes, then a close", l, n, err)
+		if l != 64<<10 || n != 1000 || sum != FileSHA256Bytes(data[:1000]) || err != io.ErrUnexpectedEOF {
+			t.Fatalf("truncated within the window: length %d, %d bytes, %v: want 64 KiB announced, the file's 1000 bytes, then a close", l, n, err)
 		}
 		c, br = conn()
 		if l, sum, _, err := cacheGet(t, c, br, "/f.bin"); l != 1000 || sum != FileSHA256Bytes(data[:1000]) || err != nil {
@@ -111,7 +111,7 @@ func TestHTTPOpenFileCacheValid(t *testing.T) {
 		c, br := conn()
 		cacheGet(t, c, br, "/f.bin")
 		appendTo(t, p, 1000)
-		if l, _, _, err := cacheGet(t, c, br, "/f.bin"); l != 5096 || err != nil {
+		if l, _, _, err := cacheGet(t, c, br, "/f.bin"); l != 64<<10+1000 || err != nil {
 			t.Fatalf("grown: length %d, %v: want the new length at once", l, err)
 		}
 		if err := os.Truncate(p, 1000); err != nil {
@@ -139,7 +139,7 @@ func TestHTTPOpenFileCacheValid(t *testing.T) {
 			if l == 3000 && sum == FileSHA256Bytes(other) {
 				break
 			}
-			if l != 4096 || sum != FileSHA256Bytes(data) {
+			if l != 64<<10 || sum != FileSHA256Bytes(data) {
 				t.Fatalf("length %d: neither the old file nor the new one", l)
 			}
 			if time.Now().After(deadline) {

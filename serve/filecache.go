@@ -44,14 +44,16 @@ import (
 // arbitrary entry, so a client cannot pin descriptors with spellings of
 // one path nor keep hot files out.
 type fileCache struct {
-	valid     time.Duration // 0: no caching
-	statValid time.Duration // how long a hit may reuse the last fstat; 0: fstat every hit
-	statMax   int64         // only for files of at most this many bytes
-	max       int           // entries (descriptors) at most
-	now       func() time.Time
-	mu        sync.Mutex
-	m         map[string]*cachedFile
-	stop      chan struct{}
+	valid      time.Duration // 0: no caching
+	statValid  time.Duration // how long a hit may reuse the last fstat; 0: fstat every hit
+	statMax    int64         // only for files of at most this many bytes
+	inlineMax  int64         // files of at most this many bytes are kept in memory too (inline.go); 0: none
+	inlineUsed int64         // bytes of files kept in memory
+	max        int           // entries (descriptors) at most
+	now        func() time.Time
+	mu         sync.Mutex
+	m          map[string]*cachedFile
+	stop       chan struct{}
 }
 
 type cachedFile struct {
@@ -59,8 +61,10 @@ type cachedFile struct {
 	expires time.Time
 	st      unix.Stat_t // the last fstat of fd
 	checked time.Time   // when st was taken; zero: revalidate at the next hit
-	refs    int         // requests using fd now
-	evicted bool        // out of the map; closed when refs drops to 0
+	body    []byte      // the file's bytes, read under bodySt (inline.go); nil: none
+	bodySt  unix.Stat_t
+	refs    int  // requests using fd now
+	evicted bool // out of the map; closed when refs drops to 0
 }
 
 // fileCacheMax bounds the descriptors a worker keeps open for the cache;
@@ -73,13 +77,13 @@ func fileCacheSize(limit int) int {
 	return max(min(fileCacheMax, limit/4), 1)
 }
 
-func newFileCache(valid, statValid time.Duration, statMax int64) *fileCache {
+func newFileCache(valid, statValid time.Duration, statMax, inlineMax int64) *fileCache {
 	n := fileCacheMax
 	var lim unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
 		n = fileCacheSize(int(min(lim.Cur, 1<<30)))
 	}
-	fc := &fileCache{valid: valid, statValid: statValid, statMax: statMax, max: n, now: time.Now,
+	fc := &fileCache{valid: valid, statValid: statValid, statMax: statMax, inlineMax: inlineMax, max: n, now: time.Now,
 		m: map[string]*cachedFile{}, stop: make(chan struct{})}
 	if valid > 0 {
 		go fc.sweep()
@@ -133,6 +137,7 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 	if err != nil {
 		return -1, st, nil, err
 	}
+	body := fc.readInline(fd, stp, now)
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.m[key] != nil {
@@ -145,6 +150,10 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 		}
 	}
 	e = &cachedFile{fd: fd, expires: now.Add(fc.valid), st: *stp, checked: now, refs: 1}
+	if body != nil && fc.inlineUsed+int64(len(body)) <= inlineBudget {
+		e.body, e.bodySt = body, *stp
+		fc.inlineUsed += int64(len(body))
+	}
 	fc.m[key] = e
 	return fd, *stp, e, nil
 }
@@ -199,6 +208,7 @@ func (fc *fileCache) release(fd int, e *cachedFile) {
 
 func (fc *fileCache) evictLocked(p string, e *cachedFile) {
 	delete(fc.m, p)
+	fc.dropInlineLocked(e) // requests using it keep their slice
 	e.evicted = true
 	if e.refs == 0 {
 		unix.Close(e.fd)
