@@ -15,7 +15,11 @@ import (
 // close per request, like nginx's open_file_cache.
 //
 // What it may serve stale, and for how long. A descriptor is reused for
-// up to valid (open_file_cache) after its open. Within that, a hit fstats
+// up to valid (open_file_cache) after its open or its last revalidation;
+// the first request after that looks the path up again (an O_PATH
+// openat2 and its fstat) and keeps the descriptor if the path still names
+// its file, else opens the new one; an entry not requested for a whole
+// period is closed by the sweep. Within the period, a hit fstats
 // the descriptor again unless its last fstat is younger than statValid
 // (open_file_cache_valid) and the file was at most statMax bytes (one
 // send chunk) then; a file deleted or renamed over (no links left) is a
@@ -24,8 +28,8 @@ import (
 //   - a file renamed over, deleted, or replaced by a repointed symlink is
 //     seen within min(statValid, valid) (within valid if another hard
 //     link keeps the old file);
-//   - a small file changed in place within the window is announced with
-//     its last-seen size and validators (ETag, Last-Modified, digest),
+//   - a small file changed in place within the window, and not kept in
+//     memory (inline.go), is announced with its last-seen size and validators (ETag, Last-Modified, digest),
 //     while the sender reads its current bytes: if it shrank, the body
 //     ends early and the connection closes (a length is never padded:
 //     errShort), and the entry is revalidated (staleAfter) so the next
@@ -57,14 +61,16 @@ type fileCache struct {
 }
 
 type cachedFile struct {
-	fd      int
-	expires time.Time
-	st      unix.Stat_t // the last fstat of fd
-	checked time.Time   // when st was taken; zero: revalidate at the next hit
-	body    []byte      // the file's bytes, read under bodySt (inline.go); nil: none
-	bodySt  unix.Stat_t
-	refs    int  // requests using fd now
-	evicted bool // out of the map; closed when refs drops to 0
+	fd       int
+	dev, ino uint64      // the file's identity, fixed
+	expires  time.Time   // when the path must be looked up again (revalidate)
+	used     time.Time   // the last request for it; the sweep closes the unused
+	st       unix.Stat_t // the last fstat of fd
+	checked  time.Time   // when st was taken; zero: revalidate at the next hit
+	body     []byte      // the file's bytes, read under bodySt (inline.go); nil: none
+	bodySt   unix.Stat_t
+	refs     int  // requests using fd now
+	evicted  bool // out of the map; closed when refs drops to 0
 }
 
 // fileCacheMax bounds the descriptors a worker keeps open for the cache;
@@ -108,8 +114,21 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 	now := fc.now()
 	fc.mu.Lock()
 	if e := fc.m[key]; e != nil {
-		if now.Before(e.expires) {
+		if !now.Before(e.expires) {
+			// Expired: keep the descriptor if the path still names its file.
 			e.refs++
+			fc.mu.Unlock()
+			if st, ok := fc.revalidate(root, p, e); ok {
+				fc.mu.Lock()
+				e.expires, e.st, e.checked, e.used = now.Add(fc.valid), st, now, now
+				fc.mu.Unlock()
+				return e.fd, st, e, nil
+			}
+			fc.release(e.fd, e)
+			fc.mu.Lock()
+		} else {
+			e.refs++
+			e.used = now
 			if fc.fresh(e, now) {
 				st = e.st
 				fc.mu.Unlock()
@@ -149,13 +168,25 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 			break
 		}
 	}
-	e = &cachedFile{fd: fd, expires: now.Add(fc.valid), st: *stp, checked: now, refs: 1}
+	e = &cachedFile{fd: fd, dev: stp.Dev, ino: stp.Ino, expires: now.Add(fc.valid), used: now, st: *stp, checked: now, refs: 1}
 	if body != nil && fc.inlineUsed+int64(len(body)) <= inlineBudget {
 		e.body, e.bodySt = body, *stp
 		fc.inlineUsed += int64(len(body))
 	}
 	fc.m[key] = e
 	return fd, *stp, e, nil
+}
+
+// revalidate reports whether p still names e's file, and its stat: an
+// O_PATH lookup and its fstat (and a close), not a new open and a new
+// read of a small file's bytes.
+func (fc *fileCache) revalidate(root *rootDir, p string, e *cachedFile) (unix.Stat_t, bool) {
+	fd, st, err := openRegular(root, p, unix.O_PATH)
+	if err != nil {
+		return unix.Stat_t{}, false
+	}
+	unix.Close(fd)
+	return *st, st.Dev == e.dev && st.Ino == e.ino
 }
 
 // fresh reports whether a hit on e may use e.st without an fstat.
@@ -215,8 +246,10 @@ func (fc *fileCache) evictLocked(p string, e *cachedFile) {
 	}
 }
 
-// sweep closes expired entries, so an idle worker holds no descriptors of
-// files it no longer serves.
+// sweep closes the entries that are expired and were not requested for
+// a whole validity period, so an idle worker holds no descriptors of files
+// it no longer serves; an expired entry still in use is looked up again
+// by its next request instead (revalidate).
 func (fc *fileCache) sweep() {
 	t := time.NewTicker(max(fc.valid, 100*time.Millisecond))
 	defer t.Stop()
@@ -225,14 +258,17 @@ func (fc *fileCache) sweep() {
 		case <-fc.stop:
 			return
 		case <-t.C:
-			now := fc.now()
-			fc.mu.Lock()
-			for p, e := range fc.m {
-				if !now.Before(e.expires) {
-					fc.evictLocked(p, e)
-				}
-			}
-			fc.mu.Unlock()
+			fc.sweepOnce(fc.now())
+		}
+	}
+}
+
+func (fc *fileCache) sweepOnce(now time.Time) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for p, e := range fc.m {
+		if !now.Before(e.expires) && now.Sub(e.used) >= fc.valid {
+			fc.evictLocked(p, e)
 		}
 	}
 }

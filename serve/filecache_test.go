@@ -213,3 +213,57 @@ func TestFileCacheStaleSize(t *testing.T) {
 		})
 	}
 }
+
+// TestFileCacheRevalidate: past open_file_cache, the next request looks
+// the path up again: the same file keeps its descriptor (and its stat is
+// fresh), a file renamed over or deleted is seen; the sweep closes only
+// entries not requested for a whole period.
+func TestFileCacheRevalidate(t *testing.T) {
+	fc, root, clock := testCache(t, 0)
+	dir := root.r.Name()
+	p := filepath.Join(dir, "f")
+	if err := os.WriteFile(p, make([]byte, 100), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, e := cacheOpen(t, fc, root, "/f")
+	clock.advance(time.Minute)
+	appendTo(t, p, 1)
+	if size, e2 := cacheOpen(t, fc, root, "/f"); e2 != e || size != 101 {
+		t.Fatalf("same file past the period: entry kept %v, size %d: want kept, 101", e2 == e, size)
+	}
+	// Requested a second before it expires: the sweep keeps it.
+	clock.advance(time.Minute - time.Second)
+	cacheOpen(t, fc, root, "/f")
+	fc.sweepOnce(clock.now().Add(time.Second))
+	if fc.len() != 1 {
+		t.Fatal("an entry in use was swept")
+	}
+	// Renamed over: a new entry for the new file.
+	if err := os.WriteFile(p+".new", make([]byte, 7), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p+".new", p); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(time.Second)
+	if size, e3 := cacheOpen(t, fc, root, "/f"); e3 == e || size != 7 {
+		t.Fatalf("renamed over, past the period: same entry %v, size %d: want the new file", e3 == e, size)
+	}
+	// Deleted: not found once the period is over.
+	os.Remove(p)
+	clock.advance(time.Minute)
+	if fd, _, _, err := fc.open(root, "/f"); err == nil {
+		unix.Close(fd)
+		t.Fatal("a deleted file was served past the period")
+	}
+	// Not requested for a whole period: swept.
+	if err := os.WriteFile(p, make([]byte, 5), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cacheOpen(t, fc, root, "/f")
+	clock.advance(time.Minute)
+	fc.sweepOnce(clock.now())
+	if n := fc.len(); n != 0 {
+		t.Fatalf("%d entries after a whole period unused, want 0", n)
+	}
+}
