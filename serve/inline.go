@@ -28,7 +28,7 @@ import (
 
 const (
 	inlineMax    = 16 << 10 // bytes; larger files go through the sender
-	inlineBudget = 8 << 20  // bytes of file contents a worker keeps at most
+	inlineBudget = 4 << 20  // bytes of file contents a worker keeps at most (its RSS grows by up to twice that: GOGC)
 )
 
 // inlineSettle is how old a file's ctime must be before its bytes are
