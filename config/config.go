@@ -90,6 +90,9 @@ type Config struct {
 	// Dispatch is who accepts connections: DispatchHandoff or
 	// DispatchAccept.
 	Dispatch string `toml:"dispatch" json:"dispatch"`
+	// OpenFileCacheValid is how long a cached file's fstat may stand in
+	// for a fresh one; 0: every request fstats (serve/filecache.go).
+	OpenFileCacheValid Duration `toml:"open_file_cache_valid" json:"open_file_cache_valid"`
 }
 
 // Default returns the built-in configuration: serve the current directory on
@@ -117,6 +120,8 @@ func Default() *Config {
 		WorkerTimeout:  Duration(10 * time.Second),
 		ProxyTrusted:   []string{},
 		Dispatch:       DispatchHandoff,
+
+		OpenFileCacheValid: Duration(time.Second),
 	}
 }
 
@@ -318,6 +323,9 @@ func (c *Config) validate() error {
 	}
 	if c.OpenFileCache < 0 || c.OpenFileCache.D() > time.Hour {
 		return keyErr("open_file_cache", "must be between 0 (off) and 1h, not %v", c.OpenFileCache.D())
+	}
+	if c.OpenFileCacheValid < 0 || c.OpenFileCacheValid.D() > time.Hour {
+		return keyErr("open_file_cache_valid", "must be between 0 (fstat every request) and 1h, not %v", c.OpenFileCacheValid.D())
 	}
 	for _, name := range c.Index {
 		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {

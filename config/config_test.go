@@ -85,6 +85,8 @@ func TestDefault(t *testing.T) {
 		WorkerTimeout:  Duration(10 * time.Second),
 		ProxyTrusted:   []string{},
 		Dispatch:       "handoff",
+
+		OpenFileCacheValid: Duration(time.Second),
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Default() = %+v\nwant        %+v", c, want)
@@ -228,6 +230,8 @@ func TestValidationErrors(t *testing.T) {
 		{`root = ""`, "root", "must not be empty"},
 		{`open_file_cache = "-1s"`, "open_file_cache", "between 0 (off) and 1h, not -1s"},
 		{`open_file_cache = "2h"`, "open_file_cache", "not 2h0m0s"},
+		{`open_file_cache_valid = "-1s"`, "open_file_cache_valid", "between 0 (fstat every request) and 1h, not -1s"},
+		{`open_file_cache_valid = "2h"`, "open_file_cache_valid", "not 2h0m0s"},
 		{`metrics_listen = "9100"`, "metrics_listen", `bad address "9100"`},
 		{`listen = ["proxy:127.0.0.1"]`, "listen", `bad address "127.0.0.1"`},
 		{`listen = ["proxy:"]`, "listen", `bad address ""`},

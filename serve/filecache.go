@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"errors"
 	"path"
 	"strings"
 	"sync"
@@ -10,33 +11,66 @@ import (
 )
 
 // fileCache keeps the descriptors of recently served files open for a
-// short while (open_file_cache), so a hot file costs one fstat per request
-// instead of openat2 + fstat + close, like nginx's open_file_cache.
+// short while (open_file_cache), so a hot file costs no openat2 + fstat +
+// close per request, like nginx's open_file_cache.
 //
-// What it may serve stale, and for how long: every hit is fstat'ed afresh,
-// so a file changed in place (written, truncated, appended) is seen at once,
-// with its current size and mtime, and a deleted file (no links left) is a
-// miss. Only a file replaced under the same name (renamed over, or a
-// symlink on its path repointed) keeps being served from the old inode,
-// whole and consistent, until its entry expires.
+// What it may serve stale, and for how long. A descriptor is reused for
+// up to valid (open_file_cache) after its open or its last revalidation;
+// the first request after that looks the path up again (an O_PATH
+// openat2 and its fstat) and keeps the descriptor if the path still names
+// its file, else opens the new one; an entry not requested for a whole
+// period is closed by the sweep. Within the period, a hit fstats
+// the descriptor again unless its last fstat is younger than statValid
+// (open_file_cache_valid) and the file was at most statMax bytes (one
+// send chunk) then; a file deleted or renamed over (no links left) is a
+// miss at that fstat. So, with statValid = 0 every hit sees the file's
+// current size and mtime, and a rename over it at once; otherwise:
+//   - a file renamed over, deleted, or replaced by a repointed symlink is
+//     seen within min(statValid, valid) (within valid if another hard
+//     link keeps the old file);
+//   - a small file changed in place within the window, and not kept in
+//     memory (inline.go), is announced with its last-seen size and validators (ETag, Last-Modified, digest),
+//     while the sender reads its current bytes: if it shrank, the body
+//     ends early and the connection closes (a length is never padded:
+//     errShort), and the entry is revalidated (staleAfter) so the next
+//     request sees the new size; if it grew, the announced size is sent
+//     (a prefix of the new bytes). A client that checks the digest sees
+//     such a mix; so does one that checks the file again afterwards.
+//   - larger files are fstat'ed on every hit: their body dwarfs the
+//     fstat, and sendBody's check before the last chunk then compares
+//     with a fresh stat.
+//
+// Server.New sets statValid to 0 in mmap mode, where a mapping reads
+// zeros past a shrunk file's end up to the end of its page.
 //
 // Entries are keyed by the cleaned path, so "/a", "a" and "//./a" share
 // one descriptor; when the cache is full the new file replaces an
 // arbitrary entry, so a client cannot pin descriptors with spellings of
 // one path nor keep hot files out.
 type fileCache struct {
-	valid time.Duration // 0: no caching
-	max   int           // entries (descriptors) at most
-	mu    sync.Mutex
-	m     map[string]*cachedFile
-	stop  chan struct{}
+	valid      time.Duration // 0: no caching
+	statValid  time.Duration // how long a hit may reuse the last fstat; 0: fstat every hit
+	statMax    int64         // only for files of at most this many bytes
+	inlineMax  int64         // files of at most this many bytes are kept in memory too (inline.go); 0: none
+	inlineUsed int64         // bytes of files kept in memory
+	max        int           // entries (descriptors) at most
+	now        func() time.Time
+	mu         sync.Mutex
+	m          map[string]*cachedFile
+	stop       chan struct{}
 }
 
 type cachedFile struct {
-	fd      int
-	expires time.Time
-	refs    int  // requests using fd now
-	evicted bool // out of the map; closed when refs drops to 0
+	fd       int
+	dev, ino uint64      // the file's identity, fixed
+	expires  time.Time   // when the path must be looked up again (revalidate)
+	used     time.Time   // the last request for it; the sweep closes the unused
+	st       unix.Stat_t // the last fstat of fd
+	checked  time.Time   // when st was taken; zero: revalidate at the next hit
+	body     []byte      // the file's bytes, read under bodySt (inline.go); nil: none
+	bodySt   unix.Stat_t
+	refs     int  // requests using fd now
+	evicted  bool // out of the map; closed when refs drops to 0
 }
 
 // fileCacheMax bounds the descriptors a worker keeps open for the cache;
@@ -49,13 +83,14 @@ func fileCacheSize(limit int) int {
 	return max(min(fileCacheMax, limit/4), 1)
 }
 
-func newFileCache(valid time.Duration) *fileCache {
+func newFileCache(valid, statValid time.Duration, statMax, inlineMax int64) *fileCache {
 	n := fileCacheMax
 	var lim unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
 		n = fileCacheSize(int(min(lim.Cur, 1<<30)))
 	}
-	fc := &fileCache{valid: valid, max: n, m: map[string]*cachedFile{}, stop: make(chan struct{})}
+	fc := &fileCache{valid: valid, statValid: statValid, statMax: statMax, inlineMax: inlineMax, max: n, now: time.Now,
+		m: map[string]*cachedFile{}, stop: make(chan struct{})}
 	if valid > 0 {
 		go fc.sweep()
 	}
@@ -76,13 +111,36 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 		}
 		return fd, *stp, nil, nil
 	}
-	now := time.Now()
+	now := fc.now()
 	fc.mu.Lock()
 	if e := fc.m[key]; e != nil {
-		if now.Before(e.expires) {
+		if !now.Before(e.expires) {
+			// Expired: keep the descriptor if the path still names its file.
 			e.refs++
 			fc.mu.Unlock()
+			if st, ok := fc.revalidate(root, p, e); ok {
+				fc.mu.Lock()
+				e.expires, e.st, e.checked, e.used = now.Add(fc.valid), st, now, now
+				fc.mu.Unlock()
+				return e.fd, st, e, nil
+			}
+			fc.release(e.fd, e)
+			fc.mu.Lock()
+		} else {
+			e.refs++
+			e.used = now
+			if fc.fresh(e, now) {
+				st = e.st
+				fc.mu.Unlock()
+				return e.fd, st, e, nil
+			}
+			fc.mu.Unlock()
 			if err := unix.Fstat(e.fd, &st); err == nil && st.Nlink > 0 {
+				if fc.statValid > 0 {
+					fc.mu.Lock()
+					e.st, e.checked = st, now
+					fc.mu.Unlock()
+				}
 				return e.fd, st, e, nil
 			}
 			fc.release(e.fd, e)
@@ -98,6 +156,7 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 	if err != nil {
 		return -1, st, nil, err
 	}
+	body := fc.readInline(fd, stp, now)
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.m[key] != nil {
@@ -109,9 +168,44 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 			break
 		}
 	}
-	e = &cachedFile{fd: fd, expires: now.Add(fc.valid), refs: 1}
+	e = &cachedFile{fd: fd, dev: stp.Dev, ino: stp.Ino, expires: now.Add(fc.valid), used: now, st: *stp, checked: now, refs: 1}
+	if body != nil && fc.inlineUsed+int64(len(body)) <= inlineBudget {
+		e.body, e.bodySt = body, *stp
+		fc.inlineUsed += int64(len(body))
+	}
 	fc.m[key] = e
 	return fd, *stp, e, nil
+}
+
+// revalidate reports whether p still names e's file, and its stat: an
+// O_PATH lookup and its fstat (and a close), not a new open and a new
+// read of a small file's bytes.
+func (fc *fileCache) revalidate(root *rootDir, p string, e *cachedFile) (unix.Stat_t, bool) {
+	fd, st, err := openRegular(root, p, unix.O_PATH)
+	if err != nil {
+		return unix.Stat_t{}, false
+	}
+	unix.Close(fd)
+	return *st, st.Dev == e.dev && st.Ino == e.ino
+}
+
+// fresh reports whether a hit on e may use e.st without an fstat.
+func (fc *fileCache) fresh(e *cachedFile, now time.Time) bool {
+	return fc.statValid > 0 && !e.checked.IsZero() && e.st.Size <= fc.statMax && now.Sub(e.checked) < fc.statValid
+}
+
+// staleAfter makes the next hit on e fstat again if err, a response's
+// error, says the file was shorter than, or changed from, the stat the
+// response announced.
+func (fc *fileCache) staleAfter(e *cachedFile, err error) {
+	var se *shrankError
+	var ce *changedError
+	if e == nil || err == nil || !errors.As(err, &se) && !errors.As(err, &ce) {
+		return
+	}
+	fc.mu.Lock()
+	e.checked = time.Time{}
+	fc.mu.Unlock()
 }
 
 // cacheKey is the cleaned form of a request path, without allocating for
@@ -145,14 +239,17 @@ func (fc *fileCache) release(fd int, e *cachedFile) {
 
 func (fc *fileCache) evictLocked(p string, e *cachedFile) {
 	delete(fc.m, p)
+	fc.dropInlineLocked(e) // requests using it keep their slice
 	e.evicted = true
 	if e.refs == 0 {
 		unix.Close(e.fd)
 	}
 }
 
-// sweep closes expired entries, so an idle worker holds no descriptors of
-// files it no longer serves.
+// sweep closes the entries that are expired and were not requested for
+// a whole validity period, so an idle worker holds no descriptors of files
+// it no longer serves; an expired entry still in use is looked up again
+// by its next request instead (revalidate).
 func (fc *fileCache) sweep() {
 	t := time.NewTicker(max(fc.valid, 100*time.Millisecond))
 	defer t.Stop()
@@ -160,14 +257,18 @@ func (fc *fileCache) sweep() {
 		select {
 		case <-fc.stop:
 			return
-		case now := <-t.C:
-			fc.mu.Lock()
-			for p, e := range fc.m {
-				if !now.Before(e.expires) {
-					fc.evictLocked(p, e)
-				}
-			}
-			fc.mu.Unlock()
+		case <-t.C:
+			fc.sweepOnce(fc.now())
+		}
+	}
+}
+
+func (fc *fileCache) sweepOnce(now time.Time) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for p, e := range fc.m {
+		if !now.Before(e.expires) && now.Sub(e.used) >= fc.valid {
+			fc.evictLocked(p, e)
 		}
 	}
 }

@@ -36,7 +36,9 @@ func (c *conn) handleHTTP() error {
 		// "file/" and "file/." name a directory that does not exist.
 		return c.httpError(404, "not found: "+r.Path+" is a file, not a directory")
 	}
-	return c.httpFile(fd, &st, r.Path)
+	err = c.httpFile(fd, &st, r.Path, c.s.files.inline(cached, &st))
+	c.s.files.staleAfter(cached, err)
+	return err
 }
 
 // wantsDir reports whether p can only name a directory: it ends in "/"
@@ -46,8 +48,10 @@ func wantsDir(p string) bool {
 }
 
 // httpFile answers a request for the regular file fd: conditionals,
-// ranges, then the head and the body through the configured sender.
-func (c *conn) httpFile(fd int, st *unix.Stat_t, name string) error {
+// ranges, then the head and the body through the configured sender, or,
+// for a body of one range whose bytes are in memory (inline, nil if not:
+// inline.go), head and body in one sendmsg.
+func (c *conn) httpFile(fd int, st *unix.Stat_t, name string, inline []byte) error {
 	h := c.http
 	r := &h.req
 	size := st.Size
@@ -90,6 +94,14 @@ func (c *conn) httpFile(fd int, st *unix.Stat_t, name string) error {
 		c.reprDigest(sum, hasSum)
 		if head || n == 0 {
 			return c.finishHead(false)
+		}
+		if inline != nil {
+			t := c.startTransfer(r.Path, off, n)
+			defer c.cur.Store(nil)
+			err := c.writeInline(c.endHead(), inline[off:off+n], t)
+			c.res.Bytes += t.sent.Load()
+			c.http.bytes += t.sent.Load()
+			return err
 		}
 		if err := c.finishHead(true); err != nil {
 			return err
@@ -216,6 +228,11 @@ func (c *conn) contentLength(n int64) {
 // finishHead ends the head with the Connection header and sends it; more
 // says a body follows (MSG_MORE: head and body leave together).
 func (c *conn) finishHead(more bool) error {
+	return c.write(c.endHead(), more)
+}
+
+// endHead ends the head with the Connection header and returns it.
+func (c *conn) endHead() []byte {
 	h := c.http
 	if h.close {
 		h.head = append(h.head, "Connection: close\r\n"...)
@@ -223,7 +240,7 @@ func (c *conn) finishHead(more bool) error {
 		h.head = append(h.head, "Connection: keep-alive\r\n"...)
 	}
 	h.head = append(h.head, "\r\n"...)
-	return c.write(h.head, more)
+	return h.head
 }
 
 // httpError sends a short text/plain error response.

@@ -43,6 +43,7 @@ const (
 	opSendmsg  opKind = iota // op.buf with op.flags
 	opSendfile               // op.len bytes of file op.fd from op.off
 	opSplice                 // op.len bytes from pipe op.fd with op.flags
+	opSendmsgv               // op.buf then op.buf2 with op.flags (inline.go)
 )
 
 // sockOp is the one socket write a connection has in progress. It lives in
@@ -51,6 +52,9 @@ const (
 type sockOp struct {
 	kind  opKind
 	buf   []byte
+	buf2  []byte
+	iov   [2]unix.Iovec
+	msg   unix.Msghdr
 	flags int
 	fd    int
 	off   int64
@@ -92,6 +96,8 @@ func (c *conn) doOp(sock uintptr) bool {
 			c.op.n, c.op.err = unix.SendmsgN(int(sock), c.op.buf, nil, nil, c.op.flags)
 		case opSendfile:
 			c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+		case opSendmsgv:
+			c.op.n, c.op.err = c.sendmsgv(int(sock))
 		case opSplice:
 			m, err := unix.Splice(c.op.fd, nil, int(sock), nil, c.op.len, c.op.flags)
 			c.op.n, c.op.err = int(m), err

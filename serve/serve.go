@@ -39,6 +39,10 @@ type Options struct {
 	AccessLog     bool          // one log line per response
 	Digests       bool          // announce files' SHA-256 (serve/digest.go)
 	DigestCache   string        // digests' directory; "" or config.DigestCacheMemory: memory only
+
+	// FileCacheValid is how long a cached file's fstat may stand in for
+	// a fresh one, for files of at most Chunk bytes; 0: fstat every request.
+	FileCacheValid time.Duration
 }
 
 // OptionsFrom extracts Options from a resolved configuration.
@@ -58,6 +62,8 @@ func OptionsFrom(c *config.Config) Options {
 		AccessLog:     c.AccessLog,
 		Digests:       c.Digests,
 		DigestCache:   c.DigestCache,
+
+		FileCacheValid: c.OpenFileCacheValid.D(),
 	}
 }
 
@@ -131,7 +137,13 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if opts.Chunk <= 0 {
 		opts.Chunk = 512 << 10
 	}
-	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache),
+	statValid := opts.FileCacheValid
+	if opts.Mode == config.ModeMmap {
+		// A mapping reads zeros past the end of a file up to its page's
+		// end: a file shrunk since its stat would be padded, not cut short.
+		statValid = 0
+	}
+	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache, statValid, opts.Chunk, min(inlineMax, opts.Chunk)),
 		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}
 	s.digests, s.digestDisk = newDigests(opts, root, log)
 	return s, nil
@@ -385,8 +397,11 @@ func (c *conn) get(q *wire.Request) error {
 	if sum, ok := c.s.digestFor(fd, &st, q.Path); ok && q.Flags&wire.FlagDigest != 0 {
 		resp.Flags, resp.Digest = wire.FlagDigest, sum
 	}
-	if err := c.writeHeader(&resp, n > 0); err != nil {
-		return err
+	inline := c.s.files.inline(cached, &st)
+	if inline == nil || n == 0 {
+		if err := c.writeHeader(&resp, n > 0); err != nil {
+			return err
+		}
 	}
 	if n == 0 {
 		return nil
@@ -394,12 +409,18 @@ func (c *conn) get(q *wire.Request) error {
 	t := &transfer{proto: ProtoNative, path: q.Path, offset: q.Offset, total: n, start: time.Now()}
 	c.cur.Store(t)
 	defer c.cur.Store(nil)
+	if inline != nil {
+		err = c.writeInline(c.appendHeader(&resp), inline[q.Offset:q.Offset+n], t)
+		c.res.Bytes += t.sent.Load()
+		return err
+	}
 	err = c.sendBody(fd, &st, q.Offset, n, t)
 	sent := t.sent.Load()
 	c.res.Bytes += sent
 	if err == errShort {
-		return &shrankError{path: q.Path, sent: sent, total: n}
+		err = &shrankError{path: q.Path, sent: sent, total: n}
 	}
+	c.s.files.staleAfter(cached, err)
 	return err
 }
 
@@ -433,10 +454,15 @@ func (t *transfer) progress(s *Server, n int) {
 // writeHeader sends a response header. more=true tells the kernel a body
 // follows (MSG_MORE), so header and first body bytes leave in one segment.
 func (c *conn) writeHeader(r *wire.Response, more bool) error {
+	return c.write(c.appendHeader(r), more)
+}
+
+// appendHeader counts the response r and returns its encoding.
+func (c *conn) appendHeader(r *wire.Response) []byte {
 	c.lastStatus = r.Status
 	c.s.nativeResp.add(NativeStatusCode(r.Status))
 	c.out = wire.AppendResponse(c.out[:0], r)
-	return c.write(c.out, more)
+	return c.out
 }
 
 // write sends b completely (more: MSG_MORE on every part).

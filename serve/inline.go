@@ -1,0 +1,136 @@
+package serve
+
+import (
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Small files from memory. A response costs a system call for its header
+// and one for its body (sendmsg with MSG_MORE, then sendfile); for a file
+// of a few KiB the second is a large share of the request's cost. So the
+// open-file cache also keeps the bytes of a file of at most inlineMax
+// bytes, read once when it is opened, and a response of such a file goes
+// out in one sendmsg: header and body, two iovecs. That is a copy (from
+// the worker's memory into the socket), not a zero-copy send, whatever
+// zero_copy says: zero_copy governs the bodies of larger files.
+//
+// The bytes are used only while the file's stat (the fresh fstat of the
+// request, or the one open_file_cache_valid lets it reuse) is the stat
+// they were read under: same inode, size, mtime and ctime, which every
+// write moves. A file is read into memory only once its ctime is
+// inlineSettle in the past (file timestamps are coarse, so a write in the
+// same tick as the one before may leave ctime as it was; the digest cache
+// waits the same way), and is fstat'ed after the read: bytes read while
+// the file changed are dropped. So a response's body is always the
+// version its header describes, even within open_file_cache_valid.
+
+const (
+	inlineMax    = 16 << 10 // bytes; larger files go through the sender
+	inlineBudget = 4 << 20  // bytes of file contents a worker keeps at most (its RSS grows by up to twice that: GOGC)
+)
+
+// inlineSettle is how old a file's ctime must be before its bytes are
+// kept (shortened by tests).
+var inlineSettle = 2 * time.Second
+
+// readInline returns the bytes of the regular file fd, whose fstat is st,
+// if it is small, settled, and read whole under that same stat; else nil.
+func (fc *fileCache) readInline(fd int, st *unix.Stat_t, now time.Time) []byte {
+	if fc.inlineMax <= 0 || st.Size <= 0 || st.Size > fc.inlineMax ||
+		now.Sub(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) < inlineSettle {
+		return nil
+	}
+	fc.mu.Lock()
+	ok := fc.inlineUsed+st.Size <= inlineBudget
+	fc.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	b := make([]byte, st.Size)
+	for off := 0; off < len(b); {
+		n, err := unix.Pread(fd, b[off:], int64(off))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			return nil
+		}
+		off += n
+	}
+	var after unix.Stat_t
+	if unix.Fstat(fd, &after) != nil || !sameVersion(st, &after) {
+		return nil
+	}
+	return b
+}
+
+// sameVersion reports whether two fstats describe the same bytes.
+func sameVersion(a, b *unix.Stat_t) bool {
+	return a.Dev == b.Dev && a.Ino == b.Ino && a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
+}
+
+// inline returns the cached bytes of e's file if st, the stat a response
+// announces, is the version they were read under; else nil.
+func (fc *fileCache) inline(e *cachedFile, st *unix.Stat_t) []byte {
+	if e == nil {
+		return nil
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if e.body == nil {
+		return nil
+	}
+	if !sameVersion(&e.bodySt, st) {
+		fc.dropInlineLocked(e)
+		return nil
+	}
+	return e.body
+}
+
+func (fc *fileCache) dropInlineLocked(e *cachedFile) {
+	fc.inlineUsed -= int64(len(e.body))
+	e.body = nil
+}
+
+// writeInline sends head and body, a response and its whole body, in one
+// sendmsg if the socket takes them, and the rest as it does.
+func (c *conn) writeInline(head, body []byte, t *transfer) error {
+	c.op = sockOp{kind: opSendmsgv, buf: head, buf2: body, flags: unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT}
+	n, err := c.send()
+	c.op.buf, c.op.buf2 = nil, nil
+	if err != nil {
+		return err
+	}
+	if n < len(head) {
+		if err := c.write(head[n:], true); err != nil {
+			return err
+		}
+		n = len(head)
+	}
+	n -= len(head)
+	t.progress(c.s, n)
+	if n < len(body) {
+		w, err := c.writeCounted(body[n:], false)
+		t.progress(c.s, w)
+		return err
+	}
+	return nil
+}
+
+// sendmsgv is one sendmsg of c.op.buf and c.op.buf2, through iovecs kept
+// in c.op so that it allocates nothing.
+func (c *conn) sendmsgv(sock int) (int, error) {
+	o := &c.op
+	o.iov[0].Base, o.iov[1].Base = &o.buf[0], &o.buf2[0]
+	o.iov[0].SetLen(len(o.buf))
+	o.iov[1].SetLen(len(o.buf2))
+	o.msg = unix.Msghdr{Iov: &o.iov[0]}
+	o.msg.SetIovlen(len(o.iov))
+	n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(sock), uintptr(unsafe.Pointer(&o.msg)), uintptr(o.flags))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}

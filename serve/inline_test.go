@@ -1,0 +1,124 @@
+package serve
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// settleNow makes every file settled enough to be kept in memory.
+func settleNow(t *testing.T) {
+	old := inlineSettle
+	inlineSettle = 0
+	t.Cleanup(func() { inlineSettle = old })
+}
+
+// kept reports whether the cache holds the bytes of path p.
+func kept(ts *testServer, p string) bool {
+	fc := ts.srv.files
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	e := fc.m[p]
+	return e != nil && e.body != nil
+}
+
+// TestInlineBody: a small settled file is sent from memory, head and body
+// together, in every mode and both protocols (whole, from an offset, a
+// range, HEAD); a change in place drops the bytes and the new version is
+// sent; a file too large or not settled is not kept.
+func TestInlineBody(t *testing.T) {
+	settleNow(t)
+	for _, mode := range config.Modes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newTestServer(t, mode, func(o *Options) { o.FileCache = time.Hour; withHTTP(o) })
+			data := random(5000)
+			ts.write(t, "f", data)
+			ts.write(t, "big", random(inlineMax+1))
+			for range 2 {
+				if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Size != 5000 || !bytes.Equal(body, data) {
+					t.Fatalf("GET: size %d, body differs: %v", r.Size, !bytes.Equal(body, data))
+				}
+			}
+			if !kept(ts, "/f") {
+				t.Fatal("a 5000-byte file is not kept in memory")
+			}
+			if _, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f", Offset: 1000, Length: 100}); !bytes.Equal(body, data[1000:1100]) {
+				t.Fatal("GET at an offset differs")
+			}
+			ts.do(t, wire.Request{Op: wire.OpGet, Path: "/big"})
+			if kept(ts, "/big") {
+				t.Fatal("a file larger than inlineMax is kept in memory")
+			}
+			// Changed in place, same size: the new bytes, from the file.
+			data2 := random(5000)
+			if err := os.WriteFile(filepath.Join(ts.root, "f"), data2, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); !bytes.Equal(body, data2) {
+				t.Fatal("after a change in place: not the new bytes")
+			}
+			if kept(ts, "/f") {
+				t.Fatal("bytes of the old version still kept")
+			}
+
+			// HTTP, on a new connection of the same server.
+			ts.connect(t)
+			ts.write(t, "h", data)
+			get := "GET /h HTTP/1.1\r\nHost: x\r\n\r\n"
+			for range 2 {
+				resp, body := ts.httpDo(t, "GET", get)
+				if resp.StatusCode != 200 || resp.ContentLength != 5000 || !bytes.Equal(body, data) {
+					t.Fatalf("HTTP GET: %s, length %d, body equal %v", resp.Status, resp.ContentLength, bytes.Equal(body, data))
+				}
+			}
+			if !kept(ts, "/h") {
+				t.Fatal("HTTP: the file is not kept in memory")
+			}
+			resp, body := ts.httpDo(t, "GET", "GET /h HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n")
+			if resp.StatusCode != 206 || !bytes.Equal(body, data[10:20]) {
+				t.Fatalf("HTTP range: %s, %q", resp.Status, body)
+			}
+			resp, body = ts.httpDo(t, "HEAD", "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp.StatusCode != 200 || len(body) != 0 || resp.Header.Get("Content-Length") != strconv.Itoa(len(data)) {
+				t.Fatalf("HTTP HEAD: %s, %d body bytes", resp.Status, len(body))
+			}
+			// One more GET: the HEAD left nothing behind on the connection.
+			if _, body := ts.httpDo(t, "GET", get); !bytes.Equal(body, data) {
+				t.Fatal("HTTP GET after HEAD differs")
+			}
+		})
+	}
+}
+
+// TestInlineNotSettled: a file changed within inlineSettle is not kept.
+func TestInlineNotSettled(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.FileCache = time.Hour })
+	ts.write(t, "f", random(100))
+	ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+	if kept(ts, "/f") {
+		t.Fatal("a file written just now is kept in memory")
+	}
+}
+
+// TestInlineWithinWindow: within open_file_cache_valid, a file changed in
+// place is answered from the bytes kept with the stat announced: the old
+// version, whole and consistent, not a mix.
+func TestInlineWithinWindow(t *testing.T) {
+	settleNow(t)
+	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.FileCache, o.FileCacheValid = time.Hour, time.Hour })
+	data := random(3000)
+	ts.write(t, "f", data)
+	ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+	if err := os.Truncate(filepath.Join(ts.root, "f"), 10); err != nil {
+		t.Fatal(err)
+	}
+	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Size != 3000 || !bytes.Equal(body, data) {
+		t.Fatalf("truncated within the window: size %d, %d bytes: want the old version whole", r.Size, len(body))
+	}
+}
