@@ -21,9 +21,13 @@ type reqError struct {
 	status wire.Status
 	kind   wire.Kind
 	msg    string
+	err    error // the cause, when an error of the system's is one
 }
 
 func (e *reqError) Error() string { return e.msg }
+
+// Unwrap keeps the cause in the chain (errors.Is(err, unix.EIO)).
+func (e *reqError) Unwrap() error { return e.err }
 
 func refuse(s wire.Status, format string, args ...any) *reqError {
 	return &reqError{status: s, msg: fmt.Sprintf(format, args...)}
@@ -160,7 +164,9 @@ func openError(p string, err error) error {
 	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE), errors.Is(err, unix.ENOMEM):
 		return refuse(wire.StatusBusy, "busy: out of file descriptors, retry later")
 	}
-	return refuse(wire.StatusInternal, "internal error: open %s: %v", p, err)
+	e := refuse(wire.StatusInternal, "internal error: open %s: %v", p, err)
+	e.err = err
+	return e
 }
 
 func kindOf(st *unix.Stat_t) wire.Kind {
