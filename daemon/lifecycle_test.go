@@ -543,3 +543,34 @@ func TestStatusRows(t *testing.T) {
 		t.Fatalf("status %s %q, want reloading %q", state, rows, want)
 	}
 }
+
+// TestRespawnOnePending: a slot has one restart pending at a time. A
+// retiring worker whose replacement could not start (a restart pending)
+// and which then crashes schedules the slot's restart again; the earlier
+// timer must not stay armed beside it, or the slot is restarted before
+// the backoff its crashes asked for.
+func TestRespawnOnePending(t *testing.T) {
+	r := newRig(t, twoWorkers)
+	r.serving(1)
+	old := r.proc(0)
+	r.next("fail", "crash")
+	if err := old.retire(); err != nil {
+		t.Fatal(err)
+	}
+	r.until("the replacement failed", func(s *Supervisor) bool {
+		return strings.HasPrefix(s.current.slots[0].lastExit, "respawn failed")
+	})
+	old.exit("exit status 2") // the retiring worker crashes: a restart pending again
+	for restarts := 1; restarts <= 2; restarts++ {
+		r.until("the crash seen", func(s *Supervisor) bool { return s.current.slots[0].restarts == restarts })
+		var next time.Time
+		r.on(func(s *Supervisor) { next = s.current.slots[0].nextStart })
+		started := r.started()
+		r.advance(next.Sub(r.clock.Now()) - time.Millisecond)
+		if n := r.started(); n != started {
+			t.Fatalf("crash %d: slot restarted before its next start (%d processes started, want %d)", restarts, n, started)
+		}
+		r.advance(time.Millisecond)
+		r.until("the restart", func(*Supervisor) bool { return r.started() == started+1 })
+	}
+}
