@@ -574,3 +574,36 @@ func TestRespawnOnePending(t *testing.T) {
 		r.until("the restart", func(*Supervisor) bool { return r.started() == started+1 })
 	}
 }
+
+// TestReadyAtStartTimeout: workers that report ready at the instant
+// their start timeout fires (its event already queued behind their
+// ready) serve: neither the workers' timeouts nor the generation's kill
+// anything once the generation is promoted.
+func TestReadyAtStartTimeout(t *testing.T) {
+	r := newRig(t, twoWorkers, "hang", "hang")
+	r.until("the workers started", func(*Supervisor) bool { return r.started() == 2 })
+	r.on(func(s *Supervisor) {
+		// The timers fire: their events wait in the queue behind this one.
+		if n := r.clock.advance(startTimeout); n != 3 {
+			t.Fatalf("%d timers fired, want 3 (two workers', the generation's)", n)
+		}
+		for _, sl := range s.next.slots {
+			s.handle(evReady{sl.w})
+		}
+	})
+	r.serving(1)
+	r.on(func(s *Supervisor) {
+		for _, sl := range s.current.slots {
+			if sl.w == nil || sl.w.killed || sl.restarts != 0 {
+				t.Errorf("slot %d: worker %v, %d restarts", sl.index, sl.w, sl.restarts)
+			}
+		}
+	})
+	for i := range 2 {
+		select {
+		case <-r.proc(i).exited:
+			t.Errorf("worker %d: %s", i, r.proc(i).how)
+		default:
+		}
+	}
+}
