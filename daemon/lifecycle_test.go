@@ -607,3 +607,96 @@ func TestReadyAtStartTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadAfterSuccessfulReload: a reload asked for while another is in
+// progress starts once that one has succeeded, too (not only after a
+// failure), and is answered with its own generation.
+func TestReloadAfterSuccessfulReload(t *testing.T) {
+	r := newRig(t, twoWorkers)
+	r.serving(1)
+	first, second := make(chan string, 1), make(chan string, 1)
+	answer := func(c chan string) func(string, error) {
+		return func(msg string, err error) {
+			if err != nil {
+				msg = "error: " + err.Error()
+			}
+			c <- msg
+		}
+	}
+	// Both in one turn of the loop: the second comes during the first.
+	r.on(func(s *Supervisor) {
+		s.reload(false, answer(first))
+		s.reload(false, answer(second))
+	})
+	if msg := r.answer(first); msg != "generation 2 serving with 2 workers" {
+		t.Fatalf("first reload: %q", msg)
+	}
+	if msg := r.answer(second); msg != "generation 3 serving with 2 workers" {
+		t.Fatalf("second reload: %q", msg)
+	}
+}
+
+// TestReloadsThatCannotStartDoNotPileUp: a reload whose only worker
+// cannot be started leaves no generation behind (no exit will come to
+// forget it), so such failures never count as generations still draining
+// against later reloads.
+func TestReloadsThatCannotStartDoNotPileUp(t *testing.T) {
+	r := newRig(t, "workers = 1")
+	r.serving(1)
+	for i := range maxDrainingGenerations {
+		r.next("fail")
+		if msg := r.answer(r.reload(false)); msg != "error: start worker: fake: exec format error" {
+			t.Fatalf("reload %d: %q", i+1, msg)
+		}
+	}
+	r.on(func(s *Supervisor) {
+		if len(s.gens) != 1 {
+			t.Errorf("%d generations after failed reloads, want 1", len(s.gens))
+		}
+	})
+	if msg := r.answer(r.reload(false)); !strings.HasPrefix(msg, "generation ") {
+		t.Fatalf("reload after failed ones: %q", msg)
+	}
+}
+
+// TestDrainReplacesReloadDeadline: a drain's deadline replaces those of
+// generations already draining after a reload and of retired workers:
+// one deadline for everyone.
+func TestDrainReplacesReloadDeadline(t *testing.T) {
+	r := newRig(t, twoWorkers, "hold", "hold")
+	r.serving(1)
+	r.proc(0).retire() // a retired worker draining on its own deadline
+	r.until("the retired worker draining", func(s *Supervisor) bool {
+		return len(s.current.retired) == 1 && s.current.retired[0].draining
+	})
+	if msg := r.answer(r.reload(false)); msg != "generation 2 serving with 2 workers" {
+		t.Fatalf("reload: %q", msg)
+	}
+	r.holdConnections(1)
+	r.advance(time.Second)
+	if err := r.drain(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	r.advance(10 * time.Second) // past the old generation's and the retired worker's
+	r.on(func(s *Supervisor) {
+		for _, g := range s.gens {
+			for _, w := range g.workers() {
+				if w.killed {
+					t.Errorf("generation %d: worker %d killed before the drain's deadline", g.id, w.pid)
+				}
+			}
+		}
+	})
+	select {
+	case <-r.proc(0).exited:
+		t.Errorf("retired worker ended before the drain's deadline: %s", r.proc(0).how)
+	default:
+	}
+	r.advance(time.Minute)
+	if err := r.exit(); err == nil || !strings.HasPrefix(err.Error(), "drain timeout (1m0s) expired") {
+		t.Fatalf("exit %v", err)
+	}
+	if how := r.proc(0).Wait(); how != "killed by signal SIGKILL" {
+		t.Errorf("retired worker: %s", how)
+	}
+}
