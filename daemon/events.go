@@ -12,7 +12,7 @@ import (
 // handled one at a time, in order. These are all of them.
 type event interface{ isEvent() }
 
-// Events from a worker's channel reader (proc.go).
+// Events from a worker's channel reader (reader.go).
 type (
 	// evReady: the worker reported ready (msgReady).
 	evReady struct{ w *workerProc }
@@ -37,8 +37,9 @@ type (
 	}
 )
 
-// Events from an accept loop (group.go): a newer instance now takes a
-// draining one's connections, so its listener may close.
+// Events from an accept loop (accept.go, metrics_http.go): a newer
+// instance now takes a draining one's connections, so its listener may
+// close (group.go).
 type (
 	evLeaveGroup   struct{ l *listener }
 	evLeaveMetrics struct{ ml *metricsListener }

@@ -300,11 +300,35 @@ func (r *rig) started() int {
 	return len(r.procs)
 }
 
-// on runs f on the loop.
+// on runs f on the loop. f may fail the test: t.FailNow (Fatal) on the
+// loop's goroutine ends that goroutine, so on then ends the test rather
+// than wait for the loop forever.
 func (r *rig) on(f func(s *Supervisor)) {
 	r.t.Helper()
-	if err := r.s.call(context.Background(), func() { f(r.s) }); err != nil {
-		r.t.Fatalf("loop: %v", err)
+	done, ended := make(chan struct{}), make(chan struct{})
+	returned := false
+	call := func() {
+		defer func() {
+			if !returned {
+				close(ended) // FailNow's runtime.Goexit, or a panic
+			}
+		}()
+		f(r.s)
+		returned = true
+	}
+	if !r.s.post(evCall{f: call, done: done}) {
+		r.t.Fatalf("loop: %v", ctl.ErrExiting)
+	}
+	select {
+	case <-done:
+	case <-ended:
+		r.t.FailNow()
+	case <-r.s.finished:
+		select {
+		case <-done: // handled as the loop ended
+		default:
+			r.t.Fatalf("loop: %v", ctl.ErrExiting)
+		}
 	}
 }
 

@@ -83,6 +83,9 @@ func (s *Supervisor) scheduleRespawn(g *generation, sl *slot, lived time.Duratio
 	}
 	sl.nextStart = s.env.clock.Now().Add(sl.backoff)
 	s.log.Info("replacing worker", "gen", g.id, "slot", sl.index, "in", sl.backoff, "restarts", sl.restarts)
+	// One restart pending per slot: a retiring worker whose replacement
+	// could not start has one pending when it crashes itself.
+	sl.timer.stop()
 	sl.timer = s.after(sl.backoff, evRespawn{g, sl})
 }
 
