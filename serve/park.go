@@ -166,8 +166,8 @@ func (p *parker) releaseDue(parked, parking int) bool {
 	return true
 }
 
-// epoll returns the server's epoll set, made on the first park along with
-// the goroutine that reads it.
+// epoll returns the server's epoll set, made by New along with the
+// goroutine that reads it.
 func (s *Server) epoll() (int, error) {
 	p := &s.park
 	p.epOnce.Do(func() {

@@ -146,6 +146,13 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache, statValid, opts.Chunk, min(inlineMax, opts.Chunk)),
 		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}
 	s.digests, s.digestDisk = newDigests(opts, root, log)
+	// The set of parked connections is made now, not at the first park,
+	// so that a worker's descriptors are what they will stay from its
+	// start (an operator, or a test, watching them sees no step later).
+	if _, err := s.epoll(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
