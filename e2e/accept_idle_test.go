@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/ctl"
+)
+
+// TestAcceptModeIdleParked: in the accept mode, kept-alive connections
+// parked by the workers that accepted them count as active in status; a
+// reload closes those of the old generation (their clients read EOF, the
+// counts go to 0) while the new one serves; a worker killed with parked
+// connections takes only those; a drain closes the rest and the daemon
+// exits 0.
+func TestAcceptModeIdleParked(t *testing.T) {
+	const n = 100
+	root := shortTempDir(t)
+	small := WriteRandom(t, filepath.Join(root, "small.bin"), 4096)
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2, Config: acceptConf + "log_level = \"debug\"\nlog_format = \"text\"\nidle_timeout = \"5m\"\n"})
+	open := func(k int) []*idleClient {
+		cs := make([]*idleClient, k)
+		for i := range cs {
+			c, err := net.Dial("tcp", d.Addr)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			t.Cleanup(func() { c.Close() })
+			cs[i] = &idleClient{c: c, br: bufio.NewReader(c), http: i%2 == 1}
+			if sum, err := cs[i].get("/small.bin"); err != nil || sum != small {
+				t.Fatalf("connection %d: %v (sha256 %s, want %s)", i, err, sum, small)
+			}
+		}
+		return cs
+	}
+	active := func(st *ctl.Status) int {
+		a := 0
+		for _, w := range st.Workers {
+			a += w.Active
+		}
+		return a
+	}
+	closed := func(what string, cs []*idleClient) {
+		t.Helper()
+		for i, ic := range cs {
+			ic.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := ic.br.ReadByte(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("%s: connection %d: %v, want EOF", what, i, err)
+			}
+		}
+	}
+
+	old := open(n)
+	if !waitFor(30*time.Second, func() bool { return parkedNow(d.Log()) == n }) {
+		t.Fatalf("%d of %d connections parked\n%s", parkedNow(d.Log()), n, tail(d.Log(), 20))
+	}
+	d.WaitStatus(10*time.Second, "the parked connections active", func(st *ctl.Status) bool {
+		return active(st) == n && st.Totals.Active == n
+	})
+	if r := d.Zctl("reload"); r.Code != 0 {
+		t.Fatalf("reload: %d %s %s", r.Code, r.Stdout, r.Stderr)
+	}
+	closed("after the reload", old)
+	d.WaitStatus(10*time.Second, "the old generation gone, nothing active", func(st *ctl.Status) bool {
+		for _, w := range st.Workers {
+			if w.Generation == 1 {
+				return false
+			}
+		}
+		return active(st) == 0 && st.Totals.Active == 0
+	})
+
+	cur := open(20)
+	d.WaitStatus(10*time.Second, "20 active", func(st *ctl.Status) bool { return st.Totals.Active == 20 })
+	st := d.MustStatus()
+	victim := st.Workers[0]
+	syscall.Kill(victim.PID, syscall.SIGKILL)
+	d.WaitStatus(10*time.Second, "the killed worker's connections gone from the counts", func(st *ctl.Status) bool {
+		return st.Totals.Active == 20-victim.Active && active(st) == 20-victim.Active
+	})
+	if r := d.Zctl("drain"); r.Code != 0 {
+		t.Fatalf("zctl drain: %d\n%s", r.Code, r.Stderr)
+	}
+	closed("after the drain", cur)
+	if code := d.WaitExit(30 * time.Second); code != 0 {
+		t.Fatalf("exit status %d after the drain\n%s", code, tail(d.Log(), 20))
+	}
+}
