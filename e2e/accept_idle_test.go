@@ -92,3 +92,57 @@ func TestAcceptModeIdleParked(t *testing.T) {
 		t.Fatalf("exit status %d after the drain\n%s", code, tail(d.Log(), 20))
 	}
 }
+
+// TestAcceptModeRetire: a worker sent SIGTERM in the accept mode (the only
+// one) keeps accepting until its replacement is ready and gets the
+// sockets; its parked connection is closed by its drain; new connections
+// made all along are each answered whole.
+func TestAcceptModeRetire(t *testing.T) {
+	root := shortTempDir(t)
+	small := WriteRandom(t, filepath.Join(root, "small.bin"), 4096)
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: acceptConf + "log_level = \"debug\"\nlog_format = \"text\"\nidle_timeout = \"5m\"\n"})
+	c, err := net.Dial("tcp", d.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	parked := &idleClient{c: c, br: bufio.NewReader(c)}
+	if sum, err := parked.get("/small.bin"); err != nil || sum != small {
+		t.Fatalf("first request: %v", err)
+	}
+	if !waitFor(30*time.Second, func() bool { return parkedNow(d.Log()) == 1 }) {
+		t.Fatalf("not parked\n%s", tail(d.Log(), 20))
+	}
+	victim := WorkerPIDs(d.MustStatus())[0]
+	one := func(i int) {
+		t.Helper()
+		c, err := net.Dial("tcp", d.Addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		defer c.Close()
+		ic := &idleClient{c: c, br: bufio.NewReader(c), http: i%2 == 1}
+		if sum, err := ic.get("/small.bin"); err != nil || sum != small {
+			t.Fatalf("connection %d: %v (sha256 %s)", i, err, sum)
+		}
+	}
+	one(0)
+	syscall.Kill(victim, syscall.SIGTERM)
+	replaced := func() bool {
+		ps := WorkerPIDs(d.MustStatus())
+		return len(ps) == 1 && ps[0] != victim
+	}
+	for i := 1; i < 400 && !replaced(); i++ {
+		one(i)
+	}
+	if !replaced() {
+		t.Fatalf("worker %d not replaced\n%s", victim, tail(d.Log(), 20))
+	}
+	for i := range 20 {
+		one(i)
+	}
+	parked.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := parked.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("the retired worker's parked connection: %v, want EOF", err)
+	}
+}
