@@ -283,6 +283,7 @@ func TestParkDrainRequestArrived(t *testing.T) {
 				if !bytes.Equal(body, data) {
 					t.Fatalf("round %d: %d bytes, not the file's", round, len(body))
 				}
+				ts.client.Close() // ends an HTTP connection's lingering close
 				select {
 				case res := <-ts.result:
 					if res.Outcome != OutcomeDrained || res.Requests != 2 {
