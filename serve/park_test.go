@@ -286,7 +286,9 @@ func TestParkDrainRequestArrived(t *testing.T) {
 				ts.client.Close() // ends an HTTP connection's lingering close
 				select {
 				case res := <-ts.result:
-					if res.Outcome != OutcomeDrained || res.Requests != 2 {
+					// closed: the poller had answered it before the drain
+					// began, and read the client's close next.
+					if (res.Outcome != OutcomeDrained && res.Outcome != OutcomeClosed) || res.Requests != 2 {
 						t.Fatalf("round %d: result %+v", round, res)
 					}
 				case <-time.After(10 * time.Second):
