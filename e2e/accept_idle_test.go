@@ -146,3 +146,63 @@ func TestAcceptModeRetire(t *testing.T) {
 		t.Fatalf("the retired worker's parked connection: %v, want EOF", err)
 	}
 }
+
+// TestAcceptModeTakeover: a draining instance in the accept mode answers
+// new connections "draining" until a new instance (also in the accept
+// mode) has joined the port, whose workers then take every new one; a
+// connection parked on the old instance is closed by its drain, and the
+// old instance exits 0.
+func TestAcceptModeTakeover(t *testing.T) {
+	root := shortTempDir(t)
+	small := WriteRandom(t, filepath.Join(root, "small.bin"), 4096)
+	big := WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
+	addr := freeAddr(t)
+	conf := acceptConf + "log_level = \"debug\"\nlog_format = \"text\"\nidle_timeout = \"5m\"\n"
+	d1 := StartDaemon(t, DaemonOpts{Root: root, Listen: addr, Config: conf})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	parked := &idleClient{c: c, br: bufio.NewReader(c)}
+	if sum, err := parked.get("/small.bin"); err != nil || sum != small {
+		t.Fatalf("first request: %v", err)
+	}
+	if !waitFor(30*time.Second, func() bool { return parkedNow(d1.Log()) == 1 }) {
+		t.Fatalf("not parked\n%s", tail(d1.Log(), 20))
+	}
+	// A stalled transfer keeps the old instance draining.
+	gate := make(chan struct{})
+	slow := startSlowGet(t, addr, "/big.bin", gate)
+	if r := d1.Zctl("drain"); r.Code != 0 {
+		t.Fatalf("zctl drain: %d\n%s", r.Code, r.Stderr)
+	}
+	parked.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := parked.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("the parked connection after the drain: %v, want EOF", err)
+	}
+	if msg := drainingAnswers(addr); msg != "" {
+		t.Fatalf("while draining, before a new instance: %s", msg)
+	}
+	d2 := StartDaemon(t, DaemonOpts{Root: root, Listen: addr, Control: d1.Control, Config: conf})
+	for i := range 40 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		ic := &idleClient{c: c, br: bufio.NewReader(c), http: i%2 == 1}
+		sum, err := ic.get("/small.bin")
+		c.Close()
+		if err != nil || sum != small {
+			t.Fatalf("connection %d to the new instance: %v", i, err)
+		}
+	}
+	if st := d2.MustStatus(); st.Totals.Connections < 40 {
+		t.Fatalf("the new instance served %d connections, want 40", st.Totals.Connections)
+	}
+	close(gate)
+	slow.wait(t, big)
+	if code := d1.WaitExit(30 * time.Second); code != 0 {
+		t.Fatalf("the drained instance exited %d, want 0\n%s", code, tail(d1.Log(), 20))
+	}
+}
