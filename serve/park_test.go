@@ -299,3 +299,39 @@ func TestParkDrainRequestArrived(t *testing.T) {
 		})
 	}
 }
+
+// TestParkNotMidRequest: a kept-alive connection whose next request has
+// started (one byte, then silence) is never parked, however many sweeps
+// run: header_timeout ends it.
+func TestParkNotMidRequest(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute; o.HeaderTimeout = 300 * time.Millisecond })
+			data := random(4096)
+			ts.write(t, "f", data)
+			p.do(t, ts, data)
+			first := "Z"
+			if p.http {
+				first = "G"
+			}
+			io.WriteString(ts.client, first)
+			deadline := time.After(10 * time.Second)
+			for {
+				ts.srv.sweep(time.Now())
+				if n := ts.srv.parked(); n != 0 {
+					t.Fatal("a connection in the middle of a request was parked")
+				}
+				select {
+				case res := <-ts.result:
+					if res.Requests != 1 || (res.Outcome != OutcomeIdle && res.Outcome != OutcomeBadRequest) {
+						t.Fatalf("result %+v", res)
+					}
+					return
+				case <-deadline:
+					t.Fatal("header_timeout did not end the connection")
+				case <-time.After(time.Millisecond):
+				}
+			}
+		})
+	}
+}
