@@ -36,11 +36,13 @@ type acceptor struct {
 	seq     atomic.Uint64
 
 	// Under w.mu: the listeners, whether accepting stopped for good, and
-	// whether a loop waits for room (room is signalled as connections end).
+	// whether a loop waits for room (room is signalled as connections end),
+	// and how many do.
 	ls      []*serve.Listener
 	stopped bool
 	started bool
 	waiting bool
+	waiters int
 	room    *sync.Cond
 	loops   sync.WaitGroup
 
@@ -118,11 +120,12 @@ func (a *acceptor) loop(l *serve.Listener, m listenMeta) {
 	start := func(fd int, sa syscall.Sockaddr) { a.start(fd, sa, proxy) }
 	var delay time.Duration
 	for {
-		room := a.waitRoom()
-		if room == 0 {
+		if !a.waitRoom() {
 			return
 		}
-		n, err := l.Accept(min(room, maxBatch), start)
+		// Each accept takes its slot first: the room is shared with the
+		// loops of the other listeners.
+		n, err := l.AcceptLimited(maxBatch, a.take, a.put, start)
 		if n > 0 {
 			select {
 			case a.kick <- struct{}{}:
@@ -145,19 +148,41 @@ func (a *acceptor) loop(l *serve.Listener, m listenMeta) {
 }
 
 // waitRoom waits until this worker holds fewer connections than its
-// limit and returns how many more it may take, or 0 once stopped.
-func (a *acceptor) waitRoom() int {
+// limit, and reports false once stopped.
+func (a *acceptor) waitRoom() bool {
 	w := a.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for !a.stopped && w.active >= a.limit {
 		a.waiting = true
+		a.waiters++
 		a.room.Wait()
+		a.waiters--
 	}
-	if a.stopped {
-		return 0
+	return !a.stopped
+}
+
+// take counts one more connection active before its accept4, if the
+// limit has room for it: the slot then goes with the connection (start),
+// or back (put) if the accept finds none.
+func (a *acceptor) take() bool {
+	w := a.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if a.stopped || w.active >= a.limit {
+		return false
 	}
-	return a.limit - w.active
+	w.active++
+	return true
+}
+
+// put gives back a slot that take gave and no connection filled.
+func (a *acceptor) put() {
+	w := a.w
+	w.mu.Lock()
+	w.active--
+	a.freed()
+	w.mu.Unlock()
 }
 
 // freed (under w.mu) wakes the loops waiting for room: a connection ended.
@@ -178,13 +203,12 @@ func (a *acceptor) start(fd int, sa syscall.Sockaddr, proxy bool) {
 	client := sockaddrString(sa)
 	if proxy && a.trusted != nil && !trusted(sa, a.trusted) && !fromSelf(fd, sa) {
 		syscall.Close(fd)
+		a.put()
 		a.untrustedLog.Log(w.log, time.Now(), slog.LevelWarn, "connection to a proxy listener from outside proxy_trusted; closed", "client", client)
 		return
 	}
 	id := a.base | a.seq.Add(1)&(1<<32-1)
-	w.mu.Lock()
-	w.active++
-	w.mu.Unlock()
+	// Counted active already: its slot was taken before the accept (take).
 	w.conns.Add(1)
 	a.pending.Add(1)
 	// Non-blocking (SOCK_NONBLOCK): os.NewFile puts it in the poller.

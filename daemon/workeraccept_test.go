@@ -171,3 +171,55 @@ func TestWorkerListenAfterDrain(t *testing.T) {
 		t.Error("a draining worker accepts")
 	}
 }
+
+// TestWorkerAcceptLimitListeners: the limit holds across listeners. With
+// connections queued on two listeners when the worker gets them, each
+// accept loop used to compute its room from the same count and accept up
+// to all of it: twice the limit.
+func TestWorkerAcceptLimitListeners(t *testing.T) {
+	const limit = 3
+	local, remote := channel(t)
+	var r reports
+	go r.read(t, local)
+	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile", HeaderTimeout: time.Minute, IdleTimeout: time.Minute}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	w := newWorker(remote, srv, quietLog())
+	c := config.Default()
+	c.Dispatch, c.Workers, c.MaxConnections = config.DispatchAccept, 1, limit
+	w.acc = newAcceptor(w, c, 1000)
+	go w.outbox()
+	var metas []listenMeta
+	var fds []int
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		for range limit {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+		rc, _ := ln.(*net.TCPListener).SyscallConn()
+		fd := -1
+		rc.Control(func(s uintptr) { fd, _ = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+		metas = append(metas, listenMeta{0, ln.Addr().String()})
+		fds = append(fds, fd)
+	}
+	w.listen(appendListen(nil, metas)[1:], fds)
+	waitFor(t, "both accept loops waiting for room", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.acc.waiters == 2
+	})
+	if got := srv.Stats().Connections; got > limit {
+		t.Fatalf("accepted %d connections at a limit of %d", got, limit)
+	}
+	w.drain()
+}

@@ -70,12 +70,30 @@ var ErrListenerClosed = errors.New("listener closed")
 // stopped it: ErrListenerClosed, or the accept error (EMFILE, ENFILE,
 // ENOBUFS, ...) after the connections accepted before it.
 func (l *Listener) Accept(max int, fn func(fd int, sa syscall.Sockaddr)) (int, error) {
+	return l.AcceptLimited(max, nil, nil, fn)
+}
+
+// AcceptLimited is Accept under a limit that other listeners share: before
+// each accept4 it takes a slot with take, and stops (without waiting) when
+// take refuses; a slot that accept4 did not fill (EAGAIN, an error) is
+// given back with put. A slot that it filled goes with the connection to
+// fn. Room computed once for a whole batch would let every listener's
+// loop fill the same room.
+func (l *Listener) AcceptLimited(max int, take func() bool, put func(), fn func(fd int, sa syscall.Sockaddr)) (int, error) {
 	n, waited := 0, false
 	var aerr error
 	err := l.rc.Read(func(fd uintptr) bool {
+		full := false
 	accept:
 		for n < max {
+			if take != nil && !take() {
+				full = true
+				break
+			}
 			nfd, sa, e := syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+			if e != nil && put != nil {
+				put()
+			}
 			switch e {
 			case nil:
 				n++
@@ -90,11 +108,11 @@ func (l *Listener) Accept(max int, fn func(fd int, sa syscall.Sockaddr)) (int, e
 		}
 		if waited {
 			l.wakeups.Add(1)
-			if n == 0 {
+			if n == 0 && !full {
 				l.empty.Add(1)
 			}
 		}
-		waited = n == 0 && aerr == nil
+		waited = n == 0 && aerr == nil && !full
 		return !waited // false: wait in the poller and call again
 	})
 	l.accepted.Add(uint64(n))

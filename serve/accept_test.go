@@ -122,3 +122,44 @@ func TestNewListenerBlocking(t *testing.T) {
 		t.Errorf("the refused fd is still open: %v", err)
 	}
 }
+
+// TestListenerAcceptLimited: AcceptLimited takes a slot before each
+// accept4, stops without waiting when take refuses (the rest stays
+// queued), and gives back the slot of an accept4 that found nothing.
+func TestListenerAcceptLimited(t *testing.T) {
+	ln, fd := listenerCopy(t)
+	l, err := NewListener(fd, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dial(t, ln.Addr().String(), 3)
+	slots, taken, put := 2, 0, 0
+	take := func() bool {
+		if taken == slots {
+			return false
+		}
+		taken++
+		return true
+	}
+	give := func() { taken--; put++ }
+	var fds []int
+	collect := func(fd int, _ syscall.Sockaddr) { fds = append(fds, fd) }
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	if n, err := l.AcceptLimited(64, take, give, collect); n != 2 || err != nil || put != 0 {
+		t.Fatalf("AcceptLimited with 2 slots = %d, %v (%d slots given back); want 2", n, err, put)
+	}
+	slots = 10
+	for len(fds) < 3 {
+		if _, err := l.AcceptLimited(64, take, give, collect); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if taken != 3 || put == 0 {
+		t.Fatalf("%d slots held for 3 connections, %d given back; want 3 and the empty accepts' back", taken, put)
+	}
+}

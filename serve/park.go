@@ -29,7 +29,8 @@ import (
 // close) the poller goroutine starts a goroutine that carries on where the
 // old one stopped, under header_timeout from that first byte as for any
 // kept-alive connection. The sweep also closes parked connections whose
-// idle_timeout has passed, and Drain closes them at once.
+// idle_timeout has passed, and Drain closes them at once (but answers a
+// request that reached one before the poller woke it).
 //
 // The epoll set is itself registered with the runtime's poller (an epoll
 // descriptor is readable while it has events), so waiting for it costs no
@@ -260,6 +261,27 @@ func (s *Server) claimParked() []*conn {
 	return cs
 }
 
+// drainParked ends the parked connections a drain took (drainOrResume).
+func drainParked(cs []*conn) {
+	for _, c := range cs {
+		c.drainOrResume()
+	}
+}
+
+// drainOrResume ends c, which a drain took while it was parked, unless its
+// next request has arrived (the poller has not woken it yet): that one is
+// answered first, as readIdle answers a request that beat the drain to an
+// idle connection. Closing the socket on it would reset the connection
+// and lose the request.
+func (c *conn) drainOrResume() {
+	if c.pending() {
+		go c.resume()
+		return
+	}
+	c.res.Outcome = OutcomeDrained
+	c.finish()
+}
+
 func finishAll(cs []*conn, outcome Outcome) {
 	for _, c := range cs {
 		c.res.Outcome = outcome
@@ -288,8 +310,7 @@ func (c *conn) park() {
 	s.mu.Lock()
 	if s.draining.Load() {
 		s.mu.Unlock()
-		c.res.Outcome = OutcomeDrained
-		c.finish()
+		c.drainOrResume()
 		return
 	}
 	if s.park.parked == nil {

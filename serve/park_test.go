@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/http"
 	"runtime"
 	"testing"
 	"time"
@@ -236,6 +237,100 @@ func TestReleaseDue(t *testing.T) {
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Fatalf("released after sweeps %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestParkDrainRequestArrived: a drain answers a request that reached a
+// parked connection before the drain (its first byte in the socket),
+// as it does for an idle connection not yet parked, instead of closing
+// the connection on it (a reset, the request lost). The drain comes right
+// after the request, before the poller has woken the connection, in most
+// rounds.
+func TestParkDrainRequestArrived(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			for round := range 10 {
+				ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+				data := random(4096)
+				ts.write(t, "f", data)
+				p.do(t, ts, data)
+				parkAll(t, ts.srv, 1)
+				ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+				if p.http {
+					io.WriteString(ts.client, "GET /f HTTP/1.1\r\nHost: a\r\n\r\n")
+				} else {
+					wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/f"})
+				}
+				ts.srv.Drain()
+				var body []byte
+				if p.http {
+					resp, err := http.ReadResponse(ts.br, &http.Request{Method: "GET"})
+					if err != nil {
+						t.Fatalf("round %d: the request sent before the drain: %v", round, err)
+					}
+					body, _ = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				} else {
+					r, err := wire.ReadResponse(ts.br)
+					if err != nil {
+						t.Fatalf("round %d: the request sent before the drain: %v", round, err)
+					}
+					body = make([]byte, r.BodyLen)
+					io.ReadFull(ts.br, body)
+				}
+				if !bytes.Equal(body, data) {
+					t.Fatalf("round %d: %d bytes, not the file's", round, len(body))
+				}
+				ts.client.Close() // ends an HTTP connection's lingering close
+				select {
+				case res := <-ts.result:
+					// closed: the poller had answered it before the drain
+					// began, and read the client's close next.
+					if (res.Outcome != OutcomeDrained && res.Outcome != OutcomeClosed) || res.Requests != 2 {
+						t.Fatalf("round %d: result %+v", round, res)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("round %d: the connection did not end after the drain", round)
+				}
+				ts.srv.Wait()
+			}
+		})
+	}
+}
+
+// TestParkNotMidRequest: a kept-alive connection whose next request has
+// started (one byte, then silence) is never parked, however many sweeps
+// run: header_timeout ends it.
+func TestParkNotMidRequest(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute; o.HeaderTimeout = 300 * time.Millisecond })
+			data := random(4096)
+			ts.write(t, "f", data)
+			p.do(t, ts, data)
+			first := "Z"
+			if p.http {
+				first = "G"
+			}
+			io.WriteString(ts.client, first)
+			deadline := time.After(10 * time.Second)
+			for {
+				ts.srv.sweep(time.Now())
+				if n := ts.srv.parked(); n != 0 {
+					t.Fatal("a connection in the middle of a request was parked")
+				}
+				select {
+				case res := <-ts.result:
+					if res.Requests != 1 || (res.Outcome != OutcomeIdle && res.Outcome != OutcomeBadRequest) {
+						t.Fatalf("result %+v", res)
+					}
+					return
+				case <-deadline:
+					t.Fatal("header_timeout did not end the connection")
+				case <-time.After(time.Millisecond):
+				}
 			}
 		})
 	}

@@ -6,7 +6,9 @@ import (
 
 // Drain stops the server taking more requests: connections between
 // requests close now (parked ones from a goroutine of their own, so Drain
-// does not wait for them), the others after their current response.
+// does not wait for them), the others after their current response. A
+// connection whose next request had arrived is not between requests: it
+// is answered first, parked or not.
 func (s *Server) Drain() {
 	s.draining.Store(true)
 	s.mu.Lock()
@@ -17,7 +19,7 @@ func (s *Server) Drain() {
 		}
 	}
 	if cs := s.claimParked(); len(cs) > 0 {
-		go finishAll(cs, OutcomeDrained) // done callbacks may take the caller's locks
+		go drainParked(cs) // done callbacks may take the caller's locks
 	}
 }
 
