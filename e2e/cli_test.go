@@ -266,6 +266,7 @@ func TestCLIControlPathTooLong(t *testing.T) {
 // TestCLIZctlNoAnswer: a daemon that accepts but never answers (SIGSTOPped)
 // does not hang zctl: it gives up after 10 s with exit 3.
 func TestCLIZctlNoAnswer(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	sock := filepath.Join(shortTempDir(t), "c.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {

@@ -123,6 +123,7 @@ func TestFaultFileChangesDuringFetch(t *testing.T) {
 // the daemon that notices, not the client; and the stopped worker is
 // replaced.
 func TestFaultStoppedWorker(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	needsFix(t, fixWedged)
 	n := scale(20, 100)
 	root := shortTempDir(t)

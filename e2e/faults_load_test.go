@@ -42,6 +42,7 @@ func timedFetch(dir, url, sum string) (time.Duration, error) {
 // unloaded time plus 2 s, and afterwards the daemon's fds and RSS are
 // back near the baseline.
 func TestFaultSlowloris(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	n := scale(300, 2000)
 	hold := time.Duration(scale(8, 30)) * time.Second
 	root := shortTempDir(t)

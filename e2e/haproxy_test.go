@@ -135,6 +135,7 @@ func curlBounded(args ...string) Result {
 // real clients (zfetch's 127.0.0.1, curl's 127.0.0.3 with its own port),
 // never HAProxy's source address.
 func TestHAProxyRollingRestart(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	if _, err := exec.LookPath("haproxy"); err != nil {
 		t.Skip("haproxy is not installed (Debian package haproxy; scripts/deps installs it as root)")
 	}

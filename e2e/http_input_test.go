@@ -68,6 +68,7 @@ func errorsAs(err error, target *syscall.Errno) bool {
 // TestHTTPBadInput: smuggling attempts, oversized heads, hostile paths,
 // and conditionals: each gets its status, and the worker keeps serving.
 func TestHTTPBadInput(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	root, _ := httpTree(t)
 	outside := shortTempDir(t)
 	os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o644)

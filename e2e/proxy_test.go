@@ -176,6 +176,7 @@ func TestProxyListener(t *testing.T) {
 // probe). A reload changes the list, and "proxy:" on a kept address,
 // without a new socket.
 func TestProxyTrusted(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 1<<20)
 	d := StartDaemon(t, DaemonOpts{Root: root, Listen: "proxy:127.0.0.1:0",

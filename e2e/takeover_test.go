@@ -72,6 +72,7 @@ type takeoverFile struct {
 // or a reset: the draining instance answers "draining" until the new one
 // has joined the port, which then gets every new connection.
 func TestDrainTakeover(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	const (
 		downloads  = 320
 		concurrent = 16

@@ -22,6 +22,7 @@ import (
 // is killed and replaced, and the log says how many connections it took
 // down.
 func TestWorkerUnresponsive(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "small.bin"), 64<<10)
 	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
@@ -276,6 +277,7 @@ func getOrBusy(addr, path, sum string) (string, error) {
 // its own schedule is not held against them; a transfer in flight
 // through it finishes byte-exact.
 func TestSupervisorStopped(t *testing.T) {
+	t.Parallel() // waits more than it works: runs beside the others (scripts/test: -parallel 4)
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
 	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2, Config: "worker_timeout = \"3s\"\n"})
