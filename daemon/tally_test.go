@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/serve"
@@ -130,27 +131,11 @@ func TestWorkerCounters(t *testing.T) {
 	if err := os.WriteFile(root+"/f", []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	client, fd := acceptedPair(t) // refuse_test.go
+	if err := fdpass.Send(sup, appendConns(nil, []connMeta{{id: 5, client: "c"}}), fd); err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := sc.(*net.TCPConn).File()
-	sc.Close()
-	defer f.Close()
-	if err := fdpass.Send(sup, appendConns(nil, []connMeta{{id: 5, client: "c"}}), int(f.Fd())); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	unix.Close(fd)
 	exit := make(chan int, 1)
 	go func() { exit <- w.run() }()
 	client.SetDeadline(time.Now().Add(5 * time.Second))

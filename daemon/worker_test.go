@@ -153,30 +153,14 @@ func TestDrainedWorkerServesQueuedConnections(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "f"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := sc.(*net.TCPConn).File()
-	sc.Close()
-	defer f.Close()
+	client, fd := acceptedPair(t) // refuse_test.go
 	if err := fdpass.Send(sup, []byte{msgDrain}); err != nil {
 		t.Fatal(err)
 	}
-	if err := fdpass.Send(sup, appendConns(nil, []connMeta{{id: 5, client: "c"}}), int(f.Fd())); err != nil {
+	if err := fdpass.Send(sup, appendConns(nil, []connMeta{{id: 5, client: "c"}}), fd); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	unix.Close(fd)
 	exit := make(chan int, 1)
 	go func() { exit <- w.run() }()
 	client.SetDeadline(time.Now().Add(5 * time.Second))
