@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -35,6 +36,9 @@ func decode(path string, data []byte, c *Config) (map[string]int, error) {
 		return nil, fmt.Errorf("%s: %w", path, err) // a document is a table
 	}
 	fields := fieldsOf(c)
+	if err := caseTwice(path, ks, fields); err != nil {
+		return nil, err
+	}
 	lines := map[string]int{}
 	var unknown []toml.Key
 	seen := map[string]bool{}
@@ -136,6 +140,45 @@ func (f fields) name(key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// caseTwice refuses a file that sets one field under two spellings that
+// differ only in case ("root" and "Root"): TOML keeps them apart, but
+// fields match keys regardless of case, so the file would set the field
+// twice, and the last would win unseen. Each later spelling is reported
+// with the line of the first.
+func caseTwice(path string, ks *keys, f fields) error {
+	type spelling struct {
+		key  string
+		line int
+	}
+	byField := map[string][]spelling{}
+	done := map[string]bool{}
+	for _, k := range ks.md.Keys() {
+		name, ok := f.name(k[0])
+		if !ok || done[k[0]] {
+			continue
+		}
+		done[k[0]] = true
+		byField[name] = append(byField[name], spelling{k[0], ks.line(k[:1])})
+	}
+	var again []spelling // each later spelling, its key the message
+	for _, ss := range byField {
+		slices.SortStableFunc(ss, func(a, b spelling) int { return a.line - b.line })
+		for _, s := range ss[1:] {
+			again = append(again, spelling{fmt.Sprintf("%s: key %q is key %q again (%s): keys are matched regardless of case",
+				at(path, s.line), s.key, ss[0].key, at(path, ss[0].line)), s.line})
+		}
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	slices.SortFunc(again, func(a, b spelling) int { return cmp.Or(a.line-b.line, strings.Compare(a.key, b.key)) }) // in the file's order
+	var msgs []string
+	for _, s := range again {
+		msgs = append(msgs, s.key)
+	}
+	return errors.New(strings.Join(msgs, "\n"))
 }
 
 // typeOf names the TOML type of a value for a person. It looks at the

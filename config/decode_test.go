@@ -47,6 +47,14 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown dotted", "\n\nlimits.rate = 5\n", `FILE:3: unknown key "limits.rate"`},
 		{"implied table", "[a.b]\nc = 1\n", "FILE:1: unknown key \"a.b\"\nFILE:2: unknown key \"a.b.c\""},
 		{"type error first", "workerz = 1\nworkers = \"x\"\n", `FILE:2: key "workers": incompatible types: TOML value has type string; destination has type integer`},
+
+		// One key twice, spelled in different cases: keys match fields
+		// regardless of case, so the file sets it twice.
+		{"case twice", "root = \"/a\"\n\nRoot = \"/b\"\n", `FILE:3: key "Root" is key "root" again (FILE:1): keys are matched regardless of case`},
+		{"case twice upper first", "ROOT = \"/a\"\nworkers = 1\nroot = \"/b\"\n", `FILE:3: key "root" is key "ROOT" again (FILE:1): keys are matched regardless of case`},
+		{"case three times", "Workers = 1\nworkers = 2\nWORKERS = 3\n", "FILE:2: key \"workers\" is key \"Workers\" again (FILE:1): keys are matched regardless of case\nFILE:3: key \"WORKERS\" is key \"Workers\" again (FILE:1): keys are matched regardless of case"},
+		{"case twice quoted", "\"zero_copy\" = \"copy\"\nZero_Copy = \"auto\"\n", `FILE:2: key "Zero_Copy" is key "zero_copy" again (FILE:1): keys are matched regardless of case`},
+		{"case twice dotted", "workers = 1\nWorkers.x = 2\n", `FILE:2: key "Workers" is key "workers" again (FILE:1): keys are matched regardless of case`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,5 +167,33 @@ func TestDecodeManyKeysLinear(t *testing.T) {
 		if big > 8*small { // 4 times the keys: 4 times the allocations if linear, 16 if quadratic
 			t.Errorf("%s: %.0f allocations for 250 keys, %.0f for 1000", name, small, big)
 		}
+	}
+}
+
+// TestDecodeOtherCase: a key spelled only in another case sets its field
+// as the lower-case key would, relative paths included, and validation
+// errors name its line.
+func TestDecodeOtherCase(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "www"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "z.toml")
+	if err := os.WriteFile(p, []byte("ROOT = \"www\"\nWorkers = 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Source{Path: p, Explicit: true}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Root != filepath.Join(dir, "www") || c.Workers != 3 {
+		t.Errorf("root %q workers %d, want %q and 3", c.Root, c.Workers, filepath.Join(dir, "www"))
+	}
+	if err := os.WriteFile(p, []byte("\nZERO_COPY = \"auto\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Source{Path: p, Explicit: true, Overrides: Overrides{Root: dir}}.Load()
+	if want := p + `:2: key "zero_copy": `; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %v, want it to start %s", err, want)
 	}
 }

@@ -173,6 +173,31 @@ func TestReloadStartTimeout(t *testing.T) {
 	r.wantFailedReload(msg)
 }
 
+// TestReloadRetiredReplacementFails: a worker of the new generation that
+// gets SIGTERM while it starts is replaced; if the replacement cannot be
+// started, the reload fails at once with that cause, not at startTimeout
+// with "not ready".
+func TestReloadRetiredReplacementFails(t *testing.T) {
+	r := newRig(t, twoWorkers)
+	r.serving(1)
+	r.next("hang", "hang", "fail")
+	answer := r.reload(false)
+	r.until("the new generation started", func(*Supervisor) bool { return r.started() == 4 })
+	if err := r.proc(2).retire(); err != nil {
+		t.Fatal(err)
+	}
+	r.until("the SIGTERM seen", func(s *Supervisor) bool { return s.next == nil || s.next.slots[0].w == nil })
+	r.advance(startTimeout) // the answer is what came first
+	msg := r.answer(answer)
+	if want := "error: generation 2: worker 1002 got SIGTERM and its replacement could not start: start worker: fake: exec format error"; msg != want {
+		t.Fatalf("reload: %q\nwant %q", msg, want)
+	}
+	r.wantFailedReload(msg)
+	if how := r.proc(3).Wait(); how != "killed by signal SIGKILL" {
+		t.Errorf("the new generation's other worker: %s", how)
+	}
+}
+
 // TestReloadDuringReload: a reload asked for while one is in progress is
 // a second reload, started once the first is done; requests made
 // meanwhile share it.

@@ -130,6 +130,16 @@ func (s *Supervisor) onRetire(w *workerProc) {
 	if !serving && g != s.next {
 		return // an old or stopping generation: no replacement
 	}
+	if g == s.next {
+		// A starting generation is not respawned (respawn serves the
+		// current one only): without its replacement it would never be
+		// ready, and the reload would fail at startTimeout saying "not
+		// ready" instead of why.
+		if err := s.spawn(g, sl); err != nil {
+			s.abortNext(fmt.Errorf("generation %d: worker %d got SIGTERM and its replacement could not start: %w", g.id, w.pid, err))
+		}
+		return
+	}
 	s.spawnOrRetry(g, sl)
 }
 

@@ -82,6 +82,9 @@ type Options struct {
 	Queue   int           // background hashes waiting; 0: DefaultQueue
 	Settle  time.Duration // 0: DefaultSettle
 	Log     *slog.Logger  // nil: no logging
+	// Walk walks the served tree, for pruning Disk once every PruneEvery
+	// (prune.go); nil: Disk is never pruned.
+	Walk Walk
 }
 
 // Stats are a Cache's running totals.
@@ -105,6 +108,8 @@ type Cache struct {
 	urgent chan job // Compute's, served first
 	stop   chan struct{}
 	done   chan struct{}
+
+	pruneWG sync.WaitGroup // the pruner (prune.go), with Disk and Walk
 
 	mu      sync.Mutex
 	pending map[fileID]struct{}  // queued background jobs
@@ -140,15 +145,20 @@ func New(opts Options) *Cache {
 		jobs: make(chan job, opts.Queue), urgent: make(chan job), stop: make(chan struct{}), done: make(chan struct{}),
 		pending: map[fileID]struct{}{}, later: map[fileID]time.Time{}, buf: make([]byte, chunk)}
 	go c.run()
+	if c.disk != nil && opts.Walk != nil {
+		c.pruneWG.Add(1)
+		go c.pruner()
+	}
 	return c
 }
 
 // Close stops the hashing goroutine (a hash in progress stops at its next
-// chunk) and closes the queued files' descriptors. It does not close the
-// Disk.
+// chunk) and the pruner (a walk stops at its next file, removing nothing),
+// and closes the queued files' descriptors. It does not close the Disk.
 func (c *Cache) Close() {
 	close(c.stop)
 	<-c.done
+	c.pruneWG.Wait()
 }
 
 // Stats returns the running totals.

@@ -30,9 +30,9 @@ import (
 // the directory hash a file once; the kernel releases a dead process's
 // locks.
 //
-// Entries of files since deleted stay until the directory is cleaned
-// (any entry may be removed at any time, e.g. systemctl clean
-// --what=cache zfs-serve while stopped).
+// Entries of files since deleted or changed stay until the next prune
+// (prune.go, once a day); any entry may be removed at any time, e.g.
+// systemctl clean --what=cache zfs-serve while stopped.
 type Disk struct {
 	dir  string
 	lock int // the lock file's descriptor

@@ -37,6 +37,7 @@ func TestCheckAndVersion(t *testing.T) {
 		{"missing root", "root = \"/nonexistent/dir\"\n", `key "root"`},
 		{"bad listen", "listen = [\"localhost\"]\n", `key "listen"`},
 		{"syntax", "root = \n", ".toml:1:"},
+		{"one key in two cases", "root = \"/\"\nRoot = \"/tmp\"\n", `.toml:2: key "Root" is key "root" again (`},
 	} {
 		r := run(t, 10*time.Second, zfsServe, "--check", "--config", write(tc.body))
 		if r.Code != 2 || !strings.Contains(r.Stderr, tc.want) {

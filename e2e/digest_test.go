@@ -135,8 +135,8 @@ func TestDigestHTTPAndRestart(t *testing.T) {
 		t.Fatalf("%d \"digest computed\" log lines, want 1", n)
 	}
 	ents, _ := os.ReadDir(filepath.Join(cacheDir, "sha256"))
-	if len(ents) != 2 { // the entry and .lock
-		t.Fatalf("cache directory holds %d files, want the entry and the lock file", len(ents))
+	if len(ents) != 3 { // the entry, .lock and .pruned
+		t.Fatalf("cache directory holds %d files, want the entry, the lock file and the prune stamp", len(ents))
 	}
 
 	d.Zctl("drain")

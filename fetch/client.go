@@ -146,10 +146,14 @@ type Job struct {
 	ID     int    // copied into its Events
 	Name   string // for Events: the local path, or "-"
 	Src    Target
-	Dst    string   // local path; the download goes to Dst+".part"
+	Dst    string   // local path; the download goes to PartName()
 	Out    *os.File // when Dst is "": write the file here in order (stdout)
-	Resume bool     // continue Dst+".part", or accept a complete Dst (zfetch -c)
-	SHA256 string   // lower-case hex digest to check the content against; "" for none
+	Resume bool     // continue PartName(), or accept a complete Dst (zfetch -c)
+	// Part is the file the download goes to before it is renamed to Dst,
+	// "" for Dst+".part". Plan.AddTree sets it when a directory of the
+	// tree has that name.
+	Part   string
+	SHA256 string // lower-case hex digest to check the content against; "" for none
 	// Mirrors are other URLs of the same file: its bytes are fetched from
 	// all of them (and Src) at once.
 	Mirrors []Target

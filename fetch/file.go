@@ -41,7 +41,7 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 			return Result{Size: size, Done: size, Resumed: size, Skipped: true}, nil
 		}
 	}
-	p, err := openPart(j.Dst)
+	p, err := openPart(j.PartName())
 	if err != nil {
 		return d.result(), err
 	}

@@ -50,14 +50,13 @@ type partFile struct {
 	gone  bool // installed or discarded: nothing to save
 }
 
-// openPart opens (creating it if need be) the .part of dst and takes an
+// openPart opens (creating it if need be) the .part part and takes an
 // exclusive lock on it, so that two zfetch runs never write one .part at
 // once: the second would truncate or overwrite what the first is writing,
 // and the first would then rename a corrupt file into place. The lock is
 // held through a duplicate descriptor (flock locks belong to the open file
 // description, so closing f alone keeps it); release drops it.
-func openPart(dst string) (*partFile, error) {
-	part := partName(dst)
+func openPart(part string) (*partFile, error) {
 	for tries := 0; ; tries++ {
 		f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {

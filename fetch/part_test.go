@@ -18,13 +18,13 @@ import (
 // while the first holds it, and can once it is released.
 func TestOpenPartOneWriter(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "f")
-	p1, err := openPart(dst)
+	p1, err := openPart(partName(dst))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p1.f.Close() // the lock outlives the file, as in install
 	p1.f = nil
-	_, err = openPart(dst)
+	_, err = openPart(partName(dst))
 	var le *LocalError
 	if !errors.As(err, &le) || !strings.Contains(err.Error(), "another zfetch is writing it") {
 		t.Fatalf("second writer: %v", err)
@@ -35,7 +35,7 @@ func TestOpenPartOneWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	p1.release()
-	p2, err := openPart(dst)
+	p2, err := openPart(partName(dst))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestCheckpointerDuringRestart(t *testing.T) {
 // checkpointer's and the download's own (a restart's) must not overlap,
 // or one renames the other's temporary away and fails the download.
 func TestSaveOneAtATime(t *testing.T) {
-	p, err := openPart(filepath.Join(t.TempDir(), "f"))
+	p, err := openPart(partName(filepath.Join(t.TempDir(), "f")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -12,21 +13,35 @@ import (
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-// A download to dst writes dst.part, its resume state dst.part.state
-// (StateSuffix), and the state's next version dst.part.state.tmp, which
-// replaces it by a rename. These are the only names it writes besides dst.
+// A download to dst writes dst.part (or Job.Part), its resume state
+// dst.part.state (StateSuffix), and the state's next version
+// dst.part.state.tmp, which replaces it by a rename. These are the only
+// names it writes besides dst.
 
 func partName(dst string) string       { return dst + ".part" }
 func stateName(part string) string     { return part + StateSuffix }
 func stateTmpName(state string) string { return state + ".tmp" }
 
-// TempNames returns the files a download to dst writes besides dst itself:
-// its .part, the .part's resume state and the state's temporary file.
-func TempNames(dst string) []string {
-	part := partName(dst)
+// TempNames returns the files a download to dst writes besides dst itself
+// (with Job.Part unset): its .part, the .part's resume state and the
+// state's temporary file.
+func TempNames(dst string) []string { return tempNames(partName(dst)) }
+
+func tempNames(part string) []string {
 	state := stateName(part)
 	return []string{part, state, stateTmpName(state)}
 }
+
+// PartName is the file j downloads into: j.Part, else Dst+".part".
+func (j *Job) PartName() string {
+	if j.Part != "" {
+		return j.Part
+	}
+	return partName(j.Dst)
+}
+
+// TempNames returns the files j writes besides j.Dst (see TempNames).
+func (j *Job) TempNames() []string { return tempNames(j.PartName()) }
 
 // A Plan is a batch of downloads: files added one by one (Add) and the
 // files of directory trees (AddTree). Client.FetchPlan runs it in the
@@ -133,6 +148,7 @@ func (p *Plan) AddTree(ctx context.Context, c *Client, t Tree) error {
 		return &LocalError{Op: "create directory", Path: t.Root, Err: err}
 	}
 	var dirs []DirMTime
+	first := len(p.Jobs)
 	for _, e := range entries {
 		local := filepath.Join(t.Root, filepath.FromSlash(e.Rel))
 		switch e.Kind {
@@ -161,7 +177,50 @@ func (p *Plan) AddTree(ctx context.Context, c *Client, t Tree) error {
 	if !t.KeepRootMTime && rootMTime != 0 {
 		p.Dirs = append(p.Dirs, DirMTime{t.Root, rootMTime})
 	}
+	movePartsOffDirs(p.Jobs[first:], t.Root, entries)
 	return nil
+}
+
+// movePartsOffDirs gives each of jobs (a tree's, below root) whose
+// temporary files (TempNames) include a directory of the tree another
+// .part: x.1.part, x.2.part... the first whose names, and its state's, are
+// neither an entry of the tree nor another job's temporary file. With
+// x.part a directory, x could not be fetched at all. The choice depends
+// only on the listing, so a later zfetch -c of the same tree resumes the
+// same file. (A file of the tree named as another's temporary file needs
+// no new name: Plan.Order fetches it after.)
+func movePartsOffDirs(jobs []Job, root string, entries []TreeEntry) {
+	dirs, taken := map[string]bool{}, map[string]bool{}
+	for _, e := range entries {
+		local := filepath.Join(root, filepath.FromSlash(e.Rel))
+		taken[local] = true
+		if e.Kind == wire.KindDir {
+			dirs[local] = true
+		}
+	}
+	for i := range jobs {
+		for _, n := range jobs[i].TempNames() {
+			taken[filepath.Clean(n)] = true
+		}
+	}
+	for i := range jobs {
+		j := &jobs[i]
+		if !slices.ContainsFunc(j.TempNames(), func(n string) bool { return dirs[filepath.Clean(n)] }) {
+			continue
+		}
+		for n := 1; ; n++ {
+			part := fmt.Sprintf("%s.%d.part", j.Dst, n)
+			names := tempNames(part)
+			if slices.ContainsFunc(names, func(n string) bool { return taken[filepath.Clean(n)] }) {
+				continue
+			}
+			for _, n := range names {
+				taken[filepath.Clean(n)] = true
+			}
+			j.Part = part
+			break
+		}
+	}
 }
 
 // Order puts the jobs into waves, batches run one after the other (the
@@ -183,6 +242,16 @@ func (p *Plan) Order() (waves [][]int, after [][]int) {
 			idx[clean[i]] = i
 		}
 	}
+	temps := func(i int) []string {
+		if p.Jobs[i].Part == "" {
+			return TempNames(clean[i])
+		}
+		ts := p.Jobs[i].TempNames()
+		for k := range ts {
+			ts[k] = filepath.Clean(ts[k])
+		}
+		return ts
+	}
 	wave := make([]int, len(p.Jobs))
 	order := make([]int, len(p.Jobs))
 	for i := range order {
@@ -197,7 +266,7 @@ func (p *Plan) Order() (waves [][]int, after [][]int) {
 		if p.Jobs[i].Dst == "" {
 			continue
 		}
-		for _, t := range TempNames(clean[i]) {
+		for _, t := range temps(i) {
 			k, ok := idx[t]
 			if !ok {
 				continue

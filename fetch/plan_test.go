@@ -280,3 +280,80 @@ func TestPlanOrderUncleanNames(t *testing.T) {
 		t.Errorf("after %s, want %s", got, want)
 	}
 }
+
+// A tree with a file x and a directory x.part (or x.part.state...): x
+// cannot be downloaded into x.part, a directory of the tree, so it gets
+// the first x.N.part whose names (and its state's) no entry of the tree
+// has, and both are fetched. A failed x keeps that .part for -c.
+func TestPlanTreeTempNameIsADirectory(t *testing.T) {
+	aData, cData := randBytes(3000, 5), randBytes(2000, 6)
+	server := func() *fakeServer {
+		s := newFakeServer(t)
+		s.mkdir("/t", mtime1)
+		s.put("/t/a", aData, mtime1)
+		s.mkdir("/t/a.part", mtime1)
+		s.put("/t/a.part/b", []byte("b"), mtime1)
+		s.put("/t/a.1.part", []byte("a1"), mtime1)
+		s.put("/t/c", cData, mtime1)
+		s.mkdir("/t/c.part.state.tmp", mtime1)
+		s.put("/t/c.part.state.tmp/e", []byte("e"), mtime1)
+		return s
+	}
+	s := server()
+	c, rec := testClient(t, Options{})
+	root := filepath.Join(t.TempDir(), "out")
+	var p Plan
+	if err := p.AddTree(context.Background(), c, Tree{Src: s.target("/t"), Root: root, Resume: true}); err != nil {
+		t.Fatal(err)
+	}
+	var parts []string
+	for _, j := range p.Jobs {
+		rel, _ := filepath.Rel(root, j.Dst)
+		part, _ := filepath.Rel(root, j.PartName())
+		parts = append(parts, rel+" "+part)
+	}
+	want := []string{"a a.2.part", "a.1.part a.1.part.part", "a.part/b a.part/b.part", "c c.1.part", "c.part.state.tmp/e c.part.state.tmp/e.part"}
+	if !slices.Equal(parts, want) {
+		t.Fatalf("jobs and their .part:\n%s\nwant:\n%s", strings.Join(parts, "\n"), strings.Join(want, "\n"))
+	}
+	_, errs := c.FetchPlan(context.Background(), &p, 4)
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v", p.Jobs[i].Dst, err)
+		}
+	}
+	for name, want := range map[string][]byte{"a": aData, "a.part/b": []byte("b"), "a.1.part": []byte("a1"), "c": cData, "c.part.state.tmp/e": []byte("e")} {
+		if got, err := os.ReadFile(filepath.Join(root, name)); err != nil || string(got) != string(want) {
+			t.Errorf("%s is not the server's: %v", name, err)
+		}
+	}
+	if len(rec.kinds(EventError)) != 0 {
+		t.Errorf("errors %+v", rec.kinds(EventError))
+	}
+
+	t.Run("a fails", func(t *testing.T) {
+		s := server()
+		s.hook = func(n int, q wire.Request) fault {
+			if q.Op == wire.OpGet && q.Path == "/t/a" {
+				return fault{status: wire.StatusForbidden}
+			}
+			return fault{}
+		}
+		c, _ := testClient(t, Options{})
+		root := filepath.Join(t.TempDir(), "out")
+		var p Plan
+		if err := p.AddTree(context.Background(), c, Tree{Src: s.target("/t"), Root: root}); err != nil {
+			t.Fatal(err)
+		}
+		results, errs := c.FetchPlan(context.Background(), &p, 4)
+		for i, j := range p.Jobs {
+			if j.Dst == filepath.Join(root, "a") {
+				if errs[i] == nil || results[i].Part != filepath.Join(root, "a.2.part") {
+					t.Fatalf("a: %v, part %q; want an error and a.2.part kept", errs[i], results[i].Part)
+				}
+			} else if errs[i] != nil {
+				t.Errorf("%s: %v", j.Dst, errs[i])
+			}
+		}
+	})
+}

@@ -35,8 +35,10 @@ const listingCSS = `body{font-family:system-ui,sans-serif;margin:1.5em}` +
 // U+FFFD; each link is the name percent-encoded except for unreserved
 // characters (so it is relative, can hold no markup, and decodes back to
 // the name's exact bytes). Entries named "", "." or ".." are left out.
-// The entries slice is not modified.
-func AppendListingHTML(b []byte, urlPath string, entries []Entry) []byte {
+// With omitted > 0, a line under the table says that many names are not
+// shown because they are not valid UTF-8 (the caller leaves those out: no
+// request can name them). The entries slice is not modified.
+func AppendListingHTML(b []byte, urlPath string, entries []Entry, omitted int) []byte {
 	es := slices.Clone(entries)
 	slices.SortFunc(es, func(x, y Entry) int {
 		if xd, yd := x.Kind == "dir", y.Kind == "dir"; xd != yd {
@@ -84,7 +86,18 @@ func AppendListingHTML(b []byte, urlPath string, entries []Entry) []byte {
 		b = e.ModTime.UTC().AppendFormat(b, "2006-01-02 15:04")
 		b = append(b, "</td></tr>\n"...)
 	}
-	return append(b, "</tbody>\n</table>\n</body>\n</html>\n"...)
+	b = append(b, "</tbody>\n</table>\n"...)
+	if omitted > 0 {
+		b = append(b, "<p>"...)
+		b = strconv.AppendInt(b, int64(omitted), 10)
+		if omitted == 1 {
+			b = append(b, " name not shown: it is"...)
+		} else {
+			b = append(b, " names not shown: they are"...)
+		}
+		b = append(b, " not valid UTF-8, which no request can name.</p>\n"...)
+	}
+	return append(b, "</body>\n</html>\n"...)
 }
 
 // AppendListingJSON appends entries as a JSON array sorted by name (byte

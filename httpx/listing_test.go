@@ -36,7 +36,7 @@ var hrefRE = regexp.MustCompile(`<a href="([^"]*)">`)
 func TestListingHTMLHostile(t *testing.T) {
 	es := hostileEntries()
 	orig := slices.Clone(es)
-	page := string(AppendListingHTML(nil, "/d<i>r/x&y/", es))
+	page := string(AppendListingHTML(nil, "/d<i>r/x&y/", es, 0))
 	if !slices.Equal(es, orig) {
 		t.Error("AppendListingHTML changed its entries")
 	}
@@ -106,7 +106,7 @@ func TestListingHTML(t *testing.T) {
 		{Name: "link", Kind: "symlink", ModTime: mod},
 		{Name: "..", Kind: "dir", ModTime: mod},
 	}
-	page := string(AppendListingHTML(nil, "/", es))
+	page := string(AppendListingHTML(nil, "/", es, 0))
 	for _, s := range []string{
 		"<!DOCTYPE html>", "<title>Index of /</title>", "<h1>Index of /</h1>",
 		`<tr><td><a href="Z/">Z/</a></td><td class="s">-</td><td class="t">2026-12-06 07:31</td></tr>` + "\n" +
@@ -125,8 +125,26 @@ func TestListingHTML(t *testing.T) {
 			t.Errorf("page at / holds %q", s)
 		}
 	}
-	if page := string(AppendListingHTML(nil, "/sub/", nil)); !strings.Contains(page, `<a href="../">../</a>`) {
+	if page := string(AppendListingHTML(nil, "/sub/", nil, 0)); !strings.Contains(page, `<a href="../">../</a>`) {
 		t.Errorf("page at /sub/ lacks a parent link:\n%s", page)
+	}
+}
+
+// TestListingHTMLOmitted: the line that says how many names a listing
+// left out, and its absence when none were.
+func TestListingHTMLOmitted(t *testing.T) {
+	for _, tt := range []struct {
+		omitted int
+		want    string
+	}{
+		{0, ""},
+		{1, "<p>1 name not shown: it is not valid UTF-8, which no request can name.</p>\n</body>"},
+		{3, "<p>3 names not shown: they are not valid UTF-8, which no request can name.</p>\n</body>"},
+	} {
+		page := string(AppendListingHTML(nil, "/", nil, tt.omitted))
+		if tt.want == "" && strings.Contains(page, "<p>") || !strings.Contains(page, tt.want) {
+			t.Errorf("omitted %d: page\n%s\nwant it to hold %q", tt.omitted, page, tt.want)
+		}
 	}
 }
 
@@ -191,7 +209,7 @@ func FuzzListing(f *testing.F) {
 		if out := AppendListingJSON(nil, es); !json.Valid(out) {
 			t.Fatalf("invalid JSON for %q: %s", name, out)
 		}
-		page := string(AppendListingHTML(nil, dir, es))
+		page := string(AppendListingHTML(nil, dir, es, 0))
 		if !utf8.ValidString(page) {
 			t.Fatalf("invalid UTF-8 for %q", name)
 		}
@@ -199,7 +217,7 @@ func FuzzListing(f *testing.F) {
 		if name == "" || name == "." || name == ".." {
 			ref = ref[1:]
 		}
-		if strings.Count(page, "<") != strings.Count(string(AppendListingHTML(nil, dir, ref)), "<") {
+		if strings.Count(page, "<") != strings.Count(string(AppendListingHTML(nil, dir, ref, 0)), "<") {
 			t.Fatalf("markup from %q or %q", name, dir)
 		}
 		if name != "" && name != "." && name != ".." {

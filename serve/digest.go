@@ -37,7 +37,8 @@ func newDigests(opts Options, root *rootDir, log *slog.Logger) (*digest.Cache, *
 		fd, _, err := openFile(root, p)
 		return fd, err
 	}
-	return digest.New(digest.Options{Disk: disk, Open: open, Settle: digestSettle, Log: log}), disk
+	walk := func(visit func(st *unix.Stat_t) bool) error { return digest.WalkDir(root.fd, visit) }
+	return digest.New(digest.Options{Disk: disk, Open: open, Settle: digestSettle, Log: log, Walk: walk}), disk
 }
 
 // digestSettle is digest.Options.Settle (shortened by tests).

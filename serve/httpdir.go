@@ -5,8 +5,10 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -39,7 +41,7 @@ func (c *conn) httpDir(p string) error {
 	if !c.s.opts.Listing {
 		return c.httpError(403, "forbidden: "+p+" is a directory and listings are off")
 	}
-	body, ctype, err := c.listing(p)
+	body, ctype, omitted, err := c.listing(p)
 	if err != nil {
 		return c.httpRefused(err)
 	}
@@ -58,6 +60,9 @@ func (c *conn) httpDir(p string) error {
 	c.header("Vary", "Accept")
 	c.header("Cache-Control", "no-cache")
 	c.header("X-Content-Type-Options", "nosniff")
+	if omitted > 0 {
+		c.header("X-Listing-Omitted", strconv.Itoa(omitted))
+	}
 	c.contentLength(int64(len(body)))
 	if r.Method == "HEAD" {
 		return c.finishHead(false)
@@ -70,49 +75,58 @@ func (c *conn) httpDir(p string) error {
 }
 
 // listing builds the listing of the directory p, in HTML or JSON as the
-// request asks.
-func (c *conn) listing(p string) (body []byte, ctype string, err error) {
+// request asks, and says how many names it left out (see readDir).
+func (c *conn) listing(p string) (body []byte, ctype string, omitted int, err error) {
 	r := &c.http.req
 	defer c.s.buildListing()()
 	var entries []httpx.Entry
-	if _, err := c.s.readDir(p, func(name string, st *unix.Stat_t) {
+	_, omitted, err = c.s.readDir(p, func(name string, st *unix.Stat_t) {
 		e := httpx.Entry{Name: name, Kind: kindName(kindOf(st)), ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
 		if e.Kind == "file" {
 			e.Size = st.Size
 		}
 		entries = append(entries, e)
-	}); err != nil {
-		return nil, "", err
+	})
+	if err != nil {
+		return nil, "", 0, err
 	}
 	if httpx.WantsJSON(r.Accept, r.Query) {
-		return httpx.AppendListingJSON(nil, entries), "application/json", nil
+		return httpx.AppendListingJSON(nil, entries), "application/json", omitted, nil
 	}
-	return httpx.AppendListingHTML(nil, p, entries), "text/html; charset=utf-8", nil
+	return httpx.AppendListingHTML(nil, p, entries, omitted), "text/html; charset=utf-8", omitted, nil
 }
 
 // readDir calls each for every entry of the directory p (beneath the
-// root), in name order, with its lstat, and returns the directory's stat.
-func (s *Server) readDir(p string, each func(name string, st *unix.Stat_t)) (*unix.Stat_t, error) {
+// root), in name order, with its lstat, and returns the directory's stat
+// and how many entries it left out because no request can name them:
+// names that are not valid UTF-8, which both protocols refuse in a path,
+// so that a listing never offers a name that cannot be fetched.
+func (s *Server) readDir(p string, each func(name string, st *unix.Stat_t)) (*unix.Stat_t, int, error) {
 	fd, st, err := openAt(s.root, p, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		if re, ok := err.(*reqError); ok && re.status == wire.StatusNotFound {
 			// openat2 says ENOTDIR for a file opened with O_DIRECTORY
 			// (and for "file/", which is looked at without its slash).
 			if st, serr := statPath(s.root, path.Clean("/"+p)); serr == nil && kindOf(st) != wire.KindDir {
-				return nil, refuse(wire.StatusNotDirectory, "not a directory: %s", p)
+				return nil, 0, refuse(wire.StatusNotDirectory, "not a directory: %s", p)
 			}
 		}
-		return nil, err
+		return nil, 0, err
 	}
 	dir := os.NewFile(uintptr(fd), p)
 	defer dir.Close()
 	names, err := dir.Readdirnames(-1)
 	if err != nil {
-		return nil, refuse(wire.StatusInternal, "internal error: list %s: %v", p, err)
+		return nil, 0, refuse(wire.StatusInternal, "internal error: list %s: %v", p, err)
 	}
 	slices.Sort(names)
+	omitted := 0
 	for _, name := range names {
 		if !wire.ValidName(name) {
+			continue
+		}
+		if !utf8.ValidString(name) {
+			omitted++
 			continue
 		}
 		var est unix.Stat_t
@@ -121,7 +135,7 @@ func (s *Server) readDir(p string, each func(name string, st *unix.Stat_t)) (*un
 		}
 		each(name, &est)
 	}
-	return st, nil
+	return st, omitted, nil
 }
 
 func kindName(k wire.Kind) string {

@@ -16,7 +16,7 @@ func (c *conn) list(q *wire.Request) error {
 	var body []byte
 	count, tooBig := 0, false
 	done := c.s.buildListing()
-	st, err := c.s.readDir(q.Path, func(name string, est *unix.Stat_t) {
+	st, _, err := c.s.readDir(q.Path, func(name string, est *unix.Stat_t) {
 		if tooBig {
 			return
 		}

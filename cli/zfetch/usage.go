@@ -55,10 +55,11 @@ accepted).
   --max-time D   stop after D in all (e.g. 10m), whatever is left; exit 7
 
 Each file is written to FILE.part (with its resume state in
-FILE.part.state) and renamed to FILE only when complete and verified, with
-the server's mtime: its size, and its SHA-256 when the server announces
-one (zfs-serve natively, HTTP servers with Repr-Digest or Digest) or
---sha256 gives one, hashed as it is written. Connection errors, connection
+FILE.part.state; FILE.1.part when a tree has a directory FILE.part) and
+renamed to FILE only when complete and verified, with the server's mtime:
+its size, and its SHA-256 when the server announces one (zfs-serve
+natively, HTTP servers with Repr-Digest or Digest) or --sha256 gives one,
+hashed as it is written. Connection errors, connection
 refused, busy or draining servers and HTTP 408, 429 and 5xx (after
 Retry-After) are retried with backoff, resuming where the bytes stop. If
 the file changes on the server meanwhile (its size, mtime, ETag or digest;

@@ -1,0 +1,241 @@
+package digest
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pruneTree is a served tree and a cache with an entry for each of its
+// files: keep, sub/deep and a hard link to keep stay as they were, gone
+// is deleted, changed rewritten; the cache also has a damaged entry and
+// files that are not entries. Entries are dated a minute back, as if
+// stored before the prune.
+type pruneTree struct {
+	root, cache string
+	d           *Disk
+	rootFD      int
+	entries     map[string]string // file -> its entry's name
+}
+
+func newPruneTree(t *testing.T) *pruneTree {
+	t.Helper()
+	pt := &pruneTree{root: t.TempDir(), cache: filepath.Join(t.TempDir(), "cache"), entries: map[string]string{}}
+	pt.d = openTestDisk(t, pt.cache)
+	files := []string{"keep", "gone", "changed", "sub/deep"}
+	for _, f := range files {
+		p := filepath.Join(pt.root, f)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A link changes the file's ctime: made before the entry is stored.
+	os.Link(filepath.Join(pt.root, "keep"), filepath.Join(pt.root, "keep-link"))
+	for _, f := range files {
+		p := filepath.Join(pt.root, f)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		k := KeyOf(&st)
+		if err := pt.d.Store(k, Sum{1}); err != nil {
+			t.Fatal(err)
+		}
+		pt.entries[f] = entryName(k.id())
+	}
+	os.Symlink(pt.root, filepath.Join(pt.root, "loop")) // not followed
+	os.Remove(filepath.Join(pt.root, "gone"))
+	os.WriteFile(filepath.Join(pt.root, "changed"), []byte("changed again"), 0o644)
+	os.WriteFile(filepath.Join(pt.cache, "ff-ff.sha256"), []byte("damaged"), 0o600)
+	pt.entries["damaged"] = "ff-ff.sha256"
+	os.WriteFile(filepath.Join(pt.cache, "README"), nil, 0o600)
+	os.WriteFile(filepath.Join(pt.cache, "1-2.sha256.bak"), nil, 0o600)
+	past := time.Now().Add(-time.Minute)
+	ents, _ := os.ReadDir(pt.cache)
+	for _, e := range ents {
+		os.Chtimes(filepath.Join(pt.cache, e.Name()), past, past)
+	}
+	fd, err := unix.Open(pt.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	pt.rootFD = fd
+	return pt
+}
+
+func (pt *pruneTree) walk(visit func(*unix.Stat_t) bool) error { return WalkDir(pt.rootFD, visit) }
+
+// left lists the cache directory's files.
+func (pt *pruneTree) left(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir(pt.cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Name() != pruneStamp {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+func (pt *pruneTree) want(files ...string) []string {
+	names := []string{".lock", "1-2.sha256.bak", "README"}
+	for _, f := range files {
+		names = append(names, pt.entries[f])
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestPrune: the entries of deleted and changed files go, and damaged
+// ones; those of files as they were hashed stay, and so does everything
+// in the directory that is not an entry.
+func TestPrune(t *testing.T) {
+	pt := newPruneTree(t)
+	ps, err := pt.d.Prune(pt.walk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.Entries != 5 || ps.Removed != 3 || ps.Walked != 4 {
+		t.Errorf("stats %+v, want 5 entries, 3 removed, 4 files walked", ps)
+	}
+	if got, want := pt.left(t), pt.want("keep", "sub/deep"); !slices.Equal(got, want) {
+		t.Errorf("left %q, want %q", got, want)
+	}
+}
+
+// TestPruneKeepsWhatItCannotJudge: a walk that fails or is stopped
+// removes nothing, nor does a tree past MaxPruneWalk; an entry stored
+// while the walk runs stays, whatever the walk saw.
+func TestPruneKeepsWhatItCannotJudge(t *testing.T) {
+	all := []string{"keep", "gone", "changed", "sub/deep", "damaged"}
+	t.Run("walk fails", func(t *testing.T) {
+		pt := newPruneTree(t)
+		failing := func(visit func(*unix.Stat_t) bool) error {
+			pt.walk(visit)
+			return errors.New("EIO")
+		}
+		if _, err := pt.d.Prune(failing); err == nil {
+			t.Error("no error")
+		}
+		if got, want := pt.left(t), pt.want(all...); !slices.Equal(got, want) {
+			t.Errorf("left %q, want %q", got, want)
+		}
+	})
+	t.Run("walk stopped", func(t *testing.T) {
+		pt := newPruneTree(t)
+		_, err := pt.d.Prune(func(visit func(*unix.Stat_t) bool) error {
+			return pt.walk(func(*unix.Stat_t) bool { return false })
+		})
+		if !errors.Is(err, ErrWalkStopped) {
+			t.Errorf("error %v, want ErrWalkStopped", err)
+		}
+		if got, want := pt.left(t), pt.want(all...); !slices.Equal(got, want) {
+			t.Errorf("left %q, want %q", got, want)
+		}
+	})
+	t.Run("tree too big", func(t *testing.T) {
+		pt := newPruneTree(t)
+		_, err := pt.d.Prune(func(visit func(*unix.Stat_t) bool) error {
+			var st unix.Stat_t
+			for range MaxPruneWalk + 1 {
+				if !visit(&st) {
+					return ErrWalkStopped
+				}
+			}
+			return nil
+		})
+		if !errors.Is(err, errWalkTooBig) {
+			t.Errorf("error %v, want errWalkTooBig", err)
+		}
+		if got, want := pt.left(t), pt.want(all...); !slices.Equal(got, want) {
+			t.Errorf("left %q, want %q", got, want)
+		}
+	})
+	t.Run("stored meanwhile", func(t *testing.T) {
+		pt := newPruneTree(t)
+		k := Key{Dev: 7, Ino: 8, Size: 1}
+		if _, err := pt.d.Prune(func(visit func(*unix.Stat_t) bool) error {
+			pt.d.Store(k, Sum{2}) // a file of the tree the walk has passed already
+			return pt.walk(visit)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		pt.entries["new"] = entryName(k.id())
+		if got, want := pt.left(t), pt.want("keep", "sub/deep", "new"); !slices.Equal(got, want) {
+			t.Errorf("left %q, want %q", got, want)
+		}
+	})
+}
+
+// TestPruneIfDue: once every PruneEvery, by one process at a time.
+func TestPruneIfDue(t *testing.T) {
+	pt := newPruneTree(t)
+	logged := 0
+	log := func(string, ...any) { logged++ }
+
+	// Another process is pruning: nothing done, look again later.
+	other := openTestDisk(t, pt.cache)
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: pruneLock, Len: 1}
+	if err := unix.FcntlFlock(uintptr(other.lock), unix.F_OFD_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	if wait := pt.d.pruneIfDue(pt.walk, log); wait != pruneBusyRetry || len(pt.left(t)) != 8 {
+		t.Fatalf("while another prunes: wait %v, %d files left", wait, len(pt.left(t)))
+	}
+	lk.Type = unix.F_UNLCK
+	unix.FcntlFlock(uintptr(other.lock), unix.F_OFD_SETLK, &lk)
+
+	// Never pruned: due at once.
+	if wait := pt.d.pruneIfDue(pt.walk, log); wait != PruneEvery || logged != 1 {
+		t.Fatalf("first: wait %v, %d log lines", wait, logged)
+	}
+	if got, want := pt.left(t), pt.want("keep", "sub/deep"); !slices.Equal(got, want) {
+		t.Fatalf("left %q, want %q", got, want)
+	}
+	// Pruned just now, here or by another process: not again before
+	// PruneEvery.
+	os.Remove(filepath.Join(pt.root, "keep"))
+	os.Remove(filepath.Join(pt.root, "keep-link"))
+	for _, d := range []*Disk{pt.d, other} {
+		if wait := d.pruneIfDue(pt.walk, log); wait <= PruneEvery-time.Minute || wait > PruneEvery {
+			t.Fatalf("again: wait %v", wait)
+		}
+	}
+	if got, want := pt.left(t), pt.want("keep", "sub/deep"); !slices.Equal(got, want) {
+		t.Fatalf("pruned again before PruneEvery: left %q", got)
+	}
+	// A day later: due.
+	day := time.Now().Add(-PruneEvery - time.Second)
+	os.Chtimes(filepath.Join(pt.cache, pruneStamp), day, day)
+	if wait := other.pruneIfDue(pt.walk, log); wait != PruneEvery {
+		t.Fatalf("a day later: wait %v", wait)
+	}
+	if got, want := pt.left(t), pt.want("sub/deep"); !slices.Equal(got, want) {
+		t.Fatalf("a day later: left %q, want %q", got, want)
+	}
+}
+
+// TestCachePrunes: a Cache with Disk and Walk prunes at once when due,
+// and Close stops it.
+func TestCachePrunes(t *testing.T) {
+	pt := newPruneTree(t)
+	c := New(Options{Disk: pt.d, Walk: pt.walk})
+	defer c.Close()
+	want := pt.want("keep", "sub/deep")
+	for start := time.Now(); !slices.Equal(pt.left(t), want); time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("not pruned: left %q, want %q", pt.left(t), want)
+		}
+	}
+}
