@@ -45,6 +45,7 @@ type acceptor struct {
 	waiters int
 	room    *sync.Cond
 	loops   sync.WaitGroup
+	stop    chan struct{} // closed when accepting stops for good: ends a backoff
 
 	// pending counts connections accepted and not yet reported to the
 	// supervisor (msgAccepted). repMu orders that report before any
@@ -56,6 +57,11 @@ type acceptor struct {
 	kick    chan struct{}
 
 	untrustedLog ratelog.Limiter
+
+	// An accept error (EMFILE, ENFILE, ENOBUFS) backs the loop off, from
+	// retryMin doubling up to retryMax; failures counts such errors.
+	retryMin, retryMax time.Duration
+	failures           atomic.Uint64
 }
 
 // newAcceptor returns the acceptor of a worker with configuration c and
@@ -65,7 +71,15 @@ func newAcceptor(w *worker, c *config.Config, capacity int) *acceptor {
 		return nil
 	}
 	share := (c.MaxConnections + c.Workers - 1) / max(c.Workers, 1)
-	a := &acceptor{w: w, limit: max(1, min(capacity, share)), base: 1<<63 | uint64(os.Getpid())<<32, kick: make(chan struct{}, 1)}
+	a := &acceptor{
+		w:        w,
+		limit:    max(1, min(capacity, share)),
+		base:     1<<63 | uint64(os.Getpid())<<32,
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		retryMin: 5 * time.Millisecond,
+		retryMax: time.Second,
+	}
 	if nets, err := config.ParseTrusted(c.ProxyTrusted); err == nil && len(nets) > 0 {
 		a.trusted = nets
 	}
@@ -119,6 +133,9 @@ func (a *acceptor) loop(l *serve.Listener, m listenMeta) {
 	proxy := m.flags&listenProxy != 0
 	start := func(fd int, sa syscall.Sockaddr) { a.start(fd, sa, proxy) }
 	var delay time.Duration
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		if !a.waitRoom() {
 			return
@@ -138,9 +155,17 @@ func (a *acceptor) loop(l *serve.Listener, m listenMeta) {
 		case err != nil:
 			// EMFILE, ENFILE, ENOBUFS: back off rather than spin on a
 			// socket that stays readable; other workers may have room.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			a.failures.Add(1)
+			delay = min(max(2*delay, a.retryMin), a.retryMax)
+			// A drain or reload (stopAccepting) ends the wait at once: it
+			// waits for this loop.
 			a.w.log.Error("accept failed", "addr", m.addr, "err", err, "retry_in", delay)
-			time.Sleep(delay)
+			retry.Reset(delay)
+			select {
+			case <-retry.C:
+			case <-a.stop:
+				return
+			}
 		default:
 			delay = 0
 		}
@@ -272,6 +297,9 @@ func (w *worker) stopAccepting() {
 		return
 	}
 	w.mu.Lock()
+	if !a.stopped {
+		close(a.stop)
+	}
 	a.stopped = true
 	a.room.Broadcast()
 	ls := a.ls
@@ -289,6 +317,6 @@ func (w *worker) stopAccepting() {
 		st.Empty += s.Empty
 	}
 	if len(ls) > 0 {
-		w.log.Info("stopped accepting", "accepted", st.Accepted, "wakeups", st.Wakeups, "empty_wakeups", st.Empty)
+		w.log.Info("stopped accepting", "accepted", st.Accepted, "wakeups", st.Wakeups, "empty_wakeups", st.Empty, "accept_errors", a.failures.Load())
 	}
 }

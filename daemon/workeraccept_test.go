@@ -223,3 +223,46 @@ func TestWorkerAcceptLimitListeners(t *testing.T) {
 	}
 	w.drain()
 }
+
+// TestWorkerAcceptBackoffDrain: a drain stops an accept loop that backs
+// off after an accept error (EMFILE, ENFILE, ...) at once: it used to
+// sleep the backoff out, and the drain waited for it. The "socket" is a
+// pipe, on which every accept4 fails (ENOTSOCK) as EMFILE would; the
+// backoff is an hour, so a drain that waits for it never returns.
+func TestWorkerAcceptBackoffDrain(t *testing.T) {
+	local, remote := channel(t)
+	_ = local
+	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile"}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	w := newWorker(remote, srv, quietLog())
+	c := config.Default()
+	c.Dispatch, c.Workers = config.DispatchAccept, 1
+	w.acc = newAcceptor(w, c, 1000)
+	w.acc.retryMin, w.acc.retryMax = time.Hour, time.Hour
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[1])
+	w.listen(appendListen(nil, []listenMeta{{0, "pipe"}})[1:], []int{p[0]})
+	waitFor(t, "a failed accept", func() bool { return w.acc.failures.Load() > 0 })
+	done := make(chan struct{})
+	go func() {
+		w.drain()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain still waits for the accept loop's backoff after 10 s")
+	}
+	w.mu.Lock()
+	n := w.active
+	w.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d connections active after failed accepts", n)
+	}
+}
