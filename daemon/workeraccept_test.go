@@ -111,6 +111,9 @@ func TestWorkerAcceptLimit(t *testing.T) {
 		return w.active, w.acc.waiting
 	}
 	waitFor(t, "two connections and a loop waiting for room", func() bool { a, wt := state(); return a == 2 && wt })
+	// Counted active before its goroutine runs: wait for the server to
+	// count it too.
+	waitFor(t, "two connections served", func() bool { return w.srv.Stats().Connections >= 2 })
 	if got := w.srv.Stats().Connections; got != 2 {
 		t.Fatalf("served %d connections at a limit of 2", got)
 	}
