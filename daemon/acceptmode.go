@@ -16,15 +16,18 @@ package daemon
 // Supervisor.am (supervisor.go), refreshDispatch -> giveListeners
 // (generation.go), startAccepting -> supervisorAccepts (listen.go), drain
 // and kill -> acceptOnStop (exit.go), readWorker's msgAccepted ->
-// onAccepted (pool.go), reload -> keepDispatch (control.go); in the
-// worker: worker.acc, RunWorker -> newAcceptor, run's msgListen -> listen,
-// drain -> stopAccepting, startConns -> freed, outbox -> sendDone
-// (worker.go).
+// onAccepted, msgAcceptStopped -> evAcceptStopped and msgDone ->
+// budgetChanged (reader.go), handle -> handleBudget (events.go),
+// checkHealth -> retryBudgets (health.go), reload -> keepDispatch
+// (control.go); in the worker: worker.acc, RunWorker -> newAcceptor,
+// run's msgListen -> listen and msgLimit -> setLimit, drain ->
+// stopAccepting, startConns -> freed, outbox -> sendDone (worker.go).
 
 import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -35,6 +38,13 @@ import (
 // acceptMode is the supervisor's state of the accept mode (loop-owned).
 type acceptMode struct {
 	given map[*workerProc]bool // workers sent msgListen
+	b     budget               // max_connections (acceptbudget.go)
+
+	// Read by the channel readers (budgetChanged): whether a worker
+	// outside the accepting set may hold connections, and whether an
+	// evBudget is queued.
+	overlap atomic.Bool
+	queued  atomic.Bool
 }
 
 // acceptInWorkers reports whether workers accept themselves (loop only).
@@ -58,10 +68,12 @@ func (s *Supervisor) acceptOnStop() {
 }
 
 // giveListeners sends msgListen to each worker in dispatch that has not
-// had it yet, in the accept mode. Each worker gets the listeners of its
-// own generation's configuration, with that configuration's proxy: flags:
-// at a reload's promotion, the dropped listeners are still open and the
-// changed flags not yet applied.
+// had it yet, in the accept mode, after its budget (msgLimit,
+// acceptbudget.go); it sends the other workers' budgets where they
+// changed. Each worker gets the listeners of its own generation's
+// configuration, with that configuration's proxy: flags: at a reload's
+// promotion, the dropped listeners are still open and the changed flags
+// not yet applied.
 func (s *Supervisor) giveListeners(ws []*workerProc) {
 	if !s.acceptInWorkers() {
 		return
@@ -74,11 +86,23 @@ func (s *Supervisor) giveListeners(ws []*workerProc) {
 			delete(s.am.given, w)
 		}
 	}
+	fresh := map[*workerProc]bool{}
 	for _, w := range ws {
-		if s.am.given[w] {
+		if !s.am.given[w] {
+			s.am.given[w] = true
+			fresh[w] = true
+		}
+	}
+	// A worker whose budget could not be sent gets its sockets later
+	// (retryBudgets): it must not accept before it knows how many.
+	for _, w := range s.sendBudgets(fresh) {
+		delete(s.am.given, w)
+		delete(fresh, w)
+	}
+	for _, w := range ws {
+		if !fresh[w] {
 			continue
 		}
-		s.am.given[w] = true
 		metas, fds, err := s.listenersFor(w.gen.cfg)
 		if err != nil {
 			s.log.Error("listeners for worker", "pid", w.pid, "err", err)
@@ -165,6 +189,7 @@ func (s *Supervisor) onAccepted(w *workerProc, p []byte) {
 	w.active.Add(int64(n))
 	s.inflight.Add(int64(n))
 	s.metrics.accepted.Add(uint64(n))
+	s.budgetChanged()
 }
 
 // keepDispatch keeps the dispatch mode in use across a reload: switching

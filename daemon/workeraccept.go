@@ -29,12 +29,16 @@ import (
 
 // acceptor is a worker's accept loops and what they share.
 type acceptor struct {
-	w       *worker
-	limit   int            // connections this worker may hold at once
-	trusted []netip.Prefix // proxy_trusted; nil: any source
-	base    uint64         // connection ids: base | a per-worker sequence
-	seq     atomic.Uint64
+	w        *worker
+	capacity int            // connections its descriptors have room for (fdcap.go)
+	trusted  []netip.Prefix // proxy_trusted; nil: any source
+	base     uint64         // connection ids: base | a per-worker sequence
+	seq      atomic.Uint64
 
+	// Under w.mu: the connections this worker may hold at once, the
+	// smaller of capacity and the supervisor's budget (msgLimit,
+	// acceptbudget.go; before the first, its share of max_connections).
+	limit int
 	// Under w.mu: the listeners, whether accepting stopped for good, and
 	// whether a loop waits for room (room is signalled as connections end),
 	// and how many do.
@@ -73,6 +77,7 @@ func newAcceptor(w *worker, c *config.Config, capacity int) *acceptor {
 	share := (c.MaxConnections + c.Workers - 1) / max(c.Workers, 1)
 	a := &acceptor{
 		w:        w,
+		capacity: capacity,
 		limit:    max(1, min(capacity, share)),
 		base:     1<<63 | uint64(os.Getpid())<<32,
 		kick:     make(chan struct{}, 1),
@@ -125,6 +130,29 @@ func (w *worker) listen(p []byte, fds []int) {
 		go a.loop(l, metas[i])
 	}
 	w.log.Debug("accepting", "listeners", len(fds), "limit", a.limit)
+}
+
+// setLimit handles msgLimit: from now the worker may hold n connections
+// (no more than its descriptors have room for). Under the new limit the
+// loops waiting for room accept again; above it they wait until enough
+// connections have ended.
+func (w *worker) setLimit(p []byte) {
+	n, err := parseLimit(p)
+	a := w.acc
+	if err == nil && a == nil {
+		err = errors.New("a connection budget sent to a worker in the handoff dispatch mode")
+	}
+	if err != nil {
+		w.log.Error("bad limit message", "err", err)
+		return
+	}
+	w.mu.Lock()
+	a.limit = int(min(n, uint32(a.capacity)))
+	if w.active < a.limit {
+		a.freed()
+	}
+	w.mu.Unlock()
+	w.log.Debug("connection budget", "limit", n, "capacity", a.capacity)
 }
 
 // loop accepts on l until it is closed.
@@ -297,18 +325,31 @@ func (w *worker) stopAccepting() {
 		return
 	}
 	w.mu.Lock()
-	if !a.stopped {
+	first := !a.stopped
+	if first {
 		close(a.stop)
 	}
 	a.stopped = true
 	a.room.Broadcast()
 	ls := a.ls
 	a.ls = nil
+	started := a.started
 	w.mu.Unlock()
 	for _, l := range ls {
 		l.Close()
 	}
 	a.loops.Wait()
+	if first && started {
+		// What it accepted is reported now, then that it accepts no more:
+		// until then the supervisor holds its whole budget back from the
+		// workers that accept (acceptbudget.go).
+		a.repMu.Lock()
+		a.flush()
+		if err := fdpass.Send(w.ch, []byte{msgAcceptStopped}); err != nil {
+			w.log.Error("report that accepting stopped", "err", err)
+		}
+		a.repMu.Unlock()
+	}
 	var st serve.ListenerStats
 	for _, l := range ls {
 		s := l.Stats()

@@ -269,3 +269,36 @@ func TestWorkerAcceptBackoffDrain(t *testing.T) {
 		t.Errorf("%d connections active after failed accepts", n)
 	}
 }
+
+// TestWorkerSetLimit: a budget from the supervisor (msgLimit) moves the
+// worker's limit both ways, never above its descriptor capacity; a
+// raise wakes the loops waiting for room.
+func TestWorkerSetLimit(t *testing.T) {
+	w, local, ln := acceptWorker(t, 1)
+	var r reports
+	go r.read(t, local)
+	for range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	limit := func() (int, int, bool) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.acc.limit, w.active, w.acc.waiting
+	}
+	waitFor(t, "one connection, a loop waiting", func() bool { _, a, wt := limit(); return a == 1 && wt })
+	w.setLimit(appendLimit(nil, 3)[1:])
+	waitFor(t, "three connections served", func() bool { return w.srv.Stats().Connections == 3 })
+	w.setLimit(appendLimit(nil, 0)[1:])
+	if l, _, _ := limit(); l != 0 {
+		t.Errorf("limit %d after a budget of 0", l)
+	}
+	w.setLimit(appendLimit(nil, 1<<31)[1:])
+	if l, _, _ := limit(); l != 1000 {
+		t.Errorf("limit %d after a budget above the capacity of 1000", l)
+	}
+	w.drain()
+}
