@@ -26,14 +26,6 @@ func (r *rig) lastLimits(ps ...*fakeProc) ([]uint32, bool) {
 	return out, ok
 }
 
-func sum(ns []uint32) int {
-	t := 0
-	for _, n := range ns {
-		t += int(n)
-	}
-	return t
-}
-
 // TestAcceptBudgetReload: in the accept mode max_connections holds
 // across a reload's overlap, as in the handoff mode: the new generation's
 // workers may hold what the old one's leave, and get more as those end.
