@@ -109,6 +109,15 @@ func (s *Supervisor) giveListeners(ws []*workerProc) {
 			closeFDs(fds)
 			continue
 		}
+		// The shared count of its accepts (acceptcount.go) goes after
+		// the sockets. Without it, connections_cut misses those it has
+		// not reported when it dies.
+		if c, fd, err := newAcceptCount(); err != nil {
+			s.log.Error("count of accepts for worker", "pid", w.pid, "err", err)
+		} else {
+			w.sentAcceptCount(c)
+			fds = append(fds, fd)
+		}
 		s.sendListen(w, appendListen(nil, metas), fds)
 	}
 }
@@ -186,6 +195,7 @@ func (s *Supervisor) onAccepted(w *workerProc, p []byte) {
 		s.log.Error("bad message from worker", "pid", w.pid, "err", err)
 		return
 	}
+	w.reportedAccepts(n)
 	w.active.Add(int64(n))
 	s.inflight.Add(int64(n))
 	s.metrics.accepted.Add(uint64(n))

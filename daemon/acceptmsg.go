@@ -10,7 +10,9 @@ import (
 //	supervisor -> worker              worker -> supervisor
 //	msgListen  u8 n, n*(u8 flags,     msgAccepted u32 n: connections it
 //	           u8 len, address)                   accepted itself since its
-//	           + n listening fds                  last msgAccepted
+//	           + n listening fds,                 last msgAccepted
+//	           then a memfd (the shared
+//	           count of its accepts)
 //	msgLimit   u32 n: connections     msgAcceptStopped (empty): it closed
 //	           it may hold from now               its sockets for good; its
 //	                                              accepts are all reported

@@ -106,6 +106,8 @@ func (c *fakeClock) advance(d time.Duration) int {
 //	hold   like ready, but a drain never ends (connections that last)
 //	deaf   like ready, but never answers a ping
 //	fail   the start itself fails
+//	real   a real worker (in this process) on the channel, in the accept
+//	       mode (acceptcount_test.go)
 type fakeProc struct {
 	pid    int
 	mode   string
@@ -120,6 +122,7 @@ type fakeProc struct {
 	amu      sync.Mutex
 	limits   []uint32
 	listened bool
+	real     *worker // mode "real"
 }
 
 func (p *fakeProc) Pid() int { return p.pid }
@@ -159,6 +162,9 @@ func (p *fakeProc) run() {
 		}
 	}
 	switch p.mode {
+	case "real":
+		p.runReal(buf[1:n])
+		return
 	case "crash":
 		p.exit("exit status 2")
 		return
@@ -250,7 +256,7 @@ func newRig(t *testing.T, conf string, plan ...string) *rig {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
-		s.listeners[0].f = f
+		s.listeners[0].f, s.listeners[0].addr = f, ln.Addr().String()
 	}
 	r.s = s
 	if err := s.start(); err != nil {

@@ -117,6 +117,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 	s.metrics.tally.retire(w)
 	w.ch.Close()
 	how := w.proc.Wait()
+	n += s.unreportedAccepts(w) // accept mode hook (acceptcount.go)
 	s.post(evExit{w, how, n})
 }
 

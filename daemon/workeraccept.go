@@ -56,9 +56,14 @@ type acceptor struct {
 	// msgDone: outbox sends done reports through sendDone, which flushes
 	// pending first, so every connection a msgDone counts was counted by
 	// an earlier msgAccepted.
-	repMu   sync.Mutex
-	pending atomic.Uint32
-	kick    chan struct{}
+	// count is the count of accepts shared with the supervisor
+	// (acceptcount.go), set before the loops start; nil without one.
+	count *atomic.Uint64
+
+	repMu       sync.Mutex
+	pending     atomic.Uint32
+	kick        chan struct{}
+	reportDelay time.Duration // doneDelay; tests lengthen it
 
 	untrustedLog ratelog.Limiter
 
@@ -76,14 +81,15 @@ func newAcceptor(w *worker, c *config.Config, capacity int) *acceptor {
 	}
 	share := (c.MaxConnections + c.Workers - 1) / max(c.Workers, 1)
 	a := &acceptor{
-		w:        w,
-		capacity: capacity,
-		limit:    max(1, min(capacity, share)),
-		base:     1<<63 | uint64(os.Getpid())<<32,
-		kick:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		retryMin: 5 * time.Millisecond,
-		retryMax: time.Second,
+		w:           w,
+		capacity:    capacity,
+		limit:       max(1, min(capacity, share)),
+		base:        1<<63 | uint64(os.Getpid())<<32,
+		kick:        make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		reportDelay: doneDelay,
+		retryMin:    5 * time.Millisecond,
+		retryMax:    time.Second,
 	}
 	if nets, err := config.ParseTrusted(c.ProxyTrusted); err == nil && len(nets) > 0 {
 		a.trusted = nets
@@ -97,7 +103,7 @@ func newAcceptor(w *worker, c *config.Config, capacity int) *acceptor {
 // worker that is draining, or already has its sockets, closes them.
 func (w *worker) listen(p []byte, fds []int) {
 	metas, err := parseListen(p)
-	if err == nil && len(metas) != len(fds) {
+	if err == nil && len(metas) != len(fds) && len(metas)+1 != len(fds) {
 		err = fmt.Errorf("%d listeners described, %d fds attached", len(metas), len(fds))
 	}
 	a := w.acc
@@ -116,6 +122,15 @@ func (w *worker) listen(p []byte, fds []int) {
 	if skip {
 		closeFDs(fds)
 		return
+	}
+	if len(fds) > len(metas) {
+		// The shared count of accepts (acceptcount.go) comes last.
+		cfd := fds[len(metas)]
+		fds = fds[:len(metas)]
+		if a.count, err = mapAcceptCount(cfd); err != nil {
+			w.log.Error("count of accepts from the supervisor", "err", err)
+		}
+		syscall.Close(cfd)
 	}
 	for i, fd := range fds {
 		l, err := serve.NewListener(fd, "listener "+metas[i].addr)
@@ -263,6 +278,11 @@ func (a *acceptor) start(fd int, sa syscall.Sockaddr, proxy bool) {
 	id := a.base | a.seq.Add(1)&(1<<32-1)
 	// Counted active already: its slot was taken before the accept (take).
 	w.conns.Add(1)
+	// The shared count first: it never falls behind what msgAccepted
+	// reports, so that the supervisor sees what a death left unreported.
+	if a.count != nil {
+		a.count.Add(1)
+	}
 	a.pending.Add(1)
 	// Non-blocking (SOCK_NONBLOCK): os.NewFile puts it in the poller.
 	f := os.NewFile(uintptr(fd), client)
@@ -287,7 +307,7 @@ func (a *acceptor) reporter() {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	for range a.kick {
-		t.Reset(doneDelay)
+		t.Reset(a.reportDelay)
 		<-t.C
 		a.repMu.Lock()
 		a.flush()
