@@ -138,6 +138,10 @@ func (s *Supervisor) sendBudgets(fresh map[*workerProc]bool) (failed []*workerPr
 	for w := range s.am.b.limits {
 		if w.isGone() {
 			delete(s.am.b.limits, w)
+		}
+	}
+	for w := range s.am.b.stopped {
+		if w.isGone() {
 			delete(s.am.b.stopped, w)
 		}
 	}

@@ -51,15 +51,15 @@ type acceptor struct {
 	loops   sync.WaitGroup
 	stop    chan struct{} // closed when accepting stops for good: ends a backoff
 
+	// count is the count of accepts shared with the supervisor
+	// (acceptcount.go), set before the loops start; nil without one.
+	count *atomic.Uint64
+
 	// pending counts connections accepted and not yet reported to the
 	// supervisor (msgAccepted). repMu orders that report before any
 	// msgDone: outbox sends done reports through sendDone, which flushes
 	// pending first, so every connection a msgDone counts was counted by
 	// an earlier msgAccepted.
-	// count is the count of accepts shared with the supervisor
-	// (acceptcount.go), set before the loops start; nil without one.
-	count *atomic.Uint64
-
 	repMu       sync.Mutex
 	pending     atomic.Uint32
 	kick        chan struct{}
@@ -353,16 +353,16 @@ func (w *worker) stopAccepting() {
 	a.room.Broadcast()
 	ls := a.ls
 	a.ls = nil
-	started := a.started
 	w.mu.Unlock()
 	for _, l := range ls {
 		l.Close()
 	}
 	a.loops.Wait()
-	if first && started {
-		// What it accepted is reported now, then that it accepts no more:
-		// until then the supervisor holds its whole budget back from the
-		// workers that accept (acceptbudget.go).
+	if first {
+		// What it accepted is reported now, then that it accepts no more
+		// (sockets sent later are closed unused): until then the
+		// supervisor holds its whole budget back from the workers that
+		// accept (acceptbudget.go).
 		a.repMu.Lock()
 		a.flush()
 		if err := fdpass.Send(w.ch, []byte{msgAcceptStopped}); err != nil {
