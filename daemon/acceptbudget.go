@@ -69,8 +69,9 @@ func (s *Supervisor) handleBudget(ev event) {
 	s.sendBudgets(nil)
 }
 
-// accepting reports whether w accepts (or is about to, given names the
-// workers being sent their sockets now): the loop sends it budgets.
+// accepting reports whether w accepts, or is about to (giveListeners
+// marks a worker given before it sends its budget, then its sockets): the
+// loop sends it budgets.
 func (s *Supervisor) accepting(w *workerProc) bool {
 	return w.gen == s.current && s.am.given[w] && !w.draining && !w.killed && !w.isGone()
 }
