@@ -9,7 +9,8 @@ package daemon
 // generation that got the listening sockets and are not draining; the
 // budget is max_connections less what every other live worker may hold,
 // split over the serving generation's slots (slot k gets one more while
-// k < the remainder, so the budgets add up to it exactly). What another
+// k < the remainder, so the budgets add up to it exactly; a retired
+// worker's part comes off its own slot's: budgets). What another
 // worker may hold is what it reported (msgAccepted less msgDone) once it
 // has said it stopped accepting (msgAcceptStopped, sent after its last
 // msgAccepted), and until then the larger of that and its own budget: at
@@ -77,13 +78,19 @@ func (s *Supervisor) accepting(w *workerProc) bool {
 }
 
 // budgets returns the budget of each accepting worker, and whether any
-// other worker may hold connections (overlap).
+// other worker may hold connections (overlap). What older generations'
+// workers may hold comes off max_connections before it is split over
+// the slots; what a worker of the serving generation that no longer
+// accepts may hold (one retired after a SIGTERM, draining) comes off its
+// own slot's part only, so that one worker's replacement does not take
+// room from the other slots.
 func (s *Supervisor) budgets() (map[*workerProc]int, bool) {
 	cur := s.current
 	if cur == nil || cur.cfg == nil {
 		return nil, false
 	}
-	reserved, overlap := 0, false
+	older, overlap := 0, false
+	inSlot := make([]int, len(cur.slots))
 	for _, g := range s.gens {
 		for _, w := range g.workers() {
 			if s.accepting(w) || w.isGone() {
@@ -97,20 +104,29 @@ func (s *Supervisor) budgets() (map[*workerProc]int, bool) {
 			if n > 0 {
 				overlap = true
 			}
-			reserved += n
+			if g == cur && w.slot.index < len(inSlot) {
+				inSlot[w.slot.index] += n
+			} else {
+				older += n
+			}
 		}
 	}
-	left := max(0, cur.cfg.MaxConnections-reserved)
+	left := max(0, cur.cfg.MaxConnections-older)
 	slots := max(1, len(cur.slots))
 	out := map[*workerProc]int{}
 	for _, w := range cur.workers() {
-		if s.accepting(w) {
-			n := left / slots
-			if w.slot.index < left%slots {
-				n++
-			}
-			out[w] = n
+		if !s.accepting(w) {
+			continue
 		}
+		k := w.slot.index
+		n := left / slots
+		if k < left%slots {
+			n++
+		}
+		if k < len(inSlot) {
+			n = max(0, n-inSlot[k])
+		}
+		out[w] = n
 	}
 	return out, overlap
 }

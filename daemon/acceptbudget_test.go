@@ -92,3 +92,41 @@ func TestAcceptBudgetSplit(t *testing.T) {
 		return ok && ls[0] == 4 && ls[1] == 3 && ls[2] == 3
 	})
 }
+
+// TestAcceptBudgetRetire: a worker retired after a SIGTERM holds its
+// connections back from its own slot only: its replacement gets what it
+// leaves of that slot's part, and the other slot keeps its own.
+func TestAcceptBudgetRetire(t *testing.T) {
+	r := newRig(t, acceptTen, "hold", "ready")
+	r.serving(1)
+	old, other := r.proc(0), r.proc(1)
+	r.until("the first budgets", func(*Supervisor) bool {
+		ls, ok := r.lastLimits(old, other)
+		return ok && ls[0] == 5 && ls[1] == 5
+	})
+	if err := fdpass.Send(old.ch, appendAccepted(nil, 3)); err != nil {
+		t.Fatal(err)
+	}
+	r.until("3 in flight", func(s *Supervisor) bool { return s.inflight.Load() == 3 })
+	r.next("ready")
+	if err := old.retire(); err != nil {
+		t.Fatal(err)
+	}
+	r.until("the replacement", func(*Supervisor) bool { return r.started() == 3 })
+	repl := r.proc(2)
+	r.until("the replacement's budget: 5 less the retired worker's 3", func(*Supervisor) bool {
+		ls, ok := r.lastLimits(repl, other)
+		return ok && ls[0] == 2 && ls[1] == 5
+	})
+	other.amu.Lock()
+	sent := len(other.limits)
+	other.amu.Unlock()
+	if sent != 1 {
+		t.Errorf("the other slot's worker was sent %d budgets, want 1 (unchanged)", sent)
+	}
+	old.exit("exit status 0")
+	r.until("the replacement's whole part", func(*Supervisor) bool {
+		ls, _ := r.lastLimits(repl)
+		return ls[0] == 5
+	})
+}
