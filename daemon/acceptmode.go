@@ -7,21 +7,27 @@ package daemon
 // copy of every listening socket once, when it joins dispatch (msgListen),
 // and accepts on it itself (workeraccept.go); it reports the connections
 // it accepted (msgAccepted, batched) and finished (msgDone), so the counts
-// of zctl status and /metrics stay what they are in the handoff mode. A
-// drained worker closes its copies; the sockets live on here. Once the
-// daemon drains or stops, the supervisor's own accept loops start and
-// answer new connections "draining" as in the handoff mode.
+// of zctl status and /metrics stay what they are in the handoff mode. Each
+// worker accepts no more than its budget (msgLimit, acceptbudget.go), so
+// that max_connections holds for the server across reloads; a count of
+// its accepts shared in memory (acceptcount.go) tells what a worker that
+// died had not reported. A drained worker closes its copies; the sockets
+// live on here. Once the daemon drains or stops, the supervisor's own
+// accept loops start and answer new connections "draining" as in the
+// handoff mode.
 //
 // Hooks into the rest of the daemon (each marked "accept mode hook"):
 // Supervisor.am (supervisor.go), refreshDispatch -> giveListeners
 // (generation.go), startAccepting -> supervisorAccepts (listen.go), drain
 // and kill -> acceptOnStop (exit.go), readWorker's msgAccepted ->
-// onAccepted, msgAcceptStopped -> evAcceptStopped and msgDone ->
-// budgetChanged (reader.go), handle -> handleBudget (events.go),
-// checkHealth -> retryBudgets (health.go), reload -> keepDispatch
-// (control.go), start -> leaveDeferAccept (supervisor.go); in the worker: worker.acc, RunWorker -> newAcceptor,
-// run's msgListen -> listen and msgLimit -> setLimit, drain ->
-// stopAccepting, startConns -> freed, outbox -> sendDone (worker.go).
+// onAccepted, msgAcceptStopped -> evAcceptStopped, msgDone ->
+// budgetChanged and the exit -> unreportedAccepts (reader.go), handle ->
+// handleBudget (events.go), checkHealth -> retryBudgets (health.go),
+// reload -> keepDispatch (control.go), start -> leaveDeferAccept
+// (supervisor.go), workerProc.accCount (proc.go); in the worker:
+// worker.acc, RunWorker -> newAcceptor, run's msgListen -> listen and
+// msgLimit -> setLimit, drain -> stopAccepting, startConns -> freed,
+// outbox -> sendDone (worker.go).
 
 import (
 	"errors"
