@@ -7,24 +7,33 @@ package daemon
 // copy of every listening socket once, when it joins dispatch (msgListen),
 // and accepts on it itself (workeraccept.go); it reports the connections
 // it accepted (msgAccepted, batched) and finished (msgDone), so the counts
-// of zctl status and /metrics stay what they are in the handoff mode. A
-// drained worker closes its copies; the sockets live on here. Once the
-// daemon drains or stops, the supervisor's own accept loops start and
-// answer new connections "draining" as in the handoff mode.
+// of zctl status and /metrics stay what they are in the handoff mode. Each
+// worker accepts no more than its budget (msgLimit, acceptbudget.go), so
+// that max_connections holds for the server across reloads; a count of
+// its accepts shared in memory (acceptcount.go) tells what a worker that
+// died had not reported. A drained worker closes its copies; the sockets
+// live on here. Once the daemon drains or stops, the supervisor's own
+// accept loops start and answer new connections "draining" as in the
+// handoff mode.
 //
 // Hooks into the rest of the daemon (each marked "accept mode hook"):
 // Supervisor.am (supervisor.go), refreshDispatch -> giveListeners
 // (generation.go), startAccepting -> supervisorAccepts (listen.go), drain
 // and kill -> acceptOnStop (exit.go), readWorker's msgAccepted ->
-// onAccepted (pool.go), reload -> keepDispatch (control.go); in the
-// worker: worker.acc, RunWorker -> newAcceptor, run's msgListen -> listen,
-// drain -> stopAccepting, startConns -> freed, outbox -> sendDone
-// (worker.go).
+// onAccepted, msgAcceptStopped -> evAcceptStopped, msgDone ->
+// budgetChanged and the exit -> unreportedAccepts (reader.go), handle ->
+// handleBudget (events.go), checkHealth -> retryBudgets (health.go),
+// reload -> keepDispatch (control.go), start -> leaveDeferAccept
+// (supervisor.go), workerProc.accCount (proc.go); in the worker:
+// worker.acc, RunWorker -> newAcceptor, run's msgListen -> listen and
+// msgLimit -> setLimit, drain -> stopAccepting, startConns -> freed,
+// outbox -> sendDone (worker.go).
 
 import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -35,6 +44,13 @@ import (
 // acceptMode is the supervisor's state of the accept mode (loop-owned).
 type acceptMode struct {
 	given map[*workerProc]bool // workers sent msgListen
+	b     budget               // max_connections (acceptbudget.go)
+
+	// Read by the channel readers (budgetChanged): whether a worker
+	// outside the accepting set may hold connections, and whether an
+	// evBudget is queued.
+	overlap atomic.Bool
+	queued  atomic.Bool
 }
 
 // acceptInWorkers reports whether workers accept themselves (loop only).
@@ -58,10 +74,12 @@ func (s *Supervisor) acceptOnStop() {
 }
 
 // giveListeners sends msgListen to each worker in dispatch that has not
-// had it yet, in the accept mode. Each worker gets the listeners of its
-// own generation's configuration, with that configuration's proxy: flags:
-// at a reload's promotion, the dropped listeners are still open and the
-// changed flags not yet applied.
+// had it yet, in the accept mode, after its budget (msgLimit,
+// acceptbudget.go); it sends the other workers' budgets where they
+// changed. Each worker gets the listeners of its own generation's
+// configuration, with that configuration's proxy: flags: at a reload's
+// promotion, the dropped listeners are still open and the changed flags
+// not yet applied.
 func (s *Supervisor) giveListeners(ws []*workerProc) {
 	if !s.acceptInWorkers() {
 		return
@@ -74,16 +92,37 @@ func (s *Supervisor) giveListeners(ws []*workerProc) {
 			delete(s.am.given, w)
 		}
 	}
+	fresh := map[*workerProc]bool{}
 	for _, w := range ws {
-		if s.am.given[w] {
+		if !s.am.given[w] {
+			s.am.given[w] = true
+			fresh[w] = true
+		}
+	}
+	// A worker whose budget could not be sent gets its sockets later
+	// (retryBudgets): it must not accept before it knows how many.
+	for _, w := range s.sendBudgets(fresh) {
+		delete(s.am.given, w)
+		delete(fresh, w)
+	}
+	for _, w := range ws {
+		if !fresh[w] {
 			continue
 		}
-		s.am.given[w] = true
 		metas, fds, err := s.listenersFor(w.gen.cfg)
 		if err != nil {
 			s.log.Error("listeners for worker", "pid", w.pid, "err", err)
 			closeFDs(fds)
 			continue
+		}
+		// The shared count of its accepts (acceptcount.go) goes after
+		// the sockets. Without it, connections_cut misses those it has
+		// not reported when it dies.
+		if c, fd, err := newAcceptCount(); err != nil {
+			s.log.Error("count of accepts for worker", "pid", w.pid, "err", err)
+		} else {
+			w.sentAcceptCount(c)
+			fds = append(fds, fd)
 		}
 		s.sendListen(w, appendListen(nil, metas), fds)
 	}
@@ -162,9 +201,11 @@ func (s *Supervisor) onAccepted(w *workerProc, p []byte) {
 		s.log.Error("bad message from worker", "pid", w.pid, "err", err)
 		return
 	}
+	w.reportedAccepts(n)
 	w.active.Add(int64(n))
 	s.inflight.Add(int64(n))
 	s.metrics.accepted.Add(uint64(n))
+	s.budgetChanged()
 }
 
 // keepDispatch keeps the dispatch mode in use across a reload: switching
@@ -188,7 +229,48 @@ func (s *Supervisor) keepDispatch(cfg *config.Config) error {
 // worker that accepts as soon as the handshake completes would find no
 // request yet, and pay a read that fails with EAGAIN and one more wake-up
 // of its poller per connection. A connection that sends nothing is queued
-// anyway after about a second. Best effort: an error only costs that.
+// anyway after about a second. A socket that has it already keeps its
+// value (DeferAcceptSec= in a systemd .socket unit). Best effort: an error
+// only costs that.
 func deferAccept(fd int) {
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1)
+	if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT); err == nil && v == 0 {
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, ownDeferAccept)
+	}
+}
+
+// ownDeferAccept is the TCP_DEFER_ACCEPT (seconds) the accept mode sets;
+// the kernel reads it back as 1.
+const ownDeferAccept = 1
+
+// leaveDeferAccept clears, in the handoff mode, the TCP_DEFER_ACCEPT that
+// an accept-mode zfs-serve set on a socket systemd passed (systemd keeps
+// the socket across restarts, so the accept mode's setting would outlive
+// it): the handoff mode then behaves the same whatever ran before. Only
+// the accept mode's own value is cleared; a longer one (DeferAcceptSec=
+// of 2 s or more) is the operator's. Sockets zfs-serve binds are new
+// and have none.
+func (s *Supervisor) leaveDeferAccept() {
+	if s.acceptInWorkers() {
+		return
+	}
+	for _, l := range s.listeners {
+		if !l.activated || l.f == nil {
+			continue
+		}
+		rc, err := l.f.SyscallConn()
+		if err != nil {
+			continue
+		}
+		rc.Control(func(fd uintptr) {
+			v, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT)
+			if err != nil || v != ownDeferAccept {
+				return
+			}
+			if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 0); err != nil {
+				s.log.Warn("clear TCP_DEFER_ACCEPT left by the accept dispatch mode", "addr", l.addr, "err", err)
+				return
+			}
+			s.log.Info("cleared TCP_DEFER_ACCEPT left on the socket by the accept dispatch mode", "addr", l.addr)
+		})
+	}
 }

@@ -10,15 +10,23 @@ import (
 //	supervisor -> worker              worker -> supervisor
 //	msgListen  u8 n, n*(u8 flags,     msgAccepted u32 n: connections it
 //	           u8 len, address)                   accepted itself since its
-//	           + n listening fds                  last msgAccepted
+//	           + n listening fds,                 last msgAccepted
+//	           then a memfd (the shared
+//	           count of its accepts)
+//	msgLimit   u32 n: connections     msgAcceptStopped (empty): it closed
+//	           it may hold from now               its sockets for good; its
+//	                                              accepts are all reported
 //
 // msgListen gives a worker the listening sockets to accept on; it comes
-// once, when the worker joins dispatch. msgAccepted is sent before any
-// msgDone that reports one of the connections it counts, so the
-// supervisor's counts never go below zero.
+// once, when the worker joins dispatch, after a first msgLimit
+// (acceptbudget.go). msgAccepted is sent before any msgDone that reports
+// one of the connections it counts, so the supervisor's counts never go
+// below zero; msgAcceptStopped after the last msgAccepted.
 const (
-	msgListen   byte = 9
-	msgAccepted byte = 19
+	msgListen        byte = 9
+	msgLimit         byte = 20
+	msgAccepted      byte = 19
+	msgAcceptStopped byte = 21
 )
 
 // maxListeners bounds the sockets in one msgListen (SCM_RIGHTS carries

@@ -50,6 +50,21 @@ func TestAcceptedRoundTrip(t *testing.T) {
 	}
 }
 
+func TestLimitRoundTrip(t *testing.T) {
+	for _, n := range []uint32{0, 1, 5000, 1<<32 - 1} {
+		m := appendLimit(nil, n)
+		got, err := parseLimit(m[1:])
+		if m[0] != msgLimit || err != nil || got != n {
+			t.Errorf("%d: got %d, %v", n, got, err)
+		}
+	}
+	for _, p := range [][]byte{{}, {0, 0, 1}, {0, 0, 0, 1, 0}} {
+		if _, err := parseLimit(p); err == nil {
+			t.Errorf("%v accepted", p)
+		}
+	}
+}
+
 func FuzzParseListen(f *testing.F) {
 	f.Add(appendListen(nil, []listenMeta{{listenProxy, "127.0.0.1:1"}, {0, "[::1]:2"}})[1:])
 	f.Add([]byte{0xff})

@@ -23,7 +23,7 @@ const (
 
 	// channelVersion guards against a new worker binary (after a package
 	// upgrade and a reload) speaking to an old supervisor, or the reverse.
-	channelVersion = 5
+	channelVersion = 6
 )
 
 // envDenied are variables a worker must not inherit: only the supervisor

@@ -170,6 +170,8 @@ func (s *Supervisor) handle(ev event) {
 		s.generationDrainTimedOut(e.g, e.timeout)
 	case evDrainTimeout:
 		s.drainTimedOut(e.timeout)
+	case evBudget, evAcceptStopped: // accept mode hook (acceptbudget.go)
+		s.handleBudget(ev)
 	}
 }
 

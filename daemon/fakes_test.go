@@ -106,6 +106,8 @@ func (c *fakeClock) advance(d time.Duration) int {
 //	hold   like ready, but a drain never ends (connections that last)
 //	deaf   like ready, but never answers a ping
 //	fail   the start itself fails
+//	real   a real worker (in this process) on the channel, in the accept
+//	       mode (acceptcount_test.go)
 type fakeProc struct {
 	pid    int
 	mode   string
@@ -114,6 +116,13 @@ type fakeProc struct {
 	exited chan struct{}
 	how    string
 	gen    int // from its configuration
+
+	// The accept mode (dispatch = "accept"): the budgets it was sent
+	// (msgLimit) and whether it got the listening sockets (msgListen).
+	amu      sync.Mutex
+	limits   []uint32
+	listened bool
+	real     *worker // mode "real"
 }
 
 func (p *fakeProc) Pid() int { return p.pid }
@@ -153,6 +162,9 @@ func (p *fakeProc) run() {
 		}
 	}
 	switch p.mode {
+	case "real":
+		p.runReal(buf[1:n])
+		return
 	case "crash":
 		p.exit("exit status 2")
 		return
@@ -166,7 +178,22 @@ func (p *fakeProc) run() {
 			return
 		}
 		switch buf[0] {
+		case msgLimit:
+			n, _ := parseLimit(buf[1:n])
+			p.amu.Lock()
+			p.limits = append(p.limits, n)
+			p.amu.Unlock()
+		case msgListen:
+			p.amu.Lock()
+			p.listened = true
+			p.amu.Unlock()
 		case msgDrain:
+			p.amu.Lock()
+			listened := p.listened
+			p.amu.Unlock()
+			if listened {
+				fdpass.Send(p.ch, []byte{msgAcceptStopped})
+			}
 			if p.mode != "hold" {
 				p.exit("exit status 0")
 				return
@@ -215,8 +242,22 @@ func newRig(t *testing.T, conf string, plan ...string) *rig {
 	s.log = quietLog()
 	s.setState(stateStarting)
 	// A socket-activated listener stands for the listeners: reloads
-	// leave it alone, and no accept loop runs.
+	// leave it alone, and no accept loop runs. In the accept mode it is a
+	// real socket, a copy of which each worker is sent.
 	s.listeners = []*listener{{name: FDNameFiles, addr: "fake", activated: true, accepting: true}}
+	if cfg.Dispatch == config.DispatchAccept {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ln.(*net.TCPListener).File()
+		ln.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		s.listeners[0].f, s.listeners[0].addr = f, ln.Addr().String()
+	}
 	r.s = s
 	if err := s.start(); err != nil {
 		t.Fatalf("start: %v", err)

@@ -79,6 +79,7 @@ func (s *Supervisor) checkHealth(now time.Time) {
 			"gap", now.Sub(s.lastHealth).Round(time.Millisecond))
 	}
 	s.lastHealth = now
+	s.retryBudgets() // accept mode hook (acceptbudget.go)
 	g := s.current
 	if g == nil || g.draining || !s.state.serves() {
 		return

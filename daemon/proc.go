@@ -109,10 +109,11 @@ type workerProc struct {
 	gone    chan struct{}     // closed, under sendMu, when the worker is gone (isGone)
 	clients map[uint64]string // connection id -> client key, for those counted per client
 
-	active   atomic.Int64  // connections handed over and not reported done
-	capacity atomic.Int64  // connections its descriptors have room for; 0: no bound (fdcap.go)
-	conns    atomic.Uint64 // connections reported done
-	bytes    atomic.Uint64 // body bytes of connections reported done
+	active   atomic.Int64                // connections handed over and not reported done
+	capacity atomic.Int64                // connections its descriptors have room for; 0: no bound (fdcap.go)
+	conns    atomic.Uint64               // connections reported done
+	bytes    atomic.Uint64               // body bytes of connections reported done
+	accCount atomic.Pointer[acceptCount] // accept mode hook (acceptcount.go): its shared count of accepts
 
 	mu      sync.Mutex
 	queries map[uint64]chan []byte // status and digest requests waiting for an answer, by id

@@ -66,6 +66,8 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			s.admit(w, p)
 		case msgAccepted: // accept mode hook (acceptmode.go)
 			s.onAccepted(w, p)
+		case msgAcceptStopped: // accept mode hook (acceptbudget.go)
+			s.post(evAcceptStopped{w})
 		case msgDone:
 			ds, err := parseDone(p)
 			if err != nil {
@@ -81,6 +83,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 			s.inflight.Add(-int64(len(ds)))
 			w.conns.Add(uint64(len(ds)))
 			w.bytes.Add(bytes)
+			s.budgetChanged() // accept mode hook (acceptbudget.go)
 		case msgStatus, msgDigest:
 			id, rest, err := parseID(p)
 			if err != nil {
@@ -114,6 +117,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 	s.metrics.tally.retire(w)
 	w.ch.Close()
 	how := w.proc.Wait()
+	n += s.unreportedAccepts(w) // accept mode hook (acceptcount.go)
 	s.post(evExit{w, how, n})
 }
 

@@ -177,6 +177,8 @@ func (w *worker) run() int {
 		case msgListen: // accept mode hook (workeraccept.go)
 			w.listen(buf[1:n], fds)
 			continue
+		case msgLimit: // accept mode hook (workeraccept.go)
+			w.setLimit(buf[1:n])
 		case msgDrain:
 			w.drain()
 		case msgStatusReq:

@@ -29,12 +29,16 @@ import (
 
 // acceptor is a worker's accept loops and what they share.
 type acceptor struct {
-	w       *worker
-	limit   int            // connections this worker may hold at once
-	trusted []netip.Prefix // proxy_trusted; nil: any source
-	base    uint64         // connection ids: base | a per-worker sequence
-	seq     atomic.Uint64
+	w        *worker
+	capacity int            // connections its descriptors have room for (fdcap.go)
+	trusted  []netip.Prefix // proxy_trusted; nil: any source
+	base     uint64         // connection ids: base | a per-worker sequence
+	seq      atomic.Uint64
 
+	// Under w.mu: the connections this worker may hold at once, the
+	// smaller of capacity and the supervisor's budget (msgLimit,
+	// acceptbudget.go; before the first, its share of max_connections).
+	limit int
 	// Under w.mu: the listeners, whether accepting stopped for good, and
 	// whether a loop waits for room (room is signalled as connections end),
 	// and how many do.
@@ -45,17 +49,28 @@ type acceptor struct {
 	waiters int
 	room    *sync.Cond
 	loops   sync.WaitGroup
+	stop    chan struct{} // closed when accepting stops for good: ends a backoff
+
+	// count is the count of accepts shared with the supervisor
+	// (acceptcount.go), set before the loops start; nil without one.
+	count *atomic.Uint64
 
 	// pending counts connections accepted and not yet reported to the
 	// supervisor (msgAccepted). repMu orders that report before any
 	// msgDone: outbox sends done reports through sendDone, which flushes
 	// pending first, so every connection a msgDone counts was counted by
 	// an earlier msgAccepted.
-	repMu   sync.Mutex
-	pending atomic.Uint32
-	kick    chan struct{}
+	repMu       sync.Mutex
+	pending     atomic.Uint32
+	kick        chan struct{}
+	reportDelay time.Duration // doneDelay; tests lengthen it
 
 	untrustedLog ratelog.Limiter
+
+	// An accept error (EMFILE, ENFILE, ENOBUFS) backs the loop off, from
+	// retryMin doubling up to retryMax; failures counts such errors.
+	retryMin, retryMax time.Duration
+	failures           atomic.Uint64
 }
 
 // newAcceptor returns the acceptor of a worker with configuration c and
@@ -65,7 +80,17 @@ func newAcceptor(w *worker, c *config.Config, capacity int) *acceptor {
 		return nil
 	}
 	share := (c.MaxConnections + c.Workers - 1) / max(c.Workers, 1)
-	a := &acceptor{w: w, limit: max(1, min(capacity, share)), base: 1<<63 | uint64(os.Getpid())<<32, kick: make(chan struct{}, 1)}
+	a := &acceptor{
+		w:           w,
+		capacity:    capacity,
+		limit:       max(1, min(capacity, share)),
+		base:        1<<63 | uint64(os.Getpid())<<32,
+		kick:        make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		reportDelay: doneDelay,
+		retryMin:    5 * time.Millisecond,
+		retryMax:    time.Second,
+	}
 	if nets, err := config.ParseTrusted(c.ProxyTrusted); err == nil && len(nets) > 0 {
 		a.trusted = nets
 	}
@@ -78,7 +103,7 @@ func newAcceptor(w *worker, c *config.Config, capacity int) *acceptor {
 // worker that is draining, or already has its sockets, closes them.
 func (w *worker) listen(p []byte, fds []int) {
 	metas, err := parseListen(p)
-	if err == nil && len(metas) != len(fds) {
+	if err == nil && len(metas) != len(fds) && len(metas)+1 != len(fds) {
 		err = fmt.Errorf("%d listeners described, %d fds attached", len(metas), len(fds))
 	}
 	a := w.acc
@@ -98,6 +123,15 @@ func (w *worker) listen(p []byte, fds []int) {
 		closeFDs(fds)
 		return
 	}
+	if len(fds) > len(metas) {
+		// The shared count of accepts (acceptcount.go) comes last.
+		cfd := fds[len(metas)]
+		fds = fds[:len(metas)]
+		if a.count, err = mapAcceptCount(cfd); err != nil {
+			w.log.Error("count of accepts from the supervisor", "err", err)
+		}
+		syscall.Close(cfd)
+	}
 	for i, fd := range fds {
 		l, err := serve.NewListener(fd, "listener "+metas[i].addr)
 		if err != nil {
@@ -113,12 +147,38 @@ func (w *worker) listen(p []byte, fds []int) {
 	w.log.Debug("accepting", "listeners", len(fds), "limit", a.limit)
 }
 
+// setLimit handles msgLimit: from now the worker may hold n connections
+// (no more than its descriptors have room for). Under the new limit the
+// loops waiting for room accept again; above it they wait until enough
+// connections have ended.
+func (w *worker) setLimit(p []byte) {
+	n, err := parseLimit(p)
+	a := w.acc
+	if err == nil && a == nil {
+		err = errors.New("a connection budget sent to a worker in the handoff dispatch mode")
+	}
+	if err != nil {
+		w.log.Error("bad limit message", "err", err)
+		return
+	}
+	w.mu.Lock()
+	a.limit = int(min(n, uint32(a.capacity)))
+	if w.active < a.limit {
+		a.freed()
+	}
+	w.mu.Unlock()
+	w.log.Debug("connection budget", "limit", n, "capacity", a.capacity)
+}
+
 // loop accepts on l until it is closed.
 func (a *acceptor) loop(l *serve.Listener, m listenMeta) {
 	defer a.loops.Done()
 	proxy := m.flags&listenProxy != 0
 	start := func(fd int, sa syscall.Sockaddr) { a.start(fd, sa, proxy) }
 	var delay time.Duration
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		if !a.waitRoom() {
 			return
@@ -138,9 +198,17 @@ func (a *acceptor) loop(l *serve.Listener, m listenMeta) {
 		case err != nil:
 			// EMFILE, ENFILE, ENOBUFS: back off rather than spin on a
 			// socket that stays readable; other workers may have room.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			a.failures.Add(1)
+			delay = min(max(2*delay, a.retryMin), a.retryMax)
+			// A drain or reload (stopAccepting) ends the wait at once: it
+			// waits for this loop.
 			a.w.log.Error("accept failed", "addr", m.addr, "err", err, "retry_in", delay)
-			time.Sleep(delay)
+			retry.Reset(delay)
+			select {
+			case <-retry.C:
+			case <-a.stop:
+				return
+			}
 		default:
 			delay = 0
 		}
@@ -210,6 +278,11 @@ func (a *acceptor) start(fd int, sa syscall.Sockaddr, proxy bool) {
 	id := a.base | a.seq.Add(1)&(1<<32-1)
 	// Counted active already: its slot was taken before the accept (take).
 	w.conns.Add(1)
+	// The shared count first: it never falls behind what msgAccepted
+	// reports, so that the supervisor sees what a death left unreported.
+	if a.count != nil {
+		a.count.Add(1)
+	}
 	a.pending.Add(1)
 	// Non-blocking (SOCK_NONBLOCK): os.NewFile puts it in the poller.
 	f := os.NewFile(uintptr(fd), client)
@@ -234,7 +307,7 @@ func (a *acceptor) reporter() {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	for range a.kick {
-		t.Reset(doneDelay)
+		t.Reset(a.reportDelay)
 		<-t.C
 		a.repMu.Lock()
 		a.flush()
@@ -272,6 +345,10 @@ func (w *worker) stopAccepting() {
 		return
 	}
 	w.mu.Lock()
+	first := !a.stopped
+	if first {
+		close(a.stop)
+	}
 	a.stopped = true
 	a.room.Broadcast()
 	ls := a.ls
@@ -281,6 +358,18 @@ func (w *worker) stopAccepting() {
 		l.Close()
 	}
 	a.loops.Wait()
+	if first {
+		// What it accepted is reported now, then that it accepts no more
+		// (sockets sent later are closed unused): until then the
+		// supervisor holds its whole budget back from the workers that
+		// accept (acceptbudget.go).
+		a.repMu.Lock()
+		a.flush()
+		if err := fdpass.Send(w.ch, []byte{msgAcceptStopped}); err != nil {
+			w.log.Error("report that accepting stopped", "err", err)
+		}
+		a.repMu.Unlock()
+	}
 	var st serve.ListenerStats
 	for _, l := range ls {
 		s := l.Stats()
@@ -289,6 +378,6 @@ func (w *worker) stopAccepting() {
 		st.Empty += s.Empty
 	}
 	if len(ls) > 0 {
-		w.log.Info("stopped accepting", "accepted", st.Accepted, "wakeups", st.Wakeups, "empty_wakeups", st.Empty)
+		w.log.Info("stopped accepting", "accepted", st.Accepted, "wakeups", st.Wakeups, "empty_wakeups", st.Empty, "accept_errors", a.failures.Load())
 	}
 }

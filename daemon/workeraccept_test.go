@@ -111,6 +111,9 @@ func TestWorkerAcceptLimit(t *testing.T) {
 		return w.active, w.acc.waiting
 	}
 	waitFor(t, "two connections and a loop waiting for room", func() bool { a, wt := state(); return a == 2 && wt })
+	// Counted active before its goroutine runs: wait for the server to
+	// count it too.
+	waitFor(t, "two connections served", func() bool { return w.srv.Stats().Connections >= 2 })
 	if got := w.srv.Stats().Connections; got != 2 {
 		t.Fatalf("served %d connections at a limit of 2", got)
 	}
@@ -220,6 +223,82 @@ func TestWorkerAcceptLimitListeners(t *testing.T) {
 	})
 	if got := srv.Stats().Connections; got > limit {
 		t.Fatalf("accepted %d connections at a limit of %d", got, limit)
+	}
+	w.drain()
+}
+
+// TestWorkerAcceptBackoffDrain: a drain stops an accept loop that backs
+// off after an accept error (EMFILE, ENFILE, ...) at once: it used to
+// sleep the backoff out, and the drain waited for it. The "socket" is a
+// pipe, on which every accept4 fails (ENOTSOCK) as EMFILE would; the
+// backoff is an hour, so a drain that waits for it never returns.
+func TestWorkerAcceptBackoffDrain(t *testing.T) {
+	local, remote := channel(t)
+	_ = local
+	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile"}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	w := newWorker(remote, srv, quietLog())
+	c := config.Default()
+	c.Dispatch, c.Workers = config.DispatchAccept, 1
+	w.acc = newAcceptor(w, c, 1000)
+	w.acc.retryMin, w.acc.retryMax = time.Hour, time.Hour
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[1])
+	w.listen(appendListen(nil, []listenMeta{{0, "pipe"}})[1:], []int{p[0]})
+	waitFor(t, "a failed accept", func() bool { return w.acc.failures.Load() > 0 })
+	done := make(chan struct{})
+	go func() {
+		w.drain()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain still waits for the accept loop's backoff after 10 s")
+	}
+	w.mu.Lock()
+	n := w.active
+	w.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d connections active after failed accepts", n)
+	}
+}
+
+// TestWorkerSetLimit: a budget from the supervisor (msgLimit) moves the
+// worker's limit both ways, never above its descriptor capacity; a
+// raise wakes the loops waiting for room.
+func TestWorkerSetLimit(t *testing.T) {
+	w, local, ln := acceptWorker(t, 1)
+	var r reports
+	go r.read(t, local)
+	for range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	limit := func() (int, int, bool) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.acc.limit, w.active, w.acc.waiting
+	}
+	waitFor(t, "one connection, a loop waiting", func() bool { _, a, wt := limit(); return a == 1 && wt })
+	w.setLimit(appendLimit(nil, 3)[1:])
+	waitFor(t, "three connections served", func() bool { return w.srv.Stats().Connections == 3 })
+	w.setLimit(appendLimit(nil, 0)[1:])
+	if l, _, _ := limit(); l != 0 {
+		t.Errorf("limit %d after a budget of 0", l)
+	}
+	w.setLimit(appendLimit(nil, 1<<31)[1:])
+	if l, _, _ := limit(); l != 1000 {
+		t.Errorf("limit %d after a budget above the capacity of 1000", l)
 	}
 	w.drain()
 }

@@ -22,6 +22,27 @@ const acceptConf = "dispatch = \"accept\"\n"
 // copies of the listening sockets.
 func stoppedAccepting(d *Daemon) int { return strings.Count(d.Log(), `msg="stopped accepting"`) }
 
+// allStopped reports whether every thread of pid is stopped (state T in
+// /proc/PID/task/*/stat).
+func allStopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if len(stats) == 0 {
+		return false
+	}
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...: comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
+
 // TestAcceptModeDownloads: native and HTTP downloads through workers that
 // accept themselves arrive byte-exact, and zctl status counts the
 // connections and shows the transfers in flight.
@@ -199,9 +220,15 @@ func TestAcceptModeWorkerKilled(t *testing.T) {
 			repl = p
 		}
 	}
-	// Only the replacement can accept now.
+	// Only the replacement can accept now. The signal stops the worker's
+	// threads only as each next runs: wait until all of them have, or
+	// one still running (answering the status just asked) could accept
+	// the connection and be stopped before it reports it.
 	syscall.Kill(other, syscall.SIGSTOP)
 	defer syscall.Kill(other, syscall.SIGCONT)
+	if !waitFor(5*time.Second, func() bool { return allStopped(other) }) {
+		t.Fatalf("worker %d did not stop", other)
+	}
 	gate := make(chan struct{})
 	g := startSlowGet(t, d.Addr, "/big.bin", gate)
 	st = d.WaitStatus(5*time.Second, "the transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })

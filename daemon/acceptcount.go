@@ -1,0 +1,102 @@
+package daemon
+
+// The count of connections a worker accepted itself, in the accept
+// dispatch mode (acceptmode.go), in memory shared with the supervisor.
+// The worker reports what it accepted in batches (msgAccepted, at most
+// every doneDelay), so a worker that dies has usually accepted a few
+// connections it has not reported; in the handoff mode the supervisor
+// knows every fd it passed. So the supervisor sends each worker, with its
+// listening sockets, a memfd of one counter that both map: the worker
+// adds one for each connection it accepts and serves, before it counts it
+// for msgAccepted; once the worker is gone, the counter less what
+// msgAccepted reported is what it accepted and never reported, and
+// connections_cut and the accepted total count those too. One atomic add
+// per connection, on a page no other process writes.
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// countSize is the shared counter's size: one uint64.
+const countSize = 8
+
+// acceptCount is the supervisor's view of a worker's counter.
+type acceptCount struct {
+	mem      []byte // read-only mapping
+	reported uint64 // what msgAccepted reported (the worker's channel reader only)
+}
+
+// newAcceptCount makes a counter and returns it with the memfd to send
+// the worker (the caller closes it).
+func newAcceptCount() (*acceptCount, int, error) {
+	fd, err := unix.MemfdCreate("zfs-serve-accepted", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, -1, fmt.Errorf("memfd_create: %w", err)
+	}
+	if err := unix.Ftruncate(fd, countSize); err != nil {
+		unix.Close(fd)
+		return nil, -1, fmt.Errorf("ftruncate memfd: %w", err)
+	}
+	mem, err := unix.Mmap(fd, 0, countSize, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(fd)
+		return nil, -1, fmt.Errorf("mmap memfd: %w", err)
+	}
+	return &acceptCount{mem: mem}, fd, nil
+}
+
+// unreported returns what the worker counted and never reported, and
+// unmaps the counter: call it once the worker is gone.
+func (c *acceptCount) unreported() uint64 {
+	n := (*atomic.Uint64)(unsafe.Pointer(&c.mem[0])).Load()
+	unix.Munmap(c.mem)
+	c.mem = nil
+	if n < c.reported {
+		return 0 // not a counter this worker kept
+	}
+	return n - c.reported
+}
+
+// mapAcceptCount maps the counter the supervisor sent (the worker's side);
+// the caller closes fd.
+func mapAcceptCount(fd int) (*atomic.Uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("fstat counter: %w", err)
+	}
+	if st.Size != countSize {
+		return nil, fmt.Errorf("counter of %d bytes, want %d", st.Size, countSize)
+	}
+	mem, err := unix.Mmap(fd, 0, countSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mmap counter: %w", err)
+	}
+	// The mapping lives as long as the worker.
+	return (*atomic.Uint64)(unsafe.Pointer(&mem[0])), nil
+}
+
+// sentAcceptCount records the counter sent to w (loop).
+func (w *workerProc) sentAcceptCount(c *acceptCount) { w.accCount.Store(c) }
+
+// reportedAccepts adds n to what w reported (its channel reader).
+func (w *workerProc) reportedAccepts(n uint32) {
+	if c := w.accCount.Load(); c != nil {
+		c.reported += uint64(n)
+	}
+}
+
+// unreportedAccepts returns the connections w accepted and never
+// reported, once it is gone (its channel reader).
+func (s *Supervisor) unreportedAccepts(w *workerProc) int64 {
+	c := w.accCount.Swap(nil)
+	if c == nil {
+		return 0
+	}
+	n := int64(c.unreported())
+	s.metrics.accepted.Add(uint64(n))
+	return n
+}

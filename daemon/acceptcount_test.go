@@ -1,0 +1,108 @@
+package daemon
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/serve"
+)
+
+// runReal runs a real worker in this process on the fake's channel, in
+// the accept mode, whose accepts are reported only after an hour: as if
+// it died within the report's batching window.
+func (p *fakeProc) runReal(cfgMsg []byte) {
+	wc, err := parseConfig(cfgMsg)
+	if err != nil {
+		p.exit("exit status 1")
+		return
+	}
+	srv, err := serve.New(serve.Options{Root: "/", Mode: "sendfile", HeaderTimeout: time.Minute, IdleTimeout: time.Minute}, quietLog())
+	if err != nil {
+		p.exit("exit status 1")
+		return
+	}
+	w := newWorker(p.ch, srv, quietLog())
+	w.acc = newAcceptor(w, wc.Config, 1000)
+	w.acc.reportDelay = time.Hour
+	p.amu.Lock()
+	p.real = w
+	p.amu.Unlock()
+	fdpass.Send(p.ch, appendU32(nil, msgReady, 0))
+	w.run()
+}
+
+// syncBuffer is a log's destination that tests read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestAcceptCutUnreported: connections a worker accepted and had not
+// reported yet (msgAccepted is batched) when it died count in its
+// connections_cut, and in the accepted total, as a handed-over
+// connection does. They used to be missed.
+func TestAcceptCutUnreported(t *testing.T) {
+	var logs syncBuffer
+	r := newRig(t, "dispatch = \"accept\"\nworkers = 1", "real")
+	r.on(func(s *Supervisor) { s.log = slog.New(slog.NewTextHandler(&logs, nil)) })
+	r.serving(1)
+	p := r.proc(0)
+	var w *worker
+	r.until("the worker accepting", func(*Supervisor) bool {
+		p.amu.Lock()
+		w = p.real
+		p.amu.Unlock()
+		if w == nil {
+			return false
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.acc.ls) == 1
+	})
+	t.Cleanup(w.stopAccepting)
+	var addr string
+	r.on(func(s *Supervisor) { addr = s.listeners[0].addr })
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		// The native magic, the start of a request: TCP_DEFER_ACCEPT
+		// queues the connection now, and the worker waits for the rest.
+		c.Write([]byte("ZQ"))
+	}
+	waitFor(t, "3 connections accepted", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.active == 3
+	})
+	p.exit("killed by signal SIGKILL")
+	r.until("the exit", func(s *Supervisor) bool { return s.current.slots[0].restarts == 1 })
+	if !strings.Contains(logs.String(), "connections_cut=3") {
+		t.Errorf("the exit does not say 3 connections were cut:\n%s", logs.String())
+	}
+	r.on(func(s *Supervisor) {
+		if n := s.metrics.accepted.Load(); n != 3 {
+			t.Errorf("accepted total %d, want 3", n)
+		}
+	})
+}
