@@ -178,7 +178,7 @@ func (c *conn) fill() error {
 
 func (c *conn) doRead(fd uintptr) bool {
 	for {
-		c.rd.n, c.rd.err = unix.Read(int(fd), c.buf[c.rend:])
+		c.rd.n, c.rd.err = rawRead(int(fd), c.buf[c.rend:])
 		if c.rd.err == unix.EINTR {
 			continue
 		}

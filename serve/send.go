@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -59,6 +60,7 @@ type sockOp struct {
 	fd    int
 	off   int64
 	len   int
+	raw   bool // the call cannot sleep: see raw.go
 	armed bool
 	n     int
 	err   error
@@ -93,14 +95,17 @@ func (c *conn) doOp(sock uintptr) bool {
 	for {
 		switch c.op.kind {
 		case opSendmsg:
-			c.op.n, c.op.err = unix.SendmsgN(int(sock), c.op.buf, nil, nil, c.op.flags)
+			c.op.n, c.op.err = c.sendmsg(int(sock))
 		case opSendfile:
-			c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+			if c.op.raw {
+				c.op.n, c.op.err = rawSendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+			} else {
+				c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+			}
 		case opSendmsgv:
 			c.op.n, c.op.err = c.sendmsgv(int(sock))
 		case opSplice:
-			m, err := unix.Splice(c.op.fd, nil, int(sock), nil, c.op.len, c.op.flags)
-			c.op.n, c.op.err = int(m), err
+			c.op.n, c.op.err = rawSplice(c.op.fd, int(sock), c.op.len, c.op.flags)
 		}
 		if c.op.err == unix.EINTR {
 			continue
@@ -108,6 +113,28 @@ func (c *conn) doOp(sock uintptr) bool {
 		// Not armed: come back out to arm the deadline before waiting.
 		return c.op.err != unix.EAGAIN || !c.op.armed
 	}
+}
+
+// sendmsg is one sendmsg of c.op.buf, through an iovec kept in c.op so
+// that it allocates nothing. Raw (raw.go) unless the buffer is a file
+// mapping (mmap mode), whose pages may have to come from disk.
+func (c *conn) sendmsg(sock int) (int, error) {
+	o := &c.op
+	if len(o.buf) == 0 {
+		return 0, nil
+	}
+	o.iov[0].Base = &o.buf[0]
+	o.iov[0].SetLen(len(o.buf))
+	o.msg = unix.Msghdr{Iov: &o.iov[0]}
+	o.msg.SetIovlen(1)
+	if !o.raw {
+		n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(sock), uintptr(unsafe.Pointer(&o.msg)), uintptr(o.flags))
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
+	return rawSendmsg(sock, &o.msg, o.flags)
 }
 
 func (c *conn) armWrite() {
@@ -128,7 +155,8 @@ type sendfileSender struct{}
 
 func (sendfileSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 	for n > 0 {
-		c.op = sockOp{kind: opSendfile, fd: fd, off: off, len: int(min(n, c.s.opts.Chunk))}
+		chunk := int(min(n, c.s.opts.Chunk))
+		c.op = sockOp{kind: opSendfile, fd: fd, off: off, len: chunk, raw: resident(fd, off, chunk)}
 		w, err := c.send()
 		off = c.op.off
 		if err != nil {
@@ -246,7 +274,7 @@ func (mmapSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 			return fmt.Errorf("mmap: %w", err)
 		}
 		unix.Madvise(m, unix.MADV_SEQUENTIAL)
-		w, err := c.writeCounted(m[delta:], n > chunk)
+		w, err := c.writeBytes(m[delta:], n > chunk, false)
 		unix.Munmap(m)
 		t.progress(c.s, w)
 		if errors.Is(err, unix.EFAULT) {

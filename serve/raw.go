@@ -1,0 +1,117 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Socket calls that cannot sleep go to the kernel with syscall.RawSyscall,
+// without telling the Go scheduler (entersyscall/exitsyscall). A worker
+// runs one P (daemon/worker.go setProcs); when a call tells the scheduler
+// and stays in the kernel for a sysmon tick (20 µs: a 512 KiB sendfile
+// over loopback runs the receiver's side inline and takes ~150 µs), sysmon
+// hands the P to another thread, which wakes, finds nothing to run and
+// sleeps again, and sysmon itself keeps waking every 20 µs while that
+// happens. Per 1 GiB sent that was ~1,700 context switches and ~1,500
+// nanosleeps (docs: bench/findings.md "Raw system calls").
+//
+// A raw call holds the worker's P until it returns, so it is used only
+// where the kernel cannot sleep for long: reads and sends on the
+// connection's non-blocking socket from the worker's own memory or from a
+// pipe (splice mode's second half), and
+// sendfile of a range that cachestat(2) says is in the page cache. A send
+// from a file mapping (mmap mode) may fault pages in from disk, and a
+// sendfile of pages not cached reads the disk: both take the scheduler's
+// path, so that other connections keep being served while the disk works.
+
+// rawRead is read(2) on a non-blocking socket.
+func rawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawSendmsg is sendmsg(2) of msg on a non-blocking socket; flags must
+// include MSG_DONTWAIT.
+func rawSendmsg(fd int, msg *unix.Msghdr, flags int) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawSendfile is sendfile(2) to a non-blocking socket from a range of in
+// that is in the page cache (see resident).
+func rawSendfile(out, in int, off *int64, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDFILE, uintptr(out), uintptr(in), uintptr(unsafe.Pointer(off)), uintptr(n), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// rawSplice is splice(2) from a pipe holding file pages to a non-blocking
+// socket, with SPLICE_F_NONBLOCK in flags.
+func rawSplice(pipe, sock, n, flags int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(pipe), 0, uintptr(sock), 0, uintptr(n), uintptr(flags))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// cachestatOff is set once cachestat(2) is found missing (ENOSYS: a
+// kernel before 6.5) or forbidden (EPERM: a seccomp filter that does not
+// know it; the packaged unit allows it by name). Every sendfile then takes
+// the scheduler's path, as before raw calls.
+var cachestatOff atomic.Bool
+
+// probeCachestat asks the kernel for cachestat(2) on no file: EBADF means
+// the call exists and is allowed. Any other answer turns cachestat off for
+// the process and is returned.
+func probeCachestat() error {
+	var r unix.CachestatRange
+	var st unix.Cachestat_t
+	bad := -1
+	_, _, e := unix.RawSyscall6(unix.SYS_CACHESTAT, uintptr(bad), uintptr(unsafe.Pointer(&r)), uintptr(unsafe.Pointer(&st)), 0, 0, 0)
+	if e == unix.EBADF {
+		return nil
+	}
+	cachestatOff.Store(true)
+	if e == 0 {
+		return errors.New("cachestat(2) accepted an invalid descriptor")
+	}
+	return fmt.Errorf("cachestat(2): %w", e)
+}
+
+// resident reports whether every page of fd's range [off, off+n) is in the
+// page cache, so that sendfile from it reads no disk. It errs towards
+// false: a range past the end of the file, an error, or a file system
+// without cachestat (EOPNOTSUPP: hugetlbfs) all say "not resident".
+func resident(fd int, off int64, n int) bool {
+	if n <= 0 || off < 0 || cachestatOff.Load() {
+		return false
+	}
+	r := unix.CachestatRange{Off: uint64(off), Len: uint64(n)}
+	var st unix.Cachestat_t
+	_, _, e := unix.RawSyscall6(unix.SYS_CACHESTAT, uintptr(fd), uintptr(unsafe.Pointer(&r)), uintptr(unsafe.Pointer(&st)), 0, 0, 0)
+	if e != 0 {
+		if e == unix.ENOSYS || e == unix.EPERM {
+			cachestatOff.Store(true)
+		}
+		return false
+	}
+	first := off / pageSize
+	last := (off + int64(n) - 1) / pageSize
+	return st.Cache >= uint64(last-first+1)
+}

@@ -1,0 +1,141 @@
+package serve
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// dropCache asks the kernel to forget the cached pages of the file at p,
+// and skips the test where it cannot (tmpfs keeps them).
+func dropCache(t *testing.T, p string) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fsync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if resident(int(f.Fd()), 0, 1) {
+		t.Skipf("the page cache of %s cannot be dropped here (tmpfs?)", p)
+	}
+}
+
+func needCachestat(t *testing.T) {
+	t.Helper()
+	if err := probeCachestat(); err != nil {
+		cachestatOff.Store(false) // the probe turned it off for this process
+		t.Skipf("no cachestat(2) here: %v", err)
+	}
+}
+
+func TestResident(t *testing.T) {
+	needCachestat(t)
+	p := filepath.Join(t.TempDir(), "f")
+	const size = 1<<20 + 100 // not page aligned
+	if err := os.WriteFile(p, random(size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dropCache(t, p)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	// No read-ahead: only what is read gets cached.
+	if err := unix.Fadvise(fd, 0, 0, unix.FADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
+	half := make([]byte, size/2)
+	if _, err := f.ReadAt(half, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		off  int64
+		n    int
+		want bool
+	}{
+		{0, size / 2, true},
+		{4095, 2, true},          // two pages, both read
+		{size - 10, 10, false},   // the last page, never read
+		{0, size, false},         // the whole file: its second half is not cached
+		{0, 0, false},            // nothing to send is not "resident"
+		{-1, 10, false},          // a bad offset
+		{size + 4096, 10, false}, // past the end: no pages
+	} {
+		if got := resident(fd, c.off, c.n); got != c.want {
+			t.Errorf("resident(%d, %d) = %v, want %v", c.off, c.n, got, c.want)
+		}
+	}
+	rest := make([]byte, size-size/2)
+	if _, err := f.ReadAt(rest, size/2); err != nil {
+		t.Fatal(err)
+	}
+	if !resident(fd, 0, size) {
+		t.Errorf("resident(whole file) = false after reading all of it")
+	}
+}
+
+// TestSendfileUncached: a file whose pages are not cached is sent on the
+// scheduler's path and arrives whole; afterwards its pages are cached and
+// the next send takes the raw one.
+func TestSendfileUncached(t *testing.T) {
+	needCachestat(t)
+	ts := newTestServer(t, config.ModeSendfile)
+	data := random(3<<20 + 12345)
+	ts.write(t, "f", data)
+	p := filepath.Join(ts.root, "f")
+	for i := range 2 {
+		if i == 0 {
+			dropCache(t, p)
+		}
+		r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+		if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+			t.Fatalf("round %d: status %v, %d bytes, equal=%v", i, r.Status, len(body), bytes.Equal(body, data))
+		}
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if !resident(int(f.Fd()), 0, len(data)) {
+		t.Errorf("the file's pages are not cached after sending it")
+	}
+}
+
+// TestCachestatOff: with cachestat off (a seccomp filter said
+// EPERM), resident says false without asking the kernel, so every
+// sendfile takes the scheduler's path.
+func TestCachestatOff(t *testing.T) {
+	needCachestat(t)
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if !resident(int(f.Fd()), 0, 5) {
+		t.Fatal("a file just written is not resident")
+	}
+	cachestatOff.Store(true)
+	defer cachestatOff.Store(false)
+	if resident(int(f.Fd()), 0, 5) {
+		t.Error("resident = true with cachestat off")
+	}
+}
