@@ -50,6 +50,28 @@ func rawSendmsg(fd int, msg *unix.Msghdr, flags int) (int, error) {
 	return int(n), nil
 }
 
+// rawPeek reports whether a byte waits in the non-blocking socket fd.
+func rawPeek(fd int) bool {
+	var b [1]byte
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return e == 0 && n > 0
+}
+
+// rawShutdown is shutdown(2) of a socket, which queues a FIN and never
+// waits.
+func rawShutdown(fd, how int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// rawClose is close(2) of a socket, which without SO_LINGER never waits.
+func rawClose(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
 // rawSendfile is sendfile(2) to a non-blocking socket from a range of in
 // that is in the page cache (see resident).
 func rawSendfile(out, in int, off *int64, n int) (int, error) {

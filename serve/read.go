@@ -76,6 +76,7 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 	n := copy(p, c.buf[c.rpos:c.rend])
 	c.rpos = c.rend
 	arm()
+	c.attach()
 	if _, err := io.ReadFull(c.f, p[n:]); err != nil {
 		return q, truncated(err)
 	}
@@ -105,6 +106,9 @@ func (c *conn) readIdle(first bool) (armed bool, err error) {
 	// Order matters against Drain, which sets draining and then, under
 	// s.mu, moves each idle connection to kicked and its deadline to the
 	// past: idle first, then the check.
+	// Waiting for a next request needs the poller; attached first, so
+	// that Drain and the sweep can wake an idle connection (attach.go).
+	c.attach()
 	c.idleTick.Store(s.park.tick.Load())
 	c.state.Store(connIdle)
 	if s.draining.Load() && !c.pending() {
@@ -162,8 +166,13 @@ func (c *conn) fill() error {
 		c.rpos = 0
 	}
 	c.rd = readOp{}
-	if err := c.rc.Read(c.runRead); err != nil {
-		return err
+	if c.rc != nil || !c.doRead(uintptr(c.fd)) {
+		// Attached, or nothing to read yet: wait in the poller (which
+		// reads once more first).
+		c.attach()
+		if err := c.rc.Read(c.runRead); err != nil {
+			return err
+		}
 	}
 	n, err := c.rd.n, c.rd.err
 	c.rend += n
@@ -196,19 +205,12 @@ func truncated(err error) error {
 	return err
 }
 
-func (c *conn) setReadDeadline(t time.Time) {
-	c.rdl = t
-	c.f.SetReadDeadline(t)
-}
-
 // pending reports whether request bytes are buffered or waiting in the socket.
 func (c *conn) pending() bool {
 	if c.rend > c.rpos {
 		return true
 	}
-	var b [1]byte
-	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	return err == nil && n > 0
+	return rawPeek(c.fd)
 }
 
 func (c *conn) readFailed(err error) Outcome {

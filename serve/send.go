@@ -73,6 +73,17 @@ type sockOp struct {
 // costs no timer update), kept fresh while the response keeps waiting,
 // and cleared by disarmWrite after the response.
 func (c *conn) send() (int, error) {
+	if c.rc == nil {
+		// Not attached (attach.go): one attempt, and the poller only if
+		// the socket is full.
+		c.op.armed = false
+		c.doOp(uintptr(c.fd))
+		if c.op.err != unix.EAGAIN {
+			return c.op.n, c.op.err
+		}
+		c.attach()
+		c.armWrite()
+	}
 	for {
 		c.op.armed = !c.wdl.IsZero()
 		if c.op.armed {

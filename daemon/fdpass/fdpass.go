@@ -65,7 +65,7 @@ func send(c *net.UnixConn, msg []byte, fds []int, wait bool) error {
 	var serr error
 	sendmsg := func(fd uintptr) (done bool) {
 		for {
-			serr = unix.Sendmsg(int(fd), msg, oob, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+			serr = rawSendmsg(int(fd), msg, oob, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 			if serr != unix.EINTR {
 				return serr != unix.EAGAIN
 			}
@@ -98,7 +98,7 @@ func Recv(c *net.UnixConn, buf, oob []byte) (n int, fds []int, err error) {
 	var rerr error
 	err = rc.Read(func(fd uintptr) bool {
 		for {
-			n, oobn, flags, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+			n, oobn, flags, rerr = rawRecvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
 			if rerr == unix.EINTR {
 				continue
 			}
