@@ -29,6 +29,7 @@ func (c *conn) attach() {
 	if c.f != nil {
 		return
 	}
+	c.s.attaches.Add(1)
 	f := os.NewFile(uintptr(c.fd), c.client)
 	rc, err := f.SyscallConn()
 	if err != nil {

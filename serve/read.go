@@ -106,9 +106,16 @@ func (c *conn) readIdle(first bool) (armed bool, err error) {
 	// Order matters against Drain, which sets draining and then, under
 	// s.mu, moves each idle connection to kicked and its deadline to the
 	// past: idle first, then the check.
-	// Waiting for a next request needs the poller; attached first, so
-	// that Drain and the sweep can wake an idle connection (attach.go).
-	c.attach()
+	if c.rc == nil {
+		// Not attached (attach.go): the next request, or the client's
+		// close, may be here already.
+		if ok, err := c.fillNow(); ok {
+			return false, err
+		}
+		// Waiting for it needs the poller, attached first so that Drain
+		// and the sweep can wake an idle connection.
+		c.attach()
+	}
 	c.idleTick.Store(s.park.tick.Load())
 	c.state.Store(connIdle)
 	if s.draining.Load() && !c.pending() {
@@ -161,19 +168,43 @@ type readOp struct {
 // resets the poller's readiness before its first call, so an event that
 // arrived just before would be lost.)
 func (c *conn) fill() error {
+	if c.rc == nil {
+		if ok, err := c.fillNow(); ok {
+			return err
+		}
+		// Nothing to read yet: wait in the poller (which reads once
+		// more first).
+		c.attach()
+	} else {
+		c.compact()
+		c.rd = readOp{}
+	}
+	if err := c.rc.Read(c.runRead); err != nil {
+		return err
+	}
+	return c.filled()
+}
+
+// fillNow is fill for a connection not attached (attach.go): one read,
+// and ok false if it found the socket empty.
+func (c *conn) fillNow() (ok bool, err error) {
+	c.compact()
+	c.rd = readOp{}
+	if !c.doRead(uintptr(c.fd)) {
+		return false, nil
+	}
+	return true, c.filled()
+}
+
+func (c *conn) compact() {
 	if c.rpos > 0 {
 		c.rend = copy(c.buf, c.buf[c.rpos:c.rend])
 		c.rpos = 0
 	}
-	c.rd = readOp{}
-	if c.rc != nil || !c.doRead(uintptr(c.fd)) {
-		// Attached, or nothing to read yet: wait in the poller (which
-		// reads once more first).
-		c.attach()
-		if err := c.rc.Read(c.runRead); err != nil {
-			return err
-		}
-	}
+}
+
+// filled takes the result of the read in c.rd.
+func (c *conn) filled() error {
 	n, err := c.rd.n, c.rd.err
 	c.rend += n
 	switch {

@@ -82,6 +82,7 @@ type Server struct {
 	park     parker // idle connections without a goroutine (park.go)
 
 	totalConns atomic.Uint64
+	attaches   atomic.Uint64 // connections that joined the runtime poller (attach.go)
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
 
 	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
