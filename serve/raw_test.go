@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -137,5 +138,49 @@ func TestCachestatOff(t *testing.T) {
 	defer cachestatOff.Store(false)
 	if resident(int(f.Fd()), 0, 5) {
 		t.Error("resident = true with cachestat off")
+	}
+}
+
+// TestResidentNotOwner: recent kernels (6.18 here; the 2025 fix
+// "cachestat: fix page cache statistics permission checking") make
+// cachestat(2) answer EPERM for a file the caller neither owns nor may
+// write: what a worker running as the service user meets on most of the
+// files it serves. That says nothing about other files, so it must not
+// turn cachestat off for the process as a seccomp refusal (found by
+// probeCachestat) does.
+func TestResidentNotOwner(t *testing.T) {
+	needCachestat(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to ask as another user")
+	}
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, random(64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	if !resident(fd, 0, 64<<10) {
+		t.Fatal("a file just written is not resident")
+	}
+	// Ask as nobody: setfsuid on this thread only (a raw call; Go's
+	// wrappers change every thread) drops the file capabilities too.
+	// The thread is not unlocked, so it ends with the goroutine.
+	done := make(chan bool)
+	go func() {
+		runtime.LockOSThread()
+		unix.RawSyscall(unix.SYS_SETFSUID, 65534, 0, 0)
+		r := resident(fd, 0, 64<<10)
+		unix.RawSyscall(unix.SYS_SETFSUID, 0, 0, 0)
+		done <- r
+	}()
+	if <-done {
+		t.Error("resident = true for a file the caller may not ask about")
+	}
+	if !resident(fd, 0, 64<<10) {
+		t.Error("one file cachestat refused turned it off for every file")
 	}
 }
