@@ -70,10 +70,10 @@ func rawSplice(pipe, sock, n, flags int) (int, error) {
 	return int(r), nil
 }
 
-// cachestatOff is set once cachestat(2) is found missing (ENOSYS: a
-// kernel before 6.5) or forbidden (EPERM: a seccomp filter that does not
-// know it; the packaged unit allows it by name). Every sendfile then takes
-// the scheduler's path, as before raw calls.
+// cachestatOff is set by probeCachestat when cachestat(2) is missing
+// (ENOSYS: a kernel before 6.5) or forbidden (EPERM: a seccomp filter that
+// does not know it; the packaged unit allows it by name). Every sendfile
+// then takes the scheduler's path, as before raw calls.
 var cachestatOff atomic.Bool
 
 // probeCachestat asks the kernel for cachestat(2) on no file: EBADF means
@@ -97,7 +97,11 @@ func probeCachestat() error {
 // resident reports whether every page of fd's range [off, off+n) is in the
 // page cache, so that sendfile from it reads no disk. It errs towards
 // false: a range past the end of the file, an error, or a file system
-// without cachestat (EOPNOTSUPP: hugetlbfs) all say "not resident".
+// without cachestat (EOPNOTSUPP: hugetlbfs) all say "not resident". So
+// does a file the worker neither owns nor may write: recent kernels
+// answer EPERM for it (the 2025 fix "cachestat: fix page cache statistics
+// permission checking"). That EPERM is about the file, not the call (the
+// probe found out about seccomp), so it leaves cachestat on for others.
 func resident(fd int, off int64, n int) bool {
 	if n <= 0 || off < 0 || cachestatOff.Load() {
 		return false
@@ -106,9 +110,6 @@ func resident(fd int, off int64, n int) bool {
 	var st unix.Cachestat_t
 	_, _, e := unix.RawSyscall6(unix.SYS_CACHESTAT, uintptr(fd), uintptr(unsafe.Pointer(&r)), uintptr(unsafe.Pointer(&st)), 0, 0, 0)
 	if e != 0 {
-		if e == unix.ENOSYS || e == unix.EPERM {
-			cachestatOff.Store(true)
-		}
 		return false
 	}
 	first := off / pageSize
