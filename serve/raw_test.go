@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -182,5 +183,54 @@ func TestResidentNotOwner(t *testing.T) {
 	}
 	if !resident(fd, 0, 64<<10) {
 		t.Error("one file cachestat refused turned it off for every file")
+	}
+}
+
+// TestResidentInFlight: cachestat(2) counts a page whose read from disk
+// is still under way (read-ahead puts it in the cache first), and a
+// sendfile that meets it waits for the disk: raw, that would hold the
+// worker for the whole read. resident must not call a range resident
+// while its last page is not yet readable (read-ahead runs ahead of a
+// sequential reader, so that is where a read in flight shows).
+func TestResidentInFlight(t *testing.T) {
+	needCachestat(t)
+	if os.Geteuid() != 0 {
+		t.Skip("mincore tells the truth about another's file only to its owner: needs root")
+	}
+	const size, chunk = 32 << 20, 512 << 10
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, random(size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dropCache(t, p)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	m, err := unix.Mmap(fd, 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	// Start reading the whole file from disk, and look at once, from the
+	// end, whose read has least chance of being done.
+	if err := unix.Fadvise(fd, 0, 0, unix.FADV_WILLNEED); err != nil {
+		t.Fatal(err)
+	}
+	var vec [1]byte
+	for off := int64(size - chunk); off >= 0; off -= chunk {
+		if !resident(fd, off, chunk) {
+			continue
+		}
+		// mincore says whether a page is up to date, not merely cached.
+		last := off + chunk - pageSize
+		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[last])), uintptr(pageSize), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			t.Fatalf("mincore: %v", e)
+		}
+		if vec[0]&1 == 0 {
+			t.Fatalf("resident(%d, %d) = true while its last page is still being read from disk", off, chunk)
+		}
 	}
 }
