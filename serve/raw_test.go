@@ -234,3 +234,30 @@ func TestResidentInFlight(t *testing.T) {
 		}
 	}
 }
+
+// TestRunBlockingSocket: a worker's reads and sends are raw (raw.go), so a
+// blocking socket would hold the worker's only P, and stop every other
+// connection and the garbage collector, while it waits for its client. A
+// socket outside the runtime poller (os.NewFile of a blocking descriptor)
+// is refused, not served.
+func TestRunBlockingSocket(t *testing.T) {
+	ts := newTestServer(t, config.ModeSendfile)
+	ts.write(t, "f", []byte("hello"))
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := os.NewFile(uintptr(fds[1]), "client")
+	defer client.Close()
+	// A request ready before the server starts, so that a server that
+	// did serve the blocking socket would not wait on it.
+	if err := wire.WriteRequest(client, &wire.Request{Op: wire.OpGet, Path: "/f"}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Shutdown(fds[1], unix.SHUT_WR)
+	res := make(chan Result, 1)
+	go ts.srv.Run(os.NewFile(uintptr(fds[0]), "blocking"), ConnInfo{Client: "test"}, func(r Result) { res <- r })
+	if r := <-res; r.Outcome != OutcomeError || r.Requests != 0 {
+		t.Errorf("a blocking socket was served: outcome %s, %d requests", r.Outcome, r.Requests)
+	}
+}
