@@ -1,6 +1,9 @@
 package serve
 
-import "os"
+import (
+	"os"
+	"time"
+)
 
 // How a worker hands the server a connection, and how the connection ends
 // (park.go: how it waits in between without a goroutine).
@@ -33,7 +36,15 @@ func (s *Server) Run(f *os.File, ci ConnInfo, done func(Result)) {
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	rc, err := f.SyscallConn()
+	if err == nil {
+		// Only a socket in the runtime poller (os.NewFile found it
+		// non-blocking) takes deadlines. A blocking one would hold the
+		// worker's only P in a raw read (raw.go), stopping every other
+		// connection and the garbage collector until its client spoke.
+		err = f.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
+		s.log.Error("cannot serve connection", "client", ci.Client, "err", err)
 		c.res.Outcome = OutcomeError
 		c.finish()
 		return
