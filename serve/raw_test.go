@@ -261,3 +261,44 @@ func TestRunBlockingSocket(t *testing.T) {
 		t.Errorf("a blocking socket was served: outcome %s, %d requests", r.Outcome, r.Requests)
 	}
 }
+
+// TestSendfileRawDecidedPerAttempt: whether a sendfile may be raw is
+// decided at every attempt, not once per chunk: after a wait for the
+// socket (a slow client: up to send_timeout) the chunk's pages may have
+// left the cache, and a raw sendfile would then read them from disk while
+// holding the worker.
+func TestSendfileRawDecidedPerAttempt(t *testing.T) {
+	needCachestat(t)
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, random(256<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	c := &conn{}
+	const n = 64 << 10
+	c.op = sockOp{kind: opSendfile, fd: int(f.Fd()), len: n}
+	c.doOp(uintptr(fds[0]))
+	if c.op.err != nil {
+		t.Fatal(c.op.err)
+	}
+	if !c.op.raw {
+		t.Error("an attempt on a cached file was not raw")
+	}
+	// The attempt that comes after a wait, the pages gone meanwhile.
+	dropCache(t, p)
+	c.op = sockOp{kind: opSendfile, fd: int(f.Fd()), len: n, raw: true}
+	c.doOp(uintptr(fds[0]))
+	if c.op.raw {
+		t.Errorf("an attempt on pages no longer cached was raw (err %v)", c.op.err)
+	}
+}
