@@ -3,6 +3,7 @@ package serve
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -308,4 +309,59 @@ func TestSendfileRawDecidedPerAttempt(t *testing.T) {
 	if c.op.raw {
 		t.Errorf("an attempt on pages no longer cached was raw (err %v)", c.op.err)
 	}
+}
+
+// TestResidentFileSystems: a file system that cannot read without
+// waiting (no RWF_NOWAIT: NFS, whose sendfile may first ask the server
+// whether the file changed; FUSE, which asks its daemon) gets no raw
+// sendfile, however much of the file is cached; tmpfs, which reads no
+// disk, does.
+func TestResidentFileSystems(t *testing.T) {
+	needCachestat(t)
+	const n = 64 << 10
+	check := func(t *testing.T, p string, want bool) {
+		t.Helper()
+		if err := os.WriteFile(p, random(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.ReadAt(make([]byte, n), 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := resident(int(f.Fd()), 0, n); got != want {
+			t.Errorf("resident(%s) = %v, want %v", p, got, want)
+		}
+	}
+	t.Run("tmpfs", func(t *testing.T) {
+		var st unix.Statfs_t
+		if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+			t.Skip("no tmpfs at /dev/shm")
+		}
+		d, err := os.MkdirTemp("/dev/shm", "zfs-serve-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		check(t, filepath.Join(d, "f"), true)
+	})
+	t.Run("fuse", func(t *testing.T) {
+		bindfs, err := exec.LookPath("bindfs")
+		if err != nil || os.Geteuid() != 0 {
+			t.Skip("needs bindfs (a FUSE file system) and root")
+		}
+		src, mnt := t.TempDir(), t.TempDir()
+		if out, err := exec.Command(bindfs, src, mnt).CombinedOutput(); err != nil {
+			t.Skipf("bindfs: %v: %s", err, out)
+		}
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v: %s", mnt, err, out)
+			}
+		})
+		check(t, filepath.Join(mnt, "f"), false)
+	})
 }
