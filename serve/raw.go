@@ -129,8 +129,13 @@ func resident(fd int, off int64, n int) bool {
 // sequential reader, so a read in flight in a chunk shows in its last
 // page: that one is asked with preadv2(RWF_NOWAIT), which answers EAGAIN
 // for a page not up to date instead of waiting. (Pages in the middle are
-// not asked: reads complete in order often enough.) A file system without
-// RWF_NOWAIT (EOPNOTSUPP) is taken at cachestat's word.
+// not asked: reads complete in order often enough.)
+//
+// A file system without RWF_NOWAIT (EOPNOTSUPP) may wait whatever its
+// cache holds: NFS's sendfile first asks the server whether the file
+// changed once its attributes are a few seconds old (a hard mount whose
+// server is gone: for ever), FUSE asks its daemon. Only memory file
+// systems, which read no disk, are taken at cachestat's word.
 func readable(fd int, off int64) bool {
 	var b [1]byte
 	iov := unix.Iovec{Base: &b[0], Len: 1}
@@ -139,7 +144,11 @@ func readable(fd int, off int64) bool {
 	case 0:
 		return r == 1
 	case unix.EOPNOTSUPP:
-		return true
+		var st unix.Statfs_t
+		if _, _, e := unix.RawSyscall(unix.SYS_FSTATFS, uintptr(fd), uintptr(unsafe.Pointer(&st)), 0); e != 0 {
+			return false
+		}
+		return st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC
 	}
 	return false
 }
