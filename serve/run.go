@@ -10,7 +10,8 @@ import (
 
 // ServeConn serves the socket f (non-blocking, already registered with the
 // runtime poller, e.g. by os.NewFile) until the client closes, a timeout,
-// an error, or a drain. It closes f.
+// an error, or a drain. It closes f. A socket outside the poller (a
+// blocking one) is closed unserved, with OutcomeError.
 func (s *Server) ServeConn(f *os.File, client string) Result {
 	return s.Serve(f, ConnInfo{Client: client})
 }
