@@ -375,6 +375,19 @@ func TestResidentFileSystems(t *testing.T) {
 				t.Errorf("umount %s: %v: %s", mnt, err, out)
 			}
 		})
+		p := filepath.Join(mnt, "probe")
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = unix.Preadv2(int(f.Fd()), [][]byte{make([]byte, 1)}, 0, unix.RWF_NOWAIT)
+		f.Close()
+		if err != unix.EOPNOTSUPP {
+			t.Skipf("FUSE reads without waiting on this kernel (RWF_NOWAIT: %v)", err)
+		}
 		check(t, filepath.Join(mnt, "f"), false)
 	})
 }
