@@ -19,6 +19,15 @@ func (s *Server) Run(fd int, ci ConnInfo, done func(Result)) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
+	if !nonblocking(fd) {
+		// A blocking socket would hold the worker's only P in a raw
+		// read (raw.go), stopping every other connection and the garbage
+		// collector until its client spoke.
+		s.log.Error("cannot serve connection: its socket is blocking, or not a descriptor", "client", ci.Client)
+		c.res.Outcome = OutcomeError
+		c.finish()
+		return
+	}
 	c.runOp, c.runRead = c.doOp, c.doRead
 	c.parkOrFinish(c.serve())
 }

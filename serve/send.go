@@ -60,7 +60,7 @@ type sockOp struct {
 	fd    int
 	off   int64
 	len   int
-	raw   bool // the call cannot sleep: see raw.go
+	raw   bool // the call cannot sleep (raw.go); for opSendfile, set by each attempt
 	armed bool
 	n     int
 	err   error
@@ -108,6 +108,10 @@ func (c *conn) doOp(sock uintptr) bool {
 		case opSendmsg:
 			c.op.n, c.op.err = c.sendmsg(int(sock))
 		case opSendfile:
+			// Asked at every attempt, not once per chunk: after a wait
+			// for the socket (a slow client, up to send_timeout) the
+			// chunk's pages may have left the cache.
+			c.op.raw = resident(c.op.fd, c.op.off, c.op.len)
 			if c.op.raw {
 				c.op.n, c.op.err = rawSendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
 			} else {
@@ -166,8 +170,7 @@ type sendfileSender struct{}
 
 func (sendfileSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 	for n > 0 {
-		chunk := int(min(n, c.s.opts.Chunk))
-		c.op = sockOp{kind: opSendfile, fd: fd, off: off, len: chunk, raw: resident(fd, off, chunk)}
+		c.op = sockOp{kind: opSendfile, fd: fd, off: off, len: int(min(n, c.s.opts.Chunk))}
 		w, err := c.send()
 		off = c.op.off
 		if err != nil {
