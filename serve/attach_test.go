@@ -129,6 +129,8 @@ func TestHTTPKeepAliveAttachesOnce(t *testing.T) {
 			ts.client.SetDeadline(time.Now().Add(10 * time.Second))
 			resp, body = ts.httpRead(t, "GET")
 		} else {
+			// The server waits for this request in the poller first.
+			waitIdle(t, ts.srv)
 			resp, body = ts.httpDo(t, "GET", "GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
 		}
 		if resp.StatusCode != 200 || string(body) != "hello" {
@@ -168,4 +170,21 @@ func TestNativeClosedClientNeverAttaches(t *testing.T) {
 	if n := ts.srv.attaches.Load() - before; n != 0 {
 		t.Errorf("%d attaches for a connection that never waited", n)
 	}
+}
+
+// waitIdle waits until a connection of s waits idle for its next request.
+func waitIdle(t *testing.T, s *Server) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); runtime.Gosched() {
+		s.mu.Lock()
+		idle := false
+		for c := range s.conns {
+			idle = idle || c.state.Load() == connIdle
+		}
+		s.mu.Unlock()
+		if idle {
+			return
+		}
+	}
+	t.Fatal("no connection went idle")
 }
