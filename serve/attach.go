@@ -3,10 +3,12 @@ package serve
 import (
 	"os"
 	"time"
+
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 )
 
 // A connection starts as a bare descriptor, outside the runtime poller.
-// Its reads and sends are non-blocking system calls (raw.go), and as long
+// Its reads and sends are non-blocking system calls (internal/rawcall), and as long
 // as each of them makes progress nothing needs the poller: a client that
 // opens a connection, sends one request that arrives whole, reads a
 // response that fits in the socket buffer and asks for the close (HTTP's
@@ -47,13 +49,13 @@ func (c *conn) attach() {
 }
 
 // close closes the socket: through its os.File once attached, else raw
-// (raw.go: closing a socket without SO_LINGER does not wait).
+// (internal/rawcall: closing a socket without SO_LINGER does not wait).
 func (c *conn) close() {
 	if c.f != nil {
 		c.f.Close()
 		return
 	}
-	rawClose(c.fd)
+	rawcall.Close(c.fd)
 }
 
 // setReadDeadline records t and, once attached, applies it.

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/httpx"
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -96,7 +97,7 @@ const lingerTimeout = 5 * time.Second
 // on the connection, and it saves a new-connection client a shutdown, two
 // reads and a wait in the poller.
 func (c *conn) lingerClose() {
-	if rawShutdown(c.fd, unix.SHUT_WR) != nil {
+	if rawcall.Shutdown(c.fd, unix.SHUT_WR) != nil {
 		return
 	}
 	c.setReadDeadline(time.Now().Add(lingerTimeout))

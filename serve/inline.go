@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 )
 
 // Small files from memory. A response costs a system call for its header
@@ -120,7 +122,7 @@ func (c *conn) writeInline(head, body []byte, t *transfer) error {
 
 // sendmsgv is one sendmsg of c.op.buf and c.op.buf2, through iovecs kept
 // in c.op so that it allocates nothing. Both are the worker's own memory,
-// so the call cannot sleep (raw.go).
+// so the call cannot sleep (internal/rawcall).
 func (c *conn) sendmsgv(sock int) (int, error) {
 	o := &c.op
 	o.iov[0].Base, o.iov[1].Base = &o.buf[0], &o.buf2[0]
@@ -128,5 +130,5 @@ func (c *conn) sendmsgv(sock int) (int, error) {
 	o.iov[1].SetLen(len(o.buf2))
 	o.msg = unix.Msghdr{Iov: &o.iov[0]}
 	o.msg.SetIovlen(len(o.iov))
-	return rawSendmsg(sock, &o.msg, o.flags)
+	return rawcall.Sendmsg(sock, &o.msg, o.flags)
 }

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -218,7 +219,7 @@ func (c *conn) filled() error {
 
 func (c *conn) doRead(fd uintptr) bool {
 	for {
-		c.rd.n, c.rd.err = rawRead(int(fd), c.buf[c.rend:])
+		c.rd.n, c.rd.err = rawcall.Read(int(fd), c.buf[c.rend:])
 		if c.rd.err == unix.EINTR {
 			continue
 		}
@@ -241,7 +242,7 @@ func (c *conn) pending() bool {
 	if c.rend > c.rpos {
 		return true
 	}
-	return rawPeek(c.fd)
+	return rawcall.Peek(c.fd)
 }
 
 func (c *conn) readFailed(err error) Outcome {

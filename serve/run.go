@@ -1,5 +1,7 @@
 package serve
 
+import "github.com/zfs-serve/zfs-serve/internal/rawcall"
+
 // How a worker hands the server a connection, and how the connection ends
 // (park.go: how it waits in between without a goroutine).
 
@@ -19,9 +21,9 @@ func (s *Server) Run(fd int, ci ConnInfo, done func(Result)) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	if !nonblocking(fd) {
+	if !rawcall.Nonblocking(fd) {
 		// A blocking socket would hold the worker's only P in a raw
-		// read (raw.go), stopping every other connection and the garbage
+		// read (internal/rawcall), stopping every other connection and the garbage
 		// collector until its client spoke.
 		s.log.Error("cannot serve connection: its socket is blocking, or not a descriptor", "client", ci.Client)
 		c.res.Outcome = OutcomeError

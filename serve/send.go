@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 )
 
 // A sender moves n bytes of the file fd, from off, to the connection, in
@@ -60,7 +61,7 @@ type sockOp struct {
 	fd    int
 	off   int64
 	len   int
-	raw   bool // the call cannot sleep (raw.go); for opSendfile, set by each attempt
+	raw   bool // the call cannot sleep (internal/rawcall); for opSendfile, set by each attempt
 	armed bool
 	n     int
 	err   error
@@ -111,16 +112,16 @@ func (c *conn) doOp(sock uintptr) bool {
 			// Asked at every attempt, not once per chunk: after a wait
 			// for the socket (a slow client, up to send_timeout) the
 			// chunk's pages may have left the cache.
-			c.op.raw = resident(c.op.fd, c.op.off, c.op.len)
+			c.op.raw = rawcall.Resident(c.op.fd, c.op.off, c.op.len)
 			if c.op.raw {
-				c.op.n, c.op.err = rawSendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+				c.op.n, c.op.err = rawcall.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
 			} else {
 				c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
 			}
 		case opSendmsgv:
 			c.op.n, c.op.err = c.sendmsgv(int(sock))
 		case opSplice:
-			c.op.n, c.op.err = rawSplice(c.op.fd, int(sock), c.op.len, c.op.flags)
+			c.op.n, c.op.err = rawcall.Splice(c.op.fd, int(sock), c.op.len, c.op.flags)
 		}
 		if c.op.err == unix.EINTR {
 			continue
@@ -131,7 +132,7 @@ func (c *conn) doOp(sock uintptr) bool {
 }
 
 // sendmsg is one sendmsg of c.op.buf, through an iovec kept in c.op so
-// that it allocates nothing. Raw (raw.go) unless the buffer is a file
+// that it allocates nothing. Raw (internal/rawcall) unless the buffer is a file
 // mapping (mmap mode), whose pages may have to come from disk.
 func (c *conn) sendmsg(sock int) (int, error) {
 	o := &c.op
@@ -149,7 +150,7 @@ func (c *conn) sendmsg(sock int) (int, error) {
 		}
 		return int(n), nil
 	}
-	return rawSendmsg(sock, &o.msg, o.flags)
+	return rawcall.Sendmsg(sock, &o.msg, o.flags)
 }
 
 func (c *conn) armWrite() {

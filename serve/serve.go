@@ -20,6 +20,7 @@ import (
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/digest"
 	"github.com/zfs-serve/zfs-serve/internal/ratelog"
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -139,7 +140,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		opts.Chunk = 512 << 10
 	}
 	if opts.Mode == config.ModeSendfile || opts.Mode == "" {
-		switch err := probeCachestat(); {
+		switch err := rawcall.ProbeCachestat(); {
 		case errors.Is(err, unix.EPERM):
 			log.Warn("cachestat(2) is forbidden (a seccomp filter?): every sendfile takes the scheduler's slower path; allow cachestat", "err", err)
 		case err != nil:
@@ -488,7 +489,7 @@ func (c *conn) write(b []byte, more bool) error {
 }
 
 // writeCounted is write that also says how much was sent before an error.
-// b is the worker's own memory: the sends are raw (raw.go).
+// b is the worker's own memory: the sends are raw (internal/rawcall).
 func (c *conn) writeCounted(b []byte, more bool) (int, error) {
 	return c.writeBytes(b, more, true)
 }
