@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -66,11 +67,11 @@ func (s *Supervisor) acceptLoop(l *listener) {
 func (d *dispatcher) accept(fd int) error {
 	d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0]
 	for len(d.fds) < maxBatch {
-		// syscall's Accept4, not x/sys/unix's: the latter asks every
-		// accepted socket for SO_PROTOCOL to decode its address, one
+		// Raw (internal/rawcall), and not x/sys/unix's Accept4, which asks every
+		// accepted socket for SO_PROTOCOL to decode its address: one
 		// more system call per connection on the thread that accepts
 		// for everyone.
-		nfd, sa, e := syscall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		nfd, sa, e := rawcall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		switch e {
 		case nil:
 			if d.trusted != nil && !trusted(sa, d.trusted) && !fromSelf(nfd, sa) {
@@ -188,7 +189,7 @@ func (d *dispatcher) distribute() {
 	defer func() {
 		for _, fd := range d.fds {
 			if fd >= 0 { // refused ones were closed by refuse
-				unix.Close(fd)
+				rawcall.Close(fd)
 			}
 		}
 	}()

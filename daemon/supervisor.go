@@ -7,7 +7,7 @@
 // One accepted connection's path: accept.go accepts it (accept4, no Go
 // net.Conn), dispatch picks the least-loaded worker of the current
 // generation and sends the fd down that worker's channel (fdpass), then
-// closes its own copy; worker.go receives it and calls serve.ServeConn,
+// closes its own copy; worker.go receives it and calls serve.Server.Run,
 // which answers requests with sendfile; the worker reports the finished
 // connection back up the channel (reader.go's readWorker). The
 // supervisor's loop (supervisor.go, events.go) owns the lifecycle:

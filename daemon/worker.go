@@ -253,13 +253,11 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 	for i, fd := range fds {
 		m := metas[i]
 		// The fd is non-blocking (accept4 SOCK_NONBLOCK in the supervisor),
-		// so os.NewFile registers it with the runtime poller: deadlines and
-		// parking work without the dup that net.FileConn would make.
-		f := os.NewFile(uintptr(fd), m.client)
-		// Run returns when the connection ends or waits idle without a
-		// goroutine (serve/park.go); the callback runs when it ends.
+		// as Run needs. Run returns when the connection ends or waits idle
+		// without a goroutine (serve/park.go); the callback runs when it
+		// ends.
 		ci := serve.ConnInfo{Client: m.client, ID: m.id, Proxy: m.flags&connProxy != 0, Admit: m.flags&connAdmit != 0}
-		go w.srv.Run(f, ci, func(r serve.Result) {
+		go w.srv.Run(fd, ci, func(r serve.Result) {
 			w.done <- doneMeta{id: m.id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
 			w.mu.Lock()
 			w.active--

@@ -284,11 +284,10 @@ func (a *acceptor) start(fd int, sa syscall.Sockaddr, proxy bool) {
 		a.count.Add(1)
 	}
 	a.pending.Add(1)
-	// Non-blocking (SOCK_NONBLOCK): os.NewFile puts it in the poller.
-	f := os.NewFile(uintptr(fd), client)
-	// Run, not Serve: an idle keep-alive connection then waits without a
-	// goroutine (serve/park.go); the callback runs when it ends.
-	go w.srv.Run(f, serve.ConnInfo{Client: client, ID: id, Proxy: proxy}, func(r serve.Result) {
+	// Non-blocking (SOCK_NONBLOCK), as Run needs. An idle keep-alive
+	// connection waits without a goroutine (serve/park.go); the callback
+	// runs when it ends.
+	go w.srv.Run(fd, serve.ConnInfo{Client: client, ID: id, Proxy: proxy}, func(r serve.Result) {
 		w.done <- doneMeta{id: id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
 		w.mu.Lock()
 		w.active--

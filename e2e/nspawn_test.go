@@ -509,6 +509,11 @@ func (z *zfsContainer) journal(t *testing.T) {
 			t.Errorf("journalctl -u %s lacks %s", unitService, w)
 		}
 	}
+	// The unit's seccomp filter lets the workers ask cachestat(2) (the
+	// kernel has it: the host's, 6.5 or later, or the test is moot).
+	if strings.Contains(j, "cachestat(2) is forbidden") {
+		t.Errorf("journalctl -u %s: the unit's SystemCallFilter refuses cachestat(2)", unitService)
+	}
 	if t.Failed() {
 		t.Logf("journal:\n%s", tail(j, 60))
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/httpx"
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -70,7 +71,11 @@ func (c *conn) serveHTTP(first bool) (park bool) {
 			if s.draining.Load() {
 				c.res.Outcome = OutcomeDrained
 			}
-			c.lingerClose()
+			if h.req.KeepAlive || c.pending() {
+				// The server ends a connection the client would keep,
+				// or the client has sent more: linger.
+				c.lingerClose()
+			}
 			return false
 		}
 	}
@@ -86,9 +91,13 @@ const lingerTimeout = 5 * time.Second
 // the client pipelined is unread, or arrives later; the kernel then drops
 // the part of the response still queued in the socket, and the client
 // gets a truncated response (nginx's lingering_close, Apache's
-// lingering close).
+// lingering close). A client that asked for the close ("Connection:
+// close", or HTTP/1.0 without keep-alive) and has sent nothing more is
+// closed at once, as nginx does: RFC 9112 9.6 forbids it further requests
+// on the connection, and it saves a new-connection client a shutdown, two
+// reads and a wait in the poller.
 func (c *conn) lingerClose() {
-	if unix.Shutdown(c.fd, unix.SHUT_WR) != nil {
+	if rawcall.Shutdown(c.fd, unix.SHUT_WR) != nil {
 		return
 	}
 	c.setReadDeadline(time.Now().Add(lingerTimeout))

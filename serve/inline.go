@@ -2,9 +2,10 @@ package serve
 
 import (
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 )
 
 // Small files from memory. A response costs a system call for its header
@@ -120,7 +121,8 @@ func (c *conn) writeInline(head, body []byte, t *transfer) error {
 }
 
 // sendmsgv is one sendmsg of c.op.buf and c.op.buf2, through iovecs kept
-// in c.op so that it allocates nothing.
+// in c.op so that it allocates nothing. Both are the worker's own memory,
+// so the call cannot sleep (internal/rawcall).
 func (c *conn) sendmsgv(sock int) (int, error) {
 	o := &c.op
 	o.iov[0].Base, o.iov[1].Base = &o.buf[0], &o.buf2[0]
@@ -128,9 +130,5 @@ func (c *conn) sendmsgv(sock int) (int, error) {
 	o.iov[1].SetLen(len(o.buf2))
 	o.msg = unix.Msghdr{Iov: &o.iov[0]}
 	o.msg.SetIovlen(len(o.iov))
-	n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(sock), uintptr(unsafe.Pointer(&o.msg)), uintptr(o.flags))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
+	return rawcall.Sendmsg(sock, &o.msg, o.flags)
 }

@@ -104,6 +104,7 @@ func (c *conn) readLongProxy() (h proxyproto.Header, err, rerr error) {
 	b := make([]byte, size)
 	have := copy(b, c.buf[:c.rend])
 	c.rpos = 0 // c.rend stays: bytes of the header were read
+	c.attach()
 	if _, rerr := io.ReadFull(c.f, b[have:]); rerr != nil {
 		if rerr == io.ErrUnexpectedEOF {
 			rerr = io.EOF

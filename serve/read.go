@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -76,6 +77,7 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 	n := copy(p, c.buf[c.rpos:c.rend])
 	c.rpos = c.rend
 	arm()
+	c.attach()
 	if _, err := io.ReadFull(c.f, p[n:]); err != nil {
 		return q, truncated(err)
 	}
@@ -105,6 +107,16 @@ func (c *conn) readIdle(first bool) (armed bool, err error) {
 	// Order matters against Drain, which sets draining and then, under
 	// s.mu, moves each idle connection to kicked and its deadline to the
 	// past: idle first, then the check.
+	if c.rc == nil {
+		// Not attached (attach.go): the next request, or the client's
+		// close, may be here already.
+		if ok, err := c.fillNow(); ok {
+			return false, err
+		}
+		// Waiting for it needs the poller, attached first so that Drain
+		// and the sweep can wake an idle connection.
+		c.attach()
+	}
 	c.idleTick.Store(s.park.tick.Load())
 	c.state.Store(connIdle)
 	if s.draining.Load() && !c.pending() {
@@ -157,14 +169,43 @@ type readOp struct {
 // resets the poller's readiness before its first call, so an event that
 // arrived just before would be lost.)
 func (c *conn) fill() error {
+	if c.rc == nil {
+		if ok, err := c.fillNow(); ok {
+			return err
+		}
+		// Nothing to read yet: wait in the poller (which reads once
+		// more first).
+		c.attach()
+	} else {
+		c.compact()
+		c.rd = readOp{}
+	}
+	if err := c.rc.Read(c.runRead); err != nil {
+		return err
+	}
+	return c.filled()
+}
+
+// fillNow is fill for a connection not attached (attach.go): one read,
+// and ok false if it found the socket empty.
+func (c *conn) fillNow() (ok bool, err error) {
+	c.compact()
+	c.rd = readOp{}
+	if !c.doRead(uintptr(c.fd)) {
+		return false, nil
+	}
+	return true, c.filled()
+}
+
+func (c *conn) compact() {
 	if c.rpos > 0 {
 		c.rend = copy(c.buf, c.buf[c.rpos:c.rend])
 		c.rpos = 0
 	}
-	c.rd = readOp{}
-	if err := c.rc.Read(c.runRead); err != nil {
-		return err
-	}
+}
+
+// filled takes the result of the read in c.rd.
+func (c *conn) filled() error {
 	n, err := c.rd.n, c.rd.err
 	c.rend += n
 	switch {
@@ -178,7 +219,7 @@ func (c *conn) fill() error {
 
 func (c *conn) doRead(fd uintptr) bool {
 	for {
-		c.rd.n, c.rd.err = unix.Read(int(fd), c.buf[c.rend:])
+		c.rd.n, c.rd.err = rawcall.Read(int(fd), c.buf[c.rend:])
 		if c.rd.err == unix.EINTR {
 			continue
 		}
@@ -196,19 +237,12 @@ func truncated(err error) error {
 	return err
 }
 
-func (c *conn) setReadDeadline(t time.Time) {
-	c.rdl = t
-	c.f.SetReadDeadline(t)
-}
-
 // pending reports whether request bytes are buffered or waiting in the socket.
 func (c *conn) pending() bool {
 	if c.rend > c.rpos {
 		return true
 	}
-	var b [1]byte
-	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	return err == nil && n > 0
+	return rawcall.Peek(c.fd)
 }
 
 func (c *conn) readFailed(err error) Outcome {

@@ -6,10 +6,12 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 )
 
 // A sender moves n bytes of the file fd, from off, to the connection, in
@@ -59,6 +61,7 @@ type sockOp struct {
 	fd    int
 	off   int64
 	len   int
+	raw   bool // the call cannot sleep (internal/rawcall); for opSendfile, set by each attempt
 	armed bool
 	n     int
 	err   error
@@ -71,6 +74,17 @@ type sockOp struct {
 // costs no timer update), kept fresh while the response keeps waiting,
 // and cleared by disarmWrite after the response.
 func (c *conn) send() (int, error) {
+	if c.rc == nil {
+		// Not attached (attach.go): one attempt, and the poller only if
+		// the socket is full.
+		c.op.armed = false
+		c.doOp(uintptr(c.fd))
+		if c.op.err != unix.EAGAIN {
+			return c.op.n, c.op.err
+		}
+		c.attach()
+		c.armWrite()
+	}
 	for {
 		c.op.armed = !c.wdl.IsZero()
 		if c.op.armed {
@@ -93,14 +107,21 @@ func (c *conn) doOp(sock uintptr) bool {
 	for {
 		switch c.op.kind {
 		case opSendmsg:
-			c.op.n, c.op.err = unix.SendmsgN(int(sock), c.op.buf, nil, nil, c.op.flags)
+			c.op.n, c.op.err = c.sendmsg(int(sock))
 		case opSendfile:
-			c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+			// Asked at every attempt, not once per chunk: after a wait
+			// for the socket (a slow client, up to send_timeout) the
+			// chunk's pages may have left the cache.
+			c.op.raw = rawcall.Resident(c.op.fd, c.op.off, c.op.len)
+			if c.op.raw {
+				c.op.n, c.op.err = rawcall.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+			} else {
+				c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+			}
 		case opSendmsgv:
 			c.op.n, c.op.err = c.sendmsgv(int(sock))
 		case opSplice:
-			m, err := unix.Splice(c.op.fd, nil, int(sock), nil, c.op.len, c.op.flags)
-			c.op.n, c.op.err = int(m), err
+			c.op.n, c.op.err = rawcall.Splice(c.op.fd, int(sock), c.op.len, c.op.flags)
 		}
 		if c.op.err == unix.EINTR {
 			continue
@@ -108,6 +129,28 @@ func (c *conn) doOp(sock uintptr) bool {
 		// Not armed: come back out to arm the deadline before waiting.
 		return c.op.err != unix.EAGAIN || !c.op.armed
 	}
+}
+
+// sendmsg is one sendmsg of c.op.buf, through an iovec kept in c.op so
+// that it allocates nothing. Raw (internal/rawcall) unless the buffer is a file
+// mapping (mmap mode), whose pages may have to come from disk.
+func (c *conn) sendmsg(sock int) (int, error) {
+	o := &c.op
+	if len(o.buf) == 0 {
+		return 0, nil
+	}
+	o.iov[0].Base = &o.buf[0]
+	o.iov[0].SetLen(len(o.buf))
+	o.msg = unix.Msghdr{Iov: &o.iov[0]}
+	o.msg.SetIovlen(1)
+	if !o.raw {
+		n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(sock), uintptr(unsafe.Pointer(&o.msg)), uintptr(o.flags))
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
+	return rawcall.Sendmsg(sock, &o.msg, o.flags)
 }
 
 func (c *conn) armWrite() {
@@ -246,7 +289,7 @@ func (mmapSender) send(c *conn, fd int, off, n int64, t *transfer) error {
 			return fmt.Errorf("mmap: %w", err)
 		}
 		unix.Madvise(m, unix.MADV_SEQUENTIAL)
-		w, err := c.writeCounted(m[delta:], n > chunk)
+		w, err := c.writeBytes(m[delta:], n > chunk, false)
 		unix.Munmap(m)
 		t.progress(c.s, w)
 		if errors.Is(err, unix.EFAULT) {

@@ -20,6 +20,7 @@ import (
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/digest"
 	"github.com/zfs-serve/zfs-serve/internal/ratelog"
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -82,6 +83,7 @@ type Server struct {
 	park     parker // idle connections without a goroutine (park.go)
 
 	totalConns atomic.Uint64
+	attaches   atomic.Uint64 // connections that joined the runtime poller (attach.go)
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
 
 	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
@@ -136,6 +138,14 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	}
 	if opts.Chunk <= 0 {
 		opts.Chunk = 512 << 10
+	}
+	if opts.Mode == config.ModeSendfile || opts.Mode == "" {
+		switch err := rawcall.ProbeCachestat(); {
+		case errors.Is(err, unix.EPERM):
+			log.Warn("cachestat(2) is forbidden (a seccomp filter?): every sendfile takes the scheduler's slower path; allow cachestat", "err", err)
+		case err != nil:
+			log.Info("cachestat(2) is unavailable (Linux 6.5 has it): every sendfile takes the scheduler's slower path", "err", err)
+		}
 	}
 	statValid := opts.FileCacheValid
 	if opts.Mode == config.ModeMmap {
@@ -479,14 +489,21 @@ func (c *conn) write(b []byte, more bool) error {
 }
 
 // writeCounted is write that also says how much was sent before an error.
+// b is the worker's own memory: the sends are raw (internal/rawcall).
 func (c *conn) writeCounted(b []byte, more bool) (int, error) {
+	return c.writeBytes(b, more, true)
+}
+
+// writeBytes is writeCounted; raw is false when b is a file mapping, whose
+// pages may fault in from disk.
+func (c *conn) writeBytes(b []byte, more, raw bool) (int, error) {
 	flags := unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT
 	if more {
 		flags |= unix.MSG_MORE
 	}
 	sent := 0
 	for len(b) > 0 {
-		c.op = sockOp{kind: opSendmsg, buf: b, flags: flags}
+		c.op = sockOp{kind: opSendmsg, buf: b, flags: flags, raw: raw}
 		n, err := c.send()
 		c.op.buf = nil
 		if err != nil {

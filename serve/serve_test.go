@@ -106,20 +106,18 @@ func (ts *testServer) connectWith(t *testing.T, ci ConnInfo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Our own non-blocking descriptor, as the worker gets from the supervisor:
-	// os.NewFile then registers it with the runtime poller.
+	// Our own non-blocking descriptor, as the worker gets from the supervisor.
 	fd, err := syscall.Dup(int(f.Fd()))
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	syscall.SetNonblock(fd, true)
-	pf := os.NewFile(uintptr(fd), "conn")
 	t.Cleanup(func() { c.Close() })
 	ts.client, ts.br = c, bufio.NewReader(c)
 	res := ts.result
 	ci.Client = c.LocalAddr().String()
-	go ts.srv.Run(pf, ci, func(r Result) { res <- r })
+	go ts.srv.Run(fd, ci, func(r Result) { res <- r })
 }
 
 func (ts *testServer) write(t *testing.T, name string, data []byte) {

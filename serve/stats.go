@@ -23,7 +23,7 @@ func (s *Server) Drain() {
 	}
 }
 
-// Wait blocks until every connection passed to ServeConn has ended.
+// Wait blocks until every connection passed to Run has ended.
 func (s *Server) Wait() { s.wg.Wait() }
 
 // Stats are a worker's running totals.

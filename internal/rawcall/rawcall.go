@@ -1,0 +1,188 @@
+// Package rawcall makes the system calls of zfs-serve's hot paths with
+// syscall.RawSyscall, without telling the Go scheduler, where the kernel
+// cannot sleep for long.
+//
+// An ordinary system call (syscall.Syscall) tells the scheduler it is in
+// the kernel. If it is still there at the runtime's sysmon thread's next
+// tick (20 µs), sysmon hands the P to another thread, which wakes, finds
+// nothing to run and sleeps again; and a call made while sysmon sleeps
+// because every P was idle wakes it, after which sysmon polls every 20 µs
+// for a millisecond. A worker runs one P: per 1 GiB sent with 512 KiB
+// sendfile calls (each ~150 µs over loopback, where the receiver's side
+// runs inline) that was ~1,700 context switches, and on a stream of new
+// connections sysmon took a fifth of the worker's and the supervisor's
+// CPU (bench/findings.md, "Raw system calls").
+//
+// A raw call holds its P until it returns: no other goroutine of that
+// process runs meanwhile (with one P), as in an nginx worker. So only
+// calls that cannot wait are raw: reads, sends and accepts on
+// non-blocking sockets with MSG_DONTWAIT where it applies, sends from
+// the process's own memory or from a pipe, closes of sockets without
+// SO_LINGER, and sendfile of a range that Resident finds in the page
+// cache. Anything that may wait on a disk (sendfile of pages not cached,
+// writes from a file mapping, pread, opens and stats) stays ordinary, so
+// that other connections keep being served while the disk works.
+//
+// Buffers passed in are used only for the duration of the call. A
+// goroutine in a raw call never reaches a safe point, so its stack can
+// neither grow nor be moved or shrunk by the garbage collector until the
+// call returns.
+package rawcall
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Read is read(2) on a non-blocking socket.
+func Read(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Sendmsg is sendmsg(2) of msg on a non-blocking socket; flags must
+// include MSG_DONTWAIT.
+func Sendmsg(fd int, msg *unix.Msghdr, flags int) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Recvmsg is recvmsg(2) on a non-blocking socket (or with MSG_DONTWAIT in
+// flags) into one buffer and oob.
+func Recvmsg(fd int, p, oob []byte, flags int) (n, oobn, recvflags int, err error) {
+	var iov unix.Iovec
+	var msg unix.Msghdr
+	if len(p) > 0 {
+		iov.Base = &p[0]
+		iov.SetLen(len(p))
+		msg.Iov = &iov
+		msg.SetIovlen(1)
+	}
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	if e != 0 {
+		return 0, 0, 0, e
+	}
+	return int(r), int(msg.Controllen), int(msg.Flags), nil
+}
+
+// SendmsgOOB is sendmsg(2) of one buffer and a control message; flags must
+// include MSG_DONTWAIT.
+func SendmsgOOB(fd int, p, oob []byte, flags int) (int, error) {
+	var iov unix.Iovec
+	var msg unix.Msghdr
+	if len(p) > 0 {
+		iov.Base = &p[0]
+		iov.SetLen(len(p))
+		msg.Iov = &iov
+		msg.SetIovlen(1)
+	}
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	return Sendmsg(fd, &msg, flags)
+}
+
+// Peek reports whether a byte waits in the non-blocking socket fd.
+func Peek(fd int) bool {
+	var b [1]byte
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return e == 0 && n > 0
+}
+
+// Shutdown is shutdown(2) of a socket, which queues a FIN and never waits.
+func Shutdown(fd, how int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Close is close(2) of a socket, which without SO_LINGER never waits.
+func Close(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// Splice is splice(2) from a pipe holding file pages to a non-blocking
+// socket, with SPLICE_F_NONBLOCK in flags.
+func Splice(pipe, sock, n, flags int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(pipe), 0, uintptr(sock), 0, uintptr(n), uintptr(flags))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// Sendfile is sendfile(2) to a non-blocking socket from a range of in
+// that Resident found in the page cache.
+func Sendfile(out, in int, off *int64, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDFILE, uintptr(out), uintptr(in), uintptr(unsafe.Pointer(off)), uintptr(n), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// Accept4 is syscall.Accept4 on a non-blocking listener. The peer's
+// address is decoded for IPv4, IPv6 and unix sockets (others give nil),
+// as package syscall decodes it.
+func Accept4(fd, flags int) (int, syscall.Sockaddr, error) {
+	var rsa syscall.RawSockaddrAny
+	n := uint32(syscall.SizeofSockaddrAny)
+	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), uintptr(flags), 0, 0)
+	if e != 0 {
+		return -1, nil, e
+	}
+	return int(r), decodeSockaddr(&rsa), nil
+}
+
+func decodeSockaddr(rsa *syscall.RawSockaddrAny) syscall.Sockaddr {
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		b := (*[2]byte)(unsafe.Pointer(&p.Port))
+		return &syscall.SockaddrInet4{Addr: p.Addr, Port: int(b[0])<<8 | int(b[1])}
+	case syscall.AF_INET6:
+		p := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		b := (*[2]byte)(unsafe.Pointer(&p.Port))
+		return &syscall.SockaddrInet6{Addr: p.Addr, ZoneId: p.Scope_id, Port: int(b[0])<<8 | int(b[1])}
+	case syscall.AF_UNIX:
+		// A leading NUL (an abstract name, or no name at all) reads as
+		// '@', and the name ends at a NUL.
+		p := (*syscall.RawSockaddrUnix)(unsafe.Pointer(rsa))
+		b := make([]byte, 0, len(p.Path))
+		for i, c := range p.Path {
+			if c == 0 {
+				if i > 0 {
+					break
+				}
+				c = '@'
+			}
+			b = append(b, byte(c))
+		}
+		return &syscall.SockaddrUnix{Name: string(b)}
+	}
+	return nil
+}
+
+// Nonblocking reports whether fd is a descriptor in non-blocking mode.
+func Nonblocking(fd int) bool {
+	fl, _, e := unix.RawSyscall(unix.SYS_FCNTL, uintptr(fd), unix.F_GETFL, 0)
+	return e == 0 && fl&unix.O_NONBLOCK != 0
+}
