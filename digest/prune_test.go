@@ -239,3 +239,30 @@ func TestCachePrunes(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneKeepsRestored: an entry replaced by a new version of its file
+// as soon as the prune has begun stays. The kernel dates files with a
+// clock that lags the one time.Now reads by up to a tick, so an entry
+// stored just after the prune began may look older than its start.
+func TestPruneKeepsRestored(t *testing.T) {
+	for range 10 {
+		pt := newPruneTree(t)
+		changed := filepath.Join(pt.root, "changed")
+		if _, err := pt.d.Prune(func(visit func(*unix.Stat_t) bool) error {
+			if err := pt.walk(visit); err != nil {
+				return err
+			}
+			// The changed file hashed again, its entry replaced.
+			var st unix.Stat_t
+			if err := unix.Lstat(changed, &st); err != nil {
+				return err
+			}
+			return pt.d.Store(KeyOf(&st), Sum{3})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := pt.left(t), pt.want("keep", "changed", "sub/deep"); !slices.Equal(got, want) {
+			t.Fatalf("left %q, want %q", got, want)
+		}
+	}
+}
