@@ -35,6 +35,13 @@ const (
 	// pruneLock is the byte of the lock file held while pruning;
 	// lockOffset never gives it.
 	pruneLock = 1 << 62
+	// pruneClockSlack is how long before a prune's start an entry must
+	// have been stored to be removed. The kernel dates a file with a
+	// coarse clock (updated once a tick) that lags the one time.Now
+	// reads, so an entry stored just after the start may carry an mtime
+	// before it; a second covers any tick, and an entry kept so goes at
+	// the next prune.
+	pruneClockSlack = time.Second
 )
 
 // PruneStats describes one prune.
@@ -57,13 +64,13 @@ type Walk func(visit func(st *unix.Stat_t) bool) error
 
 // Prune removes the entries whose file walk does not find in the version
 // the entry records (deleted, or changed since it was hashed), and those
-// that are damaged. Entries written after it began are kept, whatever the
-// walk saw. Nothing is removed if the walk fails or visits more than
+// that are damaged. Entries written after it began, or in the second
+// before (pruneClockSlack), are kept, whatever the walk saw. Nothing is removed if the walk fails or visits more than
 // MaxPruneWalk files. It does not look at PruneEvery or the lock (see
 // pruneIfDue).
 func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	var ps PruneStats
-	start := time.Now()
+	start := time.Now().Add(-pruneClockSlack)
 	// The entries no file has matched yet: those left after the walk go.
 	// Names are read in batches and rebuilt from the ids, not kept: a
 	// million entries take about 56 MB so (measured: the map alone), in
