@@ -65,9 +65,9 @@ type Walk func(visit func(st *unix.Stat_t) bool) error
 // Prune removes the entries whose file walk does not find in the version
 // the entry records (deleted, or changed since it was hashed), and those
 // that are damaged. Entries written after it began, or in the second
-// before (pruneClockSlack), are kept, whatever the walk saw. Nothing is removed if the walk fails or visits more than
-// MaxPruneWalk files. It does not look at PruneEvery or the lock (see
-// pruneIfDue).
+// before (pruneClockSlack), are kept, whatever the walk saw. Nothing is
+// removed if the walk fails or visits more than MaxPruneWalk files. It
+// does not look at PruneEvery or the lock (see pruneIfDue).
 func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	var ps PruneStats
 	start := time.Now().Add(-pruneClockSlack)
