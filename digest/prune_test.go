@@ -266,3 +266,24 @@ func TestPruneKeepsRestored(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneStampInTheFuture: a stamp dated after now (written while the
+// clock was wrong, or the clock stepped back since) does not put pruning
+// off until that date: the directory is due at once.
+func TestPruneStampInTheFuture(t *testing.T) {
+	pt := newPruneTree(t)
+	later := time.Now().Add(30 * 24 * time.Hour)
+	stamp := filepath.Join(pt.cache, pruneStamp)
+	if err := os.WriteFile(stamp, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(stamp, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if wait := pt.d.pruneIfDue(pt.walk, func(string, ...any) {}); wait != PruneEvery {
+		t.Errorf("wait %v, want %v", wait, PruneEvery)
+	}
+	if got, want := pt.left(t), pt.want("keep", "sub/deep"); !slices.Equal(got, want) {
+		t.Errorf("left %q, want %q", got, want)
+	}
+}
