@@ -138,13 +138,19 @@ func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 func entryName(id fileID) string { return fmt.Sprintf("%x-%x.sha256", id.dev, id.ino) }
 
 // pruneDue returns how long until the directory is due to be pruned
-// again (0 or less: now).
+// again (0 or less: now). A stamp dated after now (the clock was wrong
+// when it was written, or has stepped back since) makes it due: it would
+// put pruning off until that date.
 func (d *Disk) pruneDue(now time.Time) time.Duration {
 	var st unix.Stat_t
 	if unix.Stat(filepath.Join(d.dir, pruneStamp), &st) != nil {
 		return 0
 	}
-	return time.Unix(st.Mtim.Unix()).Add(PruneEvery).Sub(now)
+	last := time.Unix(st.Mtim.Unix())
+	if last.After(now) {
+		return 0
+	}
+	return last.Add(PruneEvery).Sub(now)
 }
 
 // pruneIfDue prunes the directory unless another process is pruning it
