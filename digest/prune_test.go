@@ -2,9 +2,11 @@ package digest
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,5 +287,68 @@ func TestPruneStampInTheFuture(t *testing.T) {
 	}
 	if got, want := pt.left(t), pt.want("keep", "sub/deep"); !slices.Equal(got, want) {
 		t.Errorf("left %q, want %q", got, want)
+	}
+}
+
+// walkAs walks pt's tree as the user uid (a worker's dropped user), then
+// replays what it saw to visit as root (which may read the cache).
+func (pt *pruneTree) walkAs(t *testing.T, uid int) Walk {
+	return func(visit func(*unix.Stat_t) bool) error {
+		var seen []unix.Stat_t
+		if err := syscall.Setresuid(-1, uid, -1); err != nil {
+			t.Fatal(err)
+		}
+		err := pt.walk(func(st *unix.Stat_t) bool { seen = append(seen, *st); return true })
+		if err := syscall.Setresuid(-1, 0, -1); err != nil {
+			panic(err) // the rest of the tests would run as uid
+		}
+		if err != nil {
+			return err
+		}
+		for i := range seen {
+			if !visit(&seen[i]) {
+				return ErrWalkStopped
+			}
+		}
+		return nil
+	}
+}
+
+// TestPruneDirectoryPermissions: the walk runs as the worker's user. A
+// directory it may search but not read has files that can be served (by
+// name) but not listed: their entries cannot be judged, so nothing is
+// removed. One it may read but not search has files nobody can be served:
+// it is left out, and the rest pruned.
+func TestPruneDirectoryPermissions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to walk as another user")
+	}
+	const nobody = 65534
+	for _, tc := range []struct {
+		mode    os.FileMode
+		wantErr bool
+		left    []string
+	}{
+		{0o711, true, []string{"keep", "gone", "changed", "sub/deep", "damaged"}},
+		{0o744, false, []string{"keep", "sub/deep"}},
+	} {
+		t.Run(fmt.Sprintf("%o", tc.mode), func(t *testing.T) {
+			pt := newPruneTree(t)
+			if err := os.Chmod(pt.root, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			sub := filepath.Join(pt.root, "sub")
+			if err := os.Chmod(sub, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Chmod(sub, 0o755) })
+			_, err := pt.d.Prune(pt.walkAs(t, nobody))
+			if (err != nil) != tc.wantErr {
+				t.Errorf("error %v, want one: %v", err, tc.wantErr)
+			}
+			if got, want := pt.left(t), pt.want(tc.left...); !slices.Equal(got, want) {
+				t.Errorf("left %q, want %q", got, want)
+			}
+		})
 	}
 }
