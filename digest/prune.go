@@ -222,8 +222,10 @@ func (c *Cache) pruner() {
 // WalkDir walks the tree under the directory dirfd (which it does not
 // close) for Prune: it calls visit with the lstat of each regular file,
 // never follows a symbolic link, and yields the processor every 256
-// entries. A directory it may not read is left out (its files cannot be
-// served either); any other error ends the walk.
+// entries. A directory this process may not search is left out (its
+// files cannot be served either); one it may search but not read ends
+// the walk with an error (its files can be served but not listed), as
+// does any other error.
 func WalkDir(dirfd int, visit func(st *unix.Stat_t) bool) error {
 	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -264,9 +266,20 @@ func walkDir(fd int, path string, visit func(st *unix.Stat_t) bool, n *int) (boo
 					return false, ErrWalkStopped
 				}
 			case unix.S_IFDIR:
-				sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-				if errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOENT) {
+				// No file below a directory that may not be searched can
+				// be opened, so none can be served: left out. One that
+				// may be searched but not read has files that can be
+				// served (by name) and cannot be listed: the walk cannot
+				// tell which entries are theirs.
+				if err := unix.Faccessat(fd, name, unix.X_OK, unix.AT_EACCESS); errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOENT) {
 					continue
+				}
+				sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if errors.Is(err, unix.ENOENT) {
+					continue // removed meanwhile
+				}
+				if errors.Is(err, unix.EACCES) {
+					return false, fmt.Errorf("directory %s may be searched but not read, so its files can be served and not listed", filepath.Join(path, name))
 				}
 				if err != nil {
 					return false, fmt.Errorf("open directory %s: %w", filepath.Join(path, name), err)
