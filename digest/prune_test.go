@@ -352,3 +352,37 @@ func TestPruneDirectoryPermissions(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneSkipsFilesBeingHashed: the entry of a file that a worker (this
+// process or another) is hashing stays: the worker may replace it with
+// the new version's at any moment, between the prune's look at the entry
+// and its removal.
+func TestPruneSkipsFilesBeingHashed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		other bool
+	}{{"another process", true}, {"this process", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pt := newPruneTree(t)
+			hasher := pt.d
+			if tc.other {
+				hasher = openTestDisk(t, pt.cache)
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(pt.root, "changed"), &st); err != nil {
+				t.Fatal(err)
+			}
+			unlock, ok, err := hasher.TryLock(KeyOf(&st))
+			if !ok || err != nil {
+				t.Fatalf("lock: %v %v", ok, err)
+			}
+			defer unlock()
+			if _, err := pt.d.Prune(pt.walk); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := pt.left(t), pt.want("keep", "changed", "sub/deep"); !slices.Equal(got, want) {
+				t.Errorf("left %q, want %q", got, want)
+			}
+		})
+	}
+}
