@@ -65,7 +65,8 @@ type Walk func(visit func(st *unix.Stat_t) bool) error
 // Prune removes the entries whose file walk does not find in the version
 // the entry records (deleted, or changed since it was hashed), and those
 // that are damaged. Entries written after it began, or in the second
-// before (pruneClockSlack), are kept, whatever the walk saw. Nothing is
+// before (pruneClockSlack), and those of files being hashed, are kept,
+// whatever the walk saw. Nothing is
 // removed if the walk fails or visits more than MaxPruneWalk files. It
 // does not look at PruneEvery or the lock (see pruneIfDue).
 func (d *Disk) Prune(walk Walk) (PruneStats, error) {
@@ -122,17 +123,40 @@ func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	if err != nil {
 		return ps, fmt.Errorf("digest cache: prune: %w", err)
 	}
+	// An entry is removed under its file's lock, taken through a
+	// descriptor of its own so that it excludes this process's hashing
+	// goroutine too: every Store is made under that lock, so none can
+	// land between the look at the entry's mtime and its removal.
+	lock, err := unix.Open(filepath.Join(d.dir, ".lock"), unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return ps, fmt.Errorf("digest cache: lock file: %w", err)
+	}
+	defer unix.Close(lock)
 	for id := range stale {
-		p := filepath.Join(d.dir, entryName(id))
-		var st unix.Stat_t
-		if unix.Lstat(p, &st) != nil || !time.Unix(st.Mtim.Unix()).Before(start) {
-			continue // gone, or stored since the walk began
-		}
-		if os.Remove(p) == nil {
+		if d.removeStale(lock, id, start) {
 			ps.Removed++
 		}
 	}
 	return ps, nil
+}
+
+// removeStale removes id's entry unless it was stored after start or its
+// file is being hashed (its lock, a byte of the lock file lock, is held).
+func (d *Disk) removeStale(lock int, id fileID, start time.Time) bool {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: lockOffset(Key{Dev: id.dev, Ino: id.ino}), Len: 1}
+	if unix.FcntlFlock(uintptr(lock), unix.F_OFD_SETLK, &lk) != nil {
+		return false // being hashed: its entry is about to be replaced
+	}
+	defer func() {
+		lk.Type = unix.F_UNLCK
+		unix.FcntlFlock(uintptr(lock), unix.F_OFD_SETLK, &lk)
+	}()
+	p := filepath.Join(d.dir, entryName(id))
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) != nil || !time.Unix(st.Mtim.Unix()).Before(start) {
+		return false // gone, or stored since the walk began
+	}
+	return os.Remove(p) == nil
 }
 
 func entryName(id fileID) string { return fmt.Sprintf("%x-%x.sha256", id.dev, id.ino) }
