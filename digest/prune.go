@@ -66,9 +66,9 @@ type Walk func(visit func(st *unix.Stat_t) bool) error
 // the entry records (deleted, or changed since it was hashed), and those
 // that are damaged. Entries written after it began, or in the second
 // before (pruneClockSlack), and those of files being hashed, are kept,
-// whatever the walk saw. Nothing is
-// removed if the walk fails or visits more than MaxPruneWalk files. It
-// does not look at PruneEvery or the lock (see pruneIfDue).
+// whatever the walk saw. Nothing is removed if the walk fails or visits
+// more than MaxPruneWalk files. It does not look at PruneEvery or the
+// lock (see pruneIfDue).
 func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	var ps PruneStats
 	start := time.Now().Add(-pruneClockSlack)
