@@ -35,13 +35,6 @@ const (
 	// pruneLock is the byte of the lock file held while pruning;
 	// lockOffset never gives it.
 	pruneLock = 1 << 62
-	// pruneClockSlack is how long before a prune's start an entry must
-	// have been stored to be removed. The kernel dates a file with a
-	// coarse clock (updated once a tick) that lags the one time.Now
-	// reads, so an entry stored just after the start may carry an mtime
-	// before it; a second covers any tick, and an entry kept so goes at
-	// the next prune.
-	pruneClockSlack = time.Second
 )
 
 // PruneStats describes one prune.
@@ -64,14 +57,16 @@ type Walk func(visit func(st *unix.Stat_t) bool) error
 
 // Prune removes the entries whose file walk does not find in the version
 // the entry records (deleted, or changed since it was hashed), and those
-// that are damaged. Entries written after it began, or in the second
-// before (pruneClockSlack), and those of files being hashed, are kept,
-// whatever the walk saw. Nothing is removed if the walk fails or visits
-// more than MaxPruneWalk files. It does not look at PruneEvery or the
-// lock (see pruneIfDue).
+// that are damaged. Entries written after it began and those of files
+// being hashed are kept, whatever the walk saw. Nothing is removed if
+// the walk fails or visits more than MaxPruneWalk files. It does not look
+// at PruneEvery or the lock (see pruneIfDue).
 func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	var ps PruneStats
-	start := time.Now().Add(-pruneClockSlack)
+	start, err := d.fileClock()
+	if err != nil {
+		return ps, err
+	}
 	// The entries no file has matched yet: those left after the walk go.
 	// Names are read in batches and rebuilt from the ids, not kept: a
 	// million entries take about 56 MB so (measured: the map alone), in
@@ -157,6 +152,24 @@ func (d *Disk) removeStale(lock int, id fileID, start time.Time) bool {
 		return false // gone, or stored since the walk began
 	}
 	return os.Remove(p) == nil
+}
+
+// fileClock returns the time the file system gives a file written now,
+// by writing one: the kernel dates files with a coarse clock, updated
+// once a tick, that lags the one time.Now reads, so an entry stored just
+// after time.Now could carry an mtime before it.
+func (d *Disk) fileClock() (time.Time, error) {
+	f, err := os.CreateTemp(d.dir, ".tmp-prune-*")
+	if err != nil {
+		return time.Time{}, fmt.Errorf("digest cache: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return time.Time{}, fmt.Errorf("digest cache: %w", err)
+	}
+	return time.Unix(st.Mtim.Unix()), nil
 }
 
 func entryName(id fileID) string { return fmt.Sprintf("%x-%x.sha256", id.dev, id.ino) }
