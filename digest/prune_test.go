@@ -54,7 +54,9 @@ func newPruneTree(t *testing.T) *pruneTree {
 	os.Symlink(pt.root, filepath.Join(pt.root, "loop")) // not followed
 	os.Remove(filepath.Join(pt.root, "gone"))
 	os.WriteFile(filepath.Join(pt.root, "changed"), []byte("changed again"), 0o644)
-	os.WriteFile(filepath.Join(pt.cache, "ff-ff.sha256"), []byte("damaged"), 0o600)
+	damaged := appendEntry(nil, Key{Dev: 0xff, Ino: 0xff}, Sum{})
+	damaged[entryLen-1] ^= 1 // its CRC
+	os.WriteFile(filepath.Join(pt.cache, "ff-ff.sha256"), damaged, 0o600)
 	pt.entries["damaged"] = "ff-ff.sha256"
 	os.WriteFile(filepath.Join(pt.cache, "README"), nil, 0o600)
 	os.WriteFile(filepath.Join(pt.cache, "1-2.sha256.bak"), nil, 0o600)
@@ -384,5 +386,26 @@ func TestPruneSkipsFilesBeingHashed(t *testing.T) {
 				t.Errorf("left %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestPruneKeepsWhatIsNotAnEntry: a file whose name looks like an
+// entry's but whose bytes are not one (a checksum list "2024-12.sha256"
+// in a directory given as digest_cache by mistake, the served root say)
+// is not the cache's to remove; a damaged entry is.
+func TestPruneKeepsWhatIsNotAnEntry(t *testing.T) {
+	pt := newPruneTree(t)
+	past := time.Now().Add(-time.Minute)
+	notOurs := filepath.Join(pt.cache, "2024-12.sha256")
+	if err := os.WriteFile(notOurs, []byte("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  release.iso\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(notOurs, past, past)
+	if _, err := pt.d.Prune(pt.walk); err != nil {
+		t.Fatal(err)
+	}
+	pt.entries["not ours"] = "2024-12.sha256"
+	if got, want := pt.left(t), pt.want("keep", "sub/deep", "not ours"); !slices.Equal(got, want) {
+		t.Errorf("left %q, want %q", got, want)
 	}
 }
