@@ -57,7 +57,9 @@ type Walk func(visit func(st *unix.Stat_t) bool) error
 
 // Prune removes the entries whose file walk does not find in the version
 // the entry records (deleted, or changed since it was hashed), and those
-// that are damaged. Entries written after it began and those of files
+// that are damaged; a file named like an entry is removed only if it is
+// one (its size and magic): the directory may hold other files, if it
+// was given as digest_cache by mistake. Entries written after it began and those of files
 // being hashed are kept, whatever the walk saw. Nothing is removed if
 // the walk fails or visits more than MaxPruneWalk files. It does not look
 // at PruneEvery or the lock (see pruneIfDue).
@@ -151,7 +153,23 @@ func (d *Disk) removeStale(lock int, id fileID, start time.Time) bool {
 	if unix.Lstat(p, &st) != nil || !time.Unix(st.Mtim.Unix()).Before(start) {
 		return false // gone, or stored since the walk began
 	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != entryLen || !isEntry(p) {
+		return false // named like an entry, but not one: not the cache's to remove
+	}
 	return os.Remove(p) == nil
+}
+
+// isEntry reports whether the file p begins as an entry does (its magic
+// and version): one damaged since is still the cache's own.
+func isEntry(p string) bool {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var b [len(entryMagic)]byte
+	n, err := unix.Pread(fd, b[:], 0)
+	return err == nil && n == len(b) && b == entryMagic
 }
 
 // fileClock returns the time the file system gives a file written now,
