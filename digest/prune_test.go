@@ -409,3 +409,45 @@ func TestPruneKeepsWhatIsNotAnEntry(t *testing.T) {
 		t.Errorf("left %q, want %q", got, want)
 	}
 }
+
+// TestPruneKeepsOtherFileSystems: the entries of a file system on which
+// the walk finds no file stay (damaged ones aside): the walk cannot judge
+// them. That is the whole cache when the served root is a mount point
+// whose file system is not mounted yet (the walk sees an empty
+// directory), or a part of it when a file system mounted below the root
+// is not.
+func TestPruneKeepsOtherFileSystems(t *testing.T) {
+	all := []string{"keep", "gone", "changed", "sub/deep"}
+	for _, tc := range []struct {
+		name string
+		walk func(pt *pruneTree) Walk
+	}{
+		{"empty mount point", func(pt *pruneTree) Walk {
+			empty, err := unix.Open(t.TempDir(), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(empty) })
+			return func(visit func(*unix.Stat_t) bool) error { return WalkDir(empty, visit) }
+		}},
+		{"another file system", func(pt *pruneTree) Walk {
+			return func(visit func(*unix.Stat_t) bool) error {
+				return pt.walk(func(st *unix.Stat_t) bool {
+					other := *st
+					other.Dev++
+					return visit(&other)
+				})
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pt := newPruneTree(t)
+			if _, err := pt.d.Prune(tc.walk(pt)); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := pt.left(t), pt.want(all...); !slices.Equal(got, want) {
+				t.Errorf("left %q, want %q", got, want)
+			}
+		})
+	}
+}
