@@ -57,12 +57,14 @@ type Walk func(visit func(st *unix.Stat_t) bool) error
 
 // Prune removes the entries whose file walk does not find in the version
 // the entry records (deleted, or changed since it was hashed), and those
-// that are damaged; a file named like an entry is removed only if it is
-// one (its size and magic): the directory may hold other files, if it
-// was given as digest_cache by mistake. Entries written after it began and those of files
-// being hashed are kept, whatever the walk saw. Nothing is removed if
-// the walk fails or visits more than MaxPruneWalk files. It does not look
-// at PruneEvery or the lock (see pruneIfDue).
+// that are damaged. It keeps, whatever the walk saw, the entries written
+// after it began, those of files being hashed, those of file systems on
+// which the walk found no file (not mounted yet, say: it cannot judge
+// them), and files named like an entry that are not one (an entry's size
+// and magic: the directory may hold other files if it was given as
+// digest_cache by mistake). Nothing is removed if the walk fails or
+// visits more than MaxPruneWalk files. It does not look at PruneEvery or
+// the lock (see pruneIfDue).
 func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	var ps PruneStats
 	start, err := d.fileClock()
@@ -101,10 +103,17 @@ func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	if len(stale) == 0 {
 		return ps, nil
 	}
+	// The file systems the walk found files on: an entry of another can
+	// be judged by this walk only if it is damaged (see removeStale).
+	devs := map[uint64]bool{}
+	lastDev, anyDev := uint64(0), false
 	err = walk(func(st *unix.Stat_t) bool {
 		ps.Walked++
 		if ps.Walked > MaxPruneWalk {
 			return false
+		}
+		if st.Dev != lastDev || !anyDev {
+			devs[st.Dev], lastDev, anyDev = true, st.Dev, true
 		}
 		k := KeyOf(st)
 		if _, ok := stale[k.id()]; ok {
@@ -130,16 +139,20 @@ func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	}
 	defer unix.Close(lock)
 	for id := range stale {
-		if d.removeStale(lock, id, start) {
+		if d.removeStale(lock, id, start, devs[id.dev]) {
 			ps.Removed++
 		}
 	}
 	return ps, nil
 }
 
-// removeStale removes id's entry unless it was stored after start or its
-// file is being hashed (its lock, a byte of the lock file lock, is held).
-func (d *Disk) removeStale(lock int, id fileID, start time.Time) bool {
+// removeStale removes id's entry unless it was stored after start, its
+// file is being hashed (its lock, a byte of the lock file lock, is held),
+// or it is not an entry (a file of that name that has not an entry's size
+// and magic: not the cache's to remove). Without judged (the walk found
+// no file on the entry's file system: one not mounted yet, say) only a
+// damaged entry is removed.
+func (d *Disk) removeStale(lock int, id fileID, start time.Time, judged bool) bool {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: lockOffset(Key{Dev: id.dev, Ino: id.ino}), Len: 1}
 	if unix.FcntlFlock(uintptr(lock), unix.F_OFD_SETLK, &lk) != nil {
 		return false // being hashed: its entry is about to be replaced
@@ -153,23 +166,29 @@ func (d *Disk) removeStale(lock int, id fileID, start time.Time) bool {
 	if unix.Lstat(p, &st) != nil || !time.Unix(st.Mtim.Unix()).Before(start) {
 		return false // gone, or stored since the walk began
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != entryLen || !isEntry(p) {
-		return false // named like an entry, but not one: not the cache's to remove
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != entryLen {
+		return false // not an entry
+	}
+	b, err := readFile(p, entryLen+1)
+	if err != nil || len(b) != entryLen || [4]byte(b[:4]) != entryMagic {
+		return false // not an entry
+	}
+	if _, _, err := decodeEntry(b); err == nil && !judged {
+		return false
 	}
 	return os.Remove(p) == nil
 }
 
-// isEntry reports whether the file p begins as an entry does (its magic
-// and version): one damaged since is still the cache's own.
-func isEntry(p string) bool {
+// readFile reads up to n bytes of the file p.
+func readFile(p string, n int) ([]byte, error) {
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return false
+		return nil, err
 	}
 	defer unix.Close(fd)
-	var b [len(entryMagic)]byte
-	n, err := unix.Pread(fd, b[:], 0)
-	return err == nil && n == len(b) && b == entryMagic
+	b := make([]byte, n)
+	got, err := unix.Pread(fd, b, 0)
+	return b[:max(got, 0)], err
 }
 
 // fileClock returns the time the file system gives a file written now,
