@@ -106,15 +106,12 @@ func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	// The file systems the walk found files on: an entry of another can
 	// be judged by this walk only if it is damaged (see removeStale).
 	devs := map[uint64]bool{}
-	lastDev, anyDev := uint64(0), false
 	err = walk(func(st *unix.Stat_t) bool {
 		ps.Walked++
 		if ps.Walked > MaxPruneWalk {
 			return false
 		}
-		if st.Dev != lastDev || !anyDev {
-			devs[st.Dev], lastDev, anyDev = true, st.Dev, true
-		}
+		devs[st.Dev] = true
 		k := KeyOf(st)
 		if _, ok := stale[k.id()]; ok {
 			if _, ok, _ := d.Load(k); ok {
