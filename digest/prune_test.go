@@ -451,3 +451,42 @@ func TestPruneKeepsOtherFileSystems(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneKeepsWhatItCannotRead: the entry of a file the walk found but
+// could not read (the worker is out of descriptors, say) is not judged
+// stale for that; those of files it did not find go.
+func TestPruneKeepsWhatItCannotRead(t *testing.T) {
+	pt := newPruneTree(t)
+	_, err := pt.d.Prune(func(visit func(*unix.Stat_t) bool) error {
+		var seen []unix.Stat_t
+		if err := pt.walk(func(st *unix.Stat_t) bool { seen = append(seen, *st); return true }); err != nil {
+			return err
+		}
+		// No descriptor left: the lowest free one is the limit.
+		free, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		unix.Close(free)
+		var old unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+			return err
+		}
+		low := old
+		low.Cur = uint64(free)
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+			return err
+		}
+		defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+		for i := range seen {
+			visit(&seen[i])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pt.left(t), pt.want("keep", "changed", "sub/deep"); !slices.Equal(got, want) {
+		t.Errorf("left %q, want %q", got, want)
+	}
+}
