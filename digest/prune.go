@@ -114,7 +114,9 @@ func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 		devs[st.Dev] = true
 		k := KeyOf(st)
 		if _, ok := stale[k.id()]; ok {
-			if _, ok, _ := d.Load(k); ok {
+			// An entry that cannot be read (out of descriptors, say)
+			// cannot be judged: only a damaged one is stale.
+			if _, ok, err := d.Load(k); ok || err != nil && !errors.Is(err, errDamaged) {
 				delete(stale, k.id())
 			}
 		}
