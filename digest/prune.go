@@ -57,13 +57,20 @@ type Walk func(visit func(st *unix.Stat_t) bool) error
 
 // Prune removes the entries whose file walk does not find in the version
 // the entry records (deleted, or changed since it was hashed), and those
-// that are damaged. Entries written after it began are kept, whatever the
-// walk saw. Nothing is removed if the walk fails or visits more than
-// MaxPruneWalk files. It does not look at PruneEvery or the lock (see
-// pruneIfDue).
+// that are damaged. It keeps, whatever the walk saw, the entries written
+// after it began, those of files being hashed, those of file systems on
+// which the walk found no file (not mounted yet, say: it cannot judge
+// them), and files named like an entry that are not one (an entry's size
+// and magic: the directory may hold other files if it was given as
+// digest_cache by mistake). Nothing is removed if the walk fails or
+// visits more than MaxPruneWalk files. It does not look at PruneEvery or
+// the lock (see pruneIfDue).
 func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	var ps PruneStats
-	start := time.Now()
+	start, err := d.fileClock()
+	if err != nil {
+		return ps, err
+	}
 	// The entries no file has matched yet: those left after the walk go.
 	// Names are read in batches and rebuilt from the ids, not kept: a
 	// million entries take about 56 MB so (measured: the map alone), in
@@ -96,14 +103,20 @@ func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	if len(stale) == 0 {
 		return ps, nil
 	}
+	// The file systems the walk found files on: an entry of another can
+	// be judged by this walk only if it is damaged (see removeStale).
+	devs := map[uint64]bool{}
 	err = walk(func(st *unix.Stat_t) bool {
 		ps.Walked++
 		if ps.Walked > MaxPruneWalk {
 			return false
 		}
+		devs[st.Dev] = true
 		k := KeyOf(st)
 		if _, ok := stale[k.id()]; ok {
-			if _, ok, _ := d.Load(k); ok {
+			// An entry that cannot be read (out of descriptors, say)
+			// cannot be judged: only a damaged one is stale.
+			if _, ok, err := d.Load(k); ok || err != nil && !errors.Is(err, errDamaged) {
 				delete(stale, k.id())
 			}
 		}
@@ -115,29 +128,102 @@ func (d *Disk) Prune(walk Walk) (PruneStats, error) {
 	if err != nil {
 		return ps, fmt.Errorf("digest cache: prune: %w", err)
 	}
+	// An entry is removed under its file's lock, taken through a
+	// descriptor of its own so that it excludes this process's hashing
+	// goroutine too: every Store is made under that lock, so none can
+	// land between the look at the entry's mtime and its removal.
+	lock, err := unix.Open(filepath.Join(d.dir, ".lock"), unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return ps, fmt.Errorf("digest cache: lock file: %w", err)
+	}
+	defer unix.Close(lock)
 	for id := range stale {
-		p := filepath.Join(d.dir, entryName(id))
-		var st unix.Stat_t
-		if unix.Lstat(p, &st) != nil || !time.Unix(st.Mtim.Unix()).Before(start) {
-			continue // gone, or stored since the walk began
-		}
-		if os.Remove(p) == nil {
+		if d.removeStale(lock, id, start, devs[id.dev]) {
 			ps.Removed++
 		}
 	}
 	return ps, nil
 }
 
+// removeStale removes id's entry unless it was stored after start, its
+// file is being hashed (its lock, a byte of the lock file lock, is held),
+// or it is not an entry (a file of that name that has not an entry's size
+// and magic: not the cache's to remove). Without judged (the walk found
+// no file on the entry's file system: one not mounted yet, say) only a
+// damaged entry is removed.
+func (d *Disk) removeStale(lock int, id fileID, start time.Time, judged bool) bool {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: lockOffset(Key{Dev: id.dev, Ino: id.ino}), Len: 1}
+	if unix.FcntlFlock(uintptr(lock), unix.F_OFD_SETLK, &lk) != nil {
+		return false // being hashed: its entry is about to be replaced
+	}
+	defer func() {
+		lk.Type = unix.F_UNLCK
+		unix.FcntlFlock(uintptr(lock), unix.F_OFD_SETLK, &lk)
+	}()
+	p := filepath.Join(d.dir, entryName(id))
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) != nil || !time.Unix(st.Mtim.Unix()).Before(start) {
+		return false // gone, or stored since the walk began
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != entryLen {
+		return false // not an entry
+	}
+	b, err := readFile(p, entryLen+1)
+	if err != nil || len(b) != entryLen || [4]byte(b[:4]) != entryMagic {
+		return false // not an entry
+	}
+	if _, _, err := decodeEntry(b); err == nil && !judged {
+		return false
+	}
+	return os.Remove(p) == nil
+}
+
+// readFile reads up to n bytes of the file p.
+func readFile(p string, n int) ([]byte, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	b := make([]byte, n)
+	got, err := unix.Pread(fd, b, 0)
+	return b[:max(got, 0)], err
+}
+
+// fileClock returns the time the file system gives a file written now,
+// by writing one: the kernel dates files with a coarse clock, updated
+// once a tick, that lags the one time.Now reads, so an entry stored just
+// after time.Now could carry an mtime before it.
+func (d *Disk) fileClock() (time.Time, error) {
+	f, err := os.CreateTemp(d.dir, ".tmp-prune-*")
+	if err != nil {
+		return time.Time{}, fmt.Errorf("digest cache: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return time.Time{}, fmt.Errorf("digest cache: %w", err)
+	}
+	return time.Unix(st.Mtim.Unix()), nil
+}
+
 func entryName(id fileID) string { return fmt.Sprintf("%x-%x.sha256", id.dev, id.ino) }
 
 // pruneDue returns how long until the directory is due to be pruned
-// again (0 or less: now).
+// again (0 or less: now). A stamp dated after now (the clock was wrong
+// when it was written, or has stepped back since) makes it due: it would
+// put pruning off until that date.
 func (d *Disk) pruneDue(now time.Time) time.Duration {
 	var st unix.Stat_t
 	if unix.Stat(filepath.Join(d.dir, pruneStamp), &st) != nil {
 		return 0
 	}
-	return time.Unix(st.Mtim.Unix()).Add(PruneEvery).Sub(now)
+	last := time.Unix(st.Mtim.Unix())
+	if last.After(now) {
+		return 0
+	}
+	return last.Add(PruneEvery).Sub(now)
 }
 
 // pruneIfDue prunes the directory unless another process is pruning it
@@ -209,8 +295,10 @@ func (c *Cache) pruner() {
 // WalkDir walks the tree under the directory dirfd (which it does not
 // close) for Prune: it calls visit with the lstat of each regular file,
 // never follows a symbolic link, and yields the processor every 256
-// entries. A directory it may not read is left out (its files cannot be
-// served either); any other error ends the walk.
+// entries. A directory this process may not search is left out (its
+// files cannot be served either); one it may search but not read ends
+// the walk with an error (its files can be served but not listed), as
+// does any other error.
 func WalkDir(dirfd int, visit func(st *unix.Stat_t) bool) error {
 	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -251,9 +339,20 @@ func walkDir(fd int, path string, visit func(st *unix.Stat_t) bool, n *int) (boo
 					return false, ErrWalkStopped
 				}
 			case unix.S_IFDIR:
-				sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-				if errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOENT) {
+				// No file below a directory that may not be searched can
+				// be opened, so none can be served: left out. One that
+				// may be searched but not read has files that can be
+				// served (by name) and cannot be listed: the walk cannot
+				// tell which entries are theirs.
+				if err := unix.Faccessat(fd, name, unix.X_OK, unix.AT_EACCESS); errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOENT) {
 					continue
+				}
+				sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if errors.Is(err, unix.ENOENT) {
+					continue // removed meanwhile
+				}
+				if errors.Is(err, unix.EACCES) {
+					return false, fmt.Errorf("directory %s may be searched but not read, so its files can be served and not listed", filepath.Join(path, name))
 				}
 				if err != nil {
 					return false, fmt.Errorf("open directory %s: %w", filepath.Join(path, name), err)
