@@ -256,9 +256,14 @@ func (c *conn) readFailed(err error) Outcome {
 		c.s.log.Debug("closing idle connection", "client", c.client, "requests", c.res.Requests)
 		return OutcomeIdle
 	case errors.As(err, &we):
-		// A framing error cannot be resynchronised: answer, then close.
+		// A framing error cannot be resynchronised: answer, then close,
+		// lingering (http.go): bytes the client sent after the bad frame
+		// would otherwise reset the connection and drop what is still
+		// queued of earlier responses.
 		c.s.log.Info("bad request", "client", c.client, "err", we.Msg)
-		c.writeHeader(&wire.Response{Status: we.Status, Message: "bad request: " + we.Msg}, false)
+		if c.writeHeader(&wire.Response{Status: we.Status, Message: "bad request: " + we.Msg}, false) == nil {
+			c.lingerClose()
+		}
 		return OutcomeBadRequest
 	case errors.Is(err, wire.ErrTruncated):
 		c.s.log.Info("truncated request", "client", c.client, "err", err)
