@@ -142,6 +142,7 @@ func TestAcceptBudgetSocketsRetried(t *testing.T) {
 	r := newRig(t, acceptTen, "ready", "clog")
 	r.until("both workers started", func(*Supervisor) bool { return r.started() == 2 })
 	p := r.proc(1)
+	<-p.configured
 	var w *workerProc
 	r.until("the second worker's channel", func(s *Supervisor) bool {
 		if s.next == nil || s.next.slots[1].w == nil {
