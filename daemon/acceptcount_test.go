@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 	"github.com/zfs-serve/zfs-serve/serve"
@@ -105,4 +108,31 @@ func TestAcceptCutUnreported(t *testing.T) {
 			t.Errorf("accepted total %d, want 3", n)
 		}
 	})
+}
+
+// TestAcceptCountWorkerCannotShrink: the worker gets the counter's memfd
+// read-write, and runs as a less privileged user. Truncating it must
+// fail: the supervisor's read of its mapping would then take SIGBUS and
+// bring the whole server down.
+func TestAcceptCountWorkerCannotShrink(t *testing.T) {
+	c, fd, err := newAcceptCount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, 1<<20); err == nil {
+		t.Error("the worker could grow the shared count")
+	}
+	if err := unix.Ftruncate(fd, 0); err == nil {
+		t.Error("the worker could truncate the shared count")
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if e := recover(); e != nil {
+			t.Errorf("reading the count after the worker's truncate: %v", e)
+		}
+	}()
+	if n := c.unreported(); n != 0 {
+		t.Errorf("unreported %d, want 0", n)
+	}
 }
