@@ -6,14 +6,15 @@ package daemon
 // every doneDelay), so a worker that dies has usually accepted a few
 // connections it has not reported; in the handoff mode the supervisor
 // knows every fd it passed. So the supervisor sends each worker, with its
-// listening sockets, a memfd of one counter that both map: the worker
-// adds one for each connection it accepts and serves, before it counts it
-// for msgAccepted; once the worker is gone, the counter less what
-// msgAccepted reported is what it accepted and never reported, and
-// connections_cut and the accepted total count those too. One atomic add
-// per connection, on a page no other process writes.
+// listening sockets, a memfd of one counter (its size sealed) that both
+// map: the worker adds one for each connection it accepts and serves,
+// before it counts it for msgAccepted; once the worker is gone, the
+// counter less what msgAccepted reported is what it accepted and never
+// reported, and connections_cut and the accepted total count those too.
+// One atomic add per connection, on a page no other process writes.
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"unsafe"
@@ -31,15 +32,27 @@ type acceptCount struct {
 }
 
 // newAcceptCount makes a counter and returns it with the memfd to send
-// the worker (the caller closes it).
+// the worker (the caller closes it). The memfd's size is sealed: the
+// worker, which may run as a less privileged user, maps it read-write,
+// and a truncate would make the supervisor's read of its mapping fault
+// (SIGBUS) and bring the whole server down.
 func newAcceptCount() (*acceptCount, int, error) {
-	fd, err := unix.MemfdCreate("zfs-serve-accepted", unix.MFD_CLOEXEC)
+	const flags = unix.MFD_CLOEXEC | unix.MFD_ALLOW_SEALING
+	// Not executable, for good (Linux 6.3; earlier kernels refuse the flag).
+	fd, err := unix.MemfdCreate("zfs-serve-accepted", flags|unix.MFD_NOEXEC_SEAL)
+	if errors.Is(err, unix.EINVAL) {
+		fd, err = unix.MemfdCreate("zfs-serve-accepted", flags)
+	}
 	if err != nil {
 		return nil, -1, fmt.Errorf("memfd_create: %w", err)
 	}
 	if err := unix.Ftruncate(fd, countSize); err != nil {
 		unix.Close(fd)
 		return nil, -1, fmt.Errorf("ftruncate memfd: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		unix.Close(fd)
+		return nil, -1, fmt.Errorf("seal memfd: %w", err)
 	}
 	mem, err := unix.Mmap(fd, 0, countSize, unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
