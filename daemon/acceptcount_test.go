@@ -136,3 +136,42 @@ func TestAcceptCountWorkerCannotShrink(t *testing.T) {
 		t.Errorf("unreported %d, want 0", n)
 	}
 }
+
+// TestAcceptCountGarbage: what a worker wrote in the shared count is
+// bounded by what it could hold (its generation's max_connections): a
+// worker that writes garbage there must not make connections_cut
+// negative, nor add billions to the accepted total.
+func TestAcceptCountGarbage(t *testing.T) {
+	var logs syncBuffer
+	r := newRig(t, "dispatch = \"accept\"\nworkers = 1\nmax_connections = 10", "ready")
+	r.on(func(s *Supervisor) { s.log = slog.New(slog.NewTextHandler(&logs, nil)) })
+	r.serving(1)
+	p := r.proc(0)
+	var w *workerProc
+	r.until("the worker's sockets", func(s *Supervisor) bool {
+		w = s.current.slots[0].w
+		return w.accCount.Load() != nil
+	})
+	// The fake closed its memfd: stand in one the test writes.
+	c, fd, err := newAcceptCount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count, err := mapAcceptCount(fd)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.on(func(*Supervisor) { w.accCount.Load().unreported(); w.sentAcceptCount(c) })
+	count.Store(1<<63 + 7)
+	p.exit("killed by signal SIGKILL")
+	r.until("the exit", func(s *Supervisor) bool { return s.current.slots[0].restarts == 1 })
+	if !strings.Contains(logs.String(), "connections_cut=10 ") {
+		t.Errorf("the exit does not say 10 connections (max_connections) were cut:\n%s", logs.String())
+	}
+	r.on(func(s *Supervisor) {
+		if n := s.metrics.accepted.Load(); n != 10 {
+			t.Errorf("accepted total %d, want 10", n)
+		}
+	})
+}
