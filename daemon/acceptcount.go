@@ -62,16 +62,18 @@ func newAcceptCount() (*acceptCount, int, error) {
 	return &acceptCount{mem: mem}, fd, nil
 }
 
-// unreported returns what the worker counted and never reported, and
-// unmaps the counter: call it once the worker is gone.
-func (c *acceptCount) unreported() uint64 {
+// unreported returns what the worker counted and never reported, at
+// most most, and unmaps the counter: call it once the worker is gone.
+// The worker writes the counter: what it says is bounded by what it
+// could have held.
+func (c *acceptCount) unreported(most uint64) uint64 {
 	n := (*atomic.Uint64)(unsafe.Pointer(&c.mem[0])).Load()
 	unix.Munmap(c.mem)
 	c.mem = nil
 	if n < c.reported {
 		return 0 // not a counter this worker kept
 	}
-	return n - c.reported
+	return min(n-c.reported, most)
 }
 
 // mapAcceptCount maps the counter the supervisor sent (the worker's side);
@@ -103,13 +105,15 @@ func (w *workerProc) reportedAccepts(n uint32) {
 }
 
 // unreportedAccepts returns the connections w accepted and never
-// reported, once it is gone (its channel reader).
+// reported, once it is gone (its channel reader). Those were all still
+// open, so they are no more than its budget, itself no more than its
+// generation's max_connections.
 func (s *Supervisor) unreportedAccepts(w *workerProc) int64 {
 	c := w.accCount.Swap(nil)
 	if c == nil {
 		return 0
 	}
-	n := int64(c.unreported())
+	n := int64(c.unreported(uint64(max(w.gen.cfg.MaxConnections, 0))))
 	s.metrics.accepted.Add(uint64(n))
 	return n
 }
