@@ -20,6 +20,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/config"
 )
 
 // countSize is the shared counter's size: one uint64.
@@ -105,15 +107,23 @@ func (w *workerProc) reportedAccepts(n uint32) {
 }
 
 // unreportedAccepts returns the connections w accepted and never
-// reported, once it is gone (its channel reader). Those were all still
-// open, so they are no more than its budget, itself no more than its
-// generation's max_connections.
+// reported, once it is gone (its channel reader), at most
+// mostUnreported.
 func (s *Supervisor) unreportedAccepts(w *workerProc) int64 {
 	c := w.accCount.Swap(nil)
 	if c == nil {
 		return 0
 	}
-	n := int64(c.unreported(uint64(max(w.gen.cfg.MaxConnections, 0))))
+	n := int64(c.unreported(mostUnreported(w.gen.cfg)))
 	s.metrics.accepted.Add(uint64(n))
 	return n
+}
+
+// mostUnreported bounds what a worker with configuration c can have
+// accepted and not reported (msgAccepted comes before the msgDone of any
+// of them): those still open, no more than its budget, itself no more
+// than max_connections, and those finished whose msgDone was not sent
+// yet, no more than outbox's queue and batch.
+func mostUnreported(c *config.Config) uint64 {
+	return uint64(max(c.MaxConnections, 0)) + doneQueue + 4*maxBatch
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"regexp"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -139,9 +140,9 @@ func TestAcceptCountWorkerCannotShrink(t *testing.T) {
 }
 
 // TestAcceptCountGarbage: what a worker wrote in the shared count is
-// bounded by what it could hold (its generation's max_connections): a
-// worker that writes garbage there must not make connections_cut
-// negative, nor add billions to the accepted total.
+// bounded by what it could have accepted and not reported: a worker
+// that writes garbage there must not make connections_cut negative,
+// nor add billions to the accepted total.
 func TestAcceptCountGarbage(t *testing.T) {
 	var logs syncBuffer
 	r := newRig(t, "dispatch = \"accept\"\nworkers = 1\nmax_connections = 10", "ready")
@@ -167,12 +168,17 @@ func TestAcceptCountGarbage(t *testing.T) {
 	count.Store(1<<63 + 7)
 	p.exit("killed by signal SIGKILL")
 	r.until("the exit", func(s *Supervisor) bool { return s.current.slots[0].restarts == 1 })
-	if !regexp.MustCompile(`connections_cut=10\b`).MatchString(logs.String()) {
-		t.Errorf("the exit does not say 10 connections (max_connections) were cut:\n%s", logs.String())
+	most := 10 + doneQueue + 4*maxBatch
+	m := regexp.MustCompile(`connections_cut=(-?[0-9]+)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no connections_cut logged:\n%s", logs.String())
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 0 || n > most {
+		t.Errorf("connections_cut=%d, want 0 to %d", n, most)
 	}
 	r.on(func(s *Supervisor) {
-		if n := s.metrics.accepted.Load(); n != 10 {
-			t.Errorf("accepted total %d, want 10", n)
+		if n := s.metrics.accepted.Load(); n > uint64(most) {
+			t.Errorf("accepted total %d, want at most %d", n, most)
 		}
 	})
 }
