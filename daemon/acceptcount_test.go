@@ -182,3 +182,27 @@ func TestAcceptCountGarbage(t *testing.T) {
 		}
 	})
 }
+
+// TestAcceptCountNotForGone: a worker that died right after it reported
+// ready (its channel reader has run, its exit is not handled yet) gets no
+// shared count when dispatch is refreshed meanwhile: nobody would unmap
+// it, and a worker crashing at its start would leak one mapping in the
+// supervisor each time.
+func TestAcceptCountNotForGone(t *testing.T) {
+	r := newRig(t, "dispatch = \"accept\"\nworkers = 1", "ready")
+	r.serving(1)
+	p := r.proc(0)
+	r.until("the worker's sockets", func(s *Supervisor) bool { return s.current.slots[0].w.accCount.Load() != nil })
+	r.on(func(s *Supervisor) {
+		w := s.current.slots[0].w
+		// It dies; its exit waits for this function, on the loop.
+		p.exit("exit status 2")
+		waitFor(t, "its channel reader done", func() bool { return w.isGone() && w.accCount.Load() == nil })
+		delete(s.am.given, w) // as a worker not given yet (it was just ready)
+		s.giveListeners([]*workerProc{w})
+		if c := w.accCount.Load(); c != nil {
+			c.unreported(0)
+			t.Error("a gone worker was given a shared count")
+		}
+	})
+}
