@@ -29,7 +29,12 @@ import (
 type budget struct {
 	limits  map[*workerProc]int  // the last msgLimit sent to each worker
 	stopped map[*workerProc]bool // reported msgAcceptStopped
-	dirty   bool                 // a msgLimit could not be sent: retried at the next heartbeat
+	// dirty: a msgLimit could not be sent; the next heartbeat refreshes
+	// dispatch, which sends it again and gives a new worker whose budget
+	// failed its sockets. Only that refresh clears it: a recompute in
+	// between (sendBudgets without that worker, no longer given) must
+	// not cancel the retry.
+	dirty bool
 }
 
 // evBudget: a worker outside the accepting set reported connections
@@ -164,7 +169,6 @@ func (s *Supervisor) sendBudgets(fresh map[*workerProc]bool) (failed []*workerPr
 	}
 	bs, overlap := s.budgets()
 	s.am.overlap.Store(overlap)
-	s.am.b.dirty = false
 	for w, n := range bs {
 		if old, ok := s.am.b.limits[w]; ok && old == n {
 			continue
@@ -188,6 +192,7 @@ func (s *Supervisor) sendBudgets(fresh map[*workerProc]bool) (failed []*workerPr
 // be sent before.
 func (s *Supervisor) retryBudgets() {
 	if s.am.b.dirty {
+		s.am.b.dirty = false
 		s.refreshDispatch()
 	}
 }

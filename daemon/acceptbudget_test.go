@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"testing"
+	"time"
 
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
@@ -129,4 +130,64 @@ func TestAcceptBudgetRetire(t *testing.T) {
 		ls, _ := r.lastLimits(repl)
 		return ls[0] == 5
 	})
+}
+
+// TestAcceptBudgetSocketsRetried: a new worker whose first budget could
+// not be sent (its channel was full) gets its budget and its sockets at a
+// later heartbeat, even when the budgets were recomputed meanwhile (an
+// old worker's done, during a reload's overlap). That recompute used to
+// clear the retry, and the worker stayed without sockets, its share of
+// max_connections unused, until something else refreshed dispatch.
+func TestAcceptBudgetSocketsRetried(t *testing.T) {
+	r := newRig(t, acceptTen, "ready", "clog")
+	r.until("both workers started", func(*Supervisor) bool { return r.started() == 2 })
+	p := r.proc(1)
+	<-p.configured
+	var w *workerProc
+	r.until("the second worker's channel", func(s *Supervisor) bool {
+		if s.next == nil || s.next.slots[1].w == nil {
+			return false
+		}
+		w = s.next.slots[1].w
+		return true
+	})
+	// Fill its channel: it reads nothing until gate2.
+	junk := make([]byte, 4096)
+	junk[0] = 0xEE // a type the fake ignores
+	full := false
+	for range 1 << 14 {
+		if err := fdpass.TrySend(w.ch, junk); err != nil {
+			full = true
+			break
+		}
+	}
+	if !full {
+		t.Fatal("could not fill the worker's channel")
+	}
+	close(p.gate)
+	r.serving(1)
+	r.on(func(s *Supervisor) {
+		if s.am.given[w] {
+			t.Fatal("the worker was given its sockets though its budget could not be sent")
+		}
+	})
+	// The budgets are recomputed (as an old worker's done would make
+	// them), then the worker reads its channel again.
+	r.on(func(s *Supervisor) { s.handleBudget(evBudget{}) })
+	close(p.gate2)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.clock.advance(heartbeatInterval)
+		r.health <- r.clock.Now()
+		if ls, ok := r.lastLimits(p); ok {
+			if ls[0] != 5 {
+				t.Errorf("budget %d, want 5", ls[0])
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never got its budget and sockets")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

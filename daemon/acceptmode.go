@@ -94,7 +94,10 @@ func (s *Supervisor) giveListeners(ws []*workerProc) {
 	}
 	fresh := map[*workerProc]bool{}
 	for _, w := range ws {
-		if !s.am.given[w] {
+		// A worker gone whose exit is not handled yet (it died just
+		// after it reported ready) gets nothing: its channel reader may
+		// have read its count already, and its mapping would stay.
+		if !s.am.given[w] && !w.isGone() {
 			s.am.given[w] = true
 			fresh[w] = true
 		}
@@ -123,6 +126,13 @@ func (s *Supervisor) giveListeners(ws []*workerProc) {
 		} else {
 			w.sentAcceptCount(c)
 			fds = append(fds, fd)
+			if w.isGone() {
+				// Gone since the check above: whichever of this and its
+				// channel reader takes the count back unmaps it.
+				if c := w.accCount.Swap(nil); c != nil {
+					c.unreported(0)
+				}
+			}
 		}
 		s.sendListen(w, appendListen(nil, metas), fds)
 	}

@@ -108,6 +108,9 @@ func (c *fakeClock) advance(d time.Duration) int {
 //	fail   the start itself fails
 //	real   a real worker (in this process) on the channel, in the accept
 //	       mode (acceptcount_test.go)
+//	clog   like ready, but once it has read its configuration (it then
+//	       closes configured) reports ready only once gate is closed,
+//	       and reads its channel only once gate2 is (acceptbudget_test.go)
 type fakeProc struct {
 	pid    int
 	mode   string
@@ -123,6 +126,8 @@ type fakeProc struct {
 	limits   []uint32
 	listened bool
 	real     *worker // mode "real"
+
+	configured, gate, gate2 chan struct{} // mode "clog"
 }
 
 func (p *fakeProc) Pid() int { return p.pid }
@@ -170,6 +175,11 @@ func (p *fakeProc) run() {
 		return
 	case "ready", "hold", "deaf":
 		fdpass.Send(p.ch, appendU32(nil, msgReady, 0))
+	case "clog":
+		close(p.configured)
+		<-p.gate
+		fdpass.Send(p.ch, appendU32(nil, msgReady, 0))
+		<-p.gate2
 	}
 	for {
 		n, fds, err := fdpass.Recv(p.ch, buf, oob)
@@ -320,7 +330,8 @@ func (r *rig) startProc(exe string, arg []string, extra []*os.File, cred *syscal
 		return nil, err
 	}
 	r.mu.Lock()
-	p := &fakeProc{pid: 1000 + len(r.procs), mode: mode, ch: ch, exited: make(chan struct{})}
+	p := &fakeProc{pid: 1000 + len(r.procs), mode: mode, ch: ch, exited: make(chan struct{}),
+		configured: make(chan struct{}), gate: make(chan struct{}), gate2: make(chan struct{})}
 	r.procs = append(r.procs, p)
 	r.mu.Unlock()
 	go p.run()

@@ -115,7 +115,7 @@ func RunWorker() error {
 }
 
 func newWorker(ch *net.UnixConn, srv *serve.Server, log *slog.Logger) *worker {
-	w := &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, 1024), admits: map[uint64]chan bool{}}
+	w := &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, doneQueue), admits: map[uint64]chan bool{}}
 	srv.SetAdmit(w.admit)
 	return w
 }
@@ -300,6 +300,9 @@ func setProcs(workers int) {
 // that under load one message (and one wake-up of the supervisor) covers
 // many connections. The supervisor's counts lag by at most this much.
 const doneDelay = 2 * time.Millisecond
+
+// doneQueue is how many finished connections wait for outbox.
+const doneQueue = 1024
 
 // outbox reports finished connections in batches: at most 4*maxBatch
 // entries, sent when full or doneDelay after the first one arrived.

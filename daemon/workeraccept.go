@@ -5,10 +5,12 @@ package daemon
 // (msgListen) and accepts on them itself, feeding each connection into the
 // same serve path as a handed-off one. It never holds more connections
 // than its limit, the smaller of what its descriptors have room for
-// (fdcap.go) and its share of max_connections: at the limit it stops
-// accepting, and the connections wait in the listen backlog for another
-// worker or for room here. On drain it closes its copies of the sockets
-// (they live on in the supervisor) and finishes what it holds.
+// (fdcap.go) and its budget from the supervisor (msgLimit,
+// acceptbudget.go): at the limit it stops accepting, and the connections
+// wait in the listen backlog for another worker or for room here. On
+// drain it closes its copies of the sockets (they live on in the
+// supervisor), reports that it stopped (msgAcceptStopped) and finishes
+// what it holds.
 
 import (
 	"errors"
