@@ -726,7 +726,7 @@ func TestBadFrameDoesNotResetResponses(t *testing.T) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	msg := wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Path: "/big"})
 	msg = append(msg, append([]byte("ZQ\x63"), make([]byte, 21)...)...) // an unknown version
-	msg = append(msg, make([]byte, 4096)...)                               // and more, never read
+	msg = append(msg, make([]byte, 4096)...)                            // and more, never read
 	if _, err := c.Write(msg); err != nil {
 		t.Fatal(err)
 	}
