@@ -125,4 +125,11 @@ func TestListingNotUTF8(t *testing.T) {
 			t.Errorf("zfetch -r %s: good.bin has the wrong bytes", u)
 		}
 	}
+	// Over HTTP zfetch says what the listing left out (X-Listing-Omitted);
+	// the native LIST has no way to tell it.
+	u := "http://" + d.Addr + "/d"
+	r := Zfetch(t, "-r", "-O", t.TempDir(), u)
+	if r.Code != 0 || !strings.Contains(r.Stderr, "skipping "+u+"/: the server left 3 name(s) out of this directory's listing") {
+		t.Errorf("zfetch -r %s: exit %d, no note of the names left out:\n%s", u, r.Code, r.Stderr)
+	}
 }

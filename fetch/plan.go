@@ -150,6 +150,11 @@ func (p *Plan) AddTree(ctx context.Context, c *Client, t Tree) error {
 	var dirs []DirMTime
 	first := len(p.Jobs)
 	for _, e := range entries {
+		if e.Omitted > 0 {
+			p.Skipped = append(p.Skipped, Skip{t.Src.Join(e.Rel), fmt.Sprintf(
+				"the server left %d name(s) out of this directory's listing (not valid UTF-8: no URL can name them)", e.Omitted)})
+			continue
+		}
 		local := filepath.Join(t.Root, filepath.FromSlash(e.Rel))
 		switch e.Kind {
 		case wire.KindDir:

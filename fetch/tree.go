@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/zfs-serve/zfs-serve/wire"
@@ -24,6 +25,11 @@ type TreeEntry struct {
 	Kind  wire.Kind
 	Size  int64
 	MTime int64
+	// Omitted is set on an entry of its own, with Rel the directory ("" for
+	// the walked one) and Kind KindOther, when a server's HTTP listing of
+	// that directory says it left names out (zfs-serve's X-Listing-Omitted:
+	// names that are not valid UTF-8, which no URL can name).
+	Omitted int
 }
 
 // maxDepth bounds how deep Walk descends.
@@ -47,10 +53,11 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 			dir = t.Join(rel)
 		}
 		var es []wire.Entry
+		var omitted int
 		err := c.retry(ctx, rep, func() (bool, error) {
 			if t.IsHTTP() {
 				var err error
-				es, err = c.listHTTP(ctx, dir)
+				es, omitted, err = c.listHTTP(ctx, dir)
 				return false, err
 			}
 			return false, c.withConn(ctx, endpointOf(t), func(conn *Conn) error {
@@ -61,6 +68,9 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 		})
 		if err != nil {
 			return err
+		}
+		if omitted > 0 {
+			out = append(out, TreeEntry{Rel: rel, Kind: wire.KindOther, Omitted: omitted})
 		}
 		slices.SortFunc(es, func(a, b wire.Entry) int { return strings.Compare(a.Name, b.Name) })
 		for _, e := range es {
@@ -141,14 +151,16 @@ func (c *Client) treeReport(t Target, report func(Event)) func(Event) {
 // listHTTP asks an HTTP server for the JSON listing of the directory dir
 // (following redirects): "?format=json" for zfs-serve, which nginx with
 // autoindex_format json ignores, and Accept: application/json.
-func (c *Client) listHTTP(ctx context.Context, dir Target) ([]wire.Entry, error) {
+// omitted is what the server says it left out (X-Listing-Omitted).
+func (c *Client) listHTTP(ctx context.Context, dir Target) (es []wire.Entry, omitted int, err error) {
 	loc := dir.dir()
 	loc.Query = "format=json"
 	for hops := 0; ; hops++ {
 		var body []byte
 		var next *Target
 		var ctype string
-		err := c.withConn(ctx, endpointOf(loc), func(conn *Conn) error {
+		omitted = 0
+		err = c.withConn(ctx, endpointOf(loc), func(conn *Conn) error {
 			resp, err := conn.httpDo("GET", loc, "Accept", "application/json")
 			if err != nil {
 				return err
@@ -167,30 +179,33 @@ func (c *Client) listHTTP(ctx context.Context, dir Target) ([]wire.Entry, error)
 				return httpStatusError(loc, resp, c.opts.Now())
 			}
 			ctype = resp.Header.get("content-type")
+			if n, err := strconv.Atoi(resp.Header.get("x-listing-omitted")); err == nil && n > 0 {
+				omitted = n
+			}
 			body, err = conn.readSmallBody(resp, wire.MaxListBody)
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if next != nil {
 			if hops >= maxRedirects {
-				return nil, &StatusError{Status: wire.StatusForbidden, Path: dir.Path, HTTP: 310,
+				return nil, 0, &StatusError{Status: wire.StatusForbidden, Path: dir.Path, HTTP: 310,
 					Message: fmt.Sprintf("%s: more than %d redirects", dir, maxRedirects)}
 			}
 			loc = *next
 			continue
 		}
-		es, err := parseListing(body)
+		es, err = parseListing(body)
 		var nl *errNotListing
 		if errors.As(err, &nl) {
-			return nil, &StatusError{Status: wire.StatusNotDirectory, Path: dir.Path, HTTP: 200,
+			return nil, 0, &StatusError{Status: wire.StatusNotDirectory, Path: dir.Path, HTTP: 200,
 				Message: fmt.Sprintf("%s: the server's listing is not one zfetch can read (%s, Content-Type %q); -r over HTTP needs zfs-serve's JSON listing or nginx's autoindex_format json",
 					loc, nl.why, ctype)}
 		}
 		if err != nil {
-			return nil, httpErrorf("listing %s: %v", loc, err)
+			return nil, 0, httpErrorf("listing %s: %v", loc, err)
 		}
-		return es, nil
+		return es, omitted, nil
 	}
 }
