@@ -131,6 +131,20 @@ func (c *conn) doOp(sock uintptr) bool {
 	}
 }
 
+// corkBody corks the socket (TCP_CORK) for a body of n bytes that takes
+// more than one chunk, as nginx's tcp_nopush does for sendfile, and
+// returns what uncorks it: the kernel then sends only full segments, and
+// the receiver copies fewer, larger ones out of its socket (curl's CPU per
+// GiB: -4%, its GB/s +6%, bench/findings.md). Uncorking at the end of the
+// body pushes its last partial segment at once. A body of one chunk goes
+// out in one call and gains nothing.
+func (c *conn) corkBody(n int64) (uncork func()) {
+	if n <= c.s.opts.Chunk || unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_CORK, 1) != nil {
+		return func() {}
+	}
+	return func() { unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_CORK, 0) }
+}
+
 // sendmsg is one sendmsg of c.op.buf, through an iovec kept in c.op so
 // that it allocates nothing. Raw (internal/rawcall) unless the buffer is a file
 // mapping (mmap mode), whose pages may have to come from disk.
@@ -170,6 +184,7 @@ func (c *conn) disarmWrite() {
 type sendfileSender struct{}
 
 func (sendfileSender) send(c *conn, fd int, off, n int64, t *transfer) error {
+	defer c.corkBody(n)()
 	for n > 0 {
 		c.op = sockOp{kind: opSendfile, fd: fd, off: off, len: int(min(n, c.s.opts.Chunk))}
 		w, err := c.send()
@@ -240,6 +255,7 @@ func (spliceSender) send(c *conn, fd int, off, n int64, t *transfer) (err error)
 	if err != nil {
 		return err
 	}
+	defer c.corkBody(n)()
 	defer func() { c.s.putPipe(p, err == nil) }()
 	capacity := p.capacity
 	for n > 0 {

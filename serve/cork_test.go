@@ -1,0 +1,108 @@
+package serve
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// connectSpy is connect that also returns a duplicate of the server's
+// socket, through which a test reads the socket's options.
+func (ts *testServer) connectSpy(t *testing.T) (spy int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.(*net.TCPConn).File()
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy, err = syscall.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(spy) })
+	syscall.SetNonblock(fd, true)
+	ts.client, ts.br = c, bufio.NewReader(c)
+	res := ts.result
+	go ts.srv.Run(fd, ConnInfo{Client: c.LocalAddr().String()}, func(r Result) { res <- r })
+	return spy
+}
+
+// TestCorkBody: a body of more than one chunk is sent corked (TCP_CORK,
+// as nginx's tcp_nopush), and uncorked at its end so that its last
+// segment is not held back, in both modes that send from the kernel.
+func TestCorkBody(t *testing.T) {
+	for _, mode := range []string{config.ModeSendfile, config.ModeSplice} {
+		t.Run(mode, func(t *testing.T) {
+			ts := newTestServer(t, mode) // Chunk: 64 KiB
+			ts.client.Close()
+			<-ts.result
+			big, small := random(16<<20), random(60<<10)
+			ts.write(t, "big", big)
+			ts.write(t, "small", small)
+			spy := ts.connectSpy(t)
+			corked := func() int {
+				v, err := unix.GetsockoptInt(spy, unix.IPPROTO_TCP, unix.TCP_CORK)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			ts.client.SetDeadline(time.Now().Add(30 * time.Second))
+			if err := wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/big"}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := wire.ReadResponse(ts.br)
+			if err != nil || r.Status != wire.StatusOK {
+				t.Fatalf("%+v %v", r, err)
+			}
+			// The client has not read the body: the server is sending it.
+			for deadline := time.Now().Add(10 * time.Second); corked() == 0; runtime.Gosched() {
+				if time.Now().After(deadline) {
+					t.Fatal("the socket was not corked while the big body was sent")
+				}
+			}
+			body := make([]byte, len(big))
+			if _, err := io.ReadFull(ts.br, body); err != nil || !bytes.Equal(body, big) {
+				t.Fatalf("big body: %v (equal %v)", err, bytes.Equal(body, big))
+			}
+			for deadline := time.Now().Add(10 * time.Second); corked() != 0; runtime.Gosched() {
+				if time.Now().After(deadline) {
+					t.Fatal("the socket stays corked after the body")
+				}
+			}
+			r, body = ts.do(t, wire.Request{Op: wire.OpGet, Path: "/small"})
+			if r.Status != wire.StatusOK || !bytes.Equal(body, small) || corked() != 0 {
+				t.Fatalf("small: %v, equal %v, corked %d", r.Status, bytes.Equal(body, small), corked())
+			}
+		})
+	}
+}
