@@ -69,13 +69,19 @@ func openFDs() int {
 }
 
 // warnCapacity logs when this worker's share of max_connections does not
-// fit its open-file limit: connections past the capacity are answered busy.
+// fit its open-file limit: connections past the capacity are answered
+// busy (handoff), or wait in the listen backlog (accept: the worker stops
+// accepting).
 func warnCapacity(log *slog.Logger, c *config.Config, capacity, limit, open int) {
 	share := (c.MaxConnections + c.Workers - 1) / max(c.Workers, 1)
 	if limit < 0 || capacity >= share {
 		return
 	}
+	past := "past it connections are answered busy"
+	if c.Dispatch == config.DispatchAccept {
+		past = "past it this worker stops accepting and connections wait in the listen backlog"
+	}
 	log.Warn("the open-file limit bounds this worker's connections below its share of max_connections; "+
-		"past it connections are answered busy (raise LimitNOFILE= or ulimit -n)",
+		past+" (raise LimitNOFILE= or ulimit -n)",
 		"nofile", limit, "open", open, "capacity", capacity, "share", share)
 }

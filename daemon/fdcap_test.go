@@ -1,6 +1,9 @@
 package daemon
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,5 +41,28 @@ func TestFDCapacity(t *testing.T) {
 	c, limit, open := fdCapacity(serve.Options{Mode: config.ModeSendfile})
 	if limit > 0 && (open < 3 || open >= limit || c < 1 || c > limit/3) {
 		t.Fatalf("capacity %d from limit %d with %d open", c, limit, open)
+	}
+}
+
+// TestWarnCapacity: the warning says what happens past the capacity in
+// each dispatch mode, and nothing is said when the share fits.
+func TestWarnCapacity(t *testing.T) {
+	for _, c := range []struct {
+		dispatch string
+		capacity int
+		want     string
+	}{
+		{config.DispatchHandoff, 10, "past it connections are answered busy"},
+		{config.DispatchAccept, 10, "connections wait in the listen backlog"},
+		{config.DispatchHandoff, 1000, ""},
+	} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		cfg := &config.Config{MaxConnections: 200, Workers: 2, Dispatch: c.dispatch}
+		warnCapacity(log, cfg, c.capacity, 64, 5)
+		got := buf.String()
+		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("%s, capacity %d: logged %q, want %q", c.dispatch, c.capacity, got, c.want)
+		}
 	}
 }
