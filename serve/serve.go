@@ -296,41 +296,6 @@ func (c *conn) serve() (park bool) {
 	return c.serveNative(true)
 }
 
-// serveNative serves native requests until the connection ends (false) or
-// waits idle to be parked (true). first: the connection's first request
-// comes next.
-func (c *conn) serveNative(first bool) (park bool) {
-	s := c.s
-	for ; ; first = false {
-		q, err := c.readRequest(first)
-		if err == errPark {
-			return true
-		}
-		if err != nil {
-			c.res.Outcome = c.readFailed(err)
-			return false
-		}
-		c.res.Requests++
-		s.nativeRequests.Add(1)
-		if s.opts.AccessLog {
-			c.accessStart, c.accessBytes = time.Now(), c.res.Bytes
-		}
-		err = c.handle(&q)
-		if s.opts.AccessLog {
-			s.log.Info("access", "proto", ProtoNative, "client", c.client, "method", q.Op.String(), "path", q.Path,
-				"status", c.lastStatus.String(), "bytes", c.res.Bytes-c.accessBytes, "duration", time.Since(c.accessStart).Round(time.Microsecond))
-		}
-		if err != nil {
-			c.res.Outcome = c.sendFailed(&q, err)
-			return false
-		}
-		if s.draining.Load() {
-			c.res.Outcome = OutcomeDrained
-			return false
-		}
-	}
-}
-
 // shrankError means the file got shorter than its size at open.
 type shrankError struct {
 	path        string
@@ -371,92 +336,6 @@ func isClientGone(err error) bool {
 	return errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) ||
 		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, unix.ETIMEDOUT) ||
 		errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH)
-}
-
-// handle answers one request. A refusal is a response, not an error: the
-// returned error means the connection must close.
-func (c *conn) handle(q *wire.Request) error {
-	defer c.disarmWrite()
-	var err error
-	switch q.Op {
-	case wire.OpGet:
-		err = c.get(q)
-	case wire.OpStat:
-		err = c.stat(q)
-	case wire.OpList:
-		err = c.list(q)
-	}
-	var re *reqError
-	if errors.As(err, &re) {
-		if re.status == wire.StatusInternal {
-			c.s.log.Error("request failed", "client", c.client, "op", q.Op, "path", q.Path, "err", re.msg)
-		}
-		return c.writeHeader(&wire.Response{Status: re.status, Kind: re.kind, Message: re.msg}, false)
-	}
-	return err
-}
-
-func (c *conn) get(q *wire.Request) error {
-	fd, st, cached, err := c.s.files.open(c.s.root, q.Path)
-	if err != nil {
-		return err
-	}
-	defer c.s.files.release(fd, cached)
-	size := st.Size
-	if q.Offset > size {
-		return refuse(wire.StatusRangeNotSatisfiable, "range not satisfiable: offset %d is past the end of %s (%d bytes)", q.Offset, q.Path, size)
-	}
-	n := size - q.Offset
-	if q.Length > 0 && q.Length < n {
-		n = q.Length
-	}
-	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindFile, Size: size, MTime: mtimeNanos(&st), BodyLen: n}
-	if sum, ok := c.s.digestFor(fd, &st, q.Path); ok && q.Flags&wire.FlagDigest != 0 {
-		resp.Flags, resp.Digest = wire.FlagDigest, sum
-	}
-	inline := c.s.files.inline(cached, &st)
-	if inline == nil || n == 0 {
-		if err := c.writeHeader(&resp, n > 0); err != nil {
-			return err
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	t := &transfer{proto: ProtoNative, path: q.Path, offset: q.Offset, total: n, start: time.Now()}
-	c.cur.Store(t)
-	defer c.cur.Store(nil)
-	if inline != nil {
-		err = c.writeInline(c.appendHeader(&resp), inline[q.Offset:q.Offset+n], t)
-		c.res.Bytes += t.sent.Load()
-		return err
-	}
-	err = c.sendBody(fd, &st, q.Offset, n, t)
-	sent := t.sent.Load()
-	c.res.Bytes += sent
-	if err == errShort {
-		err = &shrankError{path: q.Path, sent: sent, total: n}
-	}
-	c.s.files.staleAfter(cached, err)
-	return err
-}
-
-func (c *conn) stat(q *wire.Request) error {
-	st, err := statPath(c.s.root, q.Path)
-	if err != nil {
-		return err
-	}
-	k := kindOf(st)
-	resp := wire.Response{Status: wire.StatusOK, Kind: k, Size: st.Size, MTime: mtimeNanos(st)}
-	if k != wire.KindFile && k != wire.KindDir {
-		resp = wire.Response{Status: wire.StatusNotRegular, Kind: k, Message: fmt.Sprintf("not a regular file: %s is %s", q.Path, describe(k))}
-	}
-	if k == wire.KindFile && q.Flags&wire.FlagDigest != 0 {
-		if sum, ok := c.s.knownDigest(st); ok {
-			resp.Flags, resp.Digest = wire.FlagDigest, sum
-		}
-	}
-	return c.writeHeader(&resp, false)
 }
 
 // progress records n more body bytes sent.
