@@ -13,11 +13,11 @@ import (
 	"github.com/zfs-serve/zfs-serve/serve"
 )
 
-// acceptWorker is a worker in the accept mode with limit connections at
-// most, its supervisor's end of the channel, and a listening socket.
-func acceptWorker(t *testing.T, limit int) (*worker, *net.UnixConn, net.Listener) {
+// newAcceptingWorker is a worker in the accept mode, on the worker's end
+// of a channel, with limit connections at most, its server closed at the
+// test's end.
+func newAcceptingWorker(t *testing.T, remote *net.UnixConn, limit int) *worker {
 	t.Helper()
-	local, remote := channel(t)
 	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile", HeaderTimeout: time.Minute, IdleTimeout: time.Minute}, quietLog())
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +27,15 @@ func acceptWorker(t *testing.T, limit int) (*worker, *net.UnixConn, net.Listener
 	c := config.Default()
 	c.Dispatch, c.Workers, c.MaxConnections = config.DispatchAccept, 1, limit
 	w.acc = newAcceptor(w, c, 1000)
+	return w
+}
+
+// acceptWorker is a worker in the accept mode with limit connections at
+// most, its supervisor's end of the channel, and a listening socket.
+func acceptWorker(t *testing.T, limit int) (*worker, *net.UnixConn, net.Listener) {
+	t.Helper()
+	local, remote := channel(t)
+	w := newAcceptingWorker(t, remote, limit)
 	go w.outbox() // done reports, as run starts it
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -149,17 +158,8 @@ func TestWorkerAcceptLimit(t *testing.T) {
 // TestWorkerListenAfterDrain: listeners that reach a draining worker are
 // closed at once, not accepted on.
 func TestWorkerListenAfterDrain(t *testing.T) {
-	local, remote := channel(t)
-	_ = local
-	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile"}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	w := newWorker(remote, srv, quietLog())
-	c := config.Default()
-	c.Dispatch, c.Workers = config.DispatchAccept, 1
-	w.acc = newAcceptor(w, c, 1000)
+	_, remote := channel(t)
+	w := newAcceptingWorker(t, remote, config.Default().MaxConnections)
 	w.drain()
 	var p [2]int
 	if err := unix.Pipe(p[:]); err != nil {
@@ -184,15 +184,7 @@ func TestWorkerAcceptLimitListeners(t *testing.T) {
 	local, remote := channel(t)
 	var r reports
 	go r.read(t, local)
-	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile", HeaderTimeout: time.Minute, IdleTimeout: time.Minute}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	w := newWorker(remote, srv, quietLog())
-	c := config.Default()
-	c.Dispatch, c.Workers, c.MaxConnections = config.DispatchAccept, 1, limit
-	w.acc = newAcceptor(w, c, 1000)
+	w := newAcceptingWorker(t, remote, limit)
 	go w.outbox()
 	var metas []listenMeta
 	var fds []int
@@ -221,7 +213,7 @@ func TestWorkerAcceptLimitListeners(t *testing.T) {
 		defer w.mu.Unlock()
 		return w.acc.waiters == 2
 	})
-	if got := srv.Stats().Connections; got > limit {
+	if got := w.srv.Stats().Connections; got > limit {
 		t.Fatalf("accepted %d connections at a limit of %d", got, limit)
 	}
 	w.drain()
@@ -233,17 +225,8 @@ func TestWorkerAcceptLimitListeners(t *testing.T) {
 // pipe, on which every accept4 fails (ENOTSOCK) as EMFILE would; the
 // backoff is an hour, so a drain that waits for it never returns.
 func TestWorkerAcceptBackoffDrain(t *testing.T) {
-	local, remote := channel(t)
-	_ = local
-	srv, err := serve.New(serve.Options{Root: t.TempDir(), Mode: "sendfile"}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	w := newWorker(remote, srv, quietLog())
-	c := config.Default()
-	c.Dispatch, c.Workers = config.DispatchAccept, 1
-	w.acc = newAcceptor(w, c, 1000)
+	_, remote := channel(t)
+	w := newAcceptingWorker(t, remote, config.Default().MaxConnections)
 	w.acc.retryMin, w.acc.retryMax = time.Hour, time.Hour
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {

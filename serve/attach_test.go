@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -16,43 +15,19 @@ import (
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-// connectSent makes a loopback TCP pair, writes req from the client side
-// before the server starts on the connection (as when a request arrives
-// with the handshake), then serves the server side.
-// With shut, the client's close (FIN) has reached the server's socket too.
+// connectSent is connect with req written by the client before the
+// server starts on the connection (as when a request arrives with the
+// handshake). With shut, the client's close (FIN) has reached the
+// server's socket too.
 func (ts *testServer) connectSent(t *testing.T, req string, shut bool) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c, fd := loopback(t)
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
 	if shut {
 		c.(*net.TCPConn).CloseWrite()
 	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := s.(*net.TCPConn).File()
-	s.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := syscall.Dup(int(f.Fd()))
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	syscall.SetNonblock(fd, true)
 	// The request (and the FIN) are in the server's socket before Run
 	// reads it.
 	deadline := time.Now().Add(10 * time.Second)
@@ -72,9 +47,7 @@ func (ts *testServer) connectSent(t *testing.T, req string, shut bool) {
 		}
 		runtime.Gosched()
 	}
-	ts.client, ts.br = c, bufio.NewReader(c)
-	res := ts.result
-	go ts.srv.Run(fd, ConnInfo{Client: c.LocalAddr().String()}, func(r Result) { res <- r })
+	ts.runOn(c, fd, ConnInfo{})
 }
 
 // TestHTTPCloseAsked: a client that asks for the close and sends nothing

@@ -1,10 +1,8 @@
 package serve
 
 import (
-	"bufio"
 	"bytes"
 	"io"
-	"net"
 	"runtime"
 	"syscall"
 	"testing"
@@ -20,39 +18,13 @@ import (
 // socket, through which a test reads the socket's options.
 func (ts *testServer) connectSpy(t *testing.T) (spy int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := s.(*net.TCPConn).File()
-	s.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fd, err := syscall.Dup(int(f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	spy, err = syscall.Dup(fd)
+	c, fd := loopback(t)
+	spy, err := syscall.Dup(fd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Close(spy) })
-	syscall.SetNonblock(fd, true)
-	ts.client, ts.br = c, bufio.NewReader(c)
-	res := ts.result
-	go ts.srv.Run(fd, ConnInfo{Client: c.LocalAddr().String()}, func(r Result) { res <- r })
+	ts.runOn(c, fd, ConnInfo{})
 	return spy
 }
 

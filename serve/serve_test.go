@@ -88,6 +88,15 @@ func (ts *testServer) connect(t *testing.T) {
 // (its Client is the client side's address).
 func (ts *testServer) connectWith(t *testing.T, ci ConnInfo) {
 	t.Helper()
+	c, fd := loopback(t)
+	ts.runOn(c, fd, ci)
+}
+
+// loopback makes a loopback TCP pair: the client side, closed at the
+// test's end, and the server side as a non-blocking descriptor of the
+// test's own, as a worker gets it from the supervisor.
+func loopback(t *testing.T) (net.Conn, int) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +106,7 @@ func (ts *testServer) connectWith(t *testing.T, ci ConnInfo) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
 	s, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -106,14 +116,18 @@ func (ts *testServer) connectWith(t *testing.T, ci ConnInfo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Our own non-blocking descriptor, as the worker gets from the supervisor.
 	fd, err := syscall.Dup(int(f.Fd()))
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	syscall.SetNonblock(fd, true)
-	t.Cleanup(func() { c.Close() })
+	return c, fd
+}
+
+// runOn makes c the test's client and serves fd (which Run takes over) as
+// ci describes it, its Client set to c's address.
+func (ts *testServer) runOn(c net.Conn, fd int, ci ConnInfo) {
 	ts.client, ts.br = c, bufio.NewReader(c)
 	res := ts.result
 	ci.Client = c.LocalAddr().String()
