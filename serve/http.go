@@ -71,7 +71,7 @@ func (c *conn) serveHTTP(first bool) (park bool) {
 			if s.draining.Load() {
 				c.res.Outcome = OutcomeDrained
 			}
-			if h.req.KeepAlive || c.pending() {
+			if h.req.KeepAlive || (!c.quickClose() && c.pending()) {
 				// The server ends a connection the client would keep,
 				// or the client has sent more: linger.
 				c.lingerClose()
@@ -107,6 +107,19 @@ func (c *conn) lingerClose() {
 			return
 		}
 	}
+}
+
+// quickClose reports that a connection whose client asked for the close
+// can be closed without looking for more bytes from it (a peek, one
+// system call per connection): none are buffered, the read that brought
+// the request emptied the socket (a short read), and the response went
+// out without waiting (the socket never joined the poller, attach.go), so
+// more could only have arrived in the microseconds since, against RFC
+// 9112 9.6. nginx does not look either unless its event loop saw the
+// socket readable. A response that waited (a large body, a slow client)
+// leaves time for a pipelined request to arrive: that one still peeks.
+func (c *conn) quickClose() bool {
+	return c.rc == nil && c.drained && c.rend == c.rpos
 }
 
 // readHead reads and parses the next request head. It waits like the

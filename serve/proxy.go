@@ -40,6 +40,9 @@ type ConnInfo struct {
 	// Admit asks the admission hook (SetAdmit) about the client a PROXY
 	// header names before serving it.
 	Admit bool
+	// Nonblocking says the caller made the socket non-blocking itself
+	// (accept4 with SOCK_NONBLOCK), so Run need not check it.
+	Nonblocking bool
 }
 
 // SetAdmit sets the hook asked about each proxied connection served with

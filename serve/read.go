@@ -219,10 +219,13 @@ func (c *conn) filled() error {
 
 func (c *conn) doRead(fd uintptr) bool {
 	for {
+		want := len(c.buf) - c.rend
 		c.rd.n, c.rd.err = rawcall.Read(int(fd), c.buf[c.rend:])
 		if c.rd.err == unix.EINTR {
 			continue
 		}
+		// A short read of a TCP socket empties its receive queue.
+		c.drained = c.rd.n >= 0 && c.rd.n < want
 		if c.rd.n < 0 {
 			c.rd.n = 0
 		}
@@ -242,6 +245,7 @@ func (c *conn) pending() bool {
 	if c.rend > c.rpos {
 		return true
 	}
+	c.s.peeks.Add(1)
 	return rawcall.Peek(c.fd)
 }
 

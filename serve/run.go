@@ -5,8 +5,8 @@ import "github.com/zfs-serve/zfs-serve/internal/rawcall"
 // How a worker hands the server a connection, and how the connection ends
 // (park.go: how it waits in between without a goroutine).
 
-// Run serves the connection on the socket fd, which must be non-blocking,
-// until the client closes, a timeout, an error or a drain, and closes fd.
+// Run serves the connection on the socket fd, which must be non-blocking
+// (checked unless ci.Nonblocking vouches for it), until the client closes, a timeout, an error or a drain, and closes fd.
 // It returns as soon as the connection waits for a request without a
 // goroutine (parked, park.go) or has ended: done is called exactly once,
 // with the result, when it has ended, from whichever goroutine ended it
@@ -21,7 +21,7 @@ func (s *Server) Run(fd int, ci ConnInfo, done func(Result)) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	if !rawcall.Nonblocking(fd) {
+	if !ci.Nonblocking && !rawcall.Nonblocking(fd) {
 		// A blocking socket would hold the worker's only P in a raw
 		// read (internal/rawcall), stopping every other connection and the garbage
 		// collector until its client spoke.

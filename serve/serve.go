@@ -84,6 +84,7 @@ type Server struct {
 
 	totalConns atomic.Uint64
 	attaches   atomic.Uint64 // connections that joined the runtime poller (attach.go)
+	peeks      atomic.Uint64 // looks for request bytes waiting in a socket (pending)
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
 
 	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
@@ -258,6 +259,7 @@ type conn struct {
 	op          sockOp
 	runOp       func(uintptr) bool // c.doOp, bound once
 	rd          readOp
+	drained     bool               // the last read was short: the socket had nothing more then
 	runRead     func(uintptr) bool // c.doRead, bound once
 	out         []byte
 	state       atomic.Int32 // connBusy, connIdle, connKicked, connParking or connParked
