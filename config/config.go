@@ -90,6 +90,9 @@ type Config struct {
 	// Dispatch is who accepts connections: DispatchHandoff or
 	// DispatchAccept.
 	Dispatch string `toml:"dispatch" json:"dispatch"`
+	// DeferAccept sets TCP_DEFER_ACCEPT on the TCP listeners: a
+	// connection is accepted once its first bytes have arrived.
+	DeferAccept bool `toml:"defer_accept" json:"defer_accept"`
 	// OpenFileCacheValid is how long a cached file's fstat may stand in
 	// for a fresh one; 0: every request fstats (serve/filecache.go).
 	OpenFileCacheValid Duration `toml:"open_file_cache_valid" json:"open_file_cache_valid"`
@@ -120,6 +123,7 @@ func Default() *Config {
 		WorkerTimeout:  Duration(10 * time.Second),
 		ProxyTrusted:   []string{},
 		Dispatch:       DispatchHandoff,
+		DeferAccept:    true,
 
 		OpenFileCacheValid: Duration(time.Second),
 	}

@@ -85,6 +85,7 @@ func TestDefault(t *testing.T) {
 		WorkerTimeout:  Duration(10 * time.Second),
 		ProxyTrusted:   []string{},
 		Dispatch:       "handoff",
+		DeferAccept:    true,
 
 		OpenFileCacheValid: Duration(time.Second),
 	}
@@ -275,6 +276,7 @@ func TestValidConfigs(t *testing.T) {
 		{`zero_copy = "splice"`, func(c *Config) bool { return c.ZeroCopy == ModeSplice }},
 		{`dispatch = "accept"`, func(c *Config) bool { return c.Dispatch == DispatchAccept }},
 		{`dispatch = "handoff"`, func(c *Config) bool { return c.Dispatch == DispatchHandoff }},
+		{`defer_accept = false`, func(c *Config) bool { return !c.DeferAccept }},
 		{`zero_copy = "mmap"`, func(c *Config) bool { return c.ZeroCopy == ModeMmap }},
 		{`zero_copy = "copy"`, func(c *Config) bool { return c.ZeroCopy == ModeCopy }},
 		{`send_chunk = "64KiB"`, func(c *Config) bool { return c.SendChunk == 64<<10 }},

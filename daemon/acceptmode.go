@@ -23,9 +23,8 @@ package daemon
 // onAccepted, msgAcceptStopped -> evAcceptStopped, msgDone ->
 // budgetChanged and the exit -> unreportedAccepts (reader.go), handle ->
 // handleBudget (events.go), checkHealth -> retryBudgets (health.go),
-// reload -> keepDispatch (control.go), start -> leaveDeferAccept
-// (supervisor.go), workerProc.accCount (proc.go); in the worker:
-// worker.acc, RunWorker -> newAcceptor, run's msgListen -> listen and
+// reload -> keepDispatch (control.go), workerProc.accCount (proc.go); in
+// the worker: worker.acc, RunWorker -> newAcceptor, run's msgListen -> listen and
 // msgLimit -> setLimit, drain -> stopAccepting, startConns -> freed,
 // outbox -> sendDone (worker.go).
 
@@ -171,7 +170,6 @@ func (s *Supervisor) listenersFor(cfg *config.Config) ([]listenMeta, []int, erro
 		if derr != nil {
 			return metas, fds, fmt.Errorf("dup listener %s: %w", l.addr, derr)
 		}
-		deferAccept(nfd)
 		var flags byte
 		if proxy {
 			flags |= listenProxy
@@ -231,56 +229,4 @@ func (s *Supervisor) keepDispatch(cfg *config.Config) error {
 		return fmt.Errorf("dispatch %q is in use until a restart, and cannot enforce max_connections_per_client", cfg.Dispatch)
 	}
 	return nil
-}
-
-// deferAccept asks the kernel to queue a connection on the listening
-// socket fd only once its first data has arrived (TCP_DEFER_ACCEPT, as
-// nginx's "deferred"): every client of zfs-serve speaks first, and a
-// worker that accepts as soon as the handshake completes would find no
-// request yet, and pay a read that fails with EAGAIN and one more wake-up
-// of its poller per connection. A connection that sends nothing is queued
-// anyway after about a second. A socket that has it already keeps its
-// value (DeferAcceptSec= in a systemd .socket unit). Best effort: an error
-// only costs that.
-func deferAccept(fd int) {
-	if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT); err == nil && v == 0 {
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, ownDeferAccept)
-	}
-}
-
-// ownDeferAccept is the TCP_DEFER_ACCEPT (seconds) the accept mode sets;
-// the kernel reads it back as 1.
-const ownDeferAccept = 1
-
-// leaveDeferAccept clears, in the handoff mode, the TCP_DEFER_ACCEPT that
-// an accept-mode zfs-serve set on a socket systemd passed (systemd keeps
-// the socket across restarts, so the accept mode's setting would outlive
-// it): the handoff mode then behaves the same whatever ran before. Only
-// the accept mode's own value is cleared; a longer one (DeferAcceptSec=
-// of 2 s or more) is the operator's. Sockets zfs-serve binds are new
-// and have none.
-func (s *Supervisor) leaveDeferAccept() {
-	if s.acceptInWorkers() {
-		return
-	}
-	for _, l := range s.listeners {
-		if !l.activated || l.f == nil {
-			continue
-		}
-		rc, err := l.f.SyscallConn()
-		if err != nil {
-			continue
-		}
-		rc.Control(func(fd uintptr) {
-			v, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT)
-			if err != nil || v != ownDeferAccept {
-				return
-			}
-			if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 0); err != nil {
-				s.log.Warn("clear TCP_DEFER_ACCEPT left by the accept dispatch mode", "addr", l.addr, "err", err)
-				return
-			}
-			s.log.Info("cleared TCP_DEFER_ACCEPT left on the socket by the accept dispatch mode", "addr", l.addr)
-		})
-	}
 }

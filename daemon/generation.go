@@ -169,6 +169,7 @@ func (s *Supervisor) promote(g *generation) {
 	s.applyControlGroup(g.cfg)
 	first := old == nil
 	s.setState(stateServing)
+	s.applyDeferAccept(g.cfg.DeferAccept)
 	s.refreshDispatch()
 	if first {
 		s.startAccepting()

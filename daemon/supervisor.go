@@ -209,7 +209,6 @@ func (s *Supervisor) run(ctx context.Context) error {
 		return err
 	}
 	defer s.closeListeners()
-	s.leaveDeferAccept() // accept mode hook (acceptmode.go)
 	if err := s.openControl(activated); err != nil {
 		return err
 	}
