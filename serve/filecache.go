@@ -5,9 +5,13 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // fileCache keeps the descriptors of recently served files open for a
@@ -58,6 +62,7 @@ type fileCache struct {
 	mu         sync.Mutex
 	m          map[string]*cachedFile
 	stop       chan struct{}
+	rawLookups atomic.Uint64 // revalidations made without the scheduler (lookupRaw; tests)
 }
 
 type cachedFile struct {
@@ -181,12 +186,45 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 // O_PATH lookup and its fstat (and a close), not a new open and a new
 // read of a small file's bytes.
 func (fc *fileCache) revalidate(root *rootDir, p string, e *cachedFile) (unix.Stat_t, bool) {
+	if st, ok := lookupRaw(root, p); ok {
+		fc.rawLookups.Add(1)
+		return st, st.Dev == e.dev && st.Ino == e.ino
+	}
 	fd, st, err := openRegular(root, p, unix.O_PATH)
 	if err != nil {
 		return unix.Stat_t{}, false
 	}
 	unix.Close(fd)
 	return *st, st.Dev == e.dev && st.Ino == e.ino
+}
+
+// lookupRaw is revalidate's lookup without the scheduler
+// (rawcall.Lookup): on a local file system, not crossing a mount, and
+// only for a regular file. It reports false for anything else (a remote
+// or unknown file system, a mount crossed, no openat2, any error, not a
+// regular file), and revalidate then takes the ordinary path, which
+// gives the error its proper answer. The path was looked up when the
+// entry was opened or last revalidated, open_file_cache_valid ago, so its
+// dentries are cached unless memory pressure evicted them meanwhile (then
+// the walk reads a directory block while holding the worker's thread).
+// Making it raw keeps the steady state free of ordinary system calls,
+// which wake the runtime's sysmon thread for a millisecond of 20 µs
+// polling each time the worker was idle (docs/ARCHITECTURE.md "Raw system
+// calls").
+func lookupRaw(root *rootDir, p string) (unix.Stat_t, bool) {
+	var st unix.Stat_t
+	if !root.local || noOpenat2.Load() {
+		return st, false
+	}
+	rel, err := relPath(p)
+	if err != nil {
+		return st, false
+	}
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | unix.RESOLVE_NO_XDEV}
+	if rawcall.Lookup(root.fd, rel, &how, &st) != nil || kindOf(&st) != wire.KindFile {
+		return st, false
+	}
+	return st, true
 }
 
 // fresh reports whether a hit on e may use e.st without an fstat.

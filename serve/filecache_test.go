@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
+
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -34,7 +36,7 @@ func testCache(t *testing.T, statValid time.Duration) (*fileCache, *rootDir, *fa
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := &rootDir{fd: fd, r: r}
+	root := &rootDir{fd: fd, r: r, local: rawcall.Local(fd)}
 	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
 	fc := newFileCache(time.Minute, statValid, 1<<10, 0)
 	fc.now = clock.now
@@ -265,5 +267,95 @@ func TestFileCacheRevalidate(t *testing.T) {
 	fc.sweepOnce(clock.now())
 	if n := fc.len(); n != 0 {
 		t.Fatalf("%d entries after a whole period unused, want 0", n)
+	}
+	// On a local file system (t.TempDir here, unless it is an overlay or
+	// a network file system) those revalidations were raw calls.
+	if n := fc.rawLookups.Load(); root.local && n == 0 {
+		t.Error("no revalidation used the raw lookup on a local file system")
+	}
+}
+
+// TestFileCacheRevalidateFallback: the raw lookup (lookupRaw) stands back
+// wherever it must not run or cannot answer, and the ordinary path then
+// gives the right result: a root not on a known local file system, a
+// path that crosses a mount (RESOLVE_NO_XDEV: another file system, maybe
+// a network one), and a path that now names a directory.
+func TestFileCacheRevalidateFallback(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		setup   func(t *testing.T, dir string, root *rootDir) string // returns the request path
+		change  func(t *testing.T, full string)                      // after the first request
+		wantErr bool
+	}{
+		{"not local", func(t *testing.T, dir string, root *rootDir) string {
+			root.local = false
+			return "/f"
+		}, renameOver, false},
+		{"across a mount", func(t *testing.T, dir string, root *rootDir) string {
+			if os.Geteuid() != 0 {
+				t.Skip("mounting a tmpfs needs root")
+			}
+			m := filepath.Join(dir, "m")
+			if err := os.Mkdir(m, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Mount("tmpfs", m, "tmpfs", 0, "size=1m"); err != nil {
+				t.Skipf("mount tmpfs: %v", err)
+			}
+			t.Cleanup(func() { unix.Unmount(m, unix.MNT_DETACH) })
+			return "/m/f"
+		}, renameOver, false},
+		{"now a directory", func(t *testing.T, dir string, root *rootDir) string {
+			return "/f"
+		}, func(t *testing.T, full string) {
+			if err := os.Remove(full); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(full, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fc, root, clock := testCache(t, 0)
+			dir := root.r.Name()
+			p := c.setup(t, dir, root)
+			full := filepath.Join(dir, p)
+			if err := os.WriteFile(full, make([]byte, 100), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, e := cacheOpen(t, fc, root, p)
+			c.change(t, full)
+			clock.advance(time.Minute)
+			fd, st, e2, err := fc.open(root, p)
+			if c.wantErr {
+				if err == nil {
+					fc.release(fd, e2)
+					t.Fatal("served a path that now names a directory")
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				fc.release(fd, e2)
+				if e2 == e || st.Size != 7 {
+					t.Fatalf("renamed over: same entry %v, size %d: want the new file (7 bytes)", e2 == e, st.Size)
+				}
+			}
+			if n := fc.rawLookups.Load(); n != 0 {
+				t.Errorf("%d raw lookups, want none", n)
+			}
+		})
+	}
+}
+
+// renameOver replaces the file at full by a new one of 7 bytes.
+func renameOver(t *testing.T, full string) {
+	t.Helper()
+	if err := os.WriteFile(full+".new", make([]byte, 7), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(full+".new", full); err != nil {
+		t.Fatal(err)
 	}
 }

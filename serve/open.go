@@ -72,6 +72,9 @@ type rootDir struct {
 	// seccomp profiles that do not know it, systemd's RestrictSUIDSGID=):
 	// os.Root resolves each component itself and refuses escapes too.
 	r *os.Root
+	// local: the root is on a file system whose cached lookups never
+	// wait (rawcall.Local), so the file cache revalidates with raw calls.
+	local bool
 }
 
 // noOpenat2 is set the first time openat2 reports ENOSYS.

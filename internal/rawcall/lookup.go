@@ -1,0 +1,64 @@
+package rawcall
+
+import (
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Lookup revalidates a path the caller looked up moments ago: openat2(2)
+// of path beneath dirfd with how (which must ask for O_PATH, so nothing is
+// opened for reading and no atime changes), fstat(2) of the result into
+// st, and close(2). It is raw, so it holds the caller's P throughout: use
+// it only on a local file system, with RESOLVE_NO_XDEV in how so that the
+// walk cannot leave that file system, for a path whose dentries are in
+// the kernel's dcache (looked up within the last seconds). A lookup of
+// cached dentries and an fstat of an in-memory inode do not wait; only a
+// dentry evicted meanwhile by memory pressure makes the walk read a
+// directory block, and then the caller's other goroutines wait for that
+// read (as an nginx worker does for every open). Any error is returned
+// as is, for the caller to take the ordinary path.
+func Lookup(dirfd int, path string, how *unix.OpenHow, st *unix.Stat_t) error {
+	if strings.IndexByte(path, 0) >= 0 {
+		return unix.EINVAL
+	}
+	var buf [256]byte
+	var p *byte
+	if len(path) < len(buf) {
+		copy(buf[:], path) // NUL-terminated by the zeroes after it
+		p = &buf[0]
+	} else {
+		b, err := unix.BytePtrFromString(path)
+		if err != nil {
+			return err
+		}
+		p = b
+	}
+	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
+	if e != 0 {
+		return e
+	}
+	_, _, e = unix.RawSyscall(unix.SYS_FSTAT, fd, uintptr(unsafe.Pointer(st)), 0)
+	unix.RawSyscall(unix.SYS_CLOSE, fd, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Local reports whether the file system of fd is one whose lookups of
+// cached dentries never wait (Lookup): ext4, XFS, Btrfs, F2FS, tmpfs,
+// ramfs. Network and FUSE file systems revalidate dentries with their
+// server, and others are not known here: false.
+func Local(fd int) bool {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil {
+		return false
+	}
+	switch uint32(st.Type) {
+	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.F2FS_SUPER_MAGIC, unix.TMPFS_MAGIC, unix.RAMFS_MAGIC:
+		return true
+	}
+	return false
+}
