@@ -257,7 +257,7 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 		// without a goroutine (serve/park.go); the callback runs when it
 		// ends.
 		ci := serve.ConnInfo{Client: m.client, ID: m.id, Proxy: m.flags&connProxy != 0, Admit: m.flags&connAdmit != 0, Nonblocking: true}
-		go w.srv.Run(fd, ci, func(r serve.Result) {
+		w.srv.Start(fd, ci, func(r serve.Result) {
 			w.done <- doneMeta{id: m.id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
 			w.mu.Lock()
 			w.active--

@@ -81,6 +81,7 @@ type Server struct {
 	conns    map[*conn]struct{}
 	wg       sync.WaitGroup
 	park     parker // idle connections without a goroutine (park.go)
+	run      runners
 
 	totalConns atomic.Uint64
 	attaches   atomic.Uint64 // connections that joined the runtime poller (attach.go)
@@ -155,7 +156,8 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		statValid = 0
 	}
 	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache, statValid, opts.Chunk, min(inlineMax, opts.Chunk)),
-		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds)}
+		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds),
+		run: runners{q: make(chan runJob), stop: make(chan struct{})}}
 	s.digests, s.digestDisk = newDigests(opts, root, log)
 	// The set of parked connections is made now, not at the first park,
 	// so that a worker's descriptors are what they will stay from its
@@ -169,6 +171,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 
 // Close releases the root and the idle pipes. Call it after Wait.
 func (s *Server) Close() error {
+	s.run.close()
 	s.park.close()
 	s.closeDigests()
 	s.files.close()

@@ -1,0 +1,71 @@
+package serve
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Runners: goroutines that serve one connection after another.
+//
+// A goroutine starts on a small stack (2 KiB unless the runtime has seen
+// larger ones at its last collection, which a worker that allocates
+// little rarely runs), and serving a request grows it twice or more, each
+// time by copying it: with a goroutine per new connection that was 5% of
+// a worker's CPU on a stream of new connections (bench/findings.md). A
+// runner keeps its grown stack: when its connection ends or parks, it
+// waits for the next one instead of exiting. At most maxIdleRunners wait
+// at a time; a runner that would be one more exits, so a burst of
+// connections does not leave thousands of idle stacks behind (and the
+// parked connections of the idle target stay without one).
+
+// maxIdleRunners bounds the runners waiting for a connection.
+const maxIdleRunners = 64
+
+// runJob is a new connection for a runner.
+type runJob struct {
+	fd   int
+	ci   ConnInfo
+	done func(Result)
+}
+
+type runners struct {
+	q       chan runJob   // unbuffered: a send succeeds only if a runner waits
+	stop    chan struct{} // closed by Close: waiting runners exit
+	idle    atomic.Int32
+	started atomic.Uint64 // runners started (tests)
+	once    sync.Once
+}
+
+func (r *runners) close() { r.once.Do(func() { close(r.stop) }) }
+
+// Start serves the connection on fd as Run does, on a runner's goroutine:
+// it returns at once. Not after Close.
+func (s *Server) Start(fd int, ci ConnInfo, done func(Result)) {
+	s.startJob(runJob{fd: fd, ci: ci, done: done})
+}
+
+func (s *Server) startJob(j runJob) {
+	select {
+	case s.run.q <- j:
+	default:
+		s.run.started.Add(1)
+		go s.runner(j)
+	}
+}
+
+func (s *Server) runner(j runJob) {
+	for {
+		s.Run(j.fd, j.ci, j.done)
+		j = runJob{}
+		if s.run.idle.Add(1) > maxIdleRunners {
+			s.run.idle.Add(-1)
+			return
+		}
+		select {
+		case j = <-s.run.q:
+			s.run.idle.Add(-1)
+		case <-s.run.stop:
+			return
+		}
+	}
+}
