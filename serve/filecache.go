@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/httpx"
 	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -72,6 +73,7 @@ type cachedFile struct {
 	used     time.Time   // the last request for it; the sweep closes the unused
 	st       unix.Stat_t // the last fstat of fd
 	checked  time.Time   // when st was taken; zero: revalidate at the next hit
+	ctype    string      // the media type its name says (HTTP's Content-Type), fixed
 	body     []byte      // the file's bytes, read under bodySt (inline.go); nil: none
 	bodySt   unix.Stat_t
 	refs     int  // requests using fd now
@@ -173,7 +175,7 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 			break
 		}
 	}
-	e = &cachedFile{fd: fd, dev: stp.Dev, ino: stp.Ino, expires: now.Add(fc.valid), used: now, st: *stp, checked: now, refs: 1}
+	e = &cachedFile{fd: fd, dev: stp.Dev, ino: stp.Ino, expires: now.Add(fc.valid), used: now, st: *stp, checked: now, refs: 1, ctype: httpx.ContentType(key)}
 	if body != nil && fc.inlineUsed+int64(len(body)) <= inlineBudget {
 		e.body, e.bodySt = body, *stp
 		fc.inlineUsed += int64(len(body))
@@ -236,14 +238,21 @@ func (fc *fileCache) fresh(e *cachedFile, now time.Time) bool {
 // error, says the file was shorter than, or changed from, the stat the
 // response announced.
 func (fc *fileCache) staleAfter(e *cachedFile, err error) {
-	var se *shrankError
-	var ce *changedError
-	if e == nil || err == nil || !errors.As(err, &se) && !errors.As(err, &ce) {
+	if e == nil || err == nil || !staleError(err) {
 		return
 	}
 	fc.mu.Lock()
 	e.checked = time.Time{}
 	fc.mu.Unlock()
+}
+
+// staleError reports whether err says the file changed under a response.
+// (Its own function: the targets of errors.As escape to the heap, and
+// staleAfter, called after every response, should not allocate them.)
+func staleError(err error) bool {
+	var se *shrankError
+	var ce *changedError
+	return errors.As(err, &se) || errors.As(err, &ce)
 }
 
 // cacheKey is the cleaned form of a request path, without allocating for

@@ -24,12 +24,21 @@ import (
 type httpConn struct {
 	buf   [httpx.MaxHead]byte
 	req   httpx.Request
-	head  []byte // response head being built
-	close bool   // the connection closes after this response
-	start time.Time
+	head  []byte    // response head being built
+	close bool      // the connection closes after this response
+	start time.Time // when the request's head was read
 	// what the access log says of the response
 	status int
 	bytes  int64
+}
+
+// now is the request's start, the time its response reports (Date, the
+// transfer's start): one clock read per request instead of one each.
+func (h *httpConn) now() time.Time {
+	if h.start.IsZero() {
+		return time.Now()
+	}
+	return h.start
 }
 
 // startHTTP makes c an HTTP connection: the bytes sniff read move into

@@ -36,7 +36,7 @@ func (c *conn) httpDir(p string) error {
 			continue // not there, or not a regular file: the next one
 		}
 		defer c.s.files.release(fd, cached)
-		return c.httpFile(fd, &st, name, c.s.files.inline(cached, &st))
+		return c.httpFile(fd, &st, fileType(cached, name), c.s.files.inline(cached, &st))
 	}
 	if !c.s.opts.Listing {
 		return c.httpError(403, "forbidden: "+p+" is a directory and listings are off")

@@ -36,9 +36,18 @@ func (c *conn) handleHTTP() error {
 		// "file/" and "file/." name a directory that does not exist.
 		return c.httpError(404, "not found: "+r.Path+" is a file, not a directory")
 	}
-	err = c.httpFile(fd, &st, r.Path, c.s.files.inline(cached, &st))
+	err = c.httpFile(fd, &st, fileType(cached, r.Path), c.s.files.inline(cached, &st))
 	c.s.files.staleAfter(cached, err)
 	return err
+}
+
+// fileType is the media type of the file name, from its cache entry when
+// it has one.
+func fileType(e *cachedFile, name string) string {
+	if e != nil {
+		return e.ctype
+	}
+	return httpx.ContentType(name)
 }
 
 // wantsDir reports whether p can only name a directory: it ends in "/"
@@ -50,8 +59,8 @@ func wantsDir(p string) bool {
 // httpFile answers a request for the regular file fd: conditionals,
 // ranges, then the head and the body through the configured sender, or,
 // for a body of one range whose bytes are in memory (inline, nil if not:
-// inline.go), head and body in one sendmsg.
-func (c *conn) httpFile(fd int, st *unix.Stat_t, name string, inline []byte) error {
+// inline.go), head and body in one sendmsg. ctype is the file's media type.
+func (c *conn) httpFile(fd int, st *unix.Stat_t, ctype string, inline []byte) error {
 	h := c.http
 	r := &h.req
 	size := st.Size
@@ -76,7 +85,6 @@ func (c *conn) httpFile(fd int, st *unix.Stat_t, name string, inline []byte) err
 		ranges = rs
 	}
 	sum, hasSum := c.s.digestFor(fd, st, r.Path)
-	ctype := httpx.ContentType(name)
 	head := r.Method == "HEAD"
 	switch len(ranges) {
 	case 0, 1:
@@ -141,7 +149,7 @@ func (c *conn) httpFile(fd int, st *unix.Stat_t, name string, inline []byte) err
 
 // startTransfer makes the response body visible to status.
 func (c *conn) startTransfer(path string, off, n int64) *transfer {
-	t := &transfer{path: path, offset: off, total: n, start: time.Now(), proto: ProtoHTTP}
+	t := &transfer{path: path, offset: off, total: n, start: c.http.now(), proto: ProtoHTTP}
 	c.cur.Store(t)
 	return t
 }
@@ -206,7 +214,7 @@ func (c *conn) startHead(status int) {
 	b = append(b, ' ')
 	b = append(b, statusText(status)...)
 	b = append(b, "\r\nServer: zfs-serve\r\nDate: "...)
-	b = append(b, c.s.date.get(time.Now())...)
+	b = append(b, c.s.date.get(h.now())...)
 	h.head = append(b, "\r\n"...)
 }
 

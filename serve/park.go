@@ -380,6 +380,7 @@ func (c *conn) getHTTP() {
 	default:
 		h = new(httpConn)
 	}
+	h.start = time.Time{} // no request yet: httpConn.now reads the clock
 	c.http, c.isHTTP = h, true
 	c.buf = h.buf[:]
 	c.rpos, c.rend = 0, 0
