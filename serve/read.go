@@ -90,6 +90,9 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 // now runs for this request.
 func (c *conn) readIdle(first bool) (armed bool, err error) {
 	s := c.s
+	if !first && s.opts.keepAliveWait == waitEpoll {
+		return false, c.waitEdge()
+	}
 	if first || c.resumed {
 		// A parked connection resumes because bytes (or the client's
 		// close) arrived: its request has started.
@@ -229,7 +232,11 @@ func (c *conn) doRead(fd uintptr) bool {
 		if c.rd.n < 0 {
 			c.rd.n = 0
 		}
-		return c.rd.err != unix.EAGAIN
+		if c.rd.err == unix.EAGAIN {
+			c.s.emptyReads.Add(1)
+			return false
+		}
+		return true
 	}
 }
 
