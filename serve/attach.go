@@ -19,9 +19,11 @@ import (
 // sends wait in the poller under their deadlines as before, and the close
 // is the os.File's (the poller's epoll_ctl, then close). Attaching saves a
 // short connection three system calls and the wait in the poller that
-// lingering or reading the client's close costs; a kept-alive connection
-// attaches before its first wait for a next request (readIdle), so a drain
-// or the sweep can always wake an idle one through its deadline.
+// lingering or reading the client's close costs. A kept-alive connection
+// waits for its next request in the server's own epoll set (wait.go),
+// attached or not; in waitPoller mode it attaches before its first wait
+// for a next request (readIdle), so that a drain or the sweep can wake an
+// idle one through its deadline.
 
 // attach registers the socket with the runtime poller and applies the
 // deadlines set while it was not. Only the connection's own goroutine calls

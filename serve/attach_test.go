@@ -92,10 +92,11 @@ func TestHTTPCloseAsked(t *testing.T) {
 	}
 }
 
-// TestHTTPKeepAliveAttachesOnce: a kept-alive connection joins the poller
-// to wait for its next request, once, and is served as before.
+// TestHTTPKeepAliveAttachesOnce: in waitPoller mode (wait.go) a
+// kept-alive connection joins the poller to wait for its next request,
+// once, and is served as before.
 func TestHTTPKeepAliveAttachesOnce(t *testing.T) {
-	ts := newHTTPServer(t)
+	ts := newHTTPServer(t, func(o *Options) { o.keepAliveWait = waitPoller })
 	ts.write(t, "f", []byte("hello"))
 	ts.client.Close()
 	<-ts.result

@@ -2,12 +2,10 @@ package serve
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,33 +15,42 @@ import (
 
 // Idle keep-alive connections without a goroutine.
 //
-// A kept-alive connection waits for its next request in readIdle, its
-// goroutine parked in the runtime's poller: cheap to wake, so a busy
-// connection keeps doing that. One that stays idle through a whole sweep
-// (sweepEvery: a second, or a tenth of idle_timeout) is parked instead:
-// the sweep wakes its goroutine (a read deadline in the past, as a drain
-// does), which registers the socket in the server's own epoll set
-// (EPOLLONESHOT), hands its HTTP buffer back to a pool and ends. What is
-// left is the conn struct, the os.File and its poll descriptor: no stack,
-// no buffer. When the socket becomes readable (a request, or the client's
-// close) the poller goroutine starts a goroutine that carries on where the
-// old one stopped, under header_timeout from that first byte as for any
-// kept-alive connection. The sweep also closes parked connections whose
-// idle_timeout has passed, and Drain closes them at once (but answers a
-// request that reached one before the poller woke it).
+// A parked connection waits for its next request in the server's own
+// epoll set, without a goroutine: what is left is the conn struct (and,
+// if it ever had to wait in the runtime's poller, its os.File and poll
+// descriptor), no stack, no HTTP buffer (handed back to a pool). When the
+// socket becomes readable (a request, or the client's close) the set's
+// goroutine starts a goroutine that carries on where the old one stopped.
+// The sweep (sweepEvery: a second, or a tenth of idle_timeout) closes
+// parked connections whose idle_timeout has passed, and Drain closes them
+// at once (but answers a request that reached one before it was woken).
+//
+// When a connection parks depends on the wait mode (wait.go). By default
+// (waitEpoll) it parks as soon as it waits for a next request with the
+// socket known to be empty, registered once, edge-triggered: wait.go
+// describes it and why it loses no wake-up. In waitPoller mode (the
+// experiment switch's other setting, the behaviour before) it waits in
+// readIdle, its goroutine parked in the runtime's poller, and only one
+// idle through a whole sweep is parked: the sweep wakes its goroutine (a
+// read deadline in the past, as a drain does), which registers the socket
+// with EPOLLONESHOT (re-armed with EPOLL_CTL_MOD at each later park) and
+// ends.
 //
 // The epoll set is itself registered with the runtime's poller (an epoll
 // descriptor is readable while it has events), so waiting for it costs no
 // thread: one goroutine per server reads it when the runtime says so.
 //
-// Ownership: a parked connection is in parker.parked and in state
-// connParked; whoever moves it out of that state (under Server.mu: the
-// poller, the sweep, Drain, or the parking goroutine itself when the
-// registration failed) owns it from then on and either serves or
-// finishes it.
+// Ownership: a parked connection is in state connParked; whoever moves it
+// out of that state with a compare-and-swap (the set's goroutine, the
+// sweep, Drain, or the parking goroutine itself: publish, wait.go) owns
+// it from then on and either serves it, finishes it or parks it again.
+// Every connection in the set is in the registry (parker.reg), by its
+// token, from its registration to its end, so that the set's goroutine
+// finds it whatever its state.
 
-// errPark is readIdle's answer to a sweep's wake-up: nothing arrived, the
-// connection should park.
+// errPark is readIdle's answer when the connection should park: to a
+// sweep's wake-up with nothing arrived (waitPoller), or when waitEdge
+// finds nothing to read (waitEpoll).
 var errPark = errors.New("idle: park")
 
 // parker is a server's parked connections and the goroutines that watch them.
@@ -60,7 +67,14 @@ type parker struct {
 	ep     int      // the epoll set
 	epFile *os.File // the same, registered with the runtime's poller
 	epErr  error
-	parked map[uint64]*conn // by conn.seq, under Server.mu
+
+	regMu sync.Mutex
+	reg   map[uint64]*conn // connections in the set, by conn.seq (their token)
+
+	// runners (start)
+	work    chan *conn    // to a runner waiting for a connection
+	quit    chan struct{} // closed by close: waiting runners end
+	waiting atomic.Int32  // runners waiting
 }
 
 // sweepEvery is how often the sweep runs for a given idle_timeout: a
@@ -97,8 +111,9 @@ func (s *Server) sweepLoop(stop chan struct{}, every time.Duration) {
 // sweep parks the connections that were idle through the whole last
 // period and closes the parked ones past their idle_timeout.
 func (s *Server) sweep(now time.Time) {
-	var expired []*conn
-	kicked := 0
+	var expired, back []*conn
+	kicked, parked := 0, 0
+	deadline := now.UnixNano()
 	s.mu.Lock()
 	tick := s.park.tick.Add(1)
 	for c := range s.conns {
@@ -111,14 +126,27 @@ func (s *Server) sweep(now time.Time) {
 				kicked++
 			}
 		case connParked:
-			if !now.Before(c.rdl) && c.state.CompareAndSwap(connParked, connBusy) {
-				delete(s.park.parked, c.seq)
+			// Parked through a whole period: what release counts (in
+			// waitEpoll mode connections park between requests too).
+			if tick-c.idleTick.Load() >= 2 {
+				parked++
+			}
+			if deadline < c.idleUntil.Load() || !c.state.CompareAndSwap(connParked, connBusy) {
+				continue
+			}
+			// Taken: it may have woken, been served and parked again
+			// since the load above, with a later deadline.
+			if deadline < c.idleUntil.Load() {
+				back = append(back, c)
+			} else {
 				expired = append(expired, c)
 			}
 		}
 	}
-	parked := len(s.park.parked)
 	s.mu.Unlock()
+	for _, c := range back {
+		c.repark()
+	}
 	if kicked > 0 || len(expired) > 0 || parked != s.park.logged {
 		s.park.logged = parked
 		s.log.Debug("idle connections", "parked", parked, "parking", kicked, "closed", len(expired))
@@ -129,6 +157,19 @@ func (s *Server) sweep(now time.Time) {
 		c.finish()
 	}
 	s.release(parked, kicked)
+}
+
+// repark parks again a connection the sweep took (connBusy) and did not
+// close, serving it if an event came meanwhile, or draining it.
+func (c *conn) repark() {
+	if !c.publish() {
+		return
+	}
+	if c.s.draining.Load() {
+		c.drainOrResume()
+		return
+	}
+	go c.resume()
 }
 
 // releaseMin is the growth in parked connections since the last release
@@ -167,79 +208,6 @@ func (p *parker) releaseDue(parked, parking int) bool {
 	return true
 }
 
-// epoll returns the server's epoll set, made by New along with the
-// goroutine that reads it.
-func (s *Server) epoll() (int, error) {
-	p := &s.park
-	p.epOnce.Do(func() {
-		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-		if err != nil {
-			p.epErr = fmt.Errorf("epoll_create1: %w", err)
-			return
-		}
-		if err := unix.SetNonblock(fd, true); err != nil {
-			unix.Close(fd)
-			p.epErr = fmt.Errorf("epoll set non-blocking: %w", err)
-			return
-		}
-		f := os.NewFile(uintptr(fd), "parked-connections")
-		rc, err := f.SyscallConn()
-		if err != nil {
-			f.Close()
-			p.epErr = fmt.Errorf("epoll: %w", err)
-			return
-		}
-		p.ep, p.epFile = fd, f
-		go s.pollParked(rc)
-	})
-	return p.ep, p.epErr
-}
-
-// pollParked reads the epoll set whenever the runtime's poller says it has
-// events, and starts a goroutine for each connection that became readable.
-// It returns when Close closes the set.
-func (s *Server) pollParked(rc syscall.RawConn) {
-	events := make([]unix.EpollEvent, 128)
-	var n int
-	var werr error
-	wait := func(fd uintptr) bool {
-		for {
-			n, werr = unix.EpollWait(int(fd), events, 0)
-			if werr == unix.EINTR {
-				continue
-			}
-			return werr != nil || n > 0
-		}
-	}
-	var ready []*conn
-	for {
-		if err := rc.Read(wait); err != nil {
-			return // closed by Close, after Wait: nothing is parked
-		}
-		if werr != nil {
-			s.log.Error("epoll_wait on parked connections failed; closing them", "err", werr)
-			s.closeParked(OutcomeError)
-			return
-		}
-		s.mu.Lock()
-		for _, ev := range events[:n] {
-			seq := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			c := s.park.parked[seq]
-			if c == nil || !c.state.CompareAndSwap(connParked, connBusy) {
-				continue
-			}
-			delete(s.park.parked, seq)
-			ready = append(ready, c)
-		}
-		s.mu.Unlock()
-		for i, c := range ready {
-			go c.resume()
-			ready[i] = nil
-		}
-		ready = ready[:0]
-	}
-}
-
 // closeParked finishes every parked connection with outcome, from a
 // goroutine of its own (the caller may hold locks a done callback takes).
 func (s *Server) closeParked(outcome Outcome) {
@@ -249,14 +217,13 @@ func (s *Server) closeParked(outcome Outcome) {
 	go finishAll(cs, outcome)
 }
 
-// claimParked (under s.mu) takes every parked connection out of the set.
+// claimParked (under s.mu) takes every parked connection.
 func (s *Server) claimParked() []*conn {
 	var cs []*conn
-	for seq, c := range s.park.parked {
+	for c := range s.conns {
 		if c.state.CompareAndSwap(connParked, connBusy) {
 			cs = append(cs, c)
 		}
-		delete(s.park.parked, seq)
 	}
 	return cs
 }
@@ -290,9 +257,20 @@ func finishAll(cs []*conn, outcome Outcome) {
 }
 
 // park leaves c waiting for its next request without a goroutine. The
-// caller's goroutine may end once it returns. c has no request bytes
-// buffered (readIdle parks only an empty buffer).
-func (c *conn) park() {
+// caller's goroutine may end once it returns false; true means it still
+// owns c, which has bytes to read (waitEpoll mode, parkEdge). c has no
+// request bytes buffered (readIdle parks only an empty buffer).
+func (c *conn) park() (again bool) {
+	if c.s.opts.keepAliveWait == waitEpoll {
+		return c.parkEdge()
+	}
+	c.parkOneshot()
+	return false
+}
+
+// parkOneshot is park in waitPoller mode: c, woken by the sweep, waits in
+// the set with EPOLLONESHOT, re-armed at each park.
+func (c *conn) parkOneshot() {
 	s := c.s
 	ep, err := s.epoll()
 	if err != nil {
@@ -305,18 +283,19 @@ func (c *conn) park() {
 	op := unix.EPOLL_CTL_MOD
 	if !c.polled {
 		op, c.polled = unix.EPOLL_CTL_ADD, true
+		s.park.add(c)
 	}
+	c.idleUntil.Store(c.rdl.UnixNano())
 	seq, rc := c.seq, c.rc
+	// Drain sets draining before it takes parked connections under s.mu:
+	// checking it and publishing under s.mu means one of the two sees the
+	// other.
 	s.mu.Lock()
 	if s.draining.Load() {
 		s.mu.Unlock()
 		c.drainOrResume()
 		return
 	}
-	if s.park.parked == nil {
-		s.park.parked = make(map[uint64]*conn)
-	}
-	s.park.parked[seq] = c
 	c.state.Store(connParked)
 	s.mu.Unlock()
 	// From here another goroutine may own c: use only what is above.
@@ -331,13 +310,7 @@ func (c *conn) park() {
 		return
 	}
 	// Closed meanwhile by its new owner (err), or the set refused it.
-	s.mu.Lock()
-	mine := c.state.CompareAndSwap(connParked, connBusy)
-	if mine {
-		delete(s.park.parked, seq)
-	}
-	s.mu.Unlock()
-	if mine {
+	if c.state.CompareAndSwap(connParked, connBusy) {
 		s.log.Error("cannot park an idle connection; closing it", "client", c.client, "err", errors.Join(err, cerr))
 		c.res.Outcome = OutcomeError
 		c.finish()
@@ -347,23 +320,32 @@ func (c *conn) park() {
 // resume serves a parked connection that became readable, in a goroutine
 // of its own, until it parks again or ends.
 func (c *conn) resume() {
-	c.resumed = true
-	var parked bool
-	if c.isHTTP {
-		c.getHTTP()
-		parked = c.serveHTTP(false)
-	} else {
-		parked = c.serveNative(false)
+	for {
+		// Events so far are for bytes the read below will see (wait.go):
+		// cleared before it, never between it and the next publish.
+		c.ready.Store(false)
+		c.resumed = true
+		var parked bool
+		if c.isHTTP {
+			c.getHTTP()
+			parked = c.serveHTTP(false)
+		} else {
+			parked = c.serveNative(false)
+		}
+		if !c.parkOrFinish(parked) {
+			return
+		}
 	}
-	c.parkOrFinish(parked)
 }
 
-func (c *conn) parkOrFinish(parked bool) {
+// parkOrFinish parks c (parked) or ends it; true means the caller still
+// owns c and must serve it (park).
+func (c *conn) parkOrFinish(parked bool) (again bool) {
 	if parked {
-		c.park()
-		return
+		return c.park()
 	}
 	c.finish()
+	return false
 }
 
 // httpConns are HTTP buffers not in use (a parked connection has none),
@@ -408,6 +390,9 @@ func (p *parker) close() {
 			close(p.stop)
 		}
 		p.epOnce.Do(func() { p.epErr = errors.New("server closed") })
+		if p.quit != nil {
+			close(p.quit)
+		}
 		if p.epFile != nil {
 			p.epFile.Close()
 		}

@@ -62,8 +62,14 @@ func churnRound(c *testServer, http1 bool, pipelined int, data []byte) error {
 // every connection reports one result with all its requests when its
 // client closes (half of them half-close first).
 func TestParkChurn(t *testing.T) {
+	for _, w := range []waitMode{waitEpoll, waitPoller} {
+		t.Run(w.String(), func(t *testing.T) { testParkChurn(t, w) })
+	}
+}
+
+func testParkChurn(t *testing.T, w waitMode) {
 	const conns, rounds = 48, 25
-	ts := newParkServer(t, true, func(o *Options) { o.IdleTimeout = time.Minute })
+	ts := newParkServer(t, w, true, func(o *Options) { o.IdleTimeout = time.Minute })
 	data := random(3000)
 	ts.write(t, "f", data)
 	cs := []*testServer{ts}

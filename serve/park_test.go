@@ -17,7 +17,13 @@ import (
 func (s *Server) parked() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.park.parked)
+	n := 0
+	for c := range s.conns {
+		if c.state.Load() == connParked {
+			n++
+		}
+	}
+	return n
 }
 
 // parkAll sweeps until n connections are parked (each sweep only parks
@@ -35,31 +41,41 @@ func parkAll(t *testing.T, s *Server, n int) {
 	}
 }
 
-// parkProtos are the two protocols a parked connection resumes in: a
-// request and a check of its answer.
-var parkProtos = []struct {
+// parkProto is a protocol a parked connection resumes in, a request and a
+// check of its answer, and the wait mode the server runs in.
+type parkProto struct {
 	name string
 	http bool
+	wait waitMode
 	do   func(t *testing.T, ts *testServer, data []byte)
-}{
-	{"native", false, func(t *testing.T, ts *testServer, data []byte) {
-		t.Helper()
-		r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
-		if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
-			t.Fatalf("status %v, %d bytes, equal=%v", r.Status, len(body), bytes.Equal(body, data))
-		}
-	}},
-	{"http", true, func(t *testing.T, ts *testServer, data []byte) {
-		t.Helper()
-		resp, body := ts.httpDo(t, "GET", "GET /f HTTP/1.1\r\nHost: a\r\n\r\n")
-		if resp.StatusCode != 200 || !bytes.Equal(body, data) {
-			t.Fatalf("status %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, data))
-		}
-	}},
 }
 
-func newParkServer(t *testing.T, http bool, opts ...func(*Options)) *testServer {
+// parkProtos are both protocols in both wait modes (wait.go).
+var parkProtos = func() []parkProto {
+	var ps []parkProto
+	for _, w := range []waitMode{waitEpoll, waitPoller} {
+		ps = append(ps,
+			parkProto{w.String() + "/native", false, w, func(t *testing.T, ts *testServer, data []byte) {
+				t.Helper()
+				r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+				if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+					t.Fatalf("status %v, %d bytes, equal=%v", r.Status, len(body), bytes.Equal(body, data))
+				}
+			}},
+			parkProto{w.String() + "/http", true, w, func(t *testing.T, ts *testServer, data []byte) {
+				t.Helper()
+				resp, body := ts.httpDo(t, "GET", "GET /f HTTP/1.1\r\nHost: a\r\n\r\n")
+				if resp.StatusCode != 200 || !bytes.Equal(body, data) {
+					t.Fatalf("status %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, data))
+				}
+			}})
+	}
+	return ps
+}()
+
+func newParkServer(t *testing.T, w waitMode, http bool, opts ...func(*Options)) *testServer {
 	t.Helper()
+	opts = append([]func(*Options){func(o *Options) { o.keepAliveWait = w }}, opts...)
 	if http {
 		return newHTTPServer(t, opts...)
 	}
@@ -73,7 +89,7 @@ func newParkServer(t *testing.T, http bool, opts ...func(*Options)) *testServer 
 func TestParkResume(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
 			data := random(100<<10 + 7)
 			ts.write(t, "f", data)
 			for i := range 3 {
@@ -102,7 +118,7 @@ func TestParkResume(t *testing.T) {
 func TestParkClientClose(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
 			data := random(4096)
 			ts.write(t, "f", data)
 			p.do(t, ts, data)
@@ -128,7 +144,7 @@ func TestParkClientClose(t *testing.T) {
 func TestParkIdleTimeout(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
 			data := random(4096)
 			ts.write(t, "f", data)
 			p.do(t, ts, data)
@@ -159,7 +175,7 @@ func TestParkIdleTimeout(t *testing.T) {
 func TestParkDrain(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
 			data := random(4096)
 			ts.write(t, "f", data)
 			p.do(t, ts, data)
@@ -185,30 +201,34 @@ func TestParkDrain(t *testing.T) {
 // TestParkNoGoroutine: parked connections hold no goroutine. 50 kept-alive
 // connections idle, then parked: the goroutines serving them are gone.
 func TestParkNoGoroutine(t *testing.T) {
-	ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.IdleTimeout = time.Minute })
-	data := random(4096)
-	ts.write(t, "f", data)
-	const n = 50
-	conns := []*testServer{ts}
-	for range n - 1 {
-		c := &testServer{srv: ts.srv, root: ts.root, result: make(chan Result, 1)}
-		c.connect(t)
-		conns = append(conns, c)
-	}
-	for _, c := range conns {
-		parkProtos[0].do(t, c, data)
-	}
-	before := runtime.NumGoroutine()
-	parkAll(t, ts.srv, n)
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > before-n+10 { // the parking goroutines end just after parking
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines with %d connections parked, %d before parking", runtime.NumGoroutine(), n, before)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	for _, c := range conns {
-		parkProtos[0].do(t, c, data)
+	for _, w := range []waitMode{waitEpoll, waitPoller} {
+		t.Run(w.String(), func(t *testing.T) {
+			ts := newParkServer(t, w, false, func(o *Options) { o.IdleTimeout = time.Minute })
+			data := random(4096)
+			ts.write(t, "f", data)
+			before := runtime.NumGoroutine() // with one connection's
+			const n = 50
+			conns := []*testServer{ts}
+			for range n - 1 {
+				c := &testServer{srv: ts.srv, root: ts.root, result: make(chan Result, 1)}
+				c.connect(t)
+				conns = append(conns, c)
+			}
+			for _, c := range conns {
+				parkProtos[0].do(t, c, data)
+			}
+			parkAll(t, ts.srv, n)
+			deadline := time.Now().Add(10 * time.Second)
+			for runtime.NumGoroutine() > before+9 { // the parking goroutines end just after parking
+				if time.Now().After(deadline) {
+					t.Fatalf("%d goroutines with %d connections parked, %d with one connection waiting", runtime.NumGoroutine(), n, before)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			for _, c := range conns {
+				parkProtos[0].do(t, c, data)
+			}
+		})
 	}
 }
 
@@ -252,7 +272,7 @@ func TestParkDrainRequestArrived(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
 			for round := range 10 {
-				ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+				ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
 				data := random(4096)
 				ts.write(t, "f", data)
 				p.do(t, ts, data)
@@ -306,7 +326,7 @@ func TestParkDrainRequestArrived(t *testing.T) {
 func TestParkNotMidRequest(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.http, func(o *Options) { o.IdleTimeout = time.Minute; o.HeaderTimeout = 300 * time.Millisecond })
+			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute; o.HeaderTimeout = 300 * time.Millisecond })
 			data := random(4096)
 			ts.write(t, "f", data)
 			p.do(t, ts, data)
@@ -314,7 +334,16 @@ func TestParkNotMidRequest(t *testing.T) {
 			if p.http {
 				first = "G"
 			}
+			if p.wait == waitEpoll {
+				// Parked at once after the response; the byte wakes it.
+				parkAll(t, ts.srv, 1)
+			}
 			io.WriteString(ts.client, first)
+			for deadline := time.Now().Add(10 * time.Second); ts.srv.parked() != 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the first byte of a request did not wake the parked connection")
+				}
+			}
 			deadline := time.After(10 * time.Second)
 			for {
 				ts.srv.sweep(time.Now())

@@ -87,9 +87,13 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 // readIdle waits for the first bytes of a request: on a new connection
 // with header_timeout, on a kept-alive one with idle_timeout, and only the
 // latter may be cut short by a drain. armed reports that header_timeout
-// now runs for this request.
+// now runs for this request. In waitEpoll mode (wait.go) a kept-alive
+// connection goes to waitEdge instead, which parks it.
 func (c *conn) readIdle(first bool) (armed bool, err error) {
 	s := c.s
+	if !first && s.opts.keepAliveWait == waitEpoll {
+		return false, c.waitEdge()
+	}
 	if first || c.resumed {
 		// A parked connection resumes because bytes (or the client's
 		// close) arrived: its request has started.
@@ -167,7 +171,8 @@ type readOp struct {
 // fill reads more bytes into the request buffer. (It cannot skip the read
 // that finds the socket empty and wait for readability first: RawConn.Read
 // resets the poller's readiness before its first call, so an event that
-// arrived just before would be lost.)
+// arrived just before would be lost. Between requests waitEdge skips it,
+// waiting in the server's own epoll set: wait.go.)
 func (c *conn) fill() error {
 	if c.rc == nil {
 		if ok, err := c.fillNow(); ok {
@@ -229,7 +234,11 @@ func (c *conn) doRead(fd uintptr) bool {
 		if c.rd.n < 0 {
 			c.rd.n = 0
 		}
-		return c.rd.err != unix.EAGAIN
+		if c.rd.err == unix.EAGAIN {
+			c.s.emptyReads.Add(1)
+			return false
+		}
+		return true
 	}
 }
 

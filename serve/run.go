@@ -31,7 +31,9 @@ func (s *Server) Run(fd int, ci ConnInfo, done func(Result)) {
 		return
 	}
 	c.runOp, c.runRead = c.doOp, c.doRead
-	c.parkOrFinish(c.serve())
+	if c.parkOrFinish(c.serve()) {
+		c.resume()
+	}
 }
 
 // finish ends the connection: it closes the socket and reports the result.
@@ -40,6 +42,9 @@ func (c *conn) finish() {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	if c.polled {
+		s.park.remove(c.seq)
+	}
 	c.close()
 	c.putHTTP()
 	s.wg.Done()

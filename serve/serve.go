@@ -44,6 +44,8 @@ type Options struct {
 	// FileCacheValid is how long a cached file's fstat may stand in for
 	// a fresh one, for files of at most Chunk bytes; 0: fstat every request.
 	FileCacheValid time.Duration
+
+	keepAliveWait waitMode // how kept-alive connections wait (wait.go); tests set it
 }
 
 // OptionsFrom extracts Options from a resolved configuration.
@@ -86,6 +88,7 @@ type Server struct {
 	totalConns atomic.Uint64
 	attaches   atomic.Uint64 // connections that joined the runtime poller (attach.go)
 	peeks      atomic.Uint64 // looks for request bytes waiting in a socket (pending)
+	emptyReads atomic.Uint64 // reads that found the socket empty (EAGAIN)
 	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
 
 	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
@@ -140,6 +143,12 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	}
 	if opts.Chunk <= 0 {
 		opts.Chunk = 512 << 10
+	}
+	if opts.keepAliveWait == waitDefault {
+		if envWaitErr != nil {
+			log.Warn("ignoring an unknown keep-alive wait mode", "err", envWaitErr)
+		}
+		opts.keepAliveWait = envWait
 	}
 	if opts.Mode == config.ModeSendfile || opts.Mode == "" {
 		switch err := rawcall.ProbeCachestat(); {
@@ -266,15 +275,17 @@ type conn struct {
 	runRead     func(uintptr) bool // c.doRead, bound once
 	out         []byte
 	state       atomic.Int32 // connBusy, connIdle, connKicked, connParking or connParked
+	ready       atomic.Bool  // an event of the epoll set came since the last read (wait.go)
 	cur         atomic.Pointer[transfer]
 	res         Result
 	// parking (park.go)
-	seq      uint64        // this server's number for the connection, its epoll token
-	idleTick atomic.Uint32 // the sweep count when it last went idle
-	isHTTP   bool          // speaks HTTP (c.http is nil while parked)
-	resumed  bool          // a parked connection woken by its first bytes
-	polled   bool          // in the epoll set (re-armed with EPOLL_CTL_MOD)
-	done     func(Result)
+	seq       uint64        // this server's number for the connection, its epoll token
+	idleTick  atomic.Uint32 // the sweep count when it last went idle (waitEpoll: parked)
+	idleUntil atomic.Int64  // a parked connection's idle_timeout, Unix nanoseconds (the sweep reads it)
+	isHTTP    bool          // speaks HTTP (c.http is nil while parked)
+	resumed   bool          // a parked connection woken by its first bytes
+	polled    bool          // in the epoll set and the registry
+	done      func(Result)
 }
 
 // serve serves a new connection until it ends (false) or waits idle to be

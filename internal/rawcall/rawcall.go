@@ -18,7 +18,8 @@
 // calls that cannot wait are raw: reads, sends and accepts on
 // non-blocking sockets with MSG_DONTWAIT where it applies, sends from
 // the process's own memory or from a pipe, closes of sockets without
-// SO_LINGER, and sendfile of a range that Resident finds in the page
+// SO_LINGER, epoll_ctl and epoll_wait with no timeout on an epoll set of
+// the process's own, and sendfile of a range that Resident finds in the page
 // cache. Anything that may wait on a disk (sendfile of pages not cached,
 // writes from a file mapping, pread, opens and stats) stays ordinary, so
 // that other connections keep being served while the disk works; the one
@@ -187,4 +188,27 @@ func decodeSockaddr(rsa *syscall.RawSockaddrAny) syscall.Sockaddr {
 func Nonblocking(fd int) bool {
 	fl, _, e := unix.RawSyscall(unix.SYS_FCNTL, uintptr(fd), unix.F_GETFL, 0)
 	return e == 0 && fl&unix.O_NONBLOCK != 0
+}
+
+// EpollCtl is epoll_ctl(2), which on a set of the process's own never
+// waits.
+func EpollCtl(ep, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(ep), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// EpollPoll is epoll_pwait(2) with a timeout of 0: the events ready now,
+// without waiting.
+func EpollPoll(ep int, events []unix.EpollEvent) (int, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -1,0 +1,154 @@
+package serve
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
+)
+
+// The server's epoll set of connections waiting for a request (park.go,
+// wait.go): the goroutine that reads it, the registry that finds a
+// connection by its token, and the runners that serve what it wakes.
+
+// epoll returns the server's epoll set, made by New along with the
+// goroutine that reads it.
+func (s *Server) epoll() (int, error) {
+	p := &s.park
+	p.epOnce.Do(func() {
+		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			p.epErr = fmt.Errorf("epoll_create1: %w", err)
+			return
+		}
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			p.epErr = fmt.Errorf("epoll set non-blocking: %w", err)
+			return
+		}
+		f := os.NewFile(uintptr(fd), "parked-connections")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			p.epErr = fmt.Errorf("epoll: %w", err)
+			return
+		}
+		p.ep, p.epFile = fd, f
+		p.work, p.quit = make(chan *conn), make(chan struct{})
+		go s.pollParked(rc)
+	})
+	return p.ep, p.epErr
+}
+
+// pollParked reads the epoll set whenever the runtime's poller says it has
+// events, and starts a goroutine for each parked connection that became
+// readable. One RawConn.Read runs for the set's whole life: its function
+// handles the events it finds and asks to wait only once the set is
+// empty, so a wake-up costs one epoll_wait, not a second one that finds
+// nothing. It returns when Close closes the set.
+func (s *Server) pollParked(rc syscall.RawConn) {
+	events := make([]unix.EpollEvent, 128)
+	var werr error
+	var woken []*conn
+	wait := func(fd uintptr) bool {
+		for {
+			n, err := rawcall.EpollPoll(int(fd), events)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				werr = err
+				return true
+			case n == 0:
+				return false
+			}
+			woken = s.park.dispatch(events[:n], woken[:0])
+			for i, c := range woken {
+				s.park.start(c)
+				woken[i] = nil
+			}
+			if n < len(events) {
+				return false // the runtime's poller says when there are more
+			}
+		}
+	}
+	if err := rc.Read(wait); err != nil {
+		return // closed by Close, after Wait: nothing is parked
+	}
+	s.log.Error("epoll_wait on parked connections failed; closing them", "err", werr)
+	s.closeParked(OutcomeError)
+}
+
+// add puts c in the registry.
+func (p *parker) add(c *conn) {
+	p.regMu.Lock()
+	if p.reg == nil {
+		p.reg = make(map[uint64]*conn)
+	}
+	p.reg[c.seq] = c
+	p.regMu.Unlock()
+}
+
+// remove takes the connection with token seq out of the registry.
+func (p *parker) remove(seq uint64) {
+	p.regMu.Lock()
+	delete(p.reg, seq)
+	p.regMu.Unlock()
+}
+
+// dispatch handles a batch of the set's events: each connection's ready
+// is set, and those that were parked are taken (to connBusy) and
+// appended to woken, for the caller to start. (The order, ready first,
+// is what makes parking lose no wake-up: wait.go.)
+func (p *parker) dispatch(events []unix.EpollEvent, woken []*conn) []*conn {
+	p.regMu.Lock()
+	for _, ev := range events {
+		c := p.reg[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]
+		if c == nil {
+			continue // ended since the event
+		}
+		c.ready.Store(true)
+		if c.state.CompareAndSwap(connParked, connBusy) {
+			woken = append(woken, c)
+		}
+	}
+	p.regMu.Unlock()
+	return woken
+}
+
+// maxWaiting is the most runners that wait for a connection to serve.
+const maxWaiting = 16
+
+// start serves c, woken from the set, in a runner: a goroutine that
+// served a connection until it parked and waits for another, or a new
+// one if none waits. A new goroutine per wake-up would cost, besides its
+// creation, the growth of its stack to what serving takes (morestack and
+// a copy, 5% of a worker's CPU in waitEpoll mode under wrk); a runner's
+// stack has grown already. Up to maxWaiting runners wait, each with its
+// stack: a fixed amount, not one per parked connection.
+func (p *parker) start(c *conn) {
+	select {
+	case p.work <- c:
+	default:
+		go p.run(c)
+	}
+}
+
+func (p *parker) run(c *conn) {
+	for {
+		c.resume()
+		if p.waiting.Add(1) > maxWaiting {
+			p.waiting.Add(-1)
+			return
+		}
+		select {
+		case c = <-p.work:
+			p.waiting.Add(-1)
+		case <-p.quit:
+			return
+		}
+	}
+}
