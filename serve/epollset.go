@@ -37,7 +37,6 @@ func (s *Server) epoll() (int, error) {
 			return
 		}
 		p.ep, p.epFile = fd, f
-		p.work, p.quit = make(chan *conn), make(chan struct{})
 		go s.pollParked(rc)
 	})
 	return p.ep, p.epErr
@@ -67,7 +66,7 @@ func (s *Server) pollParked(rc syscall.RawConn) {
 			}
 			woken = s.park.dispatch(events[:n], woken[:0])
 			for i, c := range woken {
-				s.park.start(c)
+				s.startJob(runJob{resume: c})
 				woken[i] = nil
 			}
 			if n < len(events) {
@@ -117,38 +116,4 @@ func (p *parker) dispatch(events []unix.EpollEvent, woken []*conn) []*conn {
 	}
 	p.regMu.Unlock()
 	return woken
-}
-
-// maxWaiting is the most runners that wait for a connection to serve.
-const maxWaiting = 16
-
-// start serves c, woken from the set, in a runner: a goroutine that
-// served a connection until it parked and waits for another, or a new
-// one if none waits. A new goroutine per wake-up would cost, besides its
-// creation, the growth of its stack to what serving takes (morestack and
-// a copy, 5% of a worker's CPU in waitEpoll mode under wrk); a runner's
-// stack has grown already. Up to maxWaiting runners wait, each with its
-// stack: a fixed amount, not one per parked connection.
-func (p *parker) start(c *conn) {
-	select {
-	case p.work <- c:
-	default:
-		go p.run(c)
-	}
-}
-
-func (p *parker) run(c *conn) {
-	for {
-		c.resume()
-		if p.waiting.Add(1) > maxWaiting {
-			p.waiting.Add(-1)
-			return
-		}
-		select {
-		case c = <-p.work:
-			p.waiting.Add(-1)
-		case <-p.quit:
-			return
-		}
-	}
 }

@@ -70,11 +70,6 @@ type parker struct {
 
 	regMu sync.Mutex
 	reg   map[uint64]*conn // connections in the set, by conn.seq (their token)
-
-	// runners (start)
-	work    chan *conn    // to a runner waiting for a connection
-	quit    chan struct{} // closed by close: waiting runners end
-	waiting atomic.Int32  // runners waiting
 }
 
 // sweepEvery is how often the sweep runs for a given idle_timeout: a
@@ -390,9 +385,6 @@ func (p *parker) close() {
 			close(p.stop)
 		}
 		p.epOnce.Do(func() { p.epErr = errors.New("server closed") })
-		if p.quit != nil {
-			close(p.quit)
-		}
 		if p.epFile != nil {
 			p.epFile.Close()
 		}

@@ -5,7 +5,8 @@ import (
 	"sync/atomic"
 )
 
-// Runners: goroutines that serve one connection after another.
+// Runners: goroutines that serve one connection after another: new
+// ones (Start) and those the epoll set wakes (epollset.go).
 //
 // A goroutine starts on a small stack (2 KiB unless the runtime has seen
 // larger ones at its last collection, which a worker that allocates
@@ -21,11 +22,13 @@ import (
 // maxIdleRunners bounds the runners waiting for a connection.
 const maxIdleRunners = 64
 
-// runJob is a new connection for a runner.
+// runJob is a connection for a runner: a new one (Run), or one woken
+// from the epoll set (resume).
 type runJob struct {
-	fd   int
-	ci   ConnInfo
-	done func(Result)
+	fd     int
+	ci     ConnInfo
+	done   func(Result)
+	resume *conn
 }
 
 type runners struct {
@@ -55,7 +58,11 @@ func (s *Server) startJob(j runJob) {
 
 func (s *Server) runner(j runJob) {
 	for {
-		s.Run(j.fd, j.ci, j.done)
+		if j.resume != nil {
+			j.resume.resume()
+		} else {
+			s.Run(j.fd, j.ci, j.done)
+		}
 		j = runJob{}
 		if s.run.idle.Add(1) > maxIdleRunners {
 			s.run.idle.Add(-1)
