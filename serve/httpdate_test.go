@@ -1,7 +1,11 @@
 package serve
 
 import (
+	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,5 +47,37 @@ func TestHTTPDateConcurrent(t *testing.T) {
 	wg.Wait()
 	if len(bad) > 0 {
 		t.Fatalf("%d goroutines got another second's Date, e.g. %s", len(bad), bad[0])
+	}
+}
+
+// TestHTTPLastModifiedNotAfterDate: a file whose modification time is
+// ahead of the server's clock (a clock skew, an archive's timestamps) is
+// sent with Last-Modified no later than Date, as RFC 9110 section 8.8.2.1
+// requires; so is a file changed after its request started (Date is the
+// request's start).
+func TestHTTPLastModifiedNotAfterDate(t *testing.T) {
+	ts := newHTTPServer(t)
+	ts.write(t, "future", []byte("hello"))
+	future := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(ts.root, "future"), future, future); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []string{
+		"GET /future HTTP/1.1\r\nHost: x\r\n\r\n",
+		"HEAD /future HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		method := strings.Fields(req)[0]
+		resp, _ := ts.httpDo(t, method, req)
+		date, err := http.ParseTime(resp.Header.Get("Date"))
+		if err != nil {
+			t.Fatalf("%s: Date %q: %v", method, resp.Header.Get("Date"), err)
+		}
+		lm, err := http.ParseTime(resp.Header.Get("Last-Modified"))
+		if err != nil {
+			t.Fatalf("%s: Last-Modified %q: %v", method, resp.Header.Get("Last-Modified"), err)
+		}
+		if resp.StatusCode != 200 || lm.After(date) {
+			t.Errorf("%s: %d, Last-Modified %v after Date %v", method, resp.StatusCode, lm, date)
+		}
 	}
 }
