@@ -249,13 +249,18 @@ const maxQueued = 8192
 
 // closeListener closes l. If this process is the only holder of the
 // socket (not systemd's), what is in its accept queue is first accepted
-// and dispatched, so that it is answered rather than reset by the close.
-// It runs on the loop goroutine; l's accept loop may be accepting at the
+// and dispatched, so that it is answered rather than reset by the close;
+// so are the connections TCP_DEFER_ACCEPT holds in the kernel
+// (acceptDeferred). It runs on the loop goroutine; l's accept loop may be accepting at the
 // same time, which the kernel allows.
 func (s *Supervisor) closeListener(l *listener) {
 	l.closed.Store(true)
 	if !l.activated {
+		held := stopDeferring(l.f)
 		n := s.acceptQueued(l)
+		if held {
+			n += s.acceptDeferred(l)
+		}
 		if n > 0 {
 			s.log.Debug("answered the connections queued on a listener before closing it", "addr", l.addr, "connections", n)
 		}

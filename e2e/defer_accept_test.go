@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -185,4 +186,46 @@ func getCloseOn(t *testing.T, c net.Conn) string {
 		t.Fatalf("GET /f.bin: %d, %v", resp.StatusCode, err)
 	}
 	return sha(string(b))
+}
+
+// TestDeferAcceptListenerDropped: a connection whose handshake is done
+// but whose first bytes have not come yet when a reload drops its
+// listener is still served. With TCP_DEFER_ACCEPT it waits in the
+// kernel, not in the accept queue that closeListener answers before
+// closing; closing the socket then would reset it when its request
+// comes. (Without defer_accept it was accepted at the handshake and
+// served by the old generation.)
+func TestDeferAcceptListenerDropped(t *testing.T) {
+	root := shortTempDir(t)
+	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 64<<10)
+	for _, c := range []struct{ name, conf string }{
+		{"default", ""},
+		{"off", "defer_accept = false\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: `listen = ["127.0.0.1:0", "127.0.0.2:0"]` + "\n" + c.conf})
+			st := d.MustStatus()
+			if len(st.Listeners) != 2 {
+				t.Fatalf("listeners: %+v", st.Listeners)
+			}
+			silent, err := net.Dial("tcp", st.Listeners[1].Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer silent.Close()
+			body := fmt.Sprintf("root = %q\ncontrol = %q\nworkers = 1\nlisten = [\"127.0.0.1:0\"]\n%s", root, d.Control, c.conf)
+			if err := os.WriteFile(d.Config, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if r := d.Zctl("reload"); r.Code != 0 {
+				t.Fatalf("reload: %s", r.Stderr)
+			}
+			if st := d.MustStatus(); len(st.Listeners) != 1 {
+				t.Fatalf("listeners after the reload: %+v", st.Listeners)
+			}
+			if got := getCloseOn(t, silent); got != sum {
+				t.Fatal("the silent connection's request: wrong bytes")
+			}
+		})
+	}
 }

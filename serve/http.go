@@ -217,23 +217,27 @@ func (c *conn) accessLog() {
 }
 
 // httpDate is the Date header's value for the current second, formatted
-// once a second per worker, not per response.
+// once a second per worker, not per response. The second and its value
+// are stored together: a response's Date is its request's start
+// (httpConn.now), so goroutines ask for different seconds at once, and a
+// second stored apart from its value could be paired with another's.
 type httpDate struct {
-	sec atomic.Int64
-	val atomic.Pointer[[]byte]
+	cur atomic.Pointer[dateValue]
+}
+
+type dateValue struct {
+	sec int64
+	val []byte
 }
 
 func (d *httpDate) get(now time.Time) []byte {
 	sec := now.Unix()
-	if d.sec.Load() == sec {
-		if v := d.val.Load(); v != nil {
-			return *v
-		}
+	if v := d.cur.Load(); v != nil && v.sec == sec {
+		return v.val
 	}
-	v := httpx.AppendHTTPDate(nil, now)
-	d.val.Store(&v)
-	d.sec.Store(sec)
-	return v
+	v := &dateValue{sec: sec, val: httpx.AppendHTTPDate(nil, now)}
+	d.cur.Store(v)
+	return v.val
 }
 
 // statusText is the reason phrase for the statuses this server sends.

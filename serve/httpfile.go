@@ -174,8 +174,15 @@ func (c *conn) fileHeaders(etag string, mod time.Time) {
 	c.header("X-Content-Type-Options", "nosniff")
 }
 
+// validators adds Last-Modified and ETag. Last-Modified is never later
+// than Date (RFC 9110 section 8.8.2.1): a modification time ahead of the
+// clock (a clock skew, an archive's timestamps, or a change made since
+// the request started, which Date reports) is sent as Date.
 func (c *conn) validators(etag string, mod time.Time) {
 	h := c.http
+	if now := h.now(); mod.After(now) {
+		mod = now
+	}
 	h.head = append(h.head, "Last-Modified: "...)
 	h.head = httpx.AppendHTTPDate(h.head, mod)
 	h.head = append(h.head, "\r\nETag: "...)
