@@ -96,6 +96,9 @@ type Config struct {
 	// OpenFileCacheValid is how long a cached file's fstat may stand in
 	// for a fresh one; 0: every request fstats (serve/filecache.go).
 	OpenFileCacheValid Duration `toml:"open_file_cache_valid" json:"open_file_cache_valid"`
+	// OpenFileCacheInactive is how long a cached file may go unrequested
+	// before its descriptor is closed (at least OpenFileCache).
+	OpenFileCacheInactive Duration `toml:"open_file_cache_inactive" json:"open_file_cache_inactive"`
 }
 
 // Default returns the built-in configuration: serve the current directory on
@@ -125,7 +128,8 @@ func Default() *Config {
 		Dispatch:       DispatchHandoff,
 		DeferAccept:    true,
 
-		OpenFileCacheValid: Duration(time.Second),
+		OpenFileCacheValid:    Duration(time.Second),
+		OpenFileCacheInactive: Duration(20 * time.Second),
 	}
 }
 
@@ -327,6 +331,9 @@ func (c *Config) validate() error {
 	}
 	if c.OpenFileCache < 0 || c.OpenFileCache.D() > time.Hour {
 		return keyErr("open_file_cache", "must be between 0 (off) and 1h, not %v", c.OpenFileCache.D())
+	}
+	if c.OpenFileCacheInactive < 0 || c.OpenFileCacheInactive.D() > 24*time.Hour {
+		return keyErr("open_file_cache_inactive", "must be between 0 (open_file_cache) and 24h, not %v", c.OpenFileCacheInactive.D())
 	}
 	if c.OpenFileCacheValid < 0 || c.OpenFileCacheValid.D() > time.Hour {
 		return keyErr("open_file_cache_valid", "must be between 0 (fstat every request) and 1h, not %v", c.OpenFileCacheValid.D())

@@ -87,7 +87,8 @@ func TestDefault(t *testing.T) {
 		Dispatch:       "handoff",
 		DeferAccept:    true,
 
-		OpenFileCacheValid: Duration(time.Second),
+		OpenFileCacheValid:    Duration(time.Second),
+		OpenFileCacheInactive: Duration(20 * time.Second),
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Default() = %+v\nwant        %+v", c, want)
@@ -231,6 +232,8 @@ func TestValidationErrors(t *testing.T) {
 		{`root = ""`, "root", "must not be empty"},
 		{`open_file_cache = "-1s"`, "open_file_cache", "between 0 (off) and 1h, not -1s"},
 		{`open_file_cache = "2h"`, "open_file_cache", "not 2h0m0s"},
+		{`open_file_cache_inactive = "-1s"`, "open_file_cache_inactive", "between 0 (open_file_cache) and 24h, not -1s"},
+		{`open_file_cache_inactive = "25h"`, "open_file_cache_inactive", "not 25h0m0s"},
 		{`open_file_cache_valid = "-1s"`, "open_file_cache_valid", "between 0 (fstat every request) and 1h, not -1s"},
 		{`open_file_cache_valid = "2h"`, "open_file_cache_valid", "not 2h0m0s"},
 		{`metrics_listen = "9100"`, "metrics_listen", `bad address "9100"`},

@@ -90,7 +90,7 @@ func TestChaos(t *testing.T) {
 		files = append(files, file{name, WriteRandom(t, filepath.Join(root, name), size)})
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	opts := DaemonOpts{Root: root, Workers: 2, Listen: listen, Config: "drain_timeout = \"20s\"\n"}
+	opts := DaemonOpts{Root: root, Workers: 2, Listen: listen, Config: "drain_timeout = \"20s\"\n" + fdSettle}
 	first := StartDaemon(t, opts)
 	baseline := baselineUse(t, first, 2)
 	t.Logf("baseline: %v", baseline)

@@ -47,7 +47,7 @@ func TestFaultSlowloris(t *testing.T) {
 	hold := time.Duration(scale(8, 30)) * time.Second
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "normal.bin"), 16<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Config: "header_timeout = \"3s\"\n"})
+	d := StartDaemon(t, DaemonOpts{Root: root, Config: "header_timeout = \"3s\"\n" + fdSettle})
 	url, out := d.URL("/normal.bin"), t.TempDir()
 	before := baselineUse(t, d, 2)
 
@@ -165,7 +165,7 @@ func TestFaultFDExhaustion(t *testing.T) {
 	}
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 256<<10)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2, Prefix: []string{"prlimit", "--nofile=64:64", "--"}})
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2, Config: fdSettle, Prefix: []string{"prlimit", "--nofile=64:64", "--"}})
 	st := d.MustStatus()
 	for _, pid := range append(WorkerPIDs(st), st.PID) {
 		if lim := nofileLimit(t, pid); lim != "64 64" {

@@ -32,7 +32,7 @@ func TestFaultAbortedTransfers(t *testing.T) {
 	WriteRandom(t, filepath.Join(root, "big.bin"), 32<<20)
 	for _, mode := range []string{"sendfile", "splice", "mmap", "copy"} {
 		t.Run(mode, func(t *testing.T) {
-			d := StartDaemon(t, DaemonOpts{Root: root, Config: fmt.Sprintf("zero_copy = %q\n", mode)})
+			d := StartDaemon(t, DaemonOpts{Root: root, Config: fmt.Sprintf("zero_copy = %q\n", mode) + fdSettle})
 			before := baselineUse(t, d, 2)
 			start := time.Now()
 			var failed atomic.Int64
@@ -92,7 +92,7 @@ func TestFaultReloads(t *testing.T) {
 	n := scale(20, 100)
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 1<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Config: "workers = 2\n"})
+	d := StartDaemon(t, DaemonOpts{Root: root, Config: "workers = 2\n" + fdSettle})
 	before := baselineUse(t, d, 2)
 	stop := make(chan struct{})
 	var tried, failed, lost, busy atomic.Int64

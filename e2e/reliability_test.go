@@ -198,6 +198,12 @@ func baselineUse(t *testing.T, d *Daemon, workers int) procUse {
 	return u
 }
 
+// fdSettle is the configuration of a test that compares descriptor
+// counts with a baseline (settledUse, openFDs): a worker then closes the
+// files it served a second after their last request, not after
+// open_file_cache_inactive's 20 s.
+const fdSettle = "open_file_cache_inactive = \"1s\"\n"
+
 // settledUse waits for d to be idle, then for its fd counts to come back
 // to the baseline's (connections close asynchronously, and a worker keeps
 // a file it served open for up to open_file_cache), for up to 10 s, and

@@ -182,7 +182,7 @@ poll:
 func TestWorkerOutOfFDs(t *testing.T) {
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 16<<10)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2, Prefix: []string{"prlimit", "--nofile=64:64"}})
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2, Config: fdSettle, Prefix: []string{"prlimit", "--nofile=64:64"}})
 	st := d.MustStatus()
 	procs := append(WorkerPIDs(st), st.PID)
 	before := map[int]int{}

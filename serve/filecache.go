@@ -23,8 +23,9 @@ import (
 // up to valid (open_file_cache) after its open or its last revalidation;
 // the first request after that looks the path up again (an O_PATH
 // openat2 and its fstat) and keeps the descriptor if the path still names
-// its file, else opens the new one; an entry not requested for a whole
-// period is closed by the sweep. Within the period, a hit fstats
+// its file, else opens the new one; an entry not requested for
+// inactive (open_file_cache_inactive, or a whole period if that is
+// longer) is closed by the sweep. Within the period, a hit fstats
 // the descriptor again unless its last fstat is younger than statValid
 // (open_file_cache_valid) and the file was at most statMax bytes (one
 // send chunk) then; a file deleted or renamed over (no links left) is a
@@ -53,7 +54,13 @@ import (
 // arbitrary entry, so a client cannot pin descriptors with spellings of
 // one path nor keep hot files out.
 type fileCache struct {
-	valid      time.Duration // 0: no caching
+	valid time.Duration // 0: no caching
+	// inactive: an entry not requested for this long is closed
+	// (open_file_cache_inactive, at least valid). A kept entry past its
+	// period is looked up again at its next request, so this bounds only
+	// how long a descriptor (of a file deleted meanwhile, say) stays
+	// open, not what is served.
+	inactive   time.Duration
 	statValid  time.Duration // how long a hit may reuse the last fstat; 0: fstat every hit
 	statMax    int64         // only for files of at most this many bytes
 	inlineMax  int64         // files of at most this many bytes are kept in memory too (inline.go); 0: none
@@ -90,13 +97,13 @@ func fileCacheSize(limit int) int {
 	return max(min(fileCacheMax, limit/4), 1)
 }
 
-func newFileCache(valid, statValid time.Duration, statMax, inlineMax int64) *fileCache {
+func newFileCache(valid, inactive, statValid time.Duration, statMax, inlineMax int64) *fileCache {
 	n := fileCacheMax
 	var lim unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
 		n = fileCacheSize(int(min(lim.Cur, 1<<30)))
 	}
-	fc := &fileCache{valid: valid, statValid: statValid, statMax: statMax, inlineMax: inlineMax, max: n, now: time.Now,
+	fc := &fileCache{valid: valid, inactive: max(valid, inactive), statValid: statValid, statMax: statMax, inlineMax: inlineMax, max: n, now: time.Now,
 		m: map[string]*cachedFile{}, stop: make(chan struct{})}
 	if valid > 0 {
 		go fc.sweep()
@@ -314,7 +321,7 @@ func (fc *fileCache) sweepOnce(now time.Time) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	for p, e := range fc.m {
-		if !now.Before(e.expires) && now.Sub(e.used) >= fc.valid {
+		if !now.Before(e.expires) && now.Sub(e.used) >= fc.inactive {
 			fc.evictLocked(p, e)
 		}
 	}

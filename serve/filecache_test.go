@@ -38,7 +38,7 @@ func testCache(t *testing.T, statValid time.Duration) (*fileCache, *rootDir, *fa
 	}
 	root := &rootDir{fd: fd, r: r, local: rawcall.Local(fd)}
 	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
-	fc := newFileCache(time.Minute, statValid, 1<<10, 0)
+	fc := newFileCache(time.Minute, 0, statValid, 1<<10, 0)
 	fc.now = clock.now
 	t.Cleanup(func() {
 		fc.close()
@@ -357,5 +357,48 @@ func renameOver(t *testing.T, full string) {
 	}
 	if err := os.Rename(full+".new", full); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFileCacheInactive: with a short period (open_file_cache, 1 s) an
+// entry not requested for a few periods stays open, and its next request
+// revalidates it instead of opening the file again; one not requested for
+// open_file_cache_inactive is closed by the sweep.
+func TestFileCacheInactive(t *testing.T) {
+	dir := t.TempDir()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := &rootDir{fd: fd, r: r, local: rawcall.Local(fd)}
+	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+	fc := newFileCache(time.Second, 20*time.Second, 0, 1<<10, 0)
+	fc.now = clock.now
+	t.Cleanup(func() {
+		fc.close()
+		root.close()
+	})
+	if err := os.WriteFile(filepath.Join(dir, "f"), make([]byte, 100), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, e := cacheOpen(t, fc, root, "/f")
+	for _, idle := range []time.Duration{2 * time.Second, 5 * time.Second, fc.inactive - time.Second} {
+		clock.advance(idle)
+		fc.sweepOnce(clock.now())
+		if fc.len() != 1 {
+			t.Fatalf("closed after %v unrequested, want kept for %v", idle, fc.inactive)
+		}
+		if _, e2 := cacheOpen(t, fc, root, "/f"); e2 != e {
+			t.Fatalf("after %v unrequested: a new entry, want the old one revalidated", idle)
+		}
+	}
+	clock.advance(fc.inactive)
+	fc.sweepOnce(clock.now())
+	if n := fc.len(); n != 0 {
+		t.Fatalf("%d entries after %v unrequested, want 0", n, fc.inactive)
 	}
 }

@@ -44,6 +44,9 @@ type Options struct {
 	// FileCacheValid is how long a cached file's fstat may stand in for
 	// a fresh one, for files of at most Chunk bytes; 0: fstat every request.
 	FileCacheValid time.Duration
+	// FileCacheInactive is how long a cached file may go unrequested
+	// before it is closed; less than FileCache counts as FileCache.
+	FileCacheInactive time.Duration
 
 	keepAliveWait waitMode // how kept-alive connections wait (wait.go); tests set it
 }
@@ -67,6 +70,8 @@ func OptionsFrom(c *config.Config) Options {
 		DigestCache:   c.DigestCache,
 
 		FileCacheValid: c.OpenFileCacheValid.D(),
+
+		FileCacheInactive: c.OpenFileCacheInactive.D(),
 	}
 }
 
@@ -164,7 +169,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		// end: a file shrunk since its stat would be padded, not cut short.
 		statValid = 0
 	}
-	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache, statValid, opts.Chunk, min(inlineMax, opts.Chunk)),
+	s := &Server{opts: opts, root: root, log: log, sender: snd, files: newFileCache(opts.FileCache, opts.FileCacheInactive, statValid, opts.Chunk, min(inlineMax, opts.Chunk)),
 		conns: make(map[*conn]struct{}), pipes: make(chan *pipe, pipePoolSize), listBuilds: make(chan struct{}, maxListBuilds),
 		run: runners{q: make(chan runJob), stop: make(chan struct{})}}
 	s.digests, s.digestDisk = newDigests(opts, root, log)
