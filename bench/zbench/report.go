@@ -389,8 +389,11 @@ func targets(r *Results) []target {
 		conns := strings.TrimPrefix(id, "small")
 		ratio("4 KiB keep-alive, "+conns+" conns: >= 1.2x nginx req/s", id, "zfs-sendfile", "nginx", "rps", 1.2, false)
 		ratio("4 KiB keep-alive, "+conns+" conns: p99 <= nginx's", id, "zfs-sendfile", "nginx", "p99_us", 1.0, true)
+		ratio("4 KiB keep-alive, "+conns+" conns: server CPU per request <= 0.8x nginx's (issue 15)", id, "zfs-sendfile", "nginx", "cpu_us_per_req", 0.8, true)
 	}
 	ratio("new connection per request: >= 0.8x nginx req/s", "newconn", "zfs-sendfile", "nginx", "rps", 0.8, false)
+	ratio("new connection per request: >= 0.95x nginx req/s (issue 15, default mode)", "newconn", "zfs-sendfile", "nginx", "rps", 0.95, false)
+	ratio("new connection per request: server CPU per connection <= 1.2x nginx's (issue 15, default mode)", "newconn", "zfs-sendfile", "nginx", "cpu_us_per_req", 1.2, true)
 	if s := sec("newconn"); s != nil && s.find(zfsAcceptKey) != nil {
 		// Issue 15's targets for the accept dispatch mode.
 		ratio("new connection per request, dispatch = accept: >= 0.95x nginx req/s", "newconn", zfsAcceptKey, "nginx", "rps", 0.95, false)
@@ -401,11 +404,16 @@ func targets(r *Results) []target {
 	// with wrk or curl as the client for both servers.
 	for _, id := range []string{"http64", fmt.Sprintf("http%d", r.Params.ManyConns)} {
 		if sec(id) != nil {
-			ratio("HTTP (wrk), 4 KiB keep-alive, "+strings.TrimPrefix(id, "http")+" conns: >= 1.0x nginx req/s", id, zfsHTTPKey, "nginx", "rps", 1.0, false)
+			conns := strings.TrimPrefix(id, "http")
+			ratio("HTTP (wrk), 4 KiB keep-alive, "+conns+" conns: >= 1.0x nginx req/s", id, zfsHTTPKey, "nginx", "rps", 1.0, false)
+			ratio("HTTP (wrk), 4 KiB keep-alive, "+conns+" conns: >= 1.2x nginx req/s (issue 15)", id, zfsHTTPKey, "nginx", "rps", 1.2, false)
+			ratio("HTTP (wrk), 4 KiB keep-alive, "+conns+" conns: server CPU per request <= 0.8x nginx's (issue 15)", id, zfsHTTPKey, "nginx", "cpu_us_per_req", 0.8, true)
 		}
 	}
 	if sec("httpnewconn") != nil {
 		ratio("HTTP (wrk), new connection per request: >= 0.8x nginx req/s", "httpnewconn", zfsHTTPKey, "nginx", "rps", 0.8, false)
+		ratio("HTTP (wrk), new connection per request: >= 0.95x nginx req/s (issue 15)", "httpnewconn", zfsHTTPKey, "nginx", "rps", 0.95, false)
+		ratio("HTTP (wrk), new connection per request: server CPU per connection <= 1.2x nginx's (issue 15)", "httpnewconn", zfsHTTPKey, "nginx", "cpu_us_per_req", 1.2, true)
 	}
 	if sec("httpfetch") != nil {
 		ratio("HTTP (curl), one big file: >= 1.0x nginx GB/s", "httpfetch", "curl<-"+zfsHTTPKey, "curl<-nginx", "gbps", 1.0, false)
