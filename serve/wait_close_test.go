@@ -1,0 +1,67 @@
+package serve
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// sendCorked writes b and the client's FIN in one segment: with TCP_CORK
+// the bytes wait, and shutdown(SHUT_WR) sets FIN on the segment they wait
+// in and sends it. The server's socket then reports both in one event.
+func sendCorked(t *testing.T, c net.Conn, b []byte) {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKeepAliveWaitRequestAndClose: a parked connection woken by a
+// request that arrived with the client's close (FIN in the same segment:
+// a client that half-closes after its last request) answers it and then
+// ends at once, as it does when the close comes later. The event that
+// woke it was the only one: the read that takes the request is short and
+// leaves the close unread, and no byte comes after it, so parking again
+// would wait for idle_timeout.
+func TestKeepAliveWaitRequestAndClose(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			data := random(4096)
+			ts.write(t, "f", data)
+			p.do(t, ts, data)
+			parkAll(t, ts.srv, 1)
+			ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+			sendCorked(t, ts.client, request(t, p.http))
+			if err := ts.readAnswer(p.http, data); err != nil {
+				t.Fatalf("the request sent with the close: %v", err)
+			}
+			if _, err := ts.br.ReadByte(); err != io.EOF {
+				t.Fatalf("after the response: %v, want EOF (the server's close)", err)
+			}
+			select {
+			case res := <-ts.result:
+				if res.Requests != 2 || res.Outcome != OutcomeClosed {
+					t.Fatalf("result %+v", res)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no result")
+			}
+		})
+	}
+}
