@@ -65,3 +65,69 @@ func TestKeepAliveWaitRequestAndClose(t *testing.T) {
 		})
 	}
 }
+
+// TestParkIdleTimeoutRequestArrived: a request that reached a parked
+// connection's socket before the sweep found its idle_timeout past, but
+// whose event the set's goroutine had not handled yet, is answered, as a
+// drain answers one (TestParkDrainRequestArrived), instead of the close
+// resetting the connection on it. The test holds the registry's lock, so
+// the event waits; the sweep runs past the idle_timeout.
+func TestParkIdleTimeoutRequestArrived(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
+			data := random(4096)
+			ts.write(t, "f", data)
+			p.do(t, ts, data)
+			parkAll(t, ts.srv, 1)
+			c := ts.srv.theConn(t)
+			ts.srv.park.regMu.Lock()
+			locked := true
+			defer func() {
+				if locked {
+					ts.srv.park.regMu.Unlock()
+				}
+			}()
+			ts.client.SetDeadline(time.Now().Add(10 * time.Second))
+			ts.client.Write(request(t, p.http))
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				var b [1]byte
+				if n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); n == 1 && err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the request did not reach the server's socket")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			swept := make(chan struct{})
+			go func() {
+				ts.srv.sweep(time.Now().Add(2 * time.Minute))
+				close(swept)
+			}()
+			// The sweep returns, or (closing the connection) waits for the
+			// registry's lock once it has taken it out of the server's set.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+				select {
+				case <-swept:
+				default:
+					if ts.srv.Stats().Active == 1 {
+						if time.Now().After(deadline) {
+							t.Fatal("the sweep did not finish")
+						}
+						continue
+					}
+				}
+				break
+			}
+			ts.srv.park.regMu.Unlock()
+			locked = false
+			if err := ts.readAnswer(p.http, data); err != nil {
+				t.Fatalf("the request that arrived at the idle_timeout: %v", err)
+			}
+			if res := ts.closeAndResult(t); res.Requests != 2 {
+				t.Fatalf("result %+v", res)
+			}
+		})
+	}
+}
