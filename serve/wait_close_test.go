@@ -131,3 +131,26 @@ func TestParkIdleTimeoutRequestArrived(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleTimeoutShorterThanHeader: an idle_timeout shorter than
+// header_timeout holds for the wait that follows a request, whose read
+// deadline was header_timeout's: the coarse update of the deadline (at
+// most about once a second) must not keep a later one than idle_timeout.
+func TestIdleTimeoutShorterThanHeader(t *testing.T) {
+	for _, p := range parkProtos {
+		t.Run(p.name, func(t *testing.T) {
+			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = 50 * time.Millisecond; o.HeaderTimeout = time.Minute })
+			data := random(2000)
+			ts.write(t, "f", data)
+			p.do(t, ts, data)
+			select {
+			case res := <-ts.result:
+				if res.Outcome != OutcomeIdle || res.Requests != 1 {
+					t.Fatalf("result %+v", res)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("not closed 20 s into an idle_timeout of 50 ms")
+			}
+		})
+	}
+}
