@@ -154,3 +154,27 @@ func TestIdleTimeoutShorterThanHeader(t *testing.T) {
 		})
 	}
 }
+
+// TestQuickCloseEvent: a connection whose client asked for the close is
+// not closed without a look at its socket when the epoll set has seen the
+// socket readable since the read that brought the request (ready): bytes
+// came after it, and a close on unread bytes resets the connection, which
+// can lose the response still queued.
+func TestQuickCloseEvent(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ready bool
+		want  bool
+	}{
+		{"no event", false, true},
+		{"event since the read", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &conn{drained: true, rpos: 3, rend: 3}
+			c.ready.Store(tc.ready)
+			if got := c.quickClose(); got != tc.want {
+				t.Fatalf("quickClose = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
