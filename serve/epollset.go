@@ -109,6 +109,9 @@ func (p *parker) dispatch(events []unix.EpollEvent, woken []*conn) []*conn {
 		if c == nil {
 			continue // ended since the event
 		}
+		if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.hup.Store(true)
+		}
 		c.ready.Store(true)
 		if c.state.CompareAndSwap(connParked, connBusy) {
 			woken = append(woken, c)

@@ -127,8 +127,11 @@ func (c *conn) lingerClose() {
 // 9112 9.6. nginx does not look either unless its event loop saw the
 // socket readable. A response that waited (a large body, a slow client)
 // leaves time for a pipelined request to arrive: that one still peeks.
+// So does one whose socket the server's epoll set (wait.go) has seen
+// readable since the read (ready): bytes came after it, as nginx's
+// lingering close looks when its event loop saw the socket readable.
 func (c *conn) quickClose() bool {
-	return c.rc == nil && c.drained && c.rend == c.rpos
+	return c.rc == nil && c.drained && c.rend == c.rpos && !c.ready.Load()
 }
 
 // readHead reads and parses the next request head. It waits like the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +24,7 @@ import (
 // goroutine starts a goroutine that carries on where the old one stopped.
 // The sweep (sweepEvery: a second, or a tenth of idle_timeout) closes
 // parked connections whose idle_timeout has passed, and Drain closes them
-// at once (but answers a request that reached one before it was woken).
+// at once (both answer a request that reached one before it was woken).
 //
 // When a connection parks depends on the wait mode (wait.go). By default
 // (waitEpoll) it parks as soon as it waits for a next request with the
@@ -104,7 +105,8 @@ func (s *Server) sweepLoop(stop chan struct{}, every time.Duration) {
 }
 
 // sweep parks the connections that were idle through the whole last
-// period and closes the parked ones past their idle_timeout.
+// period and closes the parked ones past their idle_timeout, but for
+// those whose next request has just arrived.
 func (s *Server) sweep(now time.Time) {
 	var expired, back []*conn
 	kicked, parked := 0, 0
@@ -142,6 +144,18 @@ func (s *Server) sweep(now time.Time) {
 	for _, c := range back {
 		c.repark()
 	}
+	expired = slices.DeleteFunc(expired, func(c *conn) bool {
+		if !c.ready.Load() && !c.pending() {
+			return false
+		}
+		// Its next request reached the socket just before the sweep took
+		// it (the set's goroutine has not woken it yet, or found it
+		// taken): answered, as a drain answers one (drainOrResume).
+		// Closing the socket on it would reset the connection and lose
+		// the request.
+		go c.resume()
+		return true
+	})
 	if kicked > 0 || len(expired) > 0 || parked != s.park.logged {
 		s.park.logged = parked
 		s.log.Debug("idle connections", "parked", parked, "parking", kicked, "closed", len(expired))

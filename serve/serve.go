@@ -281,6 +281,7 @@ type conn struct {
 	out         []byte
 	state       atomic.Int32 // connBusy, connIdle, connKicked, connParking or connParked
 	ready       atomic.Bool  // an event of the epoll set came since the last read (wait.go)
+	hup         atomic.Bool  // the epoll set saw the client's close or an error: a short read leaves that unread (wait.go)
 	cur         atomic.Pointer[transfer]
 	res         Result
 	// parking (park.go)

@@ -51,15 +51,21 @@ import (
 // the epoll set queues a socket whenever the socket wakes its waiters,
 // and a socket already queued is reported by an epoll_wait that comes
 // after. ready is cleared only by the connection's own goroutine, right
-// before a read (resumeLoop), never between that read and the next
+// before a read (resume), never between that read and the next
 // publish, so a ready set after the last short read is still set when
 // publish looks. So a byte that arrives after the last short read is
 // either seen by publish or wakes the parked connection: none is lost. The
 // cost is a spurious read now and then (ready set by the event of bytes
 // a read had taken already): that read finds EAGAIN and the connection
-// parks again, its idle_timeout unchanged (waitEdge). The sweep, which
-// takes a parked connection to check its idle_timeout, and Drain put it
-// back or end it through the same publish (repark, park.go).
+// parks again, its idle_timeout unchanged (waitEdge). One thing a short
+// read does not take is the client's close (or an error): one that came
+// with the bytes of the event that woke the connection (a client that
+// half-closes after its last request) is still to be read after them, and
+// no later event reports it. dispatch notes it (conn.hup, never cleared:
+// a close stays), and waitEdge reads once more instead of parking, which
+// finds the end. The sweep, which takes a parked connection to check its
+// idle_timeout, and Drain put it back or end it through the same publish
+// (repark, park.go).
 //
 // What parking gives holds for these connections too: the sweep closes
 // those parked past idle_timeout (conn.idleUntil), Drain closes them but
@@ -108,7 +114,7 @@ func parseWait(v string) (waitMode, error) {
 // returns errPark when the connection should park: nothing to read.
 func (c *conn) waitEdge() error {
 	if c.resumed {
-		// Woken by an event (resumeLoop cleared ready just before).
+		// Woken by an event (resume cleared ready just before).
 		c.resumed = false
 		if ok, err := c.fillNow(); ok {
 			// header_timeout is armed by the caller before any read that
@@ -120,8 +126,11 @@ func (c *conn) waitEdge() error {
 		return errPark
 	}
 	c.idleFrom(time.Now())
-	if !c.drained {
-		// The last read filled the buffer: more may be waiting.
+	if !c.drained || c.hup.Load() {
+		// The last read filled the buffer: more may be waiting. Or the
+		// client's close (or an error) came with the last bytes, in the
+		// event that woke the connection: the short read left it in the
+		// socket, and no later event would report it.
 		if ok, err := c.fillNow(); ok {
 			return err
 		}
