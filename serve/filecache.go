@@ -81,6 +81,7 @@ type cachedFile struct {
 	st       unix.Stat_t // the last fstat of fd
 	checked  time.Time   // when st was taken; zero: revalidate at the next hit
 	ctype    string      // the media type its name says (HTTP's Content-Type), fixed
+	ownMount bool        // on the root's own mount, which is local: revalidated raw (lookupRaw)
 	body     []byte      // the file's bytes, read under bodySt (inline.go); nil: none
 	bodySt   unix.Stat_t
 	refs     int  // requests using fd now
@@ -171,6 +172,11 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 		return -1, st, nil, err
 	}
 	body := fc.readInline(fd, stp, now)
+	own := false
+	if root.local {
+		mnt, ok := mountID(fd)
+		own = ok && mnt == root.mnt
+	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.m[key] != nil {
@@ -182,7 +188,7 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 			break
 		}
 	}
-	e = &cachedFile{fd: fd, dev: stp.Dev, ino: stp.Ino, expires: now.Add(fc.valid), used: now, st: *stp, checked: now, refs: 1, ctype: httpx.ContentType(key)}
+	e = &cachedFile{fd: fd, dev: stp.Dev, ino: stp.Ino, expires: now.Add(fc.valid), used: now, st: *stp, checked: now, refs: 1, ctype: httpx.ContentType(key), ownMount: own}
 	if body != nil && fc.inlineUsed+int64(len(body)) <= inlineBudget {
 		e.body, e.bodySt = body, *stp
 		fc.inlineUsed += int64(len(body))
@@ -195,9 +201,14 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 // O_PATH lookup and its fstat (and a close), not a new open and a new
 // read of a small file's bytes.
 func (fc *fileCache) revalidate(root *rootDir, p string, e *cachedFile) (unix.Stat_t, bool) {
-	if st, ok := lookupRaw(root, p); ok {
-		fc.rawLookups.Add(1)
-		return st, st.Dev == e.dev && st.Ino == e.ino
+	// A file on another mount under the root (perhaps a network one, or
+	// autofs, whose walk may wait before RESOLVE_NO_XDEV stops it) is
+	// never looked up raw.
+	if e.ownMount {
+		if st, ok := lookupRaw(root, p); ok {
+			fc.rawLookups.Add(1)
+			return st, st.Dev == e.dev && st.Ino == e.ino
+		}
 	}
 	fd, st, err := openRegular(root, p, unix.O_PATH)
 	if err != nil {

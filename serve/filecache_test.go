@@ -11,8 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/zfs-serve/zfs-serve/internal/rawcall"
-
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -36,7 +34,8 @@ func testCache(t *testing.T, statValid time.Duration) (*fileCache, *rootDir, *fa
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := &rootDir{fd: fd, r: r, local: rawcall.Local(fd)}
+	root := &rootDir{fd: fd, r: r}
+	root.probeLocal()
 	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
 	fc := newFileCache(time.Minute, 0, statValid, 1<<10, 0)
 	fc.now = clock.now
@@ -325,6 +324,9 @@ func TestFileCacheRevalidateFallback(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, e := cacheOpen(t, fc, root, p)
+			if want := c.name == "now a directory" && root.local; e.ownMount != want {
+				t.Errorf("entry on the root's own local mount: %v, want %v", e.ownMount, want)
+			}
 			c.change(t, full)
 			clock.advance(time.Minute)
 			fd, st, e2, err := fc.open(root, p)
@@ -374,7 +376,8 @@ func TestFileCacheInactive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := &rootDir{fd: fd, r: r, local: rawcall.Local(fd)}
+	root := &rootDir{fd: fd, r: r}
+	root.probeLocal()
 	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
 	fc := newFileCache(time.Second, 20*time.Second, 0, 1<<10, 0)
 	fc.now = clock.now

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
+
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -73,8 +75,26 @@ type rootDir struct {
 	// os.Root resolves each component itself and refuses escapes too.
 	r *os.Root
 	// local: the root is on a file system whose cached lookups never
-	// wait (rawcall.Local), so the file cache revalidates with raw calls.
+	// wait (rawcall.Local), so the file cache revalidates with raw calls
+	// the files on the root's own mount (mnt, its mount id).
 	local bool
+	mnt   uint64
+}
+
+// probeLocal sets r.local and r.mnt (rawcall.Local, mountID).
+func (r *rootDir) probeLocal() {
+	r.mnt, r.local = mountID(r.fd)
+	r.local = r.local && rawcall.Local(r.fd)
+}
+
+// mountID is the id of the mount fd is on (statx STATX_MNT_ID, Linux
+// 5.8); ok is false if the kernel does not say.
+func mountID(fd int) (id uint64, ok bool) {
+	var stx unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID, &stx) != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, false
+	}
+	return stx.Mnt_id, true
 }
 
 // noOpenat2 is set the first time openat2 reports ENOSYS.
