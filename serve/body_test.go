@@ -40,7 +40,7 @@ func (ts *testServer) waitResult(t *testing.T) Result {
 	case res := <-ts.result:
 		return res
 	case <-time.After(10 * time.Second):
-		t.Fatal("ServeConn did not return")
+		t.Fatal("the connection did not end")
 	}
 	return Result{}
 }

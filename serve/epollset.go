@@ -11,8 +11,9 @@ import (
 )
 
 // The server's epoll set of connections waiting for a request (park.go,
-// wait.go): the goroutine that reads it, the registry that finds a
-// connection by its token, and the runners that serve what it wakes.
+// wait.go): the goroutine that reads it and hands what it wakes to a
+// runner (runner.go), and the registry that finds a connection by its
+// token.
 
 // epoll returns the server's epoll set, made by New along with the
 // goroutine that reads it.
@@ -43,8 +44,8 @@ func (s *Server) epoll() (int, error) {
 }
 
 // pollParked reads the epoll set whenever the runtime's poller says it has
-// events, and starts a goroutine for each parked connection that became
-// readable. One RawConn.Read runs for the set's whole life: its function
+// events, and hands each parked connection that became readable to a
+// runner. One RawConn.Read runs for the set's whole life: its function
 // handles the events it finds and asks to wait only once the set is
 // empty, so a wake-up costs one epoll_wait, not a second one that finds
 // nothing. It returns when Close closes the set.

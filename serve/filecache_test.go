@@ -25,6 +25,13 @@ func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 // descriptors live a minute, small files are those up to 1 KiB.
 func testCache(t *testing.T, statValid time.Duration) (*fileCache, *rootDir, *fakeClock) {
 	t.Helper()
+	return testCacheFor(t, time.Minute, 0, statValid)
+}
+
+// testCacheFor is testCache with the period (open_file_cache) and the
+// inactivity bound (open_file_cache_inactive) given.
+func testCacheFor(t *testing.T, valid, inactive, statValid time.Duration) (*fileCache, *rootDir, *fakeClock) {
+	t.Helper()
 	dir := t.TempDir()
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -37,7 +44,7 @@ func testCache(t *testing.T, statValid time.Duration) (*fileCache, *rootDir, *fa
 	root := &rootDir{fd: fd, r: r}
 	root.probeLocal()
 	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
-	fc := newFileCache(time.Minute, 0, statValid, 1<<10, 0)
+	fc := newFileCache(valid, inactive, statValid, 1<<10, 0)
 	fc.now = clock.now
 	t.Cleanup(func() {
 		fc.close()
@@ -367,24 +374,8 @@ func renameOver(t *testing.T, full string) {
 // revalidates it instead of opening the file again; one not requested for
 // open_file_cache_inactive is closed by the sweep.
 func TestFileCacheInactive(t *testing.T) {
-	dir := t.TempDir()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := &rootDir{fd: fd, r: r}
-	root.probeLocal()
-	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
-	fc := newFileCache(time.Second, 20*time.Second, 0, 1<<10, 0)
-	fc.now = clock.now
-	t.Cleanup(func() {
-		fc.close()
-		root.close()
-	})
+	fc, root, clock := testCacheFor(t, time.Second, 20*time.Second, 0)
+	dir := root.r.Name()
 	if err := os.WriteFile(filepath.Join(dir, "f"), make([]byte, 100), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -153,7 +153,7 @@ func (s *Server) sweep(now time.Time) {
 		// taken): answered, as a drain answers one (drainOrResume).
 		// Closing the socket on it would reset the connection and lose
 		// the request.
-		go c.resume()
+		c.s.startJob(runJob{resume: c})
 		return true
 	})
 	if kicked > 0 || len(expired) > 0 || parked != s.park.logged {
@@ -178,7 +178,7 @@ func (c *conn) repark() {
 		c.drainOrResume()
 		return
 	}
-	go c.resume()
+	c.s.startJob(runJob{resume: c})
 }
 
 // releaseMin is the growth in parked connections since the last release
@@ -251,7 +251,7 @@ func drainParked(cs []*conn) {
 // and lose the request.
 func (c *conn) drainOrResume() {
 	if c.pending() {
-		go c.resume()
+		c.s.startJob(runJob{resume: c})
 		return
 	}
 	c.res.Outcome = OutcomeDrained

@@ -82,6 +82,20 @@ func newParkServer(t *testing.T, w waitMode, http bool, opts ...func(*Options)) 
 	return newTestServer(t, config.ModeSendfile, opts...)
 }
 
+// parkedServer is a server in p's wait mode (idle_timeout a minute,
+// then opts) with one connection that fetched /f (4 KiB, returned) and
+// is parked.
+func parkedServer(t *testing.T, p parkProto, opts ...func(*Options)) (*testServer, []byte) {
+	t.Helper()
+	opts = append([]func(*Options){func(o *Options) { o.IdleTimeout = time.Minute }}, opts...)
+	ts := newParkServer(t, p.wait, p.http, opts...)
+	data := random(4096)
+	ts.write(t, "f", data)
+	p.do(t, ts, data)
+	parkAll(t, ts.srv, 1)
+	return ts, data
+}
+
 // TestParkResume: a kept-alive connection idle through a sweep waits
 // without a goroutine; a request wakes it, is answered whole, and the
 // connection parks and resumes again (the epoll registration re-armed). A
@@ -101,13 +115,9 @@ func TestParkResume(t *testing.T) {
 			}
 			p.do(t, ts, data)
 			ts.client.Close()
-			select {
-			case res := <-ts.result:
-				if res.Outcome != OutcomeClosed || res.Requests != 4 || res.Bytes != 4*int64(len(data)) {
-					t.Fatalf("result %+v", res)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("connection did not end after the client closed")
+			res := ts.waitResult(t)
+			if res.Outcome != OutcomeClosed || res.Requests != 4 || res.Bytes != 4*int64(len(data)) {
+				t.Fatalf("result %+v", res)
 			}
 		})
 	}
@@ -118,19 +128,11 @@ func TestParkResume(t *testing.T) {
 func TestParkClientClose(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
-			data := random(4096)
-			ts.write(t, "f", data)
-			p.do(t, ts, data)
-			parkAll(t, ts.srv, 1)
+			ts, _ := parkedServer(t, p)
 			ts.client.Close()
-			select {
-			case res := <-ts.result:
-				if res.Outcome != OutcomeClosed || res.Requests != 1 {
-					t.Fatalf("result %+v", res)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("parked connection did not end after the client closed")
+			res := ts.waitResult(t)
+			if res.Outcome != OutcomeClosed || res.Requests != 1 {
+				t.Fatalf("result %+v", res)
 			}
 			if st := ts.srv.Stats(); st.Active != 0 {
 				t.Fatalf("%d active after the close", st.Active)
@@ -144,23 +146,15 @@ func TestParkClientClose(t *testing.T) {
 func TestParkIdleTimeout(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
-			data := random(4096)
-			ts.write(t, "f", data)
-			p.do(t, ts, data)
-			parkAll(t, ts.srv, 1)
+			ts, _ := parkedServer(t, p)
 			ts.srv.sweep(time.Now()) // not yet
 			if ts.srv.parked() != 1 {
 				t.Fatal("parked connection closed before its idle_timeout")
 			}
 			ts.srv.sweep(time.Now().Add(time.Minute + time.Second))
-			select {
-			case res := <-ts.result:
-				if res.Outcome != OutcomeIdle {
-					t.Fatalf("result %+v", res)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("parked connection not closed after its idle_timeout")
+			res := ts.waitResult(t)
+			if res.Outcome != OutcomeIdle {
+				t.Fatalf("result %+v", res)
 			}
 			ts.client.SetReadDeadline(time.Now().Add(10 * time.Second))
 			if n, err := ts.br.Read(make([]byte, 1)); err != io.EOF {
@@ -175,19 +169,11 @@ func TestParkIdleTimeout(t *testing.T) {
 func TestParkDrain(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
-			data := random(4096)
-			ts.write(t, "f", data)
-			p.do(t, ts, data)
-			parkAll(t, ts.srv, 1)
+			ts, _ := parkedServer(t, p)
 			ts.srv.Drain()
-			select {
-			case res := <-ts.result:
-				if res.Outcome != OutcomeDrained || res.Requests != 1 {
-					t.Fatalf("result %+v", res)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("parked connection not closed by the drain")
+			res := ts.waitResult(t)
+			if res.Outcome != OutcomeDrained || res.Requests != 1 {
+				t.Fatalf("result %+v", res)
 			}
 			ts.client.SetReadDeadline(time.Now().Add(10 * time.Second))
 			if n, err := ts.br.Read(make([]byte, 1)); err != io.EOF {
@@ -272,11 +258,7 @@ func TestParkDrainRequestArrived(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
 			for round := range 10 {
-				ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
-				data := random(4096)
-				ts.write(t, "f", data)
-				p.do(t, ts, data)
-				parkAll(t, ts.srv, 1)
+				ts, data := parkedServer(t, p)
 				ts.client.SetDeadline(time.Now().Add(10 * time.Second))
 				if p.http {
 					io.WriteString(ts.client, "GET /f HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -103,10 +103,7 @@ func (c *conn) readIdle(first bool) (armed bool, err error) {
 	}
 	timeout := s.opts.IdleTimeout
 	now := time.Now()
-	if d := c.rdl.Sub(now); d < timeout-min(time.Second, timeout/10) || d > timeout {
-		// Coarse: a kept-alive connection moves its deadline at most about
-		// once a second (or per tenth of the timeout), not per request.
-		// A later one is header_timeout's, from the request's read.
+	if idleStale(c.rdl.Sub(now), timeout) {
 		c.setReadDeadline(now.Add(timeout))
 	}
 	// Order matters against Drain, which sets draining and then, under

@@ -138,15 +138,23 @@ func (c *conn) waitEdge() error {
 	return errPark
 }
 
-// idleFrom starts a kept-alive connection's idle_timeout at now, coarsely:
-// the deadline moves at most about once a second (or per tenth of the
-// timeout), not per request, as readIdle's does.
+// idleFrom starts a kept-alive connection's idle_timeout at now, coarsely
+// (idleStale), as readIdle does.
 func (c *conn) idleFrom(now time.Time) {
 	timeout := c.s.opts.IdleTimeout
 	n := now.UnixNano()
-	if time.Duration(c.idleUntil.Load()-n) < timeout-min(time.Second, timeout/10) {
+	if idleStale(time.Duration(c.idleUntil.Load()-n), timeout) {
 		c.idleUntil.Store(n + int64(timeout))
 	}
+}
+
+// idleStale reports whether a kept-alive connection's idle deadline, left
+// from now, must move to a whole idle_timeout from now. Coarse: it moves
+// at most about once a second (or per tenth of the timeout), not per
+// request. One further away than the timeout is another's
+// (header_timeout's, from the request's read).
+func idleStale(left, timeout time.Duration) bool {
+	return left < timeout-min(time.Second, timeout/10) || left > timeout
 }
 
 // parkEdge parks c in waitEpoll mode: registered in the set (once), its

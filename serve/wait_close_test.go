@@ -41,11 +41,7 @@ func sendCorked(t *testing.T, c net.Conn, b []byte) {
 func TestKeepAliveWaitRequestAndClose(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
-			data := random(4096)
-			ts.write(t, "f", data)
-			p.do(t, ts, data)
-			parkAll(t, ts.srv, 1)
+			ts, data := parkedServer(t, p)
 			ts.client.SetDeadline(time.Now().Add(10 * time.Second))
 			sendCorked(t, ts.client, request(t, p.http))
 			if err := ts.readAnswer(p.http, data); err != nil {
@@ -54,13 +50,9 @@ func TestKeepAliveWaitRequestAndClose(t *testing.T) {
 			if _, err := ts.br.ReadByte(); err != io.EOF {
 				t.Fatalf("after the response: %v, want EOF (the server's close)", err)
 			}
-			select {
-			case res := <-ts.result:
-				if res.Requests != 2 || res.Outcome != OutcomeClosed {
-					t.Fatalf("result %+v", res)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("no result")
+			res := ts.waitResult(t)
+			if res.Requests != 2 || res.Outcome != OutcomeClosed {
+				t.Fatalf("result %+v", res)
 			}
 		})
 	}
@@ -75,11 +67,7 @@ func TestKeepAliveWaitRequestAndClose(t *testing.T) {
 func TestParkIdleTimeoutRequestArrived(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
-			data := random(4096)
-			ts.write(t, "f", data)
-			p.do(t, ts, data)
-			parkAll(t, ts.srv, 1)
+			ts, data := parkedServer(t, p)
 			c := ts.srv.theConn(t)
 			ts.srv.park.regMu.Lock()
 			locked := true

@@ -56,13 +56,7 @@ func (ts *testServer) readAnswer(http1 bool, data []byte) error {
 func (ts *testServer) closeAndResult(t *testing.T) Result {
 	t.Helper()
 	ts.client.Close()
-	select {
-	case res := <-ts.result:
-		return res
-	case <-time.After(10 * time.Second):
-		t.Fatal("the connection did not end after its client closed")
-	}
-	return Result{}
+	return ts.waitResult(t)
 }
 
 // registered returns how many connections are in the epoll set's registry.
@@ -280,11 +274,7 @@ func TestKeepAliveWaitSpurious(t *testing.T) {
 func TestKeepAliveWaitRepark(t *testing.T) {
 	for _, p := range parkProtos {
 		t.Run(p.name, func(t *testing.T) {
-			ts := newParkServer(t, p.wait, p.http, func(o *Options) { o.IdleTimeout = time.Minute })
-			data := random(4096)
-			ts.write(t, "f", data)
-			p.do(t, ts, data)
-			parkAll(t, ts.srv, 1)
+			ts, data := parkedServer(t, p)
 			c := ts.srv.theConn(t)
 			if !c.state.CompareAndSwap(connParked, connBusy) { // as the sweep takes it
 				t.Fatal("not parked")

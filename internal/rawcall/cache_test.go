@@ -38,6 +38,24 @@ func dropCache(t *testing.T, p string) {
 	}
 }
 
+// uncachedFile writes a file of size random bytes, drops its pages from
+// the cache (dropCache) and returns a descriptor of it, closed at the
+// test's end.
+func uncachedFile(t *testing.T, size int) int {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, random(size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dropCache(t, p)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}
+
 func needCachestat(t *testing.T) {
 	t.Helper()
 	if err := ProbeCachestat(); err != nil {
@@ -48,24 +66,14 @@ func needCachestat(t *testing.T) {
 
 func TestResident(t *testing.T) {
 	needCachestat(t)
-	p := filepath.Join(t.TempDir(), "f")
 	const size = 1<<20 + 100 // not page aligned
-	if err := os.WriteFile(p, random(size), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dropCache(t, p)
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fd := int(f.Fd())
+	fd := uncachedFile(t, size)
 	// No read-ahead: only what is read gets cached.
 	if err := unix.Fadvise(fd, 0, 0, unix.FADV_RANDOM); err != nil {
 		t.Fatal(err)
 	}
 	half := make([]byte, size/2)
-	if _, err := f.ReadAt(half, 0); err != nil {
+	if _, err := unix.Pread(fd, half, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -86,7 +94,7 @@ func TestResident(t *testing.T) {
 		}
 	}
 	rest := make([]byte, size-size/2)
-	if _, err := f.ReadAt(rest, size/2); err != nil {
+	if _, err := unix.Pread(fd, rest, size/2); err != nil {
 		t.Fatal(err)
 	}
 	if !Resident(fd, 0, size) {
@@ -187,17 +195,7 @@ func TestResidentInFlight(t *testing.T) {
 		t.Skip("mincore tells the truth about another's file only to its owner: needs root")
 	}
 	const size, chunk = 32 << 20, 512 << 10
-	p := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(p, random(size), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dropCache(t, p)
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fd := int(f.Fd())
+	fd := uncachedFile(t, size)
 	m, err := unix.Mmap(fd, 0, size, unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)

@@ -40,7 +40,7 @@ func Lookup(dirfd int, path string, how *unix.OpenHow, st *unix.Stat_t) error {
 		return e
 	}
 	_, _, e = unix.RawSyscall(unix.SYS_FSTAT, fd, uintptr(unsafe.Pointer(st)), 0)
-	unix.RawSyscall(unix.SYS_CLOSE, fd, 0, 0)
+	Close(int(fd))
 	if e != 0 {
 		return e
 	}

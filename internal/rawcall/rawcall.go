@@ -61,21 +61,26 @@ func Sendmsg(fd int, msg *unix.Msghdr, flags int) (int, error) {
 	return int(n), nil
 }
 
-// Recvmsg is recvmsg(2) on a non-blocking socket (or with MSG_DONTWAIT in
-// flags) into one buffer and oob.
-func Recvmsg(fd int, p, oob []byte, flags int) (n, oobn, recvflags int, err error) {
-	var iov unix.Iovec
-	var msg unix.Msghdr
+// oneBuffer points msg at p (through iov) and at the control buffer oob.
+func oneBuffer(msg *unix.Msghdr, iov *unix.Iovec, p, oob []byte) {
 	if len(p) > 0 {
 		iov.Base = &p[0]
 		iov.SetLen(len(p))
-		msg.Iov = &iov
+		msg.Iov = iov
 		msg.SetIovlen(1)
 	}
 	if len(oob) > 0 {
 		msg.Control = &oob[0]
 		msg.SetControllen(len(oob))
 	}
+}
+
+// Recvmsg is recvmsg(2) on a non-blocking socket (or with MSG_DONTWAIT in
+// flags) into one buffer and oob.
+func Recvmsg(fd int, p, oob []byte, flags int) (n, oobn, recvflags int, err error) {
+	var iov unix.Iovec
+	var msg unix.Msghdr
+	oneBuffer(&msg, &iov, p, oob)
 	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
 	if e != 0 {
 		return 0, 0, 0, e
@@ -88,16 +93,7 @@ func Recvmsg(fd int, p, oob []byte, flags int) (n, oobn, recvflags int, err erro
 func SendmsgOOB(fd int, p, oob []byte, flags int) (int, error) {
 	var iov unix.Iovec
 	var msg unix.Msghdr
-	if len(p) > 0 {
-		iov.Base = &p[0]
-		iov.SetLen(len(p))
-		msg.Iov = &iov
-		msg.SetIovlen(1)
-	}
-	if len(oob) > 0 {
-		msg.Control = &oob[0]
-		msg.SetControllen(len(oob))
-	}
+	oneBuffer(&msg, &iov, p, oob)
 	return Sendmsg(fd, &msg, flags)
 }
 
@@ -117,7 +113,9 @@ func Shutdown(fd, how int) error {
 	return nil
 }
 
-// Close is close(2) of a socket, which without SO_LINGER never waits.
+// Close is close(2) of a socket, which without SO_LINGER never waits (or
+// of another descriptor whose close does not wait either, such as an
+// O_PATH one).
 func Close(fd int) {
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 }
