@@ -273,14 +273,24 @@ func (d *dispatcher) distribute() {
 			flags |= connAdmit
 		}
 	}
+	// The worker reports a connection done lazily (worker.go outbox)
+	// unless the count of it matters soon: per-client limits are on, or
+	// max_connections or its worker's descriptors are half used.
+	if limit > 0 || 2*(s.inflight.Load()+int64(len(d.fds))) >= s.maxConns.Load() {
+		flags |= connPrompt
+	}
 	for j := range ws {
 		var fds []int
 		d.metas, d.mkeys, d.idx = d.metas[:0], d.mkeys[:0], d.idx[:0]
+		f := flags
+		if c := ws[j].capacity.Load(); c > 0 && 2*(c-d.room[j]) >= c {
+			f |= connPrompt
+		}
 		for i, a := range d.assign {
 			if a == j {
 				fds = append(fds, d.fds[i])
 				d.idx = append(d.idx, i)
-				d.metas = append(d.metas, connMeta{id: s.connSeq.Add(1), flags: flags, client: d.peers[i]})
+				d.metas = append(d.metas, connMeta{id: s.connSeq.Add(1), flags: f, client: d.peers[i]})
 				d.mkeys = append(d.mkeys, d.keys[i])
 			}
 		}

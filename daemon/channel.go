@@ -72,7 +72,7 @@ var errShortMsg = errors.New("channel message too short")
 
 type connMeta struct {
 	id     uint64
-	flags  byte // connProxy, connAdmit
+	flags  byte // connProxy, connAdmit, connPrompt
 	client string
 }
 
@@ -85,6 +85,10 @@ const (
 	// peer is the proxy); the worker asks it with msgAdmit once the header
 	// has named the client.
 	connAdmit
+	// connPrompt: the supervisor's count of it matters soon (a limit is
+	// near or counts per client), so the worker reports it done within
+	// doneDelay rather than lazyDoneDelay (worker.go outbox).
+	connPrompt
 )
 
 func appendConns(b []byte, cs []connMeta) []byte {
@@ -136,6 +140,7 @@ type doneMeta struct {
 	bytes    uint64
 	requests uint32
 	outcome  string
+	prompt   bool // report within doneDelay (not sent: the worker's own)
 }
 
 func appendDone(b []byte, ds []doneMeta) []byte {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestConnsRoundTrip(t *testing.T) {
@@ -14,7 +15,7 @@ func TestConnsRoundTrip(t *testing.T) {
 }
 
 func TestDoneRoundTrip(t *testing.T) {
-	in := []doneMeta{{1, 100, 3, "closed"}, {9, 0, 0, ""}}
+	in := []doneMeta{{id: 1, bytes: 100, requests: 3, outcome: "closed"}, {id: 9}}
 	got, err := parseDone(appendDone(nil, in)[1:])
 	if err != nil || !reflect.DeepEqual(got, in) {
 		t.Fatalf("got %v, %v", got, err)
@@ -55,7 +56,7 @@ func FuzzParseConns(f *testing.F) {
 }
 
 func FuzzParseDone(f *testing.F) {
-	f.Add(appendDone(nil, []doneMeta{{1, 2, 3, "ok"}})[1:])
+	f.Add(appendDone(nil, []doneMeta{{id: 1, bytes: 2, requests: 3, outcome: "ok"}})[1:])
 	f.Fuzz(func(t *testing.T, p []byte) {
 		ds, err := parseDone(p)
 		if err != nil {
@@ -65,4 +66,40 @@ func FuzzParseDone(f *testing.F) {
 			t.Fatalf("re-encode: %v %v", again, err)
 		}
 	})
+}
+
+// TestBatchDue: a batch of done reports is sent lazyDoneDelay after its
+// first entry, unless a prompt entry makes it due doneDelay after that
+// one arrived; a later entry never delays it.
+func TestBatchDue(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	lazy, prompt := doneMeta{id: 1}, doneMeta{id: 2, prompt: true}
+	tests := []struct {
+		name    string
+		entries []doneMeta
+		at      []time.Time // when each arrived
+		want    time.Time
+		sooner  []bool // add's result per entry
+	}{
+		{"one lazy", []doneMeta{lazy}, []time.Time{ms(0)}, ms(20), []bool{true}},
+		{"one prompt", []doneMeta{prompt}, []time.Time{ms(0)}, ms(2), []bool{true}},
+		{"lazy then prompt", []doneMeta{lazy, prompt}, []time.Time{ms(0), ms(5)}, ms(7), []bool{true, true}},
+		{"prompt late in a lazy batch", []doneMeta{lazy, prompt}, []time.Time{ms(0), ms(19)}, ms(20), []bool{true, false}},
+		{"prompt then lazy", []doneMeta{prompt, lazy}, []time.Time{ms(0), ms(1)}, ms(2), []bool{true, false}},
+		{"prompt then prompt", []doneMeta{prompt, prompt}, []time.Time{ms(0), ms(1)}, ms(2), []bool{true, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b batchDue
+			for i, d := range tt.entries {
+				if got := b.add(d, tt.at[i], i == 0); got != tt.sooner[i] {
+					t.Errorf("entry %d: add = %v, want %v", i, got, tt.sooner[i])
+				}
+			}
+			if !b.at.Equal(tt.want) {
+				t.Errorf("due at %v, want %v", b.at.Sub(t0), tt.want.Sub(t0))
+			}
+		})
+	}
 }

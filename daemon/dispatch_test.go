@@ -22,19 +22,29 @@ func TestDispatchLimits(t *testing.T) {
 		capacity  [2]int64 // 0: no bound
 		peers     []string
 		want      []string // per connection: "" handed over, else the refusal
+		// per worker: its connections are to be reported done promptly
+		// (connPrompt): a limit is near or counts per client
+		prompt [2]bool
 	}{
-		{"no limits", 100, 0, [2]int64{}, []string{"10.0.0.1:1", "10.0.0.1:2", "10.0.0.1:3"}, []string{"", "", ""}},
+		{"no limits", 100, 0, [2]int64{}, []string{"10.0.0.1:1", "10.0.0.1:2", "10.0.0.1:3"}, []string{"", "", ""}, [2]bool{}},
 		// Those that fit are handed over, not the whole batch refused.
 		{"max_connections", 2, 0, [2]int64{}, []string{"10.0.0.1:1", "10.0.0.2:2", "10.0.0.3:3"},
-			[]string{"", "", busyMaxConns}},
+			[]string{"", "", busyMaxConns}, [2]bool{true, true}},
+		{"half of max_connections", 6, 0, [2]int64{}, []string{"10.0.0.1:1", "10.0.0.2:2", "10.0.0.3:3"},
+			[]string{"", "", ""}, [2]bool{true, true}},
+		{"below half of max_connections", 7, 0, [2]int64{}, []string{"10.0.0.1:1", "10.0.0.2:2", "10.0.0.3:3"},
+			[]string{"", "", ""}, [2]bool{}},
 		{"max_connections before per client", 3, 1, [2]int64{}, []string{"10.0.0.1:1", "10.0.0.1:2", "10.0.0.2:1", "10.0.0.3:1", "10.0.0.1:3"},
-			[]string{"", busyPerClient, "", "", busyMaxConns}},
+			[]string{"", busyPerClient, "", "", busyMaxConns}, [2]bool{true, true}},
 		{"per client", 100, 2, [2]int64{}, []string{"10.0.0.1:1", "10.0.0.1:2", "10.0.0.2:1", "10.0.0.1:3", "[::1]:4", "[::1]:5"},
-			[]string{"", "", "", busyPerClient, "", ""}},
+			[]string{"", "", "", busyPerClient, "", ""}, [2]bool{true, true}},
 		{"capacity", 100, 0, [2]int64{1, 2}, []string{"10.0.0.1:1", "10.0.0.2:2", "10.0.0.3:3", "10.0.0.4:4"},
-			[]string{"", "", "", busyNoFDs}},
+			[]string{"", "", "", busyNoFDs}, [2]bool{true, true}},
+		// Worker 0 fills half of its descriptors' room, worker 1 a sixth.
+		{"half of capacity", 100, 0, [2]int64{2, 6}, []string{"10.0.0.1:1", "10.0.0.2:2"},
+			[]string{"", ""}, [2]bool{true, false}},
 		{"per client before capacity", 100, 1, [2]int64{1, 1}, []string{"10.0.0.1:1", "10.0.0.1:2", "10.0.0.2:1", "10.0.0.3:1"},
-			[]string{"", busyPerClient, "", busyNoFDs}},
+			[]string{"", busyPerClient, "", busyNoFDs}, [2]bool{true, true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,6 +96,11 @@ func TestDispatchLimits(t *testing.T) {
 					ms, err := parseConns(m[1:])
 					if err != nil {
 						t.Fatal(err)
+					}
+					for _, c := range ms {
+						if got := c.flags&connPrompt != 0; got != tt.prompt[i] {
+							t.Errorf("worker %d: connection %d prompt = %v, want %v", i, c.id, got, tt.prompt[i])
+						}
 					}
 					n -= int64(len(ms))
 				}

@@ -190,3 +190,56 @@ func TestDrainedWorkerServesQueuedConnections(t *testing.T) {
 		t.Fatalf("handoff to a drained worker: %v, want EPIPE", err)
 	}
 }
+
+// TestWorkerDonePrompt: a finished connection is reported promptly
+// (within doneDelay) when the supervisor flagged it connPrompt, when the
+// worker falls idle, or when it drains; otherwise lazily.
+func TestWorkerDonePrompt(t *testing.T) {
+	w, _, _ := testWorker(t)
+	next := func() doneMeta {
+		t.Helper()
+		select {
+		case d := <-w.done:
+			return d
+		case <-time.After(5 * time.Second):
+			t.Fatal("no done report")
+			return doneMeta{}
+		}
+	}
+	var clients []net.Conn
+	var fds []int
+	for range 3 {
+		c, fd := acceptedPair(t)
+		clients, fds = append(clients, c), append(fds, fd)
+	}
+	w.startConns(appendConns(nil, []connMeta{{id: 1}, {id: 2}, {id: 3, flags: connPrompt}})[1:], fds, false)
+	clients[0].Close() // two others still active: lazy
+	if d := next(); d.id != 1 || d.prompt {
+		t.Fatalf("first done %+v, want id 1 not prompt", d)
+	}
+	clients[2].Close() // flagged by the supervisor
+	if d := next(); d.id != 3 || !d.prompt {
+		t.Fatalf("second done %+v, want id 3 prompt", d)
+	}
+	clients[1].Close() // the last: the worker falls idle
+	if d := next(); d.id != 2 || !d.prompt {
+		t.Fatalf("third done %+v, want id 2 prompt", d)
+	}
+
+	// Draining: every one is prompt.
+	clients, fds = clients[:0], fds[:0]
+	for range 2 {
+		c, fd := acceptedPair(t)
+		clients, fds = append(clients, c), append(fds, fd)
+	}
+	w.startConns(appendConns(nil, []connMeta{{id: 4}, {id: 5}})[1:], fds, false)
+	w.mu.Lock()
+	w.draining = true
+	w.mu.Unlock()
+	clients[0].Close()
+	if d := next(); d.id != 4 || !d.prompt {
+		t.Fatalf("done while draining %+v, want id 4 prompt", d)
+	}
+	clients[1].Close()
+	next()
+}
