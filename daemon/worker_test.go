@@ -212,7 +212,10 @@ func TestWorkerDonePrompt(t *testing.T) {
 		c, fd := acceptedPair(t)
 		clients, fds = append(clients, c), append(fds, fd)
 	}
-	w.startConns(appendConns(nil, []connMeta{{id: 1}, {id: 2}, {id: 3, flags: connPrompt}})[1:], fds, false)
+	// The flagged one first: a later unflagged handoff says no limit is
+	// near any longer (TestWorkerDonePromptPressure).
+	w.startConns(appendConns(nil, []connMeta{{id: 3, flags: connPrompt}})[1:], fds[2:], false)
+	w.startConns(appendConns(nil, []connMeta{{id: 1}, {id: 2}})[1:], fds[:2], false)
 	clients[0].Close() // two others still active: lazy
 	if d := next(); d.id != 1 || d.prompt {
 		t.Fatalf("first done %+v, want id 1 not prompt", d)
@@ -242,4 +245,50 @@ func TestWorkerDonePrompt(t *testing.T) {
 	}
 	clients[1].Close()
 	next()
+}
+
+// TestWorkerDonePromptPressure: a connection handed off while no limit
+// was near is reported promptly if it ends after the supervisor flagged a
+// later handoff connPrompt (a limit is near now: it counts against it
+// until reported), and lazily again once a later handoff is not flagged.
+// Whether its count matters used to be judged only at its own handoff, so
+// a long transfer handed off at low load and ending at the limit held its
+// place for lazyDoneDelay.
+func TestWorkerDonePromptPressure(t *testing.T) {
+	w, _, _ := testWorker(t)
+	next := func() doneMeta {
+		t.Helper()
+		select {
+		case d := <-w.done:
+			return d
+		case <-time.After(5 * time.Second):
+			t.Fatal("no done report")
+			return doneMeta{}
+		}
+	}
+	start := func(ms ...connMeta) []net.Conn {
+		t.Helper()
+		var clients []net.Conn
+		var fds []int
+		for range ms {
+			c, fd := acceptedPair(t)
+			clients, fds = append(clients, c), append(fds, fd)
+		}
+		w.startConns(appendConns(nil, ms)[1:], fds, false)
+		return clients
+	}
+	old := start(connMeta{id: 1}, connMeta{id: 2}, connMeta{id: 3}) // no limit near
+	defer old[2].Close()
+	held := start(connMeta{id: 4, flags: connPrompt}) // a limit is near now
+	defer held[0].Close()
+	old[0].Close()
+	if d := next(); d.id != 1 || !d.prompt {
+		t.Fatalf("done %+v after a flagged handoff, want id 1 prompt", d)
+	}
+	quiet := start(connMeta{id: 5}) // no longer
+	defer quiet[0].Close()
+	old[1].Close()
+	if d := next(); d.id != 2 || d.prompt {
+		t.Fatalf("done %+v after an unflagged handoff, want id 2 lazy", d)
+	}
 }
