@@ -288,18 +288,18 @@ func (d *dispatcher) distribute() {
 			flags |= connAdmit
 		}
 	}
-	// The worker reports a connection done lazily (worker.go outbox)
+	// The worker may report a connection done lazily (worker.go outbox)
 	// unless the count of it matters soon: per-client limits are on, or
 	// max_connections or its worker's descriptors are half used.
-	if limit > 0 || 2*(s.inflight.Load()+int64(len(d.fds))) >= s.maxConns.Load() {
-		flags |= connPrompt
+	if limit == 0 && 2*(s.inflight.Load()+int64(len(d.fds))) < s.maxConns.Load() {
+		flags |= connLazy
 	}
 	for j := range ws {
 		var fds []int
 		d.metas, d.mkeys, d.idx = d.metas[:0], d.mkeys[:0], d.idx[:0]
 		f := flags
 		if c := ws[j].capacity.Load(); c > 0 && 2*(c-d.room[j]) >= c {
-			f |= connPrompt
+			f &^= connLazy
 		}
 		for i, a := range d.assign {
 			if a == j {

@@ -72,7 +72,7 @@ var errShortMsg = errors.New("channel message too short")
 
 type connMeta struct {
 	id     uint64
-	flags  byte // connProxy, connAdmit, connPrompt
+	flags  byte // connProxy, connAdmit, connLazy
 	client string
 }
 
@@ -85,10 +85,14 @@ const (
 	// peer is the proxy); the worker asks it with msgAdmit once the header
 	// has named the client.
 	connAdmit
-	// connPrompt: the supervisor's count of it matters soon (a limit is
-	// near or counts per client), so the worker reports it done within
-	// doneDelay rather than lazyDoneDelay (worker.go outbox).
-	connPrompt
+	// connLazy: the supervisor's count of it does not matter soon (no
+	// limit is near, none counts per client), so the worker may report it
+	// done within lazyDoneDelay rather than doneDelay (worker.go outbox).
+	// An unflagged connection is reported promptly, as every one was
+	// before the flag: a supervisor from before it (a reload after a
+	// package upgrade runs the new worker binary under the old one)
+	// counts on that.
+	connLazy
 )
 
 func appendConns(b []byte, cs []connMeta) []byte {

@@ -23,7 +23,7 @@ func TestDispatchLimits(t *testing.T) {
 		peers     []string
 		want      []string // per connection: "" handed over, else the refusal
 		// per worker: its connections are to be reported done promptly
-		// (connPrompt): a limit is near or counts per client
+		// (not connLazy): a limit is near or counts per client
 		prompt [2]bool
 	}{
 		{"no limits", 100, 0, [2]int64{}, []string{"10.0.0.1:1", "10.0.0.1:2", "10.0.0.1:3"}, []string{"", "", ""}, [2]bool{}},
@@ -98,7 +98,7 @@ func TestDispatchLimits(t *testing.T) {
 						t.Fatal(err)
 					}
 					for _, c := range ms {
-						if got := c.flags&connPrompt != 0; got != tt.prompt[i] {
+						if got := c.flags&connLazy == 0; got != tt.prompt[i] {
 							t.Errorf("worker %d: connection %d prompt = %v, want %v", i, c.id, got, tt.prompt[i])
 						}
 					}

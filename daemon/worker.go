@@ -38,6 +38,10 @@ type worker struct {
 	active   int
 	draining bool
 	shut     bool // we shut its read side
+	// pressure: the last connections handed to it were not flagged
+	// connLazy, so a limit is near now and any connection ending counts
+	// against it until reported, whenever it was handed off.
+	pressure bool
 
 	amu    sync.Mutex
 	admits map[uint64]chan bool // msgAdmit waiting for msgAdmitted, by connection id
@@ -248,6 +252,9 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 	}
 	w.mu.Lock()
 	w.active += len(fds)
+	if len(metas) > 0 { // one message's connections share the flag
+		w.pressure = metas[len(metas)-1].flags&connLazy == 0
+	}
 	w.mu.Unlock()
 	w.conns.Add(len(fds))
 	for i, fd := range fds {
@@ -260,10 +267,12 @@ func (w *worker) startConns(p []byte, fds []int, lost bool) {
 		w.srv.Start(fd, ci, func(r serve.Result) {
 			w.mu.Lock()
 			w.active--
-			// Reported lazily unless the supervisor's count of it matters
-			// soon: it said so, this worker falls idle or drains, or it
-			// accepts itself (its budget is what it reported).
-			prompt := m.flags&connPrompt != 0 || w.active == 0 || w.draining || w.acc != nil
+			// Reported lazily only if the supervisor's count of it does
+			// not matter soon: it said so (connLazy) at this connection's
+			// handoff and at the last one (no limit got near since), and
+			// this worker neither falls idle, drains, nor accepts itself
+			// (its budget is what it reported).
+			prompt := m.flags&connLazy == 0 || w.pressure || w.active == 0 || w.draining || w.acc != nil
 			w.acc.freed() // accept mode hook (workeraccept.go)
 			w.shutIfIdle()
 			w.mu.Unlock()

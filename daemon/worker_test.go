@@ -192,7 +192,7 @@ func TestDrainedWorkerServesQueuedConnections(t *testing.T) {
 }
 
 // TestWorkerDonePrompt: a finished connection is reported promptly
-// (within doneDelay) when the supervisor flagged it connPrompt, when the
+// (within doneDelay) unless the supervisor flagged it connLazy, when the
 // worker falls idle, or when it drains; otherwise lazily.
 func TestWorkerDonePrompt(t *testing.T) {
 	w, _, _ := testWorker(t)
@@ -212,12 +212,15 @@ func TestWorkerDonePrompt(t *testing.T) {
 		c, fd := acceptedPair(t)
 		clients, fds = append(clients, c), append(fds, fd)
 	}
-	w.startConns(appendConns(nil, []connMeta{{id: 1}, {id: 2}, {id: 3, flags: connPrompt}})[1:], fds, false)
+	// The prompt one first: a later handoff flagged lazy says no limit
+	// is near any longer (TestWorkerDonePromptPressure).
+	w.startConns(appendConns(nil, []connMeta{{id: 3}})[1:], fds[2:], false)
+	w.startConns(appendConns(nil, []connMeta{{id: 1, flags: connLazy}, {id: 2, flags: connLazy}})[1:], fds[:2], false)
 	clients[0].Close() // two others still active: lazy
 	if d := next(); d.id != 1 || d.prompt {
 		t.Fatalf("first done %+v, want id 1 not prompt", d)
 	}
-	clients[2].Close() // flagged by the supervisor
+	clients[2].Close() // not flagged lazy by the supervisor
 	if d := next(); d.id != 3 || !d.prompt {
 		t.Fatalf("second done %+v, want id 3 prompt", d)
 	}
@@ -232,7 +235,7 @@ func TestWorkerDonePrompt(t *testing.T) {
 		c, fd := acceptedPair(t)
 		clients, fds = append(clients, c), append(fds, fd)
 	}
-	w.startConns(appendConns(nil, []connMeta{{id: 4}, {id: 5}})[1:], fds, false)
+	w.startConns(appendConns(nil, []connMeta{{id: 4, flags: connLazy}, {id: 5, flags: connLazy}})[1:], fds, false)
 	w.mu.Lock()
 	w.draining = true
 	w.mu.Unlock()
@@ -242,4 +245,77 @@ func TestWorkerDonePrompt(t *testing.T) {
 	}
 	clients[1].Close()
 	next()
+}
+
+// TestWorkerDonePromptPressure: a connection handed off while no limit
+// was near (connLazy) is reported promptly if it ends after a later
+// handoff the supervisor did not flag lazy (a limit is near now: it counts
+// against it until reported), and lazily again once a later one is.
+// Whether its count matters used to be judged only at its own handoff, so
+// a long transfer handed off at low load and ending at the limit held its
+// place for lazyDoneDelay.
+func TestWorkerDonePromptPressure(t *testing.T) {
+	w, _, _ := testWorker(t)
+	next := func() doneMeta {
+		t.Helper()
+		select {
+		case d := <-w.done:
+			return d
+		case <-time.After(5 * time.Second):
+			t.Fatal("no done report")
+			return doneMeta{}
+		}
+	}
+	start := func(ms ...connMeta) []net.Conn {
+		t.Helper()
+		var clients []net.Conn
+		var fds []int
+		for range ms {
+			c, fd := acceptedPair(t)
+			clients, fds = append(clients, c), append(fds, fd)
+		}
+		w.startConns(appendConns(nil, ms)[1:], fds, false)
+		return clients
+	}
+	old := start(connMeta{id: 1, flags: connLazy}, connMeta{id: 2, flags: connLazy}, connMeta{id: 3, flags: connLazy}) // no limit near
+	defer old[2].Close()
+	held := start(connMeta{id: 4}) // a limit is near now
+	defer held[0].Close()
+	old[0].Close()
+	if d := next(); d.id != 1 || !d.prompt {
+		t.Fatalf("done %+v after a handoff not flagged lazy, want id 1 prompt", d)
+	}
+	quiet := start(connMeta{id: 5, flags: connLazy}) // no longer
+	defer quiet[0].Close()
+	old[1].Close()
+	if d := next(); d.id != 2 || d.prompt {
+		t.Fatalf("done %+v after a handoff flagged lazy, want id 2 lazy", d)
+	}
+}
+
+// TestWorkerDoneUnflaggedPrompt: a connection handed off without a flag
+// is reported promptly. A supervisor from before the lazy reports (a
+// package upgrade and a reload run the new worker binary under the old
+// supervisor, TestReloadRunsBinaryOnDisk) flags nothing: its per-client
+// and max_connections counts must lag no more than they used to. Only a
+// connection flagged connLazy may wait lazyDoneDelay.
+func TestWorkerDoneUnflaggedPrompt(t *testing.T) {
+	w, _, _ := testWorker(t)
+	var clients []net.Conn
+	var fds []int
+	for range 2 {
+		c, fd := acceptedPair(t)
+		defer c.Close()
+		clients, fds = append(clients, c), append(fds, fd)
+	}
+	w.startConns(appendConns(nil, []connMeta{{id: 1}, {id: 2}})[1:], fds, false)
+	clients[0].Close() // the other one still active, not draining
+	select {
+	case d := <-w.done:
+		if d.id != 1 || !d.prompt {
+			t.Fatalf("done %+v of an unflagged connection, want id 1 prompt", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no done report")
+	}
 }

@@ -288,9 +288,10 @@ func (a *acceptor) start(fd int, sa syscall.Sockaddr, proxy bool) {
 	a.pending.Add(1)
 	// Non-blocking (SOCK_NONBLOCK), as Run needs. An idle keep-alive
 	// connection waits without a goroutine (serve/park.go); the callback
-	// runs when it ends.
+	// runs when it ends, and reports it done promptly, as every one in the
+	// accept mode (worker.go startConns): budgets come from the reports.
 	w.srv.Start(fd, serve.ConnInfo{Client: client, ID: id, Proxy: proxy, Nonblocking: true}, func(r serve.Result) {
-		w.done <- doneMeta{id: id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome)}
+		w.done <- doneMeta{id: id, bytes: uint64(r.Bytes), requests: uint32(r.Requests), outcome: string(r.Outcome), prompt: true}
 		w.mu.Lock()
 		w.active--
 		a.freed()

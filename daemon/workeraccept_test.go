@@ -285,3 +285,44 @@ func TestWorkerSetLimit(t *testing.T) {
 	}
 	w.drain()
 }
+
+// TestWorkerAcceptDonePrompt: in the accept mode every finished
+// connection is reported promptly (within doneDelay), those the worker
+// accepted itself included: the supervisor's budgets and counts are what
+// it reported. They used to be left lazy (lazyDoneDelay) unless flagged
+// by a handoff, which accepted ones never are.
+func TestWorkerAcceptDonePrompt(t *testing.T) {
+	local, remote := channel(t)
+	var r reports
+	go r.read(t, local)
+	w := newAcceptingWorker(t, remote, 10)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	rc, _ := ln.(*net.TCPListener).SyscallConn()
+	fd := -1
+	rc.Control(func(s uintptr) { fd, _ = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	w.listen(appendListen(nil, []listenMeta{{0, ln.Addr().String()}})[1:], []int{fd})
+	defer w.drain()
+	var clients []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	waitFor(t, "two connections served", func() bool { return w.srv.Stats().Connections == 2 })
+	clients[0].Close() // the other one still active, not draining
+	select {
+	case d := <-w.done:
+		if !d.prompt {
+			t.Fatalf("done %+v of a connection the worker accepted, want prompt", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no done report")
+	}
+}
