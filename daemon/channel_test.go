@@ -91,7 +91,7 @@ func TestBatchDue(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var b batchDue
+			b := batchDue{lazy: lazyDoneDelay}
 			for i, d := range tt.entries {
 				if got := b.add(d, tt.at[i], i == 0); got != tt.sooner[i] {
 					t.Errorf("entry %d: add = %v, want %v", i, got, tt.sooner[i])

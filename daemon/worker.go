@@ -26,8 +26,11 @@ type worker struct {
 	ch    *net.UnixConn
 	srv   *serve.Server
 	log   *slog.Logger
-	done  chan doneMeta  // finished connections, for outbox
-	conns sync.WaitGroup // Add only from the channel's reader, so never after Wait
+	done  chan doneMeta // finished connections, for outbox
+	flush chan struct{} // ask outbox to send what it holds now (a drain)
+	// lazyDelay is lazyDoneDelay; tests lengthen it
+	lazyDelay time.Duration
+	conns     sync.WaitGroup // Add only from the channel's reader, so never after Wait
 
 	// A draining worker exits once its channel has read EOF and no
 	// connection is active. It shuts the channel's read side when it
@@ -119,7 +122,7 @@ func RunWorker() error {
 }
 
 func newWorker(ch *net.UnixConn, srv *serve.Server, log *slog.Logger) *worker {
-	w := &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, doneQueue), admits: map[uint64]chan bool{}}
+	w := &worker{ch: ch, srv: srv, log: log, done: make(chan doneMeta, doneQueue), flush: make(chan struct{}, 1), lazyDelay: lazyDoneDelay, admits: map[uint64]chan bool{}}
 	srv.SetAdmit(w.admit)
 	return w
 }
@@ -219,6 +222,10 @@ func (w *worker) drain() {
 	}
 	w.draining = true
 	w.log.Debug("draining", "active", w.active)
+	select { // what waits lazily to be reported is sent now (outbox)
+	case w.flush <- struct{}{}:
+	default:
+	}
 	w.srv.Drain()
 	w.shutIfIdle()
 }
@@ -317,7 +324,7 @@ const doneDelay = 2 * time.Millisecond
 // lazyDoneDelay is how long any other finished connection may wait. Each
 // report wakes the supervisor and, on a busy worker, arms a timer: at
 // 2 ms, under new connections at 7,000 per second, those wake-ups cost
-// 13% of the server's CPU per connection (bench/findings.md). The
+// 6 to 13% of the server's CPU per connection (bench/findings.md). The
 // supervisor's counts of connections that end while no limit is near
 // lag by up to this much.
 const lazyDoneDelay = 20 * time.Millisecond
@@ -334,7 +341,7 @@ func (w *worker) outbox() {
 	timer.Stop()
 	for d := range w.done {
 		batch = append(batch[:0], d)
-		var due batchDue
+		due := batchDue{lazy: w.lazyDelay}
 		now := time.Now()
 		due.add(d, now, true)
 		timer.Reset(due.at.Sub(now))
@@ -353,6 +360,8 @@ func (w *worker) outbox() {
 				}
 			case <-timer.C:
 				break more
+			case <-w.flush:
+				break more
 			}
 		}
 		timer.Stop()
@@ -367,13 +376,14 @@ func (w *worker) outbox() {
 // its first prompt entry arrived, or lazyDoneDelay after its first entry,
 // whichever is sooner.
 type batchDue struct {
-	at time.Time
+	at   time.Time
+	lazy time.Duration // lazyDoneDelay; tests lengthen it
 }
 
 // add counts d, which arrived at now, and reports whether the batch is
 // now due sooner (always, for its first entry).
 func (b *batchDue) add(d doneMeta, now time.Time, first bool) bool {
-	delay := lazyDoneDelay
+	delay := b.lazy
 	if d.prompt {
 		delay = doneDelay
 	}

@@ -319,3 +319,20 @@ func TestWorkerDoneUnflaggedPrompt(t *testing.T) {
 		t.Fatal("no done report")
 	}
 }
+
+// TestDrainFlushesLazyReports: a drain sends the done reports that wait
+// lazily at once, so that the supervisor's counts are exact while the
+// workers drain (a kill's connections_cut, the exit status).
+func TestDrainFlushesLazyReports(t *testing.T) {
+	w, sup, _ := testWorker(t)
+	w.lazyDelay = time.Hour
+	go w.outbox()
+	t.Cleanup(func() { close(w.done) })
+	w.done <- doneMeta{id: 7, outcome: "closed"}
+	w.drain()
+	sup.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ds, err := parseDone(recvMsg(t, sup)[1:])
+	if err != nil || len(ds) != 1 || ds[0].id != 7 {
+		t.Fatalf("done %+v %v, want id 7", ds, err)
+	}
+}
