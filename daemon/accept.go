@@ -32,18 +32,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	for {
 		d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0] // Read may return before calling accept
 		var aerr error
-		// Read calls its function before it waits. When the last batch
-		// ended at EAGAIN, that first accept4 would only find the queue
-		// empty again: wait in the poller at once instead. The poller is
-		// edge-triggered and remembers an edge that came while nobody
-		// waited, so a connection queued since that EAGAIN still ends
-		// the wait at once.
-		skip := d.drained
 		err := rc.Read(func(fd uintptr) bool {
-			if skip {
-				skip = false
-				return false
-			}
 			d.from(l) // here: a reload may change it while Read waits
 			aerr = d.accept(int(fd))
 			return aerr != nil || len(d.fds) > 0 // wait in the poller if nothing was accepted
@@ -77,7 +66,6 @@ func (s *Supervisor) acceptLoop(l *listener) {
 // error that stopped it otherwise: EMFILE, ENFILE, ENOBUFS.
 func (d *dispatcher) accept(fd int) error {
 	d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0]
-	d.drained = false
 	for len(d.fds) < maxBatch {
 		// Raw (internal/rawcall), and not x/sys/unix's Accept4, which asks every
 		// accepted socket for SO_PROTOCOL to decode its address: one
@@ -101,7 +89,6 @@ func (d *dispatcher) accept(fd int) error {
 		case syscall.EINTR, syscall.ECONNABORTED:
 			continue
 		case syscall.EAGAIN:
-			d.drained = true
 			return nil
 		}
 		return e
@@ -124,8 +111,6 @@ type dispatcher struct {
 	idx    []int   // indices in fds of the batch sent to one worker
 	rr     int
 	httpOn bool
-	// drained: the last accept stopped at EAGAIN, so the queue was empty
-	drained bool
 	// at is when each of fds was accepted (handoff latency, metrics.go).
 	at []time.Time
 	// of the listener accepted from: every connection starts with a PROXY
