@@ -32,6 +32,11 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	for {
 		d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0] // Read may return before calling accept
 		var aerr error
+		// Read calls the function before it waits, and must: it clears
+		// the poller's memory of an edge first (prepareRead), so a
+		// connection queued since the last accept4 found the queue empty
+		// (during distribute, say) is found only by this first call
+		// (TestAcceptLoopQueuedBetweenBatches; bench/findings.md).
 		err := rc.Read(func(fd uintptr) bool {
 			d.from(l) // here: a reload may change it while Read waits
 			aerr = d.accept(int(fd))
@@ -42,6 +47,9 @@ func (s *Supervisor) acceptLoop(l *listener) {
 			if w := l.watch.Load(); w != nil && w.accepted(time.Now()) {
 				s.post(evLeaveGroup{l})
 			}
+		}
+		if s.afterBatch != nil {
+			s.afterBatch()
 		}
 		if err != nil {
 			if !l.closed.Load() {

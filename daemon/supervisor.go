@@ -125,6 +125,10 @@ type Supervisor struct {
 	next    *generation // a reload's (or the start's) new generation, not yet ready
 	genSeq  int
 
+	// afterBatch, if set (tests), runs in an accept loop after each
+	// batch is handed off, before it waits for the next.
+	afterBatch func()
+
 	dispatch atomic.Pointer[[]*workerProc]
 	inflight atomic.Int64
 	maxConns atomic.Int64
