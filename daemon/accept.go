@@ -30,29 +30,33 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	d := &dispatcher{s: s}
 	var delay time.Duration
 	for {
-		d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0] // Read may return before calling accept
 		var aerr error
-		// Read calls its function before it waits. When the last batch
-		// ended at EAGAIN, that first accept4 would only find the queue
-		// empty again: wait in the poller at once instead. The poller is
-		// edge-triggered and remembers an edge that came while nobody
-		// waited, so a connection queued since that EAGAIN still ends
-		// the wait at once.
-		skip := d.drained
+		leave := false
+		// Each batch is accepted and handed over inside Read, which waits
+		// in the poller when the batch ended at EAGAIN: its wait keeps a
+		// readiness edge that came meanwhile (the poller is edge-triggered
+		// and remembers one that came while nobody waited), so a
+		// connection queued during the handoff ends the wait at once, and
+		// no accept4 is spent finding an empty queue after every batch.
+		// A new Read would forget that edge (prepareRead resets it) and
+		// so must call accept4 before it waits: Read returns only for
+		// what its wait cannot do, a back-off after an error, a batch
+		// that maxBatch cut short, or leaving a SO_REUSEPORT group.
 		err := rc.Read(func(fd uintptr) bool {
-			if skip {
-				skip = false
-				return false
-			}
 			d.from(l) // here: a reload may change it while Read waits
 			aerr = d.accept(int(fd))
-			return aerr != nil || len(d.fds) > 0 // wait in the poller if nothing was accepted
-		})
-		if len(d.fds) > 0 {
-			d.distribute()
-			if w := l.watch.Load(); w != nil && w.accepted(time.Now()) {
-				s.post(evLeaveGroup{l})
+			if len(d.fds) > 0 {
+				// Close waits for this to return: nothing here may wait
+				// for the loop, which closes listeners (hence leave).
+				d.distribute()
+				if w := l.watch.Load(); w != nil && w.accepted(time.Now()) {
+					leave = true
+				}
 			}
+			return aerr != nil || leave || !d.drained
+		})
+		if leave {
+			s.post(evLeaveGroup{l})
 		}
 		if err != nil {
 			if !l.closed.Load() {
