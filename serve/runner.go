@@ -103,6 +103,6 @@ const stackReserve = 6 << 10
 //go:noinline
 func reserveStack(i int) byte {
 	var pad [stackReserve]byte
-	pad[i&(stackReserve-1)] = 1
-	return pad[(i+1)&(stackReserve-1)]
+	pad[uint(i)%stackReserve] = 1
+	return pad[uint(i+1)%stackReserve]
 }
