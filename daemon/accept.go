@@ -30,26 +30,36 @@ func (s *Supervisor) acceptLoop(l *listener) {
 	d := &dispatcher{s: s}
 	var delay time.Duration
 	for {
-		d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0] // Read may return before calling accept
 		var aerr error
-		// Read calls the function before it waits, and must: it clears
-		// the poller's memory of an edge first (prepareRead), so a
-		// connection queued since the last accept4 found the queue empty
-		// (during distribute, say) is found only by this first call
-		// (TestAcceptLoopQueuedBetweenBatches; bench/findings.md).
+		leave := false
+		// Each batch is accepted and handed over inside Read, which waits
+		// in the poller when the batch ended at EAGAIN: its wait keeps a
+		// readiness edge that came meanwhile (the poller is edge-triggered
+		// and remembers one that came while nobody waited), so a
+		// connection queued during the handoff ends the wait at once, and
+		// no accept4 is spent finding an empty queue after every batch.
+		// A new Read would forget that edge (prepareRead resets it) and
+		// so must call accept4 before it waits: Read returns only for
+		// what its wait cannot do, a back-off after an error, a batch
+		// that maxBatch cut short, or leaving a SO_REUSEPORT group.
 		err := rc.Read(func(fd uintptr) bool {
 			d.from(l) // here: a reload may change it while Read waits
 			aerr = d.accept(int(fd))
-			return aerr != nil || len(d.fds) > 0 // wait in the poller if nothing was accepted
-		})
-		if len(d.fds) > 0 {
-			d.distribute()
-			if w := l.watch.Load(); w != nil && w.accepted(time.Now()) {
-				s.post(evLeaveGroup{l})
+			if len(d.fds) > 0 {
+				// Close waits for this to return: nothing here may wait
+				// for the loop, which closes listeners (hence leave).
+				d.distribute()
+				if w := l.watch.Load(); w != nil && w.accepted(time.Now()) {
+					leave = true
+				}
 			}
-		}
-		if s.afterBatch != nil {
-			s.afterBatch()
+			if s.afterBatch != nil {
+				s.afterBatch()
+			}
+			return aerr != nil || leave || !d.drained
+		})
+		if leave {
+			s.post(evLeaveGroup{l})
 		}
 		if err != nil {
 			if !l.closed.Load() {
@@ -74,6 +84,7 @@ func (s *Supervisor) acceptLoop(l *listener) {
 // error that stopped it otherwise: EMFILE, ENFILE, ENOBUFS.
 func (d *dispatcher) accept(fd int) error {
 	d.fds, d.peers, d.at = d.fds[:0], d.peers[:0], d.at[:0]
+	d.drained = false
 	for len(d.fds) < maxBatch {
 		// Raw (internal/rawcall), and not x/sys/unix's Accept4, which asks every
 		// accepted socket for SO_PROTOCOL to decode its address: one
@@ -97,6 +108,7 @@ func (d *dispatcher) accept(fd int) error {
 		case syscall.EINTR, syscall.ECONNABORTED:
 			continue
 		case syscall.EAGAIN:
+			d.drained = true
 			return nil
 		}
 		return e
@@ -119,6 +131,8 @@ type dispatcher struct {
 	idx    []int   // indices in fds of the batch sent to one worker
 	rr     int
 	httpOn bool
+	// drained: the last accept stopped at EAGAIN, so the queue was empty
+	drained bool
 	// at is when each of fds was accepted (handoff latency, metrics.go).
 	at []time.Time
 	// of the listener accepted from: every connection starts with a PROXY
