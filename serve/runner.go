@@ -57,7 +57,7 @@ func (s *Server) startJob(j runJob) {
 }
 
 func (s *Server) runner(j runJob) {
-	reserveStack(0)
+	reserveStack()
 	for {
 		if j.resume != nil {
 			j.resume.resume()
@@ -72,7 +72,7 @@ func (s *Server) runner(j runJob) {
 		select {
 		case j = <-s.run.q:
 			s.run.idle.Add(-1)
-			reserveStack(0) // a collection may have shrunk it while it waited
+			reserveStack() // a collection may have shrunk it while it waited
 		case <-s.run.stop:
 			return
 		}
@@ -97,12 +97,16 @@ const stackReserve = 6 << 10
 
 // reserveStack makes the goroutine's stack hold stackReserve more bytes
 // than it uses now: its frame is that large, so the runtime grows the
-// stack on the way in. It costs the zeroing of stackReserve bytes. The
-// index and result only keep the compiler from shrinking the frame.
+// stack on the way in. It costs the zeroing of stackReserve bytes.
 //
 //go:noinline
-func reserveStack(i int) byte {
+func reserveStack() {
 	var pad [stackReserve]byte
-	pad[uint(i)%stackReserve] = 1
-	return pad[uint(i+1)%stackReserve]
+	keepFrame(pad[:])
 }
+
+// keepFrame writes to b, a local array of its caller's, so that the
+// compiler keeps that array (and so the frame's size) whole.
+//
+//go:noinline
+func keepFrame(b []byte) { b[len(b)-1] = 1 }

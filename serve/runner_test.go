@@ -96,7 +96,7 @@ func TestReserveStack(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	moved := make(chan bool)
 	go func() {
-		reserveStack(0)
+		reserveStack()
 		var x byte
 		at := uintptr(unsafe.Pointer(&x))
 		useStack(stackReserve * 3 / 4)
