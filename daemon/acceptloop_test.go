@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
 )
@@ -134,27 +132,7 @@ func TestAcceptLoopQueuedBetweenBatches(t *testing.T) {
 	dial()
 	<-inHook // the first is handed over; the loop has not waited again
 	dial()
-	// Wait until it is queued (TCP_INFO's unacked is a listener's queue
-	// length), through SyscallConn: Fd would make the listener blocking.
-	rc, err := l.f.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		var ti *unix.TCPInfo
-		var ierr error
-		rc.Control(func(fd uintptr) { ti, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
-		if ierr != nil {
-			t.Fatal(ierr)
-		}
-		if ti.Unacked > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the second connection never reached the accept queue")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, l, 1) // before the loop waits again
 	close(release)
 	handedOver(t, remote, 2, "a connection queued during the handoff of the one before")
 }

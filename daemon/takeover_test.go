@@ -56,9 +56,19 @@ func acceptAll(t *testing.T, l *listener, want int) int {
 // listening socket, TCP_INFO's unacked is the queue's length).
 func waitQueued(t *testing.T, l *listener, n int) {
 	t.Helper()
+	// Through SyscallConn: l.f.Fd() would put the listener in blocking
+	// mode, and an accept4 on it would then wait instead of EAGAIN.
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		ti, err := unix.GetsockoptTCPInfo(int(l.f.Fd()), unix.IPPROTO_TCP, unix.TCP_INFO)
+		var ti *unix.TCPInfo
+		var err error
+		if cerr := rc.Control(func(fd uintptr) { ti, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); cerr != nil {
+			t.Fatal(cerr)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
