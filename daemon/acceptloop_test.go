@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,15 +14,15 @@ import (
 )
 
 // startAcceptLoop runs the supervisor's accept loop on a new loopback
-// listener, handing over to one fake worker, whose end of the channel it
-// returns with the worker and the listener. The loop ends at cleanup.
-func startAcceptLoop(t *testing.T) (*Supervisor, *listener, *workerProc, *net.UnixConn) {
+// listener, handing over to one fake worker, and returns the listener
+// and the worker's end of the channel. afterBatch, if not nil, is the
+// loop's test hook (Supervisor.afterBatch). The loop ends at cleanup.
+func startAcceptLoop(t *testing.T, afterBatch func()) (*listener, *net.UnixConn) {
 	t.Helper()
-	s := &Supervisor{log: quietLog(), cfg: config.Default()}
+	s := &Supervisor{log: quietLog(), cfg: config.Default(), afterBatch: afterBatch}
 	s.maxConns.Store(1 << 20)
 	local, remote := channel(t)
-	w := &workerProc{ch: local, pid: 100}
-	s.dispatch.Store(&[]*workerProc{w})
+	s.dispatch.Store(&[]*workerProc{{ch: local, pid: 100}})
 	l := testListener(t, "127.0.0.1:0")
 	done := make(chan struct{})
 	go func() {
@@ -33,7 +34,7 @@ func startAcceptLoop(t *testing.T) (*Supervisor, *listener, *workerProc, *net.Un
 		l.f.Close()
 		<-done
 	})
-	return s, l, w, remote
+	return l, remote
 }
 
 // handedOver reads the worker's end of the channel until n connections
@@ -69,7 +70,7 @@ func handedOver(t *testing.T, remote *net.UnixConn, n int, what string) {
 // second of a pair often arrives while the loop hands over the first,
 // and nothing comes after it to wake the loop again.
 func TestAcceptLoopBackToBack(t *testing.T) {
-	_, l, _, remote := startAcceptLoop(t)
+	l, remote := startAcceptLoop(t, nil)
 	const rounds = 200
 	for i := range rounds {
 		var cs [2]net.Conn
@@ -97,30 +98,18 @@ func TestAcceptLoopBackToBack(t *testing.T) {
 // new-connection section stuck every client. The hook stops the loop
 // right after its first handoff, deterministically.
 func TestAcceptLoopQueuedBetweenBatches(t *testing.T) {
-	s := &Supervisor{log: quietLog(), cfg: config.Default()}
-	s.maxConns.Store(100)
-	local, remote := channel(t)
-	s.dispatch.Store(&[]*workerProc{{ch: local, pid: 100}})
-	l := testListener(t, "127.0.0.1:0")
 	inHook, release := make(chan struct{}), make(chan struct{})
 	hooked := false
-	s.afterBatch = func() { // on the accept loop's goroutine
+	l, remote := startAcceptLoop(t, func() { // on the accept loop's goroutine
 		if !hooked {
 			hooked = true
 			inHook <- struct{}{}
 			<-release
 		}
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.acceptLoop(l)
-	}()
-	t.Cleanup(func() {
-		l.closed.Store(true)
-		l.f.Close()
-		<-done
 	})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the loop's cleanup, which waits for it
 	dial := func() {
 		t.Helper()
 		c, err := net.Dial("tcp", l.addr)
@@ -133,6 +122,6 @@ func TestAcceptLoopQueuedBetweenBatches(t *testing.T) {
 	<-inHook // the first is handed over; the loop has not waited again
 	dial()
 	waitQueued(t, l, 1) // before the loop waits again
-	close(release)
+	free()
 	handedOver(t, remote, 2, "a connection queued during the handoff of the one before")
 }

@@ -93,7 +93,7 @@ func TestBatchDue(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := batchDue{lazy: lazyDoneDelay}
 			for i, d := range tt.entries {
-				if got := b.add(d, tt.at[i], i == 0); got != tt.sooner[i] {
+				if got := b.add(d, tt.at[i]); got != tt.sooner[i] {
 					t.Errorf("entry %d: add = %v, want %v", i, got, tt.sooner[i])
 				}
 			}

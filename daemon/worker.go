@@ -343,7 +343,7 @@ func (w *worker) outbox() {
 		batch = append(batch[:0], d)
 		due := batchDue{lazy: w.lazyDelay}
 		now := time.Now()
-		due.add(d, now, true)
+		due.add(d, now)
 		timer.Reset(due.at.Sub(now))
 	more:
 		for len(batch) < cap(batch) {
@@ -354,7 +354,7 @@ func (w *worker) outbox() {
 				}
 				batch = append(batch, d)
 				if d.prompt { // only a prompt one can make the batch due sooner
-					if now := time.Now(); due.add(d, now, false) {
+					if now := time.Now(); due.add(d, now) {
 						timer.Reset(due.at.Sub(now))
 					}
 				}
@@ -381,13 +381,13 @@ type batchDue struct {
 }
 
 // add counts d, which arrived at now, and reports whether the batch is
-// now due sooner (always, for its first entry).
-func (b *batchDue) add(d doneMeta, now time.Time, first bool) bool {
+// now due sooner (always, for its first entry: b.at is zero before it).
+func (b *batchDue) add(d doneMeta, now time.Time) bool {
 	delay := b.lazy
 	if d.prompt {
 		delay = doneDelay
 	}
-	if at := now.Add(delay); first || at.Before(b.at) {
+	if at := now.Add(delay); b.at.IsZero() || at.Before(b.at) {
 		b.at = at
 		return true
 	}

@@ -191,60 +191,65 @@ func TestDrainedWorkerServesQueuedConnections(t *testing.T) {
 	}
 }
 
+// nextDone is the next finished connection w reports to its outbox.
+func nextDone(t *testing.T, w *worker) doneMeta {
+	t.Helper()
+	select {
+	case d := <-w.done:
+		return d
+	case <-time.After(5 * time.Second):
+		t.Fatal("no done report")
+		return doneMeta{}
+	}
+}
+
+// handOff hands w one message of connections described by ms, and
+// returns their clients.
+func handOff(t *testing.T, w *worker, ms ...connMeta) []net.Conn {
+	t.Helper()
+	var clients []net.Conn
+	var fds []int
+	for range ms {
+		c, fd := acceptedPair(t)
+		clients, fds = append(clients, c), append(fds, fd)
+	}
+	w.startConns(appendConns(nil, ms)[1:], fds, false)
+	return clients
+}
+
 // TestWorkerDonePrompt: a finished connection is reported promptly
 // (within doneDelay) unless the supervisor flagged it connLazy, when the
 // worker falls idle, or when it drains; otherwise lazily.
 func TestWorkerDonePrompt(t *testing.T) {
 	w, _, _ := testWorker(t)
-	next := func() doneMeta {
-		t.Helper()
-		select {
-		case d := <-w.done:
-			return d
-		case <-time.After(5 * time.Second):
-			t.Fatal("no done report")
-			return doneMeta{}
-		}
-	}
-	var clients []net.Conn
-	var fds []int
-	for range 3 {
-		c, fd := acceptedPair(t)
-		clients, fds = append(clients, c), append(fds, fd)
-	}
 	// The prompt one first: a later handoff flagged lazy says no limit
 	// is near any longer (TestWorkerDonePromptPressure).
-	w.startConns(appendConns(nil, []connMeta{{id: 3}})[1:], fds[2:], false)
-	w.startConns(appendConns(nil, []connMeta{{id: 1, flags: connLazy}, {id: 2, flags: connLazy}})[1:], fds[:2], false)
-	clients[0].Close() // two others still active: lazy
-	if d := next(); d.id != 1 || d.prompt {
+	prompt := handOff(t, w, connMeta{id: 3})
+	lazy := handOff(t, w, connMeta{id: 1, flags: connLazy}, connMeta{id: 2, flags: connLazy})
+	lazy[0].Close() // two others still active: lazy
+	if d := nextDone(t, w); d.id != 1 || d.prompt {
 		t.Fatalf("first done %+v, want id 1 not prompt", d)
 	}
-	clients[2].Close() // not flagged lazy by the supervisor
-	if d := next(); d.id != 3 || !d.prompt {
+	prompt[0].Close() // not flagged lazy by the supervisor
+	if d := nextDone(t, w); d.id != 3 || !d.prompt {
 		t.Fatalf("second done %+v, want id 3 prompt", d)
 	}
-	clients[1].Close() // the last: the worker falls idle
-	if d := next(); d.id != 2 || !d.prompt {
+	lazy[1].Close() // the last: the worker falls idle
+	if d := nextDone(t, w); d.id != 2 || !d.prompt {
 		t.Fatalf("third done %+v, want id 2 prompt", d)
 	}
 
 	// Draining: every one is prompt.
-	clients, fds = clients[:0], fds[:0]
-	for range 2 {
-		c, fd := acceptedPair(t)
-		clients, fds = append(clients, c), append(fds, fd)
-	}
-	w.startConns(appendConns(nil, []connMeta{{id: 4, flags: connLazy}, {id: 5, flags: connLazy}})[1:], fds, false)
+	clients := handOff(t, w, connMeta{id: 4, flags: connLazy}, connMeta{id: 5, flags: connLazy})
 	w.mu.Lock()
 	w.draining = true
 	w.mu.Unlock()
 	clients[0].Close()
-	if d := next(); d.id != 4 || !d.prompt {
+	if d := nextDone(t, w); d.id != 4 || !d.prompt {
 		t.Fatalf("done while draining %+v, want id 4 prompt", d)
 	}
 	clients[1].Close()
-	next()
+	nextDone(t, w)
 }
 
 // TestWorkerDonePromptPressure: a connection handed off while no limit
@@ -256,39 +261,18 @@ func TestWorkerDonePrompt(t *testing.T) {
 // place for lazyDoneDelay.
 func TestWorkerDonePromptPressure(t *testing.T) {
 	w, _, _ := testWorker(t)
-	next := func() doneMeta {
-		t.Helper()
-		select {
-		case d := <-w.done:
-			return d
-		case <-time.After(5 * time.Second):
-			t.Fatal("no done report")
-			return doneMeta{}
-		}
-	}
-	start := func(ms ...connMeta) []net.Conn {
-		t.Helper()
-		var clients []net.Conn
-		var fds []int
-		for range ms {
-			c, fd := acceptedPair(t)
-			clients, fds = append(clients, c), append(fds, fd)
-		}
-		w.startConns(appendConns(nil, ms)[1:], fds, false)
-		return clients
-	}
-	old := start(connMeta{id: 1, flags: connLazy}, connMeta{id: 2, flags: connLazy}, connMeta{id: 3, flags: connLazy}) // no limit near
+	old := handOff(t, w, connMeta{id: 1, flags: connLazy}, connMeta{id: 2, flags: connLazy}, connMeta{id: 3, flags: connLazy}) // no limit near
 	defer old[2].Close()
-	held := start(connMeta{id: 4}) // a limit is near now
+	held := handOff(t, w, connMeta{id: 4}) // a limit is near now
 	defer held[0].Close()
 	old[0].Close()
-	if d := next(); d.id != 1 || !d.prompt {
+	if d := nextDone(t, w); d.id != 1 || !d.prompt {
 		t.Fatalf("done %+v after a handoff not flagged lazy, want id 1 prompt", d)
 	}
-	quiet := start(connMeta{id: 5, flags: connLazy}) // no longer
+	quiet := handOff(t, w, connMeta{id: 5, flags: connLazy}) // no longer
 	defer quiet[0].Close()
 	old[1].Close()
-	if d := next(); d.id != 2 || d.prompt {
+	if d := nextDone(t, w); d.id != 2 || d.prompt {
 		t.Fatalf("done %+v after a handoff flagged lazy, want id 2 lazy", d)
 	}
 }
@@ -301,22 +285,11 @@ func TestWorkerDonePromptPressure(t *testing.T) {
 // connection flagged connLazy may wait lazyDoneDelay.
 func TestWorkerDoneUnflaggedPrompt(t *testing.T) {
 	w, _, _ := testWorker(t)
-	var clients []net.Conn
-	var fds []int
-	for range 2 {
-		c, fd := acceptedPair(t)
-		defer c.Close()
-		clients, fds = append(clients, c), append(fds, fd)
-	}
-	w.startConns(appendConns(nil, []connMeta{{id: 1}, {id: 2}})[1:], fds, false)
+	clients := handOff(t, w, connMeta{id: 1}, connMeta{id: 2})
+	defer clients[1].Close()
 	clients[0].Close() // the other one still active, not draining
-	select {
-	case d := <-w.done:
-		if d.id != 1 || !d.prompt {
-			t.Fatalf("done %+v of an unflagged connection, want id 1 prompt", d)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no done report")
+	if d := nextDone(t, w); d.id != 1 || !d.prompt {
+		t.Fatalf("done %+v of an unflagged connection, want id 1 prompt", d)
 	}
 }
 

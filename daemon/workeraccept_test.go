@@ -37,6 +37,13 @@ func acceptWorker(t *testing.T, limit int) (*worker, *net.UnixConn, net.Listener
 	local, remote := channel(t)
 	w := newAcceptingWorker(t, remote, limit)
 	go w.outbox() // done reports, as run starts it
+	return w, local, listenFor(t, w)
+}
+
+// listenFor gives w (in the accept mode) a copy of a new loopback
+// listening socket to accept on, and returns the socket.
+func listenFor(t *testing.T, w *worker) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +53,7 @@ func acceptWorker(t *testing.T, limit int) (*worker, *net.UnixConn, net.Listener
 	fd := -1
 	rc.Control(func(s uintptr) { fd, _ = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
 	w.listen(appendListen(nil, []listenMeta{{0, ln.Addr().String()}})[1:], []int{fd})
-	return w, local, ln
+	return ln
 }
 
 // reports reads the supervisor's end of the channel and keeps the totals
@@ -296,15 +303,7 @@ func TestWorkerAcceptDonePrompt(t *testing.T) {
 	var r reports
 	go r.read(t, local)
 	w := newAcceptingWorker(t, remote, 10)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	rc, _ := ln.(*net.TCPListener).SyscallConn()
-	fd := -1
-	rc.Control(func(s uintptr) { fd, _ = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
-	w.listen(appendListen(nil, []listenMeta{{0, ln.Addr().String()}})[1:], []int{fd})
+	ln := listenFor(t, w)
 	defer w.drain()
 	var clients []net.Conn
 	for range 2 {
@@ -317,12 +316,7 @@ func TestWorkerAcceptDonePrompt(t *testing.T) {
 	}
 	waitFor(t, "two connections served", func() bool { return w.srv.Stats().Connections == 2 })
 	clients[0].Close() // the other one still active, not draining
-	select {
-	case d := <-w.done:
-		if !d.prompt {
-			t.Fatalf("done %+v of a connection the worker accepted, want prompt", d)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no done report")
+	if d := nextDone(t, w); !d.prompt {
+		t.Fatalf("done %+v of a connection the worker accepted, want prompt", d)
 	}
 }

@@ -23,26 +23,7 @@ func TestRunners(t *testing.T) {
 	before := runtime.NumGoroutine()
 
 	// A burst: more connections at once than runners may wait.
-	const burst = 2 * maxIdleRunners
-	var clients []net.Conn
-	var wg sync.WaitGroup
-	wg.Add(burst)
-	for range burst {
-		c, fd := loopback(t)
-		clients = append(clients, c)
-		ts.srv.Start(fd, ConnInfo{Client: c.LocalAddr().String(), Nonblocking: true}, func(Result) { wg.Done() })
-	}
-	for _, c := range clients {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(c)
-		if err != nil || len(b) == 0 {
-			t.Fatalf("response: %q, %v", b, err)
-		}
-	}
-	wg.Wait()
+	serveBurst(t, ts.srv, 2*maxIdleRunners, "GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	waitIdleRunners(t, ts.srv, maxIdleRunners)
 
 	// The next connection reuses a waiting runner: no new goroutine.
@@ -72,6 +53,31 @@ func TestRunners(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("%d goroutines after Close, %d before the connections", n, before)
 	}
+}
+
+// serveBurst starts n connections on s at once, then sends each the
+// request (which asks for the close) and reads its whole answer, and
+// waits until every one has ended.
+func serveBurst(t *testing.T, s *Server, n int, request string) {
+	t.Helper()
+	var clients []net.Conn
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for range n {
+		c, fd := loopback(t)
+		clients = append(clients, c)
+		s.Start(fd, ConnInfo{Client: c.LocalAddr().String(), Nonblocking: true}, func(Result) { wg.Done() })
+	}
+	for _, c := range clients {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, request); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := io.ReadAll(c); err != nil || len(b) == 0 {
+			t.Fatalf("response: %q, %v", b, err)
+		}
+	}
+	wg.Wait()
 }
 
 // waitIdleRunners waits until s has want runners waiting.
@@ -124,24 +130,7 @@ func TestRunnerStack(t *testing.T) {
 	const n = maxIdleRunners
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	var clients []net.Conn
-	var wg sync.WaitGroup
-	wg.Add(n)
-	for range n {
-		c, fd := loopback(t)
-		clients = append(clients, c)
-		ts.srv.Start(fd, ConnInfo{Client: c.LocalAddr().String(), Nonblocking: true}, func(Result) { wg.Done() })
-	}
-	for _, c := range clients {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "GET /f HTTP/1.1\r\nHost: x\r\nRange: bytes=0-10,20-30\r\nConnection: close\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		if b, err := io.ReadAll(c); err != nil || len(b) == 0 {
-			t.Fatalf("response: %q, %v", b, err)
-		}
-	}
-	wg.Wait()
+	serveBurst(t, ts.srv, n, "GET /f HTTP/1.1\r\nHost: x\r\nRange: bytes=0-10,20-30\r\nConnection: close\r\n\r\n")
 	waitIdleRunners(t, ts.srv, n)
 	runtime.ReadMemStats(&after)
 	if per := (int64(after.StackInuse) - int64(before.StackInuse)) / n; per > 12<<10 {
