@@ -71,6 +71,7 @@ type fileCache struct {
 	m          map[string]*cachedFile
 	stop       chan struct{}
 	rawLookups atomic.Uint64 // revalidations made without the scheduler (lookupRaw; tests)
+	rawOpens   atomic.Uint64 // misses opened without the scheduler (openCached; tests)
 }
 
 type cachedFile struct {
@@ -120,7 +121,7 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 		key, ok = cacheKey(p)
 	}
 	if !ok {
-		fd, stp, err := openFile(root, p)
+		fd, stp, _, err := openNew(root, p)
 		if err != nil {
 			return -1, st, nil, err
 		}
@@ -167,16 +168,17 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 	}
 	fc.mu.Unlock()
 
-	fd, stp, err := openFile(root, p)
+	fd, stp, own, err := openNew(root, p)
 	if err != nil {
 		return -1, st, nil, err
 	}
-	body := fc.readInline(fd, stp, now)
-	own := false
-	if root.local {
+	if own {
+		fc.rawOpens.Add(1)
+	} else if root.local {
 		mnt, ok := mountID(fd)
 		own = ok && mnt == root.mnt
 	}
+	body := fc.readInline(fd, stp, own, now)
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.m[key] != nil {
@@ -195,6 +197,17 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 	}
 	fc.m[key] = e
 	return fd, *stp, e, nil
+}
+
+// openNew opens p for a miss: raw where it can (openCached), else
+// openFile. raw says which; a file opened raw is on the root's own local
+// mount (ownMount) by the lookup's RESOLVE_NO_XDEV.
+func openNew(root *rootDir, p string) (fd int, st *unix.Stat_t, raw bool, err error) {
+	if fd, st, ok := openCached(root, p); ok {
+		return fd, &st, true, nil
+	}
+	fd, st, err = openFile(root, p)
+	return fd, st, false, err
 }
 
 // revalidate reports whether p still names e's file, and its stat: an
@@ -225,8 +238,10 @@ func (fc *fileCache) revalidate(root *rootDir, p string, e *cachedFile) (unix.St
 // regular file), and revalidate then takes the ordinary path, which
 // gives the error its proper answer. The path was looked up when the
 // entry was opened or last revalidated, open_file_cache_valid ago, so its
-// dentries are cached unless memory pressure evicted them meanwhile (then
-// the walk reads a directory block while holding the worker's thread).
+// dentries are cached unless memory pressure evicted them meanwhile: then
+// RESOLVE_CACHED fails the walk and the ordinary path reads the directory
+// (on a kernel before 5.12, without it, the raw walk reads it while
+// holding the worker's thread).
 // Making it raw keeps the steady state free of ordinary system calls,
 // which wake the runtime's sysmon thread for a millisecond of 20 µs
 // polling each time the worker was idle (docs/ARCHITECTURE.md "Raw system
@@ -241,6 +256,9 @@ func lookupRaw(root *rootDir, p string) (unix.Stat_t, bool) {
 		return st, false
 	}
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | unix.RESOLVE_NO_XDEV}
+	if root.cached {
+		how.Resolve |= rawcall.ResolveCached
+	}
 	if rawcall.Lookup(root.fd, rel, &how, &st) != nil || kindOf(&st) != wire.KindFile {
 		return st, false
 	}

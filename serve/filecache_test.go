@@ -396,3 +396,99 @@ func TestFileCacheInactive(t *testing.T) {
 		t.Fatalf("%d entries after %v unrequested, want 0", n, fc.inactive)
 	}
 }
+
+// TestFileCacheRawOpen: a miss on a local root opens the file with raw
+// calls (openCached) where nothing on the way can wait, and the entry is
+// then known to be on the root's own mount and keeps a small file's
+// bytes; everything openCached stands back from takes the ordinary path
+// and gets its ordinary answer: a missing name, a symlink out of the
+// root, a FIFO, a directory, a path across a mount, a dentry the kernel
+// dropped.
+func TestFileCacheRawOpen(t *testing.T) {
+	settleNow(t)
+	for _, c := range []struct {
+		name    string
+		setup   func(t *testing.T, dir string) string // returns the request path
+		raw     bool                                  // opened raw (where the root allows it)
+		wantErr bool
+	}{
+		{"regular file", func(t *testing.T, dir string) string { return "/f" }, true, false},
+		{"nested", func(t *testing.T, dir string) string {
+			os.MkdirAll(filepath.Join(dir, "a", "b"), 0o755)
+			os.WriteFile(filepath.Join(dir, "a", "b", "g"), make([]byte, 100), 0o644)
+			return "/a/b/g"
+		}, true, false},
+		{"missing", func(t *testing.T, dir string) string { return "/nope" }, false, true},
+		{"symlink out", func(t *testing.T, dir string) string {
+			os.Symlink("/etc/passwd", filepath.Join(dir, "out"))
+			return "/out"
+		}, false, true},
+		{"fifo", func(t *testing.T, dir string) string {
+			unix.Mkfifo(filepath.Join(dir, "p"), 0o644)
+			return "/p"
+		}, false, true},
+		{"directory", func(t *testing.T, dir string) string {
+			os.Mkdir(filepath.Join(dir, "d"), 0o755)
+			return "/d"
+		}, false, true},
+		{"across a mount", func(t *testing.T, dir string) string {
+			if os.Geteuid() != 0 {
+				t.Skip("mounting a tmpfs needs root")
+			}
+			m := filepath.Join(dir, "m")
+			os.Mkdir(m, 0o755)
+			if err := unix.Mount("tmpfs", m, "tmpfs", 0, "size=1m"); err != nil {
+				t.Skipf("mount tmpfs: %v", err)
+			}
+			t.Cleanup(func() { unix.Unmount(m, unix.MNT_DETACH) })
+			os.WriteFile(filepath.Join(m, "f"), make([]byte, 100), 0o644)
+			return "/m/f"
+		}, false, false},
+		{"dentry dropped", func(t *testing.T, dir string) string {
+			if os.Geteuid() != 0 {
+				t.Skip("dropping the dentry cache needs root")
+			}
+			os.MkdirAll(filepath.Join(dir, "x", "y"), 0o755)
+			os.WriteFile(filepath.Join(dir, "x", "y", "f"), make([]byte, 100), 0o644)
+			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+				t.Skipf("drop the dentry cache: %v", err)
+			}
+			return "/x/y/f"
+		}, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fc, root, _ := testCache(t, 0)
+			fc.inlineMax, fc.now = 1<<10, time.Now // the real clock: files settle by their ctime
+			dir := root.r.Name()
+			if err := os.WriteFile(filepath.Join(dir, "f"), make([]byte, 100), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p := c.setup(t, dir)
+			fd, st, e, err := fc.open(root, p)
+			if c.wantErr {
+				if err == nil {
+					fc.release(fd, e)
+					t.Fatalf("opened %s, want an error", p)
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				fc.release(fd, e)
+				if st.Size != 100 || e == nil || e.body == nil || len(e.body) != 100 {
+					t.Fatalf("size %d, entry %v: want 100 bytes, cached with its body", st.Size, e != nil)
+				}
+				if want := root.local && c.name != "across a mount"; e.ownMount != want {
+					t.Errorf("entry on the root's own local mount: %v, want %v", e.ownMount, want)
+				}
+			}
+			want := uint64(0)
+			if c.raw && root.cached {
+				want = 1
+			}
+			if n := fc.rawOpens.Load(); n != want {
+				t.Errorf("%d raw opens, want %d (root local %v, RESOLVE_CACHED %v)", n, want, root.local, root.cached)
+			}
+		})
+	}
+}

@@ -38,7 +38,10 @@ var inlineSettle = 2 * time.Second
 
 // readInline returns the bytes of the regular file fd, whose fstat is st,
 // if it is small, settled, and read whole under that same stat; else nil.
-func (fc *fileCache) readInline(fd int, st *unix.Stat_t, now time.Time) []byte {
+// local: fd's file is on the root's own local mount (ownMount), so what
+// the page cache holds is read raw (rawcall.PreadNowait) and the rest the
+// ordinary way, which may wait for the disk.
+func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Time) []byte {
 	if fc.inlineMax <= 0 || st.Size <= 0 || st.Size > fc.inlineMax ||
 		now.Sub(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) < inlineSettle {
 		return nil
@@ -50,7 +53,17 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, now time.Time) []byte {
 		return nil
 	}
 	b := make([]byte, st.Size)
-	for off := 0; off < len(b); {
+	off := 0
+	if local {
+		for off < len(b) {
+			n, err := rawcall.PreadNowait(fd, b[off:], int64(off))
+			if err != nil || n == 0 {
+				break // EAGAIN: not cached; anything else: the ordinary read says
+			}
+			off += n
+		}
+	}
+	for off < len(b) {
 		n, err := unix.Pread(fd, b[off:], int64(off))
 		if err == unix.EINTR {
 			continue
@@ -61,7 +74,11 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, now time.Time) []byte {
 		off += n
 	}
 	var after unix.Stat_t
-	if unix.Fstat(fd, &after) != nil || !sameVersion(st, &after) {
+	fstat := unix.Fstat
+	if local {
+		fstat = rawcall.Fstat
+	}
+	if fstat(fd, &after) != nil || !sameVersion(st, &after) {
 		return nil
 	}
 	return b

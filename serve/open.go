@@ -75,16 +75,26 @@ type rootDir struct {
 	// os.Root resolves each component itself and refuses escapes too.
 	r *os.Root
 	// local: the root is on a file system whose cached lookups never
-	// wait (rawcall.Local), so the file cache revalidates with raw calls
-	// the files on the root's own mount (mnt, its mount id).
+	// wait (rawcall.Local), so the file cache opens and revalidates with
+	// raw calls the files on the root's own mount (mnt, its mount id).
 	local bool
 	mnt   uint64
+	// cached: the kernel has RESOLVE_CACHED (5.12), so a raw lookup that
+	// would read from the disk fails instead (rawcall.OpenCached).
+	cached bool
 }
 
-// probeLocal sets r.local and r.mnt (rawcall.Local, mountID).
+// probeLocal sets r.local, r.mnt (rawcall.Local, mountID) and r.cached.
 func (r *rootDir) probeLocal() {
 	r.mnt, r.local = mountID(r.fd)
 	r.local = r.local && rawcall.Local(r.fd)
+	if r.local && !noOpenat2.Load() {
+		// An older kernel refuses the unknown flag: EINVAL.
+		var st unix.Stat_t
+		how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | rawcall.ResolveCached}
+		err := rawcall.Lookup(r.fd, ".", &how, &st)
+		r.cached = err == nil || err == unix.EAGAIN
+	}
 }
 
 // mountID is the id of the mount fd is on (statx STATX_MNT_ID, Linux
@@ -243,6 +253,27 @@ func openFile(root *rootDir, p string) (int, *unix.Stat_t, error) {
 		noProcReopen.Store(true)
 	}
 	return openRegular(root, p, unix.O_RDONLY)
+}
+
+// openCached is openFile without the scheduler (rawcall.OpenCached), for
+// a file whose lookup and open wait for nothing: the root on a local file
+// system, the path not leaving the root's mount (RESOLVE_NO_XDEV), and
+// every dentry on the way in the kernel's cache (RESOLVE_CACHED). So a
+// cache miss on a hot tree makes no ordinary system call, which would
+// wake the runtime's sysmon for a millisecond of polling (rawcall).
+// ok is false for anything else, and openFile then opens p (or gives the
+// refusal its answer: a missing file, a symlink out, not a regular file).
+func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, ok bool) {
+	if !root.local || !root.cached || noOpenat2.Load() || noProcReopen.Load() {
+		return -1, st, false
+	}
+	rel, err := relPath(p)
+	if err != nil {
+		return -1, st, false
+	}
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | unix.RESOLVE_NO_XDEV | rawcall.ResolveCached}
+	fd, err = rawcall.OpenCached(root.fd, rel, &how, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, &st)
+	return fd, st, err == nil
 }
 
 // openRegular opens p beneath root with flags and refuses what is not a

@@ -1,7 +1,6 @@
 package rawcall
 
 import (
-	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -12,39 +11,26 @@ import (
 // opened for reading and no atime changes), fstat(2) of the result into
 // st, and close(2). It is raw, so it holds the caller's P throughout: use
 // it only on a local file system, with RESOLVE_NO_XDEV in how so that the
-// walk cannot leave that file system, for a path whose dentries are in
-// the kernel's dcache (looked up within the last seconds). A lookup of
-// cached dentries and an fstat of an in-memory inode do not wait; only a
-// dentry evicted meanwhile by memory pressure makes the walk read a
-// directory block, and then the caller's other goroutines wait for that
-// read (as an nginx worker does for every open). Any error is returned
-// as is, for the caller to take the ordinary path.
+// walk cannot leave that file system, and with RESOLVE_CACHED where the
+// kernel has it (5.12), so that a dentry evicted meanwhile by memory
+// pressure fails the walk with EAGAIN instead of reading a directory
+// block while the caller's other goroutines wait. (Without it, that read
+// is the one wait, as an nginx worker waits for every open.) A lookup of
+// cached dentries and an fstat of an in-memory inode do not wait. Any
+// error is returned as is, for the caller to take the ordinary path.
 func Lookup(dirfd int, path string, how *unix.OpenHow, st *unix.Stat_t) error {
-	if strings.IndexByte(path, 0) >= 0 {
-		return unix.EINVAL
-	}
 	var buf [256]byte
-	var p *byte
-	if len(path) < len(buf) {
-		copy(buf[:], path) // NUL-terminated by the zeroes after it
-		p = &buf[0]
-	} else {
-		b, err := unix.BytePtrFromString(path)
-		if err != nil {
-			return err
-		}
-		p = b
+	p, err := cString(&buf, path)
+	if err != nil {
+		return err
 	}
 	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
 	if e != 0 {
 		return e
 	}
-	_, _, e = unix.RawSyscall(unix.SYS_FSTAT, fd, uintptr(unsafe.Pointer(st)), 0)
+	err = Fstat(int(fd), st)
 	Close(int(fd))
-	if e != 0 {
-		return e
-	}
-	return nil
+	return err
 }
 
 // Local reports whether the file system of fd is one whose lookups of

@@ -22,9 +22,12 @@
 // the process's own, and sendfile of a range that Resident finds in the page
 // cache. Anything that may wait on a disk (sendfile of pages not cached,
 // writes from a file mapping, pread, opens and stats) stays ordinary, so
-// that other connections keep being served while the disk works; the one
-// exception is Lookup, the open-file cache's revalidation of a path it
-// looked up a second earlier, on a local file system.
+// that other connections keep being served while the disk works, except
+// where the kernel itself refuses to wait: OpenCached and Lookup walk
+// with RESOLVE_CACHED on a local file system, PreadNowait reads with
+// RWF_NOWAIT. (Lookup, the open-file cache's revalidation of a path it
+// looked up a second earlier, is raw on kernels without RESOLVE_CACHED
+// too.)
 //
 // Buffers passed in are used only for the duration of the call. A
 // goroutine in a raw call never reaches a safe point, so its stack can

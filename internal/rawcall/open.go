@@ -1,0 +1,96 @@
+package rawcall
+
+import (
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ResolveCached is openat2's RESOLVE_CACHED (Linux 5.12; not in x/sys/unix
+// yet): the walk uses only the kernel's caches, and fails with EAGAIN
+// where it would have to read or revalidate.
+const ResolveCached = 0x20
+
+// OpenCached opens for reading the regular file that path names beneath
+// dirfd, if nothing on the way waits: openat2(2) of path with how, which
+// must ask for O_PATH and ResolveCached (so a walk that would read a
+// directory block, or revalidate a dentry with a server, fails at once
+// with EAGAIN instead of waiting), fstat(2) of what it found into st, and,
+// only if that is a regular file, an open of it with flags through
+// /proc/self/fd (the inode the lookup found, whatever happens to path
+// meanwhile: a device or a FIFO swapped in is never opened for reading).
+// It is raw: use it only on a local file system (Local), with
+// RESOLVE_NO_XDEV in how, so that opening the file reads nothing either.
+// Any error (EAGAIN, ENOENT, EXDEV for a symlink out, ENOTSUP for what is
+// not a regular file...) is for the caller to take the ordinary path,
+// which gives each its proper answer; nothing is left open then.
+func OpenCached(dirfd int, path string, how *unix.OpenHow, flags int, st *unix.Stat_t) (int, error) {
+	var buf [256]byte
+	p, err := cString(&buf, path)
+	if err != nil {
+		return -1, err
+	}
+	pfd, _, e := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	defer Close(int(pfd))
+	if _, _, e := unix.RawSyscall(unix.SYS_FSTAT, pfd, uintptr(unsafe.Pointer(st)), 0); e != 0 {
+		return -1, e
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1, unix.ENOTSUP
+	}
+	var proc [32]byte
+	b := strconv.AppendInt(append(proc[:0], "/proc/self/fd/"...), int64(pfd), 10)
+	_ = append(b, 0)     // within proc: 14 + at most 10 digits + NUL
+	cwd := unix.AT_FDCWD // (the path is absolute)
+	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(cwd), uintptr(unsafe.Pointer(&proc[0])), uintptr(flags), 0, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// PreadNowait is preadv2(2) with RWF_NOWAIT: a read of p at off that
+// copies from the page cache and never waits for the disk. Where a page
+// is not cached it fails with EAGAIN (or reads short), for the caller to
+// read the rest the ordinary way.
+func PreadNowait(fd int, p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	iov := unix.Iovec{Base: &p[0]}
+	iov.SetLen(len(p))
+	lo, hi := uintptr(off), uintptr(uint64(off)>>(8*unsafe.Sizeof(uintptr(0))-1)>>1)
+	n, _, e := unix.RawSyscall6(unix.SYS_PREADV2, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1, lo, hi, unix.RWF_NOWAIT)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Fstat is fstat(2) of a descriptor of a file on a local file system
+// (Local), whose inode is in memory.
+func Fstat(fd int, st *unix.Stat_t) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_FSTAT, uintptr(fd), uintptr(unsafe.Pointer(st)), 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// cString is s NUL-terminated, in buf if it fits (buf must be zeroed and
+// live as long as the result is used), else on the heap.
+func cString(buf *[256]byte, s string) (*byte, error) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return nil, unix.EINVAL
+		}
+	}
+	if len(s) < len(buf) {
+		copy(buf[:], s) // NUL-terminated by the zeroes after it
+		return &buf[0], nil
+	}
+	return unix.BytePtrFromString(s)
+}

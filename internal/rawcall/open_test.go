@@ -1,0 +1,191 @@
+package rawcall
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// cachedHow is how the file cache asks OpenCached to look a path up.
+var cachedHow = unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+	Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV | ResolveCached}
+
+const readFlags = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK
+
+func openDir(t *testing.T, dir string) int {
+	t.Helper()
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(dfd) })
+	return dfd
+}
+
+// needResolveCached skips where the kernel does not know RESOLVE_CACHED
+// (before 5.12: EINVAL), as the file cache then never calls OpenCached.
+func needResolveCached(t *testing.T, dfd int) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := Lookup(dfd, ".", &cachedHow, &st); err == unix.EINVAL || err == unix.ENOSYS {
+		t.Skipf("no openat2 RESOLVE_CACHED here: %v", err)
+	}
+}
+
+// TestOpenCached: a regular file opens for reading (non-blocking,
+// close-on-exec), and everything else fails without opening anything for
+// reading: a missing name, a symlink out of the root, "..", a directory,
+// a FIFO (whose writer must not be released) and a NUL in the path.
+func TestOpenCached(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{"f": "hello", strings.Repeat("d/", 200) + "f": "deep"} {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("f", filepath.Join(dir, "in")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dfd := openDir(t, dir)
+	needResolveCached(t, dfd)
+	// Look every name up once the ordinary way, as the file cache's
+	// fallback would have, so that the walk finds them cached.
+	for _, n := range []string{"f", "in", "out", "fifo", "missing", "d"} {
+		os.Lstat(filepath.Join(dir, n))
+	}
+	os.ReadFile(filepath.Join(dir, strings.Repeat("d/", 200)+"f"))
+	before := openFDs(t)
+	for _, c := range []struct {
+		path string
+		body string // "" = must fail
+	}{
+		{"f", "hello"},
+		{"in", "hello"}, // a symlink within the root (or EAGAIN)
+		{strings.Repeat("d/", 200) + "f", "deep"},
+		{"missing", ""},
+		{"out", ""},
+		{"../f", ""},
+		{"d", ""},
+		{"fifo", ""},
+		{"f\x00x", ""},
+	} {
+		var st unix.Stat_t
+		fd, err := OpenCached(dfd, c.path, &cachedHow, readFlags, &st)
+		if c.body == "" {
+			if err == nil {
+				unix.Close(fd)
+				t.Errorf("OpenCached(%.20q) opened it, want an error", c.path)
+			}
+			continue
+		}
+		if err == unix.EAGAIN && c.path == "in" {
+			continue // a symlink's target may need its inode's link read: the ordinary path then
+		}
+		if err != nil {
+			t.Errorf("OpenCached(%.20q): %v", c.path, err)
+			continue
+		}
+		buf := make([]byte, 64)
+		n, _ := unix.Read(fd, buf)
+		fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		fdfl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		unix.Close(fd)
+		if string(buf[:n]) != c.body || st.Size != int64(len(c.body)) {
+			t.Errorf("OpenCached(%.20q): read %q, size %d; want %q", c.path, buf[:n], st.Size, c.body)
+		}
+		if fl&unix.O_NONBLOCK == 0 || fl&unix.O_ACCMODE != unix.O_RDONLY || fdfl&unix.FD_CLOEXEC == 0 {
+			t.Errorf("OpenCached(%.20q): flags %#x, fd flags %#x: want read-only, non-blocking, close-on-exec", c.path, fl, fdfl)
+		}
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open after, %d before", after, before)
+	}
+	// The FIFO was never opened for reading: a writer still finds no reader.
+	if fd, err := unix.Open(filepath.Join(dir, "fifo"), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != unix.ENXIO {
+		if err == nil {
+			unix.Close(fd)
+		}
+		t.Errorf("open of the FIFO for writing: %v, want ENXIO (no reader)", err)
+	}
+}
+
+// TestOpenCachedNotCached: a path whose dentries the kernel no longer
+// holds fails with EAGAIN, without reading the directory, and opens once
+// an ordinary lookup has brought them back.
+func TestOpenCachedNotCached(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dropping the dentry cache needs root")
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sub", "f")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dfd := openDir(t, dir)
+	needResolveCached(t, dfd)
+	// Unused dentries go; this test's own directory stays (dfd holds it).
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Skipf("drop the dentry cache: %v", err)
+	}
+	var st unix.Stat_t
+	fd, err := OpenCached(dfd, "sub/f", &cachedHow, readFlags, &st)
+	if err == nil {
+		unix.Close(fd)
+		var fs unix.Statfs_t
+		if unix.Fstatfs(dfd, &fs) == nil && (fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC) {
+			t.Skip("tmpfs keeps every dentry")
+		}
+		t.Fatal("OpenCached found a dropped path in the cache")
+	}
+	if err != unix.EAGAIN {
+		t.Fatalf("OpenCached of a dropped path: %v, want EAGAIN", err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	fd, err = OpenCached(dfd, "sub/f", &cachedHow, readFlags, &st)
+	if err != nil {
+		t.Fatalf("OpenCached after an ordinary lookup: %v", err)
+	}
+	unix.Close(fd)
+}
+
+// TestPreadNowait: pages in the cache are read; a file whose pages are
+// not gives EAGAIN (and reads nothing), and is read once they are.
+func TestPreadNowait(t *testing.T) {
+	fd := uncachedFile(t, 64<<10)
+	buf := make([]byte, 64<<10)
+	if n, err := PreadNowait(fd, buf, 0); err != unix.EAGAIN {
+		t.Fatalf("PreadNowait of uncached pages: %d, %v; want EAGAIN", n, err)
+	}
+	want := make([]byte, len(buf))
+	if _, err := unix.Pread(fd, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 4096, 1000} {
+		n, err := PreadNowait(fd, buf, off)
+		if err != nil || !bytes.Equal(buf[:n], want[off:off+int64(n)]) || n != len(want)-int(off) {
+			t.Errorf("PreadNowait at %d: %d, %v; want %d bytes as read", off, n, err, len(want)-int(off))
+		}
+	}
+	if n, err := PreadNowait(fd, nil, 0); n != 0 || err != nil {
+		t.Errorf("PreadNowait of nothing: %d, %v", n, err)
+	}
+}
