@@ -93,6 +93,9 @@ type Config struct {
 	// DeferAccept sets TCP_DEFER_ACCEPT on the TCP listeners: a
 	// connection is accepted once its first bytes have arrived.
 	DeferAccept bool `toml:"defer_accept" json:"defer_accept"`
+	// SupervisorSchedBatch runs the supervisor's threads SCHED_BATCH: a
+	// new connection does not preempt a worker to be handed over.
+	SupervisorSchedBatch bool `toml:"supervisor_sched_batch" json:"supervisor_sched_batch"`
 	// OpenFileCacheValid is how long a cached file's fstat may stand in
 	// for a fresh one; 0: every request fstats (serve/filecache.go).
 	OpenFileCacheValid Duration `toml:"open_file_cache_valid" json:"open_file_cache_valid"`
@@ -127,6 +130,8 @@ func Default() *Config {
 		ProxyTrusted:   []string{},
 		Dispatch:       DispatchHandoff,
 		DeferAccept:    true,
+
+		SupervisorSchedBatch: true,
 
 		OpenFileCacheValid:    Duration(time.Second),
 		OpenFileCacheInactive: Duration(20 * time.Second),

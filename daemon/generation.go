@@ -170,6 +170,7 @@ func (s *Supervisor) promote(g *generation) {
 	first := old == nil
 	s.setState(stateServing)
 	s.applyDeferAccept(g.cfg.DeferAccept)
+	s.applySched(g.cfg.SupervisorSchedBatch)
 	s.refreshDispatch()
 	if first {
 		s.startAccepting()

@@ -137,7 +137,11 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 	remoteF := os.NewFile(uintptr(remote), "channel")
 	defer remoteF.Close()
 	// extra[i] becomes fd 3+i: channelFD, deathFD.
-	p, err := s.env.startProc(exe, []string{WorkerCommand}, []*os.File{remoteF, s.deathR}, cred)
+	var p process
+	err = s.startWorker(func() (err error) {
+		p, err = s.env.startProc(exe, []string{WorkerCommand}, []*os.File{remoteF, s.deathR}, cred)
+		return err
+	})
 	if err != nil {
 		local.Close()
 		return fmt.Errorf("start worker: %w", err)

@@ -35,6 +35,7 @@ import (
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl"
 	"github.com/zfs-serve/zfs-serve/internal/ratelog"
+	"github.com/zfs-serve/zfs-serve/internal/sched"
 )
 
 // Options are what the command line decided.
@@ -71,6 +72,9 @@ type env struct {
 	runTime   func(pid int) time.Duration
 	startProc startProc // starts a worker process (proc.go)
 	clock     clock     // time and timers (clock.go)
+	// setSched sets the supervisor's scheduling policy (sched.go); nil:
+	// leave it.
+	setSched func(policy int) error
 }
 
 var osEnv = env{
@@ -78,6 +82,7 @@ var osEnv = env{
 	notify:     sdNotify,
 	startProc:  startOSProc,
 	clock:      systemClock{},
+	setSched:   sched.SetProcess,
 }
 
 // notifyFailed makes a broken NOTIFY_SOCKET visible once, not per message.
@@ -94,6 +99,7 @@ func sdNotify(state string) {
 type Supervisor struct {
 	opts    Options
 	env     env
+	sched   schedState   // the supervisor's scheduling policy (sched.go)
 	log     *slog.Logger // set once: goroutines use it; a reload changes only level
 	level   slog.LevelVar
 	cfg     *config.Config
@@ -196,6 +202,7 @@ func newSupervisor(opts Options, e env) *Supervisor {
 
 func (s *Supervisor) run(ctx context.Context) error {
 	cloexecInherited()
+	s.initSched()
 	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)

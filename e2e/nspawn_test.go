@@ -514,6 +514,10 @@ func (z *zfsContainer) journal(t *testing.T) {
 	if strings.Contains(j, "cachestat(2) is forbidden") {
 		t.Errorf("journalctl -u %s: the unit's SystemCallFilter refuses cachestat(2)", unitService)
 	}
+	// ... and the supervisor sched_setattr(2) (supervisor_sched_batch).
+	if strings.Contains(j, "could not set the supervisor's scheduling policy") {
+		t.Errorf("journalctl -u %s: the unit's SystemCallFilter refuses sched_setattr(2)", unitService)
+	}
 	if t.Failed() {
 		t.Logf("journal:\n%s", tail(j, 60))
 	}
