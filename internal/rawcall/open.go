@@ -53,13 +53,33 @@ func OpenCached(dirfd int, path string, how *unix.OpenHow, flags int, st *unix.S
 	return int(fd), nil
 }
 
-// PreadNowait is preadv2(2) with RWF_NOWAIT: a read of p at off that
-// copies from the page cache and never waits for the disk. Where a page
-// is not cached it fails with EAGAIN (or reads short), for the caller to
-// read the rest the ordinary way.
+// PreadNowait reads p at off from the page cache, never from the disk:
+// only if cachestat(2) finds every page of the range cached, then with
+// preadv2(2) RWF_NOWAIT. (RWF_NOWAIT alone is not enough: where a page
+// is missing, the kernel starts read-ahead, allocating the pages, mapping
+// the blocks and submitting their reads, which may wait for a request
+// slot or an I/O throttle, all before it answers EAGAIN.) Where a page is
+// not cached, or cachestat is missing, it fails with EAGAIN (or reads
+// short), for the caller to read the rest the ordinary way. At or past
+// the end of the file it reads 0 bytes. fd's file must be on a local file
+// system (Local): its fstat, which bounds the range asked of cachestat,
+// is raw too.
 func PreadNowait(fd int, p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	var st unix.Stat_t
+	if err := Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	if off >= st.Size {
+		return 0, nil
+	}
+	if int64(len(p)) > st.Size-off {
+		p = p[:st.Size-off]
+	}
+	if !cached(fd, off, len(p)) {
+		return 0, unix.EAGAIN
 	}
 	iov := unix.Iovec{Base: &p[0]}
 	iov.SetLen(len(p))

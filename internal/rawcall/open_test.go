@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -187,5 +188,28 @@ func TestPreadNowait(t *testing.T) {
 	}
 	if n, err := PreadNowait(fd, nil, 0); n != 0 || err != nil {
 		t.Errorf("PreadNowait of nothing: %d, %v", n, err)
+	}
+}
+
+// TestPreadNowaitStartsNoRead: a read of pages not cached starts no read
+// from the disk either. preadv2(RWF_NOWAIT) alone answers EAGAIN only
+// after it has put read-ahead pages in the cache and submitted their
+// reads, in the raw call.
+func TestPreadNowaitStartsNoRead(t *testing.T) {
+	needCachestat(t)
+	const size = 64 << 10
+	fd := uncachedFile(t, size)
+	buf := make([]byte, 4096)
+	if n, err := PreadNowait(fd, buf, 0); err != unix.EAGAIN {
+		t.Fatalf("PreadNowait of uncached pages: %d, %v; want EAGAIN", n, err)
+	}
+	// Pages whose read is under way are in the cache already.
+	r := unix.CachestatRange{Off: 0, Len: size}
+	var cs unix.Cachestat_t
+	if _, _, e := unix.RawSyscall6(unix.SYS_CACHESTAT, uintptr(fd), uintptr(unsafe.Pointer(&r)), uintptr(unsafe.Pointer(&cs)), 0, 0, 0); e != 0 {
+		t.Fatal(e)
+	}
+	if cs.Cache != 0 {
+		t.Errorf("%d pages in the cache after PreadNowait of an uncached file, want 0 (no read started)", cs.Cache)
 	}
 }
