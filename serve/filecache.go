@@ -178,7 +178,7 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 		mnt, ok := mountID(fd)
 		own = ok && mnt == root.mnt
 	}
-	body := fc.readInline(fd, stp, own, now)
+	body := fc.readInline(fd, stp, own && !root.rawOff.Load(), now)
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.m[key] != nil {

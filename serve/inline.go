@@ -38,9 +38,10 @@ var inlineSettle = 2 * time.Second
 
 // readInline returns the bytes of the regular file fd, whose fstat is st,
 // if it is small, settled, and read whole under that same stat; else nil.
-// local: fd's file is on the root's own local mount (ownMount), so what
-// the page cache holds is read raw (rawcall.PreadNowait) and the rest the
-// ordinary way, which may wait for the disk.
+// local: fd's file is on the root's own local mount (ownMount) and raw
+// opens are not off (rootDir.rawOff: what hooks opens may hook reads), so
+// what the page cache holds is read raw (rawcall.PreadNowait) and the
+// rest the ordinary way, which may wait for the disk.
 func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Time) []byte {
 	if fc.inlineMax <= 0 || st.Size <= 0 || st.Size > fc.inlineMax ||
 		now.Sub(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) < inlineSettle {

@@ -3,12 +3,14 @@ package serve
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -82,6 +84,38 @@ type rootDir struct {
 	// cached: the kernel has RESOLVE_CACHED (5.12), so a raw lookup that
 	// would read from the disk fails instead (rawcall.OpenCached).
 	cached bool
+	// rawSlow counts the raw opens in a row that took longer than
+	// rawOpenSlow; at rawSlowMax, rawOff turns raw opens (and raw reads
+	// of a small file's bytes) off for good (noteRawOpen).
+	rawSlow atomic.Int32
+	rawOff  atomic.Bool
+	log     *slog.Logger // for rawOff's warning; nil: none
+}
+
+// A raw open that takes longer than rawOpenSlow waited for something
+// besides the kernel's caches, holding the worker's thread: a fanotify
+// permission listener (fapolicyd, an on-access virus scanner), which
+// hooks every open for reading and answers from another process, IMA
+// measuring the file, fs-verity's first open of a file. rawSlowMax such
+// opens in a row turn raw opens off for the root; one alone may be the
+// thread's preemption on a busy machine.
+const (
+	rawOpenSlow = time.Millisecond
+	rawSlowMax  = 2
+)
+
+// noteRawOpen counts a raw open that took d (rawSlow, rawOff).
+func (r *rootDir) noteRawOpen(d time.Duration) {
+	if d <= rawOpenSlow {
+		if r.rawSlow.Load() != 0 {
+			r.rawSlow.Store(0)
+		}
+		return
+	}
+	if r.rawSlow.Add(1) >= rawSlowMax && r.rawOff.CompareAndSwap(false, true) && r.log != nil {
+		r.log.Warn("opening files took long in raw calls (a fanotify permission listener such as fapolicyd or a virus scanner, or IMA?); files are opened the ordinary way from now on",
+			"took", d, "raw_opens_in_a_row", rawSlowMax)
+	}
 }
 
 // probeLocal sets r.local, r.mnt (rawcall.Local, mountID) and r.cached.
@@ -264,7 +298,7 @@ func openFile(root *rootDir, p string) (int, *unix.Stat_t, error) {
 // ok is false for anything else, and openFile then opens p (or gives the
 // refusal its answer: a missing file, a symlink out, not a regular file).
 func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, ok bool) {
-	if !root.local || !root.cached || noOpenat2.Load() || noProcReopen.Load() {
+	if !root.local || !root.cached || root.rawOff.Load() || noOpenat2.Load() || noProcReopen.Load() {
 		return -1, st, false
 	}
 	rel, err := relPath(p)
@@ -272,7 +306,9 @@ func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, ok bool) {
 		return -1, st, false
 	}
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | unix.RESOLVE_NO_XDEV | rawcall.ResolveCached}
+	start := time.Now() // the vDSO's clock: no system call
 	fd, err = rawcall.OpenCached(root.fd, rel, &how, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, &st)
+	root.noteRawOpen(time.Since(start))
 	return fd, st, err == nil
 }
 
