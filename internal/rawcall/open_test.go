@@ -213,3 +213,26 @@ func TestPreadNowaitStartsNoRead(t *testing.T) {
 		t.Errorf("%d pages in the cache after PreadNowait of an uncached file, want 0 (no read started)", cs.Cache)
 	}
 }
+
+// TestPreadNowaitFarOffset: an offset past 4 GiB reaches the kernel whole
+// (preadv2 takes it in two halves).
+func TestPreadNowaitFarOffset(t *testing.T) {
+	needCachestat(t)
+	f, err := os.Create(filepath.Join(t.TempDir(), "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const off = 5<<30 + 3
+	if _, err := f.WriteAt([]byte("far"), off); err != nil {
+		t.Skipf("a sparse file of 5 GiB: %v", err)
+	}
+	buf := make([]byte, 8)
+	n, err := PreadNowait(int(f.Fd()), buf, off)
+	if err != nil || string(buf[:n]) != "far" {
+		t.Fatalf("PreadNowait at 5 GiB: %q, %v; want \"far\"", buf[:n], err)
+	}
+	if n, err := PreadNowait(int(f.Fd()), buf, off+3); n != 0 || err != nil {
+		t.Errorf("PreadNowait at the end: %d, %v; want 0, nil", n, err)
+	}
+}
