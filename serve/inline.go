@@ -38,10 +38,11 @@ var inlineSettle = 2 * time.Second
 
 // readInline returns the bytes of the regular file fd, whose fstat is st,
 // if it is small, settled, and read whole under that same stat; else nil.
-// local: fd's file is on the root's own local mount (ownMount) and raw
-// opens are not off (rootDir.rawOff: what hooks opens may hook reads), so
-// what the page cache holds is read raw (rawcall.PreadNowait) and the
-// rest the ordinary way, which may wait for the disk.
+// local: fd's file is on the root's own local mount (ownMount), raw
+// opens are not off (rootDir.rawOff: what hooks opens may hook reads) and
+// the read leaves the file's access time as it is (atimeStays), so what
+// the page cache holds is read raw (rawcall.PreadNowait) and the rest the
+// ordinary way, which may wait for the disk.
 func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Time) []byte {
 	if fc.inlineMax <= 0 || st.Size <= 0 || st.Size > fc.inlineMax ||
 		now.Sub(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) < inlineSettle {
@@ -61,6 +62,7 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Ti
 			if err != nil || n == 0 {
 				break // EAGAIN: not cached; anything else: the ordinary read says
 			}
+			fc.rawReads.Add(1)
 			off += n
 		}
 	}
@@ -83,6 +85,26 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Ti
 		return nil
 	}
 	return b
+}
+
+// atimeStays reports whether a read of the file of st, on root's mount,
+// at now, leaves its access time as it is: a read that updates it writes
+// the inode (on ext4 a journal handle, which may wait for a commit or for
+// space in the journal, and the inode's block, which may have to be read
+// first), so that read is not made raw. On a relatime mount the kernel
+// updates it if it is not later than the file's mtime and ctime, or is a
+// day old (relatime_need_update); now is the real clock, at or after the
+// kernel's coarse one.
+func atimeStays(root *rootDir, st *unix.Stat_t, now time.Time) bool {
+	switch root.atime {
+	case atimeNever:
+		return true
+	case atimeRelative:
+		atime := time.Unix(st.Atim.Unix())
+		return atime.After(time.Unix(st.Mtim.Unix())) && atime.After(time.Unix(st.Ctim.Unix())) &&
+			now.Sub(atime) < 24*time.Hour
+	}
+	return false
 }
 
 // sameVersion reports whether two fstats describe the same bytes.

@@ -90,7 +90,25 @@ type rootDir struct {
 	rawSlow atomic.Int32
 	rawOff  atomic.Bool
 	log     *slog.Logger // for rawOff's warning; nil: none
+	// atime: when a read updates the access time of a file on the
+	// root's mount (statfs's flags), for atimeStays.
+	atime atimeRule
 }
+
+// atimeRule is a mount's rule for access times.
+type atimeRule uint8
+
+const (
+	atimeStrict   atimeRule = iota // every read updates it
+	atimeRelative                  // relatime: when older than the last change, or a day old
+	atimeNever                     // noatime
+)
+
+// statfs(2)'s flags for them (ST_NOATIME, ST_RELATIME; not in x/sys/unix).
+const (
+	stNoatime  = 0x400
+	stRelatime = 0x1000
+)
 
 // A raw open that takes longer than rawOpenSlow waited for something
 // besides the kernel's caches, holding the worker's thread: a fanotify
@@ -118,10 +136,20 @@ func (r *rootDir) noteRawOpen(d time.Duration) {
 	}
 }
 
-// probeLocal sets r.local, r.mnt (rawcall.Local, mountID) and r.cached.
+// probeLocal sets r.local, r.mnt (rawcall.Local, mountID), r.atime and
+// r.cached.
 func (r *rootDir) probeLocal() {
 	r.mnt, r.local = mountID(r.fd)
 	r.local = r.local && rawcall.Local(r.fd)
+	var fs unix.Statfs_t
+	if unix.Fstatfs(r.fd, &fs) == nil {
+		switch {
+		case fs.Flags&stNoatime != 0:
+			r.atime = atimeNever
+		case fs.Flags&stRelatime != 0:
+			r.atime = atimeRelative
+		}
+	}
 	if r.local && !noOpenat2.Load() {
 		// An older kernel refuses the unknown flag: EINVAL.
 		var st unix.Stat_t

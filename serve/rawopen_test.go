@@ -217,3 +217,46 @@ func TestNoteRawOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestInlineRawReadKeepsAtime: a small file's bytes are read raw only
+// where the read leaves its access time as it is; a read that updates it
+// writes the inode (a journal handle on ext4) and is made the ordinary way.
+func TestInlineRawReadKeepsAtime(t *testing.T) {
+	settleNow(t)
+	now := time.Now()
+	for _, c := range []struct {
+		name         string
+		atime, mtime time.Time
+		raw          bool
+	}{
+		{"read since its last change", now.Add(time.Minute), now.Add(-time.Hour), true},
+		{"changed since read", now.Add(-time.Hour), now.Add(-time.Minute), false},
+		{"read a day ago", now.Add(-25 * time.Hour), now.Add(-48 * time.Hour), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fc, root, _ := testCache(t, 0)
+			if !root.local || root.atime != atimeRelative {
+				t.Skipf("the root is not on a local relatime mount (rule %d)", root.atime)
+			}
+			fc.inlineMax, fc.now = 1<<10, time.Now
+			p := filepath.Join(root.r.Name(), "f")
+			if err := os.WriteFile(p, []byte("hello"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, c.atime, c.mtime); err != nil {
+				t.Fatal(err)
+			}
+			fd, _, e, err := fc.open(root, "/f")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fc.release(fd, e)
+			if e == nil || string(e.body) != "hello" {
+				t.Fatalf("entry %v: the file's bytes not kept", e != nil)
+			}
+			if n := fc.rawReads.Load(); (n > 0) != c.raw {
+				t.Errorf("%d raw reads, want raw %v", n, c.raw)
+			}
+		})
+	}
+}
