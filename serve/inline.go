@@ -102,7 +102,7 @@ func atimeStays(root *rootDir, st *unix.Stat_t, now time.Time) bool {
 	case atimeRelative:
 		atime := time.Unix(st.Atim.Unix())
 		return atime.After(time.Unix(st.Mtim.Unix())) && atime.After(time.Unix(st.Ctim.Unix())) &&
-			now.Sub(atime) < 24*time.Hour
+			now.Unix()-st.Atim.Sec < 24*60*60 // whole seconds, as the kernel counts
 	}
 	return false
 }

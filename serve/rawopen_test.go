@@ -260,3 +260,29 @@ func TestInlineRawReadKeepsAtime(t *testing.T) {
 		})
 	}
 }
+
+// TestAtimeStays: the kernel's relatime rule, to the second.
+func TestAtimeStays(t *testing.T) {
+	ts := func(sec, nsec int64) unix.Timespec { return unix.Timespec{Sec: sec, Nsec: nsec} }
+	const day = 24 * 60 * 60
+	for _, c := range []struct {
+		name  string
+		rule  atimeRule
+		st    unix.Stat_t
+		now   time.Time
+		stays bool
+	}{
+		{"noatime", atimeNever, unix.Stat_t{Atim: ts(1, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(10*day, 0), true},
+		{"strictatime", atimeStrict, unix.Stat_t{Atim: ts(9, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(10, 0), false},
+		{"read since the change", atimeRelative, unix.Stat_t{Atim: ts(9, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(10, 0), true},
+		{"changed since read", atimeRelative, unix.Stat_t{Atim: ts(9, 0), Mtim: ts(9, 1), Ctim: ts(5, 0)}, time.Unix(10, 0), false},
+		{"ctime as new", atimeRelative, unix.Stat_t{Atim: ts(9, 5), Mtim: ts(5, 0), Ctim: ts(9, 5)}, time.Unix(10, 0), false},
+		{"a day old by the seconds", atimeRelative, unix.Stat_t{Atim: ts(100, 900_000_000), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(100+day, 500_000_000), false},
+		{"under a day", atimeRelative, unix.Stat_t{Atim: ts(100, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(99+day, 999_999_999), true},
+	} {
+		root := &rootDir{atime: c.rule}
+		if got := atimeStays(root, &c.st, c.now); got != c.stays {
+			t.Errorf("%s: atimeStays %v, want %v", c.name, got, c.stays)
+		}
+	}
+}
