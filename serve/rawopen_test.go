@@ -286,3 +286,86 @@ func TestAtimeStays(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenNewRaces: while the path is swapped, by rename, between a
+// regular file and a FIFO, and a directory on it between a directory and
+// a symlink out of the root, a miss opens only a regular file within the
+// root, whose stat is its descriptor's.
+func TestOpenNewRaces(t *testing.T) {
+	_, root, _ := testCache(t, 0)
+	dir := root.r.Name()
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "f")
+	if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var secretSt unix.Stat_t
+	if err := unix.Stat(secret, &secretSt); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dir, "file"), []byte("file"), 0o644))
+	must(unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
+	must(os.Mkdir(filepath.Join(dir, "realdir"), 0o755))
+	must(os.WriteFile(filepath.Join(dir, "realdir", "f"), []byte("inside"), 0o644))
+	must(os.Symlink(outside, filepath.Join(dir, "outlink")))
+	must(os.Rename(filepath.Join(dir, "file"), filepath.Join(dir, "x")))
+	must(os.Rename(filepath.Join(dir, "realdir"), filepath.Join(dir, "d")))
+	const rounds = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		xIsFile, dIsDir := true, true
+		for range rounds {
+			// Swap x with the other of file/fifo, d with the other of dir/link.
+			if xIsFile {
+				unix.Rename(filepath.Join(dir, "x"), filepath.Join(dir, "file"))
+				unix.Rename(filepath.Join(dir, "fifo"), filepath.Join(dir, "x"))
+			} else {
+				unix.Rename(filepath.Join(dir, "x"), filepath.Join(dir, "fifo"))
+				unix.Rename(filepath.Join(dir, "file"), filepath.Join(dir, "x"))
+			}
+			xIsFile = !xIsFile
+			if dIsDir {
+				unix.Rename(filepath.Join(dir, "d"), filepath.Join(dir, "realdir"))
+				unix.Rename(filepath.Join(dir, "outlink"), filepath.Join(dir, "d"))
+			} else {
+				unix.Rename(filepath.Join(dir, "d"), filepath.Join(dir, "outlink"))
+				unix.Rename(filepath.Join(dir, "realdir"), filepath.Join(dir, "d"))
+			}
+			dIsDir = !dIsDir
+		}
+	}()
+	opened, raws := 0, 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		for _, p := range []string{"/x", "/d/f"} {
+			fd, st, raw, err := openNew(root, p)
+			if err != nil {
+				continue
+			}
+			opened++
+			if raw {
+				raws++
+			}
+			var fst unix.Stat_t
+			must(unix.Fstat(fd, &fst))
+			unix.Close(fd)
+			if fst.Mode&unix.S_IFMT != unix.S_IFREG || fst.Ino != st.Ino || fst.Dev != st.Dev {
+				t.Fatalf("%s: opened mode %#o inode %d, stat says inode %d", p, fst.Mode, fst.Ino, st.Ino)
+			}
+			if fst.Ino == secretSt.Ino && fst.Dev == secretSt.Dev {
+				t.Fatalf("%s: opened the file outside the root", p)
+			}
+		}
+	}
+	t.Logf("%d opens (%d raw) during %d swaps", opened, raws, rounds)
+}
