@@ -157,6 +157,9 @@ func (r *rootDir) probeLocal() {
 		err := rawcall.Lookup(r.fd, ".", &how, &st)
 		r.cached = err == nil || err == unix.EAGAIN
 	}
+	if r.cached {
+		rawcall.OpenProc() // the reopens' /proc/self/fd, held from the start
+	}
 }
 
 // mountID is the id of the mount fd is on (statx STATX_MNT_ID, Linux

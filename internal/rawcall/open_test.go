@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -69,6 +70,7 @@ func TestOpenCached(t *testing.T) {
 		os.Lstat(filepath.Join(dir, n))
 	}
 	os.ReadFile(filepath.Join(dir, strings.Repeat("d/", 200)+"f"))
+	procFD() // open for the process's life, not per call
 	before := openFDs(t)
 	for _, c := range []struct {
 		path string
@@ -234,5 +236,62 @@ func TestPreadNowaitFarOffset(t *testing.T) {
 	}
 	if n, err := PreadNowait(int(f.Fd()), buf, off+3); n != 0 || err != nil {
 		t.Errorf("PreadNowait at the end: %d, %v; want 0, nil", n, err)
+	}
+}
+
+// TestOpenCachedProcNotWalked: the reopen goes through the /proc/self/fd
+// the first call opened, not through the path /proc/self/fd/N, whose walk
+// starts at the process's root and crosses whatever is mounted on the
+// way: here a tmpfs over /proc (in a mount namespace of one thread).
+func TestOpenCachedProcNotWalked(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a mount namespace needs root")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dfd := openDir(t, dir)
+	needResolveCached(t, dfd)
+	os.Lstat(filepath.Join(dir, "f"))
+	var st unix.Stat_t
+	fd, err := OpenCached(dfd, "f", &cachedHow, readFlags, &st) // a worker's first miss
+	if err != nil {
+		t.Fatalf("OpenCached: %v", err)
+	}
+	unix.Close(fd)
+	type result struct {
+		skip string
+		err  error
+	}
+	done := make(chan result)
+	go func() {
+		// Never unlocked: the thread, and its namespace, end with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			done <- result{skip: "unshare: " + err.Error()}
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			done <- result{skip: "private mounts: " + err.Error()}
+			return
+		}
+		if err := unix.Mount("tmpfs", "/proc", "tmpfs", 0, "size=64k"); err != nil {
+			done <- result{skip: "tmpfs over /proc: " + err.Error()}
+			return
+		}
+		var st unix.Stat_t
+		fd, err := OpenCached(dfd, "f", &cachedHow, readFlags, &st)
+		if err == nil {
+			unix.Close(fd)
+		}
+		done <- result{err: err}
+	}()
+	r := <-done
+	if r.skip != "" {
+		t.Skip(r.skip)
+	}
+	if r.err != nil {
+		t.Errorf("OpenCached with another file system over /proc: %v", r.err)
 	}
 }
