@@ -87,26 +87,6 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Ti
 	return b
 }
 
-// atimeStays reports whether a read of the file of st, on root's mount,
-// at now, leaves its access time as it is: a read that updates it writes
-// the inode (on ext4 a journal handle, which may wait for a commit or for
-// space in the journal, and the inode's block, which may have to be read
-// first), so that read is not made raw. On a relatime mount the kernel
-// updates it if it is not later than the file's mtime and ctime, or is a
-// day old (relatime_need_update); now is the real clock, at or after the
-// kernel's coarse one.
-func atimeStays(root *rootDir, st *unix.Stat_t, now time.Time) bool {
-	switch root.atime {
-	case atimeNever:
-		return true
-	case atimeRelative:
-		atime := time.Unix(st.Atim.Unix())
-		return atime.After(time.Unix(st.Mtim.Unix())) && atime.After(time.Unix(st.Ctim.Unix())) &&
-			now.Unix()-st.Atim.Sec < 24*60*60 // whole seconds, as the kernel counts
-	}
-	return false
-}
-
 // sameVersion reports whether two fstats describe the same bytes.
 func sameVersion(a, b *unix.Stat_t) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino && a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
