@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 )
 
 // openAnswer is what an open of a path came to: a file's size, or the
@@ -227,6 +229,9 @@ func TestNoteRawOpen(t *testing.T) {
 // writes the inode (a journal handle on ext4) and is made the ordinary way.
 func TestInlineRawReadKeepsAtime(t *testing.T) {
 	settleNow(t)
+	if err := rawcall.ProbeCachestat(); err != nil {
+		t.Skipf("no raw reads without cachestat: %v", err)
+	}
 	now := time.Now()
 	for _, c := range []struct {
 		name         string
