@@ -72,6 +72,7 @@ type fileCache struct {
 	stop       chan struct{}
 	rawLookups atomic.Uint64 // revalidations made without the scheduler (lookupRaw; tests)
 	rawOpens   atomic.Uint64 // misses opened without the scheduler (openCached; tests)
+	rawReads   atomic.Uint64 // small files' reads made without the scheduler (readInline; tests)
 }
 
 type cachedFile struct {
@@ -178,7 +179,7 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 		mnt, ok := mountID(fd)
 		own = ok && mnt == root.mnt
 	}
-	body := fc.readInline(fd, stp, own, now)
+	body := fc.readInline(fd, stp, own && !root.rawOff.Load() && atimeStays(root, stp, time.Now()), now)
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.m[key] != nil {

@@ -38,7 +38,9 @@ var inlineSettle = 2 * time.Second
 
 // readInline returns the bytes of the regular file fd, whose fstat is st,
 // if it is small, settled, and read whole under that same stat; else nil.
-// local: fd's file is on the root's own local mount (ownMount), so what
+// local: fd's file is on the root's own local mount (ownMount), raw
+// opens are not off (rootDir.rawOff: what hooks opens may hook reads) and
+// the read leaves the file's access time as it is (atimeStays), so what
 // the page cache holds is read raw (rawcall.PreadNowait) and the rest the
 // ordinary way, which may wait for the disk.
 func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Time) []byte {
@@ -60,6 +62,7 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Ti
 			if err != nil || n == 0 {
 				break // EAGAIN: not cached; anything else: the ordinary read says
 			}
+			fc.rawReads.Add(1)
 			off += n
 		}
 	}

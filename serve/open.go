@@ -3,6 +3,7 @@ package serve
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path"
 	"strconv"
@@ -82,18 +83,40 @@ type rootDir struct {
 	// cached: the kernel has RESOLVE_CACHED (5.12), so a raw lookup that
 	// would read from the disk fails instead (rawcall.OpenCached).
 	cached bool
+	// rawSlow counts the raw opens in a row that took longer than
+	// rawOpenSlow; at rawSlowMax, rawOff turns raw opens (and raw reads
+	// of a small file's bytes) off for good (noteRawOpen).
+	rawSlow atomic.Int32
+	rawOff  atomic.Bool
+	log     *slog.Logger // for rawOff's warning; nil: none
+	// atime: when a read updates the access time of a file on the
+	// root's mount (statfs's flags), for atimeStays.
+	atime atimeRule
 }
 
-// probeLocal sets r.local, r.mnt (rawcall.Local, mountID) and r.cached.
+// probeLocal sets r.local, r.mnt (rawcall.Local, mountID), r.atime and
+// r.cached.
 func (r *rootDir) probeLocal() {
 	r.mnt, r.local = mountID(r.fd)
 	r.local = r.local && rawcall.Local(r.fd)
+	var fs unix.Statfs_t
+	if unix.Fstatfs(r.fd, &fs) == nil {
+		switch {
+		case fs.Flags&stNoatime != 0:
+			r.atime = atimeNever
+		case fs.Flags&stRelatime != 0:
+			r.atime = atimeRelative
+		}
+	}
 	if r.local && !noOpenat2.Load() {
 		// An older kernel refuses the unknown flag: EINVAL.
 		var st unix.Stat_t
 		how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | rawcall.ResolveCached}
 		err := rawcall.Lookup(r.fd, ".", &how, &st)
 		r.cached = err == nil || err == unix.EAGAIN
+	}
+	if r.cached {
+		rawcall.OpenProc() // the reopens' /proc/self/fd, held from the start
 	}
 }
 
@@ -253,27 +276,6 @@ func openFile(root *rootDir, p string) (int, *unix.Stat_t, error) {
 		noProcReopen.Store(true)
 	}
 	return openRegular(root, p, unix.O_RDONLY)
-}
-
-// openCached is openFile without the scheduler (rawcall.OpenCached), for
-// a file whose lookup and open wait for nothing: the root on a local file
-// system, the path not leaving the root's mount (RESOLVE_NO_XDEV), and
-// every dentry on the way in the kernel's cache (RESOLVE_CACHED). So a
-// cache miss on a hot tree makes no ordinary system call, which would
-// wake the runtime's sysmon for a millisecond of polling (rawcall).
-// ok is false for anything else, and openFile then opens p (or gives the
-// refusal its answer: a missing file, a symlink out, not a regular file).
-func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, ok bool) {
-	if !root.local || !root.cached || noOpenat2.Load() || noProcReopen.Load() {
-		return -1, st, false
-	}
-	rel, err := relPath(p)
-	if err != nil {
-		return -1, st, false
-	}
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | unix.RESOLVE_NO_XDEV | rawcall.ResolveCached}
-	fd, err = rawcall.OpenCached(root.fd, rel, &how, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, &st)
-	return fd, st, err == nil
 }
 
 // openRegular opens p beneath root with flags and refuses what is not a

@@ -134,7 +134,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
 	}
-	root := &rootDir{fd: fd, r: r}
+	root := &rootDir{fd: fd, r: r, log: log}
 	root.probeLocal()
 	if dot, _, err := openAt(root, ".", unix.O_PATH); err != nil {
 		root.close()

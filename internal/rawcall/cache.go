@@ -45,6 +45,12 @@ func ProbeCachestat() error {
 // permission checking"). That EPERM is about the file, not the call (the
 // probe found out about seccomp), so it leaves cachestat on for others.
 func Resident(fd int, off int64, n int) bool {
+	return cached(fd, off, n) && readable(fd, off+int64(n)-1)
+}
+
+// cached reports whether cachestat(2) counts every page of fd's range
+// [off, off+n) in the page cache (read or still being read).
+func cached(fd int, off int64, n int) bool {
 	if n <= 0 || off < 0 || cachestatOff.Load() {
 		return false
 	}
@@ -56,10 +62,7 @@ func Resident(fd int, off int64, n int) bool {
 	}
 	first := off / pageSize
 	last := (off + int64(n) - 1) / pageSize
-	if st.Cache < uint64(last-first+1) {
-		return false
-	}
-	return readable(fd, off+int64(n)-1)
+	return st.Cache >= uint64(last-first+1)
 }
 
 // readable reports whether the byte of fd at off can be read without

@@ -2,6 +2,7 @@ package rawcall
 
 import (
 	"strconv"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,8 +19,9 @@ const ResolveCached = 0x20
 // directory block, or revalidate a dentry with a server, fails at once
 // with EAGAIN instead of waiting), fstat(2) of what it found into st, and,
 // only if that is a regular file, an open of it with flags through
-// /proc/self/fd (the inode the lookup found, whatever happens to path
-// meanwhile: a device or a FIFO swapped in is never opened for reading).
+// /proc/self/fd (procFD; the inode the lookup found, whatever happens to
+// path meanwhile: a device or a FIFO swapped in is never opened for
+// reading).
 // It is raw: use it only on a local file system (Local), with
 // RESOLVE_NO_XDEV in how, so that opening the file reads nothing either.
 // Any error (EAGAIN, ENOENT, EXDEV for a symlink out, ENOTSUP for what is
@@ -42,24 +44,66 @@ func OpenCached(dirfd int, path string, how *unix.OpenHow, flags int, st *unix.S
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return -1, unix.ENOTSUP
 	}
-	var proc [32]byte
-	b := strconv.AppendInt(append(proc[:0], "/proc/self/fd/"...), int64(pfd), 10)
-	_ = append(b, 0)     // within proc: 14 + at most 10 digits + NUL
-	cwd := unix.AT_FDCWD // (the path is absolute)
-	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(cwd), uintptr(unsafe.Pointer(&proc[0])), uintptr(flags), 0, 0, 0)
+	proc := procFD()
+	if proc < 0 {
+		return -1, unix.ENOENT
+	}
+	var name [16]byte
+	b := strconv.AppendInt(name[:0], int64(pfd), 10)
+	_ = append(b, 0) // within name: at most 10 digits + NUL
+	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(proc), uintptr(unsafe.Pointer(&name[0])), uintptr(flags), 0, 0, 0)
 	if e != 0 {
 		return -1, e
 	}
 	return int(fd), nil
 }
 
-// PreadNowait is preadv2(2) with RWF_NOWAIT: a read of p at off that
-// copies from the page cache and never waits for the disk. Where a page
-// is not cached it fails with EAGAIN (or reads short), for the caller to
-// read the rest the ordinary way.
+// OpenProc opens this process's /proc/self/fd for OpenCached's reopens,
+// once (OpenCached does at its first call otherwise); a worker calls it
+// as it starts, so that the descriptor is there from the start. It
+// reports whether /proc is there.
+func OpenProc() bool { return procFD() >= 0 }
+
+// procFD is this process's /proc/self/fd, opened (the ordinary way) at
+// the first call, for OpenCached's reopens: a raw open of a name beneath
+// it walks procfs alone, not the process's root directory and the file
+// systems on the way to /proc (a network or FUSE root, say, or another
+// mount over /proc). -1: /proc is not there.
+var procFD = sync.OnceValue(func() int {
+	fd, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+})
+
+// PreadNowait reads p at off from the page cache, never from the disk:
+// only if cachestat(2) finds every page of the range cached, then with
+// preadv2(2) RWF_NOWAIT. (RWF_NOWAIT alone is not enough: where a page
+// is missing, the kernel starts read-ahead, allocating the pages, mapping
+// the blocks and submitting their reads, which may wait for a request
+// slot or an I/O throttle, all before it answers EAGAIN.) Where a page is
+// not cached, or cachestat is missing, it fails with EAGAIN (or reads
+// short), for the caller to read the rest the ordinary way. At or past
+// the end of the file it reads 0 bytes. fd's file must be on a local file
+// system (Local): its fstat, which bounds the range asked of cachestat,
+// is raw too.
 func PreadNowait(fd int, p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	var st unix.Stat_t
+	if err := Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	if off >= st.Size {
+		return 0, nil
+	}
+	if int64(len(p)) > st.Size-off {
+		p = p[:st.Size-off]
+	}
+	if !cached(fd, off, len(p)) {
+		return 0, unix.EAGAIN
 	}
 	iov := unix.Iovec{Base: &p[0]}
 	iov.SetLen(len(p))

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,6 +70,7 @@ func TestOpenCached(t *testing.T) {
 		os.Lstat(filepath.Join(dir, n))
 	}
 	os.ReadFile(filepath.Join(dir, strings.Repeat("d/", 200)+"f"))
+	procFD() // open for the process's life, not per call
 	before := openFDs(t)
 	for _, c := range []struct {
 		path string
@@ -187,5 +190,108 @@ func TestPreadNowait(t *testing.T) {
 	}
 	if n, err := PreadNowait(fd, nil, 0); n != 0 || err != nil {
 		t.Errorf("PreadNowait of nothing: %d, %v", n, err)
+	}
+}
+
+// TestPreadNowaitStartsNoRead: a read of pages not cached starts no read
+// from the disk either. preadv2(RWF_NOWAIT) alone answers EAGAIN only
+// after it has put read-ahead pages in the cache and submitted their
+// reads, in the raw call.
+func TestPreadNowaitStartsNoRead(t *testing.T) {
+	needCachestat(t)
+	const size = 64 << 10
+	fd := uncachedFile(t, size)
+	buf := make([]byte, 4096)
+	if n, err := PreadNowait(fd, buf, 0); err != unix.EAGAIN {
+		t.Fatalf("PreadNowait of uncached pages: %d, %v; want EAGAIN", n, err)
+	}
+	// Pages whose read is under way are in the cache already.
+	r := unix.CachestatRange{Off: 0, Len: size}
+	var cs unix.Cachestat_t
+	if _, _, e := unix.RawSyscall6(unix.SYS_CACHESTAT, uintptr(fd), uintptr(unsafe.Pointer(&r)), uintptr(unsafe.Pointer(&cs)), 0, 0, 0); e != 0 {
+		t.Fatal(e)
+	}
+	if cs.Cache != 0 {
+		t.Errorf("%d pages in the cache after PreadNowait of an uncached file, want 0 (no read started)", cs.Cache)
+	}
+}
+
+// TestPreadNowaitFarOffset: an offset past 4 GiB reaches the kernel whole
+// (preadv2 takes it in two halves).
+func TestPreadNowaitFarOffset(t *testing.T) {
+	needCachestat(t)
+	f, err := os.Create(filepath.Join(t.TempDir(), "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const off = 5<<30 + 3
+	if _, err := f.WriteAt([]byte("far"), off); err != nil {
+		t.Skipf("a sparse file of 5 GiB: %v", err)
+	}
+	buf := make([]byte, 8)
+	n, err := PreadNowait(int(f.Fd()), buf, off)
+	if err != nil || string(buf[:n]) != "far" {
+		t.Fatalf("PreadNowait at 5 GiB: %q, %v; want \"far\"", buf[:n], err)
+	}
+	if n, err := PreadNowait(int(f.Fd()), buf, off+3); n != 0 || err != nil {
+		t.Errorf("PreadNowait at the end: %d, %v; want 0, nil", n, err)
+	}
+}
+
+// TestOpenCachedProcNotWalked: the reopen goes through the /proc/self/fd
+// the first call opened, not through the path /proc/self/fd/N, whose walk
+// starts at the process's root and crosses whatever is mounted on the
+// way: here a tmpfs over /proc (in a mount namespace of one thread).
+func TestOpenCachedProcNotWalked(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a mount namespace needs root")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dfd := openDir(t, dir)
+	needResolveCached(t, dfd)
+	os.Lstat(filepath.Join(dir, "f"))
+	var st unix.Stat_t
+	fd, err := OpenCached(dfd, "f", &cachedHow, readFlags, &st) // a worker's first miss
+	if err != nil {
+		t.Fatalf("OpenCached: %v", err)
+	}
+	unix.Close(fd)
+	type result struct {
+		skip string
+		err  error
+	}
+	done := make(chan result)
+	go func() {
+		// Never unlocked: the thread, and its namespace, end with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			done <- result{skip: "unshare: " + err.Error()}
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			done <- result{skip: "private mounts: " + err.Error()}
+			return
+		}
+		if err := unix.Mount("tmpfs", "/proc", "tmpfs", 0, "size=64k"); err != nil {
+			done <- result{skip: "tmpfs over /proc: " + err.Error()}
+			return
+		}
+		var st unix.Stat_t
+		fd, err := OpenCached(dfd, "f", &cachedHow, readFlags, &st)
+		if err == nil {
+			unix.Close(fd)
+		}
+		done <- result{err: err}
+	}()
+	r := <-done
+	if r.skip != "" {
+		t.Skip(r.skip)
+	}
+	if r.err != nil {
+		t.Errorf("OpenCached with another file system over /proc: %v", r.err)
 	}
 }

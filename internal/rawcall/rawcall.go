@@ -25,9 +25,12 @@
 // that other connections keep being served while the disk works, except
 // where the kernel itself refuses to wait: OpenCached and Lookup walk
 // with RESOLVE_CACHED on a local file system, PreadNowait reads with
-// RWF_NOWAIT. (Lookup, the open-file cache's revalidation of a path it
-// looked up a second earlier, is raw on kernels without RESOLVE_CACHED
-// too.)
+// RWF_NOWAIT pages that cachestat finds cached. (Lookup, the open-file
+// cache's revalidation of a path it looked up a second earlier, is raw
+// on kernels without RESOLVE_CACHED too.) What the kernel does not
+// refuse is the caller's to avoid: an open for reading waits for a
+// fanotify permission listener or IMA, a read that updates the file's
+// access time writes its inode.
 //
 // Buffers passed in are used only for the duration of the call. A
 // goroutine in a raw call never reaches a safe point, so its stack can

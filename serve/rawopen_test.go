@@ -1,0 +1,380 @@
+package serve
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
+)
+
+// openAnswer is what an open of a path came to: a file's size, or the
+// refusal's status, kind and message.
+func openAnswer(fd int, st *unix.Stat_t, err error) string {
+	if err != nil {
+		var re *reqError
+		if errors.As(err, &re) {
+			return re.status.String() + "/" + re.kind.String() + ": " + re.msg
+		}
+		return "error: " + err.Error()
+	}
+	unix.Close(fd)
+	return "file of " + string(rune('0'+st.Size%10))
+}
+
+// TestOpenNewMatchesOpenFile: a miss opened raw where it can (openNew)
+// gives every path the answer the ordinary open (openFile) gives it:
+// each kind of bad path, a symlink out, a loop, names too long, a NUL,
+// a FIFO, a device, a socket, a directory, and a file the worker may not
+// read; and opens nothing that it leaves open.
+func TestOpenNewMatchesOpenFile(t *testing.T) {
+	_, root, _ := testCache(t, 0)
+	dir := root.r.Name()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, n int, mode os.FileMode) {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, make([]byte, n), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+	}
+	write("f", 5, 0o644)
+	write("d/g", 3, 0o644)
+	write("secret", 7, 0o600)
+	write("nosearch/h", 2, 0o644)
+	os.Chmod(filepath.Join(dir, "nosearch"), 0o700)
+	write(strings.Repeat("a/", 150)+"deep", 4, 0o644) // > 256 bytes
+	os.Symlink("/etc/passwd", filepath.Join(dir, "out"))
+	os.Symlink("../"+filepath.Base(dir)+"/f", filepath.Join(dir, "outin"))
+	os.Symlink("f", filepath.Join(dir, "in"))
+	os.Symlink("loop", filepath.Join(dir, "loop"))
+	os.Symlink("/proc/self/root/etc/passwd", filepath.Join(dir, "magic"))
+	unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
+	unix.Mknod(filepath.Join(dir, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3)))
+	if l, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0); err == nil {
+		unix.Bind(l, &unix.SockaddrUnix{Name: filepath.Join(dir, "sock")})
+		t.Cleanup(func() { unix.Close(l) })
+	}
+	paths := []string{"/f", "f", "//./f", "/d/g", "/d/./g", "/d/../f", "/..", "/../f", "/d/", "/d", "/f/", "/f/.",
+		"/in", "/in/", "/out", "/outin", "/loop", "/magic", "/fifo", "/null", "/sock", "/nope", "/d/nope", "/f/x",
+		"/secret", "/nosearch/h", "/" + strings.Repeat("a/", 150) + "deep", "/" + strings.Repeat("a/", 2100) + "deep",
+		"/" + strings.Repeat("n", 300), "/f\x00x", "/%2e%2e/f", "/."}
+	// A first raw open opens /proc/self/fd for the process's life.
+	if fd, _, _, err := openNew(root, "/f"); err == nil {
+		unix.Close(fd)
+	}
+	before := countFDs(t)
+	for _, user := range []int{0, 65534} {
+		for _, p := range paths {
+			// Both on this goroutine's own thread, whose fsuid may be changed.
+			runtime.LockOSThread()
+			if user != 0 {
+				unix.Setfsgid(user)
+				unix.Setfsuid(user)
+			}
+			// Walk it once the ordinary way so that its dentries are cached.
+			if fd, _, err := openFile(root, p); err == nil {
+				unix.Close(fd)
+			}
+			fd, st, raw, err := openNew(root, p)
+			got := openAnswer(fd, st, err)
+			fd, st, err = openFile(root, p)
+			want := openAnswer(fd, st, err)
+			if user != 0 {
+				unix.Setfsuid(0)
+				unix.Setfsgid(0)
+			}
+			runtime.UnlockOSThread()
+			if got != want {
+				t.Errorf("user %d, %.40q: raw %v: %s; ordinary: %s", user, p, raw, got, want)
+			}
+		}
+	}
+	if after := countFDs(t); after != before {
+		t.Errorf("%d descriptors open after, %d before", after, before)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	return len(es)
+}
+
+// slowListener answers every fanotify open-permission event on the files
+// of dir after wait, as a virus scanner or fapolicyd does from its own
+// process; it is gone at the end of the test.
+func slowListener(t *testing.T, dir string, wait time.Duration) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify permission events need root")
+	}
+	fan, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		t.Skipf("fanotify: %v", err)
+	}
+	if err := unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_OPEN_PERM|unix.FAN_EVENT_ON_CHILD, unix.AT_FDCWD, dir); err != nil {
+		unix.Close(fan)
+		t.Skipf("fanotify mark: %v", err)
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		buf := make([]byte, 4096)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			fds := []unix.PollFd{{Fd: int32(fan), Events: unix.POLLIN}}
+			if n, _ := unix.Poll(fds, 50); n <= 0 {
+				continue
+			}
+			n, err := unix.Read(fan, buf)
+			if err != nil {
+				continue
+			}
+			time.Sleep(wait) // the listener at work, not synchronisation
+			for off := 0; off+int(unsafe.Sizeof(unix.FanotifyEventMetadata{})) <= n; {
+				m := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
+				r := unix.FanotifyResponse{Fd: m.Fd, Response: unix.FAN_ALLOW}
+				unix.Write(fan, (*[unsafe.Sizeof(r)]byte)(unsafe.Pointer(&r))[:])
+				unix.Close(int(m.Fd))
+				off += int(m.Event_len)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		<-stopped
+		unix.Close(fan) // answers whatever is left: allowed
+	})
+}
+
+// TestRawOpenOffWhenSlow: where opening a file waits for a fanotify
+// permission listener (raw, the worker's thread waits with it), two
+// such raw opens in a row turn raw opens off: the next miss is opened
+// the ordinary way, and served.
+func TestRawOpenOffWhenSlow(t *testing.T) {
+	settleNow(t)
+	fc, root, _ := testCache(t, 0)
+	if !root.local || !root.cached {
+		t.Skip("no raw opens on this root")
+	}
+	dir := root.r.Name()
+	names := []string{"/f1", "/f2", "/f3", "/f4"}
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Lstat(filepath.Join(dir, n)) // cached dentries, and no open
+	}
+	slowListener(t, dir, 3*rawOpenSlow)
+	for _, n := range names {
+		fd, st, e, err := fc.open(root, n)
+		if err != nil || st.Size != int64(len(n)) {
+			t.Fatalf("open %s: size %d, %v", n, st.Size, err)
+		}
+		fc.release(fd, e)
+	}
+	if n := fc.rawOpens.Load(); n != 2 {
+		t.Errorf("%d of %d misses opened raw while each open waits for a listener, want 2", n, len(names))
+	}
+}
+
+// TestNoteRawOpen: raw opens go off after rawSlowMax slow ones in a row,
+// not after slow ones apart (a preempted thread), and stay off.
+func TestNoteRawOpen(t *testing.T) {
+	slow, fast := 2*rawOpenSlow, rawOpenSlow/10
+	for _, c := range []struct {
+		name string
+		took []time.Duration
+		off  bool
+	}{
+		{"fast", []time.Duration{fast, fast, fast}, false},
+		{"one slow", []time.Duration{fast, slow, fast}, false},
+		{"slow apart", []time.Duration{slow, fast, slow, fast, slow}, false},
+		{"slow in a row", []time.Duration{fast, slow, slow}, true},
+		{"off for good", []time.Duration{slow, slow, fast, fast}, true},
+	} {
+		var r rootDir
+		for _, d := range c.took {
+			r.noteRawOpen(d)
+		}
+		if r.rawOff.Load() != c.off {
+			t.Errorf("%s: raw opens off %v, want %v", c.name, r.rawOff.Load(), c.off)
+		}
+	}
+}
+
+// TestInlineRawReadKeepsAtime: a small file's bytes are read raw only
+// where the read leaves its access time as it is; a read that updates it
+// writes the inode (a journal handle on ext4) and is made the ordinary way.
+func TestInlineRawReadKeepsAtime(t *testing.T) {
+	settleNow(t)
+	if err := rawcall.ProbeCachestat(); err != nil {
+		t.Skipf("no raw reads without cachestat: %v", err)
+	}
+	now := time.Now()
+	for _, c := range []struct {
+		name         string
+		atime, mtime time.Time
+		raw          bool
+	}{
+		{"read since its last change", now.Add(time.Minute), now.Add(-time.Hour), true},
+		{"changed since read", now.Add(-time.Hour), now.Add(-time.Minute), false},
+		{"read a day ago", now.Add(-25 * time.Hour), now.Add(-48 * time.Hour), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fc, root, _ := testCache(t, 0)
+			if !root.local || root.atime != atimeRelative {
+				t.Skipf("the root is not on a local relatime mount (rule %d)", root.atime)
+			}
+			fc.inlineMax, fc.now = 1<<10, time.Now
+			p := filepath.Join(root.r.Name(), "f")
+			if err := os.WriteFile(p, []byte("hello"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, c.atime, c.mtime); err != nil {
+				t.Fatal(err)
+			}
+			fd, _, e, err := fc.open(root, "/f")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fc.release(fd, e)
+			if e == nil || string(e.body) != "hello" {
+				t.Fatalf("entry %v: the file's bytes not kept", e != nil)
+			}
+			if n := fc.rawReads.Load(); (n > 0) != c.raw {
+				t.Errorf("%d raw reads, want raw %v", n, c.raw)
+			}
+		})
+	}
+}
+
+// TestAtimeStays: the kernel's relatime rule, to the second.
+func TestAtimeStays(t *testing.T) {
+	ts := func(sec, nsec int64) unix.Timespec { return unix.Timespec{Sec: sec, Nsec: nsec} }
+	const day = 24 * 60 * 60
+	for _, c := range []struct {
+		name  string
+		rule  atimeRule
+		st    unix.Stat_t
+		now   time.Time
+		stays bool
+	}{
+		{"noatime", atimeNever, unix.Stat_t{Atim: ts(1, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(10*day, 0), true},
+		{"strictatime", atimeStrict, unix.Stat_t{Atim: ts(9, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(10, 0), false},
+		{"read since the change", atimeRelative, unix.Stat_t{Atim: ts(9, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(10, 0), true},
+		{"changed since read", atimeRelative, unix.Stat_t{Atim: ts(9, 0), Mtim: ts(9, 1), Ctim: ts(5, 0)}, time.Unix(10, 0), false},
+		{"ctime as new", atimeRelative, unix.Stat_t{Atim: ts(9, 5), Mtim: ts(5, 0), Ctim: ts(9, 5)}, time.Unix(10, 0), false},
+		{"a day old by the seconds", atimeRelative, unix.Stat_t{Atim: ts(100, 900_000_000), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(100+day, 500_000_000), false},
+		{"under a day", atimeRelative, unix.Stat_t{Atim: ts(100, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(99+day, 999_999_999), true},
+	} {
+		root := &rootDir{atime: c.rule}
+		if got := atimeStays(root, &c.st, c.now); got != c.stays {
+			t.Errorf("%s: atimeStays %v, want %v", c.name, got, c.stays)
+		}
+	}
+}
+
+// TestOpenNewRaces: while the path is swapped, by rename, between a
+// regular file and a FIFO, and a directory on it between a directory and
+// a symlink out of the root, a miss opens only a regular file within the
+// root, whose stat is its descriptor's.
+func TestOpenNewRaces(t *testing.T) {
+	_, root, _ := testCache(t, 0)
+	dir := root.r.Name()
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "f")
+	if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var secretSt unix.Stat_t
+	if err := unix.Stat(secret, &secretSt); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dir, "file"), []byte("file"), 0o644))
+	must(unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
+	must(os.Mkdir(filepath.Join(dir, "realdir"), 0o755))
+	must(os.WriteFile(filepath.Join(dir, "realdir", "f"), []byte("inside"), 0o644))
+	must(os.Symlink(outside, filepath.Join(dir, "outlink")))
+	must(os.Rename(filepath.Join(dir, "file"), filepath.Join(dir, "x")))
+	must(os.Rename(filepath.Join(dir, "realdir"), filepath.Join(dir, "d")))
+	const rounds = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		xIsFile, dIsDir := true, true
+		for range rounds {
+			// Swap x with the other of file/fifo, d with the other of dir/link.
+			if xIsFile {
+				unix.Rename(filepath.Join(dir, "x"), filepath.Join(dir, "file"))
+				unix.Rename(filepath.Join(dir, "fifo"), filepath.Join(dir, "x"))
+			} else {
+				unix.Rename(filepath.Join(dir, "x"), filepath.Join(dir, "fifo"))
+				unix.Rename(filepath.Join(dir, "file"), filepath.Join(dir, "x"))
+			}
+			xIsFile = !xIsFile
+			if dIsDir {
+				unix.Rename(filepath.Join(dir, "d"), filepath.Join(dir, "realdir"))
+				unix.Rename(filepath.Join(dir, "outlink"), filepath.Join(dir, "d"))
+			} else {
+				unix.Rename(filepath.Join(dir, "d"), filepath.Join(dir, "outlink"))
+				unix.Rename(filepath.Join(dir, "realdir"), filepath.Join(dir, "d"))
+			}
+			dIsDir = !dIsDir
+		}
+	}()
+	opened, raws := 0, 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		for _, p := range []string{"/x", "/d/f"} {
+			fd, st, raw, err := openNew(root, p)
+			if err != nil {
+				continue
+			}
+			opened++
+			if raw {
+				raws++
+			}
+			var fst unix.Stat_t
+			must(unix.Fstat(fd, &fst))
+			unix.Close(fd)
+			if fst.Mode&unix.S_IFMT != unix.S_IFREG || fst.Ino != st.Ino || fst.Dev != st.Dev {
+				t.Fatalf("%s: opened mode %#o inode %d, stat says inode %d", p, fst.Mode, fst.Ino, st.Ino)
+			}
+			if fst.Ino == secretSt.Ino && fst.Dev == secretSt.Dev {
+				t.Fatalf("%s: opened the file outside the root", p)
+			}
+		}
+	}
+	t.Logf("%d opens (%d raw) during %d swaps", opened, raws, rounds)
+}
