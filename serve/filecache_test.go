@@ -444,17 +444,6 @@ func TestFileCacheRawOpen(t *testing.T) {
 			os.WriteFile(filepath.Join(m, "f"), make([]byte, 100), 0o644)
 			return "/m/f"
 		}, false, false},
-		{"dentry dropped", func(t *testing.T, dir string) string {
-			if os.Geteuid() != 0 {
-				t.Skip("dropping the dentry cache needs root")
-			}
-			os.MkdirAll(filepath.Join(dir, "x", "y"), 0o755)
-			os.WriteFile(filepath.Join(dir, "x", "y", "f"), make([]byte, 100), 0o644)
-			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
-				t.Skipf("drop the dentry cache: %v", err)
-			}
-			return "/x/y/f"
-		}, false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fc, root, _ := testCache(t, 0)

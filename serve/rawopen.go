@@ -39,11 +39,15 @@ func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, ok bool) {
 // permission listener (fapolicyd, an on-access virus scanner), which
 // hooks every open for reading and answers from another process, IMA
 // measuring the file, fs-verity's first open of a file. rawSlowMax such
-// opens in a row turn raw opens off for the root; one alone may be the
-// thread's preemption on a busy machine.
+// opens in a row turn raw opens off for the root. A few alone may be the
+// thread's preemption on a busy machine (a raw open takes microseconds,
+// but a thread preempted in it waits for the others' time slices, a few
+// milliseconds with two or three runnable threads per CPU); in a row,
+// past rawOpenSlow, they are not: turning raw opens off for good on a
+// false alarm would leave this worker's misses the ordinary way.
 const (
-	rawOpenSlow = time.Millisecond
-	rawSlowMax  = 2
+	rawOpenSlow = 5 * time.Millisecond
+	rawSlowMax  = 3
 )
 
 // noteRawOpen counts a raw open that took d (rawSlow, rawOff).

@@ -169,9 +169,9 @@ func slowListener(t *testing.T, dir string, wait time.Duration) {
 }
 
 // TestRawOpenOffWhenSlow: where opening a file waits for a fanotify
-// permission listener (raw, the worker's thread waits with it), two
-// such raw opens in a row turn raw opens off: the next miss is opened
-// the ordinary way, and served.
+// permission listener (raw, the worker's thread waits with it),
+// rawSlowMax such raw opens in a row turn raw opens off: the next miss is
+// opened the ordinary way, and served.
 func TestRawOpenOffWhenSlow(t *testing.T) {
 	settleNow(t)
 	fc, root, _ := testCache(t, 0)
@@ -179,7 +179,7 @@ func TestRawOpenOffWhenSlow(t *testing.T) {
 		t.Skip("no raw opens on this root")
 	}
 	dir := root.r.Name()
-	names := []string{"/f1", "/f2", "/f3", "/f4"}
+	names := []string{"/f1", "/f2", "/f3", "/f4", "/f5"}
 	for _, n := range names {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(n), 0o644); err != nil {
 			t.Fatal(err)
@@ -194,8 +194,8 @@ func TestRawOpenOffWhenSlow(t *testing.T) {
 		}
 		fc.release(fd, e)
 	}
-	if n := fc.rawOpens.Load(); n != 2 {
-		t.Errorf("%d of %d misses opened raw while each open waits for a listener, want 2", n, len(names))
+	if n := fc.rawOpens.Load(); n != rawSlowMax {
+		t.Errorf("%d of %d misses opened raw while each open waits for a listener, want %d", n, len(names), rawSlowMax)
 	}
 }
 
@@ -210,9 +210,9 @@ func TestNoteRawOpen(t *testing.T) {
 	}{
 		{"fast", []time.Duration{fast, fast, fast}, false},
 		{"one slow", []time.Duration{fast, slow, fast}, false},
-		{"slow apart", []time.Duration{slow, fast, slow, fast, slow}, false},
-		{"slow in a row", []time.Duration{fast, slow, slow}, true},
-		{"off for good", []time.Duration{slow, slow, fast, fast}, true},
+		{"slow apart", []time.Duration{slow, fast, slow, slow, fast, slow}, false},
+		{"slow in a row", []time.Duration{fast, slow, slow, slow}, true},
+		{"off for good", []time.Duration{slow, slow, slow, fast, fast}, true},
 	} {
 		var r rootDir
 		for _, d := range c.took {

@@ -3,6 +3,7 @@ package rawcall
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -126,41 +127,30 @@ func TestOpenCached(t *testing.T) {
 	}
 }
 
-// TestOpenCachedNotCached: a path whose dentries the kernel no longer
-// holds fails with EAGAIN, without reading the directory, and opens once
-// an ordinary lookup has brought them back.
+// TestOpenCachedNotCached: a path whose dentries the kernel does not hold
+// fails with EAGAIN, without reading the directory, and opens once an
+// ordinary lookup has brought them in.
 func TestOpenCachedNotCached(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("dropping the dentry cache needs root")
-	}
-	dir := t.TempDir()
-	p := filepath.Join(dir, "sub", "f")
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := coldExt4(t, func(dir string) {
+		if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "sub", "f"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 	dfd := openDir(t, dir)
 	needResolveCached(t, dfd)
-	// Unused dentries go; this test's own directory stays (dfd holds it).
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
-		t.Skipf("drop the dentry cache: %v", err)
-	}
 	var st unix.Stat_t
 	fd, err := OpenCached(dfd, "sub/f", &cachedHow, readFlags, &st)
 	if err == nil {
 		unix.Close(fd)
-		var fs unix.Statfs_t
-		if unix.Fstatfs(dfd, &fs) == nil && (fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC) {
-			t.Skip("tmpfs keeps every dentry")
-		}
-		t.Fatal("OpenCached found a dropped path in the cache")
+		t.Fatal("OpenCached found a path of a file system just mounted in the cache")
 	}
 	if err != unix.EAGAIN {
-		t.Fatalf("OpenCached of a dropped path: %v, want EAGAIN", err)
+		t.Fatalf("OpenCached of a path not cached: %v, want EAGAIN", err)
 	}
-	if _, err := os.Stat(p); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "sub", "f")); err != nil {
 		t.Fatal(err)
 	}
 	fd, err = OpenCached(dfd, "sub/f", &cachedHow, readFlags, &st)
@@ -168,6 +158,47 @@ func TestOpenCachedNotCached(t *testing.T) {
 		t.Fatalf("OpenCached after an ordinary lookup: %v", err)
 	}
 	unix.Close(fd)
+}
+
+// coldExt4 makes a small ext4 file system (a loop device over an image in
+// a temporary folder), lets fill write to it, then mounts it again and
+// returns where: none of its dentries are in the kernel's caches then,
+// and no other file system's were dropped for it. It skips without root,
+// mkfs.ext4 or loop devices.
+func coldExt4(t *testing.T, fill func(dir string)) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a file system needs root")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("no mkfs.ext4 (e2fsprogs)")
+	}
+	img, mnt := filepath.Join(t.TempDir(), "fs.img"), t.TempDir()
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v: %s", err, out)
+	}
+	mount := func() {
+		if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+			t.Skipf("mount -o loop: %v: %s", err, out)
+		}
+	}
+	umount := func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("umount: %v: %s", err, out)
+		}
+	}
+	mount()
+	fill(mnt)
+	umount()
+	mount()
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	return mnt
 }
 
 // TestPreadNowait: pages in the cache are read; a file whose pages are
