@@ -33,6 +33,19 @@ func Policy() (int, error) {
 	return int(a.Policy), nil
 }
 
+// Started is the policy of the process's first thread, the one it was
+// started with (exec keeps it). Its other threads may have another: under
+// SCHED_FLAG_RESET_ON_FORK (chrt --reset-on-fork, systemd's
+// CPUSchedulingResetOnFork=) a thread started from a realtime one runs
+// SCHED_OTHER, and Policy depends on which thread asks.
+func Started() (int, error) {
+	a, err := unix.SchedGetAttr(os.Getpid(), 0)
+	if err != nil {
+		return 0, fmt.Errorf("sched_getattr: %w", err)
+	}
+	return int(a.Policy), nil
+}
+
 // SetProcess puts every thread of the process under policy (Normal or
 // Batch), each at its own nice value. A thread the runtime starts
 // meanwhile from one not yet changed is caught by the next pass; a pass
