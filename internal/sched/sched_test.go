@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // policies are those of every thread of process pid, from /proc/PID/task/*/stat
@@ -117,4 +119,64 @@ func TestRun(t *testing.T) {
 	allAre(t, inside.Process.Pid, Normal, "child started in Run(Normal)")
 	allAre(t, outside.Process.Pid, Batch, "child started outside Run")
 	allAre(t, os.Getpid(), Batch, "this process after Run")
+}
+
+// TestRunPanics: a panic in f leaves the thread Run used at its own policy.
+func TestRunPanics(t *testing.T) {
+	if p, err := Policy(); err != nil || p != Normal {
+		t.Skipf("the test runs under policy %d (%v), not SCHED_OTHER", p, err)
+	}
+	restore(t)
+	if err := SetProcess(Batch); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the panic did not come through Run")
+			}
+		}()
+		Run(Normal, func() error { panic("f") })
+	}()
+	allAre(t, os.Getpid(), Batch, "this process after a panic in Run")
+}
+
+// TestStarted: the policy the process was started with is its first
+// thread's, whichever thread asks.
+func TestStarted(t *testing.T) {
+	if p, err := Started(); err != nil || p != Normal {
+		t.Skipf("the test runs under policy %d (%v), not SCHED_OTHER", p, err)
+	}
+	restore(t)
+	offMain(func() {
+		if err := set(0, Batch); err != nil {
+			t.Error(err)
+			return
+		}
+		defer set(0, Normal)
+		if p, err := Started(); err != nil || p != Normal {
+			t.Errorf("Started from a SCHED_BATCH thread: %d, %v; want %d", p, err, Normal)
+		}
+	})
+}
+
+// offMain calls f locked to a thread other than the process's first one.
+func offMain(f func()) {
+	done := make(chan struct{})
+	var try func()
+	try = func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if unix.Gettid() != os.Getpid() {
+			f()
+			return
+		}
+		// The first thread: hold it, so that another goroutine runs
+		// elsewhere.
+		held := make(chan struct{})
+		go func() { try(); close(held) }()
+		<-held
+	}
+	go func() { try(); close(done) }()
+	<-done
 }
