@@ -20,7 +20,7 @@ import (
 
 // schedState is what the supervisor knows of its policy: base, the one it
 // was started with (-1: unknown); now, the one it has set (base until it
-// sets one).
+// sets one; -1 after a failure, which may have set some threads only).
 type schedState struct{ base, now int }
 
 // initSched records the policy the supervisor was started with, its first
@@ -49,7 +49,10 @@ func (s *Supervisor) applySched(batch bool) {
 		return
 	}
 	if err := s.env.setSched(want); err != nil {
-		s.log.Warn("could not set the supervisor's scheduling policy (supervisor_sched_batch): a seccomp filter without sched_setattr?", "batch", batch, "err", err)
+		s.log.Warn("could not set the supervisor's scheduling policy (supervisor_sched_batch): a seccomp filter without sched_setattr? Allow it, or set supervisor_sched_batch = false", "batch", batch, "err", err)
+		// Some threads may have changed: unknown, so that the next
+		// reload sets its policy whichever it is.
+		s.sched.now = -1
 		return
 	}
 	s.sched.now = want

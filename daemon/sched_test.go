@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -84,5 +85,31 @@ func TestInitSchedFirstThread(t *testing.T) {
 	})
 	if s.sched.base != sched.Normal {
 		t.Errorf("start policy %d, want the first thread's, SCHED_OTHER (%d)", s.sched.base, sched.Normal)
+	}
+}
+
+// TestApplySchedAfterFailure: after a setting that failed, and may have
+// changed some threads, the next reload sets the policy it asks for even
+// if it is the one the supervisor had before: supervisor_sched_batch =
+// false, reloaded, puts back to SCHED_OTHER the threads a failed
+// SetProcess(Batch) had changed.
+func TestApplySchedAfterFailure(t *testing.T) {
+	var calls []int
+	s := &Supervisor{log: quietLog(), env: env{setSched: func(policy int) error {
+		calls = append(calls, policy)
+		if len(calls) == 1 {
+			return errors.New("list threads: too many open files")
+		}
+		return nil
+	}}}
+	s.sched = schedState{base: sched.Normal, now: sched.Normal}
+	s.applySched(true)  // fails half-way
+	s.applySched(false) // a reload with false
+	if want := []int{sched.Batch, sched.Normal}; !slices.Equal(calls, want) {
+		t.Errorf("setSched calls %v, want %v", calls, want)
+	}
+	s.applySched(false) // in force: nothing to do
+	if len(calls) != 2 {
+		t.Errorf("setSched calls %v after a reload that changed nothing, want 2", calls)
 	}
 }
