@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,4 +180,44 @@ func offMain(f func()) {
 	}
 	go func() { try(); close(done) }()
 	<-done
+}
+
+// TestSetKeepsSlice: set keeps a thread's own time slice (sched_runtime
+// of a fair policy, Linux 6.12; chrt --sched-runtime with --other or
+// --batch), which a sched_setattr without one puts back to the default.
+func TestSetKeepsSlice(t *testing.T) {
+	const slice = 5_000_000 // ns
+	var skip string
+	offMain(func() {
+		a, err := unix.SchedGetAttr(0, 0)
+		if err != nil || int(a.Policy) != Normal {
+			skip = fmt.Sprintf("the test runs under policy %d (%v), not SCHED_OTHER", a.Policy, err)
+			return
+		}
+		own := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: uint32(Normal), Nice: a.Nice, Runtime: slice}
+		if err := unix.SchedSetAttr(0, &own, 0); err != nil {
+			skip = fmt.Sprintf("no time slice of its own for a SCHED_OTHER thread: %v", err)
+			return
+		}
+		defer func() {
+			own.Runtime = 0 // the default
+			unix.SchedSetAttr(0, &own, 0)
+		}()
+		if b, err := unix.SchedGetAttr(0, 0); err != nil || b.Runtime != slice {
+			skip = fmt.Sprintf("no time slice of its own for a SCHED_OTHER thread (%d, %v)", b.Runtime, err)
+			return
+		}
+		for _, p := range []int{Batch, Normal} {
+			if err := set(0, p); err != nil {
+				t.Error(err)
+				return
+			}
+			if b, err := unix.SchedGetAttr(0, 0); err != nil || int(b.Policy) != p || b.Runtime != slice {
+				t.Errorf("after set(%d): policy %d, slice %d ns (%v); want %d, %d ns", p, b.Policy, b.Runtime, err, p, slice)
+			}
+		}
+	})
+	if skip != "" {
+		t.Skip(skip)
+	}
 }
