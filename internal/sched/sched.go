@@ -47,7 +47,7 @@ func Started() (int, error) {
 }
 
 // SetProcess puts every thread of the process under policy (Normal or
-// Batch), each at its own nice value. A thread the runtime starts
+// Batch), each keeping its own nice value and time slice (set). A thread the runtime starts
 // meanwhile from one not yet changed is caught by the next pass; a pass
 // that changes nothing ends it, and a thread started later inherits the
 // policy.
