@@ -20,14 +20,15 @@ import (
 
 // schedState is what the supervisor knows of its policy: base, the one it
 // was started with (-1: unknown); now, the one it has set (base until it
-// sets one).
+// sets one; -1 after a failure, which may have set some threads only).
 type schedState struct{ base, now int }
 
-// initSched records the policy the supervisor was started with. Only
-// from SCHED_OTHER does it ever change it: a policy chosen outside
-// (systemd's CPUSchedulingPolicy=, chrt) stands.
+// initSched records the policy the supervisor was started with, its first
+// thread's. Only from SCHED_OTHER does it ever change it: a policy chosen
+// outside (systemd's CPUSchedulingPolicy=, chrt) stands, also with
+// reset-on-fork, where the runtime's other threads run SCHED_OTHER.
 func (s *Supervisor) initSched() {
-	p, err := sched.Policy()
+	p, err := sched.Started()
 	if err != nil {
 		p = -1
 	}
@@ -48,7 +49,10 @@ func (s *Supervisor) applySched(batch bool) {
 		return
 	}
 	if err := s.env.setSched(want); err != nil {
-		s.log.Warn("could not set the supervisor's scheduling policy (supervisor_sched_batch): a seccomp filter without sched_setattr?", "batch", batch, "err", err)
+		s.log.Warn("could not set the supervisor's scheduling policy (supervisor_sched_batch): a seccomp filter without sched_setattr? Allow it, or set supervisor_sched_batch = false", "batch", batch, "err", err)
+		// Some threads may have changed: unknown, so that the next
+		// reload sets its policy whichever it is.
+		s.sched.now = -1
 		return
 	}
 	s.sched.now = want
@@ -57,10 +61,12 @@ func (s *Supervisor) applySched(batch bool) {
 
 // startWorker calls start on a thread of the policy the supervisor was
 // started with, which the worker it starts inherits: workers serve
-// connections and run as the operator started zfs-serve.
+// connections and run as the operator started zfs-serve. It does not
+// trust s.sched.now for it: a SetProcess that failed half-way, or ran
+// out of passes, leaves threads of both policies.
 func (s *Supervisor) startWorker(start func() error) error {
-	if s.sched.now == s.sched.base {
-		return start()
+	if s.sched.base != sched.Normal {
+		return start() // the supervisor never changes it
 	}
-	return sched.Run(s.sched.base, start)
+	return sched.Run(sched.Normal, start)
 }

@@ -135,3 +135,60 @@ func TestSupervisorSchedChosenOutside(t *testing.T) {
 	st = d.WaitStatus(10*time.Second, "generation 2 alone", func(s *ctl.Status) bool { return s.Generation == 2 && len(WorkerPIDs(s)) == 2 })
 	checkPolicies(t, d, st, schedIdle, schedIdle, "after a reload")
 }
+
+// threadNices are the nice values of the threads of pid, each with its
+// count of threads (/proc/PID/task/TID/stat, field 19).
+func threadNices(t *testing.T, pid int) map[int]int {
+	t.Helper()
+	dirs, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*")
+	m := map[int]int{}
+	for _, d := range dirs {
+		b, err := os.ReadFile(d + "/stat")
+		if err != nil {
+			continue // exited
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		n, err := strconv.Atoi(f[19-3])
+		if err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+		m[n]++
+	}
+	return m
+}
+
+// TestSupervisorSchedNice: started under nice -n 10, the supervisor's
+// threads go SCHED_BATCH at that nice value and its workers run
+// SCHED_OTHER at it, those of a reload included: the policy changes, the nice value
+// the operator chose stands.
+func TestSupervisorSchedNice(t *testing.T) {
+	t.Parallel()
+	nice, err := exec.LookPath("nice")
+	if err != nil {
+		t.Skip("no nice (coreutils)")
+	}
+	base := -100
+	for n := range threadNices(t, os.Getpid()) {
+		base = max(base, n)
+	}
+	want := min(base+10, 19) // nice adds to the test's own
+	d := StartDaemon(t, DaemonOpts{Prefix: []string{nice, "-n", "10"}})
+	check := func(st *ctl.Status, when string) {
+		t.Helper()
+		checkPolicies(t, d, st, schedBatch, schedOther, when)
+		for _, pid := range append([]int{d.Cmd.Process.Pid}, WorkerPIDs(st)...) {
+			if n := threadNices(t, pid); len(n) != 1 || n[want] == 0 {
+				t.Errorf("%s: process %d threads by nice value %v, want all %d", when, pid, n, want)
+			}
+		}
+	}
+	if !waitFor(10*time.Second, func() bool { ok, _ := onlyPolicy(t, d.Cmd.Process.Pid, schedBatch); return ok }) {
+		_, got := onlyPolicy(t, d.Cmd.Process.Pid, schedBatch)
+		t.Fatalf("supervisor threads by policy %s, want all SCHED_BATCH", got)
+	}
+	check(d.MustStatus(), "generation 1")
+	if r := d.Zctl("reload", "--wait"); r.Code != 0 {
+		t.Fatalf("reload: %s %s", r.Stdout, r.Stderr)
+	}
+	check(d.WaitStatus(10*time.Second, "generation 2 alone", func(s *ctl.Status) bool { return s.Generation == 2 && len(WorkerPIDs(s)) == 2 }), "generation 2")
+}

@@ -33,8 +33,21 @@ func Policy() (int, error) {
 	return int(a.Policy), nil
 }
 
+// Started is the policy of the process's first thread, the one it was
+// started with (exec keeps it). Its other threads may have another: under
+// SCHED_FLAG_RESET_ON_FORK (chrt --reset-on-fork, systemd's
+// CPUSchedulingResetOnFork=) a thread started from a realtime one runs
+// SCHED_OTHER, and Policy depends on which thread asks.
+func Started() (int, error) {
+	a, err := unix.SchedGetAttr(os.Getpid(), 0)
+	if err != nil {
+		return 0, fmt.Errorf("sched_getattr: %w", err)
+	}
+	return int(a.Policy), nil
+}
+
 // SetProcess puts every thread of the process under policy (Normal or
-// Batch), each at its own nice value. A thread the runtime starts
+// Batch), each keeping its own nice value and time slice (set). A thread the runtime starts
 // meanwhile from one not yet changed is caught by the next pass; a pass
 // that changes nothing ends it, and a thread started later inherits the
 // policy.
@@ -72,7 +85,8 @@ func setAll(policy int) (changed int, err error) {
 // errSame: the thread has the policy already.
 var errSame = fmt.Errorf("same policy")
 
-// set gives thread tid (0: the calling thread) policy, keeping its nice.
+// set gives thread tid (0: the calling thread) policy, keeping its nice,
+// its reset-on-fork and its time slice.
 func set(tid, policy int) error {
 	a, err := unix.SchedGetAttr(tid, 0)
 	if err != nil {
@@ -83,7 +97,23 @@ func set(tid, policy int) error {
 	}
 	b := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: uint32(policy), Nice: a.Nice,
 		Flags: a.Flags & unix.SCHED_FLAG_RESET_ON_FORK}
-	return unix.SchedSetAttr(tid, &b, 0)
+	if err := unix.SchedSetAttr(tid, &b, 0); err != nil {
+		return err
+	}
+	// Since Linux 6.12 a thread of a fair policy may have a time slice of
+	// its own (sched_runtime; chrt --sched-runtime), which a setting
+	// without one puts back to the default. sched_getattr does not say
+	// whether the slice was its own, only how long it is: one that was
+	// not the default is put back. The policy is set: that it could not
+	// be is no error of set's.
+	if a.Runtime == 0 {
+		return nil // an older kernel
+	}
+	if c, err := unix.SchedGetAttr(tid, 0); err == nil && c.Runtime != a.Runtime {
+		b.Runtime = a.Runtime
+		unix.SchedSetAttr(tid, &b, 0)
+	}
+	return nil
 }
 
 // Run calls f on a thread of policy, for a child process f starts to

@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // policies are those of every thread of process pid, from /proc/PID/task/*/stat
@@ -117,4 +120,104 @@ func TestRun(t *testing.T) {
 	allAre(t, inside.Process.Pid, Normal, "child started in Run(Normal)")
 	allAre(t, outside.Process.Pid, Batch, "child started outside Run")
 	allAre(t, os.Getpid(), Batch, "this process after Run")
+}
+
+// TestRunPanics: a panic in f leaves the thread Run used at its own policy.
+func TestRunPanics(t *testing.T) {
+	if p, err := Policy(); err != nil || p != Normal {
+		t.Skipf("the test runs under policy %d (%v), not SCHED_OTHER", p, err)
+	}
+	restore(t)
+	if err := SetProcess(Batch); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the panic did not come through Run")
+			}
+		}()
+		Run(Normal, func() error { panic("f") })
+	}()
+	allAre(t, os.Getpid(), Batch, "this process after a panic in Run")
+}
+
+// TestStarted: the policy the process was started with is its first
+// thread's, whichever thread asks.
+func TestStarted(t *testing.T) {
+	if p, err := Started(); err != nil || p != Normal {
+		t.Skipf("the test runs under policy %d (%v), not SCHED_OTHER", p, err)
+	}
+	restore(t)
+	offMain(func() {
+		if err := set(0, Batch); err != nil {
+			t.Error(err)
+			return
+		}
+		defer set(0, Normal)
+		if p, err := Started(); err != nil || p != Normal {
+			t.Errorf("Started from a SCHED_BATCH thread: %d, %v; want %d", p, err, Normal)
+		}
+	})
+}
+
+// offMain calls f locked to a thread other than the process's first one.
+func offMain(f func()) {
+	done := make(chan struct{})
+	var try func()
+	try = func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if unix.Gettid() != os.Getpid() {
+			f()
+			return
+		}
+		// The first thread: hold it, so that another goroutine runs
+		// elsewhere.
+		held := make(chan struct{})
+		go func() { try(); close(held) }()
+		<-held
+	}
+	go func() { try(); close(done) }()
+	<-done
+}
+
+// TestSetKeepsSlice: set keeps a thread's own time slice (sched_runtime
+// of a fair policy, Linux 6.12; chrt --sched-runtime with --other or
+// --batch), which a sched_setattr without one puts back to the default.
+func TestSetKeepsSlice(t *testing.T) {
+	const slice = 5_000_000 // ns
+	var skip string
+	offMain(func() {
+		a, err := unix.SchedGetAttr(0, 0)
+		if err != nil || int(a.Policy) != Normal {
+			skip = fmt.Sprintf("the test runs under policy %d (%v), not SCHED_OTHER", a.Policy, err)
+			return
+		}
+		own := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: uint32(Normal), Nice: a.Nice, Runtime: slice}
+		if err := unix.SchedSetAttr(0, &own, 0); err != nil {
+			skip = fmt.Sprintf("no time slice of its own for a SCHED_OTHER thread: %v", err)
+			return
+		}
+		defer func() {
+			own.Runtime = 0 // the default
+			unix.SchedSetAttr(0, &own, 0)
+		}()
+		if b, err := unix.SchedGetAttr(0, 0); err != nil || b.Runtime != slice {
+			skip = fmt.Sprintf("no time slice of its own for a SCHED_OTHER thread (%d, %v)", b.Runtime, err)
+			return
+		}
+		for _, p := range []int{Batch, Normal} {
+			if err := set(0, p); err != nil {
+				t.Error(err)
+				return
+			}
+			if b, err := unix.SchedGetAttr(0, 0); err != nil || int(b.Policy) != p || b.Runtime != slice {
+				t.Errorf("after set(%d): policy %d, slice %d ns (%v); want %d, %d ns", p, b.Policy, b.Runtime, err, p, slice)
+			}
+		}
+	})
+	if skip != "" {
+		t.Skip(skip)
+	}
 }
