@@ -3,6 +3,7 @@ package serve
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,6 +54,7 @@ func (c *conn) sendBody(fd int, st *unix.Stat_t, off, n int64, t *transfer) erro
 	if n <= 0 {
 		return nil
 	}
+	c.atimeOK = atimeStays(c.s.root, st, time.Now())
 	if n <= c.s.opts.Chunk {
 		return c.s.sender.send(c, fd, off, n, t)
 	}

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,7 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/internal/rawcall"
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // openAnswer is what an open of a path came to: a file's size, or the
@@ -377,4 +380,54 @@ func TestOpenNewRaces(t *testing.T) {
 		}
 	}
 	t.Logf("%d opens (%d raw) during %d swaps", opened, raws, rounds)
+}
+
+// TestSendfileRawKeepsAtime: a body's sendfile is raw only where reading
+// the file leaves its access time as it is; where the read updates it (a
+// write of the inode), the first call is made the ordinary way, and the
+// rest of the body, the access time then fresh, raw again.
+func TestSendfileRawKeepsAtime(t *testing.T) {
+	if err := rawcall.ProbeCachestat(); err != nil {
+		t.Skipf("no raw sendfile without cachestat: %v", err)
+	}
+	now := time.Now()
+	for _, c := range []struct {
+		name         string
+		atime, mtime time.Time
+		raw          bool // the first call
+	}{
+		{"read since its last change", now.Add(time.Minute), now.Add(-time.Hour), true},
+		{"changed since read", now.Add(-time.Hour), now.Add(-time.Minute), false},
+		{"read a day ago", now.Add(-25 * time.Hour), now.Add(-48 * time.Hour), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ts := newTestServer(t, config.ModeSendfile)
+			if !ts.srv.root.local || ts.srv.root.atime != atimeRelative {
+				t.Skipf("the root is not on a local relatime mount (rule %d)", ts.srv.root.atime)
+			}
+			data := random(3 * int(ts.srv.opts.Chunk)) // three chunks, more than a small file
+			ts.write(t, "f", data)
+			p := filepath.Join(ts.root, "f")
+			os.ReadFile(p) // its pages in the cache
+			if err := os.Chtimes(p, c.atime, c.mtime); err != nil {
+				t.Fatal(err)
+			}
+			r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+			if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+				t.Fatalf("status %v, %d bytes: want the file", r.Status, len(body))
+			}
+			raw, plain := ts.srv.rawSendfiles.Load(), ts.srv.plainSendfiles.Load()
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			updated := st.Atim.Sec != c.atime.Unix()
+			switch {
+			case c.raw && (plain != 0 || raw == 0 || updated):
+				t.Errorf("sendfile calls: %d raw, %d ordinary; access time updated %v: want all raw, the access time as it was", raw, plain, updated)
+			case !c.raw && (plain != 1 || raw == 0 || !updated):
+				t.Errorf("sendfile calls: %d raw, %d ordinary; access time updated %v: want the first ordinary and the rest raw, the access time updated", raw, plain, updated)
+			}
+		})
+	}
 }

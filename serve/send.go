@@ -112,11 +112,18 @@ func (c *conn) doOp(sock uintptr) bool {
 			// Asked at every attempt, not once per chunk: after a wait
 			// for the socket (a slow client, up to send_timeout) the
 			// chunk's pages may have left the cache.
-			c.op.raw = rawcall.Resident(c.op.fd, c.op.off, c.op.len)
+			// Not raw while the read may update the file's access time
+			// (c.atimeOK): that writes the inode (rawopen.go atimeStays).
+			c.op.raw = c.atimeOK && rawcall.Resident(c.op.fd, c.op.off, c.op.len)
 			if c.op.raw {
 				c.op.n, c.op.err = rawcall.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+				c.s.rawSendfiles.Add(1)
 			} else {
 				c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
+				c.s.plainSendfiles.Add(1)
+				// The access time is now fresh (relatime's rule holds it
+				// for a day or until the next change).
+				c.atimeOK = c.atimeOK || c.op.n > 0
 			}
 		case opSendmsgv:
 			c.op.n, c.op.err = c.sendmsgv(int(sock))

@@ -94,7 +94,9 @@ type Server struct {
 	attaches   atomic.Uint64 // connections that joined the runtime poller (attach.go)
 	peeks      atomic.Uint64 // looks for request bytes waiting in a socket (pending)
 	emptyReads atomic.Uint64 // reads that found the socket empty (EAGAIN)
-	bytesSent  atomic.Uint64 // body bytes of finished sends and of sends in flight
+	// sendfile calls made without the scheduler and with it (tests)
+	rawSendfiles, plainSendfiles atomic.Uint64
+	bytesSent                    atomic.Uint64 // body bytes of finished sends and of sends in flight
 
 	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
 	listBytes  atomic.Int64  // LIST bodies being sent, bounded by maxListBytes
@@ -264,10 +266,13 @@ type conn struct {
 	rbuf       [256]byte
 	rpos, rend int
 	headArmed  bool // header_timeout already runs for the first request (set by sniff or readProxy)
-	proxy      bool // a PROXY header comes first (proxy.go)
-	admitAsk   bool // ask s.admit about the client the header names
-	id         uint64
-	http       *httpConn
+	// atimeOK: reading the body being sent leaves the file's access time
+	// as it is (atimeStays), so its sendfile may be raw (send.go).
+	atimeOK  bool
+	proxy    bool // a PROXY header comes first (proxy.go)
+	admitAsk bool // ask s.admit about the client the header names
+	id       uint64
+	http     *httpConn
 	// native access log
 	lastStatus  wire.Status
 	accessStart time.Time
