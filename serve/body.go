@@ -54,7 +54,13 @@ func (c *conn) sendBody(fd int, st *unix.Stat_t, off, n int64, t *transfer) erro
 	if n <= 0 {
 		return nil
 	}
-	c.atimeOK = atimeStays(c.s.root, st, time.Now())
+	// A file on another file system under the root goes by a mount rule
+	// that is not known (a strictatime one updates at every read): none
+	// of its sendfile is raw. Nor is any of a body on a strictatime root.
+	// On a relatime one, one read makes the access time fresh (doOp).
+	own := st.Dev == c.s.root.dev
+	c.atimeOK = own && atimeStays(c.s.root, st, time.Now())
+	c.atimeFreshens = own && c.s.root.atime == atimeRelative
 	if n <= c.s.opts.Chunk {
 		return c.s.sender.send(c, fd, off, n, t)
 	}

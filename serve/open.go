@@ -90,15 +90,22 @@ type rootDir struct {
 	rawOff  atomic.Bool
 	log     *slog.Logger // for rawOff's warning; nil: none
 	// atime: when a read updates the access time of a file on the
-	// root's mount (statfs's flags), for atimeStays.
+	// root's mount (statfs's flags), for atimeStays; dev: the root's
+	// st_dev, to tell a file on another file system under the root, whose
+	// mount's rule is not known, by its stat alone (sendBody).
 	atime atimeRule
+	dev   uint64
 }
 
-// probeLocal sets r.local, r.mnt (rawcall.Local, mountID), r.atime and
-// r.cached.
+// probeLocal sets r.local, r.mnt (rawcall.Local, mountID), r.atime,
+// r.dev and r.cached.
 func (r *rootDir) probeLocal() {
 	r.mnt, r.local = mountID(r.fd)
 	r.local = r.local && rawcall.Local(r.fd)
+	var rst unix.Stat_t
+	if unix.Fstat(r.fd, &rst) == nil {
+		r.dev = rst.Dev
+	}
 	var fs unix.Statfs_t
 	if unix.Fstatfs(r.fd, &fs) == nil {
 		switch {

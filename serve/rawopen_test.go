@@ -431,3 +431,72 @@ func TestSendfileRawKeepsAtime(t *testing.T) {
 		})
 	}
 }
+
+// TestSendfileRawAtimeOtherRules: on a strictatime mount every read updates
+// the access time, the body's first as much as its later ones, so none of
+// a body's sendfile is raw; and a file on another file system under the
+// root goes by its own mount's rule, not the root's, so none of its
+// sendfile is raw either (here a strictatime tmpfs under a relatime root,
+// whose file's access time is fresh by relatime's rule).
+func TestSendfileRawAtimeOtherRules(t *testing.T) {
+	if err := rawcall.ProbeCachestat(); err != nil {
+		t.Skipf("no raw sendfile without cachestat: %v", err)
+	}
+	mountStrict := func(t *testing.T, dir string) {
+		t.Helper()
+		if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_STRICTATIME, "size=16m"); err != nil {
+			t.Skipf("mount a tmpfs: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	}
+	for _, c := range []struct {
+		name string
+		// setup mounts what it needs and returns the server and the
+		// file's directory under its root ("" for the root).
+		setup func(t *testing.T) (*testServer, string)
+	}{
+		{"strictatime root", func(t *testing.T) (*testServer, string) {
+			dir := t.TempDir()
+			mountStrict(t, dir)
+			ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.Root = dir })
+			ts.root = dir
+			if ts.srv.root.atime != atimeStrict {
+				t.Skipf("the tmpfs root's rule is %d, not strict", ts.srv.root.atime)
+			}
+			return ts, ""
+		}},
+		{"strictatime mount under a relatime root", func(t *testing.T) (*testServer, string) {
+			ts := newTestServer(t, config.ModeSendfile)
+			if ts.srv.root.atime != atimeRelative {
+				t.Skipf("the root is not on a relatime mount (rule %d)", ts.srv.root.atime)
+			}
+			sub := filepath.Join(ts.root, "sub")
+			if err := os.Mkdir(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			mountStrict(t, sub)
+			return ts, "sub"
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ts, dir := c.setup(t)
+			data := random(3 * int(ts.srv.opts.Chunk))
+			p := filepath.Join(ts.root, dir, "f")
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			// Read since its last change: relatime's rule would keep it.
+			if err := os.Chtimes(p, now.Add(time.Minute), now.Add(-time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/" + filepath.ToSlash(filepath.Join(dir, "f"))})
+			if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+				t.Fatalf("status %v, %d bytes: want the file", r.Status, len(body))
+			}
+			if raw, plain := ts.srv.rawSendfiles.Load(), ts.srv.plainSendfiles.Load(); raw != 0 || plain == 0 {
+				t.Errorf("sendfile calls: %d raw, %d ordinary: want none raw", raw, plain)
+			}
+		})
+	}
+}

@@ -121,9 +121,11 @@ func (c *conn) doOp(sock uintptr) bool {
 			} else {
 				c.op.n, c.op.err = unix.Sendfile(int(sock), c.op.fd, &c.op.off, c.op.len)
 				c.s.plainSendfiles.Add(1)
-				// The access time is now fresh (relatime's rule holds it
-				// for a day or until the next change).
-				c.atimeOK = c.atimeOK || c.op.n > 0
+				// On a relatime mount the access time is now fresh (the
+				// rule holds it for a day or until the next change); on a
+				// strictatime one every read updates it (atimeFreshens
+				// false).
+				c.atimeOK = c.atimeOK || c.atimeFreshens && c.op.n > 0
 			}
 		case opSendmsgv:
 			c.op.n, c.op.err = c.sendmsgv(int(sock))

@@ -267,12 +267,15 @@ type conn struct {
 	rpos, rend int
 	headArmed  bool // header_timeout already runs for the first request (set by sniff or readProxy)
 	// atimeOK: reading the body being sent leaves the file's access time
-	// as it is (atimeStays), so its sendfile may be raw (send.go).
-	atimeOK  bool
-	proxy    bool // a PROXY header comes first (proxy.go)
-	admitAsk bool // ask s.admit about the client the header names
-	id       uint64
-	http     *httpConn
+	// as it is (atimeStays), so its sendfile may be raw (send.go);
+	// atimeFreshens: one ordinary read with bytes makes it so (a relatime
+	// mount, the root's own). Both set by sendBody for each body.
+	atimeOK       bool
+	atimeFreshens bool
+	proxy         bool // a PROXY header comes first (proxy.go)
+	admitAsk      bool // ask s.admit about the client the header names
+	id            uint64
+	http          *httpConn
 	// native access log
 	lastStatus  wire.Status
 	accessStart time.Time
