@@ -57,10 +57,15 @@ func (c *conn) sendBody(fd int, st *unix.Stat_t, off, n int64, t *transfer) erro
 	// A file on another file system under the root goes by a mount rule
 	// that is not known (a strictatime one updates at every read): none
 	// of its sendfile is raw. Nor is any of a body on a strictatime root.
-	// On a relatime one, one read makes the access time fresh (doOp).
+	// On a relatime one, one read makes the access time fresh (doOp),
+	// later than the mtime, unless that is in this second or later (a
+	// file dated in the future by an archive or another machine's clock:
+	// every read updates it then; or one written just now).
 	own := st.Dev == c.s.root.dev
-	c.atimeOK = own && atimeStays(c.s.root, st, time.Now())
-	c.atimeFreshens = own && c.s.root.atime == atimeRelative
+	now := time.Now()
+	c.atimeOK = own && atimeStays(c.s.root, st, now)
+	c.atimeFreshens = own && c.s.root.atime == atimeRelative &&
+		st.Mtim.Sec < now.Unix() && st.Ctim.Sec <= now.Unix()
 	if n <= c.s.opts.Chunk {
 		return c.s.sender.send(c, fd, off, n, t)
 	}

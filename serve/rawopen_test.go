@@ -500,3 +500,32 @@ func TestSendfileRawAtimeOtherRules(t *testing.T) {
 		})
 	}
 }
+
+// TestSendfileRawFutureMtime: on a relatime mount a file whose mtime is in
+// the future (an archive's, another machine's clock) has its access time
+// updated by every read, since the read's access time is never later than
+// that mtime: no call of its body is raw, not even after the first.
+func TestSendfileRawFutureMtime(t *testing.T) {
+	if err := rawcall.ProbeCachestat(); err != nil {
+		t.Skipf("no raw sendfile without cachestat: %v", err)
+	}
+	ts := newTestServer(t, config.ModeSendfile)
+	if ts.srv.root.atime != atimeRelative {
+		t.Skipf("the root is not on a relatime mount (rule %d)", ts.srv.root.atime)
+	}
+	data := random(3 * int(ts.srv.opts.Chunk))
+	ts.write(t, "f", data)
+	p := filepath.Join(ts.root, "f")
+	os.ReadFile(p) // its pages in the cache
+	now := time.Now()
+	if err := os.Chtimes(p, now.Add(-time.Hour), now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+	if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("status %v, %d bytes: want the file", r.Status, len(body))
+	}
+	if raw, plain := ts.srv.rawSendfiles.Load(), ts.srv.plainSendfiles.Load(); raw != 0 || plain == 0 {
+		t.Errorf("sendfile calls: %d raw, %d ordinary: want none raw", raw, plain)
+	}
+}
