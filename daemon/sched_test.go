@@ -16,8 +16,7 @@ import (
 // SCHED_OTHER, and puts every thread back to it at the end.
 func mainPolicy(t *testing.T) {
 	t.Helper()
-	a, err := unix.SchedGetAttr(os.Getpid(), 0)
-	if err != nil || int(a.Policy) != sched.Normal {
+	if p, err := sched.Started(); err != nil || p != sched.Normal {
 		t.Skipf("the test runs under a policy other than SCHED_OTHER (%v)", err)
 	}
 	t.Cleanup(func() {

@@ -26,6 +26,17 @@ const (
 // count of threads.
 func threadPolicies(t *testing.T, pid int) map[int]int {
 	t.Helper()
+	m := threadStat(t, pid, 41)
+	if len(m) == 0 {
+		t.Fatalf("no threads of %d", pid)
+	}
+	return m
+}
+
+// threadStat counts the threads of pid by the value of field (numbered
+// from 1, as proc(5) does) of their /proc/PID/task/TID/stat.
+func threadStat(t *testing.T, pid, field int) map[int]int {
+	t.Helper()
 	dirs, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*")
 	m := map[int]int{}
 	for _, d := range dirs {
@@ -33,15 +44,13 @@ func threadPolicies(t *testing.T, pid int) map[int]int {
 		if err != nil {
 			continue // exited
 		}
+		// Fields 3 onwards follow "pid (comm) ".
 		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		p, err := strconv.Atoi(f[41-3])
+		v, err := strconv.Atoi(f[field-3])
 		if err != nil {
 			t.Fatalf("%s: %v", d, err)
 		}
-		m[p]++
-	}
-	if len(m) == 0 {
-		t.Fatalf("no threads of %d", pid)
+		m[v]++
 	}
 	return m
 }
@@ -137,25 +146,8 @@ func TestSupervisorSchedChosenOutside(t *testing.T) {
 }
 
 // threadNices are the nice values of the threads of pid, each with its
-// count of threads (/proc/PID/task/TID/stat, field 19).
-func threadNices(t *testing.T, pid int) map[int]int {
-	t.Helper()
-	dirs, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*")
-	m := map[int]int{}
-	for _, d := range dirs {
-		b, err := os.ReadFile(d + "/stat")
-		if err != nil {
-			continue // exited
-		}
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		n, err := strconv.Atoi(f[19-3])
-		if err != nil {
-			t.Fatalf("%s: %v", d, err)
-		}
-		m[n]++
-	}
-	return m
-}
+// count of threads.
+func threadNices(t *testing.T, pid int) map[int]int { return threadStat(t, pid, 19) }
 
 // TestSupervisorSchedNice: started under nice -n 10, the supervisor's
 // threads go SCHED_BATCH at that nice value and its workers run

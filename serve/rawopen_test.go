@@ -331,23 +331,24 @@ func TestOpenNewRaces(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// swap moves what name holds to out and what in holds to name.
+		swap := func(name, out, in string) {
+			unix.Rename(filepath.Join(dir, name), filepath.Join(dir, out))
+			unix.Rename(filepath.Join(dir, in), filepath.Join(dir, name))
+		}
 		xIsFile, dIsDir := true, true
 		for range rounds {
 			// Swap x with the other of file/fifo, d with the other of dir/link.
 			if xIsFile {
-				unix.Rename(filepath.Join(dir, "x"), filepath.Join(dir, "file"))
-				unix.Rename(filepath.Join(dir, "fifo"), filepath.Join(dir, "x"))
+				swap("x", "file", "fifo")
 			} else {
-				unix.Rename(filepath.Join(dir, "x"), filepath.Join(dir, "fifo"))
-				unix.Rename(filepath.Join(dir, "file"), filepath.Join(dir, "x"))
+				swap("x", "fifo", "file")
 			}
 			xIsFile = !xIsFile
 			if dIsDir {
-				unix.Rename(filepath.Join(dir, "d"), filepath.Join(dir, "realdir"))
-				unix.Rename(filepath.Join(dir, "outlink"), filepath.Join(dir, "d"))
+				swap("d", "realdir", "outlink")
 			} else {
-				unix.Rename(filepath.Join(dir, "d"), filepath.Join(dir, "outlink"))
-				unix.Rename(filepath.Join(dir, "realdir"), filepath.Join(dir, "d"))
+				swap("d", "outlink", "realdir")
 			}
 			dIsDir = !dIsDir
 		}

@@ -19,18 +19,33 @@ import (
 // cached dentries and an fstat of an in-memory inode do not wait. Any
 // error is returned as is, for the caller to take the ordinary path.
 func Lookup(dirfd int, path string, how *unix.OpenHow, st *unix.Stat_t) error {
-	var buf [256]byte
-	p, err := cString(&buf, path)
+	fd, err := lookup(dirfd, path, how, st)
 	if err != nil {
 		return err
 	}
-	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
-	if e != 0 {
-		return e
+	Close(fd)
+	return nil
+}
+
+// lookup is Lookup and OpenCached's walk: openat2(2) of path beneath dirfd
+// with how, and fstat(2) of the result into st. It returns the
+// descriptor, for the caller to close; on an error nothing is left open.
+func lookup(dirfd int, path string, how *unix.OpenHow, st *unix.Stat_t) (int, error) {
+	var buf [256]byte
+	p, err := cString(&buf, path)
+	if err != nil {
+		return -1, err
 	}
-	err = Fstat(int(fd), st)
-	Close(int(fd))
-	return err
+	r, _, e := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	fd := int(r)
+	if err := Fstat(fd, st); err != nil {
+		Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // Local reports whether the file system of fd is one whose lookups of

@@ -28,19 +28,11 @@ const ResolveCached = 0x20
 // not a regular file...) is for the caller to take the ordinary path,
 // which gives each its proper answer; nothing is left open then.
 func OpenCached(dirfd int, path string, how *unix.OpenHow, flags int, st *unix.Stat_t) (int, error) {
-	var buf [256]byte
-	p, err := cString(&buf, path)
+	pfd, err := lookup(dirfd, path, how, st)
 	if err != nil {
 		return -1, err
 	}
-	pfd, _, e := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	defer Close(int(pfd))
-	if _, _, e := unix.RawSyscall(unix.SYS_FSTAT, pfd, uintptr(unsafe.Pointer(st)), 0); e != 0 {
-		return -1, e
-	}
+	defer Close(pfd)
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return -1, unix.ENOTSUP
 	}

@@ -25,21 +25,18 @@ const (
 
 // Policy is the calling thread's policy: Normal, Batch, or another
 // (SCHED_IDLE, SCHED_FIFO, SCHED_RR...) that the process was started with.
-func Policy() (int, error) {
-	a, err := unix.SchedGetAttr(0, 0)
-	if err != nil {
-		return 0, fmt.Errorf("sched_getattr: %w", err)
-	}
-	return int(a.Policy), nil
-}
+func Policy() (int, error) { return policyOf(0) }
 
 // Started is the policy of the process's first thread, the one it was
 // started with (exec keeps it). Its other threads may have another: under
 // SCHED_FLAG_RESET_ON_FORK (chrt --reset-on-fork, systemd's
 // CPUSchedulingResetOnFork=) a thread started from a realtime one runs
 // SCHED_OTHER, and Policy depends on which thread asks.
-func Started() (int, error) {
-	a, err := unix.SchedGetAttr(os.Getpid(), 0)
+func Started() (int, error) { return policyOf(os.Getpid()) }
+
+// policyOf is the policy of thread tid (0: the calling thread).
+func policyOf(tid int) (int, error) {
+	a, err := unix.SchedGetAttr(tid, 0)
 	if err != nil {
 		return 0, fmt.Errorf("sched_getattr: %w", err)
 	}
