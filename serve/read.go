@@ -223,7 +223,7 @@ func (c *conn) filled() error {
 func (c *conn) doRead(fd uintptr) bool {
 	for {
 		want := len(c.buf) - c.rend
-		c.rd.n, c.rd.err = rawcall.Read(int(fd), c.buf[c.rend:])
+		c.rd.n, c.rd.err = rawcall.Recv(int(fd), c.buf[c.rend:])
 		if c.rd.err == unix.EINTR {
 			continue
 		}

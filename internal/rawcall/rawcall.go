@@ -45,12 +45,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Read is read(2) on a non-blocking socket.
-func Read(fd int, p []byte) (int, error) {
+// Recv reads from a socket without waiting: recvfrom(2) with
+// MSG_DONTWAIT and no address. It is read(2) by a shorter way through the
+// kernel (no file-position lock, no vfs_read): 3.37 against 3.51 µs for a
+// 150-byte request on this box's loopback (bench/findings.md).
+func Recv(fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
