@@ -54,6 +54,7 @@ func (c *conn) sendBody(fd int, st *unix.Stat_t, off, n int64, t *transfer) erro
 	if n <= 0 {
 		return nil
 	}
+	c.unlead() // the sender may read a disk (leader.go)
 	// A file on another file system under the root goes by a mount rule
 	// that is not known (a strictatime one updates at every read): none
 	// of its sendfile is raw. Nor is any of a body on a strictatime root.

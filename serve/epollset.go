@@ -6,14 +6,11 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 )
 
 // The server's epoll set of connections waiting for a request (park.go,
-// wait.go): the goroutine that reads it and hands what it wakes to a
-// runner (runner.go), and the registry that finds a connection by its
-// token.
+// wait.go): the goroutine that reads it (the leader: leader.go), and the
+// registry that finds a connection by its token.
 
 // epoll returns the server's epoll set, made by New along with the
 // goroutine that reads it.
@@ -44,42 +41,11 @@ func (s *Server) epoll() (int, error) {
 }
 
 // pollParked reads the epoll set whenever the runtime's poller says it has
-// events, and hands each parked connection that became readable to a
-// runner. One RawConn.Read runs for the set's whole life: its function
-// handles the events it finds and asks to wait only once the set is
-// empty, so a wake-up costs one epoll_wait, not a second one that finds
-// nothing. It returns when Close closes the set.
+// events and serves the connections that became readable, as the
+// leader (leader.go). It returns when Close closes the set.
 func (s *Server) pollParked(rc syscall.RawConn) {
-	events := make([]unix.EpollEvent, 128)
-	var werr error
-	var woken []*conn
-	wait := func(fd uintptr) bool {
-		for {
-			n, err := rawcall.EpollPoll(int(fd), events)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err != nil:
-				werr = err
-				return true
-			case n == 0:
-				return false
-			}
-			woken = s.park.dispatch(events[:n], woken[:0])
-			for i, c := range woken {
-				s.startJob(runJob{resume: c})
-				woken[i] = nil
-			}
-			if n < len(events) {
-				return false // the runtime's poller says when there are more
-			}
-		}
-	}
-	if err := rc.Read(wait); err != nil {
-		return // closed by Close, after Wait: nothing is parked
-	}
-	s.log.Error("epoll_wait on parked connections failed; closing them", "err", werr)
-	s.closeParked(OutcomeError)
+	reserveStack() // it serves requests too
+	s.lead(&leader{rc: rc, events: make([]unix.EpollEvent, 128)})
 }
 
 // add puts c in the registry.

@@ -114,6 +114,41 @@ func newFileCache(valid, inactive, statValid time.Duration, statMax, inlineMax i
 	return fc
 }
 
+// hit is open's answer for a fresh entry of key (cacheKey), which needs
+// no system call: the descriptor, and the stat it stands in for (fresh).
+// ok is false for anything else, which open handles.
+func (fc *fileCache) hit(key string) (fd int, st unix.Stat_t, e *cachedFile, ok bool) {
+	now := fc.now()
+	fc.mu.Lock()
+	e = fc.m[key]
+	if e == nil || !now.Before(e.expires) || !fc.fresh(e, now) {
+		fc.mu.Unlock()
+		return -1, st, nil, false
+	}
+	e.refs++
+	e.used = now
+	st = e.st
+	fc.mu.Unlock()
+	return e.fd, st, e, true
+}
+
+// openFile is files.open for c's request of p. A fresh hit of the
+// open-file cache needs no system call; anything else may wait for a
+// disk (a miss, a revalidation, an fstat), so the leader's goroutine
+// hands its place on first (leader.go).
+func (c *conn) openFile(p string) (fd int, st unix.Stat_t, e *cachedFile, err error) {
+	fc := c.s.files
+	if c.lead != nil && fc.valid > 0 {
+		if key, ok := cacheKey(p); ok {
+			if fd, st, e, ok := fc.hit(key); ok {
+				return fd, st, e, nil
+			}
+		}
+		c.unlead()
+	}
+	return fc.open(c.s.root, p)
+}
+
 // open returns a descriptor of the regular file p and its current stat.
 // The caller passes fd and e to release when the request is done with it.
 func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *cachedFile, err error) {
@@ -127,6 +162,9 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 			return -1, st, nil, err
 		}
 		return fd, *stp, nil, nil
+	}
+	if fd, st, e, ok := fc.hit(key); ok {
+		return fd, st, e, nil
 	}
 	now := fc.now()
 	fc.mu.Lock()
@@ -146,7 +184,7 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 		} else {
 			e.refs++
 			e.used = now
-			if fc.fresh(e, now) {
+			if fc.fresh(e, now) { // since hit looked
 				st = e.st
 				fc.mu.Unlock()
 				return e.fd, st, e, nil

@@ -55,13 +55,16 @@ func (c *conn) startHTTP() {
 // connection's first request comes next.
 func (c *conn) serveHTTP(first bool) (park bool) {
 	s, h := c.s, c.http
-	for ; ; first = false {
+	for n := 0; ; n, first = n+1, false {
 		if err := c.readHead(first); err != nil {
 			if err == errPark {
 				return true
 			}
 			c.res.Outcome = c.httpReadFailed(err)
 			return false
+		}
+		if n > 0 {
+			c.unlead() // one client's second request in the leader's turn (leader.go)
 		}
 		c.res.Requests++
 		s.httpRequests.Add(1)

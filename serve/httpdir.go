@@ -20,6 +20,7 @@ import (
 // relative links in what it serves resolve inside it), else its first
 // index file, else a listing (HTML, or JSON when asked), else 403.
 func (c *conn) httpDir(p string) error {
+	c.unlead() // a listing reads the directory (leader.go)
 	r := &c.http.req
 	if !strings.HasSuffix(p, "/") {
 		loc := dirLocation(p)

@@ -16,7 +16,7 @@ import (
 // comes next.
 func (c *conn) serveNative(first bool) (park bool) {
 	s := c.s
-	for ; ; first = false {
+	for n := 0; ; n, first = n+1, false {
 		q, err := c.readRequest(first)
 		if err == errPark {
 			return true
@@ -24,6 +24,9 @@ func (c *conn) serveNative(first bool) (park bool) {
 		if err != nil {
 			c.res.Outcome = c.readFailed(err)
 			return false
+		}
+		if n > 0 {
+			c.unlead() // one client's second request in the leader's turn (leader.go)
 		}
 		c.res.Requests++
 		s.nativeRequests.Add(1)
@@ -55,8 +58,10 @@ func (c *conn) handle(q *wire.Request) error {
 	case wire.OpGet:
 		err = c.get(q)
 	case wire.OpStat:
+		c.unlead() // a walk, which may read a disk (leader.go)
 		err = c.stat(q)
 	case wire.OpList:
+		c.unlead()
 		err = c.list(q)
 	}
 	var re *reqError
@@ -70,7 +75,7 @@ func (c *conn) handle(q *wire.Request) error {
 }
 
 func (c *conn) get(q *wire.Request) error {
-	fd, st, cached, err := c.s.files.open(c.s.root, q.Path)
+	fd, st, cached, err := c.openFile(q.Path)
 	if err != nil {
 		return err
 	}

@@ -183,6 +183,7 @@ func (c *conn) fill() error {
 		c.compact()
 		c.rd = readOp{}
 	}
+	c.unlead() // the read below waits if the socket is empty (leader.go)
 	if err := c.rc.Read(c.runRead); err != nil {
 		return err
 	}

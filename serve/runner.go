@@ -29,6 +29,7 @@ type runJob struct {
 	ci     ConnInfo
 	done   func(Result)
 	resume *conn
+	lead   *leader // take over as the leader (leader.go)
 }
 
 type runners struct {
@@ -59,7 +60,9 @@ func (s *Server) startJob(j runJob) {
 func (s *Server) runner(j runJob) {
 	reserveStack()
 	for {
-		if j.resume != nil {
+		if j.lead != nil {
+			s.lead(j.lead)
+		} else if j.resume != nil {
 			j.resume.resume()
 		} else {
 			s.Run(j.fd, j.ci, j.done)

@@ -88,6 +88,7 @@ func (c *conn) send() (int, error) {
 	for {
 		c.op.armed = !c.wdl.IsZero()
 		if c.op.armed {
+			c.unlead() // this attempt waits if the socket is full (leader.go)
 			c.armWrite()
 		}
 		if err := c.rc.Write(c.runOp); err != nil {

@@ -94,6 +94,8 @@ type Server struct {
 	attaches   atomic.Uint64 // connections that joined the runtime poller (attach.go)
 	peeks      atomic.Uint64 // looks for request bytes waiting in a socket (pending)
 	emptyReads atomic.Uint64 // reads that found the socket empty (EAGAIN)
+	// times the leader handed its place to another goroutine (leader.go; tests)
+	leadHandoffs atomic.Uint64
 	// sendfile calls made without the scheduler and with it (tests)
 	rawSendfiles, plainSendfiles atomic.Uint64
 	bytesSent                    atomic.Uint64 // body bytes of finished sends and of sends in flight
@@ -299,6 +301,7 @@ type conn struct {
 	idleUntil atomic.Int64  // a parked connection's idle_timeout, Unix nanoseconds (the sweep reads it)
 	isHTTP    bool          // speaks HTTP (c.http is nil while parked)
 	resumed   bool          // a parked connection woken by its first bytes
+	lead      *leadTurn     // the leader serving it (leader.go), or nil
 	polled    bool          // in the epoll set and the registry
 	done      func(Result)
 }

@@ -1,0 +1,208 @@
+package serve
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// keptConn is a kept-alive HTTP connection of a test's own to a server.
+type keptConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// keptHTTP connects to ts's server. small: the smallest socket buffers
+// the kernel allows, the client's receive buffer set before it connects
+// (so that its window is small from the start) and the server's send
+// buffer.
+func (ts *testServer) keptHTTP(t *testing.T, small bool) *keptConn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var d net.Dialer
+	if small {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1) })
+			return serr
+		}
+	}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := sc.(*net.TCPConn).File()
+	sc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fd, true)
+	if small {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go ts.srv.Run(fd, ConnInfo{Client: c.LocalAddr().String()}, func(Result) {})
+	return &keptConn{c: c, br: bufio.NewReader(c)}
+}
+
+func (k *keptConn) send(t *testing.T, raw string) {
+	t.Helper()
+	k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(k.c, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (k *keptConn) read(t *testing.T) (int, []byte) {
+	t.Helper()
+	k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(k.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	return resp.StatusCode, body
+}
+
+func (k *keptConn) get(t *testing.T, p string) (int, []byte) {
+	t.Helper()
+	k.send(t, "GET "+p+" HTTP/1.1\r\nHost: a\r\n\r\n")
+	return k.read(t)
+}
+
+// waitParked waits until n of ts's connections are parked, so that the
+// next request on them wakes them through the epoll set: the leader
+// serves it.
+func waitParked(t *testing.T, s *Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.parked() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connections parked", s.parked(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestLeaderServesFromMemory: a parked connection's request answered from
+// memory (a fresh open-file cache hit, the bytes inline) is served by the
+// epoll set's goroutine itself; anything that may wait hands the leader's
+// place to another goroutine first: a miss (a 404 too), a body not in
+// memory, a listing, a second request in one turn. Every answer is whole.
+func TestLeaderServesFromMemory(t *testing.T) {
+	settleNow(t)
+	ts := newParkServer(t, waitEpoll, true, func(o *Options) {
+		o.FileCache, o.FileCacheValid, o.IdleTimeout = time.Hour, time.Hour, time.Minute
+	})
+	small, big := random(4096), random(inlineMax+1)
+	ts.write(t, "f", small)
+	ts.write(t, "big", big)
+	ts.write(t, "d/x", small)
+	k := ts.keptHTTP(t, false)
+	for range 2 { // opened, then kept in memory
+		if code, body := k.get(t, "/f"); code != 200 || !bytes.Equal(body, small) {
+			t.Fatalf("warming: %d, equal %v", code, bytes.Equal(body, small))
+		}
+	}
+	handoffs := func() uint64 { return ts.srv.leadHandoffs.Load() }
+	for _, c := range []struct {
+		name     string
+		req      string
+		answers  int
+		code     int
+		body     []byte
+		handsOff bool
+	}{
+		{"cache hit in memory", "GET /f HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, small, false},
+		{"again", "GET /f HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, small, false},
+		{"miss", "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n", 1, 404, nil, true},
+		{"body not in memory", "GET /big HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, big, true},
+		{"listing", "GET /d/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, nil, true},
+		{"pipelined", "GET /f HTTP/1.1\r\nHost: a\r\n\r\nGET /f HTTP/1.1\r\nHost: a\r\n\r\n", 2, 200, small, true},
+	} {
+		waitParked(t, ts.srv, 1)
+		before := handoffs()
+		k.send(t, c.req)
+		for i := range c.answers {
+			code, body := k.read(t)
+			if code != c.code || (c.body != nil && !bytes.Equal(body, c.body)) {
+				t.Fatalf("%s, answer %d: status %d, %d bytes", c.name, i, code, len(body))
+			}
+		}
+		if got := handoffs() - before; (got > 0) != c.handsOff {
+			t.Errorf("%s: %d hand-overs of the leader's place, want them: %v", c.name, got, c.handsOff)
+		}
+	}
+}
+
+// TestLeaderWaitHandsOff: while the leader's goroutine waits for a
+// client that does not read (a response from memory larger than the
+// sockets hold), the other parked connections are still served: the
+// leader handed its place on before the wait. The stuck response is
+// whole once its client reads.
+func TestLeaderWaitHandsOff(t *testing.T) {
+	settleNow(t)
+	ts := newParkServer(t, waitEpoll, true, func(o *Options) {
+		o.FileCache, o.FileCacheValid, o.IdleTimeout, o.SendTimeout = time.Hour, time.Hour, time.Minute, time.Minute
+	})
+	mid, small := random(inlineMax), random(100)
+	ts.write(t, "mid", mid)
+	ts.write(t, "f", small)
+	stuck := ts.keptHTTP(t, true)
+	other := ts.keptHTTP(t, false)
+	for range 2 {
+		if code, body := stuck.get(t, "/mid"); code != 200 || !bytes.Equal(body, mid) {
+			t.Fatalf("warming /mid: %d", code)
+		}
+		if code, _ := other.get(t, "/f"); code != 200 {
+			t.Fatalf("warming /f: %d", code)
+		}
+	}
+	waitParked(t, ts.srv, 2)
+	before := ts.srv.leadHandoffs.Load()
+	stuck.send(t, "GET /mid HTTP/1.1\r\nHost: a\r\n\r\n")
+	// The response does not fit the sockets: its sendmsg comes back
+	// short and the rest waits for the client.
+	deadline := time.Now().Add(10 * time.Second)
+	for ts.srv.leadHandoffs.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the stuck response did not hand the leader's place on")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 3 {
+		if code, body := other.get(t, "/f"); code != 200 || !bytes.Equal(body, small) {
+			t.Fatalf("request %d while another waits: %d", i, code)
+		}
+		waitParked(t, ts.srv, 1)
+	}
+	if code, body := stuck.read(t); code != 200 || !bytes.Equal(body, mid) {
+		t.Fatalf("the stuck response: %d, %d bytes", code, len(body))
+	}
+}
