@@ -32,10 +32,12 @@ func newServer(lfd int, mode string, files map[string]*file) (*server, error) {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
 	if err := s.ctl(unix.EPOLL_CTL_ADD, lfd, unix.EPOLLIN); err != nil {
+		unix.Close(s.epfd)
 		return nil, err
 	}
 	if mode != "epoll" {
 		if s.ring, err = newRing(4096); err != nil {
+			unix.Close(s.epfd)
 			return nil, err
 		}
 	}

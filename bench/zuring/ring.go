@@ -191,16 +191,14 @@ func (r *ring) enter(wait uint32) error {
 	}
 }
 
-// reap calls f for each completion in the queue and returns how many.
+// reap calls f for each completion in the queue and returns how many;
+// f must not enter.
 func (r *ring) reap(f func(c cqe)) int {
 	head := *r.cqHead
 	tail := atomic.LoadUint32(r.cqTail)
-	n := 0
-	for ; head != tail; head++ {
-		c := r.cqes[head&r.cqMask]
-		atomic.StoreUint32(r.cqHead, head+1) // free the slot before f may enter again
-		f(c)
-		n++
+	for i := head; i != tail; i++ {
+		f(r.cqes[i&r.cqMask])
 	}
-	return n
+	atomic.StoreUint32(r.cqHead, tail)
+	return int(tail - head)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"runtime"
 	"testing"
 	"unsafe"
@@ -12,6 +13,7 @@ import (
 func newTestRing(t *testing.T) *ring {
 	t.Helper()
 	r, err := newRing(8)
+	skipIfNoUring(t, err)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,9 +35,35 @@ func completions(t *testing.T, r *ring, want uint32) []cqe {
 	return got
 }
 
+// skipIfNoUring skips the test where the kernel or a sandbox refuses
+// io_uring (kernel.io_uring_disabled, seccomp).
+func skipIfNoUring(t *testing.T, err error) {
+	t.Helper()
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		t.Skip("io_uring refused:", err)
+	}
+}
+
+func TestRingLayout(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"io_uring_params", unsafe.Sizeof(params{}), 120},
+		{"io_uring_sqe", unsafe.Sizeof(sqe{}), 64},
+		{"io_uring_sqe.user_data", unsafe.Offsetof(sqe{}.userData), 32},
+		{"io_uring_sqe.addr3", unsafe.Offsetof(sqe{}.addr3), 48},
+		{"io_uring_cqe", unsafe.Sizeof(cqe{}), 16},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
 func TestRingNop(t *testing.T) {
 	r := newTestRing(t)
-	for i := range 3 { // more than once round, to see head and tail move
+	for i := range 3 { // more than one round, to see head and tail move
 		s, err := r.get()
 		if err != nil {
 			t.Fatal(err)

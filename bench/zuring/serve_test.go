@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 var modes = []string{"epoll", "uring", "uring-lazy"}
@@ -30,6 +32,8 @@ func startServer(t *testing.T, mode string, files map[string]*file) string {
 	}
 	s, err := newServer(lfd, mode, files)
 	if err != nil {
+		unix.Close(lfd)
+		skipIfNoUring(t, err)
 		t.Fatal(err)
 	}
 	go func() {
@@ -155,23 +159,27 @@ func TestServe(t *testing.T) {
 func TestServeBadRequest(t *testing.T) {
 	files, _ := testFiles(t)
 	for _, mode := range modes {
-		addr := startServer(t, mode, files)
-		for _, req := range []string{
-			"GET /a HTTP/1.1\r\nX-Long: " + strings.Repeat("x", maxHead) + "\r\n\r\n",
-			"GET /a HTTP/1.1\r\nX-Long: " + strings.Repeat("x", recvBuf), // never ends
-			"BREW /a HTTP/1.1\r\n\r\n",
-		} {
-			c := dial(t, addr)
-			go io.WriteString(c, req)
-			r := bufio.NewReader(c)
-			if status, _, closing := readResponse(t, r, "GET"); status != 400 || !closing {
-				t.Fatalf("%s: %.20q: %d, close %v; want 400, close", mode, req, status, closing)
-			}
-			// The server closes with the rest of the request unread, so
-			// the kernel may send a reset rather than a FIN.
-			if _, err := r.ReadByte(); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("%s: %.20q: after the 400: %v, want EOF or a reset", mode, req, err)
-			}
+		t.Run(mode, func(t *testing.T) { testBadRequest(t, mode, files) })
+	}
+}
+
+func testBadRequest(t *testing.T, mode string, files map[string]*file) {
+	addr := startServer(t, mode, files)
+	for _, req := range []string{
+		"GET /a HTTP/1.1\r\nX-Long: " + strings.Repeat("x", maxHead) + "\r\n\r\n",
+		"GET /a HTTP/1.1\r\nX-Long: " + strings.Repeat("x", recvBuf), // never ends
+		"BREW /a HTTP/1.1\r\n\r\n",
+	} {
+		c := dial(t, addr)
+		go io.WriteString(c, req)
+		r := bufio.NewReader(c)
+		if status, _, closing := readResponse(t, r, "GET"); status != 400 || !closing {
+			t.Fatalf("%.20q: %d, close %v; want 400, close", req, status, closing)
+		}
+		// The server closes with the rest of the request unread, so
+		// the kernel may send a reset rather than a FIN.
+		if _, err := r.ReadByte(); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("%.20q: after the 400: %v, want EOF or a reset", req, err)
 		}
 	}
 }

@@ -40,7 +40,11 @@ func (s *server) uringBatch() error {
 		}
 	}
 	for _, c := range s.writable {
-		if !c.busy {
+		switch {
+		case c.busy:
+		case c.left == 0: // not expected: out is only set with output left
+			s.setOut(c, false)
+		default:
 			if err := s.queue(c, opSendmsg); err != nil {
 				return err
 			}
