@@ -139,7 +139,7 @@ func (s *server) setOut(c *conn, out bool) {
 // sendmsg for all the responses it makes.
 func (s *server) epollBatch() {
 	for _, c := range s.readable {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&c.buf[c.have])), uintptr(len(c.buf)-c.have), 0, 0, 0)
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&c.buf[c.have])), uintptr(len(c.buf)-c.have), 0, 0, 0)
 		switch {
 		case errno == unix.EAGAIN || errno == unix.EINTR:
 			continue
@@ -169,7 +169,7 @@ func (s *server) epollSend(c *conn) {
 				break
 			}
 		}
-		n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(c.fd), uintptr(unsafe.Pointer(c.msghdr())), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+		n, _, errno := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(c.fd), uintptr(unsafe.Pointer(c.msghdr())), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 		switch {
 		case errno == unix.EINTR:
 			continue

@@ -180,7 +180,7 @@ func (r *ring) enter(wait uint32) error {
 		if wait > 0 {
 			flags = enterGetEvents
 		}
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending()), uintptr(wait), flags, 0, 0)
+		_, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending()), uintptr(wait), flags, 0, 0)
 		if errno == unix.EINTR {
 			continue
 		}
