@@ -24,8 +24,8 @@ import (
 // goroutine (an idle runner, or a new one) takes over the leader's state
 // (the rest of its batch, the set), and the goroutine that was the leader
 // stays with its connection as a runner would. What may wait:
-//   - a wait in the runtime's poller (fill, send: a request in pieces, a
-//     socket full);
+//   - a wait in the runtime's poller (fill, send, readRequest's read of
+//     a long native path: a request in pieces, a socket full);
 //   - everything but a fresh hit of the open-file cache (openFile: a
 //     miss, a revalidation, an fstat, any of which may read a disk);
 //   - a body not in memory (sendBody: sendfile, splice, mmap, copy);

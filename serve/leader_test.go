@@ -3,6 +3,7 @@ package serve
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // keptConn is a kept-alive HTTP connection of a test's own to a server.
@@ -204,5 +207,69 @@ func TestLeaderWaitHandsOff(t *testing.T) {
 	}
 	if code, body := stuck.read(t); code != 200 || !bytes.Equal(body, mid) {
 		t.Fatalf("the stuck response: %d, %d bytes", code, len(body))
+	}
+}
+
+// TestLeaderPathInPiecesHandsOff: a native request whose path arrives
+// after its header is read in the runtime's poller (readRequest's long
+// path); the leader hands its place on before that wait, so another
+// parked connection is answered while the path is still missing.
+func TestLeaderPathInPiecesHandsOff(t *testing.T) {
+	ts := newParkServer(t, waitEpoll, false, func(o *Options) {
+		o.IdleTimeout, o.HeaderTimeout = time.Minute, time.Minute
+	})
+	data := random(100)
+	ts.write(t, "f", data)
+	slow, slowBr := ts.client, ts.br
+	ts.connect(t) // the other connection: ts.client from here
+	get := func(c net.Conn, br *bufio.Reader) error {
+		ts.client, ts.br = c, br
+		r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+		if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+			return fmt.Errorf("status %v, %d bytes", r.Status, len(body))
+		}
+		return nil
+	}
+	other, otherBr := ts.client, ts.br
+	for _, c := range []struct {
+		c  net.Conn
+		br *bufio.Reader
+	}{{slow, slowBr}, {other, otherBr}} {
+		if err := get(c.c, c.br); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitParked(t, ts.srv, 2)
+	req := wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Path: "/f"})
+	slow.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := slow.Write(req[:wire.RequestHeaderLen]); err != nil {
+		t.Fatal(err)
+	}
+	// The slow connection is woken (its path still to come) before the
+	// other sends: the leader is busy with it, or has handed on.
+	parkedNow := func(n int) {
+		deadline := time.Now().Add(10 * time.Second)
+		for ts.srv.parked() != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections parked, want %d", ts.srv.parked(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	parkedNow(1)
+	if err := get(other, otherBr); err != nil {
+		t.Fatalf("the other connection, while a path is missing: %v", err)
+	}
+	if _, err := slow.Write(req[wire.RequestHeaderLen:]); err != nil {
+		t.Fatal(err)
+	}
+	ts.client, ts.br = slow, slowBr
+	r, err := wire.ReadResponse(slowBr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, r.BodyLen)
+	if _, err := io.ReadFull(slowBr, body); err != nil || r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("the slow request: status %v, %v", r.Status, err)
 	}
 }
