@@ -3,10 +3,15 @@ package serve
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -271,5 +276,75 @@ func TestLeaderPathInPiecesHandsOff(t *testing.T) {
 	body := make([]byte, r.BodyLen)
 	if _, err := io.ReadFull(slowBr, body); err != nil || r.Status != wire.StatusOK || !bytes.Equal(body, data) {
 		t.Fatalf("the slow request: status %v, %v", r.Status, err)
+	}
+}
+
+// drainOnAccess is a log handler that calls Drain on the server at the
+// first access line while armed: a drain that starts between a
+// response and the connection's park.
+type drainOnAccess struct {
+	srv   atomic.Pointer[Server]
+	armed atomic.Bool
+}
+
+func (h *drainOnAccess) Enabled(context.Context, slog.Level) bool { return true }
+func (h *drainOnAccess) WithAttrs([]slog.Attr) slog.Handler        { return h }
+func (h *drainOnAccess) WithGroup(string) slog.Handler             { return h }
+func (h *drainOnAccess) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "access" && h.armed.CompareAndSwap(true, false) {
+		h.srv.Load().Drain()
+	}
+	return nil
+}
+
+// TestLeaderDrainedParkHandsOff: a connection the leader serves from
+// memory that a drain ends as it parks (publish sees draining) ends with
+// the leader's place handed on: its done callback, which may wait for the
+// worker, does not hold up the rest of the leader's batch.
+func TestLeaderDrainedParkHandsOff(t *testing.T) {
+	settleNow(t)
+	root := t.TempDir()
+	data := random(100)
+	if err := os.WriteFile(filepath.Join(root, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := &drainOnAccess{}
+	srv, err := New(Options{Root: root, Mode: "sendfile", Chunk: 64 << 10, HTTP: true, AccessLog: true,
+		HeaderTimeout: time.Minute, IdleTimeout: time.Minute, SendTimeout: time.Minute,
+		FileCache: time.Hour, FileCacheValid: time.Hour, keepAliveWait: waitEpoll}, slog.New(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	h.srv.Store(srv)
+	c, fd := loopback(t)
+	type end struct {
+		res      Result
+		handoffs uint64
+	}
+	ended := make(chan end, 1)
+	go srv.Run(fd, ConnInfo{Client: c.LocalAddr().String()}, func(r Result) { ended <- end{r, srv.leadHandoffs.Load()} })
+	k := &keptConn{c: c, br: bufio.NewReader(c)}
+	for range 2 { // opened, then kept in memory
+		if code, body := k.get(t, "/f"); code != 200 || !bytes.Equal(body, data) {
+			t.Fatalf("warming: %d", code)
+		}
+	}
+	waitParked(t, srv, 1)
+	before := srv.leadHandoffs.Load()
+	h.armed.Store(true)
+	if code, body := k.get(t, "/f"); code != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("the request the drain follows: %d", code)
+	}
+	select {
+	case e := <-ended:
+		if e.res.Outcome != OutcomeDrained {
+			t.Errorf("outcome %s, want %s", e.res.Outcome, OutcomeDrained)
+		}
+		if e.handoffs == before {
+			t.Error("the connection ended on the leader's goroutine, its place not handed on")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drained connection did not end")
 	}
 }
