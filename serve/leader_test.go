@@ -288,8 +288,8 @@ type drainOnAccess struct {
 }
 
 func (h *drainOnAccess) Enabled(context.Context, slog.Level) bool { return true }
-func (h *drainOnAccess) WithAttrs([]slog.Attr) slog.Handler        { return h }
-func (h *drainOnAccess) WithGroup(string) slog.Handler             { return h }
+func (h *drainOnAccess) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *drainOnAccess) WithGroup(string) slog.Handler            { return h }
 func (h *drainOnAccess) Handle(_ context.Context, r slog.Record) error {
 	if r.Message == "access" && h.armed.CompareAndSwap(true, false) {
 		h.srv.Load().Drain()
