@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // TestLeaderStress: many kept-alive connections, each sending a mix of
@@ -119,6 +122,112 @@ func TestLeaderStress(t *testing.T) {
 		k.c.Close()
 	}
 	ts.client.Close() // newParkServer's own, which never sent a request
+	ended := make(chan struct{})
+	go func() { ts.srv.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("connections left after every client closed: %d", ts.srv.Stats().Active)
+	}
+	if r := ts.srv.registered(); r != 0 {
+		t.Fatalf("%d connections left in the registry", r)
+	}
+}
+
+// TestLeaderStressNative is TestLeaderStress in the native protocol:
+// cache hits from memory, a miss, a body not in memory, STAT, pipelining,
+// a header in pieces and a path after its header, clients vanishing.
+func TestLeaderStressNative(t *testing.T) {
+	settleNow(t)
+	const conns, rounds = 16, 400
+	ts := newParkServer(t, waitEpoll, false, func(o *Options) {
+		o.FileCache, o.FileCacheValid, o.IdleTimeout = time.Hour, time.Hour, time.Minute
+	})
+	small, big := random(4096), random(inlineMax+1)
+	ts.write(t, "f", small)
+	ts.write(t, "big", big)
+	type client struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	cs := make([]client, conns)
+	for i := range cs {
+		c, fd := loopback(t)
+		go ts.srv.Run(fd, ConnInfo{Client: c.LocalAddr().String()}, func(Result) {})
+		cs[i] = client{c, bufio.NewReader(c)}
+	}
+	stop := time.Now().Add(3 * time.Second)
+	read := func(k client, status wire.Status, want []byte) error {
+		r, err := wire.ReadResponse(k.br)
+		if err != nil {
+			return err
+		}
+		body := make([]byte, r.BodyLen)
+		if _, err := io.ReadFull(k.br, body); err != nil {
+			return err
+		}
+		if r.Status != status || (want != nil && !bytes.Equal(body, want)) {
+			return fmt.Errorf("status %v, %d bytes", r.Status, len(body))
+		}
+		return nil
+	}
+	req := func(op wire.Op, p string) []byte { return wire.AppendRequest(nil, &wire.Request{Op: op, Path: p}) }
+	get := req(wire.OpGet, "/f")
+	var wg sync.WaitGroup
+	for i, k := range cs {
+		wg.Go(func() {
+			k.c.SetDeadline(time.Now().Add(30 * time.Second))
+			for r := range rounds {
+				if time.Now().After(stop) {
+					return
+				}
+				if i%5 == 4 && r == rounds/3 {
+					k.c.Write(req(wire.OpGet, "/big"))
+					k.br.Peek(1)
+					k.c.Close()
+					return
+				}
+				var err error
+				switch (i*7 + r) % 7 {
+				case 0:
+					k.c.Write(get)
+					err = read(k, wire.StatusOK, small)
+				case 1:
+					k.c.Write(req(wire.OpGet, "/nothing"))
+					err = read(k, wire.StatusNotFound, nil)
+				case 2:
+					k.c.Write(req(wire.OpGet, "/big"))
+					err = read(k, wire.StatusOK, big)
+				case 3:
+					k.c.Write(append(append([]byte(nil), get...), get...))
+					if err = read(k, wire.StatusOK, small); err == nil {
+						err = read(k, wire.StatusOK, small)
+					}
+				case 4:
+					k.c.Write(get[:7])
+					k.c.Write(get[7:])
+					err = read(k, wire.StatusOK, small)
+				case 5:
+					k.c.Write(get[:wire.RequestHeaderLen])
+					k.c.Write(get[wire.RequestHeaderLen:])
+					err = read(k, wire.StatusOK, small)
+				case 6:
+					k.c.Write(req(wire.OpStat, "/f"))
+					err = read(k, wire.StatusOK, []byte{})
+				}
+				if err != nil {
+					t.Errorf("connection %d round %d: %v", i, r, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d requests, %d hand-overs of the leader's place", ts.srv.Stats().NativeRequests, ts.srv.leadHandoffs.Load())
+	for _, k := range cs {
+		k.c.Close()
+	}
+	ts.client.Close()
 	ended := make(chan struct{})
 	go func() { ts.srv.Wait(); close(ended) }()
 	select {
