@@ -24,14 +24,15 @@ import (
 // goroutine (an idle runner, or a new one) takes over the leader's state
 // (the rest of its batch, the set), and the goroutine that was the leader
 // stays with its connection as a runner would. What may wait:
-//   - a wait in the runtime's poller (fill, send: a request in pieces, a
-//     socket full);
+//   - a wait in the runtime's poller (fill, send, readRequest's read of
+//     a long native path: a request in pieces, a socket full);
 //   - everything but a fresh hit of the open-file cache (openFile: a
 //     miss, a revalidation, an fstat, any of which may read a disk);
 //   - a body not in memory (sendBody: sendfile, splice, mmap, copy);
 //   - directory listings and STAT (a walk of the disk);
 //   - a connection's end (its done callback reports to the worker, which
-//     may wait for the supervisor);
+//     may wait for the supervisor), a drain's at its park included
+//     (drainOrResume);
 //   - a second request of one connection in the leader's turn (a
 //     pipelining or very fast client): the others of the batch wait for
 //     no single client.
@@ -49,8 +50,9 @@ type leader struct {
 }
 
 // leadTurn is one goroutine's time as the leader. The connection it
-// serves points at it (conn.lead); unlead marks it over. Only that
-// goroutine touches it.
+// serves points at it (conn.lead) until it hands c on: unlead, which
+// marks the turn over, or publish, from whose store another goroutine may
+// own c. Only the leader's goroutine touches it.
 type leadTurn struct {
 	l    *leader
 	over bool
@@ -130,7 +132,8 @@ func (c *conn) resumeLed(t *leadTurn) {
 		if !parked {
 			c.unlead() // its end reports to the worker, which may wait
 		}
-		c.lead = nil // before it parks: then others may own it
+		// c.lead stays until c is published as parked (publish): a drain
+		// that ends it there ends it with the leader's place handed on.
 		again := c.parkOrFinish(parked)
 		if t.over {
 			if again {

@@ -3,14 +3,22 @@ package serve
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/wire"
 )
 
 // keptConn is a kept-alive HTTP connection of a test's own to a server.
@@ -204,5 +212,139 @@ func TestLeaderWaitHandsOff(t *testing.T) {
 	}
 	if code, body := stuck.read(t); code != 200 || !bytes.Equal(body, mid) {
 		t.Fatalf("the stuck response: %d, %d bytes", code, len(body))
+	}
+}
+
+// TestLeaderPathInPiecesHandsOff: a native request whose path arrives
+// after its header is read in the runtime's poller (readRequest's long
+// path); the leader hands its place on before that wait, so another
+// parked connection is answered while the path is still missing.
+func TestLeaderPathInPiecesHandsOff(t *testing.T) {
+	ts := newParkServer(t, waitEpoll, false, func(o *Options) {
+		o.IdleTimeout, o.HeaderTimeout = time.Minute, time.Minute
+	})
+	data := random(100)
+	ts.write(t, "f", data)
+	slow, slowBr := ts.client, ts.br
+	ts.connect(t) // the other connection: ts.client from here
+	get := func(c net.Conn, br *bufio.Reader) error {
+		ts.client, ts.br = c, br
+		r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+		if r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+			return fmt.Errorf("status %v, %d bytes", r.Status, len(body))
+		}
+		return nil
+	}
+	other, otherBr := ts.client, ts.br
+	for _, c := range []struct {
+		c  net.Conn
+		br *bufio.Reader
+	}{{slow, slowBr}, {other, otherBr}} {
+		if err := get(c.c, c.br); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitParked(t, ts.srv, 2)
+	req := wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Path: "/f"})
+	slow.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := slow.Write(req[:wire.RequestHeaderLen]); err != nil {
+		t.Fatal(err)
+	}
+	// The slow connection is woken (its path still to come) before the
+	// other sends: the leader is busy with it, or has handed on.
+	parkedNow := func(n int) {
+		deadline := time.Now().Add(10 * time.Second)
+		for ts.srv.parked() != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections parked, want %d", ts.srv.parked(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	parkedNow(1)
+	if err := get(other, otherBr); err != nil {
+		t.Fatalf("the other connection, while a path is missing: %v", err)
+	}
+	if _, err := slow.Write(req[wire.RequestHeaderLen:]); err != nil {
+		t.Fatal(err)
+	}
+	ts.client, ts.br = slow, slowBr
+	r, err := wire.ReadResponse(slowBr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, r.BodyLen)
+	if _, err := io.ReadFull(slowBr, body); err != nil || r.Status != wire.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("the slow request: status %v, %v", r.Status, err)
+	}
+}
+
+// drainOnAccess is a log handler that calls Drain on the server at the
+// first access line while armed: a drain that starts between a
+// response and the connection's park.
+type drainOnAccess struct {
+	srv   atomic.Pointer[Server]
+	armed atomic.Bool
+}
+
+func (h *drainOnAccess) Enabled(context.Context, slog.Level) bool { return true }
+func (h *drainOnAccess) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *drainOnAccess) WithGroup(string) slog.Handler            { return h }
+func (h *drainOnAccess) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "access" && h.armed.CompareAndSwap(true, false) {
+		h.srv.Load().Drain()
+	}
+	return nil
+}
+
+// TestLeaderDrainedParkHandsOff: a connection the leader serves from
+// memory that a drain ends as it parks (publish sees draining) ends with
+// the leader's place handed on: its done callback, which may wait for the
+// worker, does not hold up the rest of the leader's batch.
+func TestLeaderDrainedParkHandsOff(t *testing.T) {
+	settleNow(t)
+	root := t.TempDir()
+	data := random(100)
+	if err := os.WriteFile(filepath.Join(root, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := &drainOnAccess{}
+	srv, err := New(Options{Root: root, Mode: "sendfile", Chunk: 64 << 10, HTTP: true, AccessLog: true,
+		HeaderTimeout: time.Minute, IdleTimeout: time.Minute, SendTimeout: time.Minute,
+		FileCache: time.Hour, FileCacheValid: time.Hour, keepAliveWait: waitEpoll}, slog.New(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	h.srv.Store(srv)
+	c, fd := loopback(t)
+	type end struct {
+		res      Result
+		handoffs uint64
+	}
+	ended := make(chan end, 1)
+	go srv.Run(fd, ConnInfo{Client: c.LocalAddr().String()}, func(r Result) { ended <- end{r, srv.leadHandoffs.Load()} })
+	k := &keptConn{c: c, br: bufio.NewReader(c)}
+	for range 2 { // opened, then kept in memory
+		if code, body := k.get(t, "/f"); code != 200 || !bytes.Equal(body, data) {
+			t.Fatalf("warming: %d", code)
+		}
+	}
+	waitParked(t, srv, 1)
+	before := srv.leadHandoffs.Load()
+	h.armed.Store(true)
+	if code, body := k.get(t, "/f"); code != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("the request the drain follows: %d", code)
+	}
+	select {
+	case e := <-ended:
+		if e.res.Outcome != OutcomeDrained {
+			t.Errorf("outcome %s, want %s", e.res.Outcome, OutcomeDrained)
+		}
+		if e.handoffs == before {
+			t.Error("the connection ended on the leader's goroutine, its place not handed on")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drained connection did not end")
 	}
 }

@@ -251,9 +251,11 @@ func drainParked(cs []*conn) {
 // and lose the request.
 func (c *conn) drainOrResume() {
 	if c.pending() {
+		c.lead = nil // another goroutine owns it now (leader.go)
 		c.s.startJob(runJob{resume: c})
 		return
 	}
+	c.unlead() // its end reports to the worker (leader.go)
 	c.res.Outcome = OutcomeDrained
 	c.finish()
 }
@@ -280,6 +282,7 @@ func (c *conn) park() (again bool) {
 // parkOneshot is park in waitPoller mode: c, woken by the sweep, waits in
 // the set with EPOLLONESHOT, re-armed at each park.
 func (c *conn) parkOneshot() {
+	c.unlead() // its fill has handed the leader's place on already (readIdle)
 	s := c.s
 	ep, err := s.epoll()
 	if err != nil {

@@ -78,6 +78,7 @@ func (c *conn) readRequest(first bool) (wire.Request, error) {
 	c.rpos = c.rend
 	arm()
 	c.attach()
+	c.unlead() // the read below waits for the rest (leader.go)
 	if _, err := io.ReadFull(c.f, p[n:]); err != nil {
 		return q, truncated(err)
 	}

@@ -165,6 +165,7 @@ func (c *conn) parkEdge() (again bool) {
 	s := c.s
 	if !c.polled {
 		if err := s.register(c); err != nil {
+			c.unlead()
 			s.log.Error("cannot park an idle connection; closing it", "client", c.client, "err", err)
 			c.res.Outcome = OutcomeError
 			c.finish()
@@ -189,11 +190,17 @@ func (c *conn) parkEdge() (again bool) {
 // it returns false the caller must not touch c. (The argument that no
 // wake-up is lost is at the top of this file.)
 func (c *conn) publish() (mine bool) {
+	t := c.lead
+	c.lead = nil // others may own c from the store on (leader.go)
 	c.state.Store(connParked)
 	if !c.ready.Load() && !c.s.draining.Load() {
 		return false
 	}
-	return c.state.CompareAndSwap(connParked, connBusy)
+	if !c.state.CompareAndSwap(connParked, connBusy) {
+		return false
+	}
+	c.lead = t
+	return true
 }
 
 // register adds c's socket to the epoll set for good: edge-triggered,
