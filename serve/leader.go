@@ -119,16 +119,8 @@ func (c *conn) unlead() {
 // parks or ends, as a runner would.
 func (c *conn) resumeLed(t *leadTurn) {
 	for {
-		c.ready.Store(false) // as in resume
-		c.resumed = true
 		c.lead = t
-		var parked bool
-		if c.isHTTP {
-			c.getHTTP()
-			parked = c.serveHTTP(false)
-		} else {
-			parked = c.serveNative(false)
-		}
+		parked := c.serveTurn()
 		if !parked {
 			c.unlead() // its end reports to the worker, which may wait
 		}

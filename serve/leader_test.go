@@ -33,11 +33,6 @@ type keptConn struct {
 // buffer.
 func (ts *testServer) keptHTTP(t *testing.T, small bool) *keptConn {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var d net.Dialer
 	if small {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
@@ -46,26 +41,7 @@ func (ts *testServer) keptHTTP(t *testing.T, small bool) *keptConn {
 			return serr
 		}
 	}
-	c, err := d.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := sc.(*net.TCPConn).File()
-	sc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Dup(int(f.Fd()))
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.SetNonblock(fd, true)
+	c, fd := loopbackDial(t, d)
 	if small {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1); err != nil {
 			t.Fatal(err)

@@ -332,22 +332,22 @@ func (c *conn) parkOneshot() {
 // resume serves a parked connection that became readable, in a goroutine
 // of its own, until it parks again or ends.
 func (c *conn) resume() {
-	for {
-		// Events so far are for bytes the read below will see (wait.go):
-		// cleared before it, never between it and the next publish.
-		c.ready.Store(false)
-		c.resumed = true
-		var parked bool
-		if c.isHTTP {
-			c.getHTTP()
-			parked = c.serveHTTP(false)
-		} else {
-			parked = c.serveNative(false)
-		}
-		if !c.parkOrFinish(parked) {
-			return
-		}
+	for c.parkOrFinish(c.serveTurn()) {
 	}
+}
+
+// serveTurn serves c, woken, until it waits idle to be parked (true) or
+// ends (false).
+func (c *conn) serveTurn() (parked bool) {
+	// Events so far are for bytes the read below will see (wait.go):
+	// cleared before it, never between it and the next publish.
+	c.ready.Store(false)
+	c.resumed = true
+	if c.isHTTP {
+		c.getHTTP()
+		return c.serveHTTP(false)
+	}
+	return c.serveNative(false)
 }
 
 // parkOrFinish parks c (parked) or ends it; true means the caller still

@@ -97,12 +97,18 @@ func (ts *testServer) connectWith(t *testing.T, ci ConnInfo) {
 // test's own, as a worker gets it from the supervisor.
 func loopback(t *testing.T) (net.Conn, int) {
 	t.Helper()
+	return loopbackDial(t, net.Dialer{})
+}
+
+// loopbackDial is loopback with the client dialled by d.
+func loopbackDial(t *testing.T, d net.Dialer) (net.Conn, int) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := d.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
