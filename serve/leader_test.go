@@ -21,17 +21,17 @@ import (
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
-// keptConn is a kept-alive HTTP connection of a test's own to a server.
+// keptConn is a kept-alive connection of a test's own to a server.
 type keptConn struct {
 	c  net.Conn
 	br *bufio.Reader
 }
 
-// keptHTTP connects to ts's server. small: the smallest socket buffers
+// dialKept connects to ts's server (either protocol). small: the smallest socket buffers
 // the kernel allows, the client's receive buffer set before it connects
 // (so that its window is small from the start) and the server's send
 // buffer.
-func (ts *testServer) keptHTTP(t *testing.T, small bool) *keptConn {
+func (ts *testServer) dialKept(t *testing.T, small bool) *keptConn {
 	t.Helper()
 	var d net.Dialer
 	if small {
@@ -108,7 +108,7 @@ func TestLeaderServesFromMemory(t *testing.T) {
 	ts.write(t, "f", small)
 	ts.write(t, "big", big)
 	ts.write(t, "d/x", small)
-	k := ts.keptHTTP(t, false)
+	k := ts.dialKept(t, false)
 	for range 2 { // opened, then kept in memory
 		if code, body := k.get(t, "/f"); code != 200 || !bytes.Equal(body, small) {
 			t.Fatalf("warming: %d, equal %v", code, bytes.Equal(body, small))
@@ -158,8 +158,8 @@ func TestLeaderWaitHandsOff(t *testing.T) {
 	mid, small := random(inlineMax), random(100)
 	ts.write(t, "mid", mid)
 	ts.write(t, "f", small)
-	stuck := ts.keptHTTP(t, true)
-	other := ts.keptHTTP(t, false)
+	stuck := ts.dialKept(t, true)
+	other := ts.dialKept(t, false)
 	for range 2 {
 		if code, body := stuck.get(t, "/mid"); code != 200 || !bytes.Equal(body, mid) {
 			t.Fatalf("warming /mid: %d", code)
