@@ -132,29 +132,24 @@ func (fc *fileCache) hit(key string) (fd int, st unix.Stat_t, e *cachedFile, ok 
 	return e.fd, st, e, true
 }
 
-// openFile is files.open for c's request of p. A fresh hit of the
-// open-file cache needs no system call; anything else may wait for a
-// disk (a miss, a revalidation, an fstat), so the leader's goroutine
-// hands its place on first (leader.go).
-func (c *conn) openFile(p string) (fd int, st unix.Stat_t, e *cachedFile, err error) {
-	fc := c.s.files
-	if c.lead != nil && fc.valid > 0 {
-		if key, ok := cacheKey(p); ok {
-			if fd, st, e, ok := fc.hit(key); ok {
-				return fd, st, e, nil
-			}
-		}
-		c.unlead()
-	}
-	return fc.open(c.s.root, p)
-}
-
 // open returns a descriptor of the regular file p and its current stat.
 // The caller passes fd and e to release when the request is done with it.
-func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *cachedFile, err error) {
+// A fresh hit (hit) makes no system call; before anything else (a miss,
+// a revalidation, an fstat, any of which may wait for a disk) open calls
+// mayWait, if not nil: a connection on the leader's goroutine hands its
+// place on there (conn.unlead, leader.go).
+func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st unix.Stat_t, e *cachedFile, err error) {
 	key, ok := "", fc.valid > 0
 	if ok {
 		key, ok = cacheKey(p)
+	}
+	if ok {
+		if fd, st, e, ok := fc.hit(key); ok {
+			return fd, st, e, nil
+		}
+	}
+	if mayWait != nil {
+		mayWait()
 	}
 	if !ok {
 		fd, stp, _, err := openNew(root, p)
@@ -162,9 +157,6 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 			return -1, st, nil, err
 		}
 		return fd, *stp, nil, nil
-	}
-	if fd, st, e, ok := fc.hit(key); ok {
-		return fd, st, e, nil
 	}
 	now := fc.now()
 	fc.mu.Lock()
@@ -184,11 +176,6 @@ func (fc *fileCache) open(root *rootDir, p string) (fd int, st unix.Stat_t, e *c
 		} else {
 			e.refs++
 			e.used = now
-			if fc.fresh(e, now) { // since hit looked
-				st = e.st
-				fc.mu.Unlock()
-				return e.fd, st, e, nil
-			}
 			fc.mu.Unlock()
 			if err := unix.Fstat(e.fd, &st); err == nil && st.Nlink > 0 {
 				if fc.statValid > 0 {

@@ -57,7 +57,7 @@ func testCacheFor(t *testing.T, valid, inactive, statValid time.Duration) (*file
 // size the request would have announced.
 func cacheOpen(t *testing.T, fc *fileCache, root *rootDir, p string) (int64, *cachedFile) {
 	t.Helper()
-	fd, st, e, err := fc.open(root, p)
+	fd, st, e, err := fc.open(root, p, nil)
 	if err != nil {
 		t.Fatalf("open %s: %v", p, err)
 	}
@@ -260,7 +260,7 @@ func TestFileCacheRevalidate(t *testing.T) {
 	// Deleted: not found once the period is over.
 	os.Remove(p)
 	clock.advance(time.Minute)
-	if fd, _, _, err := fc.open(root, "/f"); err == nil {
+	if fd, _, _, err := fc.open(root, "/f", nil); err == nil {
 		unix.Close(fd)
 		t.Fatal("a deleted file was served past the period")
 	}
@@ -336,7 +336,7 @@ func TestFileCacheRevalidateFallback(t *testing.T) {
 			}
 			c.change(t, full)
 			clock.advance(time.Minute)
-			fd, st, e2, err := fc.open(root, p)
+			fd, st, e2, err := fc.open(root, p, nil)
 			if c.wantErr {
 				if err == nil {
 					fc.release(fd, e2)
@@ -453,7 +453,7 @@ func TestFileCacheRawOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := c.setup(t, dir)
-			fd, st, e, err := fc.open(root, p)
+			fd, st, e, err := fc.open(root, p, nil)
 			if c.wantErr {
 				if err == nil {
 					fc.release(fd, e)

@@ -32,7 +32,7 @@ func (c *conn) httpDir(p string) error {
 		return c.finishError("moved to " + loc)
 	}
 	for _, name := range c.s.opts.Index {
-		fd, st, cached, err := c.s.files.open(c.s.root, p+name)
+		fd, st, cached, err := c.s.files.open(c.s.root, p+name, nil)
 		if err != nil {
 			continue // not there, or not a regular file: the next one
 		}

@@ -23,7 +23,7 @@ func (c *conn) handleHTTP() error {
 		c.header("Allow", "GET, HEAD")
 		return c.finishError("method " + r.Method + " is not allowed: this server answers GET and HEAD")
 	}
-	fd, st, cached, err := c.openFile(r.Path)
+	fd, st, cached, err := c.s.files.open(c.s.root, r.Path, c.unlead)
 	if err != nil {
 		var re *reqError
 		if errors.As(err, &re) && re.kind == wire.KindDir {

@@ -26,8 +26,9 @@ import (
 // stays with its connection as a runner would. What may wait:
 //   - a wait in the runtime's poller (fill, send, readRequest's read of
 //     a long native path: a request in pieces, a socket full);
-//   - everything but a fresh hit of the open-file cache (openFile: a
-//     miss, a revalidation, an fstat, any of which may read a disk);
+//   - everything but a fresh hit of the open-file cache (fileCache.open
+//     calls unlead first: a miss, a revalidation, an fstat, any of which
+//     may read a disk);
 //   - a body not in memory (sendBody: sendfile, splice, mmap, copy);
 //   - directory listings and STAT (a walk of the disk);
 //   - a connection's end (its done callback reports to the worker, which

@@ -75,7 +75,7 @@ func (c *conn) handle(q *wire.Request) error {
 }
 
 func (c *conn) get(q *wire.Request) error {
-	fd, st, cached, err := c.openFile(q.Path)
+	fd, st, cached, err := c.s.files.open(c.s.root, q.Path, c.unlead)
 	if err != nil {
 		return err
 	}

@@ -191,7 +191,7 @@ func TestRawOpenOffWhenSlow(t *testing.T) {
 	}
 	slowListener(t, dir, 3*rawOpenSlow)
 	for _, n := range names {
-		fd, st, e, err := fc.open(root, n)
+		fd, st, e, err := fc.open(root, n, nil)
 		if err != nil || st.Size != int64(len(n)) {
 			t.Fatalf("open %s: size %d, %v", n, st.Size, err)
 		}
@@ -258,7 +258,7 @@ func TestInlineRawReadKeepsAtime(t *testing.T) {
 			if err := os.Chtimes(p, c.atime, c.mtime); err != nil {
 				t.Fatal(err)
 			}
-			fd, _, e, err := fc.open(root, "/f")
+			fd, _, e, err := fc.open(root, "/f", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
