@@ -175,7 +175,9 @@ type Supervisor struct {
 // Run is the supervisor's main: it returns when the daemon has exited.
 func Run(ctx context.Context, opts Options) error {
 	s := newSupervisor(opts, osEnv)
-	s.log = NewLogger(os.Stderr, s.cfg, &s.level).With("proc", "supervisor")
+	lb := newLogWriter(func() *slog.Logger { return s.log })
+	defer lb.Close(logFlushTimeout)
+	s.log = NewLogger(lb, s.cfg, &s.level).With("proc", "supervisor")
 	s.setState(stateStarting)
 	return s.run(ctx)
 }

@@ -94,7 +94,9 @@ func RunWorker() error {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
 		return err
 	}
-	log := NewLogger(os.Stderr, wc.Config, new(slog.LevelVar)).With("proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot)
+	var log *slog.Logger
+	lb := newLogWriter(func() *slog.Logger { return log })
+	log = NewLogger(lb, wc.Config, new(slog.LevelVar)).With("proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot)
 	setProcs(wc.Config.Workers)
 	srv, err := serve.New(serve.OptionsFrom(wc.Config), log)
 	if err != nil {
@@ -117,7 +119,9 @@ func RunWorker() error {
 			}
 		}
 	}()
-	os.Exit(w.run())
+	code := w.run()
+	lb.Close(logFlushTimeout)
+	os.Exit(code)
 	return nil
 }
 

@@ -113,6 +113,9 @@ type DaemonOpts struct {
 	// ExtraFiles are inherited by the daemon as fds 3 and up, without
 	// close-on-exec, as a careless parent's would be.
 	ExtraFiles []*os.File
+	// Stderr, if set, takes the daemon's stdout and stderr instead of
+	// the log file (Log then returns nothing).
+	Stderr *os.File
 }
 
 // StartDaemon starts zfs-serve and waits until status says it is serving.
@@ -172,6 +175,9 @@ func StartDaemon(t testing.TB, o DaemonOpts) *Daemon {
 	}
 	d.Cmd = exec.Command(bin, args...)
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
+	if o.Stderr != nil {
+		d.Cmd.Stdout, d.Cmd.Stderr = o.Stderr, o.Stderr
+	}
 	d.Cmd.Env = append(os.Environ(), o.Env...)
 	d.Cmd.ExtraFiles = o.ExtraFiles
 	if err := d.Cmd.Start(); err != nil {

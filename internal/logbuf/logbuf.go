@@ -1,0 +1,197 @@
+// Package logbuf is the writer under a daemon's logger that never makes a
+// caller wait for the log's reader. Each Write is one log record (as
+// log/slog's handlers write them); records wait in memory and one
+// goroutine writes them out in batches. A reader that stops (a journal
+// that hangs, a pipe nobody reads) costs log lines, never service: once
+// Max bytes wait, further records are dropped and counted, and the count
+// is reported when the reader takes data again.
+//
+// A batch is written in pieces of whole records of at most Atomic bytes
+// (PIPE_BUF), so that on a pipe or a stream socket shared with other
+// processes (a supervisor and its workers share one stderr) no record is
+// split by another's. A record longer than that is written on its own.
+package logbuf
+
+import (
+	"io"
+	"sync"
+	"time"
+)
+
+const (
+	// Atomic is the largest write a pipe keeps whole among concurrent
+	// writers (PIPE_BUF on Linux).
+	Atomic = 4096
+	// Max bounds the bytes that wait while a batch is being written (so
+	// a stalled reader holds at most about twice this in memory).
+	Max = 1 << 20
+	// High is the batch that goes out without waiting for Delay.
+	High = 64 << 10
+	// Delay is the longest a record waits for others to share its
+	// writes while fewer than High bytes wait.
+	Delay = 50 * time.Millisecond
+)
+
+// Writer batches records for w. Its methods are safe for concurrent use.
+//
+// The writing goroutine wakes when Delay has passed since the first
+// record of a batch, or when High bytes wait: a few dozen times a second
+// under any load, not once per record, so that a busy log costs its
+// callers the formatting and a copy and no wake-up.
+type Writer struct {
+	w      io.Writer
+	onDrop func(n int)
+	timer  *time.Timer
+
+	mu      sync.Mutex
+	pending []byte // whole records, oldest first
+	dropped int    // records dropped since the last report
+	closed  bool
+
+	kick chan struct{} // High bytes wait, or Close (cap 1)
+	done chan struct{}
+}
+
+// New starts a Writer for w. onDrop, if not nil, is called from the
+// writing goroutine with the number of records dropped, after the reader
+// took data again; it may log (into this Writer).
+func New(w io.Writer, onDrop func(n int)) *Writer {
+	b := &Writer{w: w, onDrop: onDrop, timer: time.NewTimer(Delay),
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	b.timer.Stop()
+	go b.run()
+	return b
+}
+
+// Write queues one record, or drops it if Max bytes already wait. It
+// never returns an error: a logger has nowhere to report one.
+func (b *Writer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return b.w.Write(p) // after Close: straight through
+	}
+	if len(b.pending)+len(p) > Max {
+		b.dropped++
+		b.mu.Unlock()
+		return len(p), nil
+	}
+	first := len(b.pending) == 0
+	b.pending = append(b.pending, p...)
+	n := len(b.pending)
+	b.mu.Unlock()
+	if first {
+		b.timer.Reset(Delay)
+	}
+	if n >= High && n-len(p) < High {
+		signal(b.kick)
+	}
+	return len(p), nil
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Close writes what waits and stops the writing goroutine, waiting at
+// most timeout for the reader; it reports whether everything was
+// written. Records written after Close go straight to the underlying
+// writer.
+func (b *Writer) Close(timeout time.Duration) bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return true
+	}
+	b.closed = true
+	b.mu.Unlock()
+	signal(b.kick)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-b.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (b *Writer) run() {
+	defer close(b.done)
+	var spare []byte
+	for {
+		select {
+		case <-b.timer.C:
+		case <-b.kick:
+		}
+		spare = b.flush(spare)
+		b.mu.Lock()
+		closed := b.closed
+		b.mu.Unlock()
+		if closed {
+			b.timer.Stop()
+			return
+		}
+	}
+}
+
+// flush writes everything pending and reports drops. spare is a written
+// batch's buffer to take the next records; flush returns the next one.
+func (b *Writer) flush(spare []byte) []byte {
+	for {
+		b.mu.Lock()
+		batch := b.pending
+		if len(batch) == 0 {
+			b.mu.Unlock()
+			break
+		}
+		b.pending = spare[:0] // never batch's array: records keep coming
+		b.mu.Unlock()
+		writeRecords(b.w, batch)
+		spare = batch
+		if cap(spare) > 2*High {
+			spare = nil // a burst's buffer is not kept
+		}
+	}
+	b.mu.Lock()
+	n := b.dropped
+	b.dropped = 0
+	b.mu.Unlock()
+	if n > 0 && b.onDrop != nil {
+		b.onDrop(n)
+	}
+	return spare
+}
+
+// writeRecords writes batch in pieces of whole records of at most Atomic
+// bytes (a longer record alone). Records end in '\n'; a batch that does
+// not is written as one piece.
+func writeRecords(w io.Writer, batch []byte) {
+	for len(batch) > 0 {
+		n := cut(batch)
+		w.Write(batch[:n])
+		batch = batch[n:]
+	}
+}
+
+// cut is the length of the first piece of batch: the most whole records
+// that fit in Atomic bytes, or the first record if it alone is longer.
+func cut(batch []byte) int {
+	if len(batch) <= Atomic {
+		return len(batch)
+	}
+	for i := Atomic - 1; i >= 0; i-- {
+		if batch[i] == '\n' {
+			return i + 1
+		}
+	}
+	for i := Atomic; i < len(batch); i++ {
+		if batch[i] == '\n' {
+			return i + 1
+		}
+	}
+	return len(batch)
+}

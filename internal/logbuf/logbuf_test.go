@@ -1,0 +1,202 @@
+package logbuf
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder is an io.Writer that keeps each write apart and can be held
+// still, as a reader that stops.
+type recorder struct {
+	mu     sync.Mutex
+	writes [][]byte
+	gate   chan struct{} // nil: never blocks; else each write waits for it to close
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.gate != nil {
+		<-r.gate
+	}
+	r.mu.Lock()
+	r.writes = append(r.writes, append([]byte(nil), p...))
+	r.mu.Unlock()
+	return len(p), nil
+}
+
+func (r *recorder) all() (joined []byte, writes int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Join(r.writes, nil), len(r.writes)
+}
+
+// checkPieces fails unless every write is whole records, at most Atomic
+// bytes or a single record.
+func (r *recorder) checkPieces(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, w := range r.writes {
+		if len(w) == 0 || w[len(w)-1] != '\n' {
+			t.Fatalf("write %d does not end a record: %q", i, w)
+		}
+		if len(w) > Atomic && bytes.Count(w, []byte("\n")) > 1 {
+			t.Fatalf("write %d is %d bytes of several records", i, len(w))
+		}
+	}
+}
+
+func record(i int) []byte { return fmt.Appendf(nil, "time=x msg=access n=%06d\n", i) }
+
+func TestCut(t *testing.T) {
+	line := func(n int) string { return strings.Repeat("a", n-1) + "\n" }
+	for _, tc := range []struct {
+		name  string
+		batch string
+		want  int
+	}{
+		{"small", line(10) + line(20), 30},
+		{"exactly Atomic", line(Atomic), Atomic},
+		{"cut at the last whole record", line(3000) + line(1000) + line(500), 4000},
+		{"record ends at Atomic", line(3000) + line(Atomic-3000) + line(10), Atomic},
+		{"one long record alone", line(5000) + line(10), 5000},
+		{"long, no newline", strings.Repeat("a", 5000), 5000},
+	} {
+		if got := cut([]byte(tc.batch)); got != tc.want {
+			t.Errorf("%s: cut = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestConcurrentWriters: records from many goroutines all arrive, whole,
+// each goroutine's in its order, in far fewer writes than records.
+func TestConcurrentWriters(t *testing.T) {
+	rec := &recorder{}
+	b := New(rec, func(n int) { t.Errorf("%d records dropped", n) })
+	const writers, each = 8, 2000
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Go(func() {
+			for i := range each {
+				b.Write(record(g*each + i))
+			}
+		})
+	}
+	wg.Wait()
+	if !b.Close(10 * time.Second) {
+		t.Fatal("Close timed out")
+	}
+	rec.checkPieces(t)
+	out, writes := rec.all()
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != writers*each {
+		t.Fatalf("%d records arrived, want %d", len(lines), writers*each)
+	}
+	last := map[int]int{}
+	for _, l := range lines {
+		var n int
+		if _, err := fmt.Sscanf(l, "time=x msg=access n=%d", &n); err != nil {
+			t.Fatalf("torn record %q", l)
+		}
+		g := n / each
+		if prev, ok := last[g]; ok && n <= prev {
+			t.Fatalf("writer %d: record %d after %d", g, n, prev)
+		}
+		last[g] = n
+	}
+	if writes > len(lines)/10 {
+		t.Errorf("%d writes for %d records: not batched", writes, len(lines))
+	}
+}
+
+// TestDelay: a lone record goes out without Close, after Delay.
+func TestDelay(t *testing.T) {
+	rec := &recorder{}
+	b := New(rec, nil)
+	defer b.Close(time.Second)
+	b.Write(record(1))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if out, _ := rec.all(); bytes.Equal(out, record(1)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a lone record was not written")
+		}
+		time.Sleep(time.Millisecond) // polling an outcome, not ordering
+	}
+}
+
+// TestStalledReader: while the reader holds still, Write never waits;
+// past Max bytes records are dropped, and the count is reported once the
+// reader takes data again. Written and dropped add up to what came.
+func TestStalledReader(t *testing.T) {
+	rec := &recorder{gate: make(chan struct{})}
+	reported := make(chan int, 4)
+	b := New(rec, func(n int) { reported <- n })
+	rec1 := record(0)
+	total := 2*Max/len(rec1) + 100
+	done := make(chan struct{})
+	go func() {
+		for i := range total {
+			b.Write(record(i))
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Write waited for a stalled reader")
+	}
+	close(rec.gate) // the reader takes data again
+	var dropped int
+	select {
+	case dropped = <-reported:
+	case <-time.After(10 * time.Second):
+		t.Fatal("drops were not reported")
+	}
+	if !b.Close(10 * time.Second) {
+		t.Fatal("Close timed out")
+	}
+	rec.checkPieces(t)
+	out, _ := rec.all()
+	written := bytes.Count(out, []byte("\n"))
+	if dropped == 0 || written+dropped != total {
+		t.Fatalf("written %d + dropped %d != %d", written, dropped, total)
+	}
+	// What the reader took: the batch it stalled on, then at most Max.
+	if written > 2*Max/len(rec1)+1 {
+		t.Fatalf("%d records written: more than the stalled batch and Max held", written)
+	}
+}
+
+// TestCloseBounded: Close waits at most its timeout for a reader that
+// never comes back; after it, records go straight through.
+func TestCloseBounded(t *testing.T) {
+	rec := &recorder{gate: make(chan struct{})}
+	b := New(rec, nil)
+	b.Write(record(1))
+	start := time.Now()
+	if b.Close(50 * time.Millisecond) {
+		t.Fatal("Close reported success with the reader stalled")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	close(rec.gate)
+	b.Write(record(2)) // straight through
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := rec.all()
+		if bytes.Contains(out, record(2)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a record written after Close did not arrive: %q", out)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
