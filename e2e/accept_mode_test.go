@@ -182,7 +182,7 @@ func TestAcceptModeReload(t *testing.T) {
 	if r := d.Zctl("reload"); r.Code != 0 {
 		t.Fatalf("reload: %d %s", r.Code, r.Stderr)
 	}
-	if !strings.Contains(d.Log(), "dispatch changes only at restart") {
+	if !d.LogHas(5*time.Second, "dispatch changes only at restart") {
 		t.Fatal("the log does not say the dispatch mode was kept")
 	}
 	if !waitFor(10*time.Second, func() bool { return stoppedAccepting(d) == 4 }) {

@@ -68,7 +68,8 @@ func TestDigestCachePruned(t *testing.T) {
 			t.Fatalf("entries %q, want only keep.bin's %s\n%s", listEntries(), keep, tail(d2.Log(), 20))
 		}
 	}
-	if log := d2.Log(); !strings.Contains(log, `msg="digest cache pruned"`) || !strings.Contains(log, "removed=2") {
+	if !d2.LogHas(5*time.Second, `msg="digest cache pruned"`, "removed=2") {
+		log := d2.Log()
 		t.Errorf("no log line of the prune:\n%s", tail(log, 20))
 	}
 	waitDigest(t, d2, "/keep.bin", reprDigest(t, sums["keep.bin"]))

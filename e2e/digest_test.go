@@ -131,6 +131,7 @@ func TestDigestHTTPAndRestart(t *testing.T) {
 	if st.Totals.DigestsHashed != 1 {
 		t.Fatalf("digests_hashed = %d across the workers, want 1 (one pass)", st.Totals.DigestsHashed)
 	}
+	d.LogHas(5*time.Second, "digest computed")
 	if n := strings.Count(d.Log(), "digest computed"); n != 1 {
 		t.Fatalf("%d \"digest computed\" log lines, want 1", n)
 	}
@@ -150,6 +151,7 @@ func TestDigestHTTPAndRestart(t *testing.T) {
 	if st.Totals.DigestsHashed != 0 || st.Totals.DigestsLoaded == 0 {
 		t.Fatalf("after the restart: digests_hashed %d, digests_loaded %d; want 0 and at least 1", st.Totals.DigestsHashed, st.Totals.DigestsLoaded)
 	}
+	d2.LogHas(5*time.Second, "digest loaded from the cache")
 	if log := d2.Log(); strings.Contains(log, "digest computed") || !strings.Contains(log, "digest loaded from the cache") {
 		t.Fatalf("after the restart the file was hashed again, or not loaded:\n%s", tail(log, 30))
 	}

@@ -281,7 +281,7 @@ func TestHAProxyRollingRestart(t *testing.T) {
 		}
 		nd := StartDaemon(t, DaemonOpts{Root: root, Listen: backends[i], Config: cfgs[i], Control: old.Control})
 		watchBox(nd)
-		tookOver := strings.Contains(nd.Log(), "taking the port over") && strings.Contains(nd.Log(), "taking it over; health checks come here")
+		tookOver := nd.LogHas(time.Second, "taking the port over", "taking it over; health checks come here")
 		if ok, _ := old.Exited(); !ok && tookOver {
 			// The old instance still drains: health checks (new
 			// connections to the metrics port) reach the new one.

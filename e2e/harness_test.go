@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,6 +228,35 @@ func (d *Daemon) cleanup() {
 func (d *Daemon) Log() string {
 	b, _ := os.ReadFile(d.LogPath)
 	return string(b)
+}
+
+// LogHas waits up to timeout for the daemon's log to hold every one of
+// want, and reports whether it does. A running daemon writes its lines
+// in batches, within 50 ms (internal/logbuf); one that has exited has
+// written them all.
+func (d *Daemon) LogHas(timeout time.Duration, want ...string) bool {
+	return waitFor(timeout, func() bool {
+		log := d.Log()
+		for _, w := range want {
+			if !strings.Contains(log, w) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// LogMatches is LogHas with regular expressions.
+func (d *Daemon) LogMatches(timeout time.Duration, want ...*regexp.Regexp) bool {
+	return waitFor(timeout, func() bool {
+		log := d.Log()
+		for _, re := range want {
+			if !re.MatchString(log) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // Exited reports whether the supervisor has exited, and its exit status.

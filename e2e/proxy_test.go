@@ -314,7 +314,7 @@ func TestProxyDrainAnswers(t *testing.T) {
 	}
 	c.Close()
 	d2 := StartDaemon(t, DaemonOpts{Root: root, Listen: "proxy:" + addr})
-	if !strings.Contains(d2.Log(), "taking the port over") {
+	if !d2.LogHas(5*time.Second, "taking the port over") {
 		t.Errorf("the new instance does not say it took the port over:\n%s", tail(d2.Log(), 20))
 	}
 	c = dial(t, addr)

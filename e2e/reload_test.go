@@ -309,6 +309,7 @@ func TestReloadKeepsLogFormat(t *testing.T) {
 	if r := d.Zctl("reload", "--wait"); r.Code != 0 {
 		t.Fatalf("reload: exit %d: %s", r.Code, r.Stderr)
 	}
+	d.LogHas(5*time.Second, "log_format changes only at restart", `msg="worker ready"`, "gen=2")
 	log := d.Log()
 	if !strings.Contains(log, "log_format changes only at restart") {
 		t.Errorf("no warning:\n%s", tail(log, 20))

@@ -180,7 +180,7 @@ func TestDrainTakeover(t *testing.T) {
 	// over from the draining one.
 	d2 := StartDaemon(t, DaemonOpts{Root: root, Listen: addr, Control: d1.Control})
 	took := time.Since(drainStart)
-	if !strings.Contains(d2.Log(), "taking the port over") || !strings.Contains(d2.Log(), "taking its path over") {
+	if !d2.LogHas(5*time.Second, "taking the port over", "taking its path over") {
 		t.Errorf("the new instance does not say it took the port and the control socket over:\n%s", tail(d2.Log(), 20))
 	}
 

@@ -96,10 +96,10 @@ func TestWorkerUnresponsive(t *testing.T) {
 	if alive(victim) {
 		t.Errorf("the stopped worker %d is still there", victim)
 	}
-	log := d.Log()
 	kill := regexp.MustCompile(fmt.Sprintf(`worker unresponsive for worker_timeout.* pid=%d .*connections_cut=%d`, victim, held))
 	exit := regexp.MustCompile(fmt.Sprintf(`"worker exited" .*pid=%d .*status="killed by signal SIGKILL: unresponsive for \d+s".* connections_cut=%d`, victim, held))
-	if !kill.MatchString(log) || !exit.MatchString(log) {
+	if !d.LogMatches(5*time.Second, kill, exit) {
+		log := d.Log()
 		t.Errorf("the log does not say the worker was killed for its silence with %d connection(s):\n%s", held, tail(log, 20))
 	}
 	for _, w := range st.Workers {
@@ -189,7 +189,7 @@ func TestWorkerOutOfFDs(t *testing.T) {
 	for _, p := range procs {
 		before[p] = stableFDs(t, p)
 	}
-	if !strings.Contains(d.Log(), "the open-file limit bounds this worker's connections") {
+	if !d.LogHas(5*time.Second, "the open-file limit bounds this worker's connections") {
 		t.Errorf("no warning that nofile 64 bounds the workers")
 	}
 

@@ -53,7 +53,7 @@ func TestWorkerCrash(t *testing.T) {
 	}
 	// The exit's log line says how many connections went down with it.
 	crash := regexp.MustCompile(fmt.Sprintf(`"worker exited" .*pid=%d .*status="killed by signal SIGKILL".* connections_cut=%d`, victim, held))
-	if !crash.MatchString(d.Log()) {
+	if !d.LogMatches(5*time.Second, crash) {
 		t.Errorf("the crash is not in the log with its %d connection(s):\n%s", held, tail(d.Log(), 20))
 	}
 	for range 4 {
@@ -87,7 +87,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 			return st.Totals.Restarts == i
 		})
 	}
-	if !strings.Contains(d.Log(), "in=800ms") {
+	if !d.LogHas(5*time.Second, "in=800ms") {
 		t.Fatalf("no growing backoff in the log:\n%s", tail(d.Log(), 20))
 	}
 }
@@ -135,6 +135,7 @@ func TestWorkerSIGTERM(t *testing.T) {
 	if st.State != ctl.StateServing || st.Totals.Restarts != 0 || st.Workers[0].PID == old {
 		t.Fatalf("after the retirement: state %s, restarts %d, workers %+v", st.State, st.Totals.Restarts, st.Workers)
 	}
+	d.LogHas(5*time.Second, "worker got SIGTERM")
 	log := d.Log()
 	if !strings.Contains(log, "worker got SIGTERM") || strings.Contains(log, "panic") {
 		t.Fatalf("log:\n%s", tail(log, 20))
@@ -189,7 +190,8 @@ func TestRetiredWorkerDrainTimeout(t *testing.T) {
 	if !waitFor(10*time.Second, func() bool { return !alive(old) }) {
 		t.Fatal("a retired worker outlived drain_timeout")
 	}
-	if log := d.Log(); !strings.Contains(log, "drain timeout: killing a retired worker") || !strings.Contains(log, "connections_cut=1") {
+	if !d.LogHas(5*time.Second, "drain timeout: killing a retired worker", "connections_cut=1") {
+		log := d.Log()
 		t.Fatalf("log:\n%s", tail(log, 20))
 	}
 	d.WaitStatus(5*time.Second, "one ready worker", func(st *ctlStatus) bool {
