@@ -127,13 +127,22 @@ func (b *Writer) run() {
 		case <-b.timer.C:
 		case <-b.kick:
 		}
-		spare = b.flush(spare)
-		b.mu.Lock()
-		closed := b.closed
-		b.mu.Unlock()
-		if closed {
-			b.timer.Stop()
-			return
+		for {
+			spare = b.flush(spare)
+			// Closed and nothing waits, seen under one lock: no record
+			// comes after (Write goes straight through once closed).
+			// A record may have come since flush last looked (onDrop's
+			// report, or another goroutine's) just before Close.
+			b.mu.Lock()
+			closed, idle := b.closed, len(b.pending) == 0 && b.dropped == 0
+			b.mu.Unlock()
+			if !closed {
+				break
+			}
+			if idle {
+				b.timer.Stop()
+				return
+			}
 		}
 	}
 }

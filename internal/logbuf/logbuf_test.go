@@ -200,3 +200,42 @@ func TestCloseBounded(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestCloseDuringDropReport: a record written while Close comes in is
+// written before Close returns, even when it lands between the writing
+// goroutine's last look at what waits and its look at Close: here the
+// drop report that onDrop logs into the Writer, as the daemon's does.
+func TestCloseDuringDropReport(t *testing.T) {
+	rec := &recorder{gate: make(chan struct{})}
+	const report = "msg=\"log lines dropped\"\n"
+	var b *Writer
+	closed := make(chan bool, 1)
+	b = New(rec, func(n int) {
+		b.Write([]byte(report))
+		go func() { closed <- b.Close(10 * time.Second) }()
+		for { // until Close has begun: then onDrop returns
+			b.mu.Lock()
+			c := b.closed
+			b.mu.Unlock()
+			if c {
+				return
+			}
+			time.Sleep(time.Millisecond) // polling an outcome, not ordering
+		}
+	})
+	for i := range 2*Max/len(record(0)) + 100 { // more than Max waits: drops
+		b.Write(record(i))
+	}
+	close(rec.gate)
+	select {
+	case ok := <-closed:
+		if !ok {
+			t.Fatal("Close timed out")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no drops reported, or Close did not return")
+	}
+	if out, _ := rec.all(); !bytes.HasSuffix(out, []byte(report)) {
+		t.Fatalf("the record written as Close came in was lost; the output ends %q", out[max(0, len(out)-80):])
+	}
+}
