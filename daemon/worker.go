@@ -10,12 +10,14 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/internal/logbuf"
 	"github.com/zfs-serve/zfs-serve/serve"
 )
 
@@ -68,12 +70,19 @@ func RunWorker() error {
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
 
-	bootLog := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("proc", "worker", "pid", os.Getpid())
+	// Every line goes through lb, from the first: a stalled stderr
+	// holds up no exit, and each way out writes what waits first (the
+	// error returns here, by the deferred Close; os.Exit skips defers).
+	var log atomic.Pointer[slog.Logger]
+	lb := newLogWriter(log.Load)
+	defer lb.Close(logFlushTimeout)
+	bootLog := slog.New(slog.NewTextHandler(lb, nil)).With("proc", "worker", "pid", os.Getpid())
+	log.Store(bootLog)
 	ch, err := fdpass.FileConn(channelFD, "channel")
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	go watchSupervisor(bootLog)
+	go watchSupervisor(bootLog, lb)
 
 	buf := make([]byte, maxMsg)
 	oob := make([]byte, fdpass.OOBSpace)
@@ -94,28 +103,27 @@ func RunWorker() error {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
 		return err
 	}
-	var log *slog.Logger
-	lb := newLogWriter(func() *slog.Logger { return log })
-	log = NewLogger(lb, wc.Config, new(slog.LevelVar)).With("proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot)
+	logger := NewLogger(lb, wc.Config, new(slog.LevelVar)).With("proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot)
+	log.Store(logger)
 	setProcs(wc.Config.Workers)
-	srv, err := serve.New(serve.OptionsFrom(wc.Config), log)
+	srv, err := serve.New(serve.OptionsFrom(wc.Config), logger)
 	if err != nil {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
 		return fmt.Errorf("worker: %w", err)
 	}
-	w := newWorker(ch, srv, log)
+	w := newWorker(ch, srv, logger)
 	capacity, limit, open := fdCapacity(serve.OptionsFrom(wc.Config))
 	w.acc = newAcceptor(w, wc.Config, capacity) // accept mode hook (workeraccept.go)
-	warnCapacity(log, wc.Config, capacity, limit, open)
+	warnCapacity(logger, wc.Config, capacity, limit, open)
 	if err := fdpass.Send(ch, appendU32(nil, msgReady, uint32(capacity))); err != nil {
 		return fmt.Errorf("worker: report ready: %w", err)
 	}
-	log.Debug("worker ready", "root", wc.Config.Root, "zero_copy", wc.Config.ZeroCopy, "uid", os.Getuid(), "capacity", capacity)
+	logger.Debug("worker ready", "root", wc.Config.Root, "zero_copy", wc.Config.ZeroCopy, "uid", os.Getuid(), "capacity", capacity)
 	go func() {
 		for range term { // every SIGTERM: the supervisor ignores repeats
-			log.Info("SIGTERM: asking the supervisor to replace this worker and drain it")
+			logger.Info("SIGTERM: asking the supervisor to replace this worker and drain it")
 			if err := fdpass.Send(ch, []byte{msgRetire}); err != nil {
-				log.Error("ask to retire", "err", err)
+				logger.Error("ask to retire", "err", err)
 			}
 		}
 	}()
@@ -436,7 +444,9 @@ func (w *worker) statusJSON(limit int) []byte {
 
 // watchSupervisor exits the worker the moment the supervisor is gone: the
 // death pipe reads EOF only when its last writer, the supervisor, has died.
-func watchSupervisor(log *slog.Logger) {
+// The lines logged before, and its own, are written first, at most
+// logFlushTimeout.
+func watchSupervisor(log *slog.Logger, lb *logbuf.Writer) {
 	f := os.NewFile(deathFD, "supervisor-death")
 	var b [1]byte
 	for {
@@ -447,6 +457,7 @@ func watchSupervisor(log *slog.Logger) {
 		break
 	}
 	log.Error("supervisor is gone; exiting")
+	lb.Close(logFlushTimeout)
 	os.Exit(1)
 }
 

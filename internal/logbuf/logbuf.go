@@ -99,13 +99,11 @@ func signal(c chan struct{}) {
 // Close writes what waits and stops the writing goroutine, waiting at
 // most timeout for the reader; it reports whether everything was
 // written. Records written after Close go straight to the underlying
-// writer.
+// writer. Every call waits the same way, so that of two ways out of a
+// process that both Close and exit, neither exits while the other's
+// Close still writes.
 func (b *Writer) Close(timeout time.Duration) bool {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return true
-	}
 	b.closed = true
 	b.mu.Unlock()
 	signal(b.kick)

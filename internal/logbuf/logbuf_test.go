@@ -239,3 +239,34 @@ func TestCloseDuringDropReport(t *testing.T) {
 		t.Fatalf("the record written as Close came in was lost; the output ends %q", out[max(0, len(out)-80):])
 	}
 }
+
+// TestCloseTwice: a second Close, as another way out of the process
+// closes too, does not report everything written while the first still
+// writes.
+func TestCloseTwice(t *testing.T) {
+	rec := &recorder{gate: make(chan struct{})}
+	b := New(rec, nil)
+	b.Write(record(1))
+	first := make(chan bool)
+	go func() { first <- b.Close(10 * time.Second) }()
+	for { // until the first Close has begun
+		b.mu.Lock()
+		c := b.closed
+		b.mu.Unlock()
+		if c {
+			break
+		}
+		time.Sleep(time.Millisecond) // polling an outcome, not ordering
+	}
+	// The reader comes back a little later: a Close that waits sees it.
+	time.AfterFunc(50*time.Millisecond, func() { close(rec.gate) })
+	if !b.Close(10 * time.Second) {
+		t.Fatal("the second Close timed out")
+	}
+	if out, _ := rec.all(); !bytes.Equal(out, record(1)) {
+		t.Fatalf("the second Close returned true with %q written", out)
+	}
+	if !<-first {
+		t.Fatal("the first Close timed out")
+	}
+}
