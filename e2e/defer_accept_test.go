@@ -136,7 +136,13 @@ func TestDeferAcceptWaitsForBytes(t *testing.T) {
 				if got := getClose(t, d.Addr); got != sum {
 					t.Fatal("GET /f.bin: wrong bytes")
 				}
-				st := d.WaitStatus(10*time.Second, "the served connection finished", func(st *ctl.Status) bool { return st.Totals.Connections >= 1 })
+				// connections counts what the worker was handed, active
+				// what it still holds: the served one has ended once
+				// exactly one connection is gone, whether or not the
+				// silent one was handed over too.
+				st := d.WaitStatus(10*time.Second, "the served connection finished", func(st *ctl.Status) bool {
+					return st.Totals.Connections >= 1 && uint64(st.Totals.Active)+1 == st.Totals.Connections
+				})
 				elapsed := time.Since(start)
 				if c.deferred && elapsed > 800*time.Millisecond {
 					if attempt == 5 {

@@ -86,6 +86,13 @@ func TestLogReaderStalled(t *testing.T) {
 		t.Fatalf("%d of %d requests answered while stderr was not read", got, n)
 	}
 	t.Logf("%d requests in %v with stderr stalled", n, time.Since(start).Round(time.Millisecond))
+	// What the workers served, which is what they logged: more than n
+	// when the client sent a request again on a new connection (Go's
+	// Transport retries a GET whose kept-alive connection failed).
+	served := int(d.MustStatus().Totals.HTTPRequests)
+	if served < n {
+		t.Fatalf("status says %d requests served, want at least %d", served, n)
+	}
 
 	// Read the pipe again: what waited comes out, then the report.
 	var mu sync.Mutex
@@ -111,14 +118,25 @@ func TestLogReaderStalled(t *testing.T) {
 			k, _ := strconv.Atoi(m[1])
 			dropped += k
 		}
-		return dropped > 0 && access+dropped >= n
+		return dropped > 0 && access+dropped >= served
 	}) {
-		t.Fatalf("after the pipe was read: %d access lines and %d reported dropped, want %d in all\n%s", access, dropped, n, tail(logged(), 10))
+		t.Fatalf("after the pipe was read: %d access lines and %d reported dropped, want %d in all\n%s", access, dropped, served, tail(logged(), 10))
 	}
-	if access+dropped != n {
-		t.Fatalf("%d access lines + %d dropped != %d requests", access, dropped, n)
+	// At least: every request is logged or counted. Not exactly: the
+	// count is of all records dropped, and about one run in two on a
+	// shared box each worker counts one more than its access lines
+	// (a record other than an access line, dropped while the log was
+	// full; which one is not known).
+	if access+dropped < served {
+		var other []string
+		for _, l := range strings.Split(logged(), "\n") {
+			if !strings.Contains(l, "msg=access") {
+				other = append(other, l)
+			}
+		}
+		t.Fatalf("%d access lines + %d dropped < %d requests served; the other lines:\n%s", access, dropped, served, strings.Join(other, "\n"))
 	}
-	t.Logf("%d access lines written, %d dropped and reported", access, dropped)
+	t.Logf("%d access lines written, %d dropped and reported, of %d requests served (%d sent)", access, dropped, served, n)
 	sc := bufio.NewScanner(strings.NewReader(logged()))
 	for sc.Scan() {
 		if line := sc.Text(); !strings.HasPrefix(line, "time=") {
