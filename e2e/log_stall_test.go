@@ -78,7 +78,10 @@ func TestLogReaderStalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, w := stalledStderr(t)
-	d := StartDaemon(t, DaemonOpts{Root: root, Stderr: w, Config: "access_log = true\nlog_level = \"info\"\n"})
+	// No digests: a file's hash is logged ("digest computed") 2 s after
+	// its last change, in the middle of the load on a slow machine, and
+	// the count below is of every record dropped.
+	d := StartDaemon(t, DaemonOpts{Root: root, Stderr: w, Config: "access_log = true\nlog_level = \"info\"\ndigests = false\n"})
 	w.Close()
 	url := "http://" + d.Addr + "/f"
 	start := time.Now()
@@ -122,19 +125,15 @@ func TestLogReaderStalled(t *testing.T) {
 	}) {
 		t.Fatalf("after the pipe was read: %d access lines and %d reported dropped, want %d in all\n%s", access, dropped, served, tail(logged(), 10))
 	}
-	// At least: every request is logged or counted. Not exactly: the
-	// count is of all records dropped, and about one run in two on a
-	// shared box each worker counts one more than its access lines
-	// (a record other than an access line, dropped while the log was
-	// full; which one is not known).
-	if access+dropped < served {
+	// Every request is logged or counted, and nothing else was dropped.
+	if access+dropped != served {
 		var other []string
 		for _, l := range strings.Split(logged(), "\n") {
 			if !strings.Contains(l, "msg=access") {
 				other = append(other, l)
 			}
 		}
-		t.Fatalf("%d access lines + %d dropped < %d requests served; the other lines:\n%s", access, dropped, served, strings.Join(other, "\n"))
+		t.Fatalf("%d access lines + %d dropped != %d requests served; the other lines:\n%s", access, dropped, served, strings.Join(other, "\n"))
 	}
 	t.Logf("%d access lines written, %d dropped and reported, of %d requests served (%d sent)", access, dropped, served, n)
 	sc := bufio.NewScanner(strings.NewReader(logged()))
