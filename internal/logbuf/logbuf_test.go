@@ -213,15 +213,7 @@ func TestCloseDuringDropReport(t *testing.T) {
 	b = New(rec, func(n int) {
 		b.Write([]byte(report))
 		go func() { closed <- b.Close(10 * time.Second) }()
-		for { // until Close has begun: then onDrop returns
-			b.mu.Lock()
-			c := b.closed
-			b.mu.Unlock()
-			if c {
-				return
-			}
-			time.Sleep(time.Millisecond) // polling an outcome, not ordering
-		}
+		waitClosing(b) // then onDrop returns
 	})
 	for i := range 2*Max/len(record(0)) + 100 { // more than Max waits: drops
 		b.Write(record(i))
@@ -240,6 +232,19 @@ func TestCloseDuringDropReport(t *testing.T) {
 	}
 }
 
+// waitClosing returns once a Close of b has begun.
+func waitClosing(b *Writer) {
+	for {
+		b.mu.Lock()
+		c := b.closed
+		b.mu.Unlock()
+		if c {
+			return
+		}
+		time.Sleep(time.Millisecond) // polling an outcome, not ordering
+	}
+}
+
 // TestCloseTwice: a second Close, as another way out of the process
 // closes too, does not report everything written while the first still
 // writes.
@@ -249,15 +254,7 @@ func TestCloseTwice(t *testing.T) {
 	b.Write(record(1))
 	first := make(chan bool)
 	go func() { first <- b.Close(10 * time.Second) }()
-	for { // until the first Close has begun
-		b.mu.Lock()
-		c := b.closed
-		b.mu.Unlock()
-		if c {
-			break
-		}
-		time.Sleep(time.Millisecond) // polling an outcome, not ordering
-	}
+	waitClosing(b)
 	// The reader comes back a little later: a Close that waits sees it.
 	time.AfterFunc(50*time.Millisecond, func() { close(rec.gate) })
 	if !b.Close(10 * time.Second) {
