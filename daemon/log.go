@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -32,10 +33,39 @@ func newLogWriter(log func() *slog.Logger) *logbuf.Writer {
 func NewLogger(w io.Writer, c *config.Config, lv *slog.LevelVar) *slog.Logger {
 	setLevel(lv, c)
 	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	if lb, ok := w.(*logbuf.Writer); ok {
+		h = urgentHandler{h, lb.Flush}
+	}
+	return slog.New(h)
+}
+
+// urgentHandler has a record at level warn or above written at once
+// (flush) instead of within logbuf.Delay: whoever reads the journal after
+// a refused reload, a killed worker or a failed start finds the line
+// there, and a process that dies has written its last error.
+type urgentHandler struct {
+	slog.Handler
+	flush func()
+}
+
+func (h urgentHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn {
+		h.flush()
+	}
+	return err
+}
+
+func (h urgentHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return urgentHandler{h.Handler.WithAttrs(as), h.flush}
+}
+
+func (h urgentHandler) WithGroup(name string) slog.Handler {
+	return urgentHandler{h.Handler.WithGroup(name), h.flush}
 }
 
 func setLevel(lv *slog.LevelVar, c *config.Config) {

@@ -41,6 +41,7 @@ const (
 type Writer struct {
 	w      io.Writer
 	onDrop func(n int)
+	delay  time.Duration
 	timer  *time.Timer
 
 	mu      sync.Mutex
@@ -48,15 +49,17 @@ type Writer struct {
 	dropped int    // records dropped since the last report
 	closed  bool
 
-	kick chan struct{} // High bytes wait, or Close (cap 1)
+	kick chan struct{} // High bytes wait, Flush, or Close (cap 1)
 	done chan struct{}
 }
 
 // New starts a Writer for w. onDrop, if not nil, is called from the
 // writing goroutine with the number of records dropped, after the reader
 // took data again; it may log (into this Writer).
-func New(w io.Writer, onDrop func(n int)) *Writer {
-	b := &Writer{w: w, onDrop: onDrop, timer: time.NewTimer(Delay),
+func New(w io.Writer, onDrop func(n int)) *Writer { return newWriter(w, onDrop, Delay) }
+
+func newWriter(w io.Writer, onDrop func(n int), delay time.Duration) *Writer {
+	b := &Writer{w: w, onDrop: onDrop, delay: delay, timer: time.NewTimer(delay),
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
 	b.timer.Stop()
 	go b.run()
@@ -81,7 +84,7 @@ func (b *Writer) Write(p []byte) (int, error) {
 	n := len(b.pending)
 	b.mu.Unlock()
 	if first {
-		b.timer.Reset(Delay)
+		b.timer.Reset(b.delay)
 	}
 	if n >= High && n-len(p) < High {
 		signal(b.kick)
@@ -95,6 +98,11 @@ func signal(c chan struct{}) {
 	default:
 	}
 }
+
+// Flush has what waits written now rather than within Delay, for a
+// record a reader should see at once (a warning, an error). It does not
+// wait for the write.
+func (b *Writer) Flush() { signal(b.kick) }
 
 // Close writes what waits and stops the writing goroutine, waiting at
 // most timeout for the reader; it reports whether everything was

@@ -33,6 +33,17 @@ func (r *recorder) all() (joined []byte, writes int) {
 	return bytes.Join(r.writes, nil), len(r.writes)
 }
 
+// await reports whether what was written holds want, waiting for it
+// up to 10 s.
+func (r *recorder) await(want []byte) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if out, _ := r.all(); bytes.Contains(out, want) {
+			return true
+		}
+	}
+	return false
+}
+
 // checkPieces fails unless every write is whole records, at most Atomic
 // bytes or a single record.
 func (r *recorder) checkPieces(t *testing.T) {
@@ -118,15 +129,8 @@ func TestDelay(t *testing.T) {
 	b := New(rec, nil)
 	defer b.Close(time.Second)
 	b.Write(record(1))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if out, _ := rec.all(); bytes.Equal(out, record(1)) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a lone record was not written")
-		}
-		time.Sleep(time.Millisecond) // polling an outcome, not ordering
+	if !rec.await(record(1)) {
+		t.Fatal("a lone record was not written")
 	}
 }
 
@@ -188,16 +192,9 @@ func TestCloseBounded(t *testing.T) {
 	}
 	close(rec.gate)
 	b.Write(record(2)) // straight through
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	if !rec.await(record(2)) {
 		out, _ := rec.all()
-		if bytes.Contains(out, record(2)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a record written after Close did not arrive: %q", out)
-		}
-		time.Sleep(time.Millisecond)
+		t.Fatalf("a record written after Close did not arrive: %q", out)
 	}
 }
 
@@ -265,5 +262,18 @@ func TestCloseTwice(t *testing.T) {
 	}
 	if !<-first {
 		t.Fatal("the first Close timed out")
+	}
+}
+
+// TestFlush: Flush has a record written without waiting for the delay
+// (an hour here).
+func TestFlush(t *testing.T) {
+	rec := &recorder{}
+	b := newWriter(rec, nil, time.Hour)
+	defer b.Close(time.Second)
+	b.Write(record(1))
+	b.Flush()
+	if !rec.await(record(1)) {
+		t.Fatal("a flushed record was not written")
 	}
 }
