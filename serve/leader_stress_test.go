@@ -20,18 +20,7 @@ import (
 // every answer is whole, and every connection ends (none is lost, none
 // served twice). Run it under -race. Bounded by rounds and by time.
 func TestLeaderStress(t *testing.T) {
-	settleNow(t)
-	const conns = 16
-	ts := newParkServer(t, waitEpoll, true, func(o *Options) {
-		o.FileCache, o.FileCacheValid, o.IdleTimeout = time.Hour, time.Hour, time.Minute
-	})
-	small, big := random(4096), random(inlineMax+1)
-	ts.write(t, "f", small)
-	ts.write(t, "big", big)
-	ks := make([]*keptConn, conns)
-	for i := range ks {
-		ks[i] = ts.dialKept(t, false)
-	}
+	ts, small, big, ks := stressSetup(t, true)
 	// read reads one response to method and checks it.
 	read := func(k *keptConn, method string, code int, want []byte) error {
 		resp, err := http.ReadResponse(k.br, &http.Request{Method: method})
@@ -101,22 +90,29 @@ func TestLeaderStress(t *testing.T) {
 	waitAllEnded(t, ts)
 }
 
+// stressSetup is the leader stress tests' server (HTTP or native), with
+// the open-file cache kept for the whole test, a small file "f" served
+// from memory, a big one "big" that is not, and 16 kept-alive connections.
+func stressSetup(t *testing.T, http bool) (ts *testServer, small, big []byte, ks []*keptConn) {
+	settleNow(t)
+	ts = newParkServer(t, waitEpoll, http, func(o *Options) {
+		o.FileCache, o.FileCacheValid, o.IdleTimeout = time.Hour, time.Hour, time.Minute
+	})
+	small, big = random(4096), random(inlineMax+1)
+	ts.write(t, "f", small)
+	ts.write(t, "big", big)
+	ks = make([]*keptConn, 16)
+	for i := range ks {
+		ks[i] = ts.dialKept(t, false)
+	}
+	return ts, small, big, ks
+}
+
 // TestLeaderStressNative is TestLeaderStress in the native protocol:
 // cache hits from memory, a miss, a body not in memory, STAT, pipelining,
 // a header in pieces and a path after its header, clients vanishing.
 func TestLeaderStressNative(t *testing.T) {
-	settleNow(t)
-	const conns = 16
-	ts := newParkServer(t, waitEpoll, false, func(o *Options) {
-		o.FileCache, o.FileCacheValid, o.IdleTimeout = time.Hour, time.Hour, time.Minute
-	})
-	small, big := random(4096), random(inlineMax+1)
-	ts.write(t, "f", small)
-	ts.write(t, "big", big)
-	ks := make([]*keptConn, conns)
-	for i := range ks {
-		ks[i] = ts.dialKept(t, false)
-	}
+	ts, small, big, ks := stressSetup(t, false)
 	read := func(k *keptConn, status wire.Status, want []byte) error {
 		r, err := wire.ReadResponse(k.br)
 		if err != nil {
