@@ -134,11 +134,16 @@ func (fc *fileCache) hit(key string) (fd int, st unix.Stat_t, e *cachedFile, ok 
 
 // open returns a descriptor of the regular file p and its current stat.
 // The caller passes fd and e to release when the request is done with it.
-// A fresh hit (hit) makes no system call; before anything else (a miss,
-// a revalidation, an fstat, any of which may wait for a disk) open calls
-// mayWait, if not nil: a connection on the leader's goroutine hands its
-// place on there (conn.unlead, leader.go).
+// A fresh hit (hit) makes no system call, nor does a name the kernel's
+// caches know is missing cost more than one raw lookup (openNew); before
+// anything else (a revalidation, an fstat, an ordinary open or read, any
+// of which may wait for a disk) open calls mayWait, if not nil: a
+// connection on the leader's goroutine hands its place on there
+// (conn.unlead, leader.go).
 func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st unix.Stat_t, e *cachedFile, err error) {
+	if mayWait == nil {
+		mayWait = func() {}
+	}
 	key, ok := "", fc.valid > 0
 	if ok {
 		key, ok = cacheKey(p)
@@ -148,11 +153,8 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 			return fd, st, e, nil
 		}
 	}
-	if mayWait != nil {
-		mayWait()
-	}
 	if !ok {
-		fd, stp, _, err := openNew(root, p)
+		fd, stp, _, err := openNew(root, p, mayWait)
 		if err != nil {
 			return -1, st, nil, err
 		}
@@ -165,6 +167,7 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 			// Expired: keep the descriptor if the path still names its file.
 			e.refs++
 			fc.mu.Unlock()
+			mayWait()
 			if st, ok := fc.revalidate(root, p, e); ok {
 				fc.mu.Lock()
 				e.expires, e.st, e.checked, e.used = now.Add(fc.valid), st, now, now
@@ -177,6 +180,7 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 			e.refs++
 			e.used = now
 			fc.mu.Unlock()
+			mayWait()
 			if err := unix.Fstat(e.fd, &st); err == nil && st.Nlink > 0 {
 				if fc.statValid > 0 {
 					fc.mu.Lock()
@@ -194,10 +198,11 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 	}
 	fc.mu.Unlock()
 
-	fd, stp, own, err := openNew(root, p)
+	fd, stp, own, err := openNew(root, p, mayWait)
 	if err != nil {
 		return -1, st, nil, err
 	}
+	mayWait() // for readInline, which may read the disk (a no-op if openNew waited)
 	if own {
 		fc.rawOpens.Add(1)
 	} else if root.local {
@@ -226,12 +231,18 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 }
 
 // openNew opens p for a miss: raw where it can (openCached), else
-// openFile. raw says which; a file opened raw is on the root's own local
-// mount (ownMount) by the lookup's RESOLVE_NO_XDEV.
-func openNew(root *rootDir, p string) (fd int, st *unix.Stat_t, raw bool, err error) {
-	if fd, st, ok := openCached(root, p); ok {
-		return fd, &st, true, nil
+// openFile, after mayWait. raw says which; a file opened raw is on the
+// root's own local mount (ownMount) by the lookup's RESOLVE_NO_XDEV. A
+// name the raw walk found missing is not found, without openFile.
+func openNew(root *rootDir, p string, mayWait func()) (fd int, st *unix.Stat_t, raw bool, err error) {
+	fd, rst, err := openCached(root, p)
+	if err == nil {
+		return fd, &rst, true, nil
 	}
+	if rawcall.Missing(err) {
+		return -1, nil, false, openError(p, err)
+	}
+	mayWait()
 	fd, st, err = openFile(root, p)
 	return fd, st, false, err
 }

@@ -96,9 +96,11 @@ func waitParked(t *testing.T, s *Server, n int) {
 
 // TestLeaderServesFromMemory: a parked connection's request answered from
 // memory (a fresh open-file cache hit, the bytes inline) is served by the
-// epoll set's goroutine itself; anything that may wait hands the leader's
-// place to another goroutine first: a miss (a 404 too), a body not in
-// memory, a listing, a second request in one turn. Every answer is whole.
+// epoll set's goroutine itself, and so is a 404 for a name the kernel's
+// caches know is missing; anything that may wait hands the leader's place
+// to another goroutine first: a miss the caches cannot answer (a name
+// never looked up), a body not in memory, a listing, a second request in
+// one turn. Every answer is whole.
 func TestLeaderServesFromMemory(t *testing.T) {
 	settleNow(t)
 	ts := newParkServer(t, waitEpoll, true, func(o *Options) {
@@ -126,6 +128,9 @@ func TestLeaderServesFromMemory(t *testing.T) {
 		{"cache hit in memory", "GET /f HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, small, false},
 		{"again", "GET /f HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, small, false},
 		{"miss", "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n", 1, 404, nil, true},
+		// Now the kernel's caches know the name is missing (a negative
+		// dentry): the raw walk says so, and nothing waits.
+		{"the same miss again", "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n", 1, 404, nil, false},
 		{"body not in memory", "GET /big HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, big, true},
 		{"listing", "GET /d/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, nil, true},
 		{"pipelined", "GET /f HTTP/1.1\r\nHost: a\r\n\r\nGET /f HTTP/1.1\r\nHost: a\r\n\r\n", 2, 200, small, true},

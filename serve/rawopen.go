@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"errors"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,22 +18,28 @@ import (
 // every dentry on the way in the kernel's cache (RESOLVE_CACHED). So a
 // cache miss on a hot tree makes no ordinary system call, which would
 // wake the runtime's sysmon for a millisecond of polling (rawcall).
-// ok is false for anything else, and openFile then opens p (or gives the
-// refusal its answer: a missing file, a symlink out, not a regular file).
-func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, ok bool) {
+// err is nil for an open and errNoRaw where raw opens do not apply; any
+// other error is the raw call's. For a name the walk found missing
+// (rawcall.Missing), the caller answers not found at once: a 404 makes one
+// raw lookup and nothing that may wait. For anything else openFile opens
+// p (or gives the refusal its answer: a symlink out, not a regular file).
+func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, err error) {
 	if !root.local || !root.cached || root.rawOff.Load() || noOpenat2.Load() || noProcReopen.Load() {
-		return -1, st, false
+		return -1, st, errNoRaw
 	}
 	rel, err := relPath(p)
 	if err != nil {
-		return -1, st, false
+		return -1, st, errNoRaw
 	}
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | unix.RESOLVE_NO_XDEV | rawcall.ResolveCached}
 	start := time.Now() // the vDSO's clock: no system call
 	fd, err = rawcall.OpenCached(root.fd, rel, &how, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, &st)
 	root.noteRawOpen(time.Since(start))
-	return fd, st, err == nil
+	return fd, st, err
 }
+
+// errNoRaw: openCached does not apply to this root or path.
+var errNoRaw = errors.New("no raw open")
 
 // A raw open that takes longer than rawOpenSlow waited for something
 // besides the kernel's caches, holding the worker's thread: a fanotify

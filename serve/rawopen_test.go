@@ -64,6 +64,7 @@ func TestOpenNewMatchesOpenFile(t *testing.T) {
 	os.Symlink("f", filepath.Join(dir, "in"))
 	os.Symlink("loop", filepath.Join(dir, "loop"))
 	os.Symlink("/proc/self/root/etc/passwd", filepath.Join(dir, "magic"))
+	os.Symlink("nope", filepath.Join(dir, "dangling"))
 	unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
 	unix.Mknod(filepath.Join(dir, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3)))
 	if l, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0); err == nil {
@@ -72,10 +73,11 @@ func TestOpenNewMatchesOpenFile(t *testing.T) {
 	}
 	paths := []string{"/f", "f", "//./f", "/d/g", "/d/./g", "/d/../f", "/..", "/../f", "/d/", "/d", "/f/", "/f/.",
 		"/in", "/in/", "/out", "/outin", "/loop", "/magic", "/fifo", "/null", "/sock", "/nope", "/d/nope", "/f/x",
+		"/d/nope/x", "/f/x/y", "/in/x", "/dangling", "/dangling/x", "/d/../nope", "/nosearch/nope", "/out/x",
 		"/secret", "/nosearch/h", "/" + strings.Repeat("a/", 150) + "deep", "/" + strings.Repeat("a/", 2100) + "deep",
 		"/" + strings.Repeat("n", 300), "/f\x00x", "/%2e%2e/f", "/."}
 	// A first raw open opens /proc/self/fd for the process's life.
-	if fd, _, _, err := openNew(root, "/f"); err == nil {
+	if fd, _, _, err := openNew(root, "/f", func() {}); err == nil {
 		unix.Close(fd)
 	}
 	before := countFDs(t)
@@ -91,7 +93,7 @@ func TestOpenNewMatchesOpenFile(t *testing.T) {
 			if fd, _, err := openFile(root, p); err == nil {
 				unix.Close(fd)
 			}
-			fd, st, raw, err := openNew(root, p)
+			fd, st, raw, err := openNew(root, p, func() {})
 			got := openAnswer(fd, st, err)
 			fd, st, err = openFile(root, p)
 			want := openAnswer(fd, st, err)
@@ -361,7 +363,7 @@ func TestOpenNewRaces(t *testing.T) {
 		default:
 		}
 		for _, p := range []string{"/x", "/d/f"} {
-			fd, st, raw, err := openNew(root, p)
+			fd, st, raw, err := openNew(root, p, func() {})
 			if err != nil {
 				continue
 			}

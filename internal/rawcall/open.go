@@ -24,9 +24,10 @@ const ResolveCached = 0x20
 // reading).
 // It is raw: use it only on a local file system (Local), with
 // RESOLVE_NO_XDEV in how, so that opening the file reads nothing either.
-// Any error (EAGAIN, ENOENT, EXDEV for a symlink out, ENOTSUP for what is
-// not a regular file...) is for the caller to take the ordinary path,
-// which gives each its proper answer; nothing is left open then.
+// Any error (EAGAIN, EXDEV for a symlink out, ENOTSUP for what is not a
+// regular file...) is for the caller to take the ordinary path, which
+// gives each its proper answer; nothing is left open then. ENOENT and
+// ENOTDIR are the exception (Missing): they come from the walk alone.
 func OpenCached(dirfd int, path string, how *unix.OpenHow, flags int, st *unix.Stat_t) (int, error) {
 	pfd, err := lookup(dirfd, path, how, st)
 	if err != nil {
@@ -38,16 +39,32 @@ func OpenCached(dirfd int, path string, how *unix.OpenHow, flags int, st *unix.S
 	}
 	proc := procFD()
 	if proc < 0 {
-		return -1, unix.ENOENT
+		return -1, unix.ENOSYS // no /proc: not ENOENT, which says the name is missing
 	}
 	var name [16]byte
 	b := strconv.AppendInt(name[:0], int64(pfd), 10)
 	_ = append(b, 0) // within name: at most 10 digits + NUL
 	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(proc), uintptr(unsafe.Pointer(&name[0])), uintptr(flags), 0, 0, 0)
+	if Missing(e) {
+		// The reopen of a descriptor held open cannot find it missing;
+		// whatever this is, it is not the walk's answer.
+		return -1, unix.ESTALE
+	}
 	if e != 0 {
 		return -1, e
 	}
 	return int(fd), nil
+}
+
+// Missing reports whether err, from OpenCached, says that the name does
+// not exist: a component is missing (ENOENT: a negative dentry, or a
+// dangling symlink) or is not a directory (ENOTDIR). A walk limited to the
+// caches (ResolveCached) fails with EAGAIN wherever it would have to ask
+// the file system, so these are the cached dentries' answer, the same the
+// ordinary walk gives (Local file systems only: their dentries need no
+// revalidation, and RESOLVE_NO_XDEV stops a walk before another mount).
+func Missing(err error) bool {
+	return err == unix.ENOENT || err == unix.ENOTDIR
 }
 
 // OpenProc opens this process's /proc/self/fd for OpenCached's reopens,
