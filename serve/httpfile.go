@@ -278,9 +278,9 @@ func (c *conn) finishError(msg string) error {
 	if h.req.Method == "HEAD" {
 		return c.finishHead(false)
 	}
-	if err := c.finishHead(true); err != nil {
+	if err := c.writeInline(c.endHead(), []byte(body), nil); err != nil { // one sendmsg
 		return err
 	}
 	h.bytes += int64(len(body))
-	return c.write([]byte(body), false)
+	return nil
 }

@@ -115,8 +115,10 @@ func (fc *fileCache) dropInlineLocked(e *cachedFile) {
 	e.body = nil
 }
 
-// writeInline sends head and body, a response and its whole body, in one
-// sendmsg if the socket takes them, and the rest as it does.
+// writeInline sends head and body (not empty), a response and its whole
+// body, in one sendmsg if the socket takes them, and the rest as it does.
+// The body's bytes count as t's progress; t is nil for a response that is
+// not a file's (an error's text).
 func (c *conn) writeInline(head, body []byte, t *transfer) error {
 	c.op = sockOp{kind: opSendmsgv, buf: head, buf2: body, flags: unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT}
 	n, err := c.send()

@@ -374,6 +374,9 @@ func isClientGone(err error) bool {
 
 // progress records n more body bytes sent.
 func (t *transfer) progress(s *Server, n int) {
+	if t == nil {
+		return // not a file's bytes (writeInline of an error's text)
+	}
 	t.sent.Add(int64(n))
 	s.bytesSent.Add(uint64(n))
 	if t.proto == ProtoHTTP {
