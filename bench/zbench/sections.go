@@ -143,6 +143,9 @@ func (b *bench) runAll(only map[string]bool) error {
 		if want("http1000") {
 			b.httpSmall(rows, b.p.ManyConns)
 		}
+		if want("http404") {
+			b.httpNotFound(rows)
+		}
 		if want("httpnewconn") {
 			acc := *ss[zfsAcceptKey]
 			acc.key, acc.label, acc.proto = zfsAcceptKey+"/http", "zfs-serve (accept), HTTP", "http"

@@ -9,7 +9,7 @@ import "fmt"
 // the report sets the three side by side (report_http.go).
 
 // httpSectionIDs are the HTTP sections, in run order.
-var httpSectionIDs = []string{"http64", "http1000", "httpnewconn", "httpfetch"}
+var httpSectionIDs = []string{"http64", "http1000", "http404", "httpnewconn", "httpfetch"}
 
 // httpRows returns the rows of the HTTP sections: zfs-serve in its default
 // mode spoken to over HTTP, then nginx.
@@ -30,6 +30,21 @@ func (b *bench) httpSmall(ss []*server, conns int) {
 		Metrics: []Metric{mRPS, mP50, mP99, mCPUReq, mClientReq}, Ratios: []string{"rps", "p99_us", "cpu_us_per_req"}}
 	b.quiet(sec)
 	spec := wrkSpec{conns: conns, dur: b.p.LoadDur}
+	warm := func(s *server) (sample, error) { w := spec; w.dur = spec.dur / 4; return b.wrk(s, w) }
+	b.rounds(sec, ss, measureOpt{}, warm, func(s *server) (sample, error) { return b.wrk(s, spec) })
+	b.finish(sec)
+}
+
+// httpNotFound is the keep-alive workload for names that do not exist:
+// what a server on the internet answers all day to scanners and stale
+// links.
+func (b *bench) httpNotFound(ss []*server) {
+	sec := &Section{ID: "http404", Title: "HTTP: 404s, 64 connections, keep-alive (wrk for both)",
+		What: fmt.Sprintf("`wrk -t%d -c64 -d%s --latency -s smallfiles.lua URL -- %d /small/missing-%%04d.bin`: as the 4 KiB HTTP sections, but every path names nothing (%d names in an existing folder), so every answer is a 404 with its short text, on a kept-alive connection. Every response must have an error status (wrk counts those of 400 and above) and no socket error is allowed. After the warm-up the kernel's dentry cache knows every name is missing, for both servers alike; nginx's `open_file_cache_errors` is off (its default), and zfs-serve's open-file cache keeps no negative entries either.",
+			wrkThreads, wrkDuration(b.p.LoadDur), b.p.NSmall, b.p.NSmall),
+		Metrics: []Metric{mRPS, mP50, mP99, mCPUReq, mClientReq}, Ratios: []string{"rps", "p99_us", "cpu_us_per_req"}}
+	b.quiet(sec)
+	spec := wrkSpec{conns: 64, dur: b.p.LoadDur, pathFmt: "/small/missing-%04d.bin", notFound: true}
 	warm := func(s *server) (sample, error) { w := spec; w.dur = spec.dur / 4; return b.wrk(s, w) }
 	b.rounds(sec, ss, measureOpt{}, warm, func(s *server) (sample, error) { return b.wrk(s, spec) })
 	b.finish(sec)

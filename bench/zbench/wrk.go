@@ -23,15 +23,19 @@ const wrkThreads = 2
 
 // wrkSpec is one wrk invocation.
 type wrkSpec struct {
-	conns int
-	dur   time.Duration
-	path  string // one fixed path; "" spreads over the small files (smallfiles.lua)
-	close bool   // Connection: close: a new connection per request
+	conns    int
+	dur      time.Duration
+	path     string // one fixed path; "" spreads over b.p.NSmall paths (smallfiles.lua)
+	pathFmt  string // those paths' format; "" for the 4 KiB files, /small/%04d.bin
+	close    bool   // Connection: close: a new connection per request
+	notFound bool   // every answer must be a 404 (the paths name nothing)
 }
 
 // wrk runs wrk against s (HTTP only) and parses what it prints. With no
-// fixed path every request is for one of the 4 KiB files, and the bytes
-// wrk read per response are checked against that size.
+// fixed path and no path format every request is for one of the 4 KiB
+// files, and the bytes wrk read per response are checked against that
+// size. With notFound every answer must be an error status (wrk counts
+// them; the paths name nothing, so they are the 404s).
 func (b *bench) wrk(s *server, w wrkSpec) (sample, error) {
 	args := []string{"-t" + strconv.Itoa(wrkThreads), "-c" + strconv.Itoa(w.conns), "-d" + wrkDuration(w.dur),
 		"--latency", "--timeout", "5s"}
@@ -44,7 +48,11 @@ func (b *bench) wrk(s *server, w wrkSpec) (sample, error) {
 		if err != nil {
 			return nil, err
 		}
-		args = append(args, "-s", script, url, "--", strconv.Itoa(b.p.NSmall), "/small/%04d.bin", strconv.Itoa(wrkThreads))
+		pathFmt := w.pathFmt
+		if pathFmt == "" {
+			pathFmt = "/small/%04d.bin"
+		}
+		args = append(args, "-s", script, url, "--", strconv.Itoa(b.p.NSmall), pathFmt, strconv.Itoa(wrkThreads))
 	} else {
 		args = append(args, url)
 	}
@@ -52,11 +60,11 @@ func (b *bench) wrk(s *server, w wrkSpec) (sample, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := parseWrk(string(out))
+	r, err := parseWrk(string(out), w.notFound)
 	if err != nil {
 		return nil, err
 	}
-	if w.path == "" {
+	if w.path == "" && w.pathFmt == "" {
 		// A 4 KiB body and a response header: anything else is not the
 		// file (wrk does not look at bodies).
 		if per := r["read_bytes"] / r["requests"]; per < 4096 || per > 4096+2048 {
@@ -88,16 +96,21 @@ var (
 )
 
 // parseWrk reads wrk's --latency output: req/s, requests, bytes read and
-// the 50/90/99th percentiles. Any non-2xx response or socket error, or no
-// request at all, is an error: a server that fails is reported as failed,
-// never as a slow figure.
-func parseWrk(text string) (sample, error) {
+// the 50/90/99th percentiles. Any socket error, or no request at all, is
+// an error: a server that fails is reported as failed, never as a slow
+// figure. So is any error status, unless allErrors, which wants every
+// response to have one (a run of 404s).
+func parseWrk(text string, allErrors bool) (sample, error) {
 	m := wrkRPS.FindStringSubmatch(text)
 	if m == nil {
 		return nil, fmt.Errorf("wrk output has no Requests/sec: %q", tail(text, 400))
 	}
-	if e := wrkErrors.FindString(text); e != "" {
-		return nil, fmt.Errorf("wrk: %s", e)
+	statusErrs := 0.0
+	for _, e := range wrkErrors.FindAllStringSubmatch(text, -1) {
+		if e[1] == "" || !allErrors {
+			return nil, fmt.Errorf("wrk: %s", e[0])
+		}
+		statusErrs, _ = strconv.ParseFloat(e[1], 64)
 	}
 	rps, _ := strconv.ParseFloat(m[1], 64)
 	t := wrkTotal.FindStringSubmatch(text)
@@ -107,6 +120,9 @@ func parseWrk(text string) (sample, error) {
 	n, _ := strconv.ParseFloat(t[1], 64)
 	if n == 0 || rps == 0 {
 		return nil, errors.New("wrk: no request completed")
+	}
+	if allErrors && statusErrs != n {
+		return nil, fmt.Errorf("wrk: %.0f of %.0f responses had an error status, want all", statusErrs, n)
 	}
 	read, _ := strconv.ParseFloat(t[4], 64)
 	// wrk prints sizes in binary units.

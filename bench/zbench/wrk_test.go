@@ -30,11 +30,15 @@ func TestParseWrk(t *testing.T) {
 		{"ok", wrkOK, sample{"rps": 15881.07, "requests": 33507, "read_bytes": 138.59 * (1 << 20), "p50_us": 450, "p90_us": 21860, "p99_us": 1.2e6}, ""},
 		{"socket errors", strings.Replace(wrkOK, "Requests/sec", "  Socket errors: connect 0, read 12, write 0, timeout 0\nRequests/sec", 1), nil, "Socket errors: connect 0, read 12"},
 		{"non-2xx", strings.Replace(wrkOK, "Requests/sec", "  Non-2xx or 3xx responses: 7\nRequests/sec", 1), nil, "Non-2xx or 3xx responses: 7"},
+		{"404s wanted, all 404", strings.Replace(wrkOK, "Requests/sec", "  Non-2xx or 3xx responses: 33507\nRequests/sec", 1), sample{"rps": 15881.07, "requests": 33507}, ""},
+		{"404s wanted, some 200", strings.Replace(wrkOK, "Requests/sec", "  Non-2xx or 3xx responses: 33500\nRequests/sec", 1), nil, "33500 of 33507 responses"},
+		{"404s wanted, none", wrkOK, nil, "0 of 33507 responses"},
+		{"404s wanted, socket errors", strings.Replace(wrkOK, "Requests/sec", "  Socket errors: connect 0, read 12, write 0, timeout 0\n  Non-2xx or 3xx responses: 33507\nRequests/sec", 1), nil, "Socket errors"},
 		{"nothing answered", "Running 1s test @ http://127.0.0.1:1\n  0 requests in 1.06s, 0.00B read\nRequests/sec:      0.00\nTransfer/sec:       0.00B\n", nil, "no request completed"},
 		{"not wrk", "unable to connect to 127.0.0.1:1 Connection refused", nil, "no Requests/sec"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseWrk(tc.text)
+			got, err := parseWrk(tc.text, strings.HasPrefix(tc.name, "404s wanted"))
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want one containing %q", err, tc.err)
