@@ -233,7 +233,8 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 // openNew opens p for a miss: raw where it can (openCached), else
 // openFile, after mayWait. raw says which; a file opened raw is on the
 // root's own local mount (ownMount) by the lookup's RESOLVE_NO_XDEV. A
-// name the raw walk found missing is not found, without openFile.
+// name the raw walk found missing is not found, and what it found not to
+// be a regular file is refused by its kind, without openFile.
 func openNew(root *rootDir, p string, mayWait func()) (fd int, st *unix.Stat_t, raw bool, err error) {
 	fd, rst, err := openCached(root, p)
 	if err == nil {
@@ -241,6 +242,12 @@ func openNew(root *rootDir, p string, mayWait func()) (fd int, st *unix.Stat_t, 
 	}
 	if rawcall.Missing(err) {
 		return -1, nil, false, openError(p, err)
+	}
+	if err == unix.ENOTSUP && rst.Mode&unix.S_IFMT != 0 {
+		// The walk found something else than a regular file (its
+		// fstat is rst), which the ordinary open refuses by its kind
+		// alike, never opening it: a directory, a FIFO, a device.
+		return -1, nil, false, notRegular(p, &rst)
 	}
 	mayWait()
 	fd, st, err = openFile(root, p)

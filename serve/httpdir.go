@@ -20,7 +20,6 @@ import (
 // relative links in what it serves resolve inside it), else its first
 // index file, else a listing (HTML, or JSON when asked), else 403.
 func (c *conn) httpDir(p string) error {
-	c.unlead() // a listing reads the directory (leader.go)
 	r := &c.http.req
 	if !strings.HasSuffix(p, "/") {
 		loc := dirLocation(p)
@@ -31,6 +30,7 @@ func (c *conn) httpDir(p string) error {
 		c.header("Location", loc)
 		return c.finishError("moved to " + loc)
 	}
+	c.unlead() // an index file's open or a listing may wait (leader.go)
 	for _, name := range c.s.opts.Index {
 		fd, st, cached, err := c.s.files.open(c.s.root, p+name, nil)
 		if err != nil {

@@ -96,8 +96,8 @@ func waitParked(t *testing.T, s *Server, n int) {
 
 // TestLeaderServesFromMemory: a parked connection's request answered from
 // memory (a fresh open-file cache hit, the bytes inline) is served by the
-// epoll set's goroutine itself, and so is a 404 for a name the kernel's
-// caches know is missing; anything that may wait hands the leader's place
+// epoll set's goroutine itself, and so are a 404 for a name the kernel's
+// caches know is missing and a directory's redirect; anything that may wait hands the leader's place
 // to another goroutine first: a miss the caches cannot answer (a name
 // never looked up), a body not in memory, a listing, a second request in
 // one turn. Every answer is whole.
@@ -131,6 +131,8 @@ func TestLeaderServesFromMemory(t *testing.T) {
 		// Now the kernel's caches know the name is missing (a negative
 		// dentry): the raw walk says so, and nothing waits.
 		{"the same miss again", "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n", 1, 404, nil, false},
+		// The raw walk finds a directory: its redirect waits for nothing.
+		{"a directory's redirect", "GET /d HTTP/1.1\r\nHost: a\r\n\r\n", 1, 301, nil, false},
 		{"body not in memory", "GET /big HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, big, true},
 		{"listing", "GET /d/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, nil, true},
 		{"pipelined", "GET /f HTTP/1.1\r\nHost: a\r\n\r\nGET /f HTTP/1.1\r\nHost: a\r\n\r\n", 2, 200, small, true},

@@ -292,13 +292,21 @@ func openRegular(root *rootDir, p string, flags int) (int, *unix.Stat_t, error) 
 	if err != nil {
 		return -1, nil, err
 	}
-	if k := kindOf(st); k != wire.KindFile {
+	if kindOf(st) != wire.KindFile {
 		unix.Close(fd)
-		e := refuse(wire.StatusNotRegular, "not a regular file: %s is %s", p, describe(k))
-		e.kind = k
-		return -1, nil, e
+		return -1, nil, notRegular(p, st)
 	}
 	return fd, st, nil
+}
+
+// notRegular is the refusal of p, whose stat is st, for not being a
+// regular file: its kind says which (a directory's is answered by a
+// redirect, an index file or a listing over HTTP).
+func notRegular(p string, st *unix.Stat_t) *reqError {
+	k := kindOf(st)
+	e := refuse(wire.StatusNotRegular, "not a regular file: %s is %s", p, describe(k))
+	e.kind = k
+	return e
 }
 
 // noProcReopen is set when /proc/self/fd cannot be opened (not mounted).

@@ -19,10 +19,12 @@ import (
 // cache miss on a hot tree makes no ordinary system call, which would
 // wake the runtime's sysmon for a millisecond of polling (rawcall).
 // err is nil for an open and errNoRaw where raw opens do not apply; any
-// other error is the raw call's. For a name the walk found missing
-// (rawcall.Missing), the caller answers not found at once: a 404 makes one
-// raw lookup and nothing that may wait. For anything else openFile opens
-// p (or gives the refusal its answer: a symlink out, not a regular file).
+// other error is the raw call's, with st filled where the walk found
+// something (ENOTSUP: not a regular file). For a name the walk found
+// missing (rawcall.Missing) or not a regular file, the caller answers at
+// once: a 404 or a directory's redirect makes one raw lookup and nothing
+// that may wait. For anything else openFile opens p (or gives the
+// refusal its answer: a symlink out, say).
 func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, err error) {
 	if !root.local || !root.cached || root.rawOff.Load() || noOpenat2.Load() || noProcReopen.Load() {
 		return -1, st, errNoRaw

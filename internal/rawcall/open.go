@@ -25,9 +25,10 @@ const ResolveCached = 0x20
 // It is raw: use it only on a local file system (Local), with
 // RESOLVE_NO_XDEV in how, so that opening the file reads nothing either.
 // Any error (EAGAIN, EXDEV for a symlink out, ENOTSUP for what is not a
-// regular file...) is for the caller to take the ordinary path, which
-// gives each its proper answer; nothing is left open then. ENOENT and
-// ENOTDIR are the exception (Missing): they come from the walk alone.
+// regular file, st then holding its fstat...) is for the caller to take
+// the ordinary path, which gives each its proper answer; nothing is left
+// open then. ENOENT and ENOTDIR are the exception (Missing): they come
+// from the walk alone.
 func OpenCached(dirfd int, path string, how *unix.OpenHow, flags int, st *unix.Stat_t) (int, error) {
 	pfd, err := lookup(dirfd, path, how, st)
 	if err != nil {
