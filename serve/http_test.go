@@ -245,6 +245,8 @@ func TestHTTPOneConnection(t *testing.T) {
 			os.MkdirAll(filepath.Join(ts.root, "d", "e"), 0o755)
 			os.WriteFile(filepath.Join(ts.root, "d", "index.html"), []byte("<p>hi</p>"), 0o644)
 			os.WriteFile(filepath.Join(ts.root, "d", "e", "x.txt"), []byte("x"), 0o644)
+			os.MkdirAll(filepath.Join(ts.root, "g", "index.html"), 0o755)             // an index name that is a folder: listed
+			os.Symlink("/etc/passwd", filepath.Join(ts.root, "d", "e", "index.html")) // an index name leading out: listed
 			for _, tc := range []struct {
 				raw, method string
 				status      int
@@ -266,6 +268,10 @@ func TestHTTPOneConnection(t *testing.T) {
 				{"GET /d HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 301, "", "Location: /d/"},
 				{"GET /d/ HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 200, "<p>hi</p>", "Content-Type: text/html; charset=utf-8"},
 				{"GET /d/e/?format=json HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 200, "", "Content-Type: application/json"},
+				{"GET /g/ HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 200, "", "Vary: Accept"},
+				{"GET /d/index.html/ HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 404, "", ""},
+				{"GET /nope/ HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 404, "", ""},
+				{"GET /d/./ HTTP/1.1\r\nHost: h\r\n\r\n", "GET", 200, "<p>hi</p>", "Content-Type: text/html; charset=utf-8"},
 				{"HEAD /d/e/ HTTP/1.1\r\nHost: h\r\n\r\n", "HEAD", 200, "", "Vary: Accept"},
 				{"GET /f.bin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", "GET", 200, string(data), "Connection: close"},
 			} {
@@ -291,7 +297,7 @@ func TestHTTPOneConnection(t *testing.T) {
 				}
 			}
 			res := <-ts.result
-			if res.Outcome != OutcomeClosed || res.Requests != 17 {
+			if res.Outcome != OutcomeClosed || res.Requests != 21 {
 				t.Fatalf("result %+v", res)
 			}
 		})

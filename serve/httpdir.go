@@ -17,8 +17,9 @@ import (
 )
 
 // httpDir answers a request for the directory p: a redirect to "p/" (so
-// relative links in what it serves resolve inside it), else its first
-// index file, else a listing (HTML, or JSON when asked), else 403.
+// relative links in what it serves resolve inside it), else a listing
+// (HTML, or JSON when asked), else 403. handleHTTP looked for its index
+// files before (httpIndex).
 func (c *conn) httpDir(p string) error {
 	r := &c.http.req
 	if !strings.HasSuffix(p, "/") {
@@ -30,15 +31,7 @@ func (c *conn) httpDir(p string) error {
 		c.header("Location", loc)
 		return c.finishError("moved to " + loc)
 	}
-	c.unlead() // an index file's open or a listing may wait (leader.go)
-	for _, name := range c.s.opts.Index {
-		fd, st, cached, err := c.s.files.open(c.s.root, p+name, nil)
-		if err != nil {
-			continue // not there, or not a regular file: the next one
-		}
-		defer c.s.files.release(fd, cached)
-		return c.httpFile(fd, &st, fileType(cached, name), c.s.files.inline(cached, &st))
-	}
+	c.unlead() // a listing reads the directory (leader.go)
 	if !c.s.opts.Listing {
 		return c.httpError(403, "forbidden: "+p+" is a directory and listings are off")
 	}

@@ -23,6 +23,15 @@ func (c *conn) handleHTTP() error {
 		c.header("Allow", "GET, HEAD")
 		return c.finishError("method " + r.Method + " is not allowed: this server answers GET and HEAD")
 	}
+	if strings.HasSuffix(r.Path, "/") {
+		// A folder's index file first: a fresh hit of the open-file
+		// cache answers "/" and "/docs/" with no lookup of the folder
+		// and nothing that waits, as nginx's open_file_cache does. A
+		// name under it opens only if the folder is one.
+		if served, err := c.httpIndex(r.Path); served {
+			return err
+		}
+	}
 	fd, st, cached, err := c.s.files.open(c.s.root, r.Path, c.unlead)
 	if err != nil {
 		var re *reqError
@@ -36,7 +45,28 @@ func (c *conn) handleHTTP() error {
 		// "file/" and "file/." name a directory that does not exist.
 		return c.httpError(404, "not found: "+r.Path+" is a file, not a directory")
 	}
-	err = c.httpFile(fd, &st, fileType(cached, r.Path), c.s.files.inline(cached, &st))
+	return c.httpCached(fd, &st, cached, r.Path)
+}
+
+// httpIndex serves the first of the index files (Options.Index) that is
+// a regular file in the folder p, which ends in "/", and reports whether
+// one was there.
+func (c *conn) httpIndex(p string) (served bool, err error) {
+	for _, name := range c.s.opts.Index {
+		fd, st, cached, err := c.s.files.open(c.s.root, p+name, c.unlead)
+		if err != nil {
+			continue // not there, or not a regular file: the next one
+		}
+		defer c.s.files.release(fd, cached)
+		return true, c.httpCached(fd, &st, cached, name)
+	}
+	return false, nil
+}
+
+// httpCached answers a request with the regular file fd, whose stat is st
+// and cache entry cached (nil if none), named name (for its media type).
+func (c *conn) httpCached(fd int, st *unix.Stat_t, cached *cachedFile, name string) error {
+	err := c.httpFile(fd, st, fileType(cached, name), c.s.files.inline(cached, st))
 	c.s.files.staleAfter(cached, err)
 	return err
 }

@@ -97,7 +97,8 @@ func waitParked(t *testing.T, s *Server, n int) {
 // TestLeaderServesFromMemory: a parked connection's request answered from
 // memory (a fresh open-file cache hit, the bytes inline) is served by the
 // epoll set's goroutine itself, and so are a 404 for a name the kernel's
-// caches know is missing and a directory's redirect; anything that may wait hands the leader's place
+// caches know is missing, a directory's redirect and a folder's index file
+// in memory; anything that may wait hands the leader's place
 // to another goroutine first: a miss the caches cannot answer (a name
 // never looked up), a body not in memory, a listing, a second request in
 // one turn. Every answer is whole.
@@ -110,10 +111,13 @@ func TestLeaderServesFromMemory(t *testing.T) {
 	ts.write(t, "f", small)
 	ts.write(t, "big", big)
 	ts.write(t, "d/x", small)
+	ts.write(t, "site/index.html", small)
 	k := ts.dialKept(t, false)
-	for range 2 { // opened, then kept in memory
-		if code, body := k.get(t, "/f"); code != 200 || !bytes.Equal(body, small) {
-			t.Fatalf("warming: %d, equal %v", code, bytes.Equal(body, small))
+	for _, p := range []string{"/f", "/site/"} {
+		for range 2 { // opened, then kept in memory
+			if code, body := k.get(t, p); code != 200 || !bytes.Equal(body, small) {
+				t.Fatalf("warming %s: %d, equal %v", p, code, bytes.Equal(body, small))
+			}
 		}
 	}
 	handoffs := func() uint64 { return ts.srv.leadHandoffs.Load() }
@@ -133,6 +137,8 @@ func TestLeaderServesFromMemory(t *testing.T) {
 		{"the same miss again", "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n", 1, 404, nil, false},
 		// The raw walk finds a directory: its redirect waits for nothing.
 		{"a directory's redirect", "GET /d HTTP/1.1\r\nHost: a\r\n\r\n", 1, 301, nil, false},
+		// A folder's index file in memory: no lookup of the folder.
+		{"a folder's index file", "GET /site/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, small, false},
 		{"body not in memory", "GET /big HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, big, true},
 		{"listing", "GET /d/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, nil, true},
 		{"pipelined", "GET /f HTTP/1.1\r\nHost: a\r\n\r\nGET /f HTTP/1.1\r\nHost: a\r\n\r\n", 2, 200, small, true},
