@@ -240,6 +240,13 @@ func openNew(root *rootDir, p string, mayWait func()) (fd int, st *unix.Stat_t, 
 	if err == nil {
 		return fd, &rst, true, nil
 	}
+	if err == unix.EAGAIN {
+		// The walk may have met a file where a folder was to be
+		// ("file/index.html", for "file/"): its folder's lookup says so.
+		if perr := folderMissing(root, p); perr != nil {
+			err = perr
+		}
+	}
 	if rawcall.Missing(err) {
 		return -1, nil, false, openError(p, err)
 	}
@@ -252,6 +259,30 @@ func openNew(root *rootDir, p string, mayWait func()) (fd int, st *unix.Stat_t, 
 	mayWait()
 	fd, st, err = openFile(root, p)
 	return fd, st, false, err
+}
+
+// folderMissing is the raw walk's answer (rawcall.Missing) for the
+// folder p is in, looked up with its slash, or nil if it has none. A walk
+// limited to the caches (RESOLVE_CACHED) fails with EAGAIN, not ENOTDIR,
+// where a component on the way is not a directory ("file/x": the kernel
+// cannot finish such a walk without leaving its lock-free mode, which
+// RESOLVE_CACHED refuses), but the lookup of "file/" says ENOTDIR. The
+// folder missing, p is too, with the same error the ordinary walk gives.
+// One raw lookup more, only where the ordinary path comes next anyway.
+func folderMissing(root *rootDir, p string) error {
+	i := strings.LastIndexByte(strings.TrimRight(p, "/"), '/')
+	if i <= 0 {
+		return nil // in the root, which is there
+	}
+	fd, _, err := openCached(root, p[:i+1])
+	if err == nil {
+		unix.Close(fd) // cannot be: a path ending in "/" is no regular file
+		return nil
+	}
+	if !rawcall.Missing(err) {
+		return nil
+	}
+	return err
 }
 
 // revalidate reports whether p still names e's file, and its stat: an

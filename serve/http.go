@@ -187,6 +187,7 @@ func (c *conn) httpReadFailed(err error) Outcome {
 		h.req.Method = "HEAD" // the refusal has no body either
 	}
 	h.start = time.Now()
+	h.status, h.bytes = 0, 0 // the access log's, for this response alone (handleHTTP's reset)
 	err = c.httpError(he.Status, he.Msg)
 	c.s.httpResp.add(h.status)
 	c.disarmWrite()

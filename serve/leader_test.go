@@ -112,11 +112,16 @@ func TestLeaderServesFromMemory(t *testing.T) {
 	ts.write(t, "big", big)
 	ts.write(t, "d/x", small)
 	ts.write(t, "site/index.html", small)
+	ts.write(t, "cold/index.html", small)
+	ts.write(t, "bigsite/index.html", big)
 	k := ts.dialKept(t, false)
-	for _, p := range []string{"/f", "/site/"} {
-		for range 2 { // opened, then kept in memory
-			if code, body := k.get(t, p); code != 200 || !bytes.Equal(body, small) {
-				t.Fatalf("warming %s: %d, equal %v", p, code, bytes.Equal(body, small))
+	for _, w := range []struct {
+		path string
+		body []byte
+	}{{"/f", small}, {"/site/", small}, {"/bigsite/", big}} {
+		for range 2 { // opened, then kept (in memory if small)
+			if code, body := k.get(t, w.path); code != 200 || !bytes.Equal(body, w.body) {
+				t.Fatalf("warming %s: %d, equal %v", w.path, code, bytes.Equal(body, w.body))
 			}
 		}
 	}
@@ -139,6 +144,15 @@ func TestLeaderServesFromMemory(t *testing.T) {
 		{"a directory's redirect", "GET /d HTTP/1.1\r\nHost: a\r\n\r\n", 1, 301, nil, false},
 		// A folder's index file in memory: no lookup of the folder.
 		{"a folder's index file", "GET /site/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, small, false},
+		// Its validators alone, from memory too.
+		{"a folder's index file, not modified", "GET /site/ HTTP/1.1\r\nHost: a\r\nIf-None-Match: *\r\n\r\n", 1, 304, nil, false},
+		// An index file never opened (its bytes are read, which may
+		// wait), or whose body is not in memory, hands the place on.
+		{"a folder's index file never opened", "GET /cold/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, small, true},
+		{"a folder's index file not in memory", "GET /bigsite/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, big, true},
+		// A file with a slash: the raw walks of its index and of itself
+		// find no folder, and nothing waits.
+		{"a file with a slash", "GET /f/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 404, nil, false},
 		{"body not in memory", "GET /big HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, big, true},
 		{"listing", "GET /d/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, 200, nil, true},
 		{"pipelined", "GET /f HTTP/1.1\r\nHost: a\r\n\r\nGET /f HTTP/1.1\r\nHost: a\r\n\r\n", 2, 200, small, true},

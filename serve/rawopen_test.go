@@ -301,6 +301,38 @@ func TestAtimeStays(t *testing.T) {
 	}
 }
 
+// TestOpenNewFileOnTheWay: a name under a file ("file/x", and the index
+// file of "file/", which an HTTP request for a folder looks up first) is
+// not found from the raw walks alone, without mayWait: RESOLVE_CACHED
+// fails such a walk with EAGAIN, and the lookup of its folder ("file/")
+// says ENOTDIR. Its answer is the ordinary walk's.
+func TestOpenNewFileOnTheWay(t *testing.T) {
+	_, root, _ := testCache(t, 0)
+	if !root.local || !root.cached {
+		t.Skip("no raw opens on this root")
+	}
+	dir := root.r.Name()
+	if err := os.MkdirAll(filepath.Join(dir, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "f"), []byte("f"), 0o644)
+	os.WriteFile(filepath.Join(dir, "d", "g"), []byte("g"), 0o644)
+	os.Symlink("f", filepath.Join(dir, "in"))
+	for _, p := range []string{"/f/x", "/f/index.html", "/f/x/", "/d/g/index.html", "/in/x", "f/x", "//f//x"} {
+		// Its dentries cached, as a served tree's are.
+		if fd, _, err := openFile(root, p); err == nil {
+			unix.Close(fd)
+		}
+		waited := false
+		fd, st, _, err := openNew(root, p, func() { waited = true })
+		got := openAnswer(fd, st, err)
+		fd, st, err = openFile(root, p)
+		if want := openAnswer(fd, st, err); got != want || waited {
+			t.Errorf("%s: %s, waited %v; ordinary: %s", p, got, waited, want)
+		}
+	}
+}
+
 // TestOpenNewRaces: while the path is swapped, by rename, between a
 // regular file and a FIFO, and a directory on it between a directory and
 // a symlink out of the root, a miss opens only a regular file within the
