@@ -250,10 +250,12 @@ func openNew(root *rootDir, p string, mayWait func()) (fd int, st *unix.Stat_t, 
 	if rawcall.Missing(err) {
 		return -1, nil, false, openError(p, err)
 	}
-	if err == unix.ENOTSUP && rst.Mode&unix.S_IFMT != 0 {
+	if t := rst.Mode & unix.S_IFMT; err == unix.ENOTSUP && t != 0 && t != unix.S_IFREG {
 		// The walk found something else than a regular file (its
 		// fstat is rst), which the ordinary open refuses by its kind
-		// alike, never opening it: a directory, a FIFO, a device.
+		// alike, never opening it: a directory, a FIFO, a device. (A
+		// regular file whose reopen said EOPNOTSUPP goes the ordinary
+		// way, which gives that its answer.)
 		return -1, nil, false, notRegular(p, &rst)
 	}
 	mayWait()
