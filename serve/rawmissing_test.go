@@ -179,3 +179,59 @@ func TestOpenNewMissingComesIntoBeing(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenNewNotMissingWhileReplaced: a name replaced atomically (a file
+// renamed over it, its directory exchanged with another that has the
+// name too) never is not found, raw or not, however the lookups and the
+// renames interleave.
+func TestOpenNewNotMissingWhileReplaced(t *testing.T) {
+	_, root, _ := testCache(t, 0)
+	dir := root.r.Name()
+	at := func(name string) string { return filepath.Join(dir, name) }
+	for _, name := range []string{"f", "d/f", "e/f"} {
+		if err := os.MkdirAll(filepath.Dir(at(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(at(name), []byte("1234"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rounds = 2000
+	done := make(chan error, 1)
+	go func() {
+		for range rounds {
+			if err := os.WriteFile(at("f.tmp"), []byte("1234"), 0o644); err != nil {
+				done <- err
+				return
+			}
+			if err := unix.Rename(at("f.tmp"), at("f")); err != nil {
+				done <- err
+				return
+			}
+			if err := unix.Renameat2(unix.AT_FDCWD, at("d"), unix.AT_FDCWD, at("e"), unix.RENAME_EXCHANGE); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	opens, failed := 0, false
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d opens during %d replacements", opens, rounds)
+			return
+		default:
+		}
+		for _, p := range []string{"/f", "/d/f"} {
+			if got, _ := openNewAs(root, p, 0); got != "file of 4" && !failed {
+				t.Errorf("%s while it is replaced: %s", p, got)
+				failed = true // and wait for the renames to end
+			}
+			opens++
+		}
+	}
+}
