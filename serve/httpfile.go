@@ -136,7 +136,7 @@ func (c *conn) httpFile(fd int, st *unix.Stat_t, ctype string, inline []byte) er
 		if inline != nil {
 			t := c.startTransfer(r.Path, off, n)
 			defer c.cur.Store(nil)
-			err := c.writeInline(c.endHead(), inline[off:off+n], t)
+			_, err := c.writeInline(c.endHead(), inline[off:off+n], t)
 			c.res.Bytes += t.sent.Load()
 			c.http.bytes += t.sent.Load()
 			return err
@@ -308,9 +308,7 @@ func (c *conn) finishError(msg string) error {
 	if h.req.Method == "HEAD" {
 		return c.finishHead(false)
 	}
-	if err := c.writeInline(c.endHead(), []byte(body), nil); err != nil { // one sendmsg
-		return err
-	}
-	h.bytes += int64(len(body))
-	return nil
+	n, err := c.writeInline(c.endHead(), []byte(body), nil) // one sendmsg
+	h.bytes += int64(n)                                     // what was sent, if not all
+	return err
 }

@@ -117,18 +117,19 @@ func (fc *fileCache) dropInlineLocked(e *cachedFile) {
 
 // writeInline sends head and body (not empty), a response and its whole
 // body, in one sendmsg if the socket takes them, and the rest as it does.
-// The body's bytes count as t's progress; t is nil for a response that is
+// It returns how many of the body's bytes were sent, all of them unless
+// err. They count as t's progress too; t is nil for a response that is
 // not a file's (an error's text).
-func (c *conn) writeInline(head, body []byte, t *transfer) error {
+func (c *conn) writeInline(head, body []byte, t *transfer) (int, error) {
 	c.op = sockOp{kind: opSendmsgv, buf: head, buf2: body, flags: unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT}
 	n, err := c.send()
 	c.op.buf, c.op.buf2 = nil, nil
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if n < len(head) {
 		if err := c.write(head[n:], true); err != nil {
-			return err
+			return 0, err
 		}
 		n = len(head)
 	}
@@ -137,9 +138,9 @@ func (c *conn) writeInline(head, body []byte, t *transfer) error {
 	if n < len(body) {
 		w, err := c.writeCounted(body[n:], false)
 		t.progress(c.s, w)
-		return err
+		return n + w, err
 	}
-	return nil
+	return n, nil
 }
 
 // sendmsgv is one sendmsg of c.op.buf and c.op.buf2, through iovecs kept

@@ -14,8 +14,10 @@ import (
 // one of them has to wait.
 //
 // A request that is answered from memory (a fresh hit of the open-file
-// cache with the file's bytes inline, or an error) never waits: its
-// reads and its sendmsg are raw, non-blocking calls. Handing each woken
+// cache with the file's bytes inline, or an error that needs no
+// ordinary lookup: a refused head or method, a name the kernel's caches
+// know is missing) never waits: its reads, its lookup and its sendmsg
+// are raw, non-blocking calls. Handing each woken
 // connection to a goroutine of its own (a runner) cost a goroutine
 // switch, and often a new goroutine and its stack's growth, per request:
 // 13% of a worker's CPU at 1000 keep-alive connections
@@ -26,9 +28,11 @@ import (
 // stays with its connection as a runner would. What may wait:
 //   - a wait in the runtime's poller (fill, send, readRequest's read of
 //     a long native path: a request in pieces, a socket full);
-//   - everything but a fresh hit of the open-file cache (fileCache.open
-//     calls unlead first: a miss, a revalidation, an fstat, any of which
-//     may read a disk);
+//   - in the open-file cache, everything but a fresh hit and a raw
+//     lookup or open (fileCache.open calls unlead before a revalidation,
+//     an fstat, an ordinary open, a read of a small file's bytes, any of
+//     which may read a disk; a name whose raw walk finds it missing is
+//     answered not found at once, openNew);
 //   - a body not in memory (sendBody: sendfile, splice, mmap, copy);
 //   - directory listings and STAT (a walk of the disk);
 //   - a connection's end (its done callback reports to the worker, which

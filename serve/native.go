@@ -105,7 +105,7 @@ func (c *conn) get(q *wire.Request) error {
 	c.cur.Store(t)
 	defer c.cur.Store(nil)
 	if inline != nil {
-		err = c.writeInline(c.appendHeader(&resp), inline[q.Offset:q.Offset+n], t)
+		_, err = c.writeInline(c.appendHeader(&resp), inline[q.Offset:q.Offset+n], t)
 		c.res.Bytes += t.sent.Load()
 		return err
 	}
