@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/zfs-serve/zfs-serve/internal/human"
 )
 
 // Listen creates the control socket at path: the directory if missing, a
@@ -40,7 +42,7 @@ func Listen(path string, gid int) (*Socket, error) {
 			// a directory, a symlink...) at the configured path would
 			// be taken for a stale socket and removed.
 			if st.Mode().Type() != os.ModeSocket {
-				return nil, fmt.Errorf("control socket %s exists and is not a socket (%s); refusing to replace it", path, fileKind(st.Mode()))
+				return nil, fmt.Errorf("control socket %s exists and is not a socket (%s); refusing to replace it", path, human.FileKind(st.Mode()))
 			}
 			stale, err := checkAnswer(path)
 			if err != nil {
@@ -146,7 +148,7 @@ func checkSocketDir(dir string) error {
 	var why string
 	switch {
 	case m.Type() != os.ModeDir:
-		why = "is " + fileKind(m) + ", not a directory"
+		why = "is " + human.FileKind(m) + ", not a directory"
 	case uid != euid && uid != 0:
 		why = fmt.Sprintf("is owned by uid %d, not by uid %d or root", uid, euid)
 		if euid == 0 {
@@ -158,21 +160,4 @@ func checkSocketDir(dir string) error {
 		return nil
 	}
 	return fmt.Errorf("control socket directory %s (owner uid %d, mode %v) %s: someone else could replace or remove the socket; remove it or choose another path with --control", dir, uid, m, why)
-}
-
-// fileKind names the type of a file mode for error messages.
-func fileKind(m os.FileMode) string {
-	switch t := m.Type(); {
-	case t == 0:
-		return "a regular file"
-	case t&os.ModeDir != 0:
-		return "a directory"
-	case t&os.ModeSymlink != 0:
-		return "a symbolic link"
-	case t&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case t&os.ModeDevice != 0:
-		return "a device"
-	}
-	return "mode " + m.String()
 }

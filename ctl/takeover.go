@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zfs-serve/zfs-serve/internal/human"
 )
 
 // Taking the control socket over from a draining daemon.
@@ -85,7 +87,7 @@ func (s *Socket) Publish() error {
 			// Another socket came since Listen (a third daemon, or a
 			// replacement by hand): the same check as Listen's.
 			if st.Mode().Type() != os.ModeSocket {
-				return fmt.Errorf("control socket %s is no longer a socket (%s); refusing to replace it", s.path, fileKind(st.Mode()))
+				return fmt.Errorf("control socket %s is no longer a socket (%s); refusing to replace it", s.path, human.FileKind(st.Mode()))
 			}
 			if _, err := checkAnswer(s.path); err != nil {
 				return err

@@ -7,15 +7,19 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/zfs-serve/zfs-serve/internal/human"
 )
 
 // fetchFile downloads into Dst's .part and renames it to Dst once complete
 // and verified.
 func (d *download) fetchFile(ctx context.Context) (Result, error) {
 	j := d.j
-	if fi, err := os.Stat(j.Dst); err == nil && fi.IsDir() {
-		// Found now, not by the rename after the whole download.
-		return d.result(), &LocalError{Op: "write", Path: j.Dst, Err: errors.New("is a directory")}
+	if fi, err := os.Stat(j.Dst); err == nil && !fi.Mode().IsRegular() {
+		// Found now, not by the rename after the whole download; and a
+		// device, a FIFO or a socket is never replaced by a file renamed
+		// over it (write into one with Job.Out).
+		return d.result(), &LocalError{Op: "write", Path: j.Dst, Err: notRegular(fi.Mode())}
 	}
 	if err := d.learn(ctx); err != nil {
 		return d.result(), err
@@ -233,4 +237,13 @@ func (d *download) finish() error {
 		return err
 	}
 	return p.install(d.j.Dst, d.refIdent().MTime)
+}
+
+// notRegular is the error for a destination that is not a regular file:
+// "is a directory", "is a character device, not a regular file".
+func notRegular(m os.FileMode) error {
+	if m.IsDir() {
+		return errors.New("is a directory")
+	}
+	return fmt.Errorf("is %s, not a regular file", human.FileKind(m))
 }

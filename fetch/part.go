@@ -236,6 +236,10 @@ func (p *partFile) install(dst string, mtime int64) error {
 			return &LocalError{Op: "set mtime of", Path: p.path, Err: unwrapPathErr(err)}
 		}
 	}
+	if fi, err := os.Lstat(dst); err == nil && fi.Mode().Type()&(os.ModeDevice|os.ModeNamedPipe|os.ModeSocket) != 0 {
+		// Made there during the download (fetchFile looked first).
+		return &LocalError{Op: "rename over", Path: dst, Err: notRegular(fi.Mode())}
+	}
 	if err := os.Rename(p.path, dst); err != nil {
 		return &LocalError{Op: "rename", Path: p.path, Err: unwrapPathErr(err)}
 	}

@@ -52,6 +52,16 @@ func makePlan(ctx context.Context, o *options, targets, mirrors []fetch.Target, 
 		switch {
 		case o.stdoutIsOutput:
 			j.Out, j.Name = stdout, "-"
+		case o.outputStream:
+			f, err := os.OpenFile(o.output, os.O_WRONLY, 0)
+			if err != nil {
+				var pe *os.PathError
+				if errors.As(err, &pe) {
+					err = pe.Err
+				}
+				return nil, &fetch.LocalError{Op: "open", Path: o.output, Err: err}
+			}
+			j.Out, j.Name = f, o.output
 		case o.output != "":
 			j.Dst = o.output
 		default:

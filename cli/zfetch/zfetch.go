@@ -118,6 +118,7 @@ type options struct {
 	speedTime      time.Duration
 	maxTime        time.Duration
 	stdoutIsOutput bool
+	outputStream   bool // -o names a device, a FIFO or a socket: written into as stdout is
 	mirrors        []string
 	cacert         string
 	insecure       bool
@@ -218,6 +219,20 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 			return nil, nil, cli.Usagef("-c needs a file to resume; stdout is not one")
 		case o.conns > 1:
 			return nil, nil, cli.Usagef("-x needs a file to write ranges into; stdout is not one")
+		}
+	} else if fi, err := os.Stat(o.output); o.output != "" && err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+		// /dev/null, a FIFO, a terminal: written into in order, as
+		// stdout is (curl -o and wget -O do the same), never replaced
+		// by a file renamed over it.
+		o.outputStream = true
+		kind := human.FileKind(fi.Mode())
+		switch {
+		case o.recursive:
+			return nil, nil, cli.Usagef("-r needs a directory to write the tree into; %s is %s", o.output, kind)
+		case o.resume:
+			return nil, nil, cli.Usagef("-c needs a file to resume; %s is %s", o.output, kind)
+		case o.conns > 1:
+			return nil, nil, cli.Usagef("-x needs a file to write ranges into; %s is %s", o.output, kind)
 		}
 	}
 	if _, err := fetch.ParseRecvMode(o.recv); err != nil {
