@@ -33,10 +33,10 @@ func openNewAs(root *rootDir, p string, user int) (answer string, waited bool) {
 // TestOpenNewMissingWithoutWait: once the walk has been made (the
 // kernel's caches hold the answer), a missing name (a missing file, a
 // missing directory on the way, a dangling symlink, a file named as a
-// directory) is not found without mayWait; what the caches cannot
-// answer alone (a name below a directory the worker may not search, a
-// directory, a name beyond a mount point) still waits and gets the
-// ordinary walk's answer.
+// directory) is not found without mayWait, and a directory is refused
+// by its kind without it too; what the caches cannot answer alone (a
+// name below a directory the worker may not search, a name beyond a
+// mount point) still waits and gets the ordinary walk's answer.
 func TestOpenNewMissingWithoutWait(t *testing.T) {
 	_, root, _ := testCache(t, 0)
 	if !root.cached {
@@ -74,7 +74,7 @@ func TestOpenNewMissingWithoutWait(t *testing.T) {
 		{"/d/nope", 65534, false},
 		{"/nosearch/nope", 0, false},
 		{"/nosearch/nope", 65534, true}, // 403, not 404
-		{"/d", 0, true},                 // a directory: the ordinary walk says so
+		{"/d", 0, false},                // a directory: refused by the raw walk's fstat
 		{"/mnt/nope", 0, true},          // another mount (RESOLVE_NO_XDEV)
 	} {
 		if c.path == "/mnt/nope" && !mounted {
