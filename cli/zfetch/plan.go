@@ -59,6 +59,10 @@ func makePlan(ctx context.Context, o *options, targets, mirrors []fetch.Target, 
 				return nil, err
 			}
 			j.Out, j.Name = f, o.output
+		case o.outputFile != "":
+			// -o is a symlink: the file it leads to is replaced, the
+			// link stays.
+			j.Dst, j.Name = o.outputFile, o.output
 		case o.output != "":
 			j.Dst = o.output
 		default:
