@@ -76,6 +76,13 @@ func openPart(part string) (*partFile, error) {
 			f.Close()
 			return nil, &LocalError{Op: "stat", Path: part, Err: err}
 		}
+		if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+			// A FIFO or a device there would be written into, then
+			// renamed to the destination (with -c and a state beside
+			// it, without even the truncation that fails on one).
+			f.Close()
+			return nil, &LocalError{Op: "write", Path: part, Err: notRegular(fi.Mode())}
+		}
 		if unix.Stat(part, &pst) != nil || pst.Dev != fst.Dev || pst.Ino != fst.Ino {
 			f.Close()
 			if tries < 3 {
