@@ -144,7 +144,12 @@ func openStream(ctx context.Context, name string) (*os.File, error) {
 		}
 		return r.f, nil
 	case <-ctx.Done():
-		rd, _ := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		// A FIFO only: opening a device has effects of its own (a tape
+		// rewinds).
+		var rd *os.File
+		if fi, err := os.Stat(name); err == nil && fi.Mode().Type() == os.ModeNamedPipe {
+			rd, _ = os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		}
 		go func() {
 			if r := <-ch; r.f != nil {
 				r.f.Close()
