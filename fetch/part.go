@@ -244,8 +244,10 @@ func (p *partFile) install(dst string, mtime int64) error {
 		}
 	}
 	if fi, err := os.Lstat(dst); err == nil && fi.Mode().Type()&(os.ModeDevice|os.ModeNamedPipe|os.ModeSocket) != 0 {
-		// Made there during the download (fetchFile looked first).
-		return &LocalError{Op: "rename over", Path: dst, Err: notRegular(fi.Mode())}
+		// Made there during the download (fetchFile looked first). The
+		// download, whole and checked, stays in the .part: said, as
+		// nothing else would say where it is.
+		return &LocalError{Op: "rename over", Path: dst, Err: fmt.Errorf("%w; the download is kept in %s", notRegular(fi.Mode()), p.path)}
 	}
 	if err := os.Rename(p.path, dst); err != nil {
 		return &LocalError{Op: "rename", Path: p.path, Err: unwrapPathErr(err)}
