@@ -15,7 +15,8 @@ import (
 // is) whose file is a regular file: the file gets the bytes and the link is
 // not replaced by a regular file (zfetch -o /dev/stdout > out would
 // otherwise put a regular file in /dev/stdout's place). To a regular
-// file: that file is replaced, the link stays.
+// file: that file is replaced, the link stays; dangling: the missing file
+// is made.
 func TestZfetchOutputSymlinks(t *testing.T) {
 	root := t.TempDir()
 	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 1<<20)
@@ -113,7 +114,21 @@ func TestZfetchOutputSymlinks(t *testing.T) {
 	if s := FileSHA256(t, out); s != sum {
 		t.Fatalf("the file the link leads to has sha256 %s, want %s", s, sum)
 	}
-	if es, _ := os.ReadDir(dir); len(es) != 5 {
-		t.Errorf("%d names in the directory, want 5 (fifo, tofifo, out, stdout, tofile): no .part left", len(es))
+
+	// A dangling symlink: the missing name it ends in is made, the link
+	// stays (as curl -o does).
+	dangling := filepath.Join(dir, "dangling")
+	if err := os.Symlink("new", dangling); err != nil {
+		t.Fatal(err)
+	}
+	if r := Zfetch(t, "-q", "-o", dangling, d.URL("/f.bin")); r.Code != 0 {
+		t.Fatalf("zfetch -o DANGLING-LINK: exit %d: %s", r.Code, r.Stderr)
+	}
+	isLink(dangling, "new")
+	if s := FileSHA256(t, filepath.Join(dir, "new")); s != sum {
+		t.Fatalf("the file made at the dangling link's end has sha256 %s, want %s", s, sum)
+	}
+	if es, _ := os.ReadDir(dir); len(es) != 7 {
+		t.Errorf("%d names in the directory, want 7 (fifo, tofifo, out, stdout, tofile, dangling, new): no .part left", len(es))
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -237,7 +236,7 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 		case o.conns > 1:
 			return nil, nil, cli.Usagef("-x needs a file to write ranges into; %s is %s", o.output, kind)
 		}
-	} else if err == nil && fi.Mode().IsRegular() {
+	} else if o.output != "" && (err == nil && fi.Mode().IsRegular() || errors.Is(err, os.ErrNotExist)) {
 		file, err := linkedFile(o.output, fi)
 		if err != nil {
 			return nil, nil, err
@@ -466,28 +465,4 @@ func tlsConfig(o *options) (*tls.Config, error) {
 		return &tls.Config{RootCAs: pool}, nil
 	}
 	return nil, nil
-}
-
-// linkedFile is the path of the regular file fi that the symlink name
-// leads to ("" if name is no symlink): the download is renamed over that
-// file, not over the symlink. A link whose file has no path to rename
-// over (what /proc/self/fd/1, so /dev/stdout, leads to for a deleted file
-// or one of another mount namespace) is a usage error: replacing the link
-// itself by the file would break it for everyone else (zfetch -o
-// /dev/stdout > out would leave a regular file in /dev/stdout's place).
-func linkedFile(name string, fi os.FileInfo) (string, error) {
-	if lfi, err := os.Lstat(name); err != nil || lfi.Mode().Type() != os.ModeSymlink {
-		return "", nil
-	}
-	file, err := filepath.EvalSymlinks(name)
-	if err == nil {
-		var ffi os.FileInfo
-		if ffi, err = os.Stat(file); err == nil && !os.SameFile(fi, ffi) {
-			err = fmt.Errorf("it leads to %s, which is another file", file)
-		}
-	}
-	if err != nil {
-		return "", cli.Usagef("-o %s is a symbolic link whose file has no path to put the download in place (%v); name the file itself, or use -o - with a redirection", name, err)
-	}
-	return file, nil
 }
