@@ -76,6 +76,13 @@ func openPart(part string) (*partFile, error) {
 			f.Close()
 			return nil, &LocalError{Op: "stat", Path: part, Err: err}
 		}
+		if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+			// A FIFO or a device there would be written into, then
+			// renamed to the destination (with -c and a state beside
+			// it, without even the truncation that fails on one).
+			f.Close()
+			return nil, &LocalError{Op: "write", Path: part, Err: notRegular(fi.Mode())}
+		}
 		if unix.Stat(part, &pst) != nil || pst.Dev != fst.Dev || pst.Ino != fst.Ino {
 			f.Close()
 			if tries < 3 {
@@ -237,8 +244,10 @@ func (p *partFile) install(dst string, mtime int64) error {
 		}
 	}
 	if fi, err := os.Lstat(dst); err == nil && fi.Mode().Type()&(os.ModeDevice|os.ModeNamedPipe|os.ModeSocket) != 0 {
-		// Made there during the download (fetchFile looked first).
-		return &LocalError{Op: "rename over", Path: dst, Err: notRegular(fi.Mode())}
+		// Made there during the download (fetchFile looked first). The
+		// download, whole and checked, stays in the .part: said, as
+		// nothing else would say where it is.
+		return &LocalError{Op: "rename over", Path: dst, Err: fmt.Errorf("%w; the download is kept in %s", notRegular(fi.Mode()), p.path)}
 	}
 	if err := os.Rename(p.path, dst); err != nil {
 		return &LocalError{Op: "rename", Path: p.path, Err: unwrapPathErr(err)}

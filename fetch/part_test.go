@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Two downloads of one destination: the second cannot take the .part
@@ -331,5 +333,30 @@ func TestSaveOneAtATime(t *testing.T) {
 	}
 	if _, err := os.Stat(p.statePath); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a save after install: %v", err)
+	}
+}
+
+// TestOpenPartNotRegular: a .part that is a FIFO or a character device is
+// refused by its kind, before a byte is written into it or it is renamed.
+func TestOpenPartNotRegular(t *testing.T) {
+	for _, tc := range []struct {
+		mode uint32
+		kind string
+	}{
+		{unix.S_IFIFO, "is a FIFO, not a regular file"},
+		{unix.S_IFCHR, "is a character device, not a regular file"},
+	} {
+		part := partName(filepath.Join(t.TempDir(), "f"))
+		if err := unix.Mknod(part, tc.mode|0o666, int(unix.Mkdev(1, 3))); err != nil {
+			t.Skipf("mknod: %v", err)
+		}
+		p, err := openPart(part)
+		if err == nil {
+			p.release()
+		}
+		var le *LocalError
+		if !errors.As(err, &le) || !strings.Contains(err.Error(), tc.kind) {
+			t.Errorf("openPart(%s) = %v, want a LocalError saying it %s", part, err, tc.kind)
+		}
 	}
 }

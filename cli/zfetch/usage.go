@@ -13,8 +13,9 @@ port 7070 by default), or http://... or https://... (percent-encoding
 accepted).
 
   -o FILE        write to FILE; -o - writes to stdout (one URL); a device
-                 or FIFO (-o /dev/null) is written into as stdout is; with
-                 -r, FILE is the directory that receives the tree
+                 or FIFO (-o /dev/null) is written into as stdout is; a
+                 symlink's file is replaced (or made), the link stays;
+                 with -r, FILE is the directory that receives the tree
   -O DIR         write into DIR (created if missing); default: .
   -c             continue: resume FILE.part; a complete FILE is left alone
   -q             quiet: print nothing but errors

@@ -118,7 +118,8 @@ type options struct {
 	speedTime      time.Duration
 	maxTime        time.Duration
 	stdoutIsOutput bool
-	outputStream   bool // -o names a device, a FIFO or a socket: written into as stdout is
+	outputStream   bool   // -o names a device or a FIFO: written into as stdout is
+	outputFile     string // -o names a symlink to a regular file: that file's path
 	mirrors        []string
 	cacert         string
 	insecure       bool
@@ -220,10 +221,11 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 		case o.conns > 1:
 			return nil, nil, cli.Usagef("-x needs a file to write ranges into; stdout is not one")
 		}
-	} else if fi, err := os.Stat(o.output); o.output != "" && err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+	} else if fi, err := os.Stat(o.output); o.output != "" && err == nil && fi.Mode().Type()&(os.ModeDevice|os.ModeNamedPipe) != 0 {
 		// /dev/null, a FIFO, a terminal: written into in order, as
 		// stdout is (curl -o and wget -O do the same), never replaced
-		// by a file renamed over it.
+		// by a file renamed over it. (A socket cannot be opened by its
+		// name: fetch refuses it as it refuses a directory.)
 		o.outputStream = true
 		kind := human.FileKind(fi.Mode())
 		switch {
@@ -234,6 +236,12 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 		case o.conns > 1:
 			return nil, nil, cli.Usagef("-x needs a file to write ranges into; %s is %s", o.output, kind)
 		}
+	} else if o.output != "" && (err == nil && fi.Mode().IsRegular() || errors.Is(err, os.ErrNotExist)) {
+		file, err := linkedFile(o.output, fi)
+		if err != nil {
+			return nil, nil, err
+		}
+		o.outputFile = file
 	}
 	if _, err := fetch.ParseRecvMode(o.recv); err != nil {
 		return nil, nil, &cli.UsageError{Err: err}
