@@ -26,9 +26,7 @@ func TestZfetchIntoFIFOWithoutReaderMaxTime(t *testing.T) {
 	if r.Code != 7 || !strings.Contains(r.Stderr, "--max-time") {
 		t.Fatalf("zfetch -o FIFO without a reader --max-time 1s: exit %d %q, want 7", r.Code, r.Stderr)
 	}
-	if fi, err := os.Lstat(fifo); err != nil || fi.Mode().Type() != os.ModeNamedPipe {
-		t.Fatalf("the FIFO is gone or replaced: %v %v", fi.Mode(), err)
-	}
+	mustKind(t, fifo, os.ModeNamedPipe)
 }
 
 // TestZfetchIntoFIFOWithoutReaderInterrupt: one Ctrl-C ends the wait for a
@@ -79,7 +77,5 @@ func TestZfetchIntoFIFOWithoutReaderInterrupt(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
 		t.Fatalf("exit %d %q, want 130", code, errb.String())
 	}
-	if fi, err := os.Lstat(fifo); err != nil || fi.Mode().Type() != os.ModeNamedPipe {
-		t.Fatalf("the FIFO is gone or replaced: %v %v", fi.Mode(), err)
-	}
+	mustKind(t, fifo, os.ModeNamedPipe)
 }

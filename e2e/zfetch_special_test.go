@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,27 +24,10 @@ func TestZfetchIntoDeviceOrFIFO(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	isFIFO := func() {
-		t.Helper()
-		if fi, err := os.Lstat(fifo); err != nil || fi.Mode().Type() != os.ModeNamedPipe {
-			t.Fatalf("the FIFO is gone or replaced: %v %v", fi.Mode(), err)
-		}
-	}
 	for _, url := range []string{d.URL("/f.bin"), d.httpURL("/f.bin")} {
-		got := make(chan string, 1)
-		go func() {
-			f, err := os.Open(fifo)
-			if err != nil {
-				got <- err.Error()
-				return
-			}
-			defer f.Close()
-			h := sha256.New()
-			io.Copy(h, f)
-			got <- hex.EncodeToString(h.Sum(nil))
-		}()
+		got := readFIFO(fifo)
 		r := Zfetch(t, "-q", "-o", fifo, url)
-		isFIFO() // first: a FIFO replaced leaves its reader waiting for ever
+		mustKind(t, fifo, os.ModeNamedPipe) // first: a FIFO replaced leaves its reader waiting for ever
 		if r.Code != 0 {
 			t.Fatalf("zfetch -o FIFO %s: exit %d: %s", url, r.Code, r.Stderr)
 		}
@@ -65,7 +45,7 @@ func TestZfetchIntoDeviceOrFIFO(t *testing.T) {
 		if r.Code != 2 || !strings.Contains(r.Stderr, "is a FIFO") {
 			t.Errorf("zfetch %v -o FIFO: exit %d %q, want a usage error naming the FIFO", args, r.Code, r.Stderr)
 		}
-		isFIFO()
+		mustKind(t, fifo, os.ModeNamedPipe)
 	}
 	// -O: the URL's name in the directory is the FIFO.
 	odir := t.TempDir()
@@ -79,9 +59,7 @@ func TestZfetchIntoDeviceOrFIFO(t *testing.T) {
 	if es, _ := os.ReadDir(odir); len(es) != 1 {
 		t.Errorf("-O onto a FIFO left %d names in the directory, want the FIFO alone", len(es))
 	}
-	if fi, err := os.Lstat(filepath.Join(odir, "f.bin")); err != nil || fi.Mode().Type() != os.ModeNamedPipe {
-		t.Fatalf("-O replaced the FIFO: %v %v", fi.Mode(), err)
-	}
+	mustKind(t, filepath.Join(odir, "f.bin"), os.ModeNamedPipe)
 
 	// A character device: /dev/null's own numbers, made here.
 	null := filepath.Join(dir, "null")
