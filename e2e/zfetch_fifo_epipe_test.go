@@ -11,13 +11,9 @@ import (
 // zfetch stops with a local error (exit 6), whatever the receive mode,
 // rather than taking the broken pipe for the network's fault and retrying.
 func TestZfetchFIFOReaderGone(t *testing.T) {
-	root := t.TempDir()
-	WriteRandom(t, filepath.Join(root, "f.bin"), 32<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	d, _ := serveOneFile(t, 32<<20)
 	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, fifo)
 	for _, url := range []string{d.URL("/f.bin"), d.httpURL("/f.bin")} {
 		for _, recv := range []string{"splice", "copy", "mmap"} {
 			done := make(chan struct{})
@@ -45,9 +41,7 @@ func TestZfetchFIFOReaderGone(t *testing.T) {
 // into a character device made with /dev/null's numbers: the whole file
 // goes in (exit 0) and the device stays.
 func TestZfetchIntoDeviceRecvModes(t *testing.T) {
-	root := t.TempDir()
-	WriteRandom(t, filepath.Join(root, "f.bin"), 2<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	d, _ := serveOneFile(t, 2<<20)
 	dir := t.TempDir()
 	null := filepath.Join(dir, "null")
 	if err := syscall.Mknod(null, syscall.S_IFCHR|0o666, 1<<8|3); err != nil {

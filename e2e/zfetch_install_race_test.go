@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -16,9 +15,7 @@ import (
 // the download runs is not replaced by the .part renamed over it at the
 // end: exit 6, naming it and the .part that keeps the download.
 func TestZfetchDestinationBecomesFIFO(t *testing.T) {
-	root := t.TempDir()
-	WriteRandom(t, filepath.Join(root, "f.bin"), 4<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	d, sum := serveOneFile(t, 4<<20)
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "f.bin")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -32,14 +29,10 @@ func TestZfetchDestinationBecomesFIFO(t *testing.T) {
 	if !waitFor(time.Minute, func() bool { fi, err := os.Stat(dst + ".part"); return err == nil && fi.Size() > 0 }) {
 		t.Fatal("no .part with bytes in it")
 	}
-	if err := syscall.Mkfifo(dst, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, dst)
 	err := cmd.Wait()
 	code := cmd.ProcessState.ExitCode()
-	if fi, lerr := os.Lstat(dst); lerr != nil || fi.Mode().Type() != os.ModeNamedPipe {
-		t.Fatalf("the FIFO was replaced: %v %v", fi.Mode(), lerr)
-	}
+	mustKind(t, dst, os.ModeNamedPipe)
 	if code != 6 || !strings.Contains(errb.String(), "is a FIFO") {
 		t.Fatalf("exit %d (%v) %q, want 6 naming the FIFO", code, err, errb.String())
 	}
@@ -47,7 +40,7 @@ func TestZfetchDestinationBecomesFIFO(t *testing.T) {
 	if !strings.Contains(errb.String(), "kept in "+dst+".part") {
 		t.Errorf("stderr %q does not say where the download is", errb.String())
 	}
-	if s, want := FileSHA256(t, dst+".part"), FileSHA256(t, filepath.Join(root, "f.bin")); s != want {
+	if s, want := FileSHA256(t, dst+".part"), sum; s != want {
 		t.Errorf("%s.part: sha256 %s, want %s", dst, s, want)
 	}
 }

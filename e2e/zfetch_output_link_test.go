@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -18,9 +17,7 @@ import (
 // file: that file is replaced, the link stays; dangling: the missing file
 // is made.
 func TestZfetchOutputSymlinks(t *testing.T) {
-	root := t.TempDir()
-	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 1<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	d, sum := serveOneFile(t, 1<<20)
 	dir := t.TempDir()
 	isLink := func(p, to string) {
 		t.Helper()
@@ -35,9 +32,7 @@ func TestZfetchOutputSymlinks(t *testing.T) {
 
 	// A symlink to a FIFO.
 	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, fifo)
 	link := filepath.Join(dir, "tofifo")
 	if err := os.Symlink(fifo, link); err != nil {
 		t.Fatal(err)

@@ -12,9 +12,7 @@ import (
 // (made with /dev/null's numbers) is refused by its kind, with or without
 // -c, and neither it nor anything is renamed to FILE.
 func TestZfetchPartIsSpecial(t *testing.T) {
-	root := t.TempDir()
-	WriteRandom(t, filepath.Join(root, "f.bin"), 1<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	d, _ := serveOneFile(t, 1<<20)
 	for _, kind := range []uint32{syscall.S_IFIFO, syscall.S_IFCHR} {
 		for _, args := range [][]string{{}, {"-c"}, {"-x", "4"}} {
 			dir := t.TempDir()

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -51,9 +50,7 @@ func TestZfetchSpecialOutputKinds(t *testing.T) {
 	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, fifo)
 
 	got := readFIFO(fifo)
 	r := Zfetch(t, "--json", "-o", fifo, d.httpURL("/f.bin"))
@@ -91,9 +88,7 @@ func TestZfetchSpecialOutputKinds(t *testing.T) {
 	}
 
 	out := t.TempDir()
-	if err := syscall.Mkfifo(filepath.Join(out, "b.bin"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, filepath.Join(out, "b.bin"))
 	r = Zfetch(t, "-q", "-r", "-o", out, d.URL("/tree"))
 	if r.Code != 6 || !strings.Contains(r.Stderr, "is a FIFO") {
 		t.Errorf("zfetch -r onto a tree with a FIFO: exit %d %q, want 6 naming the FIFO", r.Code, r.Stderr)

@@ -15,13 +15,9 @@ import (
 // its opening for writing; --max-time still bounds the run (status 7), as
 // docs/ZFETCH.md says it bounds everything, and the FIFO stays one.
 func TestZfetchIntoFIFOWithoutReaderMaxTime(t *testing.T) {
-	root := t.TempDir()
-	WriteRandom(t, filepath.Join(root, "f.bin"), 64<<10)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	d, _ := serveOneFile(t, 64<<10)
 	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, fifo)
 	r := run(t, 30*time.Second, zfetch, "-q", "--max-time", "1s", "-o", fifo, d.URL("/f.bin"))
 	if r.Code != 7 || !strings.Contains(r.Stderr, "--max-time") {
 		t.Fatalf("zfetch -o FIFO without a reader --max-time 1s: exit %d %q, want 7", r.Code, r.Stderr)
@@ -32,13 +28,9 @@ func TestZfetchIntoFIFOWithoutReaderMaxTime(t *testing.T) {
 // TestZfetchIntoFIFOWithoutReaderInterrupt: one Ctrl-C ends the wait for a
 // FIFO's reader (status 130), as it ends a download.
 func TestZfetchIntoFIFOWithoutReaderInterrupt(t *testing.T) {
-	root := t.TempDir()
-	WriteRandom(t, filepath.Join(root, "f.bin"), 64<<10)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	d, _ := serveOneFile(t, 64<<10)
 	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, fifo)
 	cmd := exec.Command(zfetch, "-q", "-o", fifo, d.URL("/f.bin"))
 	var errb strings.Builder
 	cmd.Stderr = &errb

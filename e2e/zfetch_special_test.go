@@ -16,14 +16,10 @@ import (
 // regular file (-c, -x N, -r) is a usage error, and a download whose
 // destination under -O is such a node is refused before any byte.
 func TestZfetchIntoDeviceOrFIFO(t *testing.T) {
-	root := t.TempDir()
-	sum := WriteRandom(t, filepath.Join(root, "f.bin"), 3<<20)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	d, sum := serveOneFile(t, 3<<20)
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, fifo)
 	for _, url := range []string{d.URL("/f.bin"), d.httpURL("/f.bin")} {
 		got := readFIFO(fifo)
 		r := Zfetch(t, "-q", "-o", fifo, url)
@@ -49,9 +45,7 @@ func TestZfetchIntoDeviceOrFIFO(t *testing.T) {
 	}
 	// -O: the URL's name in the directory is the FIFO.
 	odir := t.TempDir()
-	if err := syscall.Mkfifo(filepath.Join(odir, "f.bin"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	makeFIFO(t, filepath.Join(odir, "f.bin"))
 	r := Zfetch(t, "-q", "-O", odir, d.URL("/f.bin"))
 	if r.Code == 0 || !strings.Contains(r.Stderr, "is a FIFO, not a regular file") {
 		t.Fatalf("zfetch -O onto a FIFO: exit %d %q, want it refused", r.Code, r.Stderr)
@@ -77,5 +71,22 @@ func TestZfetchIntoDeviceOrFIFO(t *testing.T) {
 	}
 	if es, _ := os.ReadDir(dir); len(es) != 2 {
 		t.Errorf("%d names beside the FIFO and the device, want none (no .part)", len(es)-2)
+	}
+}
+
+// serveOneFile starts a daemon with one worker serving /f.bin, n random
+// bytes, and returns it with the file's sha256.
+func serveOneFile(t *testing.T, n int64) (*Daemon, string) {
+	t.Helper()
+	root := t.TempDir()
+	sum := WriteRandom(t, filepath.Join(root, "f.bin"), n)
+	return StartDaemon(t, DaemonOpts{Root: root, Workers: 1}), sum
+}
+
+// makeFIFO makes a FIFO at path.
+func makeFIFO(t *testing.T, path string) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
