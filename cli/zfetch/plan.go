@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/cli"
@@ -117,47 +116,4 @@ func parseTarget(u string) (fetch.Target, error) {
 		return t, cli.Usagef("%s: a path with \"..\" in it names nothing on the server", t)
 	}
 	return t, nil
-}
-
-// openStream opens the device or FIFO of -o for writing. Opening a FIFO
-// waits for a reader: ctx (Ctrl-C, --max-time) ends the wait, and the
-// open left behind is made to return by a reader of zfetch's own, then
-// closed.
-func openStream(ctx context.Context, name string) (*os.File, error) {
-	type opened struct {
-		f   *os.File
-		err error
-	}
-	ch := make(chan opened, 1)
-	go func() {
-		f, err := os.OpenFile(name, os.O_WRONLY, 0)
-		ch <- opened{f, err}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			var pe *os.PathError
-			if errors.As(r.err, &pe) {
-				r.err = pe.Err
-			}
-			return nil, &fetch.LocalError{Op: "open", Path: name, Err: r.err}
-		}
-		return r.f, nil
-	case <-ctx.Done():
-		// A FIFO only: opening a device has effects of its own (a tape
-		// rewinds).
-		var rd *os.File
-		if fi, err := os.Stat(name); err == nil && fi.Mode().Type() == os.ModeNamedPipe {
-			rd, _ = os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-		}
-		go func() {
-			if r := <-ch; r.f != nil {
-				r.f.Close()
-			}
-			if rd != nil {
-				rd.Close()
-			}
-		}()
-		return nil, ctx.Err()
-	}
 }

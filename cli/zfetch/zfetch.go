@@ -211,37 +211,8 @@ func parse(args []string, stdout io.Writer) (*options, []string, error) {
 	case o.cacert != "" && o.insecure:
 		return nil, nil, cli.Usagef("--cacert and -k are exclusive")
 	}
-	if o.output == "-" {
-		o.stdoutIsOutput = true
-		switch {
-		case o.recursive:
-			return nil, nil, cli.Usagef("-o - cannot take a tree (-r)")
-		case o.resume:
-			return nil, nil, cli.Usagef("-c needs a file to resume; stdout is not one")
-		case o.conns > 1:
-			return nil, nil, cli.Usagef("-x needs a file to write ranges into; stdout is not one")
-		}
-	} else if fi, err := os.Stat(o.output); o.output != "" && err == nil && fi.Mode().Type()&(os.ModeDevice|os.ModeNamedPipe) != 0 {
-		// /dev/null, a FIFO, a terminal: written into in order, as
-		// stdout is (curl -o and wget -O do the same), never replaced
-		// by a file renamed over it. (A socket cannot be opened by its
-		// name: fetch refuses it as it refuses a directory.)
-		o.outputStream = true
-		kind := human.FileKind(fi.Mode())
-		switch {
-		case o.recursive:
-			return nil, nil, cli.Usagef("-r needs a directory to write the tree into; %s is %s", o.output, kind)
-		case o.resume:
-			return nil, nil, cli.Usagef("-c needs a file to resume; %s is %s", o.output, kind)
-		case o.conns > 1:
-			return nil, nil, cli.Usagef("-x needs a file to write ranges into; %s is %s", o.output, kind)
-		}
-	} else if o.output != "" && (err == nil && fi.Mode().IsRegular() || errors.Is(err, os.ErrNotExist)) {
-		file, err := linkedFile(o.output, fi)
-		if err != nil {
-			return nil, nil, err
-		}
-		o.outputFile = file
+	if err := o.checkOutput(); err != nil {
+		return nil, nil, err
 	}
 	if _, err := fetch.ParseRecvMode(o.recv); err != nil {
 		return nil, nil, &cli.UsageError{Err: err}
