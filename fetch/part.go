@@ -76,12 +76,16 @@ func openPart(part string) (*partFile, error) {
 			f.Close()
 			return nil, &LocalError{Op: "stat", Path: part, Err: err}
 		}
-		if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		if fst.Mode&unix.S_IFMT != unix.S_IFREG {
 			// A FIFO or a device there would be written into, then
 			// renamed to the destination (with -c and a state beside
 			// it, without even the truncation that fails on one).
+			m := os.ModeIrregular
+			if fi, err := f.Stat(); err == nil {
+				m = fi.Mode() // its kind, for the message
+			}
 			f.Close()
-			return nil, &LocalError{Op: "write", Path: part, Err: notRegular(fi.Mode())}
+			return nil, &LocalError{Op: "write", Path: part, Err: notRegular(m)}
 		}
 		if unix.Stat(part, &pst) != nil || pst.Dev != fst.Dev || pst.Ino != fst.Ino {
 			f.Close()
