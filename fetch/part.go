@@ -58,9 +58,12 @@ type partFile struct {
 // description, so closing f alone keeps it); release drops it.
 func openPart(part string) (*partFile, error) {
 	for tries := 0; ; tries++ {
-		f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
+		// Never through a symbolic link: one planted at the .part's name
+		// (a shared folder) would have the download written over its
+		// target, then the link renamed into place.
+		f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
 		if err != nil {
-			return nil, &LocalError{Op: "create", Path: part, Err: unwrapPathErr(err)}
+			return nil, &LocalError{Op: "create", Path: part, Err: noLink(part, unwrapPathErr(err))}
 		}
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			f.Close()
@@ -287,4 +290,13 @@ func readerSHA256(r io.Reader, name string) (string, error) {
 		return "", &LocalError{Op: "read back", Path: name, Err: unwrapPathErr(err)}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// noLink words ELOOP from opening path with O_NOFOLLOW when path is a
+// symbolic link; any other error is returned as it is.
+func noLink(path string, err error) error {
+	if fi, lerr := os.Lstat(path); err == unix.ELOOP && lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return errors.New("it is a symbolic link, and zfetch writes only a .part it created (remove the link)")
+	}
+	return err
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // StateSuffix is appended to a .part file's name for its resume state.
@@ -104,9 +106,20 @@ func readState(path string) (*State, error) {
 // writeState replaces path's resume state atomically.
 func writeState(path string, s *State) error {
 	tmp := stateTmpName(path)
-	if err := os.WriteFile(tmp, s.Encode(), 0o644); err != nil {
+	// A new file, never one that is there: a symbolic link planted at the
+	// temporary name would have its target truncated and overwritten.
+	os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return &LocalError{Op: "write resume state", Path: tmp, Err: unwrapPathErr(err)}
+	}
+	_, err = f.Write(s.Encode())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		os.Remove(tmp)
-		return &LocalError{Op: "write resume state", Path: tmp, Err: err}
+		return &LocalError{Op: "write resume state", Path: tmp, Err: unwrapPathErr(err)}
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
