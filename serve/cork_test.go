@@ -76,6 +76,12 @@ func testCorkBody(t *testing.T, mode string, d net.Dialer, wantCork bool) {
 		}
 		return v
 	}
+	// A fixed send buffer (SO_SNDBUF turns its autotuning off): with the
+	// client not reading, the body cannot all leave before the checks
+	// below, whatever the host's tcp_wmem lets a buffer grow to.
+	if err := unix.SetsockoptInt(spy, unix.SOL_SOCKET, unix.SO_SNDBUF, 512<<10); err != nil {
+		t.Fatal(err)
+	}
 	ts.client.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := wire.WriteRequest(ts.client, &wire.Request{Op: wire.OpGet, Path: "/big"}); err != nil {
 		t.Fatal(err)
@@ -94,8 +100,8 @@ func testCorkBody(t *testing.T, mode string, d net.Dialer, wantCork bool) {
 	} else {
 		// Once body bytes have arrived the sender has decided (the cork
 		// would come before its first call), and with the client not
-		// reading, 16 MiB cannot all have left (loopback buffers hold
-		// at most 10 MiB).
+		// reading, 16 MiB cannot all have left (the server's send buffer
+		// holds at most 1 MiB, the client's receive buffer its default).
 		if _, err := ts.br.Peek(1); err != nil {
 			t.Fatal(err)
 		}
