@@ -144,16 +144,19 @@ func (c *conn) doOp(sock uintptr) bool {
 // corkBody corks the socket (TCP_CORK) for a body of n bytes that takes
 // more than one chunk, as nginx's tcp_nopush does for sendfile, and
 // returns what uncorks it: the kernel then sends only full segments, and
-// the receiver copies fewer, larger ones out of its socket (curl's CPU per
-// GiB: -4%, its GB/s +6%, bench/findings.md). Uncorking at the end of the
-// body pushes its last partial segment at once. A body of one chunk goes
-// out in one call and gains nothing.
+// the receiver copies fewer, larger ones out of its socket. Uncorking at
+// the end of the body pushes its last partial segment at once. A body of
+// one chunk goes out in one call and gains nothing.
 //
 // Not where segments are loopback-sized (corkPays): there the cork makes
 // every receiver measured slower (one 1 GiB stream, sendfile mode: curl
 // 1.3 against 2.6 GB/s, zsink 2.4 against 3.1; through HAProxy on the same
 // host the same speed for a sixth less of the worker's CPU; the splice
-// mode likewise; bench/findings.md, tenth round).
+// mode likewise; bench/findings.md, tenth round), though curl on loopback
+// was what the cork was first measured for (its CPU per GiB -4%, GB/s
+// +6%). Over Ethernet-sized segments (a veth at MTU 1500) curl was faster
+// corked in the eighth round and slower in the tenth: the cork stays
+// there until a real NIC says otherwise.
 func (c *conn) corkBody(n int64) (uncork func()) {
 	if n <= c.s.opts.Chunk || !corkPays(c.fd) || unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_CORK, 1) != nil {
 		return func() {}
