@@ -149,7 +149,7 @@ func (c *conn) doOp(sock uintptr) bool {
 // one chunk goes out in one call and gains nothing.
 //
 // Not where segments are loopback-sized (corkPays): there the cork makes
-// every receiver measured slower (one 1 GiB stream, sendfile mode: curl
+// the receivers measured slower (one 1 GiB stream, sendfile mode: curl
 // 1.3 against 2.6 GB/s, zsink 2.4 against 3.1; through HAProxy on the same
 // host the same speed for a sixth less of the worker's CPU; the splice
 // mode likewise; bench/findings.md, tenth round), though curl on loopback
