@@ -60,3 +60,30 @@ func TestZfetchPlantedLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestZfetchPlantedHardLink: a hard link planted at the .part's name (to
+// a file of the user who runs zfetch, where the system lets others link
+// it) is refused as a symbolic link is: before, zfetch emptied that file,
+// wrote the download into it and renamed it into place.
+func TestZfetchPlantedHardLink(t *testing.T) {
+	d, _ := serveOneFile(t, 1<<20)
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "precious")
+	const precious = "not to be overwritten\n"
+	if err := os.WriteFile(victim, []byte(precious), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "f.bin")
+	if err := os.Link(victim, dst+".part"); err != nil {
+		t.Skipf("link: %v", err)
+	}
+	for _, args := range [][]string{{"-q", "-o", dst, d.URL("/f.bin")}, {"-q", "-c", "-o", dst, d.httpURL("/f.bin")}} {
+		r := Zfetch(t, args...)
+		if r.Code != 6 || !strings.Contains(r.Stderr, "hard link") {
+			t.Fatalf("%v: exit %d, want 6 and a word on the link: %s", args, r.Code, r.Stderr)
+		}
+		if b, err := os.ReadFile(victim); err != nil || string(b) != precious {
+			t.Fatalf("%v: the linked file was written: %d bytes %v", args, len(b), err)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,12 +89,24 @@ func openPart(part string) (*partFile, error) {
 			f.Close()
 			return nil, &LocalError{Op: "write", Path: part, Err: notRegular(m)}
 		}
-		if unix.Stat(part, &pst) != nil || pst.Dev != fst.Dev || pst.Ino != fst.Ino {
+		// Lstat, not Stat: a link put at the name since the open, to this
+		// very file, is not the .part either (install renames the name).
+		if unix.Lstat(part, &pst) != nil || pst.Dev != fst.Dev || pst.Ino != fst.Ino {
 			f.Close()
 			if tries < 3 {
 				continue
 			}
 			return nil, &LocalError{Op: "lock", Path: part, Err: errors.New("it keeps being replaced; is another zfetch writing it?")}
+		}
+		// O_NOFOLLOW stops a symbolic link only. A hard link planted at
+		// the name would have its other file emptied and overwritten; a
+		// file another user made (world-writable) would, renamed into
+		// place, stay theirs to rewrite after zfetch checked it. Checked
+		// after the identity, so that a .part unlinked meanwhile (no
+		// link left) is retried, not refused.
+		if err := notOurs(&fst); err != nil {
+			f.Close()
+			return nil, &LocalError{Op: "write", Path: part, Err: err}
 		}
 		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
@@ -245,8 +256,10 @@ func (p *partFile) install(dst string, mtime int64) error {
 		return &LocalError{Op: "close", Path: p.path, Err: unwrapPathErr(err)}
 	}
 	if mtime != 0 {
-		t := time.Unix(0, mtime)
-		if err := os.Chtimes(p.path, t, t); err != nil {
+		// Not os.Chtimes, which follows a link: one put at the .part's
+		// name during the download would have its target's mtime set.
+		ts := unix.NsecToTimespec(mtime)
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p.path, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return &LocalError{Op: "set mtime of", Path: p.path, Err: unwrapPathErr(err)}
 		}
 	}
@@ -299,4 +312,16 @@ func noLink(path string, err error) error {
 		return errors.New("it is a symbolic link, and zfetch writes only a .part it created (remove the link)")
 	}
 	return err
+}
+
+// notOurs says why the .part whose status is st is not one zfetch may
+// write: a second name (a hard link), or another user's. nil if it may.
+func notOurs(st *unix.Stat_t) error {
+	if st.Nlink > 1 {
+		return errors.New("it has another name (a hard link), and zfetch writes only a .part of its own (remove it)")
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("it belongs to another user (uid %d), and zfetch writes only a .part of its own (remove it)", st.Uid)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -93,12 +94,32 @@ func (s *State) Remaining() int64 {
 
 // readState loads path's resume state; (nil, nil) if there is none.
 func readState(path string) (*State, error) {
-	b, err := os.ReadFile(path)
+	// A regular file only, and no more of it than a state can be: a FIFO
+	// planted at the name would hang the resume (waiting for a writer),
+	// a link to an endless file fill memory. O_NONBLOCK makes opening a
+	// FIFO return at once; O_NOFOLLOW refuses a link (zfetch only ever
+	// renames a regular file here).
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, &LocalError{Op: "read resume state", Path: path, Err: err}
+		if errors.Is(err, unix.ELOOP) {
+			err = errors.New("it is a symbolic link")
+		}
+		return nil, &LocalError{Op: "read resume state", Path: path, Err: unwrapPathErr(err)}
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, &LocalError{Op: "read resume state", Path: path, Err: unwrapPathErr(err)}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &LocalError{Op: "read resume state", Path: path, Err: notRegular(fi.Mode())}
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
+	if err != nil {
+		return nil, &LocalError{Op: "read resume state", Path: path, Err: unwrapPathErr(err)}
 	}
 	return DecodeState(b)
 }
