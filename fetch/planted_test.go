@@ -134,3 +134,19 @@ func TestInstallMTimeNotThroughLink(t *testing.T) {
 		t.Fatalf("the link's target got mtime %v", fi.ModTime())
 	}
 }
+
+// TestWriteStateTmpNotRemovable: what is at the state's temporary name and
+// cannot be removed (here a directory with a file in it; another user's
+// link in a sticky folder is the same) is named as the reason the state
+// cannot be written, not "file exists".
+func TestWriteStateTmpNotRemovable(t *testing.T) {
+	state := stateName(partName(filepath.Join(t.TempDir(), "f")))
+	tmp := stateTmpName(state)
+	if err := os.MkdirAll(filepath.Join(tmp, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := writeState(state, &State{Size: 1, Pending: [][2]int64{}})
+	if err == nil || !strings.Contains(err.Error(), "cannot remove") {
+		t.Fatalf("writeState = %v, want it to say what is there cannot be removed", err)
+	}
+}

@@ -129,10 +129,17 @@ func writeState(path string, s *State) error {
 	tmp := stateTmpName(path)
 	// A new file, never one that is there: a symbolic link planted at the
 	// temporary name would have its target truncated and overwritten.
-	os.Remove(tmp)
+	rmErr := os.Remove(tmp)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
-		return &LocalError{Op: "write resume state", Path: tmp, Err: unwrapPathErr(err)}
+		err = unwrapPathErr(err)
+		if errors.Is(err, os.ErrExist) && rmErr != nil {
+			// Not "file exists" alone: what is there could not be removed
+			// (another user's, in a sticky folder such as /tmp; a
+			// directory with files in it), and is why.
+			err = fmt.Errorf("something is there that zfetch cannot remove (%v)", unwrapPathErr(rmErr))
+		}
+		return &LocalError{Op: "write resume state", Path: tmp, Err: err}
 	}
 	_, err = f.Write(s.Encode())
 	if cerr := f.Close(); err == nil {
