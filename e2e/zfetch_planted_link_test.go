@@ -87,3 +87,30 @@ func TestZfetchPlantedHardLink(t *testing.T) {
 		}
 	}
 }
+
+// TestZfetchTreePlantedLink: a symbolic link planted at a directory's name
+// in the local tree (-r into a folder others can write to) is refused; it
+// used to be followed, and the files below written wherever it led.
+func TestZfetchTreePlantedLink(t *testing.T) {
+	root := t.TempDir()
+	WriteRandom(t, filepath.Join(root, "tree", "sub", "authorized_keys"), 100)
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1})
+	for _, url := range []string{d.URL("/tree/"), d.httpURL("/tree/")} {
+		shared, outside := t.TempDir(), t.TempDir()
+		if err := os.MkdirAll(filepath.Join(shared, "tree"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		link := filepath.Join(shared, "tree", "sub")
+		if err := os.Symlink(outside, link); err != nil {
+			t.Fatal(err)
+		}
+		r := Zfetch(t, "-q", "-r", "-O", shared, url)
+		if r.Code != 6 || !strings.Contains(r.Stderr, "symbolic link") {
+			t.Errorf("%s: exit %d, want 6 and a word on the link: %s", url, r.Code, r.Stderr)
+		}
+		if names, _ := os.ReadDir(outside); len(names) != 0 {
+			t.Errorf("%s: written where the link leads: %v", url, names)
+		}
+		mustKind(t, link, os.ModeSymlink)
+	}
+}

@@ -2,13 +2,18 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -156,6 +161,9 @@ func (p *Plan) AddTree(ctx context.Context, c *Client, t Tree) error {
 			continue
 		}
 		local := filepath.Join(t.Root, filepath.FromSlash(e.Rel))
+		if err := noLinkBelow(t.Root, e.Rel); err != nil {
+			return err
+		}
 		switch e.Kind {
 		case wire.KindDir:
 			if err := os.MkdirAll(local, 0o755); err != nil {
@@ -325,7 +333,10 @@ func (c *Client) FetchPlan(ctx context.Context, p *Plan, parallel int) (results 
 	}
 	for _, d := range p.Dirs {
 		mt := time.Unix(0, d.MTime)
-		os.Chtimes(d.Path, mt, mt) // cosmetic: a failure here loses nothing
+		// cosmetic: a failure here loses nothing. Not os.Chtimes, which
+		// follows a link put at the directory's name meanwhile.
+		ts := unix.NsecToTimespec(mt.UnixNano())
+		unix.UtimesNanoAt(unix.AT_FDCWD, d.Path, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	return results, errs
 }
@@ -338,4 +349,29 @@ func failedBefore(jobs []int, errs []error) int {
 		}
 	}
 	return -1
+}
+
+// noLinkBelow refuses a tree entry rel (slash-separated, below root) when
+// one of the directories above it in the local tree is a symbolic link:
+// MkdirAll and the .part's open would follow it, and the files below
+// would be written wherever it leads, outside the tree (a link planted in
+// a folder others can write to). root itself may be a link: the user
+// named it. The entry's own name is not looked at: a file's is replaced
+// by the rename, a directory's is checked as its children's parent.
+func noLinkBelow(root, rel string) error {
+	dir := root
+	for _, c := range strings.Split(path.Dir(rel), "/") {
+		if c == "." || c == "" {
+			continue
+		}
+		dir = filepath.Join(dir, c)
+		fi, err := os.Lstat(dir)
+		if err != nil {
+			continue // made by MkdirAll for an earlier entry, or not yet
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return &LocalError{Op: "write into", Path: dir, Err: errors.New("it is a symbolic link, and zfetch writes a tree only into directories, never where a link leads (remove the link)")}
+		}
+	}
+	return nil
 }
