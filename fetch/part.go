@@ -309,7 +309,7 @@ func readerSHA256(r io.Reader, name string) (string, error) {
 // symbolic link; any other error is returned as it is.
 func noLink(path string, err error) error {
 	if fi, lerr := os.Lstat(path); err == unix.ELOOP && lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
-		return errors.New("it is a symbolic link, and zfetch writes only a .part it created (remove the link)")
+		return errors.New("it is a symbolic link, and zfetch writes only a .part of its own (remove the link)")
 	}
 	return err
 }
