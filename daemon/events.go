@@ -197,7 +197,16 @@ func (s *Supervisor) request(ctx context.Context, ev event, done <-chan struct{}
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.finished:
-		return ctl.ErrExiting
+		// The loop may have handled ev and then ended (a drain with
+		// nothing in flight, a kill): it closes done before finished,
+		// so done says whether ev was handled, whichever case select
+		// picked when both were ready.
+		select {
+		case <-done:
+			return nil
+		default:
+			return ctl.ErrExiting
+		}
 	}
 }
 
