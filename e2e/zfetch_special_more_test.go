@@ -71,3 +71,41 @@ func TestZfetchIntoFIFOWithoutReaderInterrupt(t *testing.T) {
 	}
 	mustKind(t, fifo, os.ModeNamedPipe)
 }
+
+// TestZfetchIntoFIFOErrorFirst: zfetch opens -o FIFO only once the server
+// has the file, so a missing file is status 3 at once, with or without a
+// reader (before, it waited for one, here until --max-time: status 7);
+// a reader already waiting sees the FIFO's end (no bytes), as when zfetch
+// opened it first. The good case still streams.
+func TestZfetchIntoFIFOErrorFirst(t *testing.T) {
+	d, sum := serveOneFile(t, 64<<10)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	makeFIFO(t, fifo)
+	for _, url := range []string{d.URL("/missing.bin"), d.httpURL("/missing.bin")} {
+		r := run(t, 60*time.Second, zfetch, "-q", "--max-time", "30s", "-o", fifo, url)
+		if r.Code != 3 {
+			t.Fatalf("%s into a FIFO without a reader: exit %d, want 3 (not found): %s", url, r.Code, r.Stderr)
+		}
+		got := readFIFO(fifo)
+		r = run(t, 60*time.Second, zfetch, "-q", "--max-time", "30s", "-o", fifo, url)
+		if r.Code != 3 {
+			t.Fatalf("%s into a FIFO with a reader: exit %d, want 3: %s", url, r.Code, r.Stderr)
+		}
+		select {
+		case s := <-got:
+			if s != FileSHA256Bytes(nil) {
+				t.Fatalf("%s: the waiting reader got sha256 %s, want no bytes", url, s)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: zfetch failed, but the FIFO's waiting reader never saw its end", url)
+		}
+	}
+	got := readFIFO(fifo)
+	if r := Zfetch(t, "-q", "-o", fifo, d.URL("/f.bin")); r.Code != 0 {
+		t.Fatalf("zfetch -o FIFO: exit %d: %s", r.Code, r.Stderr)
+	}
+	if s := <-got; s != sum {
+		t.Fatalf("the FIFO's reader got sha256 %s, want %s", s, sum)
+	}
+	mustKind(t, fifo, os.ModeNamedPipe)
+}

@@ -157,6 +157,10 @@ type Job struct {
 	// Mirrors are other URLs of the same file: its bytes are fetched from
 	// all of them (and Src) at once.
 	Mirrors []Target
+	// OpenOut, when Dst and Out are unset, opens the stream to write the
+	// file into, once the server has said it has the file: a FIFO's open
+	// waits for its reader, and an error (a 404) is not held up by that.
+	OpenOut func(context.Context) (*os.File, error)
 }
 
 // Result describes a finished (or failed) Fetch.

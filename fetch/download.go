@@ -93,8 +93,8 @@ func (d *download) fetch(ctx context.Context) (Result, error) {
 		d.srcs = append(d.srcs, &source{i: i + 1, t: m})
 	}
 	if d.j.Dst == "" {
-		if d.j.Out == nil {
-			return d.result(), errors.New("fetch: a Job needs Dst or Out")
+		if d.j.Out == nil && d.j.OpenOut == nil {
+			return d.result(), errors.New("fetch: a Job needs Dst, Out or OpenOut")
 		}
 		return d.fetchStream(ctx)
 	}

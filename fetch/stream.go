@@ -7,11 +7,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fetchStream writes the file to j.Out in order: no .part, no resume across
+// fetchStream writes the file to j.Out (or what j.OpenOut opens) in order: no .part, no resume across
 // runs, but retries resume at the next byte.
 func (d *download) fetchStream(ctx context.Context) (Result, error) {
 	if err := d.learn(ctx); err != nil {
 		return d.result(), err
+	}
+	if d.j.Out == nil {
+		f, err := d.j.OpenOut(ctx)
+		if err != nil {
+			return d.result(), err
+		}
+		d.j.Out = f
 	}
 	d.sink = newSink(d.j.Out, true)
 	if d.mode == RecvMmap || d.mode == RecvAuto {

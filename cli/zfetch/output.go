@@ -113,6 +113,38 @@ func danglingEnd(name string) (string, error) {
 	return "", errors.New("too many levels of symbolic links")
 }
 
+// lazyStream is the device or FIFO of -o, opened only once the server
+// has answered (fetch.Job.OpenOut): a FIFO's open waits for its reader,
+// and a failure (a 404, a server that cannot be reached) is said at once,
+// not once a reader comes.
+type lazyStream struct {
+	name string
+	f    *os.File
+}
+
+func (s *lazyStream) open(ctx context.Context) (*os.File, error) {
+	f, err := openStream(ctx, s.name)
+	s.f = f
+	return f, err
+}
+
+// release ends the stream after the run. A FIFO never opened (the
+// download failed before it) is opened without waiting and closed, so
+// that a reader already waiting sees its end, as it did when zfetch
+// opened the FIFO first; with no reader that open fails (ENXIO) and
+// nothing waits.
+func (s *lazyStream) release() {
+	if s.f != nil {
+		s.f.Close()
+		return
+	}
+	if fi, err := os.Stat(s.name); err == nil && fi.Mode().Type() == os.ModeNamedPipe {
+		if f, err := os.OpenFile(s.name, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	}
+}
+
 // openStream opens the device or FIFO of -o for writing. Opening a FIFO
 // waits for a reader: ctx (Ctrl-C, --max-time) ends the wait, and the
 // open left behind is made to return by a reader of zfetch's own, then

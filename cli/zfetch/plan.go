@@ -53,11 +53,8 @@ func makePlan(ctx context.Context, o *options, targets, mirrors []fetch.Target, 
 		case o.stdoutIsOutput:
 			j.Out, j.Name = stdout, "-"
 		case o.outputStream:
-			f, err := openStream(ctx, o.output)
-			if err != nil {
-				return nil, err
-			}
-			j.Out, j.Name = f, o.output
+			o.stream = &lazyStream{name: o.output}
+			j.OpenOut, j.Name = o.stream.open, o.output
 		case o.outputFile != "":
 			// -o is a symlink: the file it leads to is replaced, the
 			// link stays.

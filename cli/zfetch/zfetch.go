@@ -118,8 +118,9 @@ type options struct {
 	speedTime      time.Duration
 	maxTime        time.Duration
 	stdoutIsOutput bool
-	outputStream   bool   // -o names a device or a FIFO: written into as stdout is
-	outputFile     string // -o names a symlink to a regular file: that file's path
+	outputStream   bool        // -o names a device or a FIFO: written into as stdout is
+	stream         *lazyStream // that device or FIFO, once the plan has its job
+	outputFile     string      // -o names a symlink to a regular file: that file's path
 	mirrors        []string
 	cacert         string
 	insecure       bool
@@ -292,6 +293,11 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 	})
 	defer client.Close()
 
+	defer func() {
+		if o.stream != nil {
+			o.stream.release()
+		}
+	}()
 	p, err := makePlan(ctx, o, targets, mirrors, client, rend, stdout)
 	if err != nil {
 		if ctx.Err() != nil {
