@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,16 +75,18 @@ func TestZfetchIntoFIFOWithoutReaderInterrupt(t *testing.T) {
 }
 
 // TestZfetchIntoFIFOErrorFirst: zfetch opens -o FIFO only once the server
-// has the file, so a missing file is status 3 at once, with or without a
-// reader (before, it waited for one, here until --max-time: status 7);
-// a reader already waiting sees the FIFO's end (no bytes), as when zfetch
-// opened it first. The good case still streams.
+// has the file, so a missing file is status 3, with or without a reader
+// (before, it waited for one, here until --max-time: status 7; now it
+// still waits, within --max-time, for a reader to see the FIFO's end:
+// TestZfetchIntoFIFOErrorLateReader); a reader already waiting sees the
+// FIFO's end (no bytes) at once, as when zfetch opened it first. The good
+// case still streams.
 func TestZfetchIntoFIFOErrorFirst(t *testing.T) {
 	d, sum := serveOneFile(t, 64<<10)
 	fifo := filepath.Join(t.TempDir(), "fifo")
 	makeFIFO(t, fifo)
 	for _, url := range []string{d.URL("/missing.bin"), d.httpURL("/missing.bin")} {
-		r := run(t, 60*time.Second, zfetch, "-q", "--max-time", "30s", "-o", fifo, url)
+		r := run(t, 60*time.Second, zfetch, "-q", "--max-time", "2s", "-o", fifo, url)
 		if r.Code != 3 {
 			t.Fatalf("%s into a FIFO without a reader: exit %d, want 3 (not found): %s", url, r.Code, r.Stderr)
 		}
@@ -108,4 +112,71 @@ func TestZfetchIntoFIFOErrorFirst(t *testing.T) {
 		t.Fatalf("the FIFO's reader got sha256 %s, want %s", s, sum)
 	}
 	mustKind(t, fifo, os.ModeNamedPipe)
+}
+
+// TestZfetchIntoFIFOErrorLateReader: a FIFO's reader started beside
+// zfetch (zfetch -o p URL & consumer < p) may open the FIFO only after
+// zfetch has learned that the file is missing. It must still see the
+// FIFO's end, as it did when zfetch opened the FIFO first: a reader that
+// opens a FIFO nobody will ever write waits forever. The failure is said
+// at once all the same, and the status is the failure's.
+func TestZfetchIntoFIFOErrorLateReader(t *testing.T) {
+	d, _ := serveOneFile(t, 64<<10)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	makeFIFO(t, fifo)
+	for _, url := range []string{d.URL("/missing.bin"), d.httpURL("/missing.bin")} {
+		cmd := exec.Command(zfetch, "--max-time", "60s", "-o", fifo, url)
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		said, done := make(chan string, 1), make(chan struct{})
+		go func() {
+			r := bufio.NewReader(stderr)
+			line, _ := r.ReadString('\n')
+			said <- line
+			io.Copy(io.Discard, r)
+			cmd.Wait()
+			close(done)
+		}()
+		// The failure is said at once, before any reader comes.
+		select {
+		case line := <-said:
+			if !strings.Contains(strings.ToLower(line), "not found") {
+				t.Fatalf("%s: zfetch said %q, want not found", url, line)
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("%s: zfetch -o FIFO without a reader said nothing of the missing file in 10s", url)
+		}
+		got := readFIFO(fifo)
+		select {
+		case s := <-got:
+			if s != FileSHA256Bytes(nil) {
+				t.Fatalf("%s: the late reader got sha256 %s, want no bytes", url, s)
+			}
+		case <-time.After(10 * time.Second):
+			// Free the reader left in its open, and zfetch.
+			if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				w.Close()
+			}
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("%s: zfetch failed (exit %d), and the FIFO's reader that came after that never saw its end", url, cmd.ProcessState.ExitCode())
+		}
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("%s: zfetch did not end once the reader had the FIFO's end", url)
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 3 {
+			t.Fatalf("%s: exit %d, want 3 (not found)", url, code)
+		}
+	}
 }

@@ -128,18 +128,20 @@ func (s *lazyStream) open(ctx context.Context) (*os.File, error) {
 	return f, err
 }
 
-// release ends the stream after the run. A FIFO never opened (the
-// download failed before it) is opened without waiting and closed, so
-// that a reader already waiting sees its end, as it did when zfetch
-// opened the FIFO first; with no reader that open fails (ENXIO) and
-// nothing waits.
-func (s *lazyStream) release() {
+// release ends the stream after the run, its outcome said. A FIFO never
+// opened (the download failed before it) is still opened and closed, so
+// that its reader sees its end, as when zfetch opened the FIFO first: one
+// already waiting at once, else the next to come, within ctx (--max-time,
+// Ctrl-C). Not waiting would leave a reader started beside zfetch
+// (zfetch -o p URL & consumer < p) that opens the FIFO after the failure
+// waiting for a writer forever.
+func (s *lazyStream) release(ctx context.Context) {
 	if s.f != nil {
 		s.f.Close()
 		return
 	}
 	if fi, err := os.Stat(s.name); err == nil && fi.Mode().Type() == os.ModeNamedPipe {
-		if f, err := os.OpenFile(s.name, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+		if f, err := openStream(ctx, s.name); err == nil {
 			f.Close()
 		}
 	}

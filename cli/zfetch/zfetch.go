@@ -295,7 +295,7 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 
 	defer func() {
 		if o.stream != nil {
-			o.stream.release()
+			o.stream.release(ctx)
 		}
 	}()
 	p, err := makePlan(ctx, o, targets, mirrors, client, rend, stdout)
