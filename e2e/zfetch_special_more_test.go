@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -178,5 +179,64 @@ func TestZfetchIntoFIFOErrorLateReader(t *testing.T) {
 		if code := cmd.ProcessState.ExitCode(); code != 3 {
 			t.Fatalf("%s: exit %d, want 3 (not found)", url, code)
 		}
+	}
+}
+
+// TestZfetchStreamReaderStalled: --max-time bounds a run whose output's
+// reader stopped reading (a pipe on stdout, a FIFO named by -o): zfetch
+// ends with status 7 while the reader still holds the pipe open and
+// unread. Before, the write into the full pipe held zfetch until the
+// reader went away.
+func TestZfetchStreamReaderStalled(t *testing.T) {
+	d, _ := serveOneFile(t, 32<<20)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	makeFIFO(t, fifo)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"stdout", []string{"-o", "-"}},
+		{"fifo", []string{"-o", fifo}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// The reader: open, never read, closed at the end.
+			var out *os.File
+			cmd := exec.Command(zfetch, append(append([]string{"-q", "--max-time", "1s"}, c.args...), d.URL("/f.bin"))...)
+			if c.name == "stdout" {
+				r, w, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				cmd.Stdout, out = w, w
+			} else {
+				r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+			}
+			var errb strings.Builder
+			cmd.Stderr = &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if out != nil {
+				out.Close() // the child has it
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 7 || !strings.Contains(errb.String(), "--max-time") {
+					t.Fatalf("zfetch %s into a stalled reader: %v %q, want status 7", c.name, err, errb.String())
+				}
+			case <-time.After(60 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				t.Fatalf("zfetch --max-time 1s %s into a reader that stopped reading is still running after a minute: %q", c.name, errb.String())
+			}
+		})
 	}
 }

@@ -84,7 +84,8 @@ type Client struct {
 	noSteal                 bool          // tests: no work stealing, ranges stay as planned
 	v1                      sync.Map      // endpoint keys of version 1 servers (no flags)
 
-	emitMu sync.Mutex
+	emitMu   sync.Mutex
+	silenced bool // Silence: no more events
 }
 
 // New returns a Client.
@@ -138,7 +139,19 @@ func (c *Client) emit(e Event) {
 	}
 	c.emitMu.Lock()
 	defer c.emitMu.Unlock()
-	c.opts.Events(e)
+	if !c.silenced {
+		c.opts.Events(e)
+	}
+}
+
+// Silence stops the events: once it returns, Options.Events is not called
+// again. For a caller that gives up on a download it cannot stop (one
+// blocked writing into a stream whose reader stopped reading) and reports
+// the outcome itself.
+func (c *Client) Silence() {
+	c.emitMu.Lock()
+	c.silenced = true
+	c.emitMu.Unlock()
 }
 
 // Job is one file to fetch.

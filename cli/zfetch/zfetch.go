@@ -314,7 +314,26 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		files[i] = progress.File{Name: j.Name, Size: p.Sizes[i]}
 	}
 	rend.SetFiles(files)
-	results, errs := client.FetchPlan(ctx, p, o.jobs)
+	var results []fetch.Result
+	var errs []error
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		results, errs = client.FetchPlan(ctx, p, o.jobs)
+	}()
+	select {
+	case <-ran:
+	case <-stuckAfter(ctx, o.stdoutIsOutput || o.outputStream, ran):
+		// The download into stdout or the -o stream did not end when the
+		// run was stopped: it is blocked writing into a pipe or FIFO whose
+		// reader stopped reading, a write nothing can interrupt. Say so
+		// and leave it: zfetch ends, its status the stop's.
+		client.Silence()
+		err := fetch.Stopped(ctx)
+		code := ExitCode(err)
+		rend.Abort(time.Now(), code, fmt.Errorf("%w (the output's reader stopped reading)", err))
+		return &exitErr{code: code, err: err, reported: true}
+	}
 
 	var first error
 	failed := 0
@@ -442,4 +461,30 @@ func tlsConfig(o *options) (*tls.Config, error) {
 		return &tls.Config{RootCAs: pool}, nil
 	}
 	return nil, nil
+}
+
+// streamStopGrace is how long a stopped run (--max-time, Ctrl-C) that
+// writes into a stream may take to end before zfetch gives up on it.
+const streamStopGrace = 2 * time.Second
+
+// stuckAfter returns a channel that is ready streamStopGrace after ctx is
+// done, for a run that writes into a stream (stream) and has not ended
+// (ran): nil, never ready, otherwise.
+func stuckAfter(ctx context.Context, stream bool, ran <-chan struct{}) <-chan time.Time {
+	if !stream {
+		return nil
+	}
+	ch := make(chan time.Time, 1)
+	go func() {
+		select {
+		case <-ran:
+		case <-ctx.Done():
+			select {
+			case <-ran:
+			case t := <-time.After(streamStopGrace):
+				ch <- t
+			}
+		}
+	}()
+	return ch
 }
