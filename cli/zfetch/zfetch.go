@@ -324,15 +324,21 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 	select {
 	case <-ran:
 	case <-stuckAfter(ctx, o.stdoutIsOutput || o.outputStream, ran):
-		// The download into stdout or the -o stream did not end when the
-		// run was stopped: it is blocked writing into a pipe or FIFO whose
-		// reader stopped reading, a write nothing can interrupt. Say so
-		// and leave it: zfetch ends, its status the stop's.
-		client.Silence()
-		err := fetch.Stopped(ctx)
-		code := ExitCode(err)
-		rend.Abort(time.Now(), code, fmt.Errorf("%w (the output's reader stopped reading)", err))
-		return &exitErr{code: code, err: err, reported: true}
+		select {
+		case <-ran: // ended as the grace ran out: its own outcome
+		default:
+			// The download into stdout or the -o stream did not end when the
+			// run was stopped: it is blocked writing into a pipe or FIFO whose
+			// reader stopped reading, a write nothing can interrupt. Say so
+			// and leave it: zfetch ends, its status the stop's.
+			client.Silence()
+			err := fetch.Stopped(ctx)
+			code := ExitCode(err)
+			now := time.Now()
+			rend.Fail(now, fmt.Errorf("%w (the output's reader stopped reading)", err))
+			rend.Finish(now, code)
+			return &exitErr{code: code, err: err, reported: true}
+		}
 	}
 
 	var first error

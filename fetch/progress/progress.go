@@ -105,6 +105,7 @@ type file struct {
 	end     time.Time
 	err     error
 	skipped bool
+	url     string // the URL of its last event
 
 	sources, live int // mirrors: URLs of the file, and how many are in use
 
@@ -192,6 +193,9 @@ func (r *Renderer) Event(e fetch.Event) {
 		return
 	}
 	f := r.file(&e)
+	if e.Source != "" {
+		f.url = e.Source
+	}
 	if e.Total >= 0 {
 		f.Size = e.Total
 	}
@@ -344,6 +348,20 @@ func (r *Renderer) Abort(t time.Time, code int, err error) {
 	}
 	r.message(err.Error(), true)
 	r.finish(t, code, err)
+}
+
+// Fail gives up on the files that have not ended, as if each had its
+// Error event with err: for a caller that leaves a download it cannot stop
+// (fetch.Client.Silence), before Finish.
+func (r *Renderer) Fail(t time.Time, err error) {
+	for i, f := range r.files {
+		if f.state == fetch.EventDone || f.state == fetch.EventError {
+			continue
+		}
+		e := fetch.Event{Kind: fetch.EventError, Time: t, File: i, Name: f.Name, Source: f.url, Total: f.Size, Done: f.done, Resumed: f.resumed, Err: err}
+		f.state, f.end, f.err = e.Kind, t, err
+		r.onError(f, &e)
+	}
 }
 
 // Finish draws the final state. For several files it adds a summary; in
