@@ -240,3 +240,33 @@ func TestZfetchStreamReaderStalled(t *testing.T) {
 		})
 	}
 }
+
+// TestZfetchStreamStalledJSON: --json for a stream whose reader stopped
+// reading keeps the documented contract: the file that did not end has
+// its "error" event, and the exit event counts it as failed ("error" on
+// exit is for a run that failed before any file started).
+func TestZfetchStreamStalledJSON(t *testing.T) {
+	d, _ := serveOneFile(t, 32<<20)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	makeFIFO(t, fifo)
+	r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0) // open, never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	res := run(t, 60*time.Second, zfetch, "--json", "--max-time", "1s", "-o", fifo, d.URL("/f.bin"))
+	if res.Code != 7 {
+		t.Fatalf("exit %d, want 7: %s", res.Code, res.Stderr)
+	}
+	evs := jsonEvents(t, res.Stdout)
+	if e := eventsOf(evs, "error"); len(e) != 1 || e[0]["file"] != float64(0) {
+		t.Errorf("error events %v, want one for file 0\n%s", e, res.Stdout)
+	}
+	x := eventsOf(evs, "exit")
+	if len(x) != 1 || x[0]["failed"] != float64(1) || x[0]["code"] != float64(7) {
+		t.Errorf("exit %v, want code 7 and failed 1", x)
+	}
+	if lines := strings.Count(res.Stderr, "\n"); lines != 1 {
+		t.Errorf("stderr %q: want one line", res.Stderr)
+	}
+}

@@ -119,7 +119,11 @@ func danglingEnd(name string) (string, error) {
 // not once a reader comes.
 type lazyStream struct {
 	name string
-	f    *os.File
+	// f is set by open, on the download's goroutine, and read by release
+	// after the run: after FetchPlan returned, or, for a run left stuck in
+	// a write, after fetch.Client.Silence, which takes the lock the
+	// download's start event (sent after open) was sent under.
+	f *os.File
 }
 
 func (s *lazyStream) open(ctx context.Context) (*os.File, error) {

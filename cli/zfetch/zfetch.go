@@ -335,7 +335,7 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 			err := fetch.Stopped(ctx)
 			code := ExitCode(err)
 			now := time.Now()
-			rend.Fail(now, fmt.Errorf("%w (the output's reader stopped reading)", err))
+			rend.Fail(now, fmt.Errorf("%w (the output's reader did not take the data within %v of the stop)", err, streamStopGrace))
 			rend.Finish(now, code)
 			return &exitErr{code: code, err: err, reported: true}
 		}
