@@ -256,10 +256,7 @@ func (p *partFile) install(dst string, mtime int64) error {
 		return &LocalError{Op: "close", Path: p.path, Err: unwrapPathErr(err)}
 	}
 	if mtime != 0 {
-		// Not os.Chtimes, which follows a link: one put at the .part's
-		// name during the download would have its target's mtime set.
-		ts := unix.NsecToTimespec(mtime)
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p.path, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := setMTime(p.path, mtime); err != nil {
 			return &LocalError{Op: "set mtime of", Path: p.path, Err: unwrapPathErr(err)}
 		}
 	}
@@ -324,4 +321,13 @@ func notOurs(st *unix.Stat_t) error {
 		return fmt.Errorf("it belongs to another user (uid %d), and zfetch writes only a .part of its own (remove it)", st.Uid)
 	}
 	return nil
+}
+
+// setMTime gives path the modification (and access) time mtime, in
+// nanoseconds. Not os.Chtimes, which follows a link: one put at the name
+// meanwhile (the .part's, a tree's directory's) would have its target's
+// times set.
+func setMTime(path string, mtime int64) error {
+	ts := unix.NsecToTimespec(mtime)
+	return unix.UtimesNanoAt(unix.AT_FDCWD, path, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }

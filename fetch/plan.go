@@ -11,9 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -332,11 +329,7 @@ func (c *Client) FetchPlan(ctx context.Context, p *Plan, parallel int) (results 
 		wg.Wait()
 	}
 	for _, d := range p.Dirs {
-		mt := time.Unix(0, d.MTime)
-		// cosmetic: a failure here loses nothing. Not os.Chtimes, which
-		// follows a link put at the directory's name meanwhile.
-		ts := unix.NsecToTimespec(mt.UnixNano())
-		unix.UtimesNanoAt(unix.AT_FDCWD, d.Path, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+		setMTime(d.Path, d.MTime) // cosmetic: a failure here loses nothing
 	}
 	return results, errs
 }

@@ -7,8 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fetchStream writes the file to j.Out (or what j.OpenOut opens) in order: no .part, no resume across
-// runs, but retries resume at the next byte.
+// fetchStream writes the file to j.Out (or what j.OpenOut opens) in
+// order: no .part, no resume across runs, but retries resume at the next
+// byte.
 func (d *download) fetchStream(ctx context.Context) (Result, error) {
 	if err := d.learn(ctx); err != nil {
 		return d.result(), err

@@ -321,24 +321,18 @@ func run(ctx context.Context, o *options, urls []string, args []string, stdout, 
 		defer close(ran)
 		results, errs = client.FetchPlan(ctx, p, o.jobs)
 	}()
-	select {
-	case <-ran:
-	case <-stuckAfter(ctx, o.stdoutIsOutput || o.outputStream, ran):
-		select {
-		case <-ran: // ended as the grace ran out: its own outcome
-		default:
-			// The download into stdout or the -o stream did not end when the
-			// run was stopped: it is blocked writing into a pipe or FIFO whose
-			// reader stopped reading, a write nothing can interrupt. Say so
-			// and leave it: zfetch ends, its status the stop's.
-			client.Silence()
-			err := fetch.Stopped(ctx)
-			code := ExitCode(err)
-			now := time.Now()
-			rend.Fail(now, fmt.Errorf("%w (the output's reader did not take the data within %v of the stop)", err, streamStopGrace))
-			rend.Finish(now, code)
-			return &exitErr{code: code, err: err, reported: true}
-		}
+	if !waitRun(ctx, o.stdoutIsOutput || o.outputStream, ran) {
+		// The download into stdout or the -o stream did not end when the
+		// run was stopped: it is blocked writing into a pipe or FIFO whose
+		// reader stopped reading, a write nothing can interrupt. Say so
+		// and leave it: zfetch ends, its status the stop's.
+		client.Silence()
+		err := fetch.Stopped(ctx)
+		code := ExitCode(err)
+		now := time.Now()
+		rend.Fail(now, fmt.Errorf("%w (the output's reader did not take the data within %v of the stop)", err, streamStopGrace))
+		rend.Finish(now, code)
+		return &exitErr{code: code, err: err, reported: true}
 	}
 
 	var first error
@@ -473,24 +467,30 @@ func tlsConfig(o *options) (*tls.Config, error) {
 // writes into a stream may take to end before zfetch gives up on it.
 const streamStopGrace = 2 * time.Second
 
-// stuckAfter returns a channel that is ready streamStopGrace after ctx is
-// done, for a run that writes into a stream (stream) and has not ended
-// (ran): nil, never ready, otherwise.
-func stuckAfter(ctx context.Context, stream bool, ran <-chan struct{}) <-chan time.Time {
-	if !stream {
-		return nil
+// waitRun waits until ran is closed and reports true; for a run that
+// writes into a stream, only until streamStopGrace after ctx is done,
+// and false if it has not ended by then.
+func waitRun(ctx context.Context, stream bool, ran <-chan struct{}) bool {
+	var stopped <-chan struct{} // nil, never ready: wait for ran alone
+	if stream {
+		stopped = ctx.Done()
 	}
-	ch := make(chan time.Time, 1)
-	go func() {
-		select {
-		case <-ran:
-		case <-ctx.Done():
-			select {
-			case <-ran:
-			case t := <-time.After(streamStopGrace):
-				ch <- t
-			}
-		}
-	}()
-	return ch
+	select {
+	case <-ran:
+		return true
+	case <-stopped:
+	}
+	t := time.NewTimer(streamStopGrace)
+	defer t.Stop()
+	select {
+	case <-ran:
+		return true
+	case <-t.C:
+	}
+	select { // ended as the grace ran out: its own outcome
+	case <-ran:
+		return true
+	default:
+		return false
+	}
 }
