@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
+	"github.com/zfs-serve/zfs-serve/internal/accesslog"
 	"github.com/zfs-serve/zfs-serve/internal/logbuf"
 	"github.com/zfs-serve/zfs-serve/serve"
 )
@@ -103,10 +104,20 @@ func RunWorker() error {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
 		return err
 	}
-	logger := NewLogger(lb, wc.Config, new(slog.LevelVar)).With("proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot)
+	level := new(slog.LevelVar)
+	attrs := []any{"proc", "worker", "pid", os.Getpid(), "gen", wc.Generation, "slot", wc.Slot}
+	logger := NewLogger(lb, wc.Config, level).With(attrs...)
 	log.Store(logger)
 	setProcs(wc.Config.Workers)
-	srv, err := serve.New(serve.OptionsFrom(wc.Config), logger)
+	opts := serve.OptionsFrom(wc.Config)
+	if wc.Config.AccessLog {
+		// The same lines the logger would write, for less (accesslog).
+		opts.Access, err = accesslog.New(lb, wc.Config.LogFormat == "json", level, attrs...)
+	}
+	var srv *serve.Server
+	if err == nil {
+		srv, err = serve.New(opts, logger)
+	}
 	if err != nil {
 		fdpass.Send(ch, append([]byte{msgFatal}, err.Error()...))
 		return fmt.Errorf("worker: %w", err)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -119,28 +120,53 @@ func TestHTTPReload(t *testing.T) {
 	}
 }
 
-// TestHTTPAccessLog: access_log = true logs one line per response.
+// TestHTTPAccessLog: access_log = true logs one line per response, HTTP
+// and native, in the shape slog gives every other line (after the
+// worker's attributes), in text and in JSON; at log_level = "warn", none.
 func TestHTTPAccessLog(t *testing.T) {
 	root, _ := httpTree(t)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "access_log = true\n"})
-	curl(t, "-o", "/dev/null", d.httpURL("/small.txt"))
-	curl(t, "-o", "/dev/null", d.httpURL("/nope"))
-	Zfetch(t, "-q", "-o", "-", d.URL("/list/a.txt"))
-	want := []string{
-		"proto=http client=127.0.0.1:", "method=GET path=/small.txt status=200 bytes=4096",
-		"path=/nope status=404", "proto=native client=127.0.0.1:", "method=GET path=/list/a.txt status=ok bytes=10",
-	}
-	if !waitFor(5*time.Second, func() bool {
-		log := d.Log()
-		for _, w := range want {
-			if !strings.Contains(log, w) {
-				return false
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "access_log = true\nlog_format = \"" + format + "\"\n"})
+			pid := WorkerPIDs(d.MustStatus())[0]
+			curl(t, "-o", "/dev/null", d.httpURL("/small.txt"))
+			curl(t, "-o", "/dev/null", d.httpURL("/nope"))
+			Zfetch(t, "-q", "-o", "-", d.URL("/list/a.txt"))
+			var want []*regexp.Regexp
+			if format == "text" {
+				head := `(?m)^time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\S+ level=INFO msg=access proc=worker pid=` + strconv.Itoa(pid) + ` gen=1 slot=0 `
+				want = []*regexp.Regexp{
+					regexp.MustCompile(head + `proto=http client=127\.0\.0\.1:\d+ method=GET path=/small\.txt status=200 bytes=4096 duration=\d[0-9.]*[µm]?s$`),
+					regexp.MustCompile(head + `proto=http client=127\.0\.0\.1:\d+ method=GET path=/nope status=404 bytes=\d+ duration=\S+$`),
+					regexp.MustCompile(head + `proto=native client=127\.0\.0\.1:\d+ method=GET path=/list/a\.txt status=ok bytes=10 duration=\S+$`),
+				}
+			} else {
+				head := `(?m)^\{"time":"\d{4}-\d\d-\d\dT[^"]+","level":"INFO","msg":"access","proc":"worker","pid":` + strconv.Itoa(pid) + `,"gen":1,"slot":0,`
+				want = []*regexp.Regexp{
+					regexp.MustCompile(head + `"proto":"http","client":"127\.0\.0\.1:\d+","method":"GET","path":"/small\.txt","status":200,"bytes":4096,"duration":\d+\}$`),
+					regexp.MustCompile(head + `"proto":"http","client":"127\.0\.0\.1:\d+","method":"GET","path":"/nope","status":404,"bytes":\d+,"duration":\d+\}$`),
+					regexp.MustCompile(head + `"proto":"native","client":"127\.0\.0\.1:\d+","method":"GET","path":"/list/a\.txt","status":"ok","bytes":10,"duration":\d+\}$`),
+				}
 			}
-		}
-		return true
-	}) {
-		t.Fatalf("access log lacks one of %q:\n%s", want, tail(d.Log(), 20))
+			if !d.LogMatches(5*time.Second, want...) {
+				t.Fatalf("access log lacks one of %q:\n%s", want, tail(d.Log(), 20))
+			}
+		})
 	}
+	t.Run("level warn", func(t *testing.T) {
+		d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "access_log = true\nlog_level = \"warn\"\n"})
+		if r := curl(t, "-f", "-o", "/dev/null", d.httpURL("/small.txt")); r.Code != 0 {
+			t.Fatalf("curl: %d %s", r.Code, r.Stderr)
+		}
+		d.Cmd.Process.Signal(syscall.SIGTERM)
+		if code := d.WaitExit(30 * time.Second); code != 0 {
+			t.Fatalf("exit status %d after SIGTERM", code)
+		}
+		// An exited daemon has written every line (internal/logbuf).
+		if strings.Contains(d.Log(), "msg=access") {
+			t.Fatalf("log_level warn, yet an access line:\n%s", tail(d.Log(), 20))
+		}
+	})
 }
 
 // TestHTTPSendfileIsUsed: an HTTP body goes out through sendfile, its

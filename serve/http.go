@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/httpx"
+	"github.com/zfs-serve/zfs-serve/internal/accesslog"
 	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -215,12 +216,13 @@ func isHead(b []byte) bool {
 
 // accessLog writes the response's access-log line, when configured.
 func (c *conn) accessLog() {
-	s, h := c.s, c.http
-	if !s.opts.AccessLog {
+	a, h := c.s.opts.Access, c.http
+	if !a.Enabled() {
 		return
 	}
-	s.log.Info("access", "proto", "http", "client", c.client, "method", h.req.Method, "path", h.req.Target,
-		"status", h.status, "bytes", h.bytes, "duration", time.Since(h.start).Round(time.Microsecond))
+	now := time.Now()
+	a.Log(&accesslog.Entry{Time: now, Proto: ProtoHTTP, Client: c.client, Method: h.req.Method, Path: h.req.Target,
+		Status: h.status, Bytes: h.bytes, Duration: now.Sub(h.start).Round(time.Microsecond)})
 }
 
 // httpDate is the Date header's value for the current second, formatted

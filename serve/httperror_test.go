@@ -38,7 +38,7 @@ func TestHTTPErrorToSlowClient(t *testing.T) {
 	text := "404 Not Found: not found: " + long + ": a name in it is too long\n"
 	for _, reset := range []bool{false, true} {
 		t.Run("reset "+strconv.FormatBool(reset), func(t *testing.T) {
-			ts := newHTTPServer(t, func(o *Options) { o.AccessLog = true })
+			ts := newHTTPServer(t, withAccessLog)
 			ts.client.Close()
 			<-ts.result
 			// The smallest buffers on both sides: the response cannot

@@ -3,7 +3,6 @@ package serve
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zfs-serve/zfs-serve/internal/accesslog"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -282,22 +282,19 @@ func TestLeaderPathInPiecesHandsOff(t *testing.T) {
 	}
 }
 
-// drainOnAccess is a log handler that calls Drain on the server at the
-// first access line while armed: a drain that starts between a
+// drainOnAccess is the access log's writer: it calls Drain on the server
+// at the first access line while armed, a drain that starts between a
 // response and the connection's park.
 type drainOnAccess struct {
 	srv   atomic.Pointer[Server]
 	armed atomic.Bool
 }
 
-func (h *drainOnAccess) Enabled(context.Context, slog.Level) bool { return true }
-func (h *drainOnAccess) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *drainOnAccess) WithGroup(string) slog.Handler            { return h }
-func (h *drainOnAccess) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == "access" && h.armed.CompareAndSwap(true, false) {
+func (h *drainOnAccess) Write(p []byte) (int, error) {
+	if h.armed.CompareAndSwap(true, false) {
 		h.srv.Load().Drain()
 	}
-	return nil
+	return len(p), nil
 }
 
 // TestLeaderDrainedParkHandsOff: a connection the leader serves from
@@ -312,9 +309,13 @@ func TestLeaderDrainedParkHandsOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &drainOnAccess{}
-	srv, err := New(Options{Root: root, Mode: "sendfile", Chunk: 64 << 10, HTTP: true, AccessLog: true,
+	access, err := accesslog.New(h, false, slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Options{Root: root, Mode: "sendfile", Chunk: 64 << 10, HTTP: true, Access: access,
 		HeaderTimeout: time.Minute, IdleTimeout: time.Minute, SendTimeout: time.Minute,
-		FileCache: time.Hour, FileCacheValid: time.Hour, keepAliveWait: waitEpoll}, slog.New(h))
+		FileCache: time.Hour, FileCacheValid: time.Hour, keepAliveWait: waitEpoll}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/zfs-serve/zfs-serve/internal/accesslog"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -30,13 +31,13 @@ func (c *conn) serveNative(first bool) (park bool) {
 		}
 		c.res.Requests++
 		s.nativeRequests.Add(1)
-		if s.opts.AccessLog {
+		logged := s.opts.Access.Enabled()
+		if logged {
 			c.accessStart, c.accessBytes = time.Now(), c.res.Bytes
 		}
 		err = c.handle(&q)
-		if s.opts.AccessLog {
-			s.log.Info("access", "proto", ProtoNative, "client", c.client, "method", q.Op.String(), "path", q.Path,
-				"status", c.lastStatus.String(), "bytes", c.res.Bytes-c.accessBytes, "duration", time.Since(c.accessStart).Round(time.Microsecond))
+		if logged {
+			c.accessLogNative(&q)
 		}
 		if err != nil {
 			c.res.Outcome = c.sendFailed(&q, err)
@@ -47,6 +48,13 @@ func (c *conn) serveNative(first bool) (park bool) {
 			return false
 		}
 	}
+}
+
+// accessLogNative writes q's access-log line.
+func (c *conn) accessLogNative(q *wire.Request) {
+	now := time.Now()
+	c.s.opts.Access.Log(&accesslog.Entry{Time: now, Proto: ProtoNative, Client: c.client, Method: q.Op.String(), Path: q.Path,
+		StatusName: c.lastStatus.String(), Bytes: c.res.Bytes - c.accessBytes, Duration: now.Sub(c.accessStart).Round(time.Microsecond)})
 }
 
 // handle answers one request. A refusal is a response, not an error: the

@@ -19,7 +19,7 @@ import (
 // connection (ts.connectWith) the caller makes.
 func newProxyServer(t *testing.T, opts ...func(*Options)) *testServer {
 	t.Helper()
-	opts = append([]func(*Options){withHTTP, func(o *Options) { o.AccessLog = true }}, opts...)
+	opts = append([]func(*Options){withHTTP, withAccessLog}, opts...)
 	ts := newTestServer(t, config.ModeSendfile, opts...)
 	ts.client.Close() // newTestServer's own connection
 	ts.waitResult(t)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/digest"
+	"github.com/zfs-serve/zfs-serve/internal/accesslog"
 	"github.com/zfs-serve/zfs-serve/internal/ratelog"
 	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 	"github.com/zfs-serve/zfs-serve/wire"
@@ -37,9 +38,13 @@ type Options struct {
 	Index         []string      // HTTP: files served for a directory, first found
 	Listing       bool          // directory listings (HTTP) and LIST (native)
 	MaxRanges     int           // HTTP: most ranges in one request; 0: Range is ignored
-	AccessLog     bool          // one log line per response
 	Digests       bool          // announce files' SHA-256 (serve/digest.go)
 	DigestCache   string        // digests' directory; "" or config.DigestCacheMemory: memory only
+
+	// Access writes one line per response (access_log); nil: none. Not
+	// from OptionsFrom: the daemon makes it with its log's writer,
+	// format, level and attributes.
+	Access *accesslog.Logger
 
 	// FileCacheValid is how long a cached file's fstat may stand in for
 	// a fresh one, for files of at most Chunk bytes; 0: fstat every request.
@@ -65,7 +70,6 @@ func OptionsFrom(c *config.Config) Options {
 		Index:         c.Index,
 		Listing:       c.Listing,
 		MaxRanges:     c.MaxRanges,
-		AccessLog:     c.AccessLog,
 		Digests:       c.Digests,
 		DigestCache:   c.DigestCache,
 

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/internal/accesslog"
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -60,6 +61,12 @@ type testServer struct {
 	logs   *logBuf // the server's log (info and above)
 }
 
+// withAccessLog turns the access log on, into the test server's log
+// (ts.logs): newTestServer replaces testAccess with a Logger writing there.
+func withAccessLog(o *Options) { o.Access = testAccess }
+
+var testAccess = new(accesslog.Logger)
+
 func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServer {
 	t.Helper()
 	root := t.TempDir()
@@ -68,6 +75,13 @@ func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServe
 		f(&o)
 	}
 	logs := &logBuf{}
+	if o.Access == testAccess {
+		a, err := accesslog.New(logs, false, slog.LevelInfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Access = a
+	}
 	srv, err := New(o, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
