@@ -52,6 +52,7 @@ func TestSystemdPackage(t *testing.T) {
 		{"stop with a download in flight", z.stopInFlight},
 		{"service start pulls in its sockets", z.serviceStart},
 		{"metrics socket", z.metricsSocket},
+		{"access log in the journal", z.accessLogJournal},
 		{"journal", z.journal},
 		{"watchdog", z.watchdog},
 		{"upgrade", z.upgrade},

@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// accessLogJournal: with access_log = true every response's line reaches
+// the journal. journald rate-limits each unit's messages (by default
+// 10,000 per 30 s, times a factor of 4-6 for the free disk space), which
+// a busy server's access log passes within seconds; the unit opts out
+// (a burst of a million a second). Here journald's own limit is made tiny
+// (a burst of 20, about 50 lines after its factor) and 3,000 requests
+// (HEAD: no bodies to store) must all be in the journal, with no
+// "Suppressed" from journald.
+func (z *zfsContainer) accessLogJournal(t *testing.T) {
+	const n = 3000
+	jconf := "/etc/systemd/journald.conf.d"
+	if err := os.MkdirAll(z.Path(jconf), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(z.Path(jconf+"/ratelimit.conf"), []byte("[Journal]\nRateLimitIntervalSec=60s\nRateLimitBurst=20\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := os.ReadFile(z.Path(confPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := regexp.MustCompile(`(?m)^access_log = false$`).ReplaceAll(conf, []byte("access_log = true"))
+	if string(on) == string(conf) {
+		t.Fatalf("%s has no access_log = false line", confPath)
+	}
+	defer func() {
+		os.WriteFile(z.Path(confPath), conf, 0o644)
+		os.RemoveAll(z.Path(jconf))
+		z.Exec(time.Minute, "systemctl", "restart", "systemd-journald")
+		z.Exec(time.Minute, "systemctl", "restart", unitService)
+	}()
+	if err := os.WriteFile(z.Path(confPath), on, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	z.Must("systemctl", "restart", "systemd-journald")
+	z.Must("systemctl", "restart", unitService)
+	since := strings.TrimSpace(z.Must("date", "+%Y-%m-%d %H:%M:%S"))
+
+	// One request per URL, 16 at a time, each answer's head into its own file.
+	dir := t.TempDir()
+	r := runCmd(t, 2*time.Minute, z.NetCommand("curl", "-sS", "-f", "-I", "--max-time", "100", "-Z", "--parallel-max", "16",
+		"-o", filepath.Join(dir, "#1"), "http://127.0.0.1:7070/small.bin?n=[1-"+strconv.Itoa(n)+"]"))
+	if r.Code != 0 {
+		t.Fatalf("curl: exit %d: %s", r.Code, tail(r.Stderr, 10))
+	}
+	line := regexp.MustCompile(`msg=access .* method=HEAD path="/small\.bin\?n=\d+" status=200 bytes=0 `)
+	var got int
+	var j string
+	if !waitFor(30*time.Second, func() bool {
+		j = z.Must("journalctl", "-u", unitService, "--since", since, "--no-pager", "-o", "cat")
+		got = len(line.FindAllStringIndex(j, -1))
+		return got >= n
+	}) {
+		all := z.Exec(time.Minute, "journalctl", "--since", since, "--no-pager", "-o", "cat", "--grep", "Suppressed|dropped")
+		t.Fatalf("%d of %d access lines in the journal\nsuppressed or dropped:\n%s\nzfs-serve:\n%s", got, n, tail(all.Stdout, 10), tail(j, 10))
+	}
+	if got != n {
+		t.Errorf("%d access lines for %d requests", got, n)
+	}
+	if s := z.Must("journalctl", "--since", since, "--no-pager", "-o", "cat"); strings.Contains(s, "Suppressed") {
+		t.Errorf("journald suppressed messages:\n%s", tail(s, 10))
+	}
+}
