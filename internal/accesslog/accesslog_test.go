@@ -60,6 +60,27 @@ func TestSameAsSlog(t *testing.T) {
 	}
 }
 
+// TestSameAsSlogEachRule: every quoting and escaping rule on its own, in
+// a string nothing else makes slog quote or escape: a rule the
+// implementation got wrong shows even where another rule would have hidden
+// it (a backslash alone is not quoted in text; a rune that is not
+// printable, or invalid UTF-8, alone is; JSON's \u escapes have two
+// nonzero hex digits; U+2029 is not U+2028).
+func TestSameAsSlogEachRule(t *testing.T) {
+	at := time.Date(2026, 12, 7, 9, 30, 1, 234567891, time.Local)
+	for _, s := range []string{
+		"/a\\b", "/\u200b", "/\u00ad", "/\ufeff", "/\xff", "/\xe2\x80", "/\x1f", "/\x1b[0m", "/\x7f",
+		"/\u2028", "/\u2029", "/=", "/ ", "/\t", "/\"", "/é", "/\U0001F600", "/<&>", "", "/\u0085",
+	} {
+		e := Entry{Time: at, Proto: s, Client: s, Method: s, Path: s, StatusName: s, Bytes: 1, Duration: time.Millisecond}
+		for _, json := range []bool{false, true} {
+			if got, want := ourLine(t, json, &e), slogLine(t, json, &e); got != want {
+				t.Errorf("%q, json=%v:\n got %q\nwant %q", s, json, got, want)
+			}
+		}
+	}
+}
+
 // FuzzSameAsSlog: for any strings, times and numbers, a line is slog's,
 // in both formats.
 func FuzzSameAsSlog(f *testing.F) {
