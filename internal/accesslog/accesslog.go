@@ -51,12 +51,15 @@ type Logger struct {
 }
 
 // New returns a Logger that writes to w in slog's text format, or JSON if
-// json, lines at level info while level allows them, with attrs (as
+// json, lines at level info while level (nil: info) allows them, with attrs (as
 // slog.Logger.With takes them: key, value pairs of string, int, int64 or
 // uint64 values) after the message.
 func New(w io.Writer, json bool, level slog.Leveler, attrs ...any) (*Logger, error) {
 	if len(attrs)%2 != 0 {
 		return nil, fmt.Errorf("accesslog: %d attribute arguments, want key, value pairs", len(attrs))
+	}
+	if level == nil {
+		level = slog.LevelInfo // as slog.HandlerOptions takes a nil Level
 	}
 	l := &Logger{w: w, json: json, level: level}
 	for i := 0; i < len(attrs); i += 2 {

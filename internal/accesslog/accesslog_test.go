@@ -119,6 +119,14 @@ func TestLevel(t *testing.T) {
 	if !strings.HasSuffix(buf.String(), " status=200 bytes=0 duration=0s\n") {
 		t.Fatalf("log_level debug: wrote %q", buf.String())
 	}
+	buf.Reset()
+	l, err = New(&buf, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Log(&e); buf.Len() == 0 {
+		t.Fatal("a nil level: no line (slog's default level is info)")
+	}
 	var nilLogger *Logger
 	if nilLogger.Enabled() {
 		t.Fatal("a nil Logger is enabled")
