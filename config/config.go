@@ -69,12 +69,15 @@ type Config struct {
 	Listing        bool     `toml:"listing" json:"listing"`
 	MaxRanges      int      `toml:"max_ranges" json:"max_ranges"`
 	AccessLog      bool     `toml:"access_log" json:"access_log"`
-	Digests        bool     `toml:"digests" json:"digests"`
-	DigestCache    string   `toml:"digest_cache" json:"digest_cache"`
-	User           string   `toml:"user" json:"user"`
-	Group          string   `toml:"group" json:"group"`
-	LogLevel       string   `toml:"log_level" json:"log_level"`
-	LogFormat      string   `toml:"log_format" json:"log_format"`
+	// AccessLogPath is the file access lines go to (access_log), opened
+	// by the supervisor for each generation; "": the daemon's log.
+	AccessLogPath string `toml:"access_log_path" json:"access_log_path"`
+	Digests       bool   `toml:"digests" json:"digests"`
+	DigestCache   string `toml:"digest_cache" json:"digest_cache"`
+	User          string `toml:"user" json:"user"`
+	Group         string `toml:"group" json:"group"`
+	LogLevel      string `toml:"log_level" json:"log_level"`
+	LogFormat     string `toml:"log_format" json:"log_format"`
 
 	// MaxConnectionsPerClient bounds the connections in flight from one
 	// client address; 0: no bound.
@@ -395,6 +398,11 @@ func (c *Config) Resolve() error {
 	if len(c.Control) > ctl.MaxSocketPath {
 		return keyErr("control", "socket path %s is %d bytes long; a unix socket path can have at most %d",
 			c.Control, len(c.Control), ctl.MaxSocketPath)
+	}
+	if c.AccessLogPath != "" {
+		if c.AccessLogPath, err = filepath.Abs(c.AccessLogPath); err != nil {
+			return keyErr("access_log_path", "%v", err)
+		}
 	}
 	if c.DigestCache, err = resolveDigestCache(c.DigestCache, os.Getenv("CACHE_DIRECTORY")); err != nil {
 		return keyErr("digest_cache", "%v", err)

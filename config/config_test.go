@@ -1034,6 +1034,33 @@ func TestDigestKeys(t *testing.T) {
 	}
 }
 
+// TestAccessLogPath: access_log_path is made absolute, relative to the
+// file; "" stays "" (the daemon's log).
+func TestAccessLogPath(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ toml, want string }{
+		{"", ""},
+		{"access_log_path = \"/var/log/zfs-serve/access.log\"\n", "/var/log/zfs-serve/access.log"},
+		{"access_log_path = \"logs/access.log\"\n", filepath.Join(dir, "logs/access.log")},
+	} {
+		p := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(p, []byte("root = "+strconv.Quote(dir)+"\naccess_log = true\n"+tt.toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Source{Path: p, Explicit: true}.Load()
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		if c.AccessLogPath != tt.want {
+			t.Errorf("%q: access_log_path %q, want %q", tt.toml, c.AccessLogPath, tt.want)
+		}
+		again := *c
+		if err := again.Resolve(); err != nil || again.AccessLogPath != c.AccessLogPath {
+			t.Errorf("%q: resolved again: %q, %v", tt.toml, again.AccessLogPath, err)
+		}
+	}
+}
+
 // TestDispatchAcceptPerClient: the accept dispatch mode cannot count
 // connections per client, so the combination is refused, naming both keys.
 func TestDispatchAcceptPerClient(t *testing.T) {

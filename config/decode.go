@@ -83,7 +83,7 @@ func decode(path string, data []byte, c *Config) (map[string]int, error) {
 	for _, p := range []struct {
 		key string
 		v   *string
-	}{{"root", &c.Root}, {"control", &c.Control}, {"digest_cache", &c.DigestCache}} {
+	}{{"root", &c.Root}, {"control", &c.Control}, {"digest_cache", &c.DigestCache}, {"access_log_path", &c.AccessLogPath}} {
 		if _, set := lines[p.key]; set && *p.v != "" && *p.v != DigestCacheMemory && !filepath.IsAbs(*p.v) {
 			*p.v = filepath.Join(filepath.Dir(path), *p.v)
 		}

@@ -20,6 +20,9 @@ const (
 	// supervisor holds. It reads EOF when the supervisor is gone, however
 	// it died (Pdeathsig fires on thread exit in Go, so it is not used).
 	deathFD = 4
+	// accessLogFD is the file access lines go to (access_log_path), which
+	// the supervisor opens for each generation; passed only when set.
+	accessLogFD = 5
 
 	// channelVersion guards against a new worker binary (after a package
 	// upgrade and a reload) speaking to an old supervisor, or the reverse.

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/zfs-serve/zfs-serve/config"
@@ -21,6 +22,7 @@ type generation struct {
 	killer   *loopTimer         // kills what is left of a draining generation at drain_timeout
 	cut      string             // set when workers were killed with connections in flight
 	waiters  []func(cut string) // run when the generation's last worker has exited
+	access   *os.File           // access_log_path, for its workers (accessLogFD); nil: none
 }
 
 // A slot is a position in a generation's pool; its worker is replaced
@@ -101,6 +103,9 @@ func (s *Supervisor) startGeneration(cfg *config.Config) error {
 	g := s.newGeneration(cfg)
 	s.next = g
 	s.nextTimer = s.after(startTimeout, evNextTimeout{g})
+	if err := openAccessLog(g); err != nil {
+		return err
+	}
 	for _, sl := range g.slots {
 		if err := s.spawn(g, sl); err != nil {
 			return err
@@ -248,6 +253,10 @@ func (s *Supervisor) forget(g *generation) {
 		}
 	}
 	g.killer.stop()
+	if g.access != nil {
+		g.access.Close()
+		g.access = nil
+	}
 	if g.id > 0 && g.cfg != nil && len(g.slots) > 0 && g != s.current {
 		s.log.Info("generation retired", "gen", g.id)
 	}

@@ -136,10 +136,14 @@ func (s *Supervisor) spawn(g *generation, sl *slot) error {
 	}
 	remoteF := os.NewFile(uintptr(remote), "channel")
 	defer remoteF.Close()
-	// extra[i] becomes fd 3+i: channelFD, deathFD.
+	// extra[i] becomes fd 3+i: channelFD, deathFD, accessLogFD.
+	extra := []*os.File{remoteF, s.deathR}
+	if g.access != nil {
+		extra = append(extra, g.access)
+	}
 	var p process
 	err = s.startWorker(func() (err error) {
-		p, err = s.env.startProc(exe, []string{WorkerCommand}, []*os.File{remoteF, s.deathR}, cred)
+		p, err = s.env.startProc(exe, []string{WorkerCommand}, extra, cred)
 		return err
 	})
 	if err != nil {

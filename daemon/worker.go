@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -76,14 +77,21 @@ func RunWorker() error {
 	// error returns here, by the deferred Close; os.Exit skips defers).
 	var log atomic.Pointer[slog.Logger]
 	lb := newLogWriter(log.Load)
-	defer lb.Close(logFlushTimeout)
+	var access atomic.Pointer[logbuf.Writer] // access_log_path's, once configured
+	closeLogs := func() {
+		if a := access.Load(); a != nil {
+			a.Close(logFlushTimeout)
+		}
+		lb.Close(logFlushTimeout)
+	}
+	defer closeLogs()
 	bootLog := slog.New(slog.NewTextHandler(lb, nil)).With("proc", "worker", "pid", os.Getpid())
 	log.Store(bootLog)
 	ch, err := fdpass.FileConn(channelFD, "channel")
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	go watchSupervisor(bootLog, lb)
+	go watchSupervisor(bootLog, closeLogs)
 
 	buf := make([]byte, maxMsg)
 	oob := make([]byte, fdpass.OOBSpace)
@@ -111,8 +119,17 @@ func RunWorker() error {
 	setProcs(wc.Config.Workers)
 	opts := serve.OptionsFrom(wc.Config)
 	if wc.Config.AccessLog {
-		// The same lines the logger would write, for less (accesslog).
-		opts.Access, err = accesslog.New(lb, wc.Config.LogFormat == "json", level, attrs...)
+		// The same lines the logger would write, for less (accesslog),
+		// into the log or the file the supervisor opened.
+		var w io.Writer = lb
+		if path := wc.Config.AccessLogPath; path != "" {
+			a := logbuf.NewAppend(os.NewFile(accessLogFD, path), func(n int) {
+				logger.Warn("access log lines dropped: the file did not take them as fast as they came", "lines", n, "path", path)
+			})
+			access.Store(a)
+			w = a
+		}
+		opts.Access, err = accesslog.New(w, wc.Config.LogFormat == "json", level, attrs...)
 	}
 	var srv *serve.Server
 	if err == nil {
@@ -139,7 +156,7 @@ func RunWorker() error {
 		}
 	}()
 	code := w.run()
-	lb.Close(logFlushTimeout)
+	closeLogs()
 	os.Exit(code)
 	return nil
 }
@@ -456,8 +473,8 @@ func (w *worker) statusJSON(limit int) []byte {
 // watchSupervisor exits the worker the moment the supervisor is gone: the
 // death pipe reads EOF only when its last writer, the supervisor, has died.
 // The lines logged before, and its own, are written first, at most
-// logFlushTimeout.
-func watchSupervisor(log *slog.Logger, lb *logbuf.Writer) {
+// logFlushTimeout (each log).
+func watchSupervisor(log *slog.Logger, closeLogs func()) {
 	f := os.NewFile(deathFD, "supervisor-death")
 	var b [1]byte
 	for {
@@ -468,7 +485,7 @@ func watchSupervisor(log *slog.Logger, lb *logbuf.Writer) {
 		break
 	}
 	log.Error("supervisor is gone; exiting")
-	lb.Close(logFlushTimeout)
+	closeLogs()
 	os.Exit(1)
 }
 

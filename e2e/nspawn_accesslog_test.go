@@ -73,3 +73,40 @@ func (z *zfsContainer) accessLogJournal(t *testing.T) {
 		t.Errorf("journald suppressed messages:\n%s", tail(s, 10))
 	}
 }
+
+// accessLogFile: access_log_path = "/var/log/zfs-serve/access.log" works
+// under the unit's sandbox (ProtectSystem=strict: LogsDirectory= is the one
+// writable folder under /var/log), the file owned by the service's user
+// and private to it.
+func (z *zfsContainer) accessLogFile(t *testing.T) {
+	const path = "/var/log/zfs-serve/access.log"
+	conf, err := os.ReadFile(z.Path(confPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := regexp.MustCompile(`(?m)^access_log = false$`).ReplaceAll(conf, []byte("access_log = true"))
+	on = regexp.MustCompile(`(?m)^access_log_path = ""$`).ReplaceAll(on, []byte(`access_log_path = "`+path+`"`))
+	if !strings.Contains(string(on), path) || !strings.Contains(string(on), "access_log = true") {
+		t.Fatalf("%s has no access_log = false or access_log_path = \"\" line", confPath)
+	}
+	defer func() {
+		os.WriteFile(z.Path(confPath), conf, 0o644)
+		z.Exec(time.Minute, "systemctl", "reload", unitService)
+	}()
+	if err := os.WriteFile(z.Path(confPath), on, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	z.Must("systemctl", "reload", unitService)
+	z.fetch(t, "/small.bin", z.smallSHA)
+	var b []byte
+	if !waitFor(10*time.Second, func() bool {
+		b, _ = os.ReadFile(z.Path(path))
+		return strings.Contains(string(b), "msg=access") && strings.Contains(string(b), "path=/small.bin status=ok")
+	}) {
+		t.Fatalf("%s:\n%s\njournal:\n%s", path, tail(string(b), 5), tail(z.Must("journalctl", "-u", unitService, "--no-pager", "-o", "cat"), 10))
+	}
+	// 0640 less the unit's UMask=0077.
+	if owner := strings.TrimSpace(z.Must("stat", "-c", "%U:%G %a", path)); owner != "zfs-serve:zfs-serve 600" {
+		t.Errorf("%s: %s, want zfs-serve:zfs-serve 600", path, owner)
+	}
+}

@@ -53,6 +53,7 @@ func TestSystemdPackage(t *testing.T) {
 		{"service start pulls in its sockets", z.serviceStart},
 		{"metrics socket", z.metricsSocket},
 		{"access log in the journal", z.accessLogJournal},
+		{"access log file", z.accessLogFile},
 		{"journal", z.journal},
 		{"watchdog", z.watchdog},
 		{"upgrade", z.upgrade},

@@ -10,6 +10,9 @@
 // (PIPE_BUF), so that on a pipe or a stream socket shared with other
 // processes (a supervisor and its workers share one stderr) no record is
 // split by another's. A record longer than that is written on its own.
+// NewAppend is for a file opened with O_APPEND, where one write(2) is
+// never split by another's whatever its size (on a local file system):
+// its pieces are of up to High bytes.
 package logbuf
 
 import (
@@ -42,6 +45,7 @@ type Writer struct {
 	w      io.Writer
 	onDrop func(n int)
 	delay  time.Duration
+	piece  int // the most bytes of whole records one write carries
 	timer  *time.Timer
 
 	mu      sync.Mutex
@@ -56,10 +60,14 @@ type Writer struct {
 // New starts a Writer for w. onDrop, if not nil, is called from the
 // writing goroutine with the number of records dropped, after the reader
 // took data again; it may log (into this Writer).
-func New(w io.Writer, onDrop func(n int)) *Writer { return newWriter(w, onDrop, Delay) }
+func New(w io.Writer, onDrop func(n int)) *Writer { return newWriter(w, onDrop, Delay, Atomic) }
 
-func newWriter(w io.Writer, onDrop func(n int), delay time.Duration) *Writer {
-	b := &Writer{w: w, onDrop: onDrop, delay: delay, timer: time.NewTimer(delay),
+// NewAppend is New for a file opened with O_APPEND on a local file
+// system: its writes carry up to High bytes each.
+func NewAppend(w io.Writer, onDrop func(n int)) *Writer { return newWriter(w, onDrop, Delay, High) }
+
+func newWriter(w io.Writer, onDrop func(n int), delay time.Duration, piece int) *Writer {
+	b := &Writer{w: w, onDrop: onDrop, delay: delay, piece: piece, timer: time.NewTimer(delay),
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
 	b.timer.Stop()
 	go b.run()
@@ -165,7 +173,7 @@ func (b *Writer) flush(spare []byte) []byte {
 		}
 		b.pending = spare[:0] // never batch's array: records keep coming
 		b.mu.Unlock()
-		writeRecords(b.w, batch)
+		writeRecords(b.w, batch, b.piece)
 		spare = batch
 		if cap(spare) > 2*High {
 			spare = nil // a burst's buffer is not kept
@@ -181,29 +189,29 @@ func (b *Writer) flush(spare []byte) []byte {
 	return spare
 }
 
-// writeRecords writes batch in pieces of whole records of at most Atomic
+// writeRecords writes batch in pieces of whole records of at most piece
 // bytes (a longer record alone). Records end in '\n'; a batch that does
 // not is written as one piece.
-func writeRecords(w io.Writer, batch []byte) {
+func writeRecords(w io.Writer, batch []byte, piece int) {
 	for len(batch) > 0 {
-		n := cut(batch)
+		n := cut(batch, piece)
 		w.Write(batch[:n])
 		batch = batch[n:]
 	}
 }
 
 // cut is the length of the first piece of batch: the most whole records
-// that fit in Atomic bytes, or the first record if it alone is longer.
-func cut(batch []byte) int {
-	if len(batch) <= Atomic {
+// that fit in piece bytes, or the first record if it alone is longer.
+func cut(batch []byte, piece int) int {
+	if len(batch) <= piece {
 		return len(batch)
 	}
-	for i := Atomic - 1; i >= 0; i-- {
+	for i := piece - 1; i >= 0; i-- {
 		if batch[i] == '\n' {
 			return i + 1
 		}
 	}
-	for i := Atomic; i < len(batch); i++ {
+	for i := piece; i < len(batch); i++ {
 		if batch[i] == '\n' {
 			return i + 1
 		}

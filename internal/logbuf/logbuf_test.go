@@ -76,7 +76,7 @@ func TestCut(t *testing.T) {
 		{"one long record alone", line(5000) + line(10), 5000},
 		{"long, no newline", strings.Repeat("a", 5000), 5000},
 	} {
-		if got := cut([]byte(tc.batch)); got != tc.want {
+		if got := cut([]byte(tc.batch), Atomic); got != tc.want {
 			t.Errorf("%s: cut = %d, want %d", tc.name, got, tc.want)
 		}
 	}
@@ -269,11 +269,42 @@ func TestCloseTwice(t *testing.T) {
 // (an hour here).
 func TestFlush(t *testing.T) {
 	rec := &recorder{}
-	b := newWriter(rec, nil, time.Hour)
+	b := newWriter(rec, nil, time.Hour, Atomic)
 	defer b.Close(time.Second)
 	b.Write(record(1))
 	b.Flush()
 	if !rec.await(record(1)) {
 		t.Fatal("a flushed record was not written")
+	}
+}
+
+// TestAppendPieces: NewAppend (a file opened with O_APPEND) writes whole
+// records in pieces of up to High bytes, not Atomic: a 64 KiB batch is
+// one write, not sixteen.
+func TestAppendPieces(t *testing.T) {
+	rec := &recorder{}
+	b := NewAppend(rec, func(n int) { t.Errorf("%d records dropped", n) })
+	const n = 6000 // 180 KB of records: High is reached and kicks the writer
+	for i := range n {
+		b.Write(record(i))
+	}
+	if !b.Close(10 * time.Second) {
+		t.Fatal("Close timed out")
+	}
+	out, _ := rec.all()
+	if got := bytes.Count(out, []byte("\n")); got != n {
+		t.Fatalf("%d records arrived, want %d", got, n)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	largest := 0
+	for i, w := range rec.writes {
+		if len(w) == 0 || w[len(w)-1] != '\n' || len(w) > High {
+			t.Fatalf("write %d: %d bytes, ending %q: want whole records, at most %d bytes", i, len(w), w[max(0, len(w)-10):], High)
+		}
+		largest = max(largest, len(w))
+	}
+	if largest <= Atomic {
+		t.Errorf("largest write %d bytes: pieces of Atomic (%d), not of High", largest, Atomic)
 	}
 }

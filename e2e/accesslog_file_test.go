@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAccessLogFile: with access_log_path, access lines (HTTP and native)
+// go to that file and not to the daemon's log; workers that run as
+// another user (user = "nobody") write it in a folder only root may
+// enter, because the supervisor opens it. After a logrotate-style rename,
+// a reload has the new workers write a new file. A symbolic link at the
+// path fails the reload (the old generation serves on) and the start.
+func TestAccessLogFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: the test runs its workers as nobody")
+	}
+	root, _ := httpTree(t)
+	os.Chmod(root, 0o755)
+	os.Chmod(binDir, 0o755) // nobody runs the workers' binary
+	logs := shortTempDir(t) // 0700, root's: nobody cannot open a file in it
+	path := filepath.Join(logs, "access.log")
+	conf := "access_log = true\naccess_log_path = " + strconv.Quote(path) + "\nuser = \"nobody\"\ngroup = \"nogroup\"\n"
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 2, Config: conf})
+
+	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?before")
+	Zfetch(t, "-q", "-o", "-", d.URL("/list/a.txt"))
+	waitLines(t, path,
+		regexp.MustCompile(`(?m)^time=\S+ level=INFO msg=access proc=worker pid=\d+ gen=1 slot=\d proto=http client=127\.0\.0\.1:\d+ method=GET path="?/small\.txt\?before"? status=200 bytes=4096 duration=\S+$`),
+		regexp.MustCompile(`(?m)^time=\S+ level=INFO msg=access proc=worker pid=\d+ gen=1 slot=\d proto=native client=127\.0\.0\.1:\d+ method=GET path=/list/a\.txt status=ok bytes=10 duration=\S+$`))
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("%s: %v, mode %v, want 0640", path, err, st.Mode().Perm())
+	}
+	if strings.Contains(d.Log(), "msg=access") {
+		t.Errorf("access lines in the daemon's log too:\n%s", tail(d.Log(), 10))
+	}
+
+	// logrotate: rename, then reload.
+	rotated := path + ".1"
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.Zctl("reload"); r.Code != 0 || !strings.Contains(r.Stdout, "generation 2 serving") {
+		t.Fatalf("reload: %d %s %s", r.Code, r.Stdout, r.Stderr)
+	}
+	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?after")
+	waitLines(t, path, regexp.MustCompile(`(?m)^time=\S+ level=INFO msg=access proc=worker pid=\d+ gen=2 .* path="?/small\.txt\?after"? status=200 `))
+	if b, _ := os.ReadFile(rotated); !strings.Contains(string(b), "?before") || strings.Contains(string(b), "?after") {
+		t.Errorf("the rotated file:\n%s", b)
+	}
+
+	// A symbolic link where the file should be: the reload fails, and
+	// generation 2 goes on serving and logging.
+	link := filepath.Join(logs, "link.log")
+	if err := os.Symlink(filepath.Join(logs, "target.log"), link); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.Config, []byte(strings.Replace(string(b), strconv.Quote(path), strconv.Quote(link), 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.Zctl("reload"); r.Code == 0 || !strings.Contains(r.Stdout+r.Stderr, "is a symbolic link") {
+		t.Fatalf("reload with a link: %d %s %s", r.Code, r.Stdout, r.Stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(logs, "target.log")); err == nil {
+		t.Error("the link's target was created")
+	}
+	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?still")
+	waitLines(t, path, regexp.MustCompile(`gen=2 .* path="?/small\.txt\?still"? status=200 `))
+
+	// ... and it fails the start, with the reason.
+	d2 := StartDaemon(t, DaemonOpts{Root: root, Config: "access_log = true\naccess_log_path = " + strconv.Quote(link) + "\n", NoWait: true})
+	if code := d2.WaitExit(20 * time.Second); code != 1 {
+		t.Fatalf("start with a link: exit %d, want 1", code)
+	}
+	if !strings.Contains(d2.Log(), "is a symbolic link") {
+		t.Fatalf("start with a link: the log does not say why:\n%s", tail(d2.Log(), 10))
+	}
+}
+
+// waitLines waits for the file at path to match every one of want (a
+// worker writes its lines within 50 ms, internal/logbuf).
+func waitLines(t *testing.T, path string, want ...*regexp.Regexp) {
+	t.Helper()
+	var b []byte
+	if !waitFor(5*time.Second, func() bool {
+		b, _ = os.ReadFile(path)
+		for _, w := range want {
+			if !w.Match(b) {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("%s lacks one of %q:\n%s", path, want, tail(string(b), 10))
+	}
+}
