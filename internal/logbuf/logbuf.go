@@ -12,7 +12,7 @@
 // split by another's. A record longer than that is written on its own.
 // NewAppend is for a file opened with O_APPEND, where one write(2) is
 // never split by another's whatever its size (on a local file system):
-// its pieces are of up to High bytes.
+// its batches are larger (AppendHigh) and go out in one write each.
 package logbuf
 
 import (
@@ -33,6 +33,16 @@ const (
 	// Delay is the longest a record waits for others to share its
 	// writes while fewer than High bytes wait.
 	Delay = 50 * time.Millisecond
+
+	// AppendHigh is NewAppend's High, and AppendMax its Max. Each write
+	// is an ordinary system call, which costs a worker far more than its
+	// bytes: the runtime hands the thread's P on when the call takes over
+	// 20 µs, and sysmon then polls every 20 µs for a millisecond. A busy
+	// access log in 64 KiB writes cost 3.2 µs per request, in batches of
+	// Delay (about 340 KB at 45,000 lines a second) 1.2 µs
+	// (bench/findings.md, "Eleventh round").
+	AppendHigh = 512 << 10
+	AppendMax  = 4 * AppendHigh
 )
 
 // Writer batches records for w. Its methods are safe for concurrent use.
@@ -45,6 +55,8 @@ type Writer struct {
 	w      io.Writer
 	onDrop func(n int)
 	delay  time.Duration
+	high   int // High, or AppendHigh
+	max    int // Max, or AppendMax
 	piece  int // the most bytes of whole records one write carries
 	timer  *time.Timer
 
@@ -60,21 +72,25 @@ type Writer struct {
 // New starts a Writer for w. onDrop, if not nil, is called from the
 // writing goroutine with the number of records dropped, after the reader
 // took data again; it may log (into this Writer).
-func New(w io.Writer, onDrop func(n int)) *Writer { return newWriter(w, onDrop, Delay, Atomic) }
+func New(w io.Writer, onDrop func(n int)) *Writer {
+	return newWriter(w, onDrop, Delay, High, Max, Atomic)
+}
 
 // NewAppend is New for a file opened with O_APPEND on a local file
-// system: its writes carry up to High bytes each.
-func NewAppend(w io.Writer, onDrop func(n int)) *Writer { return newWriter(w, onDrop, Delay, High) }
+// system: batches of up to AppendHigh bytes (or Delay), each in one write.
+func NewAppend(w io.Writer, onDrop func(n int)) *Writer {
+	return newWriter(w, onDrop, Delay, AppendHigh, AppendMax, AppendMax)
+}
 
-func newWriter(w io.Writer, onDrop func(n int), delay time.Duration, piece int) *Writer {
-	b := &Writer{w: w, onDrop: onDrop, delay: delay, piece: piece, timer: time.NewTimer(delay),
+func newWriter(w io.Writer, onDrop func(n int), delay time.Duration, high, maxBytes, piece int) *Writer {
+	b := &Writer{w: w, onDrop: onDrop, delay: delay, high: high, max: maxBytes, piece: piece, timer: time.NewTimer(delay),
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
 	b.timer.Stop()
 	go b.run()
 	return b
 }
 
-// Write queues one record, or drops it if Max bytes already wait. It
+// Write queues one record, or drops it if Max (AppendMax) bytes already wait. It
 // never returns an error: a logger has nowhere to report one.
 func (b *Writer) Write(p []byte) (int, error) {
 	b.mu.Lock()
@@ -82,7 +98,7 @@ func (b *Writer) Write(p []byte) (int, error) {
 		b.mu.Unlock()
 		return b.w.Write(p) // after Close: straight through
 	}
-	if len(b.pending)+len(p) > Max {
+	if len(b.pending)+len(p) > b.max {
 		b.dropped++
 		b.mu.Unlock()
 		return len(p), nil
@@ -94,7 +110,7 @@ func (b *Writer) Write(p []byte) (int, error) {
 	if first {
 		b.timer.Reset(b.delay)
 	}
-	if n >= High && n-len(p) < High {
+	if n >= b.high && n-len(p) < b.high {
 		signal(b.kick)
 	}
 	return len(p), nil
@@ -175,7 +191,7 @@ func (b *Writer) flush(spare []byte) []byte {
 		b.mu.Unlock()
 		writeRecords(b.w, batch, b.piece)
 		spare = batch
-		if cap(spare) > 2*High {
+		if cap(spare) > 2*b.high {
 			spare = nil // a burst's buffer is not kept
 		}
 	}

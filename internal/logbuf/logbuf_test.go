@@ -269,7 +269,7 @@ func TestCloseTwice(t *testing.T) {
 // (an hour here).
 func TestFlush(t *testing.T) {
 	rec := &recorder{}
-	b := newWriter(rec, nil, time.Hour, Atomic)
+	b := newWriter(rec, nil, time.Hour, High, Max, Atomic)
 	defer b.Close(time.Second)
 	b.Write(record(1))
 	b.Flush()
@@ -279,12 +279,14 @@ func TestFlush(t *testing.T) {
 }
 
 // TestAppendPieces: NewAppend (a file opened with O_APPEND) writes whole
-// records in pieces of up to High bytes, not Atomic: a 64 KiB batch is
-// one write, not sixteen.
+// records in batches of up to AppendHigh bytes, each in one write, not in
+// pieces of Atomic.
 func TestAppendPieces(t *testing.T) {
 	rec := &recorder{}
-	b := NewAppend(rec, func(n int) { t.Errorf("%d records dropped", n) })
-	const n = 6000 // 180 KB of records: High is reached and kicks the writer
+	// NewAppend's sizes, without its Delay: only AppendHigh and Close
+	// start a batch, however slowly the records come (-race).
+	b := newWriter(rec, func(n int) { t.Errorf("%d records dropped", n) }, time.Hour, AppendHigh, AppendMax, AppendMax)
+	const n = 40000 // 1.2 MB of records: AppendHigh is reached and kicks the writer
 	for i := range n {
 		b.Write(record(i))
 	}
@@ -299,12 +301,12 @@ func TestAppendPieces(t *testing.T) {
 	defer rec.mu.Unlock()
 	largest := 0
 	for i, w := range rec.writes {
-		if len(w) == 0 || w[len(w)-1] != '\n' || len(w) > High {
-			t.Fatalf("write %d: %d bytes, ending %q: want whole records, at most %d bytes", i, len(w), w[max(0, len(w)-10):], High)
+		if len(w) == 0 || w[len(w)-1] != '\n' || len(w) > AppendMax {
+			t.Fatalf("write %d: %d bytes, ending %q: want whole records, at most %d bytes", i, len(w), w[max(0, len(w)-10):], AppendMax)
 		}
 		largest = max(largest, len(w))
 	}
-	if largest <= Atomic {
-		t.Errorf("largest write %d bytes: pieces of Atomic (%d), not of High", largest, Atomic)
+	if largest < AppendHigh {
+		t.Errorf("largest write %d bytes, want a batch of at least AppendHigh (%d)", largest, AppendHigh)
 	}
 }
