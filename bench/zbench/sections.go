@@ -156,6 +156,16 @@ func (b *bench) runAll(only map[string]bool) error {
 		}
 		b.stopAll()
 	}
+	if want("httplog") {
+		ss, err := b.startAll([]string{zfsLogKey, nginxLogKey})
+		if err != nil {
+			return err
+		}
+		zl := *ss[zfsLogKey]
+		zl.proto = "http"
+		b.httpLog([]*server{&zl, ss[nginxLogKey]})
+		b.stopAll()
+	}
 	if want("verify") {
 		ss, err := b.startAll([]string{"zfs-sendfile", "nginx"})
 		if err != nil {

@@ -85,5 +85,20 @@ func (b *bench) httpFetch(ss []*server) {
 	b.finish(sec)
 }
 
+// httpLog is the 4 KiB keep-alive workload over HTTP with both servers'
+// access logs on, each into a file: what an operator moving from nginx
+// runs.
+func (b *bench) httpLog(ss []*server) {
+	sec := &Section{ID: "httplog", Title: "HTTP: 4 KiB files, 64 connections, access log to a file (wrk for both)",
+		What: fmt.Sprintf("As the 64-connection HTTP section (`wrk -t%d -c64 -d%s --latency -s smallfiles.lua URL -- %d`), on fresh servers with their access logs on, each into a file in its own scratch folder: nginx's `access_log FILE` (its default format, unbuffered, as configured by default), zfs-serve's `access_log = true` with `access_log_path` (its lines, batched: one write per 512 KiB or 50 ms). The files are on the scratch folder's file system.",
+			wrkThreads, wrkDuration(b.p.LoadDur), b.p.NSmall),
+		Metrics: []Metric{mRPS, mP50, mP99, mCPUReq, mClientReq}, Ratios: []string{"rps", "p99_us", "cpu_us_per_req"}}
+	b.quiet(sec)
+	spec := wrkSpec{conns: 64, dur: b.p.LoadDur}
+	warm := func(s *server) (sample, error) { w := spec; w.dur = spec.dur / 4; return b.wrk(s, w) }
+	b.rounds(sec, ss, measureOpt{}, warm, func(s *server) (sample, error) { return b.wrk(s, spec) })
+	b.finish(sec)
+}
+
 // wantHTTP reports whether any HTTP section is selected.
 func wantHTTP(want func(...string) bool) bool { return want(httpSectionIDs...) }

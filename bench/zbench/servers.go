@@ -60,6 +60,13 @@ var zfsModes = []string{"sendfile", "splice", "mmap", "copy"}
 // dispatch mode matters: small64, newconn, httpnewconn.
 const zfsAcceptKey = "zfs-accept"
 
+// zfsLogKey and nginxLogKey are zfs-serve (sendfile) and nginx with their
+// access logs on, each into a file in its own folder: the httplog section.
+const (
+	zfsLogKey   = "zfs-log"
+	nginxLogKey = "nginx-log"
+)
+
 // serverKeys lists every server in report order.
 func allServers() []string {
 	return []string{"zfs-sendfile", "zfs-splice", "zfs-mmap", "zfs-copy", "nginx", "gohttp", "probe"}
@@ -73,6 +80,10 @@ func serverLabel(key string) string {
 		return "Go net/http"
 	case "probe":
 		return "bare sendfile loop"
+	case zfsLogKey:
+		return "zfs-serve (sendfile), access log to a file"
+	case nginxLogKey:
+		return "nginx, access log to a file"
 	}
 	if m, ok := strings.CutPrefix(key, "zfs-"); ok {
 		return "zfs-serve (" + m + ")"
@@ -105,14 +116,18 @@ func (b *bench) start(key string) (*server, error) {
 			return nil, err
 		}
 		addrLine = bufio.NewReader(out)
-	case key == "nginx":
+	case key == "nginx" || key == nginxLogKey:
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
 		s.addr = "127.0.0.1:" + strconv.Itoa(port)
 		conf := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(conf, []byte(nginxConf(dir, b.data, s.addr, b.nofile)), 0o644); err != nil {
+		accessLog := "off"
+		if key == nginxLogKey {
+			accessLog = filepath.Join(dir, "access.log")
+		}
+		if err := os.WriteFile(conf, []byte(nginxConf(dir, b.data, s.addr, b.nofile, accessLog)), 0o644); err != nil {
 			return nil, err
 		}
 		s.cmd = exec.Command(b.nginx, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
@@ -123,10 +138,19 @@ func (b *bench) start(key string) (*server, error) {
 		if key == zfsAcceptKey {
 			s.mode, dispatch = "sendfile", "accept"
 		}
+		var accessLog string
+		if key == zfsLogKey {
+			s.mode = "sendfile"
+			accessLog = fmt.Sprintf("access_log = true\naccess_log_path = %q\n", filepath.Join(dir, "access.log"))
+		}
 		s.proto = "native"
 		s.ctl = filepath.Join(dir, "ctl.sock")
 		conf := filepath.Join(dir, "zfs-serve.toml")
 		text := zfsConf(b.data, s.ctl, s.mode, dispatch)
+		if accessLog != "" {
+			// Access lines are at level info.
+			text = strings.Replace(text, `log_level = "warn"`, `log_level = "info"`, 1) + accessLog
+		}
 		if b.extraConf != "" {
 			text += "# ZBENCH_ZFS_CONF\n" + b.extraConf + "\n"
 		}
@@ -293,10 +317,11 @@ func freePort() (int, error) {
 // nginxConf is nginx as its users tune it for static files, the peer the
 // brief names: sendfile, tcp_nopush and an open-file cache
 // (open_file_cache max=10000 inactive=20s; open_file_cache_valid 1s, as
-// zfs-serve has one too), two workers, no access log, everything it writes
-// inside dir. Keep-alive is not capped (keepalive_requests), as
+// zfs-serve has one too), two workers, no access log (accessLog "off"; or
+// a file, nginx's default format, unbuffered as nginx's default), everything
+// it writes inside dir. Keep-alive is not capped (keepalive_requests), as
 // zfs-serve's and net/http's are not.
-func nginxConf(dir, root, addr string, nofile int) string {
+func nginxConf(dir, root, addr string, nofile int, accessLog string) string {
 	user := ""
 	if os.Getuid() == 0 {
 		// The scratch tree is private to root (mktemp -d); the default
@@ -311,7 +336,7 @@ error_log %[2]s/error.log warn;
 worker_rlimit_nofile %[5]d;
 events { worker_connections %[6]d; }
 http {
-    access_log off;
+    access_log %[7]s;
     sendfile on;
     tcp_nopush on;
     open_file_cache max=10000 inactive=20s;
@@ -329,7 +354,7 @@ http {
         root %[3]s;
     }
 }
-`, user, dir, root, addr, nofile, max(nofile/2, 1024))
+`, user, dir, root, addr, nofile, max(nofile/2, 1024), accessLog)
 }
 
 // zfsConf is zfs-serve with two workers (one per core) in mode, HTTP/1.1
