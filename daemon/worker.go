@@ -125,6 +125,12 @@ func RunWorker() error {
 		if path := wc.Config.AccessLogPath; path != "" {
 			a := logbuf.NewAppend(os.NewFile(accessLogFD, path), func(n int) {
 				logger.Warn("access log lines dropped: the file did not take them as fast as they came", "lines", n, "path", path)
+			}, func(n int, err error) {
+				if err != nil {
+					logger.Error("access log lines lost: writing the file failed; more are lost until it works again", "lines", n, "path", path, "err", err)
+					return
+				}
+				logger.Warn("access log file written again", "lines_lost", n, "path", path)
 			})
 			access.Store(a)
 			w = a

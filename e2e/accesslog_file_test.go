@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -101,5 +102,49 @@ func waitLines(t *testing.T, path string, want ...*regexp.Regexp) {
 		return true
 	}) {
 		t.Fatalf("%s lacks one of %q:\n%s", path, want, tail(string(b), 10))
+	}
+}
+
+// TestAccessLogFileFull: a write to the access log that fails (a full
+// disk) is reported in the daemon's log with its error, once, and once
+// more with the lines lost when writes succeed again, rather than the
+// lines vanishing without a word.
+func TestAccessLogFileFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: the test mounts a tmpfs")
+	}
+	dir := shortTempDir(t)
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skip("cannot mount a tmpfs:", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	path := filepath.Join(dir, "access.log")
+	root, _ := httpTree(t)
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "access_log = true\naccess_log_path = " + strconv.Quote(path) + "\n"})
+	fill := filepath.Join(dir, "fill")
+	f, err := os.Create(fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 128<<10)) // up to ENOSPC
+	f.Close()
+	for i := range 20 {
+		curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?full"+strconv.Itoa(i))
+	}
+	if !waitFor(5*time.Second, func() bool {
+		return regexp.MustCompile(`level=ERROR msg="access log lines lost: .*err=".*no space left on device"`).MatchString(d.Log())
+	}) {
+		t.Fatalf("a full disk is not reported:\n%s", tail(d.Log(), 10))
+	}
+	os.Remove(fill)
+	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?again")
+	waitLines(t, path, regexp.MustCompile(`path="?/small\.txt\?again"? status=200 `))
+	if !waitFor(5*time.Second, func() bool {
+		return regexp.MustCompile(`level=WARN msg="access log file written again" .*lines_lost=\d+`).MatchString(d.Log())
+	}) {
+		t.Fatalf("the recovery is not reported:\n%s", tail(d.Log(), 10))
+	}
+	if n := strings.Count(d.Log(), "access log lines lost"); n != 1 {
+		t.Errorf("%d reports of the failure, want 1:\n%s", n, tail(d.Log(), 10))
 	}
 }

@@ -12,10 +12,12 @@
 // split by another's. A record longer than that is written on its own.
 // NewAppend is for a file opened with O_APPEND, where one write(2) is
 // never split by another's whatever its size (on a local file system):
-// its batches are larger (AppendHigh) and go out in one write each.
+// its batches are larger (AppendHigh) and go out in one write each, and
+// a failed write (a full disk) is reported rather than ignored.
 package logbuf
 
 import (
+	"bytes"
 	"io"
 	"sync"
 	"time"
@@ -59,6 +61,12 @@ type Writer struct {
 	max    int // Max, or AppendMax
 	piece  int // the most bytes of whole records one write carries
 	timer  *time.Timer
+	// onFail (NewAppend) is told of failed writes; the writing goroutine
+	// alone touches failing, lost and lastErr.
+	onFail  func(lost int, err error)
+	failing bool  // the last write failed and onFail was told
+	lost    int   // records whose write failed, not yet reported
+	lastErr error // the last failed write's error
 
 	mu      sync.Mutex
 	pending []byte // whole records, oldest first
@@ -78,8 +86,15 @@ func New(w io.Writer, onDrop func(n int)) *Writer {
 
 // NewAppend is New for a file opened with O_APPEND on a local file
 // system: batches of up to AppendHigh bytes (or Delay), each in one write.
-func NewAppend(w io.Writer, onDrop func(n int)) *Writer {
-	return newWriter(w, onDrop, Delay, AppendHigh, AppendMax, AppendMax)
+// onFail, if not nil, is called from the writing goroutine when a write
+// fails (a full disk, an I/O error), with the records that write lost and
+// its error; then, once writes succeed again or at Close, with the records
+// lost since (and err nil if writes succeed again, else the last error).
+// A file that keeps failing thus costs two reports, not one per batch.
+func NewAppend(w io.Writer, onDrop func(n int), onFail func(lost int, err error)) *Writer {
+	b := newWriter(w, onDrop, Delay, AppendHigh, AppendMax, AppendMax)
+	b.onFail = onFail
+	return b
 }
 
 func newWriter(w io.Writer, onDrop func(n int), delay time.Duration, high, maxBytes, piece int) *Writer {
@@ -171,6 +186,9 @@ func (b *Writer) run() {
 			}
 			if idle {
 				b.timer.Stop()
+				if b.lost > 0 && b.onFail != nil {
+					b.onFail(b.lost, b.lastErr)
+				}
 				return
 			}
 		}
@@ -189,7 +207,7 @@ func (b *Writer) flush(spare []byte) []byte {
 		}
 		b.pending = spare[:0] // never batch's array: records keep coming
 		b.mu.Unlock()
-		writeRecords(b.w, batch, b.piece)
+		b.writeRecords(batch)
 		spare = batch
 		if cap(spare) > 2*b.high {
 			spare = nil // a burst's buffer is not kept
@@ -205,14 +223,38 @@ func (b *Writer) flush(spare []byte) []byte {
 	return spare
 }
 
-// writeRecords writes batch in pieces of whole records of at most piece
-// bytes (a longer record alone). Records end in '\n'; a batch that does
-// not is written as one piece.
-func writeRecords(w io.Writer, batch []byte, piece int) {
+// writeRecords writes batch in pieces of whole records of at most
+// b.piece bytes (a longer record alone). Records end in '\n'; a batch
+// that does not is written as one piece. Failed writes go to onFail.
+func (b *Writer) writeRecords(batch []byte) {
 	for len(batch) > 0 {
-		n := cut(batch, piece)
-		w.Write(batch[:n])
+		n := cut(batch, b.piece)
+		_, err := b.w.Write(batch[:n])
+		if b.onFail != nil {
+			b.wrote(batch[:n], err)
+		}
 		batch = batch[n:]
+	}
+}
+
+// wrote accounts for the write of piece that returned err (onFail).
+func (b *Writer) wrote(piece []byte, err error) {
+	if err == nil {
+		if b.failing {
+			b.failing = false
+			lost := b.lost
+			b.lost, b.lastErr = 0, nil
+			b.onFail(lost, nil)
+		}
+		return
+	}
+	b.lost += max(1, bytes.Count(piece, []byte{'\n'}))
+	b.lastErr = err
+	if !b.failing {
+		b.failing = true
+		lost := b.lost
+		b.lost = 0
+		b.onFail(lost, err)
 	}
 }
 

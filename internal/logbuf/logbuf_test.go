@@ -2,9 +2,12 @@ package logbuf
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -308,5 +311,73 @@ func TestAppendPieces(t *testing.T) {
 	}
 	if largest < AppendHigh {
 		t.Errorf("largest write %d bytes, want a batch of at least AppendHigh (%d)", largest, AppendHigh)
+	}
+}
+
+// failer fails every write while full is set, as a full disk does.
+type failer struct {
+	recorder
+	full atomic.Bool
+}
+
+func (f *failer) Write(p []byte) (int, error) {
+	if f.full.Load() {
+		return 0, syscall.ENOSPC
+	}
+	return f.recorder.Write(p)
+}
+
+// TestAppendFailures: NewAppend reports a failed write (a full disk)
+// with the records it lost and its error at once, then, once writes
+// succeed again, the records lost meanwhile; one report each, however
+// many batches failed. Those still failing at Close are reported then.
+func TestAppendFailures(t *testing.T) {
+	type report struct {
+		lost int
+		err  error
+	}
+	reports := make(chan report, 10)
+	f := &failer{}
+	f.full.Store(true)
+	b := NewAppend(f, nil, func(n int, err error) { reports <- report{n, err} })
+	for i := range 3 {
+		b.Write(record(i))
+	}
+	b.Flush()
+	if r := <-reports; r.lost != 3 || !errors.Is(r.err, syscall.ENOSPC) {
+		t.Fatalf("first report %+v, want 3 records lost to ENOSPC", r)
+	}
+	for i := range 5 { // five failed batches, no report
+		b.Write(record(10 + i))
+		b.Flush()
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case r := <-reports:
+		t.Fatalf("a report while the file keeps failing: %+v", r)
+	case <-time.After(20 * time.Millisecond):
+	}
+	f.full.Store(false)
+	b.Write(record(20))
+	b.Flush()
+	if r := <-reports; r.lost != 5 || r.err != nil {
+		t.Fatalf("report on recovery %+v, want 5 records lost and no error", r)
+	}
+	if !f.await(record(20)) {
+		t.Fatal("the record after recovery was not written")
+	}
+	f.full.Store(true)
+	b.Write(record(30))
+	b.Flush()
+	if r := <-reports; r.lost != 1 || r.err == nil {
+		t.Fatalf("report %+v, want 1 record lost with an error", r)
+	}
+	b.Write(record(31))
+	b.Write(record(32))
+	if !b.Close(time.Second) {
+		t.Fatal("Close timed out")
+	}
+	if r := <-reports; r.lost != 2 || !errors.Is(r.err, syscall.ENOSPC) {
+		t.Fatalf("report at Close %+v, want 2 records lost to ENOSPC", r)
 	}
 }
