@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,11 +318,13 @@ func TestAppendPieces(t *testing.T) {
 // failer fails every write while full is set, as a full disk does.
 type failer struct {
 	recorder
-	full atomic.Bool
+	full   atomic.Bool
+	failed atomic.Int64 // records in failed writes
 }
 
 func (f *failer) Write(p []byte) (int, error) {
 	if f.full.Load() {
+		f.failed.Add(int64(bytes.Count(p, []byte("\n"))))
 		return 0, syscall.ENOSPC
 	}
 	return f.recorder.Write(p)
@@ -347,10 +350,15 @@ func TestAppendFailures(t *testing.T) {
 	if r := <-reports; r.lost != 3 || !errors.Is(r.err, syscall.ENOSPC) {
 		t.Fatalf("first report %+v, want 3 records lost to ENOSPC", r)
 	}
-	for i := range 5 { // five failed batches, no report
+	for i := range 5 { // five more records fail, no report
 		b.Write(record(10 + i))
 		b.Flush()
-		time.Sleep(5 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(10 * time.Second); f.failed.Load() < 8; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records failed, want 8", f.failed.Load())
+		}
+		runtime.Gosched()
 	}
 	select {
 	case r := <-reports:
