@@ -17,15 +17,27 @@ import (
 // whatever its size (logbuf.NewAppend), so the file is refused if it is
 // anything else: a FIFO or a device (opened without waiting for a reader),
 // or a symbolic link, which whoever may write the folder could point at
-// any file the supervisor may write.
+// any file the supervisor may write. Links among the folders above it
+// are followed (as nginx does): those are root's or the service's.
 func openAccessLog(g *generation) error {
 	c := g.cfg
 	if !c.AccessLog || c.AccessLogPath == "" {
 		return nil
 	}
-	fd, err := unix.Open(c.AccessLogPath, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o640)
-	if err == unix.ELOOP {
-		return fmt.Errorf("access_log_path: %s is a symbolic link", c.AccessLogPath)
+	fd, err := unix.Open(c.AccessLogPath, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o640)
+	if err == unix.ELOOP || err == unix.ENXIO {
+		// ELOOP: the last component is a link (O_NOFOLLOW), or links in
+		// the folders loop. ENXIO: a FIFO no one reads (O_NONBLOCK), or
+		// a device that is not there.
+		var st unix.Stat_t
+		if unix.Lstat(c.AccessLogPath, &st) == nil {
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFLNK:
+				return fmt.Errorf("access_log_path: %s is a symbolic link", c.AccessLogPath)
+			case unix.S_IFIFO:
+				return fmt.Errorf("access_log_path: %s is a FIFO (with no reader), not a regular file", c.AccessLogPath)
+			}
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("access_log_path: open %s: %w", c.AccessLogPath, err)
