@@ -120,8 +120,11 @@ func RunWorker() error {
 	opts := serve.OptionsFrom(wc.Config)
 	if wc.Config.AccessLog {
 		// The same lines the logger would write, for less (accesslog),
-		// into the log or the file the supervisor opened.
+		// into the log (at level info: log_level applies) or the file
+		// the supervisor opened (an access log alone, as nginx's: every
+		// line, whatever log_level keeps out of the daemon's log).
 		var w io.Writer = lb
+		var lvl slog.Leveler = level
 		if path := wc.Config.AccessLogPath; path != "" {
 			a := logbuf.NewAppend(os.NewFile(accessLogFD, path), func(n int) {
 				logger.Warn("access log lines dropped: the file did not take them as fast as they came", "lines", n, "path", path)
@@ -133,9 +136,9 @@ func RunWorker() error {
 				logger.Warn("access log file written again", "lines_lost", n, "path", path)
 			})
 			access.Store(a)
-			w = a
+			w, lvl = a, slog.LevelInfo
 		}
-		opts.Access, err = accesslog.New(w, wc.Config.LogFormat == "json", level, attrs...)
+		opts.Access, err = accesslog.New(w, wc.Config.LogFormat == "json", lvl, attrs...)
 	}
 	var srv *serve.Server
 	if err == nil {

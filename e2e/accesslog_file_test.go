@@ -148,3 +148,19 @@ func TestAccessLogFileFull(t *testing.T) {
 		t.Errorf("%d reports of the failure, want 1:\n%s", n, tail(d.Log(), 10))
 	}
 }
+
+// TestAccessLogFileLevel: the file is an access log alone, as nginx's:
+// log_level = "warn", which keeps access lines out of the daemon's log,
+// does not empty it.
+func TestAccessLogFileLevel(t *testing.T) {
+	path := filepath.Join(shortTempDir(t), "access.log")
+	d := StartDaemon(t, DaemonOpts{Workers: 1, Config: "access_log = true\nlog_level = \"warn\"\naccess_log_path = " + strconv.Quote(path) + "\n"})
+	if err := os.WriteFile(filepath.Join(d.Root, "a.txt"), []byte("a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	curl(t, "-o", "/dev/null", d.httpURL("/a.txt")+"?warn")
+	waitLines(t, path, regexp.MustCompile(`(?m)^time=\S+ level=INFO msg=access .* path="?/a\.txt\?warn"? status=200 `))
+	if strings.Contains(d.Log(), "msg=access") {
+		t.Errorf("access lines in the daemon's log:\n%s", tail(d.Log(), 10))
+	}
+}
