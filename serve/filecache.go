@@ -169,8 +169,10 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 			fc.mu.Unlock()
 			mayWait()
 			if st, ok := fc.revalidate(root, p, e); ok {
+				body := fc.rereadInline(root, e, &st, now)
 				fc.mu.Lock()
 				e.expires, e.st, e.checked, e.used = now.Add(fc.valid), st, now, now
+				fc.keepInlineLocked(e, body, &st)
 				fc.mu.Unlock()
 				return e.fd, st, e, nil
 			}
@@ -222,10 +224,7 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 		}
 	}
 	e = &cachedFile{fd: fd, dev: stp.Dev, ino: stp.Ino, expires: now.Add(fc.valid), used: now, st: *stp, checked: now, refs: 1, ctype: httpx.ContentType(key), ownMount: own}
-	if body != nil && fc.inlineUsed+int64(len(body)) <= inlineBudget {
-		e.body, e.bodySt = body, *stp
-		fc.inlineUsed += int64(len(body))
-	}
+	fc.keepInlineLocked(e, body, stp)
 	fc.m[key] = e
 	return fd, *stp, e, nil
 }

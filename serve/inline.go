@@ -87,6 +87,33 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Ti
 	return b
 }
 
+// rereadInline is readInline for e, a cached file whose path was just
+// looked up again (revalidate) with stat st: its bytes, if it has none
+// kept (it was opened, or changed in place, less than inlineSettle before
+// its last read) and would have them now; else nil. A file served without
+// pause is never closed by the sweep, so without this it would go on
+// costing a sendfile per response for as long as it stays in demand. At
+// most once per open_file_cache_valid per file, and only for a small one.
+func (fc *fileCache) rereadInline(root *rootDir, e *cachedFile, st *unix.Stat_t, now time.Time) []byte {
+	fc.mu.Lock()
+	has := e.body != nil
+	fc.mu.Unlock()
+	if has || fc.inlineMax <= 0 || st.Size <= 0 || st.Size > fc.inlineMax {
+		return nil
+	}
+	return fc.readInline(e.fd, st, e.ownMount && !root.rawOff.Load() && atimeStays(root, st, time.Now()), now)
+}
+
+// keepInlineLocked keeps body, read under st, as e's bytes if e has none,
+// is still in the cache and the budget allows.
+func (fc *fileCache) keepInlineLocked(e *cachedFile, body []byte, st *unix.Stat_t) {
+	if body == nil || e.body != nil || e.evicted || fc.inlineUsed+int64(len(body)) > inlineBudget {
+		return
+	}
+	e.body, e.bodySt = body, *st
+	fc.inlineUsed += int64(len(body))
+}
+
 // sameVersion reports whether two fstats describe the same bytes.
 func sameVersion(a, b *unix.Stat_t) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino && a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim

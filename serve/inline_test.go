@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,4 +122,49 @@ func TestInlineWithinWindow(t *testing.T) {
 	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Size != 3000 || !bytes.Equal(body, data) {
 		t.Fatalf("truncated within the window: size %d, %d bytes: want the old version whole", r.Size, len(body))
 	}
+}
+
+// TestInlineOnceSettled: a file first requested, or changed in place,
+// within inlineSettle is kept in memory at a later revalidation once
+// settled, although it never leaves the cache: a file in demand is never
+// swept, so it used to cost a sendfile per response for good.
+func TestInlineOnceSettled(t *testing.T) {
+	var clock atomic.Int64 // the cache's clock is ahead of the real one by this
+	// Set before the first connection; the sweep's first look is a
+	// minute (open_file_cache) away.
+	ts := newTestServerThen(t, config.ModeSendfile, func(s *Server) {
+		s.files.now = func() time.Time { return time.Now().Add(time.Duration(clock.Load())) }
+	}, func(o *Options) { o.FileCache, o.FileCacheInactive = time.Minute, time.Hour })
+	data := random(3000)
+	ts.write(t, "f", data)
+	get := func(want []byte) {
+		t.Helper()
+		if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Size != int64(len(want)) || !bytes.Equal(body, want) {
+			t.Fatalf("GET: size %d, body equal %v", r.Size, bytes.Equal(body, want))
+		}
+	}
+	get(data)
+	if kept(ts, "/f") {
+		t.Fatal("a file written just now is kept in memory")
+	}
+	clock.Add(int64(2 * time.Minute)) // past open_file_cache (a revalidation) and inlineSettle
+	get(data)
+	if !kept(ts, "/f") {
+		t.Fatal("settled and revalidated, the file is still not kept in memory")
+	}
+	// Changed in place: the bytes go; settled, they come back, the new ones.
+	data2 := random(3000)
+	if err := os.WriteFile(filepath.Join(ts.root, "f"), data2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	get(data2)
+	if kept(ts, "/f") {
+		t.Fatal("bytes of the old version still kept")
+	}
+	clock.Add(int64(2 * time.Minute))
+	get(data2)
+	if !kept(ts, "/f") {
+		t.Fatal("changed in place, settled and revalidated: not kept again")
+	}
+	get(data2) // from memory now
 }

@@ -69,6 +69,13 @@ var testAccess = new(accesslog.Logger)
 
 func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServer {
 	t.Helper()
+	return newTestServerThen(t, mode, nil, opts...)
+}
+
+// newTestServerThen is newTestServer calling then, if not nil, on the
+// server before its first connection.
+func newTestServerThen(t *testing.T, mode string, then func(*Server), opts ...func(*Options)) *testServer {
+	t.Helper()
 	root := t.TempDir()
 	o := Options{Root: root, Mode: mode, Chunk: 64 << 10, HeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second, SendTimeout: 5 * time.Second, Listing: true}
 	for _, f := range opts {
@@ -87,6 +94,9 @@ func newTestServer(t *testing.T, mode string, opts ...func(*Options)) *testServe
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
+	if then != nil {
+		then(srv)
+	}
 	ts := &testServer{srv: srv, root: root, result: make(chan Result, 1), logs: logs}
 	ts.connect(t)
 	return ts
