@@ -96,7 +96,7 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Ti
 // most once per open_file_cache_valid per file, and only for a small one.
 func (fc *fileCache) rereadInline(root *rootDir, e *cachedFile, st *unix.Stat_t, now time.Time) []byte {
 	fc.mu.Lock()
-	has := e.body != nil
+	has := e.body != nil && sameVersion(&e.bodySt, st) // another version's bytes count as none
 	fc.mu.Unlock()
 	if has || fc.inlineMax <= 0 || st.Size <= 0 || st.Size > fc.inlineMax {
 		return nil
@@ -104,10 +104,20 @@ func (fc *fileCache) rereadInline(root *rootDir, e *cachedFile, st *unix.Stat_t,
 	return fc.readInline(e.fd, st, e.ownMount && !root.rawOff.Load() && atimeStays(root, st, time.Now()), now)
 }
 
-// keepInlineLocked keeps body, read under st, as e's bytes if e has none,
-// is still in the cache and the budget allows.
+// keepInlineLocked keeps body, read under st, as e's bytes if e has none
+// of that version (another version's, stale, are dropped), is still in
+// the cache and the budget allows.
 func (fc *fileCache) keepInlineLocked(e *cachedFile, body []byte, st *unix.Stat_t) {
-	if body == nil || e.body != nil || e.evicted || fc.inlineUsed+int64(len(body)) > inlineBudget {
+	if body == nil || e.evicted {
+		return
+	}
+	if e.body != nil {
+		if sameVersion(&e.bodySt, st) {
+			return
+		}
+		fc.dropInlineLocked(e)
+	}
+	if fc.inlineUsed+int64(len(body)) > inlineBudget {
 		return
 	}
 	e.body, e.bodySt = body, *st

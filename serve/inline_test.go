@@ -168,3 +168,41 @@ func TestInlineOnceSettled(t *testing.T) {
 	}
 	get(data2) // from memory now
 }
+
+// TestInlineRereadStale: a file changed in place whose old bytes are still
+// kept when its entry is revalidated (no request came between the change
+// and the end of the period to drop them) gets its new bytes at that
+// revalidation, not a whole period later: bytes of another version count
+// as none.
+func TestInlineRereadStale(t *testing.T) {
+	fc, root, clock := testCache(t, 0)
+	fc.inlineMax = 1 << 10
+	clock.t = time.Now().Add(time.Hour) // every file settled
+	p := filepath.Join(root.r.Name(), "f")
+	v1, v2 := bytes.Repeat([]byte{1}, 100), bytes.Repeat([]byte{2}, 100)
+	if err := os.WriteFile(p, v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	get := func() []byte {
+		t.Helper()
+		fd, st, e, err := fc.open(root, "/f", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fc.release(fd, e)
+		return fc.inline(e, &st)
+	}
+	if b := get(); !bytes.Equal(b, v1) {
+		t.Fatalf("first open: kept %q", b)
+	}
+	if err := os.WriteFile(p, v2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(time.Minute) // the next request revalidates
+	if b := get(); !bytes.Equal(b, v2) {
+		t.Fatalf("changed in place, settled, revalidated: kept %q, want the new bytes", b)
+	}
+	if fc.inlineUsed != 100 {
+		t.Fatalf("inlineUsed %d, want 100", fc.inlineUsed)
+	}
+}
