@@ -164,3 +164,61 @@ func TestAccessLogFileLevel(t *testing.T) {
 		t.Errorf("access lines in the daemon's log:\n%s", tail(d.Log(), 10))
 	}
 }
+
+// TestAccessLogRotate: the package's logrotate file (packaging/
+// zfs-serve.logrotate), run by logrotate with its paths made this test's
+// and its reload made zctl's: the file is renamed, the reload has the new
+// workers write a new one, and the next rotation compresses the one
+// before (delaycompress).
+func TestAccessLogRotate(t *testing.T) {
+	needTool(t, "logrotate")
+	root, _ := httpTree(t)
+	logs := shortTempDir(t)
+	path := filepath.Join(logs, "access.log")
+	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "access_log = true\naccess_log_path = " + strconv.Quote(path) + "\n"})
+
+	pkg, err := os.ReadFile("../packaging/zfs-serve.logrotate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(pkg)
+	for _, r := range []struct{ old, new string }{
+		{"/var/log/zfs-serve/*.log", filepath.Join(logs, "*.log")},
+		{"su zfs-serve zfs-serve", "su root root"}, // the test's folder is root's
+		{"if systemctl --quiet is-active zfs-serve.service; then systemctl reload zfs-serve.service; fi",
+			filepath.Join(binDir, "zctl") + " -s " + d.Control + " reload"},
+	} {
+		if !strings.Contains(conf, r.old) {
+			t.Fatalf("packaging/zfs-serve.logrotate has no %q:\n%s", r.old, pkg)
+		}
+		conf = strings.Replace(conf, r.old, r.new, 1)
+	}
+	cfg := filepath.Join(logs, "logrotate.conf")
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rotate := func() {
+		t.Helper()
+		if r := run(t, time.Minute, "logrotate", "-f", "-s", filepath.Join(logs, "state"), cfg); r.Code != 0 {
+			t.Fatalf("logrotate: %d %s %s", r.Code, r.Stdout, r.Stderr)
+		}
+	}
+
+	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?one")
+	waitLines(t, path, regexp.MustCompile(`gen=1 .* path=/small\.txt\?one status=200 `))
+	rotate()
+	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?two")
+	waitLines(t, path, regexp.MustCompile(`gen=2 .* path=/small\.txt\?two status=200 `))
+	if b, _ := os.ReadFile(path + ".1"); !strings.Contains(string(b), "?one") || strings.Contains(string(b), "?two") {
+		t.Fatalf("%s.1 after the first rotation:\n%s", path, b)
+	}
+	rotate()
+	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?three")
+	waitLines(t, path, regexp.MustCompile(`gen=3 .* path=/small\.txt\?three status=200 `))
+	if _, err := os.Stat(path + ".2.gz"); err != nil {
+		t.Fatalf("the first file is not compressed at the second rotation: %v", err)
+	}
+	if b, _ := os.ReadFile(path + ".1"); !strings.Contains(string(b), "?two") {
+		t.Fatalf("%s.1 after the second rotation:\n%s", path, b)
+	}
+}

@@ -139,8 +139,11 @@ func (z *zfsContainer) install(t *testing.T) {
 	if st, err := os.Stat(z.Path(servedDir)); err != nil || !st.IsDir() {
 		t.Errorf("%s: %v, want a directory made by postinst", servedDir, err)
 	}
-	if conffiles := z.Must("dpkg-query", "-W", "-f=${Conffiles}", "zfs-serve"); !strings.Contains(conffiles, confPath) {
-		t.Errorf("%s is not a conffile: %q", confPath, conffiles)
+	conffiles := z.Must("dpkg-query", "-W", "-f=${Conffiles}", "zfs-serve")
+	for _, f := range []string{confPath, "/etc/logrotate.d/zfs-serve"} {
+		if !strings.Contains(conffiles, f) {
+			t.Errorf("%s is not a conffile: %q", f, conffiles)
+		}
 	}
 	if b, err := os.ReadFile(z.Path(confPath)); err != nil || !strings.Contains(string(b), `control_group = "zfs-serve"`) {
 		t.Errorf("%s lacks control_group = \"zfs-serve\" (err %v)", confPath, err)
@@ -607,8 +610,10 @@ func (z *zfsContainer) purge(t *testing.T) {
 	if _, err := os.Stat(z.Path("/etc/zfs-serve")); !os.IsNotExist(err) {
 		t.Errorf("/etc/zfs-serve after purge: %v, want gone", err)
 	}
-	if _, err := os.Stat(z.Path("/var/cache/zfs-serve")); !os.IsNotExist(err) {
-		t.Errorf("/var/cache/zfs-serve after purge: %v, want gone", err)
+	for _, dir := range []string{"/var/cache/zfs-serve", "/var/log/zfs-serve", "/etc/logrotate.d/zfs-serve"} {
+		if _, err := os.Stat(z.Path(dir)); !os.IsNotExist(err) {
+			t.Errorf("%s after purge: %v, want gone", dir, err)
+		}
 	}
 	for _, db := range []string{"passwd", "group"} {
 		if r := z.Exec(time.Minute, "getent", db, "zfs-serve"); r.Code == 0 {
