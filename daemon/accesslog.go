@@ -2,8 +2,13 @@ package daemon
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 
+	"github.com/zfs-serve/zfs-serve/config"
+	"github.com/zfs-serve/zfs-serve/internal/accesslog"
+	"github.com/zfs-serve/zfs-serve/internal/logbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,4 +58,32 @@ func openAccessLog(g *generation) error {
 	}
 	g.access = os.NewFile(uintptr(fd), c.AccessLogPath)
 	return nil
+}
+
+// workerAccessLog is a worker's access log (access_log), nil if off: the
+// same lines its logger would write, for less (internal/accesslog), into
+// that log (at level info, so log_level applies) or into the file the
+// supervisor opened (accessLogFD), which is then an access log alone, as
+// nginx's: every line, whatever log_level keeps out of the daemon's log.
+// file is that file's writer, which the worker closes (flushes) on its
+// way out; nil without access_log_path.
+func workerAccessLog(c *config.Config, lb *logbuf.Writer, level slog.Leveler, logger *slog.Logger, attrs []any) (a *accesslog.Logger, file *logbuf.Writer, err error) {
+	if !c.AccessLog {
+		return nil, nil, nil
+	}
+	var w io.Writer = lb
+	if path := c.AccessLogPath; path != "" {
+		file = logbuf.NewAppend(os.NewFile(accessLogFD, path), func(n int) {
+			logger.Warn("access log lines dropped: the file did not take them as fast as they came", "lines", n, "path", path)
+		}, func(n int, err error) {
+			if err != nil {
+				logger.Error("access log lines lost: writing the file failed; more are lost until it works again", "lines", n, "path", path, "err", err)
+				return
+			}
+			logger.Warn("access log file written again", "lines_lost", n, "path", path)
+		})
+		w, level = file, slog.LevelInfo
+	}
+	a, err = accesslog.New(w, c.LogFormat == "json", level, attrs...)
+	return a, file, err
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/daemon/fdpass"
-	"github.com/zfs-serve/zfs-serve/internal/accesslog"
 	"github.com/zfs-serve/zfs-serve/internal/logbuf"
 	"github.com/zfs-serve/zfs-serve/serve"
 )
@@ -118,28 +116,9 @@ func RunWorker() error {
 	log.Store(logger)
 	setProcs(wc.Config.Workers)
 	opts := serve.OptionsFrom(wc.Config)
-	if wc.Config.AccessLog {
-		// The same lines the logger would write, for less (accesslog),
-		// into the log (at level info: log_level applies) or the file
-		// the supervisor opened (an access log alone, as nginx's: every
-		// line, whatever log_level keeps out of the daemon's log).
-		var w io.Writer = lb
-		var lvl slog.Leveler = level
-		if path := wc.Config.AccessLogPath; path != "" {
-			a := logbuf.NewAppend(os.NewFile(accessLogFD, path), func(n int) {
-				logger.Warn("access log lines dropped: the file did not take them as fast as they came", "lines", n, "path", path)
-			}, func(n int, err error) {
-				if err != nil {
-					logger.Error("access log lines lost: writing the file failed; more are lost until it works again", "lines", n, "path", path, "err", err)
-					return
-				}
-				logger.Warn("access log file written again", "lines_lost", n, "path", path)
-			})
-			access.Store(a)
-			w, lvl = a, slog.LevelInfo
-		}
-		opts.Access, err = accesslog.New(w, wc.Config.LogFormat == "json", lvl, attrs...)
-	}
+	var file *logbuf.Writer
+	opts.Access, file, err = workerAccessLog(wc.Config, lb, level, logger, attrs)
+	access.Store(file)
 	var srv *serve.Server
 	if err == nil {
 		srv, err = serve.New(opts, logger)
