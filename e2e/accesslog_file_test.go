@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -181,10 +182,18 @@ func TestAccessLogRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	group, err := user.LookupGroupId(me.Gid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	conf := string(pkg)
 	for _, r := range []struct{ old, new string }{
 		{"/var/log/zfs-serve/*.log", filepath.Join(logs, "*.log")},
-		{"su zfs-serve zfs-serve", "su root root"}, // the test's folder is root's
+		{"su zfs-serve zfs-serve", "su " + me.Username + " " + group.Name}, // the test's folder is its user's
 		{"if systemctl --quiet is-active zfs-serve.service; then systemctl reload zfs-serve.service; fi",
 			filepath.Join(binDir, "zctl") + " -s " + d.Control + " reload"},
 	} {
