@@ -27,23 +27,13 @@ func (z *zfsContainer) accessLogJournal(t *testing.T) {
 	if err := os.WriteFile(z.Path(jconf+"/ratelimit.conf"), []byte("[Journal]\nRateLimitIntervalSec=60s\nRateLimitBurst=20\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	conf, err := os.ReadFile(z.Path(confPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	on := regexp.MustCompile(`(?m)^access_log = false$`).ReplaceAll(conf, []byte("access_log = true"))
-	if string(on) == string(conf) {
-		t.Fatalf("%s has no access_log = false line", confPath)
-	}
+	restore := z.editConf(t, map[string]string{"access_log = false": "access_log = true"})
 	defer func() {
-		os.WriteFile(z.Path(confPath), conf, 0o644)
+		restore()
 		os.RemoveAll(z.Path(jconf))
 		z.Exec(time.Minute, "systemctl", "restart", "systemd-journald")
 		z.Exec(time.Minute, "systemctl", "restart", unitService)
 	}()
-	if err := os.WriteFile(z.Path(confPath), on, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	z.Must("systemctl", "restart", "systemd-journald")
 	z.Must("systemctl", "restart", unitService)
 	since := strings.TrimSpace(z.Must("date", "+%Y-%m-%d %H:%M:%S"))
@@ -80,22 +70,11 @@ func (z *zfsContainer) accessLogJournal(t *testing.T) {
 // and private to it.
 func (z *zfsContainer) accessLogFile(t *testing.T) {
 	const path = "/var/log/zfs-serve/access.log"
-	conf, err := os.ReadFile(z.Path(confPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	on := regexp.MustCompile(`(?m)^access_log = false$`).ReplaceAll(conf, []byte("access_log = true"))
-	on = regexp.MustCompile(`(?m)^access_log_path = ""$`).ReplaceAll(on, []byte(`access_log_path = "`+path+`"`))
-	if !strings.Contains(string(on), path) || !strings.Contains(string(on), "access_log = true") {
-		t.Fatalf("%s has no access_log = false or access_log_path = \"\" line", confPath)
-	}
+	restore := z.editConf(t, map[string]string{"access_log = false": "access_log = true", `access_log_path = ""`: `access_log_path = "` + path + `"`})
 	defer func() {
-		os.WriteFile(z.Path(confPath), conf, 0o644)
+		restore()
 		z.Exec(time.Minute, "systemctl", "reload", unitService)
 	}()
-	if err := os.WriteFile(z.Path(confPath), on, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	z.Must("systemctl", "reload", unitService)
 	z.fetch(t, "/small.bin", z.smallSHA)
 	var b []byte
@@ -109,4 +88,27 @@ func (z *zfsContainer) accessLogFile(t *testing.T) {
 	if owner := strings.TrimSpace(z.Must("stat", "-c", "%U:%G %a", path)); owner != "zfs-serve:zfs-serve 600" {
 		t.Errorf("%s: %s, want zfs-serve:zfs-serve 600", path, owner)
 	}
+}
+
+// editConf replaces whole lines of the package's configuration (each key
+// of lines by its value; a line missing fails the test) and returns what
+// puts the file back as it was.
+func (z *zfsContainer) editConf(t *testing.T, lines map[string]string) (restore func()) {
+	t.Helper()
+	conf, err := os.ReadFile(z.Path(confPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := conf
+	for old, new := range lines {
+		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(old) + `$`)
+		if !re.Match(edited) {
+			t.Fatalf("%s has no line %q", confPath, old)
+		}
+		edited = re.ReplaceAllLiteral(edited, []byte(new))
+	}
+	if err := os.WriteFile(z.Path(confPath), edited, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return func() { os.WriteFile(z.Path(confPath), conf, 0o644) }
 }

@@ -211,7 +211,7 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 		mnt, ok := mountID(fd)
 		own = ok && mnt == root.mnt
 	}
-	body := fc.readInline(fd, stp, own && !root.rawOff.Load() && atimeStays(root, stp, time.Now()), now)
+	body := fc.readInline(root, fd, stp, own, now)
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.m[key] != nil {

@@ -36,14 +36,15 @@ const (
 // kept (shortened by tests).
 var inlineSettle = 2 * time.Second
 
-// readInline returns the bytes of the regular file fd, whose fstat is st,
-// if it is small, settled, and read whole under that same stat; else nil.
-// local: fd's file is on the root's own local mount (ownMount), raw
-// opens are not off (rootDir.rawOff: what hooks opens may hook reads) and
-// the read leaves the file's access time as it is (atimeStays), so what
-// the page cache holds is read raw (rawcall.PreadNowait) and the rest the
-// ordinary way, which may wait for the disk.
-func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Time) []byte {
+// readInline returns the bytes of the regular file fd of root, whose
+// fstat is st, if it is small, settled, and read whole under that same
+// stat; else nil. If fd's file is on the root's own local mount (own:
+// ownMount), raw opens are not off (rootDir.rawOff: what hooks opens may
+// hook reads) and the read leaves the file's access time as it is
+// (atimeStays), what the page cache holds is read raw
+// (rawcall.PreadNowait) and the rest the ordinary way, which may wait for
+// the disk.
+func (fc *fileCache) readInline(root *rootDir, fd int, st *unix.Stat_t, own bool, now time.Time) []byte {
 	if fc.inlineMax <= 0 || st.Size <= 0 || st.Size > fc.inlineMax ||
 		now.Sub(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) < inlineSettle {
 		return nil
@@ -54,6 +55,7 @@ func (fc *fileCache) readInline(fd int, st *unix.Stat_t, local bool, now time.Ti
 	if !ok {
 		return nil
 	}
+	local := own && !root.rawOff.Load() && atimeStays(root, st, time.Now())
 	b := make([]byte, st.Size)
 	off := 0
 	if local {
@@ -98,10 +100,10 @@ func (fc *fileCache) rereadInline(root *rootDir, e *cachedFile, st *unix.Stat_t,
 	fc.mu.Lock()
 	has := e.body != nil && sameVersion(&e.bodySt, st) // another version's bytes count as none
 	fc.mu.Unlock()
-	if has || fc.inlineMax <= 0 || st.Size <= 0 || st.Size > fc.inlineMax {
+	if has {
 		return nil
 	}
-	return fc.readInline(e.fd, st, e.ownMount && !root.rawOff.Load() && atimeStays(root, st, time.Now()), now)
+	return fc.readInline(root, e.fd, st, e.ownMount, now)
 }
 
 // keepInlineLocked keeps body, read under st, as e's bytes if e has none
