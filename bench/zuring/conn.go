@@ -25,6 +25,8 @@ type conn struct {
 	closing bool        // close once the output is sent
 	busy    bool        // uring modes: a send SQE queued or in flight
 	out     bool        // waiting for EPOLLOUT (EPOLLIN off)
+	seq     uint32      // uring-poll: this connection's number in its polls' user_data
+	queued  bool        // uring-poll: in this batch's readable or writable list
 }
 
 func newConn(fd int) *conn {

@@ -23,6 +23,11 @@ type server struct {
 	ring     *ring
 	inflight uint32  // SQEs got and not yet reaped
 	next     []*conn // connections whose receive or send completed
+
+	seq         uint32  // uring-poll: the last connection's number
+	rearmListen bool    // uring-poll: the listener's multishot poll ended
+	again       []*conn // uring-poll: receives that filled the buffer, to try again
+	listenAgain bool    // uring-poll: the last accepts stopped at 64, not at EAGAIN
 }
 
 func newServer(lfd int, mode string, files map[string]*file) (*server, error) {
@@ -36,7 +41,11 @@ func newServer(lfd int, mode string, files map[string]*file) (*server, error) {
 		return nil, err
 	}
 	if mode != "epoll" {
-		if s.ring, err = newRing(4096); err != nil {
+		var flags uint32
+		if mode == "uring-poll" {
+			flags = pollRingFlags
+		}
+		if s.ring, err = newRing(4096, flags); err != nil {
 			unix.Close(s.epfd)
 			return nil, err
 		}
@@ -54,12 +63,15 @@ func (s *server) ctl(op, fd int, events uint32) error {
 
 // run serves until a fatal error.
 func (s *server) run() error {
+	if s.mode == "uring-poll" {
+		return s.runPoll()
+	}
 	for {
 		timeout := -1
 		if s.ring != nil && s.ring.pending() > 0 {
 			timeout = 0 // uring-lazy: sends are queued to ride along with the next receives
 		}
-		n, err := unix.EpollWait(s.epfd, s.events, timeout)
+		n, err := s.epollWait(timeout)
 		if err == unix.EINTR {
 			continue
 		}
@@ -92,16 +104,24 @@ func (s *server) run() error {
 	}
 }
 
-func (s *server) accept() {
+// accept takes up to 64 connections from the listener. It reports whether
+// it stopped at 64 rather than at EAGAIN: more may be waiting, which
+// level-triggered epoll reports again by itself and uring-poll's
+// multishot poll (an edge) does not.
+func (s *server) accept() bool {
 	for range 64 {
 		fd, _, err := unix.Accept4(s.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err == unix.EINTR || err == unix.ECONNABORTED {
 			continue
 		}
 		if err != nil {
-			return // EAGAIN, or out of descriptors: the listener stays readable
+			return false // EAGAIN, or out of descriptors: the listener stays readable
 		}
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		if s.mode == "uring-poll" {
+			s.acceptPoll(fd)
+			continue
+		}
 		if s.ctl(unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN) != nil {
 			unix.Close(fd)
 			continue
@@ -111,9 +131,13 @@ func (s *server) accept() {
 		}
 		s.conns[fd] = newConn(fd)
 	}
+	return true // more may be waiting
 }
 
 func (s *server) close(c *conn) {
+	if s.mode == "uring-poll" {
+		s.unpoll(c)
+	}
 	s.conns[c.fd] = nil
 	unix.Close(c.fd)
 	c.fd = -1
@@ -122,6 +146,10 @@ func (s *server) close(c *conn) {
 // setOut switches c between waiting to read and waiting to write.
 func (s *server) setOut(c *conn, out bool) {
 	if c.out == out {
+		return
+	}
+	if s.mode == "uring-poll" {
+		s.setOutPoll(c, out)
 		return
 	}
 	ev := uint32(unix.EPOLLIN)
@@ -183,4 +211,17 @@ func (s *server) epollSend(c *conn) {
 		c.advance(int(n))
 	}
 	s.setOut(c, false)
+}
+
+// epollWait is epoll_wait on the set; with -rawwait a raw system call
+// (see ring.block).
+func (s *server) epollWait(timeout int) (int, error) {
+	if !rawWait {
+		return unix.EpollWait(s.epfd, s.events, timeout)
+	}
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(s.epfd), uintptr(unsafe.Pointer(&s.events[0])), uintptr(len(s.events)), uintptr(timeout), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }

@@ -3,12 +3,12 @@
 // connections' reads and sends into one io_uring_enter saves against the
 // same event loop making one recvfrom and one sendmsg per request.
 //
-//	zuring -addr 127.0.0.1:PORT -root DIR -mode epoll|uring|uring-lazy [-procs N]
+//	zuring -addr 127.0.0.1:PORT -root DIR -mode epoll|uring|uring-lazy|uring-poll [-procs N] [-rawwait]
 //
 // It loads every regular file of at most 64 KiB under DIR into memory and
 // answers HTTP/1.1 GET and HEAD for "/"+its relative path, keep-alive and
 // pipelined, from N processes (the first re-executes itself N-1 times),
-// each with its own SO_REUSEPORT listener and one epoll loop on one locked
+// each with its own SO_REUSEPORT listener and one event loop on one locked
 // thread with GOMAXPROCS 1. The modes differ only in how a batch of ready
 // connections is read and answered:
 //
@@ -21,6 +21,13 @@
 //     they ride along with the next batch's receives (the loop's next
 //     epoll_wait does not block while they are queued), so a batch costs
 //     one epoll_wait and one io_uring_enter.
+//   - uring-poll: readiness from the ring instead of epoll_wait: one
+//     multishot POLL_ADD per connection, whose completions the loop reads
+//     from memory; recvfrom and sendmsg as in epoll (poll.go).
+//
+// -rawwait makes the loop's blocking wait (epoll_wait, or uring-poll's
+// io_uring_enter) a raw system call, to measure what the Go runtime's
+// part of a wait costs.
 //
 // It prints nothing while it serves; with port 0 it prints "listening
 // ADDR" once. The first process stops its children by pid on SIGINT or
@@ -42,21 +49,27 @@ import (
 
 const childEnv = "ZURING_CHILD" // set in the environment of re-executed processes
 
+// rawWait: the loop's blocking wait is a raw system call (-rawwait).
+var rawWait bool
+
 func main() {
 	runtime.GOMAXPROCS(1)
 	runtime.LockOSThread()
 	addr := flag.String("addr", "127.0.0.1:0", "IPv4 address:port to listen on (each process binds it with SO_REUSEPORT)")
 	root := flag.String("root", ".", "directory whose files of at most 64 KiB are served from memory")
-	mode := flag.String("mode", "epoll", "how a batch of ready connections is read and answered: epoll, uring or uring-lazy")
+	mode := flag.String("mode", "epoll", "how a batch of ready connections is found, read and answered: epoll, uring, uring-lazy or uring-poll")
 	procs := flag.Int("procs", 2, "processes, each one event loop on one thread")
+	flag.BoolVar(&rawWait, "rawwait", false, "wait (epoll_wait, or uring-poll's io_uring_enter) in a raw system call, unknown to the Go runtime")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), `zuring is a measurement probe for issue 15's io_uring lever, not a server:
 a minimal HTTP/1.1 static server whose -mode epoll makes one recvfrom and one
-sendmsg per ready connection, and whose -mode uring and uring-lazy batch those
-into io_uring_enter calls, to compare server CPU and system calls per request.
+sendmsg per ready connection, whose -mode uring and uring-lazy batch those into
+io_uring_enter calls, and whose -mode uring-poll learns which connections are
+ready from multishot polls in the ring instead of epoll_wait, to compare server
+CPU and system calls per request.
 See bench/zuring/README.md.
 
-usage: zuring -addr 127.0.0.1:PORT -root DIR -mode epoll|uring|uring-lazy [-procs N]
+usage: zuring -addr 127.0.0.1:PORT -root DIR -mode epoll|uring|uring-lazy|uring-poll [-procs N] [-rawwait]
 
 `)
 		flag.PrintDefaults()
@@ -70,9 +83,9 @@ usage: zuring -addr 127.0.0.1:PORT -root DIR -mode epoll|uring|uring-lazy [-proc
 // run serves until it fails.
 func run(addr, root, mode string, procs int) error {
 	switch mode {
-	case "epoll", "uring", "uring-lazy":
+	case "epoll", "uring", "uring-lazy", "uring-poll":
 	default:
-		return fmt.Errorf("-mode must be epoll, uring or uring-lazy: %q", mode)
+		return fmt.Errorf("-mode must be epoll, uring, uring-lazy or uring-poll: %q", mode)
 	}
 	if procs < 1 {
 		return fmt.Errorf("-procs must be at least 1: %d", procs)
@@ -157,7 +170,7 @@ func spawn(n int, ap netip.AddrPort, root, mode string) error {
 		}
 	}
 	for range n {
-		c := exec.Command(self, "-addr", ap.String(), "-root", root, "-mode", mode)
+		c := exec.Command(self, "-addr", ap.String(), "-root", root, "-mode", mode, fmt.Sprintf("-rawwait=%v", rawWait))
 		c.Env = append(os.Environ(), childEnv+"=1")
 		c.Stdout, c.Stderr = os.Stdout, os.Stderr
 		// Pdeathsig follows the thread that forks: main's, locked forever.

@@ -74,6 +74,7 @@ type params struct {
 // one completion queue reaped by it. Not safe for concurrent use.
 type ring struct {
 	fd      int
+	sqFlags *uint32 // written by the kernel: IORING_SQ_TASKRUN and others
 	sqHead  *uint32 // written by the kernel
 	sqTail  *uint32 // written by us
 	sqMask  uint32
@@ -89,8 +90,8 @@ type ring struct {
 
 // newRing sets up a ring of entries submission slots. It uses one mapping
 // for both rings where the kernel offers IORING_FEAT_SINGLE_MMAP.
-func newRing(entries uint32) (*ring, error) {
-	var p params
+func newRing(entries, flags uint32) (*ring, error) {
+	p := params{flags: flags}
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	if errno != 0 {
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)
@@ -129,6 +130,7 @@ func newRing(entries uint32) (*ring, error) {
 	}
 	r.sqHead = (*uint32)(unsafe.Pointer(&sq[p.sqOff.head]))
 	r.sqTail = (*uint32)(unsafe.Pointer(&sq[p.sqOff.tail]))
+	r.sqFlags = (*uint32)(unsafe.Pointer(&sq[p.sqOff.flags]))
 	r.sqMask = *(*uint32)(unsafe.Pointer(&sq[p.sqOff.ringMask]))
 	array := unsafe.Slice((*uint32)(unsafe.Pointer(&sq[p.sqOff.array])), p.sqEntries)
 	for i := range array {
@@ -174,12 +176,18 @@ func (r *ring) pending() uint32 {
 // submit them; with wait > 0 it also waits until at least wait completions
 // are in the completion queue. It retries on EINTR.
 func (r *ring) enter(wait uint32) error {
+	var flags uintptr
+	if wait > 0 {
+		flags = enterGetEvents
+	}
+	return r.enterFlags(wait, flags)
+}
+
+// enterFlags is enter with io_uring_enter's flags given: GETEVENTS with
+// wait 0 runs the task's pending completions without waiting.
+func (r *ring) enterFlags(wait uint32, flags uintptr) error {
 	atomic.StoreUint32(r.sqTail, r.tail)
 	for {
-		var flags uintptr
-		if wait > 0 {
-			flags = enterGetEvents
-		}
 		_, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending()), uintptr(wait), flags, 0, 0)
 		if errno == unix.EINTR {
 			continue
@@ -201,4 +209,30 @@ func (r *ring) reap(f func(c cqe)) int {
 	}
 	atomic.StoreUint32(r.cqHead, tail)
 	return int(tail - head)
+}
+
+// block submits what is queued and waits for a completion. By default
+// it is an ordinary system call, as a wait that may sleep must be for the
+// runtime: a raw one holds the thread's P while it sleeps, so nothing
+// else runs on it, and a garbage collection waits until the call returns.
+// The probe runs one goroutine per process, where -rawwait (a raw call)
+// measures what the runtime's part of the wait costs. wait is ignored:
+// it is always 1.
+func (r *ring) block(_ uint32, flags uintptr) error {
+	atomic.StoreUint32(r.sqTail, r.tail)
+	for {
+		var errno unix.Errno
+		if rawWait {
+			_, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending()), 1, flags, 0, 0)
+		} else {
+			_, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending()), 1, flags, 0, 0)
+		}
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return fmt.Errorf("io_uring_enter: %w", errno)
+		}
+		return nil
+	}
 }

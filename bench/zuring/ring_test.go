@@ -12,7 +12,7 @@ import (
 
 func newTestRing(t *testing.T) *ring {
 	t.Helper()
-	r, err := newRing(8)
+	r, err := newRing(8, 0)
 	skipIfNoUring(t, err)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,27 +20,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var modes = []string{"epoll", "uring", "uring-lazy"}
+var modes = []string{"epoll", "uring", "uring-lazy", "uring-poll"}
 
 // startServer serves dir's files in mode from an event loop in this test
 // process and returns its address. The loop's goroutine stays until the
 // test binary exits (run has no stop: the probe is stopped by a signal).
+// It sets the server up and runs it on one locked thread, as main does:
+// uring-poll's ring takes submissions from the thread that made it
+// (IORING_SETUP_SINGLE_ISSUER) and posts its completions on that thread.
 func startServer(t *testing.T, mode string, files map[string]*file) string {
 	t.Helper()
 	lfd, ap, err := listen(netip.MustParseAddrPort("127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := newServer(lfd, mode, files)
-	if err != nil {
+	made := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		s, err := newServer(lfd, mode, files)
+		made <- err
+		if err != nil {
+			return
+		}
+		err = s.run()
+		panic(fmt.Sprintf("%s loop: %v", mode, err))
+	}()
+	if err := <-made; err != nil {
 		unix.Close(lfd)
 		skipIfNoUring(t, err)
 		t.Fatal(err)
 	}
-	go func() {
-		err := s.run()
-		panic(fmt.Sprintf("%s loop: %v", mode, err))
-	}()
 	return ap.String()
 }
 
