@@ -109,7 +109,8 @@ func waitLines(t *testing.T, path string, want ...*regexp.Regexp) {
 // TestAccessLogFileFull: a write to the access log that fails (a full
 // disk) is reported in the daemon's log with its error, once, and once
 // more with the lines lost when writes succeed again, rather than the
-// lines vanishing without a word.
+// lines vanishing without a word; a line the disk cut short does not
+// swallow the next.
 func TestAccessLogFileFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: the test mounts a tmpfs")
@@ -122,6 +123,10 @@ func TestAccessLogFileFull(t *testing.T) {
 	path := filepath.Join(dir, "access.log")
 	root, _ := httpTree(t)
 	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "access_log = true\naccess_log_path = " + strconv.Quote(path) + "\n"})
+	// A line in the file first: its page has room left when the disk is
+	// full, so the write that meets the full disk takes part of a line.
+	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?first")
+	waitLines(t, path, regexp.MustCompile(`path="?/small\.txt\?first"? status=200 `))
 	fill := filepath.Join(dir, "fill")
 	f, err := os.Create(fill)
 	if err != nil {
@@ -129,7 +134,7 @@ func TestAccessLogFileFull(t *testing.T) {
 	}
 	f.Write(make([]byte, 128<<10)) // up to ENOSPC
 	f.Close()
-	for i := range 20 {
+	for i := range 60 { // more lines than the page has room for
 		curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?full"+strconv.Itoa(i))
 	}
 	if !waitFor(5*time.Second, func() bool {
@@ -147,6 +152,15 @@ func TestAccessLogFileFull(t *testing.T) {
 	}
 	if n := strings.Count(d.Log(), "access log lines lost"); n != 1 {
 		t.Errorf("%d reports of the failure, want 1:\n%s", n, tail(d.Log(), 10))
+	}
+	// The write that met the full disk may have left part of a line (the
+	// file's last page had room for some of it): that part is a line of
+	// its own, and no line runs on from it.
+	b, _ := os.ReadFile(path)
+	for i, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if !strings.HasPrefix(line, "time=") || strings.Count(line, "time=") != 1 {
+			t.Errorf("line %d of %s is not one access line or the start of one: %q", i+1, path, line)
+		}
 	}
 }
 

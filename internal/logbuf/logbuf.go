@@ -67,6 +67,7 @@ type Writer struct {
 	failing bool  // the last write failed and onFail was told
 	lost    int   // records whose write failed, not yet reported
 	lastErr error // the last failed write's error
+	torn    bool  // a failed write left the start of a record in the file
 
 	mu      sync.Mutex
 	pending []byte // whole records, oldest first
@@ -226,19 +227,36 @@ func (b *Writer) flush(spare []byte) []byte {
 // writeRecords writes batch in pieces of whole records of at most
 // b.piece bytes (a longer record alone). Records end in '\n'; a batch
 // that does not is written as one piece. Failed writes go to onFail.
+//
+// A write that fails part way (a disk that fills during it) leaves the
+// start of a record in the file. The next write then begins with a
+// newline, in the same write, so that the torn record is a line of its
+// own and the records after it start lines, instead of the first of them
+// running on from the torn one. (Another process appending to the same
+// file may write between the two; its line then runs on from the torn
+// one, and ours leaves an empty line.)
 func (b *Writer) writeRecords(batch []byte) {
 	for len(batch) > 0 {
 		n := cut(batch, b.piece)
-		_, err := b.w.Write(batch[:n])
+		piece, mend := batch[:n], 0
+		if b.torn {
+			piece, mend = append([]byte{'\n'}, piece...), 1
+		}
+		m, err := b.w.Write(piece)
 		if b.onFail != nil {
-			b.wrote(batch[:n], err)
+			b.wrote(piece[mend:], m-mend, err)
 		}
 		batch = batch[n:]
 	}
 }
 
-// wrote accounts for the write of piece that returned err (onFail).
-func (b *Writer) wrote(piece []byte, err error) {
+// wrote accounts for the write of records, of which the first m bytes
+// were written (m < 0: not even the newline before them), that returned
+// err (onFail).
+func (b *Writer) wrote(records []byte, m int, err error) {
+	if m >= 0 {
+		b.torn = false
+	}
 	if err == nil {
 		if b.failing {
 			b.failing = false
@@ -248,7 +266,11 @@ func (b *Writer) wrote(piece []byte, err error) {
 		}
 		return
 	}
-	b.lost += max(1, bytes.Count(piece, []byte{'\n'}))
+	m = max(m, 0)
+	if m > 0 && records[m-1] != '\n' {
+		b.torn = true
+	}
+	b.lost += max(1, bytes.Count(records[m:], []byte{'\n'}))
 	b.lastErr = err
 	if !b.failing {
 		b.failing = true

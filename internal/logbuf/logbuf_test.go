@@ -389,3 +389,86 @@ func TestAppendFailures(t *testing.T) {
 		t.Fatalf("report at Close %+v, want 2 records lost to ENOSPC", r)
 	}
 }
+
+// tearer takes writes whole while room is negative; otherwise it takes
+// the first room bytes of a write and fails it, as a disk that fills
+// during a write does, and fails every write after until room is
+// negative again.
+type tearer struct {
+	recorder
+	mu     sync.Mutex
+	room   int
+	failed atomic.Int64 // writes failed
+}
+
+func (f *tearer) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	room := f.room
+	if room >= 0 {
+		f.room = 0
+	}
+	f.mu.Unlock()
+	if room < 0 {
+		return f.recorder.Write(p)
+	}
+	n := min(room, len(p))
+	if n > 0 {
+		f.recorder.Write(p[:n])
+	}
+	f.failed.Add(1)
+	return n, syscall.ENOSPC
+}
+
+func (f *tearer) setRoom(n int) {
+	f.mu.Lock()
+	f.room = n
+	f.mu.Unlock()
+}
+
+// TestAppendTorn: a write that fails part way through a record leaves
+// that record's start in the file; the next write that works starts with
+// a newline, so every line in the file is a whole record or the start of
+// the torn one, and no record runs on from it. The records the failed
+// write did not finish are the ones reported lost.
+func TestAppendTorn(t *testing.T) {
+	reports := make(chan int, 10)
+	f := &tearer{}
+	f.setRoom(-1)
+	b := NewAppend(f, nil, func(n int, err error) { reports <- n })
+	b.Write(record(0))
+	b.Flush()
+	if !f.await(record(0)) {
+		t.Fatal("record 0 not written")
+	}
+	f.setRoom(len(record(1)) + 7) // record 1 whole, 7 bytes of record 2
+	b.Write(append(append(record(1), record(2)...), record(3)...))
+	b.Flush()
+	if n := <-reports; n != 2 {
+		t.Fatalf("report of the failed write: %d records lost, want 2 (records 2 and 3)", n)
+	}
+	b.Write(record(4)) // fails whole: the disk is still full
+	b.Flush()
+	for deadline := time.Now().Add(10 * time.Second); f.failed.Load() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the write of record 4 did not come")
+		}
+		runtime.Gosched()
+	}
+	f.setRoom(-1)
+	b.Write(record(5))
+	b.Flush()
+	if n := <-reports; n != 1 {
+		t.Fatalf("report on recovery: %d records lost, want 1 (record 4)", n)
+	}
+	if !f.await(record(5)) {
+		t.Fatal("record 5 not written")
+	}
+	out, _ := f.all()
+	want := string(record(0)) + string(record(1)) + string(record(2)[:7]) + "\n" + string(record(5))
+	if string(out) != want {
+		t.Fatalf("file holds\n%q\nwant\n%q", out, want)
+	}
+	if !b.Close(time.Second) {
+		t.Fatal("Close timed out")
+	}
+}
