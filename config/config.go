@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/user"
@@ -403,6 +404,11 @@ func (c *Config) Resolve() error {
 		if c.AccessLogPath, err = filepath.Abs(c.AccessLogPath); err != nil {
 			return keyErr("access_log_path", "%v", err)
 		}
+		if c.AccessLog {
+			if err := checkAccessLogPath(c.AccessLogPath); err != nil {
+				return keyErr("access_log_path", "%v", err)
+			}
+		}
 	}
 	if c.DigestCache, err = resolveDigestCache(c.DigestCache, os.Getenv("CACHE_DIRECTORY")); err != nil {
 		return keyErr("digest_cache", "%v", err)
@@ -462,4 +468,30 @@ func LookupGroup(name string) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(g.Gid)
+}
+
+// checkAccessLogPath refuses an access_log_path that names something
+// other than a regular file, as the supervisor's open would at start
+// (daemon/accesslog.go), so that --check says so too. A path that does
+// not exist yet passes: the supervisor creates the file, and the folder
+// may be made at start (the unit's LogsDirectory=); so does one this
+// process may not look at, which the start's open then judges.
+func checkAccessLogPath(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	switch {
+	case st.Mode().IsRegular():
+		return nil
+	case st.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%s is a symbolic link, not a regular file", path)
+	case st.IsDir():
+		return fmt.Errorf("%s is a directory, not a regular file", path)
+	case st.Mode()&fs.ModeNamedPipe != 0:
+		return fmt.Errorf("%s is a FIFO, not a regular file", path)
+	case st.Mode()&fs.ModeDevice != 0:
+		return fmt.Errorf("%s is a device, not a regular file", path)
+	}
+	return fmt.Errorf("%s is not a regular file", path)
 }

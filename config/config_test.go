@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1057,6 +1059,53 @@ func TestAccessLogPath(t *testing.T) {
 		again := *c
 		if err := again.Resolve(); err != nil || again.AccessLogPath != c.AccessLogPath {
 			t.Errorf("%q: resolved again: %q, %v", tt.toml, again.AccessLogPath, err)
+		}
+	}
+}
+
+// TestAccessLogPathKind: an access_log_path that names a symbolic link,
+// a directory or a FIFO is refused, naming the key, as the supervisor's
+// open would refuse it at start; a regular file or a path not there yet
+// passes, and so does anything while access_log is off.
+func TestAccessLogPathKind(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file.log")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.log")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.log")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path string
+		on   bool
+		want string // "" or part of the error
+	}{
+		{file, true, ""},
+		{filepath.Join(dir, "new.log"), true, ""},
+		{filepath.Join(dir, "no", "such", "dir.log"), true, ""},
+		{link, true, "is a symbolic link"},
+		{dir, true, "is a directory"},
+		{fifo, true, "is a FIFO"},
+		{"/dev/null", true, "is a device"},
+		{link, false, ""},
+	} {
+		p := filepath.Join(dir, "c.toml")
+		conf := fmt.Sprintf("root = %q\naccess_log = %v\naccess_log_path = %q\n", dir, tt.on, tt.path)
+		if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Source{Path: p, Explicit: true}.Load()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s (access_log %v): %v", tt.path, tt.on, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), `key "access_log_path"`)):
+			t.Errorf("%s: error %v, want one naming access_log_path with %q", tt.path, err, tt.want)
 		}
 	}
 }

@@ -38,6 +38,7 @@ func TestCheckAndVersion(t *testing.T) {
 		{"bad listen", "listen = [\"localhost\"]\n", `key "listen"`},
 		{"syntax", "root = \n", ".toml:1:"},
 		{"one key in two cases", "root = \"/\"\nRoot = \"/tmp\"\n", `.toml:2: key "Root" is key "root" again (`},
+		{"access log a directory", fmt.Sprintf("root = %q\naccess_log = true\naccess_log_path = %q\n", dir, dir), `key "access_log_path": ` + dir + ` is a directory, not a regular file`},
 	} {
 		r := run(t, 10*time.Second, zfsServe, "--check", "--config", write(tc.body))
 		if r.Code != 2 || !strings.Contains(r.Stderr, tc.want) {
