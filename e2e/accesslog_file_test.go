@@ -78,10 +78,11 @@ func TestAccessLogFile(t *testing.T) {
 	curl(t, "-o", "/dev/null", d.httpURL("/small.txt")+"?still")
 	waitLines(t, path, regexp.MustCompile(`gen=2 .* path="?/small\.txt\?still"? status=200 `))
 
-	// ... and it fails the start, with the reason.
+	// ... and it fails the start, with the reason: as a configuration
+	// error (exit 2, as zfs-serve --check refuses it).
 	d2 := StartDaemon(t, DaemonOpts{Root: root, Config: "access_log = true\naccess_log_path = " + strconv.Quote(link) + "\n", NoWait: true})
-	if code := d2.WaitExit(20 * time.Second); code != 1 {
-		t.Fatalf("start with a link: exit %d, want 1", code)
+	if code := d2.WaitExit(20 * time.Second); code != 2 {
+		t.Fatalf("start with a link: exit %d, want 2", code)
 	}
 	if !strings.Contains(d2.Log(), "is a symbolic link") {
 		t.Fatalf("start with a link: the log does not say why:\n%s", tail(d2.Log(), 10))
