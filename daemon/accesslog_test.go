@@ -16,13 +16,19 @@ import (
 // at once (a FIFO with or without a reader does not block).
 func TestOpenAccessLog(t *testing.T) {
 	dir := t.TempDir()
-	open := func(path string) (*generation, error) {
-		g := &generation{cfg: &config.Config{AccessLog: true, AccessLogPath: path}}
-		done := make(chan error, 1)
-		go func() { done <- openAccessLog(g) }()
+	open := func(path string) (*os.File, error) {
+		type opened struct {
+			f   *os.File
+			err error
+		}
+		done := make(chan opened, 1)
+		go func() {
+			f, err := openAccessLog(&config.Config{AccessLog: true, AccessLogPath: path})
+			done <- opened{f, err}
+		}()
 		select {
-		case err := <-done:
-			return g, err
+		case o := <-done:
+			return o.f, o.err
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s: openAccessLog blocks", path)
 			return nil, nil
@@ -30,24 +36,23 @@ func TestOpenAccessLog(t *testing.T) {
 	}
 
 	file := filepath.Join(dir, "access.log")
-	g, err := open(file)
-	if err != nil || g.access == nil {
+	f, err := open(file)
+	if err != nil || f == nil {
 		t.Fatalf("%s: %v", file, err)
 	}
-	g.access.WriteString("one\n")
-	g.access.Close()
-	g, err = open(file) // again: appends
+	f.WriteString("one\n")
+	f.Close()
+	f, err = open(file) // again: appends
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.access.WriteString("two\n")
-	g.access.Close()
+	f.WriteString("two\n")
+	f.Close()
 	if b, _ := os.ReadFile(file); string(b) != "one\ntwo\n" {
 		t.Errorf("%s holds %q, want both lines", file, b)
 	}
-	off := &generation{cfg: &config.Config{AccessLog: false, AccessLogPath: filepath.Join(dir, "missing/x")}}
-	if err := openAccessLog(off); err != nil || off.access != nil {
-		t.Errorf("access_log = false: %v, %v", err, off.access)
+	if f, err := openAccessLog(&config.Config{AccessLog: false, AccessLogPath: filepath.Join(dir, "missing/x")}); err != nil || f != nil {
+		t.Errorf("access_log = false: %v, %v", err, f)
 	}
 
 	os.Mkdir(filepath.Join(dir, "folder"), 0o755)

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"os"
 	"time"
 
+	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
@@ -73,6 +75,15 @@ type (
 	}
 )
 
+// evReloadReadDone: reload seq's configuration was read, and its
+// access_log_path opened, off the loop (reload.go).
+type evReloadReadDone struct {
+	seq    uint64
+	cfg    *config.Config
+	access *os.File
+	err    error
+}
+
 // Timer events: each comes in an evTimer when its timer fires, and is
 // dropped if the timer was stopped meanwhile.
 type (
@@ -101,6 +112,8 @@ type (
 	}
 	// evDrainTimeout: the daemon's drain deadline passed.
 	evDrainTimeout struct{ timeout time.Duration }
+	// evReloadReadTimeout: reload seq's read took reloadReadTimeout.
+	evReloadReadTimeout struct{ seq uint64 }
 
 	evTimer struct{ t *loopTimer }
 )
@@ -123,6 +136,8 @@ func (evWorkerDrainTimeout) isEvent()     {}
 func (evGenerationDrainTimeout) isEvent() {}
 func (evDrainTimeout) isEvent()           {}
 func (evTimer) isEvent()                  {}
+func (evReloadReadDone) isEvent()         {}
+func (evReloadReadTimeout) isEvent()      {}
 
 // handle runs one event on the loop.
 func (s *Supervisor) handle(ev event) {
@@ -170,6 +185,10 @@ func (s *Supervisor) handle(ev event) {
 		s.generationDrainTimedOut(e.g, e.timeout)
 	case evDrainTimeout:
 		s.drainTimedOut(e.timeout)
+	case evReloadReadDone:
+		s.reloadReadDone(e)
+	case evReloadReadTimeout:
+		s.reloadReadTimedOut(e.seq)
 	case evBudget, evAcceptStopped: // accept mode hook (acceptbudget.go)
 		s.handleBudget(ev)
 	}

@@ -293,12 +293,17 @@ func newRig(t *testing.T, conf string, plan ...string) *rig {
 
 func (r *rig) writeConfig(path, conf string) {
 	r.t.Helper()
-	root := filepath.Join(filepath.Dir(path), "root")
-	os.MkdirAll(root, 0o755)
-	body := fmt.Sprintf("root = %q\nlisten = [\"127.0.0.1:0\"]\n%s\n", root, conf)
-	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+	if err := os.WriteFile(path, configBody(path, conf), 0o644); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// configBody is the configuration file at path with conf, its root a
+// folder beside it.
+func configBody(path, conf string) []byte {
+	root := filepath.Join(filepath.Dir(path), "root")
+	os.MkdirAll(root, 0o755)
+	return fmt.Appendf(nil, "root = %q\nlisten = [\"127.0.0.1:0\"]\n%s\n", root, conf)
 }
 
 // reconfigure rewrites the configuration file for the next reload.
@@ -425,8 +430,18 @@ func (r *rig) exit() error {
 	}
 }
 
-// reload asks for a reload as zctl does and returns its answer channel.
+// reload asks for a reload as zctl does and returns its answer channel,
+// once the reload has read its configuration (off the loop, reload.go)
+// and gone on: to a new generation, or to its failure.
 func (r *rig) reload(wait bool) <-chan string {
+	r.t.Helper()
+	out := r.reloadReading(wait)
+	r.until("the reload's configuration read", func(s *Supervisor) bool { return s.reading == nil })
+	return out
+}
+
+// reloadReading is reload without waiting for the read.
+func (r *rig) reloadReading(wait bool) <-chan string {
 	r.t.Helper()
 	out := make(chan string, 1)
 	done := make(chan struct{})

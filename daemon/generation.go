@@ -95,17 +95,16 @@ func (s *Supervisor) newGeneration(cfg *config.Config) *generation {
 	return g
 }
 
-// startGeneration starts a generation of workers with cfg: the next one,
-// serving once all its workers are ready (promote), or given up after
-// startTimeout. An error is a worker that could not be started; the
-// caller gives the generation up.
-func (s *Supervisor) startGeneration(cfg *config.Config) error {
+// startGeneration starts a generation of workers with cfg and access,
+// its access_log_path opened (openAccessLog; nil for none), which it
+// closes when done with it: the next one, serving once all its workers
+// are ready (promote), or given up after startTimeout. An error is a
+// worker that could not be started; the caller gives the generation up.
+func (s *Supervisor) startGeneration(cfg *config.Config, access *os.File) error {
 	g := s.newGeneration(cfg)
+	g.access = access
 	s.next = g
 	s.nextTimer = s.after(startTimeout, evNextTimeout{g})
-	if err := openAccessLog(g); err != nil {
-		return err
-	}
 	for _, sl := range g.slots {
 		if err := s.spawn(g, sl); err != nil {
 			return err
@@ -225,6 +224,7 @@ func (s *Supervisor) nextTimedOut(g *generation) {
 
 // abortNext kills the next generation and fails whoever waits on it.
 func (s *Supervisor) abortNext(err error) {
+	s.abortRead(err)
 	g := s.next
 	if g == nil {
 		return

@@ -3,11 +3,29 @@ package daemon
 // Reloads: a new generation with the configuration read again, the old
 // one drained once the new one is ready.
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/config"
+)
 
 // maxDrainingGenerations bounds old generations still finishing transfers
 // after reloads; a reload beyond it is refused rather than pile them up.
 const maxDrainingGenerations = 3
+
+// reloadReadTimeout bounds a reload's reading of its configuration and
+// opening of access_log_path (readReload): milliseconds, unless a file
+// system does not answer (a hung NFS mount).
+const reloadReadTimeout = 10 * time.Second
+
+// reloadRead is a reload whose configuration is being read off the loop.
+type reloadRead struct {
+	seq     uint64
+	waiters []reloadWaiter
+	timer   *loopTimer
+}
 
 type reloadWaiter struct {
 	wait  bool
@@ -34,15 +52,93 @@ func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 	}
 }
 
-// startReload runs a reload for waiters (state serving).
+// startReload runs a reload for waiters (state serving). Its first step,
+// reading the configuration (which looks at the root) and opening
+// access_log_path, touches file systems that may not answer, so it runs
+// off the loop (readReload), which goes on accepting, answering zctl and
+// telling systemd's watchdog it is alive; the rest follows in
+// reloadReadDone, or the reload fails after reloadReadTimeout.
 func (s *Supervisor) startReload(waiters []reloadWaiter) {
 	s.setState(stateReloading)
 	s.env.notify("RELOADING=1")
-	fail := func(err error) { s.reloadFailed(err, waiters) }
-	cfg, err := s.opts.Source.Load()
+	s.readSeq++
+	seq := s.readSeq
+	s.reading = &reloadRead{seq: seq, waiters: waiters, timer: s.after(reloadReadTimeout, evReloadReadTimeout{seq})}
+	go func() {
+		cfg, access, err := readReload(s.opts.Source)
+		if !s.post(evReloadReadDone{seq: seq, cfg: cfg, access: access, err: err}) && access != nil {
+			access.Close() // the loop has ended
+		}
+	}()
+}
+
+// readReload reads the configuration from src and opens its
+// access_log_path, off the loop.
+func readReload(src config.Source) (*config.Config, *os.File, error) {
+	cfg, err := src.Load()
 	if err != nil {
-		fail(fmt.Errorf("invalid configuration, nothing changed: %w", err))
+		return nil, nil, fmt.Errorf("invalid configuration, nothing changed: %w", err)
+	}
+	access, err := openAccessLog(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, access, nil
+}
+
+// reloadReadDone goes on with the reload whose configuration e read. A
+// read that comes after its reload ended (it timed out, or a drain or a
+// kill aborted it) is dropped.
+func (s *Supervisor) reloadReadDone(e evReloadReadDone) {
+	r := s.reading
+	if r == nil || r.seq != e.seq {
+		if e.access != nil {
+			e.access.Close()
+		}
 		return
+	}
+	s.reading = nil
+	r.timer.stop()
+	if e.err != nil {
+		s.reloadFailed(e.err, r.waiters)
+		return
+	}
+	s.continueReload(e.cfg, e.access, r.waiters)
+}
+
+// reloadReadTimedOut fails the reload whose read has taken
+// reloadReadTimeout. The read goes on; what it gets is dropped.
+func (s *Supervisor) reloadReadTimedOut(seq uint64) {
+	r := s.reading
+	if r == nil || r.seq != seq {
+		return
+	}
+	s.reading = nil
+	s.reloadFailed(fmt.Errorf("reading the configuration %s and opening access_log_path took over %v (a file system that does not answer?); nothing changed",
+		s.opts.Source, reloadReadTimeout), r.waiters)
+}
+
+// abortRead fails the reload whose configuration is being read, if any
+// (a drain or a kill started).
+func (s *Supervisor) abortRead(err error) {
+	r := s.reading
+	if r == nil {
+		return
+	}
+	s.reading = nil
+	r.timer.stop()
+	s.reloadFailed(err, r.waiters)
+}
+
+// continueReload is the rest of a reload, with cfg read and its
+// access_log_path opened (access, nil for none), which it hands to the
+// new generation or closes.
+func (s *Supervisor) continueReload(cfg *config.Config, access *os.File, waiters []reloadWaiter) {
+	fail := func(err error) {
+		if access != nil {
+			access.Close()
+		}
+		s.reloadFailed(err, waiters)
 	}
 	draining := 0
 	for _, g := range s.gens {
@@ -80,7 +176,7 @@ func (s *Supervisor) startReload(waiters []reloadWaiter) {
 	}
 	s.reloadWait = append(s.reloadWait, waiters...)
 	s.log.Info("reloading: starting a new generation", "gen", s.genSeq+1, "config", s.opts.Source.String(), "root", cfg.Root, "workers", cfg.Workers)
-	if err := s.startGeneration(cfg); err != nil {
+	if err := s.startGeneration(cfg, access); err != nil {
 		s.abortNext(err)
 	}
 }

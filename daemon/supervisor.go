@@ -162,6 +162,8 @@ type Supervisor struct {
 	drainKill  *loopTimer
 	drainAt    time.Time
 	reloadWait []reloadWaiter // waiting for the reload in progress
+	reading    *reloadRead    // the reload in progress reads its configuration (reload.go)
+	readSeq    uint64         // the last reload's read
 	followUp   []reloadWaiter // asked while one was in progress: reload again after it
 	nextTimer  *loopTimer
 	lastReload string
@@ -260,7 +262,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 
 // start starts the first generation; the loop promotes it once ready.
 func (s *Supervisor) start() error {
-	if err := s.startGeneration(s.cfg); err != nil {
+	access, err := openAccessLog(s.cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.startGeneration(s.cfg, access); err != nil {
 		s.killAll("startup failed")
 		return err
 	}

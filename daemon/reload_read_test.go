@@ -1,0 +1,83 @@
+package daemon
+
+import (
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// hangConfig replaces the rig's configuration file with a FIFO, whose
+// open waits for a writer, as a read from a file system that does not
+// answer waits. feed writes conf into it, ending the wait.
+func hangConfig(r *rig) (feed func(conf string)) {
+	r.t.Helper()
+	path := r.s.opts.Source.Path
+	if err := os.Remove(path); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	return func(conf string) {
+		r.t.Helper()
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		f.Write(configBody(path, conf))
+		f.Close()
+		os.Remove(path)
+	}
+}
+
+// TestReloadReadHangs: a reload whose configuration cannot be read (a
+// file system that does not answer) leaves the loop free: status
+// answers and the old generation serves; after reloadReadTimeout the
+// reload fails with the reason, and what the read finally gets is
+// dropped. A reload after it works.
+func TestReloadReadHangs(t *testing.T) {
+	r := newRig(t, twoWorkers)
+	r.serving(1)
+	feed := hangConfig(r)
+	answer := r.reloadReading(false)
+	r.on(func(s *Supervisor) {
+		if s.state != stateReloading || s.reading == nil || len(*s.dispatch.Load()) != 2 {
+			t.Errorf("while the read waits: state %s, reading %v, %d workers in dispatch", s.state, s.reading != nil, len(*s.dispatch.Load()))
+		}
+	})
+	r.advance(reloadReadTimeout)
+	msg := r.answer(answer)
+	if !strings.Contains(msg, "took over 10s (a file system that does not answer?); nothing changed") {
+		t.Fatalf("reload: %q", msg)
+	}
+	r.wantFailedReload(msg)
+	feed(twoWorkers) // the read ends now; the loop drops it
+	r.until("the late read dropped", func(s *Supervisor) bool { return s.reading == nil && s.state == stateServing })
+	r.reconfigure("workers = 3")
+	r.next("ready", "ready", "ready")
+	if msg := r.answer(r.reload(false)); msg != "generation 2 serving with 3 workers" {
+		t.Fatalf("the reload after: %q", msg)
+	}
+}
+
+// TestDrainDuringReloadRead: a drain while a reload reads its
+// configuration fails the reload at once; the read's result is dropped.
+func TestDrainDuringReloadRead(t *testing.T) {
+	r := newRig(t, twoWorkers)
+	r.serving(1)
+	feed := hangConfig(r)
+	answer := r.reloadReading(false)
+	r.until("the read started", func(s *Supervisor) bool { return s.reading != nil })
+	r.drain(0)
+	if msg := r.answer(answer); msg != "error: a drain started" {
+		t.Fatalf("reload: %q", msg)
+	}
+	feed(twoWorkers)
+	if err := r.exit(); err != nil {
+		t.Fatalf("exit %v", err)
+	}
+	if n := r.started(); n != 2 {
+		t.Errorf("%d workers started, want the first generation's 2", n)
+	}
+}
