@@ -529,7 +529,8 @@ func (z *zfsContainer) journal(t *testing.T) {
 }
 
 // watchdog: with WatchdogSec= from a drop-in the supervisor's loop pings
-// systemd; frozen with SIGSTOP, it is restarted.
+// systemd, a reload that cannot read its configuration included
+// (hungReload); frozen with SIGSTOP, it is restarted.
 func (z *zfsContainer) watchdog(t *testing.T) {
 	dropin := "/etc/systemd/system/" + unitService + ".d"
 	if err := os.MkdirAll(z.Path(dropin), 0o755); err != nil {
@@ -556,6 +557,7 @@ func (z *zfsContainer) watchdog(t *testing.T) {
 		}, "WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"]
 	}
 	restarts, _ := strconv.Atoi(p["NRestarts"])
+	ts = z.hungReload(t, ts, p["MainPID"], restarts)
 	z.Must("kill", "-STOP", p["MainPID"])
 	q := z.WaitShow(30*time.Second, "a restart by the watchdog", unitService, func(q map[string]string) bool {
 		n, _ := strconv.Atoi(q["NRestarts"])
