@@ -187,6 +187,14 @@ func (b *Writer) run() {
 			}
 			if idle {
 				b.timer.Stop()
+				if b.torn {
+					// The file ends in the start of a record: end that
+					// line, or whoever opens the file next (the next
+					// generation's workers) runs its first on from it.
+					if _, err := b.w.Write([]byte{'\n'}); err == nil {
+						b.torn = false
+					}
+				}
 				if b.lost > 0 && b.onFail != nil {
 					b.onFail(b.lost, b.lastErr)
 				}

@@ -472,3 +472,29 @@ func TestAppendTorn(t *testing.T) {
 		t.Fatal("Close timed out")
 	}
 }
+
+// TestAppendTornClose: a Writer closed while the start of a record it
+// tore is the file's last line (the disk had room again, but no record
+// came after it: a worker drained by a reload) ends that line, so the
+// next generation's writer (or the next start's) does not run its first
+// line on from it.
+func TestAppendTornClose(t *testing.T) {
+	reports := make(chan int, 10)
+	f := &tearer{}
+	f.setRoom(len(record(1)) + 7) // record 1 whole, 7 bytes of record 2
+	b := NewAppend(f, nil, func(n int, err error) { reports <- n })
+	b.Write(append(record(1), record(2)...))
+	b.Flush()
+	if n := <-reports; n != 1 {
+		t.Fatalf("report of the failed write: %d records lost, want 1", n)
+	}
+	f.setRoom(-1) // room again; no record comes
+	if !b.Close(time.Second) {
+		t.Fatal("Close timed out")
+	}
+	out, _ := f.all()
+	want := string(record(1)) + string(record(2)[:7]) + "\n"
+	if string(out) != want {
+		t.Fatalf("file holds\n%q\nwant\n%q", out, want)
+	}
+}
