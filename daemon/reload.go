@@ -58,10 +58,28 @@ func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 // off the loop (readReload), which goes on accepting, answering zctl and
 // telling systemd's watchdog it is alive; the rest follows in
 // reloadReadDone, or the reload fails after reloadReadTimeout.
+//
+// A read that timed out may never return (a hard NFS mount), and holds a
+// thread meanwhile: while one has not returned, a reload fails at once
+// instead of starting another that would hang too, so that reloads
+// retried meanwhile (a script, SIGHUPs) do not pile up threads until the
+// runtime's limit kills the supervisor.
 func (s *Supervisor) startReload(waiters []reloadWaiter) {
+	if s.readsOut > 0 {
+		err := fmt.Errorf("the read of the configuration %s and access_log_path by an earlier reload, which took over %v, has not returned (a file system that does not answer?); nothing changed",
+			s.opts.Source, reloadReadTimeout)
+		s.lastReload = "failed: " + err.Error()
+		s.metrics.reloadsFailed.Add(1)
+		s.log.Error("reload failed; still serving the previous configuration", "err", err)
+		for _, rw := range waiters {
+			rw.reply("", err)
+		}
+		return
+	}
 	s.setState(stateReloading)
 	s.env.notify("RELOADING=1")
 	s.readSeq++
+	s.readsOut++
 	seq := s.readSeq
 	s.reading = &reloadRead{seq: seq, waiters: waiters, timer: s.after(reloadReadTimeout, evReloadReadTimeout{seq})}
 	go func() {
@@ -90,6 +108,7 @@ func readReload(src config.Source) (*config.Config, *os.File, error) {
 // read that comes after its reload ended (it timed out, or a drain or a
 // kill aborted it) is dropped.
 func (s *Supervisor) reloadReadDone(e evReloadReadDone) {
+	s.readsOut--
 	r := s.reading
 	if r == nil || r.seq != e.seq {
 		if e.access != nil {

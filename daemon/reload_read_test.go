@@ -53,7 +53,7 @@ func TestReloadReadHangs(t *testing.T) {
 	}
 	r.wantFailedReload(msg)
 	feed(twoWorkers) // the read ends now; the loop drops it
-	r.until("the late read dropped", func(s *Supervisor) bool { return s.reading == nil && s.state == stateServing })
+	r.until("the late read dropped", func(s *Supervisor) bool { return s.readsOut == 0 && s.reading == nil && s.state == stateServing })
 	r.reconfigure("workers = 3")
 	r.next("ready", "ready", "ready")
 	if msg := r.answer(r.reload(false)); msg != "generation 2 serving with 3 workers" {
@@ -79,5 +79,45 @@ func TestDrainDuringReloadRead(t *testing.T) {
 	}
 	if n := r.started(); n != 2 {
 		t.Errorf("%d workers started, want the first generation's 2", n)
+	}
+}
+
+// TestReloadReadStillHung: a reload asked for while the read of an
+// earlier one, which timed out, has still not returned (the file system
+// still does not answer) fails at once rather than start another read
+// that would hang too: each such read holds a thread in a system call
+// that may never return, and a reload retried every few seconds (a
+// script, SIGHUPs) would pile them up until the runtime's thread limit
+// kills the supervisor. Once the stuck read returns, reloads work.
+func TestReloadReadStillHung(t *testing.T) {
+	r := newRig(t, twoWorkers)
+	r.serving(1)
+	feed := hangConfig(r)
+	answer := r.reloadReading(false)
+	r.advance(reloadReadTimeout)
+	r.answer(answer)
+	second := r.reloadReading(false)
+	var reading bool
+	r.on(func(s *Supervisor) { reading = s.reading != nil })
+	if reading {
+		feed(twoWorkers) // frees both reads
+		r.answer(second)
+		t.Fatal("a second read started while the first still hangs")
+	}
+	msg := r.answer(second)
+	if !strings.Contains(msg, "has not returned") {
+		t.Fatalf("reload while the earlier read hangs: %q", msg)
+	}
+	r.on(func(s *Supervisor) {
+		if s.state != stateServing || s.metrics.reloadsFailed.Load() != 2 || s.lastReload != "failed: "+strings.TrimPrefix(msg, "error: ") {
+			t.Errorf("state %s, %d reloads failed, last reload %q", s.state, s.metrics.reloadsFailed.Load(), s.lastReload)
+		}
+	})
+	feed(twoWorkers)
+	r.until("the stuck read returned", func(s *Supervisor) bool { return s.readsOut == 0 })
+	r.reconfigure("workers = 3")
+	r.next("ready", "ready", "ready")
+	if msg := r.answer(r.reload(false)); msg != "generation 2 serving with 3 workers" {
+		t.Fatalf("the reload after: %q", msg)
 	}
 }

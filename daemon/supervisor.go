@@ -164,6 +164,7 @@ type Supervisor struct {
 	reloadWait []reloadWaiter // waiting for the reload in progress
 	reading    *reloadRead    // the reload in progress reads its configuration (reload.go)
 	readSeq    uint64         // the last reload's read
+	readsOut   int            // reload reads not returned yet, a timed-out one's too
 	followUp   []reloadWaiter // asked while one was in progress: reload again after it
 	nextTimer  *loopTimer
 	lastReload string
