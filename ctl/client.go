@@ -43,14 +43,14 @@ type Timeouts struct {
 	// with Wait, for each line (progress comes about every 0.5 s).
 	Answer time.Duration
 	// Reload is the wait for the answer (or first line) of a reload,
-	// which comes once the new workers are ready (they have 30 s), and for
-	// a reload asked for during another, once both are: twice that, and a
-	// margin.
+	// which comes once the configuration is read (up to 10 s) and the new
+	// workers are ready (they have 30 s), and for a reload asked for
+	// during another, once both are: twice that, and a margin.
 	Reload time.Duration
 }
 
 // DefaultTimeouts are what Dial sets.
-var DefaultTimeouts = Timeouts{Answer: 10 * time.Second, Reload: 75 * time.Second}
+var DefaultTimeouts = Timeouts{Answer: 10 * time.Second, Reload: 95 * time.Second}
 
 // NoAnswerError means the daemon said nothing for After.
 type NoAnswerError struct{ After time.Duration }

@@ -173,8 +173,8 @@ func TestClientNoAnswer(t *testing.T) {
 			}
 		})
 	}
-	if c := dial(t, ctltest.SilentDaemon(t, "")); c.Timeouts != DefaultTimeouts || DefaultTimeouts.Answer != 10*time.Second || DefaultTimeouts.Reload != 75*time.Second {
-		t.Errorf("Dial sets timeouts %+v (defaults %+v); want 10s and 75s for reload", c.Timeouts, DefaultTimeouts)
+	if c := dial(t, ctltest.SilentDaemon(t, "")); c.Timeouts != DefaultTimeouts || DefaultTimeouts.Answer != 10*time.Second || DefaultTimeouts.Reload != 95*time.Second {
+		t.Errorf("Dial sets timeouts %+v (defaults %+v); want 10s and 95s for reload", c.Timeouts, DefaultTimeouts)
 	}
 }
 

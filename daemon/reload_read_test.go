@@ -5,6 +5,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/ctl"
 )
 
 // hangConfig replaces the rig's configuration file with a FIFO, whose
@@ -119,5 +122,17 @@ func TestReloadReadStillHung(t *testing.T) {
 	r.next("ready", "ready", "ready")
 	if msg := r.answer(r.reload(false)); msg != "generation 2 serving with 3 workers" {
 		t.Fatalf("the reload after: %q", msg)
+	}
+}
+
+// TestReloadAnswerWithinZctlWait: zctl waits ctl.DefaultTimeouts.Reload
+// for a reload's answer, which may come after two reloads (one asked for
+// during another) that each read for up to reloadReadTimeout and start
+// workers for up to startTimeout: it must wait longer, or it gives up on
+// a daemon that is fine ("no answer from the daemon: is it stopped?",
+// exit 3).
+func TestReloadAnswerWithinZctlWait(t *testing.T) {
+	if worst := 2 * (reloadReadTimeout + 30*time.Second); ctl.DefaultTimeouts.Reload <= worst {
+		t.Fatalf("zctl waits %v for a reload's answer; the daemon may take %v", ctl.DefaultTimeouts.Reload, worst)
 	}
 }

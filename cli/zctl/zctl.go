@@ -42,7 +42,7 @@ Flags:
             /tmp/zfs-serve-$UID/control.sock, /run/zfs-serve/control.sock;
             as root /run/zfs-serve/control.sock comes first)
 
-A daemon that says nothing for 10s (75s for reload's answer, digest's
+A daemon that says nothing for 10s (95s for reload's answer, digest's
 --timeout plus 10s for its answer; with --wait, 10s between progress lines)
 is given up on: "no answer from the daemon in 10s: is it stopped?" (a
 SIGSTOPped or wedged zfs-serve).
