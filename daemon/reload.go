@@ -20,6 +20,10 @@ const maxDrainingGenerations = 3
 // system does not answer (a hung NFS mount).
 const reloadReadTimeout = 10 * time.Second
 
+// maxStuckReloadReads bounds the reads of reloads that timed out and
+// have not returned (startReload).
+const maxStuckReloadReads = 3
+
 // reloadRead is a reload whose configuration is being read off the loop.
 type reloadRead struct {
 	seq     uint64
@@ -60,14 +64,15 @@ func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 // reloadReadDone, or the reload fails after reloadReadTimeout.
 //
 // A read that timed out may never return (a hard NFS mount), and holds a
-// thread meanwhile: while one has not returned, a reload fails at once
-// instead of starting another that would hang too, so that reloads
-// retried meanwhile (a script, SIGHUPs) do not pile up threads until the
-// runtime's limit kills the supervisor.
+// thread meanwhile. A few such reads may wait (the next reload may not
+// need that file system: the operator moved access_log_path off it);
+// beyond maxStuckReloadReads a reload fails at once instead of starting
+// another read, so that reloads retried meanwhile (a script, SIGHUPs) do
+// not pile up threads until the runtime's limit kills the supervisor.
 func (s *Supervisor) startReload(waiters []reloadWaiter) {
-	if s.readsOut > 0 {
-		err := fmt.Errorf("the read of the configuration %s and access_log_path by an earlier reload, which took over %v, has not returned (a file system that does not answer?); nothing changed",
-			s.opts.Source, reloadReadTimeout)
+	if s.readsOut >= maxStuckReloadReads {
+		err := fmt.Errorf("the reads of the configuration %s and access_log_path by %d earlier reloads, which took over %v, have not returned (a file system that does not answer?); nothing changed",
+			s.opts.Source, s.readsOut, reloadReadTimeout)
 		s.lastReload = "failed: " + err.Error()
 		s.metrics.reloadsFailed.Add(1)
 		s.log.Error("reload failed; still serving the previous configuration", "err", err)

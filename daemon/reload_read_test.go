@@ -85,39 +85,42 @@ func TestDrainDuringReloadRead(t *testing.T) {
 	}
 }
 
-// TestReloadReadStillHung: a reload asked for while the read of an
-// earlier one, which timed out, has still not returned (the file system
-// still does not answer) fails at once rather than start another read
-// that would hang too: each such read holds a thread in a system call
-// that may never return, and a reload retried every few seconds (a
-// script, SIGHUPs) would pile them up until the runtime's thread limit
-// kills the supervisor. Once the stuck read returns, reloads work.
+// TestReloadReadStillHung: reloads asked for while the reads of
+// maxStuckReloadReads earlier ones, which timed out, have still not
+// returned (the file system still does not answer) fail at once rather
+// than start another read that would hang too: each such read holds a
+// thread in a system call that may never return, and a reload retried
+// every few seconds (a script, SIGHUPs) would pile them up until the
+// runtime's thread limit kills the supervisor. Once the stuck reads
+// return, reloads work.
 func TestReloadReadStillHung(t *testing.T) {
 	r := newRig(t, twoWorkers)
 	r.serving(1)
 	feed := hangConfig(r)
-	answer := r.reloadReading(false)
-	r.advance(reloadReadTimeout)
-	r.answer(answer)
-	second := r.reloadReading(false)
+	for range maxStuckReloadReads {
+		answer := r.reloadReading(false)
+		r.advance(reloadReadTimeout)
+		r.answer(answer)
+	}
+	next := r.reloadReading(false)
 	var reading bool
 	r.on(func(s *Supervisor) { reading = s.reading != nil })
 	if reading {
-		feed(twoWorkers) // frees both reads
-		r.answer(second)
-		t.Fatal("a second read started while the first still hangs")
+		feed(twoWorkers) // frees every read
+		r.answer(next)
+		t.Fatalf("read %d started while %d still hang", maxStuckReloadReads+1, maxStuckReloadReads)
 	}
-	msg := r.answer(second)
-	if !strings.Contains(msg, "has not returned") {
-		t.Fatalf("reload while the earlier read hangs: %q", msg)
+	msg := r.answer(next)
+	if !strings.Contains(msg, "have not returned") {
+		t.Fatalf("reload while the earlier reads hang: %q", msg)
 	}
 	r.on(func(s *Supervisor) {
-		if s.state != stateServing || s.metrics.reloadsFailed.Load() != 2 || s.lastReload != "failed: "+strings.TrimPrefix(msg, "error: ") {
+		if s.state != stateServing || s.metrics.reloadsFailed.Load() != maxStuckReloadReads+1 || s.lastReload != "failed: "+strings.TrimPrefix(msg, "error: ") {
 			t.Errorf("state %s, %d reloads failed, last reload %q", s.state, s.metrics.reloadsFailed.Load(), s.lastReload)
 		}
 	})
 	feed(twoWorkers)
-	r.until("the stuck read returned", func(s *Supervisor) bool { return s.readsOut == 0 })
+	r.until("the stuck reads returned", func(s *Supervisor) bool { return s.readsOut == 0 })
 	r.reconfigure("workers = 3")
 	r.next("ready", "ready", "ready")
 	if msg := r.answer(r.reload(false)); msg != "generation 2 serving with 3 workers" {
