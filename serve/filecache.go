@@ -69,6 +69,7 @@ type fileCache struct {
 	now        func() time.Time
 	mu         sync.Mutex
 	m          map[string]*cachedFile
+	dirs       map[string]time.Time // names found to be folders, until when (dircache.go)
 	stop       chan struct{}
 	rawLookups atomic.Uint64 // revalidations made without the scheduler (lookupRaw; tests)
 	rawOpens   atomic.Uint64 // misses opened without the scheduler (openCached; tests)
@@ -107,7 +108,7 @@ func newFileCache(valid, inactive, statValid time.Duration, statMax, inlineMax i
 		n = fileCacheSize(int(min(lim.Cur, 1<<30)))
 	}
 	fc := &fileCache{valid: valid, inactive: max(valid, inactive), statValid: statValid, statMax: statMax, inlineMax: inlineMax, max: n, now: time.Now,
-		m: map[string]*cachedFile{}, stop: make(chan struct{})}
+		m: map[string]*cachedFile{}, dirs: map[string]time.Time{}, stop: make(chan struct{})}
 	if valid > 0 {
 		go fc.sweep()
 	}
@@ -151,6 +152,9 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 	if ok {
 		if fd, st, e, ok := fc.hit(key); ok {
 			return fd, st, e, nil
+		}
+		if fc.dirHit(key) {
+			return -1, st, nil, dirRefusal(p)
 		}
 	}
 	if !ok {
@@ -202,6 +206,7 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 
 	fd, stp, own, err := openNew(root, p, mayWait)
 	if err != nil {
+		fc.noteDir(key, err, now)
 		return -1, st, nil, err
 	}
 	mayWait() // for readInline, which may read the disk (a no-op if openNew waited)

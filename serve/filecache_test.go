@@ -481,3 +481,35 @@ func TestFileCacheRawOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestFileCacheDirs: a name found to be a folder is refused as one from
+// memory for the period: a folder replaced by a file meanwhile is still
+// a folder to it (the documented staleness), and the file is served
+// once the period is over.
+func TestFileCacheDirs(t *testing.T) {
+	fc, root, clock := testCacheFor(t, time.Second, time.Minute, 0)
+	dir := filepath.Join(root.r.Name(), "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	isDir := func(when string) {
+		t.Helper()
+		_, _, _, err := fc.open(root, "d", nil)
+		var re *reqError
+		if !errors.As(err, &re) || re.kind != wire.KindDir || re.status != wire.StatusNotRegular {
+			t.Fatalf("%s: open d: %v, want a folder's refusal", when, err)
+		}
+	}
+	isDir("a folder")
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, []byte("now a file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	isDir("a file within the period")
+	clock.advance(time.Second)
+	if size, _ := cacheOpen(t, fc, root, "d"); size != int64(len("now a file")) {
+		t.Fatalf("after the period: %d bytes, want the file's", size)
+	}
+}

@@ -1,0 +1,56 @@
+package serve
+
+import (
+	"errors"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// The open-file cache remembers names that turned out to be folders, as
+// nginx's open_file_cache keeps directories: a link to a folder without
+// its slash ("/docs", answered by a redirect to "/docs/") is then
+// answered from memory for the period (open_file_cache), where each one
+// cost a lookup of the folder (three system calls). What it may answer
+// stale: a folder replaced by a file, or removed, is still redirected
+// within the period (the redirect's target then finds what is there).
+
+// dirHit reports whether key (cacheKey) was found to be a folder less
+// than a period ago.
+func (fc *fileCache) dirHit(key string) bool {
+	now := fc.now()
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	until, ok := fc.dirs[key]
+	if ok && !now.Before(until) {
+		delete(fc.dirs, key)
+		return false
+	}
+	return ok
+}
+
+// noteDir remembers key for a period if err, a miss's answer at now, says
+// it names a folder. The names kept are bounded as the files are: when
+// full, a new one replaces an arbitrary one.
+func (fc *fileCache) noteDir(key string, err error, now time.Time) {
+	var re *reqError
+	if !errors.As(err, &re) || re.kind != wire.KindDir {
+		return
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if _, ok := fc.dirs[key]; !ok && len(fc.dirs) >= fc.max {
+		for k := range fc.dirs {
+			delete(fc.dirs, k)
+			break
+		}
+	}
+	fc.dirs[key] = now.Add(fc.valid)
+}
+
+// dirRefusal is the refusal of p, a folder: what notRegular says of it.
+func dirRefusal(p string) *reqError {
+	e := refuse(wire.StatusNotRegular, "not a regular file: %s is %s", p, describe(wire.KindDir))
+	e.kind = wire.KindDir
+	return e
+}
