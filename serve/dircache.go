@@ -31,7 +31,8 @@ func (fc *fileCache) dirHit(key string) bool {
 
 // noteDir remembers key for a period if err, a miss's answer at now, says
 // it names a folder. The names kept are bounded as the files are: when
-// full, a new one replaces an arbitrary one.
+// full, a new one replaces an arbitrary one; the sweep forgets those
+// whose period is over (sweepDirsLocked).
 func (fc *fileCache) noteDir(key string, err error, now time.Time) {
 	var re *reqError
 	if !errors.As(err, &re) || re.kind != wire.KindDir {
@@ -46,6 +47,18 @@ func (fc *fileCache) noteDir(key string, err error, now time.Time) {
 		}
 	}
 	fc.dirs[key] = now.Add(fc.valid)
+}
+
+// sweepDirsLocked forgets the folders whose period is over at now (the
+// sweep, every period): a name not asked for again is not kept, up to
+// the cache's bound, until new ones push it out, nor does a full map
+// push fresh names out for stale ones.
+func (fc *fileCache) sweepDirsLocked(now time.Time) {
+	for k, until := range fc.dirs {
+		if !now.Before(until) {
+			delete(fc.dirs, k)
+		}
+	}
 }
 
 // dirRefusal is the refusal of p, a folder: what notRegular says of it.

@@ -435,6 +435,7 @@ func (fc *fileCache) sweepOnce(now time.Time) {
 			fc.evictLocked(p, e)
 		}
 	}
+	fc.sweepDirsLocked(now)
 }
 
 // close evicts everything; descriptors in use close when released.
@@ -446,6 +447,7 @@ func (fc *fileCache) close() {
 	for p, e := range fc.m {
 		fc.evictLocked(p, e)
 	}
+	clear(fc.dirs)
 	fc.mu.Unlock()
 }
 

@@ -513,3 +513,36 @@ func TestFileCacheDirs(t *testing.T) {
 		t.Fatalf("after the period: %d bytes, want the file's", size)
 	}
 }
+
+// TestFileCacheDirsSwept: the sweep forgets the folders whose period is
+// over, as it closes the files not requested: they are not kept, up to
+// the cache's bound, until a new name pushes them out.
+func TestFileCacheDirsSwept(t *testing.T) {
+	fc, root, clock := testCacheFor(t, time.Second, time.Second, 0)
+	for _, d := range []string{"a", "b", "c"} {
+		if err := os.Mkdir(filepath.Join(root.r.Name(), d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := fc.open(root, d, nil); err == nil {
+			t.Fatalf("open %s, a folder: no error", d)
+		}
+	}
+	if n := dirsLen(fc); n != 3 {
+		t.Fatalf("%d folders remembered, want 3", n)
+	}
+	fc.sweepOnce(clock.now())
+	if n := dirsLen(fc); n != 3 {
+		t.Fatalf("swept within the period: %d folders left, want 3", n)
+	}
+	clock.advance(time.Second)
+	fc.sweepOnce(clock.now())
+	if n := dirsLen(fc); n != 0 {
+		t.Errorf("swept after the period: %d folders left, want 0", n)
+	}
+}
+
+func dirsLen(fc *fileCache) int {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return len(fc.dirs)
+}
