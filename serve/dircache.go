@@ -4,6 +4,8 @@ import (
 	"errors"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -14,6 +16,22 @@ import (
 // cost a lookup of the folder (three system calls). What it may answer
 // stale: a folder replaced by a file, or removed, is still redirected
 // within the period (the redirect's target then finds what is there).
+
+// Only the path of an HTTP request is answered from them, and only its
+// misses teach them (openOrDir): that is the redirect they save. An index
+// file, looked up under its folder (httpIndex), and a native GET look
+// their name up (open): for a name remembered as a folder there, an
+// index.html that replaced a folder of that name would be passed over
+// for the folder's listing (or a 403), and a native GET would refuse as
+// a folder a name that STAT, never cached, finds to be a file.
+
+// openOrDir is open for the path of an HTTP request: a name found to be
+// a folder less than a period ago is refused as one (dirRefusal, which
+// handleHTTP answers with its redirect) without a lookup, and a miss
+// found to be one is remembered.
+func (fc *fileCache) openOrDir(root *rootDir, p string, mayWait func()) (fd int, st unix.Stat_t, e *cachedFile, err error) {
+	return fc.openAs(root, p, mayWait, true)
+}
 
 // dirHit reports whether key (cacheKey) was found to be a folder less
 // than a period ago.

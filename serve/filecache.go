@@ -142,6 +142,12 @@ func (fc *fileCache) hit(key string) (fd int, st unix.Stat_t, e *cachedFile, ok 
 // connection on the leader's goroutine hands its place on there
 // (conn.unlead, leader.go).
 func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st unix.Stat_t, e *cachedFile, err error) {
+	return fc.openAs(root, p, mayWait, false)
+}
+
+// openAs is open; dirs says whether p is a name the folders remembered
+// answer and teach (openOrDir, dircache.go).
+func (fc *fileCache) openAs(root *rootDir, p string, mayWait func(), dirs bool) (fd int, st unix.Stat_t, e *cachedFile, err error) {
 	if mayWait == nil {
 		mayWait = func() {}
 	}
@@ -153,7 +159,7 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 		if fd, st, e, ok := fc.hit(key); ok {
 			return fd, st, e, nil
 		}
-		if fc.dirHit(key) {
+		if dirs && fc.dirHit(key) {
 			return -1, st, nil, dirRefusal(p)
 		}
 	}
@@ -206,7 +212,9 @@ func (fc *fileCache) open(root *rootDir, p string, mayWait func()) (fd int, st u
 
 	fd, stp, own, err := openNew(root, p, mayWait)
 	if err != nil {
-		fc.noteDir(key, err, now)
+		if dirs {
+			fc.noteDir(key, err, now)
+		}
 		return -1, st, nil, err
 	}
 	mayWait() // for readInline, which may read the disk (a no-op if openNew waited)

@@ -32,7 +32,7 @@ func (c *conn) handleHTTP() error {
 			return err
 		}
 	}
-	fd, st, cached, err := c.s.files.open(c.s.root, r.Path, c.unlead)
+	fd, st, cached, err := c.s.files.openOrDir(c.s.root, r.Path, c.unlead)
 	if err != nil {
 		var re *reqError
 		if errors.As(err, &re) && re.kind == wire.KindDir {
