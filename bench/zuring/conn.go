@@ -27,6 +27,8 @@ type conn struct {
 	out     bool        // waiting for EPOLLOUT (EPOLLIN off)
 	seq     uint32      // uring-poll: this connection's number in its polls' user_data
 	queued  bool        // uring-poll: in this batch's readable or writable list
+	outPoll bool        // uring-poll: its one-shot POLLOUT poll is armed
+	hup     bool        // uring-poll: a poll saw the peer's FIN, a reset or an error
 }
 
 func newConn(fd int) *conn {

@@ -145,11 +145,11 @@ func (s *server) close(c *conn) {
 
 // setOut switches c between waiting to read and waiting to write.
 func (s *server) setOut(c *conn, out bool) {
-	if c.out == out {
+	if s.mode == "uring-poll" {
+		s.setOutPoll(c, out) // also when c.out is already set: its POLLOUT poll is one-shot
 		return
 	}
-	if s.mode == "uring-poll" {
-		s.setOutPoll(c, out)
+	if c.out == out {
 		return
 	}
 	ev := uint32(unix.EPOLLIN)

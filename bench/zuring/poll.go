@@ -39,6 +39,11 @@ const (
 	kindOut    = 2 << 56
 	kindListen = 3 << 56
 	kindRemove = 4 << 56
+
+	// A connection's input poll: POLLRDHUP too, so that a FIN that came
+	// with data (one wake-up, which the receive of the data consumes) is
+	// known and read.
+	pollInEvents = unix.POLLIN | unix.POLLRDHUP
 )
 
 func pollData(kind uint64, c *conn) uint64 {
@@ -74,7 +79,7 @@ func (s *server) acceptPoll(fd int) {
 	c := newConn(fd)
 	s.seq++
 	c.seq = s.seq
-	if s.poll(fd, unix.POLLIN, pollData(kindIn, c), true) != nil {
+	if s.poll(fd, pollInEvents, pollData(kindIn, c), true) != nil {
 		unix.Close(fd)
 		return
 	}
@@ -102,11 +107,20 @@ func (s *server) unpoll(c *conn) {
 	}
 }
 
+// setOutPoll arms a one-shot POLLOUT poll for c whenever its send meets
+// EAGAIN and none is armed: a send woken by POLLOUT that goes part of the
+// way and meets EAGAIN again needs a new one (epoll's EPOLLOUT interest,
+// level-triggered, stays).
 func (s *server) setOutPoll(c *conn, out bool) {
 	c.out = out
-	if out && s.poll(c.fd, unix.POLLOUT, pollData(kindOut, c), false) != nil {
-		s.close(c)
+	if !out || c.outPoll {
+		return
 	}
+	if s.poll(c.fd, unix.POLLOUT, pollData(kindOut, c), false) != nil {
+		s.close(c)
+		return
+	}
+	c.outPoll = true
 }
 
 func (s *server) runPoll() error {
@@ -147,17 +161,22 @@ func (s *server) runPoll() error {
 			switch kind {
 			case kindIn:
 				if e.flags&cqeFMore == 0 && e.res != -int32(unix.ECANCELED) {
-					if s.poll(fd, unix.POLLIN, pollData(kindIn, c), true) != nil {
+					if s.poll(fd, pollInEvents, pollData(kindIn, c), true) != nil {
 						s.close(c)
 						return
 					}
+				}
+				if e.res > 0 && e.res&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
+					c.hup = true // read until recvfrom says so: no wake-up follows
 				}
 				if e.res > 0 && !c.out && !c.queued {
 					c.queued = true
 					s.readable = append(s.readable, c)
 				}
 			case kindOut:
-				if e.res > 0 && c.out && !c.queued {
+				c.outPoll = false // one-shot: it has ended
+				if e.res != -int32(unix.ECANCELED) && c.out && !c.queued {
+					// Also on an error: the send finds it and closes.
 					c.queued = true
 					s.writable = append(s.writable, c)
 				}
@@ -200,7 +219,9 @@ func (s *server) runPoll() error {
 // pollBatch is epollBatch for readiness from the ring. A multishot poll
 // reports a socket's wake-ups, not its state (an edge, not a level), so a
 // receive that filled the buffer's room is tried again in the next batch
-// until it comes back short, and a connection whose send finished (setOut
+// until it comes back short, a connection whose poll saw the peer's FIN
+// (or a reset) is read until recvfrom reports it (the FIN may have come
+// with the data's wake-up), and a connection whose send finished (setOut
 // false) is read too: input that came while it waited for POLLOUT was not
 // read.
 func (s *server) pollBatch() {
@@ -228,7 +249,7 @@ func (s *server) pollBatch() {
 		}
 		c.have += int(n)
 		s.epollSend(c)
-		if int(n) == room && c.fd >= 0 && !c.out {
+		if (int(n) == room || c.hup) && c.fd >= 0 && !c.out {
 			s.again = append(s.again, c)
 		}
 	}
