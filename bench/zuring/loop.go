@@ -105,9 +105,9 @@ func (s *server) run() error {
 }
 
 // accept takes up to 64 connections from the listener. It reports whether
-// it stopped at 64 rather than at EAGAIN: more may be waiting, which
-// level-triggered epoll reports again by itself and uring-poll's
-// multishot poll (an edge) does not.
+// it stopped at 64, or at an error such as EMFILE, rather than at EAGAIN:
+// more may be waiting, which level-triggered epoll reports again by itself
+// and uring-poll's multishot poll (an edge) does not.
 func (s *server) accept() bool {
 	for range 64 {
 		fd, _, err := unix.Accept4(s.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
@@ -115,7 +115,10 @@ func (s *server) accept() bool {
 			continue
 		}
 		if err != nil {
-			return false // EAGAIN, or out of descriptors: the listener stays readable
+			// Out of descriptors or memory: the queue is still there
+			// and epoll reports it again (the loop spins until
+			// descriptors are free); uring-poll must try again itself.
+			return err != unix.EAGAIN
 		}
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		if s.mode == "uring-poll" {

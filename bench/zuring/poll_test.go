@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,6 +83,87 @@ func TestPollHalfClose(t *testing.T) {
 					t.Fatalf("connection %d: after the response to a half-closed connection: read %d, %v; want EOF", i, n, err)
 				}
 				c.Close()
+			}
+		})
+	}
+}
+
+// TestPollAcceptAfterEMFILE: connections that wait in the listen queue
+// while the server is out of descriptors are accepted once descriptors
+// are free again, without another connection arriving to wake the
+// listener (epoll reports a listener with a queue every time; a multishot
+// poll reported it once).
+func TestPollAcceptAfterEMFILE(t *testing.T) {
+	files, _ := testFiles(t)
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			addr := startServer(t, mode, files)
+			ap := netip.MustParseAddrPort(addr)
+			sa := &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+			// B: sockets made now, connected once no descriptor is left.
+			var b []int
+			for range 3 {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { unix.Close(fd) })
+				unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
+				b = append(b, fd)
+			}
+			// A: connections the server has accepted, holding its
+			// descriptors, closed once B waits in the queue.
+			var a []net.Conn
+			for range 3 {
+				c := dial(t, addr)
+				io.WriteString(c, "HEAD /a HTTP/1.1\r\n\r\n")
+				if status, _, _ := readResponse(t, bufio.NewReader(c), "HEAD"); status != 200 {
+					t.Fatal(status)
+				}
+				a = append(a, c)
+			}
+			// No descriptor left for anyone in this process: the
+			// limit is the lowest free number.
+			probe, err := unix.Dup(b[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(probe)
+			var lim unix.Rlimit
+			unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+			low := lim
+			low.Cur = uint64(probe)
+			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+				t.Fatal(err)
+			}
+			restored := false
+			restore := func() {
+				if !restored {
+					restored = true
+					unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+				}
+			}
+			defer restore()
+			for _, fd := range b {
+				if err := unix.Connect(fd, sa); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := unix.Write(fd, []byte("HEAD /a HTTP/1.1\r\n\r\n")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(100 * time.Millisecond) // the server tries to accept them: EMFILE
+			for _, c := range a {
+				c.Close() // the server reads the end and closes its descriptors
+			}
+			time.Sleep(100 * time.Millisecond)
+			restore() // the limit back: the server may take descriptors above it too
+			for i, fd := range b {
+				buf := make([]byte, 512)
+				n, err := unix.Read(fd, buf)
+				if err != nil || !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200 OK")) {
+					t.Fatalf("queued connection %d: read %q, %v; want a 200", i, buf[:max(n, 0)], err)
+				}
 			}
 		})
 	}
