@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -164,6 +167,42 @@ func TestPollAcceptAfterEMFILE(t *testing.T) {
 				if err != nil || !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200 OK")) {
 					t.Fatalf("queued connection %d: read %q, %v; want a 200", i, buf[:max(n, 0)], err)
 				}
+			}
+		})
+	}
+}
+
+// TestPollRawWaitGC: with -rawwait, a garbage collection that starts while
+// the loop waits (the runtime forces one every two minutes on an idle
+// process) must not wait for the next connection: the first process's
+// signal handling, and so the stopping of its children, waits with it.
+// epoll_wait returns EINTR to the loop when the runtime's preemption
+// signal arrives, and the loop's next call is a preemption point; the
+// ring's wait retried EINTR inside block, in raw calls only.
+func TestPollRawWaitGC(t *testing.T) {
+	files, _ := testFiles(t)
+	rawWait = true
+	defer func() { rawWait = false }()
+	for _, mode := range modes {
+		if mode != "epoll" && mode != "uring-poll" {
+			continue // their waits are not raw
+		}
+		t.Run(mode, func(t *testing.T) {
+			addr := startServer(t, mode, files)
+			dial(t, addr).Close()              // the loop has run
+			time.Sleep(100 * time.Millisecond) // and waits
+			// Nothing in this process runs while a collection stops
+			// the world: a shell connects after 2 s, from outside.
+			ap := netip.MustParseAddrPort(addr)
+			release := exec.Command("bash", "-c", fmt.Sprintf("sleep 2; exec 3<>/dev/tcp/%s/%d", ap.Addr(), ap.Port()))
+			if err := release.Start(); err != nil {
+				t.Skip(err)
+			}
+			defer release.Wait()
+			start := time.Now()
+			runtime.GC()
+			if d := time.Since(start); d > time.Second {
+				t.Fatalf("a garbage collection took %v: it waited for the loop's raw wait to end", d.Round(time.Millisecond))
 			}
 		})
 	}

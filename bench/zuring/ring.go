@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
@@ -216,8 +217,9 @@ func (r *ring) reap(f func(c cqe)) int {
 // runtime: a raw one holds the thread's P while it sleeps, so nothing
 // else runs on it, and a garbage collection waits until the call returns.
 // The probe runs one goroutine per process, where -rawwait (a raw call)
-// measures what the runtime's part of the wait costs. wait is ignored:
-// it is always 1.
+// measures what the runtime's part of the wait costs; on EINTR (the
+// runtime's preemption signal) it yields, so that a garbage collection
+// does not wait for the next completion. wait is ignored: it is always 1.
 func (r *ring) block(_ uint32, flags uintptr) error {
 	atomic.StoreUint32(r.sqTail, r.tail)
 	for {
@@ -228,6 +230,12 @@ func (r *ring) block(_ uint32, flags uintptr) error {
 			_, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending()), 1, flags, 0, 0)
 		}
 		if errno == unix.EINTR {
+			if rawWait {
+				// Most likely the runtime's preemption signal: a
+				// collection waits to stop this goroutine, which
+				// a loop of raw calls never lets it do.
+				runtime.Gosched()
+			}
 			continue
 		}
 		if errno != 0 {
