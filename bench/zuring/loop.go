@@ -12,6 +12,7 @@ import (
 type server struct {
 	files    map[string]*file
 	mode     string
+	rawWait  bool // -rawwait: the loop's blocking wait is a raw system call
 	epfd     int
 	lfd      int
 	conns    []*conn // by fd
@@ -30,8 +31,8 @@ type server struct {
 	listenAgain bool    // uring-poll: the last accepts stopped at 64, not at EAGAIN
 }
 
-func newServer(lfd int, mode string, files map[string]*file) (*server, error) {
-	s := &server{files: files, mode: mode, lfd: lfd, events: make([]unix.EpollEvent, 512)}
+func newServer(lfd int, mode string, rawWait bool, files map[string]*file) (*server, error) {
+	s := &server{files: files, mode: mode, rawWait: rawWait, lfd: lfd, events: make([]unix.EpollEvent, 512)}
 	var err error
 	if s.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -49,6 +50,7 @@ func newServer(lfd int, mode string, files map[string]*file) (*server, error) {
 			unix.Close(s.epfd)
 			return nil, err
 		}
+		s.ring.rawWait = rawWait
 	}
 	return s, nil
 }
@@ -219,7 +221,7 @@ func (s *server) epollSend(c *conn) {
 // epollWait is epoll_wait on the set; with -rawwait a raw system call
 // (see ring.block).
 func (s *server) epollWait(timeout int) (int, error) {
-	if !rawWait {
+	if !s.rawWait {
 		return unix.EpollWait(s.epfd, s.events, timeout)
 	}
 	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(s.epfd), uintptr(unsafe.Pointer(&s.events[0])), uintptr(len(s.events)), uintptr(timeout), 0, 0)

@@ -49,9 +49,6 @@ import (
 
 const childEnv = "ZURING_CHILD" // set in the environment of re-executed processes
 
-// rawWait: the loop's blocking wait is a raw system call (-rawwait).
-var rawWait bool
-
 func main() {
 	runtime.GOMAXPROCS(1)
 	runtime.LockOSThread()
@@ -59,7 +56,7 @@ func main() {
 	root := flag.String("root", ".", "directory whose files of at most 64 KiB are served from memory")
 	mode := flag.String("mode", "epoll", "how a batch of ready connections is found, read and answered: epoll, uring, uring-lazy or uring-poll")
 	procs := flag.Int("procs", 2, "processes, each one event loop on one thread")
-	flag.BoolVar(&rawWait, "rawwait", false, "wait (epoll_wait, or uring-poll's io_uring_enter) in a raw system call, unknown to the Go runtime")
+	rawWait := flag.Bool("rawwait", false, "wait (epoll_wait, or uring-poll's io_uring_enter) in a raw system call, unknown to the Go runtime")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), `zuring is a measurement probe for issue 15's io_uring lever, not a server:
 a minimal HTTP/1.1 static server whose -mode epoll makes one recvfrom and one
@@ -75,13 +72,13 @@ usage: zuring -addr 127.0.0.1:PORT -root DIR -mode epoll|uring|uring-lazy|uring-
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	err := run(*addr, *root, *mode, *procs)
+	err := run(*addr, *root, *mode, *procs, *rawWait)
 	fmt.Fprintln(os.Stderr, "zuring:", err)
 	os.Exit(1)
 }
 
 // run serves until it fails.
-func run(addr, root, mode string, procs int) error {
+func run(addr, root, mode string, procs int, rawWait bool) error {
 	switch mode {
 	case "epoll", "uring", "uring-lazy", "uring-poll":
 	default:
@@ -102,7 +99,7 @@ func run(addr, root, mode string, procs int) error {
 	if err != nil {
 		return err
 	}
-	s, err := newServer(lfd, mode, files)
+	s, err := newServer(lfd, mode, rawWait, files)
 	if err != nil {
 		return err
 	}
@@ -110,7 +107,7 @@ func run(addr, root, mode string, procs int) error {
 		if requested.Port() == 0 {
 			fmt.Printf("listening %s\n", ap)
 		}
-		if err := spawn(procs-1, ap, root, mode); err != nil {
+		if err := spawn(procs-1, ap, root, mode, rawWait); err != nil {
 			return err
 		}
 	}
@@ -149,7 +146,7 @@ func listen(ap netip.AddrPort) (int, netip.AddrPort, error) {
 // spawn re-executes this program n times on ap. A goroutine then waits
 // for SIGINT or SIGTERM, or for a child to exit, stops the children by
 // pid, and exits.
-func spawn(n int, ap netip.AddrPort, root, mode string) error {
+func spawn(n int, ap netip.AddrPort, root, mode string, rawWait bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("re-exec: %w", err)

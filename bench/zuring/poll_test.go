@@ -181,14 +181,12 @@ func TestPollAcceptAfterEMFILE(t *testing.T) {
 // ring's wait retried EINTR inside block, in raw calls only.
 func TestPollRawWaitGC(t *testing.T) {
 	files, _ := testFiles(t)
-	rawWait = true
-	defer func() { rawWait = false }()
 	for _, mode := range modes {
 		if mode != "epoll" && mode != "uring-poll" {
 			continue // their waits are not raw
 		}
 		t.Run(mode, func(t *testing.T) {
-			addr := startServer(t, mode, files)
+			addr := startServerWait(t, mode, true, files)
 			dial(t, addr).Close()              // the loop has run
 			time.Sleep(100 * time.Millisecond) // and waits
 			// Nothing in this process runs while a collection stops

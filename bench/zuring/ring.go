@@ -76,6 +76,7 @@ type params struct {
 type ring struct {
 	fd      int
 	sqFlags *uint32 // written by the kernel: IORING_SQ_TASKRUN and others
+	rawWait bool    // block's wait is a raw system call (-rawwait)
 	sqHead  *uint32 // written by the kernel
 	sqTail  *uint32 // written by us
 	sqMask  uint32
@@ -224,13 +225,13 @@ func (r *ring) block(_ uint32, flags uintptr) error {
 	atomic.StoreUint32(r.sqTail, r.tail)
 	for {
 		var errno unix.Errno
-		if rawWait {
+		if r.rawWait {
 			_, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending()), 1, flags, 0, 0)
 		} else {
 			_, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending()), 1, flags, 0, 0)
 		}
 		if errno == unix.EINTR {
-			if rawWait {
+			if r.rawWait {
 				// Most likely the runtime's preemption signal: a
 				// collection waits to stop this goroutine, which
 				// a loop of raw calls never lets it do.

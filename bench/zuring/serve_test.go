@@ -30,6 +30,12 @@ var modes = []string{"epoll", "uring", "uring-lazy", "uring-poll"}
 // (IORING_SETUP_SINGLE_ISSUER) and posts its completions on that thread.
 func startServer(t *testing.T, mode string, files map[string]*file) string {
 	t.Helper()
+	return startServerWait(t, mode, false, files)
+}
+
+// startServerWait is startServer with -rawwait given.
+func startServerWait(t *testing.T, mode string, rawWait bool, files map[string]*file) string {
+	t.Helper()
 	lfd, ap, err := listen(netip.MustParseAddrPort("127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +43,7 @@ func startServer(t *testing.T, mode string, files map[string]*file) string {
 	made := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		s, err := newServer(lfd, mode, files)
+		s, err := newServer(lfd, mode, rawWait, files)
 		made <- err
 		if err != nil {
 			return
