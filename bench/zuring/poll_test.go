@@ -196,7 +196,10 @@ func TestPollRawWaitGC(t *testing.T) {
 			if err := release.Start(); err != nil {
 				t.Skip(err)
 			}
-			defer release.Wait()
+			defer func() { // its connection is not needed once the collection is over
+				release.Process.Kill()
+				release.Wait()
+			}()
 			start := time.Now()
 			runtime.GC()
 			if d := time.Since(start); d > time.Second {
