@@ -41,6 +41,10 @@ func TestOpenAccessLog(t *testing.T) {
 		t.Fatalf("%s: %v", file, err)
 	}
 	f.WriteString("one\n")
+	var last [1]byte // read back (logbuf reads its last byte before a write)
+	if _, err := f.ReadAt(last[:], 3); err != nil || last[0] != '\n' {
+		t.Errorf("%s read back: %q, %v", file, last, err)
+	}
 	f.Close()
 	f, err = open(file) // again: appends
 	if err != nil {
@@ -64,7 +68,7 @@ func TestOpenAccessLog(t *testing.T) {
 		{"folder", "is a directory"},
 		{"link", "is a symbolic link"},
 		{"loop/access.log", "too many levels of symbolic links"},
-		{"fifo", "no reader"},
+		{"fifo", "is a FIFO"},
 	} {
 		path := filepath.Join(dir, tc.name)
 		if _, err := open(path); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
@@ -81,7 +85,7 @@ func TestOpenAccessLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if _, err := open(filepath.Join(dir, "fifo")); err == nil || !strings.Contains(err.Error(), "is not a regular file") {
+	if _, err := open(filepath.Join(dir, "fifo")); err == nil || !strings.Contains(err.Error(), "is a FIFO, not a regular file") {
 		t.Errorf("a FIFO with a reader: %v", err)
 	}
 }

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -496,5 +500,148 @@ func TestAppendTornClose(t *testing.T) {
 	want := string(record(1)) + string(record(2)[:7]) + "\n"
 	if string(out) != want {
 		t.Fatalf("file holds\n%q\nwant\n%q", out, want)
+	}
+}
+
+// sharedFile is a file that several Writers append to, and that they can
+// read back (tailReader). While room is not negative the disk takes only
+// that many more bytes: a write beyond it is cut short, with ENOSPC.
+type sharedFile struct {
+	mu     sync.Mutex
+	data   []byte
+	room   int
+	failed atomic.Int64 // writes failed
+}
+
+func (f *sharedFile) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.room < 0 || len(p) <= f.room {
+		f.data = append(f.data, p...)
+		if f.room >= 0 {
+			f.room -= len(p)
+		}
+		return len(p), nil
+	}
+	n := f.room
+	f.data = append(f.data, p[:n]...)
+	f.room = 0
+	f.failed.Add(1)
+	return n, syscall.ENOSPC
+}
+
+func (f *sharedFile) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if off >= int64(len(f.data)) {
+		return 0, io.EOF
+	}
+	return copy(p, f.data[off:]), nil
+}
+
+func (f *sharedFile) Stat() (fs.FileInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return sizeInfo(len(f.data)), nil
+}
+
+func (f *sharedFile) setRoom(n int) {
+	f.mu.Lock()
+	f.room = n
+	f.mu.Unlock()
+}
+
+func (f *sharedFile) has(want []byte) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		f.mu.Lock()
+		ok := bytes.Contains(f.data, want)
+		f.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// sizeInfo is the fs.FileInfo of a file of that many bytes.
+type sizeInfo int64
+
+func (n sizeInfo) Name() string       { return "shared" }
+func (n sizeInfo) Size() int64        { return int64(n) }
+func (n sizeInfo) Mode() fs.FileMode  { return 0o640 }
+func (n sizeInfo) ModTime() time.Time { return time.Time{} }
+func (n sizeInfo) IsDir() bool        { return false }
+func (n sizeInfo) Sys() any           { return nil }
+
+// TestAppendTornByAnother: two Writers append to one file (two workers'
+// access log). A tears a record when the disk fills; once it has room
+// again, B, which saw no failure, writes first: reading the file back, B
+// ends the torn line before its record, and A, whose next write finds
+// the line ended, adds no empty line.
+func TestAppendTornByAnother(t *testing.T) {
+	f := &sharedFile{room: -1}
+	a := NewAppend(f, nil, func(int, error) {})
+	b := NewAppend(f, nil, func(int, error) {})
+	a.Write(record(0))
+	a.Flush()
+	if !f.has(record(0)) {
+		t.Fatal("record 0 not written")
+	}
+	f.setRoom(len(record(1)) + 7)
+	a.Write(append(record(1), record(2)...))
+	a.Flush()
+	for deadline := time.Now().Add(10 * time.Second); f.failed.Load() < 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("A's write did not fail")
+		}
+		runtime.Gosched()
+	}
+	f.setRoom(-1)
+	b.Write(record(3))
+	b.Flush()
+	if !f.has(record(3)) {
+		t.Fatal("record 3 not written")
+	}
+	a.Write(record(4))
+	a.Flush()
+	if !f.has(record(4)) {
+		t.Fatal("record 4 not written")
+	}
+	a.Close(time.Second)
+	b.Close(time.Second)
+	f.mu.Lock()
+	got := string(f.data)
+	f.mu.Unlock()
+	want := string(record(0)) + string(record(1)) + string(record(2)[:7]) + "\n" + string(record(3)) + string(record(4))
+	if got != want {
+		t.Fatalf("file holds\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestAppendTailWriteOnly: a file opened write-only cannot be read back;
+// the Writer stops trying after the first read and goes by its own torn
+// writes alone. One opened for reading too is read back.
+func TestAppendTailWriteOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	if err := os.WriteFile(path, []byte("a torn rec"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flag      int
+		torn, can bool
+	}{
+		{os.O_WRONLY, false, false},
+		{os.O_RDWR, true, true},
+	} {
+		file, err := os.OpenFile(path, tc.flag|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := NewAppend(file, nil, nil)
+		if torn := b.startsTorn(); torn != tc.torn || (b.tail != nil) != tc.can {
+			t.Errorf("flag %#x: startsTorn %v (want %v), still read back %v (want %v)", tc.flag, torn, tc.torn, b.tail != nil, tc.can)
+		}
+		b.Close(time.Second)
+		file.Close()
 	}
 }
