@@ -47,15 +47,7 @@ func openAccessLog(c *config.Config) (*os.File, error) {
 			return nil, fmt.Errorf("access_log_path: %s is not a regular file", c.AccessLogPath)
 		}
 	}
-	// Read and write: a worker reads the file's last byte back before
-	// each write, so that a line another worker tore (a full disk) is
-	// ended first (logbuf.NewAppend). A file the supervisor may only
-	// write is opened write-only, without that.
-	flags := unix.O_APPEND | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
-	fd, err := unix.Open(c.AccessLogPath, unix.O_RDWR|flags, 0o640)
-	if err == unix.EACCES {
-		fd, err = unix.Open(c.AccessLogPath, unix.O_WRONLY|flags, 0o640)
-	}
+	fd, err := unix.Open(c.AccessLogPath, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o640)
 	if err == unix.ELOOP || err == unix.ENXIO {
 		// ELOOP: the last component is a link (O_NOFOLLOW), or links in
 		// the folders loop. ENXIO: a FIFO no one reads (O_NONBLOCK), or

@@ -41,10 +41,6 @@ func TestOpenAccessLog(t *testing.T) {
 		t.Fatalf("%s: %v", file, err)
 	}
 	f.WriteString("one\n")
-	var last [1]byte // read back (logbuf reads its last byte before a write)
-	if _, err := f.ReadAt(last[:], 3); err != nil || last[0] != '\n' {
-		t.Errorf("%s read back: %q, %v", file, last, err)
-	}
 	f.Close()
 	f, err = open(file) // again: appends
 	if err != nil {

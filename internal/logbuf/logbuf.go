@@ -18,11 +18,8 @@ package logbuf
 
 import (
 	"bytes"
-	"errors"
 	"io"
-	"io/fs"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -67,11 +64,10 @@ type Writer struct {
 	// onFail (NewAppend) is told of failed writes; the writing goroutine
 	// alone touches failing, lost and lastErr.
 	onFail  func(lost int, err error)
-	failing bool       // the last write failed and onFail was told
-	lost    int        // records whose write failed, not yet reported
-	lastErr error      // the last failed write's error
-	torn    bool       // a failed write left the start of a record in the file
-	tail    tailReader // NewAppend: the file read back (nil: it cannot be)
+	failing bool  // the last write failed and onFail was told
+	lost    int   // records whose write failed, not yet reported
+	lastErr error // the last failed write's error
+	torn    bool  // a failed write left the start of a record in the file
 
 	mu      sync.Mutex
 	pending []byte // whole records, oldest first
@@ -96,22 +92,10 @@ func New(w io.Writer, onDrop func(n int)) *Writer {
 // its error; then, once writes succeed again or at Close, with the records
 // lost since (and err nil if writes succeed again, else the last error).
 // A file that keeps failing thus costs two reports, not one per batch.
-//
-// If w can be read back (a tailReader: an os.File opened for reading
-// too), each write first looks at the file's last byte, so that a line
-// another process tore (appending to the same file when the disk filled)
-// is ended before this write's first record (writeRecords).
 func NewAppend(w io.Writer, onDrop func(n int), onFail func(lost int, err error)) *Writer {
 	b := newWriter(w, onDrop, Delay, AppendHigh, AppendMax, AppendMax)
 	b.onFail = onFail
-	b.tail, _ = w.(tailReader)
 	return b
-}
-
-// tailReader is a file NewAppend's Writer may read back.
-type tailReader interface {
-	Stat() (fs.FileInfo, error)
-	ReadAt(p []byte, off int64) (int, error)
 }
 
 func newWriter(w io.Writer, onDrop func(n int), delay time.Duration, high, maxBytes, piece int) *Writer {
@@ -203,7 +187,7 @@ func (b *Writer) run() {
 			}
 			if idle {
 				b.timer.Stop()
-				if b.startsTorn() {
+				if b.torn {
 					// The file ends in the start of a record: end that
 					// line, or whoever opens the file next (the next
 					// generation's workers) runs its first on from it.
@@ -256,13 +240,14 @@ func (b *Writer) flush(spare []byte) []byte {
 // start of a record in the file. The next write then begins with a
 // newline, in the same write, so that the torn record is a line of its
 // own and the records after it start lines, instead of the first of them
-// running on from the torn one (startsTorn: whoever tore it, if the file
-// can be read back; else only after this Writer's own torn write).
+// running on from the torn one. (Another process appending to the same
+// file may write between the two; its line then runs on from the torn
+// one, and ours leaves an empty line.)
 func (b *Writer) writeRecords(batch []byte) {
 	for len(batch) > 0 {
 		n := cut(batch, b.piece)
 		piece, mend := batch[:n], 0
-		if b.startsTorn() {
+		if b.torn {
 			piece, mend = append([]byte{'\n'}, piece...), 1
 		}
 		m, err := b.w.Write(piece)
@@ -320,33 +305,4 @@ func cut(batch []byte, piece int) int {
 		}
 	}
 	return len(batch)
-}
-
-// startsTorn reports whether the file ends in the start of a record: by
-// its last byte if it can be read back (another process appending to it
-// may have torn the line, or ended the one this Writer tore), else if
-// this Writer's last write tore one. Reading it back costs an fstat and a
-// one-byte pread per write (a batch: at most about 20 a second); a file
-// that turns out not to be readable (opened write-only) is not read
-// again.
-func (b *Writer) startsTorn() bool {
-	if b.tail == nil {
-		return b.torn
-	}
-	fi, err := b.tail.Stat()
-	if err != nil {
-		return b.torn
-	}
-	size := fi.Size()
-	if size == 0 {
-		return false // truncated (logrotate's copytruncate), or new
-	}
-	var last [1]byte
-	if _, err := b.tail.ReadAt(last[:], size-1); err != nil {
-		if errors.Is(err, syscall.EBADF) {
-			b.tail = nil
-		}
-		return b.torn
-	}
-	return last[0] != '\n'
 }
