@@ -287,9 +287,12 @@ func (d *download) failed(ctx context.Context, w *worker, progressed bool, err e
 		return true, nil // another of its workers dropped it
 	}
 	_, changed := errorsAsChanged(err)
-	alone := d.liveSources() <= 1
+	// dropped: drop dropped the source now, or another of its workers
+	// did since the check above (then the live sources left may be one,
+	// and that one is another source: this error is not the download's).
+	dropped := func(why error) bool { return d.drop(w.src, why) || w.src.isDropped() }
 	if !Retryable(err) || changed || errors.Is(err, errNoRanges) {
-		if !alone && d.drop(w.src, err) {
+		if dropped(err) {
 			return true, nil
 		}
 		return true, err
@@ -311,7 +314,7 @@ func (d *download) failed(ctx context.Context, w *worker, progressed bool, err e
 	}
 	if giveUp {
 		gerr := &GiveUpError{Attempts: w.fails, Err: err}
-		if !alone && d.drop(w.src, gerr) {
+		if dropped(gerr) {
 			return true, nil
 		}
 		return true, gerr
