@@ -172,16 +172,9 @@ func (s *server) setOut(c *conn, out bool) {
 // sendmsg for all the responses it makes.
 func (s *server) epollBatch() {
 	for _, c := range s.readable {
-		n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&c.buf[c.have])), uintptr(len(c.buf)-c.have), 0, 0, 0)
-		switch {
-		case errno == unix.EAGAIN || errno == unix.EINTR:
-			continue
-		case errno != 0 || n == 0:
-			s.close(c)
-			continue
+		if _, ok := s.recv(c); ok {
+			s.epollSend(c)
 		}
-		c.have += int(n)
-		s.epollSend(c)
 	}
 	for _, c := range s.writable {
 		s.epollSend(c)
@@ -229,4 +222,21 @@ func (s *server) epollWait(timeout int) (int, error) {
 		return 0, errno
 	}
 	return int(n), nil
+}
+
+// recv reads what c's socket holds into its buffer's room, once. It
+// reports whether bytes came (false: none yet, or c closed at the peer's
+// end or on an error) and whether they filled the room.
+func (s *server) recv(c *conn) (full, ok bool) {
+	room := len(c.buf) - c.have
+	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&c.buf[c.have])), uintptr(room), 0, 0, 0)
+	switch {
+	case errno == unix.EAGAIN || errno == unix.EINTR:
+		return false, false
+	case errno != 0 || n == 0:
+		s.close(c)
+		return false, false
+	}
+	c.have += int(n)
+	return int(n) == room, true
 }

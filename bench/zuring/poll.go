@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -238,18 +237,12 @@ func (s *server) pollBatch() {
 		if c.fd < 0 || c.out {
 			continue
 		}
-		room := len(c.buf) - c.have
-		n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&c.buf[c.have])), uintptr(room), 0, 0, 0)
-		switch {
-		case errno == unix.EAGAIN || errno == unix.EINTR:
-			continue
-		case errno != 0 || n == 0:
-			s.close(c)
+		full, ok := s.recv(c)
+		if !ok {
 			continue
 		}
-		c.have += int(n)
 		s.epollSend(c)
-		if (int(n) == room || c.hup) && c.fd >= 0 && !c.out {
+		if (full || c.hup) && c.fd >= 0 && !c.out {
 			s.again = append(s.again, c)
 		}
 	}

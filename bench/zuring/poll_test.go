@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -25,15 +24,7 @@ func TestPollSlowReader(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			addr := startServer(t, mode, files)
-			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-				rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-				return nil
-			}}
-			c, err := d.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
+			c := dialSmallReceive(t, addr)
 			const n = 190
 			var reqs strings.Builder
 			for range n {

@@ -110,6 +110,22 @@ func dial(t *testing.T, addr string) net.Conn {
 	return c
 }
 
+// dialSmallReceive connects to addr with a 4 KiB receive buffer, so that
+// the server's sends come back short or EAGAIN.
+func dialSmallReceive(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // TestServe sends pipelined requests in one write, more than one send's
 // worth (maxBatch) and more than the socket buffers hold, through a small
 // receive buffer, so that sends come back short or EAGAIN; then a request
@@ -119,15 +135,7 @@ func TestServe(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			addr := startServer(t, mode, files)
-			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-				rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-				return nil
-			}}
-			c, err := d.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
+			c := dialSmallReceive(t, addr)
 			type ask struct{ method, path string }
 			var asks []ask
 			var reqs strings.Builder
