@@ -405,7 +405,7 @@ func (c *Config) Resolve() error {
 			return keyErr("access_log_path", "%v", err)
 		}
 		if c.AccessLog {
-			if err := checkAccessLogPath(c.AccessLogPath); err != nil {
+			if err := CheckAccessLogPath(c.AccessLogPath); err != nil {
 				return keyErr("access_log_path", "%v", err)
 			}
 		}
@@ -470,13 +470,14 @@ func LookupGroup(name string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
-// checkAccessLogPath refuses an access_log_path that names something
-// other than a regular file, as the supervisor's open would at start
-// (daemon/accesslog.go), so that --check says so too. A path that does
+// CheckAccessLogPath refuses an access_log_path that names something
+// other than a regular file: when the configuration is resolved, so that
+// --check says so too, and by the supervisor before its open
+// (daemon/accesslog.go). A path that does
 // not exist yet passes: the supervisor creates the file, and the folder
 // may be made at start (the unit's LogsDirectory=); so does one this
 // process may not look at, which the start's open then judges.
-func checkAccessLogPath(path string) error {
+func CheckAccessLogPath(path string) error {
 	st, err := os.Lstat(path)
 	if err != nil {
 		return nil

@@ -21,7 +21,8 @@ import (
 //
 // Appending (O_APPEND) to a regular file makes each worker's write whole
 // whatever its size (logbuf.NewAppend), so the file is refused if it is
-// anything else: a FIFO or a device (opened without waiting for a reader),
+// anything else: a FIFO or a device (never opened, or opened without
+// waiting for a reader if one replaces the file during the check),
 // or a symbolic link, which whoever may write the folder could point at
 // any file the supervisor may write. Links among the folders above it
 // are followed (as nginx does): those are root's or the service's.
@@ -31,37 +32,12 @@ func openAccessLog(c *config.Config) (*os.File, error) {
 	}
 	// What is there and not a regular file is refused before it is
 	// opened (an open has effects on a FIFO's other end, or a device);
-	// the open's O_NOFOLLOW and its fstat refuse what replaces the file
-	// meanwhile.
-	var lst unix.Stat_t
-	if unix.Lstat(c.AccessLogPath, &lst) == nil {
-		switch lst.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-		case unix.S_IFLNK:
-			return nil, fmt.Errorf("access_log_path: %s is a symbolic link", c.AccessLogPath)
-		case unix.S_IFIFO:
-			return nil, fmt.Errorf("access_log_path: %s is a FIFO, not a regular file", c.AccessLogPath)
-		case unix.S_IFDIR:
-			return nil, fmt.Errorf("access_log_path: %s is a directory, not a regular file", c.AccessLogPath)
-		default:
-			return nil, fmt.Errorf("access_log_path: %s is not a regular file", c.AccessLogPath)
-		}
+	// the open's O_NOFOLLOW and O_NONBLOCK, and its fstat, refuse what
+	// replaces the file meanwhile.
+	if err := config.CheckAccessLogPath(c.AccessLogPath); err != nil {
+		return nil, fmt.Errorf("access_log_path: %w", err)
 	}
 	fd, err := unix.Open(c.AccessLogPath, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o640)
-	if err == unix.ELOOP || err == unix.ENXIO {
-		// ELOOP: the last component is a link (O_NOFOLLOW), or links in
-		// the folders loop. ENXIO: a FIFO no one reads (O_NONBLOCK), or
-		// a device that is not there.
-		var st unix.Stat_t
-		if unix.Lstat(c.AccessLogPath, &st) == nil {
-			switch st.Mode & unix.S_IFMT {
-			case unix.S_IFLNK:
-				return nil, fmt.Errorf("access_log_path: %s is a symbolic link", c.AccessLogPath)
-			case unix.S_IFIFO:
-				return nil, fmt.Errorf("access_log_path: %s is a FIFO (with no reader), not a regular file", c.AccessLogPath)
-			}
-		}
-	}
 	if err != nil {
 		return nil, fmt.Errorf("access_log_path: open %s: %w", c.AccessLogPath, err)
 	}

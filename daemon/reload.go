@@ -70,19 +70,13 @@ func (s *Supervisor) reload(wait bool, reply func(string, error)) {
 // another read, so that reloads retried meanwhile (a script, SIGHUPs) do
 // not pile up threads until the runtime's limit kills the supervisor.
 func (s *Supervisor) startReload(waiters []reloadWaiter) {
-	if s.readsOut >= maxStuckReloadReads {
-		err := fmt.Errorf("the reads of the configuration %s and access_log_path by %d earlier reloads, which took over %v, have not returned (a file system that does not answer?); nothing changed",
-			s.opts.Source, s.readsOut, reloadReadTimeout)
-		s.lastReload = "failed: " + err.Error()
-		s.metrics.reloadsFailed.Add(1)
-		s.log.Error("reload failed; still serving the previous configuration", "err", err)
-		for _, rw := range waiters {
-			rw.reply("", err)
-		}
-		return
-	}
 	s.setState(stateReloading)
 	s.env.notify("RELOADING=1")
+	if s.readsOut >= maxStuckReloadReads {
+		s.reloadFailed(fmt.Errorf("the reads of the configuration %s and access_log_path by %d earlier reloads, which took over %v, have not returned (a file system that does not answer?); nothing changed",
+			s.opts.Source, s.readsOut, reloadReadTimeout), waiters)
+		return
+	}
 	s.readSeq++
 	s.readsOut++
 	seq := s.readSeq
@@ -133,17 +127,15 @@ func (s *Supervisor) reloadReadDone(e evReloadReadDone) {
 // reloadReadTimedOut fails the reload whose read has taken
 // reloadReadTimeout. The read goes on; what it gets is dropped.
 func (s *Supervisor) reloadReadTimedOut(seq uint64) {
-	r := s.reading
-	if r == nil || r.seq != seq {
+	if s.reading == nil || s.reading.seq != seq {
 		return
 	}
-	s.reading = nil
-	s.reloadFailed(fmt.Errorf("reading the configuration %s and opening access_log_path took over %v (a file system that does not answer?); nothing changed",
-		s.opts.Source, reloadReadTimeout), r.waiters)
+	s.abortRead(fmt.Errorf("reading the configuration %s and opening access_log_path took over %v (a file system that does not answer?); nothing changed",
+		s.opts.Source, reloadReadTimeout))
 }
 
 // abortRead fails the reload whose configuration is being read, if any
-// (a drain or a kill started).
+// (it timed out, or a drain or a kill started).
 func (s *Supervisor) abortRead(err error) {
 	r := s.reading
 	if r == nil {

@@ -80,8 +80,4 @@ func (fc *fileCache) sweepDirsLocked(now time.Time) {
 }
 
 // dirRefusal is the refusal of p, a folder: what notRegular says of it.
-func dirRefusal(p string) *reqError {
-	e := refuse(wire.StatusNotRegular, "not a regular file: %s is %s", p, describe(wire.KindDir))
-	e.kind = wire.KindDir
-	return e
-}
+func dirRefusal(p string) *reqError { return refuseKind(p, wire.KindDir) }

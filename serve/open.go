@@ -302,8 +302,11 @@ func openRegular(root *rootDir, p string, flags int) (int, *unix.Stat_t, error) 
 // notRegular is the refusal of p, whose stat is st, for not being a
 // regular file: its kind says which (a directory's is answered by a
 // redirect, an index file or a listing over HTTP).
-func notRegular(p string, st *unix.Stat_t) *reqError {
-	k := kindOf(st)
+func notRegular(p string, st *unix.Stat_t) *reqError { return refuseKind(p, kindOf(st)) }
+
+// refuseKind is the refusal of p, which is of kind k and not a regular
+// file.
+func refuseKind(p string, k wire.Kind) *reqError {
 	e := refuse(wire.StatusNotRegular, "not a regular file: %s is %s", p, describe(k))
 	e.kind = k
 	return e
