@@ -17,11 +17,6 @@ package e2e
 // mirror name is written in the project.
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -36,24 +31,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-const (
-	rootfsCacheDir = "/var/cache/zfs-serve-e2e"
-	rootfsSuite    = "bookworm"
-)
-
-// rootfsArgs are debootstrap's arguments before the target and mirror;
-// they and rootfsPrune key the cache.
-var rootfsArgs = []string{"--variant=minbase", "--include=systemd,systemd-sysv,dbus,procps", rootfsSuite}
-
-// rootfsPrune makes the tree smaller and mirror-free once debootstrap is
-// done. Changing it changes the cache key.
-const rootfsPrune = `set -e
-rm -f var/cache/apt/archives/*.deb var/cache/apt/*.bin var/log/bootstrap.log
-find var/lib/apt/lists -maxdepth 1 -type f -delete
-: > etc/apt/sources.list
-rm -rf usr/share/doc/* usr/share/man/* usr/share/info/* usr/share/locale/*
-`
 
 // nspawnTools are the host commands a container needs.
 var nspawnTools = []string{"systemd-nspawn", "nsenter", "unshare", "zstd", "tar", "dpkg-deb", "make"}
@@ -84,103 +61,6 @@ func skipUnlessNspawn(t *testing.T) {
 	if len(cgroupHierarchies()) == 0 {
 		t.Skip("no cgroup hierarchy found under /sys/fs/cgroup")
 	}
-}
-
-// rootfsCache is the cached tarball's path for the current arguments.
-func rootfsCache() string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%q\n%s", rootfsArgs, rootfsPrune)
-	return filepath.Join(rootfsCacheDir, fmt.Sprintf("rootfs-%s-%s.tar.zst", rootfsSuite, hex.EncodeToString(h.Sum(nil))[:16]))
-}
-
-// aptMirror is the first Debian mirror in the host's apt sources.
-func aptMirror() (string, error) {
-	if f, err := os.Open("/etc/apt/sources.list.d/debian.sources"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "URIs:"); ok {
-				if fs := strings.Fields(v); len(fs) > 0 {
-					return fs[0], nil
-				}
-			}
-		}
-	}
-	b, err := os.ReadFile("/etc/apt/sources.list")
-	if err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if fs := strings.Fields(line); len(fs) >= 3 && fs[0] == "deb" {
-				if strings.HasPrefix(fs[1], "[") { // deb [options] URI
-					for i, f := range fs {
-						if strings.HasSuffix(f, "]") && i+1 < len(fs) {
-							return fs[i+1], nil
-						}
-					}
-					continue
-				}
-				return fs[1], nil
-			}
-		}
-	}
-	return "", errors.New("no mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list")
-}
-
-// ensureRootfs returns the cached root filesystem tarball, making it with
-// debootstrap first if needed (under a lock: concurrent test runs on one
-// machine build it once). A failed debootstrap (no network, no mirror)
-// skips the test: it is the machine that cannot, not the code.
-func ensureRootfs(t *testing.T) string {
-	t.Helper()
-	cache := rootfsCache()
-	if err := os.MkdirAll(rootfsCacheDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.OpenFile(filepath.Join(rootfsCacheDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
-	if _, err := os.Stat(cache); err == nil {
-		return cache
-	}
-	mirror, err := aptMirror()
-	if err != nil {
-		t.Skipf("cannot make the container's root filesystem: %v", err)
-	}
-	start := time.Now()
-	work, err := os.MkdirTemp(rootfsCacheDir, "build-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(work)
-	dir := filepath.Join(work, "rootfs")
-	args := append(append([]string{}, rootfsArgs...), dir, mirror)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "debootstrap", args...).CombinedOutput()
-	if err != nil {
-		t.Skipf("debootstrap %s failed (%v); no container test on this machine:\n%s", strings.Join(rootfsArgs, " "), err, tail(string(out), 15))
-	}
-	prune := exec.Command("sh", "-c", rootfsPrune)
-	prune.Dir = dir
-	if out, err := prune.CombinedOutput(); err != nil {
-		t.Fatalf("pruning the root filesystem: %v\n%s", err, out)
-	}
-	tmp := cache + ".tmp"
-	pack := exec.Command("sh", "-c", `tar --numeric-owner --xattrs --xattrs-include='*' -C "$1" -cf - . | zstd -3 -q -T0 -f -o "$2"`, "sh", dir, tmp)
-	if out, err := pack.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		t.Fatalf("packing the root filesystem: %v\n%s", err, out)
-	}
-	if err := os.Rename(tmp, cache); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("made the container root filesystem %s in %v (cached for later runs)", cache, time.Since(start).Round(time.Second))
-	return cache
 }
 
 // cgroupHierarchies are the cgroup mounts a container's processes must be
@@ -371,74 +251,6 @@ func (c *container) console() string {
 	return tail(string(b), 40)
 }
 
-// insideEnv is the environment of commands run in the container.
-var insideEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
-	"TERM=dumb", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "HOME=/root"}
-
-// Command returns a command that runs argv inside the container (all its
-// namespaces), not started.
-func (c *container) Command(argv ...string) *exec.Cmd {
-	cmd := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(c.leader), "-a", "--"}, argv...)...)
-	cmd.Env = insideEnv
-	return cmd
-}
-
-// Exec runs argv inside the container and returns its output and status.
-func (c *container) Exec(timeout time.Duration, argv ...string) Result {
-	c.t.Helper()
-	return runCmd(c.t, timeout, c.Command(argv...))
-}
-
-// Must runs argv inside the container and fails the test unless it exits 0.
-func (c *container) Must(argv ...string) string {
-	c.t.Helper()
-	r := c.Exec(60*time.Second, argv...)
-	if r.Code != 0 {
-		c.t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", strings.Join(argv, " "), r.Code, r.Stdout, r.Stderr)
-	}
-	return r.Stdout
-}
-
-// NetCommand returns a command that runs a host binary in the container's
-// network namespace only (nsenter -n does not fork, so the command's pid
-// is the host pid of that binary).
-func (c *container) NetCommand(bin string, args ...string) *exec.Cmd {
-	cmd := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(c.leader), "-n", "--", bin}, args...)...)
-	cmd.Env = cleanEnv()
-	return cmd
-}
-
-// Path is where the host sees path inside the container.
-func (c *container) Path(path string) string {
-	return fmt.Sprintf("/proc/%d/root%s", c.leader, path)
-}
-
-// Show returns systemctl show's value of each property of unit.
-func (c *container) Show(unit string, props ...string) map[string]string {
-	c.t.Helper()
-	out := c.Must("systemctl", "show", unit, "-p", strings.Join(props, ","))
-	m := map[string]string{}
-	for _, line := range strings.Split(out, "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
-
-// WaitShow polls unit's properties until cond holds.
-func (c *container) WaitShow(timeout time.Duration, what, unit string, cond func(map[string]string) bool, props ...string) map[string]string {
-	c.t.Helper()
-	var last map[string]string
-	if !waitFor(timeout, func() bool {
-		last = c.Show(unit, props...)
-		return cond(last)
-	}) {
-		c.t.Fatalf("%s: timed out after %v waiting for %s; last %v", unit, timeout, what, last)
-	}
-	return last
-}
-
 // close powers the container off (SIGTERM to nspawn: a clean shutdown),
 // then removes its cgroups and root directory. Anything still in our
 // cgroups after that is ours and gets SIGKILL.
@@ -510,34 +322,4 @@ func removeCgroup(dir string) error {
 		}
 	}
 	return nil
-}
-
-// runCmd runs cmd to completion with a timeout. It runs in a process
-// group of its own, so that a timeout kills what nsenter forked too.
-func runCmd(t *testing.T, timeout time.Duration, cmd *exec.Cmd) Result {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(timeout):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		t.Fatalf("%s: timed out after %v\nstdout: %s\nstderr: %s", strings.Join(cmd.Args, " "), timeout, out.String(), errb.String())
-	}
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
-	}
-	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
