@@ -9,8 +9,8 @@ import (
 )
 
 // The supervisor's lifecycle, driven through its real loop with fake
-// worker processes and a fake clock (fakes_test.go): every scenario runs
-// in milliseconds, whatever the timeouts say.
+// worker processes (fakes_test.go) and a fake clock (fakeclock_test.go):
+// every scenario runs in milliseconds, whatever the timeouts say.
 
 const twoWorkers = "workers = 2\ndrain_timeout = \"10s\""
 
