@@ -149,6 +149,12 @@ func TestHTTPFolderIndex(t *testing.T) {
 		{"/d/../", 403, "", ""},
 		{"/fifo/index.html", 403, "", ""},
 		{"/g/index.html/", 200, listing, ""},
+		// ?format=json asks for the folder's JSON listing by name:
+		// the index file does not stand in for it (zfetch -r).
+		{"/d/?format=json", 200, listing, "Content-Type: application/json"},
+		{"/d/?x=1&format=JSON", 200, listing, "Content-Type: application/json"},
+		{"/d/?format=html", 200, string(hi), ""},
+		{"/d?format=json", 301, "", "Location: /d/?format=json"},
 	} {
 		for round := range 2 {
 			resp, body := k.do(t, "GET", tc.path)
@@ -185,6 +191,12 @@ func TestHTTPFolderIndex(t *testing.T) {
 		if resp, _ := k.do(t, "GET", "/mnt"); resp.StatusCode != 301 || resp.Header.Get("Location") != "/mnt/" {
 			t.Errorf("GET /mnt: %s, Location %q", resp.Status, resp.Header.Get("Location"))
 		}
+	}
+
+	// An Accept field that prefers JSON does not: the URL names the index
+	// file's folder, and caches may keep its answer (no Vary).
+	if resp, body := k.do(t, "GET", "/d/", "Accept: application/json"); resp.StatusCode != 200 || string(body) != string(hi) {
+		t.Errorf("GET /d/ Accept: application/json: %s %q, want the index file", resp.Status, body)
 	}
 
 	// The folder's answer is its index file's: the same validators, and
@@ -241,6 +253,7 @@ func TestHTTPFolderIndex(t *testing.T) {
 		{"/multi/", 200, "a"},
 		{"/onlyb/", 200, "b"},
 		{"/d/", 403, ""},
+		{"/multi/?format=json", 200, "a"}, // no listing to give: the index file
 		{"/d", 301, ""},
 		{"/missing/", 404, ""},
 	} {

@@ -244,12 +244,13 @@ func TestZfetchMirrorsNginx(t *testing.T) {
 
 // TestZfetchHTTPZfsServe: zfetch over zfs-serve's HTTP port: a file with
 // the digest the server announces (Repr-Digest, after zctl digest), and a
-// tree through its JSON listing.
+// tree through its JSON listing, index files included (the folders that
+// have one are listed all the same: ?format=json).
 func TestZfetchHTTPZfsServe(t *testing.T) {
 	root := shortTempDir(t)
 	sum := WriteRandom(t, filepath.Join(root, "pub/big.bin"), 24<<20+1)
 	tree := map[string]string{}
-	for _, p := range []string{"pub/t/a.bin", "pub/t/s/b.bin", "pub/t/s/c d.bin"} {
+	for _, p := range []string{"pub/t/a.bin", "pub/t/s/b.bin", "pub/t/s/c d.bin", "pub/t/index.html", "pub/t/s/index.html"} {
 		full := filepath.Join(root, p)
 		os.MkdirAll(filepath.Dir(full), 0o755)
 		tree[p] = WriteRandom(t, full, 50000+int64(len(p)))

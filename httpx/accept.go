@@ -5,6 +5,15 @@ import (
 	"strings"
 )
 
+// FormatJSON reports whether the raw query string asks for JSON by name:
+// its first format parameter is "json". Unlike an Accept field, that
+// names a resource of its own, a folder's JSON listing, which a folder's
+// index file does not stand in for.
+func FormatJSON(rawQuery string) bool {
+	v, ok := rawQueryValue(rawQuery, "format")
+	return ok && strings.EqualFold(v, "json")
+}
+
 // WantsJSON reports whether a directory listing is to be sent as JSON
 // rather than HTML: when the raw query string has a format parameter
 // (its first one) equal to "json", or when the Accept field value prefers
@@ -18,10 +27,8 @@ import (
 // */*" prefers JSON, while "*/*" alone, no Accept at all, or
 // "application/json, text/html" prefer HTML, the listing for people.
 func WantsJSON(accept, rawQuery string) bool {
-	if v, ok := rawQueryValue(rawQuery, "format"); ok {
-		if strings.EqualFold(v, "json") {
-			return true
-		}
+	if FormatJSON(rawQuery) {
+		return true
 	}
 	jq, js, hq, hs := 0, 0, 0, 0
 	for elem := range strings.SplitSeq(accept, ",") {

@@ -76,3 +76,24 @@ func FuzzWantsJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestFormatJSON(t *testing.T) {
+	for _, tt := range []struct {
+		query string
+		want  bool
+	}{
+		{"format=json", true},
+		{"format=JSON", true},
+		{"x=1&format=json", true},
+		{"format=json&format=html", true},
+		{"format=html&format=json", false}, // the first one counts
+		{"format=", false},
+		{"", false},
+		{"formats=json", false},
+		{"%66ormat=json", true},
+	} {
+		if got := FormatJSON(tt.query); got != tt.want {
+			t.Errorf("FormatJSON(%q) = %v, want %v", tt.query, got, tt.want)
+		}
+	}
+}

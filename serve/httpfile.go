@@ -23,11 +23,13 @@ func (c *conn) handleHTTP() error {
 		c.header("Allow", "GET, HEAD")
 		return c.finishError("method " + r.Method + " is not allowed: this server answers GET and HEAD")
 	}
-	if strings.HasSuffix(r.Path, "/") {
+	if strings.HasSuffix(r.Path, "/") && !(c.s.opts.Listing && httpx.FormatJSON(r.Query)) {
 		// A folder's index file first: a fresh hit of the open-file
 		// cache answers "/" and "/docs/" with no lookup of the folder
 		// and nothing that waits, as nginx's open_file_cache does. A
-		// name under it opens only if the folder is one.
+		// name under it opens only if the folder is one. Not for
+		// "?format=json", a request for the folder's JSON listing
+		// (zfetch -r over HTTP), while listings are on.
 		if served, err := c.httpIndex(r.Path); served {
 			return err
 		}
