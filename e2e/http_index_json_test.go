@@ -69,6 +69,7 @@ func TestHTTPFolderIndexFormatJSON(t *testing.T) {
 		return strings.Join(ns, ",")
 	}
 	const dList = "e,index.html"
+	const htmlListing = "\x00an HTML listing"
 	for _, tc := range []struct {
 		method, path string
 		header       string // a request header line, if set
@@ -102,6 +103,9 @@ func TestHTTPFolderIndexFormatJSON(t *testing.T) {
 		{"GET", "/d/?format=json+", "", 200, "", hi},
 		{"GET", "/d/?format", "", 200, "", hi},
 		{"GET", "/d/?FORMAT=json", "", 200, "", hi},
+		{"GET", "/d/?format=j%C5%BFon", "", 200, "", hi}, // U+017F: ASCII case only
+		{"GET", "/d/", "Accept: application/j\u017fon", 200, "", hi},
+		{"GET", "/d/e/", "Accept: application/j\u017fon", 200, "", htmlListing},
 		{"GET", "/d/?format%3Djson", "", 200, "", hi},
 		{"GET", "/d/?x=%26format=json", "", 200, "", hi},
 		{"GET", "/d/?x=1;format=json", "", 200, "", hi},
@@ -142,6 +146,10 @@ func TestHTTPFolderIndexFormatJSON(t *testing.T) {
 			case tc.list != "":
 				if got := names(body); got != tc.list || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("ETag") != "" {
 					t.Errorf("%s (%d): %q, ETag %q, names %q, want the listing %q", what, round, resp.Header.Get("Content-Type"), resp.Header.Get("ETag"), got, tc.list)
+				}
+			case tc.body == htmlListing:
+				if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") || resp.Header.Get("Vary") != "Accept" {
+					t.Errorf("%s (%d): %q, Vary %q, want an HTML listing", what, round, ct, resp.Header.Get("Vary"))
 				}
 			case tc.body != "":
 				if string(body) != tc.body {

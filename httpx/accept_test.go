@@ -56,6 +56,11 @@ func TestWantsJSON(t *testing.T) {
 		{"application/json;q=0.5, application/*;q=1, text/html;q=0.6", "", false},
 		{"json", "", false},
 		{",,, ", "", false},
+		// ASCII case only (RFC 9110 media types): U+017F (long s)
+		// folds to "s" in Unicode.
+		{"application/j\u017fon", "", false},
+		{"application/j\u017fon, text/html;q=0.5", "", false},
+		{"", "format=j%C5%BFon", false},
 	}
 	for _, tt := range tests {
 		if got := WantsJSON(tt.accept, tt.query); got != tt.want {
@@ -91,6 +96,9 @@ func TestFormatJSON(t *testing.T) {
 		{"", false},
 		{"formats=json", false},
 		{"%66ormat=json", true},
+		// ASCII case only: U+017F (long s) folds to "s" in Unicode.
+		{"format=j%C5%BFon", false},
+		{"format=J%C5%BFON", false},
 	} {
 		if got := FormatJSON(tt.query); got != tt.want {
 			t.Errorf("FormatJSON(%q) = %v, want %v", tt.query, got, tt.want)
