@@ -6,12 +6,12 @@ import (
 )
 
 // FormatJSON reports whether the raw query string asks for JSON by name:
-// its first format parameter is "json". Unlike an Accept field, that
-// names a resource of its own, a folder's JSON listing, which a folder's
-// index file does not stand in for.
+// its first format parameter is "json", in any ASCII case. Unlike an
+// Accept field, that names a resource of its own, a folder's JSON
+// listing, which a folder's index file does not stand in for.
 func FormatJSON(rawQuery string) bool {
 	v, ok := rawQueryValue(rawQuery, "format")
-	return ok && strings.EqualFold(v, "json")
+	return ok && equalLower(v, "json")
 }
 
 // WantsJSON reports whether a directory listing is to be sent as JSON
@@ -48,16 +48,18 @@ func WantsJSON(accept, rawQuery string) bool {
 }
 
 // acceptMatch returns how specifically the media range typ/sub matches the
-// media type wantTyp/wantSub: 3 exactly, 2 by type/*, 1 by */*, 0 not.
+// media type wantTyp/wantSub, which are lower case: 3 exactly, 2 by
+// type/*, 1 by */*, 0 not. Case is ASCII's (strings.EqualFold would take
+// U+017F, a long s, for "s").
 func acceptMatch(typ, sub, wantTyp, wantSub string) int {
 	switch {
 	case typ == "*" && sub == "*":
 		return 1
-	case !strings.EqualFold(typ, wantTyp):
+	case !equalLower(typ, wantTyp):
 		return 0
 	case sub == "*":
 		return 2
-	case strings.EqualFold(sub, wantSub):
+	case equalLower(sub, wantSub):
 		return 3
 	}
 	return 0
@@ -82,7 +84,7 @@ func acceptRank(bestQ, bestSpec, q, spec int) (int, int) {
 func acceptQuality(params string) (q int, ok bool) {
 	for p := range strings.SplitSeq(params, ";") {
 		name, v, _ := strings.Cut(stripOWS(p), "=")
-		if !strings.EqualFold(stripOWS(name), "q") {
+		if !equalLower(stripOWS(name), "q") {
 			continue
 		}
 		v = stripOWS(v)
