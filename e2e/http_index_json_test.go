@@ -22,15 +22,7 @@ import (
 func TestHTTPFolderIndexFormatJSON(t *testing.T) {
 	root := shortTempDir(t)
 	os.Chmod(root, 0o755)
-	write := func(name, s string) {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(name, s string) { writeUnder(t, root, name, []byte(s), 0o644) }
 	const hi = "<p>hi</p>"
 	write("index.html", "root index")
 	write("d/index.html", hi)

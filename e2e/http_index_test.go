@@ -53,6 +53,20 @@ func (k *keptHTTP) do(t *testing.T, method, path string, headers ...string) (*ht
 	return resp, body
 }
 
+// writeUnder writes b to root/name, making its folders, with mode (set
+// past the umask).
+func writeUnder(t *testing.T, root, name string, b []byte, mode os.FileMode) {
+	t.Helper()
+	p := filepath.Join(root, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, mode)
+}
+
 // TestHTTPFolderIndex: what a folder's path (ending in "/") answers,
 // through the real binary, now that its index file is looked up first
 // through the open-file cache: the index file when it is a regular file
@@ -67,16 +81,7 @@ func (k *keptHTTP) do(t *testing.T, method, path string, headers ...string) (*ht
 func TestHTTPFolderIndex(t *testing.T) {
 	root := shortTempDir(t)
 	os.Chmod(root, 0o755)
-	write := func(name string, b []byte, mode os.FileMode) {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(p, mode) // past the umask
-	}
+	write := func(name string, b []byte, mode os.FileMode) { writeUnder(t, root, name, b, mode) }
 	hi := []byte("<p>hi</p>")
 	write("d/index.html", hi, 0o644)
 	write("d/e/x.txt", []byte("x"), 0o644)

@@ -26,7 +26,7 @@ import (
 // a folder a name that STAT, never cached, finds to be a file.
 
 // openOrDir is open for the path of an HTTP request: a name found to be
-// a folder less than a period ago is refused as one (dirRefusal, which
+// a folder less than a period ago is refused as one (refuseKind, which
 // handleHTTP answers with its redirect) without a lookup, and a miss
 // found to be one is remembered.
 func (fc *fileCache) openOrDir(root *rootDir, p string, mayWait func()) (fd int, st unix.Stat_t, e *cachedFile, err error) {
@@ -78,6 +78,3 @@ func (fc *fileCache) sweepDirsLocked(now time.Time) {
 		}
 	}
 }
-
-// dirRefusal is the refusal of p, a folder: what notRegular says of it.
-func dirRefusal(p string) *reqError { return refuseKind(p, wire.KindDir) }

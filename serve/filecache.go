@@ -160,7 +160,7 @@ func (fc *fileCache) openAs(root *rootDir, p string, mayWait func(), dirs bool) 
 			return fd, st, e, nil
 		}
 		if dirs && fc.dirHit(key) {
-			return -1, st, nil, dirRefusal(p)
+			return -1, st, nil, refuseKind(p, wire.KindDir)
 		}
 	}
 	if !ok {
