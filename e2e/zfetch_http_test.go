@@ -188,10 +188,31 @@ func TestZfetchHTTPS(t *testing.T) {
 			t.Fatalf("%v: sha256 %s, want %s", args, got, sum)
 		}
 	}
-	// http:// to a TLS port is a protocol error, not retried for 90 s.
+	// http:// to nginx's TLS port: nginx answers 400 ("plain HTTP request
+	// sent to HTTPS port"), a refusal (status 3), not retried for 90 s.
 	r = Zfetch(t, "-q", "-O", out, n.URL("http", "/f.bin"))
-	if r.Code == 0 {
-		t.Fatalf("http to a TLS port succeeded")
+	if r.Code != 3 {
+		t.Fatalf("http to a TLS port: exit %d, want 3: %s", r.Code, r.Stderr)
+	}
+}
+
+// TestZfetchNativeAtHTTPServer: a bare HOST:PORT/PATH (the native
+// protocol) at an HTTP server's port is a protocol violation, as a
+// malformed HTTP response is: status 1 at once, not retried, nothing
+// written, and the message says which URL would work.
+func TestZfetchNativeAtHTTPServer(t *testing.T) {
+	n := StartNginx(t, NginxOpts{})
+	WriteRandom(t, filepath.Join(n.Root, "f.bin"), 1000)
+	out := t.TempDir()
+	r := Zfetch(t, "-O", out, n.Addr+"/f.bin")
+	if r.Code != 1 {
+		t.Fatalf("exit %d, want 1: %s", r.Code, r.Stderr)
+	}
+	if !strings.Contains(r.Stderr, "answered in HTTP") || !strings.Contains(r.Stderr, "http:// URL") || strings.Contains(r.Stderr, "retrying") {
+		t.Fatalf("stderr: %s", r.Stderr)
+	}
+	if es, _ := os.ReadDir(out); len(es) != 0 {
+		t.Fatalf("wrote %v", es)
 	}
 }
 

@@ -215,6 +215,9 @@ type Response struct {
 type Error struct {
 	Status Status
 	Msg    string
+	// HTTP reports a response that begins as an HTTP one ("HTTP/"): a
+	// client that dialled an HTTP server's port.
+	HTTP bool
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -335,6 +338,9 @@ func ReadResponse(r io.Reader) (Response, error) {
 		return Response{}, err
 	}
 	if hdr[0] != responseMagic[0] || hdr[1] != responseMagic[1] {
+		if string(hdr[:5]) == "HTTP/" {
+			return Response{}, &Error{Status: StatusBadRequest, HTTP: true, Msg: "not a zfs-serve response: the server answered in HTTP"}
+		}
 		return Response{}, errorf(StatusBadRequest, "not a zfs-serve response (bad magic %q)", hdr[:2])
 	}
 	if hdr[2] < 1 || hdr[2] > Version {

@@ -120,6 +120,18 @@ func TestReadResponseErrors(t *testing.T) {
 	if _, err := ReadResponse(bytes.NewReader(good[:31])); !errors.Is(err, ErrTruncated) {
 		t.Errorf("truncated: %v", err)
 	}
+	// An HTTP server's answer is told apart from other bad magic.
+	for in, http := range map[string]bool{
+		"HTTP/1.1 400 Bad Request\r\nServer: x\r\n":  true,
+		"HTTP 1.1 400 Bad Request\r\nServer: xy\r\n": false,
+		"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n":         false,
+	} {
+		var we *Error
+		_, err := ReadResponse(strings.NewReader(in))
+		if !errors.As(err, &we) || we.HTTP != http {
+			t.Errorf("%q: %#v", in, err)
+		}
+	}
 }
 
 func TestListRoundTrip(t *testing.T) {

@@ -73,7 +73,7 @@ resumes it.
 
 Exit status:
   0    every file complete and verified
-  1    other error
+  1    other error, e.g. a protocol violation by the server
   2    bad command line
   3    refused by the server: not found, forbidden, not a regular file...
   4    connection failed (after the retries)

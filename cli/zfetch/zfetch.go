@@ -97,7 +97,9 @@ func ExitCode(err error) int {
 			return ExitConnection
 		}
 		return ExitRefused
-	case errors.As(err, &we), errors.As(err, &de), errors.As(err, &oe), fetch.Retryable(err):
+	case errors.As(err, &we):
+		return cli.ExitError // a protocol violation, as an HTTP server's
+	case errors.As(err, &de), errors.As(err, &oe), fetch.Retryable(err):
 		return ExitConnection
 	}
 	return cli.ExitError

@@ -140,7 +140,7 @@ func TestExitCode(t *testing.T) {
 		{&fetch.StatusError{Status: wire.StatusDraining}, ExitConnection},
 		{&fetch.GiveUpError{Attempts: 3, Err: &fetch.StatusError{Status: wire.StatusBusy}}, ExitConnection},
 		{&fetch.GiveUpError{Attempts: 3, Err: syscall.ECONNREFUSED}, ExitConnection},
-		{fmt.Errorf("GET: %w", &wire.Error{Msg: "bad magic"}), ExitConnection},
+		{fmt.Errorf("GET: %w", &wire.Error{Msg: "bad magic"}), cli.ExitError},
 		{&fetch.VerifyError{Msg: "x"}, ExitVerify},
 		{&fetch.LocalError{Op: "write", Path: "p", Err: syscall.ENOSPC}, ExitLocalIO},
 		{fmt.Errorf("x: %w", &fetch.CertError{Host: "h", Err: errors.New("unknown authority")}), ExitTLS},
