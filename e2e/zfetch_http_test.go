@@ -208,7 +208,7 @@ func TestZfetchNativeAtHTTPServer(t *testing.T) {
 	if r.Code != 1 {
 		t.Fatalf("exit %d, want 1: %s", r.Code, r.Stderr)
 	}
-	if !strings.Contains(r.Stderr, "answered in HTTP") || !strings.Contains(r.Stderr, "http:// URL") || strings.Contains(r.Stderr, "retrying") {
+	if !strings.Contains(r.Stderr, "answered in HTTP") || !strings.Contains(r.Stderr, "http:// or https:// URL") || strings.Contains(r.Stderr, "retrying") {
 		t.Fatalf("stderr: %s", r.Stderr)
 	}
 	if es, _ := os.ReadDir(out); len(es) != 0 {

@@ -132,7 +132,7 @@ func (c *Conn) roundTrip(q *wire.Request) (wire.Response, error) {
 	if err != nil {
 		var we *wire.Error
 		if errors.As(err, &we) && we.HTTP {
-			return r, fmt.Errorf("%v %s: %w (this is an HTTP server: fetch it with an http:// URL)", q.Op, q.Path, err)
+			return r, fmt.Errorf("%v %s: %w (an HTTP server: fetch it with an http:// or https:// URL)", q.Op, q.Path, err)
 		}
 		if errors.As(err, &we) {
 			return r, fmt.Errorf("%v %s: protocol error (is this a zfs-serve server?): %w", q.Op, q.Path, err)
