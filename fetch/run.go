@@ -165,6 +165,12 @@ func (d *download) runOnce(ctx context.Context) error {
 	defer cancel()
 	stopWake := context.AfterFunc(ctx, sch.halt)
 	defer stopWake()
+	// learnCtx bounds a worker's first question to its source (a mirror
+	// that had not answered): once the others have every byte, a mirror
+	// still being asked (one that says nothing for the stall timeout) is
+	// no longer waited for.
+	learnCtx, learnCancel := context.WithCancel(ctx)
+	defer learnCancel()
 	d.hash.Load().start()
 	// Waiting workers look again now and then: an owner may have become
 	// slow enough to be taken over.
@@ -176,6 +182,7 @@ func (d *download) runOnce(ctx context.Context) error {
 			case <-t.C:
 				sch.wakeAll()
 			case <-sch.done:
+				learnCancel()
 				return
 			case <-ctx.Done():
 				return
@@ -217,7 +224,7 @@ func (d *download) runOnce(ctx context.Context) error {
 				continue
 			}
 			wg.Go(func() {
-				if err := d.work(ctx, w, sch); err != nil {
+				if err := d.work(ctx, learnCtx, w, sch); err != nil {
 					fail(err)
 				}
 			})
@@ -237,16 +244,19 @@ func (d *download) runOnce(ctx context.Context) error {
 }
 
 // work is one worker's loop: take a segment, fetch it, give it back;
-// retry failures with backoff. It returns nil when nothing is left, or the
-// error that ended it (its source dropped or given up on).
-func (d *download) work(ctx context.Context, w *worker, sch *sched) error {
+// retry failures with backoff. It returns nil when nothing is left (the
+// run is over: every byte is in, though this worker's source may never
+// have answered), or the error that ended it (its source dropped or given
+// up on). learnCtx (ctx, canceled once the run is over) bounds the
+// question to a source that has not answered yet.
+func (d *download) work(ctx, learnCtx context.Context, w *worker, sch *sched) error {
 	r := &receiver{ctx: ctx, sink: d.sink, lim: d.c.lim, stall: d.c.opts.StallTimeout, blockMin: d.c.blockMin,
 		speed: newSpeedMeter(d.c.opts.SpeedLimit, d.c.opts.SpeedTime)}
 	for {
-		if w.src.isDropped() {
+		if w.src.isDropped() || sch.over() {
 			return nil
 		}
-		err := d.learnSource(ctx, w)
+		err := d.learnSource(learnCtx, w)
 		var g *segment
 		progressed := false
 		if err == nil {
@@ -282,6 +292,12 @@ func (d *download) failed(ctx context.Context, w *worker, progressed bool, err e
 	var ve *VerifyError
 	if errors.As(err, &le) || errors.As(err, &ve) {
 		return true, err
+	}
+	if sch.over() {
+		// The other sources finished the file meanwhile: this
+		// failure (or the question cut short to a source that never
+		// answered) is worth neither a retry nor a warning.
+		return true, nil
 	}
 	if w.src.isDropped() {
 		return true, nil // another of its workers dropped it

@@ -291,6 +291,20 @@ func (s *sched) finishLocked() {
 	}
 }
 
+// over reports whether the run is over (every byte in, or halted); a
+// nil sched (no run) is not.
+func (s *sched) over() bool {
+	if s == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // halt ends the run: every take returns nil.
 func (s *sched) halt() {
 	s.mu.Lock()

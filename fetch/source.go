@@ -119,7 +119,10 @@ func (c *Client) identRetry(ctx context.Context, t Target, report func(Event)) (
 // backoff between rounds) until one answers; the first of them in command
 // line order is the reference, and each other that answered is checked
 // against it (and dropped, with a warning, if its file differs or it
-// refuses). One that has not answered yet is asked by its workers later.
+// refuses). A round ends as soon as the reference is known: the questions
+// to later sources still unanswered then (one that says nothing until the
+// stall timeout) are cut short. One that has not answered yet is asked by
+// its workers later.
 func (d *download) learn(ctx context.Context) error {
 	if len(d.srcs) == 1 {
 		s := d.srcs[0]
@@ -132,27 +135,68 @@ func (d *download) learn(ctx context.Context) error {
 		return nil
 	}
 	type answer struct {
-		id  ident
-		err error
+		id   ident
+		err  error
+		done bool // false: not asked, or the question was cut short
 	}
 	answers := make([]answer, len(d.srcs))
 	var ref *ident
 	err := d.c.retry(ctx, d.report, func() (bool, error) {
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		type result struct {
+			i int
+			a answer
+		}
 		var wg sync.WaitGroup
+		arrived := make(chan result, len(d.srcs))
+		asked := 0
 		for i, s := range d.srcs {
+			answers[i] = answer{}
 			if s.isDropped() {
 				continue
 			}
+			asked++
 			wg.Go(func() {
-				id, err := d.c.identOnce(ctx, s.t)
-				answers[i] = answer{id, err}
+				id, err := d.c.identOnce(rctx, s.t)
+				arrived <- result{i, answer{id, err, rctx.Err() == nil}}
 			})
 		}
+		// known reports whether the reference is settled: a source
+		// answered, and every source before it in command-line order
+		// failed.
+		known := func() bool {
+			for i, s := range d.srcs {
+				switch a := answers[i]; {
+				case s.isDropped():
+				case !a.done:
+					return false
+				case a.err == nil:
+					return true
+				}
+			}
+			return false
+		}
+		for n := 0; n < asked; n++ {
+			r := <-arrived
+			answers[r.i] = r.a
+			if known() {
+				break
+			}
+		}
+		cancel()
 		wg.Wait()
+		for len(arrived) > 0 {
+			r := <-arrived
+			answers[r.i] = r.a
+		}
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
 		var first error
 		retryable := false
 		for i, s := range d.srcs {
-			if s.isDropped() {
+			if s.isDropped() || !answers[i].done {
 				continue
 			}
 			a := answers[i]
@@ -182,7 +226,7 @@ func (d *download) learn(ctx context.Context) error {
 	for i, s := range d.srcs {
 		a := answers[i]
 		switch {
-		case s.isDropped():
+		case s.isDropped(), !a.done:
 		case a.err == nil:
 			if why := a.id.differsFrom(*ref); why != "" {
 				d.drop(s, fmt.Errorf("its file differs: %s", why))
