@@ -189,7 +189,11 @@ type Result struct {
 // withConn runs fn on a pooled connection, bounded by ctx and the stall
 // timeout, and returns the connection to the pool if fn succeeded. A reused
 // idle connection that fails before any response header was probably closed
-// by the server meanwhile; fn then runs once more on a new one.
+// by the server meanwhile; fn then runs once more on a new one. So does one
+// whose answer does not begin as a response (a protocol error before any
+// header: bytes a server sent after the last body, on a connection it then
+// closed), which a new connection tells from a server that speaks
+// another protocol.
 func (c *Client) withConn(ctx context.Context, ep endpoint, fn func(*Conn) error) error {
 	for try := 0; ; try++ {
 		conn, err := c.pool.get(ctx, ep)
@@ -209,7 +213,7 @@ func (c *Client) withConn(ctx context.Context, ep endpoint, fn func(*Conn) error
 			return nil
 		}
 		conn.Close()
-		if conn.reused && conn.responses == before && try == 0 && Retryable(err) {
+		if conn.reused && conn.responses == before && try == 0 && (Retryable(err) || isProtocolError(err)) {
 			continue
 		}
 		return err
@@ -305,4 +309,12 @@ func errorsAsChanged(err error) (*changedError, bool) {
 	var ce *changedError
 	ok := errors.As(err, &ce)
 	return ce, ok
+}
+
+// isProtocolError reports a protocol violation by the server: a malformed
+// native or HTTP response.
+func isProtocolError(err error) bool {
+	var we *wire.Error
+	var he *httpError
+	return errors.As(err, &we) || errors.As(err, &he)
 }

@@ -62,12 +62,18 @@ func (h header) get(name string) string {
 // parseResponseHead parses the response head at the start of b and
 // returns the bytes it used through the empty line that ends it. Line ends
 // may be CRLF or a bare LF (RFC 9112 section 2.2 lets a client accept
-// them). It returns errHeadIncomplete while b may still grow into a head.
+// them). It returns errHeadIncomplete while b may still grow into a head:
+// bytes that cannot begin one ("HTTP/1.") are an error at once, so that a
+// server speaking another protocol, which may answer with less than a
+// head and then close or wait, is told from a connection cut or stalled.
 func parseResponseHead(b []byte) (*httpResponse, int, error) {
 	end, n := headEnd(b)
 	if end < 0 {
 		if len(b) >= maxRespHead {
 			return nil, 0, httpErrorf("response head longer than %d bytes", maxRespHead)
+		}
+		if err := notHTTP(b); err != nil {
+			return nil, 0, err
 		}
 		return nil, 0, errHeadIncomplete
 	}
@@ -106,6 +112,25 @@ func parseResponseHead(b []byte) (*httpResponse, int, error) {
 		return nil, 0, err
 	}
 	return r, n, nil
+}
+
+// notHTTP is the error for bytes that cannot begin an HTTP/1.x response,
+// nil for those that can (a prefix of "HTTP/1." or longer). zfs-serve's
+// native answer (its magic "ZR": a native-only port) is told apart.
+func notHTTP(b []byte) error {
+	const start = "HTTP/1."
+	k := min(len(b), len(start))
+	if string(b[:k]) == start[:k] {
+		return nil
+	}
+	if len(b) >= 2 && string(b[:2]) == "ZR" {
+		return httpErrorf("not an HTTP response: the server answered in zfs-serve's native protocol (a native port: fetch it with a zfs:// URL)")
+	}
+	l := b
+	if i := bytes.IndexByte(l, '\n'); i >= 0 {
+		l = bytes.TrimSuffix(l[:i], []byte("\r"))
+	}
+	return httpErrorf("not an HTTP/1.x response: %q", truncate(l, 40))
 }
 
 // headEnd finds the empty line ending a head: end is where the head's

@@ -83,9 +83,24 @@ func TestParseResponseHead(t *testing.T) {
 			}
 		}
 	}
-	for _, in := range []string{"HTTP/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\nA: b\r\n", ""} {
+	for _, in := range []string{"HTTP/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\nA: b\r\n", "", "H", "HTTP/", "HTTP/1.", "HTTP/1.1"} {
 		if _, _, err := parseResponseHead([]byte(in)); err != errHeadIncomplete {
 			t.Errorf("%q: %v, want incomplete", in, err)
+		}
+	}
+	// Bytes that cannot begin a response are an error before the head
+	// would end: a server of another protocol may say no more, and close
+	// or wait.
+	for in, want := range map[string]string{
+		"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n": `not an HTTP/1.x response: "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"`,
+		"220 mail.example ESMTP\r\n500 unrecognized": `not an HTTP/1.x response: "220 mail.example ESMTP"`,
+		"ZR\x01\x01\x00\x00\x00\x04":                 "native protocol (a native port: fetch it with a zfs:// URL)",
+		"HTTP/2":                                     `not an HTTP/1.x response: "HTTP/2"`,
+		"x":                                          `not an HTTP/1.x response: "x"`,
+	} {
+		var he *httpError
+		if _, _, err := parseResponseHead([]byte(in)); !errors.As(err, &he) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error saying %s", in, err, want)
 		}
 	}
 	for _, in := range []string{

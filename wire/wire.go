@@ -332,16 +332,36 @@ func AppendResponse(b []byte, s *Response) []byte {
 }
 
 // ReadResponse reads one response header (not its body) of version 1 or 2.
+//
+// The magic is checked as soon as it has arrived, not once the whole
+// header has: a server that speaks another protocol often answers with
+// fewer bytes than a header's 32 (an HTTP 400 without fields, an SMTP or
+// FTP greeting), then closes or waits. What it sent is then a protocol
+// violation (*Error), not a truncated frame or a timeout, whatever the
+// connection did after it.
 func ReadResponse(r io.Reader) (Response, error) {
 	var hdr [ResponseHeaderLen]byte
-	if err := readFull(r, hdr[:], "response header"); err != nil {
-		return Response{}, err
+	got := 0
+	var err error
+	for got < len(responseMagic) && err == nil && (got == 0 || hdr[0] == responseMagic[0]) {
+		var m int
+		m, err = r.Read(hdr[got:])
+		got += m
 	}
-	if hdr[0] != responseMagic[0] || hdr[1] != responseMagic[1] {
-		if string(hdr[:5]) == "HTTP/" {
-			return Response{}, &Error{Status: StatusBadRequest, HTTP: true, Msg: "not a zfs-serve response: the server answered in HTTP"}
+	if got > 0 && hdr[0] != responseMagic[0] || got > 1 && hdr[1] != responseMagic[1] {
+		return Response{}, badMagic(r, hdr[:], got)
+	}
+	if got < len(responseMagic) {
+		if err == io.EOF && got > 0 {
+			err = fmt.Errorf("response header: %w", ErrTruncated)
 		}
-		return Response{}, errorf(StatusBadRequest, "not a zfs-serve response (bad magic %q)", hdr[:2])
+		return Response{}, err // io.EOF before any byte is a clean end
+	}
+	if err := readFull(r, hdr[got:], "response header"); err != nil {
+		if err == io.EOF {
+			err = fmt.Errorf("response header: %w", ErrTruncated)
+		}
+		return Response{}, err
 	}
 	if hdr[2] < 1 || hdr[2] > Version {
 		return Response{}, errorf(StatusUnsupportedVersion, "server speaks protocol version %d, this client %d", hdr[2], Version)
@@ -390,6 +410,26 @@ func ReadResponse(r io.Reader) (Response, error) {
 		}
 	}
 	return s, nil
+}
+
+// badMagic is the error for a response whose first n bytes in hdr are not
+// the magic. An HTTP server's answer ("HTTP/", read on to its fifth byte
+// if it has not arrived whole) is told apart; otherwise the message shows
+// how the answer begins.
+func badMagic(r io.Reader, hdr []byte, n int) error {
+	const http = "HTTP/"
+	if n < len(http) && strings.HasPrefix(http, string(hdr[:n])) {
+		m, _ := io.ReadAtLeast(r, hdr[n:], len(http)-n)
+		n += m
+	}
+	if n >= len(http) && string(hdr[:len(http)]) == http {
+		return &Error{Status: StatusBadRequest, HTTP: true, Msg: "not a zfs-serve response: the server answered in HTTP"}
+	}
+	b := hdr[:min(n, 16)]
+	if len(b) > 2 {
+		return errorf(StatusBadRequest, "not a zfs-serve response (bad magic %q: it begins %q)", b[:2], b)
+	}
+	return errorf(StatusBadRequest, "not a zfs-serve response (bad magic %q)", b)
 }
 
 // DecodeRequestHeader decodes a fixed request header. The path (pathLen

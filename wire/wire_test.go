@@ -134,6 +134,76 @@ func TestReadResponseErrors(t *testing.T) {
 	}
 }
 
+// chunks is a connection that delivers its chunks one Read each, then
+// ends with end (io.EOF, a reset...), or, with end nil, stands for a peer
+// that goes silent: a Read past the chunks fails the test.
+type chunks struct {
+	t   *testing.T
+	in  []string
+	end error
+}
+
+func (c *chunks) Read(p []byte) (int, error) {
+	if len(c.in) == 0 {
+		if c.end == nil {
+			c.t.Fatalf("read past what the peer sent: it would wait for ever")
+		}
+		return 0, c.end
+	}
+	n := copy(p, c.in[0])
+	if c.in[0] = c.in[0][n:]; c.in[0] == "" {
+		c.in = c.in[1:]
+	}
+	return n, nil
+}
+
+// TestReadResponseShortAnswers: a server that speaks another protocol
+// and answers with fewer bytes than a header's 32, then closes, resets or
+// waits, is a protocol violation (*Error) as soon as its first bytes are
+// in, not a truncated frame (a connection failure, retried) or a wait
+// for bytes that never come. A cut inside a real header ("ZR...") is
+// still truncation.
+func TestReadResponseShortAnswers(t *testing.T) {
+	reset := errors.New("connection reset by peer")
+	for _, c := range []struct {
+		in   []string
+		end  error
+		http bool
+	}{
+		{[]string{"HTTP/1.1 400 Bad Request\r\n\r\n"}, io.EOF, true}, // 28 bytes
+		{[]string{"HTTP/1.1 400 Bad Request\r\n\r\n"}, reset, true},
+		{[]string{"HTTP/1.0 400\r\n"}, nil, true},
+		{[]string{"HT", "TP/1.1 400 Bad Request\r\n\r\n"}, nil, true},
+		{[]string{"HT"}, io.EOF, false},
+		{[]string{"220 mail.example ESMTP\r\n"}, nil, false},
+		{[]string{"+OK\r\n"}, io.EOF, false},
+		{[]string{"\x15\x03\x03\x00\x02\x02\x46"}, reset, false}, // a TLS alert
+		{[]string{"X"}, nil, false},
+		{[]string{"X"}, io.EOF, false},
+	} {
+		var we *Error
+		_, err := ReadResponse(&chunks{t, append([]string(nil), c.in...), c.end})
+		if !errors.As(err, &we) || we.HTTP != c.http || errors.Is(err, ErrTruncated) {
+			t.Errorf("%q then %v: %v, want a protocol error (HTTP %v)", c.in, c.end, err, c.http)
+		}
+	}
+	if _, err := ReadResponse(&chunks{t, []string{"220 mail.example ESMTP\r\n"}, nil}); err == nil || !strings.Contains(err.Error(), `it begins "220 mail.example"`) {
+		t.Errorf("greeting: %v", err)
+	}
+	good := string(AppendResponse(nil, &Response{Status: StatusOK, Kind: KindFile, Size: 5, BodyLen: 5}))
+	for _, in := range []string{"Z", "ZR", "ZR\x01", good[:31]} {
+		if _, err := ReadResponse(&chunks{t, []string{in}, io.EOF}); !errors.Is(err, ErrTruncated) {
+			t.Errorf("%q then EOF: %v, want truncated", in, err)
+		}
+	}
+	if _, err := ReadResponse(&chunks{t, nil, io.EOF}); err != io.EOF {
+		t.Errorf("nothing then EOF: %v, want io.EOF", err)
+	}
+	if _, err := ReadResponse(&chunks{t, []string{good[:1], good[1:3], good[3:]}, nil}); err != nil {
+		t.Errorf("a header in pieces: %v", err)
+	}
+}
+
 func TestListRoundTrip(t *testing.T) {
 	in := []Entry{
 		{Kind: KindFile, Name: "a file with spaces", Size: 12, MTime: 99},
