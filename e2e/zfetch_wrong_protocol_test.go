@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/binary"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -119,5 +121,35 @@ func TestZfetchHTTPAtOtherProtocol(t *testing.T) {
 				t.Fatalf("wrote %v", es)
 			}
 		})
+	}
+}
+
+// TestZfetchNativeStatWithBody: a server that answers STAT with a body
+// (STAT has none, docs/PROTOCOL.md) is a protocol violation of the STAT,
+// status 1. It went unseen, and the body was read as the header of the
+// GET that followed on the connection: the error blamed the GET ("GET
+// /f.bin: ... bad magic "he"") and left a .part behind.
+func TestZfetchNativeStatWithBody(t *testing.T) {
+	addr := wrongServer(t, func(conn net.Conn) {
+		var hdr [24]byte
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			return
+		}
+		io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint16(hdr[4:])))
+		resp := make([]byte, 32, 37)
+		copy(resp, "ZR\x01\x00\x01\x00")            // ok, a file
+		binary.BigEndian.PutUint64(resp[8:], 1000)  // size
+		binary.BigEndian.PutUint64(resp[16:], 1e18) // mtime
+		binary.BigEndian.PutUint64(resp[24:], 5)    // body length
+		conn.Write(append(resp, "hello"...))
+		io.Copy(io.Discard, conn)
+	})
+	out := t.TempDir()
+	r := Zfetch(t, "-O", out, "--retry-for", "20s", addr+"/f.bin")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "STAT /f.bin") || !strings.Contains(r.Stderr, "5-byte body") || strings.Contains(r.Stderr, "retrying") {
+		t.Fatalf("exit %d, want 1 blaming the STAT's body: %s", r.Code, r.Stderr)
+	}
+	if es, _ := os.ReadDir(out); len(es) != 0 {
+		t.Fatalf("wrote %v", es)
 	}
 }

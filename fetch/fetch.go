@@ -146,6 +146,12 @@ func (c *Conn) roundTrip(q *wire.Request) (wire.Response, error) {
 	if r.Status != wire.StatusOK {
 		return r, &StatusError{Status: r.Status, Path: q.Path, Message: r.Message}
 	}
+	if q.Op == wire.OpStat && r.BodyLen != 0 {
+		// STAT has no body (docs/PROTOCOL.md): read as the next
+		// response's header, it would be blamed on that request.
+		return r, fmt.Errorf("%v %s: protocol error (is this a zfs-serve server?): %w", q.Op, q.Path,
+			&wire.Error{Status: wire.StatusBadRequest, Msg: fmt.Sprintf("a STAT response announces a %d-byte body", r.BodyLen)})
+	}
 	return r, nil
 }
 
