@@ -123,6 +123,13 @@ func FuzzParseResponseHead(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, n, err := parseResponseHead(b)
+		// A prefix refused as no response at all stays refused, however
+		// many more bytes arrive.
+		for k := range min(len(b), 16) {
+			if _, _, perr := parseResponseHead(b[:k]); perr != nil && perr != errHeadIncomplete && err == nil {
+				t.Fatalf("prefix %q refused (%v), the whole accepted", b[:k], perr)
+			}
+		}
 		if err != nil {
 			if err == errHeadIncomplete && len(b) >= maxRespHead {
 				t.Fatalf("incomplete at %d bytes", len(b))

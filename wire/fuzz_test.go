@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"testing/iotest"
 )
 
 // The decoders must never panic, never allocate past the limits, and must
@@ -53,6 +54,12 @@ func FuzzReadResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
 		s, err := ReadResponse(r)
+		// Bytes arriving one at a time (the magic is checked as it
+		// arrives) decode the same, and fail the same way.
+		s1, err1 := ReadResponse(iotest.OneByteReader(bytes.NewReader(b)))
+		if (err == nil) != (err1 == nil) || s1 != s || errors.Is(err, ErrTruncated) != errors.Is(err1, ErrTruncated) {
+			t.Fatalf("one byte at a time: %+v, %v; whole: %+v, %v", s1, err1, s, err)
+		}
 		if err != nil {
 			return
 		}
