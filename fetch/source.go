@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/zfs-serve/zfs-serve/wire"
 )
@@ -114,15 +115,19 @@ func (c *Client) identRetry(ctx context.Context, t Target, report func(Event)) (
 	return id, err
 }
 
+// learnGrace is how long learn waits, once the reference is known, for
+// the other sources' answers before it cuts their questions short.
+const learnGrace = time.Second
+
 // learn asks the sources for the file's identity. With one source, it is
 // asked with retries. With mirrors, all are asked at once, in rounds (with
 // backoff between rounds) until one answers; the first of them in command
 // line order is the reference, and each other that answered is checked
 // against it (and dropped, with a warning, if its file differs or it
-// refuses). A round ends as soon as the reference is known: the questions
-// to later sources still unanswered then (one that says nothing until the
-// stall timeout) are cut short. One that has not answered yet is asked by
-// its workers later.
+// refuses). A round ends learnGrace after the reference is known: the
+// questions to later sources still unanswered then (one that says nothing
+// until the stall timeout) are cut short. One that has not answered yet
+// is asked by its workers later.
 func (d *download) learn(ctx context.Context) error {
 	if len(d.srcs) == 1 {
 		s := d.srcs[0]
@@ -177,11 +182,23 @@ func (d *download) learn(ctx context.Context) error {
 			}
 			return false
 		}
+		// Once the reference is known, the others get learnGrace more
+		// to answer, and are compared now (mirrors near each other
+		// answer within moments); a question still open then is cut
+		// short.
+		var grace <-chan time.Time
+	collect:
 		for n := 0; n < asked; n++ {
-			r := <-arrived
-			answers[r.i] = r.a
-			if known() {
-				break
+			select {
+			case r := <-arrived:
+				answers[r.i] = r.a
+			case <-grace:
+				break collect
+			}
+			if grace == nil && known() {
+				t := time.NewTimer(learnGrace)
+				defer t.Stop()
+				grace = t.C
 			}
 		}
 		cancel()
