@@ -193,10 +193,16 @@ type Result struct {
 // whose answer does not begin as a response (a protocol error before any
 // header: bytes a server sent after the last body, on a connection it then
 // closed), which a new connection tells from a server that speaks
-// another protocol.
+// another protocol. The second try is on a connection dialled for it, not
+// on another idle one: after -x, several idle connections to a server are
+// often spoilt alike.
 func (c *Client) withConn(ctx context.Context, ep endpoint, fn func(*Conn) error) error {
 	for try := 0; ; try++ {
-		conn, err := c.pool.get(ctx, ep)
+		get := c.pool.get
+		if try > 0 {
+			get = c.pool.dialNew
+		}
+		conn, err := get(ctx, ep)
 		if err != nil {
 			return err
 		}

@@ -33,6 +33,11 @@ func (p *pool) get(ctx context.Context, ep endpoint) (*Conn, error) {
 		return c, nil
 	}
 	p.mu.Unlock()
+	return p.dialNew(ctx, ep)
+}
+
+// dialNew returns a new connection to ep, never an idle one.
+func (p *pool) dialNew(ctx context.Context, ep endpoint) (*Conn, error) {
 	c, err := p.dial(ctx, ep)
 	if err != nil {
 		var ce *CertError
@@ -46,7 +51,7 @@ func (p *pool) get(ctx context.Context, ep endpoint) (*Conn, error) {
 		}
 		return nil, &connError{err}
 	}
-	c.key = key
+	c.key = ep.key()
 	return c, nil
 }
 
