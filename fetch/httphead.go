@@ -67,13 +67,13 @@ func (h header) get(name string) string {
 // server speaking another protocol, which may answer with less than a
 // head and then close or wait, is told from a connection cut or stalled.
 func parseResponseHead(b []byte) (*httpResponse, int, error) {
+	if err := notHTTP(b); err != nil {
+		return nil, 0, err
+	}
 	end, n := headEnd(b)
 	if end < 0 {
 		if len(b) >= maxRespHead {
 			return nil, 0, httpErrorf("response head longer than %d bytes", maxRespHead)
-		}
-		if err := notHTTP(b); err != nil {
-			return nil, 0, err
 		}
 		return nil, 0, errHeadIncomplete
 	}
@@ -129,6 +129,12 @@ func notHTTP(b []byte) error {
 	l := b
 	if i := bytes.IndexByte(l, '\n'); i >= 0 {
 		l = bytes.TrimSuffix(l[:i], []byte("\r"))
+	}
+	if len(l) == 0 {
+		// An empty first line (a CRLF before the status line, which
+		// RFC 9112 lets only a server skip, before a request): show
+		// what follows rather than "".
+		l = b
 	}
 	return httpErrorf("not an HTTP/1.x response: %q", truncate(l, 40))
 }

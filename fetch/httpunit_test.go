@@ -97,6 +97,9 @@ func TestParseResponseHead(t *testing.T) {
 		"ZR\x01\x01\x00\x00\x00\x04":                 "native protocol (a native port: fetch it with a zfs:// URL)",
 		"HTTP/2":                                     `not an HTTP/1.x response: "HTTP/2"`,
 		"x":                                          `not an HTTP/1.x response: "x"`,
+		// A CRLF before the status line: the message shows it, not "".
+		"\r\nHTTP/1.1 200 OK\r\n":                          `not an HTTP/1.x response: "\r\nHTTP/1.1 200 OK\r\n"`,
+		"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n": `not an HTTP/1.x response: "\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"`,
 	} {
 		var he *httpError
 		if _, _, err := parseResponseHead([]byte(in)); !errors.As(err, &he) || !strings.Contains(err.Error(), want) {
