@@ -303,7 +303,10 @@ func (r *Renderer) onDone(f *file, e *fetch.Event) {
 
 func (r *Renderer) onError(f *file, e *fetch.Event) {
 	msg := fmt.Sprintf("%s: %v", f.Name, e.Err)
-	if isCanceled(e.Err) {
+	switch {
+	case isCanceled(e.Err) && f.Size < 0:
+		msg = fmt.Sprintf("%s: interrupted before the server gave its size", f.Name)
+	case isCanceled(e.Err):
 		msg = fmt.Sprintf("%s: interrupted at %s", f.Name, percent(f.done, f.Size))
 	}
 	switch r.o.Mode {
@@ -463,7 +466,10 @@ func (f *file) avgRate() float64 {
 }
 
 func percent(done, total int64) string {
-	if total <= 0 {
+	switch {
+	case total < 0:
+		return "--%" // not known yet
+	case total == 0:
 		return "100.00%"
 	}
 	return fmt.Sprintf("%.2f%%", 100*float64(done)/float64(total))

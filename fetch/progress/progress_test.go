@@ -207,3 +207,39 @@ func TestAbort(t *testing.T) {
 		}
 	}
 }
+
+// TestInterruptedMessage: Ctrl-C says how far the file got, and does not
+// call a file whose size the server has not given yet 100% done.
+func TestInterruptedMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start bool // a Start event gave the size
+		total int64
+		done  int64
+		want  string
+	}{
+		{"before its size", false, 0, 0, "zfetch: a: interrupted before the server gave its size\n"},
+		{"halfway", true, 1000, 500, "zfetch: a: interrupted at 50.00%\n"},
+		{"empty file", true, 0, 0, "zfetch: a: interrupted at 100.00%\n"},
+	} {
+		c := newClock()
+		var out bytes.Buffer
+		r := New(Options{Mode: ModePlain, Out: &out, Files: []File{{Name: "a", Size: -1}}})
+		if tc.start {
+			e := ev(c, fetch.EventStart)
+			e.Name, e.Total = "a", tc.total
+			r.Event(e)
+			e = ev(c, fetch.EventProgress)
+			e.Name, e.Total, e.Done = "a", tc.total, tc.done
+			r.Event(e)
+		}
+		total := int64(-1) // as fetch emits it before the size is known
+		if tc.start {
+			total = tc.total
+		}
+		r.Event(fetch.Event{Kind: fetch.EventError, Time: c.now(), Name: "a", Total: total, Done: tc.done, Err: context.Canceled})
+		if lines := strings.SplitAfter(out.String(), "\n"); lines[len(lines)-2] != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, out.String(), tc.want)
+		}
+	}
+}
