@@ -83,7 +83,15 @@ func (m ident) differsFrom(ref ident) string {
 		}
 		return ""
 	}
-	if m.MTime != 0 && ref.MTime != 0 && m.MTime/1e9 != ref.MTime/1e9 {
+	if m.MTime == 0 || ref.MTime == 0 {
+		return ""
+	}
+	// Two native answers give nanoseconds; HTTP's Last-Modified, seconds.
+	if a, b := m.MTime, ref.MTime; m.LastModified != "" || ref.LastModified != "" {
+		if a/1e9 != b/1e9 {
+			return fmt.Sprintf("mtime %s, not %s", fmtTime(m.MTime), fmtTime(ref.MTime))
+		}
+	} else if a != b {
 		return fmt.Sprintf("mtime %s, not %s", fmtTime(m.MTime), fmtTime(ref.MTime))
 	}
 	return ""

@@ -117,3 +117,32 @@ func TestGoneBeforeRename(t *testing.T) {
 		t.Fatalf("part %q", res.Part)
 	}
 }
+
+// TestMirrorChangedDuringLastChunk: with mirrors, the look before the
+// rename asks again every source that supplied bytes, not only the
+// first: a mirror whose file changed in place while its range was being
+// sent (its last chunk new, the rest old) is seen, and the download
+// starts over instead of renaming a mix into place. The mirror, now a
+// different version from the reference, is left out then.
+func TestMirrorChangedDuringLastChunk(t *testing.T) {
+	v1 := randBytes(2*MinSplit, 3)
+	a, b := newFakeServer(t), newFakeServer(t)
+	a.put("/f", v1, mtime1)
+	b.put("/f", v1, mtime1)
+	// A second later: mirrors' mtimes are compared to the second.
+	b.hook = inPlaceAtEnd(b, v1, mtime1+1e9)
+	c, rec := testClient(t, Options{})
+	// Each source's range must arrive from it whole.
+	c.noSteal = true
+	dst := filepath.Join(t.TempDir(), "f")
+	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
+		t.Fatal(err)
+	}
+	if b.sent.Load() == 0 {
+		t.Fatalf("the mirror supplied no bytes: the test proves nothing")
+	}
+	checkFile(t, dst, v1, mtime1)
+	if r := rec.kinds(EventRestart); len(r) != 1 || !strings.Contains(r[0].Err.Error(), "changed on the server") {
+		t.Fatalf("restart events: %+v", r)
+	}
+}

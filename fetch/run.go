@@ -116,14 +116,18 @@ func boolInt(b bool) int {
 // resumes and retries, the bytes come from several responses. A file
 // changed in place keeps its name and, often, its size: only this look
 // after the last byte tells that the bytes may be of two versions. With
-// mirrors, the first source still in use is asked.
+// mirrors, the first source still in use that answers is asked, and so is
+// every other that supplied bytes (one that no longer answers is not
+// waited for: its bytes are as verified as the digest, if any, makes
+// them).
 func (d *download) recheck(ctx context.Context) error {
 	var why string
 	err := d.c.retry(ctx, d.report, func() (bool, error) {
 		var first error
+		answered := false
 		for _, s := range d.srcs {
 			was, ok := s.ident()
-			if !ok || s.isDropped() {
+			if !ok || s.isDropped() || answered && !s.hasSupplied() {
 				continue
 			}
 			now, err := d.c.identOnce(ctx, s.t)
@@ -134,10 +138,13 @@ func (d *download) recheck(ctx context.Context) error {
 				}
 				continue
 			}
-			why = now.changedFrom(was)
-			if why == "" {
-				d.adoptDigest(s, now.SHA256)
+			if why = now.changedFrom(was); why != "" {
+				return false, nil
 			}
+			d.adoptDigest(s, now.SHA256)
+			answered = true
+		}
+		if answered {
 			return false, nil
 		}
 		return false, first
@@ -266,6 +273,9 @@ func (d *download) work(ctx, learnCtx context.Context, w *worker, sch *sched) er
 			}
 			d.workers[w.i].Store(g)
 			progressed, err = d.attempt(ctx, w, g, r)
+			if progressed {
+				w.src.markSupplied()
+			}
 			d.workers[w.i].Store(nil)
 			sch.release(g)
 		}

@@ -23,6 +23,19 @@ type source struct {
 	known    bool  // id is set
 	dropped  bool  // no longer used for this download
 	noRanges bool  // answered a Range request with the whole file
+	supplied bool  // bytes from it went into the file (recheck asks it again)
+}
+
+func (s *source) markSupplied() {
+	s.mu.Lock()
+	s.supplied = true
+	s.mu.Unlock()
+}
+
+func (s *source) hasSupplied() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.supplied
 }
 
 func (s *source) ident() (ident, bool) {

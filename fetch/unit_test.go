@@ -181,3 +181,35 @@ func TestRetryableAndReason(t *testing.T) {
 		t.Errorf("RetryMessage = %q", got)
 	}
 }
+
+// TestDiffersFrom: a mirror's file is compared with the reference by size,
+// then digests where both give one, else mtimes: to the nanosecond
+// between two native answers, to the second when either is HTTP's
+// Last-Modified.
+func TestDiffersFrom(t *testing.T) {
+	const s = int64(1_700_000_000) * 1e9
+	native := func(size, mtime int64, sha string) ident { return ident{Size: size, MTime: mtime, SHA256: sha} }
+	http := func(size, mtime int64) ident {
+		return ident{Size: size, MTime: mtime, LastModified: time.Unix(0, mtime).UTC().Format(time.RFC1123)}
+	}
+	for _, tc := range []struct {
+		name   string
+		m, ref ident
+		differ bool
+	}{
+		{"same", native(5, s+7, ""), native(5, s+7, ""), false},
+		{"size", native(6, s+7, ""), native(5, s+7, ""), true},
+		{"native ns", native(5, s+8, ""), native(5, s+7, ""), true},
+		{"native s", native(5, s+1e9, ""), native(5, s, ""), true},
+		{"digests decide over mtime", native(5, s+8, "ab"), native(5, s+7, "ab"), false},
+		{"digests differ", native(5, s+7, "ab"), native(5, s+7, "cd"), true},
+		{"http vs native, same second", http(5, s), native(5, s+7, ""), false},
+		{"native vs http, same second", native(5, s+7, ""), http(5, s), false},
+		{"http vs native, next second", http(5, s+1e9), native(5, s+7, ""), true},
+		{"no mtime", native(5, 0, ""), native(5, s, ""), false},
+	} {
+		if got := tc.m.differsFrom(tc.ref); (got != "") != tc.differ {
+			t.Errorf("%s: %q, want differ=%v", tc.name, got, tc.differ)
+		}
+	}
+}
