@@ -50,7 +50,7 @@ func (d *download) run(ctx context.Context) error {
 		}
 		for _, s := range d.srcs {
 			s.mu.Lock()
-			s.known, s.dropped, s.noRanges = false, false, false
+			s.known, s.dropped, s.noRanges, s.supplied = false, false, false, false
 			s.mu.Unlock()
 		}
 		d.noRanges = false
@@ -116,20 +116,25 @@ func boolInt(b bool) int {
 // resumes and retries, the bytes come from several responses. A file
 // changed in place keeps its name and, often, its size: only this look
 // after the last byte tells that the bytes may be of two versions. With
-// mirrors, the first source still in use that answers is asked, and so is
-// every other that supplied bytes (one that no longer answers is not
-// waited for: its bytes are as verified as the digest, if any, makes
-// them).
+// mirrors, the sources still in use are asked in order until one answers,
+// and then every other that supplied bytes, dropped since or not (a
+// mirror dropped because its file changed may have sent some bytes of the
+// new version before it was seen). Those are asked at once and waited for
+// learnGrace at most: one that no longer answers, refused or silent, is
+// not waited for (its bytes are as verified as the digest, if any, makes
+// them), so a silent mirror costs that second, not the stall timeout.
 func (d *download) recheck(ctx context.Context) error {
 	var why string
 	err := d.c.retry(ctx, d.report, func() (bool, error) {
 		var first error
-		answered := false
+		var ref *source // the first still in use that answered
+		asked := map[*source]bool{}
 		for _, s := range d.srcs {
 			was, ok := s.ident()
-			if !ok || s.isDropped() || answered && !s.hasSupplied() {
+			if !ok || s.isDropped() {
 				continue
 			}
+			asked[s] = true
 			now, err := d.c.identOnce(ctx, s.t)
 			if err != nil {
 				// With mirrors, another may answer.
@@ -142,12 +147,14 @@ func (d *download) recheck(ctx context.Context) error {
 				return false, nil
 			}
 			d.adoptDigest(s, now.SHA256)
-			answered = true
+			ref = s
+			break
 		}
-		if answered {
-			return false, nil
+		if ref == nil {
+			return false, first
 		}
-		return false, first
+		why = d.recheckSuppliers(ctx, asked)
+		return false, nil
 	})
 	if err != nil {
 		return err
@@ -156,6 +163,47 @@ func (d *download) recheck(ctx context.Context) error {
 		return &changedError{msg: fmt.Sprintf("the file changed on the server during the download (%s)", why)}
 	}
 	return nil
+}
+
+// recheckSuppliers asks, at once, every source that supplied bytes and
+// was not asked yet, and says how the first that answered changed ("" if
+// none did). A question still open learnGrace later is cut short.
+func (d *download) recheckSuppliers(ctx context.Context, asked map[*source]bool) string {
+	ctx, cancel := context.WithTimeout(ctx, learnGrace)
+	defer cancel()
+	type answer struct {
+		s       *source
+		was, id ident
+		err     error
+	}
+	answers := make(chan answer, len(d.srcs))
+	n := 0
+	for _, s := range d.srcs {
+		was, ok := s.ident()
+		if !ok || asked[s] || !s.hasSupplied() {
+			continue
+		}
+		n++
+		go func() {
+			id, err := d.c.identOnce(ctx, s.t)
+			answers <- answer{s, was, id, err}
+		}()
+	}
+	why := ""
+	for range n {
+		a := <-answers
+		if a.err != nil || why != "" {
+			continue // no longer answers, or one changed already
+		}
+		if why = a.id.changedFrom(a.was); why != "" {
+			cancel()
+			continue
+		}
+		if !a.s.isDropped() {
+			d.adoptDigest(a.s, a.id.SHA256)
+		}
+	}
+	return why
 }
 
 // runOnce fetches the segments: each source gets Options.Conns workers

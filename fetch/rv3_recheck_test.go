@@ -1,0 +1,120 @@
+package fetch
+
+import (
+	"context"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// silentAfterGet: once the server has answered a GET, every later STAT
+// gets no answer (the mirror accepts, then says nothing) until release is
+// closed.
+func silentAfterGet(release <-chan struct{}) func(int, wire.Request) fault {
+	var got atomic.Bool
+	return func(n int, q wire.Request) fault {
+		switch {
+		case q.Op == wire.OpGet:
+			return fault{after: func() { got.Store(true) }}
+		case q.Op == wire.OpStat && got.Load():
+			return fault{before: func() { <-release }}
+		}
+		return fault{}
+	}
+}
+
+// TestRecheckSilentSupplierNotWaited: a mirror that supplied bytes and is
+// silent at the look before the rename is not waited for the stall
+// timeout: the reference answered, the download completes promptly.
+func TestRecheckSilentSupplierNotWaited(t *testing.T) {
+	v1 := randBytes(2*MinSplit, 3)
+	a, b := newFakeServer(t), newFakeServer(t)
+	a.put("/f", v1, mtime1)
+	b.put("/f", v1, mtime1)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	b.hook = silentAfterGet(release)
+	c, _ := testClient(t, Options{StallTimeout: 20 * time.Second})
+	c.noSteal = true
+	dst := filepath.Join(t.TempDir(), "f")
+	start := time.Now()
+	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
+		t.Fatal(err)
+	}
+	if b.sent.Load() == 0 {
+		t.Fatalf("the mirror supplied no bytes: the test proves nothing")
+	}
+	checkFile(t, dst, v1, mtime1)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v: the silent mirror was waited for", d)
+	}
+}
+
+// TestRecheckRefusedSupplier: a mirror that supplied bytes and is down at
+// the look before the rename does not fail the download.
+func TestRecheckRefusedSupplier(t *testing.T) {
+	v1 := randBytes(2*MinSplit, 3)
+	a, b := newFakeServer(t), newFakeServer(t)
+	a.put("/f", v1, mtime1)
+	b.put("/f", v1, mtime1)
+	b.hook = func(n int, q wire.Request) fault {
+		if q.Op == wire.OpGet {
+			// Down from now on: no new connection, the open ones cut.
+			return fault{after: func() {
+				b.stopListening()
+				b.mu.Lock()
+				for c := range b.open {
+					c.Close()
+				}
+				b.mu.Unlock()
+			}}
+		}
+		return fault{}
+	}
+	c, _ := testClient(t, Options{})
+	c.noSteal = true
+	dst := filepath.Join(t.TempDir(), "f")
+	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, dst, v1, mtime1)
+}
+
+// TestDroppedSupplierRechecked: a mirror whose file changed in place
+// during its range's last chunk (that response whole, its header the old
+// version's), and which is dropped afterwards for a refusal, supplied a
+// mix: the look before the rename asks it too, dropped or not, and the
+// download starts over instead of renaming the mix into place.
+func TestDroppedSupplierRechecked(t *testing.T) {
+	v1 := randBytes(4*MinSplit, 3)
+	a, b := newFakeServer(t), newFakeServer(t)
+	a.put("/f", v1, mtime1)
+	b.put("/f", v1, mtime1)
+	tampered := inPlaceAtEnd(b, v1, mtime1+1e9)
+	var gets atomic.Int64
+	b.hook = func(n int, q wire.Request) fault {
+		if q.Op != wire.OpGet {
+			return fault{}
+		}
+		if gets.Add(1) == 1 {
+			return tampered(n, q)
+		}
+		return fault{status: wire.StatusForbidden}
+	}
+	c, rec := testClient(t, Options{Conns: 2})
+	c.noSteal = true
+	dst := filepath.Join(t.TempDir(), "f")
+	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rec.events {
+		t.Logf("%v %v %v %v", e.Kind, e.Done, e.Mirror, e.Err)
+	}
+	if b.sent.Load() == 0 || len(rec.kinds(EventSource)) == 0 {
+		t.Fatalf("the mirror supplied nothing or was never dropped: the test proves nothing")
+	}
+	checkFile(t, dst, v1, mtime1)
+}
