@@ -13,7 +13,8 @@ import (
 // mtime in nanoseconds, and two files whose mtimes differ by a
 // millisecond are not taken for one version: the mirror is left out with
 // a warning and the file comes whole from the reference. The same file
-// with the same mtime on both is not left out.
+// with the same mtime on both is not left out, nor is a copy that kept
+// only whole seconds of the mtime (tar, scp -p).
 func TestZfetchNativeMirrorsMTime(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -22,6 +23,8 @@ func TestZfetchNativeMirrorsMTime(t *testing.T) {
 	}{
 		{"same mtime", 0, false},
 		{"a millisecond apart", time.Millisecond, true},
+		// A copy by tar or scp -p keeps whole seconds: the same version.
+		{"a copy in whole seconds", -500 * time.Millisecond, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ra, rb := shortTempDir(t), shortTempDir(t)

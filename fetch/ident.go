@@ -70,9 +70,13 @@ func (now ident) changedFrom(was ident) string {
 // differsFrom says how a mirror's file m differs from the reference ref
 // (another server's answer), or "". The size must match; digests, when
 // both announce one, decide; otherwise the mtimes, when both give one, must
-// agree to the second (HTTP's precision). ETags are not compared: two
-// servers derive them from different things (zfs-serve from the inode,
-// nginx from mtime and size).
+// agree: to the second where either is HTTP (Last-Modified's precision);
+// between two native answers, to the precision of the coarser of the two
+// (mtimePrecision), so a mirror whose copy kept only whole seconds (tar,
+// scp -p) or microseconds is not left out for the digits it lost, while
+// two versions within the same second, both in nanoseconds, still differ.
+// ETags are not compared: two servers derive them from different things
+// (zfs-serve from the inode, nginx from mtime and size).
 func (m ident) differsFrom(ref ident) string {
 	if m.Size != ref.Size {
 		return fmt.Sprintf("size %d bytes, not %d", m.Size, ref.Size)
@@ -86,15 +90,42 @@ func (m ident) differsFrom(ref ident) string {
 	if m.MTime == 0 || ref.MTime == 0 {
 		return ""
 	}
-	// Two native answers give nanoseconds; HTTP's Last-Modified, seconds.
-	if a, b := m.MTime, ref.MTime; m.LastModified != "" || ref.LastModified != "" {
-		if a/1e9 != b/1e9 {
-			return fmt.Sprintf("mtime %s, not %s", fmtTime(m.MTime), fmtTime(ref.MTime))
+	unit := int64(1e9) // HTTP's Last-Modified: seconds
+	if m.LastModified == "" && ref.LastModified == "" {
+		unit = max(mtimePrecision(m.MTime), mtimePrecision(ref.MTime))
+	}
+	if floorDiv(m.MTime, unit) != floorDiv(ref.MTime, unit) {
+		what := "mtime"
+		if unit > 1 {
+			what = fmt.Sprintf("mtime (compared to %s)", time.Duration(unit))
 		}
-	} else if a != b {
-		return fmt.Sprintf("mtime %s, not %s", fmtTime(m.MTime), fmtTime(ref.MTime))
+		return fmt.Sprintf("%s %s, not %s", what, fmtTime(m.MTime), fmtTime(ref.MTime))
 	}
 	return ""
+}
+
+// mtimePrecision is the coarsest precision a native mtime (nanoseconds)
+// may have been cut to by a copy or a file system: a second (tar's ustar
+// and GNU formats, scp -p, file systems with second timestamps), a
+// microsecond (utimes), 100 ns (NTFS, SMB), else a nanosecond. A value
+// that happens to end in zeros is compared a little less finely: one in
+// a thousand to the microsecond, one in a billion to the second.
+func mtimePrecision(ns int64) int64 {
+	for _, p := range []int64{1e9, 1e3, 100} {
+		if ns%p == 0 {
+			return p
+		}
+	}
+	return 1
+}
+
+// floorDiv is a/b rounded down (mtimes before 1970 are negative).
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
 }
 
 func orNone(s string) string {

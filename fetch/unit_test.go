@@ -207,6 +207,17 @@ func TestDiffersFrom(t *testing.T) {
 		{"native vs http, same second", native(5, s+7, ""), http(5, s), false},
 		{"http vs native, next second", http(5, s+1e9), native(5, s+7, ""), true},
 		{"no mtime", native(5, 0, ""), native(5, s, ""), false},
+		// A copy that kept fewer digits (tar, scp -p: seconds; utimes:
+		// microseconds; NTFS, SMB: 100 ns) is compared to its precision.
+		{"copy in whole seconds", native(5, s, ""), native(5, s+500_000_007, ""), false},
+		{"reference in whole seconds", native(5, s+500_000_007, ""), native(5, s, ""), false},
+		{"copy in whole seconds, another second", native(5, s+1e9, ""), native(5, s+500_000_007, ""), true},
+		{"copy in microseconds", native(5, s+123_456_000, ""), native(5, s+123_456_789, ""), false},
+		{"copy in 100 ns", native(5, s+123_456_700, ""), native(5, s+123_456_789, ""), false},
+		{"copy in microseconds, another", native(5, s+123_457_000, ""), native(5, s+123_456_789, ""), true},
+		{"two versions, same second, in ns", native(5, s+987_654_321, ""), native(5, s+123_456_789, ""), true},
+		{"two versions, same second, in ms", native(5, s+501_000_000, ""), native(5, s+500_000_000, ""), true},
+		{"before 1970, whole seconds", native(5, -2e9, ""), native(5, -1_500_000_007, ""), false},
 	} {
 		if got := tc.m.differsFrom(tc.ref); (got != "") != tc.differ {
 			t.Errorf("%s: %q, want differ=%v", tc.name, got, tc.differ)
