@@ -95,11 +95,11 @@ func (m ident) differsFrom(ref ident) string {
 		unit = max(mtimePrecision(m.MTime), mtimePrecision(ref.MTime))
 	}
 	if floorDiv(m.MTime, unit) != floorDiv(ref.MTime, unit) {
-		what := "mtime"
+		why := fmt.Sprintf("mtime %s, not %s", fmtTime(m.MTime), fmtTime(ref.MTime))
 		if unit > 1 {
-			what = fmt.Sprintf("mtime (compared to %s)", time.Duration(unit))
+			why += fmt.Sprintf(" (compared to %s)", time.Duration(unit))
 		}
-		return fmt.Sprintf("%s %s, not %s", what, fmtTime(m.MTime), fmtTime(ref.MTime))
+		return why
 	}
 	return ""
 }
