@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +61,11 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 		// Only now, under the lock: another zfetch may have been writing
 		// (or renaming) this .part a moment ago.
 		pending, prealloc, resume, why = p.resumeState(d.refIdent(), d.refSource())
+		if resume {
+			if why = d.resumedMirrors(p); why != "" {
+				resume = false
+			}
+		}
 	}
 	if !resume {
 		pending, prealloc = wholeFile(size), false
@@ -205,6 +211,11 @@ func (d *download) state() *State {
 	if sch != nil {
 		st.Pending = append(st.Pending, sch.pending()...)
 	}
+	for _, s := range d.srcs {
+		if u := s.t.String(); s.hasSupplied() && u != st.Source && !slices.Contains(st.Mirrors, u) {
+			st.Mirrors = append(st.Mirrors, u)
+		}
+	}
 	return st
 }
 
@@ -246,4 +257,27 @@ func notRegular(m os.FileMode) error {
 		return errors.New("is a directory")
 	}
 	return fmt.Errorf("is %s, not a regular file", human.FileKind(m))
+}
+
+// resumedMirrors looks at the mirrors whose bytes may be in the .part
+// being resumed (State.Mirrors): each that this run uses is asked again
+// before the rename, like one that supplied bytes in this run; one that is
+// left out already (its file differs from the reference now: it changed
+// since, maybe while it was sending) makes the resume start over, and
+// resumedMirrors says why.
+func (d *download) resumedMirrors(p *partFile) string {
+	st, err := readState(p.statePath)
+	if err != nil || st == nil {
+		return ""
+	}
+	for _, s := range d.srcs {
+		if !slices.Contains(st.Mirrors, s.t.String()) {
+			continue
+		}
+		if s.isDropped() {
+			return fmt.Sprintf("%s has bytes from %s, which is no longer used; starting over", p.path, s.t)
+		}
+		s.markSupplied()
+	}
+	return ""
 }

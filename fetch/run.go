@@ -320,10 +320,10 @@ func (d *download) work(ctx, learnCtx context.Context, w *worker, sch *sched) er
 				return nil
 			}
 			d.workers[w.i].Store(g)
+			// Before the first byte: a checkpoint during the attempt
+			// records the source in the resume state.
+			w.src.markSupplied()
 			progressed, err = d.attempt(ctx, w, g, r)
-			if progressed {
-				w.src.markSupplied()
-			}
 			d.workers[w.i].Store(nil)
 			sch.release(g)
 		}

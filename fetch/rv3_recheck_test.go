@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,11 +111,79 @@ func TestDroppedSupplierRechecked(t *testing.T) {
 	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range rec.events {
-		t.Logf("%v %v %v %v", e.Kind, e.Done, e.Mirror, e.Err)
-	}
 	if b.sent.Load() == 0 || len(rec.kinds(EventSource)) == 0 {
 		t.Fatalf("the mirror supplied nothing or was never dropped: the test proves nothing")
+	}
+	checkFile(t, dst, v1, mtime1)
+}
+
+// TestResumeMirrorChangedBeforeInterrupt: run 1 is interrupted after the
+// mirror's range arrived, its last chunk of a new version (the file
+// changed in place then); run 2 resumes with -c. The mirror's file now
+// differs from the reference and it is left out, but its bytes from run 1
+// are in the .part (the resume state records the mirror): the resume
+// starts over instead of renaming a mix of two versions into place.
+func TestResumeMirrorChangedBeforeInterrupt(t *testing.T) {
+	v1 := randBytes(2*MinSplit, 3)
+	a, b := newFakeServer(t), newFakeServer(t)
+	a.put("/f", v1, mtime1)
+	b.put("/f", v1, mtime1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tampered := inPlaceAtEnd(b, v1, mtime1+1e9)
+	b.hook = func(n int, q wire.Request) fault {
+		f := tampered(n, q)
+		if f.after != nil {
+			after := f.after
+			f.after = func() { after(); time.Sleep(200 * time.Millisecond); cancel() }
+		}
+		return f
+	}
+	a.hook = onFirstGet(fault{stallAt: 1 << 20})
+	c, _ := testClient(t, Options{})
+	c.noSteal = true
+	dst := filepath.Join(t.TempDir(), "f")
+	if _, err := c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err == nil {
+		t.Fatal("run 1 was not interrupted")
+	}
+	b.hook, a.hook = nil, nil
+	c2, rec := testClient(t, Options{})
+	c2.noSteal = true
+	if _, err := c2.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: true}); err != nil {
+		t.Fatal(err)
+	}
+	if r := rec.kinds(EventRestart); len(r) != 1 || !strings.Contains(r[0].Err.Error(), "no longer used") {
+		t.Fatalf("restart events: %+v", r)
+	}
+	checkFile(t, dst, v1, mtime1)
+}
+
+// TestResumeMirrorUnchanged: the same, with the mirror's file unchanged:
+// the resume keeps what run 1 got.
+func TestResumeMirrorUnchanged(t *testing.T) {
+	v1 := randBytes(2*MinSplit, 3)
+	a, b := newFakeServer(t), newFakeServer(t)
+	a.put("/f", v1, mtime1)
+	b.put("/f", v1, mtime1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.hook = onFirstGet(fault{after: func() { time.Sleep(200 * time.Millisecond); cancel() }})
+	a.hook = onFirstGet(fault{stallAt: 1 << 20})
+	c, _ := testClient(t, Options{})
+	c.noSteal = true
+	dst := filepath.Join(t.TempDir(), "f")
+	if _, err := c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err == nil {
+		t.Fatal("run 1 was not interrupted")
+	}
+	b.hook, a.hook = nil, nil
+	c2, rec := testClient(t, Options{})
+	c2.noSteal = true
+	res, err := c2.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed < MinSplit || len(rec.kinds(EventRestart)) != 0 {
+		t.Fatalf("resumed %d bytes, restarts %+v", res.Resumed, rec.kinds(EventRestart))
 	}
 	checkFile(t, dst, v1, mtime1)
 }

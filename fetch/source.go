@@ -23,7 +23,7 @@ type source struct {
 	known    bool  // id is set
 	dropped  bool  // no longer used for this download
 	noRanges bool  // answered a Range request with the whole file
-	supplied bool  // bytes from it went into the file (recheck asks it again)
+	supplied bool  // it was asked for bytes: some may be in the file (recheck asks it again)
 }
 
 func (s *source) markSupplied() {

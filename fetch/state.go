@@ -34,6 +34,12 @@ type State struct {
 	SHA256   string     `json:"sha256,omitempty"` // the digest the server announced
 	Prealloc bool       `json:"prealloc"`
 	Pending  [][2]int64 `json:"pending"` // [start, end) ranges not yet written, sorted, disjoint
+	// Mirrors are the URLs of the other sources (--mirror) that were
+	// asked for bytes: some of the .part may be theirs. A resume starts
+	// over if one of them is left out (its file differs from the
+	// reference now: it changed since). Absent in states written
+	// before zfetch recorded it.
+	Mirrors []string `json:"mirrors,omitempty"`
 }
 
 // stateVersion is State.V as written by this package.
