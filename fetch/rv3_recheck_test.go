@@ -146,7 +146,11 @@ func TestResumeMirrorChangedBeforeInterrupt(t *testing.T) {
 	if _, err := c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err == nil {
 		t.Fatal("run 1 was not interrupted")
 	}
-	b.hook, a.hook = nil, nil
+	for _, s := range []*fakeServer{a, b} {
+		s.mu.Lock() // run 1's connections may still be read
+		s.hook = nil
+		s.mu.Unlock()
+	}
 	c2, rec := testClient(t, Options{})
 	c2.noSteal = true
 	if _, err := c2.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: true}); err != nil {
@@ -175,7 +179,11 @@ func TestResumeMirrorUnchanged(t *testing.T) {
 	if _, err := c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err == nil {
 		t.Fatal("run 1 was not interrupted")
 	}
-	b.hook, a.hook = nil, nil
+	for _, s := range []*fakeServer{a, b} {
+		s.mu.Lock() // run 1's connections may still be read
+		s.hook = nil
+		s.mu.Unlock()
+	}
 	c2, rec := testClient(t, Options{})
 	c2.noSteal = true
 	res, err := c2.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: true})
