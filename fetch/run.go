@@ -50,7 +50,7 @@ func (d *download) run(ctx context.Context) error {
 		}
 		for _, s := range d.srcs {
 			s.mu.Lock()
-			s.known, s.dropped, s.noRanges, s.supplied = false, false, false, false
+			s.known, s.dropped, s.noRanges, s.supplied, s.stale = false, false, false, false, false
 			s.mu.Unlock()
 		}
 		d.noRanges = false
@@ -124,6 +124,14 @@ func boolInt(b bool) int {
 // not waited for (its bytes are as verified as the digest, if any, makes
 // them), so a silent mirror costs that second, not the stall timeout.
 func (d *download) recheck(ctx context.Context) error {
+	for _, s := range d.srcs {
+		s.mu.Lock()
+		stale := s.stale
+		s.mu.Unlock()
+		if stale {
+			return &changedError{msg: fmt.Sprintf("the .part has bytes from %s, whose file now differs from the reference", s.t)}
+		}
+	}
 	var why string
 	err := d.c.retry(ctx, d.report, func() (bool, error) {
 		var first error

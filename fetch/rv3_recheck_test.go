@@ -195,3 +195,54 @@ func TestResumeMirrorUnchanged(t *testing.T) {
 	}
 	checkFile(t, dst, v1, mtime1)
 }
+
+// TestResumeMirrorChangedAnswersLate: as TestResumeMirrorChangedBeforeInterrupt,
+// but in run 2 the mirror answers too late to be compared with the
+// reference before the download starts (learnGrace): its worker asks it,
+// finds its file differs and drops it. The bytes it sent in run 1 are
+// still in the .part: the look before the rename starts over.
+func TestResumeMirrorChangedAnswersLate(t *testing.T) {
+	v1 := randBytes(2*MinSplit, 3)
+	a, b := newFakeServer(t), newFakeServer(t)
+	a.put("/f", v1, mtime1)
+	b.put("/f", v1, mtime1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tampered := inPlaceAtEnd(b, v1, mtime1+1e9)
+	b.hook = func(n int, q wire.Request) fault {
+		f := tampered(n, q)
+		if f.after != nil {
+			after := f.after
+			f.after = func() { after(); time.Sleep(200 * time.Millisecond); cancel() }
+		}
+		return f
+	}
+	a.hook = onFirstGet(fault{stallAt: 1 << 20})
+	c, _ := testClient(t, Options{})
+	c.noSteal = true
+	dst := filepath.Join(t.TempDir(), "f")
+	if _, err := c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err == nil {
+		t.Fatal("run 1 was not interrupted")
+	}
+	slowStat := func(n int, q wire.Request) fault {
+		if q.Op == wire.OpStat {
+			return fault{before: func() { time.Sleep(learnGrace + 500*time.Millisecond) }}
+		}
+		return fault{}
+	}
+	b.mu.Lock()
+	b.hook = slowStat
+	b.mu.Unlock()
+	a.mu.Lock()
+	a.hook = onFirstGet(fault{before: func() { time.Sleep(learnGrace + time.Second) }})
+	a.mu.Unlock()
+	c2, rec := testClient(t, Options{})
+	c2.noSteal = true
+	if _, err := c2.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: true}); err != nil {
+		t.Fatal(err)
+	}
+	if r := rec.kinds(EventRestart); len(r) != 1 || !strings.Contains(r[0].Err.Error(), "now differs") {
+		t.Fatalf("restart events: %+v", r)
+	}
+	checkFile(t, dst, v1, mtime1)
+}

@@ -24,6 +24,7 @@ type source struct {
 	dropped  bool  // no longer used for this download
 	noRanges bool  // answered a Range request with the whole file
 	supplied bool  // it was asked for bytes: some may be in the file (recheck asks it again)
+	stale    bool  // supplied (to the .part resumed) and its file now differs: recheck starts over
 }
 
 func (s *source) markSupplied() {
@@ -281,6 +282,12 @@ func (d *download) learnSource(ctx context.Context, w *worker) error {
 		return err
 	}
 	if why := id.differsFrom(d.refIdent()); why != "" {
+		// Bytes of it already in the file can only be from the .part
+		// resumed (State.Mirrors): its file changed since, maybe while
+		// it was sending them.
+		s.mu.Lock()
+		s.stale = s.supplied
+		s.mu.Unlock()
 		return &sourceError{fmt.Errorf("its file differs: %s", why)}
 	}
 	s.setIdent(id)
