@@ -388,7 +388,7 @@ func (r *Renderer) finish(t time.Time, code int, err error) {
 		r.drawn = 0
 	case ModePlain:
 		if len(r.files) > 1 {
-			r.plain("%d of %d files complete, %s in %s (%s)", tot.complete, len(r.files), human.Bytes(tot.received), human.Delay(t.Sub(r.started)), human.Rate(float64(tot.received)/max(t.Sub(r.started).Seconds(), 1e-3)))
+			r.plain("%d of %d files complete%s, %s in %s (%s)", tot.complete, len(r.files), tot.notDone(), human.Bytes(tot.received), human.Delay(t.Sub(r.started)), human.Rate(float64(tot.received)/max(t.Sub(r.started).Seconds(), 1e-3)))
 		}
 	case ModeJSON:
 		o := obj{{"v", 1}, {"event", "exit"}, {"time", stamp(t)}, {"code", code},

@@ -243,3 +243,26 @@ func TestInterruptedMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestSummaryCountsWhatIsNotDone: the summary of several files says how
+// many failed (an interrupt included) and how many never started (still
+// queued behind -j when the run ended).
+func TestSummaryCountsWhatIsNotDone(t *testing.T) {
+	c := newClock()
+	var out bytes.Buffer
+	r := New(Options{Mode: ModePlain, Out: &out, Files: []File{{Name: "a", Size: -1}, {Name: "b", Size: -1}, {Name: "c", Size: -1}}})
+	feed(r, c, 0, "a", 1000, 1000, 100*time.Millisecond)
+	r.Event(fetch.Event{Kind: fetch.EventError, Time: c.now(), File: 1, Name: "b", Total: -1, Err: context.Canceled})
+	r.Finish(c.now(), 130)
+	if !strings.Contains(out.String(), "zfetch: 1 of 3 files complete (1 failed, 1 not started), ") {
+		t.Fatalf("summary: %q", out.String())
+	}
+	out.Reset()
+	r = New(Options{Mode: ModePlain, Out: &out, Files: []File{{Name: "a", Size: -1}, {Name: "b", Size: -1}}})
+	feed(r, c, 0, "a", 1000, 1000, 100*time.Millisecond)
+	feed(r, c, 1, "b", 1000, 1000, 100*time.Millisecond)
+	r.Finish(c.now(), 0)
+	if !strings.Contains(out.String(), "zfetch: 2 of 2 files complete, ") {
+		t.Fatalf("summary: %q", out.String())
+	}
+}

@@ -1,6 +1,9 @@
 package progress
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/zfs-serve/zfs-serve/fetch"
 )
 
@@ -9,6 +12,23 @@ type totals struct {
 	size, done, received             int64
 	sizeKnown                        bool
 	rate                             float64
+}
+
+// notDone says, for the summary, how many files failed and how many
+// never started (a run interrupted or ended with files still queued), or
+// nothing when none.
+func (t totals) notDone() string {
+	var parts []string
+	if t.failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d failed", t.failed))
+	}
+	if n := t.files - t.started; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d not started", n))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 func (r *Renderer) totals() totals {
