@@ -305,7 +305,7 @@ func (r *Renderer) onError(f *file, e *fetch.Event) {
 	msg := fmt.Sprintf("%s: %v", f.Name, e.Err)
 	switch {
 	case isCanceled(e.Err) && f.Size < 0:
-		msg = fmt.Sprintf("%s: interrupted before the server gave its size", f.Name)
+		msg = fmt.Sprintf("%s: interrupted before it started", f.Name)
 	case isCanceled(e.Err):
 		msg = fmt.Sprintf("%s: interrupted at %s", f.Name, percent(f.done, f.Size))
 	}

@@ -218,7 +218,7 @@ func TestInterruptedMessage(t *testing.T) {
 		done  int64
 		want  string
 	}{
-		{"before its size", false, 0, 0, "zfetch: a: interrupted before the server gave its size\n"},
+		{"before its size", false, 0, 0, "zfetch: a: interrupted before it started\n"},
 		{"halfway", true, 1000, 500, "zfetch: a: interrupted at 50.00%\n"},
 		{"empty file", true, 0, 0, "zfetch: a: interrupted at 100.00%\n"},
 	} {
