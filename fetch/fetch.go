@@ -131,11 +131,8 @@ func (c *Conn) roundTrip(q *wire.Request) (wire.Response, error) {
 	r, err := wire.ReadResponse(c.c)
 	if err != nil {
 		var we *wire.Error
-		if errors.As(err, &we) && we.HTTP {
-			return r, fmt.Errorf("%v %s: %w (an HTTP server: fetch it with an http:// or https:// URL)", q.Op, q.Path, err)
-		}
 		if errors.As(err, &we) {
-			return r, fmt.Errorf("%v %s: protocol error (is this a zfs-serve server?): %w", q.Op, q.Path, err)
+			return r, protocolError(q, we)
 		}
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -149,10 +146,18 @@ func (c *Conn) roundTrip(q *wire.Request) (wire.Response, error) {
 	if q.Op == wire.OpStat && r.BodyLen != 0 {
 		// STAT has no body (docs/PROTOCOL.md): read as the next
 		// response's header, it would be blamed on that request.
-		return r, fmt.Errorf("%v %s: protocol error (is this a zfs-serve server?): %w", q.Op, q.Path,
-			&wire.Error{Status: wire.StatusBadRequest, Msg: fmt.Sprintf("a STAT response announces a %d-byte body", r.BodyLen)})
+		return r, protocolError(q, &wire.Error{Status: wire.StatusBadRequest, Msg: fmt.Sprintf("a STAT response announces a %d-byte body", r.BodyLen)})
 	}
 	return r, nil
+}
+
+// protocolError is we, the server's violation of the protocol in its
+// answer to q, with what the user can do about it.
+func protocolError(q *wire.Request, we *wire.Error) error {
+	if we.HTTP {
+		return fmt.Errorf("%v %s: %w (an HTTP server: fetch it with an http:// or https:// URL)", q.Op, q.Path, we)
+	}
+	return fmt.Errorf("%v %s: protocol error (is this a zfs-serve server?): %w", q.Op, q.Path, we)
 }
 
 // Stat describes path.

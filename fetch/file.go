@@ -60,9 +60,10 @@ func (d *download) fetchFile(ctx context.Context) (Result, error) {
 	if j.Resume {
 		// Only now, under the lock: another zfetch may have been writing
 		// (or renaming) this .part a moment ago.
-		pending, prealloc, resume, why = p.resumeState(d.refIdent(), d.refSource())
+		var mirrors []string
+		pending, prealloc, resume, mirrors, why = p.resumeState(d.refIdent(), d.refSource())
 		if resume {
-			if why = d.resumedMirrors(p); why != "" {
+			if why = d.resumedMirrors(p.path, mirrors); why != "" {
 				resume = false
 			}
 		}
@@ -259,23 +260,19 @@ func notRegular(m os.FileMode) error {
 	return fmt.Errorf("is %s, not a regular file", human.FileKind(m))
 }
 
-// resumedMirrors looks at the mirrors whose bytes may be in the .part
-// being resumed (State.Mirrors): each that this run uses is asked again
-// before the rename, like one that supplied bytes in this run; one that is
-// left out already (its file differs from the reference now: it changed
-// since, maybe while it was sending) makes the resume start over, and
-// resumedMirrors says why.
-func (d *download) resumedMirrors(p *partFile) string {
-	st, err := readState(p.statePath)
-	if err != nil || st == nil {
-		return ""
-	}
+// resumedMirrors looks at the mirrors whose bytes may be in the .part at
+// path being resumed (State.Mirrors): each that this run uses is asked
+// again before the rename, like one that supplied bytes in this run; one
+// that is left out already (its file differs from the reference now: it
+// changed since, maybe while it was sending) makes the resume start over,
+// and resumedMirrors says why.
+func (d *download) resumedMirrors(path string, mirrors []string) string {
 	for _, s := range d.srcs {
-		if !slices.Contains(st.Mirrors, s.t.String()) {
+		if !slices.Contains(mirrors, s.t.String()) {
 			continue
 		}
 		if s.isDropped() {
-			return fmt.Sprintf("%s has bytes from %s, which is no longer used; starting over", p.path, s.t)
+			return fmt.Sprintf("%s has bytes from %s, which is no longer used; starting over", path, s.t)
 		}
 		s.markSupplied()
 	}

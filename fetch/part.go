@@ -145,12 +145,13 @@ func (p *partFile) setStale(v bool) {
 }
 
 // resumeState decides what of the .part can be kept for the file ref,
-// whose URL is from: the byte ranges still missing, and whether the .part
-// is preallocated. why, if set, says why nothing can be kept.
-func (p *partFile) resumeState(ref ident, from string) (pending [][2]int64, prealloc, ok bool, why string) {
+// whose URL is from: the byte ranges still missing, whether the .part is
+// preallocated, and the mirrors whose bytes it may hold (State.Mirrors).
+// why, if set, says why nothing can be kept.
+func (p *partFile) resumeState(ref ident, from string) (pending [][2]int64, prealloc, ok bool, mirrors []string, why string) {
 	fi, err := os.Stat(p.path)
 	if err != nil {
-		return nil, false, false, ""
+		return nil, false, false, nil, ""
 	}
 	size := ref.Size
 	st, err := readState(p.statePath)
@@ -160,7 +161,7 @@ func (p *partFile) resumeState(ref ident, from string) (pending [][2]int64, prea
 	case st == nil && fi.Size() == 0:
 		// Nothing to resume, nothing lost: openPart has just created it,
 		// or an earlier run stopped before its first byte.
-		return nil, false, false, ""
+		return nil, false, false, nil, ""
 	case st == nil:
 		why = fmt.Sprintf("%s has no resume state (%s); starting over", p.path, p.statePath)
 	case !ref.hasValidator():
@@ -175,17 +176,17 @@ func (p *partFile) resumeState(ref ident, from string) (pending [][2]int64, prea
 	case st.Prealloc && fi.Size() != size:
 		why = fmt.Sprintf("%s is %d bytes, its resume state expects %d; starting over", p.path, fi.Size(), size)
 	case st.Prealloc:
-		return st.Pending, true, true, ""
+		return st.Pending, true, true, st.Mirrors, ""
 	case fi.Size() > size:
 		why = fmt.Sprintf("%s is longer than the file; starting over", p.path)
 	default:
 		// Written front to back: its length is what arrived.
 		if fi.Size() == size {
-			return [][2]int64{}, false, true, ""
+			return [][2]int64{}, false, true, st.Mirrors, ""
 		}
-		return [][2]int64{{fi.Size(), size}}, false, true, ""
+		return [][2]int64{{fi.Size(), size}}, false, true, st.Mirrors, ""
 	}
-	return nil, false, false, why
+	return nil, false, false, nil, why
 }
 
 // truncate empties the .part.
