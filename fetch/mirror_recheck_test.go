@@ -27,22 +27,73 @@ func silentAfterGet(release <-chan struct{}) func(int, wire.Request) fault {
 	}
 }
 
+// mirrorPair starts a reference server a and a mirror b with the same
+// file /f, size random bytes at mtime1.
+func mirrorPair(t *testing.T, size int) (v1 []byte, a, b *fakeServer) {
+	t.Helper()
+	v1 = randBytes(size, 3)
+	a, b = newFakeServer(t), newFakeServer(t)
+	a.put("/f", v1, mtime1)
+	b.put("/f", v1, mtime1)
+	return v1, a, b
+}
+
+// fetchPair fetches /f from a, with b as its mirror, into dst; each
+// source's range arrives from it whole (no stealing).
+func fetchPair(ctx context.Context, c *Client, a, b *fakeServer, dst string, resume bool) (Result, error) {
+	c.noSteal = true
+	return c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: resume})
+}
+
+// setHook replaces s's hook under its lock: an earlier run's connections
+// may still read it.
+func (s *fakeServer) setHook(h func(int, wire.Request) fault) {
+	s.mu.Lock()
+	s.hook = h
+	s.mu.Unlock()
+}
+
+// thenCancel runs hook, and cancel 200 ms after the after step of the
+// fault it returns (the response sent), if it has one.
+func thenCancel(hook func(int, wire.Request) fault, cancel func()) func(int, wire.Request) fault {
+	return func(n int, q wire.Request) fault {
+		f := hook(n, q)
+		if after := f.after; after != nil {
+			f.after = func() { after(); time.Sleep(200 * time.Millisecond); cancel() }
+		}
+		return f
+	}
+}
+
+// interruptedRun1 is run 1 of a resume test: a's first GET stalls, b's
+// answers with hook, and the run is canceled 200 ms after b's response;
+// then both servers' hooks are cleared.
+func interruptedRun1(t *testing.T, a, b *fakeServer, dst string, hook func(int, wire.Request) fault) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.hook = thenCancel(hook, cancel)
+	a.hook = onFirstGet(fault{stallAt: 1 << 20})
+	c, _ := testClient(t, Options{})
+	if _, err := fetchPair(ctx, c, a, b, dst, false); err == nil {
+		t.Fatal("run 1 was not interrupted")
+	}
+	a.setHook(nil)
+	b.setHook(nil)
+}
+
 // TestRecheckSilentSupplierNotWaited: a mirror that supplied bytes and is
 // silent at the look before the rename is not waited for the stall
 // timeout: the reference answered, the download completes promptly.
 func TestRecheckSilentSupplierNotWaited(t *testing.T) {
-	v1 := randBytes(2*MinSplit, 3)
-	a, b := newFakeServer(t), newFakeServer(t)
-	a.put("/f", v1, mtime1)
-	b.put("/f", v1, mtime1)
+	v1, a, b := mirrorPair(t, 2*MinSplit)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	b.hook = silentAfterGet(release)
 	c, _ := testClient(t, Options{StallTimeout: 20 * time.Second})
-	c.noSteal = true
 	dst := filepath.Join(t.TempDir(), "f")
 	start := time.Now()
-	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
+	if _, err := fetchPair(context.Background(), c, a, b, dst, false); err != nil {
 		t.Fatal(err)
 	}
 	if b.sent.Load() == 0 {
@@ -57,10 +108,7 @@ func TestRecheckSilentSupplierNotWaited(t *testing.T) {
 // TestRecheckRefusedSupplier: a mirror that supplied bytes and is down at
 // the look before the rename does not fail the download.
 func TestRecheckRefusedSupplier(t *testing.T) {
-	v1 := randBytes(2*MinSplit, 3)
-	a, b := newFakeServer(t), newFakeServer(t)
-	a.put("/f", v1, mtime1)
-	b.put("/f", v1, mtime1)
+	v1, a, b := mirrorPair(t, 2*MinSplit)
 	b.hook = func(n int, q wire.Request) fault {
 		if q.Op == wire.OpGet {
 			// Down from now on: no new connection, the open ones cut.
@@ -76,9 +124,8 @@ func TestRecheckRefusedSupplier(t *testing.T) {
 		return fault{}
 	}
 	c, _ := testClient(t, Options{})
-	c.noSteal = true
 	dst := filepath.Join(t.TempDir(), "f")
-	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
+	if _, err := fetchPair(context.Background(), c, a, b, dst, false); err != nil {
 		t.Fatal(err)
 	}
 	checkFile(t, dst, v1, mtime1)
@@ -90,10 +137,7 @@ func TestRecheckRefusedSupplier(t *testing.T) {
 // mix: the look before the rename asks it too, dropped or not, and the
 // download starts over instead of renaming the mix into place.
 func TestDroppedSupplierRechecked(t *testing.T) {
-	v1 := randBytes(4*MinSplit, 3)
-	a, b := newFakeServer(t), newFakeServer(t)
-	a.put("/f", v1, mtime1)
-	b.put("/f", v1, mtime1)
+	v1, a, b := mirrorPair(t, 4*MinSplit)
 	tampered := inPlaceAtEnd(b, v1, mtime1+1e9)
 	var gets atomic.Int64
 	b.hook = func(n int, q wire.Request) fault {
@@ -106,9 +150,8 @@ func TestDroppedSupplierRechecked(t *testing.T) {
 		return fault{status: wire.StatusForbidden}
 	}
 	c, rec := testClient(t, Options{Conns: 2})
-	c.noSteal = true
 	dst := filepath.Join(t.TempDir(), "f")
-	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
+	if _, err := fetchPair(context.Background(), c, a, b, dst, false); err != nil {
 		t.Fatal(err)
 	}
 	if b.sent.Load() == 0 || len(rec.kinds(EventSource)) == 0 {
@@ -124,36 +167,11 @@ func TestDroppedSupplierRechecked(t *testing.T) {
 // are in the .part (the resume state records the mirror): the resume
 // starts over instead of renaming a mix of two versions into place.
 func TestResumeMirrorChangedBeforeInterrupt(t *testing.T) {
-	v1 := randBytes(2*MinSplit, 3)
-	a, b := newFakeServer(t), newFakeServer(t)
-	a.put("/f", v1, mtime1)
-	b.put("/f", v1, mtime1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tampered := inPlaceAtEnd(b, v1, mtime1+1e9)
-	b.hook = func(n int, q wire.Request) fault {
-		f := tampered(n, q)
-		if f.after != nil {
-			after := f.after
-			f.after = func() { after(); time.Sleep(200 * time.Millisecond); cancel() }
-		}
-		return f
-	}
-	a.hook = onFirstGet(fault{stallAt: 1 << 20})
-	c, _ := testClient(t, Options{})
-	c.noSteal = true
+	v1, a, b := mirrorPair(t, 2*MinSplit)
 	dst := filepath.Join(t.TempDir(), "f")
-	if _, err := c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err == nil {
-		t.Fatal("run 1 was not interrupted")
-	}
-	for _, s := range []*fakeServer{a, b} {
-		s.mu.Lock() // run 1's connections may still be read
-		s.hook = nil
-		s.mu.Unlock()
-	}
+	interruptedRun1(t, a, b, dst, inPlaceAtEnd(b, v1, mtime1+1e9))
 	c2, rec := testClient(t, Options{})
-	c2.noSteal = true
-	if _, err := c2.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: true}); err != nil {
+	if _, err := fetchPair(context.Background(), c2, a, b, dst, true); err != nil {
 		t.Fatal(err)
 	}
 	if r := rec.kinds(EventRestart); len(r) != 1 || !strings.Contains(r[0].Err.Error(), "no longer used") {
@@ -165,28 +183,11 @@ func TestResumeMirrorChangedBeforeInterrupt(t *testing.T) {
 // TestResumeMirrorUnchanged: the same, with the mirror's file unchanged:
 // the resume keeps what run 1 got.
 func TestResumeMirrorUnchanged(t *testing.T) {
-	v1 := randBytes(2*MinSplit, 3)
-	a, b := newFakeServer(t), newFakeServer(t)
-	a.put("/f", v1, mtime1)
-	b.put("/f", v1, mtime1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b.hook = onFirstGet(fault{after: func() { time.Sleep(200 * time.Millisecond); cancel() }})
-	a.hook = onFirstGet(fault{stallAt: 1 << 20})
-	c, _ := testClient(t, Options{})
-	c.noSteal = true
+	v1, a, b := mirrorPair(t, 2*MinSplit)
 	dst := filepath.Join(t.TempDir(), "f")
-	if _, err := c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err == nil {
-		t.Fatal("run 1 was not interrupted")
-	}
-	for _, s := range []*fakeServer{a, b} {
-		s.mu.Lock() // run 1's connections may still be read
-		s.hook = nil
-		s.mu.Unlock()
-	}
+	interruptedRun1(t, a, b, dst, onFirstGet(fault{after: func() {}}))
 	c2, rec := testClient(t, Options{})
-	c2.noSteal = true
-	res, err := c2.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: true})
+	res, err := fetchPair(context.Background(), c2, a, b, dst, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,43 +203,18 @@ func TestResumeMirrorUnchanged(t *testing.T) {
 // finds its file differs and drops it. The bytes it sent in run 1 are
 // still in the .part: the look before the rename starts over.
 func TestResumeMirrorChangedAnswersLate(t *testing.T) {
-	v1 := randBytes(2*MinSplit, 3)
-	a, b := newFakeServer(t), newFakeServer(t)
-	a.put("/f", v1, mtime1)
-	b.put("/f", v1, mtime1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tampered := inPlaceAtEnd(b, v1, mtime1+1e9)
-	b.hook = func(n int, q wire.Request) fault {
-		f := tampered(n, q)
-		if f.after != nil {
-			after := f.after
-			f.after = func() { after(); time.Sleep(200 * time.Millisecond); cancel() }
-		}
-		return f
-	}
-	a.hook = onFirstGet(fault{stallAt: 1 << 20})
-	c, _ := testClient(t, Options{})
-	c.noSteal = true
+	v1, a, b := mirrorPair(t, 2*MinSplit)
 	dst := filepath.Join(t.TempDir(), "f")
-	if _, err := c.Fetch(ctx, Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err == nil {
-		t.Fatal("run 1 was not interrupted")
-	}
-	slowStat := func(n int, q wire.Request) fault {
+	interruptedRun1(t, a, b, dst, inPlaceAtEnd(b, v1, mtime1+1e9))
+	b.setHook(func(n int, q wire.Request) fault {
 		if q.Op == wire.OpStat {
 			return fault{before: func() { time.Sleep(learnGrace + 500*time.Millisecond) }}
 		}
 		return fault{}
-	}
-	b.mu.Lock()
-	b.hook = slowStat
-	b.mu.Unlock()
-	a.mu.Lock()
-	a.hook = onFirstGet(fault{before: func() { time.Sleep(learnGrace + time.Second) }})
-	a.mu.Unlock()
+	})
+	a.setHook(onFirstGet(fault{before: func() { time.Sleep(learnGrace + time.Second) }}))
 	c2, rec := testClient(t, Options{})
-	c2.noSteal = true
-	if _, err := c2.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst, Resume: true}); err != nil {
+	if _, err := fetchPair(context.Background(), c2, a, b, dst, true); err != nil {
 		t.Fatal(err)
 	}
 	if r := rec.kinds(EventRestart); len(r) != 1 || !strings.Contains(r[0].Err.Error(), "now differs") {

@@ -125,17 +125,12 @@ func TestGoneBeforeRename(t *testing.T) {
 // starts over instead of renaming a mix into place. The mirror, now a
 // different version from the reference, is left out then.
 func TestMirrorChangedDuringLastChunk(t *testing.T) {
-	v1 := randBytes(2*MinSplit, 3)
-	a, b := newFakeServer(t), newFakeServer(t)
-	a.put("/f", v1, mtime1)
-	b.put("/f", v1, mtime1)
+	v1, a, b := mirrorPair(t, 2*MinSplit)
 	// A second later: mirrors' mtimes are compared to the second.
 	b.hook = inPlaceAtEnd(b, v1, mtime1+1e9)
 	c, rec := testClient(t, Options{})
-	// Each source's range must arrive from it whole.
-	c.noSteal = true
 	dst := filepath.Join(t.TempDir(), "f")
-	if _, err := c.Fetch(context.Background(), Job{Src: a.target("/f"), Mirrors: []Target{b.target("/f")}, Dst: dst}); err != nil {
+	if _, err := fetchPair(context.Background(), c, a, b, dst, false); err != nil {
 		t.Fatal(err)
 	}
 	if b.sent.Load() == 0 {
