@@ -128,6 +128,7 @@ func RunWorker() error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	w := newWorker(ch, srv, logger)
+	go paceGC(srv.InlineBytes)
 	capacity, limit, open := fdCapacity(serve.OptionsFrom(wc.Config))
 	w.acc = newAcceptor(w, wc.Config, capacity) // accept mode hook (workeraccept.go)
 	warnCapacity(logger, wc.Config, capacity, limit, open)

@@ -29,7 +29,7 @@ import (
 
 const (
 	inlineMax    = 16 << 10 // bytes; larger files go through the sender
-	inlineBudget = 4 << 20  // bytes of file contents a worker keeps at most (its RSS grows by up to twice that: GOGC)
+	inlineBudget = 4 << 20  // bytes of file contents a worker keeps at most (the worker paces its collector so that they are not doubled: daemon/gcpace.go)
 )
 
 // inlineSettle is how old a file's ctime must be before its bytes are

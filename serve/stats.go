@@ -66,3 +66,11 @@ func (s *Server) Transfers(max int) (ts []Transfer, more int) {
 	}
 	return ts, more
 }
+
+// InlineBytes is how many bytes of small files the server keeps in
+// memory (inline.go), for the worker's pacing of its collector.
+func (s *Server) InlineBytes() int64 {
+	s.files.mu.Lock()
+	defer s.files.mu.Unlock()
+	return s.files.inlineUsed
+}
