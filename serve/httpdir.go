@@ -124,8 +124,13 @@ func (s *Server) readDir(p string, each func(name string, st *unix.Stat_t)) (*un
 			continue
 		}
 		var est unix.Stat_t
-		if err := unix.Fstatat(fd, name, &est, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fstatat(fd, name, &est, unix.AT_SYMLINK_NOFOLLOW); err == unix.ENOENT {
 			continue // vanished since readdir
+		} else if err != nil {
+			// EACCES: a folder this worker may read but not search.
+			// Listed without its entries, it would look empty, and a
+			// recursive fetch of it would end complete with nothing.
+			return nil, 0, openError(p, err)
 		}
 		each(name, &est)
 	}
