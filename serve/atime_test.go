@@ -34,8 +34,8 @@ func TestInlineRawReadKeepsAtime(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fc, root, _ := testCache(t, 0)
-			if !root.local || root.atime != atimeRelative {
-				t.Skipf("the root is not on a local relatime mount (rule %d)", root.atime)
+			if !root.fs().local || root.fs().atime != atimeRelative {
+				t.Skipf("the root is not on a local relatime mount (rule %d)", root.fs().atime)
 			}
 			fc.inlineMax, fc.now = 1<<10, time.Now
 			p := filepath.Join(root.r.Name(), "f")
@@ -79,7 +79,7 @@ func TestAtimeStays(t *testing.T) {
 		{"a day old by the seconds", atimeRelative, unix.Stat_t{Atim: ts(100, 900_000_000), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(100+day, 500_000_000), false},
 		{"under a day", atimeRelative, unix.Stat_t{Atim: ts(100, 0), Mtim: ts(5, 0), Ctim: ts(5, 0)}, time.Unix(99+day, 999_999_999), true},
 	} {
-		root := &rootDir{atime: c.rule}
+		root := &rootFS{atime: c.rule}
 		if got := atimeStays(root, &c.st, c.now); got != c.stays {
 			t.Errorf("%s: atimeStays %v, want %v", c.name, got, c.stays)
 		}
@@ -106,8 +106,8 @@ func TestSendfileRawKeepsAtime(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ts := newTestServer(t, config.ModeSendfile)
-			if !ts.srv.root.local || ts.srv.root.atime != atimeRelative {
-				t.Skipf("the root is not on a local relatime mount (rule %d)", ts.srv.root.atime)
+			if !ts.srv.root.fs().local || ts.srv.root.fs().atime != atimeRelative {
+				t.Skipf("the root is not on a local relatime mount (rule %d)", ts.srv.root.fs().atime)
 			}
 			data := random(3 * int(ts.srv.opts.Chunk)) // three chunks, more than a small file
 			ts.write(t, "f", data)
@@ -164,15 +164,15 @@ func TestSendfileRawAtimeOtherRules(t *testing.T) {
 			mountStrict(t, dir)
 			ts := newTestServer(t, config.ModeSendfile, func(o *Options) { o.Root = dir })
 			ts.root = dir
-			if ts.srv.root.atime != atimeStrict {
-				t.Skipf("the tmpfs root's rule is %d, not strict", ts.srv.root.atime)
+			if ts.srv.root.fs().atime != atimeStrict {
+				t.Skipf("the tmpfs root's rule is %d, not strict", ts.srv.root.fs().atime)
 			}
 			return ts, ""
 		}},
 		{"strictatime mount under a relatime root", func(t *testing.T) (*testServer, string) {
 			ts := newTestServer(t, config.ModeSendfile)
-			if ts.srv.root.atime != atimeRelative {
-				t.Skipf("the root is not on a relatime mount (rule %d)", ts.srv.root.atime)
+			if ts.srv.root.fs().atime != atimeRelative {
+				t.Skipf("the root is not on a relatime mount (rule %d)", ts.srv.root.fs().atime)
 			}
 			sub := filepath.Join(ts.root, "sub")
 			if err := os.Mkdir(sub, 0o755); err != nil {
@@ -214,8 +214,8 @@ func TestSendfileRawFutureMtime(t *testing.T) {
 		t.Skipf("no raw sendfile without cachestat: %v", err)
 	}
 	ts := newTestServer(t, config.ModeSendfile)
-	if ts.srv.root.atime != atimeRelative {
-		t.Skipf("the root is not on a relatime mount (rule %d)", ts.srv.root.atime)
+	if ts.srv.root.fs().atime != atimeRelative {
+		t.Skipf("the root is not on a relatime mount (rule %d)", ts.srv.root.fs().atime)
 	}
 	data := random(3 * int(ts.srv.opts.Chunk))
 	ts.write(t, "f", data)

@@ -62,10 +62,11 @@ func (c *conn) sendBody(fd int, st *unix.Stat_t, off, n int64, t *transfer) erro
 	// later than the mtime, unless that is in this second or later (a
 	// file dated in the future by an archive or another machine's clock:
 	// every read updates it then; or one written just now).
-	own := st.Dev == c.s.root.dev
+	rfs := c.s.root.fs()
+	own := st.Dev == rfs.dev
 	now := time.Now()
-	c.atimeOK = own && atimeStays(c.s.root, st, now)
-	c.atimeFreshens = own && c.s.root.atime == atimeRelative &&
+	c.atimeOK = own && atimeStays(rfs, st, now)
+	c.atimeFreshens = own && rfs.atime == atimeRelative &&
 		st.Mtim.Sec < now.Unix() && st.Ctim.Sec <= now.Unix()
 	if n <= c.s.opts.Chunk {
 		return c.s.sender.send(c, fd, off, n, t)

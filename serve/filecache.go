@@ -220,9 +220,9 @@ func (fc *fileCache) openAs(root *rootDir, p string, mayWait func(), dirs bool) 
 	mayWait() // for readInline, which may read the disk (a no-op if openNew waited)
 	if own {
 		fc.rawOpens.Add(1)
-	} else if root.local {
+	} else if rfs := root.fs(); rfs.local {
 		mnt, ok := mountID(fd)
-		own = ok && mnt == root.mnt
+		own = ok && mnt == rfs.mnt
 	}
 	body := fc.readInline(root, fd, stp, own, now)
 	fc.mu.Lock()
@@ -337,7 +337,8 @@ func (fc *fileCache) revalidate(root *rootDir, p string, e *cachedFile) (unix.St
 // calls").
 func lookupRaw(root *rootDir, p string) (unix.Stat_t, bool) {
 	var st unix.Stat_t
-	if !root.local || noOpenat2.Load() {
+	rfs := root.fs()
+	if !rfs.local || noOpenat2.Load() {
 		return st, false
 	}
 	rel, err := relPath(p)
@@ -345,7 +346,7 @@ func lookupRaw(root *rootDir, p string) (unix.Stat_t, bool) {
 		return st, false
 	}
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | unix.RESOLVE_NO_XDEV}
-	if root.cached {
+	if rfs.cached {
 		how.Resolve |= rawcall.ResolveCached
 	}
 	if rawcall.Lookup(root.fd, rel, &how, &st) != nil || kindOf(&st) != wire.KindFile {
@@ -451,6 +452,17 @@ func (fc *fileCache) close() {
 	if fc.valid > 0 {
 		close(fc.stop)
 	}
+	fc.mu.Lock()
+	for p, e := range fc.m {
+		fc.evictLocked(p, e)
+	}
+	clear(fc.dirs)
+	fc.mu.Unlock()
+}
+
+// flush evicts everything (the root now names another directory:
+// root.go); descriptors in use close when released.
+func (fc *fileCache) flush() {
 	fc.mu.Lock()
 	for p, e := range fc.m {
 		fc.evictLocked(p, e)

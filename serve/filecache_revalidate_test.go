@@ -63,7 +63,7 @@ func TestFileCacheRevalidate(t *testing.T) {
 	}
 	// On a local file system (t.TempDir here, unless it is an overlay or
 	// a network file system) those revalidations were raw calls.
-	if n := fc.rawLookups.Load(); root.local && n == 0 {
+	if n := fc.rawLookups.Load(); root.fs().local && n == 0 {
 		t.Error("no revalidation used the raw lookup on a local file system")
 	}
 }
@@ -81,7 +81,7 @@ func TestFileCacheRevalidateFallback(t *testing.T) {
 		wantErr bool
 	}{
 		{"not local", func(t *testing.T, dir string, root *rootDir) string {
-			root.local = false
+			root.fsp.Store(&rootFS{})
 			return "/f"
 		}, renameOver, false},
 		{"across a mount", func(t *testing.T, dir string, root *rootDir) string {
@@ -118,7 +118,7 @@ func TestFileCacheRevalidateFallback(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, e := cacheOpen(t, fc, root, p)
-			if want := c.name == "now a directory" && root.local; e.ownMount != want {
+			if want := c.name == "now a directory" && root.fs().local; e.ownMount != want {
 				t.Errorf("entry on the root's own local mount: %v, want %v", e.ownMount, want)
 			}
 			c.change(t, full)
@@ -226,16 +226,16 @@ func TestFileCacheRawOpen(t *testing.T) {
 				if st.Size != 100 || e == nil || e.body == nil || len(e.body) != 100 {
 					t.Fatalf("size %d, entry %v: want 100 bytes, cached with its body", st.Size, e != nil)
 				}
-				if want := root.local && c.name != "across a mount"; e.ownMount != want {
+				if want := root.fs().local && c.name != "across a mount"; e.ownMount != want {
 					t.Errorf("entry on the root's own local mount: %v, want %v", e.ownMount, want)
 				}
 			}
 			want := uint64(0)
-			if c.raw && root.cached {
+			if c.raw && root.fs().cached {
 				want = 1
 			}
 			if n := fc.rawOpens.Load(); n != want {
-				t.Errorf("%d raw opens, want %d (root local %v, RESOLVE_CACHED %v)", n, want, root.local, root.cached)
+				t.Errorf("%d raw opens, want %d (root local %v, RESOLVE_CACHED %v)", n, want, root.fs().local, root.fs().cached)
 			}
 		})
 	}

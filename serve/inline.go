@@ -55,7 +55,7 @@ func (fc *fileCache) readInline(root *rootDir, fd int, st *unix.Stat_t, own bool
 	if !ok {
 		return nil
 	}
-	local := own && !root.rawOff.Load() && atimeStays(root, st, time.Now())
+	local := own && !root.rawOff.Load() && atimeStays(root.fs(), st, time.Now())
 	b := make([]byte, st.Size)
 	off := 0
 	if local {

@@ -68,13 +68,32 @@ func dirSyntax(p string) bool {
 // or symlink may lead out of it, and no /proc-style magic link is followed.
 const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 
-// rootDir is the served root, opened once per worker.
+// rootDir is the served root, opened as the worker starts and again
+// whenever its configured path comes to name another directory
+// (followRoot, root.go): fd keeps its number and names that directory.
 type rootDir struct {
 	fd int
 	// r is the fallback when openat2 is unavailable (kernels before 5.6,
 	// seccomp profiles that do not know it, systemd's RestrictSUIDSGID=):
 	// os.Root resolves each component itself and refuses escapes too.
-	r *os.Root
+	// Once the root has been followed elsewhere, followed is used instead
+	// (osRoot).
+	r        *os.Root
+	followed atomic.Pointer[os.Root]
+	// fsp: what the file system the root is on allows (rootFS); replaced
+	// as a whole when the root is followed to another one.
+	fsp atomic.Pointer[rootFS]
+	// rawSlow counts the raw opens in a row that took longer than
+	// rawOpenSlow; at rawSlowMax, rawOff turns raw opens (and raw reads
+	// of a small file's bytes) off for good (noteRawOpen).
+	rawSlow atomic.Int32
+	rawOff  atomic.Bool
+	log     *slog.Logger // for rawOff's warning; nil: none
+}
+
+// rootFS is what the root's file system allows, probed when the root is
+// opened (probeFS). Its zero value allows nothing raw.
+type rootFS struct {
 	// local: the root is on a file system whose cached lookups never
 	// wait (rawcall.Local), so the file cache opens and revalidates with
 	// raw calls the files on the root's own mount (mnt, its mount id).
@@ -83,12 +102,6 @@ type rootDir struct {
 	// cached: the kernel has RESOLVE_CACHED (5.12), so a raw lookup that
 	// would read from the disk fails instead (rawcall.OpenCached).
 	cached bool
-	// rawSlow counts the raw opens in a row that took longer than
-	// rawOpenSlow; at rawSlowMax, rawOff turns raw opens (and raw reads
-	// of a small file's bytes) off for good (noteRawOpen).
-	rawSlow atomic.Int32
-	rawOff  atomic.Bool
-	log     *slog.Logger // for rawOff's warning; nil: none
 	// atime: when a read updates the access time of a file on the
 	// root's mount (statfs's flags), for atimeStays; dev: the root's
 	// st_dev, to tell a file on another file system under the root, whose
@@ -97,17 +110,37 @@ type rootDir struct {
 	dev   uint64
 }
 
-// probeLocal sets r.local, r.mnt (rawcall.Local, mountID), r.atime,
-// r.dev and r.cached.
-func (r *rootDir) probeLocal() {
-	r.mnt, r.local = mountID(r.fd)
-	r.local = r.local && rawcall.Local(r.fd)
+// fs is what the root's file system allows (never nil).
+func (r *rootDir) fs() *rootFS {
+	if f := r.fsp.Load(); f != nil {
+		return f
+	}
+	return &rootFS{}
+}
+
+// osRoot is the os.Root of the directory the root is now.
+func (r *rootDir) osRoot() *os.Root {
+	if f := r.followed.Load(); f != nil {
+		return f
+	}
+	return r.r
+}
+
+// probeLocal probes the root's file system (probeFS).
+func (r *rootDir) probeLocal() { r.fsp.Store(probeFS(r.fd)) }
+
+// probeFS says what the file system of the directory fd allows: local,
+// mnt (rawcall.Local, mountID), atime, dev and cached.
+func probeFS(fd int) *rootFS {
+	r := &rootFS{}
+	r.mnt, r.local = mountID(fd)
+	r.local = r.local && rawcall.Local(fd)
 	var rst unix.Stat_t
-	if unix.Fstat(r.fd, &rst) == nil {
+	if unix.Fstat(fd, &rst) == nil {
 		r.dev = rst.Dev
 	}
 	var fs unix.Statfs_t
-	if unix.Fstatfs(r.fd, &fs) == nil {
+	if unix.Fstatfs(fd, &fs) == nil {
 		switch {
 		case fs.Flags&stNoatime != 0:
 			r.atime = atimeNever
@@ -119,12 +152,13 @@ func (r *rootDir) probeLocal() {
 		// An older kernel refuses the unknown flag: EINVAL.
 		var st unix.Stat_t
 		how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath | rawcall.ResolveCached}
-		err := rawcall.Lookup(r.fd, ".", &how, &st)
+		err := rawcall.Lookup(fd, ".", &how, &st)
 		r.cached = err == nil || err == unix.EAGAIN
 	}
 	if r.cached {
 		rawcall.OpenProc() // the reopens' /proc/self/fd, held from the start
 	}
+	return r
 }
 
 // mountID is the id of the mount fd is on (statx STATX_MNT_ID, Linux
@@ -153,7 +187,7 @@ func openAt(root *rootDir, p string, flags int) (int, *unix.Stat_t, error) {
 	}
 	var fd int
 	if noOpenat2.Load() {
-		fd, err = openInRoot(root.r, rel, flags)
+		fd, err = openInRoot(root, rel, flags)
 	} else {
 		how := unix.OpenHow{Flags: uint64(flags), Resolve: resolveBeneath}
 		for tries := 0; ; tries++ {
@@ -166,7 +200,7 @@ func openAt(root *rootDir, p string, flags int) (int, *unix.Stat_t, error) {
 		}
 		if err == unix.ENOSYS {
 			noOpenat2.Store(true)
-			fd, err = openInRoot(root.r, rel, flags)
+			fd, err = openInRoot(root, rel, flags)
 		}
 	}
 	if err != nil {
@@ -183,11 +217,16 @@ func openAt(root *rootDir, p string, flags int) (int, *unix.Stat_t, error) {
 // openInRoot is openAt's fallback through os.Root. O_PATH is replaced by
 // O_RDONLY: os.Root opens the last component with O_NOFOLLOW, and an O_PATH
 // open would then return the symlink itself instead of what it names.
-func openInRoot(r *os.Root, rel string, flags int) (int, error) {
+func openInRoot(root *rootDir, rel string, flags int) (int, error) {
 	if flags&unix.O_PATH != 0 {
 		flags = flags&^unix.O_PATH | unix.O_RDONLY | unix.O_NOCTTY | unix.O_NONBLOCK
 	}
+	r := root.osRoot()
 	f, err := r.OpenFile(rel, flags, 0)
+	if errors.Is(err, os.ErrClosed) && root.osRoot() != r {
+		// Closed as the root was followed elsewhere (followRoot).
+		f, err = root.osRoot().OpenFile(rel, flags, 0)
+	}
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {

@@ -39,7 +39,7 @@ func openNewAs(root *rootDir, p string, user int) (answer string, waited bool) {
 // mount point) still waits and gets the ordinary walk's answer.
 func TestOpenNewMissingWithoutWait(t *testing.T) {
 	_, root, _ := testCache(t, 0)
-	if !root.cached {
+	if !root.fs().cached {
 		t.Skip("no raw opens here (not a local file system, or no RESOLVE_CACHED)")
 	}
 	dir := root.r.Name()
@@ -111,7 +111,7 @@ func TestOpenNewMissingWithoutWait(t *testing.T) {
 // found", here or in the kernel.
 func TestOpenNewMissingComesIntoBeing(t *testing.T) {
 	_, root, _ := testCache(t, 0)
-	if !root.cached {
+	if !root.fs().cached {
 		t.Skip("no raw opens here (not a local file system, or no RESOLVE_CACHED)")
 	}
 	dir := root.r.Name()

@@ -26,7 +26,7 @@ import (
 // that may wait. For anything else openFile opens p (or gives the
 // refusal its answer: a symlink out, say).
 func openCached(root *rootDir, p string) (fd int, st unix.Stat_t, err error) {
-	if !root.local || !root.cached || root.rawOff.Load() || noOpenat2.Load() || noProcReopen.Load() {
+	if rfs := root.fs(); !rfs.local || !rfs.cached || root.rawOff.Load() || noOpenat2.Load() || noProcReopen.Load() {
 		return -1, st, errNoRaw
 	}
 	rel, err := relPath(p)
@@ -96,7 +96,7 @@ const (
 // updates it if it is not later than the file's mtime and ctime, or is a
 // day old (relatime_need_update); now is the real clock, at or after the
 // kernel's coarse one.
-func atimeStays(root *rootDir, st *unix.Stat_t, now time.Time) bool {
+func atimeStays(root *rootFS, st *unix.Stat_t, now time.Time) bool {
 	switch root.atime {
 	case atimeNever:
 		return true

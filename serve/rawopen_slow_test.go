@@ -69,7 +69,7 @@ func slowListener(t *testing.T, dir string, wait time.Duration) {
 func TestRawOpenOffWhenSlow(t *testing.T) {
 	settleNow(t)
 	fc, root, _ := testCache(t, 0)
-	if !root.local || !root.cached {
+	if !root.fs().local || !root.fs().cached {
 		t.Skip("no raw opens on this root")
 	}
 	dir := root.r.Name()

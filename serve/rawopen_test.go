@@ -133,7 +133,7 @@ func countFDs(t *testing.T) int {
 // says ENOTDIR. Its answer is the ordinary walk's.
 func TestOpenNewFileOnTheWay(t *testing.T) {
 	_, root, _ := testCache(t, 0)
-	if !root.local || !root.cached {
+	if !root.fs().local || !root.fs().cached {
 		t.Skip("no raw opens on this root")
 	}
 	dir := root.r.Name()

@@ -120,6 +120,10 @@ type Server struct {
 
 	admit    func(id uint64, client string) string // see SetAdmit (proxy.go)
 	proxyLog ratelog.Limiter                       // refused PROXY headers
+
+	rootStop    chan struct{} // ends watchRoot (root.go)
+	rootDone    chan struct{} // closed when watchRoot has returned
+	rootRefused [2]uint64     // the directory followRoot last warned it cannot serve (device, inode)
 }
 
 // maxListBytes bounds the memory a worker spends on LIST bodies being sent
@@ -189,11 +193,18 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	s.rootStop, s.rootDone = make(chan struct{}), make(chan struct{})
+	go s.watchRoot(s.rootStop, s.rootDone)
 	return s, nil
 }
 
 // Close releases the root and the idle pipes. Call it after Wait.
 func (s *Server) Close() error {
+	if s.rootStop != nil {
+		close(s.rootStop)
+		<-s.rootDone // before the root closes: it may be following it
+		s.rootStop = nil
+	}
 	s.run.close()
 	s.park.close()
 	s.closeDigests()
@@ -208,6 +219,9 @@ func (s *Server) Close() error {
 
 func (r *rootDir) close() error {
 	r.r.Close()
+	if f := r.followed.Load(); f != nil {
+		f.Close()
+	}
 	return unix.Close(r.fd)
 }
 

@@ -1,0 +1,121 @@
+package serve
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The root is a path, and a deploy may point it at another directory: a
+// symlink switched (ln -sfn releases/v2 current), a folder renamed over
+// it. Each worker looks the path up again every rootCheckEvery and, when
+// it names another directory, serves that one: the directory is opened
+// (by the worker, so that a directory it may not read or search is
+// refused, as at its start), and put in place of the old one under the
+// root's own descriptor number (dup3), so a lookup in flight walks one
+// tree or the other, never a descriptor reused for something else. The
+// open-file cache is then emptied. So every worker serves the new tree
+// within about rootCheckEvery (a request in flight, or a miss opened in
+// the old tree as the switch happened, may still be answered from it, as
+// a repointed symlink's file is for up to open_file_cache), and a worker
+// that replaces a crashed one serves the same tree as the others.
+//
+// A path that is missing for now (a switch made by removing and
+// creating) leaves the open directory served; one that names something
+// the worker cannot serve (not a directory, not readable) too, with a
+// warning.
+
+// rootCheckEvery is how often a worker looks the root's path up again
+// (shortened by tests).
+var rootCheckEvery = time.Second
+
+// watchRoot runs followRoot every rootCheckEvery until stop is closed,
+// then closes done.
+func (s *Server) watchRoot(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(rootCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			s.followRoot()
+		}
+	}
+}
+
+// followRoot serves the directory the root's path names now, if it is
+// not the one served (see above). Only watchRoot calls it.
+func (s *Server) followRoot() {
+	var now, cur unix.Stat_t
+	if unix.Stat(s.opts.Root, &now) != nil || unix.Fstat(s.root.fd, &cur) != nil {
+		return // missing for now: the open directory stays
+	}
+	if now.Dev == cur.Dev && now.Ino == cur.Ino {
+		s.rootRefused = [2]uint64{}
+		return
+	}
+	if err := s.root.follow(s.opts.Root); err != nil {
+		if id := [2]uint64{now.Dev, now.Ino}; id != s.rootRefused {
+			s.rootRefused = id
+			s.log.Warn("the root's path names another directory now, which cannot be served; still serving the one it named before",
+				"root", s.opts.Root, "err", err)
+		}
+		return
+	}
+	s.rootRefused = [2]uint64{}
+	s.files.flush()
+	s.log.Info("the root's path names another directory now; serving it", "root", s.opts.Root)
+}
+
+// follow makes r the directory at path: r.fd names it (same number), and
+// the rest of r describes it.
+func (r *rootDir) follow(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd) // r.fd is a copy of it
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if !noOpenat2.Load() {
+		// As New: a lookup of "." proves this worker may search it.
+		how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath}
+		dot, err := unix.Openat2(fd, ".", &how)
+		if err != nil {
+			return fmt.Errorf("search %s: %w", path, err)
+		}
+		unix.Close(dot)
+	}
+	or, err := os.OpenRoot(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	if fi, err := or.Stat("."); err != nil {
+		or.Close()
+		return fmt.Errorf("stat %s: %w", path, err)
+	} else if ost, ok := fi.Sys().(*syscall.Stat_t); !ok || ost.Dev != st.Dev || ost.Ino != st.Ino {
+		or.Close()
+		return fmt.Errorf("%s changed while it was opened", path)
+	}
+	// Nothing raw while the descriptor and what is known of its file
+	// system disagree: a raw call on a file system that may wait would
+	// hold the worker's thread.
+	r.fsp.Store(&rootFS{})
+	if err := unix.Dup3(fd, r.fd, unix.O_CLOEXEC); err != nil {
+		r.fsp.Store(probeFS(r.fd))
+		or.Close()
+		return fmt.Errorf("dup3: %w", err)
+	}
+	r.fsp.Store(probeFS(r.fd))
+	if old := r.followed.Swap(or); old != nil {
+		old.Close() // an open in it now fails with ErrClosed, and is made again (openInRoot)
+	}
+	return nil
+}

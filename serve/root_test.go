@@ -1,0 +1,87 @@
+package serve
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zfs-serve/zfs-serve/wire"
+)
+
+// TestFollowRoot: when the root's path comes to name another directory
+// (a symlink switched by a deploy), the worker serves that directory, at
+// once for files it had cached too; a path that names something it
+// cannot serve leaves the directory it serves as it is, with a warning.
+func TestFollowRoot(t *testing.T) {
+	saved := rootCheckEvery
+	rootCheckEvery = time.Hour // the test calls followRoot itself
+	t.Cleanup(func() { rootCheckEvery = saved })
+	dir := t.TempDir()
+	for name, body := range map[string]string{"a/f": "A", "b/f": "B", "b/g": "G", "file": "not a folder"} {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	site := filepath.Join(dir, "site")
+	point := func(target string) {
+		t.Helper()
+		os.Remove(site + ".new")
+		if err := os.Symlink(target, site+".new"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(site+".new", site); err != nil {
+			t.Fatal(err)
+		}
+	}
+	point("a")
+	ts := newTestServer(t, "sendfile", func(o *Options) {
+		o.Root = site
+		o.FileCache, o.FileCacheValid = time.Hour, time.Hour // only the switch empties the cache
+	})
+	get := func(p string) string {
+		t.Helper()
+		r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: p})
+		if r.Status != wire.StatusOK {
+			return r.Status.String()
+		}
+		return string(body)
+	}
+	if got := get("/f"); got != "A" {
+		t.Fatalf("/f before the switch: %q", got)
+	}
+	ts.srv.followRoot() // nothing changed
+	if got := get("/f"); got != "A" {
+		t.Fatalf("/f with the root unchanged: %q", got)
+	}
+
+	point("b")
+	ts.srv.followRoot()
+	if got, got2 := get("/f"), get("/g"); got != "B" || got2 != "G" {
+		t.Fatalf("after the switch: /f %q, /g %q, want B and G", got, got2)
+	}
+	if r, _ := ts.do(t, wire.Request{Op: wire.OpList, Path: "/"}); r.Status != wire.StatusOK || r.Size != 2 {
+		t.Fatalf("LIST / after the switch: status %v, %d entries, want 2", r.Status, r.Size)
+	}
+	if !strings.Contains(ts.logs.String(), "names another directory now; serving it") {
+		t.Errorf("the switch is not logged:\n%s", ts.logs.String())
+	}
+
+	point("file") // not a directory: b stays served
+	ts.srv.followRoot()
+	ts.srv.followRoot() // warned once
+	if got := get("/f"); got != "B" {
+		t.Fatalf("/f with the root's path naming a file: %q, want B", got)
+	}
+	if n := strings.Count(ts.logs.String(), "cannot be served"); n != 1 {
+		t.Errorf("%d warnings that the new root cannot be served, want 1:\n%s", n, ts.logs.String())
+	}
+	os.Remove(site) // missing for now: b stays served
+	ts.srv.followRoot()
+	if got := get("/f"); got != "B" {
+		t.Fatalf("/f with the root's path missing: %q, want B", got)
+	}
+}
