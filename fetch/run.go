@@ -44,6 +44,18 @@ func (d *download) run(ctx context.Context) error {
 		if restarts >= maxRestarts {
 			return &VerifyError{Msg: fmt.Sprintf("the file changed on the server %d times during the download", restarts+1)}
 		}
+		// The first restart is at once; the later ones wait, twice as
+		// long each time (0.5 s, then 1 s): a server's open-file cache may
+		// announce a file's last-seen size and mtime for a while after a
+		// change (zfs-serve's open_file_cache_valid, 1 s by default),
+		// while STAT already tells the new ones,
+		// and restarts within that window would all see the change. A
+		// writer still at work gets that time too.
+		if restarts > 0 {
+			if err := sleep(ctx, min(d.c.backoffBase<<restarts, d.c.backoffCap)); err != nil {
+				return err
+			}
+		}
 		restarts++
 		if d.part != nil {
 			d.part.setStale(true) // until restart has emptied it
