@@ -41,7 +41,9 @@ import (
 //     errShort), and the entry is revalidated (staleAfter) so the next
 //     request sees the new size; if it grew, the announced size is sent
 //     (a prefix of the new bytes). A client that checks the digest sees
-//     such a mix; so does one that checks the file again afterwards.
+//     such a mix; so does one that checks the file again afterwards
+//     (native STAT and HTTP HEAD never use the cache: httpfile.go
+//     openHTTP).
 //   - larger files are fstat'ed on every hit: their body dwarfs the
 //     fstat, and sendBody's check before the last chunk then compares
 //     with a fresh stat.

@@ -34,7 +34,7 @@ func (c *conn) handleHTTP() error {
 			return err
 		}
 	}
-	fd, st, cached, err := c.s.files.openOrDir(c.s.root, r.Path, c.unlead)
+	fd, st, cached, err := c.openHTTP(r.Path, true)
 	if err != nil {
 		var re *reqError
 		if errors.As(err, &re) && re.kind == wire.KindDir {
@@ -55,7 +55,7 @@ func (c *conn) handleHTTP() error {
 // one was there.
 func (c *conn) httpIndex(p string) (served bool, err error) {
 	for _, name := range c.s.opts.Index {
-		fd, st, cached, err := c.s.files.open(c.s.root, p+name, c.unlead)
+		fd, st, cached, err := c.openHTTP(p+name, false)
 		if err != nil {
 			continue // not there, or not a regular file: the next one
 		}
@@ -63,6 +63,28 @@ func (c *conn) httpIndex(p string) (served bool, err error) {
 		return true, c.httpCached(fd, &st, cached, name)
 	}
 	return false, nil
+}
+
+// openHTTP opens the regular file p for an HTTP request, through the
+// open-file cache (dirs: openOrDir, a folder remembered as one is refused
+// as a directory at once). A HEAD is looked up afresh, never answered
+// from the cache: within open_file_cache_valid the cache announces a
+// small file's last-seen size and validators (docs/ARCHITECTURE.md), and
+// HEAD is how an HTTP client checks a file again after its body (zfetch
+// does, as it does with STAT, which is never cached either), which must
+// see a change the GET's header did not.
+func (c *conn) openHTTP(p string, dirs bool) (int, unix.Stat_t, *cachedFile, error) {
+	if c.http.req.Method == "HEAD" {
+		fd, st, _, err := openNew(c.s.root, p, c.unlead)
+		if err != nil {
+			return -1, unix.Stat_t{}, nil, err
+		}
+		return fd, *st, nil, nil
+	}
+	if dirs {
+		return c.s.files.openOrDir(c.s.root, p, c.unlead)
+	}
+	return c.s.files.open(c.s.root, p, c.unlead)
 }
 
 // httpCached answers a request with the regular file fd, whose stat is st
