@@ -36,7 +36,11 @@ var ErrUnsatisfiable = errors.New("httpx: range not satisfiable")
 // size bytes plus the multipart overhead of maxRanges parts.
 //
 // It returns ErrUnsatisfiable when s is valid but no range is satisfiable:
-// every first-pos is >= size, every suffix-length is 0, or size is 0.
+// every first-pos is >= size and every suffix-length is 0. For a size of
+// 0, a suffix-range with a suffix-length other than 0 is satisfiable (RFC
+// 9110 section 14.1.2) but selects no byte, which no 206 can describe: a
+// range set with one is ignored (nil, nil: the empty representation with
+// 200), and one without is unsatisfiable.
 //
 // Otherwise the satisfiable ranges are returned in the order written,
 // clipped to size, neither merged nor reordered (RFC 9110 allows sending
@@ -55,6 +59,7 @@ func ParseRange(s string, size int64, maxRanges int) ([]Range, error) {
 	rs := buf[:0]
 	var total int64 // of rs, <= size
 	n := 0          // range-specs written
+	empty := false  // a satisfiable range-spec selected no byte (size 0)
 	for rest := s[len("bytes="):]; rest != ""; {
 		elem := rest
 		rest = ""
@@ -78,6 +83,10 @@ func ParseRange(s string, size int64, maxRanges int) ([]Range, error) {
 		if !ok {
 			continue
 		}
+		if r.Length == 0 {
+			empty = true
+			continue
+		}
 		if r.Length > size-total {
 			return nil, nil // abuse: more bytes than the file has
 		}
@@ -87,6 +96,8 @@ func ParseRange(s string, size int64, maxRanges int) ([]Range, error) {
 	switch {
 	case n == 0:
 		return nil, nil // "bytes=" or "bytes=,": no range-spec at all
+	case len(rs) == 0 && empty:
+		return nil, nil // "bytes=-5" of an empty file: satisfiable, and all of it is nothing
 	case len(rs) == 0:
 		return nil, ErrUnsatisfiable
 	}
@@ -95,15 +106,19 @@ func ParseRange(s string, size int64, maxRanges int) ([]Range, error) {
 
 // rangeSpec parses one non-empty range-spec. valid is false when it is not
 // an int-range or suffix-range; ok is false when it is valid but not
-// satisfiable for size.
+// satisfiable for size. A suffix-range other than "-0" is satisfiable
+// even for a size of 0, with a Length of 0 then.
 func rangeSpec(elem string, size int64) (r Range, ok, valid bool) {
 	if elem[0] == '-' {
 		n, good := rangeNumber(elem[1:])
 		if !good {
 			return Range{}, false, false
 		}
-		if n == 0 || size == 0 {
+		if n == 0 {
 			return Range{}, false, true
+		}
+		if size == 0 {
+			return Range{}, true, true
 		}
 		n = min(n, size)
 		return Range{Start: size - n, Length: n}, true, true

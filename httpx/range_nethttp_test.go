@@ -77,8 +77,9 @@ func parseContentRange(t *testing.T, s string, size int) Range {
 //     206 only for what it alone accepts (goLenient).
 //
 // A representation of size 0 is left out: net/http ignores any Range for
-// it (200), where ParseRange says ErrUnsatisfiable, and its answer to a
-// suffix range of it is a 206 with a Content-Range of "bytes 0--1/0".
+// it (200), where ParseRange says ErrUnsatisfiable unless a suffix range
+// makes the set satisfiable, and its answer to a suffix range of it is a
+// 206 with a Content-Range of "bytes 0--1/0".
 func checkAgainstNetHTTP(t *testing.T, spec string, size int) {
 	if size == 0 || !strings.HasPrefix(spec, "bytes=") {
 		return

@@ -63,11 +63,18 @@ func TestParseRange(t *testing.T) {
 		{"bytes=9223372036854775807-", k, 0, nil, ErrUnsatisfiable},
 		{"bytes=0-", 0, 0, nil, ErrUnsatisfiable},
 		{"bytes=0-0", 0, 0, nil, ErrUnsatisfiable},
-		{"bytes=-5", 0, 0, nil, ErrUnsatisfiable},
+		{"bytes=-0", 0, 0, nil, ErrUnsatisfiable},
 		{"bytes=1-1", 1, 0, nil, ErrUnsatisfiable},
 
 		// Ignored: the whole representation with 200.
 		{"", k, 0, nil, nil},
+		// A suffix-range of an empty representation is satisfiable (RFC
+		// 9110 section 14.1.2) but selects nothing: ignored, not 416.
+		{"bytes=-5", 0, 0, nil, nil},
+		{"bytes=-1", 0, 0, nil, nil},
+		{"bytes=0-0,-1", 0, 0, nil, nil},
+		{"bytes=-0,-1", 0, 0, nil, nil},
+		{"bytes=-1,-1", 0, 1, nil, nil},
 		{"items=0-5", k, 0, nil, nil},
 		{"bytes", k, 0, nil, nil},
 		{"bytes 0-4", k, 0, nil, nil},
