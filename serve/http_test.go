@@ -316,3 +316,33 @@ func TestHTTPOffClosesNonNative(t *testing.T) {
 		t.Fatalf("outcome %q", res.Outcome)
 	}
 }
+
+// TestHTTPEmptyFileSuffixRange: for an empty file a suffix range
+// ("bytes=-N", N > 0) is satisfiable (RFC 9110 section 14.1.2) but selects
+// no byte, so the Range is ignored: 200 with the empty file, not 416. A
+// set of only int-ranges stays unsatisfiable (416), and the connection
+// stays open either way.
+func TestHTTPEmptyFileSuffixRange(t *testing.T) {
+	ts := newHTTPServer(t)
+	ts.write(t, "empty", nil)
+	for _, tc := range []struct {
+		rng  string
+		want int
+	}{
+		{"bytes=-5", 200},
+		{"bytes=0-0,-1", 200},
+		{"bytes=0-", 416},
+		{"bytes=-0", 416},
+	} {
+		for _, method := range []string{"GET", "HEAD"} {
+			resp, body := ts.httpDo(t, method, method+" /empty HTTP/1.1\r\nHost: x\r\nRange: "+tc.rng+"\r\n\r\n")
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s Range %s: %d, want %d", method, tc.rng, resp.StatusCode, tc.want)
+			}
+			if tc.want == 200 && (len(body) != 0 || resp.ContentLength != 0 || resp.Header.Get("Content-Range") != "") {
+				t.Errorf("%s Range %s: Content-Length %d, body %q, Content-Range %q; want an empty 200",
+					method, tc.rng, resp.ContentLength, body, resp.Header.Get("Content-Range"))
+			}
+		}
+	}
+}
