@@ -346,3 +346,48 @@ func TestHTTPEmptyFileSuffixRange(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPListingPreconditions: a listing has no entity tag and no
+// modification date, but If-Match and If-None-Match still apply to it
+// (RFC 9110 sections 13.1.1, 13.1.2, 13.2.1: the origin server must
+// evaluate them for a request it would answer 2xx): a list of entity tags
+// matches nothing (If-Match: 412), "*" matches the listing (If-None-Match:
+// 304, with the Vary and Cache-Control a 200 has). If-Modified-Since and
+// If-Unmodified-Since have no date to compare with and are ignored. A
+// redirect or a refusal takes precedence (section 13.2.1).
+func TestHTTPListingPreconditions(t *testing.T) {
+	ts := newHTTPServer(t)
+	if err := os.MkdirAll(filepath.Join(ts.root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ts.write(t, "d/a", []byte("a"))
+	old := "Sat, 01 Jan 2000 00:00:00 GMT"
+	for _, tc := range []struct {
+		target, field string
+		want          int
+	}{
+		{"/d/", `If-Match: "x"`, 412},
+		{"/d/", `If-Match: *`, 200},
+		{"/d/", `If-None-Match: *`, 304},
+		{"/d/?format=json", `If-None-Match: *`, 304},
+		{"/d/", `If-None-Match: "x"`, 200},
+		{"/d/", `If-None-Match: W/"x", "y"`, 200},
+		{"/d/", "If-Unmodified-Since: " + old, 200},
+		{"/d/", "If-Modified-Since: Sat, 01 Jan 2050 00:00:00 GMT", 200},
+		{"/d", `If-Match: "x"`, 301},
+		{"/d", `If-None-Match: *`, 301},
+		{"/nope/", `If-None-Match: *`, 404},
+	} {
+		for _, method := range []string{"GET", "HEAD"} {
+			resp, body := ts.httpDo(t, method, method+" "+tc.target+" HTTP/1.1\r\nHost: x\r\n"+tc.field+"\r\n\r\n")
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s %s with %s: %d, want %d", method, tc.target, tc.field, resp.StatusCode, tc.want)
+				continue
+			}
+			if tc.want == 304 && (len(body) != 0 || resp.Header.Get("Vary") != "Accept" || resp.Header.Get("Cache-Control") != "no-cache") {
+				t.Errorf("%s %s with %s: 304 with body %q, Vary %q, Cache-Control %q", method, tc.target, tc.field,
+					body, resp.Header.Get("Vary"), resp.Header.Get("Cache-Control"))
+			}
+		}
+	}
+}

@@ -42,6 +42,19 @@ func (c *conn) httpDir(p string) error {
 	if len(body) > wire.MaxListBody {
 		return c.httpError(500, "internal error: "+p+" has too many entries to list")
 	}
+	// A listing has no validators, but If-Match and If-None-Match apply
+	// to it all the same (RFC 9110 section 13.2.1): "*" matches it, a
+	// list of entity tags does not. The dates have nothing to compare
+	// with and are ignored.
+	switch httpx.Preconditions(r.IfMatch, r.IfUnmodifiedSince, r.IfNoneMatch, r.IfModifiedSince, "", time.Time{}) {
+	case 304:
+		c.startHead(304)
+		c.header("Vary", "Accept")
+		c.header("Cache-Control", "no-cache")
+		return c.finishHead(false)
+	case 412:
+		return c.httpError(412, "precondition failed: "+p+" is a listing, which has no entity tag for If-Match")
+	}
 	if n := int64(len(body)); c.s.listBytes.Add(n) > maxListBytes {
 		c.s.listBytes.Add(-n)
 		c.startHead(503)
