@@ -391,3 +391,31 @@ func TestHTTPListingPreconditions(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPNoRangesNoAcceptRanges: with max_ranges = 0 a Range is
+// ignored, and a file's responses do not say "Accept-Ranges: bytes" (RFC
+// 9110 section 14.3: the field says the server supports range requests),
+// as nginx does not with its max_ranges 0. With ranges on, "bytes".
+func TestHTTPNoRangesNoAcceptRanges(t *testing.T) {
+	for _, tc := range []struct {
+		maxRanges int
+		accept    string
+		status    int
+	}{{0, "", 200}, {16, "bytes", 206}} {
+		ts := newHTTPServer(t, func(o *Options) { o.MaxRanges = tc.maxRanges })
+		ts.write(t, "f", []byte("0123456789"))
+		for _, method := range []string{"GET", "HEAD"} {
+			for _, rng := range []string{"", "Range: bytes=0-1\r\n"} {
+				resp, _ := ts.httpDo(t, method, method+" /f HTTP/1.1\r\nHost: x\r\n"+rng+"\r\n")
+				want := 200
+				if rng != "" {
+					want = tc.status
+				}
+				if resp.StatusCode != want || resp.Header.Get("Accept-Ranges") != tc.accept {
+					t.Errorf("max_ranges %d, %s %q: %d Accept-Ranges %q, want %d %q", tc.maxRanges, method, rng,
+						resp.StatusCode, resp.Header.Get("Accept-Ranges"), want, tc.accept)
+				}
+			}
+		}
+	}
+}

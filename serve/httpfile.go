@@ -221,10 +221,17 @@ func (c *conn) sendRange(fd int, st *unix.Stat_t, off, n int64, t *transfer) err
 	return err
 }
 
-// fileHeaders adds the headers every file response carries.
+// fileHeaders adds the headers every file response carries. With
+// max_ranges = 0 a Range is ignored, and there is no Accept-Ranges: bytes
+// (RFC 9110 section 14.3), which would claim otherwise; nor "none", as
+// nginx sends neither (zfetch -x, told "none", fetches the whole file on
+// each connection, where a 200 to its first Range makes it fall back to
+// one).
 func (c *conn) fileHeaders(etag string, mod time.Time) {
 	c.validators(etag, mod)
-	c.header("Accept-Ranges", "bytes")
+	if c.s.opts.MaxRanges > 0 {
+		c.header("Accept-Ranges", "bytes")
+	}
 	c.header("X-Content-Type-Options", "nosniff")
 }
 
