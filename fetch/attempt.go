@@ -91,7 +91,15 @@ func (d *download) openNative(conn *Conn, s *source, id ident, pos, end int64) (
 // in the file and its length.
 func (d *download) openHTTP(conn *Conn, s *source, id ident, pos, end int64) (int64, int64, error) {
 	loc := id.Loc
-	ranged := !(pos == 0 && end == id.Size) && s.ranges() && !d.noRanges
+	whole := pos == 0 && end == id.Size
+	if !whole && !s.ranges() && !d.noRanges {
+		// The source said it does not do ranges (Accept-Ranges: none):
+		// a part of the file would cost a GET of all of it from the
+		// first byte. Ask for nothing: errNoRanges makes the download
+		// one stream (run), or drops this source if others are left.
+		return 0, 0, errNoRanges
+	}
+	ranged := !whole && s.ranges() && !d.noRanges
 	var fields []string
 	if ranged {
 		fields = []string{"Range", rangeField(pos, end), "If-Range", id.ifRange()}

@@ -206,6 +206,43 @@ func TestHTTPServerIgnoresRanges(t *testing.T) {
 	}
 }
 
+// A server that says it does not do ranges (Accept-Ranges: none) is
+// fetched in one stream from the start: -x must not open a GET of the
+// whole file per segment, each read from byte 0 to its own part.
+func TestHTTPAcceptRangesNone(t *testing.T) {
+	s := newHTTPFake(t, false)
+	data := randBytes(8*MinSplit+999, 11)
+	s.put("/f", data, lastMod)
+	s.hook = func(n int, w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Accept-Ranges", "none")
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		w.Header().Set("Last-Modified", lastMod.UTC().Format(http.TimeFormat))
+		w.WriteHeader(200)
+		if r.Method == "GET" {
+			w.Write(data)
+		}
+		return true
+	}
+	c, _ := testClient(t, Options{Conns: 4})
+	dst := filepath.Join(t.TempDir(), "out")
+	if _, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst, Name: "out"}); err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, dst, data, lastMod.UnixNano())
+	gets := 0
+	for _, r := range s.requests() {
+		if r.Method == "GET" {
+			gets++
+		}
+		if r.Range != "" {
+			t.Errorf("a Range request to a server that said Accept-Ranges: none: %+v", r)
+		}
+	}
+	if gets != 1 || s.sent.Load() != int64(len(data)) {
+		t.Errorf("%d GETs, %d body bytes sent for a file of %d: want one GET of the file", gets, s.sent.Load(), len(data))
+	}
+}
+
 func TestHTTPRetryAfter(t *testing.T) {
 	for _, code := range []int{503, 429} {
 		t.Run(fmt.Sprint(code), func(t *testing.T) {
