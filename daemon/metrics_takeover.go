@@ -34,6 +34,9 @@ func checkMetricsTakeover(addr string) (draining bool, err error) {
 	if err != nil || port == "0" {
 		return false, nil // bind reports a bad address; port 0 is always a new one
 	}
+	if err := notLocal(addr); err != nil {
+		return false, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)

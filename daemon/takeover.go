@@ -156,6 +156,9 @@ func checkTakeover(addr string, proxy bool) (draining bool, err error) {
 	if err != nil || port == "0" {
 		return false, nil // bind reports a bad address; port 0 is always a new one
 	}
+	if err := notLocal(addr); err != nil {
+		return false, err
+	}
 	for try := 0; ; try++ {
 		st, err := probe(addr, proxy)
 		switch {
@@ -175,6 +178,29 @@ func checkTakeover(addr string, proxy bool) (draining bool, err error) {
 		}
 		return false, fmt.Errorf("listen %s: address already in use: %s, unlike a draining zfs-serve (a new instance takes a port over only from a draining one)", addr, what)
 	}
+}
+
+// notLocal returns the error bind would give for addr if its host is not
+// an address of this machine (EADDRNOTAVAIL: a typo, or an interface not
+// up yet at boot), found by binding a UDP socket to the host alone, which
+// neither listens nor sends; else nil, and bind decides. The takeover
+// checks ask it before they connect to addr: for an address that is not
+// ours, that connection would go out to whichever host has it, and its
+// answer, or its silence, would be reported as "address already in use".
+func notLocal(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || net.ParseIP(host) == nil {
+		return nil // "" (every address) or "localhost": local
+	}
+	c, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+	if err == nil {
+		c.Close()
+		return nil
+	}
+	if !errors.Is(err, syscall.EADDRNOTAVAIL) {
+		return nil
+	}
+	return fmt.Errorf("listen %s: bind: %w (%s is not an address of this machine)", addr, syscall.EADDRNOTAVAIL, host)
 }
 
 // probe asks the server at addr for STAT / and returns the answer's

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -411,4 +412,33 @@ time.sleep(60)`)
 			t.Errorf("did not wait for a lock of ours (%v)", el)
 		}
 	})
+}
+
+// TestTakeoverNotLocal: a listen or metrics_listen address that is not
+// one of this machine's (a typo, or an interface not up yet at boot) is
+// refused with bind's own reason, "cannot assign requested address",
+// without the takeover probe connecting to it: that would reach
+// whichever host has the address, and report its answer, or its
+// silence, as "address already in use". 192.0.2.1 is TEST-NET-1 (RFC
+// 5737), on no machine.
+func TestTakeoverNotLocal(t *testing.T) {
+	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
+	probeTimeout = 300 * time.Millisecond
+	const addr = "192.0.2.1:17899"
+	check := func(what string, err error) {
+		t.Helper()
+		if err == nil || !errors.Is(err, syscall.EADDRNOTAVAIL) || strings.Contains(err.Error(), "already in use") {
+			t.Errorf("%s %s: %v; want bind's EADDRNOTAVAIL", what, addr, err)
+		}
+	}
+	_, err := checkTakeover(addr, false)
+	check("listen", err)
+	_, err = checkTakeover(addr, true)
+	check("listen proxy:", err)
+	_, err = checkMetricsTakeover(addr)
+	check("metrics_listen", err)
+	// An address of this machine is probed as before.
+	if _, err := checkTakeover("127.0.0.1:0", false); err != nil {
+		t.Errorf("127.0.0.1:0: %v", err)
+	}
 }
