@@ -28,7 +28,9 @@ func CheckListen(a string) error {
 
 // ParseTrusted parses proxy_trusted: CIDR prefixes ("10.0.0.0/8") or
 // single addresses ("192.0.2.7", the same as "192.0.2.7/32"). IPv4
-// prefixes also match IPv4-mapped IPv6 addresses.
+// prefixes also match IPv4-mapped IPv6 addresses, and an entry written
+// IPv4-mapped ("::ffff:192.0.2.7", "::ffff:192.0.2.0/120") is its IPv4
+// form: peers are matched unmapped.
 func ParseTrusted(nets []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, n := range nets {
@@ -40,16 +42,25 @@ func ParseTrusted(nets []string) ([]netip.Prefix, error) {
 			if p != p.Masked() {
 				return nil, fmt.Errorf("%q has bits set past its prefix length: write %s", n, p.Masked())
 			}
-			out = append(out, p)
+			out = append(out, unmapPrefix(p))
 			continue
 		}
 		a, err := netip.ParseAddr(n)
 		if err != nil || a.Zone() != "" {
 			return nil, fmt.Errorf("%q is not a network like \"10.0.0.0/8\" or an address", n)
 		}
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		out = append(out, unmapPrefix(netip.PrefixFrom(a, a.BitLen())))
 	}
 	return out, nil
+}
+
+// unmapPrefix turns an IPv4-mapped prefix (::ffff:a.b.c.d/96 or longer)
+// into its IPv4 form; other prefixes are returned as they are.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 // CheckAddr validates a listen address ("host:port", "[::1]:port", ":port").

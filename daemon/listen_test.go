@@ -176,3 +176,29 @@ func TestTrustedPeer(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustedMappedEntry: a proxy_trusted entry written IPv4-mapped
+// ("::ffff:10.1.2.3", as ss shows a peer of a dual-stack socket) names
+// that IPv4 balancer, on an IPv4 socket and a dual-stack one alike;
+// parsed as an IPv6 prefix it matched nothing (peers are matched
+// unmapped), so the balancer was shut out while --check said OK.
+func TestTrustedMappedEntry(t *testing.T) {
+	nets, err := config.ParseTrusted([]string{"::ffff:10.1.2.3", "::ffff:192.0.2.0/120"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		sa   syscall.Sockaddr
+		want bool
+	}{
+		{&syscall.SockaddrInet4{Addr: [4]byte{10, 1, 2, 3}}, true},
+		{&syscall.SockaddrInet6{Addr: netip.MustParseAddr("::ffff:10.1.2.3").As16()}, true},
+		{&syscall.SockaddrInet4{Addr: [4]byte{192, 0, 2, 77}}, true},
+		{&syscall.SockaddrInet4{Addr: [4]byte{10, 1, 2, 4}}, false},
+		{&syscall.SockaddrInet4{Addr: [4]byte{192, 0, 3, 1}}, false},
+	} {
+		if got := trusted(tc.sa, nets); got != tc.want {
+			t.Errorf("trusted(%v) = %v, want %v", tc.sa, got, tc.want)
+		}
+	}
+}
