@@ -129,8 +129,8 @@ type Worker struct {
 	Slot        int    `json:"slot"`
 	State       string `json:"state"` // starting, ready, unresponsive, retiring, draining, killed, restarting
 	Active      int    `json:"active"`
-	Connections uint64 `json:"connections"`
-	BytesSent   uint64 `json:"bytes_sent"` // body bytes the kernel accepted, not bytes clients received
+	Connections uint64 `json:"connections"` // served: finished and in flight (active)
+	BytesSent   uint64 `json:"bytes_sent"`  // body bytes the kernel accepted, not bytes clients received
 	// By protocol: requests served, and HTTP's share of bytes_sent.
 	NativeRequests uint64     `json:"native_requests"`
 	HTTPRequests   uint64     `json:"http_requests"`

@@ -153,8 +153,10 @@ func askable(w *workerProc) *workerProc {
 
 // workerRow is a live worker's status row, from the supervisor's counters.
 func workerRow(g *generation, sl *slot, w *workerProc) ctl.Worker {
+	// Connections as the worker counts them: done and in flight.
+	active := max(0, w.active.Load())
 	row := ctl.Worker{Generation: g.id, Slot: sl.index, PID: w.pid, Started: w.started,
-		Active: int(w.active.Load()), Connections: w.conns.Load(), BytesSent: w.bytes.Load()}
+		Active: int(active), Connections: w.conns.Load() + uint64(active), BytesSent: w.bytes.Load()}
 	if sl.w == w { // a retired worker's slot history belongs to its replacement
 		row.Restarts, row.LastExit = sl.restarts, sl.lastExit
 	}
