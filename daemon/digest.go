@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -68,7 +69,10 @@ func (h *controlHandler) Digest(ctx context.Context, paths []string, timeout tim
 			w = o
 		}
 	}
-	req, _ := json.Marshal(digestRequest{Paths: paths, TimeoutMS: timeout.Milliseconds()})
+	req, err := digestRequestPayload(paths, timeout)
+	if err != nil {
+		return nil, err
+	}
 	b, err := w.ask(ctx, s.querySeq.Add(1), msgDigestReq, req, timeout+digestMargin)
 	if err != nil {
 		return nil, err
@@ -102,6 +106,25 @@ func (h *controlHandler) Digest(ctx context.Context, paths []string, timeout tim
 		}
 	}
 	return out, nil
+}
+
+// digestRequestPayload is msgDigestReq's JSON. Without HTML escaping: a
+// request line of ctl.MaxLine bytes of '<' would take six times as many
+// as \u003c, more than one channel message holds, and a worker drops a
+// message over its receive buffer (the request would wait out its whole
+// timeout). As it is, the worst case is U+2028, escaped in six bytes for
+// three, which fits; a request that would not is refused at once.
+func digestRequestPayload(paths []string, timeout time.Duration) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(digestRequest{Paths: paths, TimeoutMS: timeout.Milliseconds()}); err != nil {
+		return nil, err
+	}
+	if n := len(idMessage(msgDigestReq, 0)) + b.Len(); n > maxMsg {
+		return nil, fmt.Errorf("digest request of %d bytes is too large for a worker's channel (%d); ask for fewer paths at once", n, maxMsg)
+	}
+	return b.Bytes(), nil
 }
 
 // answerDigest computes the digests a msgDigestReq asks for and answers.

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -25,5 +26,40 @@ func TestDigestAnswerFits(t *testing.T) {
 		t.Fatalf("an answer for %d paths takes %d bytes; a channel message has at most %d", ctl.MaxDigestPaths, n, maxMsg)
 	} else {
 		t.Logf("largest answer: %d bytes of %d", n, maxMsg)
+	}
+}
+
+// TestDigestRequestFits: the largest digest request the control server
+// accepts (a MaxLine line whose paths are made of the bytes JSON
+// escapes the most: '<', '>' and '&', which encoding/json writes as
+// \u003c and the like by default, six bytes for one, or U+2028) fits one
+// channel message to the worker as the supervisor encodes it. One that
+// did not was dropped by the worker ("channel message too long;
+// ignored", over its receive buffer) and zctl digest waited out the
+// whole timeout, 5 minutes by default, or failed with "sendmsg: message
+// too long".
+func TestDigestRequestFits(t *testing.T) {
+	for _, c := range []string{"<", ">", "&", "\u2028"} {
+		var paths []string
+		per := 4000 / len(c) * len(c)
+		for range ctl.MaxDigestPaths {
+			paths = append(paths, strings.Repeat(c, per/len(c)))
+			var line bytes.Buffer
+			enc := json.NewEncoder(&line)
+			enc.SetEscapeHTML(false)
+			enc.Encode(ctl.Request{V: ctl.Version, Cmd: ctl.CmdDigest, Paths: paths})
+			if line.Len() > ctl.MaxLine {
+				paths = paths[:len(paths)-1]
+				break
+			}
+		}
+		payload, err := digestRequestPayload(paths, ctl.DefaultDigestTimeout)
+		if err != nil {
+			t.Errorf("%q: %d paths of %d bytes: %v", c, len(paths), per, err)
+			continue
+		}
+		if n := len(idMessage(msgDigestReq, 1)) + len(payload); n > maxMsg {
+			t.Errorf("%q: %d paths of %d bytes take %d bytes on the channel; a message has at most %d", c, len(paths), per, n, maxMsg)
+		}
 	}
 }
