@@ -156,9 +156,18 @@ func (s *Supervisor) bind(entry string) (*listener, error) {
 	addr, proxy := config.SplitListen(entry)
 	unlock := s.lockPort(addr)
 	defer unlock()
-	draining, err := checkTakeover(addr, proxy)
-	if err != nil {
-		return nil, err
+	var own []string
+	for _, l := range s.listeners {
+		if !l.closed.Load() {
+			own = append(own, l.addr)
+		}
+	}
+	draining := false
+	if !probesOwn(addr, own) {
+		var err error
+		if draining, err = checkTakeover(addr, proxy); err != nil {
+			return nil, err
+		}
 	}
 	if draining {
 		s.log.Info("a draining zfs-serve answers on this address: taking the port over; it finishes its transfers, new connections come here", "addr", addr)

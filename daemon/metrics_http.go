@@ -71,9 +71,12 @@ func (s *Supervisor) openMetrics(activated *os.File) error {
 func (s *Supervisor) bindMetrics(addr string) (*metricsListener, error) {
 	unlock := s.lockPort(addr)
 	defer unlock()
-	draining, err := checkMetricsTakeover(addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
+	draining := false
+	if ml := s.metrics.listener; ml == nil || !probesOwn(addr, []string{ml.addr}) {
+		var err error
+		if draining, err = checkMetricsTakeover(addr); err != nil {
+			return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
+		}
 	}
 	beforeBind()
 	ln, err := listenReusePort(addr)

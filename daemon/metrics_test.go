@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -296,8 +297,17 @@ func TestMetricsListenerReload(t *testing.T) {
 		t.Fatal("an aborted reload changed the listener or left its own open")
 	}
 
-	// A bind failure fails the reload.
-	if err := s.prepareMetrics(&config.Config{MetricsListen: next.addr}); err == nil || !strings.Contains(err.Error(), "metrics_listen") {
+	// A bind failure fails the reload: an address another socket holds
+	// (not this daemon's own, which a reload may name: it takes the
+	// port it already has).
+	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
+	probeTimeout = 300 * time.Millisecond
+	busy, err := net.Listen("tcp", "127.0.0.4:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	if err := s.prepareMetrics(&config.Config{MetricsListen: busy.Addr().String()}); err == nil || !strings.Contains(err.Error(), "metrics_listen") {
 		t.Fatalf("binding a busy address: %v", err)
 	}
 

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -178,6 +180,51 @@ func checkTakeover(addr string, proxy bool) (draining bool, err error) {
 		}
 		return false, fmt.Errorf("listen %s: address already in use: %s, unlike a draining zfs-serve (a new instance takes a port over only from a draining one)", addr, what)
 	}
+}
+
+// probeDest is where a takeover probe of addr connects: its address, or
+// 127.0.0.1 for an unspecified host ("", 0.0.0.0, ::), as Go dials a
+// wildcard over "tcp". ok is false for a host name ("localhost").
+func probeDest(addr string) (dest netip.AddrPort, ok bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return dest, false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return dest, false
+	}
+	ip := netip.IPv4Unspecified()
+	if host != "" {
+		if ip, err = netip.ParseAddr(host); err != nil {
+			return dest, false
+		}
+	}
+	if ip = ip.Unmap().WithZone(""); ip.IsUnspecified() {
+		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	return netip.AddrPortFrom(ip, uint16(p)), true
+}
+
+// probesOwn reports whether a takeover probe of addr would connect where
+// one of own, the addresses this daemon listens on (with their actual
+// ports), would: for a reload that turns 127.0.0.1:PORT into
+// 0.0.0.0:PORT, say. This daemon, which serves, would answer it, and say
+// nothing of anyone else (nothing else serves there: this daemon's own
+// check of that address, when it bound it, would have found it, and any
+// zfs-serve started since asked there and found this one). Such an
+// address is bound without the probe.
+func probesOwn(addr string, own []string) bool {
+	d, ok := probeDest(addr)
+	if !ok {
+		return false
+	}
+	for _, o := range own {
+		if od, ok := probeDest(o); ok && od == d {
+			return true
+		}
+	}
+	return false
 }
 
 // notLocal returns the error bind would give for addr if its host is not

@@ -442,3 +442,54 @@ func TestTakeoverNotLocal(t *testing.T) {
 		t.Errorf("127.0.0.1:0: %v", err)
 	}
 }
+
+// TestReloadWidensListener: a reload that turns 127.0.0.1:PORT into
+// 0.0.0.0:PORT (to open a listener to the network), for a file listener
+// or metrics_listen, binds the new address. The takeover probe for
+// 0.0.0.0:PORT dials 127.0.0.1:PORT, which is this daemon's own
+// listener, still open until the new generation takes over: its answer
+// ("ok", or "busy" here with no worker) failed the reload with "address
+// already in use", about the daemon itself.
+func TestReloadWidensListener(t *testing.T) {
+	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
+	probeTimeout = 300 * time.Millisecond
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		return port
+	}
+	t.Run("listen", func(t *testing.T) {
+		s := loopSupervisor(t, stateServing)
+		port := free()
+		s.cfg.Listen = []string{"127.0.0.1:" + port}
+		if err := s.openListeners(activatedSockets{}); err != nil {
+			t.Fatal(err)
+		}
+		s.startAccepting()
+		t.Cleanup(s.closeListeners)
+		l, err := s.bind("0.0.0.0:" + port)
+		if err != nil {
+			t.Fatalf("bind 0.0.0.0:%s beside this daemon's own 127.0.0.1:%s: %v", port, port, err)
+		}
+		l.f.Close()
+	})
+	t.Run("metrics_listen", func(t *testing.T) {
+		s := loopSupervisor(t, stateServing)
+		s.dispatch.Store(&[]*workerProc{{}})
+		port := free()
+		s.cfg.MetricsListen = "127.0.0.1:" + port
+		if err := s.openMetrics(nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.closeMetrics)
+		ml, err := s.bindMetrics("0.0.0.0:" + port)
+		if err != nil {
+			t.Fatalf("bind metrics 0.0.0.0:%s beside this daemon's own 127.0.0.1:%s: %v", port, port, err)
+		}
+		ml.ln.Close()
+	})
+}
