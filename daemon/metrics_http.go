@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/zfs-serve/zfs-serve/config"
 	"github.com/zfs-serve/zfs-serve/ctl"
+	"github.com/zfs-serve/zfs-serve/internal/ratelog"
 )
 
 // The metrics listener: plain net/http in the supervisor (it is not the
@@ -106,16 +108,65 @@ func (s *Supervisor) serveMetrics(ml *metricsListener) {
 	if ml.tookOver {
 		s.log.Info("a draining zfs-serve answers on the metrics address: taking it over; health checks come here", "addr", ml.addr)
 	}
-	ln := watchedListener{Listener: ml.ln, onAccept: func() {
+	ln := &connLimit{Listener: watchedListener{Listener: ml.ln, onAccept: func() {
 		if w := ml.watch.Load(); w != nil && w.accepted(time.Now()) {
 			s.post(evLeaveMetrics{ml})
 		}
-	}}
+	}}, max: maxMetricsConns, log: s.log}
 	go func() {
 		if err := ml.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !ml.left.Load() {
 			s.log.Error("metrics listener failed", "addr", ml.addr, "err", err)
 		}
 	}()
+}
+
+// maxMetricsConns bounds the connections the metrics listener holds open
+// at once. It is not authenticated, and each connection is one of the
+// supervisor's descriptors, which the file listeners' accept loops, the
+// control socket and the workers' channels share: without a bound,
+// whoever reaches the port could hold enough (a connection lasts up to
+// ReadHeaderTimeout without a request, IdleTimeout after one) that the
+// supervisor accepted neither file connections nor zctl. Scrapers and a
+// load balancer's health checks need a few.
+const maxMetricsConns = 64
+
+// connLimit closes at once the connections it accepts beyond max open
+// (logged at most once a second), so that they cost no descriptor for
+// longer than that.
+type connLimit struct {
+	net.Listener
+	max  int64
+	log  *slog.Logger
+	open atomic.Int64
+	rl   ratelog.Limiter
+}
+
+func (l *connLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) <= l.max {
+			return &limitedConn{Conn: c, l: l}, nil
+		}
+		l.open.Add(-1)
+		c.Close()
+		l.rl.Log(l.log, time.Now(), slog.LevelWarn, "metrics connection closed: too many open", "max", l.max, "client", c.RemoteAddr().String())
+	}
+}
+
+// limitedConn gives its place back to its connLimit once closed.
+type limitedConn struct {
+	net.Conn
+	l    *connLimit
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return err
 }
 
 // close stops ml: scrapes in progress get a moment to finish.
