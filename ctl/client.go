@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -22,17 +23,44 @@ func SocketPath(explicit string) string {
 	if p := os.Getenv("ZFS_SERVE_CONTROL"); p != "" {
 		return p
 	}
-	return firstExisting(ControlPaths(), DefaultControlPath())
+	return firstExisting(ControlPaths(), DefaultControlPath(), tmpControlPath())
 }
 
 // firstExisting returns the first of paths that exists, else fallback.
-func firstExisting(paths []string, fallback string) string {
+// A socket at tmp (the /tmp fallback) that cannot be a zfs-serve's
+// (notZfsServe) is passed over.
+func firstExisting(paths []string, fallback, tmp string) string {
 	for _, p := range paths {
-		if _, err := os.Stat(p); err == nil {
+		if _, err := os.Stat(p); err == nil && notZfsServe(p, tmp) == nil {
 			return p
 		}
 	}
 	return fallback
+}
+
+// tmpControlPath is this user's control socket in /tmp, the last of the
+// user's default places; a variable for tests.
+var tmpControlPath = func() string { return controlPath(-1, os.Getuid(), false, "") }
+
+// notZfsServe says why the socket at path, if it is tmp (the /tmp
+// fallback, /tmp/zfs-serve-UID/control.sock), cannot be a zfs-serve's:
+// its directory is not one zfs-serve makes its socket in (Listen: owned
+// by the daemon's user, this user, or root, and writable by nobody
+// else). Anyone can make /tmp/zfs-serve-UID first and answer zctl there,
+// as a daemon that serves (or drains) while none does, or ahead of the
+// system's daemon, which a control_group member's zctl finds after its
+// own places. nil for any other path: those are in directories only
+// root (/run) or the user (the runtime directory) can write, or chosen
+// with -s.
+func notZfsServe(path, tmp string) error {
+	if path != tmp {
+		return nil
+	}
+	why, err := socketDirProblem(filepath.Dir(path))
+	if err != nil || why == "" {
+		return nil // no directory: the dial says so
+	}
+	return fmt.Errorf("control socket %s is not a zfs-serve's: its %s (zfs-serve would not have made it there); remove it, or use -s PATH", path, why)
 }
 
 // Timeouts bound how long Client.Do waits for the daemon, so that zctl
@@ -71,6 +99,9 @@ type Client struct {
 func Dial(path string) (*Client, error) {
 	if len(path) > MaxSocketPath {
 		return nil, fmt.Errorf("control socket %s: path is %d bytes long; a unix socket path can have at most %d", path, len(path), MaxSocketPath)
+	}
+	if err := notZfsServe(path, tmpControlPath()); err != nil {
+		return nil, err
 	}
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {

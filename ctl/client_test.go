@@ -98,15 +98,15 @@ func TestFirstExisting(t *testing.T) {
 	dir := shortDir(t)
 	a, b, c := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c")
 	paths := []string{a, b, c}
-	if got := firstExisting(paths, "fallback"); got != "fallback" {
+	if got := firstExisting(paths, "fallback", ""); got != "fallback" {
 		t.Errorf("none exists: %q", got)
 	}
 	os.WriteFile(c, nil, 0o600)
-	if got := firstExisting(paths, "fallback"); got != c {
+	if got := firstExisting(paths, "fallback", ""); got != c {
 		t.Errorf("only the last exists: %q", got)
 	}
 	os.WriteFile(b, nil, 0o600)
-	if got := firstExisting(paths, "fallback"); got != b {
+	if got := firstExisting(paths, "fallback", ""); got != b {
 		t.Errorf("the last two exist: %q", got)
 	}
 }
@@ -239,6 +239,68 @@ func TestClientDo(t *testing.T) {
 			}
 			if errors.Is(err, ErrClosed) != tt.isClosed {
 				t.Errorf("errors.Is(%v, ErrClosed) = %v", err, !tt.isClosed)
+			}
+		})
+	}
+}
+
+// TestPlantedTmpSocket: zctl does not talk to a socket at the /tmp
+// fallback (/tmp/zfs-serve-UID/control.sock) whose directory zfs-serve
+// would not have made it in: anyone can create /tmp/zfs-serve-UID first
+// and answer there. A user without XDG_RUNTIME_DIR (cron, sudo -u) who
+// controls the system's daemon as a member of its control_group had
+// that path looked at first, so "zctl drain" went to whoever planted it,
+// which could answer "draining" while the real daemon served on.
+func TestPlantedTmpSocket(t *testing.T) {
+	base := shortDir(t)
+	system := filepath.Join(base, "system.sock")
+	os.WriteFile(system, nil, 0o600)
+	for _, c := range []struct {
+		name  string
+		mode  os.FileMode
+		owner int // -1: this process's
+		ok    bool
+	}{
+		{"own, private", 0o700, -1, true},
+		{"own, 0755", 0o755, -1, true},
+		{"own, writable by others", 0o777, -1, false},
+		{"another user's", 0o755, 65534, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(base, strings.ReplaceAll(c.name, " ", "_"))
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			if c.owner >= 0 {
+				if err := os.Lchown(dir, c.owner, c.owner); err != nil {
+					t.Skip("cannot give the directory to another user:", err)
+				}
+			}
+			tmp := filepath.Join(dir, "control.sock")
+			ln, err := net.Listen("unix", tmp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			defer func(f func() string) { tmpControlPath = f }(tmpControlPath)
+			tmpControlPath = func() string { return tmp }
+
+			want := system
+			if c.ok {
+				want = tmp
+			}
+			if got := firstExisting([]string{tmp, system}, tmp, tmp); got != want {
+				t.Errorf("zctl picks %s, want %s", got, want)
+			}
+			cl, err := Dial(tmp)
+			if cl != nil {
+				cl.Close()
+			}
+			if c.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "is not a zfs-serve's") {
+				t.Errorf("Dial %s: %v", tmp, err)
 			}
 		})
 	}

@@ -136,13 +136,24 @@ func besidePath(path string) string {
 // other-writable it must be sticky (like /tmp, where others cannot remove
 // or rename what is ours).
 func checkSocketDir(dir string) error {
+	why, err := socketDirProblem(dir)
+	if err != nil || why == "" {
+		return err
+	}
+	return fmt.Errorf("%s: someone else could replace or remove the socket; remove it or choose another path with --control", why)
+}
+
+// socketDirProblem says what makes dir unsafe for a control socket
+// (checkSocketDir), "" if nothing does; err is a directory that cannot
+// be examined.
+func socketDirProblem(dir string) (string, error) {
 	st, err := os.Lstat(dir)
 	if err != nil {
-		return fmt.Errorf("control socket directory: %w", err)
+		return "", fmt.Errorf("control socket directory: %w", err)
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
-		return fmt.Errorf("control socket directory %s: cannot read its owner", dir)
+		return "", fmt.Errorf("control socket directory %s: cannot read its owner", dir)
 	}
 	m, uid, euid := st.Mode(), int(sys.Uid), os.Geteuid()
 	var why string
@@ -157,7 +168,7 @@ func checkSocketDir(dir string) error {
 	case m.Perm()&0o022 != 0 && m&os.ModeSticky == 0:
 		why = "is writable by group or others and not sticky"
 	default:
-		return nil
+		return "", nil
 	}
-	return fmt.Errorf("control socket directory %s (owner uid %d, mode %v) %s: someone else could replace or remove the socket; remove it or choose another path with --control", dir, uid, m, why)
+	return fmt.Sprintf("control socket directory %s (owner uid %d, mode %v) %s", dir, uid, m, why), nil
 }
