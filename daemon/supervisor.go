@@ -209,9 +209,8 @@ func (s *Supervisor) run(ctx context.Context) error {
 	cloexecInherited()
 	s.initSched()
 	signal.Ignore(syscall.SIGPIPE)
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	sigs, stopSignals := notifySignals()
+	defer stopSignals()
 
 	var err error
 	if s.deathR, s.deathW, err = os.Pipe(); err != nil {
@@ -259,6 +258,47 @@ func (s *Supervisor) run(ctx context.Context) error {
 	healthTick := time.NewTicker(heartbeatInterval)
 	defer healthTick.Stop()
 	return s.loop(ctx, inputs{signals: sigs, watchdog: watchdog, status: statusTick.C, health: healthTick.C})
+}
+
+// notifySignals delivers the signals the supervisor acts on to sigs. Each
+// kind has a channel of its own in between, so that a flood of one kind
+// (SIGHUPs from a script, SIGUSR1s) cannot crowd out another:
+// signal.Notify drops a signal whose channel is full, and with one
+// channel for all, a SIGTERM that came while SIGHUPs filled it was lost
+// and the daemon served on. SIGHUPs and SIGUSR1s that come while one is
+// pending are one (a reload or a drain already asked for); SIGTERMs and
+// SIGINTs each count (a second escalates a drain). stop ends the delivery.
+func notifySignals() (sigs <-chan os.Signal, stop func()) {
+	out := make(chan os.Signal)
+	term := make(chan os.Signal, 4)
+	hup := make(chan os.Signal, 1)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(hup, syscall.SIGHUP)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	done := make(chan struct{})
+	for _, c := range []chan os.Signal{term, hup, usr1} {
+		go func() {
+			for {
+				select {
+				case sig := <-c:
+					select {
+					case out <- sig:
+					case <-done:
+						return
+					}
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	return out, func() {
+		signal.Stop(term)
+		signal.Stop(hup)
+		signal.Stop(usr1)
+		close(done)
+	}
 }
 
 // start starts the first generation; the loop promotes it once ready.
