@@ -158,6 +158,9 @@ func TestChaos(t *testing.T) {
 	// first comes early: a fast run of the short form (6 s) reaches its
 	// restart at about 2 s, and a drain refuses the reloads sent while it
 	// lasts, so reloads only every 2 s from the start could all be refused.
+	// After a refused or failed one the next comes in 300 ms: in one run
+	// the first failed (the killer took the new worker) and the restart's
+	// drain refused the two after it, so the run had no reload at all.
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
@@ -177,6 +180,7 @@ func TestChaos(t *testing.T) {
 			case r.Code == 0:
 				reloads.Add(1)
 			default:
+				wait = 300 * time.Millisecond
 				reloadsFailed.Add(1)
 				failedMu.Lock()
 				failedWhy[strings.TrimSpace(r.Stderr)]++
