@@ -72,6 +72,16 @@ func (s *Server) followRoot() {
 	s.log.Info("the root's path names another directory now; serving it", "root", s.opts.Root)
 }
 
+// openOSRoot is os.OpenRoot(path) for a directory only. os.OpenRoot
+// opens with O_RDONLY alone, and the path may name a FIFO by now (it
+// was a directory a moment ago, or the root is switched to one): that
+// open would wait for a writer, for ever, and with it watchRoot and
+// Close. The walk of path + "/." refuses anything but a directory
+// (ENOTDIR) before opening it.
+func openOSRoot(path string) (*os.Root, error) {
+	return os.OpenRoot(path + "/.")
+}
+
 // follow makes r the directory at path: r.fd names it (same number), and
 // the rest of r describes it.
 func (r *rootDir) follow(path string) error {
@@ -93,7 +103,7 @@ func (r *rootDir) follow(path string) error {
 		}
 		unix.Close(dot)
 	}
-	or, err := os.OpenRoot(path)
+	or, err := openOSRoot(path)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zfs-serve/zfs-serve/wire"
 )
 
@@ -83,5 +85,66 @@ func TestFollowRoot(t *testing.T) {
 	ts.srv.followRoot()
 	if got := get("/f"); got != "B" {
 		t.Fatalf("/f with the root's path missing: %q, want B", got)
+	}
+}
+
+// TestFollowRootFIFONeverBlocks: the root's path may name a FIFO for a
+// moment (a deploy script's mistake, or anyone who may write where the
+// path lives). followRoot opens the path twice, once with O_DIRECTORY,
+// which refuses a FIFO at once, and once more for the os.Root fallback,
+// which opened it as os.OpenRoot does, O_RDONLY alone: a FIFO swapped in
+// between was opened for reading, which waits for a writer, for ever.
+// That worker's watchRoot never looked at the root again (it kept its
+// tree while the others followed), and Close, which waits for it, never
+// returned. Both opens now refuse what is not a directory.
+func TestFollowRootFIFONeverBlocks(t *testing.T) {
+	_, root, _ := testCache(t, 0)
+	dir := t.TempDir()
+	site, other := filepath.Join(dir, "site"), filepath.Join(dir, "other")
+	if err := os.Mkdir(site, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	flapped := make(chan struct{})
+	go func() { // site is the directory, then the FIFO, then the directory...
+		defer close(flapped)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			unix.Renameat2(unix.AT_FDCWD, site, unix.AT_FDCWD, other, unix.RENAME_EXCHANGE)
+		}
+	}()
+	defer func() { close(stop); <-flapped }()
+	unblock := func() { // a writer lets a blocked open of the FIFO return
+		for _, p := range []string{site, other} {
+			if fd, err := unix.Open(p, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+				unix.Close(fd)
+			}
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for n := 0; time.Now().Before(deadline); n++ {
+		done := make(chan struct{})
+		go func() { defer close(done); root.follow(site) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			for {
+				unblock()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Millisecond):
+					continue
+				}
+				break
+			}
+			t.Fatalf("follow blocked opening the FIFO that was swapped in (attempt %d)", n)
+		}
 	}
 }

@@ -141,7 +141,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
 	}
-	r, err := os.OpenRoot(opts.Root)
+	r, err := openOSRoot(opts.Root)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
