@@ -25,7 +25,8 @@ import (
 //
 // A path that is missing for now (a switch made by removing and
 // creating) leaves the open directory served; one that names something
-// the worker cannot serve (not a directory, not readable) too, with a
+// the worker cannot serve (not a directory, not readable) or cannot
+// look up at all (a folder on the way it may not search) too, with a
 // warning.
 
 // rootCheckEvery is how often a worker looks the root's path up again
@@ -52,8 +53,22 @@ func (s *Server) watchRoot(stop <-chan struct{}, done chan<- struct{}) {
 // not the one served (see above). Only watchRoot calls it.
 func (s *Server) followRoot() {
 	var now, cur unix.Stat_t
-	if unix.Stat(s.opts.Root, &now) != nil || unix.Fstat(s.root.fd, &cur) != nil {
-		return // missing for now: the open directory stays
+	if err := unix.Stat(s.opts.Root, &now); err != nil {
+		// Missing for now (ENOENT): the open directory stays. Out of
+		// the worker's reach (EACCES: a folder on the way it may not
+		// search; ELOOP), it stays too, but is told, as a directory it
+		// may not search is: this worker would not start on it.
+		if errno, _ := err.(unix.Errno); errno != unix.ENOENT {
+			if id := [2]uint64{^uint64(0), uint64(errno)}; id != s.rootRefused {
+				s.rootRefused = id
+				s.log.Warn("the root's path cannot be looked up; still serving the directory it named before",
+					"root", s.opts.Root, "err", err)
+			}
+		}
+		return
+	}
+	if unix.Fstat(s.root.fd, &cur) != nil {
+		return
 	}
 	if now.Dev == cur.Dev && now.Ino == cur.Ino {
 		s.rootRefused = [2]uint64{}

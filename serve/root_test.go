@@ -148,3 +148,44 @@ func TestFollowRootFIFONeverBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowRootOutOfReachWarns: a root's path the worker cannot look up
+// at all (a symlink loop here; a folder on the way it may not search,
+// EACCES, for a worker with dropped privileges) names no directory it can
+// serve, as one it may not search does, and is told once; it was taken
+// for a path missing for now, and the old tree was served in silence.
+func TestFollowRootOutOfReachWarns(t *testing.T) {
+	saved := rootCheckEvery
+	rootCheckEvery = time.Hour // the test calls followRoot itself
+	t.Cleanup(func() { rootCheckEvery = saved })
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a", "f"), []byte("A"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	site := filepath.Join(dir, "site")
+	if err := os.Symlink("a", site); err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestServer(t, "sendfile", func(o *Options) { o.Root = site })
+	os.Remove(site)
+	if err := os.Symlink("site", site); err != nil { // ELOOP
+		t.Fatal(err)
+	}
+	ts.srv.followRoot()
+	ts.srv.followRoot() // told once
+	if r, body := ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"}); r.Status != wire.StatusOK || string(body) != "A" {
+		t.Fatalf("/f with the root's path a symlink loop: %v %q, want A", r.Status, body)
+	}
+	if n := strings.Count(ts.logs.String(), "cannot be looked up"); n != 1 {
+		t.Errorf("%d warnings that the root's path cannot be looked up, want 1:\n%s", n, ts.logs.String())
+	}
+	before := strings.Count(ts.logs.String(), "cannot be")
+	os.Remove(site) // missing for now: not told
+	ts.srv.followRoot()
+	if n := strings.Count(ts.logs.String(), "cannot be"); n != before {
+		t.Errorf("a missing path was warned of:\n%s", ts.logs.String())
+	}
+}
