@@ -48,16 +48,20 @@ func (fc *fileCache) dirHit(key string) bool {
 }
 
 // noteDir remembers key for a period if err, a miss's answer at now, says
-// it names a folder. The names kept are bounded as the files are: when
-// full, a new one replaces an arbitrary one; the sweep forgets those
-// whose period is over (sweepDirsLocked).
-func (fc *fileCache) noteDir(key string, err error, now time.Time) {
+// it names a folder, and same, asked under the cache's lock, says the
+// root is still the one the miss looked in (openAs). The names kept are
+// bounded as the files are: when full, a new one replaces an arbitrary
+// one; the sweep forgets those whose period is over (sweepDirsLocked).
+func (fc *fileCache) noteDir(key string, err error, now time.Time, same func() bool) {
 	var re *reqError
 	if !errors.As(err, &re) || re.kind != wire.KindDir {
 		return
 	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
+	if !same() {
+		return
+	}
 	if _, ok := fc.dirs[key]; !ok && len(fc.dirs) >= fc.max {
 		for k := range fc.dirs {
 			delete(fc.dirs, k)

@@ -212,10 +212,14 @@ func (fc *fileCache) openAs(root *rootDir, p string, mayWait func(), dirs bool) 
 	}
 	fc.mu.Unlock()
 
+	// A root followed elsewhere (root.go) while the miss opens makes its
+	// answer this request's alone: it may be the old tree's, and the flush
+	// after the follow may already be over.
+	gen := root.gen.Load()
 	fd, stp, own, err := openNew(root, p, mayWait)
 	if err != nil {
 		if dirs {
-			fc.noteDir(key, err, now)
+			fc.noteDir(key, err, now, func() bool { return root.gen.Load() == gen })
 		}
 		return -1, st, nil, err
 	}
@@ -229,7 +233,7 @@ func (fc *fileCache) openAs(root *rootDir, p string, mayWait func(), dirs bool) 
 	body := fc.readInline(root, fd, stp, own, now)
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	if fc.m[key] != nil {
+	if fc.m[key] != nil || root.gen.Load() != gen {
 		return fd, *stp, nil, nil
 	}
 	if len(fc.m) >= fc.max {

@@ -80,6 +80,10 @@ type rootDir struct {
 	// (osRoot).
 	r        *os.Root
 	followed atomic.Pointer[os.Root]
+	// gen counts the follows: a miss opened before one is not cached
+	// after it (fileCache.openAs), where the flush that follows it would
+	// not find it.
+	gen atomic.Uint64
 	// fsp: what the file system the root is on allows (rootFS); replaced
 	// as a whole when the root is followed to another one.
 	fsp atomic.Pointer[rootFS]

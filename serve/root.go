@@ -19,9 +19,9 @@ import (
 // tree or the other, never a descriptor reused for something else. The
 // open-file cache is then emptied. So every worker serves the new tree
 // within about rootCheckEvery (a request in flight, or a miss opened in
-// the old tree as the switch happened, may still be answered from it, as
-// a repointed symlink's file is for up to open_file_cache), and a worker
-// that replaces a crashed one serves the same tree as the others.
+// the old tree as the switch happened, may still be answered from it;
+// such a miss is not cached, r.gen, so no later request is), and a
+// worker that replaces a crashed one serves the same tree as the others.
 //
 // A path that is missing for now (a switch made by removing and
 // creating) leaves the open directory served; one that names something
@@ -139,6 +139,7 @@ func (r *rootDir) follow(path string) error {
 		return fmt.Errorf("dup3: %w", err)
 	}
 	r.fsp.Store(probeFS(r.fd))
+	r.gen.Add(1) // before the caller's flush: see openAs
 	if old := r.followed.Swap(or); old != nil {
 		old.Close() // an open in it now fails with ErrClosed, and is made again (openInRoot)
 	}

@@ -189,3 +189,80 @@ func TestFollowRootOutOfReachWarns(t *testing.T) {
 		t.Errorf("a missing path was warned of:\n%s", ts.logs.String())
 	}
 }
+
+// TestFollowRootMissStraddlingSwitch: a miss that opened its file in the
+// old tree just before the root was followed elsewhere, and entered it in
+// the open-file cache just after the cache was emptied, is that request's
+// answer, but no later one's: it was cached, and every request of the
+// worker got the old tree's file until the entry expired, a whole
+// open_file_cache (up to an hour) after the switch.
+func TestFollowRootMissStraddlingSwitch(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{"a/f": "A", "b/f": "B"} {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	site := filepath.Join(dir, "site")
+	if err := os.Symlink("a", site); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(site, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenRoot(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := &rootDir{fd: fd, r: r}
+	root.probeLocal()
+	fc := newFileCache(time.Hour, 0, 0, 1<<10, 0)
+	t.Cleanup(func() { fc.close(); root.close() })
+	read := func(fd int) string {
+		b := make([]byte, 8)
+		n, _ := unix.Pread(fd, b, 0)
+		return string(b[:max(n, 0)])
+	}
+
+	os.Remove(site)
+	if err := os.Symlink("b", site); err != nil {
+		t.Fatal(err)
+	}
+	// mayWait is called after the miss's open (and, where the open is not
+	// raw, once before it too): the switch happens there, as watchRoot's
+	// followRoot would make it.
+	switchAt := 1
+	if rfs := root.fs(); !rfs.local || !rfs.cached {
+		switchAt = 2
+	}
+	calls := 0
+	hook := func() {
+		if calls++; calls == switchAt {
+			if err := root.follow(site); err != nil {
+				t.Fatal(err)
+			}
+			fc.flush()
+		}
+	}
+	fd1, _, e, err := fc.open(root, "/f", hook)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := read(fd1)
+	fc.release(fd1, e)
+	if got != "A" {
+		t.Skipf("the miss opened %q, not the old tree's file: the switch came before its open", got)
+	}
+	fd2, _, e2, err := fc.open(root, "/f", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = read(fd2)
+	fc.release(fd2, e2)
+	if got != "B" {
+		t.Fatalf("the request after the switch got %q, the old tree's file, from the cache (for open_file_cache); want B", got)
+	}
+}
