@@ -144,6 +144,11 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	r, err := openOSRoot(opts.Root)
 	if err != nil {
 		unix.Close(fd)
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			// openOSRoot looks "." up in it: a root this worker may
+			// read but not search, refused as the lookup below would.
+			return nil, fmt.Errorf("search root %s: %w", opts.Root, openError(".", err))
+		}
 		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
 	}
 	root := &rootDir{fd: fd, r: r, log: log}
