@@ -175,6 +175,12 @@ func (p *Plan) AddTree(ctx context.Context, c *Client, t Tree) error {
 			}
 		case wire.KindSymlink:
 			p.Skipped = append(p.Skipped, Skip{t.Src.Join(e.Rel), "a symlink to a directory"})
+		case wire.KindOther:
+			if e.Vanished {
+				p.Skipped = append(p.Skipped, Skip{t.Src.Join(e.Rel), "a directory gone, or no longer one, when listed after its parent (the tree changed meanwhile)"})
+				continue
+			}
+			p.Skipped = append(p.Skipped, Skip{t.Src.Join(e.Rel), "not a regular file"})
 		default:
 			p.Skipped = append(p.Skipped, Skip{t.Src.Join(e.Rel), "not a regular file"})
 		}

@@ -30,6 +30,11 @@ type TreeEntry struct {
 	// that directory says it left names out (zfs-serve's X-Listing-Omitted:
 	// names that are not valid UTF-8, which no URL can name).
 	Omitted int
+	// Vanished is set, with Kind KindOther, on a directory its parent's
+	// listing named that was gone, or no longer a directory, when Walk
+	// listed it (a tree being written to). Walk goes on without it, as a
+	// file that vanishes costs only itself.
+	Vanished bool
 }
 
 // maxDepth bounds how deep Walk descends.
@@ -110,8 +115,25 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 			}
 			out = append(out, te)
 			if te.Kind == wire.KindDir {
+				i := len(out) - 1
 				if err := walk(te.Rel, depth+1); err != nil {
-					return err
+					if !vanished(err) {
+						return err
+					}
+					// Its own LIST failed before any entry of it was
+					// added (deeper ones are handled there). Replaced
+					// by a file: fetched as that file.
+					out[i].Kind, out[i].Vanished = wire.KindOther, true
+					if t.IsHTTP() {
+						continue
+					}
+					st, serr := c.stat(ctx, t.Join(te.Rel), rep)
+					switch {
+					case serr != nil && Retryable(serr):
+						return serr
+					case serr == nil && st.Kind == wire.KindFile:
+						out[i] = TreeEntry{Rel: te.Rel, Kind: wire.KindFile, Size: st.Size, MTime: st.MTime}
+					}
 				}
 			}
 		}
@@ -121,6 +143,20 @@ func (c *Client) Walk(ctx context.Context, t Target, report func(Event)) ([]Tree
 		return out, err
 	}
 	return out, nil
+}
+
+// vanished reports whether err, a directory's LIST refused, says it is
+// no longer there as a directory: not found, or (native only: over HTTP
+// that status also means a listing zfetch cannot read) not a directory.
+func vanished(err error) bool {
+	var se *StatusError
+	if !errors.As(err, &se) {
+		return false
+	}
+	if se.HTTP != 0 {
+		return se.HTTP == 404 || se.HTTP == 410
+	}
+	return se.Status == wire.StatusNotFound || se.Status == wire.StatusNotDirectory
 }
 
 // stat is one STAT with retries.
