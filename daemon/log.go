@@ -33,11 +33,17 @@ func newLogWriter(log func() *slog.Logger) *logbuf.Writer {
 func NewLogger(w io.Writer, c *config.Config, lv *slog.LevelVar) *slog.Logger {
 	setLevel(lv, c)
 	opts := &slog.HandlerOptions{Level: lv}
-	var h slog.Handler = slog.NewTextHandler(w, opts)
-	if c.LogFormat == "json" {
-		h = slog.NewJSONHandler(w, opts)
+	out := w
+	lb, isStderr := w.(*logbuf.Writer)
+	if isStderr {
+		// Each line's level as the journal's priority (journal.go).
+		out = journalWriter(w)
 	}
-	if lb, ok := w.(*logbuf.Writer); ok {
+	var h slog.Handler = slog.NewTextHandler(out, opts)
+	if c.LogFormat == "json" {
+		h = slog.NewJSONHandler(out, opts)
+	}
+	if isStderr {
 		h = urgentHandler{h, lb.Flush}
 	}
 	return slog.New(h)

@@ -83,7 +83,7 @@ func RunWorker() error {
 		lb.Close(logFlushTimeout)
 	}
 	defer closeLogs()
-	bootLog := slog.New(slog.NewTextHandler(lb, nil)).With("proc", "worker", "pid", os.Getpid())
+	bootLog := slog.New(slog.NewTextHandler(journalWriter(lb), nil)).With("proc", "worker", "pid", os.Getpid())
 	log.Store(bootLog)
 	ch, err := fdpass.FileConn(channelFD, "channel")
 	if err != nil {

@@ -33,6 +33,19 @@ func (z *zfsContainer) journal(t *testing.T) {
 	if strings.Contains(j, "could not set the supervisor's scheduling policy") {
 		t.Errorf("journalctl -u %s: the unit's SystemCallFilter refuses sched_setattr(2)", unitService)
 	}
+	// Each line carries its level as the journal's PRIORITY, so that
+	// `journalctl -p warning` (and alerting on it) finds the refused
+	// reload of the reload step, and only lines at warning or above.
+	warn := z.Must("journalctl", "-u", unitService, "--no-pager", "-o", "cat", "-p", "warning")
+	if !strings.Contains(warn, `msg="reload failed; still serving the previous configuration"`) {
+		t.Errorf("journalctl -u %s -p warning lacks the failed reload (every line at PRIORITY=6?):\n%s", unitService, tail(warn, 20))
+	}
+	if strings.Contains(warn, `msg="worker started"`) {
+		t.Errorf("journalctl -u %s -p warning has info lines:\n%s", unitService, tail(warn, 20))
+	}
+	if dbg := z.Must("journalctl", "-u", unitService, "--no-pager", "-o", "cat", "-p", "info..info"); !strings.Contains(dbg, `msg="worker started"`) {
+		t.Errorf("journalctl -u %s -p info..info lacks the info lines:\n%s", unitService, tail(dbg, 20))
+	}
 	if t.Failed() {
 		t.Logf("journal:\n%s", tail(j, 60))
 	}
