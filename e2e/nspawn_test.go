@@ -50,6 +50,7 @@ func TestSystemdPackage(t *testing.T) {
 		{"journal", z.journal},
 		{"watchdog", z.watchdog},
 		{"upgrade", z.upgrade},
+		{"upgrade starts the enabled sockets", z.upgradeStartsSockets},
 		{"remove and purge", z.purge},
 	}
 	// Each step starts from where the previous one left the system.
@@ -165,6 +166,9 @@ func (z *zfsContainer) install(t *testing.T) {
 	}
 	if s := z.Show(unitService, "ActiveState")["ActiveState"]; s != "inactive" {
 		t.Errorf("%s is %q after install, want inactive until the first connection", unitService, s)
+	}
+	if s := z.Show(unitMetrics, "ActiveState")["ActiveState"]; s != "inactive" {
+		t.Errorf("%s is %q after install, want inactive (shipped, not enabled)", unitMetrics, s)
 	}
 	z.bigSHA = WriteRandom(t, z.Path(servedDir+"/big.bin"), bigSize)
 	z.smallSHA = WriteRandom(t, z.Path(servedDir+"/small.bin"), 1<<20+3)

@@ -68,3 +68,25 @@ func (z *zfsContainer) purge(t *testing.T) {
 		t.Errorf("unit links left after purge: %v %v", masks, left)
 	}
 }
+
+// upgradeStartsSockets: an upgrade (or a reinstall after remove) starts
+// every socket the administrator enabled, the metrics one included, as
+// dh_installsystemd would; the first connection then starts the service
+// with all of them.
+func (z *zfsContainer) upgradeStartsSockets(t *testing.T) {
+	z.Must("systemctl", "enable", unitMetrics)
+	defer z.Exec(time.Minute, "systemctl", "disable", "--now", unitMetrics)
+	z.Must("systemctl", "stop", unitService, unitSocket, unitControl, unitMetrics)
+	if r := z.Exec(2*time.Minute, "dpkg", "-i", "/pay/"+filepath.Base(z.pkg.deb)); r.Code != 0 {
+		t.Fatalf("dpkg -i again: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, u := range []string{unitSocket, unitControl, unitMetrics} {
+		if s := z.Show(u, "ActiveState")["ActiveState"]; s != "active" {
+			t.Errorf("%s (enabled) is %q after the upgrade, want active", u, s)
+		}
+	}
+	z.fetch(t, "/small.bin", z.smallSHA)
+	if st := z.status(t); len(st.Listeners) != 2 || st.Listeners[1].Name != "metrics" {
+		t.Errorf("listeners %+v after the upgrade, want zfs and metrics", st.Listeners)
+	}
+}
