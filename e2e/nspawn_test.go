@@ -51,6 +51,7 @@ func TestSystemdPackage(t *testing.T) {
 		{"watchdog", z.watchdog},
 		{"upgrade", z.upgrade},
 		{"upgrade starts the enabled sockets", z.upgradeStartsSockets},
+		{"rolling restart (docs/FLEET.md)", z.rollingRestart},
 		{"remove and purge", z.purge},
 	}
 	// Each step starts from where the previous one left the system.

@@ -90,3 +90,37 @@ func (z *zfsContainer) upgradeStartsSockets(t *testing.T) {
 		t.Errorf("listeners %+v after the upgrade, want zfs and metrics", st.Listeners)
 	}
 }
+
+// rollingRestart is docs/FLEET.md's "Rolling restart" under systemd: with
+// the service stopped alone, the load balancer's next health check starts
+// it again (the old binary, before the upgrade); with its sockets
+// stopped, the box stays down until the package is installed, and the
+// next health check then starts the new version.
+func (z *zfsContainer) rollingRestart(t *testing.T) {
+	needTool(t, "curl")
+	z.Must("systemctl", "enable", unitMetrics)
+	defer z.Exec(time.Minute, "systemctl", "disable", "--now", unitMetrics)
+	z.Must("systemctl", "stop", unitService)
+	z.Must("systemctl", "start", unitMetrics, unitService)
+	healthz := func() Result {
+		return runCmd(t, time.Minute, z.NetCommand("curl", "-sS", "-w", "%{http_code}", "--max-time", "10", "http://127.0.0.1:7071/healthz"))
+	}
+	z.Must("systemctl", "stop", unitService)
+	healthz()
+	if s := z.Show(unitService, "ActiveState")["ActiveState"]; s == "inactive" {
+		t.Errorf("a health check after systemctl stop %s left it inactive: docs/FLEET.md's warning is moot", unitService)
+	}
+	z.Must("systemctl", "stop", unitSocket, unitControl, unitMetrics)
+	if r := healthz(); r.Code == 0 {
+		t.Errorf("with the sockets stopped, /healthz answered %q, want the connection refused", r.Stdout)
+	}
+	if s := z.Show(unitService, "ActiveState")["ActiveState"]; s != "inactive" {
+		t.Errorf("%s is %q after a health check with its sockets stopped, want inactive", unitService, s)
+	}
+	if r := z.Exec(2*time.Minute, "dpkg", "-i", "/pay/"+filepath.Base(z.pkg.deb)); r.Code != 0 {
+		t.Fatalf("dpkg -i: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if !waitFor(10*time.Second, func() bool { return healthz().Stdout == "ok\n200" }) {
+		t.Errorf("/healthz after the upgrade: %q, want ok once the health check started the service", healthz().Stdout)
+	}
+}
