@@ -430,16 +430,7 @@ func (fc *fileCache) evictLocked(p string, e *cachedFile) {
 // it no longer serves; an expired entry still in use is looked up again
 // by its next request instead (revalidate).
 func (fc *fileCache) sweep() {
-	t := time.NewTicker(max(fc.valid, 100*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-fc.stop:
-			return
-		case <-t.C:
-			fc.sweepOnce(fc.now())
-		}
-	}
+	tickUntil(fc.stop, max(fc.valid, 100*time.Millisecond), func() { fc.sweepOnce(fc.now()) })
 }
 
 func (fc *fileCache) sweepOnce(now time.Time) {

@@ -87,21 +87,8 @@ func sweepEvery(idle time.Duration) time.Duration {
 func (s *Server) startSweep() {
 	s.park.sweepOnce.Do(func() {
 		s.park.stop = make(chan struct{})
-		go s.sweepLoop(s.park.stop, sweepEvery(s.opts.IdleTimeout))
+		go tickUntil(s.park.stop, sweepEvery(s.opts.IdleTimeout), func() { s.sweep(time.Now()) })
 	})
-}
-
-func (s *Server) sweepLoop(stop chan struct{}, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			s.sweep(time.Now())
-		}
-	}
 }
 
 // sweep parks the connections that were idle through the whole last

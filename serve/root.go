@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -37,16 +38,7 @@ var rootCheckEvery = time.Second
 // then closes done.
 func (s *Server) watchRoot(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	t := time.NewTicker(rootCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			s.followRoot()
-		}
-	}
+	tickUntil(stop, rootCheckEvery, s.followRoot)
 }
 
 // followRoot serves the directory the root's path names now, if it is
@@ -97,37 +89,59 @@ func openOSRoot(path string) (*os.Root, error) {
 	return os.OpenRoot(path + "/.")
 }
 
+// openRootDir opens the directory at path as a root: fd with O_RDONLY
+// (opening proves this process may read it) and the os.Root fallback
+// (openOSRoot), and checks that they are the same directory (the path may
+// be switched between the two opens). An error is an open's own, a
+// forbidden *reqError for a directory this process may read but not
+// search, or the path changed meanwhile.
+func openRootDir(path string) (fd int, or *os.Root, err error) {
+	fd, err = unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	if or, err = openOSRoot(path); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			err = openError(".", err) // "/." is a lookup in it
+		}
+		return -1, nil, err
+	}
+	var st unix.Stat_t
+	fi, err := or.Stat(".")
+	if err == nil {
+		err = unix.Fstat(fd, &st)
+	}
+	if err == nil {
+		if ost, ok := fi.Sys().(*syscall.Stat_t); !ok || ost.Dev != st.Dev || ost.Ino != st.Ino {
+			err = fmt.Errorf("%s changed while it was opened", path)
+		}
+	}
+	if err != nil {
+		or.Close()
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	return fd, or, nil
+}
+
 // follow makes r the directory at path: r.fd names it (same number), and
 // the rest of r describes it.
 func (r *rootDir) follow(path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, or, err := openRootDir(path)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer unix.Close(fd) // r.fd is a copy of it
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
-	}
 	if !noOpenat2.Load() {
 		// As New: a lookup of "." proves this worker may search it.
 		how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveBeneath}
 		dot, err := unix.Openat2(fd, ".", &how)
 		if err != nil {
+			or.Close()
 			return fmt.Errorf("search %s: %w", path, err)
 		}
 		unix.Close(dot)
-	}
-	or, err := openOSRoot(path)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
-	}
-	if fi, err := or.Stat("."); err != nil {
-		or.Close()
-		return fmt.Errorf("stat %s: %w", path, err)
-	} else if ost, ok := fi.Sys().(*syscall.Stat_t); !ok || ost.Dev != st.Dev || ost.Ino != st.Ino {
-		or.Close()
-		return fmt.Errorf("%s changed while it was opened", path)
 	}
 	// Nothing raw while the descriptor and what is known of its file
 	// system disagree: a raw call on a file system that may wait would

@@ -137,17 +137,10 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	// perhaps with dropped privileges) can read the root, and a lookup of
 	// "." that it can search it, so a root it cannot serve fails the start
 	// instead of every request.
-	fd, err := unix.Open(opts.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, r, err := openRootDir(opts.Root)
 	if err != nil {
-		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
-	}
-	r, err := openOSRoot(opts.Root)
-	if err != nil {
-		unix.Close(fd)
-		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-			// openOSRoot looks "." up in it: a root this worker may
-			// read but not search, refused as the lookup below would.
-			return nil, fmt.Errorf("search root %s: %w", opts.Root, openError(".", err))
+		if _, ok := err.(*reqError); ok { // readable, not searchable
+			return nil, fmt.Errorf("search root %s: %w", opts.Root, err)
 		}
 		return nil, fmt.Errorf("open root %s: %w", opts.Root, err)
 	}
