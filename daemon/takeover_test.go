@@ -207,17 +207,21 @@ func serveOnce(t *testing.T, resp *wire.Response) string {
 	return ln.Addr().String()
 }
 
+// freeAddr is a loopback address nothing listens on (the kernel's choice
+// of a port, closed again).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 func TestCheckTakeover(t *testing.T) {
 	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
 	probeTimeout = 300 * time.Millisecond
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln.Close()
-		return ln.Addr().String()
-	}
 	for _, c := range []struct {
 		name     string
 		addr     string
@@ -225,7 +229,7 @@ func TestCheckTakeover(t *testing.T) {
 		err      string
 	}{
 		{"port 0", "127.0.0.1:0", false, ""},
-		{"nothing listens", free(), false, ""},
+		{"nothing listens", freeAddr(t), false, ""},
 		{"a draining zfs-serve", serveOnce(t, &wire.Response{Status: wire.StatusDraining, Message: "draining"}), true, ""},
 		{"a serving zfs-serve", serveOnce(t, &wire.Response{Status: wire.StatusOK, Kind: wire.KindDir}), false, "address already in use"},
 		{"a busy zfs-serve", serveOnce(t, &wire.Response{Status: wire.StatusBusy}), false, "address already in use"},
@@ -453,18 +457,9 @@ func TestTakeoverNotLocal(t *testing.T) {
 func TestReloadWidensListener(t *testing.T) {
 	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
 	probeTimeout = 300 * time.Millisecond
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		return port
-	}
 	t.Run("listen", func(t *testing.T) {
 		s := loopSupervisor(t, stateServing)
-		port := free()
+		_, port, _ := net.SplitHostPort(freeAddr(t))
 		s.cfg.Listen = []string{"127.0.0.1:" + port}
 		if err := s.openListeners(activatedSockets{}); err != nil {
 			t.Fatal(err)
@@ -480,7 +475,7 @@ func TestReloadWidensListener(t *testing.T) {
 	t.Run("metrics_listen", func(t *testing.T) {
 		s := loopSupervisor(t, stateServing)
 		s.dispatch.Store(&[]*workerProc{{}})
-		port := free()
+		_, port, _ := net.SplitHostPort(freeAddr(t))
 		s.cfg.MetricsListen = "127.0.0.1:" + port
 		if err := s.openMetrics(nil); err != nil {
 			t.Fatal(err)

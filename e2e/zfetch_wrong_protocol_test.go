@@ -70,17 +70,25 @@ func TestZfetchNativeShortWrongAnswer(t *testing.T) {
 					conn.(*net.TCPConn).CloseWrite()
 				}
 			})
-			out := t.TempDir()
-			start := time.Now()
-			r := Zfetch(t, "-O", out, "--retry-for", "20s", addr+"/f.bin")
-			took := time.Since(start)
-			if r.Code != 1 || took > 10*time.Second || strings.Contains(r.Stderr, "retrying") || !strings.Contains(r.Stderr, c.want) {
-				t.Fatalf("exit %d after %v, want 1 at once, saying %s: %s", r.Code, took, c.want, r.Stderr)
-			}
-			if es, _ := os.ReadDir(out); len(es) != 0 {
-				t.Fatalf("wrote %v", es)
-			}
+			refusedAtOnce(t, addr+"/f.bin", c.want)
 		})
+	}
+}
+
+// refusedAtOnce runs zfetch on url and wants a protocol violation: status
+// 1 at once (no retry, well within --retry-for), saying want, nothing
+// written.
+func refusedAtOnce(t *testing.T, url, want string) {
+	t.Helper()
+	out := t.TempDir()
+	start := time.Now()
+	r := Zfetch(t, "-O", out, "--retry-for", "20s", url)
+	took := time.Since(start)
+	if r.Code != 1 || took > 10*time.Second || strings.Contains(r.Stderr, "retrying") || !strings.Contains(r.Stderr, want) {
+		t.Fatalf("exit %d after %v, want 1 at once, saying %s: %s", r.Code, took, want, r.Stderr)
+	}
+	if es, _ := os.ReadDir(out); len(es) != 0 {
+		t.Fatalf("wrote %v", es)
 	}
 }
 
@@ -110,16 +118,7 @@ func TestZfetchHTTPAtOtherProtocol(t *testing.T) {
 					conn.(*net.TCPConn).CloseWrite()
 				}
 			})
-			out := t.TempDir()
-			start := time.Now()
-			r := Zfetch(t, "-O", out, "--retry-for", "20s", "http://"+addr+"/f.bin")
-			took := time.Since(start)
-			if r.Code != 1 || took > 10*time.Second || strings.Contains(r.Stderr, "retrying") || !strings.Contains(r.Stderr, c.want) {
-				t.Fatalf("exit %d after %v, want 1 at once, saying %s: %s", r.Code, took, c.want, r.Stderr)
-			}
-			if es, _ := os.ReadDir(out); len(es) != 0 {
-				t.Fatalf("wrote %v", es)
-			}
+			refusedAtOnce(t, "http://"+addr+"/f.bin", c.want)
 		})
 	}
 }

@@ -163,13 +163,13 @@ func TestHTTPChangedIsNotJoined(t *testing.T) {
 	}
 }
 
-// A server that ignores Range (always 200, whole file) still serves -x
-// (one stream) and resumes (skipping the bytes already in place).
-func TestHTTPServerIgnoresRanges(t *testing.T) {
-	s := newHTTPFake(t, false)
-	data := randBytes(2*MinSplit+999, 9)
-	s.put("/f", data, lastMod)
-	whole := func(n int, w http.ResponseWriter, r *http.Request) bool {
+// servesWhole is a hook that answers every request with all of data (200,
+// Range ignored), with Accept-Ranges: acceptRanges unless "".
+func servesWhole(data []byte, acceptRanges string) func(n int, w http.ResponseWriter, r *http.Request) bool {
+	return func(n int, w http.ResponseWriter, r *http.Request) bool {
+		if acceptRanges != "" {
+			w.Header().Set("Accept-Ranges", acceptRanges)
+		}
 		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
 		w.Header().Set("Last-Modified", lastMod.UTC().Format(http.TimeFormat))
 		w.WriteHeader(200)
@@ -178,6 +178,15 @@ func TestHTTPServerIgnoresRanges(t *testing.T) {
 		}
 		return true
 	}
+}
+
+// A server that ignores Range (always 200, whole file) still serves -x
+// (one stream) and resumes (skipping the bytes already in place).
+func TestHTTPServerIgnoresRanges(t *testing.T) {
+	s := newHTTPFake(t, false)
+	data := randBytes(2*MinSplit+999, 9)
+	s.put("/f", data, lastMod)
+	whole := servesWhole(data, "")
 	s.hook = whole
 	c, _ := testClient(t, Options{Conns: 4})
 	dst := filepath.Join(t.TempDir(), "out")
@@ -213,16 +222,7 @@ func TestHTTPAcceptRangesNone(t *testing.T) {
 	s := newHTTPFake(t, false)
 	data := randBytes(8*MinSplit+999, 11)
 	s.put("/f", data, lastMod)
-	s.hook = func(n int, w http.ResponseWriter, r *http.Request) bool {
-		w.Header().Set("Accept-Ranges", "none")
-		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-		w.Header().Set("Last-Modified", lastMod.UTC().Format(http.TimeFormat))
-		w.WriteHeader(200)
-		if r.Method == "GET" {
-			w.Write(data)
-		}
-		return true
-	}
+	s.hook = servesWhole(data, "none")
 	c, _ := testClient(t, Options{Conns: 4})
 	dst := filepath.Join(t.TempDir(), "out")
 	if _, err := c.Fetch(context.Background(), Job{Src: s.target("/f"), Dst: dst, Name: "out"}); err != nil {
