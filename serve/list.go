@@ -13,9 +13,12 @@ func (c *conn) list(q *wire.Request) error {
 	if !c.s.opts.Listing {
 		return refuse(wire.StatusForbidden, "forbidden: listings are off on this server (config listing = false)")
 	}
+	done, ok := c.s.buildListing()
+	if !ok {
+		return errListingsBusy
+	}
 	var body []byte
 	count, tooBig := 0, false
-	done := c.s.buildListing()
 	st, _, err := c.s.readDir(q.Path, func(name string, est *unix.Stat_t) {
 		if tooBig {
 			return
@@ -41,11 +44,11 @@ func (c *conn) list(q *wire.Request) error {
 	if tooBig {
 		return refuse(wire.StatusInternal, "internal error: %s has too many entries to list (limit %d bytes)", q.Path, wire.MaxListBody)
 	}
-	if n := int64(len(body)); c.s.listBytes.Add(n) > maxListBytes {
-		c.s.listBytes.Add(-n)
-		return refuse(wire.StatusBusy, "busy: too many large listings being sent, retry shortly")
+	body, release, ok := c.s.holdListing(body)
+	if !ok {
+		return errListingsBusy
 	}
-	defer c.s.listBytes.Add(-int64(len(body)))
+	defer release()
 	resp := wire.Response{Status: wire.StatusOK, Kind: wire.KindDir, Size: int64(count), MTime: mtimeNanos(st), BodyLen: int64(len(body))}
 	if err := c.writeHeader(&resp, len(body) > 0); err != nil {
 		return err
@@ -56,13 +59,23 @@ func (c *conn) list(q *wire.Request) error {
 // maxListBuilds bounds the listings (LIST, HTTP) a worker builds at once.
 // Building one holds every name of the directory and the whole body in
 // memory, tens of megabytes for a directory of 100000 files, before
-// maxListBytes can refuse it: without a bound, concurrent requests for a
-// huge directory would each hold that much.
+// maxListBytes can refuse it (listmem.go): without a bound, concurrent
+// requests for a huge directory would each hold that much.
 const maxListBuilds = 2
 
 // buildListing waits until the worker builds fewer than maxListBuilds
-// listings, and returns the function to call when this one is built.
-func (s *Server) buildListing() (done func()) {
+// listings, and returns the function to call when this one is built. ok
+// is false, with nothing to call, when the worker holds as many listing
+// bytes as it may (listmem.go), looked at before the wait and after it:
+// the listing would be refused once built, so it is not built.
+func (s *Server) buildListing() (done func(), ok bool) {
+	if s.listingsFull() {
+		return nil, false
+	}
 	s.listBuilds <- struct{}{}
-	return func() { <-s.listBuilds }
+	if s.listingsFull() {
+		<-s.listBuilds
+		return nil, false
+	}
+	return func() { <-s.listBuilds }, true
 }

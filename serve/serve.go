@@ -105,7 +105,7 @@ type Server struct {
 	bytesSent                    atomic.Uint64 // body bytes of finished sends and of sends in flight
 
 	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
-	listBytes  atomic.Int64  // LIST bodies being sent, bounded by maxListBytes
+	listBytes  atomic.Int64  // listing bodies being sent, bounded by maxListBytes (listmem.go)
 	listBuilds chan struct{} // a token per listing being built, see buildListing
 
 	nativeRequests atomic.Uint64
@@ -125,11 +125,6 @@ type Server struct {
 	rootDone    chan struct{} // closed when watchRoot has returned
 	rootRefused [2]uint64     // the directory followRoot last warned it cannot serve (device, inode)
 }
-
-// maxListBytes bounds the memory a worker spends on LIST bodies being sent
-// at once: two of the largest listings. A slow reader of a huge directory
-// must not let many such bodies pile up.
-const maxListBytes = 2 * wire.MaxListBody
 
 // New opens the root and returns a Server for it.
 func New(opts Options, log *slog.Logger) (*Server, error) {
