@@ -37,16 +37,54 @@ func AppendHTTPDate(b []byte, t time.Time) []byte {
 // IMF-fixdate, the obsolete RFC 850 format and asctime's, as
 // net/http.ParseTime does, but accepting no zone other than GMT in the RFC
 // 850 format (net/http takes any abbreviation there and reads it in the
-// local time zone). The result is in UTC.
+// local time zone), and reading its two-digit year as RFC 9110 section
+// 5.6.7 says, relative to the current time (net/http takes Go's fixed
+// cutoff: 69 to 99 in the 1900s, 00 to 68 in the 2000s). The result is in
+// UTC.
 func ParseHTTPDate(s string) (time.Time, bool) {
+	return parseHTTPDate(s, time.Now)
+}
+
+// parseHTTPDate is ParseHTTPDate with the clock as an argument, called only
+// for a date in the RFC 850 format.
+func parseHTTPDate(s string, now func() time.Time) (time.Time, bool) {
 	s = stripOWS(s)
 	if s == "" {
 		return time.Time{}, false
 	}
 	for _, layout := range [...]string{imfFixdate, rfc850Date, asctimeDate} {
 		if t, err := time.Parse(layout, s); err == nil {
+			if layout == rfc850Date {
+				return rfc850Century(t.UTC(), now())
+			}
 			return t.UTC(), true
 		}
 	}
 	return time.Time{}, false
+}
+
+// rfc850Century gives t, parsed from an RFC 850 date (time.Parse puts its
+// two-digit year between 1969 and 2068), the century RFC 9110 section 5.6.7
+// asks for: a date that would be more than 50 years after now is in the
+// most recent past year with the same last two digits. The year is thus the
+// latest one with those digits that leaves t at most 50 years after now, so
+// that a two-digit year names one of the 100 years around now. (The RFC
+// says only which dates to move back; reading 10 as 2110 rather than 2010
+// in 2095 is the same window.) It reports false for 29 February of a year
+// that is then not a leap year, which only 00 can name (2000 is a leap
+// year, 1900 and 2100 are not).
+func rfc850Century(t, now time.Time) (time.Time, bool) {
+	now = now.UTC()
+	last := now.Year() + 50
+	year := last - ((last-t.Year())%100+100)%100 // the latest year <= last with t's two digits
+	month, day := t.Month(), t.Day()
+	hour, minute, sec := t.Clock()
+	moved := time.Date(year, month, day, hour, minute, sec, t.Nanosecond(), time.UTC)
+	if moved.After(now.AddDate(50, 0, 0)) {
+		moved = time.Date(year-100, month, day, hour, minute, sec, t.Nanosecond(), time.UTC)
+	}
+	if moved.Day() != day {
+		return time.Time{}, false // 29 February normalized to 1 March
+	}
+	return moved, true
 }

@@ -55,15 +55,31 @@ func TestParseHTTPDate(t *testing.T) {
 }
 
 func FuzzParseHTTPDate(f *testing.F) {
-	f.Add("Sun, 06 Nov 1994 08:49:37 GMT")
-	f.Add("Sunday, 06-Nov-94 08:49:37 GMT")
-	f.Add("Sun Nov  6 08:49:37 1994")
-	f.Fuzz(func(t *testing.T, s string) {
-		got, ok := ParseHTTPDate(s)
-		// net/http.ParseTime accepts the same, and more in RFC 850's format.
+	const dec2026 = 1796673600 // 2026-12-07 20:00:00 UTC
+	f.Add("Sun, 06 Nov 1994 08:49:37 GMT", int64(dec2026))
+	f.Add("Sunday, 06-Nov-94 08:49:37 GMT", int64(dec2026))
+	f.Add("Thursday, 01-Jan-70 00:00:00 GMT", int64(dec2026))
+	f.Add("Tuesday, 29-Feb-00 00:00:00 GMT", int64(4102444800)) // 2100
+	f.Add("Sun Nov  6 08:49:37 1994", int64(dec2026))
+	f.Fuzz(func(t *testing.T, s string, nowSec int64) {
+		now := time.Unix(int64(uint64(nowSec)%253402300800)-62135596800, 0) // years 1 to 9999
+		got, ok := parseHTTPDate(s, func() time.Time { return now })
+		// net/http.ParseTime accepts the same, and more in RFC 850's format,
+		// whose two-digit year it reads with a fixed cutoff instead: there
+		// the two may differ by whole centuries.
 		want, err := http.ParseTime(stripOWS(s))
-		if ok && (err != nil || !got.Equal(want)) {
-			t.Fatalf("ParseHTTPDate(%q) = %v; net/http: %v, %v", s, got, want, err)
+		if ok && err != nil {
+			t.Fatalf("parseHTTPDate(%q) at %v = %v; net/http: %v", s, now, got, err)
+		}
+		if _, err := time.Parse(rfc850Date, stripOWS(s)); ok && err == nil {
+			if (got.Year()-want.Year())%100 != 0 || !got.AddDate(want.Year()-got.Year(), 0, 0).Equal(want) {
+				t.Fatalf("parseHTTPDate(%q) at %v = %v; net/http: %v", s, now, got, want)
+			}
+			if !got.After(now.AddDate(-50, 0, 0)) || got.After(now.AddDate(50, 0, 0)) {
+				t.Fatalf("parseHTTPDate(%q) at %v = %v, not within 50 years", s, now, got)
+			}
+		} else if ok && !got.Equal(want) {
+			t.Fatalf("parseHTTPDate(%q) at %v = %v; net/http: %v", s, now, got, want)
 		}
 		if ok && got.Year() >= 0 && got.Year() <= 9999 && got.Nanosecond() == 0 {
 			back, ok := ParseHTTPDate(string(AppendHTTPDate(nil, got)))
@@ -72,4 +88,48 @@ func FuzzParseHTTPDate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseHTTPDateRFC850Year checks the two-digit years of the RFC 850
+// format against RFC 9110 section 5.6.7: a year that would put the date
+// more than 50 years after now is the most recent past year with the same
+// last two digits. Go's time.Parse instead puts 69-99 in the 1900s and
+// 00-68 in the 2000s, whatever the date.
+func TestParseHTTPDateRFC850Year(t *testing.T) {
+	at := func(year int, month time.Month, day, hour int) time.Time {
+		return time.Date(year, month, day, hour, 0, 0, 0, time.UTC)
+	}
+	tests := []struct {
+		s    string
+		now  time.Time
+		want time.Time // zero: not a date
+	}{
+		{"Sunday, 06-Nov-94 08:00:00 GMT", at(2026, 12, 7, 20), at(1994, 11, 6, 8)},
+		{"Thursday, 01-Jan-70 00:00:00 GMT", at(2026, 12, 7, 20), at(2070, 1, 1, 0)},
+		{"Monday, 07-Dec-76 19:00:00 GMT", at(2026, 12, 7, 20), at(2076, 12, 7, 19)}, // 50 years less an hour ahead
+		{"Monday, 07-Dec-76 20:00:00 GMT", at(2026, 12, 7, 20), at(2076, 12, 7, 20)}, // exactly 50 years is not more
+		{"Monday, 07-Dec-76 21:00:00 GMT", at(2026, 12, 7, 20), at(1976, 12, 7, 21)}, // more than 50 years ahead
+		{"Friday, 01-Jan-77 00:00:00 GMT", at(2026, 12, 7, 20), at(1977, 1, 1, 0)},
+		{"Saturday, 01-Jan-00 00:00:00 GMT", at(2026, 12, 7, 20), at(2000, 1, 1, 0)},
+		{"Wednesday, 01-Jan-68 00:00:00 GMT", at(2026, 12, 7, 20), at(2068, 1, 1, 0)},
+		// The window moves with now, also across a century.
+		{"Sunday, 06-Nov-94 08:00:00 GMT", at(2060, 1, 1, 0), at(2094, 11, 6, 8)},
+		{"Sunday, 06-Nov-94 08:00:00 GMT", at(1990, 1, 1, 0), at(1994, 11, 6, 8)},
+		{"Friday, 01-Jan-10 00:00:00 GMT", at(2095, 6, 1, 0), at(2110, 1, 1, 0)},
+		{"Friday, 01-Jan-50 00:00:00 GMT", at(2095, 6, 1, 0), at(2050, 1, 1, 0)},
+		{"Friday, 01-Jan-50 00:00:00 GMT", at(1960, 1, 1, 0), at(1950, 1, 1, 0)},
+		// 29 February of a year that, in the window, is not a leap year.
+		{"Tuesday, 29-Feb-00 00:00:00 GMT", at(2026, 12, 7, 20), at(2000, 2, 29, 0)},
+		{"Tuesday, 29-Feb-00 00:00:00 GMT", at(2070, 1, 1, 0), time.Time{}}, // 2100
+		{"Tuesday, 29-Feb-00 00:00:00 GMT", at(1900, 1, 1, 0), time.Time{}}, // 1900
+		// The other formats carry four digits and are left alone.
+		{"Sun, 06 Nov 2094 08:00:00 GMT", at(2026, 12, 7, 20), at(2094, 11, 6, 8)},
+		{"Sun Nov  6 08:00:00 2094", at(2026, 12, 7, 20), at(2094, 11, 6, 8)},
+	}
+	for _, tt := range tests {
+		got, ok := parseHTTPDate(tt.s, func() time.Time { return tt.now })
+		if ok != !tt.want.IsZero() || !got.Equal(tt.want) || ok && got.Location() != time.UTC {
+			t.Errorf("parseHTTPDate(%q) at %v = %v, %v; want %v", tt.s, tt.now, got, ok, tt.want)
+		}
+	}
 }
