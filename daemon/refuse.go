@@ -18,21 +18,26 @@ import (
 // client's protocol: the native refusal for a native client, "503 Service
 // Unavailable" with Retry-After and Connection: close for HTTP. Deferring
 // the refusal to a worker would need a worker, and the case that matters
-// most (none is ready) has none. So the supervisor looks at the first two
+// most (none is ready) has none. So the supervisor looks at the first
 // bytes with MSG_PEEK: it never consumes or interprets a request, only
-// tells "ZQ" from anything else. A client that has sent nothing yet is
-// given up to refuseWait to send its first bytes, on a bounded number of
-// goroutines; past the bound, or with nothing sent in time, the
-// connection is closed without an answer (both zfetch and a retrying HTTP
-// client treat that as a failed attempt).
+// tells "ZQ" from anything else, and a HEAD from other HTTP requests (its
+// answer must have no body). A client that has sent nothing yet is given
+// up to refuseWait to send its first bytes, on a bounded number of
+// goroutines; so is one whose bytes so far are a beginning of "HEAD "
+// (after the up to two empty lines httpx.Parse skips), as when the
+// request line arrives in pieces: "HE" may or may not become a HEAD, and
+// only a HEAD's answer has no body. Past the bound, or without enough sent
+// in time, the connection is closed without an answer (both zfetch and a
+// retrying HTTP client treat that as a failed attempt).
 //
 // On a proxy: listener the connection starts with a PROXY header, which
 // the supervisor skips without using it: it peeks at up to
-// proxyproto.MaxHeader+2 bytes, decodes the header, and looks at the two
-// bytes after it. A balancer sends the header at once but the client's
-// request only when the client sends it, so the wait goes on until bytes
-// follow the header. A connection whose header is refused is closed
-// without an answer, as a worker would.
+// proxyproto.MaxHeader+len(headLines) bytes, decodes the header, and
+// looks at the bytes after it. A balancer sends the header at once but the
+// client's request only when the client sends it, so the wait goes on
+// until bytes follow the header (enough of them to tell a HEAD). A
+// connection whose header is refused is closed without an answer, as a
+// worker would.
 
 const (
 	refuseWait    = time.Second
@@ -98,8 +103,9 @@ func spoke(fd int, proxy bool) bool {
 	if p, _ := peekProto(fd, proxy); p != protoUnknown {
 		return true
 	}
-	// Only (part of) a PROXY header: wait for the client's bytes, unless
-	// the peer has closed its side (a balancer's health check).
+	// Only (part of) a PROXY header, or a beginning of "HEAD ": wait for
+	// more bytes, unless the peer has closed its side (a balancer's health
+	// check).
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
 	n, _ = unix.Poll(fds, 0)
 	return n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0
@@ -108,7 +114,7 @@ func spoke(fd int, proxy bool) bool {
 type proto int
 
 const (
-	protoUnknown proto = iota // nothing sent yet (or the peer is gone), or only (part of) a PROXY header
+	protoUnknown proto = iota // nothing sent yet (or the peer is gone), only (part of) a PROXY header, or a beginning of a HEAD
 	protoNative
 	protoHTTP
 	protoBad // a proxy: listener's connection without a valid PROXY header
@@ -117,10 +123,11 @@ const (
 // peekProto tells a native client (its requests start with the magic
 // "ZQ") from an HTTP one by peeking at what it sent, without consuming it,
 // after the PROXY header on a proxy: listener. head reports an HTTP HEAD
-// request, whose refusal has no body (RFC 9110 section 9.3.2).
+// request, whose refusal has no body (RFC 9110 section 9.3.2); as long as
+// what was sent may still become one, the protocol is unknown.
 func peekProto(fd int, proxy bool) (p proto, head bool) {
-	var buf [proxyproto.MaxHeader + 5]byte
-	b := buf[:5]
+	var buf [proxyproto.MaxHeader + len(headLines)]byte
+	b := buf[:len(headLines)]
 	if proxy {
 		b = buf[:]
 	}
@@ -150,10 +157,34 @@ func peekProto(fd int, proxy bool) (p proto, head bool) {
 	case len(b) == 0:
 		return protoUnknown, false
 	case b[0] != wire.RequestMagic[0] || (len(b) >= 2 && b[1] != wire.RequestMagic[1]):
-		return protoHTTP, len(b) >= 5 && string(b[:5]) == "HEAD "
+		head, known := isHead(b)
+		if !known {
+			return protoUnknown, false
+		}
+		return protoHTTP, head
 	}
 	// "ZQ", or one byte "Z": no HTTP method starts so, and native is likelier.
 	return protoNative, false
+}
+
+// headLines is the longest start of a HEAD request that httpx.Parse takes:
+// the method after two empty lines (RFC 9112 section 2.2).
+const headLines = "\r\n\r\nHEAD "
+
+// isHead reports whether b, the first bytes of an HTTP request, starts a
+// HEAD, and whether that is known: not when b is a beginning of one (a
+// request line sent in pieces) that may go on either way, as "HE" or
+// "\r\n" may.
+func isHead(b []byte) (head, known bool) {
+	for _, start := range [...]string{headLines[4:], headLines[2:], headLines} {
+		if len(b) >= len(start) && string(b[:len(start)]) == start {
+			return true, true
+		}
+		if len(b) < len(start) && string(b) == start[:len(b)] {
+			return false, false
+		}
+	}
+	return false, true
 }
 
 // http503 is the HTTP refusal; head says the request is a HEAD, whose

@@ -61,13 +61,25 @@ func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
 		delay time.Duration // before sending
 		http  bool
 		proxy bool
-		want  string // "http", "http head", "native" or "closed"
+		want  string // "http", "http head", "native", "closed" or "hang up" (closed after the client shuts its side)
 	}{
 		{"http", "", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, false, "http"},
 		{"native", "", native, 0, true, false, "native"},
 		{"http sent late", "", "GET / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http"},
 		{"HEAD", "", "HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n", 0, true, false, "http head"},
 		{"HEAD sent late", "", "HEAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http head"},
+		// A request line that arrives in pieces: the supervisor cannot tell
+		// a HEAD, which must not get a body, before it has "HEAD ".
+		{"HEAD split after HE", "HE", "AD /a HTTP/1.1\r\nHost: x\r\n\r\n", 200 * time.Millisecond, true, false, "http head"},
+		{"HEAD split after H", "H", "EAD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http head"},
+		{"HEAD split before the space", "HEAD", " / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http head"},
+		{"HEAD after empty lines", "", "\r\n\r\nHEAD / HTTP/1.0\r\n\r\n", 0, true, false, "http head"}, // RFC 9112 section 2.2, as httpx.Parse
+		{"HEAD after an empty line, split", "\r\nHE", "AD / HTTP/1.0\r\n\r\n", 200 * time.Millisecond, true, false, "http head"},
+		{"HEAD after three empty lines", "", "\r\n\r\n\r\nHEAD / HTTP/1.0\r\n\r\n", 0, true, false, "http"}, // not a request httpx.Parse takes: 400 with a body
+		{"proxy HEAD split", "PROXY TCP4 203.0.113.7 192.0.2.1 1 2\r\nHE", "AD / HTTP/1.1\r\n\r\n", 200 * time.Millisecond, true, true, "http head"},
+		{"HEA then silence", "HEA", "", 0, true, false, "closed"}, // after refuseWait: not known to want a body
+		{"HEA then hang up", "HEA", "", 0, true, false, "hang up"},
+		{"H then GET", "H", "TTP / HTTP/1.1\r\n\r\n", 200 * time.Millisecond, true, false, "http"}, // not a method, but not HEAD either
 		{"native sent late", "", string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStat, Path: "/"})), 200 * time.Millisecond, true, false, "native"},
 		{"http off", "", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, false, false, "closed"},
 		{"nothing sent", "", "", 0, true, false, "closed"},
@@ -99,6 +111,10 @@ func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
 			if tt.delay > 0 {
 				time.Sleep(tt.delay) // the client is slow on purpose
 				io.WriteString(c, tt.send)
+			}
+			if tt.want == "hang up" {
+				c.(*net.TCPConn).CloseWrite()
+				tt.want = "closed"
 			}
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			got, err := io.ReadAll(c)
@@ -133,6 +149,38 @@ func TestRefuseSpeaksTheClientsProtocol(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestIsHead(t *testing.T) {
+	tests := []struct {
+		b           string
+		head, known bool
+	}{
+		{"HEAD / HTTP/1.1\r\n", true, true},
+		{"HEAD ", true, true},
+		{"\r\nHEAD ", true, true},
+		{"\r\n\r\nHEAD ", true, true},
+		{"GET / HTTP/1.1\r\n", false, true},
+		{"HEADX / HTTP/1.1", false, true},
+		{"head / HTTP/1.1", false, true},   // methods are case-sensitive
+		{"\r\n\r\n\r\nHEAD ", false, true}, // three empty lines: httpx.Parse refuses it (400)
+		{"\r\nGET / ", false, true},
+		{"\n", false, true},
+		// Beginnings of a HEAD: may go on either way.
+		{"H", false, false},
+		{"HE", false, false},
+		{"HEAD", false, false},
+		{"\r", false, false},
+		{"\r\n", false, false},
+		{"\r\n\r", false, false},
+		{"\r\nHEA", false, false},
+		{"\r\n\r\nHEAD", false, false},
+	}
+	for _, tt := range tests {
+		if head, known := isHead([]byte(tt.b)); head != tt.head || known != tt.known {
+			t.Errorf("isHead(%q) = %v, %v; want %v, %v", tt.b, head, known, tt.head, tt.known)
+		}
 	}
 }
 
