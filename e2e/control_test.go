@@ -155,3 +155,44 @@ func TestControlSocketSecurity(t *testing.T) {
 		_ = strconv.Itoa
 	})
 }
+
+// TestZctlControlConnectionsBusy: a daemon with all its control connections
+// open refuses one more without reading its request, and zctl exits with
+// the status of a refusal by the daemon, 1, saying so (not 3: the daemon
+// was reached and answered). The command was not carried out, so it can be
+// run again; once a connection closes, it is.
+func TestZctlControlConnectionsBusy(t *testing.T) {
+	d := StartDaemon(t, DaemonOpts{})
+	var open []*ctl.Client
+	for range ctl.DefaultMaxConns {
+		c, err := ctl.Dial(d.Control)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// A round trip: the daemon holds this connection now.
+		if _, err := c.Do(ctl.Request{Cmd: ctl.CmdStatus}, nil); err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	want := fmt.Sprintf("zctl: too many control connections (%d); try again\n", ctl.DefaultMaxConns)
+	if r := d.Zctl("drain"); r.Code != 1 || r.Stderr != want {
+		t.Fatalf("zctl drain with %d control connections open: exit %d, stderr %q; want 1 and %q", len(open), r.Code, r.Stderr, want)
+	}
+	open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := d.Zctl("status", "--json")
+		if r.Code == 0 {
+			break
+		}
+		if r.Code != 1 || r.Stderr != want || time.Now().After(deadline) {
+			t.Fatalf("zctl status after a control connection closed: exit %d, stderr %q", r.Code, r.Stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := d.MustStatus(); st.State != ctl.StateServing {
+		t.Errorf("state %s: the refused drain was carried out", st.State)
+	}
+}
