@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -67,52 +68,58 @@ func TestFaultFileChangesDuringFetch(t *testing.T) {
 		}, ""},
 	}
 	start := time.Now()
+	var mu sync.Mutex // the cases run in parallel, each in zfetch's rate limit
 	var tried, failed, corrupted int
 	var outcomes []string
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			path := filepath.Join(root, c.name+".bin")
-			oldSum := WriteRandom(t, path, size)
-			dst := filepath.Join(t.TempDir(), c.name+".bin")
-			args := append([]string{"--json", "--limit-rate", "8M", "-o", dst}, c.args...)
-			b := startZfetch(t, append(args, d.URL("/"+c.name+".bin"))...)
-			waitProgress(t, b, dst, 1<<20)
-			newSum := c.change(t, path)
-			r := b.wait(t, 2*time.Minute)
-			evs := jsonEvents(t, r.Stdout)
-			tried++
-			outcome := ""
-			if r.Code != 0 {
-				failed++
-				outcome = fmt.Sprintf("failed (exit %d): %s", r.Code, tail(r.Stderr, 1))
-				if _, err := os.Stat(dst); err == nil {
-					corrupted++
-					t.Errorf("zfetch failed (exit %d) and left a file under its final name", r.Code)
-				}
-			} else {
-				switch got := FileSHA256(t, dst); got {
-				case oldSum:
-					outcome = "the old version"
-				case newSum:
-					outcome = "the new version"
-				default:
-					corrupted++
-					outcome = "wrong bytes"
-				}
-			}
-			outcomes = append(outcomes, c.name+":"+strings.Fields(strings.TrimPrefix(outcome, "the "))[0])
-			t.Logf("%s: zfetch got %s (%d retries, %d restarts)", c.name, outcome,
-				len(eventsOf(evs, "retry")), len(eventsOf(evs, "restart")))
-			if outcome == "wrong bytes" {
-				msg := "zfetch exited 0 with a file that is neither the old version nor the new"
-				if c.fix != "" {
-					failNeedsFix(t, c.fix, "%s", msg)
+	t.Run("cases", func(t *testing.T) {
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				path := filepath.Join(root, c.name+".bin")
+				oldSum := WriteRandom(t, path, size)
+				dst := filepath.Join(t.TempDir(), c.name+".bin")
+				args := append([]string{"--json", "--limit-rate", "8M", "-o", dst}, c.args...)
+				b := startZfetch(t, append(args, d.URL("/"+c.name+".bin"))...)
+				waitProgress(t, b, dst, 1<<20)
+				newSum := c.change(t, path)
+				r := b.wait(t, 2*time.Minute)
+				evs := jsonEvents(t, r.Stdout)
+				mu.Lock()
+				defer mu.Unlock()
+				tried++
+				outcome := ""
+				if r.Code != 0 {
+					failed++
+					outcome = fmt.Sprintf("failed (exit %d): %s", r.Code, tail(r.Stderr, 1))
+					if _, err := os.Stat(dst); err == nil {
+						corrupted++
+						t.Errorf("zfetch failed (exit %d) and left a file under its final name", r.Code)
+					}
 				} else {
-					t.Error(msg)
+					switch got := FileSHA256(t, dst); got {
+					case oldSum:
+						outcome = "the old version"
+					case newSum:
+						outcome = "the new version"
+					default:
+						corrupted++
+						outcome = "wrong bytes"
+					}
 				}
-			}
-		})
-	}
+				outcomes = append(outcomes, c.name+":"+strings.Fields(strings.TrimPrefix(outcome, "the "))[0])
+				t.Logf("%s: zfetch got %s (%d retries, %d restarts)", c.name, outcome,
+					len(eventsOf(evs, "retry")), len(eventsOf(evs, "restart")))
+				if outcome == "wrong bytes" {
+					msg := "zfetch exited 0 with a file that is neither the old version nor the new"
+					if c.fix != "" {
+						failNeedsFix(t, c.fix, "%s", msg)
+					} else {
+						t.Error(msg)
+					}
+				}
+			})
+		}
+	})
 	logFigure(t, "file-changes", "tried", tried, "failed", failed, "lost", 0, "corrupted", corrupted,
 		"seconds", time.Since(start), "outcomes", strings.Join(outcomes, ","))
 }

@@ -61,6 +61,9 @@ func TestZfetchFileModifiedWhileFetched(t *testing.T) {
 	} {
 		for _, ch := range changes {
 			t.Run(mode.name+"/"+ch.name, func(t *testing.T) {
+				// In parallel: each has its own daemon and spends its
+				// seconds in zfetch's rate limit.
+				t.Parallel()
 				root := shortTempDir(t)
 				src := filepath.Join(root, "big.bin")
 				old := WriteRandom(t, src, size)
