@@ -20,7 +20,7 @@ import (
 // The idle section: what an idle keep-alive connection costs a server in
 // memory. Each run starts the server fresh, opens IdleConns connections,
 // each completing one request so it is a kept-alive connection waiting for
-// its next, waits idleSettle, reads the server's RSS and closes them.
+// its next, waits IdleSettle, reads the server's RSS and closes them.
 
 var (
 	mBaseRSS = Metric{Key: "rss_base", Label: "RSS before MiB", Scale: 1.0 / (1 << 20), Digits: 1, Lower: true, Memory: true}
@@ -29,11 +29,11 @@ var (
 	mIdleKiB = Metric{Key: "kib_per_idle_conn", Label: "KiB per idle connection", Scale: 1, Digits: 2, Lower: true, Memory: true}
 )
 
-// idleSettle is how long the connections stay idle before RSS is read:
-// longer than zfs-serve takes to park an idle connection (serve/park.go:
-// at most two sweeps of a second) and to hand the memory of the ended
-// goroutines back (the next sweep that parks nobody).
-const idleSettle = 6 * time.Second
+// params.IdleSettle is how long the connections stay idle before RSS is
+// read: longer than zfs-serve takes to park an idle connection
+// (serve/park.go: at most two sweeps of a second) and to hand the memory
+// of the ended goroutines back (the next sweep that parks nobody), 6 s;
+// the quick run's 3 s is just enough for that, and no measurement.
 
 // idleOpeners is how many connections are being opened at once.
 const idleOpeners = 16
@@ -43,7 +43,7 @@ const idleOpeners = 16
 func (b *bench) idle() {
 	n := b.p.IdleConns
 	sec := &Section{ID: "idle", Title: fmt.Sprintf("Memory per idle keep-alive connection, %d connections", n),
-		What:    fmt.Sprintf("A freshly started server (zfs-serve: supervisor and two workers; nginx: master and two workers) answers one request on one connection; then the resident memory (VmRSS) of all its processes, summed, is read (before). %d connections are opened, %d at a time, and each sends one request for a 4 KiB file and reads the whole response, so each is a kept-alive connection waiting for its next request (zfs-serve: the native protocol, or HTTP/1.1 on the same port; nginx: HTTP/1.1). RSS is read once all are open (just opened) and again after they have been idle for %s (idle). KiB per idle connection = (idle - before) / %d. Then they are closed and the server stopped. Every run starts its server anew, so one run's freed memory is not another's. Memory is not a timing: it is reported even if the box was busy.", n, idleOpeners, idleSettle, n),
+		What:    fmt.Sprintf("A freshly started server (zfs-serve: supervisor and two workers; nginx: master and two workers) answers one request on one connection; then the resident memory (VmRSS) of all its processes, summed, is read (before). %d connections are opened, %d at a time, and each sends one request for a 4 KiB file and reads the whole response, so each is a kept-alive connection waiting for its next request (zfs-serve: the native protocol, or HTTP/1.1 on the same port; nginx: HTTP/1.1). RSS is read once all are open (just opened) and again after they have been idle for %s (idle). KiB per idle connection = (idle - before) / %d. Then they are closed and the server stopped. Every run starts its server anew, so one run's freed memory is not another's. Memory is not a timing: it is reported even if the box was busy.", n, idleOpeners, b.p.IdleSettle, n),
 		Metrics: []Metric{mBaseRSS, mOpenRSS, mIdleNow, mIdleKiB}, Ratios: []string{"kib_per_idle_conn"}}
 	b.quiet(sec)
 	if b.nofile < n+100 {
@@ -145,7 +145,7 @@ func (b *bench) idleRun(key, proto string, n int) (sample, error) {
 	}
 	pids = s.pids()
 	open := proc.RSS(pids)
-	time.Sleep(idleSettle)
+	time.Sleep(b.p.IdleSettle)
 	idle := proc.RSS(s.pids())
 	idleMain := proc.RSS([]int{s.pid()})
 	// Every connection must still be open: a server that closed them

@@ -39,6 +39,7 @@ type params struct {
 	ManyConns  int           `json:"many_conns"`  // the "1000 connections" figure
 	NewConns   int           `json:"new_conns"`   // concurrent clients, new connection per request
 	IdleConns  int           `json:"idle_conns"`  // idle keep-alive connections in the idle section
+	IdleSettle time.Duration `json:"idle_settle"` // how long they stay idle before RSS is read (idle.go)
 	SoakWarm   int64         `json:"soak_warm"`   // warm-up requests before the soak's first RSS reading
 	SoakTotal  int64         `json:"soak_total"`  // requests in the RSS soak
 	SoakSteps  int           `json:"soak_steps"`  // RSS read this many times along the soak
@@ -51,7 +52,7 @@ func fullParams() params {
 	return params{
 		Runs: 5, BigSize: 1 << 30, NSmall: 1000, NMid: 100,
 		StreamDur: 2 * time.Second, LoadDur: 3 * time.Second,
-		ManyConns: 1000, NewConns: 32, IdleConns: 10000,
+		ManyConns: 1000, NewConns: 32, IdleConns: 10000, IdleSettle: 6 * time.Second,
 		SoakWarm: 100_000, SoakTotal: 1_000_000, SoakSteps: 5,
 		BusyCPU: 0.25, QuietWait: 20 * time.Second, ProfileDur: 3 * time.Second,
 	}
@@ -61,7 +62,7 @@ func quickParams() params {
 	return params{
 		Runs: 1, BigSize: 64 << 20, NSmall: 100, NMid: 10,
 		StreamDur: 300 * time.Millisecond, LoadDur: 300 * time.Millisecond,
-		ManyConns: 1000, NewConns: 32, IdleConns: 1000,
+		ManyConns: 1000, NewConns: 32, IdleConns: 1000, IdleSettle: 3 * time.Second,
 		SoakWarm: 5_000, SoakTotal: 20_000, SoakSteps: 2,
 		BusyCPU: 0.25, QuietWait: 0, ProfileDur: 300 * time.Millisecond,
 	}

@@ -41,7 +41,7 @@ func (b *bench) profileAll() {
 	nReq := int64(20000)
 	nConn := int64(5000)
 	if b.quick {
-		nReq, nConn = 2000, 500
+		nReq, nConn = 500, 100 // under strace -f: a few seconds each
 	}
 	if haveStrace || havePerf {
 		small := loadSpec{conns: 64, n: nReq, small: true}
