@@ -26,7 +26,8 @@ import (
 // goroutines; so is one whose bytes so far are a beginning of "HEAD "
 // (after the up to two empty lines httpx.Parse skips), as when the
 // request line arrives in pieces: "HE" may or may not become a HEAD, and
-// only a HEAD's answer has no body. Past the bound, or without enough sent
+// only a HEAD's answer has no body (when HTTP is served at all: else any
+// HTTP client is closed at once). Past the bound, or without enough sent
 // in time, the connection is closed without an answer (both zfetch and a
 // retrying HTTP client treat that as a failed attempt).
 //
@@ -52,7 +53,7 @@ var refuseWaiting atomic.Int32
 // served at all (config http): when it is not, a non-native client is
 // just closed. proxy says fd came from a proxy: listener.
 func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
-	if p, head := peekProto(fd, proxy); p != protoUnknown {
+	if p, head := peekProto(fd, proxy, http); p != protoUnknown {
 		answer(fd, p, head, st, msg, http)
 		unix.Close(fd)
 		return
@@ -77,11 +78,11 @@ func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
 			return
 		}
 		f.SetReadDeadline(time.Now().Add(refuseWait))
-		rc.Read(func(fd uintptr) bool { return spoke(int(fd), proxy) })
+		rc.Read(func(fd uintptr) bool { return spoke(int(fd), proxy, http) })
 		// What was sent and is not enough (a PROXY header alone) is
 		// discarded by answer: no reset.
 		rc.Control(func(fd uintptr) {
-			p, head := peekProto(int(fd), proxy)
+			p, head := peekProto(int(fd), proxy, http)
 			answer(int(fd), p, head, st, msg, http)
 		})
 	}()
@@ -91,7 +92,7 @@ func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
 // to tell its protocol, or closed its side. It never blocks; false makes
 // the poller wait for more bytes (its readiness is edge-triggered, so
 // bytes already there do not wake it again).
-func spoke(fd int, proxy bool) bool {
+func spoke(fd int, proxy, http bool) bool {
 	var b [1]byte
 	n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	switch {
@@ -100,7 +101,7 @@ func spoke(fd int, proxy bool) bool {
 	case err != nil || n == 0:
 		return true // an error, or the peer is gone
 	}
-	if p, _ := peekProto(fd, proxy); p != protoUnknown {
+	if p, _ := peekProto(fd, proxy, http); p != protoUnknown {
 		return true
 	}
 	// Only (part of) a PROXY header, or a beginning of "HEAD ": wait for
@@ -124,8 +125,10 @@ const (
 // "ZQ") from an HTTP one by peeking at what it sent, without consuming it,
 // after the PROXY header on a proxy: listener. head reports an HTTP HEAD
 // request, whose refusal has no body (RFC 9110 section 9.3.2); as long as
-// what was sent may still become one, the protocol is unknown.
-func peekProto(fd int, proxy bool) (p proto, head bool) {
+// what was sent may still become one, the protocol is unknown, unless
+// http (HTTP served at all) is false: then an HTTP client is only closed,
+// and whether it sends a HEAD does not matter.
+func peekProto(fd int, proxy, http bool) (p proto, head bool) {
 	var buf [proxyproto.MaxHeader + len(headLines)]byte
 	b := buf[:len(headLines)]
 	if proxy {
@@ -157,6 +160,9 @@ func peekProto(fd int, proxy bool) (p proto, head bool) {
 	case len(b) == 0:
 		return protoUnknown, false
 	case b[0] != wire.RequestMagic[0] || (len(b) >= 2 && b[1] != wire.RequestMagic[1]):
+		if !http {
+			return protoHTTP, false
+		}
 		head, known := isHead(b)
 		if !known {
 			return protoUnknown, false
