@@ -231,8 +231,15 @@ func send(fd int, b []byte) {
 	}
 	unix.Shutdown(fd, unix.SHUT_WR)
 	for range 4 {
-		if n, _, err := unix.Recvfrom(fd, nil, unix.MSG_TRUNC|unix.MSG_DONTWAIT); err != nil || n <= 0 {
+		if n, _, err := unix.Recvfrom(fd, discard[:], unix.MSG_TRUNC|unix.MSG_DONTWAIT); err != nil || n <= 0 {
 			break
 		}
 	}
 }
+
+// discard is the length send asks the kernel to discard at a time. TCP
+// discards with MSG_TRUNC up to the length passed, without copying into
+// the buffer (so one shared by every refusal is never written); with no
+// buffer, as Recvfrom(fd, nil, ...) passes, the length is 0 and nothing
+// is discarded.
+var discard [64 << 10]byte

@@ -187,3 +187,35 @@ func readDirNames(dir string) ([]string, error) {
 	defer f.Close()
 	return f.Readdirnames(-1)
 }
+
+// TestRefuseDiscardsTheRequest: the refused request is discarded before
+// the close, so the connection ends with a FIN and no reset: a reset
+// drops what the kernel still holds to send (or resend) and, on some
+// systems, what the client has not read yet.
+func TestRefuseDiscardsTheRequest(t *testing.T) {
+	for _, req := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + strings.Repeat("X-Pad: y\r\n", 2000) + "\r\n",
+	} {
+		c, fd := acceptedPair(t)
+		io.WriteString(c, req)
+		waitReadable(t, fd)
+		refuse(fd, wire.StatusBusy, "busy: test", true, false)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		if err != nil || !strings.HasPrefix(string(got), "HTTP/1.1 503 ") {
+			t.Fatalf("got %q, %v", got, err)
+		}
+		time.Sleep(50 * time.Millisecond) // a reset would have come by now
+		rc, _ := c.(*net.TCPConn).SyscallConn()
+		var info *unix.TCPInfo
+		rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		// CLOSE_WAIT: the server's FIN came, and nothing after it.
+		if info.State != 8 /* TCP_CLOSE_WAIT */ {
+			t.Errorf("client state %d after the refusal of %d bytes, want CLOSE_WAIT (8): reset (7 is TCP_CLOSE)", info.State, len(req))
+		}
+	}
+}
