@@ -55,19 +55,44 @@ func TestParseHTTPDate(t *testing.T) {
 }
 
 func FuzzParseHTTPDate(f *testing.F) {
-	const dec2026 = 1796673600 // 2026-12-07 20:00:00 UTC
+	// The clock is fuzzed as seconds since 0001-01-01 UTC (years 1 to 9999).
+	const epoch = 62135596800          // 0001-01-01 to 1970-01-01, in seconds
+	const dec2026 = epoch + 1796673600 // 2026-12-07 20:00:00 UTC
+	const jan2070 = epoch + 3155760000 // 2070-01-01 00:00:00 UTC: "00" is 2100, not a leap year
 	f.Add("Sun, 06 Nov 1994 08:49:37 GMT", int64(dec2026))
 	f.Add("Sunday, 06-Nov-94 08:49:37 GMT", int64(dec2026))
 	f.Add("Thursday, 01-Jan-70 00:00:00 GMT", int64(dec2026))
-	f.Add("Tuesday, 29-Feb-00 00:00:00 GMT", int64(4102444800)) // 2100
+	f.Add("Monday, 07-Dec-76 20:00:00 GMT", int64(dec2026)) // exactly 50 years ahead: 2076
+	f.Add("Monday, 07-Dec-76 20:00:01 GMT", int64(dec2026)) // more: 1976
+	f.Add("Tuesday, 29-Feb-00 00:00:00 GMT", int64(jan2070))
+	f.Add("Tuesday, 29-Feb-00 00:00:00 GMT", int64(dec2026)) // 2000
+	f.Add("Sunday, 06-Nov-94 08:49:37 PST", int64(dec2026))
 	f.Add("Sun Nov  6 08:49:37 1994", int64(dec2026))
 	f.Fuzz(func(t *testing.T, s string, nowSec int64) {
-		now := time.Unix(int64(uint64(nowSec)%253402300800)-62135596800, 0) // years 1 to 9999
+		now := time.Unix(int64(uint64(nowSec)%253402300800)-epoch, 0).UTC()
 		got, ok := parseHTTPDate(s, func() time.Time { return now })
 		// net/http.ParseTime accepts the same, and more in RFC 850's format,
 		// whose two-digit year it reads with a fixed cutoff instead: there
 		// the two may differ by whole centuries.
 		want, err := http.ParseTime(stripOWS(s))
+		if !ok && err == nil {
+			// What net/http takes and parseHTTPDate does not: an RFC 850
+			// date in another zone than GMT, or 29 February of "00" when
+			// that is a century that is not a leap year.
+			_, err850 := time.Parse(rfc850Date, stripOWS(s))
+			_, errAnyZone := time.Parse(time.RFC850, stripOWS(s))
+			otherZone := err850 != nil && errAnyZone == nil
+			century := (now.Year() + 50) / 100 * 100 // the year "00" names, or 100 years before
+			h, m, sec := want.Clock()
+			if time.Date(century, time.February, 29, h, m, sec, 0, time.UTC).After(now.AddDate(50, 0, 0)) {
+				century -= 100
+			}
+			feb29 := err850 == nil && want.Month() == time.February && want.Day() == 29 && want.Year()%100 == 0 &&
+				century%400 != 0
+			if !otherZone && !feb29 {
+				t.Fatalf("parseHTTPDate(%q) at %v: no date; net/http: %v", s, now, want)
+			}
+		}
 		if ok && err != nil {
 			t.Fatalf("parseHTTPDate(%q) at %v = %v; net/http: %v", s, now, got, err)
 		}
