@@ -60,6 +60,7 @@ func refuse(fd int, st wire.Status, msg string, http, proxy bool) {
 	}
 	if refuseWaiting.Add(1) > maxRefuseWait {
 		refuseWaiting.Add(-1)
+		send(fd, nil) // what was sent (a PROXY header, "HE") is discarded: no reset
 		unix.Close(fd)
 		return
 	}

@@ -219,3 +219,37 @@ func TestRefuseDiscardsTheRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestRefuseHeadPrefixSlots: clients stopped inside "HEAD " take the
+// waiting slots, at most maxRefuseWait of them; past the bound one is
+// closed at once, and an HTTP client that is not a HEAD, or a native one,
+// is still answered at once.
+func TestRefuseHeadPrefixSlots(t *testing.T) {
+	var cs []net.Conn
+	for range maxRefuseWait {
+		c, fd := acceptedPair(t)
+		io.WriteString(c, "HE")
+		waitReadable(t, fd)
+		refuse(fd, wire.StatusBusy, "busy: test", true, false)
+		cs = append(cs, c)
+	}
+	if n := refuseWaiting.Load(); n != maxRefuseWait {
+		t.Fatalf("refuseWaiting = %d, want %d", n, maxRefuseWait)
+	}
+	for _, tc := range []struct{ send, want string }{{"HE", ""}, {"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 503 "}, {"ZQ", "ZR"}} {
+		got, took, err := refuseExchange(t, true, false, tc.send)
+		if err != nil || !strings.HasPrefix(got, tc.want) || tc.want == "" && got != "" || took > 100*time.Millisecond {
+			t.Errorf("%q past the bound: %q, %v after %v; want %q at once", tc.send, got, err, took, tc.want)
+		}
+	}
+	for _, c := range cs {
+		c.Close()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for refuseWaiting.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := refuseWaiting.Load(); n != 0 {
+		t.Errorf("refuseWaiting = %d after the clients hung up", n)
+	}
+}
