@@ -86,7 +86,12 @@ func (c *conn) httpDir(p string) error {
 // request asks, and says how many names it left out (see readDir).
 func (c *conn) listing(p string) (body []byte, ctype string, omitted int, err error) {
 	r := &c.http.req
-	done, ok := c.s.buildListing()
+	wantJSON := httpx.WantsJSON(r.Accept, r.Query)
+	key := "h" + p
+	if wantJSON {
+		key = "j" + p
+	}
+	done, ok := c.s.buildListing(key)
 	if !ok {
 		return nil, "", 0, errListingsBusy
 	}
@@ -108,12 +113,16 @@ func (c *conn) listing(p string) (body []byte, ctype string, omitted int, err er
 	// names need no escaping (each is written once, or twice in HTML, with
 	// about 75 or 110 bytes of markup), not in the doublings of append,
 	// whose garbage would be twice the body's size.
-	if httpx.WantsJSON(r.Accept, r.Query) {
+	if wantJSON {
 		b := make([]byte, 0, 64+len(entries)*80+names)
-		return httpx.AppendListingJSON(b, entries), "application/json", omitted, nil
+		body = httpx.AppendListingJSON(b, entries)
+		c.s.listSizes.set(key, int64(len(body)))
+		return body, "application/json", omitted, nil
 	}
 	b := make([]byte, 0, 2048+len(p)*2+len(entries)*120+names*2)
-	return httpx.AppendListingHTML(b, p, entries, omitted), "text/html; charset=utf-8", omitted, nil
+	body = httpx.AppendListingHTML(b, p, entries, omitted)
+	c.s.listSizes.set(key, int64(len(body)))
+	return body, "text/html; charset=utf-8", omitted, nil
 }
 
 // readDir calls each for every entry of the directory p (beneath the

@@ -13,7 +13,8 @@ func (c *conn) list(q *wire.Request) error {
 	if !c.s.opts.Listing {
 		return refuse(wire.StatusForbidden, "forbidden: listings are off on this server (config listing = false)")
 	}
-	done, ok := c.s.buildListing()
+	key := "n" + q.Path
+	done, ok := c.s.buildListing(key)
 	if !ok {
 		return errListingsBusy
 	}
@@ -44,6 +45,7 @@ func (c *conn) list(q *wire.Request) error {
 	if tooBig {
 		return refuse(wire.StatusInternal, "internal error: %s has too many entries to list (limit %d bytes)", q.Path, wire.MaxListBody)
 	}
+	c.s.listSizes.set(key, int64(len(body)))
 	body, release, ok := c.s.holdListing(body)
 	if !ok {
 		return errListingsBusy
@@ -65,15 +67,16 @@ const maxListBuilds = 2
 
 // buildListing waits until the worker builds fewer than maxListBuilds
 // listings, and returns the function to call when this one is built. ok
-// is false, with nothing to call, when the worker holds as many listing
-// bytes as it may (listmem.go), looked at before the wait and after it:
-// the listing would be refused once built, so it is not built.
-func (s *Server) buildListing() (done func(), ok bool) {
-	if s.listingsFull() {
+// is false, with nothing to call, when the worker has no room for the
+// listing key (listingsFull, listmem.go), looked at before the wait and
+// after it: the listing would be refused once built, so it is not built.
+// The caller records the size it built (listSizes.set).
+func (s *Server) buildListing(key string) (done func(), ok bool) {
+	if s.listingsFull(key) {
 		return nil, false
 	}
 	s.listBuilds <- struct{}{}
-	if s.listingsFull() {
+	if s.listingsFull(key) {
 		<-s.listBuilds
 		return nil, false
 	}

@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"sync"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/zfs-serve/zfs-serve/wire"
@@ -11,8 +13,13 @@ import (
 // which a client that reads nothing makes as long as its timeouts allow.
 // maxListBytes bounds the bytes held at once; what keeps that a bound on
 // the worker's memory, not only on the bytes:
-//   - A worker refuses a listing as busy before it builds it when the
-//     bound is already reached: a flood of requests for a huge folder
+//   - A worker refuses a listing as busy before it builds it when it
+//     has no room for it: no room at all, or less than the listing's size
+//     when it was last built (listSizes). A refusal only once built leaves
+//     the bytes held below the bound by up to one listing's size, where
+//     a look at the bound alone would never refuse: with 9.6 MB listings
+//     the worker holds 13 (125 MB of 128 MiB) and would build every later
+//     request only to refuse it. So a flood of requests for a huge folder
 //     costs a look at a counter each, not a build each.
 //   - A large body is held outside Go's heap, in a private anonymous
 //     mapping of its exact size, unmapped as soon as it is sent. On the
@@ -38,10 +45,52 @@ const offHeapMin = 256 << 10
 // errListingsBusy refuses a listing the worker has no room for.
 var errListingsBusy = refuse(wire.StatusBusy, "busy: too many large listings being sent, retry shortly")
 
-// listingsFull says whether the worker holds as many listing bytes as it
-// may; it then refuses a listing before it builds it.
-func (s *Server) listingsFull() bool {
-	return s.listBytes.Load() >= maxListBytes
+// listingsFull says whether the worker has no room for the listing key
+// (see listSizes): it holds as many listing bytes as it may, or fewer by
+// less than that listing's size when it was last built. It then refuses
+// the listing before it builds it.
+func (s *Server) listingsFull(key string) bool {
+	held := s.listBytes.Load()
+	if held >= maxListBytes {
+		return true
+	}
+	need := s.listSizes.get(key)
+	return need > 0 && held+need > maxListBytes
+}
+
+// listSizes remembers the size of the last listings built, by key: the
+// format and the path ("h", "j" or "n" for HTML, JSON and native, then
+// the path as requested). A listing is built to be known, so the size is
+// what it had last time; the size after a change shows at the next build,
+// which a size that grew is still refused at by holdListing, and one that
+// shrank waits for the room it had. At most listSizesMax are kept (a
+// path's and the size's bytes each), any other dropped to make room.
+type listSizes struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+const listSizesMax = 256
+
+func (l *listSizes) get(key string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[key]
+}
+
+func (l *listSizes) set(key string, n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.m[key]; !ok && len(l.m) >= listSizesMax {
+		for k := range l.m {
+			delete(l.m, k)
+			break
+		}
+	}
+	if l.m == nil {
+		l.m = make(map[string]int64)
+	}
+	l.m[key] = n
 }
 
 // holdListing counts body against maxListBytes and returns the bytes to

@@ -102,3 +102,63 @@ func TestListingHeldOffHeap(t *testing.T) {
 		}
 	}
 }
+
+// TestListingRefusedBeforeBuiltNoRoom: a listing is refused before it is
+// built when the worker has less room left than its size when last built,
+// not only when it has none. The bytes held stay below the bound by up to
+// a listing's size (holdListing refuses what would pass it), so a check
+// for no room at all would never refuse first: with 9.6 MB listings a
+// worker holds 13 of them, 125 MB of its 128 MiB, and built every further
+// request only to refuse it (each a walk and lstat of 50000 names). A
+// folder whose size is not known, or that fits, is still built.
+func TestListingRefusedBeforeBuiltNoRoom(t *testing.T) {
+	ts := newHTTPServer(t)
+	for i := range 50 {
+		ts.write(t, fmt.Sprintf("d/file%03d", i), nil)
+	}
+	ts.write(t, "e/a", nil)
+	conn := func() *testServer {
+		o := &testServer{srv: ts.srv, result: make(chan Result, 1)}
+		o.connect(t)
+		return o
+	}
+	// Built once each with room, so their sizes are known.
+	_, html := conn().httpDo(t, "GET", "GET /d/ HTTP/1.1\r\nHost: x\r\n\r\n")
+	_, list := conn().do(t, wire.Request{Op: wire.OpList, Path: "/d"})
+	for deadline := time.Now().Add(10 * time.Second); ts.srv.listBytes.Load() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d listing bytes still held", ts.srv.listBytes.Load())
+		}
+	}
+	if len(html) == 0 || len(list) == 0 {
+		t.Fatalf("listings of %d and %d bytes", len(html), len(list))
+	}
+	// Some room, less than either listing needs.
+	ts.srv.listBytes.Store(maxListBytes - int64(min(len(html), len(list))) + 1)
+	t.Cleanup(func() { ts.srv.listBytes.Store(0) })
+	// Every build token taken: a listing not refused at once would wait
+	// for one (and the read time out).
+	for range cap(ts.srv.listBuilds) {
+		ts.srv.listBuilds <- struct{}{}
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			for range cap(ts.srv.listBuilds) {
+				<-ts.srv.listBuilds
+			}
+		}
+	}
+	t.Cleanup(release)
+	if resp, _ := conn().httpDo(t, "GET", "GET /d/ HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("HTTP listing with too little room: %d %v", resp.StatusCode, resp.Header)
+	}
+	if r, _ := conn().do(t, wire.Request{Op: wire.OpList, Path: "/d"}); r.Status != wire.StatusBusy {
+		t.Fatalf("LIST with too little room: %v", r.Status)
+	}
+	release()
+	if resp, body := conn().httpDo(t, "GET", "GET /e/ HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 || !strings.Contains(string(body), ">a</a>") {
+		t.Fatalf("a small listing with room for it: %d %q", resp.StatusCode, body)
+	}
+}

@@ -107,6 +107,7 @@ type Server struct {
 	pipes      chan *pipe    // splice mode: idle pipes, see getPipe
 	listBytes  atomic.Int64  // listing bodies being sent, bounded by maxListBytes (listmem.go)
 	listBuilds chan struct{} // a token per listing being built, see buildListing
+	listSizes  listSizes     // the size each listing had when last built (listmem.go)
 
 	nativeRequests atomic.Uint64
 	httpRequests   atomic.Uint64
