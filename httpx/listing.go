@@ -209,3 +209,145 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	return append(b, '"')
 }
+
+// ListingHTMLLen is the length of AppendListingHTML's output for the same
+// arguments, worked out without building it, so that a caller can make
+// the page in one allocation of its size: a page of 50000 names is
+// megabytes, and append's growth from a wrong guess would leave the
+// guess and its copies as garbage of about the page's size again.
+func ListingHTMLLen(urlPath string, entries []Entry, omitted int) int {
+	n := len("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"+
+		"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Index of ") +
+		len("</title>\n<style>"+listingCSS+"</style>\n</head>\n<body>\n<h1>Index of ") +
+		len("</h1>\n<table>\n<thead><tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr></thead>\n<tbody>\n") +
+		2*htmlTextLen(urlPath)
+	if urlPath != "/" {
+		n += len("<tr><td><a href=\"../\">../</a></td><td class=\"s\">-</td><td></td></tr>\n")
+	}
+	var scratch [64]byte
+	for _, e := range entries {
+		if e.Name == "" || e.Name == "." || e.Name == ".." {
+			continue
+		}
+		n += len("<tr><td><a href=\"") + pathSegmentLen(e.Name) + len("\">") + htmlTextLen(e.Name) + len("</a></td>")
+		if e.Kind == "dir" {
+			n += 2
+		}
+		if e.Kind == "file" {
+			n += len("<td class=\"s\" title=\"") + decimalLen(e.Size) + len(" bytes\">") + len(human.Bytes(e.Size)) + len("</td>")
+		} else {
+			n += len("<td class=\"s\">-</td>")
+		}
+		n += len("<td class=\"t\">") + timeLen(scratch[:0], e.ModTime, "2006-01-02 15:04", 16) + len("</td></tr>\n")
+	}
+	n += len("</tbody>\n</table>\n")
+	if omitted > 0 {
+		n += len("<p>") + decimalLen(int64(omitted)) + len(" not valid UTF-8, which no request can name.</p>\n")
+		if omitted == 1 {
+			n += len(" name not shown: it is")
+		} else {
+			n += len(" names not shown: they are")
+		}
+	}
+	return n + len("</body>\n</html>\n")
+}
+
+// ListingJSONLen is the length of AppendListingJSON's output for the same
+// entries, worked out without building it (see ListingHTMLLen).
+func ListingJSONLen(entries []Entry) int {
+	n := 2 // [ ]
+	var scratch [64]byte
+	for i, e := range entries {
+		if i > 0 {
+			n++
+		}
+		n += len(`{"name":`) + jsonStringLen(e.Name) + len(`,"kind":`) + jsonStringLen(e.Kind)
+		if e.Kind == "file" {
+			n += len(`,"size":`) + decimalLen(e.Size)
+		}
+		n += len(`,"mtime":"`) + timeLen(scratch[:0], e.ModTime, "2006-01-02T15:04:05.000000000Z07:00", 30) + len(`"}`)
+	}
+	return n
+}
+
+// timeLen is the length of t in UTC in layout, which is fixed, of four
+// digit years, for the years 0 to 9999; others are formatted to tell.
+func timeLen(scratch []byte, t time.Time, layout string, fixed int) int {
+	t = t.UTC()
+	if y := t.Year(); 0 <= y && y <= 9999 {
+		return fixed
+	}
+	return len(t.AppendFormat(scratch, layout))
+}
+
+// decimalLen is the length of strconv.AppendInt(nil, n, 10).
+func decimalLen(n int64) int {
+	l := 1
+	u := uint64(n)
+	if n < 0 {
+		l++
+		u = -u
+	}
+	for ; u >= 10; u /= 10 {
+		l++
+	}
+	return l
+}
+
+// htmlTextLen is the length of appendHTMLText(nil, s).
+func htmlTextLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == '<', r == '>':
+			n += 4
+		case r == '&', r == '"', r == '\'':
+			n += 5
+		case r == utf8.RuneError && w == 1, r < 0x20, 0x7f <= r && r < 0xa0,
+			0xfdd0 <= r && r <= 0xfdef, r&0xfffe == 0xfffe:
+			n += utf8.RuneLen(utf8.RuneError)
+		default:
+			n += w
+		}
+		i += w
+	}
+	return n
+}
+
+// pathSegmentLen is the length of appendPathSegment(nil, s).
+func pathSegmentLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' {
+			n++
+		} else {
+			n += 3
+		}
+	}
+	return n
+}
+
+// jsonStringLen is the length of appendJSONString(nil, s).
+func jsonStringLen(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == '"' || r == '\\' || r == '\n' || r == '\r' || r == '\t':
+			n += 2
+		case r < 0x20 || r == '<' || r == '>' || r == '&':
+			n += 6
+		case r == '\u2028' || r == '\u2029':
+			n += 6
+		case r == utf8.RuneError && w == 1:
+			n += 6
+		default:
+			n += w
+		}
+		i += w
+	}
+	return n
+}

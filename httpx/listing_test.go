@@ -228,3 +228,37 @@ func FuzzListing(f *testing.F) {
 		}
 	})
 }
+
+// TestListingLen: ListingHTMLLen and ListingJSONLen are the exact lengths
+// of the pages, whatever the names need (escaping, percent-encoding,
+// U+FFFD for what is not text), the sizes and the dates: the server makes
+// a page in one allocation of that length (serve/httpdir.go), and one too
+// short would be grown by append, leaving the page's size as garbage again.
+func TestListingLen(t *testing.T) {
+	es := hostileEntries()
+	mod := time.Date(2026, 12, 6, 6, 31, 56, 123456789, time.UTC)
+	for i, n := range []string{"", ".", "..", "file-with-a-reasonably-long-name-00001.txt", "Ça été créé à", "日本語のファイル名です",
+		strings.Repeat("&", 300), "\x01\x1f", "\xed\xa0\x80surrogate", "\xf4\x90\x80\x80big", "\U0010fffe", "\U0001fffe"} {
+		for j, kind := range []string{"file", "dir", "symlink", "other"} {
+			es = append(es, Entry{Name: n, Kind: kind, Size: [...]int64{0, 1023, 1 << 40, -5, 1<<63 - 1, -1 << 63}[(i+j)%6], ModTime: mod})
+		}
+	}
+	for _, y := range []int{0, 1, 999, 9999, 10000, 123456, -1, -2000} {
+		es = append(es, Entry{Name: "y", Kind: "file", Size: 12345678901, ModTime: time.Date(y, 1, 2, 3, 4, 5, 6, time.UTC)})
+	}
+	es = append(es, Entry{Name: "local", Kind: "file", ModTime: time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("x", -5*3600))})
+	for _, p := range []string{"/", "/d<i>r/x&y/", "/日本/\x00/"} {
+		for _, omitted := range []int{0, 1, 12} {
+			for k := range len(es) + 1 {
+				if got, want := ListingHTMLLen(p, es[:k], omitted), len(AppendListingHTML(nil, p, es[:k], omitted)); got != want {
+					t.Fatalf("ListingHTMLLen(%q, %d entries, %d) = %d, the page is %d bytes", p, k, omitted, got, want)
+				}
+			}
+		}
+	}
+	for k := range len(es) + 1 {
+		if got, want := ListingJSONLen(es[:k]), len(AppendListingJSON(nil, es[:k])); got != want {
+			t.Fatalf("ListingJSONLen(%d entries) = %d, the JSON is %d bytes (last %+v)", k, got, want, es[max(k-1, 0)])
+		}
+	}
+}

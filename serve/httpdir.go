@@ -97,29 +97,27 @@ func (c *conn) listing(p string) (body []byte, ctype string, omitted int, err er
 	}
 	defer done()
 	var entries []httpx.Entry
-	names := 0 // bytes of the names
 	_, omitted, err = c.s.readDir(p, func(name string, st *unix.Stat_t) {
 		e := httpx.Entry{Name: name, Kind: kindName(kindOf(st)), ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
 		if e.Kind == "file" {
 			e.Size = st.Size
 		}
 		entries = append(entries, e)
-		names += len(name)
 	})
 	if err != nil {
 		return nil, "", 0, err
 	}
-	// The body is made in one allocation of about its size where the
-	// names need no escaping (each is written once, or twice in HTML, with
-	// about 75 or 110 bytes of markup), not in the doublings of append,
-	// whose garbage would be twice the body's size.
+	// The body is made in one allocation of its exact size, not in the
+	// growth of append from a guess, whose garbage would be about the
+	// body's size again (a guess per entry was short for files of a few
+	// GB, whose sizes take more digits, and for names that need escaping).
 	if wantJSON {
-		b := make([]byte, 0, 64+len(entries)*80+names)
+		b := make([]byte, 0, httpx.ListingJSONLen(entries))
 		body = httpx.AppendListingJSON(b, entries)
 		c.s.listSizes.set(key, int64(len(body)))
 		return body, "application/json", omitted, nil
 	}
-	b := make([]byte, 0, 2048+len(p)*2+len(entries)*120+names*2)
+	b := make([]byte, 0, httpx.ListingHTMLLen(p, entries, omitted))
 	body = httpx.AppendListingHTML(b, p, entries, omitted)
 	c.s.listSizes.set(key, int64(len(body)))
 	return body, "text/html; charset=utf-8", omitted, nil
