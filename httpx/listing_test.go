@@ -206,10 +206,18 @@ func FuzzListing(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, name, dir string) {
 		es := []Entry{{Name: name, Kind: "file"}, {Name: name + "x", Kind: "dir"}}
-		if out := AppendListingJSON(nil, es); !json.Valid(out) {
+		out := AppendListingJSON(nil, es)
+		if !json.Valid(out) {
 			t.Fatalf("invalid JSON for %q: %s", name, out)
 		}
-		page := string(AppendListingHTML(nil, dir, es, 0))
+		// The lengths the server allocates must be the pages' own.
+		if n := ListingJSONLen(es); n != len(out) {
+			t.Fatalf("ListingJSONLen %d, the page is %d bytes, for %q", n, len(out), name)
+		}
+		page := string(AppendListingHTML(nil, dir, es, 3))
+		if n := ListingHTMLLen(dir, es, 3); n != len(page) {
+			t.Fatalf("ListingHTMLLen %d, the page is %d bytes, for %q in %q", n, len(page), name, dir)
+		}
 		if !utf8.ValidString(page) {
 			t.Fatalf("invalid UTF-8 for %q", name)
 		}
@@ -217,7 +225,7 @@ func FuzzListing(f *testing.F) {
 		if name == "" || name == "." || name == ".." {
 			ref = ref[1:]
 		}
-		if strings.Count(page, "<") != strings.Count(string(AppendListingHTML(nil, dir, ref, 0)), "<") {
+		if strings.Count(page, "<") != strings.Count(string(AppendListingHTML(nil, dir, ref, 3)), "<") {
 			t.Fatalf("markup from %q or %q", name, dir)
 		}
 		if name != "" && name != "." && name != ".." {
