@@ -337,6 +337,16 @@ func renderProfile(w *strings.Builder, pr *Profile) {
 	}
 }
 
+// ratioText is the ratio v as the targets table shows it: two decimals,
+// or three where two would show the target itself (0.949 against 0.95
+// is "0.949x", not a "0.95x" beside "missed").
+func ratioText(v, want float64) string {
+	if s := fmt.Sprintf("%.2f", v); s == fmt.Sprintf("%.2f", want) && v != want {
+		return fmt.Sprintf("%.3fx", v)
+	}
+	return fmt.Sprintf("%.2fx", v)
+}
+
 // target is one line of the targets table.
 type target struct{ what, value, status string }
 
@@ -367,7 +377,7 @@ func targets(r *Results) []target {
 				break
 			}
 			v := x / y
-			t.value = fmt.Sprintf("%.2fx", v)
+			t.value = ratioText(v, want)
 			met := v >= want
 			if lowerBetter {
 				met = v <= want

@@ -40,3 +40,24 @@ func TestRenderFailedHTTPServer(t *testing.T) {
 		t.Errorf("report has a ratio table although zfs-serve has no figure:\n%s", out)
 	}
 }
+
+// TestRatioText: a ratio that two decimals would round onto its target
+// shows a third, so a missed target never reads as its own line.
+func TestRatioText(t *testing.T) {
+	for _, c := range []struct {
+		v, want float64
+		text    string
+	}{
+		{0.949, 0.95, "0.949x"},
+		{0.9504, 0.95, "0.950x"},
+		{0.95, 0.95, "0.95x"},
+		{1.2049, 1.2, "1.205x"},
+		{1.1951, 1.2, "1.195x"},
+		{1.27, 1.2, "1.27x"},
+		{0.7649, 0.8, "0.76x"},
+	} {
+		if got := ratioText(c.v, c.want); got != c.text {
+			t.Errorf("ratioText(%v, %v) = %q, want %q", c.v, c.want, got, c.text)
+		}
+	}
+}
