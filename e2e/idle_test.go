@@ -23,6 +23,10 @@ type idleClient struct {
 	c    net.Conn
 	br   *bufio.Reader
 	http bool
+	// once: the connection is used for one request, so an HTTP response
+	// that closes it is as good as one that keeps it (a draining worker
+	// closes what it answers).
+	once bool
 }
 
 // get fetches path on the connection and returns the body's SHA-256.
@@ -39,7 +43,7 @@ func (ic *idleClient) get(path string) (string, error) {
 			return "", err
 		}
 		defer resp.Body.Close()
-		if resp.StatusCode != 200 || resp.Close {
+		if resp.StatusCode != 200 || resp.Close && !ic.once {
 			return "", fmt.Errorf("status %d, close %v", resp.StatusCode, resp.Close)
 		}
 		if _, err := io.Copy(h, resp.Body); err != nil {
