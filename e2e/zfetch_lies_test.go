@@ -111,7 +111,6 @@ func TestZfetchLyingHTTPServer(t *testing.T) {
 	} {
 		for _, x := range []string{"1", "3"} {
 			t.Run(c.lie+"-x"+x, func(t *testing.T) {
-				t.Parallel() // each waits mostly on zfetch's pauses between tries
 				dst := filepath.Join(t.TempDir(), "out")
 				if err := os.WriteFile(dst, []byte("the user's file"), 0o644); err != nil {
 					t.Fatal(err)
