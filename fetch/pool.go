@@ -3,8 +3,11 @@ package fetch
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pool keeps idle connections per server address, so that a tree of small
@@ -21,19 +24,53 @@ func newPool(max int, dial func(ctx context.Context, ep endpoint) (*Conn, error)
 	return &pool{idle: map[string][]*Conn{}, max: max, dial: dial}
 }
 
-// get returns an idle connection to ep (marked reused) or a new one.
+// get returns an idle connection to ep (marked reused) or a new one. An
+// idle connection with bytes waiting, or closed by the server, is closed
+// and passed over: the server sent something after the last response's
+// body, which would be read as the answer to the next request (a head,
+// even: "HTTP/1.1 200 OK" and an empty line), as Go's net/http drops a
+// connection with an "unsolicited response".
 func (p *pool) get(ctx context.Context, ep endpoint) (*Conn, error) {
 	key := ep.key()
-	p.mu.Lock()
-	if cs := p.idle[key]; len(cs) > 0 {
+	for {
+		p.mu.Lock()
+		cs := p.idle[key]
+		if len(cs) == 0 {
+			p.mu.Unlock()
+			return p.dialNew(ctx, ep)
+		}
 		c := cs[len(cs)-1]
 		p.idle[key] = cs[:len(cs)-1]
 		p.mu.Unlock()
+		if c.spoilt() {
+			c.Close()
+			continue
+		}
 		c.reused = true
 		return c, nil
 	}
-	p.mu.Unlock()
-	return p.dialNew(ctx, ep)
+}
+
+// spoilt says whether an idle connection has bytes waiting to be read, or
+// its end (the server closed it), or an error. Only plain TCP is looked
+// at: under TLS, records the server may send at any time (session
+// tickets) are not a response.
+func (c *Conn) spoilt() bool {
+	tc, ok := c.c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	waiting := false
+	err = rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		waiting = rerr != unix.EAGAIN || n > 0
+	})
+	return err != nil || waiting
 }
 
 // dialNew returns a new connection to ep, never an idle one.
