@@ -85,15 +85,24 @@ func TestHTTPDrain(t *testing.T) {
 	}
 }
 
-// TestHTTPRefusedBySupervisor: a connection the supervisor refuses
-// (max_connections) gets 503 with Retry-After, not native bytes.
-func TestHTTPRefusedBySupervisor(t *testing.T) {
+// daemonAtLimit starts a daemon of max_connections = 1 over httpTree and
+// holds its one connection with a stalled download until the test ends,
+// so that the supervisor refuses every other.
+func daemonAtLimit(t *testing.T) *Daemon {
+	t.Helper()
 	root, _ := httpTree(t)
 	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "max_connections = 1\n"})
 	gate := make(chan struct{})
-	defer close(gate)
+	t.Cleanup(func() { close(gate) })
 	httpSlowGet(t, d.Addr, "/big.bin", gate)
 	d.WaitStatus(5*time.Second, "the transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })
+	return d
+}
+
+// TestHTTPRefusedBySupervisor: a connection the supervisor refuses
+// (max_connections) gets 503 with Retry-After, not native bytes.
+func TestHTTPRefusedBySupervisor(t *testing.T) {
+	d := daemonAtLimit(t)
 	resp, body, closed := rawHTTP(t, d.Addr, "GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !closed || !strings.Contains(body, "max_connections") {
 		t.Fatalf("got %d %v %q closed=%v", resp.StatusCode, resp.Header, body, closed)

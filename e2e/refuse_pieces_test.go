@@ -16,12 +16,7 @@ import (
 // a native client sending a byte at a time the native refusal; each ends
 // with the server's FIN and no reset.
 func TestRefusedInPieces(t *testing.T) {
-	root, _ := httpTree(t)
-	d := StartDaemon(t, DaemonOpts{Root: root, Workers: 1, Config: "max_connections = 1\n"})
-	gate := make(chan struct{})
-	defer close(gate)
-	httpSlowGet(t, d.Addr, "/big.bin", gate)
-	d.WaitStatus(5*time.Second, "the transfer", func(st *ctlStatus) bool { return len(st.Transfers) == 1 })
+	d := daemonAtLimit(t)
 	native := string(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStat, Path: "/small.txt"}))
 	for _, tc := range []struct {
 		name   string

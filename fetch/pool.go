@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/zfs-serve/zfs-serve/internal/rawcall"
 )
 
 // pool keeps idle connections per server address, so that a tree of small
@@ -65,11 +65,7 @@ func (c *Conn) spoilt() bool {
 		return true
 	}
 	waiting := false
-	err = rc.Control(func(fd uintptr) {
-		var b [1]byte
-		n, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		waiting = rerr != unix.EAGAIN || n > 0
-	})
+	err = rc.Control(func(fd uintptr) { waiting = rawcall.Waiting(int(fd)) })
 	return err != nil || waiting
 }
 

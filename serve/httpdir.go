@@ -112,15 +112,14 @@ func (c *conn) listing(p string) (body []byte, ctype string, omitted int, err er
 	// body's size again (a guess per entry was short for files of a few
 	// GB, whose sizes take more digits, and for names that need escaping).
 	if wantJSON {
-		b := make([]byte, 0, httpx.ListingJSONLen(entries))
-		body = httpx.AppendListingJSON(b, entries)
-		c.s.listSizes.set(key, int64(len(body)))
-		return body, "application/json", omitted, nil
+		body = httpx.AppendListingJSON(make([]byte, 0, httpx.ListingJSONLen(entries)), entries)
+		ctype = "application/json"
+	} else {
+		body = httpx.AppendListingHTML(make([]byte, 0, httpx.ListingHTMLLen(p, entries, omitted)), p, entries, omitted)
+		ctype = "text/html; charset=utf-8"
 	}
-	b := make([]byte, 0, httpx.ListingHTMLLen(p, entries, omitted))
-	body = httpx.AppendListingHTML(b, p, entries, omitted)
 	c.s.listSizes.set(key, int64(len(body)))
-	return body, "text/html; charset=utf-8", omitted, nil
+	return body, ctype, omitted, nil
 }
 
 // readDir calls each for every entry of the directory p (beneath the

@@ -107,16 +107,17 @@ func (s *Server) holdListing(body []byte) (held []byte, release func(), ok bool)
 		s.listBytes.Add(-n)
 		return nil, nil, false
 	}
+	giveBack := func() { s.listBytes.Add(-n) }
 	if len(body) < offHeapMin {
-		return body, func() { s.listBytes.Add(-n) }, true
+		return body, giveBack, true
 	}
 	m, err := unix.Mmap(-1, 0, len(body), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil { // no address space: keep the heap's copy
-		return body, func() { s.listBytes.Add(-n) }, true
+		return body, giveBack, true
 	}
 	copy(m, body)
 	return m, func() {
 		unix.Munmap(m)
-		s.listBytes.Add(-n)
+		giveBack()
 	}, true
 }

@@ -113,6 +113,14 @@ func Peek(fd int) bool {
 	return e == 0 && n > 0
 }
 
+// Waiting reports whether a read of the non-blocking socket fd would not
+// wait: a byte waits, the peer has closed it, or it has an error.
+func Waiting(fd int) bool {
+	var b [1]byte
+	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return e != unix.EAGAIN
+}
+
 // Shutdown is shutdown(2) of a socket, which queues a FIN and never waits.
 func Shutdown(fd, how int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
