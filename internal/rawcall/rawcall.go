@@ -39,6 +39,7 @@
 package rawcall
 
 import (
+	"slices"
 	"syscall"
 	"unsafe"
 
@@ -135,6 +136,44 @@ func Shutdown(fd, how int) error {
 // O_PATH one).
 func Close(fd int) {
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// CloseAll closes the descriptors of fds that are not negative, as Close
+// does, sorting fds in place: each run of two or more consecutive numbers
+// goes in one close_range(2), which closes exactly that run because every
+// number in it is one of fds. A kernel or filter without close_range
+// gets one close(2) each.
+func CloseAll(fds []int) {
+	closeRuns(fds, func(lo, hi int) {
+		if lo == hi {
+			Close(lo)
+			return
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_CLOSE_RANGE, uintptr(lo), uintptr(hi), 0); e != 0 {
+			for fd := lo; fd <= hi; fd++ {
+				Close(fd)
+			}
+		}
+	})
+}
+
+// closeRuns sorts fds and calls close once for each run of consecutive
+// numbers in it, negative ones left out.
+func closeRuns(fds []int, close func(lo, hi int)) {
+	slices.Sort(fds)
+	for i := 0; i < len(fds); {
+		j := i + 1
+		for j < len(fds) && fds[j] == fds[j-1]+1 {
+			j++
+		}
+		if fds[i] >= 0 {
+			close(fds[i], fds[j-1])
+		} else if fds[j-1] >= 0 {
+			// A run from -1 up: its non-negative part.
+			j = i + 1
+		}
+		i = j
+	}
 }
 
 // Splice is splice(2) from a pipe holding file pages to a non-blocking
