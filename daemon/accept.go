@@ -90,20 +90,25 @@ func (d *dispatcher) accept(fd int) error {
 		// accepted socket for SO_PROTOCOL to decode its address: one
 		// more system call per connection on the thread that accepts
 		// for everyone.
-		nfd, sa, e := rawcall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		nfd, e := rawcall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, &d.rsa)
 		switch e {
 		case nil:
-			if d.trusted != nil && !trusted(sa, d.trusted) && !fromSelf(nfd, sa) {
+			ap, ip := rawcall.AddrPort(&d.rsa)
+			if d.trusted != nil && !(ip && trustedAddr(ap.Addr(), d.trusted)) && !fromSelf(nfd, rawcall.Sockaddr(&d.rsa)) {
 				syscall.Close(nfd)
 				d.s.metrics.accepted.Add(1)
 				d.s.metrics.refuse(refusedUntrusted, 1)
 				d.s.untrustedLog.Log(d.s.log, time.Now(), slog.LevelWarn, "connection to a proxy listener from outside proxy_trusted; closed",
-					"client", sockaddrString(sa))
+					"client", sockaddrString(rawcall.Sockaddr(&d.rsa)))
 				continue
 			}
 			d.fds = append(d.fds, nfd)
 			d.at = append(d.at, time.Now())
-			d.peers = append(d.peers, sockaddrString(sa))
+			if ip {
+				d.peers = append(d.peers, addrPortString(ap))
+			} else {
+				d.peers = append(d.peers, sockaddrString(rawcall.Sockaddr(&d.rsa)))
+			}
 			continue
 		case syscall.EINTR, syscall.ECONNABORTED:
 			continue
@@ -131,6 +136,8 @@ type dispatcher struct {
 	idx    []int   // indices in fds of the batch sent to one worker
 	rr     int
 	httpOn bool
+	// rsa: the last accepted connection's peer, raw
+	rsa syscall.RawSockaddrAny
 	// drained: the last accept stopped at EAGAIN, so the queue was empty
 	drained bool
 	// at is when each of fds was accepted (handoff latency, metrics.go).
@@ -176,15 +183,19 @@ func fromSelf(fd int, sa syscall.Sockaddr) bool {
 // trusted reports whether sa is in one of the networks (an IPv4-mapped
 // IPv6 address is matched as IPv4).
 func trusted(sa syscall.Sockaddr, nets []netip.Prefix) bool {
-	var a netip.Addr
 	switch sa := sa.(type) {
 	case *syscall.SockaddrInet4:
-		a = netip.AddrFrom4(sa.Addr)
+		return trustedAddr(netip.AddrFrom4(sa.Addr), nets)
 	case *syscall.SockaddrInet6:
-		a = netip.AddrFrom16(sa.Addr).Unmap()
-	default:
-		return false
+		return trustedAddr(netip.AddrFrom16(sa.Addr), nets)
 	}
+	return false
+}
+
+// trustedAddr reports whether a is in one of the networks (an IPv4-mapped
+// IPv6 address is matched as IPv4).
+func trustedAddr(a netip.Addr, nets []netip.Prefix) bool {
+	a = a.Unmap()
 	for _, p := range nets {
 		if p.Contains(a) {
 			return true
@@ -415,6 +426,26 @@ func (d *dispatcher) sendToFresh(ws []*workerProc, fds []int) bool {
 	return d.sendTo(fresh, 0, fds)
 }
 
+// addrPortString is sockaddrString of the IP address ap, in one
+// allocation: "a.b.c.d:port" for IPv4 and IPv4-mapped IPv6 (as net.IP
+// prints those), "[v6]:port" for the others; a zone is left out.
+func addrPortString(ap netip.AddrPort) string {
+	var buf [64]byte
+	b := buf[:0]
+	if a := ap.Addr().Unmap(); a.Is4() {
+		b = a.AppendTo(b)
+	} else {
+		b = append(b, '[')
+		b = a.WithZone("").AppendTo(b)
+		b = append(b, ']')
+	}
+	b = append(b, ':')
+	b = strconv.AppendUint(b, uint64(ap.Port()), 10)
+	return string(b)
+}
+
+// sockaddrString is the address of a connection's peer as the workers and
+// the logs show it: host:port, or a unix socket's name.
 func sockaddrString(sa syscall.Sockaddr) string {
 	switch a := sa.(type) {
 	case *syscall.SockaddrInet4:

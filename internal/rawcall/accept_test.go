@@ -42,9 +42,9 @@ func TestAccept4(t *testing.T) {
 			}
 			defer cl.Close()
 			var nfd int
-			var sa syscall.Sockaddr
+			var rsa syscall.RawSockaddrAny
 			for deadline := time.Now().Add(10 * time.Second); ; {
-				nfd, sa, err = Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+				nfd, err = Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, &rsa)
 				if err != syscall.EAGAIN || time.Now().After(deadline) {
 					break
 				}
@@ -53,12 +53,28 @@ func TestAccept4(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer syscall.Close(nfd)
+			sa := Sockaddr(&rsa)
 			want, err := syscall.Getpeername(nfd)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(sa, want) {
 				t.Errorf("rawAccept4 gave %#v, getpeername %#v", sa, want)
+			}
+			ap, ok := AddrPort(&rsa)
+			switch w := want.(type) {
+			case *syscall.SockaddrInet4:
+				if !ok || ap.Addr().As4() != w.Addr || int(ap.Port()) != w.Port {
+					t.Errorf("AddrPort gave %v %v, getpeername %#v", ap, ok, want)
+				}
+			case *syscall.SockaddrInet6:
+				if !ok || ap.Addr().As16() != w.Addr || int(ap.Port()) != w.Port {
+					t.Errorf("AddrPort gave %v %v, getpeername %#v", ap, ok, want)
+				}
+			default:
+				if ok {
+					t.Errorf("AddrPort gave %v for %#v", ap, want)
+				}
 			}
 			if u, ok := sa.(*syscall.SockaddrUnix); c.local != "" && (!ok || u.Name != c.local) {
 				t.Errorf("client %q, got %#v", c.local, sa)

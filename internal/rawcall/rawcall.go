@@ -39,6 +39,7 @@
 package rawcall
 
 import (
+	"net/netip"
 	"slices"
 	"syscall"
 	"unsafe"
@@ -196,17 +197,38 @@ func Sendfile(out, in int, off *int64, n int) (int, error) {
 	return int(r), nil
 }
 
-// Accept4 is syscall.Accept4 on a non-blocking listener. The peer's
-// address is decoded for IPv4, IPv6 and unix sockets (others give nil),
-// as package syscall decodes it.
-func Accept4(fd, flags int) (int, syscall.Sockaddr, error) {
-	var rsa syscall.RawSockaddrAny
+// Accept4 is syscall.Accept4 on a non-blocking listener, the peer's
+// address left raw in rsa: AddrPort reads an IP one without an
+// allocation, Sockaddr decodes any as package syscall does.
+func Accept4(fd, flags int, rsa *syscall.RawSockaddrAny) (int, error) {
 	n := uint32(syscall.SizeofSockaddrAny)
-	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), uintptr(flags), 0, 0)
+	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&n)), uintptr(flags), 0, 0)
 	if e != 0 {
-		return -1, nil, e
+		return -1, e
 	}
-	return int(r), decodeSockaddr(&rsa), nil
+	return int(r), nil
+}
+
+// AddrPort is the IPv4 or IPv6 address in rsa (an IPv6 one without its
+// zone), and false for any other family.
+func AddrPort(rsa *syscall.RawSockaddrAny) (netip.AddrPort, bool) {
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		b := (*[2]byte)(unsafe.Pointer(&p.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(p.Addr), uint16(b[0])<<8|uint16(b[1])), true
+	case syscall.AF_INET6:
+		p := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		b := (*[2]byte)(unsafe.Pointer(&p.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(p.Addr), uint16(b[0])<<8|uint16(b[1])), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// Sockaddr decodes the address in rsa for IPv4, IPv6 and unix sockets
+// (others give nil), as package syscall decodes it.
+func Sockaddr(rsa *syscall.RawSockaddrAny) syscall.Sockaddr {
+	return decodeSockaddr(rsa)
 }
 
 func decodeSockaddr(rsa *syscall.RawSockaddrAny) syscall.Sockaddr {

@@ -1,0 +1,49 @@
+package daemon
+
+import (
+	"net/netip"
+	"syscall"
+	"testing"
+)
+
+// FuzzAddrPortString: the supervisor's allocation-free form of a peer's
+// address is the one sockaddrString (package net's) gives, for every
+// IPv4 and IPv6 address and port, IPv4-mapped and zoned ones included.
+func FuzzAddrPortString(f *testing.F) {
+	f.Add([]byte{127, 0, 0, 1}, uint16(39904), uint32(0))
+	f.Add([]byte{0, 0, 0, 0}, uint16(0), uint32(0))
+	f.Add(netip.MustParseAddr("::1").AsSlice(), uint16(443), uint32(0))
+	f.Add(netip.MustParseAddr("::ffff:192.0.2.7").AsSlice(), uint16(65535), uint32(0))
+	f.Add(netip.MustParseAddr("::192.0.2.7").AsSlice(), uint16(80), uint32(0))
+	f.Add(netip.MustParseAddr("fe80::1").AsSlice(), uint16(8080), uint32(3))
+	f.Add(netip.MustParseAddr("2001:db8::1:0:0:1").AsSlice(), uint16(1), uint32(0))
+	f.Fuzz(func(t *testing.T, ip []byte, port uint16, zone uint32) {
+		var sa syscall.Sockaddr
+		var ap netip.AddrPort
+		switch len(ip) {
+		case 4:
+			a := [4]byte(ip)
+			sa = &syscall.SockaddrInet4{Addr: a, Port: int(port)}
+			ap = netip.AddrPortFrom(netip.AddrFrom4(a), port)
+		case 16:
+			a := [16]byte(ip)
+			sa = &syscall.SockaddrInet6{Addr: a, Port: int(port), ZoneId: zone}
+			ap = netip.AddrPortFrom(netip.AddrFrom16(a), port)
+		default:
+			return
+		}
+		if got, want := addrPortString(ap), sockaddrString(sa); got != want {
+			t.Fatalf("addrPortString(%v) = %q, sockaddrString %q", ap, got, want)
+		}
+	})
+}
+
+// TestAddrPortStringAllocs: one allocation, the string itself.
+func TestAddrPortStringAllocs(t *testing.T) {
+	for _, s := range []string{"127.0.0.1:39904", "[2001:db8::1]:443"} {
+		ap := netip.MustParseAddrPort(s)
+		if n := testing.AllocsPerRun(100, func() { _ = addrPortString(ap) }); n > 1 {
+			t.Errorf("%s: %v allocations, want 1", s, n)
+		}
+	}
+}
