@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"net"
 	"net/netip"
+	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // FuzzAddrPortString: the supervisor's allocation-free form of a peer's
@@ -45,5 +48,57 @@ func TestAddrPortStringAllocs(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { _ = addrPortString(ap) }); n > 1 {
 			t.Errorf("%s: %v allocations, want 1", s, n)
 		}
+	}
+}
+
+// TestAcceptPeerUnix: the peer string of each connection in one batch is
+// its own, as getpeername gives it, when the dispatcher's raw sockaddr
+// is reused: a unix client bound to no name, or to a shorter abstract
+// one, after a longer name (the kernel writes only the address's length
+// into the buffer, and an abstract name has no terminating NUL).
+func TestAcceptPeerUnix(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var lfd int
+	sc, _ := ln.(syscall.Conn).SyscallConn()
+	sc.Control(func(fd uintptr) { lfd = int(fd) })
+	long := filepath.Join(dir, "a-rather-long-client-socket-name")
+	for _, local := range []string{long, "", "@zfs-serve-peer-test-long-abstract", "@zfs-p", long + "2", "@zfs-q"} {
+		var laddr net.Addr
+		if local != "" {
+			laddr = &net.UnixAddr{Name: local, Net: "unix"}
+		}
+		d := net.Dialer{LocalAddr: laddr}
+		cl, err := d.Dial("unix", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+	}
+	d := &dispatcher{}
+	var fds []int
+	for deadline := time.Now().Add(10 * time.Second); len(fds) < 6 && time.Now().Before(deadline); {
+		if err := d.accept(lfd); err != nil {
+			t.Fatal(err)
+		}
+		for i, fd := range d.fds {
+			defer syscall.Close(fd)
+			fds = append(fds, fd)
+			sa, err := syscall.Getpeername(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := sockaddrString(sa)
+			if d.peers[i] != want {
+				t.Errorf("connection %d: peer %q, getpeername %q", len(fds), d.peers[i], want)
+			}
+		}
+	}
+	if len(fds) != 6 {
+		t.Fatalf("accepted %d connections, want 6", len(fds))
 	}
 }

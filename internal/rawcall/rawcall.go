@@ -199,8 +199,12 @@ func Sendfile(out, in int, off *int64, n int) (int, error) {
 
 // Accept4 is syscall.Accept4 on a non-blocking listener, the peer's
 // address left raw in rsa: AddrPort reads an IP one without an
-// allocation, Sockaddr decodes any as package syscall does.
+// allocation, Sockaddr decodes any as package syscall does. rsa is
+// cleared first: the kernel writes only the address's length (2 bytes for
+// an unbound unix client, an abstract name without a NUL), and a reused
+// rsa would otherwise lend the rest of an earlier peer's name.
 func Accept4(fd, flags int, rsa *syscall.RawSockaddrAny) (int, error) {
+	*rsa = syscall.RawSockaddrAny{}
 	n := uint32(syscall.SizeofSockaddrAny)
 	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&n)), uintptr(flags), 0, 0)
 	if e != 0 {
