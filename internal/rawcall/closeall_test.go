@@ -10,8 +10,18 @@ import (
 
 // TestCloseAll: CloseAll closes exactly the descriptors it is given, in
 // runs and alone, whatever their order, skipping negative ones, and
-// leaves open the descriptors between and around them.
+// leaves open the descriptors between and around them; so does its
+// fallback after close_range was refused.
 func TestCloseAll(t *testing.T) {
+	t.Run("close_range", func(t *testing.T) { testCloseAll(t) })
+	t.Run("refused", func(t *testing.T) {
+		noCloseRange.Store(true)
+		t.Cleanup(func() { noCloseRange.Store(false) })
+		testCloseAll(t)
+	})
+}
+
+func testCloseAll(t *testing.T) {
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)

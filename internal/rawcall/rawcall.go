@@ -41,6 +41,7 @@ package rawcall
 import (
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -143,20 +144,27 @@ func Close(fd int) {
 // does, sorting fds in place: each run of two or more consecutive numbers
 // goes in one close_range(2), which closes exactly that run because every
 // number in it is one of fds. A kernel or filter without close_range
-// gets one close(2) each.
+// gets one close(2) each, from its first refusal on. Without flags,
+// close_range closes the whole run or, refused, none of it. fds must not
+// repeat a descriptor.
 func CloseAll(fds []int) {
 	closeRuns(fds, func(lo, hi int) {
-		if lo == hi {
-			Close(lo)
-			return
-		}
-		if _, _, e := unix.RawSyscall(unix.SYS_CLOSE_RANGE, uintptr(lo), uintptr(hi), 0); e != 0 {
-			for fd := lo; fd <= hi; fd++ {
-				Close(fd)
+		if lo < hi && !noCloseRange.Load() {
+			_, _, e := unix.RawSyscall(unix.SYS_CLOSE_RANGE, uintptr(lo), uintptr(hi), 0)
+			if e == 0 {
+				return
 			}
+			noCloseRange.Store(true)
+		}
+		for fd := lo; fd <= hi; fd++ {
+			Close(fd)
 		}
 	})
 }
+
+// noCloseRange: close_range was refused (a kernel before 5.9, a seccomp
+// filter), so CloseAll closes one by one.
+var noCloseRange atomic.Bool
 
 // closeRuns sorts fds and calls close once for each run of consecutive
 // numbers in it, negative ones left out.
