@@ -166,9 +166,9 @@ func CloseAll(fds []int) {
 // filter), so CloseAll closes one by one.
 var noCloseRange atomic.Bool
 
-// closeRuns sorts fds and calls close once for each run of consecutive
+// closeRuns sorts fds and calls fn once for each run of consecutive
 // numbers in it, negative ones left out.
-func closeRuns(fds []int, close func(lo, hi int)) {
+func closeRuns(fds []int, fn func(lo, hi int)) {
 	slices.Sort(fds)
 	for i := 0; i < len(fds); {
 		j := i + 1
@@ -176,7 +176,7 @@ func closeRuns(fds []int, close func(lo, hi int)) {
 			j++
 		}
 		if fds[i] >= 0 {
-			close(fds[i], fds[j-1])
+			fn(fds[i], fds[j-1])
 		} else if fds[j-1] >= 0 {
 			// A run from -1 up: its non-negative part.
 			j = i + 1
@@ -240,10 +240,6 @@ func AddrPort(rsa *syscall.RawSockaddrAny) (netip.AddrPort, bool) {
 // Sockaddr decodes the address in rsa for IPv4, IPv6 and unix sockets
 // (others give nil), as package syscall decodes it.
 func Sockaddr(rsa *syscall.RawSockaddrAny) syscall.Sockaddr {
-	return decodeSockaddr(rsa)
-}
-
-func decodeSockaddr(rsa *syscall.RawSockaddrAny) syscall.Sockaddr {
 	switch rsa.Addr.Family {
 	case syscall.AF_INET:
 		p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
