@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"math"
-	"net"
 	"net/netip"
 	"strconv"
 	"syscall"
@@ -426,7 +425,7 @@ func (d *dispatcher) sendToFresh(ws []*workerProc, fds []int) bool {
 	return d.sendTo(fresh, 0, fds)
 }
 
-// addrPortString is sockaddrString of the IP address ap, in one
+// addrPortString is the IP peer ap as sockaddrString shows it, in one
 // allocation: "a.b.c.d:port" for IPv4 and IPv4-mapped IPv6 (as net.IP
 // prints those), "[v6]:port" for the others; a zone is left out.
 func addrPortString(ap netip.AddrPort) string {
@@ -449,9 +448,9 @@ func addrPortString(ap netip.AddrPort) string {
 func sockaddrString(sa syscall.Sockaddr) string {
 	switch a := sa.(type) {
 	case *syscall.SockaddrInet4:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+		return addrPortString(netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)))
 	case *syscall.SockaddrInet6:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+		return addrPortString(netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)))
 	case *syscall.SockaddrUnix:
 		if a.Name == "" {
 			return "unix"

@@ -4,14 +4,16 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // FuzzAddrPortString: the supervisor's allocation-free form of a peer's
-// address is the one sockaddrString (package net's) gives, for every
-// IPv4 and IPv6 address and port, IPv4-mapped and zoned ones included.
+// address, which sockaddrString gives for IP peers too, is package net's
+// (net.JoinHostPort of net.IP.String), for every IPv4 and IPv6 address
+// and port, IPv4-mapped and zoned ones included.
 func FuzzAddrPortString(f *testing.F) {
 	f.Add([]byte{127, 0, 0, 1}, uint16(39904), uint32(0))
 	f.Add([]byte{0, 0, 0, 0}, uint16(0), uint32(0))
@@ -35,8 +37,12 @@ func FuzzAddrPortString(f *testing.F) {
 		default:
 			return
 		}
-		if got, want := addrPortString(ap), sockaddrString(sa); got != want {
-			t.Fatalf("addrPortString(%v) = %q, sockaddrString %q", ap, got, want)
+		want := net.JoinHostPort(net.IP(ip).String(), strconv.Itoa(int(port)))
+		if got := addrPortString(ap); got != want {
+			t.Fatalf("addrPortString(%v) = %q, package net %q", ap, got, want)
+		}
+		if got := sockaddrString(sa); got != want {
+			t.Fatalf("sockaddrString(%#v) = %q, package net %q", sa, got, want)
 		}
 	})
 }
