@@ -1,8 +1,12 @@
 package serve
 
 import (
+	"bufio"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -11,55 +15,86 @@ import (
 )
 
 // slowListener answers every fanotify open-permission event on the files
-// of dir after wait, as a virus scanner or fapolicyd does from its own
-// process; it is gone at the end of the test.
+// of dir after wait, as a virus scanner or fapolicyd does: from a process
+// of its own (this test binary run again, TestMain), as it must be. In
+// this process it would need the runtime to run it while a raw open
+// waits for it, holding its P: a collection that stops the world (or waits
+// for every P, as its mark termination does) then waits for the open, and
+// the open for the listener, which cannot run (it hung the unit tests
+// once). The listener is killed at the end of the test.
 func slowListener(t *testing.T, dir string, wait time.Duration) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("fanotify permission events need root")
 	}
-	fan, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_CLOEXEC)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), fanotifyDirEnv+"="+dir, fanotifyWaitEnv+"="+wait.String())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Skipf("fanotify: %v", err)
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill() // its fanotify group goes with it: what is left is allowed
+		cmd.Wait()
+	})
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(out).ReadString('\n')
+		line <- strings.TrimSpace(l)
+	}()
+	select {
+	case l := <-line:
+		if l != "ready" {
+			t.Skipf("fanotify listener: %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fanotify listener did not start in 10 s")
+	}
+}
+
+// The environment that makes this test binary the fanotify listener of
+// slowListener (TestMain).
+const (
+	fanotifyDirEnv  = "ZFS_SERVE_TEST_FANOTIFY_DIR"
+	fanotifyWaitEnv = "ZFS_SERVE_TEST_FANOTIFY_WAIT"
+)
+
+// fanotifyListener is slowListener's process: it marks dir, says "ready"
+// (or why not) on stdout, and answers every open-permission event after
+// wait, allowed, until it is killed.
+func fanotifyListener(dir string, wait time.Duration) {
+	fan, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		fmt.Printf("fanotify: %v\n", err)
+		return
 	}
 	if err := unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_OPEN_PERM|unix.FAN_EVENT_ON_CHILD, unix.AT_FDCWD, dir); err != nil {
-		unix.Close(fan)
-		t.Skipf("fanotify mark: %v", err)
+		fmt.Printf("fanotify mark: %v\n", err)
+		return
 	}
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		buf := make([]byte, 4096)
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			fds := []unix.PollFd{{Fd: int32(fan), Events: unix.POLLIN}}
-			if n, _ := unix.Poll(fds, 50); n <= 0 {
-				continue
-			}
-			n, err := unix.Read(fan, buf)
-			if err != nil {
-				continue
-			}
-			time.Sleep(wait) // the listener at work, not synchronisation
-			for off := 0; off+int(unsafe.Sizeof(unix.FanotifyEventMetadata{})) <= n; {
-				m := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
-				r := unix.FanotifyResponse{Fd: m.Fd, Response: unix.FAN_ALLOW}
-				unix.Write(fan, (*[unsafe.Sizeof(r)]byte)(unsafe.Pointer(&r))[:])
-				unix.Close(int(m.Fd))
-				off += int(m.Event_len)
-			}
+	fmt.Println("ready")
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(fan, buf)
+		if err == unix.EINTR {
+			continue
 		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		<-stopped
-		unix.Close(fan) // answers whatever is left: allowed
-	})
+		if err != nil {
+			return
+		}
+		time.Sleep(wait) // the listener at work, not synchronisation
+		for off := 0; off+int(unsafe.Sizeof(unix.FanotifyEventMetadata{})) <= n; {
+			m := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
+			r := unix.FanotifyResponse{Fd: m.Fd, Response: unix.FAN_ALLOW}
+			unix.Write(fan, (*[unsafe.Sizeof(r)]byte)(unsafe.Pointer(&r))[:])
+			unix.Close(int(m.Fd))
+			off += int(m.Event_len)
+		}
+	}
 }
 
 // TestRawOpenOffWhenSlow: where opening a file waits for a fanotify
