@@ -9,6 +9,7 @@ type fields struct {
 	length    []byte // a Content-Length value other than zero
 	close     bool   // a Connection token "close"
 	keepAlive bool   // a Connection token "keep-alive"
+	prevHost  string // the Host of the request r held before (Parse)
 }
 
 // Bits of fields.seen.
@@ -134,7 +135,11 @@ func (f *fields) host(r *Request, value []byte) error {
 		return errorf(400, "invalid Host %.64q", value)
 	}
 	if r.Host == "" { // an absolute-form authority is never empty
-		r.Host = string(value)
+		if string(value) == f.prevHost {
+			r.Host = f.prevHost // a kept-alive connection's next request: no copy
+		} else {
+			r.Host = string(value)
+		}
 	}
 	return nil
 }

@@ -42,6 +42,7 @@ type Request struct {
 // calling Parse again after each read of a head that arrives a few bytes
 // at a time costs little.
 func Parse(b []byte, r *Request) (n int, err error) {
+	prevHost := r.Host
 	*r = Request{}
 	full := len(b) >= MaxHead
 	if full {
@@ -66,7 +67,7 @@ func Parse(b []byte, r *Request) (n int, err error) {
 	if !full && !settled(b[next-1:]) {
 		return 0, ErrIncomplete
 	}
-	var f fields
+	f := fields{prevHost: prevHost}
 	for {
 		line, next, err = cutLine(b, next)
 		if err == ErrIncomplete && full {

@@ -158,11 +158,9 @@ func (c *conn) httpFile(fd int, st *unix.Stat_t, ctype string, inline []byte) er
 			return c.finishHead(false)
 		}
 		if inline != nil {
-			t := c.startTransfer(r.Path, off, n)
-			defer c.cur.Store(nil)
-			_, err := c.writeInline(c.endHead(), inline[off:off+n], t)
-			c.res.Bytes += t.sent.Load()
-			c.http.bytes += t.sent.Load()
+			sent, err := c.writeInline(c.endHead(), inline[off:off+n], &fileBody{proto: ProtoHTTP, path: r.Path, offset: off, total: n})
+			c.res.Bytes += int64(sent)
+			c.http.bytes += int64(sent)
 			return err
 		}
 		if err := c.finishHead(true); err != nil {

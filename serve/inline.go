@@ -154,17 +154,39 @@ func (fc *fileCache) dropInlineLocked(e *cachedFile) {
 	e.body = nil
 }
 
+// fileBody names a response body that is a file's bytes: the transfer
+// status shows while it is being sent.
+type fileBody struct {
+	proto, path   string
+	offset, total int64
+}
+
 // writeInline sends head and body (not empty), a response and its whole
 // body, in one sendmsg if the socket takes them, and the rest as it does.
 // It returns how many of the body's bytes were sent, all of them unless
-// err. They count as t's progress too; t is nil for a response that is
-// not a file's (an error's text).
-func (c *conn) writeInline(head, body []byte, t *transfer) (int, error) {
+// err. fb says whose bytes body is, for the byte counters and status; it
+// is nil for a response that is not a file's (an error's text).
+//
+// A body sent whole by the first sendmsg, as nearly all are, never shows
+// in status (it was in flight for one system call) and costs no transfer
+// of its own; one the socket cannot take at once is published as a
+// transfer (c.cur) while it waits.
+func (c *conn) writeInline(head, body []byte, fb *fileBody) (int, error) {
 	c.op = sockOp{kind: opSendmsgv, buf: head, buf2: body, flags: unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT}
 	n, err := c.send()
 	c.op.buf, c.op.buf2 = nil, nil
 	if err != nil {
 		return 0, err
+	}
+	if n == len(head)+len(body) {
+		c.s.countSent(fb, n-len(head))
+		return n - len(head), nil
+	}
+	var t *transfer
+	if fb != nil {
+		t = &transfer{proto: fb.proto, path: fb.path, offset: fb.offset, total: fb.total, start: time.Now()}
+		c.cur.Store(t)
+		defer c.cur.Store(nil)
 	}
 	if n < len(head) {
 		if err := c.write(head[n:], true); err != nil {
@@ -174,12 +196,9 @@ func (c *conn) writeInline(head, body []byte, t *transfer) (int, error) {
 	}
 	n -= len(head)
 	t.progress(c.s, n)
-	if n < len(body) {
-		w, err := c.writeCounted(body[n:], false)
-		t.progress(c.s, w)
-		return n + w, err
-	}
-	return n, nil
+	w, err := c.writeCounted(body[n:], false)
+	t.progress(c.s, w)
+	return n + w, err
 }
 
 // sendmsgv is one sendmsg of c.op.buf and c.op.buf2, through iovecs kept

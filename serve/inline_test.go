@@ -2,10 +2,13 @@ package serve
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,5 +207,96 @@ func TestInlineRereadStale(t *testing.T) {
 	}
 	if fc.inlineUsed != 100 {
 		t.Fatalf("inlineUsed %d, want 100", fc.inlineUsed)
+	}
+}
+
+// TestInlineSlowClient: a body kept in memory goes out in one sendmsg and
+// shows in status only if the socket cannot take it at once; then it is
+// a transfer (its protocol, path, offset and size) until the client has
+// read it, and the byte counters come out the same either way.
+func TestInlineSlowClient(t *testing.T) {
+	settleNow(t)
+	ts := newTestServer(t, "sendfile", func(o *Options) { o.FileCache = time.Hour; withHTTP(o) })
+	data := random(inlineMax)
+	ts.write(t, "f", data)
+	for range 2 {
+		ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+	}
+	if !kept(ts, "/f") {
+		t.Fatal("the file is not kept in memory")
+	}
+	// A fast client: the counters grow by the body, no transfer shows.
+	before := ts.srv.Stats()
+	ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f", Offset: 100})
+	ts.connect(t) // a connection speaks the protocol of its first request
+	ts.httpDo(t, "GET", "GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+	after := ts.srv.Stats()
+	if got, want := after.BytesSent-before.BytesSent, uint64(2*len(data)-100); got != want {
+		t.Errorf("fast client: %d body bytes counted, want %d", got, want)
+	}
+	if got := after.HTTPBytesSent - before.HTTPBytesSent; got != uint64(len(data)) {
+		t.Errorf("fast client: %d HTTP body bytes counted, want %d", got, len(data))
+	}
+
+	for _, proto := range []string{ProtoNative, ProtoHTTP} {
+		t.Run(proto, func(t *testing.T) {
+			// Small buffers both ends, and a client that does not read:
+			// the first sendmsg cannot take head and body.
+			small := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+				rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+				return nil
+			}}
+			c, fd := loopbackDial(t, small)
+			if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 1024); err != nil {
+				t.Fatal(err)
+			}
+			ts.result = make(chan Result, 1)
+			ts.runOn(c, fd, ConnInfo{})
+			before := ts.srv.Stats()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if proto == ProtoNative {
+				wire.WriteRequest(c, &wire.Request{Op: wire.OpGet, Path: "/f", Offset: 10})
+			} else {
+				io.WriteString(c, "GET /f HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\n\r\n")
+			}
+			var tr Transfer
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				if trs, _ := ts.srv.Transfers(10); len(trs) == 1 {
+					tr = trs[0]
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the waiting body never showed in status")
+				}
+			}
+			if tr.Protocol != proto || tr.Path != "/f" || tr.Offset != 10 || tr.Total != int64(len(data)-10) || tr.Sent >= tr.Total || tr.Start.IsZero() {
+				t.Errorf("transfer %+v", tr)
+			}
+			var body []byte
+			if proto == ProtoNative {
+				r, err := wire.ReadResponse(ts.br)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body = make([]byte, r.BodyLen)
+				if _, err := io.ReadFull(ts.br, body); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				_, body = ts.httpRead(t, "GET")
+			}
+			if !bytes.Equal(body, data[10:]) {
+				t.Fatalf("body differs (%d bytes)", len(body))
+			}
+			c.Close()
+			res := <-ts.result
+			after := ts.srv.Stats()
+			if got, want := after.BytesSent-before.BytesSent, uint64(len(data)-10); got != want || res.Bytes != int64(want) {
+				t.Errorf("%d body bytes counted, result %d, want %d", got, res.Bytes, want)
+			}
+			if trs, _ := ts.srv.Transfers(10); len(trs) != 0 {
+				t.Errorf("still in status after the body: %+v", trs)
+			}
+		})
 	}
 }

@@ -72,7 +72,10 @@ func (c *conn) handle(q *wire.Request) error {
 		c.unlead()
 		err = c.list(q)
 	}
-	var re *reqError
+	if err == nil {
+		return nil
+	}
+	var re *reqError // escapes (errors.As): only on the error path
 	if errors.As(err, &re) {
 		if re.status == wire.StatusInternal {
 			c.s.log.Error("request failed", "client", c.client, "op", q.Op, "path", q.Path, "err", re.msg)
@@ -109,14 +112,14 @@ func (c *conn) get(q *wire.Request) error {
 	if n == 0 {
 		return nil
 	}
+	if inline != nil {
+		sent, err := c.writeInline(c.appendHeader(&resp), inline[q.Offset:q.Offset+n], &fileBody{proto: ProtoNative, path: q.Path, offset: q.Offset, total: n})
+		c.res.Bytes += int64(sent)
+		return err
+	}
 	t := &transfer{proto: ProtoNative, path: q.Path, offset: q.Offset, total: n, start: time.Now()}
 	c.cur.Store(t)
 	defer c.cur.Store(nil)
-	if inline != nil {
-		_, err = c.writeInline(c.appendHeader(&resp), inline[q.Offset:q.Offset+n], t)
-		c.res.Bytes += t.sent.Load()
-		return err
-	}
 	err = c.sendBody(fd, &st, q.Offset, n, t)
 	sent := t.sent.Load()
 	c.res.Bytes += sent

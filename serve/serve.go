@@ -390,8 +390,20 @@ func (t *transfer) progress(s *Server, n int) {
 		return // not a file's bytes (writeInline of an error's text)
 	}
 	t.sent.Add(int64(n))
+	s.addSent(t.proto, n)
+}
+
+// countSent records n bytes of fb sent without a transfer (writeInline).
+func (s *Server) countSent(fb *fileBody, n int) {
+	if fb != nil {
+		s.addSent(fb.proto, n)
+	}
+}
+
+// addSent adds n body bytes of a response in protocol proto to the totals.
+func (s *Server) addSent(proto string, n int) {
 	s.bytesSent.Add(uint64(n))
-	if t.proto == ProtoHTTP {
+	if proto == ProtoHTTP {
 		s.httpBytes.Add(uint64(n))
 	}
 }
