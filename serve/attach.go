@@ -42,6 +42,9 @@ func (c *conn) attach() {
 		rc = brokenConn{err}
 	}
 	c.f, c.rc = f, rc
+	// Bound here, not at Run: most connections never wait in the
+	// poller, and each binding is an allocation.
+	c.runOp, c.runRead = c.doOp, c.doRead
 	if !c.rdl.IsZero() {
 		f.SetReadDeadline(c.rdl)
 	}

@@ -45,7 +45,7 @@ func (s *Server) epoll() (int, error) {
 // leader (leader.go). It returns when Close closes the set.
 func (s *Server) pollParked(rc syscall.RawConn) {
 	reserveStack() // it serves requests too
-	s.lead(&leader{rc: rc, events: make([]unix.EpollEvent, 128)})
+	s.lead(newLeader(s, rc))
 }
 
 // add puts c in the registry.

@@ -48,10 +48,40 @@ import (
 // the connections of the batch its last epoll_wait woke that are not
 // served yet.
 type leader struct {
+	s      *Server
 	rc     syscall.RawConn
 	events []unix.EpollEvent
 	woken  []*conn
 	next   int
+	poll   func(fd uintptr) bool // l.read, bound once: a leader's turn allocates only its leadTurn
+	err    error                 // the last epoll_wait's failure, from poll
+}
+
+// newLeader is the leader state of s's epoll set, whose RawConn is rc.
+func newLeader(s *Server, rc syscall.RawConn) *leader {
+	l := &leader{s: s, rc: rc, events: make([]unix.EpollEvent, 128)}
+	l.poll = l.read
+	return l
+}
+
+// read is l.rc.Read's callback: one epoll_wait of the set without
+// waiting, its connections appended to l.woken. It returns false to wait
+// in the runtime's poller when the set had nothing.
+func (l *leader) read(fd uintptr) bool {
+	for {
+		n, err := rawcall.EpollPoll(int(fd), l.events)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			l.err = err
+			return true
+		case n == 0:
+			return false // the runtime's poller says when there are more
+		}
+		l.woken = l.s.park.dispatch(l.events[:n], l.woken)
+		return true
+	}
 }
 
 // leadTurn is one goroutine's time as the leader. The connection it
@@ -68,23 +98,6 @@ type leadTurn struct {
 // goroutine took over (its caller then goes on as a runner).
 func (s *Server) lead(l *leader) {
 	turn := &leadTurn{l: l}
-	var werr error
-	poll := func(fd uintptr) bool {
-		for {
-			n, err := rawcall.EpollPoll(int(fd), l.events)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err != nil:
-				werr = err
-				return true
-			case n == 0:
-				return false // the runtime's poller says when there are more
-			}
-			l.woken = s.park.dispatch(l.events[:n], l.woken)
-			return true
-		}
-	}
 	for {
 		for l.next < len(l.woken) {
 			c := l.woken[l.next]
@@ -96,10 +109,11 @@ func (s *Server) lead(l *leader) {
 			}
 		}
 		l.woken, l.next = l.woken[:0], 0
-		if err := l.rc.Read(poll); err != nil {
+		if err := l.rc.Read(l.poll); err != nil {
 			return // closed by Close, after Wait: nothing is parked
 		}
-		if werr != nil {
+		if werr := l.err; werr != nil {
+			l.err = nil
 			s.log.Error("epoll_wait on parked connections failed; closing them", "err", werr)
 			s.closeParked(OutcomeError)
 			return

@@ -259,10 +259,11 @@ func (c *conn) pending() bool {
 }
 
 func (c *conn) readFailed(err error) Outcome {
+	if err == io.EOF { // before we, which escapes (errors.As): most ends are this
+		return OutcomeClosed
+	}
 	var we *wire.Error
 	switch {
-	case err == io.EOF:
-		return OutcomeClosed
 	case errors.Is(err, errDrained):
 		return OutcomeDrained
 	case errors.Is(err, os.ErrDeadlineExceeded):

@@ -30,7 +30,6 @@ func (s *Server) Run(fd int, ci ConnInfo, done func(Result)) {
 		c.finish()
 		return
 	}
-	c.runOp, c.runRead = c.doOp, c.doRead
 	if c.parkOrFinish(c.serve()) {
 		c.resume()
 	}

@@ -297,10 +297,10 @@ type conn struct {
 	rdl         time.Time // the read deadline last set
 	wdl         time.Time // the write deadline while armed (zero: none)
 	op          sockOp
-	runOp       func(uintptr) bool // c.doOp, bound once
+	runOp       func(uintptr) bool // c.doOp, bound once attached (attach.go)
 	rd          readOp
 	drained     bool               // the last read was short: the socket had nothing more then
-	runRead     func(uintptr) bool // c.doRead, bound once
+	runRead     func(uintptr) bool // c.doRead, bound once attached
 	out         []byte
 	state       atomic.Int32 // connBusy, connIdle, connKicked, connParking or connParked
 	ready       atomic.Bool  // an event of the epoll set came since the last read (wait.go)
@@ -418,6 +418,11 @@ func (c *conn) writeHeader(r *wire.Response, more bool) error {
 func (c *conn) appendHeader(r *wire.Response) []byte {
 	c.lastStatus = r.Status
 	c.s.nativeResp.add(NativeStatusCode(r.Status))
+	if c.out == nil {
+		// Room for a header and a digest: one allocation, not the
+		// appends' several.
+		c.out = make([]byte, 0, wire.ResponseHeaderLen+wire.DigestLen)
+	}
 	c.out = wire.AppendResponse(c.out[:0], r)
 	return c.out
 }
