@@ -371,10 +371,18 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, fds []int) bool {
 			t.sendMu.Unlock()
 			continue
 		}
+		if t.handoff == nil {
+			var err error
+			if t.handoff, err = fdpass.NewSender(t.ch); err != nil {
+				t.sendMu.Unlock()
+				s.log.Debug("handoff failed; trying another worker", "pid", t.pid, "err", err)
+				continue
+			}
+		}
 		t.active.Add(n)
 		s.inflight.Add(n)
 		t.addClients(d.metas, d.mkeys)
-		err := fdpass.TrySend(t.ch, d.msg, fds...)
+		err := t.handoff.TrySend(d.msg, fds...)
 		if err != nil {
 			t.active.Add(-n)
 			s.inflight.Add(-n)

@@ -108,6 +108,7 @@ type workerProc struct {
 	sendMu  sync.Mutex
 	gone    chan struct{}     // closed, under sendMu, when the worker is gone (isGone)
 	clients map[uint64]string // connection id -> client key, for those counted per client
+	handoff *fdpass.Sender    // (sendMu) ch's sender for handoffs, made at the first
 
 	active   atomic.Int64                // connections handed over and not reported done
 	capacity atomic.Int64                // connections its descriptors have room for; 0: no bound (fdcap.go)

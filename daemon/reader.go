@@ -21,9 +21,13 @@ import (
 // can never make the supervisor spin.
 func (s *Supervisor) readWorker(w *workerProc) {
 	buf := make([]byte, maxMsg)
-	oob := make([]byte, 64)
-	for {
-		n, fds, err := fdpass.Recv(w.ch, buf, oob)
+	ch, err := fdpass.NewReceiver(w.ch, buf, make([]byte, 64))
+	if err != nil { // not possible for a *net.UnixConn that is open
+		s.log.Error("worker channel failed; killing the worker", "pid", w.pid, "err", err)
+		kill(w.proc)
+	}
+	for err == nil { // NewReceiver's error: a message's own ends the loop with break
+		n, fds, err := ch.Recv()
 		closeFDs(fds) // workers never send fds
 		if err != nil {
 			if errors.Is(err, fdpass.ErrTruncated) || errors.Is(err, fdpass.ErrTooLong) {

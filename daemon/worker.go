@@ -163,9 +163,13 @@ func (w *worker) run() int {
 	outboxDone := make(chan struct{})
 	go func() { w.outbox(); close(outboxDone) }()
 	buf := make([]byte, maxMsg)
-	oob := make([]byte, fdpass.OOBSpace)
+	ch, err := fdpass.NewReceiver(w.ch, buf, make([]byte, fdpass.OOBSpace))
+	if err != nil {
+		w.log.Error("channel read failed; exiting", "err", err)
+		return 1
+	}
 	for {
-		n, fds, err := fdpass.Recv(w.ch, buf, oob)
+		n, fds, err := ch.Recv() // fds: the Receiver's slice, valid until the next Recv
 		switch {
 		case errors.Is(err, fdpass.ErrTruncated):
 			// The kernel dropped the fds (most likely this process is out
@@ -366,6 +370,7 @@ const doneQueue = 1024
 func (w *worker) outbox() {
 	batch := make([]doneMeta, 0, 4*maxBatch)
 	var msg []byte
+	out, _ := fdpass.NewSender(w.ch) // this goroutine's own: a report allocates nothing (nil: sendDone's fallback)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for d := range w.done {
@@ -395,7 +400,7 @@ func (w *worker) outbox() {
 		}
 		timer.Stop()
 		msg = appendDone(msg[:0], batch)
-		if err := w.sendDone(msg); err != nil { // accept mode hook (workeraccept.go)
+		if err := w.sendDone(out, msg); err != nil { // accept mode hook (workeraccept.go)
 			w.log.Error("report finished connections", "err", err)
 		}
 	}

@@ -327,15 +327,18 @@ func (a *acceptor) flush() {
 	}
 }
 
-// sendDone sends a msgDone (outbox), after the msgAccepted that counts its
-// connections in the accept mode.
-func (w *worker) sendDone(msg []byte) error {
+// sendDone sends a msgDone through outbox's sender, after the
+// msgAccepted that counts its connections in the accept mode.
+func (w *worker) sendDone(out *fdpass.Sender, msg []byte) error {
 	if a := w.acc; a != nil {
 		a.repMu.Lock()
 		defer a.repMu.Unlock()
 		a.flush()
 	}
-	return fdpass.Send(w.ch, msg)
+	if out == nil {
+		return fdpass.Send(w.ch, msg) // not possible for an open channel; says why
+	}
+	return out.Send(msg)
 }
 
 // stopAccepting closes the worker's copies of the listening sockets and

@@ -73,40 +73,16 @@ func Sendmsg(fd int, msg *unix.Msghdr, flags int) (int, error) {
 	return int(n), nil
 }
 
-// oneBuffer points msg at p (through iov) and at the control buffer oob.
-func oneBuffer(msg *unix.Msghdr, iov *unix.Iovec, p, oob []byte) {
-	if len(p) > 0 {
-		iov.Base = &p[0]
-		iov.SetLen(len(p))
-		msg.Iov = iov
-		msg.SetIovlen(1)
-	}
-	if len(oob) > 0 {
-		msg.Control = &oob[0]
-		msg.SetControllen(len(oob))
-	}
-}
-
-// Recvmsg is recvmsg(2) on a non-blocking socket (or with MSG_DONTWAIT in
-// flags) into one buffer and oob.
-func Recvmsg(fd int, p, oob []byte, flags int) (n, oobn, recvflags int, err error) {
-	var iov unix.Iovec
-	var msg unix.Msghdr
-	oneBuffer(&msg, &iov, p, oob)
-	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+// RecvmsgHdr is recvmsg(2) into msg, which the caller has pointed at its
+// buffers (and keeps, so that they are not reallocated per call), on a
+// non-blocking socket or with MSG_DONTWAIT in flags. The kernel sets
+// msg.Controllen and msg.Flags.
+func RecvmsgHdr(fd int, msg *unix.Msghdr, flags int) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), uintptr(flags))
 	if e != 0 {
-		return 0, 0, 0, e
+		return 0, e
 	}
-	return int(r), int(msg.Controllen), int(msg.Flags), nil
-}
-
-// SendmsgOOB is sendmsg(2) of one buffer and a control message; flags must
-// include MSG_DONTWAIT.
-func SendmsgOOB(fd int, p, oob []byte, flags int) (int, error) {
-	var iov unix.Iovec
-	var msg unix.Msghdr
-	oneBuffer(&msg, &iov, p, oob)
-	return Sendmsg(fd, &msg, flags)
+	return int(r), nil
 }
 
 // Peek reports whether a byte waits in the non-blocking socket fd.
