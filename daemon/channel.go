@@ -164,7 +164,15 @@ func appendDone(b []byte, ds []doneMeta) []byte {
 	return b
 }
 
+// parseDone decodes a msgDone's entries.
 func parseDone(p []byte) ([]doneMeta, error) {
+	return appendDoneMetas(nil, p)
+}
+
+// appendDoneMetas is parseDone appending to out (the supervisor's reader
+// reuses one slice); the outcomes a worker reports are strings of their
+// own, not copies.
+func appendDoneMetas(out []doneMeta, p []byte) ([]doneMeta, error) {
 	if len(p) < 2 {
 		return nil, errShortMsg
 	}
@@ -173,7 +181,6 @@ func parseDone(p []byte) ([]doneMeta, error) {
 		return nil, fmt.Errorf("done message with %d entries, the limit is %d", n, 4*maxBatch)
 	}
 	p = p[2:]
-	out := make([]doneMeta, 0, n)
 	for range n {
 		if len(p) < 21 {
 			return nil, errShortMsg
@@ -184,7 +191,7 @@ func parseDone(p []byte) ([]doneMeta, error) {
 		if len(p) < l {
 			return nil, errShortMsg
 		}
-		d.outcome = string(p[:l])
+		d.outcome = outcomeString(p[:l])
 		p = p[l:]
 		out = append(out, d)
 	}
@@ -305,3 +312,23 @@ const maxStatusBytes = maxMsg - 1024
 
 // maxStatusTransfers is the most transfers one worker lists in a status.
 const maxStatusTransfers = 1000
+
+// outcomeDropped is the outcome of a connection whose descriptor the
+// worker lost, or whose handoff message it could not read.
+const outcomeDropped serve.Outcome = "dropped"
+
+// knownOutcomes are the outcomes a worker reports: serve's, and the
+// worker's own for connections that never reached the server.
+var knownOutcomes = []serve.Outcome{serve.OutcomeClosed, serve.OutcomeIdle, serve.OutcomeDrained,
+	serve.OutcomeBadRequest, serve.OutcomeClientGone, serve.OutcomeShrank, serve.OutcomeChanged,
+	serve.OutcomeError, serve.OutcomeBusy, serve.OutcomeBadProxy, outcomeDropped}
+
+// outcomeString is b as a string: a known outcome's own, else a copy.
+func outcomeString(b []byte) string {
+	for _, o := range knownOutcomes {
+		if string(o) == string(b) {
+			return string(o)
+		}
+	}
+	return string(b)
+}

@@ -26,7 +26,8 @@ func (s *Supervisor) readWorker(w *workerProc) {
 		s.log.Error("worker channel failed; killing the worker", "pid", w.pid, "err", err)
 		kill(w.proc)
 	}
-	for err == nil { // NewReceiver's error: a message's own ends the loop with break
+	var ds []doneMeta // msgDone's entries, the slice reused
+	for err == nil {  // NewReceiver's error: a message's own ends the loop with break
 		n, fds, err := ch.Recv()
 		closeFDs(fds) // workers never send fds
 		if err != nil {
@@ -73,7 +74,7 @@ func (s *Supervisor) readWorker(w *workerProc) {
 		case msgAcceptStopped: // accept mode hook (acceptbudget.go)
 			s.post(evAcceptStopped{w})
 		case msgDone:
-			ds, err := parseDone(p)
+			ds, err = appendDoneMetas(ds[:0], p)
 			if err != nil {
 				s.log.Error("bad message from worker", "pid", w.pid, "err", err)
 				continue

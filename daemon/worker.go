@@ -330,7 +330,7 @@ func (w *worker) reportDropped(metas []connMeta) {
 	}
 	ds := make([]doneMeta, len(metas))
 	for i, m := range metas {
-		ds[i] = doneMeta{id: m.id, outcome: "dropped"}
+		ds[i] = doneMeta{id: m.id, outcome: string(outcomeDropped)}
 	}
 	if err := fdpass.Send(w.ch, appendDone(nil, ds)); err != nil {
 		w.log.Error("report dropped connections", "err", err)
