@@ -219,6 +219,7 @@ func TestInlineSlowClient(t *testing.T) {
 	ts := newTestServer(t, "sendfile", func(o *Options) { o.FileCache = time.Hour; withHTTP(o) })
 	data := random(inlineMax)
 	ts.write(t, "f", data)
+	before := ts.srv.Stats()
 	for range 2 {
 		ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
 	}
@@ -226,16 +227,21 @@ func TestInlineSlowClient(t *testing.T) {
 		t.Fatal("the file is not kept in memory")
 	}
 	// A fast client: the counters grow by the body, no transfer shows.
-	before := ts.srv.Stats()
+	// They grow after the sendmsg, so maybe a moment after the client has
+	// the response: wait for them.
 	ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f", Offset: 100})
 	ts.connect(t) // a connection speaks the protocol of its first request
 	ts.httpDo(t, "GET", "GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+	want, wantHTTP := uint64(4*len(data)-100), uint64(len(data))
 	after := ts.srv.Stats()
-	if got, want := after.BytesSent-before.BytesSent, uint64(2*len(data)-100); got != want {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && (after.BytesSent-before.BytesSent != want || after.HTTPBytesSent-before.HTTPBytesSent != wantHTTP); time.Sleep(time.Millisecond) {
+		after = ts.srv.Stats()
+	}
+	if got := after.BytesSent - before.BytesSent; got != want {
 		t.Errorf("fast client: %d body bytes counted, want %d", got, want)
 	}
-	if got := after.HTTPBytesSent - before.HTTPBytesSent; got != uint64(len(data)) {
-		t.Errorf("fast client: %d HTTP body bytes counted, want %d", got, len(data))
+	if got := after.HTTPBytesSent - before.HTTPBytesSent; got != wantHTTP {
+		t.Errorf("fast client: %d HTTP body bytes counted, want %d", got, wantHTTP)
 	}
 
 	for _, proto := range []string{ProtoNative, ProtoHTTP} {
