@@ -173,20 +173,24 @@ type fileBody struct {
 // transfer (c.cur) while it waits.
 func (c *conn) writeInline(head, body []byte, fb *fileBody) (int, error) {
 	c.op = sockOp{kind: opSendmsgv, buf: head, buf2: body, flags: unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT}
-	n, err := c.send()
-	c.op.buf, c.op.buf2 = nil, nil
-	if err != nil {
-		return 0, err
-	}
-	if n == len(head)+len(body) {
+	n, err := c.sendNow() // never waits: what waits is published first
+	if err == nil && n == len(head)+len(body) {
+		c.op.buf, c.op.buf2 = nil, nil
 		c.s.countSent(fb, n-len(head))
 		return n - len(head), nil
 	}
 	var t *transfer
-	if fb != nil {
+	if err == nil && fb != nil {
 		t = &transfer{proto: fb.proto, path: fb.path, offset: fb.offset, total: fb.total, start: time.Now()}
 		c.cur.Store(t)
 		defer c.cur.Store(nil)
+	}
+	if err == nil && n == 0 {
+		n, err = c.send() // the socket was full: the same sendmsg, waiting
+	}
+	c.op.buf, c.op.buf2 = nil, nil
+	if err != nil {
+		return 0, err
 	}
 	if n < len(head) {
 		if err := c.write(head[n:], true); err != nil {

@@ -306,3 +306,67 @@ func TestInlineSlowClient(t *testing.T) {
 		})
 	}
 }
+
+// TestInlineFullSocket: a body kept in memory whose first sendmsg finds
+// the socket already full (an earlier response the client has not read)
+// waits in that sendmsg; it shows in status while it does, as one that
+// the socket took only part of does.
+func TestInlineFullSocket(t *testing.T) {
+	settleNow(t)
+	ts := newTestServer(t, "sendfile", func(o *Options) { o.FileCache = time.Hour })
+	data := random(inlineMax)
+	ts.write(t, "f", data)
+	for range 2 {
+		ts.do(t, wire.Request{Op: wire.OpGet, Path: "/f"})
+	}
+	if !kept(ts, "/f") {
+		t.Fatal("the file is not kept in memory")
+	}
+	small := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+		return nil
+	}}
+	c, fd := loopbackDial(t, small)
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 1024); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the socket from the server's side, as a response the client
+	// does not read would, until it takes nothing more.
+	dup, err := syscall.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(dup)
+	junk := make([]byte, 4096)
+	for wrote := true; wrote; time.Sleep(50 * time.Millisecond) { // until the acks free nothing more
+		wrote = false
+		for n := len(junk); n > 0; {
+			if _, err := syscall.Write(dup, junk[:n]); err == syscall.EAGAIN {
+				n /= 2
+			} else if err != nil {
+				t.Fatal(err)
+			} else {
+				wrote = true
+			}
+		}
+	}
+	ts.result = make(chan Result, 1)
+	ts.runOn(c, fd, ConnInfo{})
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	wire.WriteRequest(c, &wire.Request{Op: wire.OpGet, Path: "/f"})
+	shown := false
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if trs, _ := ts.srv.Transfers(10); len(trs) == 1 {
+			shown = true
+			if tr := trs[0]; tr.Path != "/f" || tr.Sent >= tr.Total || tr.Total != int64(len(data)) {
+				t.Errorf("transfer %+v", tr)
+			}
+			break
+		}
+	}
+	if !shown {
+		t.Error("a body waiting for a full socket never showed in status")
+	}
+	c.Close()
+	<-ts.result
+}

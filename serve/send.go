@@ -102,6 +102,22 @@ func (c *conn) send() (int, error) {
 	}
 }
 
+// sendNow is one attempt of c.op that never waits: 0 and no error if the
+// socket is full. The caller may publish what is about to wait (a
+// transfer, inline.go) before send waits for the rest.
+func (c *conn) sendNow() (int, error) {
+	c.op.armed = false
+	if c.rc == nil {
+		c.doOp(uintptr(c.fd))
+	} else if err := c.rc.Write(c.runOp); err != nil {
+		return 0, err
+	}
+	if c.op.err == unix.EAGAIN {
+		return 0, nil
+	}
+	return c.op.n, c.op.err
+}
+
 // doOp is c.runOp: one attempt of c.op. It returns false to wait for the
 // socket to become writable, which it does only once the deadline is armed.
 func (c *conn) doOp(sock uintptr) bool {
