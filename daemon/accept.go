@@ -372,12 +372,7 @@ func (d *dispatcher) sendTo(ws []*workerProc, first int, fds []int) bool {
 			continue
 		}
 		if t.handoff == nil {
-			var err error
-			if t.handoff, err = fdpass.NewSender(t.ch); err != nil {
-				t.sendMu.Unlock()
-				s.log.Debug("handoff failed; trying another worker", "pid", t.pid, "err", err)
-				continue
-			}
+			t.handoff = fdpass.NewSender(t.ch)
 		}
 		t.active.Add(n)
 		s.inflight.Add(n)

@@ -21,13 +21,9 @@ import (
 // can never make the supervisor spin.
 func (s *Supervisor) readWorker(w *workerProc) {
 	buf := make([]byte, maxMsg)
-	ch, err := fdpass.NewReceiver(w.ch, buf, make([]byte, 64))
-	if err != nil { // not possible for a *net.UnixConn that is open
-		s.log.Error("worker channel failed; killing the worker", "pid", w.pid, "err", err)
-		kill(w.proc)
-	}
+	ch := fdpass.NewReceiver(w.ch, buf, make([]byte, 64))
 	var ds []doneMeta // msgDone's entries, the slice reused
-	for err == nil {  // NewReceiver's error: a message's own ends the loop with break
+	for {
 		n, fds, err := ch.Recv()
 		closeFDs(fds) // workers never send fds
 		if err != nil {

@@ -163,11 +163,7 @@ func (w *worker) run() int {
 	outboxDone := make(chan struct{})
 	go func() { w.outbox(); close(outboxDone) }()
 	buf := make([]byte, maxMsg)
-	ch, err := fdpass.NewReceiver(w.ch, buf, make([]byte, fdpass.OOBSpace))
-	if err != nil {
-		w.log.Error("channel read failed; exiting", "err", err)
-		return 1
-	}
+	ch := fdpass.NewReceiver(w.ch, buf, make([]byte, fdpass.OOBSpace))
 	for {
 		n, fds, err := ch.Recv() // fds: the Receiver's slice, valid until the next Recv
 		switch {
@@ -370,7 +366,7 @@ const doneQueue = 1024
 func (w *worker) outbox() {
 	batch := make([]doneMeta, 0, 4*maxBatch)
 	var msg []byte
-	out, _ := fdpass.NewSender(w.ch) // this goroutine's own: a report allocates nothing (nil: sendDone's fallback)
+	out := fdpass.NewSender(w.ch) // this goroutine's own: a report allocates nothing
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for d := range w.done {

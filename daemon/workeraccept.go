@@ -335,9 +335,6 @@ func (w *worker) sendDone(out *fdpass.Sender, msg []byte) error {
 		defer a.repMu.Unlock()
 		a.flush()
 	}
-	if out == nil {
-		return fdpass.Send(w.ch, msg) // not possible for an open channel; says why
-	}
 	return out.Send(msg)
 }
 

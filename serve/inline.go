@@ -174,19 +174,22 @@ type fileBody struct {
 func (c *conn) writeInline(head, body []byte, fb *fileBody) (int, error) {
 	c.op = sockOp{kind: opSendmsgv, buf: head, buf2: body, flags: unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT}
 	n, err := c.sendNow() // never waits: what waits is published first
-	if err == nil && n == len(head)+len(body) {
+	var t *transfer
+	switch {
+	case err != nil:
+	case n == len(head)+len(body):
 		c.op.buf, c.op.buf2 = nil, nil
 		c.s.countSent(fb, n-len(head))
 		return n - len(head), nil
-	}
-	var t *transfer
-	if err == nil && fb != nil {
-		t = &transfer{proto: fb.proto, path: fb.path, offset: fb.offset, total: fb.total, start: time.Now()}
-		c.cur.Store(t)
-		defer c.cur.Store(nil)
-	}
-	if err == nil && n == 0 {
-		n, err = c.send() // the socket was full: the same sendmsg, waiting
+	default:
+		if fb != nil {
+			t = &transfer{proto: fb.proto, path: fb.path, offset: fb.offset, total: fb.total, start: time.Now()}
+			c.cur.Store(t)
+			defer c.cur.Store(nil)
+		}
+		if n == 0 {
+			n, err = c.send() // the socket was full: the same sendmsg, waiting
+		}
 	}
 	c.op.buf, c.op.buf2 = nil, nil
 	if err != nil {

@@ -248,14 +248,7 @@ func TestInlineSlowClient(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			// Small buffers both ends, and a client that does not read:
 			// the first sendmsg cannot take head and body.
-			small := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-				rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
-				return nil
-			}}
-			c, fd := loopbackDial(t, small)
-			if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 1024); err != nil {
-				t.Fatal(err)
-			}
+			c, fd := loopbackSmall(t)
 			ts.result = make(chan Result, 1)
 			ts.runOn(c, fd, ConnInfo{})
 			before := ts.srv.Stats()
@@ -322,14 +315,7 @@ func TestInlineFullSocket(t *testing.T) {
 	if !kept(ts, "/f") {
 		t.Fatal("the file is not kept in memory")
 	}
-	small := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
-		return nil
-	}}
-	c, fd := loopbackDial(t, small)
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 1024); err != nil {
-		t.Fatal(err)
-	}
+	c, fd := loopbackSmall(t)
 	// Fill the socket from the server's side, as a response the client
 	// does not read would, until it takes nothing more.
 	dup, err := syscall.Dup(fd)
@@ -369,4 +355,20 @@ func TestInlineFullSocket(t *testing.T) {
 	}
 	c.Close()
 	<-ts.result
+}
+
+// loopbackSmall is loopback with the smallest buffers the kernel allows:
+// the client's receive buffer and the server side's send buffer, so a
+// response the client does not read soon fills the socket.
+func loopbackSmall(t *testing.T) (net.Conn, int) {
+	t.Helper()
+	small := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+		return nil
+	}}
+	c, fd := loopbackDial(t, small)
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 1024); err != nil {
+		t.Fatal(err)
+	}
+	return c, fd
 }

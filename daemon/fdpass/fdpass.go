@@ -43,11 +43,7 @@ var ErrTooLong = errors.New("fdpass: message larger than the receive buffer (MSG
 // closes its copies when it is done with them. (A Sender does the same
 // without allocating, for a channel written often.)
 func Send(c *net.UnixConn, msg []byte, fds ...int) error {
-	s, err := NewSender(c)
-	if err != nil {
-		return err
-	}
-	return s.Send(msg, fds...)
+	return NewSender(c).Send(msg, fds...)
 }
 
 // TrySend is Send without waiting: if the peer's queue is full it returns
@@ -55,11 +51,7 @@ func Send(c *net.UnixConn, msg []byte, fds ...int) error {
 // caller (the supervisor's accept loop). Like Send, it does not close fds,
 // whether it succeeds or not.
 func TrySend(c *net.UnixConn, msg []byte, fds ...int) error {
-	s, err := NewSender(c)
-	if err != nil {
-		return err
-	}
-	return s.TrySend(msg, fds...)
+	return NewSender(c).TrySend(msg, fds...)
 }
 
 // Recv reads one message into buf and returns its length and the fds that
@@ -68,12 +60,24 @@ func TrySend(c *net.UnixConn, msg []byte, fds ...int) error {
 // ErrTruncated, n and buf still hold the payload (and no fds are returned).
 // (A Receiver does the same without allocating, for a channel read often.)
 func Recv(c *net.UnixConn, buf, oob []byte) (n int, fds []int, err error) {
-	r, err := NewReceiver(c, buf, oob)
-	if err != nil {
-		return 0, nil, err
-	}
-	n, fds, err = r.Recv()
+	n, fds, err = NewReceiver(c, buf, oob).Recv()
 	return n, slices.Clone(fds), err
+}
+
+// pointMsg points msg at p (through iov) and at the control buffer oob,
+// either of which may be empty.
+func pointMsg(msg *unix.Msghdr, iov *unix.Iovec, p, oob []byte) {
+	*msg = unix.Msghdr{}
+	if len(p) > 0 {
+		iov.Base = &p[0]
+		iov.SetLen(len(p))
+		msg.Iov = iov
+		msg.SetIovlen(1)
+	}
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
 }
 
 // OOBSpace is the size of an oob buffer that can hold MaxFDs descriptors.

@@ -17,7 +17,7 @@ import (
 // that a read allocates nothing. It is not safe for concurrent use.
 type Receiver struct {
 	c    *net.UnixConn
-	rc   syscall.RawConn
+	rc   syscall.RawConn // c's, from the first read
 	buf  []byte
 	oob  []byte
 	iov  unix.Iovec
@@ -30,20 +30,21 @@ type Receiver struct {
 
 // NewReceiver returns a Receiver of c's messages into buf, with their
 // control messages in oob (see Recv for its size).
-func NewReceiver(c *net.UnixConn, buf, oob []byte) (*Receiver, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("fdpass: %w", err)
-	}
-	r := &Receiver{c: c, rc: rc, buf: buf, oob: oob}
+func NewReceiver(c *net.UnixConn, buf, oob []byte) *Receiver {
+	r := &Receiver{c: c, buf: buf, oob: oob}
 	r.read = r.recvmsg
-	return r, nil
+	return r
 }
 
 // Recv reads one message into the Receiver's buffer, as the package's Recv
 // does. The fds it returns are the caller's to close, but the slice is
 // the Receiver's: it is reused by the next Recv.
 func (r *Receiver) Recv() (n int, fds []int, err error) {
+	if r.rc == nil {
+		if r.rc, err = r.c.SyscallConn(); err != nil {
+			return 0, nil, err
+		}
+	}
 	r.n, r.err = 0, nil
 	err = r.rc.Read(r.read)
 	if err == nil {
@@ -80,17 +81,7 @@ func (r *Receiver) Recv() (n int, fds []int, err error) {
 // the socket to become readable.
 func (r *Receiver) recvmsg(fd uintptr) bool {
 	for {
-		r.msg = unix.Msghdr{}
-		if len(r.buf) > 0 {
-			r.iov.Base = &r.buf[0]
-			r.iov.SetLen(len(r.buf))
-			r.msg.Iov = &r.iov
-			r.msg.SetIovlen(1)
-		}
-		if len(r.oob) > 0 {
-			r.msg.Control = &r.oob[0]
-			r.msg.SetControllen(len(r.oob))
-		}
+		pointMsg(&r.msg, &r.iov, r.buf, r.oob) // again: the kernel wrote Controllen
 		r.n, r.err = rawcall.RecvmsgHdr(int(fd), &r.msg, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
 		if r.err == unix.EINTR {
 			continue

@@ -102,14 +102,8 @@ func TestAppendRights(t *testing.T) {
 // descriptors without allocating, once their buffers have grown.
 func TestSenderReceiverAllocs(t *testing.T) {
 	a, b := connPair(t)
-	s, err := NewSender(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := NewReceiver(b, make([]byte, 64), make([]byte, OOBSpace))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := NewSender(a)
+	r := NewReceiver(b, make([]byte, 64), make([]byte, OOBSpace))
 	fds := []int{0, 1, 2}
 	msg := []byte("batch")
 	pass := func() {

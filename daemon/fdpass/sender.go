@@ -15,7 +15,8 @@ import (
 // the poller's callback) from one message to the next, so that a send
 // allocates nothing. It is not safe for concurrent use.
 type Sender struct {
-	rc    syscall.RawConn
+	c     *net.UnixConn
+	rc    syscall.RawConn // c's, from the first send
 	oob   []byte
 	iov   unix.Iovec
 	msg   unix.Msghdr
@@ -25,15 +26,11 @@ type Sender struct {
 }
 
 // NewSender returns a Sender for c.
-func NewSender(c *net.UnixConn) (*Sender, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("fdpass: %w", err)
-	}
-	s := &Sender{rc: rc}
+func NewSender(c *net.UnixConn) *Sender {
+	s := &Sender{c: c}
 	s.write = s.sendmsg
 	s.try = s.sendmsgOnce
-	return s, nil
+	return s
 }
 
 // Send writes msg with fds attached in one sendmsg, waiting (in the
@@ -52,18 +49,18 @@ func (s *Sender) send(msg []byte, fds []int, wait bool) error {
 	if len(fds) > MaxFDs {
 		return fmt.Errorf("fdpass: %d fds in one message, the limit is %d", len(fds), MaxFDs)
 	}
-	s.msg = unix.Msghdr{}
-	if len(msg) > 0 {
-		s.iov.Base = &msg[0]
-		s.iov.SetLen(len(msg))
-		s.msg.Iov = &s.iov
-		s.msg.SetIovlen(1)
+	if s.rc == nil {
+		rc, err := s.c.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("fdpass: %w", err)
+		}
+		s.rc = rc
 	}
+	s.oob = s.oob[:0]
 	if len(fds) > 0 {
-		s.oob = appendRights(s.oob[:0], fds)
-		s.msg.Control = &s.oob[0]
-		s.msg.SetControllen(len(s.oob))
+		s.oob = appendRights(s.oob, fds)
 	}
+	pointMsg(&s.msg, &s.iov, msg, s.oob)
 	s.err = nil
 	var err error
 	if wait {
